@@ -1,0 +1,286 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/custody-dev/custody/libs/identity"
+	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/telemetry"
+)
+
+// Config is the part of a service's configuration that every service has.
+type Config struct {
+	// Service is the service's name, e.g. "signer"; set by the service.
+	Service string
+
+	TrustDomain     string
+	SVIDDir         string
+	WorkloadAPIAddr string
+	Listen          string
+	MetricsListen   string
+	EndpointsFile   string
+	TraceFile       string
+	OTLPEndpoint    string
+	LogLevel        string
+	ShutdownTimeout time.Duration
+}
+
+// RegisterFlags adds the shared flags to f.
+func (c *Config) RegisterFlags(f *Flags) {
+	f.String(&c.TrustDomain, "trust-domain", "CUSTODY_TRUST_DOMAIN", "", "SPIFFE trust domain of this deployment")
+	f.String(&c.SVIDDir, "svid-dir", "CUSTODY_SVID_DIR", "", "directory with svid.pem, svid_key.pem and bundle.pem; unused when SPIFFE_ENDPOINT_SOCKET is set")
+	f.String(&c.WorkloadAPIAddr, "workload-api", identity.EndpointSocketEnv, "", "SPIFFE Workload API socket, e.g. unix:///run/spire/agent.sock")
+	f.String(&c.Listen, "listen", "CUSTODY_LISTEN", "127.0.0.1:0", "gRPC listen address")
+	f.String(&c.MetricsListen, "metrics-listen", "CUSTODY_METRICS_LISTEN", "127.0.0.1:0", "Prometheus /metrics listen address; empty disables it")
+	f.String(&c.EndpointsFile, "endpoints-file", "CUSTODY_ENDPOINTS_FILE", "", "write the bound addresses here as JSON once listening")
+	f.String(&c.TraceFile, "trace-file", "CUSTODY_TRACE_FILE", "", "append spans to this file as JSON lines")
+	f.String(&c.OTLPEndpoint, "otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", "", "send spans over OTLP/gRPC to host:port")
+	f.String(&c.LogLevel, "log-level", "CUSTODY_LOG_LEVEL", "info", "debug, info, warn or error")
+	f.Duration(&c.ShutdownTimeout, "shutdown-timeout", "CUSTODY_SHUTDOWN_TIMEOUT", 10*time.Second, "how long to drain RPCs on shutdown")
+}
+
+// Validate returns every problem with c at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.TrustDomain == "" {
+		errs = append(errs, errors.New("--trust-domain is required"))
+	} else if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
+		errs = append(errs, fmt.Errorf("--trust-domain %q: %w", c.TrustDomain, err))
+	}
+	if c.SVIDDir == "" && c.WorkloadAPIAddr == "" {
+		errs = append(errs, errors.New("no identity: set --svid-dir or "+identity.EndpointSocketEnv))
+	}
+	if c.Listen == "" {
+		errs = append(errs, errors.New("--listen is required"))
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		errs = append(errs, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.LogLevel))
+	}
+	return joinLines(errs)
+}
+
+// Daemon is a started service process: identity, telemetry and listeners.
+type Daemon struct {
+	Config      Config
+	Logger      *slog.Logger
+	Telemetry   *telemetry.Telemetry
+	Source      identity.Source
+	TrustDomain spiffeid.TrustDomain
+
+	mu        sync.Mutex
+	listeners map[string]net.Listener
+}
+
+// Start sets up logging to stderr, telemetry and identity. It fails if no
+// SVID can be obtained.
+func Start(ctx context.Context, cfg Config, stderr io.Writer) (*Daemon, error) {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.LogLevel)) // checked by Validate
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: lvl})).With(slog.String("service", cfg.Service))
+	td, err := spiffeid.TrustDomainFromString(cfg.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("trust domain: %w", err)
+	}
+	tel, err := telemetry.New(ctx, telemetry.Config{Service: cfg.Service, TraceFile: cfg.TraceFile, OTLPEndpoint: cfg.OTLPEndpoint})
+	if err != nil {
+		return nil, err
+	}
+	src, err := identity.Open(ctx, identity.Config{WorkloadAPIAddr: cfg.WorkloadAPIAddr, Dir: cfg.SVIDDir, TrustDomain: td, Logger: logger})
+	if err != nil {
+		_ = tel.Shutdown(ctx)
+		return nil, err
+	}
+	svid, err := src.GetX509SVID()
+	if err != nil {
+		_ = tel.Shutdown(ctx)
+		src.Close()
+		return nil, fmt.Errorf("get own SVID: %w", err)
+	}
+	logger.Info("identity loaded", slog.String("id", svid.ID.String()), slog.Time("not_after", svid.Certificates[0].NotAfter))
+	return &Daemon{Config: cfg, Logger: logger, Telemetry: tel, Source: src, TrustDomain: td, listeners: map[string]net.Listener{}}, nil
+}
+
+// ServiceID returns the SPIFFE ID of a Custody service in this trust domain,
+// e.g. ServiceID("signer") is spiffe://<td>/service/signer.
+func (d *Daemon) ServiceID(name string) spiffeid.ID {
+	return spiffeid.RequireFromPath(d.TrustDomain, "/service/"+name)
+}
+
+// Dial connects to the Custody service name at target over SPIFFE mTLS.
+func (d *Daemon) Dial(target, name string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	return rpc.Dial(target, d.ServiceID(name), d.Source, d.Telemetry, opts...)
+}
+
+// NewServer returns a gRPC server for this daemon with the given policy.
+func (d *Daemon) NewServer(policy rpc.Policy) *rpc.Server {
+	return rpc.NewServer(rpc.ServerConfig{
+		Source: d.Source, TrustDomain: d.TrustDomain, Policy: policy,
+		Logger: d.Logger, Telemetry: d.Telemetry,
+	})
+}
+
+// Listen binds a TCP listener recorded under name in the endpoints file.
+func (d *Daemon) Listen(name, addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for %s on %s: %w", name, addr, err)
+	}
+	d.mu.Lock()
+	d.listeners[name] = l
+	d.mu.Unlock()
+	return l, nil
+}
+
+// Component is a long-running part of a service. It runs until ctx is done
+// and returns nil on a clean stop.
+type Component func(ctx context.Context) error
+
+// Serve binds the gRPC and metrics listeners, writes the endpoints file, and
+// runs srv and the components until ctx is done or one of them fails. It
+// then stops srv gracefully within the shutdown timeout, and flushes
+// telemetry. Listeners made with Listen before Serve are included in the
+// endpoints file.
+func (d *Daemon) Serve(ctx context.Context, srv *rpc.Server, components ...Component) error {
+	defer d.Source.Close()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), d.Config.ShutdownTimeout)
+		defer cancel()
+		_ = d.Telemetry.Shutdown(sctx)
+	}()
+	gl, err := d.Listen("grpc", d.Config.Listen)
+	if err != nil {
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	if d.Config.MetricsListen != "" {
+		ml, err := d.Listen("metrics", d.Config.MetricsListen)
+		if err != nil {
+			gl.Close()
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", d.Telemetry.Handler())
+		hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		g.Go(func() error {
+			if err := hs.Serve(ml); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics server: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			return hs.Shutdown(sctx)
+		})
+	}
+	if err := d.writeEndpoints(); err != nil {
+		return err
+	}
+	g.Go(func() error {
+		if err := srv.Serve(gl); err != nil {
+			return fmt.Errorf("gRPC server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		srv.Health.Shutdown()
+		done := make(chan struct{})
+		go func() { srv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(d.Config.ShutdownTimeout):
+			d.Logger.Warn("shutdown timeout: closing remaining RPCs")
+			srv.Stop()
+		}
+		return nil
+	})
+	for _, c := range components {
+		g.Go(func() error { return c(ctx) })
+	}
+	d.Logger.Info("serving", slog.String("grpc", gl.Addr().String()))
+	err = g.Wait()
+	d.Logger.Info("stopped")
+	return err
+}
+
+// Endpoints maps listener names ("grpc", "metrics", "https") to addresses.
+type Endpoints map[string]string
+
+func (d *Daemon) writeEndpoints() error {
+	if d.Config.EndpointsFile == "" {
+		return nil
+	}
+	d.mu.Lock()
+	eps := Endpoints{}
+	for name, l := range d.listeners {
+		eps[name] = l.Addr().String()
+	}
+	d.mu.Unlock()
+	b, err := json.Marshal(eps)
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(d.Config.EndpointsFile, b, 0o644)
+}
+
+// WriteFileAtomic writes b to path through a temporary file in the same
+// directory, fsync and rename, so readers see the old content or the new,
+// never a part.
+func WriteFileAtomic(path string, b []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func joinLines(errs []error) error {
+	var msgs []string
+	for _, e := range errs {
+		if e != nil {
+			msgs = append(msgs, e.Error())
+		}
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(msgs, "\n"))
+}

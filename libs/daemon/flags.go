@@ -1,0 +1,104 @@
+// Package daemon wires the parts every Custody service process shares:
+// configuration from flags and environment, logging, telemetry, SPIFFE
+// identity, listeners and graceful shutdown.
+package daemon
+
+import (
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Flags registers flags whose defaults come from environment variables, so
+// that a flag given on the command line wins over the environment, which wins
+// over the built-in default.
+type Flags struct {
+	*flag.FlagSet
+	getenv func(string) string
+	errs   []error
+}
+
+// NewFlags returns a flag set named name that reads defaults through getenv.
+func NewFlags(name string, getenv func(string) string) *Flags {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	return &Flags{FlagSet: fs, getenv: getenv}
+}
+
+func (f *Flags) usage(usage, env string) string {
+	if env == "" {
+		return usage
+	}
+	return usage + " (env " + env + ")"
+}
+
+// String defines a string flag with an environment fallback.
+func (f *Flags) String(p *string, name, env, def, usage string) {
+	if v := f.env(env); v != "" {
+		def = v
+	}
+	f.StringVar(p, name, def, f.usage(usage, env))
+}
+
+// Strings defines a repeatable string flag; the environment variable holds a
+// comma-separated list.
+func (f *Flags) Strings(p *[]string, name, env, usage string) {
+	if v := f.env(env); v != "" {
+		*p = strings.Split(v, ",")
+	}
+	f.Var((*stringList)(p), name, f.usage(usage+" (repeatable)", env))
+}
+
+// Bool defines a boolean flag with an environment fallback.
+func (f *Flags) Bool(p *bool, name, env string, def bool, usage string) {
+	if v := f.env(env); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			f.errs = append(f.errs, fmt.Errorf("%s=%q: want true or false", env, v))
+		}
+		def = b
+	}
+	f.BoolVar(p, name, def, f.usage(usage, env))
+}
+
+// Duration defines a duration flag with an environment fallback.
+func (f *Flags) Duration(p *time.Duration, name, env string, def time.Duration, usage string) {
+	if v := f.env(env); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			f.errs = append(f.errs, fmt.Errorf("%s=%q: want a duration such as 30s", env, v))
+		}
+		def = d
+	}
+	f.DurationVar(p, name, def, f.usage(usage, env))
+}
+
+func (f *Flags) env(name string) string {
+	if name == "" {
+		return ""
+	}
+	return f.getenv(name)
+}
+
+// Parse parses args and reports bad environment values too.
+func (f *Flags) Parse(args []string) error {
+	if err := f.FlagSet.Parse(args); err != nil {
+		return err
+	}
+	if f.NArg() > 0 {
+		f.errs = append(f.errs, fmt.Errorf("unexpected arguments: %q", f.Args()))
+	}
+	if len(f.errs) > 0 {
+		return joinLines(f.errs)
+	}
+	return nil
+}
+
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error {
+	*s = append(*s, v)
+	return nil
+}

@@ -1,0 +1,144 @@
+// Package telemetry sets up OpenTelemetry tracing and the Prometheus metrics
+// every Custody process exports.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Config says where spans go.
+type Config struct {
+	// Service is the service name recorded on every span.
+	Service string
+	// TraceFile, if set, receives every span as a line of JSON.
+	TraceFile string
+	// OTLPEndpoint, if set, receives spans over OTLP/gRPC (host:port).
+	OTLPEndpoint string
+}
+
+// Telemetry holds the tracer provider, propagator and metrics of one process.
+type Telemetry struct {
+	TracerProvider trace.TracerProvider
+	Propagator     propagation.TextMapPropagator
+	Registry       *prometheus.Registry
+	Metrics        *Metrics
+
+	shutdown []func(context.Context) error
+}
+
+// Metrics are the counters shared by every service. Services may register
+// their own on Registry.
+type Metrics struct {
+	// RPCs counts finished RPCs by full method and status code.
+	RPCs *prometheus.CounterVec
+	// AuthzDenied counts calls refused by authorization, by method.
+	AuthzDenied *prometheus.CounterVec
+	// SignatureFailures counts signatures that failed to verify, by what was
+	// being verified (envelope, checkpoint, token, decision).
+	SignatureFailures *prometheus.CounterVec
+	// IntegrityFailures counts bytes that did not match their digest, by
+	// where they were found (store, edge-cache, origin, download).
+	IntegrityFailures *prometheus.CounterVec
+}
+
+// New sets up tracing and metrics. Call Shutdown to flush spans.
+func New(ctx context.Context, cfg Config) (*Telemetry, error) {
+	t := &Telemetry{
+		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+		Registry:   prometheus.NewRegistry(),
+	}
+	t.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	t.Metrics = newMetrics(t.Registry, cfg.Service)
+
+	res := resource.NewSchemaless(semconv.ServiceName(cfg.Service))
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	if cfg.TraceFile != "" {
+		f, err := os.OpenFile(cfg.TraceFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("open trace file: %w", err)
+		}
+		exp, err := stdouttrace.New(stdouttrace.WithWriter(f))
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("create trace file exporter: %w", err)
+		}
+		opts = append(opts, sdktrace.WithBatcher(exp))
+		t.shutdown = append(t.shutdown, closer(f))
+	}
+	if cfg.OTLPEndpoint != "" {
+		exp, err := otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(cfg.OTLPEndpoint))
+		if err != nil {
+			return nil, fmt.Errorf("create OTLP exporter for %s: %w", cfg.OTLPEndpoint, err)
+		}
+		opts = append(opts, sdktrace.WithBatcher(exp))
+	}
+	tp := sdktrace.NewTracerProvider(opts...)
+	// The provider flushes its exporters first, then the trace file closes.
+	t.shutdown = append([]func(context.Context) error{tp.Shutdown}, t.shutdown...)
+	t.TracerProvider = tp
+	return t, nil
+}
+
+func closer(c io.Closer) func(context.Context) error {
+	return func(context.Context) error { return c.Close() }
+}
+
+func newMetrics(reg prometheus.Registerer, service string) *Metrics {
+	constLabels := prometheus.Labels{"service": service}
+	m := &Metrics{
+		RPCs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "custody_rpc_requests_total", Help: "Finished RPCs by method and status code.", ConstLabels: constLabels,
+		}, []string{"method", "code"}),
+		AuthzDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "custody_authz_denied_total", Help: "Calls refused by SPIFFE ID authorization, by method.", ConstLabels: constLabels,
+		}, []string{"method"}),
+		SignatureFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "custody_signature_verification_failures_total", Help: "Signatures that failed to verify, by kind.", ConstLabels: constLabels,
+		}, []string{"kind"}),
+		IntegrityFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "custody_integrity_failures_total", Help: "Bytes that did not match their digest, by where.", ConstLabels: constLabels,
+		}, []string{"where"}),
+	}
+	reg.MustRegister(m.RPCs, m.AuthzDenied, m.SignatureFailures, m.IntegrityFailures)
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (t *Telemetry) Handler() http.Handler {
+	return promhttp.HandlerFor(t.Registry, promhttp.HandlerOpts{Registry: t.Registry})
+}
+
+// Shutdown flushes pending spans and closes exporters.
+func (t *Telemetry) Shutdown(ctx context.Context) error {
+	var errs []error
+	for _, f := range t.shutdown {
+		errs = append(errs, f(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Discard returns telemetry that records metrics in a private registry and
+// exports no spans, for tests.
+func Discard(service string) *Telemetry {
+	t, err := New(context.Background(), Config{Service: service})
+	if err != nil {
+		panic(err) // unreachable: no exporters to fail
+	}
+	return t
+}

@@ -1,0 +1,7 @@
+module github.com/custody-dev/custody/services/cdn-broker
+
+go 1.26.8
+
+require github.com/custody-dev/custody/libs v0.0.0
+
+replace github.com/custody-dev/custody/libs => ../../libs
