@@ -1,0 +1,329 @@
+package attest
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Statement and predicate types.
+const (
+	StatementType           = "https://in-toto.io/Statement/v1"
+	ProvenancePredicateType = "https://slsa.dev/provenance/v1"
+	VSAPredicateType        = "https://slsa.dev/verification_summary/v1"
+	// BuildType is the SLSA build type of Custody's publish step.
+	BuildType = "https://custody.dev/publish/v1"
+	// DecisionExtension is the VSA extension field (a URI, as SLSA
+	// recommends) carrying Custody's decision id, environment and reasons.
+	DecisionExtension = "https://custody.dev/decision/v1"
+)
+
+// Artifact is what a provenance statement says about one published artifact.
+type Artifact struct {
+	Name         string
+	Version      string
+	Digest       string // "sha256:<hex>"
+	Channel      string
+	BuilderID    string
+	SourceRepo   string
+	SourceCommit string
+	StartedOn    time.Time
+	FinishedOn   time.Time
+}
+
+// Decision is what a gatekeeper decision record (VSA) says.
+type Decision struct {
+	VerifierID   string
+	Name         string
+	Version      string
+	Digest       string // "sha256:<hex>"
+	Environment  string
+	PolicyURI    string
+	PolicyDigest string // "sha256:<hex>"
+	DecisionID   string
+	Passed       bool
+	Time         time.Time
+	Reasons      []string
+}
+
+// Subject is an in-toto resource descriptor naming what a statement is about.
+type Subject struct {
+	Name   string            `json:"name,omitempty"`
+	Digest map[string]string `json:"digest"`
+}
+
+// Statement is a parsed in-toto Statement v1.
+type Statement struct {
+	Subjects      []Subject
+	PredicateType string
+	Predicate     json.RawMessage
+}
+
+type statementJSON struct {
+	Type          string          `json:"_type"`
+	Subject       []Subject       `json:"subject"`
+	PredicateType string          `json:"predicateType"`
+	Predicate     json.RawMessage `json:"predicate"`
+}
+
+type provenanceJSON struct {
+	BuildDefinition struct {
+		BuildType          string `json:"buildType"`
+		ExternalParameters struct {
+			Name    string `json:"name"`
+			Version string `json:"version"`
+			Channel string `json:"channel"`
+			Source  struct {
+				Repo   string `json:"repo,omitempty"`
+				Commit string `json:"commit,omitempty"`
+			} `json:"source"`
+		} `json:"externalParameters"`
+	} `json:"buildDefinition"`
+	RunDetails struct {
+		Builder struct {
+			ID string `json:"id"`
+		} `json:"builder"`
+		Metadata struct {
+			StartedOn  time.Time `json:"startedOn"`
+			FinishedOn time.Time `json:"finishedOn"`
+		} `json:"metadata"`
+	} `json:"runDetails"`
+}
+
+type vsaJSON struct {
+	Verifier struct {
+		ID string `json:"id"`
+	} `json:"verifier"`
+	TimeVerified time.Time `json:"timeVerified"`
+	ResourceURI  string    `json:"resourceUri"`
+	Policy       struct {
+		URI    string            `json:"uri"`
+		Digest map[string]string `json:"digest"`
+	} `json:"policy"`
+	VerificationResult string        `json:"verificationResult"`
+	VerifiedLevels     []string      `json:"verifiedLevels"`
+	SLSAVersion        string        `json:"slsaVersion"`
+	Custody            decisionExtra `json:"https://custody.dev/decision/v1"`
+}
+
+type decisionExtra struct {
+	DecisionID  string   `json:"decisionId"`
+	Environment string   `json:"environment"`
+	Reasons     []string `json:"reasons"`
+}
+
+// NewProvenance returns an in-toto Statement v1 with an SLSA Provenance v1
+// predicate for a, as JSON. BuilderID must be the builder's authenticated
+// identity.
+func NewProvenance(a Artifact) ([]byte, error) {
+	hexDigest, err := sha256Hex(a.Digest)
+	if err != nil {
+		return nil, err
+	}
+	if a.Name == "" || a.Version == "" || a.Channel == "" || a.BuilderID == "" {
+		return nil, errors.New("provenance needs name, version, channel and builder id")
+	}
+	var p provenanceJSON
+	p.BuildDefinition.BuildType = BuildType
+	ep := &p.BuildDefinition.ExternalParameters
+	ep.Name, ep.Version, ep.Channel = a.Name, a.Version, a.Channel
+	ep.Source.Repo, ep.Source.Commit = a.SourceRepo, a.SourceCommit
+	p.RunDetails.Builder.ID = a.BuilderID
+	p.RunDetails.Metadata.StartedOn = a.StartedOn.UTC()
+	p.RunDetails.Metadata.FinishedOn = a.FinishedOn.UTC()
+	return marshalStatement(a.Name, hexDigest, ProvenancePredicateType, p)
+}
+
+// NewVSA returns an in-toto Statement v1 with an SLSA Verification Summary
+// predicate recording d, as JSON.
+func NewVSA(d Decision) ([]byte, error) {
+	hexDigest, err := sha256Hex(d.Digest)
+	if err != nil {
+		return nil, err
+	}
+	policyHex, err := sha256Hex(d.PolicyDigest)
+	if err != nil {
+		return nil, fmt.Errorf("policy digest: %w", err)
+	}
+	if d.VerifierID == "" || d.Name == "" || d.Version == "" || d.Environment == "" || d.DecisionID == "" {
+		return nil, errors.New("decision needs verifier id, name, version, environment and decision id")
+	}
+	var v vsaJSON
+	v.Verifier.ID = d.VerifierID
+	v.TimeVerified = d.Time.UTC()
+	v.ResourceURI = ResourceURI(d.Name, d.Version, d.Environment)
+	v.Policy.URI = d.PolicyURI
+	v.Policy.Digest = map[string]string{"sha256": policyHex}
+	v.VerificationResult = "FAILED"
+	v.VerifiedLevels = []string{}
+	if d.Passed {
+		v.VerificationResult = "PASSED"
+		v.VerifiedLevels = []string{"SLSA_BUILD_LEVEL_2"}
+	}
+	v.SLSAVersion = "1.0"
+	v.Custody = decisionExtra{DecisionID: d.DecisionID, Environment: d.Environment, Reasons: d.Reasons}
+	if v.Custody.Reasons == nil {
+		v.Custody.Reasons = []string{}
+	}
+	return marshalStatement(d.Name, hexDigest, VSAPredicateType, v)
+}
+
+// ResourceURI names an artifact deployed to an environment in a VSA.
+func ResourceURI(name, version, env string) string {
+	return "custody:" + name + "@" + version + "?env=" + url.QueryEscape(env)
+}
+
+func marshalStatement(name, hexDigest, predicateType string, predicate any) ([]byte, error) {
+	pred, err := json.Marshal(predicate)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(statementJSON{
+		Type:          StatementType,
+		Subject:       []Subject{{Name: name, Digest: map[string]string{"sha256": hexDigest}}},
+		PredicateType: predicateType,
+		Predicate:     pred,
+	})
+}
+
+// ParseStatement parses an in-toto Statement v1 of at most MaxEnvelopeSize
+// bytes. It checks the statement type and that every subject has a digest;
+// what the predicate says is checked by Artifact and Decision.
+func ParseStatement(b []byte) (*Statement, error) {
+	if len(b) > MaxEnvelopeSize {
+		return nil, fmt.Errorf("%w: statement is %d bytes, limit %d", ErrMalformed, len(b), MaxEnvelopeSize)
+	}
+	var sj statementJSON
+	if err := decodeStrict(b, &sj); err != nil {
+		return nil, fmt.Errorf("%w: statement: %v", ErrMalformed, err)
+	}
+	if sj.Type != StatementType {
+		return nil, fmt.Errorf("%w: statement _type %q, want %s", ErrMalformed, sj.Type, StatementType)
+	}
+	if len(sj.Subject) == 0 {
+		return nil, fmt.Errorf("%w: statement has no subject", ErrMalformed)
+	}
+	for i, s := range sj.Subject {
+		if len(s.Digest) == 0 {
+			return nil, fmt.Errorf("%w: subject %d has no digest", ErrMalformed, i)
+		}
+	}
+	if sj.PredicateType == "" || len(sj.Predicate) == 0 {
+		return nil, fmt.Errorf("%w: statement has no predicate", ErrMalformed)
+	}
+	return &Statement{Subjects: sj.Subject, PredicateType: sj.PredicateType, Predicate: sj.Predicate}, nil
+}
+
+// single returns the one subject's name and "sha256:<hex>" digest.
+func (s *Statement) single() (string, string, error) {
+	if len(s.Subjects) != 1 {
+		return "", "", fmt.Errorf("%w: %d subjects, want exactly one", ErrMalformed, len(s.Subjects))
+	}
+	sub := s.Subjects[0]
+	h, ok := sub.Digest["sha256"]
+	if !ok {
+		return "", "", fmt.Errorf("%w: subject has no sha256 digest", ErrMalformed)
+	}
+	d := "sha256:" + h
+	if _, err := sha256Hex(d); err != nil {
+		return "", "", fmt.Errorf("%w: subject digest: %v", ErrMalformed, err)
+	}
+	return sub.Name, d, nil
+}
+
+// Artifact reads a provenance statement back. It fails unless the predicate
+// is SLSA Provenance v1 of Custody's build type with exactly one sha256
+// subject whose name matches the external parameters.
+func (s *Statement) Artifact() (*Artifact, error) {
+	if s.PredicateType != ProvenancePredicateType {
+		return nil, fmt.Errorf("%w: predicate type %q, want %s", ErrMalformed, s.PredicateType, ProvenancePredicateType)
+	}
+	name, digest, err := s.single()
+	if err != nil {
+		return nil, err
+	}
+	var p provenanceJSON
+	if err := json.Unmarshal(s.Predicate, &p); err != nil {
+		return nil, fmt.Errorf("%w: provenance: %v", ErrMalformed, err)
+	}
+	ep := p.BuildDefinition.ExternalParameters
+	switch {
+	case p.BuildDefinition.BuildType != BuildType:
+		return nil, fmt.Errorf("%w: build type %q, want %s", ErrMalformed, p.BuildDefinition.BuildType, BuildType)
+	case ep.Name != name:
+		return nil, fmt.Errorf("%w: subject name %q differs from provenance name %q", ErrMalformed, name, ep.Name)
+	case ep.Version == "" || ep.Channel == "":
+		return nil, fmt.Errorf("%w: provenance has no version or channel", ErrMalformed)
+	case p.RunDetails.Builder.ID == "":
+		return nil, fmt.Errorf("%w: provenance has no builder.id", ErrMalformed)
+	}
+	return &Artifact{
+		Name: name, Version: ep.Version, Digest: digest, Channel: ep.Channel,
+		BuilderID: p.RunDetails.Builder.ID, SourceRepo: ep.Source.Repo, SourceCommit: ep.Source.Commit,
+		StartedOn: p.RunDetails.Metadata.StartedOn, FinishedOn: p.RunDetails.Metadata.FinishedOn,
+	}, nil
+}
+
+// Decision reads a decision record back. It fails unless the predicate is a
+// VSA v1 with one sha256 subject, a resource URI naming the artifact and
+// environment, and a known verification result.
+func (s *Statement) Decision() (*Decision, error) {
+	if s.PredicateType != VSAPredicateType {
+		return nil, fmt.Errorf("%w: predicate type %q, want %s", ErrMalformed, s.PredicateType, VSAPredicateType)
+	}
+	name, digest, err := s.single()
+	if err != nil {
+		return nil, err
+	}
+	var v vsaJSON
+	if err := json.Unmarshal(s.Predicate, &v); err != nil {
+		return nil, fmt.Errorf("%w: verification summary: %v", ErrMalformed, err)
+	}
+	d := &Decision{
+		VerifierID: v.Verifier.ID, Digest: digest, PolicyURI: v.Policy.URI, Time: v.TimeVerified,
+		DecisionID: v.Custody.DecisionID, Environment: v.Custody.Environment, Reasons: v.Custody.Reasons,
+	}
+	switch v.VerificationResult {
+	case "PASSED":
+		d.Passed = true
+	case "FAILED":
+	default:
+		return nil, fmt.Errorf("%w: verificationResult %q, want PASSED or FAILED", ErrMalformed, v.VerificationResult)
+	}
+	if h, ok := v.Policy.Digest["sha256"]; ok {
+		d.PolicyDigest = "sha256:" + h
+	}
+	rest, ok := strings.CutPrefix(v.ResourceURI, "custody:")
+	nv, env, ok2 := strings.Cut(rest, "?env=")
+	at := strings.LastIndex(nv, "@")
+	if !ok || !ok2 || at <= 0 {
+		return nil, fmt.Errorf("%w: resourceUri %q, want custody:<name>@<version>?env=<env>", ErrMalformed, v.ResourceURI)
+	}
+	d.Name, d.Version = nv[:at], nv[at+1:]
+	if e, err := url.QueryUnescape(env); err != nil || e != d.Environment {
+		return nil, fmt.Errorf("%w: resourceUri environment %q differs from %q", ErrMalformed, env, d.Environment)
+	}
+	if d.Name != name {
+		return nil, fmt.Errorf("%w: subject name %q differs from resourceUri name %q", ErrMalformed, name, d.Name)
+	}
+	if d.VerifierID == "" || d.DecisionID == "" {
+		return nil, fmt.Errorf("%w: decision has no verifier id or decision id", ErrMalformed)
+	}
+	return d, nil
+}
+
+// sha256Hex checks a "sha256:<64 lowercase hex>" digest and returns the hex.
+func sha256Hex(d string) (string, error) {
+	h, ok := strings.CutPrefix(d, "sha256:")
+	if !ok || len(h) != 64 || strings.ToLower(h) != h {
+		return "", fmt.Errorf("digest %q: want sha256:<64 lowercase hex>", d)
+	}
+	if _, err := hex.DecodeString(h); err != nil {
+		return "", fmt.Errorf("digest %q: want sha256:<64 lowercase hex>", d)
+	}
+	return h, nil
+}
