@@ -1,0 +1,295 @@
+// Package tlog defines Custody's transparency-log entries and verifies log
+// checkpoints, inclusion proofs and consistency proofs.
+package tlog
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// TypeArtifactPublished is the type of the entry the catalog logs when it
+// records a published artifact.
+const TypeArtifactPublished = "artifact.published"
+
+// MaxEntrySize bounds the encoding of an Entry, and so the leaves ParseEntry
+// accepts. It is the largest entry a tlog-tiles log can hold (2^16-1 bytes).
+const MaxEntrySize = 1<<16 - 1
+
+// ErrMalformedEntry is returned (wrapped) by ParseEntry and Entry.Marshal for
+// bytes or values that are not a valid entry.
+var ErrMalformedEntry = errors.New("malformed log entry")
+
+// Entry is one transparency-log entry; its JSON encoding is the leaf.
+type Entry struct {
+	// Type says what happened, e.g. TypeArtifactPublished or
+	// "admission.decided": lowercase dot-separated words.
+	Type string `json:"type"`
+	// Time is when the logging service accepted the event.
+	Time time.Time `json:"time"`
+	// Actor is the authenticated SPIFFE ID of the caller that caused it.
+	Actor string `json:"actor"`
+	// Subject is the artifact the event is about; it may be empty.
+	Subject Subject `json:"subject"`
+	// EnvelopeSHA256 is the lowercase hex SHA-256 of the DSSE envelope bytes
+	// that the event logs, if any.
+	EnvelopeSHA256 string `json:"envelope_sha256,omitempty"`
+	// Details is a JSON object with type-specific fields.
+	Details json.RawMessage `json:"details,omitempty"`
+}
+
+// Subject names the artifact an entry is about.
+type Subject struct {
+	Name    string `json:"name,omitempty"`
+	Version string `json:"version,omitempty"`
+	// Digest is "sha256:<64 lowercase hex>".
+	Digest string `json:"digest,omitempty"`
+}
+
+// Marshal returns the entry's leaf bytes: compact JSON, at most MaxEntrySize
+// bytes, that ParseEntry accepts. Details are compacted, so two entries with
+// the same content have the same leaf. It fails with ErrMalformedEntry if the
+// entry would not parse back.
+func (e Entry) Marshal() ([]byte, error) {
+	if len(e.Details) > 0 {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, e.Details); err != nil {
+			return nil, fmt.Errorf("%w: details: %v", ErrMalformedEntry, err)
+		}
+		e.Details = buf.Bytes()
+	}
+	if err := e.validate(); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedEntry, err)
+	}
+	// Whatever is logged must parse: this also catches duplicate keys and
+	// oversized encodings.
+	if _, err := ParseEntry(b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// ParseEntry parses and validates a leaf. It is strict: the leaf must be at
+// most MaxEntrySize bytes of one JSON object with only Entry's fields, each
+// at most once, a valid type, time, actor and (if set) digest and envelope
+// hash, and details that are a JSON object. Errors wrap ErrMalformedEntry.
+func ParseEntry(leaf []byte) (*Entry, error) {
+	if len(leaf) > MaxEntrySize {
+		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformedEntry, len(leaf), MaxEntrySize)
+	}
+	if !utf8.Valid(leaf) {
+		return nil, fmt.Errorf("%w: not UTF-8", ErrMalformedEntry)
+	}
+	if err := checkNoDuplicateKeys(leaf); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedEntry, err)
+	}
+	if err := checkExactKeys(leaf); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedEntry, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(leaf))
+	dec.DisallowUnknownFields()
+	var e Entry
+	if err := dec.Decode(&e); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedEntry, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: data after the JSON object", ErrMalformedEntry)
+	}
+	if err := e.validate(); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+const (
+	maxTypeLen  = 128
+	maxActorLen = 2048
+	maxNameLen  = 1024
+)
+
+func (e *Entry) validate() error {
+	var errs []string
+	if !ValidType(e.Type) {
+		errs = append(errs, fmt.Sprintf("type %q: want lowercase dot-separated words like %q", trunc(e.Type), TypeArtifactPublished))
+	}
+	if e.Time.IsZero() {
+		errs = append(errs, "time is missing")
+	} else if y := e.Time.Year(); y < 1 || y > 9999 {
+		errs = append(errs, "time out of range")
+	}
+	if !strings.HasPrefix(e.Actor, "spiffe://") || len(e.Actor) > maxActorLen {
+		errs = append(errs, fmt.Sprintf("actor %q: want a SPIFFE ID", trunc(e.Actor)))
+	}
+	if len(e.Subject.Name) > maxNameLen || len(e.Subject.Version) > maxNameLen {
+		errs = append(errs, "subject name or version too long")
+	}
+	if e.Subject.Digest != "" && !ValidDigest(e.Subject.Digest) {
+		errs = append(errs, fmt.Sprintf("subject digest %q: want sha256:<64 lowercase hex>", trunc(e.Subject.Digest)))
+	}
+	if e.EnvelopeSHA256 != "" && !isLowerHex(e.EnvelopeSHA256, 64) {
+		errs = append(errs, fmt.Sprintf("envelope_sha256 %q: want 64 lowercase hex", trunc(e.EnvelopeSHA256)))
+	}
+	if len(e.Details) > 0 {
+		trimmed := bytes.TrimLeft(e.Details, " \t\r\n")
+		if len(trimmed) == 0 || trimmed[0] != '{' || !json.Valid(e.Details) {
+			errs = append(errs, "details: want a JSON object")
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %s", ErrMalformedEntry, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// ValidType reports whether t is a valid entry type: 1 to 128 bytes of
+// lowercase dot-separated words of [a-z0-9_-], starting with a letter, such
+// as "artifact.published" or "admission.decided".
+func ValidType(t string) bool {
+	if len(t) == 0 || len(t) > maxTypeLen {
+		return false
+	}
+	for w := range strings.SplitSeq(t, ".") {
+		if w == "" || w[0] < 'a' || w[0] > 'z' {
+			return false
+		}
+		for i := 0; i < len(w); i++ {
+			c := w[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// ValidDigest reports whether d is "sha256:" followed by 64 lowercase hex
+// digits.
+func ValidDigest(d string) bool {
+	hexPart, ok := strings.CutPrefix(d, "sha256:")
+	return ok && isLowerHex(hexPart, 64)
+}
+
+func isLowerHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// checkNoDuplicateKeys rejects JSON with a key repeated in one object, which
+// encoding/json would silently resolve to the last value: two parsers must
+// never read different entries from the same leaf.
+func checkNoDuplicateKeys(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	type frame struct {
+		keys     map[string]bool
+		isObject bool
+		wantKey  bool
+	}
+	var stack []frame
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if len(stack) > 64 {
+			return errors.New("nested too deeply")
+		}
+		top := len(stack) - 1
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{':
+				if top >= 0 && stack[top].isObject {
+					stack[top].wantKey = true
+				}
+				stack = append(stack, frame{keys: map[string]bool{}, isObject: true, wantKey: true})
+			case '[':
+				if top >= 0 && stack[top].isObject {
+					stack[top].wantKey = true
+				}
+				stack = append(stack, frame{})
+			case '}', ']':
+				stack = stack[:top]
+			}
+		case string:
+			if top >= 0 && stack[top].isObject && stack[top].wantKey {
+				if stack[top].keys[v] {
+					return fmt.Errorf("duplicate key %q", trunc(v))
+				}
+				stack[top].keys[v] = true
+				stack[top].wantKey = false
+				continue
+			}
+			if top >= 0 && stack[top].isObject {
+				stack[top].wantKey = true
+			}
+		default:
+			if top >= 0 && stack[top].isObject {
+				stack[top].wantKey = true
+			}
+		}
+	}
+}
+
+var (
+	entryKeys   = map[string]bool{"type": true, "time": true, "actor": true, "subject": true, "envelope_sha256": true, "details": true}
+	subjectKeys = map[string]bool{"name": true, "version": true, "digest": true}
+)
+
+// checkExactKeys rejects keys that differ from Entry's field names, including
+// by case, which encoding/json would otherwise accept ("Type" for "type").
+func checkExactKeys(b []byte) error {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(b, &top); err != nil {
+		return err
+	}
+	for k := range top {
+		if !entryKeys[k] {
+			return fmt.Errorf("unknown field %q", trunc(k))
+		}
+	}
+	sub, ok := top["subject"]
+	if !ok {
+		return nil
+	}
+	var subject map[string]json.RawMessage
+	if err := json.Unmarshal(sub, &subject); err != nil {
+		return fmt.Errorf("subject: %v", err)
+	}
+	for k := range subject {
+		if !subjectKeys[k] {
+			return fmt.Errorf("unknown subject field %q", trunc(k))
+		}
+	}
+	return nil
+}
+
+func trunc(s string) string {
+	const n = 80
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,146 @@
+// Command catalog serves Custody's catalog: artifact metadata and envelopes,
+// and the audit trail as entries of a Tessera transparency log.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/mod/sumdb/note"
+	"k8s.io/klog/v2"
+
+	"github.com/custody-dev/custody/libs/daemon"
+	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	"github.com/custody-dev/custody/services/catalog/internal/catalog"
+	"github.com/custody-dev/custody/services/catalog/internal/server"
+	"github.com/custody-dev/custody/services/catalog/internal/store/sqlite"
+	"github.com/custody-dev/custody/services/catalog/internal/translog"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "catalog:", err)
+		os.Exit(1)
+	}
+}
+
+// config is the catalog's configuration.
+type config struct {
+	daemon.Config
+	DataDir           string
+	LogPrivateKeyFile string
+}
+
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	cfg := &config{Config: daemon.Config{Service: "catalog"}}
+	f := daemon.NewFlags("catalog", getenv)
+	f.SetOutput(stderr)
+	cfg.RegisterFlags(f)
+	f.String(&cfg.DataDir, "data-dir", "CUSTODY_DATA_DIR", "", "directory for catalog.db (SQLite) and log/ (Tessera POSIX log)")
+	f.String(&cfg.LogPrivateKeyFile, "log-private-key-file", "CUSTODY_LOG_PRIVATE_KEY_FILE", "",
+		"file with the note signer key of the log's checkpoints; its name is the log origin")
+	if err := f.Parse(args); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Validate returns every problem at once. It reads the key file to check it.
+func (c *config) Validate() error {
+	errs := []error{c.Config.Validate()}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir is required"))
+	}
+	if c.LogPrivateKeyFile == "" {
+		errs = append(errs, errors.New("--log-private-key-file is required (a note signer key, e.g. from `custody dev` keys/log.key)"))
+	} else if _, err := c.signerKey(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *config) signerKey() (string, error) {
+	b, err := os.ReadFile(c.LogPrivateKeyFile)
+	if err != nil {
+		return "", fmt.Errorf("--log-private-key-file: %w", err)
+	}
+	key := strings.TrimSpace(string(b))
+	if _, err := note.NewSigner(key); err != nil {
+		return "", fmt.Errorf("--log-private-key-file %s: not a note signer key (PRIVATE+KEY+<name>+<hash>+<key>): %w", c.LogPrivateKeyFile, err)
+	}
+	return key, nil
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) (err error) {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	key, err := cfg.signerKey()
+	if err != nil {
+		return err
+	}
+
+	d, err := daemon.Start(ctx, cfg.Config, stderr)
+	if err != nil {
+		return err
+	}
+	served := false
+	defer func() {
+		// Serve releases identity and telemetry itself; before it runs,
+		// we do.
+		if !served {
+			d.Source.Close()
+			_ = d.Telemetry.Shutdown(context.WithoutCancel(ctx))
+		}
+	}()
+	// Tessera logs through klog's process-wide logger; send it to ours.
+	klog.SetSlogLogger(d.Logger.With(slog.String("component", "tessera")))
+
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create --data-dir: %w", err)
+	}
+	store, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "catalog.db"))
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	tl, err := translog.Open(ctx, translog.Config{Dir: filepath.Join(cfg.DataDir, "log"), SignerKey: key, Logger: d.Logger})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// The gRPC server has stopped: flush what was added, then stop.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer cancel()
+		if cerr := tl.Close(sctx); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}()
+	d.Logger.Info("transparency log open", slog.String("origin", tl.Origin()), slog.String("verifier_key", tl.VerifierKey()))
+
+	cat := catalog.New(catalog.Config{Store: store, Log: tl, VerifierKey: tl.VerifierKey(), Logger: d.Logger})
+	if err := cat.Recover(ctx); err != nil {
+		return fmt.Errorf("finish records left pending by an earlier run: %w", err)
+	}
+
+	srv := d.NewServer(server.Policy(d.TrustDomain))
+	catalogv1.RegisterCatalogServiceServer(srv, server.New(cat, d.Logger, d.Telemetry.Metrics))
+	served = true
+	return d.Serve(ctx, srv)
+}

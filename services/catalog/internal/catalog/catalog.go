@@ -1,0 +1,441 @@
+package catalog
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/custody-dev/custody/libs/tlog"
+	"github.com/custody-dev/custody/services/catalog/internal/translog"
+)
+
+// finishTimeout bounds the work done after a leaf is committed as pending
+// (append, wait for a checkpoint, store the proof). It is detached from the
+// caller's context: once a row is pending, finishing it now is cheaper and
+// safer than leaving it to recovery because a client went away.
+const finishTimeout = 30 * time.Second
+
+// Config configures New.
+type Config struct {
+	Store Store
+	Log   Log
+	// VerifierKey is the log's note verifier key; stored evidence is
+	// re-verified with it before it is returned.
+	VerifierKey string
+	// Now returns the current time; nil means time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Catalog records artifacts and events in the log and the store.
+//
+// Crash safety. Every record is written in three steps: (1) the row is
+// committed to the store as pending, with its exact leaf bytes and the
+// log's size before the append; (2) the leaf is appended and the catalog
+// waits for a checkpoint that covers it; (3) the index, proof and checkpoint
+// are committed to the row. A crash after (1) leaves a pending row whose
+// leaf is in the log at most once: Recover (at start) and any retry of the
+// same name@version look for that exact leaf from the recorded size onwards
+// (the leaf contains its time and actor, so it is unique) and either prove
+// the entry found or append the same bytes again. So a committed pending row
+// ends as exactly one log entry, and a record is never lost or duplicated.
+// Within one process, a per-name@version lock makes sure no append of a leaf
+// is still in flight while another caller looks for it.
+//
+// Methods are safe for concurrent use; records of different artifacts and
+// all events proceed in parallel and share the log's batches.
+type Catalog struct {
+	store    Store
+	log      Log
+	verifier string
+	now      func() time.Time
+	logger   *slog.Logger
+	locks    keyLocks
+}
+
+// New returns a catalog over cfg.Store and cfg.Log.
+func New(cfg Config) *Catalog {
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Catalog{store: cfg.Store, log: cfg.Log, verifier: cfg.VerifierKey, now: now, logger: logger}
+}
+
+// RecordArtifact records a published artifact and its DSSE envelope: it
+// appends an artifact.published entry, with actor as its actor, and returns
+// the stored record once a signed checkpoint covers the entry. Recording the
+// same name@version with the same digest again returns the existing record
+// and created=false; another digest fails with ErrAlreadyExists. The
+// artifact's CreatedAt is set by the catalog.
+func (c *Catalog) RecordArtifact(ctx context.Context, actor string, a Artifact, envelope []byte) (rec *ArtifactRecord, created bool, err error) {
+	if err := validateArtifact(a); err != nil {
+		return nil, false, err
+	}
+	if err := validateEnvelope(a, envelope); err != nil {
+		return nil, false, err
+	}
+	unlock := c.locks.lock(a.Name + "@" + a.Version)
+	defer unlock()
+
+	existing, err := c.store.Artifact(ctx, a.Name, a.Version)
+	switch {
+	case err == nil:
+		if existing.Artifact.Digest != a.Digest {
+			return nil, false, fmt.Errorf("%w: %s@%s is recorded with digest %s; versions are immutable, publish a new version",
+				ErrAlreadyExists, a.Name, a.Version, existing.Artifact.Digest)
+		}
+		if existing.Entry.Logged() {
+			if err := c.verify(existing); err != nil {
+				return nil, false, err
+			}
+			return existing, false, nil
+		}
+		// An earlier attempt committed the row but did not finish logging
+		// it (a crash, or the log failed): finish that one, with its leaf.
+		c.logger.InfoContext(ctx, "finishing pending artifact record", slog.String("artifact", a.Name+"@"+a.Version), slog.Int64("id", existing.ID))
+		if err := c.finish(ctx, Ref{KindArtifact, existing.ID}, &existing.Entry); err != nil {
+			return nil, false, err
+		}
+		return existing, true, nil
+	case errors.Is(err, ErrNotFound):
+	default:
+		return nil, false, unavailable("look up artifact", err)
+	}
+
+	now := c.now().UTC()
+	a.CreatedAt = now
+	details, err := json.Marshal(publishedDetails{
+		Size: a.Size, Channel: a.Channel, BuilderID: a.BuilderID, SourceRepo: a.SourceRepo, SourceCommit: a.SourceCommit,
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("encode details: %w", err)
+	}
+	sum := sha256.Sum256(envelope)
+	leaf, err := tlog.Entry{
+		Type:           tlog.TypeArtifactPublished,
+		Time:           now,
+		Actor:          actor,
+		Subject:        tlog.Subject{Name: a.Name, Version: a.Version, Digest: a.Digest},
+		EnvelopeSHA256: hex.EncodeToString(sum[:]),
+		Details:        details,
+	}.Marshal()
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: log entry: %v", ErrInvalid, err)
+	}
+	from, err := c.log.Size(ctx)
+	if err != nil {
+		return nil, false, unavailable("read log size", err)
+	}
+	rec = &ArtifactRecord{Artifact: a, Envelope: envelope, Entry: Entry{Leaf: leaf, SearchFrom: from}}
+	if rec.ID, err = c.store.InsertArtifact(ctx, rec); err != nil {
+		if errors.Is(err, ErrAlreadyExists) {
+			return nil, false, fmt.Errorf("%w: %s@%s was recorded concurrently; retry to get the record", ErrAlreadyExists, a.Name, a.Version)
+		}
+		return nil, false, unavailable("store artifact", err)
+	}
+	if err := c.append(ctx, Ref{KindArtifact, rec.ID}, &rec.Entry); err != nil {
+		return nil, false, err
+	}
+	return rec, true, nil
+}
+
+// publishedDetails are the details of an artifact.published entry.
+type publishedDetails struct {
+	Size         int64  `json:"size"`
+	Channel      string `json:"channel,omitempty"`
+	BuilderID    string `json:"builder_id,omitempty"`
+	SourceRepo   string `json:"source_repo,omitempty"`
+	SourceCommit string `json:"source_commit,omitempty"`
+}
+
+// AppendEvent appends one audit event, with actor as its actor, and returns
+// it once a signed checkpoint covers it. typ must not be artifact.published,
+// which only RecordArtifact logs. An event is logged at least once: a call
+// that fails after its leaf was committed is finished by Recover at the next
+// start, so a client that retries such a call may log it twice.
+func (c *Catalog) AppendEvent(ctx context.Context, actor, typ, subjectDigest string, details []byte) (*Event, error) {
+	if err := validateEvent(typ, subjectDigest, details); err != nil {
+		return nil, err
+	}
+	now := c.now().UTC()
+	leaf, err := tlog.Entry{
+		Type:    typ,
+		Time:    now,
+		Actor:   actor,
+		Subject: tlog.Subject{Digest: subjectDigest},
+		Details: details,
+	}.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("%w: log entry: %v", ErrInvalid, err)
+	}
+	from, err := c.log.Size(ctx)
+	if err != nil {
+		return nil, unavailable("read log size", err)
+	}
+	e := &Event{Type: typ, Actor: actor, SubjectDigest: subjectDigest, Details: details, CreatedAt: now, Entry: Entry{Leaf: leaf, SearchFrom: from}}
+	if e.ID, err = c.store.InsertEvent(ctx, e); err != nil {
+		return nil, unavailable("store event", err)
+	}
+	if err := c.append(ctx, Ref{KindEvent, e.ID}, &e.Entry); err != nil {
+		if !e.Entry.Sequenced && !errors.Is(err, ErrIntegrity) {
+			// The log refused the leaf outright: drop the row so that the
+			// client's retry is the only copy.
+			if derr := c.store.DeleteEvent(context.WithoutCancel(ctx), e.ID); derr != nil {
+				c.logger.WarnContext(ctx, "drop unlogged event", slog.Int64("id", e.ID), slog.Any("error", derr))
+			}
+		}
+		return nil, err
+	}
+	return e, nil
+}
+
+// append appends a pending row's leaf and stores the evidence.
+func (c *Catalog) append(ctx context.Context, ref Ref, e *Entry) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	p, err := c.log.Append(ctx, e.Leaf)
+	if err != nil {
+		if seq, ok := errors.AsType[*translog.Sequenced](err); ok {
+			e.Sequenced, e.Index = true, seq.Index
+			if serr := c.store.SetSequenced(ctx, ref, seq.Index); serr != nil {
+				c.logger.WarnContext(ctx, "store log index", slog.Any("ref", ref), slog.Any("error", serr))
+			}
+		}
+		return logError("append to log", err)
+	}
+	return c.setLogged(ctx, ref, e, p)
+}
+
+// finish completes a pending row: it proves the leaf if the log has it,
+// and appends it otherwise.
+func (c *Catalog) finish(ctx context.Context, ref Ref, e *Entry) error {
+	if !e.Sequenced {
+		idx, found, err := c.log.Find(ctx, e.Leaf, e.SearchFrom)
+		if err != nil {
+			return logError("look for pending entry", err)
+		}
+		if !found {
+			c.logger.InfoContext(ctx, "pending entry is not in the log: appending it", slog.String("kind", string(ref.Kind)), slog.Int64("id", ref.ID))
+			return c.append(ctx, ref, e)
+		}
+		e.Sequenced, e.Index = true, idx
+	}
+	c.logger.InfoContext(ctx, "pending entry is in the log: proving it", slog.String("kind", string(ref.Kind)), slog.Int64("id", ref.ID), slog.Uint64("index", e.Index))
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	p, err := c.log.Prove(ctx, e.Index, e.Leaf)
+	if err != nil {
+		return logError("prove pending entry", err)
+	}
+	return c.setLogged(ctx, ref, e, p)
+}
+
+func (c *Catalog) setLogged(ctx context.Context, ref Ref, e *Entry, p *translog.Proved) error {
+	if err := c.store.SetLogged(ctx, ref, p.Index, p.Proof, p.Checkpoint); err != nil {
+		return unavailable("store log evidence", err)
+	}
+	e.Sequenced, e.Index, e.Proof, e.Checkpoint = true, p.Index, p.Proof, p.Checkpoint
+	return nil
+}
+
+// recoverConcurrency bounds how many pending rows Recover finishes at once;
+// they share log batches like live requests do.
+const recoverConcurrency = 64
+
+// Recover finishes every pending row, e.g. after a crash. Call it before
+// serving. It returns every failure at once.
+func (c *Catalog) Recover(ctx context.Context) error {
+	pending, err := c.store.Pending(ctx)
+	if err != nil {
+		return unavailable("list pending rows", err)
+	}
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, recoverConcurrency)
+	)
+	for _, p := range pending {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := c.recoverOne(ctx, p); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("recover %s %d: %w", p.Ref.Kind, p.Ref.ID, err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(pending) > 0 {
+		c.logger.InfoContext(ctx, "recovered pending records", slog.Int("pending", len(pending)), slog.Int("failed", len(errs)))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Catalog) recoverOne(ctx context.Context, p Pending) error {
+	if p.Ref.Kind == KindArtifact {
+		// Hold the artifact's lock so a concurrent RecordArtifact of the
+		// same name@version cannot append the leaf as well.
+		key, err := lockKey(p)
+		if err != nil {
+			return err
+		}
+		defer c.locks.lock(key)()
+	}
+	return c.finish(ctx, p.Ref, &p.Entry)
+}
+
+// lockKey returns the lock key of a pending artifact from its leaf.
+func lockKey(p Pending) (string, error) {
+	e, err := tlog.ParseEntry(p.Entry.Leaf)
+	if err != nil {
+		return "", fmt.Errorf("%w: pending artifact %d: stored leaf: %v", ErrIntegrity, p.Ref.ID, err)
+	}
+	return e.Subject.Name + "@" + e.Subject.Version, nil
+}
+
+// Artifact returns the logged record of name@version, its evidence
+// re-verified, or ErrNotFound.
+func (c *Catalog) Artifact(ctx context.Context, name, version string) (*ArtifactRecord, error) {
+	if name == "" || version == "" {
+		return nil, fmt.Errorf("%w: give name and version, or digest", ErrInvalid)
+	}
+	rec, err := c.store.Artifact(ctx, name, version)
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("%w: no artifact %s@%s", ErrNotFound, name, version)
+	}
+	if err != nil {
+		return nil, unavailable("look up artifact", err)
+	}
+	if !rec.Entry.Logged() {
+		return nil, fmt.Errorf("%w: artifact %s@%s is still being recorded; retry shortly", ErrNotFound, name, version)
+	}
+	if err := c.verify(rec); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// ArtifactByDigest returns the logged record with this digest, its
+// evidence re-verified. It fails with ErrNotFound if there is none, and
+// with ErrInvalid if several name@versions have these bytes (ask by name
+// and version then: channel and provenance differ between them).
+func (c *Catalog) ArtifactByDigest(ctx context.Context, digest string) (*ArtifactRecord, error) {
+	if !tlog.ValidDigest(digest) {
+		return nil, fmt.Errorf("%w: digest %q: want sha256:<64 lowercase hex>", ErrInvalid, trunc(digest))
+	}
+	recs, err := c.store.LoggedArtifactsByDigest(ctx, digest)
+	if err != nil {
+		return nil, unavailable("look up digest", err)
+	}
+	switch len(recs) {
+	case 0:
+		return nil, fmt.Errorf("%w: no artifact with digest %s", ErrNotFound, digest)
+	case 1:
+	default:
+		var names []string
+		for _, r := range recs {
+			names = append(names, r.Artifact.Name+"@"+r.Artifact.Version)
+		}
+		return nil, fmt.Errorf("%w: digest %s is recorded as %s; ask by name and version", ErrInvalid, digest, strings.Join(names, ", "))
+	}
+	if err := c.verify(recs[0]); err != nil {
+		return nil, err
+	}
+	return recs[0], nil
+}
+
+// verify re-checks stored evidence before it leaves the catalog, so that a
+// damaged or altered database row is refused rather than served.
+func (c *Catalog) verify(rec *ArtifactRecord) error {
+	cp, err := tlog.OpenCheckpoint(rec.Entry.Checkpoint, c.verifier)
+	if err == nil {
+		err = tlog.VerifyInclusion(rec.Entry.Leaf, rec.Entry.Index, rec.Entry.Proof, cp)
+	}
+	var e *tlog.Entry
+	if err == nil {
+		e, err = tlog.ParseEntry(rec.Entry.Leaf)
+	}
+	if err == nil {
+		a := rec.Artifact
+		sum := sha256.Sum256(rec.Envelope)
+		if e.Subject != (tlog.Subject{Name: a.Name, Version: a.Version, Digest: a.Digest}) || e.EnvelopeSHA256 != hex.EncodeToString(sum[:]) {
+			err = errors.New("stored record differs from its log entry")
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%w: artifact %s@%s (row %d): %v", ErrIntegrity, rec.Artifact.Name, rec.Artifact.Version, rec.ID, err)
+	}
+	return nil
+}
+
+// Checkpoint returns the log's latest signed checkpoint, verified.
+func (c *Catalog) Checkpoint(ctx context.Context) ([]byte, error) {
+	signed, _, err := c.log.Checkpoint(ctx)
+	if err != nil {
+		return nil, logError("read checkpoint", err)
+	}
+	return signed, nil
+}
+
+func unavailable(what string, err error) error {
+	if errors.Is(err, ErrIntegrity) {
+		return err
+	}
+	return fmt.Errorf("%w: %s: %w", ErrUnavailable, what, err)
+}
+
+func logError(what string, err error) error {
+	if errors.Is(err, translog.ErrIntegrity) {
+		return fmt.Errorf("%w: %s: %w", ErrIntegrity, what, err)
+	}
+	return unavailable(what, err)
+}
+
+// keyLocks is a set of mutexes by key, created on demand and dropped when
+// unused.
+type keyLocks struct {
+	mu    sync.Mutex
+	locks map[string]*keyLock
+}
+
+type keyLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (k *keyLocks) lock(key string) (unlock func()) {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = map[string]*keyLock{}
+	}
+	l := k.locks[key]
+	if l == nil {
+		l = &keyLock{}
+		k.locks[key] = l
+	}
+	l.refs++
+	k.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		k.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
+}

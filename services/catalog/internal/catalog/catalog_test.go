@@ -1,0 +1,334 @@
+package catalog_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/custody-dev/custody/libs/tlog"
+	"github.com/custody-dev/custody/services/catalog/internal/catalog"
+	"github.com/custody-dev/custody/services/catalog/internal/store/sqlite"
+	"github.com/custody-dev/custody/services/catalog/internal/translog"
+)
+
+const (
+	publisher = "spiffe://custody.test/service/publisher"
+	builder   = "spiffe://custody.test/builder/ci"
+)
+
+// faultyStore fails SetLogged on demand: the process "crashed" after the
+// log append and before the database commit.
+type faultyStore struct {
+	catalog.Store
+	failSetLogged bool
+}
+
+func (s *faultyStore) SetLogged(ctx context.Context, ref catalog.Ref, index uint64, proof [][]byte, cp []byte) error {
+	if s.failSetLogged {
+		return errors.New("disk I/O error")
+	}
+	return s.Store.SetLogged(ctx, ref, index, proof, cp)
+}
+
+// faultyLog makes Append fail in one of the ways a real one can.
+type faultyLog struct {
+	catalog.Log
+	mode string // "refuse": nothing appended; "unproved": appended, no proof
+}
+
+func (l *faultyLog) Append(ctx context.Context, leaf []byte) (*translog.Proved, error) {
+	switch l.mode {
+	case "refuse":
+		return nil, fmt.Errorf("%w: pushback", translog.ErrUnavailable)
+	case "unproved":
+		p, err := l.Log.Append(ctx, leaf)
+		if err != nil {
+			return nil, err
+		}
+		return nil, &translog.Sequenced{Index: p.Index, Err: context.DeadlineExceeded}
+	}
+	return l.Log.Append(ctx, leaf)
+}
+
+type fixture struct {
+	store *sqlite.Store
+	log   *translog.Log
+	vkey  string
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	skey, _, err := tlog.GenerateKey("custody.test/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := sqlite.Open(t.Context(), filepath.Join(dir, "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	tl, err := translog.Open(t.Context(), translog.Config{Dir: filepath.Join(dir, "log"), SignerKey: skey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tl.Close(context.Background()) })
+	return &fixture{store: store, log: tl, vkey: tl.VerifierKey()}
+}
+
+// catalog returns a catalog over the fixture's store and log, through
+// the given fault injectors (nil: none).
+func (f *fixture) catalog(s catalog.Store, l catalog.Log) *catalog.Catalog {
+	if s == nil {
+		s = f.store
+	}
+	if l == nil {
+		l = f.log
+	}
+	return catalog.New(catalog.Config{Store: s, Log: l, VerifierKey: f.vkey})
+}
+
+func (f *fixture) size(t *testing.T) uint64 {
+	t.Helper()
+	n, err := f.log.Size(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func artifact(version, content string) catalog.Artifact {
+	sum := sha256.Sum256([]byte(content))
+	return catalog.Artifact{Name: "app", Version: version, Digest: "sha256:" + hex.EncodeToString(sum[:]),
+		Size: int64(len(content)), Channel: "stable", BuilderID: builder}
+}
+
+func envelope(a catalog.Artifact) []byte {
+	statement, _ := json.Marshal(map[string]any{
+		"subject": []any{map[string]any{"name": a.Name, "digest": map[string]string{"sha256": strings.TrimPrefix(a.Digest, "sha256:")}}},
+	})
+	b, _ := json.Marshal(map[string]any{
+		"payloadType": "application/vnd.in-toto+json",
+		"payload":     base64.StdEncoding.EncodeToString(statement),
+		"signatures":  []map[string]string{{"keyid": "k", "sig": "c2ln"}},
+	})
+	return b
+}
+
+func TestRecoverAfterCrashes(t *testing.T) {
+	tests := []struct {
+		name         string
+		store        func(catalog.Store) catalog.Store
+		log          func(catalog.Log) catalog.Log
+		appendedOnce bool // the failed call had already put the leaf in the log
+	}{
+		{
+			name:         "crash after append, before the database commit",
+			store:        func(s catalog.Store) catalog.Store { return &faultyStore{Store: s, failSetLogged: true} },
+			appendedOnce: true,
+		},
+		{
+			name: "log refused the append",
+			log:  func(l catalog.Log) catalog.Log { return &faultyLog{Log: l, mode: "refuse"} },
+		},
+		{
+			name:         "appended, gave up waiting for the checkpoint",
+			log:          func(l catalog.Log) catalog.Log { return &faultyLog{Log: l, mode: "unproved"} },
+			appendedOnce: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, how := range []string{"recover at start", "client retries"} {
+				t.Run(how, func(t *testing.T) {
+					f := newFixture(t)
+					var s catalog.Store
+					var l catalog.Log
+					if tt.store != nil {
+						s = tt.store(f.store)
+					}
+					if tt.log != nil {
+						l = tt.log(f.log)
+					}
+					a := artifact("1.0.0", "bytes")
+					_, _, err := f.catalog(s, l).RecordArtifact(t.Context(), publisher, a, envelope(a))
+					if !errors.Is(err, catalog.ErrUnavailable) {
+						t.Fatalf("faulty RecordArtifact: got %v, want ErrUnavailable", err)
+					}
+					want := uint64(0)
+					if tt.appendedOnce {
+						want = 1
+					}
+					if got := f.size(t); got != want {
+						t.Fatalf("log size after the failure = %d, want %d", got, want)
+					}
+					// Nothing half-done is served.
+					if _, err := f.catalog(nil, nil).Artifact(t.Context(), "app", "1.0.0"); !errors.Is(err, catalog.ErrNotFound) {
+						t.Errorf("pending artifact: got %v, want ErrNotFound", err)
+					}
+
+					healthy := f.catalog(nil, nil) // a restarted process
+					switch how {
+					case "recover at start":
+						if err := healthy.Recover(t.Context()); err != nil {
+							t.Fatalf("Recover: %v", err)
+						}
+					case "client retries":
+						_, created, err := healthy.RecordArtifact(t.Context(), publisher, a, envelope(a))
+						if err != nil || !created {
+							t.Fatalf("retry: created=%v, %v", created, err)
+						}
+					}
+					if got := f.size(t); got != 1 {
+						t.Errorf("log size after recovery = %d, want exactly 1 entry", got)
+					}
+					rec, err := healthy.Artifact(t.Context(), "app", "1.0.0")
+					if err != nil {
+						t.Fatalf("Artifact after recovery: %v", err)
+					}
+					cp, err := tlog.OpenCheckpoint(rec.Entry.Checkpoint, f.vkey)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := tlog.VerifyInclusion(rec.Entry.Leaf, rec.Entry.Index, rec.Entry.Proof, cp); err != nil {
+						t.Error(err)
+					}
+					if _, created, err := healthy.RecordArtifact(t.Context(), publisher, a, envelope(a)); err != nil || created {
+						t.Errorf("record after recovery: created=%v, %v; want the existing record", created, err)
+					}
+					if pending, err := f.store.Pending(t.Context()); err != nil || len(pending) != 0 {
+						t.Errorf("pending rows after recovery: %v, %v", pending, err)
+					}
+				})
+			}
+		})
+	}
+}
+
+func TestPendingClaimsNameVersion(t *testing.T) {
+	f := newFixture(t)
+	refusing := f.catalog(nil, &faultyLog{Log: f.log, mode: "refuse"})
+	if _, _, err := refusing.RecordArtifact(t.Context(), publisher, artifact("1.0.0", "a"), envelope(artifact("1.0.0", "a"))); !errors.Is(err, catalog.ErrUnavailable) {
+		t.Fatalf("got %v, want ErrUnavailable", err)
+	}
+	_, _, err := f.catalog(nil, nil).RecordArtifact(t.Context(), publisher, artifact("1.0.0", "b"), envelope(artifact("1.0.0", "b")))
+	if !errors.Is(err, catalog.ErrAlreadyExists) {
+		t.Errorf("other digest while pending: got %v, want ErrAlreadyExists", err)
+	}
+}
+
+func TestEventRecovery(t *testing.T) {
+	f := newFixture(t)
+	// Refused outright: the row is dropped, nothing is logged later.
+	refusing := f.catalog(nil, &faultyLog{Log: f.log, mode: "refuse"})
+	if _, err := refusing.AppendEvent(t.Context(), publisher, "test.refused", "", nil); !errors.Is(err, catalog.ErrUnavailable) {
+		t.Fatalf("got %v, want ErrUnavailable", err)
+	}
+	// Appended, then the database failed: Recover proves the entry.
+	crashing := f.catalog(&faultyStore{Store: f.store, failSetLogged: true}, nil)
+	if _, err := crashing.AppendEvent(t.Context(), publisher, "test.crashed", "", []byte(`{"n":1}`)); !errors.Is(err, catalog.ErrUnavailable) {
+		t.Fatalf("got %v, want ErrUnavailable", err)
+	}
+	if err := f.catalog(nil, nil).Recover(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.size(t); got != 1 {
+		t.Errorf("log size = %d, want 1 (the crashed event only)", got)
+	}
+	if pending, err := f.store.Pending(t.Context()); err != nil || len(pending) != 0 {
+		t.Errorf("pending rows after recovery: %v, %v", pending, err)
+	}
+}
+
+func TestTamperedEvidenceIsRefused(t *testing.T) {
+	f := newFixture(t)
+	c := f.catalog(nil, nil)
+	rec, _, err := c.RecordArtifact(t.Context(), publisher, artifact("1.0.0", "a"), envelope(artifact("1.0.0", "a")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := [][]byte{make([]byte, 32)}
+	if err := f.store.SetLogged(t.Context(), catalog.Ref{Kind: catalog.KindArtifact, ID: rec.ID}, rec.Entry.Index, bad, rec.Entry.Checkpoint); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Artifact(t.Context(), "app", "1.0.0"); !errors.Is(err, catalog.ErrIntegrity) {
+		t.Errorf("tampered proof: got %v, want ErrIntegrity", err)
+	}
+	if _, err := c.ArtifactByDigest(t.Context(), rec.Artifact.Digest); !errors.Is(err, catalog.ErrIntegrity) {
+		t.Errorf("tampered proof by digest: got %v, want ErrIntegrity", err)
+	}
+}
+
+func TestRecordUsesCatalogTimeAndActor(t *testing.T) {
+	f := newFixture(t)
+	now := time.Date(2025, 6, 1, 10, 0, 0, 0, time.UTC)
+	c := catalog.New(catalog.Config{Store: f.store, Log: f.log, VerifierKey: f.vkey, Now: func() time.Time { return now }})
+	a := artifact("1.0.0", "a")
+	a.CreatedAt = time.Unix(1, 0) // a client's claim is ignored
+	rec, _, err := c.RecordArtifact(t.Context(), publisher, a, envelope(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := tlog.ParseEntry(rec.Entry.Leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Time.Equal(now) || !rec.Artifact.CreatedAt.Equal(now) || e.Actor != publisher {
+		t.Errorf("time %v / created_at %v / actor %s; want %v and %s", e.Time, rec.Artifact.CreatedAt, e.Actor, now, publisher)
+	}
+}
+
+func TestValidation(t *testing.T) {
+	good := artifact("1.0.0", "a")
+	tests := []struct {
+		name   string
+		modify func(*catalog.Artifact)
+		want   string
+	}{
+		{"empty name", func(a *catalog.Artifact) { a.Name = "" }, "name"},
+		{"dot dot", func(a *catalog.Artifact) { a.Name = "a/../b" }, "name"},
+		{"trailing slash", func(a *catalog.Artifact) { a.Name = "a/" }, "name"},
+		{"at sign", func(a *catalog.Artifact) { a.Name = "a@b" }, "name"},
+		{"long name", func(a *catalog.Artifact) { a.Name = strings.Repeat("a", 201) }, "name"},
+		{"version space", func(a *catalog.Artifact) { a.Version = "1 0" }, "version"},
+		{"version slash", func(a *catalog.Artifact) { a.Version = "1/0" }, "version"},
+		{"upper digest", func(a *catalog.Artifact) { a.Digest = strings.ToUpper(a.Digest) }, "digest"},
+		{"negative size", func(a *catalog.Artifact) { a.Size = -1 }, "size"},
+		{"channel", func(a *catalog.Artifact) { a.Channel = "pro d" }, "channel"},
+		{"builder not SPIFFE", func(a *catalog.Artifact) { a.BuilderID = "https://ci" }, "builder_id"},
+		{"commit control", func(a *catalog.Artifact) { a.SourceCommit = "ab\ncd" }, "source_commit"},
+	}
+	f := newFixture(t)
+	c := f.catalog(nil, nil)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := good
+			tt.modify(&a)
+			_, _, err := c.RecordArtifact(t.Context(), publisher, a, envelope(a))
+			if !errors.Is(err, catalog.ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want ErrInvalid mentioning %q", err, tt.want)
+			}
+		})
+	}
+	for _, ok := range []string{"app", "team/app", "a.b_c-d", "A1"} {
+		if !catalog.ValidName(ok) {
+			t.Errorf("ValidName(%q) = false", ok)
+		}
+	}
+	for _, ok := range []string{"1.0.0", "1.0.0-rc.1+build.5", "v2"} {
+		if !catalog.ValidVersion(ok) {
+			t.Errorf("ValidVersion(%q) = false", ok)
+		}
+	}
+	if f.size(t) != 0 {
+		t.Error("invalid requests reached the log")
+	}
+}

@@ -1,0 +1,137 @@
+// Package catalog records artifacts and audit events in the transparency log
+// and keeps their metadata and evidence.
+package catalog
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/custody-dev/custody/libs/tlog"
+	"github.com/custody-dev/custody/services/catalog/internal/translog"
+)
+
+var (
+	// ErrInvalid means the request is malformed; the message says which field.
+	ErrInvalid = errors.New("invalid request")
+	// ErrNotFound means no artifact matches what was asked.
+	ErrNotFound = errors.New("not found")
+	// ErrAlreadyExists means name@version is recorded with another digest.
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrUnavailable means the log or the database failed; nothing was
+	// answered from partial state and the caller may retry.
+	ErrUnavailable = errors.New("catalog unavailable")
+	// ErrIntegrity means stored or logged evidence does not verify.
+	ErrIntegrity = errors.New("integrity failure")
+)
+
+// Artifact is the metadata of one published name@version.
+type Artifact struct {
+	Name, Version string
+	// Digest is "sha256:<64 lowercase hex>".
+	Digest       string
+	Size         int64
+	Channel      string
+	BuilderID    string
+	SourceRepo   string
+	SourceCommit string
+	CreatedAt    time.Time
+}
+
+// Entry is the log side of a stored row: the leaf, and once the leaf is
+// logged, its index, inclusion proof and the checkpoint the proof is for.
+type Entry struct {
+	Leaf []byte
+	// SearchFrom is the log's size before the leaf was first appended: if
+	// the leaf is in the log, it is at this index or later.
+	SearchFrom uint64
+	// Sequenced says the log assigned Index to the leaf.
+	Sequenced bool
+	Index     uint64
+	// Proof and Checkpoint are set once the entry is logged.
+	Proof      [][]byte
+	Checkpoint []byte
+}
+
+// Logged reports whether the entry is in the log with its evidence stored.
+func (e *Entry) Logged() bool { return len(e.Checkpoint) > 0 }
+
+// ArtifactRecord is a stored artifact with its envelope and log entry.
+type ArtifactRecord struct {
+	ID       int64
+	Artifact Artifact
+	Envelope []byte
+	Entry    Entry
+}
+
+// Event is a stored audit event.
+type Event struct {
+	ID            int64
+	Type          string
+	Actor         string
+	SubjectDigest string
+	Details       []byte
+	CreatedAt     time.Time
+	Entry         Entry
+}
+
+// Kind says which table a Ref points into.
+type Kind string
+
+// Row kinds.
+const (
+	KindArtifact Kind = "artifact"
+	KindEvent    Kind = "event"
+)
+
+// Ref names one stored row.
+type Ref struct {
+	Kind Kind
+	ID   int64
+}
+
+// Pending is a row whose leaf was committed to the database but is not yet
+// known to be logged.
+type Pending struct {
+	Ref   Ref
+	Entry Entry
+}
+
+// Store keeps artifacts, events and their log evidence. Implementations
+// return ErrNotFound and ErrAlreadyExists (wrapped) where documented, and
+// are safe for concurrent use.
+type Store interface {
+	// InsertArtifact stores r as pending and returns its ID; it fails with
+	// ErrAlreadyExists if name@version is already stored, in any state.
+	InsertArtifact(ctx context.Context, r *ArtifactRecord) (int64, error)
+	// Artifact returns name@version in any state, or ErrNotFound.
+	Artifact(ctx context.Context, name, version string) (*ArtifactRecord, error)
+	// LoggedArtifactsByDigest returns the logged artifacts with this digest,
+	// oldest first.
+	LoggedArtifactsByDigest(ctx context.Context, digest string) ([]*ArtifactRecord, error)
+	// InsertEvent stores e as pending and returns its ID.
+	InsertEvent(ctx context.Context, e *Event) (int64, error)
+	// DeleteEvent removes a pending event whose leaf is known not to be in
+	// the log.
+	DeleteEvent(ctx context.Context, id int64) error
+	// SetSequenced records the log index of a pending row's leaf.
+	SetSequenced(ctx context.Context, ref Ref, index uint64) error
+	// SetLogged records a row's index, proof and checkpoint; the row is no
+	// longer pending.
+	SetLogged(ctx context.Context, ref Ref, index uint64, proof [][]byte, checkpoint []byte) error
+	// Pending returns every pending row.
+	Pending(ctx context.Context) ([]Pending, error)
+}
+
+// Log is the transparency log.
+type Log interface {
+	// Size returns the integrated tree size; later appends get larger
+	// indices.
+	Size(ctx context.Context) (uint64, error)
+	Append(ctx context.Context, leaf []byte) (*translog.Proved, error)
+	Prove(ctx context.Context, index uint64, leaf []byte) (*translog.Proved, error)
+	Find(ctx context.Context, leaf []byte, from uint64) (uint64, bool, error)
+	Checkpoint(ctx context.Context) ([]byte, *tlog.Checkpoint, error)
+}
+
+var _ Log = (*translog.Log)(nil)

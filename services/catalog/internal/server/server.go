@@ -1,0 +1,169 @@
+// Package server serves the catalog over gRPC: authorization policy,
+// request decoding and the mapping from domain errors to status codes.
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/telemetry"
+	"github.com/custody-dev/custody/services/catalog/internal/catalog"
+)
+
+// Policy is the catalog's authorization, per docs/services.md: only the
+// publisher records artifacts; services and edges append events; every
+// member of the trust domain reads.
+func Policy(td spiffeid.TrustDomain) rpc.Policy {
+	sd := catalogv1.CatalogService_ServiceDesc
+	return rpc.Policy{
+		rpc.Method(sd, "RecordArtifact"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/publisher"))},
+		rpc.Method(sd, "AppendEvent"):    {rpc.Under{TrustDomain: td, Prefix: "/service"}, rpc.Under{TrustDomain: td, Prefix: "/edge"}},
+		rpc.Method(sd, "GetArtifact"):    {rpc.Member(td)},
+		rpc.Method(sd, "GetCheckpoint"):  {rpc.Member(td)},
+	}
+}
+
+// Server implements catalogv1.CatalogServiceServer.
+type Server struct {
+	catalogv1.UnimplementedCatalogServiceServer
+	cat     *catalog.Catalog
+	logger  *slog.Logger
+	metrics *telemetry.Metrics
+}
+
+var _ catalogv1.CatalogServiceServer = (*Server)(nil)
+
+// New returns a server for cat.
+func New(cat *catalog.Catalog, logger *slog.Logger, metrics *telemetry.Metrics) *Server {
+	return &Server{cat: cat, logger: logger, metrics: metrics}
+}
+
+// RecordArtifact records an artifact; see the proto for the contract.
+func (s *Server) RecordArtifact(ctx context.Context, req *catalogv1.RecordArtifactRequest) (*catalogv1.RecordArtifactResponse, error) {
+	actor, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pa := req.GetArtifact()
+	if pa == nil {
+		return nil, status.Error(codes.InvalidArgument, "artifact is missing")
+	}
+	a := catalog.Artifact{
+		Name: pa.GetName(), Version: pa.GetVersion(), Digest: pa.GetDigest(), Size: pa.GetSize(),
+		Channel: pa.GetChannel(), BuilderID: pa.GetBuilderId(), SourceRepo: pa.GetSourceRepo(), SourceCommit: pa.GetSourceCommit(),
+	}
+	rec, created, err := s.cat.RecordArtifact(ctx, actor, a, req.GetEnvelope())
+	if err != nil {
+		return nil, s.status(ctx, "RecordArtifact", err)
+	}
+	s.logger.InfoContext(ctx, "artifact recorded", slog.String("artifact", a.Name+"@"+a.Version), slog.String("digest", a.Digest),
+		slog.Uint64("index", rec.Entry.Index), slog.Bool("created", created))
+	return &catalogv1.RecordArtifactResponse{Entry: logEntry(&rec.Entry), Created: created}, nil
+}
+
+// AppendEvent appends an audit event; see the proto for the contract.
+func (s *Server) AppendEvent(ctx context.Context, req *catalogv1.AppendEventRequest) (*catalogv1.AppendEventResponse, error) {
+	actor, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e, err := s.cat.AppendEvent(ctx, actor, req.GetType(), req.GetSubjectDigest(), req.GetDetails())
+	if err != nil {
+		return nil, s.status(ctx, "AppendEvent", err)
+	}
+	return &catalogv1.AppendEventResponse{Entry: logEntry(&e.Entry)}, nil
+}
+
+// GetArtifact returns an artifact with its evidence, by name and version or
+// by digest.
+func (s *Server) GetArtifact(ctx context.Context, req *catalogv1.GetArtifactRequest) (*catalogv1.GetArtifactResponse, error) {
+	var (
+		rec *catalog.ArtifactRecord
+		err error
+	)
+	switch {
+	case req.GetDigest() != "" && (req.GetName() != "" || req.GetVersion() != ""):
+		return nil, status.Error(codes.InvalidArgument, "give either name and version, or digest, not both")
+	case req.GetDigest() != "":
+		rec, err = s.cat.ArtifactByDigest(ctx, req.GetDigest())
+	default:
+		rec, err = s.cat.Artifact(ctx, req.GetName(), req.GetVersion())
+	}
+	if err != nil {
+		return nil, s.status(ctx, "GetArtifact", err)
+	}
+	a := rec.Artifact
+	return &catalogv1.GetArtifactResponse{
+		Artifact: &catalogv1.Artifact{
+			Name: a.Name, Version: a.Version, Digest: a.Digest, Size: a.Size, Channel: a.Channel,
+			BuilderId: a.BuilderID, SourceRepo: a.SourceRepo, SourceCommit: a.SourceCommit,
+			CreatedAt: timestamppb.New(a.CreatedAt),
+		},
+		Envelope: rec.Envelope,
+		Entry:    logEntry(&rec.Entry),
+	}, nil
+}
+
+// GetCheckpoint returns the latest signed checkpoint.
+func (s *Server) GetCheckpoint(ctx context.Context, _ *catalogv1.GetCheckpointRequest) (*catalogv1.GetCheckpointResponse, error) {
+	cp, err := s.cat.Checkpoint(ctx)
+	if err != nil {
+		return nil, s.status(ctx, "GetCheckpoint", err)
+	}
+	return &catalogv1.GetCheckpointResponse{Checkpoint: cp}, nil
+}
+
+func caller(ctx context.Context) (string, error) {
+	id, ok := rpc.CallerID(ctx)
+	if !ok {
+		// The authorization interceptor already refuses such calls.
+		return "", status.Error(codes.Unauthenticated, "no SPIFFE ID: connect with mTLS and an X.509-SVID")
+	}
+	return id.String(), nil
+}
+
+func logEntry(e *catalog.Entry) *catalogv1.LogEntry {
+	idx := int64(math.MaxInt64)
+	if e.Index <= math.MaxInt64 {
+		idx = int64(e.Index)
+	}
+	return &catalogv1.LogEntry{Index: idx, Leaf: e.Leaf, InclusionProof: e.Proof, Checkpoint: e.Checkpoint}
+}
+
+// status is the one mapping from domain errors to gRPC status. Client
+// mistakes are returned with their message; back-end failures are logged
+// with the trace ID and returned without internal detail.
+func (s *Server) status(ctx context.Context, method string, err error) error {
+	switch {
+	case errors.Is(err, catalog.ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, catalog.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, catalog.ErrAlreadyExists):
+		return status.Error(codes.AlreadyExists, err.Error())
+	}
+	traceID := trace.SpanContextFromContext(ctx).TraceID().String()
+	attrs := []any{slog.String("method", method), slog.String("trace_id", traceID), slog.Any("error", err)}
+	switch {
+	case errors.Is(err, catalog.ErrIntegrity):
+		s.metrics.IntegrityFailures.WithLabelValues("store").Inc()
+		s.logger.ErrorContext(ctx, "integrity failure: refusing to answer", attrs...)
+		return status.Errorf(codes.Internal, "internal error (trace %s)", traceID)
+	case errors.Is(err, catalog.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		s.logger.WarnContext(ctx, "back end unavailable", attrs...)
+		return status.Errorf(codes.Unavailable, "catalog storage or transparency log unavailable; retry later (trace %s)", traceID)
+	default:
+		s.logger.ErrorContext(ctx, "internal error", attrs...)
+		return status.Errorf(codes.Internal, "internal error (trace %s)", traceID)
+	}
+}

@@ -1,0 +1,353 @@
+// Package translog runs the catalog's transparency log on Tessera and proves
+// what it appends.
+package translog
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/transparency-dev/tessera"
+	"github.com/transparency-dev/tessera/client"
+	"github.com/transparency-dev/tessera/storage/posix"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/custody-dev/custody/libs/tlog"
+)
+
+var (
+	// ErrUnavailable means the log could not do what was asked now: the
+	// storage failed, Tessera pushed back or the log is shutting down. The
+	// caller may retry.
+	ErrUnavailable = errors.New("transparency log unavailable")
+	// ErrIntegrity means the log produced something that does not verify: a
+	// checkpoint not signed by its key, a proof that does not match, a leaf
+	// that differs from what was appended. It is never retried away.
+	ErrIntegrity = errors.New("transparency log integrity failure")
+)
+
+// Config configures Open.
+type Config struct {
+	// Dir is the directory of the Tessera POSIX log (tiles, entries,
+	// checkpoint).
+	Dir string
+	// SignerKey is the note signer key that signs checkpoints; its name is
+	// the log's origin.
+	SignerKey string
+	// BatchMaxAge is how long an entry may wait for others to join its
+	// batch. Zero means 50ms.
+	BatchMaxAge time.Duration
+	// BatchMaxSize is the most entries sequenced at once. Zero means 256.
+	BatchMaxSize uint
+	// CheckpointInterval is the least time between two published
+	// checkpoints; Tessera's POSIX driver refuses less than 100ms. Zero means
+	// 100ms.
+	CheckpointInterval time.Duration
+	// PollInterval is how often waiters look for a new checkpoint. Zero
+	// means 10ms.
+	PollInterval time.Duration
+	Logger       *slog.Logger
+}
+
+// Proved is an entry of the log with its inclusion proof against a signed
+// checkpoint that covers it. Everything in it has been verified.
+type Proved struct {
+	Index      uint64
+	Proof      [][]byte
+	Checkpoint []byte
+}
+
+// Log is a Tessera log with a POSIX driver. Its methods are safe for
+// concurrent use; appends are batched by Tessera, not serialized here.
+type Log struct {
+	appender *tessera.Appender
+	reader   tessera.LogReader
+	awaiter  *tessera.PublicationAwaiter
+	shutdown func(context.Context) error
+	cancel   context.CancelFunc
+	verifier string
+	origin   string
+	logger   *slog.Logger
+
+	closeOnce sync.Once
+	closing   chan struct{}
+}
+
+// Open opens the log in cfg.Dir, creating it (with a signed checkpoint of the
+// empty tree) if it does not exist. Close it to flush pending entries.
+func Open(ctx context.Context, cfg Config) (*Log, error) {
+	cfg.SignerKey = strings.TrimSpace(cfg.SignerKey)
+	signer, err := note.NewSigner(cfg.SignerKey)
+	if err != nil {
+		return nil, fmt.Errorf("log signer key: %w", err)
+	}
+	verifier, err := verifierKey(cfg.SignerKey)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.BatchMaxAge == 0 {
+		cfg.BatchMaxAge = 50 * time.Millisecond
+	}
+	if cfg.BatchMaxSize == 0 {
+		cfg.BatchMaxSize = 256
+	}
+	if cfg.CheckpointInterval == 0 {
+		cfg.CheckpointInterval = 100 * time.Millisecond
+	}
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = 10 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create log directory: %w", err)
+	}
+	// Tessera's background work (sequencing, checkpoint publication) runs
+	// on this context, which must outlive every Add: it is cancelled only in
+	// Close, after Tessera's own shutdown has published everything added.
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	driver, err := posix.New(bg, posix.Config{Path: cfg.Dir})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("open POSIX log in %s: %w", cfg.Dir, err)
+	}
+	opts := tessera.NewAppendOptions().
+		WithCheckpointSigner(signer).
+		WithBatching(cfg.BatchMaxSize, cfg.BatchMaxAge).
+		WithCheckpointInterval(cfg.CheckpointInterval).
+		// Republishing an unchanged tree keeps checkpoints fresh for
+		// clients that check their age.
+		WithCheckpointRepublishInterval(max(time.Minute, cfg.CheckpointInterval)).
+		WithShutdownTimeout(10 * time.Second)
+	appender, shutdown, reader, err := tessera.NewAppender(bg, driver, opts)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("open log appender in %s: %w", cfg.Dir, err)
+	}
+	l := &Log{
+		appender: appender,
+		reader:   reader,
+		awaiter:  tessera.NewPublicationAwaiter(bg, reader.ReadCheckpoint, cfg.PollInterval),
+		shutdown: shutdown,
+		cancel:   cancel,
+		verifier: verifier,
+		origin:   signer.Name(),
+		logger:   cfg.Logger,
+		closing:  make(chan struct{}),
+	}
+	// Refuse to serve a log whose published checkpoint is not ours: the
+	// key file and the data directory do not belong together.
+	if _, _, err := l.Checkpoint(ctx); err != nil {
+		l.Close(ctx)
+		return nil, err
+	}
+	return l, nil
+}
+
+// Origin returns the log's origin, the name of its key.
+func (l *Log) Origin() string { return l.origin }
+
+// VerifierKey returns the note verifier key of the log's checkpoints.
+func (l *Log) VerifierKey() string { return l.verifier }
+
+// Size returns the number of entries in the log's integrated tree, which may
+// be ahead of the latest checkpoint. Every entry appended after Size returns
+// has an index at least as large.
+func (l *Log) Size(ctx context.Context) (uint64, error) {
+	n, err := l.reader.IntegratedSize(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("%w: read tree size: %v", ErrUnavailable, err)
+	}
+	return n, nil
+}
+
+// Append adds leaf to the log, waits until a published checkpoint covers it,
+// and returns its index with an inclusion proof against that checkpoint,
+// verified. Concurrent calls share Tessera batches.
+//
+// Once Tessera has accepted the leaf, Append waits for its index even if ctx
+// is done, so that when it returns the caller knows whether the leaf was
+// sequenced: on error, a non-nil *Sequenced in the error chain carries the
+// index of a leaf that is in the log but whose proof was not obtained.
+func (l *Log) Append(ctx context.Context, leaf []byte) (*Proved, error) {
+	if l.isClosing() {
+		return nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
+	}
+	future := l.appender.Add(ctx, tessera.NewEntry(leaf))
+	idx, err := l.resolve(future)
+	if err != nil {
+		return nil, err
+	}
+	p, err := l.Prove(ctx, idx, leaf)
+	if err != nil {
+		return nil, &Sequenced{Index: idx, Err: err}
+	}
+	return p, nil
+}
+
+// Sequenced is the error of an Append whose leaf was sequenced at Index but
+// could not be proved (e.g. ctx ended before a checkpoint covered it).
+type Sequenced struct {
+	Index uint64
+	Err   error
+}
+
+func (e *Sequenced) Error() string {
+	return fmt.Sprintf("entry %d sequenced but not proved: %v", e.Index, e.Err)
+}
+func (e *Sequenced) Unwrap() error { return e.Err }
+
+// resolve waits for Tessera to assign an index. It does not give up when the
+// caller's context ends, only when the log closes: an abandoned future would
+// leave it unknown whether the entry is in the log.
+func (l *Log) resolve(future tessera.IndexFuture) (uint64, error) {
+	type result struct {
+		idx tessera.Index
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		idx, err := future()
+		done <- result{idx, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return 0, fmt.Errorf("%w: add entry: %v", ErrUnavailable, r.err)
+		}
+		return r.idx.Index, nil
+	case <-l.closing:
+		return 0, fmt.Errorf("%w: shutting down", ErrUnavailable)
+	}
+}
+
+// Prove waits until a published checkpoint covers entry index, checks that
+// the log holds leaf there, and returns an inclusion proof against that
+// checkpoint, verified with the log's key.
+func (l *Log) Prove(ctx context.Context, index uint64, leaf []byte) (*Proved, error) {
+	if l.isClosing() {
+		return nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
+	}
+	known := func() (tessera.Index, error) { return tessera.Index{Index: index}, nil }
+	_, signed, err := l.awaiter.Await(ctx, known)
+	if err != nil {
+		return nil, fmt.Errorf("%w: wait for a checkpoint covering entry %d: %v", ErrUnavailable, index, err)
+	}
+	var lastErr error
+	// A proof is built from tiles of the checkpoint's size; if the log grew
+	// meanwhile and a partial tile was collected, a newer checkpoint works.
+	for range 3 {
+		cp, err := tlog.OpenCheckpoint(signed, l.verifier)
+		if err != nil {
+			return nil, fmt.Errorf("%w: published checkpoint: %v", ErrIntegrity, err)
+		}
+		if cp.Size <= index {
+			return nil, fmt.Errorf("%w: checkpoint of size %d does not cover entry %d", ErrIntegrity, cp.Size, index)
+		}
+		proof, err := l.inclusionProof(ctx, index, cp.Size)
+		if err == nil {
+			if err := tlog.VerifyInclusion(leaf, index, proof, cp); err != nil {
+				return nil, fmt.Errorf("%w: entry %d: %v", ErrIntegrity, index, err)
+			}
+			return &Proved{Index: index, Proof: proof, Checkpoint: signed}, nil
+		}
+		lastErr = err
+		l.logger.DebugContext(ctx, "inclusion proof failed, retrying with the latest checkpoint", slog.Uint64("index", index), slog.Any("error", err))
+		if signed, err = l.reader.ReadCheckpoint(ctx); err != nil {
+			break
+		}
+	}
+	return nil, fmt.Errorf("%w: inclusion proof for entry %d: %v", ErrUnavailable, index, lastErr)
+}
+
+func (l *Log) inclusionProof(ctx context.Context, index, size uint64) ([][]byte, error) {
+	pb, err := client.NewProofBuilder(ctx, size, l.reader.ReadTile)
+	if err != nil {
+		return nil, err
+	}
+	return pb.InclusionProof(ctx, index)
+}
+
+// ConsistencyProof returns an RFC 6962 proof that the tree of size newer
+// extends the tree of size older. newer must not exceed the latest
+// checkpoint's size.
+func (l *Log) ConsistencyProof(ctx context.Context, older, newer uint64) ([][]byte, error) {
+	pb, err := client.NewProofBuilder(ctx, newer, l.reader.ReadTile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	p, err := pb.ConsistencyProof(ctx, older, newer)
+	if err != nil {
+		return nil, fmt.Errorf("%w: consistency proof %d → %d: %v", ErrUnavailable, older, newer, err)
+	}
+	return p, nil
+}
+
+// Checkpoint returns the latest published checkpoint, signed and parsed,
+// after verifying it with the log's key.
+func (l *Log) Checkpoint(ctx context.Context) ([]byte, *tlog.Checkpoint, error) {
+	signed, err := l.reader.ReadCheckpoint(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: read checkpoint: %v", ErrUnavailable, err)
+	}
+	cp, err := tlog.OpenCheckpoint(signed, l.verifier)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: published checkpoint: %v", ErrIntegrity, err)
+	}
+	return signed, cp, nil
+}
+
+// Find looks for leaf among the entries [from, Size()) and returns its index.
+// It is how a caller that crashed between appending and recording the index
+// learns whether the append happened.
+func (l *Log) Find(ctx context.Context, leaf []byte, from uint64) (uint64, bool, error) {
+	size, err := l.Size(ctx)
+	if err != nil {
+		return 0, false, err
+	}
+	const width = 256 // tlog-tiles entry bundle width
+	for bundle := from / width; bundle*width < size; bundle++ {
+		b, err := client.GetEntryBundle(ctx, l.reader.ReadEntryBundle, bundle, size)
+		if err != nil {
+			return 0, false, fmt.Errorf("%w: read entry bundle %d: %v", ErrUnavailable, bundle, err)
+		}
+		for i, e := range b.Entries {
+			idx := bundle*width + uint64(i)
+			if idx >= from && idx < size && bytes.Equal(e, leaf) {
+				return idx, true, nil
+			}
+		}
+	}
+	return 0, false, nil
+}
+
+// Close stops accepting entries, waits (up to ctx) until everything added is
+// covered by a published checkpoint, then stops Tessera's background work.
+func (l *Log) Close(ctx context.Context) error {
+	var err error
+	l.closeOnce.Do(func() {
+		err = l.shutdown(ctx)
+		close(l.closing)
+		l.cancel()
+		if err != nil {
+			err = fmt.Errorf("shut down log: %w", err)
+		}
+	})
+	return err
+}
+
+func (l *Log) isClosing() bool {
+	select {
+	case <-l.closing:
+		return true
+	default:
+		return false
+	}
+}
