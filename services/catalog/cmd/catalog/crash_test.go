@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custody-dev/custody/libs/attest"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
@@ -85,19 +85,18 @@ func (s *setup) startChild(t *testing.T, n int) (*child, string) {
 func crashReq(i int) *catalogv1.RecordArtifactRequest {
 	content := fmt.Sprintf("build %d", i)
 	sum := sha256.Sum256([]byte(content))
-	statement, _ := json.Marshal(map[string]any{
-		"subject": []any{map[string]any{"name": "app", "digest": map[string]string{"sha256": hex.EncodeToString(sum[:])}}},
-	})
-	env, _ := json.Marshal(map[string]any{
-		"payloadType": "application/vnd.in-toto+json",
-		"payload":     base64.StdEncoding.EncodeToString(statement),
-		"signatures":  []map[string]string{{"keyid": "k", "sig": "c2ln"}},
-	})
-	return &catalogv1.RecordArtifactRequest{
-		Artifact: &catalogv1.Artifact{Name: "app", Version: fmt.Sprintf("1.0.%d", i), Digest: "sha256:" + hex.EncodeToString(sum[:]),
-			Size: int64(len(content)), BuilderId: "spiffe://custody.test/builder/ci"},
-		Envelope: env,
+	a := &catalogv1.Artifact{Name: "app", Version: fmt.Sprintf("1.0.%d", i), Digest: "sha256:" + hex.EncodeToString(sum[:]),
+		Size: int64(len(content)), Channel: "stable", BuilderId: "spiffe://custody.test/builder/ci"}
+	statement, err := attest.NewProvenance(attest.Artifact{Name: a.Name, Version: a.Version, Digest: a.Digest,
+		Channel: a.Channel, BuilderID: a.BuilderId})
+	if err != nil {
+		panic(err)
 	}
+	env, err := attest.SignEnvelope(attest.PayloadType, statement, "k", func([]byte) ([]byte, error) { return []byte("sig"), nil })
+	if err != nil {
+		panic(err)
+	}
+	return &catalogv1.RecordArtifactRequest{Artifact: a, Envelope: env}
 }
 
 // TestSurvivesKill kills the catalog process with SIGKILL while records are

@@ -3,9 +3,7 @@ package catalog_test
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -13,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/services/catalog/internal/catalog"
 	"github.com/custody-dev/custody/services/catalog/internal/store/sqlite"
@@ -112,14 +111,15 @@ func artifact(version, content string) catalog.Artifact {
 }
 
 func envelope(a catalog.Artifact) []byte {
-	statement, _ := json.Marshal(map[string]any{
-		"subject": []any{map[string]any{"name": a.Name, "digest": map[string]string{"sha256": strings.TrimPrefix(a.Digest, "sha256:")}}},
-	})
-	b, _ := json.Marshal(map[string]any{
-		"payloadType": "application/vnd.in-toto+json",
-		"payload":     base64.StdEncoding.EncodeToString(statement),
-		"signatures":  []map[string]string{{"keyid": "k", "sig": "c2ln"}},
-	})
+	statement, err := attest.NewProvenance(attest.Artifact{Name: a.Name, Version: a.Version, Digest: a.Digest,
+		Channel: a.Channel, BuilderID: a.BuilderID, SourceRepo: a.SourceRepo, SourceCommit: a.SourceCommit})
+	if err != nil {
+		panic(err)
+	}
+	b, err := attest.SignEnvelope(attest.PayloadType, statement, "k", func([]byte) ([]byte, error) { return []byte("sig"), nil })
+	if err != nil {
+		panic(err)
+	}
 	return b
 }
 

@@ -2,7 +2,6 @@ package catalog
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/tlog"
 )
 
@@ -94,17 +94,10 @@ func validateArtifact(a Artifact) error {
 	return nil
 }
 
-// payloadTypeInToto is the DSSE payload type of in-toto statements.
-const payloadTypeInToto = "application/vnd.in-toto+json"
-
-// validateEnvelope checks that b is a DSSE envelope in JSON (a payload type,
-// a base64 payload, at least one signature) over an in-toto statement whose
-// one subject is this artifact: its name and SHA-256 digest. It does not
-// verify signatures: the catalog holds no signer keys; verifiers check them
-// against the trust root.
-//
-// TODO: use attest.ParseEnvelope once libs/attest lands, and also check the
-// provenance's builder.id against a.BuilderID.
+// validateEnvelope checks that b is a DSSE envelope over an in-toto
+// provenance statement about this artifact exactly: its name, version,
+// channel, digest and builder. It does not verify signatures: the catalog
+// holds no signer keys; verifiers check them against the trust root.
 func validateEnvelope(a Artifact, b []byte) error {
 	if len(b) == 0 {
 		return fmt.Errorf("%w: envelope is missing: send the DSSE envelope the signer returned", ErrInvalid)
@@ -112,62 +105,32 @@ func validateEnvelope(a Artifact, b []byte) error {
 	if len(b) > maxEnvelopeLen {
 		return fmt.Errorf("%w: envelope is %d bytes, more than %d", ErrInvalid, len(b), maxEnvelopeLen)
 	}
-	var env struct {
-		PayloadType string `json:"payloadType"`
-		Payload     string `json:"payload"`
-		Signatures  []struct {
-			KeyID string `json:"keyid"`
-			Sig   string `json:"sig"`
-		} `json:"signatures"`
+	env, err := attest.ParseEnvelope(b)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&env); err != nil {
-		return fmt.Errorf("%w: envelope is not DSSE JSON: %v", ErrInvalid, err)
+	if env.PayloadType != attest.PayloadType {
+		return fmt.Errorf("%w: envelope payloadType %q: want %s", ErrInvalid, trunc(env.PayloadType), attest.PayloadType)
 	}
-	if dec.More() {
-		return fmt.Errorf("%w: envelope: data after the JSON object", ErrInvalid)
+	st, err := attest.ParseStatement(env.Payload)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	got, err := st.Artifact()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	var errs []string
-	if env.PayloadType != payloadTypeInToto {
-		errs = append(errs, fmt.Sprintf("payloadType %q: want %s", trunc(env.PayloadType), payloadTypeInToto))
-	}
-	payload, err := base64.StdEncoding.DecodeString(env.Payload)
-	if err != nil || len(payload) == 0 {
-		errs = append(errs, "payload: want standard base64")
-	}
-	if len(env.Signatures) == 0 {
-		errs = append(errs, "no signatures")
-	}
-	for i, s := range env.Signatures {
-		if _, err := base64.StdEncoding.DecodeString(s.Sig); err != nil || s.Sig == "" {
-			errs = append(errs, fmt.Sprintf("signature %d: want standard base64", i))
-		}
-	}
-	if len(errs) == 0 {
-		if err := checkSubject(a, payload); err != nil {
-			errs = append(errs, err.Error())
+	for _, f := range []struct{ what, got, want string }{
+		{"name", got.Name, a.Name}, {"version", got.Version, a.Version}, {"channel", got.Channel, a.Channel},
+		{"digest", got.Digest, a.Digest}, {"builder.id", got.BuilderID, a.BuilderID},
+	} {
+		if f.got != f.want {
+			errs = append(errs, fmt.Sprintf("statement %s %q differs from the record's %q", f.what, trunc(f.got), trunc(f.want)))
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("%w: envelope: %s", ErrInvalid, strings.Join(errs, "; "))
-	}
-	return nil
-}
-
-// checkSubject checks that an in-toto statement is about artifact a only.
-func checkSubject(a Artifact, payload []byte) error {
-	var st struct {
-		Subject []struct {
-			Name   string            `json:"name"`
-			Digest map[string]string `json:"digest"`
-		} `json:"subject"`
-	}
-	if err := json.Unmarshal(payload, &st); err != nil {
-		return fmt.Errorf("payload is not an in-toto statement: %v", err)
-	}
-	want := strings.TrimPrefix(a.Digest, "sha256:")
-	if len(st.Subject) != 1 || st.Subject[0].Name != a.Name || st.Subject[0].Digest["sha256"] != want {
-		return fmt.Errorf("statement subject is not %s with sha256 %s: the envelope is for another artifact", a.Name, want)
+		return fmt.Errorf("%w: the envelope is for another artifact: %s", ErrInvalid, strings.Join(errs, "; "))
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/custody-dev/custody/libs/attest"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	"github.com/custody-dev/custody/libs/identity/identitytest"
 	"github.com/custody-dev/custody/libs/rpc"
@@ -127,19 +127,19 @@ func digestOf(s string) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// envelope is a DSSE envelope over an in-toto statement about name and
-// digest (its signature is not checked by the catalog).
-func envelope(name, digest string) []byte {
-	statement, _ := json.Marshal(map[string]any{
-		"_type":         "https://in-toto.io/Statement/v1",
-		"subject":       []any{map[string]any{"name": name, "digest": map[string]string{"sha256": strings.TrimPrefix(digest, "sha256:")}}},
-		"predicateType": "https://slsa.dev/provenance/v1",
-	})
-	b, _ := json.Marshal(map[string]any{
-		"payloadType": "application/vnd.in-toto+json",
-		"payload":     base64.StdEncoding.EncodeToString(statement),
-		"signatures":  []map[string]string{{"keyid": "k1", "sig": base64.StdEncoding.EncodeToString([]byte("sig"))}},
-	})
+// envelope is a DSSE envelope over a provenance statement about
+// name@version with digest, as recordReq records it (the catalog does not
+// check signatures).
+func envelope(name, version, digest string) []byte {
+	statement, err := attest.NewProvenance(attest.Artifact{Name: name, Version: version, Digest: digest, Channel: "stable",
+		BuilderID: "spiffe://custody.test/builder/ci", SourceRepo: "https://git.example/app", SourceCommit: "0123abcd"})
+	if err != nil {
+		panic(err)
+	}
+	b, err := attest.SignEnvelope(attest.PayloadType, statement, "k1", func([]byte) ([]byte, error) { return []byte("sig"), nil })
+	if err != nil {
+		panic(err)
+	}
 	return b
 }
 
@@ -149,7 +149,7 @@ func recordReq(name, version, content string) *catalogv1.RecordArtifactRequest {
 			Name: name, Version: version, Digest: digestOf(content), Size: int64(len(content)), Channel: "stable",
 			BuilderId: "spiffe://custody.test/builder/ci", SourceRepo: "https://git.example/app", SourceCommit: "0123abcd",
 		},
-		Envelope: envelope(name, digestOf(content)),
+		Envelope: envelope(name, version, digestOf(content)),
 	}
 }
 
@@ -358,12 +358,16 @@ func TestRecordRejectsInvalid(t *testing.T) {
 		{"digest", func(r *catalogv1.RecordArtifactRequest) { r.Artifact.Digest = "md5:abc" }, "digest"},
 		{"builder", func(r *catalogv1.RecordArtifactRequest) { r.Artifact.BuilderId = "ci" }, "builder_id"},
 		{"envelope missing", func(r *catalogv1.RecordArtifactRequest) { r.Envelope = nil }, "envelope is missing"},
-		{"envelope not JSON", func(r *catalogv1.RecordArtifactRequest) { r.Envelope = []byte("{") }, "DSSE"},
+		{"envelope not JSON", func(r *catalogv1.RecordArtifactRequest) { r.Envelope = []byte("{") }, "envelope"},
 		{"envelope unsigned", func(r *catalogv1.RecordArtifactRequest) {
 			r.Envelope = []byte(`{"payloadType":"application/vnd.in-toto+json","payload":"e30=","signatures":[]}`)
-		}, "no signatures"},
-		{"envelope for other bytes", func(r *catalogv1.RecordArtifactRequest) { r.Envelope = envelope("app", digestOf("y")) }, "another artifact"},
-		{"envelope for other name", func(r *catalogv1.RecordArtifactRequest) { r.Envelope = envelope("other", digestOf("x")) }, "another artifact"},
+		}, "0 signatures"},
+		{"envelope for other bytes", func(r *catalogv1.RecordArtifactRequest) {
+			r.Envelope = envelope("app", r.Artifact.Version, digestOf("y"))
+		}, "another artifact"},
+		{"envelope for other name", func(r *catalogv1.RecordArtifactRequest) {
+			r.Envelope = envelope("other", r.Artifact.Version, digestOf("x"))
+		}, "another artifact"},
 		{"envelope payload type", func(r *catalogv1.RecordArtifactRequest) {
 			r.Envelope = bytes.Replace(r.Envelope, []byte("vnd.in-toto+json"), []byte("json"), 1)
 		}, "payloadType"},
