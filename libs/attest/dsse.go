@@ -209,7 +209,7 @@ func (e *Envelope) Verify(keys []Key, purpose string) (string, error) {
 		}
 		if err := VerifySignature(keys[i], pae, s.Sig); err != nil {
 			known = true
-			errs = append(errs, err.Error())
+			errs = append(errs, fmt.Sprintf("signature by key %s does not verify", s.KeyID))
 			continue
 		}
 		return keys[i].ID, nil

@@ -1,0 +1,195 @@
+// Command gatekeeper serves Custody's admission decisions: it verifies an
+// artifact's evidence, evaluates the Rego admission policy, and returns a
+// signed, logged decision.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/custody-dev/custody/libs/daemon"
+	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
+	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
+	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/remote"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/server"
+	defaultpolicy "github.com/custody-dev/custody/services/gatekeeper/policy"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gatekeeper:", err)
+		os.Exit(1)
+	}
+}
+
+// config is the gatekeeper's configuration.
+type config struct {
+	daemon.Config
+	CatalogAddr      string
+	SignerAddr       string
+	PublisherAddr    string
+	LogPublicKeyFile string
+	PolicyFile       string
+}
+
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	cfg := &config{Config: daemon.Config{Service: "gatekeeper"}}
+	f := daemon.NewFlags("gatekeeper", getenv)
+	f.SetOutput(stderr)
+	cfg.RegisterFlags(f)
+	f.String(&cfg.CatalogAddr, "catalog-addr", "CUSTODY_CATALOG_ADDR", "", "catalog gRPC address, host:port")
+	f.String(&cfg.SignerAddr, "signer-addr", "CUSTODY_SIGNER_ADDR", "", "signer gRPC address, host:port")
+	f.String(&cfg.PublisherAddr, "publisher-addr", "CUSTODY_PUBLISHER_ADDR", "", "publisher gRPC address, host:port")
+	f.String(&cfg.LogPublicKeyFile, "log-public-key-file", "CUSTODY_LOG_PUBLIC_KEY_FILE", "",
+		"file with the note verifier key of the log's checkpoints (e.g. `custody dev` keys/log.vkey)")
+	f.String(&cfg.PolicyFile, "policy-file", "CUSTODY_POLICY_FILE", "",
+		"Rego admission policy, package custody.admission (default: the built-in policy/admission.rego)")
+	if err := f.Parse(args); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Validate returns every problem at once. It reads the key file and
+// compiles the policy file to check them.
+func (c *config) Validate() error {
+	errs := []error{c.Config.Validate()}
+	for _, a := range []struct{ flag, value string }{
+		{"--catalog-addr", c.CatalogAddr}, {"--signer-addr", c.SignerAddr}, {"--publisher-addr", c.PublisherAddr},
+	} {
+		if a.value == "" {
+			errs = append(errs, fmt.Errorf("%s is required", a.flag))
+		}
+	}
+	if c.LogPublicKeyFile == "" {
+		errs = append(errs, errors.New("--log-public-key-file is required (a note verifier key, e.g. from `custody dev` keys/log.vkey)"))
+	} else if _, err := c.verifierKey(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.PolicyFile != "" {
+		if name, src, err := c.policy(); err != nil {
+			errs = append(errs, err)
+		} else if _, err := policy.New(context.Background(), name, src); err != nil {
+			errs = append(errs, fmt.Errorf("--policy-file: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *config) verifierKey() (string, error) {
+	b, err := os.ReadFile(c.LogPublicKeyFile)
+	if err != nil {
+		return "", fmt.Errorf("--log-public-key-file: %w", err)
+	}
+	key := strings.TrimSpace(string(b))
+	if _, err := note.NewVerifier(key); err != nil {
+		return "", fmt.Errorf("--log-public-key-file %s: not a note verifier key (<name>+<hash>+<key>): %w", c.LogPublicKeyFile, err)
+	}
+	return key, nil
+}
+
+// policy returns the policy's name and source.
+func (c *config) policy() (string, []byte, error) {
+	if c.PolicyFile == "" {
+		return defaultpolicy.DefaultName, defaultpolicy.Default(), nil
+	}
+	b, err := os.ReadFile(c.PolicyFile)
+	if err != nil {
+		return "", nil, fmt.Errorf("--policy-file: %w", err)
+	}
+	return filepath.Base(c.PolicyFile), b, nil
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	vkey, err := cfg.verifierKey()
+	if err != nil {
+		return err
+	}
+	name, src, err := cfg.policy()
+	if err != nil {
+		return err
+	}
+	pol, err := policy.New(ctx, name, src)
+	if err != nil {
+		return err
+	}
+
+	d, err := daemon.Start(ctx, cfg.Config, stderr)
+	if err != nil {
+		return err
+	}
+	served := false
+	defer func() {
+		// Serve releases identity and telemetry itself; before it runs,
+		// we do.
+		if !served {
+			d.Source.Close()
+			_ = d.Telemetry.Shutdown(context.WithoutCancel(ctx))
+		}
+	}()
+	d.Logger.Info("admission policy loaded", slog.String("policy", name), slog.String("digest", pol.Digest()))
+
+	svid, err := d.Source.GetX509SVID()
+	if err != nil {
+		return fmt.Errorf("get own SVID: %w", err)
+	}
+	catalogConn, err := d.Dial(cfg.CatalogAddr, "catalog")
+	if err != nil {
+		return err
+	}
+	defer catalogConn.Close()
+	signerConn, err := d.Dial(cfg.SignerAddr, "signer")
+	if err != nil {
+		return err
+	}
+	defer signerConn.Close()
+	publisherConn, err := d.Dial(cfg.PublisherAddr, "publisher")
+	if err != nil {
+		return err
+	}
+	defer publisherConn.Close()
+
+	gate, err := admission.New(admission.Config{
+		Catalog:        remote.NewCatalog(catalogv1.NewCatalogServiceClient(catalogConn)),
+		Signer:         remote.NewSigner(signerv1.NewSignerServiceClient(signerConn), d.Logger),
+		Publisher:      remote.NewPublisher(publisherv1.NewPublisherServiceClient(publisherConn)),
+		Policy:         pol,
+		LogVerifierKey: vkey,
+		VerifierID:     svid.ID.String(),
+		TrustDomain:    d.TrustDomain.Name(),
+		Metrics:        d.Telemetry.Metrics,
+		Logger:         d.Logger,
+	})
+	if err != nil {
+		return err
+	}
+
+	srv := d.NewServer(server.Policy(d.TrustDomain))
+	gatekeeperv1.RegisterGatekeeperServiceServer(srv, server.New(gate, d.Logger))
+	served = true
+	return d.Serve(ctx, srv)
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/custody-dev/custody/libs/daemon"
+	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
+	"github.com/custody-dev/custody/libs/identity"
+	"github.com/custody-dev/custody/libs/identity/identitytest"
+	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/telemetry"
+	"github.com/custody-dev/custody/libs/tlog"
+)
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	dir := t.TempDir()
+	badPolicy := writeFile(t, dir, "p.rego", "package other\n\ndeny contains \"x\" if { false }\n")
+	badKey := writeFile(t, dir, "log.vkey", "PRIVATE+KEY+oops")
+	cfg, err := parseConfig([]string{"--log-public-key-file", badKey, "--policy-file", badPolicy}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cfg.Validate()
+	if err == nil {
+		t.Fatal("Validate succeeded")
+	}
+	for _, want := range []string{"--trust-domain", "--catalog-addr", "--signer-addr", "--publisher-addr",
+		"--log-public-key-file " + badKey + ": not a note verifier key", "package is data.other"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
+func TestConfigFromEnvironment(t *testing.T) {
+	env := map[string]string{"CUSTODY_CATALOG_ADDR": "c:1", "CUSTODY_SIGNER_ADDR": "s:1", "CUSTODY_PUBLISHER_ADDR": "p:1", "CUSTODY_POLICY_FILE": "x.rego"}
+	cfg, err := parseConfig([]string{"--signer-addr", "flag:1"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.CatalogAddr != "c:1" || cfg.SignerAddr != "flag:1" || cfg.PublisherAddr != "p:1" || cfg.PolicyFile != "x.rego" {
+		t.Errorf("config %+v: want env values with the flag winning", cfg)
+	}
+}
+
+func TestRunServesAndFailsClosedWithoutDependencies(t *testing.T) {
+	td := identitytest.New(t, "custody.test")
+	dir := t.TempDir()
+	svidDir := filepath.Join(dir, "svid")
+	if err := os.Mkdir(svidDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	issued, err := td.CA.IssueSVID(td.ID("/service/gatekeeper"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, svidDir, identity.SVIDFile, string(issued.CertPEM))
+	writeFile(t, svidDir, identity.SVIDKeyFile, string(issued.KeyPEM))
+	writeFile(t, svidDir, identity.BundleFile, string(td.CA.CertPEM()))
+	_, vkey, err := tlog.GenerateKey("custody.test/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := writeFile(t, dir, "log.vkey", vkey+"\n")
+	dead := closedAddr(t)
+	endpoints := filepath.Join(dir, "endpoints.json")
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{
+			"--trust-domain", "custody.test", "--svid-dir", svidDir, "--endpoints-file", endpoints,
+			"--catalog-addr", dead, "--signer-addr", dead, "--publisher-addr", dead, "--log-public-key-file", keyFile,
+		}, func(string) string { return "" }, io.Discard)
+	}()
+	var eps daemon.Endpoints
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if b, err := os.ReadFile(endpoints); err == nil && json.Unmarshal(b, &eps) == nil {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run returned early: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("endpoints file not written")
+		}
+	}
+
+	conn, err := rpc.Dial(eps["grpc"], spiffeid.RequireFromPath(td.TD, "/service/gatekeeper"), td.Source(t, "/deployer/pipeline"), telemetry.Discard("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("health: %v", err)
+	}
+	_, err = gatekeeperv1.NewGatekeeperServiceClient(conn).Admit(ctx, &gatekeeperv1.AdmitRequest{Name: "app", Version: "1.0.0", Environment: "prod"})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("Admit with nothing to ask: %v, want Unavailable", err)
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not stop")
+	}
+}
+
+// closedAddr returns a loopback address nothing listens on.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}

@@ -1,0 +1,460 @@
+// Package admission decides whether an artifact may be deployed to an
+// environment: it verifies the artifact's evidence, evaluates the admission
+// policy, and has every decision signed and logged before returning it.
+package admission
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/custody-dev/custody/libs/attest"
+	"github.com/custody-dev/custody/libs/telemetry"
+	"github.com/custody-dev/custody/libs/tlog"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
+)
+
+// EventType is the type of the log entry of every decision.
+const EventType = "admission.decided"
+
+// PolicyURI names the admission policy in decision records.
+const PolicyURI = "custody:policy/admission"
+
+var (
+	// ErrInvalid means the request itself is malformed.
+	ErrInvalid = errors.New("invalid admission request")
+	// ErrNotFound is returned by a Catalog that has no such artifact and by
+	// a Publisher that has no such blob.
+	ErrNotFound = errors.New("not found")
+	// ErrCorrupt is returned by a Publisher whose stored bytes no longer
+	// hash to their digest.
+	ErrCorrupt = errors.New("stored bytes do not match their digest")
+	// ErrUnavailable means a service the decision depends on could not be
+	// reached or failed; no decision was made. Retrying may succeed.
+	ErrUnavailable = errors.New("dependency unavailable")
+)
+
+// Artifact is the catalog's record of one published name@version.
+type Artifact struct {
+	Name, Version string
+	// Digest is "sha256:<hex>".
+	Digest       string
+	Size         int64
+	Channel      string
+	BuilderID    string
+	SourceRepo   string
+	SourceCommit string
+	CreatedAt    time.Time
+}
+
+// LogEntry is an entry of the transparency log with the proof that a signed
+// checkpoint includes it.
+type LogEntry struct {
+	Index      int64
+	Leaf       []byte
+	Proof      [][]byte
+	Checkpoint []byte
+}
+
+// Evidence is what the catalog holds about an artifact. None of it is
+// trusted until verified.
+type Evidence struct {
+	Artifact Artifact
+	Envelope []byte
+	Entry    LogEntry
+}
+
+// Event is an audit event to append to the log.
+type Event struct {
+	Type          string
+	SubjectDigest string
+	// Details is a JSON object.
+	Details []byte
+}
+
+// Catalog holds artifact records, envelopes and the transparency log.
+type Catalog interface {
+	// Evidence returns an artifact's record and evidence, by name and
+	// version or, if digest is set, by digest. It returns ErrNotFound
+	// (wrapped) if there is no such artifact.
+	Evidence(ctx context.Context, name, version, digest string) (*Evidence, error)
+	// AppendEvent logs e and returns the index of its entry.
+	AppendEvent(ctx context.Context, e Event) (int64, error)
+}
+
+// Signer holds the signing keys.
+type Signer interface {
+	// PublicKeys returns every published signing key.
+	PublicKeys(ctx context.Context) ([]attest.Key, error)
+	// SignDecision signs an in-toto statement carrying a VSA and returns the
+	// DSSE envelope.
+	SignDecision(ctx context.Context, statement []byte) ([]byte, error)
+}
+
+// Publisher holds the artifact bytes.
+type Publisher interface {
+	// VerifyBlob re-checks that the stored blob of digest still hashes to
+	// it. It returns ErrNotFound or ErrCorrupt (wrapped) if not.
+	VerifyBlob(ctx context.Context, digest string) error
+}
+
+// Request asks whether an artifact may be deployed to an environment.
+type Request struct {
+	// Name and Version, or Digest, name the artifact.
+	Name, Version, Digest string
+	Environment           string
+	// Caller is the authenticated SPIFFE ID of whoever asked; it is logged.
+	Caller string
+}
+
+// Decision is a signed, logged admission decision.
+type Decision struct {
+	ID    string
+	Allow bool
+	// Reasons are every reason to deny, or for an allow the checks that
+	// passed.
+	Reasons      []string
+	PolicyDigest string
+	// Name, Version and Digest are the artifact's, as far as known.
+	Name, Version, Digest string
+	Environment           string
+	// Envelope is the DSSE envelope of the decision's VSA; nil if the
+	// artifact's digest, name or version is unknown (a deny).
+	Envelope []byte
+	// LogIndex is the index of the decision's entry in the log.
+	LogIndex int64
+}
+
+// Verdict returns "allow" or "deny".
+func (d *Decision) Verdict() string {
+	if d.Allow {
+		return "allow"
+	}
+	return "deny"
+}
+
+// Config configures a Gate.
+type Config struct {
+	Catalog   Catalog
+	Signer    Signer
+	Publisher Publisher
+	Policy    *policy.Policy
+	// LogVerifierKey is the note verifier key of the log's checkpoints.
+	LogVerifierKey string
+	// VerifierID is the gatekeeper's own SPIFFE ID, recorded as the VSA's
+	// verifier.
+	VerifierID string
+	// TrustDomain is the deployment's trust domain, given to the policy.
+	TrustDomain string
+	Metrics     *telemetry.Metrics
+	Logger      *slog.Logger
+	// Timeout bounds one admission, so that a hung dependency fails it
+	// with ErrUnavailable instead of holding it forever. Zero means 30s.
+	Timeout time.Duration
+	// Now and Rand default to time.Now and crypto/rand.Reader.
+	Now  func() time.Time
+	Rand io.Reader
+}
+
+// Gate makes admission decisions. It is safe for concurrent use.
+type Gate struct {
+	cfg  Config
+	keys *keyring
+}
+
+// New returns a Gate. It checks the configuration but contacts nothing.
+func New(cfg Config) (*Gate, error) {
+	var errs []error
+	if cfg.Catalog == nil || cfg.Signer == nil || cfg.Publisher == nil {
+		errs = append(errs, errors.New("catalog, signer and publisher are required"))
+	}
+	if cfg.Policy == nil {
+		errs = append(errs, errors.New("a policy is required"))
+	}
+	if cfg.Metrics == nil || cfg.Logger == nil {
+		errs = append(errs, errors.New("metrics and logger are required"))
+	}
+	if !strings.HasPrefix(cfg.VerifierID, "spiffe://") || cfg.TrustDomain == "" {
+		errs = append(errs, errors.New("verifier SPIFFE ID and trust domain are required"))
+	}
+	if err := checkVerifierKey(cfg.LogVerifierKey); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("admission config: %w", err)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	return &Gate{cfg: cfg, keys: newKeyring(cfg.Signer)}, nil
+}
+
+// Admit verifies the evidence of the artifact req names, evaluates the
+// policy, and returns the decision once it is signed and logged. A deny is a
+// decision, not an error; that includes an artifact the catalog does not
+// know. Errors wrap ErrInvalid for a malformed request, or ErrUnavailable if
+// a dependency failed, in which case no decision was made: the gatekeeper
+// never returns an unsigned or unlogged decision.
+func (g *Gate) Admit(ctx context.Context, req Request) (*Decision, error) {
+	if err := validate(req); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	defer cancel()
+	id, err := g.newID()
+	if err != nil {
+		return nil, err
+	}
+	d := &Decision{ID: id, PolicyDigest: g.cfg.Policy.Digest(), Name: req.Name, Version: req.Version, Digest: req.Digest, Environment: req.Environment}
+
+	ev, err := g.cfg.Catalog.Evidence(ctx, req.Name, req.Version, req.Digest)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		d.Reasons = []string{fmt.Sprintf("artifact %s is not in the catalog", describe(req))}
+	case err != nil:
+		return nil, fmt.Errorf("%w: get %s from the catalog: %w", ErrUnavailable, describe(req), err)
+	default:
+		if err := g.decide(ctx, req, ev, d); err != nil {
+			return nil, err
+		}
+	}
+	d.Reasons = bound(d.Reasons)
+	if err := g.record(ctx, req, d); err != nil {
+		return nil, err
+	}
+	g.cfg.Logger.InfoContext(ctx, "admission decided",
+		slog.String("decision", d.Verdict()), slog.String("decision_id", d.ID),
+		slog.String("artifact", d.Name+"@"+d.Version), slog.String("digest", d.Digest),
+		slog.String("environment", d.Environment), slog.Any("reasons", d.Reasons),
+		slog.String("policy_digest", d.PolicyDigest), slog.Int64("log_index", d.LogIndex),
+		slog.String("caller", req.Caller))
+	return d, nil
+}
+
+// decide verifies the evidence and evaluates the policy, filling in d.
+// Errors mean no decision can be made.
+func (g *Gate) decide(ctx context.Context, req Request, ev *Evidence, d *Decision) error {
+	a := ev.Artifact
+	d.Name, d.Version = a.Name, a.Version
+	if !tlog.ValidDigest(a.Digest) {
+		// Nothing can be checked, or signed, about a malformed digest.
+		g.cfg.Metrics.IntegrityFailures.WithLabelValues(whereEvidence).Inc()
+		d.Reasons = []string{fmt.Sprintf("catalog record of %s has a malformed digest %q", describe(req), trunc(a.Digest))}
+		return nil
+	}
+	d.Digest = a.Digest
+	ver, passed, err := g.verify(ctx, req, ev)
+	if err != nil {
+		return err
+	}
+	in := policy.Input{
+		Artifact: policy.Artifact{
+			Name: a.Name, Version: a.Version, Digest: a.Digest, Size: a.Size, Channel: a.Channel,
+			BuilderID: a.BuilderID, SourceRepo: a.SourceRepo, SourceCommit: a.SourceCommit, CreatedAt: a.CreatedAt,
+		},
+		Environment:  req.Environment,
+		Verification: ver,
+		TrustDomain:  g.cfg.TrustDomain,
+	}
+	denies, perr := g.cfg.Policy.Evaluate(ctx, in)
+	if perr != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		}
+		g.cfg.Logger.ErrorContext(ctx, "admission policy failed: denying", slog.String("policy", g.cfg.Policy.Name()), slog.Any("error", perr))
+		denies = append(denies, fmt.Sprintf("admission policy %s could not be evaluated, so the gatekeeper denies: %v", g.cfg.Policy.Name(), perr))
+	}
+	// Verification failures deny whatever the policy says.
+	d.Reasons = dedupe(append(ver.Messages, denies...))
+	d.Allow = ver.Passed() && perr == nil && len(d.Reasons) == 0
+	if d.Allow {
+		d.Reasons = append(passed, fmt.Sprintf("policy %s admits channel %q to environment %q", PolicyURI, a.Channel, req.Environment))
+	}
+	return nil
+}
+
+// record has the decision signed as a VSA and logged. A decision about an
+// artifact the catalog does not know, or whose record is malformed, lacks
+// the digest, name or version a VSA must name, so it is logged but not
+// signed; it is always a deny.
+func (g *Gate) record(ctx context.Context, req Request, d *Decision) error {
+	var envHash string
+	signable := d.Digest != "" && d.Name != "" && d.Version != ""
+	if d.Allow && !signable {
+		// Unreachable: an allow needs a verified statement naming all three.
+		return fmt.Errorf("decision %s: refusing to return an allow that cannot be signed", d.ID)
+	}
+	if signable {
+		stmt, err := attest.NewVSA(attest.Decision{
+			VerifierID: g.cfg.VerifierID, Name: d.Name, Version: d.Version, Digest: d.Digest,
+			Environment: d.Environment, PolicyURI: PolicyURI, PolicyDigest: d.PolicyDigest,
+			DecisionID: d.ID, Passed: d.Allow, Time: g.cfg.Now().UTC(), Reasons: d.Reasons,
+		})
+		if err != nil {
+			return fmt.Errorf("build decision record %s: %w", d.ID, err)
+		}
+		d.Envelope, err = g.cfg.Signer.SignDecision(ctx, stmt)
+		if err != nil {
+			return fmt.Errorf("%w: have decision %s signed: %w", ErrUnavailable, d.ID, err)
+		}
+		sum := sha256.Sum256(d.Envelope)
+		envHash = hex.EncodeToString(sum[:])
+	}
+	var details bytes.Buffer
+	enc := json.NewEncoder(&details)
+	enc.SetEscapeHTML(false) // keep reasons with < > & at their size
+	err := enc.Encode(eventDetails{
+		Decision: d.Verdict(), DecisionID: d.ID,
+		Name: d.Name, Version: d.Version, Digest: d.Digest, Environment: d.Environment, Reasons: d.Reasons,
+		PolicyURI: PolicyURI, PolicyDigest: d.PolicyDigest, EnvelopeSHA256: envHash,
+		RequestedBy: req.Caller,
+	})
+	if err != nil {
+		return fmt.Errorf("encode decision %s: %w", d.ID, err)
+	}
+	d.LogIndex, err = g.cfg.Catalog.AppendEvent(ctx, Event{Type: EventType, SubjectDigest: d.Digest, Details: bytes.TrimSpace(details.Bytes())})
+	if err != nil {
+		return fmt.Errorf("%w: log decision %s: %w", ErrUnavailable, d.ID, err)
+	}
+	return nil
+}
+
+// eventDetails are the details of an admission.decided log entry.
+type eventDetails struct {
+	Decision     string   `json:"decision"`
+	DecisionID   string   `json:"decision_id"`
+	Name         string   `json:"name,omitempty"`
+	Version      string   `json:"version,omitempty"`
+	Digest       string   `json:"digest,omitempty"`
+	Environment  string   `json:"environment"`
+	Reasons      []string `json:"reasons"`
+	PolicyURI    string   `json:"policy_uri"`
+	PolicyDigest string   `json:"policy_digest"`
+	// EnvelopeSHA256 binds the entry to the signed decision record, if
+	// there is one.
+	EnvelopeSHA256 string `json:"envelope_sha256,omitempty"`
+	RequestedBy    string `json:"requested_by,omitempty"`
+}
+
+func (g *Gate) newID() (string, error) {
+	var b [16]byte
+	if _, err := io.ReadFull(g.cfg.Rand, b[:]); err != nil {
+		return "", fmt.Errorf("generate decision id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+const (
+	maxNameLen   = 1024
+	maxEnvLen    = 64
+	maxReasons   = 16
+	maxReasonLen = 512
+)
+
+func validate(req Request) error {
+	var problems []string
+	switch {
+	case req.Digest != "" && (req.Name != "" || req.Version != ""):
+		problems = append(problems, "give either name and version, or digest, not both")
+	case req.Digest != "":
+		if !tlog.ValidDigest(req.Digest) {
+			problems = append(problems, fmt.Sprintf("digest %q: want sha256:<64 lowercase hex>", trunc(req.Digest)))
+		}
+	case req.Name == "" || req.Version == "":
+		problems = append(problems, "name and version (or digest) are required")
+	}
+	for what, s := range map[string]string{"name": req.Name, "version": req.Version} {
+		if len(s) > maxNameLen || !utf8.ValidString(s) || strings.ContainsFunc(s, isControl) {
+			problems = append(problems, fmt.Sprintf("%s: want at most %d bytes of printable UTF-8", what, maxNameLen))
+		}
+	}
+	if !validEnv(req.Environment) {
+		problems = append(problems, fmt.Sprintf("environment %q: want a name like prod or staging (lowercase letters, digits, '-' and '_', at most %d)", trunc(req.Environment), maxEnvLen))
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+func validEnv(env string) bool {
+	if env == "" || len(env) > maxEnvLen {
+		return false
+	}
+	for i := 0; i < len(env); i++ {
+		c := env[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || (i > 0 && (c == '-' || c == '_'))) {
+			return false
+		}
+	}
+	return true
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+func describe(req Request) string {
+	if req.Digest != "" {
+		return req.Digest
+	}
+	return req.Name + "@" + req.Version
+}
+
+func dedupe(ss []string) []string {
+	seen := map[string]bool{}
+	out := ss[:0:0]
+	for _, s := range ss {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// bound keeps the reasons small and printable enough for a log entry (at
+// most 64 KiB): a policy or a malicious record must not make decisions
+// unloggable, nor smuggle control characters into logs and terminals.
+func bound(reasons []string) []string {
+	out := make([]string, 0, min(len(reasons), maxReasons+1))
+	for i, r := range reasons {
+		if i == maxReasons {
+			out = append(out, fmt.Sprintf("… and %d more reasons", len(reasons)-i))
+			break
+		}
+		r = strings.Map(func(c rune) rune {
+			if isControl(c) {
+				return ' '
+			}
+			return c
+		}, strings.ToValidUTF8(r, "\uFFFD"))
+		if len(r) > maxReasonLen {
+			r = strings.ToValidUTF8(r[:maxReasonLen], "") + "…"
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func trunc(s string) string {
+	const n = 80
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}

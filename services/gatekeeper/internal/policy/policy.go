@@ -1,0 +1,181 @@
+// Package policy evaluates the Rego admission policy with OPA.
+package policy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+)
+
+// Package is the Rego package every admission policy must declare.
+const Package = "custody.admission"
+
+// query is what the gatekeeper asks: the set of reasons to deny.
+const query = "data." + Package + ".deny"
+
+// ErrPolicy is returned (wrapped) by Evaluate when the policy cannot give
+// an answer: an evaluation error, or deny undefined or not a set. Callers
+// must treat it as a deny.
+var ErrPolicy = errors.New("admission policy failed")
+
+// unsafeBuiltins are refused at compile time: a policy decides from its
+// input alone, so it may not reach the network or read the process's
+// environment (which could leak secrets into deny reasons).
+var unsafeBuiltins = map[string]struct{}{
+	"http.send":          {},
+	"net.lookup_ip_addr": {},
+	"opa.runtime":        {},
+}
+
+// Input is the document a policy evaluates, as input.
+type Input struct {
+	Artifact     Artifact     `json:"artifact"`
+	Environment  string       `json:"environment"`
+	Verification Verification `json:"verification"`
+	TrustDomain  string       `json:"trust_domain"`
+}
+
+// Artifact is the catalog's record of the artifact being admitted.
+type Artifact struct {
+	Name         string    `json:"name"`
+	Version      string    `json:"version"`
+	Digest       string    `json:"digest"`
+	Size         int64     `json:"size"`
+	Channel      string    `json:"channel"`
+	BuilderID    string    `json:"builder_id"`
+	SourceRepo   string    `json:"source_repo"`
+	SourceCommit string    `json:"source_commit"`
+	CreatedAt    time.Time `json:"created_at"`
+}
+
+// Verification is the outcome of the gatekeeper's checks of the evidence.
+// Messages explains every check that failed.
+type Verification struct {
+	Signature     bool     `json:"signature"`
+	SubjectMatch  bool     `json:"subject_match"`
+	LogInclusion  bool     `json:"log_inclusion"`
+	Checkpoint    bool     `json:"checkpoint"`
+	BlobIntegrity bool     `json:"blob_integrity"`
+	Messages      []string `json:"messages"`
+}
+
+// Passed reports whether every check passed.
+func (v Verification) Passed() bool {
+	return v.Signature && v.SubjectMatch && v.LogInclusion && v.Checkpoint && v.BlobIntegrity
+}
+
+// Policy is a compiled admission policy. It is safe for concurrent use.
+type Policy struct {
+	name   string
+	digest string
+	query  rego.PreparedEvalQuery
+	now    func() time.Time
+}
+
+// Option configures New.
+type Option func(*Policy)
+
+// WithClock sets the clock behind the policy's time builtins (time.now_ns).
+func WithClock(now func() time.Time) Option {
+	return func(p *Policy) { p.now = now }
+}
+
+// New compiles src, a Rego v1 module of package custody.admission that
+// defines deny, and prepares it for evaluation. name names the module in
+// errors. It fails if the module does not parse or compile, declares
+// another package, has no deny rule, or calls a builtin that does I/O.
+func New(ctx context.Context, name string, src []byte, opts ...Option) (*Policy, error) {
+	mod, err := ast.ParseModuleWithOpts(name, string(src), ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		return nil, fmt.Errorf("parse policy %s: %w", name, err)
+	}
+	if got := mod.Package.Path.String(); got != "data."+Package {
+		return nil, fmt.Errorf("policy %s: package is %s, want %s", name, got, Package)
+	}
+	if !slices.ContainsFunc(mod.Rules, func(r *ast.Rule) bool { return r.Head.Name.String() == "deny" }) {
+		return nil, fmt.Errorf("policy %s: no deny rule: define `deny contains msg if { ... }` with one message per reason to refuse", name)
+	}
+	sum := sha256.Sum256(src)
+	p := &Policy{name: name, digest: "sha256:" + hex.EncodeToString(sum[:]), now: time.Now}
+	for _, o := range opts {
+		o(p)
+	}
+	r := rego.New(
+		rego.Query(query),
+		rego.ParsedModule(mod),
+		rego.SetRegoVersion(ast.RegoV1),
+		rego.Strict(true),
+		rego.StrictBuiltinErrors(true),
+		rego.UnsafeBuiltins(unsafeBuiltins),
+	)
+	p.query, err = r.PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("compile policy %s: %w", name, err)
+	}
+	return p, nil
+}
+
+// Name returns the name the policy was compiled under.
+func (p *Policy) Name() string { return p.name }
+
+// Digest returns "sha256:<hex>" of the policy's source bytes.
+func (p *Policy) Digest() string { return p.digest }
+
+// Evaluate returns every reason the policy gives to deny in; none means the
+// policy admits. Errors wrap ErrPolicy, or are ctx's error; either way the
+// caller must deny.
+func (p *Policy) Evaluate(ctx context.Context, in Input) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if in.Verification.Messages == nil {
+		// null would be a type error in the policy, not an empty list.
+		in.Verification.Messages = []string{}
+	}
+	doc, err := toValue(in)
+	if err != nil {
+		return nil, fmt.Errorf("%w: encode input: %v", ErrPolicy, err)
+	}
+	rs, err := p.query.Eval(ctx, rego.EvalParsedInput(doc), rego.EvalTime(p.now()))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: evaluate %s: %v", ErrPolicy, p.name, err)
+	}
+	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
+		return nil, fmt.Errorf("%w: %s is undefined in %s", ErrPolicy, query, p.name)
+	}
+	set, ok := rs[0].Expressions[0].Value.([]any)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s in %s is %T, want a set of messages", ErrPolicy, query, p.name, rs[0].Expressions[0].Value)
+	}
+	reasons := make([]string, 0, len(set))
+	for _, v := range set {
+		s, ok := v.(string)
+		if !ok {
+			// Still a reason to deny; show it as the policy wrote it.
+			b, _ := json.Marshal(v)
+			s = string(b)
+		}
+		reasons = append(reasons, s)
+	}
+	return reasons, nil
+}
+
+func toValue(in Input) (ast.Value, error) {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	return ast.ValueFromReader(bytes.NewReader(b))
+}

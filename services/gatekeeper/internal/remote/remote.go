@@ -1,0 +1,165 @@
+// Package remote adapts the catalog, signer and publisher gRPC clients to
+// the interfaces of the admission domain, turning their status codes into
+// its errors.
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/custody-dev/custody/libs/attest"
+	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
+	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
+)
+
+// Catalog is the catalog service as the admission domain sees it.
+type Catalog struct {
+	client catalogv1.CatalogServiceClient
+}
+
+var _ admission.Catalog = (*Catalog)(nil)
+
+// NewCatalog returns a Catalog calling client.
+func NewCatalog(client catalogv1.CatalogServiceClient) *Catalog {
+	return &Catalog{client: client}
+}
+
+// Evidence returns an artifact's record and evidence; ErrNotFound if the
+// catalog has no such artifact.
+func (c *Catalog) Evidence(ctx context.Context, name, version, digest string) (*admission.Evidence, error) {
+	resp, err := c.client.GetArtifact(ctx, &catalogv1.GetArtifactRequest{Name: name, Version: version, Digest: digest})
+	if status.Code(err) == codes.NotFound {
+		return nil, fmt.Errorf("%w: %s", admission.ErrNotFound, status.Convert(err).Message())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("catalog GetArtifact: %w", err)
+	}
+	a := resp.GetArtifact()
+	if a == nil {
+		return nil, errors.New("catalog GetArtifact: response has no artifact")
+	}
+	e := resp.GetEntry()
+	return &admission.Evidence{
+		Artifact: admission.Artifact{
+			Name: a.GetName(), Version: a.GetVersion(), Digest: a.GetDigest(), Size: a.GetSize(),
+			Channel: a.GetChannel(), BuilderID: a.GetBuilderId(), SourceRepo: a.GetSourceRepo(),
+			SourceCommit: a.GetSourceCommit(), CreatedAt: a.GetCreatedAt().AsTime(),
+		},
+		Envelope: resp.GetEnvelope(),
+		Entry: admission.LogEntry{
+			Index: e.GetIndex(), Leaf: e.GetLeaf(), Proof: e.GetInclusionProof(), Checkpoint: e.GetCheckpoint(),
+		},
+	}, nil
+}
+
+// AppendEvent logs e and returns its entry's index.
+func (c *Catalog) AppendEvent(ctx context.Context, e admission.Event) (int64, error) {
+	resp, err := c.client.AppendEvent(ctx, &catalogv1.AppendEventRequest{Type: e.Type, SubjectDigest: e.SubjectDigest, Details: e.Details})
+	if err != nil {
+		return 0, fmt.Errorf("catalog AppendEvent: %w", err)
+	}
+	if resp.GetEntry() == nil {
+		return 0, errors.New("catalog AppendEvent: response has no entry")
+	}
+	return resp.GetEntry().GetIndex(), nil
+}
+
+// Signer is the signer service as the admission domain sees it.
+type Signer struct {
+	client signerv1.SignerServiceClient
+	logger *slog.Logger
+}
+
+var _ admission.Signer = (*Signer)(nil)
+
+// NewSigner returns a Signer calling client.
+func NewSigner(client signerv1.SignerServiceClient, logger *slog.Logger) *Signer {
+	return &Signer{client: client, logger: logger}
+}
+
+// PublicKeys returns the signer's public keys. A key that does not parse,
+// or whose algorithm or purpose is not what it claims, is left out and
+// logged: envelopes signed by it will not verify.
+func (s *Signer) PublicKeys(ctx context.Context) ([]attest.Key, error) {
+	resp, err := s.client.ListPublicKeys(ctx, &signerv1.ListPublicKeysRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("signer ListPublicKeys: %w", err)
+	}
+	keys := make([]attest.Key, 0, len(resp.GetKeys()))
+	for _, k := range resp.GetKeys() {
+		key, err := convertKey(k)
+		if err != nil {
+			s.logger.WarnContext(ctx, "ignoring a public key from the signer", slog.String("key_id", k.GetKeyId()), slog.Any("error", err))
+			continue
+		}
+		keys = append(keys, key)
+	}
+	return keys, nil
+}
+
+func convertKey(k *signerv1.PublicKey) (attest.Key, error) {
+	var purpose string
+	switch k.GetPurpose() {
+	case signerv1.KeyPurpose_KEY_PURPOSE_ARTIFACT:
+		purpose = attest.PurposeArtifact
+	case signerv1.KeyPurpose_KEY_PURPOSE_DECISION:
+		purpose = attest.PurposeDecision
+	default:
+		return attest.Key{}, fmt.Errorf("unknown purpose %v", k.GetPurpose())
+	}
+	pub, alg, err := attest.ParsePublicKey(k.GetPublicKeyDer())
+	if err != nil {
+		return attest.Key{}, err
+	}
+	if alg != k.GetAlgorithm() {
+		return attest.Key{}, fmt.Errorf("listed as %q but the key is %q", k.GetAlgorithm(), alg)
+	}
+	return attest.Key{ID: k.GetKeyId(), Purpose: purpose, Algorithm: alg, Public: pub, ValidFrom: k.GetValidFrom().AsTime()}, nil
+}
+
+// SignDecision has the signer sign a decision statement.
+func (s *Signer) SignDecision(ctx context.Context, statement []byte) ([]byte, error) {
+	resp, err := s.client.SignDecision(ctx, &signerv1.SignDecisionRequest{Statement: statement})
+	if err != nil {
+		return nil, fmt.Errorf("signer SignDecision: %w", err)
+	}
+	if len(resp.GetEnvelope()) == 0 {
+		return nil, errors.New("signer SignDecision: empty envelope")
+	}
+	return resp.GetEnvelope(), nil
+}
+
+// Publisher is the publisher service as the admission domain sees it.
+type Publisher struct {
+	client publisherv1.PublisherServiceClient
+}
+
+var _ admission.Publisher = (*Publisher)(nil)
+
+// NewPublisher returns a Publisher calling client.
+func NewPublisher(client publisherv1.PublisherServiceClient) *Publisher {
+	return &Publisher{client: client}
+}
+
+// VerifyBlob asks the publisher to re-check a stored blob: ErrNotFound if it
+// is missing, ErrCorrupt if its bytes no longer match.
+func (p *Publisher) VerifyBlob(ctx context.Context, digest string) error {
+	_, err := p.client.VerifyBlob(ctx, &publisherv1.VerifyBlobRequest{Digest: digest})
+	switch status.Code(err) {
+	case codes.OK:
+		return nil
+	case codes.NotFound:
+		return fmt.Errorf("%w: %s", admission.ErrNotFound, status.Convert(err).Message())
+	case codes.DataLoss:
+		return fmt.Errorf("%w: %s", admission.ErrCorrupt, status.Convert(err).Message())
+	default:
+		return fmt.Errorf("publisher VerifyBlob: %w", err)
+	}
+}

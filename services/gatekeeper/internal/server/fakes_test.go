@@ -1,0 +1,383 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"github.com/transparency-dev/merkle/testonly"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/custody-dev/custody/libs/attest"
+	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
+	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/identity/identitytest"
+	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/telemetry"
+	"github.com/custody-dev/custody/libs/tlog"
+)
+
+// This file holds hand-written fakes of the catalog, signer and publisher,
+// served in-process with the production interceptors, and the helpers that
+// make real evidence for them: in-toto statements from libs/attest in DSSE
+// envelopes signed with ECDSA P-256 (the DSSE encoding and signing are
+// written here independently of libs/attest, so that the two cross-check),
+// a Merkle tree with RFC 6962 proofs, and checkpoints signed with a note
+// key.
+
+const payloadType = "application/vnd.in-toto+json"
+
+// signingKey is an ECDSA P-256 key with its DSSE key id.
+type signingKey struct {
+	priv *ecdsa.PrivateKey
+	id   string
+	der  []byte
+}
+
+func newSigningKey(t testing.TB) *signingKey {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&priv.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(der)
+	return &signingKey{priv: priv, id: hex.EncodeToString(sum[:]), der: der}
+}
+
+func (k *signingKey) public(purpose signerv1.KeyPurpose) *signerv1.PublicKey {
+	return &signerv1.PublicKey{KeyId: k.id, Purpose: purpose, Algorithm: "ecdsa-p256-sha256", PublicKeyDer: k.der,
+		ValidFrom: timestamppb.New(time.Unix(1600000000, 0))}
+}
+
+// pae is DSSE's pre-authentication encoding.
+func pae(typ string, payload []byte) []byte {
+	return fmt.Appendf(nil, "DSSEv1 %d %s %d %s", len(typ), typ, len(payload), payload)
+}
+
+type dsseSignature struct {
+	KeyID string `json:"keyid"`
+	Sig   string `json:"sig"`
+}
+
+type dsseEnvelope struct {
+	PayloadType string          `json:"payloadType"`
+	Payload     string          `json:"payload"`
+	Signatures  []dsseSignature `json:"signatures"`
+}
+
+// sign returns a DSSE envelope over payload, signed by k.
+func (k *signingKey) sign(payload []byte) ([]byte, error) {
+	h := sha256.Sum256(pae(payloadType, payload))
+	sig, err := ecdsa.SignASN1(rand.Reader, k.priv, h[:])
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(dsseEnvelope{PayloadType: payloadType, Payload: base64.StdEncoding.EncodeToString(payload),
+		Signatures: []dsseSignature{{KeyID: k.id, Sig: base64.StdEncoding.EncodeToString(sig)}}})
+}
+
+func (k *signingKey) mustSign(t testing.TB, payload []byte) []byte {
+	t.Helper()
+	b, err := k.sign(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// openEnvelope returns an envelope's payload after checking its signature
+// by k, as an independent verifier would.
+func (k *signingKey) open(t testing.TB, envelope []byte) []byte {
+	t.Helper()
+	var env dsseEnvelope
+	if err := json.Unmarshal(envelope, &env); err != nil {
+		t.Fatalf("decision envelope: %v", err)
+	}
+	payload, err := base64.StdEncoding.DecodeString(env.Payload)
+	if err != nil || len(env.Signatures) != 1 || env.Signatures[0].KeyID != k.id {
+		t.Fatalf("decision envelope: payload error %v, signatures %+v; want one by %s", err, env.Signatures, k.id)
+	}
+	sig, _ := base64.StdEncoding.DecodeString(env.Signatures[0].Sig)
+	h := sha256.Sum256(pae(env.PayloadType, payload))
+	if !ecdsa.VerifyASN1(&k.priv.PublicKey, h[:], sig) {
+		t.Fatal("decision envelope signature does not verify")
+	}
+	return payload
+}
+
+// provenance returns the in-toto statement the publisher has signed for a.
+func provenance(t testing.TB, a *catalogv1.Artifact) []byte {
+	t.Helper()
+	b, err := attest.NewProvenance(attest.Artifact{
+		Name: a.GetName(), Version: a.GetVersion(), Digest: a.GetDigest(), Channel: a.GetChannel(),
+		BuilderID: a.GetBuilderId(), SourceRepo: a.GetSourceRepo(), SourceCommit: a.GetSourceCommit(),
+		StartedOn: a.GetCreatedAt().AsTime().Add(-time.Minute), FinishedOn: a.GetCreatedAt().AsTime(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func digestOf(content string) string {
+	sum := sha256.Sum256([]byte(content))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// serve runs svc on a production rpc.Server for the SPIFFE ID path on a
+// loopback port and returns its address and a function that stops it.
+func serve(t testing.TB, td *identitytest.TrustDomain, path string, policy rpc.Policy, register func(*rpc.Server)) (string, func()) {
+	t.Helper()
+	srv := rpc.NewServer(rpc.ServerConfig{
+		Source: td.Source(t, path), TrustDomain: td.TD, Policy: policy,
+		Logger: slog.New(slog.DiscardHandler), Telemetry: telemetry.Discard("test"),
+	})
+	register(srv)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(l) }()
+	var once sync.Once
+	stop := func() { once.Do(srv.Stop) }
+	t.Cleanup(stop)
+	return l.Addr().String(), stop
+}
+
+// fakeCatalog keeps records and a real Merkle tree. Like the real catalog,
+// it proves each entry against a checkpoint of the current tree, and logs
+// appended events as entries with the caller as actor.
+type fakeCatalog struct {
+	catalogv1.UnimplementedCatalogServiceServer
+	origin, logSigner string
+
+	mu   sync.Mutex
+	tree *testonly.Tree
+	// leaves holds the entries' bytes: tree keeps only their hashes.
+	leaves   [][]byte
+	records  map[string]*record
+	events   []*tlog.Entry
+	failNext error // returned by the next AppendEvent
+}
+
+type record struct {
+	artifact *catalogv1.Artifact
+	envelope []byte
+	index    int64
+	// tamper, if set, alters the evidence served, as a compromised
+	// catalog or storage would.
+	tamper func(*catalogv1.GetArtifactResponse)
+}
+
+func newFakeCatalog(origin, logSigner string) *fakeCatalog {
+	return &fakeCatalog{origin: origin, logSigner: logSigner, tree: testonly.New(rfc6962.DefaultHasher), records: map[string]*record{}}
+}
+
+func (c *fakeCatalog) policy(td spiffeid.TrustDomain) rpc.Policy {
+	sd := catalogv1.CatalogService_ServiceDesc
+	return rpc.Policy{
+		rpc.Method(sd, "AppendEvent"): {rpc.Under{TrustDomain: td, Prefix: "/service"}},
+		rpc.Method(sd, "GetArtifact"): {rpc.Member(td)},
+	}
+}
+
+// add records a published artifact and logs it.
+func (c *fakeCatalog) add(t testing.TB, a *catalogv1.Artifact, envelope []byte) *record {
+	t.Helper()
+	sum := sha256.Sum256(envelope)
+	leaf, err := tlog.Entry{
+		Type: tlog.TypeArtifactPublished, Time: time.Now().UTC(), Actor: "spiffe://custody.test/service/publisher",
+		Subject:        tlog.Subject{Name: a.GetName(), Version: a.GetVersion(), Digest: a.GetDigest()},
+		EnvelopeSHA256: hex.EncodeToString(sum[:]),
+	}.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tree.AppendData(leaf)
+	c.leaves = append(c.leaves, leaf)
+	r := &record{artifact: a, envelope: envelope, index: int64(c.tree.Size() - 1)}
+	c.records[a.GetName()+"@"+a.GetVersion()] = r
+	c.records[a.GetDigest()] = r
+	return r
+}
+
+func (c *fakeCatalog) GetArtifact(_ context.Context, req *catalogv1.GetArtifactRequest) (*catalogv1.GetArtifactResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	key := req.GetDigest()
+	if key == "" {
+		key = req.GetName() + "@" + req.GetVersion()
+	}
+	r, ok := c.records[key]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "artifact %s not found", key)
+	}
+	size := c.tree.Size()
+	proof, err := c.tree.InclusionProof(uint64(r.index), size)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	cp, err := tlog.SignCheckpoint(tlog.Checkpoint{Origin: c.origin, Size: size, Hash: c.tree.Hash()}, c.logSigner)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	resp := &catalogv1.GetArtifactResponse{
+		Artifact: proto.Clone(r.artifact).(*catalogv1.Artifact),
+		Envelope: append([]byte(nil), r.envelope...),
+		Entry:    &catalogv1.LogEntry{Index: r.index, Leaf: c.leaves[r.index], InclusionProof: proof, Checkpoint: cp},
+	}
+	if r.tamper != nil {
+		r.tamper(resp)
+	}
+	return resp, nil
+}
+
+func (c *fakeCatalog) AppendEvent(ctx context.Context, req *catalogv1.AppendEventRequest) (*catalogv1.AppendEventResponse, error) {
+	id, _ := rpc.CallerID(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.failNext; err != nil {
+		c.failNext = nil
+		return nil, err
+	}
+	e := &tlog.Entry{Type: req.GetType(), Time: time.Now().UTC(), Actor: id.String(),
+		Subject: tlog.Subject{Digest: req.GetSubjectDigest()}, Details: req.GetDetails()}
+	leaf, err := e.Marshal()
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	c.tree.AppendData(leaf)
+	c.leaves = append(c.leaves, leaf)
+	c.events = append(c.events, e)
+	return &catalogv1.AppendEventResponse{Entry: &catalogv1.LogEntry{Index: int64(c.tree.Size() - 1), Leaf: leaf}}, nil
+}
+
+func (c *fakeCatalog) lastEvent() *tlog.Entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.events) == 0 {
+		return nil
+	}
+	return c.events[len(c.events)-1]
+}
+
+func (c *fakeCatalog) eventCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.events)
+}
+
+// fakeSigner publishes keys and signs decisions with its decision key.
+type fakeSigner struct {
+	signerv1.UnimplementedSignerServiceServer
+	decision *signingKey
+
+	mu         sync.Mutex
+	keys       []*signerv1.PublicKey
+	listCalls  int
+	statements [][]byte
+}
+
+func (s *fakeSigner) policy(td spiffeid.TrustDomain) rpc.Policy {
+	sd := signerv1.SignerService_ServiceDesc
+	return rpc.Policy{
+		rpc.Method(sd, "SignDecision"):   {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper"))},
+		rpc.Method(sd, "ListPublicKeys"): {rpc.Member(td)},
+	}
+}
+
+func (s *fakeSigner) publish(k *signerv1.PublicKey) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keys = append(s.keys, k)
+}
+
+func (s *fakeSigner) ListPublicKeys(context.Context, *signerv1.ListPublicKeysRequest) (*signerv1.ListPublicKeysResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listCalls++
+	return &signerv1.ListPublicKeysResponse{Keys: s.keys}, nil
+}
+
+func (s *fakeSigner) SignDecision(_ context.Context, req *signerv1.SignDecisionRequest) (*signerv1.SignDecisionResponse, error) {
+	s.mu.Lock()
+	s.statements = append(s.statements, req.GetStatement())
+	s.mu.Unlock()
+	env, err := s.decision.sign(req.GetStatement())
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &signerv1.SignDecisionResponse{Envelope: env, KeyId: s.decision.id}, nil
+}
+
+func (s *fakeSigner) counts() (lists, signs int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listCalls, len(s.statements)
+}
+
+// fakePublisher answers VerifyBlob from a table of outcomes by digest.
+type fakePublisher struct {
+	publisherv1.UnimplementedPublisherServiceServer
+
+	mu    sync.Mutex
+	blobs map[string]codes.Code
+}
+
+func (p *fakePublisher) policy(td spiffeid.TrustDomain) rpc.Policy {
+	return rpc.Policy{
+		rpc.Method(publisherv1.PublisherService_ServiceDesc, "VerifyBlob"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper"))},
+	}
+}
+
+func (p *fakePublisher) set(digest string, c codes.Code) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.blobs[digest] = c
+}
+
+// hang is an outcome for fakePublisher.set: VerifyBlob never answers.
+const hang = codes.Code(1000)
+
+func (p *fakePublisher) VerifyBlob(ctx context.Context, req *publisherv1.VerifyBlobRequest) (*publisherv1.VerifyBlobResponse, error) {
+	p.mu.Lock()
+	c, ok := p.blobs[req.GetDigest()]
+	p.mu.Unlock()
+	switch {
+	case c == hang:
+		<-ctx.Done()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	case !ok:
+		return nil, status.Errorf(codes.NotFound, "blob %s not found", req.GetDigest())
+	case c == codes.OK:
+		return &publisherv1.VerifyBlobResponse{Size: 4}, nil
+	case c == codes.DataLoss:
+		return nil, status.Errorf(codes.DataLoss, "blob %s: stored bytes hash to something else", req.GetDigest())
+	default:
+		return nil, status.Errorf(c, "publisher says %v", c)
+	}
+}

@@ -1,0 +1,97 @@
+// Package server serves admission decisions over gRPC: authorization policy,
+// request decoding and the mapping from domain errors to status codes.
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
+	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
+)
+
+// Policy is the gatekeeper's authorization, per docs/services.md: deployers
+// and admins may ask for admission.
+func Policy(td spiffeid.TrustDomain) rpc.Policy {
+	sd := gatekeeperv1.GatekeeperService_ServiceDesc
+	return rpc.Policy{
+		rpc.Method(sd, "Admit"): {rpc.Under{TrustDomain: td, Prefix: "/deployer"}, rpc.Under{TrustDomain: td, Prefix: "/admin"}},
+	}
+}
+
+// Admitter makes admission decisions.
+type Admitter interface {
+	Admit(ctx context.Context, req admission.Request) (*admission.Decision, error)
+}
+
+var _ Admitter = (*admission.Gate)(nil)
+
+// Server implements gatekeeperv1.GatekeeperServiceServer.
+type Server struct {
+	gatekeeperv1.UnimplementedGatekeeperServiceServer
+	gate   Admitter
+	logger *slog.Logger
+}
+
+var _ gatekeeperv1.GatekeeperServiceServer = (*Server)(nil)
+
+// New returns a server deciding with gate.
+func New(gate Admitter, logger *slog.Logger) *Server {
+	return &Server{gate: gate, logger: logger}
+}
+
+// Admit decides whether an artifact may be deployed; see the proto for the
+// contract. A deny is a successful call.
+func (s *Server) Admit(ctx context.Context, req *gatekeeperv1.AdmitRequest) (*gatekeeperv1.AdmitResponse, error) {
+	id, ok := rpc.CallerID(ctx)
+	if !ok {
+		// The authorization interceptor already refuses such calls.
+		return nil, status.Error(codes.Unauthenticated, "no SPIFFE ID: connect with mTLS and an X.509-SVID")
+	}
+	d, err := s.gate.Admit(ctx, admission.Request{
+		Name: req.GetName(), Version: req.GetVersion(), Digest: req.GetDigest(),
+		Environment: req.GetEnvironment(), Caller: id.String(),
+	})
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	decision := gatekeeperv1.Decision_DECISION_DENY
+	if d.Allow {
+		decision = gatekeeperv1.Decision_DECISION_ALLOW
+	}
+	return &gatekeeperv1.AdmitResponse{
+		Decision:         decision,
+		Reasons:          d.Reasons,
+		DecisionId:       d.ID,
+		PolicyDigest:     d.PolicyDigest,
+		Digest:           d.Digest,
+		DecisionEnvelope: d.Envelope,
+		LogIndex:         d.LogIndex,
+	}, nil
+}
+
+// status is the one mapping from domain errors to gRPC status. Request
+// mistakes are returned with their message; dependency failures are logged
+// with the trace ID and returned without internal detail.
+func (s *Server) status(ctx context.Context, err error) error {
+	if errors.Is(err, admission.ErrInvalid) {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	traceID := trace.SpanContextFromContext(ctx).TraceID().String()
+	attrs := []any{slog.String("method", "Admit"), slog.String("trace_id", traceID), slog.Any("error", err)}
+	switch {
+	case errors.Is(err, admission.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		s.logger.WarnContext(ctx, "no decision: a dependency is unavailable", attrs...)
+		return status.Errorf(codes.Unavailable, "no decision: the catalog, signer or publisher is unavailable, and the gatekeeper never returns an unverified, unsigned or unlogged decision; retry later (trace %s)", traceID)
+	default:
+		s.logger.ErrorContext(ctx, "internal error", attrs...)
+		return status.Errorf(codes.Internal, "internal error (trace %s)", traceID)
+	}
+}

@@ -1,0 +1,108 @@
+package custody.admission_test
+
+import data.custody.admission
+
+good := {
+	"artifact": {
+		"name": "app",
+		"version": "1.4.0",
+		"digest": "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+		"size": 4,
+		"channel": "prod",
+		"builder_id": "spiffe://custody.test/builder/ci",
+		"source_repo": "https://git.example/app",
+		"source_commit": "3f2a",
+		"created_at": "2026-01-02T03:04:05Z",
+	},
+	"environment": "prod",
+	"verification": {
+		"signature": true,
+		"subject_match": true,
+		"log_inclusion": true,
+		"checkpoint": true,
+		"blob_integrity": true,
+		"messages": [],
+	},
+	"trust_domain": "custody.test",
+}
+
+with_channel(channel, env) := object.union(good, {
+	"artifact": object.union(good.artifact, {"channel": channel}),
+	"environment": env,
+})
+
+with_builder(id) := object.union(good, {"artifact": object.union(good.artifact, {"builder_id": id})})
+
+test_good_artifact_is_admitted if {
+	count(admission.deny) == 0 with input as good
+}
+
+test_channel_promotion_matrix if {
+	every channel, env in {"prod": "prod", "staging": "staging", "dev": "dev"} {
+		count(admission.deny) == 0 with input as with_channel(channel, env)
+	}
+	count(admission.deny) == 0 with input as with_channel("prod", "staging")
+	count(admission.deny) == 0 with input as with_channel("prod", "dev")
+	count(admission.deny) == 0 with input as with_channel("staging", "dev")
+}
+
+test_lower_channel_may_not_go_up if {
+	admission.deny == {`channel "dev" may not deploy to "prod": "prod" accepts channels prod`} with input as with_channel("dev", "prod")
+	admission.deny == {`channel "staging" may not deploy to "prod": "prod" accepts channels prod`} with input as with_channel("staging", "prod")
+	admission.deny == {`channel "dev" may not deploy to "staging": "staging" accepts channels prod, staging`} with input as with_channel("dev", "staging")
+}
+
+test_unknown_environment_is_denied if {
+	admission.deny == {`environment "qa" is unknown: want one of dev, prod, staging`} with input as with_channel("prod", "qa")
+	admission.deny == {`environment "" is unknown: want one of dev, prod, staging`} with input as object.remove(good, ["environment"])
+}
+
+test_unknown_channel_is_denied if {
+	admission.deny == {`channel "nightly" is unknown: want one of dev, prod, staging`} with input as with_channel("nightly", "dev")
+}
+
+test_builder_must_be_a_builder_of_the_trust_domain if {
+	every id in [
+		"spiffe://other.test/builder/ci",
+		"spiffe://custody.test/deployer/pipeline",
+		"spiffe://custody.test/builder/",
+		"spiffe://custody.test/builder/ci/extra",
+		"spiffe://custody.test.evil/builder/ci",
+		"",
+	] {
+		admission.deny == {sprintf("builder %q is not a builder of trust domain %q (want spiffe://custody.test/builder/<pipeline>)", [id, "custody.test"])} with input as with_builder(id)
+	}
+}
+
+test_missing_trust_domain_denies if {
+	count(admission.deny) > 0 with input as object.remove(good, ["trust_domain"])
+}
+
+test_failed_check_denies_with_the_verifier_message if {
+	bad := object.union(good, {"verification": object.union(good.verification, {
+		"signature": false,
+		"messages": ["envelope signature does not verify"],
+	})})
+	admission.deny == {"envelope signature does not verify"} with input as bad
+}
+
+test_each_check_is_required if {
+	every check in ["signature", "subject_match", "log_inclusion", "checkpoint", "blob_integrity"] {
+		bad := object.union(good, {"verification": object.union(good.verification, {check: false})})
+		admission.deny == {sprintf("verification check %q did not pass", [check])} with input as bad
+	}
+}
+
+test_missing_check_denies if {
+	bad := json.remove(good, ["verification/log_inclusion"])
+	admission.deny == {`verification check "log_inclusion" did not pass`} with input as bad
+}
+
+test_non_boolean_check_denies if {
+	bad := object.union(good, {"verification": object.union(good.verification, {"checkpoint": "true"})})
+	admission.deny == {`verification check "checkpoint" did not pass`} with input as bad
+}
+
+test_empty_input_denies if {
+	count(admission.deny) >= 3 with input as {}
+}
