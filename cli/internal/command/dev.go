@@ -1,0 +1,117 @@
+package command
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/custody-dev/custody/cli/internal/devstack"
+)
+
+func (c *cli) devCmd() *cobra.Command {
+	dev := &cobra.Command{Use: "dev", Short: "Run the development stack"}
+	var dir, binDir string
+	up := &cobra.Command{
+		Use:   "up",
+		Short: "Mint a dev trust domain and run every service until Ctrl-C or `custody dev down`",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				d, err := os.MkdirTemp("", "custody-dev-")
+				if err != nil {
+					return err
+				}
+				dir = d
+			}
+			fmt.Fprintf(c.stdout, "starting the Custody dev stack in %s\n", dir)
+			return devstack.Up(cmd.Context(), devstack.Layout{Dir: dir}, devstack.Options{BinDir: binDir, Out: c.stdout})
+		},
+	}
+	up.Flags().StringVar(&dir, "dir", "", "directory for keys, state and logs (default: a new temporary directory)")
+	up.Flags().StringVar(&binDir, "bin-dir", "", "directory with the service binaries (default: next to custody, then PATH)")
+
+	down := &cobra.Command{
+		Use:   "down",
+		Short: "Stop a running dev stack",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			d, err := c.devDir(dir)
+			if err != nil {
+				return err
+			}
+			if err := devstack.Down(devstack.Layout{Dir: d}); err != nil {
+				return err
+			}
+			fmt.Fprintln(c.stdout, "dev stack stopped")
+			return nil
+		},
+	}
+	down.Flags().StringVar(&dir, "dir", "", "the stack's directory (default: --dev-dir)")
+
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show the health of each service of a running dev stack",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, err := c.devDir(dir)
+			if err != nil {
+				return err
+			}
+			c.opts.DevDir = d
+			return c.status(cmd.Context())
+		},
+	}
+	status.Flags().StringVar(&dir, "dir", "", "the stack's directory (default: --dev-dir)")
+	dev.AddCommand(up, down, status)
+	return dev
+}
+
+func (c *cli) devDir(dir string) (string, error) {
+	if dir != "" {
+		return dir, nil
+	}
+	if c.opts.DevDir != "" {
+		return c.opts.DevDir, nil
+	}
+	return "", fmt.Errorf("which stack? pass --dir or --dev-dir, or set CUSTODY_DEV_DIR")
+}
+
+func (c *cli) status(ctx context.Context) error {
+	env, err := c.env(ctx, "admin")
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	unhealthy := 0
+	for _, s := range devstack.Services {
+		state := "SERVING"
+		conn, err := env.Dial(s.Name)
+		if err == nil {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			var resp *healthpb.HealthCheckResponse
+			resp, err = healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{})
+			cancel()
+			conn.Close()
+			if err == nil {
+				state = resp.GetStatus().String()
+			}
+		}
+		if err != nil {
+			state = "DOWN: " + message(err)
+		}
+		if state != "SERVING" {
+			unhealthy++
+		}
+		addr, _ := env.Addr(s.Name)
+		fmt.Fprintf(c.stdout, "%-11s %-21s %s  %s\n", s.Name, addr, state, spiffeid.RequireFromPath(env.TD, s.IDPath))
+	}
+	if unhealthy > 0 {
+		return denied("%d service(s) not serving", unhealthy)
+	}
+	return nil
+}

@@ -1,0 +1,379 @@
+package devstack
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/custody-dev/custody/libs/daemon"
+	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/identity"
+	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/telemetry"
+
+	"github.com/custody-dev/custody/cli/internal/evidence"
+)
+
+// Stack describes a running dev stack; it is written to stack.json.
+type Stack struct {
+	TrustDomain   string                       `json:"trust_domain"`
+	Services      map[string]daemon.Endpoints `json:"services"`
+	PIDs          map[string]int               `json:"pids"`
+	SupervisorPID int                          `json:"supervisor_pid"`
+}
+
+// ReadStack reads stack.json of a running stack.
+func ReadStack(l Layout) (*Stack, error) {
+	b, err := os.ReadFile(l.StackFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no dev stack is running in %s: start one with `custody dev up --dir %s`", l.Dir, l.Dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var s Stack
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("read %s: %w", l.StackFile(), err)
+	}
+	return &s, nil
+}
+
+// ReadTrust reads the pinned public keys of the stack.
+func ReadTrust(l Layout) (evidence.Keys, error) {
+	return ReadTrustFile(l.TrustFile())
+}
+
+// ReadTrustFile reads pinned public keys from a trust file.
+func ReadTrustFile(path string) (evidence.Keys, error) {
+	var k evidence.Keys
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return k, fmt.Errorf("read pinned trust: %w", err)
+	}
+	if err := json.Unmarshal(b, &k); err != nil {
+		return k, fmt.Errorf("read pinned trust %s: %w", path, err)
+	}
+	return k, nil
+}
+
+// ServerID is the SPIFFE ID a client expects of a stack service.
+func ServerID(td spiffeid.TrustDomain, service string) spiffeid.ID {
+	for _, s := range Services {
+		if s.Name == service {
+			return spiffeid.RequireFromPath(td, s.IDPath)
+		}
+	}
+	return spiffeid.RequireFromPath(td, "/service/"+service)
+}
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// Options configures Up.
+type Options struct {
+	// BinDir holds the service binaries; empty means next to the running
+	// executable, then PATH.
+	BinDir string
+	Out    io.Writer
+}
+
+// Up mints the directory, starts every service in order, waits until each
+// is healthy, writes trust.json and stack.json, and supervises until ctx is
+// done or a service exits. It then stops every service in reverse order.
+func Up(ctx context.Context, l Layout, opts Options) error {
+	if s, err := ReadStack(l); err == nil && alive(s.SupervisorPID) {
+		return fmt.Errorf("a dev stack is already running in %s (pid %d): stop it with `custody dev down --dir %s`", l.Dir, s.SupervisorPID, l.Dir)
+	}
+	os.Remove(l.StackFile())
+	if err := Mint(l); err != nil {
+		return err
+	}
+	td := spiffeid.RequireTrustDomainFromString(TrustDomain)
+	admin, err := identity.OpenFiles(l.IdentityDir("admin"), td, nil)
+	if err != nil {
+		return err
+	}
+	tel := telemetry.Discard("custody")
+	stack := &Stack{TrustDomain: TrustDomain, Services: map[string]daemon.Endpoints{}, PIDs: map[string]int{}, SupervisorPID: os.Getpid()}
+	var procs []*proc
+	defer func() { stopAll(procs, opts.Out) }()
+
+	exited := make(chan *proc, len(Services))
+	for _, s := range Services {
+		bin, err := findBinary(opts.BinDir, s.Name)
+		if err != nil {
+			return err
+		}
+		os.Remove(l.EndpointsFile(s.Name))
+		if err := os.MkdirAll(l.DataDir(s.Name), 0o700); err != nil {
+			return err
+		}
+		logf, err := os.OpenFile(l.LogFile(s.Name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command(bin, args(l, s.Name, stack)...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.Env = cleanEnv()
+		// Own process group: a terminal's Ctrl-C reaches only the
+		// supervisor, which stops services in reverse order.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			logf.Close()
+			return fmt.Errorf("start %s: %w", s.Name, err)
+		}
+		logf.Close()
+		p := &proc{name: s.Name, cmd: cmd, done: make(chan error, 1)}
+		go func() { p.done <- cmd.Wait(); exited <- p }()
+		procs = append(procs, p)
+		stack.PIDs[s.Name] = cmd.Process.Pid
+
+		eps, err := waitEndpoints(ctx, l, p)
+		if err != nil {
+			return err
+		}
+		stack.Services[s.Name] = eps
+		if err := waitHealthy(ctx, l, s.Name, eps["grpc"], ServerID(td, s.Name), admin, tel, p); err != nil {
+			return err
+		}
+		fmt.Fprintf(opts.Out, "  %-11s grpc %s  metrics http://%s/metrics%s\n", s.Name, eps["grpc"], eps["metrics"], httpsNote(eps))
+	}
+	if err := writeTrust(ctx, l, stack, td, admin, tel); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(stack, "", "  ")
+	if err := daemon.WriteFileAtomic(l.StackFile(), b, 0o644); err != nil {
+		return err
+	}
+	defer os.Remove(l.StackFile())
+	printNext(opts.Out, l, stack)
+
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(opts.Out, "stopping the dev stack")
+		return nil
+	case p := <-exited:
+		err := <-p.done
+		p.done <- err
+		return fmt.Errorf("%s exited unexpectedly (%v); see %s", p.name, err, l.LogFile(p.name))
+	}
+}
+
+func httpsNote(eps daemon.Endpoints) string {
+	if eps["https"] == "" {
+		return ""
+	}
+	return "  https https://" + eps["https"]
+}
+
+func args(l Layout, name string, s *Stack) []string {
+	a := []string{
+		"--trust-domain", TrustDomain, "--svid-dir", l.SVIDDir(name),
+		"--endpoints-file", l.EndpointsFile(name), "--trace-file", l.TraceFile(name),
+	}
+	addr := func(svc string) string { return s.Services[svc]["grpc"] }
+	switch name {
+	case "signer":
+		a = append(a, "--dev", "--keystore", l.path("keys", "keystore.json"), "--keystore-passphrase-file", l.path("keys", "keystore.pass"))
+	case "catalog":
+		a = append(a, "--data-dir", l.DataDir(name), "--log-private-key-file", l.path("keys", "log.key"))
+	case "publisher":
+		a = append(a, "--data-dir", l.DataDir(name), "--signer-addr", addr("signer"), "--catalog-addr", addr("catalog"))
+	case "gatekeeper":
+		a = append(a, "--catalog-addr", addr("catalog"), "--signer-addr", addr("signer"), "--publisher-addr", addr("publisher"),
+			"--log-public-key-file", l.LogVerifierKey())
+	case "edge":
+		a = append(a, "--name", "dev", "--https-listen", "127.0.0.1:0", "--tls-cert-file", l.path("web", "edge.pem"),
+			"--tls-key-file", l.path("web", "edge_key.pem"), "--publisher-addr", addr("publisher"),
+			"--cache-dir", l.DataDir(name), "--token-public-key-file", l.path("keys", "token.pub.pem"))
+	case "cdn-broker":
+		a = append(a, "--signer-addr", addr("signer"), "--edge-url", "https://"+s.Services["edge"]["https"],
+			"--token-private-key-file", l.path("keys", "token.pem"))
+	}
+	return a
+}
+
+// cleanEnv passes the environment on without settings that would change
+// where services get their identity or configuration.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "CUSTODY_") || strings.HasPrefix(kv, identity.EndpointSocketEnv+"=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+func findBinary(dir, name string) (string, error) {
+	if dir == "" {
+		if exe, err := os.Executable(); err == nil {
+			dir = filepath.Dir(exe)
+		}
+	}
+	if p := filepath.Join(dir, name); isExecutable(p) {
+		return p, nil
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("service binary %q not found next to custody (%s) or on PATH: run `make build`", name, dir)
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
+}
+
+func waitEndpoints(ctx context.Context, l Layout, p *proc) (daemon.Endpoints, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if b, err := os.ReadFile(l.EndpointsFile(p.name)); err == nil {
+			var eps daemon.Endpoints
+			if json.Unmarshal(b, &eps) == nil && eps["grpc"] != "" {
+				return eps, nil
+			}
+		}
+		select {
+		case err := <-p.done:
+			p.done <- err
+			return nil, fmt.Errorf("%s exited during start-up (%v); see %s:\n%s", p.name, err, l.LogFile(p.name), tail(l.LogFile(p.name)))
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s did not start listening within 30s; see %s", p.name, l.LogFile(p.name))
+		}
+	}
+}
+
+func waitHealthy(ctx context.Context, l Layout, name, addr string, id spiffeid.ID, admin identity.Source, tel *telemetry.Telemetry, p *proc) error {
+	conn, err := rpc.Dial(addr, id, admin, tel)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	deadline := time.Now().Add(30 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return nil
+		}
+		last = err
+		select {
+		case err := <-p.done:
+			p.done <- err
+			return fmt.Errorf("%s exited during start-up (%v); see %s", name, err, l.LogFile(name))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s is not healthy after 30s (%v); see %s", name, last, l.LogFile(name))
+}
+
+func writeTrust(ctx context.Context, l Layout, s *Stack, td spiffeid.TrustDomain, admin identity.Source, tel *telemetry.Telemetry) error {
+	conn, err := rpc.Dial(s.Services["signer"]["grpc"], ServerID(td, "signer"), admin, tel)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	resp, err := signerv1.NewSignerServiceClient(conn).ListPublicKeys(ctx, &signerv1.ListPublicKeysRequest{})
+	if err != nil {
+		return fmt.Errorf("get the signer's public keys: %w", err)
+	}
+	vkey, err := os.ReadFile(l.LogVerifierKey())
+	if err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(evidence.KeysFromProto(resp, strings.TrimSpace(string(vkey))), "", "  ")
+	return daemon.WriteFileAtomic(l.TrustFile(), b, 0o644)
+}
+
+func stopAll(procs []*proc, out io.Writer) {
+	for i := len(procs) - 1; i >= 0; i-- {
+		p := procs[i]
+		select {
+		case err := <-p.done:
+			p.done <- err
+			continue
+		default:
+		}
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(15 * time.Second):
+			fmt.Fprintf(out, "%s did not stop within 15s: killing it\n", p.name)
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+}
+
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+func alive(pid int) bool {
+	return pid > 0 && syscall.Kill(pid, 0) == nil
+}
+
+// Down asks the supervisor of the stack in l to stop and waits until it has.
+func Down(l Layout) error {
+	s, err := ReadStack(l)
+	if err != nil {
+		return err
+	}
+	if !alive(s.SupervisorPID) {
+		os.Remove(l.StackFile())
+		return fmt.Errorf("the dev stack in %s is not running (stale stack.json removed)", l.Dir)
+	}
+	if err := syscall.Kill(s.SupervisorPID, syscall.SIGTERM); err != nil {
+		return fmt.Errorf("signal the dev stack (pid %d): %w", s.SupervisorPID, err)
+	}
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if !alive(s.SupervisorPID) {
+			return nil
+		}
+	}
+	return fmt.Errorf("the dev stack (pid %d) did not stop within 60s", s.SupervisorPID)
+}
+
+func printNext(out io.Writer, l Layout, s *Stack) {
+	fmt.Fprintf(out, `
+Custody dev stack is up (trust domain %s). Try:
+
+  export CUSTODY_DEV_DIR=%s
+  custody publish FILE --name app --version 1.0.0 --channel staging
+  custody admit app@1.0.0 --env staging
+  custody fetch app@1.0.0 --env staging -o app.out --bundle app.bundle.json
+  custody verify app.out --bundle app.bundle.json
+  grpcurl -cacert %s/ca/ca.pem -cert %s/svid.pem -key %s/svid_key.pem -authority signer %s list
+
+Stop with Ctrl-C or: custody dev down --dir %s
+`, s.TrustDomain, l.Dir, l.Dir, l.IdentityDir("admin"), l.IdentityDir("admin"), s.Services["signer"]["grpc"], l.Dir)
+}
