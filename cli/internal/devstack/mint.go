@@ -58,7 +58,9 @@ var Services = []Service{
 // Layout names the files of a dev directory (see docs/services.md).
 type Layout struct{ Dir string }
 
-func (l Layout) path(elem ...string) string { return filepath.Join(append([]string{l.Dir}, elem...)...) }
+func (l Layout) path(elem ...string) string {
+	return filepath.Join(append([]string{l.Dir}, elem...)...)
+}
 
 // StackFile is written once every service is healthy.
 func (l Layout) StackFile() string { return l.path("stack.json") }

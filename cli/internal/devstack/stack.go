@@ -27,10 +27,10 @@ import (
 
 // Stack describes a running dev stack; it is written to stack.json.
 type Stack struct {
-	TrustDomain   string                       `json:"trust_domain"`
+	TrustDomain   string                      `json:"trust_domain"`
 	Services      map[string]daemon.Endpoints `json:"services"`
-	PIDs          map[string]int               `json:"pids"`
-	SupervisorPID int                          `json:"supervisor_pid"`
+	PIDs          map[string]int              `json:"pids"`
+	SupervisorPID int                         `json:"supervisor_pid"`
 }
 
 // ReadStack reads stack.json of a running stack.
