@@ -69,10 +69,10 @@ func binaries(t *testing.T) string {
 }
 
 type stack struct {
-	t     *testing.T
-	bin   string
-	dir   string
-	up    *exec.Cmd
+	t      *testing.T
+	bin    string
+	dir    string
+	up     *exec.Cmd
 	upOut  *bytes.Buffer
 	info   devstack.Stack
 	exited chan struct{} // closed when dev up has exited
@@ -449,4 +449,3 @@ type withBundle struct {
 func (w *withBundle) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
 	return w.bundles.GetX509BundleForTrustDomain(td)
 }
-

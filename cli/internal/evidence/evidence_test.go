@@ -81,11 +81,13 @@ func TestVerify(t *testing.T) {
 	}{
 		"mix and match: other digest": {func(e *Evidence, _ *Keys) { e.Artifact.Digest = "sha256:" + strings.Repeat("2", 64) }, "not this artifact"},
 		"other version":               {func(e *Evidence, _ *Keys) { e.Artifact.Version = "1.0.1" }, "not this artifact"},
-		"tampered envelope":           {func(e *Evidence, _ *Keys) { e.Envelope = []byte(strings.Replace(string(e.Envelope), `"sig":"`, `"sig":"AAAA`, 1)) }, "envelope"},
-		"key not trusted":             {func(_ *Evidence, k *Keys) { k.Signer[0].Purpose = attest.PurposeDecision }, "not a trusted"},
-		"checkpoint by another key":   {func(_ *Evidence, k *Keys) { k.LogPublicKey = otherLog }, "checkpoint"},
-		"proof does not match":        {func(e *Evidence, _ *Keys) { e.Entry.InclusionProof = [][]byte{make([]byte, 32)} }, "inclusion proof"},
-		"wrong index":                 {func(e *Evidence, _ *Keys) { e.Entry.Index = 1 }, "inclusion proof"},
+		"tampered envelope": {func(e *Evidence, _ *Keys) {
+			e.Envelope = []byte(strings.Replace(string(e.Envelope), `"sig":"`, `"sig":"AAAA`, 1))
+		}, "envelope"},
+		"key not trusted":           {func(_ *Evidence, k *Keys) { k.Signer[0].Purpose = attest.PurposeDecision }, "not a trusted"},
+		"checkpoint by another key": {func(_ *Evidence, k *Keys) { k.LogPublicKey = otherLog }, "checkpoint"},
+		"proof does not match":      {func(e *Evidence, _ *Keys) { e.Entry.InclusionProof = [][]byte{make([]byte, 32)} }, "inclusion proof"},
+		"wrong index":               {func(e *Evidence, _ *Keys) { e.Entry.Index = 1 }, "inclusion proof"},
 		"leaf for other envelope": {func(e *Evidence, _ *Keys) {
 			e.Entry.Leaf = []byte(strings.Replace(string(e.Entry.Leaf), `"envelope_sha256":"`, `"envelope_sha256":"0`, 1)[:len(e.Entry.Leaf)])
 		}, "log entry"},
