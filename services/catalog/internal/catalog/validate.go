@@ -11,14 +11,12 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/custody-dev/custody/libs/artifact"
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/tlog"
 )
 
 const (
-	maxNameLen     = 200
-	maxVersionLen  = 128
-	maxChannelLen  = 64
 	maxRepoLen     = 1024
 	maxCommitLen   = 256
 	maxEnvelopeLen = 1 << 20
@@ -26,34 +24,11 @@ const (
 	MaxDetailsLen = 64 << 10
 )
 
-// ValidName reports whether s is a valid artifact name: 1 to 200 bytes of
-// ASCII letters, digits and '.', '_', '-', '/', starting with a letter or
-// digit, without empty path segments or "..".
-func ValidName(s string) bool {
-	if len(s) == 0 || len(s) > maxNameLen || !alnum(s[0]) || strings.HasSuffix(s, "/") ||
-		strings.Contains(s, "//") || strings.Contains(s, "..") {
-		return false
-	}
-	return onlyChars(s, "._-/")
-}
-
-// ValidVersion reports whether s is a valid version: 1 to 128 bytes of
-// ASCII letters, digits and '.', '_', '-', '+', starting with a letter or
-// digit (SemVer, with pre-release and build metadata, fits).
-func ValidVersion(s string) bool {
-	return len(s) > 0 && len(s) <= maxVersionLen && alnum(s[0]) && onlyChars(s, "._-+")
-}
-
-func alnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' }
-
-func onlyChars(s, extra string) bool {
-	for i := 0; i < len(s); i++ {
-		if !alnum(s[i]) && !strings.ContainsRune(extra, rune(s[i])) {
-			return false
-		}
-	}
-	return true
-}
+// ValidName and ValidVersion are the shared artifact rules.
+var (
+	ValidName    = artifact.ValidName
+	ValidVersion = artifact.ValidVersion
+)
 
 // printable reports whether s is UTF-8 without control characters.
 func printable(s string) bool {
@@ -63,10 +38,10 @@ func printable(s string) bool {
 func validateArtifact(a Artifact) error {
 	var errs []string
 	if !ValidName(a.Name) {
-		errs = append(errs, fmt.Sprintf("name %q: want 1-%d letters, digits, '.', '_', '-' or '/', starting with a letter or digit", trunc(a.Name), maxNameLen))
+		errs = append(errs, fmt.Sprintf("name %q: want 1-%d letters, digits, '.', '_', '-' or '/', starting with a letter or digit", trunc(a.Name), artifact.MaxNameLen))
 	}
 	if !ValidVersion(a.Version) {
-		errs = append(errs, fmt.Sprintf("version %q: want 1-%d letters, digits, '.', '_', '-' or '+', starting with a letter or digit", trunc(a.Version), maxVersionLen))
+		errs = append(errs, fmt.Sprintf("version %q: want 1-%d letters, digits, '.', '_', '-' or '+', starting with a letter or digit", trunc(a.Version), artifact.MaxVersionLen))
 	}
 	if !tlog.ValidDigest(a.Digest) {
 		errs = append(errs, fmt.Sprintf("digest %q: want sha256:<64 lowercase hex>", trunc(a.Digest)))
@@ -74,8 +49,8 @@ func validateArtifact(a Artifact) error {
 	if a.Size < 0 {
 		errs = append(errs, fmt.Sprintf("size %d: must not be negative", a.Size))
 	}
-	if a.Channel != "" && (len(a.Channel) > maxChannelLen || !alnum(a.Channel[0]) || !onlyChars(a.Channel, "._-")) {
-		errs = append(errs, fmt.Sprintf("channel %q: want up to %d letters, digits, '.', '_' or '-'", trunc(a.Channel), maxChannelLen))
+	if a.Channel != "" && !artifact.ValidChannel(a.Channel) {
+		errs = append(errs, fmt.Sprintf("channel %q: want up to %d letters, digits, '.', '_' or '-'", trunc(a.Channel), artifact.MaxChannelLen))
 	}
 	if id, err := spiffeid.FromString(a.BuilderID); err != nil {
 		errs = append(errs, fmt.Sprintf("builder_id %q: want the builder's SPIFFE ID: %v", trunc(a.BuilderID), err))
