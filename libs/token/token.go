@@ -1,0 +1,175 @@
+// Package token is the format of edge download tokens: claims bound to one
+// artifact digest and an expiry, signed with Ed25519 by the cdn-broker and
+// verified by edges, which hold only public keys.
+package token
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// MaxSize bounds the tokens Verify reads.
+const MaxSize = 4 << 10
+
+const (
+	prefix = "v1."
+	domain = "custody-edge-token-v1\n"
+)
+
+// Errors returned by Verify, wrapped with details.
+var (
+	ErrMalformed  = errors.New("malformed token")
+	ErrUnknownKey = errors.New("token signed by an unknown key")
+	ErrSignature  = errors.New("token signature does not verify")
+	ErrExpired    = errors.New("token expired")
+	ErrDigest     = errors.New("token is for another digest")
+)
+
+// Claims are what a token grants.
+type Claims struct {
+	KeyID      string
+	Digest     string
+	DecisionID string
+	Expires    time.Time
+	IssuedAt   time.Time
+}
+
+type claimsJSON struct {
+	KeyID      string `json:"kid"`
+	Digest     string `json:"digest"`
+	Expires    int64  `json:"exp"`
+	IssuedAt   int64  `json:"iat"`
+	DecisionID string `json:"decision_id"`
+}
+
+// KeyID is the hex SHA-256 of the key's PKIX DER encoding.
+func KeyID(pub ed25519.PublicKey) string {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		panic(err) // an ed25519.PublicKey always marshals
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
+}
+
+// Mint signs c with key. c.KeyID is set from the key.
+func Mint(key ed25519.PrivateKey, c Claims) (string, error) {
+	if c.Digest == "" || c.Expires.IsZero() {
+		return "", errors.New("mint token: digest and expiry are required")
+	}
+	body, err := json.Marshal(claimsJSON{
+		KeyID: KeyID(key.Public().(ed25519.PublicKey)), Digest: c.Digest,
+		Expires: c.Expires.Unix(), IssuedAt: c.IssuedAt.Unix(), DecisionID: c.DecisionID,
+	})
+	if err != nil {
+		return "", err
+	}
+	sig := ed25519.Sign(key, append([]byte(domain), body...))
+	enc := base64.RawURLEncoding
+	return prefix + enc.EncodeToString(body) + "." + enc.EncodeToString(sig), nil
+}
+
+// Verify checks tok's signature with the key named in it, that it has not
+// expired at now and that it grants digest. It returns the claims.
+func Verify(tok string, keys map[string]ed25519.PublicKey, digest string, now time.Time) (*Claims, error) {
+	if len(tok) > MaxSize {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrMalformed, len(tok), MaxSize)
+	}
+	rest, ok := strings.CutPrefix(tok, prefix)
+	body64, sig64, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 {
+		return nil, fmt.Errorf("%w: want v1.<claims>.<signature>", ErrMalformed)
+	}
+	enc := base64.RawURLEncoding.Strict()
+	body, err := enc.DecodeString(body64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
+	}
+	sig, err := enc.DecodeString(sig64)
+	if err != nil || len(sig) != ed25519.SignatureSize {
+		return nil, fmt.Errorf("%w: signature", ErrMalformed)
+	}
+	// Canonical encodings only: re-encoding must give the same text, so no
+	// two strings are the same token.
+	if base64.RawURLEncoding.EncodeToString(body) != body64 || base64.RawURLEncoding.EncodeToString(sig) != sig64 {
+		return nil, fmt.Errorf("%w: non-canonical base64", ErrMalformed)
+	}
+	var cj claimsJSON
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cj); err != nil || dec.More() {
+		return nil, fmt.Errorf("%w: claims are not the expected JSON", ErrMalformed)
+	}
+	key, ok := keys[cj.KeyID]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownKey, cj.KeyID)
+	}
+	if !ed25519.Verify(key, append([]byte(domain), body...), sig) {
+		return nil, ErrSignature
+	}
+	c := &Claims{KeyID: cj.KeyID, Digest: cj.Digest, DecisionID: cj.DecisionID, Expires: time.Unix(cj.Expires, 0), IssuedAt: time.Unix(cj.IssuedAt, 0)}
+	if !now.Before(c.Expires) {
+		return nil, fmt.Errorf("%w at %s", ErrExpired, c.Expires.UTC().Format(time.RFC3339))
+	}
+	if c.Digest != digest {
+		return nil, fmt.Errorf("%w: it grants %s", ErrDigest, c.Digest)
+	}
+	return c, nil
+}
+
+// LoadPrivateKey reads an Ed25519 PKCS#8 PEM private key.
+func LoadPrivateKey(path string) (ed25519.PrivateKey, error) {
+	der, err := readPEM(path, "PRIVATE KEY")
+	if err != nil {
+		return nil, err
+	}
+	k, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("token key %s: %w", path, err)
+	}
+	priv, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("token key %s is %T, want Ed25519", path, k)
+	}
+	return priv, nil
+}
+
+// LoadPublicKey reads an Ed25519 PKIX PEM public key.
+func LoadPublicKey(path string) (ed25519.PublicKey, error) {
+	der, err := readPEM(path, "PUBLIC KEY")
+	if err != nil {
+		return nil, err
+	}
+	k, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return nil, fmt.Errorf("token public key %s: %w", path, err)
+	}
+	pub, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("token public key %s is %T, want Ed25519", path, k)
+	}
+	return pub, nil
+}
+
+func readPEM(path, typ string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != typ {
+		return nil, fmt.Errorf("%s: want a PEM %s", path, typ)
+	}
+	return blk.Bytes, nil
+}

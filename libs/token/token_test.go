@@ -1,0 +1,86 @@
+package token
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+const digestA = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+const digestB = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
+var now = time.Unix(1_800_000_000, 0)
+
+func keyPair(t testing.TB) (ed25519.PublicKey, ed25519.PrivateKey) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub, priv
+}
+
+func TestMintVerify(t *testing.T) {
+	pub, priv := keyPair(t)
+	keys := map[string]ed25519.PublicKey{KeyID(pub): pub}
+	tok, err := Mint(priv, Claims{Digest: digestA, DecisionID: "d1", Expires: now.Add(time.Minute), IssuedAt: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Verify(tok, keys, digestA, now)
+	if err != nil || c.DecisionID != "d1" || c.KeyID != KeyID(pub) {
+		t.Fatalf("Verify = %+v, %v", c, err)
+	}
+	otherPub, otherPriv := keyPair(t)
+	forged, _ := Mint(otherPriv, Claims{Digest: digestA, Expires: now.Add(time.Minute)})
+	impostor := map[string]ed25519.PublicKey{KeyID(pub): otherPub}
+	tests := []struct {
+		name   string
+		tok    string
+		keys   map[string]ed25519.PublicKey
+		digest string
+		at     time.Time
+		want   error
+	}{
+		{"expired", tok, keys, digestA, now.Add(time.Minute), ErrExpired},
+		{"other digest", tok, keys, digestB, now, ErrDigest},
+		{"unknown key", forged, keys, digestA, now, ErrUnknownKey},
+		{"wrong key for id", tok, impostor, digestA, now, ErrSignature},
+		{"empty", "", keys, digestA, now, ErrMalformed},
+		{"oversize", prefix + strings.Repeat("A", MaxSize), keys, digestA, now, ErrMalformed},
+		{"no version", strings.TrimPrefix(tok, prefix), keys, digestA, now, ErrMalformed},
+	}
+	for _, tt := range tests {
+		if _, err := Verify(tt.tok, tt.keys, tt.digest, tt.at); !errors.Is(err, tt.want) {
+			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
+		}
+	}
+	// Every single-byte change is refused.
+	for i := range len(tok) {
+		for _, c := range []byte{'A', '_', '.', '0'} {
+			if tok[i] == c {
+				continue
+			}
+			changed := tok[:i] + string(c) + tok[i+1:]
+			if _, err := Verify(changed, keys, digestA, now); err == nil {
+				t.Fatalf("token with byte %d changed to %q verified", i, c)
+			}
+		}
+	}
+}
+
+func FuzzVerify(f *testing.F) {
+	pub, priv := keyPair(f)
+	keys := map[string]ed25519.PublicKey{KeyID(pub): pub}
+	tok, _ := Mint(priv, Claims{Digest: digestA, Expires: now.Add(time.Hour)})
+	f.Add(tok)
+	f.Add("v1..")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := Verify(s, keys, digestA, now)
+		if err == nil && (c.Digest != digestA || !now.Before(c.Expires)) {
+			t.Fatalf("accepted a token that does not grant the digest now: %+v", c)
+		}
+	})
+}
