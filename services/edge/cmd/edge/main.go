@@ -1,0 +1,124 @@
+// Command edge is Custody's reference CDN edge: it serves verified,
+// immutable blobs over HTTPS to holders of a broker token and fetches misses
+// from the publisher over mTLS. Clients never trust it: they verify bytes.
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/custody-dev/custody/libs/daemon"
+	edgev1 "github.com/custody-dev/custody/libs/gen/custody/edge/v1"
+	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
+	"github.com/custody-dev/custody/libs/token"
+	"github.com/custody-dev/custody/services/edge/internal/cache"
+	"github.com/custody-dev/custody/services/edge/internal/server"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "edge:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	daemon.Config
+	Name, HTTPSListen, CertFile, KeyFile, PublisherAddr, CacheDir string
+	TokenKeyFiles                                                 []string
+}
+
+func (c *config) validate() error {
+	errs := []error{c.Config.Validate()}
+	for flag, v := range map[string]string{"--name": c.Name, "--tls-cert-file": c.CertFile, "--tls-key-file": c.KeyFile,
+		"--publisher-addr": c.PublisherAddr, "--cache-dir": c.CacheDir, "--https-listen": c.HTTPSListen} {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("%s is required", flag))
+		}
+	}
+	if len(c.TokenKeyFiles) == 0 {
+		errs = append(errs, errors.New("--token-public-key-file is required: the broker's token public key"))
+	}
+	return errors.Join(errs...)
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg := config{Config: daemon.Config{Service: "edge"}}
+	f := daemon.NewFlags("edge", getenv)
+	f.SetOutput(stderr)
+	cfg.RegisterFlags(f)
+	f.String(&cfg.Name, "name", "CUSTODY_EDGE_NAME", "", "this edge's name")
+	f.String(&cfg.HTTPSListen, "https-listen", "CUSTODY_HTTPS_LISTEN", "127.0.0.1:0", "HTTPS listen address")
+	f.String(&cfg.CertFile, "tls-cert-file", "CUSTODY_TLS_CERT_FILE", "", "HTTPS certificate (PEM)")
+	f.String(&cfg.KeyFile, "tls-key-file", "CUSTODY_TLS_KEY_FILE", "", "HTTPS private key (PEM)")
+	f.String(&cfg.PublisherAddr, "publisher-addr", "CUSTODY_PUBLISHER_ADDR", "", "publisher gRPC address (origin)")
+	f.String(&cfg.CacheDir, "cache-dir", "CUSTODY_CACHE_DIR", "", "directory for cached blobs")
+	f.Strings(&cfg.TokenKeyFiles, "token-public-key-file", "CUSTODY_TOKEN_PUBLIC_KEY_FILES", "token verification key (Ed25519 PKIX PEM)")
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	keys := map[string]ed25519.PublicKey{}
+	for _, path := range cfg.TokenKeyFiles {
+		pub, err := token.LoadPublicKey(path)
+		if err != nil {
+			return err
+		}
+		keys[token.KeyID(pub)] = pub
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		return fmt.Errorf("load HTTPS certificate: %w", err)
+	}
+	d, err := daemon.Start(ctx, cfg.Config, stderr)
+	if err != nil {
+		return err
+	}
+	pubConn, err := d.Dial(cfg.PublisherAddr, "publisher")
+	if err != nil {
+		return err
+	}
+	defer pubConn.Close()
+	c, err := cache.New(cfg.CacheDir, server.Publisher{Client: publisherv1.NewPublisherServiceClient(pubConn)})
+	if err != nil {
+		return err
+	}
+	c.OnIntegrityFailure = func(where string) { d.Telemetry.Metrics.IntegrityFailures.WithLabelValues(where).Inc() }
+
+	hl, err := d.Listen("https", cfg.HTTPSListen)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           &server.Handler{Cache: c, Keys: keys, Logger: d.Logger, Metrics: d.Telemetry.Metrics, Now: time.Now},
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	srv := d.NewServer(server.Policy(d.TrustDomain))
+	edgev1.RegisterEdgeServiceServer(srv, &server.Purger{Cache: c, Logger: d.Logger})
+	return d.Serve(ctx, srv, func(ctx context.Context) error {
+		go func() {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			defer cancel()
+			_ = hs.Shutdown(sctx)
+		}()
+		if err := hs.ServeTLS(hl, "", ""); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("HTTPS server: %w", err)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,148 @@
+// Package server is the edge's HTTPS content endpoint and its gRPC purge API.
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	edgev1 "github.com/custody-dev/custody/libs/gen/custody/edge/v1"
+	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/telemetry"
+	"github.com/custody-dev/custody/libs/token"
+	"github.com/custody-dev/custody/services/edge/internal/cache"
+)
+
+const blobPrefix = "/v1/blobs/sha256/"
+
+// Handler serves GET and HEAD /v1/blobs/sha256/<hex>?token=….
+type Handler struct {
+	Cache   *cache.Cache
+	Keys    map[string]ed25519.PublicKey
+	Logger  *slog.Logger
+	Metrics *telemetry.Metrics
+	Now     func() time.Time
+}
+
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) { r.status = code; r.ResponseWriter.WriteHeader(code) }
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := h.Now()
+	rec := &recorder{ResponseWriter: w}
+	defer func() {
+		h.Logger.InfoContext(r.Context(), "access", slog.String("method", r.Method), slog.String("path", r.URL.Path),
+			slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes), slog.Duration("duration", h.Now().Sub(start)),
+			slog.String("remote", r.RemoteAddr))
+	}()
+	rec.Header().Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		rec.Header().Set("Allow", "GET, HEAD")
+		http.Error(rec, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	hexDigest, ok := strings.CutPrefix(r.URL.Path, blobPrefix)
+	if !ok || len(hexDigest) != 64 || strings.ToLower(hexDigest) != hexDigest {
+		http.Error(rec, "not found", http.StatusNotFound)
+		return
+	}
+	if _, err := hex.DecodeString(hexDigest); err != nil {
+		http.Error(rec, "not found", http.StatusNotFound)
+		return
+	}
+	digest := "sha256:" + hexDigest
+	tok := r.URL.Query().Get("token")
+	if b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && tok == "" {
+		tok = b
+	}
+	if _, err := token.Verify(tok, h.Keys, digest, h.Now()); err != nil {
+		h.Metrics.SignatureFailures.WithLabelValues("token").Inc()
+		http.Error(rec, "forbidden: "+reason(err), http.StatusForbidden)
+		return
+	}
+	f, err := h.Cache.Open(r.Context(), digest, hexDigest)
+	switch {
+	case errors.Is(err, cache.ErrNotFound):
+		http.Error(rec, "not found: "+digest, http.StatusNotFound)
+		return
+	case errors.Is(err, cache.ErrIntegrity):
+		h.Logger.ErrorContext(r.Context(), "integrity failure", slog.String("digest", digest), slog.Any("error", err))
+		http.Error(rec, err.Error(), http.StatusBadGateway)
+		return
+	case errors.Is(err, ErrOriginDown):
+		http.Error(rec, fmt.Sprintf("origin unavailable for %s: try another edge", digest), http.StatusServiceUnavailable)
+		return
+	case err != nil:
+		h.Logger.ErrorContext(r.Context(), "serve", slog.String("digest", digest), slog.Any("error", err))
+		http.Error(rec, "internal error", http.StatusInternalServerError)
+		return
+	}
+	defer f.Close()
+	hd := rec.Header()
+	hd.Set("Content-Type", "application/octet-stream")
+	hd.Set("Cache-Control", "public, max-age=31536000, immutable")
+	hd.Set("ETag", `"`+digest+`"`)
+	http.ServeContent(rec, r, "", time.Time{}, f)
+}
+
+// reason is the part of a token error a client may see.
+func reason(err error) string {
+	for _, e := range []error{token.ErrExpired, token.ErrDigest, token.ErrUnknownKey, token.ErrSignature, token.ErrMalformed} {
+		if errors.Is(err, e) {
+			return e.Error()
+		}
+	}
+	return "invalid token"
+}
+
+// Policy is who may call the edge's gRPC API; see docs/services.md.
+func Policy(td spiffeid.TrustDomain) rpc.Policy {
+	return rpc.Policy{
+		rpc.Method(edgev1.EdgeService_ServiceDesc, "Purge"): {
+			rpc.ID(spiffeid.RequireFromPath(td, "/service/cdn-broker")), rpc.Under{TrustDomain: td, Prefix: "/admin"},
+		},
+	}
+}
+
+// Purger implements edgev1.EdgeServiceServer.
+type Purger struct {
+	edgev1.UnimplementedEdgeServiceServer
+	Cache  *cache.Cache
+	Logger *slog.Logger
+}
+
+// Purge drops a digest from the cache.
+func (p *Purger) Purge(ctx context.Context, req *edgev1.PurgeRequest) (*edgev1.PurgeResponse, error) {
+	hexDigest, ok := strings.CutPrefix(req.GetDigest(), "sha256:")
+	if _, err := hex.DecodeString(hexDigest); !ok || err != nil || len(hexDigest) != 64 {
+		return nil, statusInvalid("digest %q: want sha256:<64 lowercase hex>", req.GetDigest())
+	}
+	purged, err := p.Cache.Purge(hexDigest)
+	if err != nil {
+		return nil, err
+	}
+	caller, _ := rpc.CallerID(ctx)
+	p.Logger.InfoContext(ctx, "purge", slog.String("digest", req.GetDigest()), slog.Bool("purged", purged), slog.String("caller", caller.String()))
+	return &edgev1.PurgeResponse{Purged: purged}, nil
+}
