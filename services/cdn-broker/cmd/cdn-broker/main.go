@@ -1,0 +1,102 @@
+// Command cdn-broker issues short-lived, digest-bound download URLs to
+// holders of an allow decision.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/custody-dev/custody/libs/daemon"
+	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
+	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/token"
+	"github.com/custody-dev/custody/services/cdn-broker/internal/broker"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "cdn-broker:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	daemon.Config
+	SignerAddr, TokenKeyFile string
+	EdgeURLs                 []string
+	TokenTTL, DecisionMaxAge time.Duration
+}
+
+func (c *config) validate() error {
+	errs := []error{c.Config.Validate()}
+	if c.SignerAddr == "" {
+		errs = append(errs, errors.New("--signer-addr is required"))
+	}
+	if c.TokenKeyFile == "" {
+		errs = append(errs, errors.New("--token-private-key-file is required"))
+	}
+	if len(c.EdgeURLs) == 0 {
+		errs = append(errs, errors.New("--edge-url is required (one per edge)"))
+	}
+	for _, e := range c.EdgeURLs {
+		if u, err := url.Parse(e); err != nil || u.Scheme != "https" || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--edge-url %q: want https://host[:port]", e))
+		}
+	}
+	if c.TokenTTL <= 0 || c.TokenTTL > time.Hour {
+		errs = append(errs, fmt.Errorf("--token-ttl %s: want more than 0 and at most 1h", c.TokenTTL))
+	}
+	if c.DecisionMaxAge <= 0 {
+		errs = append(errs, fmt.Errorf("--decision-max-age %s: must be positive", c.DecisionMaxAge))
+	}
+	return errors.Join(errs...)
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg := config{Config: daemon.Config{Service: "cdn-broker"}}
+	f := daemon.NewFlags("cdn-broker", getenv)
+	f.SetOutput(stderr)
+	cfg.RegisterFlags(f)
+	f.String(&cfg.SignerAddr, "signer-addr", "CUSTODY_SIGNER_ADDR", "", "signer gRPC address (decision keys)")
+	f.String(&cfg.TokenKeyFile, "token-private-key-file", "CUSTODY_TOKEN_PRIVATE_KEY_FILE", "", "Ed25519 token signing key (PKCS#8 PEM)")
+	f.Strings(&cfg.EdgeURLs, "edge-url", "CUSTODY_EDGE_URLS", "edge base URL, e.g. https://edge.example:8443")
+	f.Duration(&cfg.TokenTTL, "token-ttl", "CUSTODY_TOKEN_TTL", 5*time.Minute, "how long a download URL is valid")
+	f.Duration(&cfg.DecisionMaxAge, "decision-max-age", "CUSTODY_DECISION_MAX_AGE", 10*time.Minute, "oldest allow decision accepted")
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	key, err := token.LoadPrivateKey(cfg.TokenKeyFile)
+	if err != nil {
+		return err
+	}
+	d, err := daemon.Start(ctx, cfg.Config, stderr)
+	if err != nil {
+		return err
+	}
+	signerConn, err := d.Dial(cfg.SignerAddr, "signer")
+	if err != nil {
+		return err
+	}
+	defer signerConn.Close()
+	srv := d.NewServer(broker.Policy(d.TrustDomain))
+	cdnbrokerv1.RegisterCdnBrokerServiceServer(srv, broker.New(broker.Config{
+		TokenKey: key, EdgeURLs: cfg.EdgeURLs, TokenTTL: cfg.TokenTTL, DecisionMaxAge: cfg.DecisionMaxAge,
+		Gatekeeper: spiffeid.RequireFromPath(d.TrustDomain, "/service/gatekeeper"),
+		Signer:     signerv1.NewSignerServiceClient(signerConn), Logger: d.Logger, Metrics: d.Telemetry.Metrics, Now: time.Now,
+	}))
+	return d.Serve(ctx, srv)
+}

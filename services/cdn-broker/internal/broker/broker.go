@@ -1,0 +1,175 @@
+// Package broker issues short-lived edge download URLs for digests that have
+// a valid, fresh allow decision signed by the gatekeeper.
+package broker
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/custody-dev/custody/libs/attest"
+	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
+	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/telemetry"
+	"github.com/custody-dev/custody/libs/token"
+)
+
+// Policy is who may call the broker; see docs/services.md.
+func Policy(td spiffeid.TrustDomain) rpc.Policy {
+	return rpc.Policy{
+		rpc.Method(cdnbrokerv1.CdnBrokerService_ServiceDesc, "IssueDownloadUrl"): {
+			rpc.Under{TrustDomain: td, Prefix: "/deployer"}, rpc.Under{TrustDomain: td, Prefix: "/admin"},
+		},
+	}
+}
+
+// Config configures a Broker.
+type Config struct {
+	TokenKey       ed25519.PrivateKey
+	EdgeURLs       []string
+	TokenTTL       time.Duration
+	DecisionMaxAge time.Duration
+	// Gatekeeper is the identity whose decisions are accepted.
+	Gatekeeper spiffeid.ID
+	Signer     signerv1.SignerServiceClient
+	Logger     *slog.Logger
+	Metrics    *telemetry.Metrics
+	Now        func() time.Time
+}
+
+// Broker implements cdnbrokerv1.CdnBrokerServiceServer.
+type Broker struct {
+	cdnbrokerv1.UnimplementedCdnBrokerServiceServer
+	cfg Config
+
+	mu   sync.Mutex
+	keys []attest.Key
+}
+
+// New returns a broker.
+func New(cfg Config) *Broker { return &Broker{cfg: cfg} }
+
+var errNoDecision = errors.New("no allow decision")
+
+// IssueDownloadUrl checks the decision and returns one signed URL per edge.
+func (b *Broker) IssueDownloadUrl(ctx context.Context, req *cdnbrokerv1.IssueDownloadUrlRequest) (*cdnbrokerv1.IssueDownloadUrlResponse, error) {
+	d, err := b.check(ctx, req.GetDecisionEnvelope())
+	if err != nil {
+		if errors.Is(err, errNoDecision) {
+			return nil, status.Error(codes.PermissionDenied, err.Error())
+		}
+		return nil, err
+	}
+	now := b.cfg.Now()
+	exp := now.Add(b.cfg.TokenTTL)
+	tok, err := token.Mint(b.cfg.TokenKey, token.Claims{Digest: d.Digest, DecisionID: d.DecisionID, Expires: exp, IssuedAt: now})
+	if err != nil {
+		return nil, status.Error(codes.Internal, "internal error")
+	}
+	hexDigest := strings.TrimPrefix(d.Digest, "sha256:")
+	resp := &cdnbrokerv1.IssueDownloadUrlResponse{Digest: d.Digest, ExpiresAt: timestamppb.New(exp)}
+	for _, e := range b.cfg.EdgeURLs {
+		resp.Urls = append(resp.Urls, strings.TrimSuffix(e, "/")+"/v1/blobs/sha256/"+hexDigest+"?token="+url.QueryEscape(tok))
+	}
+	caller, _ := rpc.CallerID(ctx)
+	b.cfg.Logger.InfoContext(ctx, "issued download URLs", slog.String("digest", d.Digest), slog.String("decision_id", d.DecisionID),
+		slog.String("caller", caller.String()), slog.Time("expires", exp), slog.Int("edges", len(resp.Urls)))
+	return resp, nil
+}
+
+// check returns the decision if the envelope is a fresh PASSED VSA signed by
+// a decision key and issued by the gatekeeper; errors wrap errNoDecision or
+// are Unavailable statuses.
+func (b *Broker) check(ctx context.Context, raw []byte) (*attest.Decision, error) {
+	deny := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", errNoDecision, fmt.Sprintf(format, args...))
+	}
+	env, err := attest.ParseEnvelope(raw)
+	if err != nil {
+		return nil, deny("%v", err)
+	}
+	keys, err := b.keysFor(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := env.Verify(keys, attest.PurposeDecision); err != nil {
+		b.cfg.Metrics.SignatureFailures.WithLabelValues("decision").Inc()
+		return nil, deny("decision record: %v", err)
+	}
+	st, err := attest.ParseStatement(env.Payload)
+	if err != nil {
+		return nil, deny("%v", err)
+	}
+	d, err := st.Decision()
+	if err != nil {
+		return nil, deny("%v", err)
+	}
+	now := b.cfg.Now()
+	switch {
+	case !d.Passed:
+		return nil, deny("the decision for %s is a deny", d.Digest)
+	case d.VerifierID != b.cfg.Gatekeeper.String():
+		return nil, deny("the decision for %s was made by %s, not %s", d.Digest, d.VerifierID, b.cfg.Gatekeeper)
+	case now.Sub(d.Time) > b.cfg.DecisionMaxAge:
+		return nil, deny("the decision for %s is older than %s: admit again", d.Digest, b.cfg.DecisionMaxAge)
+	case d.Time.Sub(now) > time.Minute:
+		return nil, deny("the decision for %s is dated in the future", d.Digest)
+	}
+	return d, nil
+}
+
+// keysFor returns the decision keys, fetching them from the signer on first
+// use and again when the envelope names a key not seen yet (rotation).
+func (b *Broker) keysFor(ctx context.Context, env *attest.Envelope) ([]attest.Key, error) {
+	b.mu.Lock()
+	keys := b.keys
+	b.mu.Unlock()
+	known := func(ks []attest.Key) bool {
+		for _, s := range env.Signatures {
+			for _, k := range ks {
+				if k.ID == s.KeyID {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	if keys != nil && known(keys) {
+		return keys, nil
+	}
+	resp, err := b.cfg.Signer.ListPublicKeys(ctx, &signerv1.ListPublicKeysRequest{})
+	if err != nil {
+		if keys != nil {
+			return keys, nil // verification will say the key is unknown
+		}
+		return nil, status.Errorf(codes.Unavailable, "cannot get the signer's decision keys: %v: check the signer is running", status.Convert(err).Message())
+	}
+	var fresh []attest.Key
+	for _, pk := range resp.GetKeys() {
+		if pk.GetPurpose() != signerv1.KeyPurpose_KEY_PURPOSE_DECISION {
+			continue
+		}
+		pub, alg, err := attest.ParsePublicKey(pk.GetPublicKeyDer())
+		if err != nil {
+			b.cfg.Logger.WarnContext(ctx, "skipping unusable signer key", slog.String("key_id", pk.GetKeyId()), slog.Any("error", err))
+			continue
+		}
+		fresh = append(fresh, attest.Key{ID: pk.GetKeyId(), Purpose: attest.PurposeDecision, Algorithm: alg, Public: pub, ValidFrom: pk.GetValidFrom().AsTime()})
+	}
+	b.mu.Lock()
+	b.keys = fresh
+	b.mu.Unlock()
+	return fresh, nil
+}
