@@ -80,6 +80,11 @@ type streamReader struct {
 func (r *streamReader) Read(p []byte) (int, error) {
 	for len(r.buf) == 0 {
 		msg, err := r.stream.Recv()
+		if errors.Is(err, io.EOF) && r.limit > 0 && r.total != r.limit {
+			// Refuse before the store links the blob: a short upload
+			// must leave nothing behind.
+			return 0, fmt.Errorf("%w: received %d bytes, the header declared %d", errInvalid, r.total, r.limit)
+		}
 		if err != nil {
 			return 0, err // io.EOF ends the blob
 		}
