@@ -54,9 +54,15 @@ type Broker struct {
 	cdnbrokerv1.UnimplementedCdnBrokerServiceServer
 	cfg Config
 
-	mu   sync.Mutex
-	keys []attest.Key
+	mu      sync.Mutex
+	keys    []attest.Key
+	fetched time.Time
 }
+
+// keyRefreshInterval is the least time between two key fetches triggered by
+// envelopes naming an unknown key, so that junk envelopes cannot turn every
+// call into a call to the signer.
+const keyRefreshInterval = 30 * time.Second
 
 // New returns a broker.
 func New(cfg Config) *Broker { return &Broker{cfg: cfg} }
@@ -134,7 +140,7 @@ func (b *Broker) check(ctx context.Context, raw []byte) (*attest.Decision, error
 // use and again when the envelope names a key not seen yet (rotation).
 func (b *Broker) keysFor(ctx context.Context, env *attest.Envelope) ([]attest.Key, error) {
 	b.mu.Lock()
-	keys := b.keys
+	keys, fetched := b.keys, b.fetched
 	b.mu.Unlock()
 	known := func(ks []attest.Key) bool {
 		for _, s := range env.Signatures {
@@ -146,7 +152,7 @@ func (b *Broker) keysFor(ctx context.Context, env *attest.Envelope) ([]attest.Ke
 		}
 		return false
 	}
-	if keys != nil && known(keys) {
+	if keys != nil && (known(keys) || b.cfg.Now().Sub(fetched) < keyRefreshInterval) {
 		return keys, nil
 	}
 	resp, err := b.cfg.Signer.ListPublicKeys(ctx, &signerv1.ListPublicKeysRequest{})
@@ -169,7 +175,7 @@ func (b *Broker) keysFor(ctx context.Context, env *attest.Envelope) ([]attest.Ke
 		fresh = append(fresh, attest.Key{ID: pk.GetKeyId(), Purpose: attest.PurposeDecision, Algorithm: alg, Public: pub, ValidFrom: pk.GetValidFrom().AsTime()})
 	}
 	b.mu.Lock()
-	b.keys = fresh
+	b.keys, b.fetched = fresh, b.cfg.Now()
 	b.mu.Unlock()
 	return fresh, nil
 }

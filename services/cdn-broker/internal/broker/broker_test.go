@@ -1,0 +1,312 @@
+package broker_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/custody-dev/custody/libs/attest"
+	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
+	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/identity/identitytest"
+	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/telemetry"
+	"github.com/custody-dev/custody/libs/token"
+	"github.com/custody-dev/custody/services/cdn-broker/internal/broker"
+)
+
+// signingKey is an ECDSA P-256 key as the signer would hold it.
+type signingKey struct {
+	id      string
+	priv    *ecdsa.PrivateKey
+	purpose signerv1.KeyPurpose
+}
+
+func newKey(t *testing.T, purpose signerv1.KeyPurpose) signingKey {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := attest.KeyID(&priv.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signingKey{id: id, priv: priv, purpose: purpose}
+}
+
+func (k signingKey) sign(t *testing.T, statement []byte) []byte {
+	t.Helper()
+	env, err := attest.SignEnvelope(attest.PayloadType, statement, k.id, func(pae []byte) ([]byte, error) {
+		sum := sha256.Sum256(pae)
+		return ecdsa.SignASN1(rand.Reader, k.priv, sum[:])
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+// fakeSigner publishes public keys; it can be down.
+type fakeSigner struct {
+	signerv1.UnimplementedSignerServiceServer
+	mu    sync.Mutex
+	keys  []signingKey
+	down  bool
+	calls int
+}
+
+func (f *fakeSigner) ListPublicKeys(context.Context, *signerv1.ListPublicKeysRequest) (*signerv1.ListPublicKeysResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.down {
+		return nil, status.Error(codes.Unavailable, "signer restarting")
+	}
+	resp := &signerv1.ListPublicKeysResponse{}
+	for _, k := range f.keys {
+		der, err := x509.MarshalPKIXPublicKey(&k.priv.PublicKey)
+		if err != nil {
+			return nil, err
+		}
+		resp.Keys = append(resp.Keys, &signerv1.PublicKey{KeyId: k.id, Purpose: k.purpose, PublicKeyDer: der})
+	}
+	return resp, nil
+}
+
+func (f *fakeSigner) set(fn func(*fakeSigner)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fn(f)
+}
+
+type fixture struct {
+	td       *identitytest.TrustDomain
+	signer   *fakeSigner
+	decision signingKey
+	artifact signingKey
+	tokenPub ed25519.PublicKey
+	now      time.Time
+	tel      *telemetry.Telemetry
+	addr     string
+}
+
+const digest = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+func start(t *testing.T) *fixture {
+	t.Helper()
+	td := identitytest.New(t, "custody.test")
+	f := &fixture{td: td, now: time.Unix(1_800_000_000, 0).UTC(), tel: telemetry.Discard("cdn-broker"),
+		decision: newKey(t, signerv1.KeyPurpose_KEY_PURPOSE_DECISION), artifact: newKey(t, signerv1.KeyPurpose_KEY_PURPOSE_ARTIFACT)}
+	f.signer = &fakeSigner{keys: []signingKey{f.artifact, f.decision}}
+	signerAddr := serve(t, td, "/service/signer", rpc.Policy{
+		rpc.Method(signerv1.SignerService_ServiceDesc, "ListPublicKeys"): {rpc.Member(td.TD)},
+	}, func(s *rpc.Server) { signerv1.RegisterSignerServiceServer(s, f.signer) })
+	conn, err := rpc.Dial(signerAddr, td.ID("/service/signer"), td.Source(t, "/service/cdn-broker"), f.tel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	f.tokenPub = pub
+	b := broker.New(broker.Config{
+		TokenKey: priv, EdgeURLs: []string{"https://edge-a.example:8443/", "https://edge-b.example"},
+		TokenTTL: 5 * time.Minute, DecisionMaxAge: 10 * time.Minute, Gatekeeper: td.ID("/service/gatekeeper"),
+		Signer: signerv1.NewSignerServiceClient(conn), Logger: slog.New(slog.DiscardHandler), Metrics: f.tel.Metrics,
+		Now: func() time.Time { return f.now },
+	})
+	f.addr = serve(t, td, "/service/cdn-broker", broker.Policy(td.TD), func(s *rpc.Server) { cdnbrokerv1.RegisterCdnBrokerServiceServer(s, b) })
+	return f
+}
+
+func serve(t *testing.T, td *identitytest.TrustDomain, id string, policy rpc.Policy, register func(*rpc.Server)) string {
+	t.Helper()
+	srv := rpc.NewServer(rpc.ServerConfig{Source: td.Source(t, id), TrustDomain: td.TD, Policy: policy,
+		Logger: slog.New(slog.DiscardHandler), Telemetry: telemetry.Discard(id)})
+	register(srv)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(srv.Stop)
+	return l.Addr().String()
+}
+
+func (f *fixture) client(t *testing.T, as string) cdnbrokerv1.CdnBrokerServiceClient {
+	t.Helper()
+	conn, err := rpc.Dial(f.addr, f.td.ID("/service/cdn-broker"), f.td.Source(t, as), telemetry.Discard("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return cdnbrokerv1.NewCdnBrokerServiceClient(conn)
+}
+
+// vsa returns a VSA as the gatekeeper writes it, adjusted by edit.
+func (f *fixture) vsa(t *testing.T, edit func(*attest.Decision)) []byte {
+	t.Helper()
+	d := attest.Decision{
+		VerifierID: f.td.ID("/service/gatekeeper").String(), Name: "app", Version: "1.0.0", Digest: digest,
+		Environment: "prod", PolicyURI: "custody:policy/admission", PolicyDigest: digest, DecisionID: "dec-1",
+		Passed: true, Time: f.now.Add(-time.Minute), Reasons: []string{},
+	}
+	if edit != nil {
+		edit(&d)
+	}
+	st, err := attest.NewVSA(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func TestIssuesURLsForAFreshAllow(t *testing.T) {
+	f := start(t)
+	resp, err := f.client(t, "/deployer/alice").IssueDownloadUrl(t.Context(),
+		&cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: f.decision.sign(t, f.vsa(t, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetDigest() != digest || !resp.GetExpiresAt().AsTime().Equal(f.now.Add(5*time.Minute)) || len(resp.GetUrls()) != 2 {
+		t.Fatalf("response %v", resp)
+	}
+	for i, host := range []string{"edge-a.example:8443", "edge-b.example"} {
+		u, err := url.Parse(resp.GetUrls()[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.Host != host || u.Path != "/v1/blobs/sha256/"+strings.TrimPrefix(digest, "sha256:") {
+			t.Fatalf("URL %d = %s", i, u)
+		}
+		c, err := token.Verify(u.Query().Get("token"), map[string]ed25519.PublicKey{token.KeyID(f.tokenPub): f.tokenPub}, digest, f.now)
+		if err != nil {
+			t.Fatalf("URL %d token: %v", i, err)
+		}
+		if c.DecisionID != "dec-1" || !c.Expires.Equal(f.now.Add(5*time.Minute)) {
+			t.Fatalf("claims %+v", c)
+		}
+		if _, err := token.Verify(u.Query().Get("token"), map[string]ed25519.PublicKey{token.KeyID(f.tokenPub): f.tokenPub}, digest, f.now.Add(6*time.Minute)); err == nil {
+			t.Fatal("token still valid after its TTL")
+		}
+	}
+	// Admins may fetch too.
+	if _, err := f.client(t, "/admin/root").IssueDownloadUrl(t.Context(),
+		&cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: f.decision.sign(t, f.vsa(t, nil))}); err != nil {
+		t.Fatalf("admin: %v", err)
+	}
+}
+
+func TestRefusesWithoutAValidAllow(t *testing.T) {
+	f := start(t)
+	unknown := newKey(t, signerv1.KeyPurpose_KEY_PURPOSE_DECISION)
+	good := f.decision.sign(t, f.vsa(t, nil))
+	// Same signature, payload edited to another version.
+	var env map[string]any
+	if err := json.Unmarshal(good, &env); err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := base64.StdEncoding.DecodeString(env["payload"].(string))
+	env["payload"] = base64.StdEncoding.EncodeToString([]byte(strings.Replace(string(payload), "1.0.0", "6.6.6", 1)))
+	tampered, _ := json.Marshal(env)
+	provenance, err := attest.NewProvenance(attest.Artifact{Name: "app", Version: "1.0.0", Digest: digest, Channel: "prod",
+		BuilderID: f.td.ID("/builder/ci").String(), StartedOn: f.now, FinishedOn: f.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		envelope []byte
+		want     string
+	}{
+		{"deny decision", f.decision.sign(t, f.vsa(t, func(d *attest.Decision) { d.Passed = false })), "is a deny"},
+		{"stale", f.decision.sign(t, f.vsa(t, func(d *attest.Decision) { d.Time = f.now.Add(-11 * time.Minute) })), "older than"},
+		{"future", f.decision.sign(t, f.vsa(t, func(d *attest.Decision) { d.Time = f.now.Add(5 * time.Minute) })), "future"},
+		{"other verifier", f.decision.sign(t, f.vsa(t, func(d *attest.Decision) { d.VerifierID = f.td.ID("/deployer/alice").String() })), "made by"},
+		{"artifact key", f.artifact.sign(t, f.vsa(t, nil)), "decision record"},
+		{"unknown key", unknown.sign(t, f.vsa(t, nil)), "decision record"},
+		{"tampered", tampered, "does not verify"},
+		{"provenance, not a decision", f.decision.sign(t, provenance), ""},
+		{"garbage", []byte("{not json"), ""},
+		{"empty", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := f.client(t, "/deployer/alice").IssueDownloadUrl(t.Context(), &cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: tc.envelope})
+			if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want PermissionDenied mentioning %q", err, tc.want)
+			}
+			if testing.Verbose() {
+				t.Log(status.Convert(err).Message())
+			}
+		})
+	}
+	if got := testutil.ToFloat64(f.tel.Metrics.SignatureFailures.WithLabelValues("decision")); got != 3 {
+		t.Fatalf("decision signature failures counted %v, want 3", got)
+	}
+}
+
+func TestOnlyDeployersAndAdmins(t *testing.T) {
+	f := start(t)
+	for _, as := range []string{"/builder/ci", "/approver/bob", "/service/gatekeeper"} {
+		_, err := f.client(t, as).IssueDownloadUrl(t.Context(), &cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: f.decision.sign(t, f.vsa(t, nil))})
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), as) {
+			t.Fatalf("%s: %v, want PermissionDenied naming the caller", as, err)
+		}
+	}
+}
+
+func TestSignerDownAndKeyRotation(t *testing.T) {
+	f := start(t)
+	var err error
+	c := f.client(t, "/deployer/alice")
+	f.signer.set(func(s *fakeSigner) { s.down = true })
+	_, err = c.IssueDownloadUrl(t.Context(), &cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: f.decision.sign(t, f.vsa(t, nil))})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "signer") {
+		t.Fatalf("signer down before any key is known: %v, want Unavailable naming the signer", err)
+	}
+	f.signer.set(func(s *fakeSigner) { s.down = false })
+	if _, err := c.IssueDownloadUrl(t.Context(), &cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: f.decision.sign(t, f.vsa(t, nil))}); err != nil {
+		t.Fatal(err)
+	}
+	// A new decision key is picked up when an envelope names it, at most
+	// once per refresh interval.
+	rotated := newKey(t, signerv1.KeyPurpose_KEY_PURPOSE_DECISION)
+	f.signer.set(func(s *fakeSigner) { s.keys = append(s.keys, rotated) })
+	_, err = c.IssueDownloadUrl(t.Context(), &cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: rotated.sign(t, f.vsa(t, nil))})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("new key right after a fetch: %v, want PermissionDenied until the refresh interval passes", err)
+	}
+	f.now = f.now.Add(31 * time.Second)
+	if _, err := c.IssueDownloadUrl(t.Context(), &cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: rotated.sign(t, f.vsa(t, nil))}); err != nil {
+		t.Fatalf("after rotation: %v", err)
+	}
+	// Known keys keep working while the signer is down.
+	f.signer.set(func(s *fakeSigner) { s.down = true })
+	if _, err := c.IssueDownloadUrl(t.Context(), &cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: f.decision.sign(t, f.vsa(t, nil))}); err != nil {
+		t.Fatalf("known key while signer down: %v", err)
+	}
+	calls := f.signer.calls
+	for range 5 {
+		_, _ = c.IssueDownloadUrl(t.Context(), &cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: newKey(t, signerv1.KeyPurpose_KEY_PURPOSE_DECISION).sign(t, f.vsa(t, nil))})
+	}
+	if f.signer.calls != calls {
+		t.Fatalf("envelopes with junk key IDs caused %d key fetches", f.signer.calls-calls)
+	}
+}

@@ -1,0 +1,414 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	edgev1 "github.com/custody-dev/custody/libs/gen/custody/edge/v1"
+	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
+	"github.com/custody-dev/custody/libs/identity/identitytest"
+	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/telemetry"
+	"github.com/custody-dev/custody/libs/token"
+	"github.com/custody-dev/custody/services/edge/internal/cache"
+	"github.com/custody-dev/custody/services/edge/internal/server"
+)
+
+// fakePublisher serves blobs from memory. corrupt makes it send other
+// bytes than the digest names; dataLoss makes it end the stream as the
+// real publisher does when its stored copy is corrupted.
+type fakePublisher struct {
+	publisherv1.UnimplementedPublisherServiceServer
+	mu       sync.Mutex
+	blobs    map[string][]byte
+	corrupt  bool
+	dataLoss bool
+	down     bool
+	fetches  atomic.Int64
+}
+
+func (p *fakePublisher) Download(req *publisherv1.DownloadRequest, stream publisherv1.PublisherService_DownloadServer) error {
+	p.fetches.Add(1)
+	p.mu.Lock()
+	b, ok := p.blobs[req.GetDigest()]
+	corrupt, dataLoss, down := p.corrupt, p.dataLoss, p.down
+	p.mu.Unlock()
+	switch {
+	case down:
+		return status.Error(codes.Unavailable, "store offline")
+	case !ok:
+		return status.Error(codes.NotFound, "no such blob")
+	}
+	if corrupt {
+		b = append(bytes.Clone(b[:len(b)-1]), b[len(b)-1]^1)
+	}
+	for i := 0; i < len(b); i += 1 << 16 {
+		if err := stream.Send(&publisherv1.DownloadResponse{Chunk: b[i:min(i+1<<16, len(b))], Size: int64(len(b))}); err != nil {
+			return err
+		}
+	}
+	if dataLoss {
+		return status.Error(codes.DataLoss, "stored blob "+req.GetDigest()+" does not match its digest")
+	}
+	return nil
+}
+
+func (p *fakePublisher) set(f func(*fakePublisher)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f(p)
+}
+
+type fixture struct {
+	td      *identitytest.TrustDomain
+	pub     *fakePublisher
+	cache   *cache.Cache
+	dir     string
+	url     string
+	key     ed25519.PrivateKey
+	now     time.Time
+	tel     *telemetry.Telemetry
+	content []byte
+	digest  string
+}
+
+func start(t *testing.T) *fixture {
+	t.Helper()
+	td := identitytest.New(t, "custody.test")
+	content := make([]byte, 300<<10)
+	rand.Read(content)
+	sum := sha256.Sum256(content)
+	f := &fixture{
+		td: td, dir: t.TempDir(), now: time.Unix(1_800_000_000, 0), tel: telemetry.Discard("edge"),
+		content: content, digest: "sha256:" + hex.EncodeToString(sum[:]),
+	}
+	f.pub = &fakePublisher{blobs: map[string][]byte{f.digest: content}}
+	pubSrv := rpc.NewServer(rpc.ServerConfig{Source: td.Source(t, "/service/publisher"), TrustDomain: td.TD,
+		Policy: rpc.Policy{rpc.Method(publisherv1.PublisherService_ServiceDesc, "Download"): {rpc.ID(td.ID("/service/edge"))}},
+		Logger: slog.New(slog.DiscardHandler), Telemetry: telemetry.Discard("publisher")})
+	publisherv1.RegisterPublisherServiceServer(pubSrv, f.pub)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go pubSrv.Serve(l)
+	t.Cleanup(pubSrv.Stop)
+	conn, err := rpc.Dial(l.Addr().String(), td.ID("/service/publisher"), td.Source(t, "/service/edge"), f.tel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	f.cache, err = cache.New(f.dir, server.Publisher{Client: publisherv1.NewPublisherServiceClient(conn)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cache.OnIntegrityFailure = func(where string) { f.tel.Metrics.IntegrityFailures.WithLabelValues(where).Inc() }
+	pubKey, key, _ := ed25519.GenerateKey(rand.Reader)
+	f.key = key
+	h := &server.Handler{Cache: f.cache, Keys: map[string]ed25519.PublicKey{token.KeyID(pubKey): pubKey},
+		Logger: slog.New(slog.DiscardHandler), Metrics: f.tel.Metrics, Now: func() time.Time { return f.now }}
+	hs := httptest.NewServer(h)
+	t.Cleanup(hs.Close)
+	f.url = hs.URL
+	return f
+}
+
+func (f *fixture) token(t *testing.T, key ed25519.PrivateKey, digest string, ttl time.Duration) string {
+	t.Helper()
+	tok, err := token.Mint(key, token.Claims{Digest: digest, DecisionID: "d1", Expires: f.now.Add(ttl), IssuedAt: f.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func (f *fixture) blobURL(digest, tok string) string {
+	return f.url + "/v1/blobs/sha256/" + strings.TrimPrefix(digest, "sha256:") + "?token=" + tok
+}
+
+func get(t *testing.T, method, url string) (int, string, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+func (f *fixture) cached() string {
+	return filepath.Join(f.dir, "sha256-"+strings.TrimPrefix(f.digest, "sha256:"))
+}
+
+func TestServesVerifiedBytesForAValidToken(t *testing.T) {
+	f := start(t)
+	u := f.blobURL(f.digest, f.token(t, f.key, f.digest, time.Minute))
+	code, body, hdr := get(t, http.MethodGet, u)
+	if code != http.StatusOK || body != string(f.content) {
+		t.Fatalf("GET = %d with %d bytes, want 200 with the blob", code, len(body))
+	}
+	if hdr.Get("ETag") != `"`+f.digest+`"` || !strings.Contains(hdr.Get("Cache-Control"), "immutable") {
+		t.Fatalf("headers: %v", hdr)
+	}
+	code, body, _ = get(t, http.MethodHead, u)
+	if code != http.StatusOK || body != "" {
+		t.Fatalf("HEAD = %d %q", code, body)
+	}
+	// The second request is a cache hit.
+	if code, _, _ = get(t, http.MethodGet, u); code != http.StatusOK || f.pub.fetches.Load() != 1 {
+		t.Fatalf("second GET = %d after %d origin fetches, want 200 after 1", code, f.pub.fetches.Load())
+	}
+	// Ranges work (resumable downloads).
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	req.Header.Set("Range", "bytes=10-19")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(b, f.content[10:20]) {
+		t.Fatalf("range GET = %d %x", resp.StatusCode, b)
+	}
+	// The token may come in the Authorization header instead.
+	req, _ = http.NewRequest(http.MethodGet, f.blobURL(f.digest, ""), nil)
+	req.Header.Set("Authorization", "Bearer "+f.token(t, f.key, f.digest, time.Minute))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("bearer GET = %d", resp.StatusCode)
+	}
+}
+
+func TestRefusesBadTokens(t *testing.T) {
+	f := start(t)
+	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
+	other := "sha256:" + strings.Repeat("ab", 32)
+	good := f.token(t, f.key, f.digest, time.Minute)
+	tampered := []byte(good)
+	tampered[len(tampered)-3] ^= 'A' ^ 'B'
+	for _, tc := range []struct {
+		name, tok, want string
+	}{
+		{"missing", "", "malformed"},
+		{"expired", f.token(t, f.key, f.digest, -time.Second), "expired"},
+		{"other digest", f.token(t, f.key, other, time.Minute), "another digest"},
+		{"unknown key", f.token(t, otherKey, f.digest, time.Minute), "unknown key"},
+		{"tampered", string(tampered), ""},
+		{"garbage", "v1.%%%.%%%", "malformed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body, _ := get(t, http.MethodGet, f.blobURL(f.digest, tc.tok))
+			if code != http.StatusForbidden || !strings.Contains(body, tc.want) {
+				t.Fatalf("GET = %d %q, want 403 mentioning %q", code, body, tc.want)
+			}
+		})
+	}
+	if f.pub.fetches.Load() != 0 {
+		t.Fatalf("refused requests reached the origin %d times", f.pub.fetches.Load())
+	}
+	if got := testutil.ToFloat64(f.tel.Metrics.SignatureFailures.WithLabelValues("token")); got != 6 {
+		t.Fatalf("token failures counted %v, want 6", got)
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	f := start(t)
+	tok := f.token(t, f.key, f.digest, time.Minute)
+	hexDigest := strings.TrimPrefix(f.digest, "sha256:")
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodPost, "/v1/blobs/sha256/" + hexDigest, http.StatusMethodNotAllowed},
+		{http.MethodGet, "/v1/blobs/sha256/" + strings.ToUpper(hexDigest), http.StatusNotFound},
+		{http.MethodGet, "/v1/blobs/sha256/" + hexDigest[:63], http.StatusNotFound},
+		{http.MethodGet, "/v1/blobs/sha256/" + hexDigest[:63] + "g", http.StatusNotFound},
+		{http.MethodGet, "/v1/blobs/sha512/" + hexDigest, http.StatusNotFound},
+		{http.MethodGet, "/", http.StatusNotFound},
+	} {
+		if code, _, _ := get(t, tc.method, f.url+tc.path+"?token="+tok); code != tc.want {
+			t.Errorf("%s %s = %d, want %d", tc.method, tc.path, code, tc.want)
+		}
+	}
+}
+
+func TestOriginCorruptionIsRefusedAndNotCached(t *testing.T) {
+	for _, mode := range []string{"wrong bytes", "publisher reports data loss"} {
+		t.Run(mode, func(t *testing.T) {
+			f := start(t)
+			f.pub.set(func(p *fakePublisher) { p.corrupt, p.dataLoss = mode == "wrong bytes", mode != "wrong bytes" })
+			u := f.blobURL(f.digest, f.token(t, f.key, f.digest, time.Minute))
+			code, body, _ := get(t, http.MethodGet, u)
+			if code != http.StatusBadGateway || !strings.Contains(body, f.digest) {
+				t.Fatalf("GET = %d %q, want 502 naming the digest", code, body)
+			}
+			if _, err := os.Stat(f.cached()); !os.IsNotExist(err) {
+				t.Fatalf("corrupted bytes were cached: %v", err)
+			}
+			if left, _ := filepath.Glob(filepath.Join(f.dir, "tmp", "*")); len(left) != 0 {
+				t.Fatalf("temporary files left: %v", left)
+			}
+			if got := testutil.ToFloat64(f.tel.Metrics.IntegrityFailures.WithLabelValues("origin")); got != 1 {
+				t.Fatalf("origin integrity failures = %v, want 1", got)
+			}
+			// Once the origin is healthy again the blob is served.
+			f.pub.set(func(p *fakePublisher) { p.corrupt, p.dataLoss = false, false })
+			if code, body, _ := get(t, http.MethodGet, u); code != http.StatusOK || body != string(f.content) {
+				t.Fatalf("after repair GET = %d", code)
+			}
+		})
+	}
+}
+
+func TestOriginMissingOrDown(t *testing.T) {
+	f := start(t)
+	missing := "sha256:" + strings.Repeat("cd", 32)
+	if code, body, _ := get(t, http.MethodGet, f.blobURL(missing, f.token(t, f.key, missing, time.Minute))); code != http.StatusNotFound || !strings.Contains(body, missing) {
+		t.Fatalf("missing blob: %d %q, want 404 naming the digest", code, body)
+	}
+	f.pub.set(func(p *fakePublisher) { p.down = true })
+	if code, body, _ := get(t, http.MethodGet, f.blobURL(f.digest, f.token(t, f.key, f.digest, time.Minute))); code != http.StatusServiceUnavailable || !strings.Contains(body, "another edge") {
+		t.Fatalf("origin down: %d %q, want 503", code, body)
+	}
+}
+
+func TestCorruptedCacheIsEvictedAndRefetched(t *testing.T) {
+	f := start(t)
+	u := f.blobURL(f.digest, f.token(t, f.key, f.digest, time.Minute))
+	if code, _, _ := get(t, http.MethodGet, u); code != http.StatusOK {
+		t.Fatalf("first GET = %d", code)
+	}
+	b, err := os.ReadFile(f.cached())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[100] ^= 0xff
+	if err := os.WriteFile(f.cached(), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, body, _ := get(t, http.MethodGet, u)
+	if code != http.StatusOK || body != string(f.content) {
+		t.Fatalf("GET after cache corruption = %d, want 200 with the true bytes", code)
+	}
+	if f.pub.fetches.Load() != 2 {
+		t.Fatalf("origin fetches = %d, want 2 (refetch after eviction)", f.pub.fetches.Load())
+	}
+	if got := testutil.ToFloat64(f.tel.Metrics.IntegrityFailures.WithLabelValues("edge-cache")); got != 1 {
+		t.Fatalf("edge-cache integrity failures = %v, want 1", got)
+	}
+}
+
+func TestConcurrentMissesFetchOnce(t *testing.T) {
+	f := start(t)
+	u := f.blobURL(f.digest, f.token(t, f.key, f.digest, time.Minute))
+	var wg sync.WaitGroup
+	errs := make(chan string, 16)
+	for range 16 {
+		wg.Go(func() {
+			resp, err := http.Get(u)
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || !bytes.Equal(b, f.content) {
+				errs <- resp.Status
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if n := f.pub.fetches.Load(); n > 2 {
+		t.Fatalf("16 concurrent misses fetched %d times", n)
+	}
+}
+
+func TestStaleTemporaryFilesAreRemovedOnStart(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(dir, "tmp", "fetch-123")
+	if err := os.WriteFile(stale, []byte("half"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cache.New(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Fatalf("stale temporary file survived: %v", err)
+	}
+}
+
+func TestPurge(t *testing.T) {
+	f := start(t)
+	if code, _, _ := get(t, http.MethodGet, f.blobURL(f.digest, f.token(t, f.key, f.digest, time.Minute))); code != http.StatusOK {
+		t.Fatalf("GET = %d", code)
+	}
+	srv := rpc.NewServer(rpc.ServerConfig{Source: f.td.Source(t, "/service/edge"), TrustDomain: f.td.TD, Policy: server.Policy(f.td.TD),
+		Logger: slog.New(slog.DiscardHandler), Telemetry: f.tel})
+	edgev1.RegisterEdgeServiceServer(srv, &server.Purger{Cache: f.cache, Logger: slog.New(slog.DiscardHandler)})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(srv.Stop)
+	client := func(as string) edgev1.EdgeServiceClient {
+		conn, err := rpc.Dial(l.Addr().String(), f.td.ID("/service/edge"), f.td.Source(t, as), telemetry.Discard("test"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return edgev1.NewEdgeServiceClient(conn)
+	}
+	ctx := context.Background()
+	if _, err := client("/deployer/alice").Purge(ctx, &edgev1.PurgeRequest{Digest: f.digest}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("deployer purge: %v, want PermissionDenied", err)
+	}
+	broker := client("/service/cdn-broker")
+	if _, err := broker.Purge(ctx, &edgev1.PurgeRequest{Digest: "md5:abc"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("bad digest: %v, want InvalidArgument", err)
+	}
+	resp, err := broker.Purge(ctx, &edgev1.PurgeRequest{Digest: f.digest})
+	if err != nil || !resp.GetPurged() {
+		t.Fatalf("broker purge: %v %v, want purged", resp, err)
+	}
+	if _, err := os.Stat(f.cached()); !os.IsNotExist(err) {
+		t.Fatalf("purged blob still cached: %v", err)
+	}
+	resp, err = client("/admin/root").Purge(ctx, &edgev1.PurgeRequest{Digest: f.digest})
+	if err != nil || resp.GetPurged() {
+		t.Fatalf("second purge: %v %v, want not purged", resp, err)
+	}
+}
