@@ -109,7 +109,7 @@ func Mint(l Layout) error {
 		return fmt.Errorf("SPIFFE CA: %w", err)
 	}
 	for _, s := range Services {
-		if err := writeSVID(ca, l.SVIDDir(s.Name), spiffeid.RequireFromPath(td, s.IDPath)); err != nil {
+		if err := writeSVID(ca, l.SVIDDir(s.Name), spiffeid.RequireFromPath(td, s.IDPath), s.Name); err != nil {
 			return err
 		}
 	}
@@ -169,8 +169,10 @@ func loadOrCreateCA(certPath, keyPath string, create func() (*devca.CA, error), 
 	return ca, writeFiles(map[string][]byte{certPath: ca.CertPEM(), keyPath: key})
 }
 
-func writeSVID(ca *devca.CA, dir string, id spiffeid.ID) error {
-	issued, err := ca.IssueSVID(id, 7*24*time.Hour)
+// writeSVID mints an SVID for id into dir; a service's SVID also carries
+// its name as a DNS SAN for grpcurl -authority.
+func writeSVID(ca *devca.CA, dir string, id spiffeid.ID, dnsNames ...string) error {
+	issued, err := ca.IssueSVID(id, 7*24*time.Hour, dnsNames...)
 	if err != nil {
 		return err
 	}

@@ -37,6 +37,9 @@ func TestMintLayoutAndReuse(t *testing.T) {
 		if svid.ID != ServerID(td, s.Name) {
 			t.Errorf("service %s has %s, want %s", s.Name, svid.ID, ServerID(td, s.Name))
 		}
+		if dns := svid.Certificates[0].DNSNames; len(dns) != 1 || dns[0] != s.Name {
+			t.Errorf("service %s SVID DNS names %v, want [%s] for grpcurl -authority", s.Name, dns, s.Name)
+		}
 		if time.Until(svid.Certificates[0].NotAfter) < 24*time.Hour {
 			t.Errorf("service %s SVID expires too soon", s.Name)
 		}

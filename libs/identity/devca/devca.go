@@ -117,8 +117,10 @@ func (ca *CA) KeyPEM() ([]byte, error) {
 }
 
 // IssueSVID mints an X.509-SVID for id, valid for ttl. id must be in the
-// CA's trust domain.
-func (ca *CA) IssueSVID(id spiffeid.ID, ttl time.Duration) (*Issued, error) {
+// CA's trust domain. dnsNames, if any, are added as DNS SANs (as SPIRE does
+// for entries with DNS names) so that tools that check host names, such as
+// grpcurl with -authority, can verify a server.
+func (ca *CA) IssueSVID(id spiffeid.ID, ttl time.Duration, dnsNames ...string) (*Issued, error) {
 	if ca.TrustDomain.IsZero() {
 		return nil, errors.New("issue SVID: not a SPIFFE CA")
 	}
@@ -128,6 +130,7 @@ func (ca *CA) IssueSVID(id spiffeid.ID, ttl time.Duration) (*Issued, error) {
 	return ca.issue(&x509.Certificate{
 		Subject:     pkix.Name{Organization: []string{"Custody dev"}},
 		URIs:        []*url.URL{id.URL()},
+		DNSNames:    dnsNames,
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}, ttl)
