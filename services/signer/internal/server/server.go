@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -15,18 +17,24 @@ import (
 	"github.com/custody-dev/custody/libs/attest"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/rpc"
-	"github.com/custody-dev/custody/services/signer/internal/keys/soft"
+	"github.com/custody-dev/custody/services/signer/internal/keys"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// Keys is a key back end: it lists public keys and signs with private keys
-// it never hands out.
-type Keys interface {
-	Keys(ctx context.Context) ([]soft.Key, error)
-	Sign(ctx context.Context, keyID string, message []byte) ([]byte, error)
+// Keys names the back-end key that signs for each purpose.
+type Keys struct {
+	Artifact string
+	Decision string
 }
 
-var _ Keys = (*soft.Store)(nil)
+func (k Keys) byPurpose() map[string]string {
+	return map[string]string{attest.PurposeArtifact: k.Artifact, attest.PurposeDecision: k.Decision}
+}
+
+// currentTTL is how long the current version of a key is cached before the
+// back end is asked again; a rotation by another process is picked up
+// within it.
+const currentTTL = 5 * time.Second
 
 // Errors the handlers map to status codes.
 var (
@@ -47,13 +55,39 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 // Server implements signerv1.SignerServiceServer.
 type Server struct {
 	signerv1.UnimplementedSignerServiceServer
-	keys   Keys
-	logger *slog.Logger
+	backend keys.Backend
+	names   Keys
+	logger  *slog.Logger
+	now     func() time.Time
+
+	mu      sync.Mutex
+	current map[string]cached // key name → newest version
 }
 
-// New returns a signer API over keys.
-func New(keys Keys, logger *slog.Logger) *Server {
-	return &Server{keys: keys, logger: logger}
+type cached struct {
+	v       keys.Version
+	fetched time.Time
+}
+
+// New returns a signer API signing with the named keys of backend.
+func New(backend keys.Backend, names Keys, logger *slog.Logger) *Server {
+	return &Server{backend: backend, names: names, logger: logger, now: time.Now, current: map[string]cached{}}
+}
+
+// EnsureKeys creates each named key that does not exist yet (ECDSA P-256),
+// for back ends whose credentials allow it (the software keystore, an HSM
+// login); with Vault a custodian creates them.
+func EnsureKeys(ctx context.Context, b keys.Backend, names Keys) error {
+	for _, name := range []string{names.Artifact, names.Decision} {
+		_, err := b.Versions(ctx, name)
+		if errors.Is(err, keys.ErrNotFound) {
+			_, err = b.Create(ctx, name, keys.ECDSAP256)
+		}
+		if err != nil && !errors.Is(err, keys.ErrExists) {
+			return fmt.Errorf("key %q: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // SignArtifact signs a provenance statement with the current artifact key.
@@ -69,12 +103,12 @@ func (s *Server) SignArtifact(ctx context.Context, req *signerv1.SignArtifactReq
 	if req.GetChannel() == "" || req.GetChannel() != a.Channel {
 		return nil, toStatus(fmt.Errorf("%w: channel %q differs from the statement's channel %q", errInvalid, req.GetChannel(), a.Channel))
 	}
-	env, id, err := s.sign(ctx, attest.PurposeArtifact, req.GetStatement())
+	env, key, err := s.sign(ctx, attest.PurposeArtifact, req.GetStatement())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	s.log(ctx, "signed artifact", id, a.Digest, slog.String("name", a.Name), slog.String("version", a.Version))
-	return &signerv1.SignArtifactResponse{Envelope: env, KeyId: id}, nil
+	s.log(ctx, "signed artifact", key, a.Digest, slog.String("name", a.Name), slog.String("version", a.Version))
+	return &signerv1.SignArtifactResponse{Envelope: env, KeyId: key.ID}, nil
 }
 
 // SignDecision signs a decision record with the current decision key.
@@ -87,58 +121,99 @@ func (s *Server) SignDecision(ctx context.Context, req *signerv1.SignDecisionReq
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("%w: %v", errInvalid, err))
 	}
-	env, id, err := s.sign(ctx, attest.PurposeDecision, req.GetStatement())
+	env, key, err := s.sign(ctx, attest.PurposeDecision, req.GetStatement())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	s.log(ctx, "signed decision", id, d.Digest, slog.String("decision_id", d.DecisionID), slog.Bool("passed", d.Passed))
-	return &signerv1.SignDecisionResponse{Envelope: env, KeyId: id}, nil
+	s.log(ctx, "signed decision", key, d.Digest, slog.String("decision_id", d.DecisionID), slog.Bool("passed", d.Passed))
+	return &signerv1.SignDecisionResponse{Envelope: env, KeyId: key.ID}, nil
 }
 
 // ListPublicKeys returns every key version's public half.
 func (s *Server) ListPublicKeys(ctx context.Context, _ *signerv1.ListPublicKeysRequest) (*signerv1.ListPublicKeysResponse, error) {
-	keys, err := s.keys.Keys(ctx)
-	if err != nil {
-		return nil, toStatus(fmt.Errorf("%w: %v", errUnavailable, err))
-	}
 	resp := &signerv1.ListPublicKeysResponse{}
-	for _, k := range keys {
-		resp.Keys = append(resp.Keys, &signerv1.PublicKey{
-			KeyId: k.ID, Purpose: purposeProto(k.Purpose), Algorithm: k.Algorithm,
-			PublicKeyDer: k.PublicDER, ValidFrom: timestamppb.New(k.ValidFrom),
-		})
+	for _, purpose := range []string{attest.PurposeArtifact, attest.PurposeDecision} {
+		name := s.names.byPurpose()[purpose]
+		vs, err := s.backend.Versions(ctx, name)
+		if err != nil {
+			return nil, toStatus(s.backendErr(name, err))
+		}
+		for _, v := range vs {
+			resp.Keys = append(resp.Keys, &signerv1.PublicKey{
+				KeyId: v.ID, Purpose: purposeProto(purpose), Algorithm: v.Algorithm,
+				PublicKeyDer: v.PublicDER, ValidFrom: timestamppb.New(v.Created),
+			})
+		}
+		s.remember(name, vs[len(vs)-1])
 	}
 	return resp, nil
 }
 
-// sign picks the newest key of the purpose and signs payload as a DSSE
-// envelope.
-func (s *Server) sign(ctx context.Context, purpose string, payload []byte) ([]byte, string, error) {
-	keys, err := s.keys.Keys(ctx)
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: %v", errUnavailable, err)
-	}
-	var cur *soft.Key
-	for i, k := range keys {
-		if k.Purpose == purpose && (cur == nil || k.ValidFrom.After(cur.ValidFrom)) {
-			cur = &keys[i]
-		}
-	}
-	if cur == nil {
-		return nil, "", fmt.Errorf("%w: no %s key", errUnavailable, purpose)
-	}
-	env, err := attest.SignEnvelope(attest.PayloadType, payload, cur.ID, func(pae []byte) ([]byte, error) {
-		return s.keys.Sign(ctx, cur.ID, pae)
-	})
-	if err != nil {
-		return nil, "", fmt.Errorf("%w: %v", errUnavailable, err)
-	}
-	return env, cur.ID, nil
+func (s *Server) remember(name string, v keys.Version) {
+	s.mu.Lock()
+	s.current[name] = cached{v: v, fetched: s.now()}
+	s.mu.Unlock()
 }
 
-func (s *Server) log(ctx context.Context, msg, keyID, digest string, attrs ...any) {
+// currentVersion is the newest version of key name.
+func (s *Server) currentVersion(ctx context.Context, name string) (keys.Version, error) {
+	s.mu.Lock()
+	c, ok := s.current[name]
+	s.mu.Unlock()
+	if ok && s.now().Sub(c.fetched) < currentTTL {
+		return c.v, nil
+	}
+	vs, err := s.backend.Versions(ctx, name)
+	if err != nil {
+		return keys.Version{}, s.backendErr(name, err)
+	}
+	v := vs[len(vs)-1]
+	s.remember(name, v)
+	return v, nil
+}
+
+// backendErr wraps a back-end error for toStatus.
+func (s *Server) backendErr(name string, err error) error {
+	switch {
+	case errors.Is(err, keys.ErrUnavailable):
+		return fmt.Errorf("%s key %q: %w", s.backend.Kind(), name, err)
+	case errors.Is(err, keys.ErrNotFound):
+		return fmt.Errorf("%w: %s key %q is missing: create it in the key back end", errUnavailable, s.backend.Kind(), name)
+	}
+	return fmt.Errorf("%s key %q: %w", s.backend.Kind(), name, err)
+}
+
+// sign signs payload as a DSSE envelope with the current version of the
+// purpose's key.
+func (s *Server) sign(ctx context.Context, purpose string, payload []byte) ([]byte, keys.Version, error) {
+	name := s.names.byPurpose()[purpose]
+	cur, err := s.currentVersion(ctx, name)
+	if err != nil {
+		return nil, keys.Version{}, err
+	}
+	var signErr error
+	env, err := attest.SignEnvelope(attest.PayloadType, payload, cur.ID, func(pae []byte) ([]byte, error) {
+		sig, err := s.backend.Sign(ctx, name, cur.Version, pae)
+		signErr = err
+		return sig, err
+	})
+	if signErr != nil {
+		return nil, keys.Version{}, s.backendErr(name, signErr)
+	}
+	if err != nil {
+		return nil, keys.Version{}, err
+	}
+	return env, cur, nil
+}
+
+// log records a signature with the back end, key name and key version that
+// made it.
+func (s *Server) log(ctx context.Context, msg string, key keys.Version, digest string, attrs ...any) {
 	caller, _ := rpc.CallerID(ctx)
-	s.logger.InfoContext(ctx, msg, append([]any{slog.String("key_id", keyID), slog.String("digest", digest), slog.String("caller", caller.String())}, attrs...)...)
+	s.logger.InfoContext(ctx, msg, append([]any{
+		slog.String("key_id", key.ID), slog.String("backend", s.backend.Kind()), slog.String("key_name", key.Name),
+		slog.Int("key_version", key.Version), slog.String("digest", digest), slog.String("caller", caller.String()),
+	}, attrs...)...)
 }
 
 func purposeProto(p string) signerv1.KeyPurpose {
@@ -156,8 +231,8 @@ func toStatus(err error) error {
 	switch {
 	case errors.Is(err, errInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, errUnavailable):
-		return status.Error(codes.Unavailable, err.Error()+": check the signer's key back end")
+	case errors.Is(err, errUnavailable), errors.Is(err, keys.ErrUnavailable):
+		return status.Error(codes.Unavailable, err.Error())
 	default:
 		return status.Error(codes.Internal, "internal error")
 	}

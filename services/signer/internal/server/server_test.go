@@ -2,12 +2,15 @@ package server_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +23,7 @@ import (
 	"github.com/custody-dev/custody/libs/identity/identitytest"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
+	"github.com/custody-dev/custody/services/signer/internal/keys"
 	"github.com/custody-dev/custody/services/signer/internal/keys/soft"
 	"github.com/custody-dev/custody/services/signer/internal/server"
 )
@@ -43,7 +47,11 @@ func start(t *testing.T) *fixture {
 	}
 	srv := rpc.NewServer(rpc.ServerConfig{Source: td.Source(t, "/service/signer"), TrustDomain: td.TD,
 		Policy: server.Policy(td.TD), Logger: slog.New(slog.DiscardHandler), Telemetry: telemetry.Discard("signer")})
-	signerv1.RegisterSignerServiceServer(srv, server.New(store, slog.New(slog.DiscardHandler)))
+	names := server.Keys{Artifact: "artifact", Decision: "decision"}
+	if err := server.EnsureKeys(t.Context(), store, names); err != nil {
+		t.Fatal(err)
+	}
+	signerv1.RegisterSignerServiceServer(srv, server.New(store, names, slog.New(slog.DiscardHandler)))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -182,15 +190,11 @@ func TestRejectsBadStatements(t *testing.T) {
 func TestNoPrivateMaterialInResponses(t *testing.T) {
 	f := start(t)
 	var secrets [][]byte
-	again, err := soft.Open(f.path, []byte("0123456789abcdef-passphrase"), false, time.Now)
-	if err != nil {
-		t.Fatal(err)
+	privs := soft.PrivateKeysForTest(f.store)
+	if len(privs) != 2 {
+		t.Fatalf("%d keys, want 2", len(privs))
 	}
-	keys, _ := again.Keys(t.Context())
-	if len(keys) == 0 {
-		t.Fatal("no keys")
-	}
-	for _, k := range soft.PrivateKeysForTest(again) {
+	for _, k := range privs {
 		der, _ := x509.MarshalPKCS8PrivateKey(k)
 		secrets = append(secrets, der, k.(*ecdsa.PrivateKey).D.Bytes())
 	}
@@ -215,5 +219,66 @@ func TestNoPrivateMaterialInResponses(t *testing.T) {
 				t.Fatalf("%T contains private key material", r)
 			}
 		}
+	}
+}
+
+// flaky makes a back end unavailable on demand, as a sealed Vault or a
+// missing HSM token does.
+type flaky struct {
+	keys.Backend
+	down atomic.Bool
+}
+
+func (f *flaky) err() error {
+	return fmt.Errorf("%w: vault at http://127.0.0.1:1 is sealed: unseal it", keys.ErrUnavailable)
+}
+
+func (f *flaky) Versions(ctx context.Context, name string) ([]keys.Version, error) {
+	if f.down.Load() {
+		return nil, f.err()
+	}
+	return f.Backend.Versions(ctx, name)
+}
+
+func (f *flaky) Sign(ctx context.Context, name string, v int, m []byte) ([]byte, error) {
+	if f.down.Load() {
+		return nil, f.err()
+	}
+	return f.Backend.Sign(ctx, name, v, m)
+}
+
+func TestBackendDownFailsClosedAndRecovers(t *testing.T) {
+	td := identitytest.New(t, "custody.test")
+	store, err := soft.Open(filepath.Join(t.TempDir(), "k.json"), []byte("0123456789abcdef-passphrase"), true, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := server.Keys{Artifact: "artifact", Decision: "decision"}
+	if err := server.EnsureKeys(t.Context(), store, names); err != nil {
+		t.Fatal(err)
+	}
+	b := &flaky{Backend: store}
+	b.down.Store(true) // down from the start: the signer still starts
+	srv := rpc.NewServer(rpc.ServerConfig{Source: td.Source(t, "/service/signer"), TrustDomain: td.TD,
+		Policy: server.Policy(td.TD), Logger: slog.New(slog.DiscardHandler), Telemetry: telemetry.Discard("signer")})
+	signerv1.RegisterSignerServiceServer(srv, server.New(b, names, slog.New(slog.DiscardHandler)))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(srv.Stop)
+	f := &fixture{td: td, addr: l.Addr().String()}
+	pub := f.client(t, "/service/publisher")
+	_, err = pub.SignArtifact(t.Context(), &signerv1.SignArtifactRequest{Channel: "staging", Statement: provenance(t)})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "sealed") || !strings.Contains(err.Error(), "artifact") {
+		t.Fatalf("sign with the back end down: %v, want Unavailable naming the cause and the key", err)
+	}
+	if _, err := f.client(t, "/auditor/audit").ListPublicKeys(t.Context(), &signerv1.ListPublicKeysRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("list keys with the back end down: %v, want Unavailable", err)
+	}
+	b.down.Store(false)
+	if _, err := pub.SignArtifact(t.Context(), &signerv1.SignArtifactRequest{Channel: "staging", Statement: provenance(t)}); err != nil {
+		t.Fatalf("sign after the back end returned: %v", err)
 	}
 }
