@@ -47,15 +47,30 @@ lint: tools ## go vet, gofmt, buf lint and buf format.
 	buf lint
 	buf format -d --exit-code
 
+VAULT_VERSION := v1.21.0
+VAULT_BIN := $(CACHE_DIR)/vault/$(VAULT_VERSION)/bin/vault
+
 .PHONY: test
 test: test-go test-spire ## Install what the tests need and run every test.
 
+.PHONY: test-deps
+test-deps: ## Build Vault (once, cached) and install SoftHSM2 for the key back-end tests.
+	VAULT_VERSION=$(VAULT_VERSION) CUSTODY_CACHE_DIR=$(CACHE_DIR) scripts/build-vault.sh >/dev/null
+	scripts/install-softhsm.sh
+
 .PHONY: test-go
-test-go: ## Unit, handler and end-to-end tests of every module, each on its own (GOWORK=off).
-	@for m in $(MODULES); do echo "== go test $$m"; (cd $$m && GOWORK=off go test $(GO_TEST_FLAGS) ./...); done
+test-go: test-deps ## Unit, handler and end-to-end tests of every module, each on its own (GOWORK=off).
+	@for m in $(MODULES); do echo "== go test $$m"; (cd $$m && GOWORK=off \
+		CUSTODY_VAULT_BIN=$(VAULT_BIN) CUSTODY_TEST_REQUIRE_VAULT=1 CUSTODY_TEST_REQUIRE_SOFTHSM=1 \
+		go test $(GO_TEST_FLAGS) ./...); done
 
 .PHONY: test-spire
 test-spire: ## The identity layer against a real SPIRE server and agent.
 	scripts/test-spire.sh
 
 -include mk/*.mk
+
+.PHONY: bench
+bench: test-deps ## Signing throughput through the signer per key back end, next to each back end's raw rate.
+	cd services/signer && GOWORK=off CUSTODY_VAULT_BIN=$(VAULT_BIN) CUSTODY_TEST_REQUIRE_VAULT=1 CUSTODY_TEST_REQUIRE_SOFTHSM=1 \
+		go test -run '^$$' -bench . -benchtime 5s ./internal/bench/
