@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -154,6 +155,23 @@ func Start() (*Server, error) {
 func PolicyFile() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..", "..", "..", "..", "..", "deploy", "vault", "signer-policy.hcl")
+}
+
+// Client returns a root client whose connection pool keeps up to conns
+// idle connections, so n concurrent callers reuse connections.
+func (s *Server) Client(conns int) (*api.Client, error) {
+	cfg := api.DefaultConfig()
+	cfg.Address = s.Addr
+	cfg.MaxRetries = 0
+	if t, ok := cfg.HttpClient.Transport.(*http.Transport); ok {
+		t.MaxIdleConnsPerHost = conns
+	}
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.SetToken(s.RootToken)
+	return c, nil
 }
 
 // SignerToken creates a token with only the signer policy.
