@@ -16,6 +16,7 @@ import (
 	"github.com/custody-dev/custody/libs/daemon"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/services/signer/internal/keys"
+	"github.com/custody-dev/custody/services/signer/internal/keys/pkcs11"
 	"github.com/custody-dev/custody/services/signer/internal/keys/soft"
 	"github.com/custody-dev/custody/services/signer/internal/keys/vault"
 	"github.com/custody-dev/custody/services/signer/internal/server"
@@ -37,6 +38,8 @@ type config struct {
 	Keystore       string
 	PassphraseFile string
 	Vault          vault.Config
+	PKCS11         pkcs11.Config
+	PINFile        string
 	ArtifactKey    string
 	DecisionKey    string
 	CreateKeys     bool
@@ -62,8 +65,17 @@ func (c *config) validate() error {
 		if c.Vault.TokenFile == "" {
 			errs = append(errs, errors.New("--vault-token-file is required with --key-backend vault"))
 		}
+	case "pkcs11":
+		if c.PINFile == "" {
+			errs = append(errs, errors.New("--pkcs11-pin-file is required with --key-backend pkcs11"))
+		}
+		cfg := c.PKCS11
+		cfg.PIN = "unchecked"
+		if err := cfg.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("--pkcs11-*: %w", err))
+		}
 	default:
-		errs = append(errs, fmt.Errorf("--key-backend %q: want vault or soft (development)", c.Backend))
+		errs = append(errs, fmt.Errorf("--key-backend %q: want vault, pkcs11 or soft (development)", c.Backend))
 	}
 	for flag, name := range map[string]string{"--artifact-key": c.ArtifactKey, "--decision-key": c.DecisionKey} {
 		if !keys.ValidName(name) {
@@ -82,13 +94,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.SetOutput(stderr)
 	cfg.RegisterFlags(f)
 	f.Bool(&cfg.Dev, "dev", "CUSTODY_DEV", false, "development mode: allows the software keystore")
-	f.String(&cfg.Backend, "key-backend", "CUSTODY_KEY_BACKEND", "soft", "where the keys live: vault, or soft (development only)")
+	f.String(&cfg.Backend, "key-backend", "CUSTODY_KEY_BACKEND", "soft", "where the keys live: vault, pkcs11, or soft (development only)")
 	f.String(&cfg.Keystore, "keystore", "CUSTODY_KEYSTORE", "", "software keystore file (created in dev mode if missing)")
 	f.String(&cfg.PassphraseFile, "keystore-passphrase-file", "CUSTODY_KEYSTORE_PASSPHRASE_FILE", "", "file holding the keystore passphrase")
 	f.String(&cfg.Vault.Address, "vault-addr", "CUSTODY_VAULT_ADDR", "", "Vault address, e.g. https://vault.example:8200")
 	f.String(&cfg.Vault.TokenFile, "vault-token-file", "CUSTODY_VAULT_TOKEN_FILE", "", "file holding the signer's Vault token (re-read when Vault refuses it)")
 	f.String(&cfg.Vault.Mount, "vault-transit-mount", "CUSTODY_VAULT_TRANSIT_MOUNT", "transit", "Transit mount path")
 	f.String(&cfg.Vault.CACertFile, "vault-ca-cert", "CUSTODY_VAULT_CA_CERT", "", "CA certificate for Vault's TLS (PEM)")
+	f.String(&cfg.PKCS11.ModulePath, "pkcs11-module", "CUSTODY_PKCS11_MODULE", "", "PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so")
+	f.String(&cfg.PKCS11.TokenLabel, "pkcs11-token-label", "CUSTODY_PKCS11_TOKEN_LABEL", "", "label of the token holding the keys")
+	f.String(&cfg.PINFile, "pkcs11-pin-file", "CUSTODY_PKCS11_PIN_FILE", "", "file holding the token's user PIN")
 	f.String(&cfg.ArtifactKey, "artifact-key", "CUSTODY_ARTIFACT_KEY", "artifact", "back-end key that signs artifact provenance")
 	f.String(&cfg.DecisionKey, "decision-key", "CUSTODY_DECISION_KEY", "decision", "back-end key that signs gatekeeper decisions")
 	f.Bool(&cfg.CreateKeys, "create-keys", "CUSTODY_CREATE_KEYS", false, "create missing keys at start (always on with --dev; Vault needs a custodian token for this)")
@@ -131,6 +146,14 @@ func openBackend(cfg config) (keys.Backend, error) {
 	switch cfg.Backend {
 	case "vault":
 		return vault.Open(cfg.Vault)
+	case "pkcs11":
+		pin, err := pkcs11.ReadPIN(cfg.PINFile)
+		if err != nil {
+			return nil, err
+		}
+		c := cfg.PKCS11
+		c.PIN = pin
+		return pkcs11.Open(c)
 	default:
 		pass, err := soft.ReadPassphrase(cfg.PassphraseFile)
 		if err != nil {

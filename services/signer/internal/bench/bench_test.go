@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -28,6 +29,8 @@ import (
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/services/signer/internal/keys"
+	"github.com/custody-dev/custody/services/signer/internal/keys/pkcs11"
+	"github.com/custody-dev/custody/services/signer/internal/keys/pkcs11/softhsmtest"
 	"github.com/custody-dev/custody/services/signer/internal/keys/soft"
 	"github.com/custody-dev/custody/services/signer/internal/keys/vault"
 	"github.com/custody-dev/custody/services/signer/internal/keys/vault/vaulttest"
@@ -171,5 +174,32 @@ func BenchmarkSignerVault(b *testing.B) {
 	got := throughSigner(b, backend)
 	b.ReportMetric(raw, "raw-unbatched-sigs/s")
 	b.ReportMetric(batched, "raw-batch100-sigs/s")
+	b.ReportMetric(got/raw, "ratio")
+}
+
+// BenchmarkSignerPKCS11: a SoftHSM2 token through the signer against direct
+// PKCS#11 signs through the back end from as many goroutines as sessions;
+// the target ratio is at least 0.8.
+func BenchmarkSignerPKCS11(b *testing.B) {
+	tok, err := softhsmtest.New("custody-bench")
+	if errors.Is(err, softhsmtest.ErrMissing) && os.Getenv(softhsmtest.RequireEnv) == "" {
+		b.Skip(err)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { tok.Close() })
+	backend, err := pkcs11.Open(pkcs11.Config{ModulePath: tok.Module, TokenLabel: tok.Label, PIN: tok.PIN})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { backend.Close() })
+	if _, err := backend.Create(b.Context(), "raw", keys.ECDSAP256); err != nil {
+		b.Fatal(err)
+	}
+	msg := []byte("message")
+	raw := rate(b, 2*runtime.GOMAXPROCS(0), rawDuration, func() error { _, err := backend.Sign(b.Context(), "raw", 1, msg); return err })
+	got := throughSigner(b, backend)
+	b.ReportMetric(raw, "raw-sigs/s")
 	b.ReportMetric(got/raw, "ratio")
 }

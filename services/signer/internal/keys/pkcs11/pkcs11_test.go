@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"math/big"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -29,6 +28,7 @@ import (
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/services/signer/internal/keys"
 	"github.com/custody-dev/custody/services/signer/internal/keys/keystest"
+	"github.com/custody-dev/custody/services/signer/internal/keys/pkcs11/softhsmtest"
 )
 
 // requireEnv makes a missing SoftHSM2 a failure instead of a skip.
@@ -52,47 +52,17 @@ func TestMain(m *testing.M) {
 }
 
 func setUpSoftHSM() (cleanup func()) {
-	cleanup = func() {}
-	hsm.module = os.Getenv("CUSTODY_TEST_PKCS11_MODULE")
-	if hsm.module == "" {
-		hsm.module = "/usr/lib/softhsm/libsofthsm2.so"
-	}
-	util, err := exec.LookPath("softhsm2-util")
-	if _, serr := os.Stat(hsm.module); err != nil || serr != nil {
-		hsm.missing = fmt.Sprintf("SoftHSM2 is not installed (need %s and softhsm2-util on PATH); run scripts/install-softhsm.sh", hsm.module)
-		return cleanup
-	}
-	dir, err := os.MkdirTemp("", "custody-softhsm-")
-	if err != nil {
+	tok, err := softhsmtest.New("custody-test")
+	switch {
+	case errors.Is(err, softhsmtest.ErrMissing):
+		hsm.missing = err.Error()
+		return func() {}
+	case err != nil:
 		hsm.setupErr = err
-		return cleanup
+		return func() {}
 	}
-	cleanup = func() { os.RemoveAll(dir) }
-	tokens := filepath.Join(dir, "tokens")
-	conf := filepath.Join(dir, "softhsm2.conf")
-	hsm.label, hsm.pin = "custody-test", "test-pin-"+hex.EncodeToString(randomBytes(4))
-	err = errors.Join(
-		os.Mkdir(tokens, 0o700),
-		os.WriteFile(conf, fmt.Appendf(nil, "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n", tokens), 0o600),
-		os.Setenv("SOFTHSM2_CONF", conf),
-	)
-	if err != nil {
-		hsm.setupErr = err
-		return cleanup
-	}
-	out, err := exec.Command(util, "--init-token", "--free", "--label", hsm.label,
-		"--pin", hsm.pin, "--so-pin", hex.EncodeToString(randomBytes(8))).CombinedOutput()
-	if err != nil {
-		hsm.setupErr = fmt.Errorf("softhsm2-util --init-token: %v: %s", err, out)
-		return cleanup
-	}
-	ds, err := filepath.Glob(filepath.Join(tokens, "*"))
-	if err != nil || len(ds) != 1 {
-		hsm.setupErr = fmt.Errorf("want one token directory in %s, got %v (%v)", tokens, ds, err)
-		return cleanup
-	}
-	hsm.tokenDir = ds[0]
-	return cleanup
+	hsm.module, hsm.label, hsm.pin, hsm.tokenDir = tok.Module, tok.Label, tok.PIN, tok.TokenDir
+	return func() { tok.Close() }
 }
 
 // requireHSM skips the test if SoftHSM2 is not installed, unless
