@@ -18,26 +18,39 @@ import (
 	"github.com/custody-dev/custody/services/signer/internal/keys/vault/vaulttest"
 )
 
-var srv *vaulttest.Server
+var (
+	srv     *vaulttest.Server
+	noVault error // why the tests that need Vault skip
+)
 
 func TestMain(m *testing.M) {
 	var err error
 	srv, err = vaulttest.Start()
 	switch {
 	case errors.Is(err, vaulttest.ErrNoVault):
-		fmt.Fprintln(os.Stderr, "skipping the Vault tests:", err)
-		os.Exit(0)
+		noVault = err
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "vault:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
-	srv.Stop()
+	if srv != nil {
+		srv.Stop()
+	}
 	os.Exit(code)
+}
+
+// requireVault skips a test that needs the dev server when there is none.
+func requireVault(t *testing.T) {
+	t.Helper()
+	if noVault != nil {
+		t.Skip(noVault)
+	}
 }
 
 func open(t *testing.T, token string) *vault.Backend {
 	t.Helper()
+	requireVault(t)
 	b, err := vault.Open(vault.Config{Address: srv.Addr, Token: token})
 	if err != nil {
 		t.Fatal(err)
@@ -47,12 +60,14 @@ func open(t *testing.T, token string) *vault.Backend {
 }
 
 func TestConformance(t *testing.T) {
+	requireVault(t)
 	keystest.Run(t, keystest.Options{New: func(t *testing.T) keys.Backend { return open(t, srv.RootToken) }, Prefix: "conf-"})
 }
 
 // The signer's token signs and reads public keys; it can do nothing else
 // with the keys, in particular never export them.
 func TestSignerTokenIsSignOnly(t *testing.T) {
+	requireVault(t)
 	ctx := t.Context()
 	admin := open(t, srv.RootToken)
 	v, err := admin.Create(ctx, "policy-key", keys.ECDSAP256)
@@ -121,6 +136,7 @@ func TestSignerTokenIsSignOnly(t *testing.T) {
 // Sealed Vault fails closed with a message naming the cause; unsealing
 // brings the same back end back without a restart.
 func TestSealedThenUnsealed(t *testing.T) {
+	requireVault(t)
 	ctx := t.Context()
 	b := open(t, srv.RootToken)
 	if _, err := b.Create(ctx, "seal-key", keys.Ed25519); err != nil {
@@ -171,6 +187,7 @@ func TestUnreachable(t *testing.T) {
 // A refused token is re-read from its file: an agent renewing the token
 // into the file keeps the signer working.
 func TestTokenFileReload(t *testing.T) {
+	requireVault(t)
 	ctx := t.Context()
 	admin := open(t, srv.RootToken)
 	if _, err := admin.Create(ctx, "reload-key", keys.ECDSAP256); err != nil {
@@ -201,6 +218,7 @@ func TestTokenFileReload(t *testing.T) {
 }
 
 func TestRefusesExportableKeys(t *testing.T) {
+	requireVault(t)
 	ctx := t.Context()
 	if _, err := srv.Root.Logical().WriteWithContext(ctx, "transit/keys/exportable-key", map[string]any{"type": "ecdsa-p256", "exportable": true}); err != nil {
 		t.Fatal(err)
