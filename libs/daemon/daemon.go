@@ -86,6 +86,19 @@ type Daemon struct {
 
 	mu        sync.Mutex
 	listeners map[string]net.Listener
+	closeOnce sync.Once
+}
+
+// Close flushes telemetry and releases the identity source. It is safe to
+// call more than once: Serve calls it, and a main defers it to cover the
+// error paths before Serve.
+func (d *Daemon) Close() {
+	d.closeOnce.Do(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), d.Config.ShutdownTimeout)
+		defer cancel()
+		_ = d.Telemetry.Shutdown(sctx)
+		d.Source.Close()
+	})
 }
 
 // Start sets up logging to stderr, telemetry and identity. It fails if no
@@ -158,12 +171,7 @@ type Component func(ctx context.Context) error
 // telemetry. Listeners made with Listen before Serve are included in the
 // endpoints file.
 func (d *Daemon) Serve(ctx context.Context, srv *rpc.Server, components ...Component) error {
-	defer d.Source.Close()
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), d.Config.ShutdownTimeout)
-		defer cancel()
-		_ = d.Telemetry.Shutdown(sctx)
-	}()
+	defer d.Close()
 	gl, err := d.Listen("grpc", d.Config.Listen)
 	if err != nil {
 		return err

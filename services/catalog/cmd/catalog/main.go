@@ -99,15 +99,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	served := false
-	defer func() {
-		// Serve releases identity and telemetry itself; before it runs,
-		// we do.
-		if !served {
-			d.Source.Close()
-			_ = d.Telemetry.Shutdown(context.WithoutCancel(ctx))
-		}
-	}()
+	defer d.Close()
 	// Tessera logs through klog's process-wide logger; send it to ours.
 	klog.SetSlogLogger(d.Logger.With(slog.String("component", "tessera")))
 
@@ -141,6 +133,5 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	srv := d.NewServer(server.Policy(d.TrustDomain))
 	catalogv1.RegisterCatalogServiceServer(srv, server.New(cat, d.Logger, d.Telemetry.Metrics))
-	served = true
 	return d.Serve(ctx, srv)
 }

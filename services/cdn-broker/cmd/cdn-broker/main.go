@@ -87,6 +87,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	defer d.Close()
 	signerConn, err := d.Dial(cfg.SignerAddr, "signer")
 	if err != nil {
 		return err

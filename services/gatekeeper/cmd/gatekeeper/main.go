@@ -142,15 +142,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	served := false
-	defer func() {
-		// Serve releases identity and telemetry itself; before it runs,
-		// we do.
-		if !served {
-			d.Source.Close()
-			_ = d.Telemetry.Shutdown(context.WithoutCancel(ctx))
-		}
-	}()
+	defer d.Close()
 	d.Logger.Info("admission policy loaded", slog.String("policy", name), slog.String("digest", pol.Digest()))
 
 	svid, err := d.Source.GetX509SVID()
@@ -190,6 +182,5 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	srv := d.NewServer(server.Policy(d.TrustDomain))
 	gatekeeperv1.RegisterGatekeeperServiceServer(srv, server.New(gate, d.Logger))
-	served = true
 	return d.Serve(ctx, srv)
 }

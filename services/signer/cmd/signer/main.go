@@ -122,6 +122,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	defer d.Close()
 	names := server.Keys{Artifact: cfg.ArtifactKey, Decision: cfg.DecisionKey}
 	if cfg.CreateKeys || cfg.Dev {
 		if err := server.EnsureKeys(ctx, backend, names); err != nil {
