@@ -620,6 +620,281 @@ func (x *GetCheckpointResponse) GetCheckpoint() []byte {
 	return nil
 }
 
+type RecordSignatureRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// DSSE envelope, JSON encoded, over the same statement as the current one.
+	Envelope      []byte `protobuf:"bytes,3,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordSignatureRequest) Reset() {
+	*x = RecordSignatureRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordSignatureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordSignatureRequest) ProtoMessage() {}
+
+func (x *RecordSignatureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordSignatureRequest.ProtoReflect.Descriptor instead.
+func (*RecordSignatureRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RecordSignatureRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RecordSignatureRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RecordSignatureRequest) GetEnvelope() []byte {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
+type RecordSignatureResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entry         *LogEntry              `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordSignatureResponse) Reset() {
+	*x = RecordSignatureResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordSignatureResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordSignatureResponse) ProtoMessage() {}
+
+func (x *RecordSignatureResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordSignatureResponse.ProtoReflect.Descriptor instead.
+func (*RecordSignatureResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RecordSignatureResponse) GetEntry() *LogEntry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+type ListArtifactsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only artifacts whose current envelope is signed by this key id.
+	SignedByKeyId string `protobuf:"bytes,1,opt,name=signed_by_key_id,json=signedByKeyId,proto3" json:"signed_by_key_id,omitempty"`
+	// Paging: at most page_size records (default and maximum 1000) after
+	// page_token.
+	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListArtifactsRequest) Reset() {
+	*x = ListArtifactsRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListArtifactsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListArtifactsRequest) ProtoMessage() {}
+
+func (x *ListArtifactsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListArtifactsRequest.ProtoReflect.Descriptor instead.
+func (*ListArtifactsRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ListArtifactsRequest) GetSignedByKeyId() string {
+	if x != nil {
+		return x.SignedByKeyId
+	}
+	return ""
+}
+
+func (x *ListArtifactsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListArtifactsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListArtifactsResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Artifacts []*ListedArtifact      `protobuf:"bytes,1,rep,name=artifacts,proto3" json:"artifacts,omitempty"`
+	// Empty when there are no more.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListArtifactsResponse) Reset() {
+	*x = ListArtifactsResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListArtifactsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListArtifactsResponse) ProtoMessage() {}
+
+func (x *ListArtifactsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListArtifactsResponse.ProtoReflect.Descriptor instead.
+func (*ListArtifactsResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ListArtifactsResponse) GetArtifacts() []*ListedArtifact {
+	if x != nil {
+		return x.Artifacts
+	}
+	return nil
+}
+
+func (x *ListArtifactsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// ListedArtifact is one artifact record with the key id that signed its
+// current envelope.
+type ListedArtifact struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Artifact      *Artifact              `protobuf:"bytes,1,opt,name=artifact,proto3" json:"artifact,omitempty"`
+	KeyId         string                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListedArtifact) Reset() {
+	*x = ListedArtifact{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListedArtifact) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListedArtifact) ProtoMessage() {}
+
+func (x *ListedArtifact) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListedArtifact.ProtoReflect.Descriptor instead.
+func (*ListedArtifact) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListedArtifact) GetArtifact() *Artifact {
+	if x != nil {
+		return x.Artifact
+	}
+	return nil
+}
+
+func (x *ListedArtifact) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
 var File_custody_catalog_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
@@ -669,12 +944,31 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\x15GetCheckpointResponse\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\fR\n" +
-	"checkpoint2\x9f\x03\n" +
+	"checkpoint\"b\n" +
+	"\x16RecordSignatureRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
+	"\benvelope\x18\x03 \x01(\fR\benvelope\"M\n" +
+	"\x17RecordSignatureResponse\x122\n" +
+	"\x05entry\x18\x01 \x01(\v2\x1c.custody.catalog.v1.LogEntryR\x05entry\"{\n" +
+	"\x14ListArtifactsRequest\x12'\n" +
+	"\x10signed_by_key_id\x18\x01 \x01(\tR\rsignedByKeyId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x81\x01\n" +
+	"\x15ListArtifactsResponse\x12@\n" +
+	"\tartifacts\x18\x01 \x03(\v2\".custody.catalog.v1.ListedArtifactR\tartifacts\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"a\n" +
+	"\x0eListedArtifact\x128\n" +
+	"\bartifact\x18\x01 \x01(\v2\x1c.custody.catalog.v1.ArtifactR\bartifact\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId2\xf1\x04\n" +
 	"\x0eCatalogService\x12g\n" +
 	"\x0eRecordArtifact\x12).custody.catalog.v1.RecordArtifactRequest\x1a*.custody.catalog.v1.RecordArtifactResponse\x12^\n" +
 	"\vAppendEvent\x12&.custody.catalog.v1.AppendEventRequest\x1a'.custody.catalog.v1.AppendEventResponse\x12^\n" +
 	"\vGetArtifact\x12&.custody.catalog.v1.GetArtifactRequest\x1a'.custody.catalog.v1.GetArtifactResponse\x12d\n" +
-	"\rGetCheckpoint\x12(.custody.catalog.v1.GetCheckpointRequest\x1a).custody.catalog.v1.GetCheckpointResponseB\xd6\x01\n" +
+	"\rGetCheckpoint\x12(.custody.catalog.v1.GetCheckpointRequest\x1a).custody.catalog.v1.GetCheckpointResponse\x12j\n" +
+	"\x0fRecordSignature\x12*.custody.catalog.v1.RecordSignatureRequest\x1a+.custody.catalog.v1.RecordSignatureResponse\x12d\n" +
+	"\rListArtifacts\x12(.custody.catalog.v1.ListArtifactsRequest\x1a).custody.catalog.v1.ListArtifactsResponseB\xd6\x01\n" +
 	"\x16com.custody.catalog.v1B\fCatalogProtoP\x01ZDgithub.com/custody-dev/custody/libs/gen/custody/catalog/v1;catalogv1\xa2\x02\x03CCX\xaa\x02\x12Custody.Catalog.V1\xca\x02\x12Custody\\Catalog\\V1\xe2\x02\x1eCustody\\Catalog\\V1\\GPBMetadata\xea\x02\x14Custody::Catalog::V1b\x06proto3"
 
 var (
@@ -689,40 +983,52 @@ func file_custody_catalog_v1_catalog_proto_rawDescGZIP() []byte {
 	return file_custody_catalog_v1_catalog_proto_rawDescData
 }
 
-var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_custody_catalog_v1_catalog_proto_goTypes = []any{
-	(*Artifact)(nil),               // 0: custody.catalog.v1.Artifact
-	(*LogEntry)(nil),               // 1: custody.catalog.v1.LogEntry
-	(*RecordArtifactRequest)(nil),  // 2: custody.catalog.v1.RecordArtifactRequest
-	(*RecordArtifactResponse)(nil), // 3: custody.catalog.v1.RecordArtifactResponse
-	(*AppendEventRequest)(nil),     // 4: custody.catalog.v1.AppendEventRequest
-	(*AppendEventResponse)(nil),    // 5: custody.catalog.v1.AppendEventResponse
-	(*GetArtifactRequest)(nil),     // 6: custody.catalog.v1.GetArtifactRequest
-	(*GetArtifactResponse)(nil),    // 7: custody.catalog.v1.GetArtifactResponse
-	(*GetCheckpointRequest)(nil),   // 8: custody.catalog.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),  // 9: custody.catalog.v1.GetCheckpointResponse
-	(*timestamppb.Timestamp)(nil),  // 10: google.protobuf.Timestamp
+	(*Artifact)(nil),                // 0: custody.catalog.v1.Artifact
+	(*LogEntry)(nil),                // 1: custody.catalog.v1.LogEntry
+	(*RecordArtifactRequest)(nil),   // 2: custody.catalog.v1.RecordArtifactRequest
+	(*RecordArtifactResponse)(nil),  // 3: custody.catalog.v1.RecordArtifactResponse
+	(*AppendEventRequest)(nil),      // 4: custody.catalog.v1.AppendEventRequest
+	(*AppendEventResponse)(nil),     // 5: custody.catalog.v1.AppendEventResponse
+	(*GetArtifactRequest)(nil),      // 6: custody.catalog.v1.GetArtifactRequest
+	(*GetArtifactResponse)(nil),     // 7: custody.catalog.v1.GetArtifactResponse
+	(*GetCheckpointRequest)(nil),    // 8: custody.catalog.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),   // 9: custody.catalog.v1.GetCheckpointResponse
+	(*RecordSignatureRequest)(nil),  // 10: custody.catalog.v1.RecordSignatureRequest
+	(*RecordSignatureResponse)(nil), // 11: custody.catalog.v1.RecordSignatureResponse
+	(*ListArtifactsRequest)(nil),    // 12: custody.catalog.v1.ListArtifactsRequest
+	(*ListArtifactsResponse)(nil),   // 13: custody.catalog.v1.ListArtifactsResponse
+	(*ListedArtifact)(nil),          // 14: custody.catalog.v1.ListedArtifact
+	(*timestamppb.Timestamp)(nil),   // 15: google.protobuf.Timestamp
 }
 var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
-	10, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
+	15, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: custody.catalog.v1.RecordArtifactRequest.artifact:type_name -> custody.catalog.v1.Artifact
 	1,  // 2: custody.catalog.v1.RecordArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	1,  // 3: custody.catalog.v1.AppendEventResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	0,  // 4: custody.catalog.v1.GetArtifactResponse.artifact:type_name -> custody.catalog.v1.Artifact
 	1,  // 5: custody.catalog.v1.GetArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	2,  // 6: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
-	4,  // 7: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
-	6,  // 8: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
-	8,  // 9: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
-	3,  // 10: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
-	5,  // 11: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
-	7,  // 12: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
-	9,  // 13: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
-	10, // [10:14] is the sub-list for method output_type
-	6,  // [6:10] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	1,  // 6: custody.catalog.v1.RecordSignatureResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	14, // 7: custody.catalog.v1.ListArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
+	0,  // 8: custody.catalog.v1.ListedArtifact.artifact:type_name -> custody.catalog.v1.Artifact
+	2,  // 9: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
+	4,  // 10: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
+	6,  // 11: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
+	8,  // 12: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
+	10, // 13: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
+	12, // 14: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
+	3,  // 15: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
+	5,  // 16: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
+	7,  // 17: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
+	9,  // 18: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
+	11, // 19: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
+	13, // 20: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
+	15, // [15:21] is the sub-list for method output_type
+	9,  // [9:15] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_custody_catalog_v1_catalog_proto_init() }
@@ -736,7 +1042,7 @@ func file_custody_catalog_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_catalog_v1_catalog_proto_rawDesc), len(file_custody_catalog_v1_catalog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,10 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	CatalogService_RecordArtifact_FullMethodName = "/custody.catalog.v1.CatalogService/RecordArtifact"
-	CatalogService_AppendEvent_FullMethodName    = "/custody.catalog.v1.CatalogService/AppendEvent"
-	CatalogService_GetArtifact_FullMethodName    = "/custody.catalog.v1.CatalogService/GetArtifact"
-	CatalogService_GetCheckpoint_FullMethodName  = "/custody.catalog.v1.CatalogService/GetCheckpoint"
+	CatalogService_RecordArtifact_FullMethodName  = "/custody.catalog.v1.CatalogService/RecordArtifact"
+	CatalogService_AppendEvent_FullMethodName     = "/custody.catalog.v1.CatalogService/AppendEvent"
+	CatalogService_GetArtifact_FullMethodName     = "/custody.catalog.v1.CatalogService/GetArtifact"
+	CatalogService_GetCheckpoint_FullMethodName   = "/custody.catalog.v1.CatalogService/GetCheckpoint"
+	CatalogService_RecordSignature_FullMethodName = "/custody.catalog.v1.CatalogService/RecordSignature"
+	CatalogService_ListArtifacts_FullMethodName   = "/custody.catalog.v1.CatalogService/ListArtifacts"
 )
 
 // CatalogServiceClient is the client API for CatalogService service.
@@ -45,6 +47,13 @@ type CatalogServiceClient interface {
 	GetArtifact(ctx context.Context, in *GetArtifactRequest, opts ...grpc.CallOption) (*GetArtifactResponse, error)
 	// GetCheckpoint returns the log's latest signed checkpoint.
 	GetCheckpoint(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (*GetCheckpointResponse, error)
+	// RecordSignature replaces an artifact's current envelope with a new
+	// envelope over the same statement (a re-signature after a key rotation)
+	// and logs it as an "artifact.resigned" entry. Only admins may call it.
+	RecordSignature(ctx context.Context, in *RecordSignatureRequest, opts ...grpc.CallOption) (*RecordSignatureResponse, error)
+	// ListArtifacts lists artifact records, optionally only those whose current
+	// envelope is signed by one key id.
+	ListArtifacts(ctx context.Context, in *ListArtifactsRequest, opts ...grpc.CallOption) (*ListArtifactsResponse, error)
 }
 
 type catalogServiceClient struct {
@@ -95,6 +104,26 @@ func (c *catalogServiceClient) GetCheckpoint(ctx context.Context, in *GetCheckpo
 	return out, nil
 }
 
+func (c *catalogServiceClient) RecordSignature(ctx context.Context, in *RecordSignatureRequest, opts ...grpc.CallOption) (*RecordSignatureResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordSignatureResponse)
+	err := c.cc.Invoke(ctx, CatalogService_RecordSignature_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *catalogServiceClient) ListArtifacts(ctx context.Context, in *ListArtifactsRequest, opts ...grpc.CallOption) (*ListArtifactsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListArtifactsResponse)
+	err := c.cc.Invoke(ctx, CatalogService_ListArtifacts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CatalogServiceServer is the server API for CatalogService service.
 // All implementations must embed UnimplementedCatalogServiceServer
 // for forward compatibility.
@@ -115,6 +144,13 @@ type CatalogServiceServer interface {
 	GetArtifact(context.Context, *GetArtifactRequest) (*GetArtifactResponse, error)
 	// GetCheckpoint returns the log's latest signed checkpoint.
 	GetCheckpoint(context.Context, *GetCheckpointRequest) (*GetCheckpointResponse, error)
+	// RecordSignature replaces an artifact's current envelope with a new
+	// envelope over the same statement (a re-signature after a key rotation)
+	// and logs it as an "artifact.resigned" entry. Only admins may call it.
+	RecordSignature(context.Context, *RecordSignatureRequest) (*RecordSignatureResponse, error)
+	// ListArtifacts lists artifact records, optionally only those whose current
+	// envelope is signed by one key id.
+	ListArtifacts(context.Context, *ListArtifactsRequest) (*ListArtifactsResponse, error)
 	mustEmbedUnimplementedCatalogServiceServer()
 }
 
@@ -136,6 +172,12 @@ func (UnimplementedCatalogServiceServer) GetArtifact(context.Context, *GetArtifa
 }
 func (UnimplementedCatalogServiceServer) GetCheckpoint(context.Context, *GetCheckpointRequest) (*GetCheckpointResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetCheckpoint not implemented")
+}
+func (UnimplementedCatalogServiceServer) RecordSignature(context.Context, *RecordSignatureRequest) (*RecordSignatureResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordSignature not implemented")
+}
+func (UnimplementedCatalogServiceServer) ListArtifacts(context.Context, *ListArtifactsRequest) (*ListArtifactsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListArtifacts not implemented")
 }
 func (UnimplementedCatalogServiceServer) mustEmbedUnimplementedCatalogServiceServer() {}
 func (UnimplementedCatalogServiceServer) testEmbeddedByValue()                        {}
@@ -230,6 +272,42 @@ func _CatalogService_GetCheckpoint_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CatalogService_RecordSignature_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordSignatureRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).RecordSignature(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_RecordSignature_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).RecordSignature(ctx, req.(*RecordSignatureRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CatalogService_ListArtifacts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListArtifactsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).ListArtifacts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_ListArtifacts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).ListArtifacts(ctx, req.(*ListArtifactsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CatalogService_ServiceDesc is the grpc.ServiceDesc for CatalogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -252,6 +330,14 @@ var CatalogService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetCheckpoint",
 			Handler:    _CatalogService_GetCheckpoint_Handler,
+		},
+		{
+			MethodName: "RecordSignature",
+			Handler:    _CatalogService_RecordSignature_Handler,
+		},
+		{
+			MethodName: "ListArtifacts",
+			Handler:    _CatalogService_ListArtifacts_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

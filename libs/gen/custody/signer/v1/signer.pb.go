@@ -74,6 +74,129 @@ func (KeyPurpose) EnumDescriptor() ([]byte, []int) {
 	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{0}
 }
 
+// KeyStatus is where a key version is in its lifecycle.
+type KeyStatus int32
+
+const (
+	KeyStatus_KEY_STATUS_UNSPECIFIED KeyStatus = 0
+	// Signs now.
+	KeyStatus_KEY_STATUS_CURRENT KeyStatus = 1
+	// Created by a rotation, not yet listed by a published trust root; does
+	// not sign yet.
+	KeyStatus_KEY_STATUS_PENDING KeyStatus = 2
+	// Replaced by a newer version; its signatures stay valid within its
+	// window.
+	KeyStatus_KEY_STATUS_RETIRED KeyStatus = 3
+	// Revoked from revoked_at.
+	KeyStatus_KEY_STATUS_REVOKED KeyStatus = 4
+)
+
+// Enum value maps for KeyStatus.
+var (
+	KeyStatus_name = map[int32]string{
+		0: "KEY_STATUS_UNSPECIFIED",
+		1: "KEY_STATUS_CURRENT",
+		2: "KEY_STATUS_PENDING",
+		3: "KEY_STATUS_RETIRED",
+		4: "KEY_STATUS_REVOKED",
+	}
+	KeyStatus_value = map[string]int32{
+		"KEY_STATUS_UNSPECIFIED": 0,
+		"KEY_STATUS_CURRENT":     1,
+		"KEY_STATUS_PENDING":     2,
+		"KEY_STATUS_RETIRED":     3,
+		"KEY_STATUS_REVOKED":     4,
+	}
+)
+
+func (x KeyStatus) Enum() *KeyStatus {
+	p := new(KeyStatus)
+	*p = x
+	return p
+}
+
+func (x KeyStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KeyStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_custody_signer_v1_signer_proto_enumTypes[1].Descriptor()
+}
+
+func (KeyStatus) Type() protoreflect.EnumType {
+	return &file_custody_signer_v1_signer_proto_enumTypes[1]
+}
+
+func (x KeyStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KeyStatus.Descriptor instead.
+func (KeyStatus) EnumDescriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{1}
+}
+
+// ApprovalState is where a signing request is.
+type ApprovalState int32
+
+const (
+	ApprovalState_APPROVAL_STATE_UNSPECIFIED ApprovalState = 0
+	ApprovalState_APPROVAL_STATE_PENDING     ApprovalState = 1
+	// The quorum was reached; the request may be signed.
+	ApprovalState_APPROVAL_STATE_APPROVED ApprovalState = 2
+	ApprovalState_APPROVAL_STATE_REJECTED ApprovalState = 3
+	ApprovalState_APPROVAL_STATE_EXPIRED  ApprovalState = 4
+	// Signed: the envelope was returned to the publisher.
+	ApprovalState_APPROVAL_STATE_SIGNED ApprovalState = 5
+)
+
+// Enum value maps for ApprovalState.
+var (
+	ApprovalState_name = map[int32]string{
+		0: "APPROVAL_STATE_UNSPECIFIED",
+		1: "APPROVAL_STATE_PENDING",
+		2: "APPROVAL_STATE_APPROVED",
+		3: "APPROVAL_STATE_REJECTED",
+		4: "APPROVAL_STATE_EXPIRED",
+		5: "APPROVAL_STATE_SIGNED",
+	}
+	ApprovalState_value = map[string]int32{
+		"APPROVAL_STATE_UNSPECIFIED": 0,
+		"APPROVAL_STATE_PENDING":     1,
+		"APPROVAL_STATE_APPROVED":    2,
+		"APPROVAL_STATE_REJECTED":    3,
+		"APPROVAL_STATE_EXPIRED":     4,
+		"APPROVAL_STATE_SIGNED":      5,
+	}
+)
+
+func (x ApprovalState) Enum() *ApprovalState {
+	p := new(ApprovalState)
+	*p = x
+	return p
+}
+
+func (x ApprovalState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ApprovalState) Descriptor() protoreflect.EnumDescriptor {
+	return file_custody_signer_v1_signer_proto_enumTypes[2].Descriptor()
+}
+
+func (ApprovalState) Type() protoreflect.EnumType {
+	return &file_custody_signer_v1_signer_proto_enumTypes[2]
+}
+
+func (x ApprovalState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ApprovalState.Descriptor instead.
+func (ApprovalState) EnumDescriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{2}
+}
+
 type SignArtifactRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The channel the artifact is published to; selects the channel's key.
@@ -374,8 +497,20 @@ type PublicKey struct {
 	// "ecdsa-p256-sha256" or "ed25519".
 	Algorithm string `protobuf:"bytes,3,opt,name=algorithm,proto3" json:"algorithm,omitempty"`
 	// PKIX SubjectPublicKeyInfo, DER encoded.
-	PublicKeyDer  []byte                 `protobuf:"bytes,4,opt,name=public_key_der,json=publicKeyDer,proto3" json:"public_key_der,omitempty"`
-	ValidFrom     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=valid_from,json=validFrom,proto3" json:"valid_from,omitempty"`
+	PublicKeyDer []byte                 `protobuf:"bytes,4,opt,name=public_key_der,json=publicKeyDer,proto3" json:"public_key_der,omitempty"`
+	ValidFrom    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=valid_from,json=validFrom,proto3" json:"valid_from,omitempty"`
+	// The key's name in the back end and the version number.
+	Name    string    `protobuf:"bytes,6,opt,name=name,proto3" json:"name,omitempty"`
+	Version int32     `protobuf:"varint,7,opt,name=version,proto3" json:"version,omitempty"`
+	Status  KeyStatus `protobuf:"varint,8,opt,name=status,proto3,enum=custody.signer.v1.KeyStatus" json:"status,omitempty"`
+	// End of the window in which the version's signatures are valid; unset
+	// means no end.
+	ValidUntil *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=valid_until,json=validUntil,proto3" json:"valid_until,omitempty"`
+	// Set for a revoked version: signatures made from this time on are
+	// invalid.
+	RevokedAt *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	// The channels whose artifacts this key signs (artifact keys).
+	Channels      []string `protobuf:"bytes,11,rep,name=channels,proto3" json:"channels,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -445,6 +580,1426 @@ func (x *PublicKey) GetValidFrom() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *PublicKey) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PublicKey) GetVersion() int32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *PublicKey) GetStatus() KeyStatus {
+	if x != nil {
+		return x.Status
+	}
+	return KeyStatus_KEY_STATUS_UNSPECIFIED
+}
+
+func (x *PublicKey) GetValidUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ValidUntil
+	}
+	return nil
+}
+
+func (x *PublicKey) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+func (x *PublicKey) GetChannels() []string {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
+type ResignArtifactRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The artifact's current DSSE envelope, JSON encoded.
+	Envelope      []byte `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResignArtifactRequest) Reset() {
+	*x = ResignArtifactRequest{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResignArtifactRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResignArtifactRequest) ProtoMessage() {}
+
+func (x *ResignArtifactRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResignArtifactRequest.ProtoReflect.Descriptor instead.
+func (*ResignArtifactRequest) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ResignArtifactRequest) GetEnvelope() []byte {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
+type ResignArtifactResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new DSSE envelope over the same statement.
+	Envelope []byte `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	// The key version that signed it.
+	KeyId string `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The key version that had signed the envelope presented.
+	PreviousKeyId string `protobuf:"bytes,3,opt,name=previous_key_id,json=previousKeyId,proto3" json:"previous_key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResignArtifactResponse) Reset() {
+	*x = ResignArtifactResponse{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResignArtifactResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResignArtifactResponse) ProtoMessage() {}
+
+func (x *ResignArtifactResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResignArtifactResponse.ProtoReflect.Descriptor instead.
+func (*ResignArtifactResponse) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ResignArtifactResponse) GetEnvelope() []byte {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
+func (x *ResignArtifactResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *ResignArtifactResponse) GetPreviousKeyId() string {
+	if x != nil {
+		return x.PreviousKeyId
+	}
+	return ""
+}
+
+type CosignCheckpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkpoint, a C2SP signed note carrying the log's own signature.
+	Checkpoint []byte `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// The tree size of the last checkpoint the signer co-signed for this log,
+	// as returned by GetCosignedCheckpoint; 0 for the first.
+	FromSize int64 `protobuf:"varint,2,opt,name=from_size,json=fromSize,proto3" json:"from_size,omitempty"`
+	// RFC 6962 consistency proof from from_size to the checkpoint's size.
+	ConsistencyProof [][]byte `protobuf:"bytes,3,rep,name=consistency_proof,json=consistencyProof,proto3" json:"consistency_proof,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *CosignCheckpointRequest) Reset() {
+	*x = CosignCheckpointRequest{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CosignCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CosignCheckpointRequest) ProtoMessage() {}
+
+func (x *CosignCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CosignCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*CosignCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CosignCheckpointRequest) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *CosignCheckpointRequest) GetFromSize() int64 {
+	if x != nil {
+		return x.FromSize
+	}
+	return 0
+}
+
+func (x *CosignCheckpointRequest) GetConsistencyProof() [][]byte {
+	if x != nil {
+		return x.ConsistencyProof
+	}
+	return nil
+}
+
+type CosignCheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The checkpoint with the signer's signature added.
+	Checkpoint    []byte `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CosignCheckpointResponse) Reset() {
+	*x = CosignCheckpointResponse{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CosignCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CosignCheckpointResponse) ProtoMessage() {}
+
+func (x *CosignCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CosignCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*CosignCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CosignCheckpointResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+type GetCosignedCheckpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The log's origin line, e.g. "custody.dev/log".
+	Origin        string `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCosignedCheckpointRequest) Reset() {
+	*x = GetCosignedCheckpointRequest{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCosignedCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCosignedCheckpointRequest) ProtoMessage() {}
+
+func (x *GetCosignedCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCosignedCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*GetCosignedCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *GetCosignedCheckpointRequest) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+type GetCosignedCheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The last co-signed checkpoint, empty if none.
+	Checkpoint    []byte `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCosignedCheckpointResponse) Reset() {
+	*x = GetCosignedCheckpointResponse{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCosignedCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCosignedCheckpointResponse) ProtoMessage() {}
+
+func (x *GetCosignedCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCosignedCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*GetCosignedCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetCosignedCheckpointResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+type GetTrustRootRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Return every version after this one, oldest first; 0 returns only the
+	// latest.
+	AfterVersion  int64 `protobuf:"varint,1,opt,name=after_version,json=afterVersion,proto3" json:"after_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTrustRootRequest) Reset() {
+	*x = GetTrustRootRequest{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTrustRootRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTrustRootRequest) ProtoMessage() {}
+
+func (x *GetTrustRootRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTrustRootRequest.ProtoReflect.Descriptor instead.
+func (*GetTrustRootRequest) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetTrustRootRequest) GetAfterVersion() int64 {
+	if x != nil {
+		return x.AfterVersion
+	}
+	return 0
+}
+
+type GetTrustRootResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// DSSE envelopes of trust-root versions, oldest first.
+	Roots         [][]byte `protobuf:"bytes,1,rep,name=roots,proto3" json:"roots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetTrustRootResponse) Reset() {
+	*x = GetTrustRootResponse{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetTrustRootResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetTrustRootResponse) ProtoMessage() {}
+
+func (x *GetTrustRootResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetTrustRootResponse.ProtoReflect.Descriptor instead.
+func (*GetTrustRootResponse) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GetTrustRootResponse) GetRoots() [][]byte {
+	if x != nil {
+		return x.Roots
+	}
+	return nil
+}
+
+// ApprovalRequest is one signing request on a protected channel: what the
+// approvers vouch for when they approve.
+type ApprovalRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name    string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Version string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// "sha256:<hex>".
+	Digest  string `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`
+	Channel string `protobuf:"bytes,5,opt,name=channel,proto3" json:"channel,omitempty"`
+	// The key that will sign: its name in the back end.
+	KeyName string `protobuf:"bytes,6,opt,name=key_name,json=keyName,proto3" json:"key_name,omitempty"`
+	// The authenticated SPIFFE ID of the builder.
+	BuilderId    string        `protobuf:"bytes,7,opt,name=builder_id,json=builderId,proto3" json:"builder_id,omitempty"`
+	SourceRepo   string        `protobuf:"bytes,8,opt,name=source_repo,json=sourceRepo,proto3" json:"source_repo,omitempty"`
+	SourceCommit string        `protobuf:"bytes,9,opt,name=source_commit,json=sourceCommit,proto3" json:"source_commit,omitempty"`
+	State        ApprovalState `protobuf:"varint,10,opt,name=state,proto3,enum=custody.signer.v1.ApprovalState" json:"state,omitempty"`
+	// Approvals needed, and the distinct approvers that have approved.
+	Quorum    int32                  `protobuf:"varint,11,opt,name=quorum,proto3" json:"quorum,omitempty"`
+	Approvals []*Approval            `protobuf:"bytes,12,rep,name=approvals,proto3" json:"approvals,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// Who rejected and why, for a rejected request.
+	RejectedBy    string `protobuf:"bytes,15,opt,name=rejected_by,json=rejectedBy,proto3" json:"rejected_by,omitempty"`
+	RejectReason  string `protobuf:"bytes,16,opt,name=reject_reason,json=rejectReason,proto3" json:"reject_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApprovalRequest) Reset() {
+	*x = ApprovalRequest{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApprovalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApprovalRequest) ProtoMessage() {}
+
+func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApprovalRequest.ProtoReflect.Descriptor instead.
+func (*ApprovalRequest) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ApprovalRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ApprovalRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ApprovalRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ApprovalRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *ApprovalRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *ApprovalRequest) GetKeyName() string {
+	if x != nil {
+		return x.KeyName
+	}
+	return ""
+}
+
+func (x *ApprovalRequest) GetBuilderId() string {
+	if x != nil {
+		return x.BuilderId
+	}
+	return ""
+}
+
+func (x *ApprovalRequest) GetSourceRepo() string {
+	if x != nil {
+		return x.SourceRepo
+	}
+	return ""
+}
+
+func (x *ApprovalRequest) GetSourceCommit() string {
+	if x != nil {
+		return x.SourceCommit
+	}
+	return ""
+}
+
+func (x *ApprovalRequest) GetState() ApprovalState {
+	if x != nil {
+		return x.State
+	}
+	return ApprovalState_APPROVAL_STATE_UNSPECIFIED
+}
+
+func (x *ApprovalRequest) GetQuorum() int32 {
+	if x != nil {
+		return x.Quorum
+	}
+	return 0
+}
+
+func (x *ApprovalRequest) GetApprovals() []*Approval {
+	if x != nil {
+		return x.Approvals
+	}
+	return nil
+}
+
+func (x *ApprovalRequest) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *ApprovalRequest) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *ApprovalRequest) GetRejectedBy() string {
+	if x != nil {
+		return x.RejectedBy
+	}
+	return ""
+}
+
+func (x *ApprovalRequest) GetRejectReason() string {
+	if x != nil {
+		return x.RejectReason
+	}
+	return ""
+}
+
+// Approval is one approver's approval.
+type Approval struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The approver's SPIFFE ID.
+	Approver   string                 `protobuf:"bytes,1,opt,name=approver,proto3" json:"approver,omitempty"`
+	ApprovedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=approved_at,json=approvedAt,proto3" json:"approved_at,omitempty"`
+	// Approvals expire; an expired approval no longer counts.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Approval) Reset() {
+	*x = Approval{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Approval) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Approval) ProtoMessage() {}
+
+func (x *Approval) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Approval.ProtoReflect.Descriptor instead.
+func (*Approval) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Approval) GetApprover() string {
+	if x != nil {
+		return x.Approver
+	}
+	return ""
+}
+
+func (x *Approval) GetApprovedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ApprovedAt
+	}
+	return nil
+}
+
+func (x *Approval) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+type ListApprovalRequestsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Include requests that are no longer pending.
+	All           bool `protobuf:"varint,1,opt,name=all,proto3" json:"all,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApprovalRequestsRequest) Reset() {
+	*x = ListApprovalRequestsRequest{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApprovalRequestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApprovalRequestsRequest) ProtoMessage() {}
+
+func (x *ListApprovalRequestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApprovalRequestsRequest.ProtoReflect.Descriptor instead.
+func (*ListApprovalRequestsRequest) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListApprovalRequestsRequest) GetAll() bool {
+	if x != nil {
+		return x.All
+	}
+	return false
+}
+
+type ListApprovalRequestsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Requests      []*ApprovalRequest     `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListApprovalRequestsResponse) Reset() {
+	*x = ListApprovalRequestsResponse{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListApprovalRequestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListApprovalRequestsResponse) ProtoMessage() {}
+
+func (x *ListApprovalRequestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListApprovalRequestsResponse.ProtoReflect.Descriptor instead.
+func (*ListApprovalRequestsResponse) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ListApprovalRequestsResponse) GetRequests() []*ApprovalRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+type ApproveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveRequest) Reset() {
+	*x = ApproveRequest{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveRequest) ProtoMessage() {}
+
+func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveRequest.ProtoReflect.Descriptor instead.
+func (*ApproveRequest) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ApproveRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ApproveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Request       *ApprovalRequest       `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveResponse) Reset() {
+	*x = ApproveResponse{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveResponse) ProtoMessage() {}
+
+func (x *ApproveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveResponse.ProtoReflect.Descriptor instead.
+func (*ApproveResponse) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ApproveResponse) GetRequest() *ApprovalRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+type RejectRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Why, required; recorded in the log.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectRequest) Reset() {
+	*x = RejectRequest{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectRequest) ProtoMessage() {}
+
+func (x *RejectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectRequest.ProtoReflect.Descriptor instead.
+func (*RejectRequest) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RejectRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RejectRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RejectResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Request       *ApprovalRequest       `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RejectResponse) Reset() {
+	*x = RejectResponse{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RejectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RejectResponse) ProtoMessage() {}
+
+func (x *RejectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RejectResponse.ProtoReflect.Descriptor instead.
+func (*RejectResponse) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RejectResponse) GetRequest() *ApprovalRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+type ListKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysRequest) Reset() {
+	*x = ListKeysRequest{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysRequest) ProtoMessage() {}
+
+func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListKeysRequest) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{23}
+}
+
+type ListKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*PublicKey           `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListKeysResponse) Reset() {
+	*x = ListKeysResponse{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListKeysResponse) ProtoMessage() {}
+
+func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListKeysResponse) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListKeysResponse) GetKeys() []*PublicKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type RotateKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key's name in the back end, e.g. "artifact".
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateKeyRequest) Reset() {
+	*x = RotateKeyRequest{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeyRequest) ProtoMessage() {}
+
+func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RotateKeyRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RotateKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   *PublicKey             `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The trust-root version that lists the new version, if one was published
+	// at once (development); 0 if a signing ceremony is needed.
+	TrustRootVersion int64 `protobuf:"varint,2,opt,name=trust_root_version,json=trustRootVersion,proto3" json:"trust_root_version,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RotateKeyResponse) Reset() {
+	*x = RotateKeyResponse{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateKeyResponse) ProtoMessage() {}
+
+func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateKeyResponse) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RotateKeyResponse) GetKey() *PublicKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *RotateKeyResponse) GetTrustRootVersion() int64 {
+	if x != nil {
+		return x.TrustRootVersion
+	}
+	return 0
+}
+
+type RevokeKeyVersionRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version int32                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Signatures from this time on are invalid; unset means now. It may be in
+	// the past (the compromise was found later), not in the future.
+	EffectiveAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=effective_at,json=effectiveAt,proto3" json:"effective_at,omitempty"`
+	// Why, required; recorded in the log.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeKeyVersionRequest) Reset() {
+	*x = RevokeKeyVersionRequest{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyVersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyVersionRequest) ProtoMessage() {}
+
+func (x *RevokeKeyVersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyVersionRequest.ProtoReflect.Descriptor instead.
+func (*RevokeKeyVersionRequest) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RevokeKeyVersionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RevokeKeyVersionRequest) GetVersion() int32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *RevokeKeyVersionRequest) GetEffectiveAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EffectiveAt
+	}
+	return nil
+}
+
+func (x *RevokeKeyVersionRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokeKeyVersionResponse struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Key              *PublicKey             `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	TrustRootVersion int64                  `protobuf:"varint,2,opt,name=trust_root_version,json=trustRootVersion,proto3" json:"trust_root_version,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *RevokeKeyVersionResponse) Reset() {
+	*x = RevokeKeyVersionResponse{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeKeyVersionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeKeyVersionResponse) ProtoMessage() {}
+
+func (x *RevokeKeyVersionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeKeyVersionResponse.ProtoReflect.Descriptor instead.
+func (*RevokeKeyVersionResponse) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RevokeKeyVersionResponse) GetKey() *PublicKey {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *RevokeKeyVersionResponse) GetTrustRootVersion() int64 {
+	if x != nil {
+		return x.TrustRootVersion
+	}
+	return 0
+}
+
+type DraftTrustRootRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DraftTrustRootRequest) Reset() {
+	*x = DraftTrustRootRequest{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DraftTrustRootRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DraftTrustRootRequest) ProtoMessage() {}
+
+func (x *DraftTrustRootRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DraftTrustRootRequest.ProtoReflect.Descriptor instead.
+func (*DraftTrustRootRequest) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{29}
+}
+
+type DraftTrustRootResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The unsigned next version, JSON encoded as libs/trustroot defines.
+	Root          []byte `protobuf:"bytes,1,opt,name=root,proto3" json:"root,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DraftTrustRootResponse) Reset() {
+	*x = DraftTrustRootResponse{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DraftTrustRootResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DraftTrustRootResponse) ProtoMessage() {}
+
+func (x *DraftTrustRootResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DraftTrustRootResponse.ProtoReflect.Descriptor instead.
+func (*DraftTrustRootResponse) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *DraftTrustRootResponse) GetRoot() []byte {
+	if x != nil {
+		return x.Root
+	}
+	return nil
+}
+
+type PublishTrustRootRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// DSSE envelope of the new version.
+	Root          []byte `protobuf:"bytes,1,opt,name=root,proto3" json:"root,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishTrustRootRequest) Reset() {
+	*x = PublishTrustRootRequest{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishTrustRootRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishTrustRootRequest) ProtoMessage() {}
+
+func (x *PublishTrustRootRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishTrustRootRequest.ProtoReflect.Descriptor instead.
+func (*PublishTrustRootRequest) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *PublishTrustRootRequest) GetRoot() []byte {
+	if x != nil {
+		return x.Root
+	}
+	return nil
+}
+
+type PublishTrustRootResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       int64                  `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishTrustRootResponse) Reset() {
+	*x = PublishTrustRootResponse{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishTrustRootResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishTrustRootResponse) ProtoMessage() {}
+
+func (x *PublishTrustRootResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishTrustRootResponse.ProtoReflect.Descriptor instead.
+func (*PublishTrustRootResponse) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *PublishTrustRootResponse) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
 var File_custody_signer_v1_signer_proto protoreflect.FileDescriptor
 
 const file_custody_signer_v1_signer_proto_rawDesc = "" +
@@ -463,23 +2018,151 @@ const file_custody_signer_v1_signer_proto_rawDesc = "" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\"\x17\n" +
 	"\x15ListPublicKeysRequest\"J\n" +
 	"\x16ListPublicKeysResponse\x120\n" +
-	"\x04keys\x18\x01 \x03(\v2\x1c.custody.signer.v1.PublicKeyR\x04keys\"\xda\x01\n" +
+	"\x04keys\x18\x01 \x03(\v2\x1c.custody.signer.v1.PublicKeyR\x04keys\"\xd2\x03\n" +
 	"\tPublicKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x127\n" +
 	"\apurpose\x18\x02 \x01(\x0e2\x1d.custody.signer.v1.KeyPurposeR\apurpose\x12\x1c\n" +
 	"\talgorithm\x18\x03 \x01(\tR\talgorithm\x12$\n" +
 	"\x0epublic_key_der\x18\x04 \x01(\fR\fpublicKeyDer\x129\n" +
 	"\n" +
-	"valid_from\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tvalidFrom*]\n" +
+	"valid_from\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tvalidFrom\x12\x12\n" +
+	"\x04name\x18\x06 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\a \x01(\x05R\aversion\x124\n" +
+	"\x06status\x18\b \x01(\x0e2\x1c.custody.signer.v1.KeyStatusR\x06status\x12;\n" +
+	"\vvalid_until\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"validUntil\x129\n" +
+	"\n" +
+	"revoked_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1a\n" +
+	"\bchannels\x18\v \x03(\tR\bchannels\"3\n" +
+	"\x15ResignArtifactRequest\x12\x1a\n" +
+	"\benvelope\x18\x01 \x01(\fR\benvelope\"s\n" +
+	"\x16ResignArtifactResponse\x12\x1a\n" +
+	"\benvelope\x18\x01 \x01(\fR\benvelope\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12&\n" +
+	"\x0fprevious_key_id\x18\x03 \x01(\tR\rpreviousKeyId\"\x83\x01\n" +
+	"\x17CosignCheckpointRequest\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\fR\n" +
+	"checkpoint\x12\x1b\n" +
+	"\tfrom_size\x18\x02 \x01(\x03R\bfromSize\x12+\n" +
+	"\x11consistency_proof\x18\x03 \x03(\fR\x10consistencyProof\":\n" +
+	"\x18CosignCheckpointResponse\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\fR\n" +
+	"checkpoint\"6\n" +
+	"\x1cGetCosignedCheckpointRequest\x12\x16\n" +
+	"\x06origin\x18\x01 \x01(\tR\x06origin\"?\n" +
+	"\x1dGetCosignedCheckpointResponse\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\fR\n" +
+	"checkpoint\":\n" +
+	"\x13GetTrustRootRequest\x12#\n" +
+	"\rafter_version\x18\x01 \x01(\x03R\fafterVersion\",\n" +
+	"\x14GetTrustRootResponse\x12\x14\n" +
+	"\x05roots\x18\x01 \x03(\fR\x05roots\"\xc8\x04\n" +
+	"\x0fApprovalRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x16\n" +
+	"\x06digest\x18\x04 \x01(\tR\x06digest\x12\x18\n" +
+	"\achannel\x18\x05 \x01(\tR\achannel\x12\x19\n" +
+	"\bkey_name\x18\x06 \x01(\tR\akeyName\x12\x1d\n" +
+	"\n" +
+	"builder_id\x18\a \x01(\tR\tbuilderId\x12\x1f\n" +
+	"\vsource_repo\x18\b \x01(\tR\n" +
+	"sourceRepo\x12#\n" +
+	"\rsource_commit\x18\t \x01(\tR\fsourceCommit\x126\n" +
+	"\x05state\x18\n" +
+	" \x01(\x0e2 .custody.signer.v1.ApprovalStateR\x05state\x12\x16\n" +
+	"\x06quorum\x18\v \x01(\x05R\x06quorum\x129\n" +
+	"\tapprovals\x18\f \x03(\v2\x1b.custody.signer.v1.ApprovalR\tapprovals\x129\n" +
+	"\n" +
+	"created_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1f\n" +
+	"\vrejected_by\x18\x0f \x01(\tR\n" +
+	"rejectedBy\x12#\n" +
+	"\rreject_reason\x18\x10 \x01(\tR\frejectReason\"\x9e\x01\n" +
+	"\bApproval\x12\x1a\n" +
+	"\bapprover\x18\x01 \x01(\tR\bapprover\x12;\n" +
+	"\vapproved_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"approvedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"/\n" +
+	"\x1bListApprovalRequestsRequest\x12\x10\n" +
+	"\x03all\x18\x01 \x01(\bR\x03all\"^\n" +
+	"\x1cListApprovalRequestsResponse\x12>\n" +
+	"\brequests\x18\x01 \x03(\v2\".custody.signer.v1.ApprovalRequestR\brequests\" \n" +
+	"\x0eApproveRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"O\n" +
+	"\x0fApproveResponse\x12<\n" +
+	"\arequest\x18\x01 \x01(\v2\".custody.signer.v1.ApprovalRequestR\arequest\"7\n" +
+	"\rRejectRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"N\n" +
+	"\x0eRejectResponse\x12<\n" +
+	"\arequest\x18\x01 \x01(\v2\".custody.signer.v1.ApprovalRequestR\arequest\"\x11\n" +
+	"\x0fListKeysRequest\"D\n" +
+	"\x10ListKeysResponse\x120\n" +
+	"\x04keys\x18\x01 \x03(\v2\x1c.custody.signer.v1.PublicKeyR\x04keys\"&\n" +
+	"\x10RotateKeyRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"q\n" +
+	"\x11RotateKeyResponse\x12.\n" +
+	"\x03key\x18\x01 \x01(\v2\x1c.custody.signer.v1.PublicKeyR\x03key\x12,\n" +
+	"\x12trust_root_version\x18\x02 \x01(\x03R\x10trustRootVersion\"\x9e\x01\n" +
+	"\x17RevokeKeyVersionRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x05R\aversion\x12=\n" +
+	"\feffective_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\veffectiveAt\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"x\n" +
+	"\x18RevokeKeyVersionResponse\x12.\n" +
+	"\x03key\x18\x01 \x01(\v2\x1c.custody.signer.v1.PublicKeyR\x03key\x12,\n" +
+	"\x12trust_root_version\x18\x02 \x01(\x03R\x10trustRootVersion\"\x17\n" +
+	"\x15DraftTrustRootRequest\",\n" +
+	"\x16DraftTrustRootResponse\x12\x12\n" +
+	"\x04root\x18\x01 \x01(\fR\x04root\"-\n" +
+	"\x17PublishTrustRootRequest\x12\x12\n" +
+	"\x04root\x18\x01 \x01(\fR\x04root\"4\n" +
+	"\x18PublishTrustRootResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion*]\n" +
 	"\n" +
 	"KeyPurpose\x12\x1b\n" +
 	"\x17KEY_PURPOSE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14KEY_PURPOSE_ARTIFACT\x10\x01\x12\x18\n" +
-	"\x14KEY_PURPOSE_DECISION\x10\x022\xb8\x02\n" +
+	"\x14KEY_PURPOSE_DECISION\x10\x02*\x87\x01\n" +
+	"\tKeyStatus\x12\x1a\n" +
+	"\x16KEY_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12KEY_STATUS_CURRENT\x10\x01\x12\x16\n" +
+	"\x12KEY_STATUS_PENDING\x10\x02\x12\x16\n" +
+	"\x12KEY_STATUS_RETIRED\x10\x03\x12\x16\n" +
+	"\x12KEY_STATUS_REVOKED\x10\x04*\xbc\x01\n" +
+	"\rApprovalState\x12\x1e\n" +
+	"\x1aAPPROVAL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
+	"\x16APPROVAL_STATE_PENDING\x10\x01\x12\x1b\n" +
+	"\x17APPROVAL_STATE_APPROVED\x10\x02\x12\x1b\n" +
+	"\x17APPROVAL_STATE_REJECTED\x10\x03\x12\x1a\n" +
+	"\x16APPROVAL_STATE_EXPIRED\x10\x04\x12\x19\n" +
+	"\x15APPROVAL_STATE_SIGNED\x10\x052\xe9\x05\n" +
 	"\rSignerService\x12_\n" +
 	"\fSignArtifact\x12&.custody.signer.v1.SignArtifactRequest\x1a'.custody.signer.v1.SignArtifactResponse\x12_\n" +
 	"\fSignDecision\x12&.custody.signer.v1.SignDecisionRequest\x1a'.custody.signer.v1.SignDecisionResponse\x12e\n" +
-	"\x0eListPublicKeys\x12(.custody.signer.v1.ListPublicKeysRequest\x1a).custody.signer.v1.ListPublicKeysResponseB\xce\x01\n" +
+	"\x0eListPublicKeys\x12(.custody.signer.v1.ListPublicKeysRequest\x1a).custody.signer.v1.ListPublicKeysResponse\x12e\n" +
+	"\x0eResignArtifact\x12(.custody.signer.v1.ResignArtifactRequest\x1a).custody.signer.v1.ResignArtifactResponse\x12k\n" +
+	"\x10CosignCheckpoint\x12*.custody.signer.v1.CosignCheckpointRequest\x1a+.custody.signer.v1.CosignCheckpointResponse\x12z\n" +
+	"\x15GetCosignedCheckpoint\x12/.custody.signer.v1.GetCosignedCheckpointRequest\x1a0.custody.signer.v1.GetCosignedCheckpointResponse\x12_\n" +
+	"\fGetTrustRoot\x12&.custody.signer.v1.GetTrustRootRequest\x1a'.custody.signer.v1.GetTrustRootResponse2\xab\x02\n" +
+	"\x0fApprovalService\x12w\n" +
+	"\x14ListApprovalRequests\x12..custody.signer.v1.ListApprovalRequestsRequest\x1a/.custody.signer.v1.ListApprovalRequestsResponse\x12P\n" +
+	"\aApprove\x12!.custody.signer.v1.ApproveRequest\x1a\".custody.signer.v1.ApproveResponse\x12M\n" +
+	"\x06Reject\x12 .custody.signer.v1.RejectRequest\x1a!.custody.signer.v1.RejectResponse2\xfa\x03\n" +
+	"\n" +
+	"KeyService\x12S\n" +
+	"\bListKeys\x12\".custody.signer.v1.ListKeysRequest\x1a#.custody.signer.v1.ListKeysResponse\x12V\n" +
+	"\tRotateKey\x12#.custody.signer.v1.RotateKeyRequest\x1a$.custody.signer.v1.RotateKeyResponse\x12k\n" +
+	"\x10RevokeKeyVersion\x12*.custody.signer.v1.RevokeKeyVersionRequest\x1a+.custody.signer.v1.RevokeKeyVersionResponse\x12e\n" +
+	"\x0eDraftTrustRoot\x12(.custody.signer.v1.DraftTrustRootRequest\x1a).custody.signer.v1.DraftTrustRootResponse\x12k\n" +
+	"\x10PublishTrustRoot\x12*.custody.signer.v1.PublishTrustRootRequest\x1a+.custody.signer.v1.PublishTrustRootResponseB\xce\x01\n" +
 	"\x15com.custody.signer.v1B\vSignerProtoP\x01ZBgithub.com/custody-dev/custody/libs/gen/custody/signer/v1;signerv1\xa2\x02\x03CSX\xaa\x02\x11Custody.Signer.V1\xca\x02\x11Custody\\Signer\\V1\xe2\x02\x1dCustody\\Signer\\V1\\GPBMetadata\xea\x02\x13Custody::Signer::V1b\x06proto3"
 
 var (
@@ -494,34 +2177,102 @@ func file_custody_signer_v1_signer_proto_rawDescGZIP() []byte {
 	return file_custody_signer_v1_signer_proto_rawDescData
 }
 
-var file_custody_signer_v1_signer_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_custody_signer_v1_signer_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_custody_signer_v1_signer_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_custody_signer_v1_signer_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_custody_signer_v1_signer_proto_goTypes = []any{
-	(KeyPurpose)(0),                // 0: custody.signer.v1.KeyPurpose
-	(*SignArtifactRequest)(nil),    // 1: custody.signer.v1.SignArtifactRequest
-	(*SignArtifactResponse)(nil),   // 2: custody.signer.v1.SignArtifactResponse
-	(*SignDecisionRequest)(nil),    // 3: custody.signer.v1.SignDecisionRequest
-	(*SignDecisionResponse)(nil),   // 4: custody.signer.v1.SignDecisionResponse
-	(*ListPublicKeysRequest)(nil),  // 5: custody.signer.v1.ListPublicKeysRequest
-	(*ListPublicKeysResponse)(nil), // 6: custody.signer.v1.ListPublicKeysResponse
-	(*PublicKey)(nil),              // 7: custody.signer.v1.PublicKey
-	(*timestamppb.Timestamp)(nil),  // 8: google.protobuf.Timestamp
+	(KeyPurpose)(0),                       // 0: custody.signer.v1.KeyPurpose
+	(KeyStatus)(0),                        // 1: custody.signer.v1.KeyStatus
+	(ApprovalState)(0),                    // 2: custody.signer.v1.ApprovalState
+	(*SignArtifactRequest)(nil),           // 3: custody.signer.v1.SignArtifactRequest
+	(*SignArtifactResponse)(nil),          // 4: custody.signer.v1.SignArtifactResponse
+	(*SignDecisionRequest)(nil),           // 5: custody.signer.v1.SignDecisionRequest
+	(*SignDecisionResponse)(nil),          // 6: custody.signer.v1.SignDecisionResponse
+	(*ListPublicKeysRequest)(nil),         // 7: custody.signer.v1.ListPublicKeysRequest
+	(*ListPublicKeysResponse)(nil),        // 8: custody.signer.v1.ListPublicKeysResponse
+	(*PublicKey)(nil),                     // 9: custody.signer.v1.PublicKey
+	(*ResignArtifactRequest)(nil),         // 10: custody.signer.v1.ResignArtifactRequest
+	(*ResignArtifactResponse)(nil),        // 11: custody.signer.v1.ResignArtifactResponse
+	(*CosignCheckpointRequest)(nil),       // 12: custody.signer.v1.CosignCheckpointRequest
+	(*CosignCheckpointResponse)(nil),      // 13: custody.signer.v1.CosignCheckpointResponse
+	(*GetCosignedCheckpointRequest)(nil),  // 14: custody.signer.v1.GetCosignedCheckpointRequest
+	(*GetCosignedCheckpointResponse)(nil), // 15: custody.signer.v1.GetCosignedCheckpointResponse
+	(*GetTrustRootRequest)(nil),           // 16: custody.signer.v1.GetTrustRootRequest
+	(*GetTrustRootResponse)(nil),          // 17: custody.signer.v1.GetTrustRootResponse
+	(*ApprovalRequest)(nil),               // 18: custody.signer.v1.ApprovalRequest
+	(*Approval)(nil),                      // 19: custody.signer.v1.Approval
+	(*ListApprovalRequestsRequest)(nil),   // 20: custody.signer.v1.ListApprovalRequestsRequest
+	(*ListApprovalRequestsResponse)(nil),  // 21: custody.signer.v1.ListApprovalRequestsResponse
+	(*ApproveRequest)(nil),                // 22: custody.signer.v1.ApproveRequest
+	(*ApproveResponse)(nil),               // 23: custody.signer.v1.ApproveResponse
+	(*RejectRequest)(nil),                 // 24: custody.signer.v1.RejectRequest
+	(*RejectResponse)(nil),                // 25: custody.signer.v1.RejectResponse
+	(*ListKeysRequest)(nil),               // 26: custody.signer.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),              // 27: custody.signer.v1.ListKeysResponse
+	(*RotateKeyRequest)(nil),              // 28: custody.signer.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),             // 29: custody.signer.v1.RotateKeyResponse
+	(*RevokeKeyVersionRequest)(nil),       // 30: custody.signer.v1.RevokeKeyVersionRequest
+	(*RevokeKeyVersionResponse)(nil),      // 31: custody.signer.v1.RevokeKeyVersionResponse
+	(*DraftTrustRootRequest)(nil),         // 32: custody.signer.v1.DraftTrustRootRequest
+	(*DraftTrustRootResponse)(nil),        // 33: custody.signer.v1.DraftTrustRootResponse
+	(*PublishTrustRootRequest)(nil),       // 34: custody.signer.v1.PublishTrustRootRequest
+	(*PublishTrustRootResponse)(nil),      // 35: custody.signer.v1.PublishTrustRootResponse
+	(*timestamppb.Timestamp)(nil),         // 36: google.protobuf.Timestamp
 }
 var file_custody_signer_v1_signer_proto_depIdxs = []int32{
-	7, // 0: custody.signer.v1.ListPublicKeysResponse.keys:type_name -> custody.signer.v1.PublicKey
-	0, // 1: custody.signer.v1.PublicKey.purpose:type_name -> custody.signer.v1.KeyPurpose
-	8, // 2: custody.signer.v1.PublicKey.valid_from:type_name -> google.protobuf.Timestamp
-	1, // 3: custody.signer.v1.SignerService.SignArtifact:input_type -> custody.signer.v1.SignArtifactRequest
-	3, // 4: custody.signer.v1.SignerService.SignDecision:input_type -> custody.signer.v1.SignDecisionRequest
-	5, // 5: custody.signer.v1.SignerService.ListPublicKeys:input_type -> custody.signer.v1.ListPublicKeysRequest
-	2, // 6: custody.signer.v1.SignerService.SignArtifact:output_type -> custody.signer.v1.SignArtifactResponse
-	4, // 7: custody.signer.v1.SignerService.SignDecision:output_type -> custody.signer.v1.SignDecisionResponse
-	6, // 8: custody.signer.v1.SignerService.ListPublicKeys:output_type -> custody.signer.v1.ListPublicKeysResponse
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	9,  // 0: custody.signer.v1.ListPublicKeysResponse.keys:type_name -> custody.signer.v1.PublicKey
+	0,  // 1: custody.signer.v1.PublicKey.purpose:type_name -> custody.signer.v1.KeyPurpose
+	36, // 2: custody.signer.v1.PublicKey.valid_from:type_name -> google.protobuf.Timestamp
+	1,  // 3: custody.signer.v1.PublicKey.status:type_name -> custody.signer.v1.KeyStatus
+	36, // 4: custody.signer.v1.PublicKey.valid_until:type_name -> google.protobuf.Timestamp
+	36, // 5: custody.signer.v1.PublicKey.revoked_at:type_name -> google.protobuf.Timestamp
+	2,  // 6: custody.signer.v1.ApprovalRequest.state:type_name -> custody.signer.v1.ApprovalState
+	19, // 7: custody.signer.v1.ApprovalRequest.approvals:type_name -> custody.signer.v1.Approval
+	36, // 8: custody.signer.v1.ApprovalRequest.created_at:type_name -> google.protobuf.Timestamp
+	36, // 9: custody.signer.v1.ApprovalRequest.expires_at:type_name -> google.protobuf.Timestamp
+	36, // 10: custody.signer.v1.Approval.approved_at:type_name -> google.protobuf.Timestamp
+	36, // 11: custody.signer.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	18, // 12: custody.signer.v1.ListApprovalRequestsResponse.requests:type_name -> custody.signer.v1.ApprovalRequest
+	18, // 13: custody.signer.v1.ApproveResponse.request:type_name -> custody.signer.v1.ApprovalRequest
+	18, // 14: custody.signer.v1.RejectResponse.request:type_name -> custody.signer.v1.ApprovalRequest
+	9,  // 15: custody.signer.v1.ListKeysResponse.keys:type_name -> custody.signer.v1.PublicKey
+	9,  // 16: custody.signer.v1.RotateKeyResponse.key:type_name -> custody.signer.v1.PublicKey
+	36, // 17: custody.signer.v1.RevokeKeyVersionRequest.effective_at:type_name -> google.protobuf.Timestamp
+	9,  // 18: custody.signer.v1.RevokeKeyVersionResponse.key:type_name -> custody.signer.v1.PublicKey
+	3,  // 19: custody.signer.v1.SignerService.SignArtifact:input_type -> custody.signer.v1.SignArtifactRequest
+	5,  // 20: custody.signer.v1.SignerService.SignDecision:input_type -> custody.signer.v1.SignDecisionRequest
+	7,  // 21: custody.signer.v1.SignerService.ListPublicKeys:input_type -> custody.signer.v1.ListPublicKeysRequest
+	10, // 22: custody.signer.v1.SignerService.ResignArtifact:input_type -> custody.signer.v1.ResignArtifactRequest
+	12, // 23: custody.signer.v1.SignerService.CosignCheckpoint:input_type -> custody.signer.v1.CosignCheckpointRequest
+	14, // 24: custody.signer.v1.SignerService.GetCosignedCheckpoint:input_type -> custody.signer.v1.GetCosignedCheckpointRequest
+	16, // 25: custody.signer.v1.SignerService.GetTrustRoot:input_type -> custody.signer.v1.GetTrustRootRequest
+	20, // 26: custody.signer.v1.ApprovalService.ListApprovalRequests:input_type -> custody.signer.v1.ListApprovalRequestsRequest
+	22, // 27: custody.signer.v1.ApprovalService.Approve:input_type -> custody.signer.v1.ApproveRequest
+	24, // 28: custody.signer.v1.ApprovalService.Reject:input_type -> custody.signer.v1.RejectRequest
+	26, // 29: custody.signer.v1.KeyService.ListKeys:input_type -> custody.signer.v1.ListKeysRequest
+	28, // 30: custody.signer.v1.KeyService.RotateKey:input_type -> custody.signer.v1.RotateKeyRequest
+	30, // 31: custody.signer.v1.KeyService.RevokeKeyVersion:input_type -> custody.signer.v1.RevokeKeyVersionRequest
+	32, // 32: custody.signer.v1.KeyService.DraftTrustRoot:input_type -> custody.signer.v1.DraftTrustRootRequest
+	34, // 33: custody.signer.v1.KeyService.PublishTrustRoot:input_type -> custody.signer.v1.PublishTrustRootRequest
+	4,  // 34: custody.signer.v1.SignerService.SignArtifact:output_type -> custody.signer.v1.SignArtifactResponse
+	6,  // 35: custody.signer.v1.SignerService.SignDecision:output_type -> custody.signer.v1.SignDecisionResponse
+	8,  // 36: custody.signer.v1.SignerService.ListPublicKeys:output_type -> custody.signer.v1.ListPublicKeysResponse
+	11, // 37: custody.signer.v1.SignerService.ResignArtifact:output_type -> custody.signer.v1.ResignArtifactResponse
+	13, // 38: custody.signer.v1.SignerService.CosignCheckpoint:output_type -> custody.signer.v1.CosignCheckpointResponse
+	15, // 39: custody.signer.v1.SignerService.GetCosignedCheckpoint:output_type -> custody.signer.v1.GetCosignedCheckpointResponse
+	17, // 40: custody.signer.v1.SignerService.GetTrustRoot:output_type -> custody.signer.v1.GetTrustRootResponse
+	21, // 41: custody.signer.v1.ApprovalService.ListApprovalRequests:output_type -> custody.signer.v1.ListApprovalRequestsResponse
+	23, // 42: custody.signer.v1.ApprovalService.Approve:output_type -> custody.signer.v1.ApproveResponse
+	25, // 43: custody.signer.v1.ApprovalService.Reject:output_type -> custody.signer.v1.RejectResponse
+	27, // 44: custody.signer.v1.KeyService.ListKeys:output_type -> custody.signer.v1.ListKeysResponse
+	29, // 45: custody.signer.v1.KeyService.RotateKey:output_type -> custody.signer.v1.RotateKeyResponse
+	31, // 46: custody.signer.v1.KeyService.RevokeKeyVersion:output_type -> custody.signer.v1.RevokeKeyVersionResponse
+	33, // 47: custody.signer.v1.KeyService.DraftTrustRoot:output_type -> custody.signer.v1.DraftTrustRootResponse
+	35, // 48: custody.signer.v1.KeyService.PublishTrustRoot:output_type -> custody.signer.v1.PublishTrustRootResponse
+	34, // [34:49] is the sub-list for method output_type
+	19, // [19:34] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_custody_signer_v1_signer_proto_init() }
@@ -534,10 +2285,10 @@ func file_custody_signer_v1_signer_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_signer_v1_signer_proto_rawDesc), len(file_custody_signer_v1_signer_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   7,
+			NumEnums:      3,
+			NumMessages:   33,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   3,
 		},
 		GoTypes:           file_custody_signer_v1_signer_proto_goTypes,
 		DependencyIndexes: file_custody_signer_v1_signer_proto_depIdxs,

@@ -19,9 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SignerService_SignArtifact_FullMethodName   = "/custody.signer.v1.SignerService/SignArtifact"
-	SignerService_SignDecision_FullMethodName   = "/custody.signer.v1.SignerService/SignDecision"
-	SignerService_ListPublicKeys_FullMethodName = "/custody.signer.v1.SignerService/ListPublicKeys"
+	SignerService_SignArtifact_FullMethodName          = "/custody.signer.v1.SignerService/SignArtifact"
+	SignerService_SignDecision_FullMethodName          = "/custody.signer.v1.SignerService/SignDecision"
+	SignerService_ListPublicKeys_FullMethodName        = "/custody.signer.v1.SignerService/ListPublicKeys"
+	SignerService_ResignArtifact_FullMethodName        = "/custody.signer.v1.SignerService/ResignArtifact"
+	SignerService_CosignCheckpoint_FullMethodName      = "/custody.signer.v1.SignerService/CosignCheckpoint"
+	SignerService_GetCosignedCheckpoint_FullMethodName = "/custody.signer.v1.SignerService/GetCosignedCheckpoint"
+	SignerService_GetTrustRoot_FullMethodName          = "/custody.signer.v1.SignerService/GetTrustRoot"
 )
 
 // SignerServiceClient is the client API for SignerService service.
@@ -42,6 +46,24 @@ type SignerServiceClient interface {
 	// that verifiers can check envelopes. Any identity of the trust domain may
 	// call it.
 	ListPublicKeys(ctx context.Context, in *ListPublicKeysRequest, opts ...grpc.CallOption) (*ListPublicKeysResponse, error)
+	// ResignArtifact re-verifies an artifact envelope made by one of the
+	// signer's own key versions (revoked ones included) and signs the same
+	// statement again with the current version of the channel's key. Only
+	// admins may call it; it is the re-sign step of the key-compromise drill.
+	// It never waits for approvals: the statement was approved when first
+	// signed.
+	ResignArtifact(ctx context.Context, in *ResignArtifactRequest, opts ...grpc.CallOption) (*ResignArtifactResponse, error)
+	// CosignCheckpoint signs a log checkpoint with the log's checkpoint key
+	// after verifying a consistency proof from the last checkpoint the signer
+	// signed for that log. An inconsistent checkpoint is refused
+	// (FailedPrecondition) and raises an alert. Only the catalog may call it.
+	CosignCheckpoint(ctx context.Context, in *CosignCheckpointRequest, opts ...grpc.CallOption) (*CosignCheckpointResponse, error)
+	// GetCosignedCheckpoint returns the last checkpoint the signer co-signed
+	// for a log, so that the catalog knows where to prove consistency from.
+	GetCosignedCheckpoint(ctx context.Context, in *GetCosignedCheckpointRequest, opts ...grpc.CallOption) (*GetCosignedCheckpointResponse, error)
+	// GetTrustRoot returns trust-root versions, each a DSSE envelope signed by
+	// root keys. Any identity of the trust domain may call it.
+	GetTrustRoot(ctx context.Context, in *GetTrustRootRequest, opts ...grpc.CallOption) (*GetTrustRootResponse, error)
 }
 
 type signerServiceClient struct {
@@ -82,6 +104,46 @@ func (c *signerServiceClient) ListPublicKeys(ctx context.Context, in *ListPublic
 	return out, nil
 }
 
+func (c *signerServiceClient) ResignArtifact(ctx context.Context, in *ResignArtifactRequest, opts ...grpc.CallOption) (*ResignArtifactResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResignArtifactResponse)
+	err := c.cc.Invoke(ctx, SignerService_ResignArtifact_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *signerServiceClient) CosignCheckpoint(ctx context.Context, in *CosignCheckpointRequest, opts ...grpc.CallOption) (*CosignCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CosignCheckpointResponse)
+	err := c.cc.Invoke(ctx, SignerService_CosignCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *signerServiceClient) GetCosignedCheckpoint(ctx context.Context, in *GetCosignedCheckpointRequest, opts ...grpc.CallOption) (*GetCosignedCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetCosignedCheckpointResponse)
+	err := c.cc.Invoke(ctx, SignerService_GetCosignedCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *signerServiceClient) GetTrustRoot(ctx context.Context, in *GetTrustRootRequest, opts ...grpc.CallOption) (*GetTrustRootResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetTrustRootResponse)
+	err := c.cc.Invoke(ctx, SignerService_GetTrustRoot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SignerServiceServer is the server API for SignerService service.
 // All implementations must embed UnimplementedSignerServiceServer
 // for forward compatibility.
@@ -100,6 +162,24 @@ type SignerServiceServer interface {
 	// that verifiers can check envelopes. Any identity of the trust domain may
 	// call it.
 	ListPublicKeys(context.Context, *ListPublicKeysRequest) (*ListPublicKeysResponse, error)
+	// ResignArtifact re-verifies an artifact envelope made by one of the
+	// signer's own key versions (revoked ones included) and signs the same
+	// statement again with the current version of the channel's key. Only
+	// admins may call it; it is the re-sign step of the key-compromise drill.
+	// It never waits for approvals: the statement was approved when first
+	// signed.
+	ResignArtifact(context.Context, *ResignArtifactRequest) (*ResignArtifactResponse, error)
+	// CosignCheckpoint signs a log checkpoint with the log's checkpoint key
+	// after verifying a consistency proof from the last checkpoint the signer
+	// signed for that log. An inconsistent checkpoint is refused
+	// (FailedPrecondition) and raises an alert. Only the catalog may call it.
+	CosignCheckpoint(context.Context, *CosignCheckpointRequest) (*CosignCheckpointResponse, error)
+	// GetCosignedCheckpoint returns the last checkpoint the signer co-signed
+	// for a log, so that the catalog knows where to prove consistency from.
+	GetCosignedCheckpoint(context.Context, *GetCosignedCheckpointRequest) (*GetCosignedCheckpointResponse, error)
+	// GetTrustRoot returns trust-root versions, each a DSSE envelope signed by
+	// root keys. Any identity of the trust domain may call it.
+	GetTrustRoot(context.Context, *GetTrustRootRequest) (*GetTrustRootResponse, error)
 	mustEmbedUnimplementedSignerServiceServer()
 }
 
@@ -118,6 +198,18 @@ func (UnimplementedSignerServiceServer) SignDecision(context.Context, *SignDecis
 }
 func (UnimplementedSignerServiceServer) ListPublicKeys(context.Context, *ListPublicKeysRequest) (*ListPublicKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListPublicKeys not implemented")
+}
+func (UnimplementedSignerServiceServer) ResignArtifact(context.Context, *ResignArtifactRequest) (*ResignArtifactResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResignArtifact not implemented")
+}
+func (UnimplementedSignerServiceServer) CosignCheckpoint(context.Context, *CosignCheckpointRequest) (*CosignCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CosignCheckpoint not implemented")
+}
+func (UnimplementedSignerServiceServer) GetCosignedCheckpoint(context.Context, *GetCosignedCheckpointRequest) (*GetCosignedCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetCosignedCheckpoint not implemented")
+}
+func (UnimplementedSignerServiceServer) GetTrustRoot(context.Context, *GetTrustRootRequest) (*GetTrustRootResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetTrustRoot not implemented")
 }
 func (UnimplementedSignerServiceServer) mustEmbedUnimplementedSignerServiceServer() {}
 func (UnimplementedSignerServiceServer) testEmbeddedByValue()                       {}
@@ -194,6 +286,78 @@ func _SignerService_ListPublicKeys_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SignerService_ResignArtifact_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResignArtifactRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SignerServiceServer).ResignArtifact(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SignerService_ResignArtifact_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SignerServiceServer).ResignArtifact(ctx, req.(*ResignArtifactRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SignerService_CosignCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CosignCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SignerServiceServer).CosignCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SignerService_CosignCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SignerServiceServer).CosignCheckpoint(ctx, req.(*CosignCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SignerService_GetCosignedCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetCosignedCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SignerServiceServer).GetCosignedCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SignerService_GetCosignedCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SignerServiceServer).GetCosignedCheckpoint(ctx, req.(*GetCosignedCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SignerService_GetTrustRoot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetTrustRootRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SignerServiceServer).GetTrustRoot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SignerService_GetTrustRoot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SignerServiceServer).GetTrustRoot(ctx, req.(*GetTrustRootRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SignerService_ServiceDesc is the grpc.ServiceDesc for SignerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -212,6 +376,504 @@ var SignerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListPublicKeys",
 			Handler:    _SignerService_ListPublicKeys_Handler,
+		},
+		{
+			MethodName: "ResignArtifact",
+			Handler:    _SignerService_ResignArtifact_Handler,
+		},
+		{
+			MethodName: "CosignCheckpoint",
+			Handler:    _SignerService_CosignCheckpoint_Handler,
+		},
+		{
+			MethodName: "GetCosignedCheckpoint",
+			Handler:    _SignerService_GetCosignedCheckpoint_Handler,
+		},
+		{
+			MethodName: "GetTrustRoot",
+			Handler:    _SignerService_GetTrustRoot_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "custody/signer/v1/signer.proto",
+}
+
+const (
+	ApprovalService_ListApprovalRequests_FullMethodName = "/custody.signer.v1.ApprovalService/ListApprovalRequests"
+	ApprovalService_Approve_FullMethodName              = "/custody.signer.v1.ApprovalService/Approve"
+	ApprovalService_Reject_FullMethodName               = "/custody.signer.v1.ApprovalService/Reject"
+)
+
+// ApprovalServiceClient is the client API for ApprovalService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// ApprovalService holds signing requests on protected channels until a
+// quorum of distinct approvers has approved that exact digest, channel and
+// key.
+type ApprovalServiceClient interface {
+	// ListApprovalRequests lists signing requests, pending ones by default.
+	// Approvers and admins may call it.
+	ListApprovalRequests(ctx context.Context, in *ListApprovalRequestsRequest, opts ...grpc.CallOption) (*ListApprovalRequestsResponse, error)
+	// Approve records the caller's approval of one request. Approving twice
+	// counts once. Only approvers may call it.
+	Approve(ctx context.Context, in *ApproveRequest, opts ...grpc.CallOption) (*ApproveResponse, error)
+	// Reject ends a request: the signing request fails. Only approvers may call
+	// it.
+	Reject(ctx context.Context, in *RejectRequest, opts ...grpc.CallOption) (*RejectResponse, error)
+}
+
+type approvalServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewApprovalServiceClient(cc grpc.ClientConnInterface) ApprovalServiceClient {
+	return &approvalServiceClient{cc}
+}
+
+func (c *approvalServiceClient) ListApprovalRequests(ctx context.Context, in *ListApprovalRequestsRequest, opts ...grpc.CallOption) (*ListApprovalRequestsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListApprovalRequestsResponse)
+	err := c.cc.Invoke(ctx, ApprovalService_ListApprovalRequests_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *approvalServiceClient) Approve(ctx context.Context, in *ApproveRequest, opts ...grpc.CallOption) (*ApproveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApproveResponse)
+	err := c.cc.Invoke(ctx, ApprovalService_Approve_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *approvalServiceClient) Reject(ctx context.Context, in *RejectRequest, opts ...grpc.CallOption) (*RejectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RejectResponse)
+	err := c.cc.Invoke(ctx, ApprovalService_Reject_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// ApprovalServiceServer is the server API for ApprovalService service.
+// All implementations must embed UnimplementedApprovalServiceServer
+// for forward compatibility.
+//
+// ApprovalService holds signing requests on protected channels until a
+// quorum of distinct approvers has approved that exact digest, channel and
+// key.
+type ApprovalServiceServer interface {
+	// ListApprovalRequests lists signing requests, pending ones by default.
+	// Approvers and admins may call it.
+	ListApprovalRequests(context.Context, *ListApprovalRequestsRequest) (*ListApprovalRequestsResponse, error)
+	// Approve records the caller's approval of one request. Approving twice
+	// counts once. Only approvers may call it.
+	Approve(context.Context, *ApproveRequest) (*ApproveResponse, error)
+	// Reject ends a request: the signing request fails. Only approvers may call
+	// it.
+	Reject(context.Context, *RejectRequest) (*RejectResponse, error)
+	mustEmbedUnimplementedApprovalServiceServer()
+}
+
+// UnimplementedApprovalServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedApprovalServiceServer struct{}
+
+func (UnimplementedApprovalServiceServer) ListApprovalRequests(context.Context, *ListApprovalRequestsRequest) (*ListApprovalRequestsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListApprovalRequests not implemented")
+}
+func (UnimplementedApprovalServiceServer) Approve(context.Context, *ApproveRequest) (*ApproveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Approve not implemented")
+}
+func (UnimplementedApprovalServiceServer) Reject(context.Context, *RejectRequest) (*RejectResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Reject not implemented")
+}
+func (UnimplementedApprovalServiceServer) mustEmbedUnimplementedApprovalServiceServer() {}
+func (UnimplementedApprovalServiceServer) testEmbeddedByValue()                         {}
+
+// UnsafeApprovalServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to ApprovalServiceServer will
+// result in compilation errors.
+type UnsafeApprovalServiceServer interface {
+	mustEmbedUnimplementedApprovalServiceServer()
+}
+
+func RegisterApprovalServiceServer(s grpc.ServiceRegistrar, srv ApprovalServiceServer) {
+	// If the following call panics, it indicates UnimplementedApprovalServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&ApprovalService_ServiceDesc, srv)
+}
+
+func _ApprovalService_ListApprovalRequests_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListApprovalRequestsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ApprovalServiceServer).ListApprovalRequests(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ApprovalService_ListApprovalRequests_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ApprovalServiceServer).ListApprovalRequests(ctx, req.(*ListApprovalRequestsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ApprovalService_Approve_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApproveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ApprovalServiceServer).Approve(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ApprovalService_Approve_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ApprovalServiceServer).Approve(ctx, req.(*ApproveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ApprovalService_Reject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RejectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ApprovalServiceServer).Reject(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ApprovalService_Reject_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ApprovalServiceServer).Reject(ctx, req.(*RejectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// ApprovalService_ServiceDesc is the grpc.ServiceDesc for ApprovalService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var ApprovalService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "custody.signer.v1.ApprovalService",
+	HandlerType: (*ApprovalServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ListApprovalRequests",
+			Handler:    _ApprovalService_ListApprovalRequests_Handler,
+		},
+		{
+			MethodName: "Approve",
+			Handler:    _ApprovalService_Approve_Handler,
+		},
+		{
+			MethodName: "Reject",
+			Handler:    _ApprovalService_Reject_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "custody/signer/v1/signer.proto",
+}
+
+const (
+	KeyService_ListKeys_FullMethodName         = "/custody.signer.v1.KeyService/ListKeys"
+	KeyService_RotateKey_FullMethodName        = "/custody.signer.v1.KeyService/RotateKey"
+	KeyService_RevokeKeyVersion_FullMethodName = "/custody.signer.v1.KeyService/RevokeKeyVersion"
+	KeyService_DraftTrustRoot_FullMethodName   = "/custody.signer.v1.KeyService/DraftTrustRoot"
+	KeyService_PublishTrustRoot_FullMethodName = "/custody.signer.v1.KeyService/PublishTrustRoot"
+)
+
+// KeyServiceClient is the client API for KeyService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// KeyService is key lifecycle: list, rotate, revoke, and the trust root that
+// publishes the result. Only admins may call it.
+type KeyServiceClient interface {
+	// ListKeys lists every key the signer uses with every version and its
+	// status.
+	ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error)
+	// RotateKey adds a version to a key; the new version becomes current once
+	// a published trust root lists it.
+	RotateKey(ctx context.Context, in *RotateKeyRequest, opts ...grpc.CallOption) (*RotateKeyResponse, error)
+	// RevokeKeyVersion revokes one key version from an effective time. It is
+	// published at once (ListPublicKeys, the log) and the version never signs
+	// again.
+	RevokeKeyVersion(ctx context.Context, in *RevokeKeyVersionRequest, opts ...grpc.CallOption) (*RevokeKeyVersionResponse, error)
+	// DraftTrustRoot returns the next trust-root version, unsigned, listing the
+	// keys as they are now: the input of the offline signing ceremony.
+	DraftTrustRoot(ctx context.Context, in *DraftTrustRootRequest, opts ...grpc.CallOption) (*DraftTrustRootResponse, error)
+	// PublishTrustRoot accepts a trust-root version signed by the root keys.
+	// It must chain from the current version (signed by the previous
+	// threshold and its own) and have a higher version number.
+	PublishTrustRoot(ctx context.Context, in *PublishTrustRootRequest, opts ...grpc.CallOption) (*PublishTrustRootResponse, error)
+}
+
+type keyServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewKeyServiceClient(cc grpc.ClientConnInterface) KeyServiceClient {
+	return &keyServiceClient{cc}
+}
+
+func (c *keyServiceClient) ListKeys(ctx context.Context, in *ListKeysRequest, opts ...grpc.CallOption) (*ListKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListKeysResponse)
+	err := c.cc.Invoke(ctx, KeyService_ListKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) RotateKey(ctx context.Context, in *RotateKeyRequest, opts ...grpc.CallOption) (*RotateKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateKeyResponse)
+	err := c.cc.Invoke(ctx, KeyService_RotateKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) RevokeKeyVersion(ctx context.Context, in *RevokeKeyVersionRequest, opts ...grpc.CallOption) (*RevokeKeyVersionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeKeyVersionResponse)
+	err := c.cc.Invoke(ctx, KeyService_RevokeKeyVersion_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) DraftTrustRoot(ctx context.Context, in *DraftTrustRootRequest, opts ...grpc.CallOption) (*DraftTrustRootResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DraftTrustRootResponse)
+	err := c.cc.Invoke(ctx, KeyService_DraftTrustRoot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyServiceClient) PublishTrustRoot(ctx context.Context, in *PublishTrustRootRequest, opts ...grpc.CallOption) (*PublishTrustRootResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PublishTrustRootResponse)
+	err := c.cc.Invoke(ctx, KeyService_PublishTrustRoot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// KeyServiceServer is the server API for KeyService service.
+// All implementations must embed UnimplementedKeyServiceServer
+// for forward compatibility.
+//
+// KeyService is key lifecycle: list, rotate, revoke, and the trust root that
+// publishes the result. Only admins may call it.
+type KeyServiceServer interface {
+	// ListKeys lists every key the signer uses with every version and its
+	// status.
+	ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error)
+	// RotateKey adds a version to a key; the new version becomes current once
+	// a published trust root lists it.
+	RotateKey(context.Context, *RotateKeyRequest) (*RotateKeyResponse, error)
+	// RevokeKeyVersion revokes one key version from an effective time. It is
+	// published at once (ListPublicKeys, the log) and the version never signs
+	// again.
+	RevokeKeyVersion(context.Context, *RevokeKeyVersionRequest) (*RevokeKeyVersionResponse, error)
+	// DraftTrustRoot returns the next trust-root version, unsigned, listing the
+	// keys as they are now: the input of the offline signing ceremony.
+	DraftTrustRoot(context.Context, *DraftTrustRootRequest) (*DraftTrustRootResponse, error)
+	// PublishTrustRoot accepts a trust-root version signed by the root keys.
+	// It must chain from the current version (signed by the previous
+	// threshold and its own) and have a higher version number.
+	PublishTrustRoot(context.Context, *PublishTrustRootRequest) (*PublishTrustRootResponse, error)
+	mustEmbedUnimplementedKeyServiceServer()
+}
+
+// UnimplementedKeyServiceServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedKeyServiceServer struct{}
+
+func (UnimplementedKeyServiceServer) ListKeys(context.Context, *ListKeysRequest) (*ListKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListKeys not implemented")
+}
+func (UnimplementedKeyServiceServer) RotateKey(context.Context, *RotateKeyRequest) (*RotateKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateKey not implemented")
+}
+func (UnimplementedKeyServiceServer) RevokeKeyVersion(context.Context, *RevokeKeyVersionRequest) (*RevokeKeyVersionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeKeyVersion not implemented")
+}
+func (UnimplementedKeyServiceServer) DraftTrustRoot(context.Context, *DraftTrustRootRequest) (*DraftTrustRootResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DraftTrustRoot not implemented")
+}
+func (UnimplementedKeyServiceServer) PublishTrustRoot(context.Context, *PublishTrustRootRequest) (*PublishTrustRootResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PublishTrustRoot not implemented")
+}
+func (UnimplementedKeyServiceServer) mustEmbedUnimplementedKeyServiceServer() {}
+func (UnimplementedKeyServiceServer) testEmbeddedByValue()                    {}
+
+// UnsafeKeyServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to KeyServiceServer will
+// result in compilation errors.
+type UnsafeKeyServiceServer interface {
+	mustEmbedUnimplementedKeyServiceServer()
+}
+
+func RegisterKeyServiceServer(s grpc.ServiceRegistrar, srv KeyServiceServer) {
+	// If the following call panics, it indicates UnimplementedKeyServiceServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&KeyService_ServiceDesc, srv)
+}
+
+func _KeyService_ListKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).ListKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_ListKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).ListKeys(ctx, req.(*ListKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_RotateKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).RotateKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_RotateKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).RotateKey(ctx, req.(*RotateKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_RevokeKeyVersion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeKeyVersionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).RevokeKeyVersion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_RevokeKeyVersion_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).RevokeKeyVersion(ctx, req.(*RevokeKeyVersionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_DraftTrustRoot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DraftTrustRootRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).DraftTrustRoot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_DraftTrustRoot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).DraftTrustRoot(ctx, req.(*DraftTrustRootRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyService_PublishTrustRoot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PublishTrustRootRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).PublishTrustRoot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_PublishTrustRoot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).PublishTrustRoot(ctx, req.(*PublishTrustRootRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// KeyService_ServiceDesc is the grpc.ServiceDesc for KeyService service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var KeyService_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "custody.signer.v1.KeyService",
+	HandlerType: (*KeyServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ListKeys",
+			Handler:    _KeyService_ListKeys_Handler,
+		},
+		{
+			MethodName: "RotateKey",
+			Handler:    _KeyService_RotateKey_Handler,
+		},
+		{
+			MethodName: "RevokeKeyVersion",
+			Handler:    _KeyService_RevokeKeyVersion_Handler,
+		},
+		{
+			MethodName: "DraftTrustRoot",
+			Handler:    _KeyService_DraftTrustRoot_Handler,
+		},
+		{
+			MethodName: "PublishTrustRoot",
+			Handler:    _KeyService_PublishTrustRoot_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
