@@ -277,6 +277,14 @@ func WriteFileAtomic(path string, b []byte, perm os.FileMode) error {
 		os.Remove(tmp)
 		return fmt.Errorf("write %s: %w", path, err)
 	}
+	// The rename is durable only once the directory is.
+	if d, err := os.Open(dir); err == nil {
+		err = d.Sync()
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("write %s: sync directory: %w", path, err)
+		}
+	}
 	return nil
 }
 

@@ -50,6 +50,18 @@ func (f *Flags) Strings(p *[]string, name, env, usage string) {
 	f.Var((*stringList)(p), name, f.usage(usage+" (repeatable)", env))
 }
 
+// Int defines an integer flag with an environment fallback.
+func (f *Flags) Int(p *int, name, env string, def int, usage string) {
+	if v := f.env(env); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			f.errs = append(f.errs, fmt.Errorf("%s=%q: want an integer", env, v))
+		}
+		def = n
+	}
+	f.IntVar(p, name, def, f.usage(usage, env))
+}
+
 // Bool defines a boolean flag with an environment fallback.
 func (f *Flags) Bool(p *bool, name, env string, def bool, usage string) {
 	if v := f.env(env); v != "" {

@@ -65,7 +65,7 @@ func Execute(ctx context.Context, args []string, getenv func(string) string, std
 	for _, s := range []string{"signer", "publisher", "catalog", "gatekeeper", "cdn-broker"} {
 		c.addrs[s] = pf.String(s+"-addr", "", s+" gRPC address (outside dev)")
 	}
-	root.AddCommand(c.devCmd(), c.publishCmd(), c.admitCmd(), c.fetchCmd(), c.bundleCmd(), c.verifyCmd(), c.debugCmd())
+	root.AddCommand(c.devCmd(), c.publishCmd(), c.admitCmd(), c.fetchCmd(), c.bundleCmd(), c.verifyCmd(), c.debugCmd(), c.keysCmd())
 
 	err := root.ExecuteContext(ctx)
 	if err == nil {

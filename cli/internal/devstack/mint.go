@@ -18,10 +18,12 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/daemon"
 	"github.com/custody-dev/custody/libs/identity"
 	"github.com/custody-dev/custody/libs/identity/devca"
 	"github.com/custody-dev/custody/libs/tlog"
+	"github.com/custody-dev/custody/libs/trustroot"
 )
 
 // TrustDomain is the dev stack's trust domain.
@@ -68,6 +70,22 @@ func (l Layout) StackFile() string { return l.path("stack.json") }
 // TrustFile holds the pinned public keys for the CLI.
 func (l Layout) TrustFile() string { return l.path("trust.json") }
 
+// TrustRoot is the pinned trust root: the first version the dev signer
+// published, written once. Verifiers walk forward from it.
+func (l Layout) TrustRoot() string { return l.path("trust", "root.json") }
+
+// RootKeys are the development trust-root private keys; in production they
+// stay offline (custody trustroot keygen).
+func (l Layout) RootKeys() []string {
+	return []string{l.path("keys", "root-1.key"), l.path("keys", "root-2.key")}
+}
+
+// RootThreshold is how many of RootKeys sign each dev trust root.
+const RootThreshold = 2
+
+// LogOrigin is the dev log's checkpoint origin.
+const LogOrigin = TrustDomain + "/log"
+
 // IdentityDir holds the SVID of a dev identity (--as name).
 func (l Layout) IdentityDir(name string) string { return l.path("identities", name) }
 
@@ -96,7 +114,7 @@ func (l Layout) TraceFile(service string) string { return l.path("traces", servi
 // made once and reused, so state survives restarts; SVIDs and the edge's
 // certificate are issued afresh each time.
 func Mint(l Layout) error {
-	for _, d := range []string{"ca", "svid", "identities", "web", "keys", "data", "logs", "run", "traces"} {
+	for _, d := range []string{"ca", "svid", "identities", "web", "keys", "data", "logs", "run", "traces", "trust"} {
 		if err := os.MkdirAll(l.path(d), 0o700); err != nil {
 			return err
 		}
@@ -132,13 +150,28 @@ func Mint(l Layout) error {
 		return err
 	}
 	if err := once(l.path("keys", "log.key"), func() error {
-		sk, vk, err := tlog.GenerateKey(TrustDomain + "/log")
+		sk, vk, err := tlog.GenerateKey(LogOrigin)
 		if err != nil {
 			return err
 		}
 		return writeFiles(map[string][]byte{l.path("keys", "log.key"): []byte(sk), l.LogVerifierKey(): []byte(vk)})
 	}); err != nil {
 		return fmt.Errorf("log key: %w", err)
+	}
+	for _, path := range l.RootKeys() {
+		if err := once(path, func() error {
+			k, err := trustroot.GenerateKey(attest.AlgEd25519)
+			if err != nil {
+				return err
+			}
+			b, err := trustroot.MarshalPrivateKey(k)
+			if err != nil {
+				return err
+			}
+			return writeFiles(map[string][]byte{path: b})
+		}); err != nil {
+			return fmt.Errorf("trust-root key: %w", err)
+		}
 	}
 	if err := once(l.path("keys", "token.pem"), func() error { return writeTokenKeys(l) }); err != nil {
 		return fmt.Errorf("edge token key: %w", err)

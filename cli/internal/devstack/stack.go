@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -112,6 +113,13 @@ func Up(ctx context.Context, l Layout, opts Options) error {
 	var procs []*proc
 	defer func() { stopAll(procs, opts.Out) }()
 
+	// The signer logs its events in the catalog and the catalog has the
+	// signer co-sign its checkpoints: each must know the other's address
+	// before either starts.
+	planned, err := reservePorts("signer", "catalog")
+	if err != nil {
+		return err
+	}
 	exited := make(chan *proc, len(Services))
 	for _, s := range Services {
 		bin, err := findBinary(opts.BinDir, s.Name)
@@ -126,7 +134,7 @@ func Up(ctx context.Context, l Layout, opts Options) error {
 		if err != nil {
 			return err
 		}
-		cmd := exec.Command(bin, args(l, s.Name, stack)...)
+		cmd := exec.Command(bin, args(l, s.Name, stack, planned)...)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Env = cleanEnv()
 		// Own process group: a terminal's Ctrl-C reaches only the
@@ -149,6 +157,11 @@ func Up(ctx context.Context, l Layout, opts Options) error {
 		stack.Services[s.Name] = eps
 		if err := waitHealthy(ctx, l, s.Name, eps["grpc"], ServerID(td, s.Name), admin, tel, p); err != nil {
 			return err
+		}
+		if s.Name == "signer" {
+			if err := pinTrustRoot(ctx, l, eps["grpc"], td, admin, tel); err != nil {
+				return err
+			}
 		}
 		fmt.Fprintf(opts.Out, "  %-11s grpc %s  metrics http://%s/metrics%s\n", s.Name, eps["grpc"], eps["metrics"], httpsNote(eps))
 	}
@@ -180,22 +193,37 @@ func httpsNote(eps daemon.Endpoints) string {
 	return "  https https://" + eps["https"]
 }
 
-func args(l Layout, name string, s *Stack) []string {
+func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 	a := []string{
 		"--trust-domain", TrustDomain, "--svid-dir", l.SVIDDir(name),
 		"--endpoints-file", l.EndpointsFile(name), "--trace-file", l.TraceFile(name),
 	}
-	addr := func(svc string) string { return s.Services[svc]["grpc"] }
+	if addr, ok := planned[name]; ok {
+		a = append(a, "--listen", addr)
+	}
+	addr := func(svc string) string {
+		if a, ok := planned[svc]; ok {
+			return a
+		}
+		return s.Services[svc]["grpc"]
+	}
 	switch name {
 	case "signer":
-		a = append(a, "--dev", "--keystore", l.path("keys", "keystore.json"), "--keystore-passphrase-file", l.path("keys", "keystore.pass"))
+		a = append(a, "--dev", "--keystore", l.path("keys", "keystore.json"), "--keystore-passphrase-file", l.path("keys", "keystore.pass"),
+			"--state-dir", l.DataDir(name), "--catalog-addr", addr("catalog"), "--log-origin", LogOrigin,
+			"--channel-key", "prod=artifact-prod", "--quorum", "prod=2",
+			"--edge-token-public-key-file", l.path("keys", "token.pub.pem"),
+			"--dev-root-threshold", fmt.Sprint(RootThreshold))
+		for _, k := range l.RootKeys() {
+			a = append(a, "--dev-root-key", k)
+		}
 	case "catalog":
-		a = append(a, "--data-dir", l.DataDir(name), "--log-private-key-file", l.path("keys", "log.key"))
+		a = append(a, "--data-dir", l.DataDir(name), "--log-private-key-file", l.path("keys", "log.key"), "--signer-addr", addr("signer"))
 	case "publisher":
 		a = append(a, "--data-dir", l.DataDir(name), "--signer-addr", addr("signer"), "--catalog-addr", addr("catalog"))
 	case "gatekeeper":
 		a = append(a, "--catalog-addr", addr("catalog"), "--signer-addr", addr("signer"), "--publisher-addr", addr("publisher"),
-			"--log-public-key-file", l.LogVerifierKey())
+			"--trust-root", l.TrustRoot())
 	case "edge":
 		a = append(a, "--name", "dev", "--https-listen", "127.0.0.1:0", "--tls-cert-file", l.path("web", "edge.pem"),
 			"--tls-key-file", l.path("web", "edge_key.pem"), "--publisher-addr", addr("publisher"),
@@ -290,6 +318,44 @@ func waitHealthy(ctx context.Context, l Layout, name, addr string, id spiffeid.I
 		}
 	}
 	return fmt.Errorf("%s is not healthy after 30s (%v); see %s", name, last, l.LogFile(name))
+}
+
+// reservePorts picks a free loopback port for each service. The port is
+// free when picked; a process that takes it before the service binds makes
+// the start fail with "address already in use", and a retry picks again.
+func reservePorts(services ...string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, s := range services {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("pick a port for %s: %w", s, err)
+		}
+		out[s] = ln.Addr().String()
+		ln.Close()
+	}
+	return out, nil
+}
+
+// pinTrustRoot writes the signer's trust root to TrustRoot once: later
+// starts keep the first pin, and verifiers walk forward from it.
+func pinTrustRoot(ctx context.Context, l Layout, addr string, td spiffeid.TrustDomain, admin identity.Source, tel *telemetry.Telemetry) error {
+	if _, err := os.Stat(l.TrustRoot()); err == nil {
+		return nil
+	}
+	conn, err := rpc.Dial(addr, ServerID(td, "signer"), admin, tel)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	resp, err := signerv1.NewSignerServiceClient(conn).GetTrustRoot(ctx, &signerv1.GetTrustRootRequest{})
+	if err != nil {
+		return fmt.Errorf("get the signer's trust root: %w; see %s", err, l.LogFile("signer"))
+	}
+	roots := resp.GetRoots()
+	if len(roots) == 0 {
+		return fmt.Errorf("the signer published no trust root; see %s", l.LogFile("signer"))
+	}
+	return daemon.WriteFileAtomic(l.TrustRoot(), roots[len(roots)-1], 0o644)
 }
 
 func writeTrust(ctx context.Context, l Layout, s *Stack, td spiffeid.TrustDomain, admin identity.Source, tel *telemetry.Telemetry) error {

@@ -1,0 +1,452 @@
+// Package lifecycle is the signer's key lifecycle: which key signs each
+// channel, which version of it signs now, rotation, revocation, re-signing
+// and the trust root that publishes all of it to verifiers.
+//
+// A key version signs only once a published trust root lists it as active,
+// so nothing is signed that verifiers cannot check. A revoked version never
+// signs again, from the moment it is revoked.
+package lifecycle
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/custody-dev/custody/libs/attest"
+	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/services/signer/internal/audit"
+	"github.com/custody-dev/custody/services/signer/internal/keys"
+)
+
+// Errors the handlers map to status codes.
+var (
+	// ErrInvalid: a bad argument.
+	ErrInvalid = errors.New("invalid key request")
+	// ErrNotFound: no such key or version.
+	ErrNotFound = errors.New("no such key")
+	// ErrPrecondition: the request is valid but the keys are not in a state
+	// that allows it (no usable version, a root that does not chain).
+	ErrPrecondition = errors.New("key state does not allow it")
+	// ErrUnavailable: the key back end or the audit log is down.
+	ErrUnavailable = errors.New("unavailable")
+)
+
+// Status of a key version.
+const (
+	StatusCurrent = "current"
+	StatusPending = "pending"
+	StatusRetired = "retired"
+	StatusRevoked = "revoked"
+)
+
+// retireGrace is how long after a version stops signing its signatures may
+// still reach the log (a signature made just before a rotation is logged
+// just after it).
+const retireGrace = 10 * time.Minute
+
+// currentTTL is how long the current version of a key is cached; a rotation
+// made in the back end by a custodian is picked up within it.
+const currentTTL = 5 * time.Second
+
+// Auditor appends audit events to the transparency log.
+type Auditor interface {
+	Log(ctx context.Context, e audit.Event) error
+}
+
+// Config configures a Manager.
+type Config struct {
+	Backend keys.Backend
+	// ArtifactKey signs the artifacts of every channel without a key of its
+	// own in ChannelKeys.
+	ArtifactKey string
+	ChannelKeys map[string]string
+	DecisionKey string
+	// Dir holds keys.json and the published trust roots.
+	Dir    string
+	Audit  Auditor
+	Logger *slog.Logger
+	Now    func() time.Time
+	// RootTTL is how long a drafted trust root is valid.
+	RootTTL time.Duration
+	// EdgeTokenKeys are listed in every drafted root.
+	EdgeTokenKeys []trustroot.Key
+	// LogKeys returns the log checkpoint keys to list; nil lists none.
+	LogKeys func(ctx context.Context) ([]trustroot.LogKey, error)
+	// DevRootKeys, in development only, let the manager sign and publish a
+	// new root itself after every change, with DevThreshold.
+	DevRootKeys  []crypto.Signer
+	DevThreshold int
+}
+
+// Manager implements the key lifecycle. It is safe for concurrent use.
+type Manager struct {
+	cfg   Config
+	files files
+
+	mu      sync.Mutex // guards st, roots, trusted, current
+	st      *state
+	roots   [][]byte // published envelopes, oldest first
+	trusted *trustroot.Trusted
+	current map[string]cachedVersion
+
+	publishMu sync.Mutex // one draft-sign-publish at a time
+}
+
+type cachedVersion struct {
+	v       keys.Version
+	fetched time.Time
+}
+
+// Open loads the lifecycle state from cfg.Dir. A corrupt state file or a
+// stored root chain that does not verify is an error: the signer must not
+// forget revocations or trust a root it cannot check.
+func Open(cfg Config) (*Manager, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RootTTL <= 0 {
+		cfg.RootTTL = 365 * 24 * time.Hour
+	}
+	m := &Manager{cfg: cfg, files: files{cfg.Dir}, current: map[string]cachedVersion{}}
+	st, err := m.files.loadState()
+	if err != nil {
+		return nil, err
+	}
+	m.st = st
+	roots, err := m.files.loadRoots()
+	if err != nil {
+		return nil, err
+	}
+	if len(roots) > 0 {
+		t, err := trustroot.Pin(roots[0])
+		if err != nil {
+			return nil, fmt.Errorf("stored trust root %s does not verify: %w", m.files.rootPath(1), err)
+		}
+		for i, env := range roots[1:] {
+			// Expiry is checked when the root is used, not here: an old
+			// version that has expired since is still part of the chain.
+			r, perr := trustroot.Parse(env)
+			at := cfg.Now()
+			if perr == nil {
+				at = r.Expires.Add(-time.Second)
+			}
+			if err := t.Update(env, at); err != nil {
+				return nil, fmt.Errorf("stored trust root number %d does not chain from the one before: %w", i+2, err)
+			}
+		}
+		m.trusted = t
+	}
+	m.roots = roots
+	return m, nil
+}
+
+// ArtifactKey names the key that signs channel's artifacts.
+func (m *Manager) ArtifactKey(channel string) string {
+	if k, ok := m.cfg.ChannelKeys[channel]; ok {
+		return k
+	}
+	return m.cfg.ArtifactKey
+}
+
+// DecisionKey names the key that signs decision records.
+func (m *Manager) DecisionKey() string { return m.cfg.DecisionKey }
+
+// names is every key the manager looks after, artifact keys first.
+func (m *Manager) names() []string {
+	set := map[string]bool{m.cfg.ArtifactKey: true}
+	for _, k := range m.cfg.ChannelKeys {
+		set[k] = true
+	}
+	var out []string
+	for k := range set {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return append(out, m.cfg.DecisionKey)
+}
+
+func (m *Manager) purpose(name string) string {
+	if name == m.cfg.DecisionKey {
+		return attest.PurposeDecision
+	}
+	return attest.PurposeArtifact
+}
+
+// channels lists the channels a key signs for; nil for the default artifact
+// key, which signs every channel that no other key names.
+func (m *Manager) channels(name string) []string {
+	if name == m.cfg.ArtifactKey || name == m.cfg.DecisionKey {
+		return nil
+	}
+	var out []string
+	for ch, k := range m.cfg.ChannelKeys {
+		if k == name {
+			out = append(out, ch)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Info is one key version with its lifecycle status.
+type Info struct {
+	keys.Version
+	Purpose    string
+	Status     string
+	Channels   []string
+	ValidFrom  time.Time
+	ValidUntil *time.Time
+	RevokedAt  *time.Time
+	Reason     string
+}
+
+// versions lists key name's versions with their status as the published root
+// and the local state make them.
+func (m *Manager) versions(ctx context.Context, name string) ([]Info, error) {
+	vs, err := m.cfg.Backend.Versions(ctx, name)
+	if err != nil {
+		return nil, m.backendErr(name, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	root := m.rootLocked()
+	changed := false
+	cur := -1
+	for i := len(vs) - 1; i >= 0; i-- {
+		v := vs[i]
+		if vst := m.st.Versions[v.ID]; vst != nil && vst.RevokedAt != nil {
+			continue
+		}
+		if root == nil {
+			cur = i
+			break
+		}
+		if sk, ok := root.SigningKey(v.ID); ok && sk.Status == trustroot.StatusActive {
+			cur = i
+			break
+		}
+	}
+	out := make([]Info, len(vs))
+	now := m.cfg.Now()
+	for i, v := range vs {
+		vst := m.st.Versions[v.ID]
+		if vst == nil {
+			vst = &versionState{Name: name, Version: v.Version, FirstSeen: now}
+			m.st.Versions[v.ID] = vst
+			changed = true
+		}
+		info := Info{Version: v, Purpose: m.purpose(name), Channels: m.channels(name), ValidFrom: v.Created}
+		if info.ValidFrom.IsZero() {
+			info.ValidFrom = vst.FirstSeen
+		}
+		switch {
+		case vst.RevokedAt != nil:
+			info.Status, info.RevokedAt, info.Reason = StatusRevoked, vst.RevokedAt, vst.Reason
+		case i == cur:
+			info.Status = StatusCurrent
+		case i > cur:
+			info.Status = StatusPending
+		default:
+			info.Status = StatusRetired
+			if vst.RetiredAt == nil {
+				t := now
+				vst.RetiredAt = &t
+				changed = true
+			}
+			until := vst.RetiredAt.Add(retireGrace)
+			info.ValidUntil = &until
+		}
+		out[i] = info
+	}
+	if changed {
+		if err := m.files.saveState(m.st); err != nil {
+			return nil, fmt.Errorf("%w: record key versions: %v", ErrUnavailable, err)
+		}
+	}
+	return out, nil
+}
+
+// rootLocked is the newest published root, nil if none.
+func (m *Manager) rootLocked() *trustroot.Root {
+	if len(m.roots) == 0 {
+		return nil
+	}
+	r, err := trustroot.Parse(m.roots[len(m.roots)-1])
+	if err != nil {
+		return nil // verified when stored; cannot happen
+	}
+	return r
+}
+
+// Current returns the version of key name that signs now: the newest
+// version that the published trust root lists as active and that is not
+// revoked (with no root published yet: the newest not revoked).
+func (m *Manager) Current(ctx context.Context, name string) (keys.Version, error) {
+	m.mu.Lock()
+	c, ok := m.current[name]
+	m.mu.Unlock()
+	if ok && m.cfg.Now().Sub(c.fetched) < currentTTL {
+		return c.v, nil
+	}
+	infos, err := m.versions(ctx, name)
+	if err != nil {
+		return keys.Version{}, err
+	}
+	for _, in := range infos {
+		if in.Status == StatusCurrent {
+			m.mu.Lock()
+			m.current[name] = cachedVersion{v: in.Version, fetched: m.cfg.Now()}
+			m.mu.Unlock()
+			return in.Version, nil
+		}
+	}
+	return keys.Version{}, fmt.Errorf("%w: key %q has no version that may sign: every version is revoked or not yet in a published trust root; rotate it (custody keys rotate %s) and publish a trust root that lists the new version", ErrPrecondition, name, name)
+}
+
+func (m *Manager) forget(name string) {
+	m.mu.Lock()
+	delete(m.current, name)
+	m.mu.Unlock()
+}
+
+// List returns every version of every key, artifact keys first.
+func (m *Manager) List(ctx context.Context) ([]Info, error) {
+	var out []Info
+	for _, name := range m.names() {
+		infos, err := m.versions(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, infos...)
+	}
+	return out, nil
+}
+
+func (m *Manager) known(name string) bool { return slices.Contains(m.names(), name) }
+
+// Rotate adds a version to key name. With development root keys the new
+// version is published in a new trust root at once and so signs at once;
+// otherwise it is pending until a signed root lists it. It returns the new
+// version and the root version published (0 if none).
+func (m *Manager) Rotate(ctx context.Context, name, caller string) (Info, int64, error) {
+	if !m.known(name) {
+		return Info{}, 0, fmt.Errorf("%w: key %q: the signer uses %v", ErrNotFound, name, m.names())
+	}
+	v, err := m.cfg.Backend.Rotate(ctx, name)
+	if err != nil {
+		return Info{}, 0, m.backendErr(name, err)
+	}
+	m.forget(name)
+	if err := m.audit(ctx, "key.rotated", map[string]any{"key": name, "version": v.Version, "key_id": v.ID, "by": caller}); err != nil {
+		return Info{}, 0, err
+	}
+	rv, err := m.autoPublish(ctx)
+	if err != nil {
+		return Info{}, 0, err
+	}
+	info, err := m.info(ctx, name, v.Version)
+	return info, rv, err
+}
+
+// Revoke revokes version of key name from effective (zero: now) on. The
+// revocation takes effect in the signer before it is logged: if the log is
+// down the call fails with ErrUnavailable, the revocation stands, and a
+// retry logs it. Revoking again with a later time keeps the earlier one.
+func (m *Manager) Revoke(ctx context.Context, name string, version int, effective time.Time, reason, caller string) (Info, int64, error) {
+	now := m.cfg.Now()
+	if effective.IsZero() {
+		effective = now
+	}
+	switch {
+	case !m.known(name):
+		return Info{}, 0, fmt.Errorf("%w: key %q: the signer uses %v", ErrNotFound, name, m.names())
+	case reason == "":
+		return Info{}, 0, fmt.Errorf("%w: a reason is required (it is logged)", ErrInvalid)
+	case len(reason) > 1024:
+		return Info{}, 0, fmt.Errorf("%w: reason longer than 1024 bytes", ErrInvalid)
+	case effective.After(now.Add(time.Minute)):
+		return Info{}, 0, fmt.Errorf("%w: effective time %s is in the future: revoke when the key must stop being trusted", ErrInvalid, effective.UTC().Format(time.RFC3339))
+	}
+	infos, err := m.versions(ctx, name)
+	if err != nil {
+		return Info{}, 0, err
+	}
+	i := slices.IndexFunc(infos, func(in Info) bool { return in.Version.Version == version })
+	if i < 0 {
+		return Info{}, 0, fmt.Errorf("%w: key %q has no version %d", ErrNotFound, name, version)
+	}
+	id := infos[i].ID
+	m.mu.Lock()
+	vst := m.st.Versions[id]
+	prev := *vst
+	if vst.RevokedAt == nil || effective.Before(*vst.RevokedAt) {
+		t := effective.UTC()
+		vst.RevokedAt, vst.Reason, vst.RevokedBy = &t, reason, caller
+	}
+	err = m.files.saveState(m.st)
+	if err != nil {
+		*vst = prev
+	}
+	revokedAt := *vst.RevokedAt
+	delete(m.current, name)
+	m.mu.Unlock()
+	if err != nil {
+		return Info{}, 0, fmt.Errorf("%w: record revocation: %v", ErrUnavailable, err)
+	}
+	m.cfg.Logger.WarnContext(ctx, "key version revoked", slog.String("key_name", name), slog.Int("key_version", version),
+		slog.String("key_id", id), slog.Time("revoked_at", revokedAt), slog.String("caller", caller))
+	if err := m.audit(ctx, "key.revoked", map[string]any{"key": name, "version": version, "key_id": id,
+		"revoked_at": revokedAt.Format(time.RFC3339Nano), "reason": reason, "by": caller}); err != nil {
+		return Info{}, 0, fmt.Errorf("the revocation is in effect in the signer but not logged: %w; retry the same command to log it", err)
+	}
+	rv, err := m.autoPublish(ctx)
+	if err != nil {
+		return Info{}, 0, err
+	}
+	info, err := m.info(ctx, name, version)
+	return info, rv, err
+}
+
+func (m *Manager) info(ctx context.Context, name string, version int) (Info, error) {
+	infos, err := m.versions(ctx, name)
+	if err != nil {
+		return Info{}, err
+	}
+	for _, in := range infos {
+		if in.Version.Version == version {
+			return in, nil
+		}
+	}
+	return Info{}, fmt.Errorf("%w: key %q has no version %d", ErrNotFound, name, version)
+}
+
+func (m *Manager) audit(ctx context.Context, typ string, details map[string]any) error {
+	if m.cfg.Audit == nil {
+		return nil
+	}
+	if err := m.cfg.Audit.Log(ctx, audit.Event{Type: typ, Details: details}); err != nil {
+		return fmt.Errorf("%w: log %s event: %v", ErrUnavailable, typ, err)
+	}
+	return nil
+}
+
+func (m *Manager) backendErr(name string, err error) error {
+	switch {
+	case errors.Is(err, keys.ErrUnavailable):
+		return fmt.Errorf("%w: %s key %q: %v", ErrUnavailable, m.cfg.Backend.Kind(), name, err)
+	case errors.Is(err, keys.ErrNotFound):
+		return fmt.Errorf("%w: %s key %q is missing: create it in the key back end", ErrPrecondition, m.cfg.Backend.Kind(), name)
+	case errors.Is(err, keys.ErrInvalid):
+		return fmt.Errorf("%w: %s key %q: %v", ErrInvalid, m.cfg.Backend.Kind(), name, err)
+	}
+	return fmt.Errorf("%s key %q: %w", m.cfg.Backend.Kind(), name, err)
+}

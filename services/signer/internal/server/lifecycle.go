@@ -1,0 +1,48 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/rpc"
+)
+
+// errNoLifecycle: a lifecycle RPC on a server built without one.
+var errNoLifecycle = status.Error(codes.FailedPrecondition, "this signer has no key lifecycle configured: start it with --state-dir")
+
+// ResignArtifact implements signerv1.SignerServiceServer.
+func (s *Server) ResignArtifact(ctx context.Context, req *signerv1.ResignArtifactRequest) (*signerv1.ResignArtifactResponse, error) {
+	if s.lc == nil {
+		return nil, errNoLifecycle
+	}
+	r, err := s.lc.Resign(ctx, req.GetEnvelope())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	caller, _ := rpc.CallerID(ctx)
+	s.logger.InfoContext(ctx, "re-signed artifact", slog.String("key_id", r.Key.ID), slog.String("key_name", r.Key.Name),
+		slog.Int("key_version", r.Key.Version), slog.String("previous_key_id", r.Previous.ID), slog.Int("previous_key_version", r.Previous.Version),
+		slog.String("digest", r.Artifact.Digest), slog.String("name", r.Artifact.Name), slog.String("version", r.Artifact.Version),
+		slog.String("backend", s.backend.Kind()), slog.String("caller", caller.String()))
+	return &signerv1.ResignArtifactResponse{Envelope: r.Envelope, KeyId: r.Key.ID, PreviousKeyId: r.Previous.ID}, nil
+}
+
+// GetTrustRoot implements signerv1.SignerServiceServer.
+func (s *Server) GetTrustRoot(_ context.Context, req *signerv1.GetTrustRootRequest) (*signerv1.GetTrustRootResponse, error) {
+	if s.lc == nil {
+		return nil, errNoLifecycle
+	}
+	if req.GetAfterVersion() < 0 {
+		return nil, toStatus(errors.Join(errInvalid, errors.New("after_version must not be negative")))
+	}
+	roots := s.lc.Roots(req.GetAfterVersion())
+	if len(roots) == 0 && req.GetAfterVersion() == 0 {
+		return nil, status.Error(codes.NotFound, "no trust root is published yet: run the signing ceremony (docs/trust-root.md)")
+	}
+	return &signerv1.GetTrustRootResponse{Roots: roots}, nil
+}
