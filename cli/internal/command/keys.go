@@ -154,8 +154,9 @@ func (c *cli) keysResignCmd() *cobra.Command {
 	var version int
 	var name string
 	var dryRun bool
+	var only []string
 	cmd := &cobra.Command{
-		Use:   "resign --revoked-version N [--key NAME]",
+		Use:   "resign --revoked-version N [--key NAME] [--artifact NAME@VERSION ...]",
 		Short: "Re-verify every artifact signed by a key version (stored bytes and signature) and re-sign it with the current version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -169,12 +170,13 @@ func (c *cli) keysResignCmd() *cobra.Command {
 				return err
 			}
 			defer r.close()
-			return c.resign(cmd.Context(), r, name, version, dryRun)
+			return c.resign(cmd.Context(), r, name, version, dryRun, only)
 		},
 	}
 	cmd.Flags().IntVar(&version, "revoked-version", 0, "the key version whose artifacts to re-sign (required)")
 	cmd.Flags().StringVar(&name, "key", "artifact", "the key's name")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "re-verify and list, but do not re-sign")
+	cmd.Flags().StringSliceVar(&only, "artifact", nil, "re-sign only these artifacts (NAME@VERSION, repeatable); default every artifact signed by the version")
 	_ = cmd.MarkFlagRequired("revoked-version")
 	return cmd
 }
@@ -214,7 +216,14 @@ func (r *resigner) close() {
 	}
 }
 
-func (c *cli) resign(ctx context.Context, r *resigner, name string, version int, dryRun bool) error {
+func (c *cli) resign(ctx context.Context, r *resigner, name string, version int, dryRun bool, only []string) error {
+	want := map[string]bool{}
+	for _, ref := range only {
+		if _, _, digest, err := parseRef(ref); err != nil || digest != "" {
+			return fmt.Errorf("--artifact %q: want NAME@VERSION", ref)
+		}
+		want[ref] = true
+	}
 	ks, err := r.keys.ListKeys(ctx, &signerv1.ListKeysRequest{})
 	if err != nil {
 		return fmt.Errorf("list keys: %w", err)
@@ -249,6 +258,9 @@ func (c *cli) resign(ctx context.Context, r *resigner, name string, version int,
 		for _, la := range page.GetArtifacts() {
 			a := la.GetArtifact()
 			ref := a.GetName() + "@" + a.GetVersion()
+			if len(want) > 0 && !want[ref] {
+				continue
+			}
 			newKey, err := resignOne(ctx, r, a, oldKey, dryRun)
 			if err != nil {
 				failed++

@@ -164,7 +164,10 @@ func (b *Broker) keysFor(ctx context.Context, env *attest.Envelope) ([]attest.Ke
 	}
 	var fresh []attest.Key
 	for _, pk := range resp.GetKeys() {
-		if pk.GetPurpose() != signerv1.KeyPurpose_KEY_PURPOSE_DECISION {
+		// A revoked decision key vouches for nothing, and a pending one
+		// has not signed yet.
+		if pk.GetPurpose() != signerv1.KeyPurpose_KEY_PURPOSE_DECISION ||
+			pk.GetStatus() == signerv1.KeyStatus_KEY_STATUS_REVOKED || pk.GetStatus() == signerv1.KeyStatus_KEY_STATUS_PENDING {
 			continue
 		}
 		pub, alg, err := attest.ParsePublicKey(pk.GetPublicKeyDer())

@@ -37,6 +37,7 @@ type signingKey struct {
 	id      string
 	priv    *ecdsa.PrivateKey
 	purpose signerv1.KeyPurpose
+	status  signerv1.KeyStatus
 }
 
 func newKey(t *testing.T, purpose signerv1.KeyPurpose) signingKey {
@@ -86,7 +87,7 @@ func (f *fakeSigner) ListPublicKeys(context.Context, *signerv1.ListPublicKeysReq
 		if err != nil {
 			return nil, err
 		}
-		resp.Keys = append(resp.Keys, &signerv1.PublicKey{KeyId: k.id, Purpose: k.purpose, PublicKeyDer: der})
+		resp.Keys = append(resp.Keys, &signerv1.PublicKey{KeyId: k.id, Purpose: k.purpose, PublicKeyDer: der, Status: k.status})
 	}
 	return resp, nil
 }
@@ -217,6 +218,9 @@ func TestIssuesURLsForAFreshAllow(t *testing.T) {
 func TestRefusesWithoutAValidAllow(t *testing.T) {
 	f := start(t)
 	unknown := newKey(t, signerv1.KeyPurpose_KEY_PURPOSE_DECISION)
+	revoked := newKey(t, signerv1.KeyPurpose_KEY_PURPOSE_DECISION)
+	revoked.status = signerv1.KeyStatus_KEY_STATUS_REVOKED
+	f.signer.set(func(s *fakeSigner) { s.keys = append(s.keys, revoked) })
 	good := f.decision.sign(t, f.vsa(t, nil))
 	// Same signature, payload edited to another version.
 	var env map[string]any
@@ -242,6 +246,7 @@ func TestRefusesWithoutAValidAllow(t *testing.T) {
 		{"other verifier", f.decision.sign(t, f.vsa(t, func(d *attest.Decision) { d.VerifierID = f.td.ID("/deployer/alice").String() })), "made by"},
 		{"artifact key", f.artifact.sign(t, f.vsa(t, nil)), "decision record"},
 		{"unknown key", unknown.sign(t, f.vsa(t, nil)), "decision record"},
+		{"revoked key", revoked.sign(t, f.vsa(t, nil)), "decision record"},
 		{"tampered", tampered, "does not verify"},
 		{"provenance, not a decision", f.decision.sign(t, provenance), ""},
 		{"garbage", []byte("{not json"), ""},
@@ -257,8 +262,8 @@ func TestRefusesWithoutAValidAllow(t *testing.T) {
 			}
 		})
 	}
-	if got := testutil.ToFloat64(f.tel.Metrics.SignatureFailures.WithLabelValues("decision")); got != 3 {
-		t.Fatalf("decision signature failures counted %v, want 3", got)
+	if got := testutil.ToFloat64(f.tel.Metrics.SignatureFailures.WithLabelValues("decision")); got != 4 {
+		t.Fatalf("decision signature failures counted %v, want 4", got)
 	}
 }
 
