@@ -13,12 +13,14 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"k8s.io/klog/v2"
 
 	"github.com/custody-dev/custody/libs/daemon"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/services/catalog/internal/catalog"
 	"github.com/custody-dev/custody/services/catalog/internal/server"
 	"github.com/custody-dev/custody/services/catalog/internal/store/sqlite"
@@ -40,6 +42,8 @@ type config struct {
 	daemon.Config
 	DataDir           string
 	LogPrivateKeyFile string
+	SignerAddr        string
+	CosignWait        time.Duration
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
@@ -50,6 +54,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	f.String(&cfg.DataDir, "data-dir", "CUSTODY_DATA_DIR", "", "directory for catalog.db (SQLite) and log/ (Tessera POSIX log)")
 	f.String(&cfg.LogPrivateKeyFile, "log-private-key-file", "CUSTODY_LOG_PRIVATE_KEY_FILE", "",
 		"file with the note signer key of the log's checkpoints; its name is the log origin")
+	f.String(&cfg.SignerAddr, "signer-addr", "CUSTODY_SIGNER_ADDR", "", "signer gRPC address (host:port); it co-signs every checkpoint the catalog serves")
+	f.Duration(&cfg.CosignWait, "cosign-wait", "CUSTODY_COSIGN_WAIT", 10*time.Second, "how long a write waits for the signer to co-sign a checkpoint covering it before failing Unavailable")
 	if err := f.Parse(args); err != nil {
 		return nil, err
 	}
@@ -61,6 +67,12 @@ func (c *config) Validate() error {
 	errs := []error{c.Config.Validate()}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is required"))
+	}
+	if c.CosignWait <= 0 {
+		errs = append(errs, fmt.Errorf("--cosign-wait %s: want a positive duration", c.CosignWait))
+	}
+	if c.SignerAddr == "" {
+		errs = append(errs, errors.New("--signer-addr is required: the signer co-signs the log's checkpoints, and verifiers trust its key"))
 	}
 	if c.LogPrivateKeyFile == "" {
 		errs = append(errs, errors.New("--log-private-key-file is required (a note signer key, e.g. from `custody dev` keys/log.key)"))
@@ -112,7 +124,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer store.Close()
 
-	tl, err := translog.Open(ctx, translog.Config{Dir: filepath.Join(cfg.DataDir, "log"), SignerKey: key, Logger: d.Logger})
+	signerConn, err := d.Dial(cfg.SignerAddr, "signer")
+	if err != nil {
+		return fmt.Errorf("--signer-addr: %w", err)
+	}
+	defer signerConn.Close()
+	cosigner := translog.NewSignerClient(signerv1.NewSignerServiceClient(signerConn), cfg.SignerAddr)
+	tl, err := translog.Open(ctx, translog.Config{Dir: filepath.Join(cfg.DataDir, "log"), SignerKey: key, Cosigner: cosigner,
+		CosignWait: cfg.CosignWait, Logger: d.Logger})
 	if err != nil {
 		return err
 	}
@@ -127,7 +146,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	d.Logger.Info("transparency log open", slog.String("origin", tl.Origin()), slog.String("verifier_key", tl.VerifierKey()))
 
 	cat := catalog.New(catalog.Config{Store: store, Log: tl, VerifierKey: tl.VerifierKey(), Logger: d.Logger})
-	if err := cat.Recover(ctx); err != nil {
+	if err := cat.Recover(ctx); errors.Is(err, translog.ErrNotCosigned) {
+		// Serve anyway: reads work, and writes wait for the signer and
+		// fail Unavailable until it is back. A record left pending is
+		// finished by the client's retry or at the next start.
+		d.Logger.Error("records left pending by an earlier run wait for the signer to co-sign the log", slog.Any("error", err))
+	} else if err != nil {
 		return fmt.Errorf("finish records left pending by an earlier run: %w", err)
 	}
 

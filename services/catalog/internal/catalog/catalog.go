@@ -83,7 +83,8 @@ func (c *Catalog) RecordArtifact(ctx context.Context, actor string, a Artifact, 
 	if err := validateArtifact(a); err != nil {
 		return nil, false, err
 	}
-	if err := validateEnvelope(a, envelope); err != nil {
+	keyID, err := validateEnvelope(a, envelope)
+	if err != nil {
 		return nil, false, err
 	}
 	unlock := c.locks.lock(a.Name + "@" + a.Version)
@@ -97,7 +98,7 @@ func (c *Catalog) RecordArtifact(ctx context.Context, actor string, a Artifact, 
 				ErrAlreadyExists, a.Name, a.Version, existing.Artifact.Digest)
 		}
 		if existing.Entry.Logged() {
-			if err := c.verify(existing); err != nil {
+			if err := c.verify(existing.ID, existing.Artifact, existing.Envelope, &existing.Entry, tlog.TypeArtifactPublished); err != nil {
 				return nil, false, err
 			}
 			return existing, false, nil
@@ -138,7 +139,7 @@ func (c *Catalog) RecordArtifact(ctx context.Context, actor string, a Artifact, 
 	if err != nil {
 		return nil, false, unavailable("read log size", err)
 	}
-	rec = &ArtifactRecord{Artifact: a, Envelope: envelope, Entry: Entry{Leaf: leaf, SearchFrom: from}}
+	rec = &ArtifactRecord{Artifact: a, Envelope: envelope, KeyID: keyID, Entry: Entry{Leaf: leaf, SearchFrom: from}}
 	if rec.ID, err = c.store.InsertArtifact(ctx, rec); err != nil {
 		if errors.Is(err, ErrAlreadyExists) {
 			return nil, false, fmt.Errorf("%w: %s@%s was recorded concurrently; retry to get the record", ErrAlreadyExists, a.Name, a.Version)
@@ -286,9 +287,10 @@ func (c *Catalog) Recover(ctx context.Context) error {
 }
 
 func (c *Catalog) recoverOne(ctx context.Context, p Pending) error {
-	if p.Ref.Kind == KindArtifact {
-		// Hold the artifact's lock so a concurrent RecordArtifact of the
-		// same name@version cannot append the leaf as well.
+	if p.Ref.Kind == KindArtifact || p.Ref.Kind == KindSignature {
+		// Hold the artifact's lock so a concurrent RecordArtifact or
+		// RecordSignature of the same name@version cannot append the leaf
+		// as well.
 		key, err := lockKey(p)
 		if err != nil {
 			return err
@@ -307,8 +309,8 @@ func lockKey(p Pending) (string, error) {
 	return e.Subject.Name + "@" + e.Subject.Version, nil
 }
 
-// Artifact returns the logged record of name@version, its evidence
-// re-verified, or ErrNotFound.
+// Artifact returns the logged record of name@version, the evidence of its
+// current envelope re-verified, or ErrNotFound.
 func (c *Catalog) Artifact(ctx context.Context, name, version string) (*ArtifactRecord, error) {
 	if name == "" || version == "" {
 		return nil, fmt.Errorf("%w: give name and version, or digest", ErrInvalid)
@@ -323,14 +325,14 @@ func (c *Catalog) Artifact(ctx context.Context, name, version string) (*Artifact
 	if !rec.Entry.Logged() {
 		return nil, fmt.Errorf("%w: artifact %s@%s is still being recorded; retry shortly", ErrNotFound, name, version)
 	}
-	if err := c.verify(rec); err != nil {
+	if err := c.verifyCurrent(rec); err != nil {
 		return nil, err
 	}
 	return rec, nil
 }
 
-// ArtifactByDigest returns the logged record with this digest, its
-// evidence re-verified. It fails with ErrNotFound if there is none, and
+// ArtifactByDigest returns the logged record with this digest, the
+// evidence of its current envelope re-verified. It fails with ErrNotFound if there is none, and
 // with ErrInvalid if several name@versions have these bytes (ask by name
 // and version then: channel and provenance differ between them).
 func (c *Catalog) ArtifactByDigest(ctx context.Context, digest string) (*ArtifactRecord, error) {
@@ -352,32 +354,42 @@ func (c *Catalog) ArtifactByDigest(ctx context.Context, digest string) (*Artifac
 		}
 		return nil, fmt.Errorf("%w: digest %s is recorded as %s; ask by name and version", ErrInvalid, digest, strings.Join(names, ", "))
 	}
-	if err := c.verify(recs[0]); err != nil {
+	if err := c.verifyCurrent(recs[0]); err != nil {
 		return nil, err
 	}
 	return recs[0], nil
 }
 
+// verifyCurrent verifies the evidence of an artifact's current envelope.
+func (c *Catalog) verifyCurrent(rec *ArtifactRecord) error {
+	envelope, _, entry := rec.Current()
+	typ := tlog.TypeArtifactPublished
+	if rec.Resigned != nil {
+		typ = tlog.TypeArtifactResigned
+	}
+	return c.verify(rec.ID, rec.Artifact, envelope, entry, typ)
+}
+
 // verify re-checks stored evidence before it leaves the catalog, so that a
-// damaged or altered database row is refused rather than served.
-func (c *Catalog) verify(rec *ArtifactRecord) error {
-	cp, err := tlog.OpenCheckpoint(rec.Entry.Checkpoint, c.verifier)
+// damaged or altered database row is refused rather than served: the entry
+// is in the log, of type typ, about artifact a (row id) and envelope.
+func (c *Catalog) verify(id int64, a Artifact, envelope []byte, entry *Entry, typ string) error {
+	cp, err := tlog.OpenCheckpoint(entry.Checkpoint, c.verifier)
 	if err == nil {
-		err = tlog.VerifyInclusion(rec.Entry.Leaf, rec.Entry.Index, rec.Entry.Proof, cp)
+		err = tlog.VerifyInclusion(entry.Leaf, entry.Index, entry.Proof, cp)
 	}
 	var e *tlog.Entry
 	if err == nil {
-		e, err = tlog.ParseEntry(rec.Entry.Leaf)
+		e, err = tlog.ParseEntry(entry.Leaf)
 	}
 	if err == nil {
-		a := rec.Artifact
-		sum := sha256.Sum256(rec.Envelope)
-		if e.Subject != (tlog.Subject{Name: a.Name, Version: a.Version, Digest: a.Digest}) || e.EnvelopeSHA256 != hex.EncodeToString(sum[:]) {
+		sum := sha256.Sum256(envelope)
+		if e.Type != typ || e.Subject != (tlog.Subject{Name: a.Name, Version: a.Version, Digest: a.Digest}) || e.EnvelopeSHA256 != hex.EncodeToString(sum[:]) {
 			err = errors.New("stored record differs from its log entry")
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("%w: artifact %s@%s (row %d): %v", ErrIntegrity, rec.Artifact.Name, rec.Artifact.Version, rec.ID, err)
+		return fmt.Errorf("%w: artifact %s@%s (row %d): %v", ErrIntegrity, a.Name, a.Version, id, err)
 	}
 	return nil
 }

@@ -56,12 +56,51 @@ type Entry struct {
 // Logged reports whether the entry is in the log with its evidence stored.
 func (e *Entry) Logged() bool { return len(e.Checkpoint) > 0 }
 
-// ArtifactRecord is a stored artifact with its envelope and log entry.
+// ArtifactRecord is a stored artifact with its envelopes and log entries.
 type ArtifactRecord struct {
 	ID       int64
 	Artifact Artifact
+	// Envelope is the envelope the artifact was recorded with, KeyID the
+	// key id of its signature, and Entry its artifact.published entry.
 	Envelope []byte
+	KeyID    string
 	Entry    Entry
+	// Resigned is the latest logged re-signature, whose envelope replaced
+	// Envelope as the current one; nil if the artifact was never re-signed.
+	Resigned *Signature
+}
+
+// Current returns the artifact's current envelope, the key id of its
+// signature and its log entry: the latest re-signature's if there is one,
+// else those the artifact was recorded with.
+func (r *ArtifactRecord) Current() (envelope []byte, keyID string, entry *Entry) {
+	if r.Resigned != nil {
+		return r.Resigned.Envelope, r.Resigned.KeyID, &r.Resigned.Entry
+	}
+	return r.Envelope, r.KeyID, &r.Entry
+}
+
+// Signature is one re-signature of an artifact: an envelope over the same
+// statement as the one it replaced, and its artifact.resigned entry. The
+// signatures of an artifact, in ID order, are the history of its envelope
+// after the one it was recorded with.
+type Signature struct {
+	ID         int64
+	ArtifactID int64
+	Envelope   []byte
+	KeyID      string
+	// Actor is the SPIFFE ID of the caller that recorded it.
+	Actor     string
+	CreatedAt time.Time
+	Entry     Entry
+}
+
+// Listed is one artifact of a listing, with the key id of its current
+// envelope's signature.
+type Listed struct {
+	ID       int64
+	Artifact Artifact
+	KeyID    string
 }
 
 // Event is a stored audit event.
@@ -80,8 +119,9 @@ type Kind string
 
 // Row kinds.
 const (
-	KindArtifact Kind = "artifact"
-	KindEvent    Kind = "event"
+	KindArtifact  Kind = "artifact"
+	KindEvent     Kind = "event"
+	KindSignature Kind = "signature"
 )
 
 // Ref names one stored row.
@@ -104,20 +144,32 @@ type Store interface {
 	// InsertArtifact stores r as pending and returns its ID; it fails with
 	// ErrAlreadyExists if name@version is already stored, in any state.
 	InsertArtifact(ctx context.Context, r *ArtifactRecord) (int64, error)
-	// Artifact returns name@version in any state, or ErrNotFound.
+	// Artifact returns name@version in any state, with its current logged
+	// re-signature if any, or ErrNotFound.
 	Artifact(ctx context.Context, name, version string) (*ArtifactRecord, error)
 	// LoggedArtifactsByDigest returns the logged artifacts with this digest,
-	// oldest first.
+	// oldest first, each with its current logged re-signature if any.
 	LoggedArtifactsByDigest(ctx context.Context, digest string) ([]*ArtifactRecord, error)
 	// InsertEvent stores e as pending and returns its ID.
 	InsertEvent(ctx context.Context, e *Event) (int64, error)
 	// DeleteEvent removes a pending event whose leaf is known not to be in
 	// the log.
 	DeleteEvent(ctx context.Context, id int64) error
+	// InsertSignature stores s as pending and returns its ID; it fails with
+	// ErrAlreadyExists if the artifact already has a pending signature.
+	InsertSignature(ctx context.Context, s *Signature) (int64, error)
+	// PendingSignature returns the artifact's pending signature, or
+	// ErrNotFound.
+	PendingSignature(ctx context.Context, artifactID int64) (*Signature, error)
+	// ListArtifacts returns up to limit logged artifacts with an ID above
+	// afterID, in ID order; with keyID set, only those whose current
+	// envelope is signed by keyID.
+	ListArtifacts(ctx context.Context, keyID string, afterID int64, limit int) ([]Listed, error)
 	// SetSequenced records the log index of a pending row's leaf.
 	SetSequenced(ctx context.Context, ref Ref, index uint64) error
 	// SetLogged records a row's index, proof and checkpoint; the row is no
-	// longer pending.
+	// longer pending. A signature becomes, in the same transaction, its
+	// artifact's current envelope unless a later signature already is.
 	SetLogged(ctx context.Context, ref Ref, index uint64, proof [][]byte, checkpoint []byte) error
 	// Pending returns every pending row.
 	Pending(ctx context.Context) ([]Pending, error)

@@ -69,31 +69,52 @@ func validateArtifact(a Artifact) error {
 	return nil
 }
 
-// validateEnvelope checks that b is a DSSE envelope over an in-toto
-// provenance statement about this artifact exactly: its name, version,
-// channel, digest and builder. It does not verify signatures: the catalog
-// holds no signer keys; verifiers check them against the trust root.
-func validateEnvelope(a Artifact, b []byte) error {
+// EnvelopeKeyID returns the key id of a DSSE envelope's signature: the
+// keyid of its first one (Custody's signer signs with one key). It fails if
+// b is not an envelope.
+func EnvelopeKeyID(b []byte) (string, error) {
+	env, err := attest.ParseEnvelope(b)
+	if err != nil {
+		return "", err
+	}
+	return env.Signatures[0].KeyID, nil
+}
+
+// parseEnvelope parses an envelope of an in-toto statement sent by a client.
+func parseEnvelope(b []byte) (*attest.Envelope, error) {
 	if len(b) == 0 {
-		return fmt.Errorf("%w: envelope is missing: send the DSSE envelope the signer returned", ErrInvalid)
+		return nil, fmt.Errorf("%w: envelope is missing: send the DSSE envelope the signer returned", ErrInvalid)
 	}
 	if len(b) > maxEnvelopeLen {
-		return fmt.Errorf("%w: envelope is %d bytes, more than %d", ErrInvalid, len(b), maxEnvelopeLen)
+		return nil, fmt.Errorf("%w: envelope is %d bytes, more than %d", ErrInvalid, len(b), maxEnvelopeLen)
 	}
 	env, err := attest.ParseEnvelope(b)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if env.PayloadType != attest.PayloadType {
-		return fmt.Errorf("%w: envelope payloadType %q: want %s", ErrInvalid, trunc(env.PayloadType), attest.PayloadType)
+		return nil, fmt.Errorf("%w: envelope payloadType %q: want %s", ErrInvalid, trunc(env.PayloadType), attest.PayloadType)
+	}
+	return env, nil
+}
+
+// validateEnvelope checks that b is a DSSE envelope over an in-toto
+// provenance statement about this artifact exactly: its name, version,
+// channel, digest and builder, and returns the key id of its signature. It
+// does not verify signatures: the catalog holds no signer keys; verifiers
+// check them against the trust root.
+func validateEnvelope(a Artifact, b []byte) (keyID string, err error) {
+	env, err := parseEnvelope(b)
+	if err != nil {
+		return "", err
 	}
 	st, err := attest.ParseStatement(env.Payload)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
+		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	got, err := st.Artifact()
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
+		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	var errs []string
 	for _, f := range []struct{ what, got, want string }{
@@ -105,9 +126,9 @@ func validateEnvelope(a Artifact, b []byte) error {
 		}
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("%w: the envelope is for another artifact: %s", ErrInvalid, strings.Join(errs, "; "))
+		return "", fmt.Errorf("%w: the envelope is for another artifact: %s", ErrInvalid, strings.Join(errs, "; "))
 	}
-	return nil
+	return env.Signatures[0].KeyID, nil
 }
 
 func validateEvent(typ, subjectDigest string, details []byte) error {
@@ -116,6 +137,8 @@ func validateEvent(typ, subjectDigest string, details []byte) error {
 		errs = append(errs, fmt.Errorf("type %q: want lowercase dot-separated words such as admission.decided", trunc(typ)))
 	} else if typ == tlog.TypeArtifactPublished {
 		errs = append(errs, fmt.Errorf("type %s is logged by RecordArtifact only", typ))
+	} else if typ == tlog.TypeArtifactResigned {
+		errs = append(errs, fmt.Errorf("type %s is logged by RecordSignature only", typ))
 	}
 	if subjectDigest != "" && !tlog.ValidDigest(subjectDigest) {
 		errs = append(errs, fmt.Errorf("subject_digest %q: want sha256:<64 lowercase hex>", trunc(subjectDigest)))

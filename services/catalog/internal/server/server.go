@@ -18,18 +18,21 @@ import (
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/services/catalog/internal/catalog"
+	"github.com/custody-dev/custody/services/catalog/internal/translog"
 )
 
 // Policy is the catalog's authorization, per docs/services.md: only the
-// publisher records artifacts; services and edges append events; every
-// member of the trust domain reads.
+// publisher records artifacts; only admins record re-signatures; services
+// and edges append events; every member of the trust domain reads.
 func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	sd := catalogv1.CatalogService_ServiceDesc
 	return rpc.Policy{
-		rpc.Method(sd, "RecordArtifact"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/publisher"))},
-		rpc.Method(sd, "AppendEvent"):    {rpc.Under{TrustDomain: td, Prefix: "/service"}, rpc.Under{TrustDomain: td, Prefix: "/edge"}},
-		rpc.Method(sd, "GetArtifact"):    {rpc.Member(td)},
-		rpc.Method(sd, "GetCheckpoint"):  {rpc.Member(td)},
+		rpc.Method(sd, "RecordArtifact"):  {rpc.ID(spiffeid.RequireFromPath(td, "/service/publisher"))},
+		rpc.Method(sd, "AppendEvent"):     {rpc.Under{TrustDomain: td, Prefix: "/service"}, rpc.Under{TrustDomain: td, Prefix: "/edge"}},
+		rpc.Method(sd, "GetArtifact"):     {rpc.Member(td)},
+		rpc.Method(sd, "GetCheckpoint"):   {rpc.Member(td)},
+		rpc.Method(sd, "RecordSignature"): {rpc.Under{TrustDomain: td, Prefix: "/admin"}},
+		rpc.Method(sd, "ListArtifacts"):   {rpc.Member(td)},
 	}
 }
 
@@ -102,16 +105,49 @@ func (s *Server) GetArtifact(ctx context.Context, req *catalogv1.GetArtifactRequ
 	if err != nil {
 		return nil, s.status(ctx, "GetArtifact", err)
 	}
-	a := rec.Artifact
-	return &catalogv1.GetArtifactResponse{
-		Artifact: &catalogv1.Artifact{
-			Name: a.Name, Version: a.Version, Digest: a.Digest, Size: a.Size, Channel: a.Channel,
-			BuilderId: a.BuilderID, SourceRepo: a.SourceRepo, SourceCommit: a.SourceCommit,
-			CreatedAt: timestamppb.New(a.CreatedAt),
-		},
-		Envelope: rec.Envelope,
-		Entry:    logEntry(&rec.Entry),
-	}, nil
+	envelope, _, entry := rec.Current()
+	return &catalogv1.GetArtifactResponse{Artifact: artifact(rec.Artifact), Envelope: envelope, Entry: logEntry(entry)}, nil
+}
+
+// RecordSignature replaces an artifact's current envelope with a new one
+// over the same statement; see the proto for the contract. The catalog
+// does not verify the new signature: it holds no public keys, and the
+// gatekeeper and the CLI verify envelopes against the trust root.
+func (s *Server) RecordSignature(ctx context.Context, req *catalogv1.RecordSignatureRequest) (*catalogv1.RecordSignatureResponse, error) {
+	actor, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rec, created, err := s.cat.RecordSignature(ctx, actor, req.GetName(), req.GetVersion(), req.GetEnvelope())
+	if err != nil {
+		return nil, s.status(ctx, "RecordSignature", err)
+	}
+	_, keyID, entry := rec.Current()
+	s.logger.InfoContext(ctx, "signature recorded", slog.String("artifact", rec.Artifact.Name+"@"+rec.Artifact.Version),
+		slog.String("key_id", keyID), slog.Uint64("index", entry.Index), slog.Bool("created", created))
+	return &catalogv1.RecordSignatureResponse{Entry: logEntry(entry)}, nil
+}
+
+// ListArtifacts lists artifacts with the key id of their current envelope,
+// a page at a time.
+func (s *Server) ListArtifacts(ctx context.Context, req *catalogv1.ListArtifactsRequest) (*catalogv1.ListArtifactsResponse, error) {
+	list, next, err := s.cat.ListArtifacts(ctx, req.GetSignedByKeyId(), int(req.GetPageSize()), req.GetPageToken())
+	if err != nil {
+		return nil, s.status(ctx, "ListArtifacts", err)
+	}
+	resp := &catalogv1.ListArtifactsResponse{NextPageToken: next, Artifacts: make([]*catalogv1.ListedArtifact, 0, len(list))}
+	for _, l := range list {
+		resp.Artifacts = append(resp.Artifacts, &catalogv1.ListedArtifact{Artifact: artifact(l.Artifact), KeyId: l.KeyID})
+	}
+	return resp, nil
+}
+
+func artifact(a catalog.Artifact) *catalogv1.Artifact {
+	return &catalogv1.Artifact{
+		Name: a.Name, Version: a.Version, Digest: a.Digest, Size: a.Size, Channel: a.Channel,
+		BuilderId: a.BuilderID, SourceRepo: a.SourceRepo, SourceCommit: a.SourceCommit,
+		CreatedAt: timestamppb.New(a.CreatedAt),
+	}
 }
 
 // GetCheckpoint returns the latest signed checkpoint.
@@ -159,6 +195,9 @@ func (s *Server) status(ctx context.Context, method string, err error) error {
 		s.metrics.IntegrityFailures.WithLabelValues("store").Inc()
 		s.logger.ErrorContext(ctx, "integrity failure: refusing to answer", attrs...)
 		return status.Errorf(codes.Internal, "internal error (trace %s)", traceID)
+	case errors.Is(err, translog.ErrNotCosigned):
+		s.logger.WarnContext(ctx, "log checkpoint not co-signed by the signer", attrs...)
+		return status.Errorf(codes.Unavailable, "the signer has not co-signed the log's checkpoint (signer unreachable or refusing it); retry later (trace %s)", traceID)
 	case errors.Is(err, catalog.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		s.logger.WarnContext(ctx, "back end unavailable", attrs...)
 		return status.Errorf(codes.Unavailable, "catalog storage or transparency log unavailable; retry later (trace %s)", traceID)

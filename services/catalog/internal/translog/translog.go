@@ -49,10 +49,21 @@ type Config struct {
 	// checkpoints; Tessera's POSIX driver refuses less than 100ms. Zero means
 	// 100ms.
 	CheckpointInterval time.Duration
-	// PollInterval is how often waiters look for a new checkpoint. Zero
-	// means 10ms.
+	// PollInterval is how often waiters (and the co-signing loop) look for
+	// a new checkpoint. Zero means 10ms.
 	PollInterval time.Duration
-	Logger       *slog.Logger
+	// Cosigner, if set, co-signs every published checkpoint, and only
+	// co-signed checkpoints are served (Append, Prove, Checkpoint). Nil
+	// serves checkpoints with the log's signature only: for tests and tools.
+	Cosigner Cosigner
+	// CosignWait bounds how long Append, Prove and Checkpoint wait for a
+	// co-signed checkpoint before failing with ErrNotCosigned. Zero means
+	// 10s.
+	CosignWait time.Duration
+	// CosignRetryMax is the longest pause between attempts while
+	// co-signing fails. Zero means 1s.
+	CosignRetryMax time.Duration
+	Logger         *slog.Logger
 }
 
 // Proved is an entry of the log with its inclusion proof against a signed
@@ -64,7 +75,8 @@ type Proved struct {
 }
 
 // Log is a Tessera log with a POSIX driver. Its methods are safe for
-// concurrent use; appends are batched by Tessera, not serialized here.
+// concurrent use; appends are batched by Tessera, not serialized here. With
+// a Cosigner, a background loop has each published checkpoint co-signed.
 type Log struct {
 	appender *tessera.Appender
 	reader   tessera.LogReader
@@ -74,6 +86,15 @@ type Log struct {
 	verifier string
 	origin   string
 	logger   *slog.Logger
+
+	cosigner       Cosigner
+	cosignWait     time.Duration
+	cosignRetryMax time.Duration
+	cosignTimeout  time.Duration
+	poll           time.Duration
+	loopDone       chan struct{}
+	mu             sync.Mutex
+	cs             cosignState
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -105,6 +126,12 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.CosignWait == 0 {
+		cfg.CosignWait = 10 * time.Second
+	}
+	if cfg.CosignRetryMax == 0 {
+		cfg.CosignRetryMax = time.Second
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create log directory: %w", err)
@@ -141,12 +168,26 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		origin:   signer.Name(),
 		logger:   cfg.Logger,
 		closing:  make(chan struct{}),
+
+		cosigner:       cfg.Cosigner,
+		cosignWait:     cfg.CosignWait,
+		cosignRetryMax: cfg.CosignRetryMax,
+		cosignTimeout:  min(cfg.CosignWait, 5*time.Second),
+		poll:           cfg.PollInterval,
+		loopDone:       make(chan struct{}),
+		cs:             cosignState{changed: make(chan struct{})},
 	}
 	// Refuse to serve a log whose published checkpoint is not ours: the
 	// key file and the data directory do not belong together.
-	if _, _, err := l.Checkpoint(ctx); err != nil {
+	if _, _, err := l.published(ctx); err != nil {
+		close(l.loopDone)
 		l.Close(ctx)
 		return nil, err
+	}
+	if l.cosigner != nil {
+		go l.cosignLoop(bg)
+	} else {
+		close(l.loopDone)
 	}
 	return l, nil
 }
@@ -228,17 +269,18 @@ func (l *Log) resolve(future tessera.IndexFuture) (uint64, error) {
 	}
 }
 
-// Prove waits until a published checkpoint covers entry index, checks that
+// Prove waits until a served checkpoint covers entry index, checks that
 // the log holds leaf there, and returns an inclusion proof against that
-// checkpoint, verified with the log's key.
+// checkpoint, verified with the log's key. With a Cosigner, the checkpoint
+// is a co-signed one, waited for at most CosignWait (then the error wraps
+// ErrNotCosigned).
 func (l *Log) Prove(ctx context.Context, index uint64, leaf []byte) (*Proved, error) {
 	if l.isClosing() {
 		return nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
 	}
-	known := func() (tessera.Index, error) { return tessera.Index{Index: index}, nil }
-	_, signed, err := l.awaiter.Await(ctx, known)
+	signed, err := l.await(ctx, index)
 	if err != nil {
-		return nil, fmt.Errorf("%w: wait for a checkpoint covering entry %d: %v", ErrUnavailable, index, err)
+		return nil, err
 	}
 	var lastErr error
 	// A proof is built from tiles of the checkpoint's size; if the log grew
@@ -260,7 +302,7 @@ func (l *Log) Prove(ctx context.Context, index uint64, leaf []byte) (*Proved, er
 		}
 		lastErr = err
 		l.logger.DebugContext(ctx, "inclusion proof failed, retrying with the latest checkpoint", slog.Uint64("index", index), slog.Any("error", err))
-		if signed, err = l.reader.ReadCheckpoint(ctx); err != nil {
+		if signed, err = l.latest(ctx); err != nil {
 			break
 		}
 	}
@@ -290,9 +332,43 @@ func (l *Log) ConsistencyProof(ctx context.Context, older, newer uint64) ([][]by
 	return p, nil
 }
 
-// Checkpoint returns the latest published checkpoint, signed and parsed,
-// after verifying it with the log's key.
+// await waits for a served checkpoint that covers entry index.
+func (l *Log) await(ctx context.Context, index uint64) ([]byte, error) {
+	if l.cosigner != nil {
+		signed, _, err := l.awaitCosigned(ctx, index+1)
+		return signed, err
+	}
+	known := func() (tessera.Index, error) { return tessera.Index{Index: index}, nil }
+	_, signed, err := l.awaiter.Await(ctx, known)
+	if err != nil {
+		return nil, fmt.Errorf("%w: wait for a checkpoint covering entry %d: %v", ErrUnavailable, index, err)
+	}
+	return signed, nil
+}
+
+// latest returns the latest served checkpoint.
+func (l *Log) latest(ctx context.Context) ([]byte, error) {
+	if l.cosigner != nil {
+		signed, _, err := l.awaitCosigned(ctx, 0)
+		return signed, err
+	}
+	return l.reader.ReadCheckpoint(ctx)
+}
+
+// Checkpoint returns the latest served checkpoint, signed and parsed, after
+// verifying it with the log's key: with a Cosigner, the latest co-signed
+// one (waiting at most CosignWait for the first); else the latest
+// published.
 func (l *Log) Checkpoint(ctx context.Context) ([]byte, *tlog.Checkpoint, error) {
+	if l.cosigner != nil {
+		return l.awaitCosigned(ctx, 0)
+	}
+	return l.published(ctx)
+}
+
+// published returns the latest checkpoint Tessera published, verified with
+// the log's key.
+func (l *Log) published(ctx context.Context) ([]byte, *tlog.Checkpoint, error) {
 	signed, err := l.reader.ReadCheckpoint(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: read checkpoint: %v", ErrUnavailable, err)
@@ -336,6 +412,7 @@ func (l *Log) Close(ctx context.Context) error {
 		err = l.shutdown(ctx)
 		close(l.closing)
 		l.cancel()
+		<-l.loopDone
 		if err != nil {
 			err = fmt.Errorf("shut down log: %w", err)
 		}

@@ -19,10 +19,17 @@ import (
 	"github.com/custody-dev/custody/services/catalog/internal/catalog"
 )
 
+// migration is one step of the schema: DDL, then optionally Go code that
+// fills new columns from existing rows, in the same transaction.
+type migration struct {
+	ddl  string
+	fill func(ctx context.Context, tx *sql.Tx) error
+}
+
 // migrations are applied in order; PRAGMA user_version records how many
 // have been. Append, never edit.
-var migrations = []string{
-	`CREATE TABLE artifacts (
+var migrations = []migration{
+	{ddl: `CREATE TABLE artifacts (
 		id            INTEGER PRIMARY KEY,
 		name          TEXT    NOT NULL,
 		version       TEXT    NOT NULL,
@@ -59,7 +66,69 @@ var migrations = []string{
 		UNIQUE (log_index)
 	);
 	CREATE INDEX events_by_subject ON events (subject_digest);
-	CREATE INDEX events_pending ON events (id) WHERE checkpoint IS NULL;`,
+	CREATE INDEX events_pending ON events (id) WHERE checkpoint IS NULL;`},
+	// Re-signatures: the history of an artifact's envelopes, and key ids to
+	// list artifacts by the key that signed their current envelope.
+	{ddl: `ALTER TABLE artifacts ADD COLUMN key_id TEXT NOT NULL DEFAULT ''; -- of envelope's (first) signature
+	ALTER TABLE artifacts ADD COLUMN signature_id INTEGER REFERENCES signatures (id); -- the current re-signature; NULL: envelope is current
+	ALTER TABLE artifacts ADD COLUMN current_key_id TEXT NOT NULL DEFAULT ''; -- of the current envelope's signature
+	CREATE TABLE signatures (
+		id          INTEGER PRIMARY KEY,
+		artifact_id INTEGER NOT NULL REFERENCES artifacts (id),
+		envelope    BLOB    NOT NULL,
+		key_id      TEXT    NOT NULL,
+		actor       TEXT    NOT NULL,
+		created_at  TEXT    NOT NULL,
+		leaf        BLOB    NOT NULL,
+		search_from INTEGER NOT NULL,
+		log_index   INTEGER,
+		proof       BLOB,
+		checkpoint  BLOB,
+		UNIQUE (log_index)
+	);
+	CREATE INDEX signatures_by_artifact ON signatures (artifact_id, id);
+	-- At most one pending signature per artifact: it is finished before
+	-- another is recorded, so the history is in log order.
+	CREATE UNIQUE INDEX signatures_pending ON signatures (artifact_id) WHERE checkpoint IS NULL;
+	CREATE INDEX artifacts_by_current_key ON artifacts (current_key_id, id);`,
+		fill: fillKeyIDs},
+}
+
+// fillKeyIDs sets the key ids of the artifacts recorded before the catalog
+// stored key ids, from their envelopes.
+// A stored envelope that no longer parses keeps an empty key id rather than
+// keeping the catalog from starting: it is still served, and listed as
+// signed by no key.
+func fillKeyIDs(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id, envelope FROM artifacts ORDER BY id`)
+	if err != nil {
+		return err
+	}
+	keys := map[int64]string{}
+	for rows.Next() {
+		var (
+			id  int64
+			env []byte
+		)
+		if err := rows.Scan(&id, &env); err != nil {
+			rows.Close()
+			return err
+		}
+		if k, err := catalog.EnvelopeKeyID(env); err == nil {
+			keys[id] = k
+		}
+	}
+	err = rows.Err()
+	rows.Close()
+	if err != nil {
+		return err
+	}
+	for id, k := range keys {
+		if _, err := tx.ExecContext(ctx, `UPDATE artifacts SET key_id = ?, current_key_id = ? WHERE id = ?`, k, k, id); err != nil {
+			return fmt.Errorf("artifact %d: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // Store is a catalog.Store in one SQLite database file.
@@ -213,8 +282,13 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("schema version %d is newer than this catalog knows (%d): run a newer catalog", version, len(migrations))
 	}
 	for i := version; i < len(migrations); i++ {
-		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+		if _, err := tx.ExecContext(ctx, migrations[i].ddl); err != nil {
 			return fmt.Errorf("migrate schema to version %d: %w", i+1, err)
+		}
+		if f := migrations[i].fill; f != nil {
+			if err := f(ctx, tx); err != nil {
+				return fmt.Errorf("migrate schema to version %d: fill new columns: %w", i+1, err)
+			}
 		}
 	}
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", len(migrations))); err != nil {
@@ -236,10 +310,10 @@ func (s *Store) InsertArtifact(ctx context.Context, r *catalog.ArtifactRecord) (
 	var id int64
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.Exec(`INSERT INTO artifacts
-			(name, version, digest, size, channel, builder_id, source_repo, source_commit, created_at, envelope, leaf, search_from)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			(name, version, digest, size, channel, builder_id, source_repo, source_commit, created_at, envelope, key_id, current_key_id, leaf, search_from)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			a.Name, a.Version, a.Digest, a.Size, a.Channel, a.BuilderID, a.SourceRepo, a.SourceCommit,
-			formatTime(a.CreatedAt), r.Envelope, r.Entry.Leaf, int64(r.Entry.SearchFrom))
+			formatTime(a.CreatedAt), r.Envelope, r.KeyID, r.KeyID, r.Entry.Leaf, int64(r.Entry.SearchFrom))
 		if err != nil {
 			return err
 		}
@@ -255,12 +329,15 @@ func (s *Store) InsertArtifact(ctx context.Context, r *catalog.ArtifactRecord) (
 	return id, nil
 }
 
-const artifactColumns = `id, name, version, digest, size, channel, builder_id, source_repo, source_commit, created_at,
-	envelope, leaf, search_from, log_index, proof, checkpoint`
+// selectArtifacts reads artifacts (a) with their current re-signature (s).
+const selectArtifacts = `SELECT a.id, a.name, a.version, a.digest, a.size, a.channel, a.builder_id, a.source_repo, a.source_commit,
+	a.created_at, a.envelope, a.key_id, a.leaf, a.search_from, a.log_index, a.proof, a.checkpoint,
+	s.id, s.envelope, s.key_id, s.actor, s.created_at, s.leaf, s.search_from, s.log_index, s.proof, s.checkpoint
+	FROM artifacts a LEFT JOIN signatures s ON s.id = a.signature_id`
 
 // Artifact returns name@version in any state.
 func (s *Store) Artifact(ctx context.Context, name, version string) (*catalog.ArtifactRecord, error) {
-	row := s.db.QueryRowContext(ctx, `SELECT `+artifactColumns+` FROM artifacts WHERE name = ? AND version = ?`, name, version)
+	row := s.db.QueryRowContext(ctx, selectArtifacts+` WHERE a.name = ? AND a.version = ?`, name, version)
 	r, err := scanArtifact(row)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("artifact %s@%s: %w", name, version, catalog.ErrNotFound)
@@ -274,8 +351,8 @@ func (s *Store) Artifact(ctx context.Context, name, version string) (*catalog.Ar
 // LoggedArtifactsByDigest returns the logged artifacts with digest, oldest
 // first.
 func (s *Store) LoggedArtifactsByDigest(ctx context.Context, digest string) ([]*catalog.ArtifactRecord, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+artifactColumns+` FROM artifacts
-		WHERE digest = ? AND checkpoint IS NOT NULL ORDER BY log_index LIMIT 100`, digest)
+	rows, err := s.db.QueryContext(ctx, selectArtifacts+`
+		WHERE a.digest = ? AND a.checkpoint IS NOT NULL ORDER BY a.log_index LIMIT 100`, digest)
 	if err != nil {
 		return nil, fmt.Errorf("read artifacts with digest %s: %w", digest, err)
 	}
@@ -304,9 +381,16 @@ func scanArtifact(row scanner) (*catalog.ArtifactRecord, error) {
 		from      int64
 		index     sql.NullInt64
 		proofFlat []byte
+		// The current re-signature, all NULL if there is none.
+		sigID                          sql.NullInt64
+		sigKeyID, sigActor, sigCreated sql.NullString
+		sigFrom, sigIndex              sql.NullInt64
+		sig                            catalog.Signature
+		sigProof                       []byte
 	)
 	if err := row.Scan(&r.ID, &a.Name, &a.Version, &a.Digest, &a.Size, &a.Channel, &a.BuilderID, &a.SourceRepo, &a.SourceCommit,
-		&created, &r.Envelope, &r.Entry.Leaf, &from, &index, &proofFlat, &r.Entry.Checkpoint); err != nil {
+		&created, &r.Envelope, &r.KeyID, &r.Entry.Leaf, &from, &index, &proofFlat, &r.Entry.Checkpoint,
+		&sigID, &sig.Envelope, &sigKeyID, &sigActor, &sigCreated, &sig.Entry.Leaf, &sigFrom, &sigIndex, &sigProof, &sig.Entry.Checkpoint); err != nil {
 		return nil, err
 	}
 	var err error
@@ -316,7 +400,26 @@ func scanArtifact(row scanner) (*catalog.ArtifactRecord, error) {
 	if err := fillEntry(&r.Entry, from, index, proofFlat); err != nil {
 		return nil, fmt.Errorf("row %d: %w", r.ID, err)
 	}
+	if !sigID.Valid {
+		return &r, nil
+	}
+	sig.ID, sig.ArtifactID, sig.KeyID, sig.Actor = sigID.Int64, r.ID, sigKeyID.String, sigActor.String
+	if err := finishSignature(&sig, sigCreated.String, sigFrom.Int64, sigIndex, sigProof); err != nil {
+		return nil, err
+	}
+	r.Resigned = &sig
 	return &r, nil
+}
+
+func finishSignature(sig *catalog.Signature, created string, from int64, index sql.NullInt64, proofFlat []byte) error {
+	var err error
+	if sig.CreatedAt, err = parseTime(created); err != nil {
+		return fmt.Errorf("signature %d: %w", sig.ID, err)
+	}
+	if err := fillEntry(&sig.Entry, from, index, proofFlat); err != nil {
+		return fmt.Errorf("signature %d: %w", sig.ID, err)
+	}
+	return nil
 }
 
 func fillEntry(e *catalog.Entry, from int64, index sql.NullInt64, proofFlat []byte) error {
@@ -375,6 +478,8 @@ func table(k catalog.Kind) (string, error) {
 		return "artifacts", nil
 	case catalog.KindEvent:
 		return "events", nil
+	case catalog.KindSignature:
+		return "signatures", nil
 	}
 	return "", fmt.Errorf("unknown row kind %q", k)
 }
@@ -410,7 +515,29 @@ func (s *Store) SetLogged(ctx context.Context, ref catalog.Ref, index uint64, pr
 		}
 		flat = append(flat, h...)
 	}
-	return s.update(ctx, ref, `UPDATE `+t+` SET log_index = ?, proof = ?, checkpoint = ? WHERE id = ?`, int64(index), flat, checkpoint, ref.ID)
+	if ref.Kind != catalog.KindSignature {
+		return s.update(ctx, ref, `UPDATE `+t+` SET log_index = ?, proof = ?, checkpoint = ? WHERE id = ?`, int64(index), flat, checkpoint, ref.ID)
+	}
+	// A logged signature is its artifact's current envelope, in the same
+	// transaction: a signature is never current before it is logged, and
+	// never logged without being current (unless a later one is).
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.Exec(`UPDATE signatures SET log_index = ?, proof = ?, checkpoint = ? WHERE id = ?`, int64(index), flat, checkpoint, ref.ID)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return fmt.Errorf("%d rows affected (%v)", n, err)
+		}
+		_, err = tx.Exec(`UPDATE artifacts SET signature_id = s.id, current_key_id = s.key_id
+			FROM signatures s WHERE s.id = ? AND artifacts.id = s.artifact_id
+			AND (artifacts.signature_id IS NULL OR artifacts.signature_id < s.id)`, ref.ID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("update %s %d: %w", ref.Kind, ref.ID, err)
+	}
+	return nil
 }
 
 func (s *Store) update(ctx context.Context, ref catalog.Ref, query string, args ...any) error {
@@ -430,11 +557,11 @@ func (s *Store) update(ctx context.Context, ref catalog.Ref, query string, args 
 	return nil
 }
 
-// Pending returns every pending row, artifacts first, each in insertion
-// order.
+// Pending returns every pending row, artifacts first, then signatures,
+// then events, each in insertion order.
 func (s *Store) Pending(ctx context.Context) ([]catalog.Pending, error) {
 	var out []catalog.Pending
-	for _, k := range []catalog.Kind{catalog.KindArtifact, catalog.KindEvent} {
+	for _, k := range []catalog.Kind{catalog.KindArtifact, catalog.KindSignature, catalog.KindEvent} {
 		t, _ := table(k)
 		rows, err := s.db.QueryContext(ctx, `SELECT id, leaf, search_from, log_index FROM `+t+` WHERE checkpoint IS NULL ORDER BY id`)
 		if err != nil {
@@ -464,6 +591,14 @@ func (s *Store) Pending(ctx context.Context) ([]catalog.Pending, error) {
 }
 
 func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("created_at %q: %w", s, err)
+	}
+	return t, nil
+}
 
 func isUnique(err error) bool {
 	var e *sqlite.Error

@@ -1,0 +1,238 @@
+package translog
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/custody-dev/custody/libs/tlog"
+)
+
+// Cosigner adds its signature to the log's checkpoints after checking that
+// each extends the last one it signed. The signer is the production one
+// (SignerClient); verifiers trust its key, not the catalog's.
+type Cosigner interface {
+	// Cosigned returns the last checkpoint co-signed for origin, nil if
+	// none yet.
+	Cosigned(ctx context.Context, origin string) ([]byte, error)
+	// Cosign returns checkpoint with the co-signature added. fromSize is
+	// the size of the last checkpoint co-signed and proof a consistency
+	// proof from it to checkpoint. A refusal wraps ErrRefused; other errors
+	// mean the co-signer could not be asked.
+	Cosign(ctx context.Context, checkpoint []byte, fromSize uint64, proof [][]byte) ([]byte, error)
+}
+
+var (
+	// ErrRefused means the co-signer refused a checkpoint: it does not
+	// extend the last one co-signed (as the co-signer knows it).
+	ErrRefused = errors.New("co-signer refused the checkpoint")
+	// ErrNotCosigned means no co-signed checkpoint covers an entry within
+	// the bounded wait: the co-signer is unreachable or refuses. It comes
+	// wrapped with ErrUnavailable; the caller may retry.
+	ErrNotCosigned = errors.New("checkpoint not co-signed")
+)
+
+// cosignState is what the co-signing loop shares with waiters. Guarded by
+// Log.mu.
+type cosignState struct {
+	// signed and cp are the latest co-signed checkpoint; nil until one is
+	// known.
+	signed []byte
+	cp     *tlog.Checkpoint
+	// err is why the latest published checkpoint is not co-signed; nil
+	// while co-signing keeps up.
+	err error
+	// changed is closed and replaced whenever signed or err changes.
+	changed chan struct{}
+}
+
+// cosignLoop co-signs each newly published checkpoint until the log
+// closes. After a failure it retries with a growing delay (up to
+// cosignRetryMax), so co-signing resumes by itself when the co-signer is
+// back.
+func (l *Log) cosignLoop(ctx context.Context) {
+	defer close(l.loopDone)
+	var (
+		base     *tlog.Checkpoint // the co-signer's last checkpoint; nil: ask it
+		delay    = l.poll
+		failures int
+	)
+	for {
+		err := l.cosignLatest(ctx, &base)
+		l.setCosignErr(err)
+		switch {
+		case err == nil:
+			if failures > 0 {
+				l.logger.InfoContext(ctx, "checkpoint co-signing resumed", slog.Int("failed_attempts", failures))
+			}
+			failures, delay = 0, l.poll
+		default:
+			if failures == 0 {
+				delay = l.poll
+				level := slog.LevelWarn
+				if errors.Is(err, ErrIntegrity) || errors.Is(err, ErrRefused) {
+					level = slog.LevelError
+				}
+				l.logger.Log(ctx, level, "checkpoint not co-signed; entries wait and then fail until it is", slog.Any("error", err))
+			} else {
+				delay = min(2*delay, l.cosignRetryMax)
+				l.logger.DebugContext(ctx, "checkpoint co-signing failed again", slog.Int("failed_attempts", failures+1), slog.Any("error", err))
+			}
+			failures++
+		}
+		select {
+		case <-l.closing:
+			return
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
+// cosignLatest has the latest published checkpoint co-signed, unless it
+// already is. *base is the co-signer's last checkpoint as last learnt; it
+// is asked again when unknown and after a refusal.
+func (l *Log) cosignLatest(ctx context.Context, base **tlog.Checkpoint) error {
+	signed, cp, err := l.published(ctx)
+	if err != nil {
+		return err
+	}
+	if cur := l.latestCosigned(); cur != nil && sameTree(cur, cp) {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(ctx, l.cosignTimeout)
+	defer cancel()
+	if *base == nil {
+		b, err := l.cosigner.Cosigned(rctx, l.origin)
+		if err != nil {
+			return err
+		}
+		if len(b) == 0 {
+			*base = &tlog.Checkpoint{Origin: l.origin}
+		} else {
+			// The co-signer signed the catalog's note: it carries the
+			// log's own signature.
+			bcp, err := tlog.OpenCheckpoint(b, l.verifier)
+			if err != nil {
+				return fmt.Errorf("%w: the co-signer's last checkpoint: %v", ErrIntegrity, err)
+			}
+			*base = bcp
+			if _, err := l.proofFrom(ctx, bcp, cp); err != nil {
+				return err
+			}
+			// It is in this log's tree: serve it until a newer one is
+			// co-signed.
+			l.setCosigned(b, bcp)
+			if sameTree(bcp, cp) {
+				return nil
+			}
+		}
+	}
+	from := *base
+	proof, err := l.proofFrom(ctx, from, cp)
+	if err != nil {
+		return err
+	}
+	out, err := l.cosigner.Cosign(rctx, signed, from.Size, proof)
+	if err != nil {
+		if errors.Is(err, ErrRefused) {
+			*base = nil
+		}
+		return err
+	}
+	ocp, err := tlog.OpenCheckpoint(out, l.verifier)
+	if err != nil || !sameTree(ocp, cp) {
+		return fmt.Errorf("%w: the co-signer returned another checkpoint than the one sent (size %d): %v", ErrIntegrity, cp.Size, err)
+	}
+	*base = ocp
+	l.setCosigned(out, ocp)
+	return nil
+}
+
+// proofFrom returns the consistency proof from the co-signer's last
+// checkpoint to cp, checked here first: a log that does not extend what was
+// co-signed is an integrity failure of this log, not something to send.
+func (l *Log) proofFrom(ctx context.Context, from, cp *tlog.Checkpoint) ([][]byte, error) {
+	switch {
+	case from.Size > cp.Size:
+		return nil, fmt.Errorf("%w: the log has %d entries, but the co-signer co-signed %d: the log's data directory lost entries; restore it", ErrIntegrity, cp.Size, from.Size)
+	case from.Size == 0:
+		return nil, nil
+	case from.Size == cp.Size && !bytes.Equal(from.Hash, cp.Hash):
+		return nil, fmt.Errorf("%w: the log at size %d differs from the checkpoint co-signed at that size", ErrIntegrity, cp.Size)
+	case from.Size == cp.Size:
+		return nil, nil
+	}
+	proof, err := l.ConsistencyProof(ctx, from.Size, cp.Size)
+	if err != nil {
+		return nil, err
+	}
+	if err := tlog.VerifyConsistency(from, cp, proof); err != nil {
+		return nil, fmt.Errorf("%w: the log does not extend the checkpoint co-signed at size %d: %v", ErrIntegrity, from.Size, err)
+	}
+	return proof, nil
+}
+
+func sameTree(a, b *tlog.Checkpoint) bool { return a.Size == b.Size && bytes.Equal(a.Hash, b.Hash) }
+
+func (l *Log) latestCosigned() *tlog.Checkpoint {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cs.cp
+}
+
+// setCosigned records a co-signed checkpoint unless a larger one is known.
+func (l *Log) setCosigned(signed []byte, cp *tlog.Checkpoint) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cs.cp != nil && l.cs.cp.Size > cp.Size {
+		return
+	}
+	l.cs.signed, l.cs.cp = signed, cp
+	l.cs.err = nil
+	close(l.cs.changed)
+	l.cs.changed = make(chan struct{})
+}
+
+func (l *Log) setCosignErr(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err == nil && l.cs.err == nil {
+		return
+	}
+	l.cs.err = err
+	close(l.cs.changed)
+	l.cs.changed = make(chan struct{})
+}
+
+// awaitCosigned waits, at most cosignWait, for a co-signed checkpoint of at
+// least size entries and returns the latest one.
+func (l *Log) awaitCosigned(ctx context.Context, size uint64) ([]byte, *tlog.Checkpoint, error) {
+	timer := time.NewTimer(l.cosignWait)
+	defer timer.Stop()
+	for {
+		l.mu.Lock()
+		signed, cp, lastErr, changed := l.cs.signed, l.cs.cp, l.cs.err, l.cs.changed
+		l.mu.Unlock()
+		if cp != nil && cp.Size >= size {
+			return signed, cp, nil
+		}
+		why := "co-signing is slow"
+		if lastErr != nil {
+			why = lastErr.Error()
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return nil, nil, fmt.Errorf("%w: %w: no checkpoint of %d or more entries co-signed within %s: %s", ErrUnavailable, ErrNotCosigned, size, l.cosignWait, why)
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("%w: %w: no checkpoint of %d or more entries co-signed: %v (%s)", ErrUnavailable, ErrNotCosigned, size, ctx.Err(), why)
+		case <-l.closing:
+			return nil, nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
+		}
+	}
+}
