@@ -38,6 +38,9 @@ const MaxBlobSize = 64 << 30
 var (
 	errInvalid     = errors.New("invalid request")
 	errUnavailable = errors.New("dependency unavailable")
+	// errNotSigned: the signer refused for now (approvals missing or
+	// rejected); its message says what to do.
+	errNotSigned = errors.New("the signer did not sign")
 )
 
 // Policy is who may call what; see docs/services.md.
@@ -188,6 +191,9 @@ func (s *Server) complete(ctx context.Context, h *publisherv1.UploadHeader, dige
 		return nil, fmt.Errorf("%w: %v", errInvalid, err)
 	}
 	signed, err := s.signer.SignArtifact(ctx, &signerv1.SignArtifactRequest{Channel: h.GetChannel(), Statement: statement})
+	if status.Code(err) == codes.FailedPrecondition {
+		return nil, fmt.Errorf("%w: %s; the blob is stored and bound", errNotSigned, status.Convert(err).Message())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: signer: %v: the blob is stored; check the signer is running, then retry the upload", errUnavailable, status.Convert(err).Message())
 	}
@@ -261,6 +267,8 @@ func toStatus(err error) error {
 		return status.Error(codes.DataLoss, err.Error())
 	case errors.Is(err, errUnavailable):
 		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, errNotSigned):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	}

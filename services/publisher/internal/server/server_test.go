@@ -38,6 +38,7 @@ type fakeSigner struct {
 	signerv1.UnimplementedSignerServiceServer
 	mu         sync.Mutex
 	down       bool
+	refusal    string // FailedPrecondition with this message, as when approvals are missing
 	statements [][]byte
 }
 
@@ -46,6 +47,9 @@ func (f *fakeSigner) SignArtifact(_ context.Context, req *signerv1.SignArtifactR
 	defer f.mu.Unlock()
 	if f.down {
 		return nil, status.Error(codes.Unavailable, "key back end down")
+	}
+	if f.refusal != "" {
+		return nil, status.Error(codes.FailedPrecondition, f.refusal)
 	}
 	f.statements = append(f.statements, req.GetStatement())
 	env, _ := attest.SignEnvelope(attest.PayloadType, req.GetStatement(), "k", func([]byte) ([]byte, error) { return []byte("sig"), nil })
@@ -330,6 +334,23 @@ func TestSignerDownThenRetryCompletes(t *testing.T) {
 	}
 	if len(f.catalog.records) != 1 || len(resp.GetEnvelope()) == 0 {
 		t.Fatalf("retry did not complete the flow: %d records", len(f.catalog.records))
+	}
+}
+
+func TestSignerFailedPreconditionPassesThrough(t *testing.T) {
+	f := start(t)
+	c := f.client(t, "/builder/ci")
+	f.signer.refusal = "approval request 0123 has 1 of 2 approvals: approvers run `custody approve 0123`; then retry the upload"
+	_, err := upload(t.Context(), c, header("1.0.0", 0), strings.NewReader("bytes"), 5)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), f.signer.refusal) || !strings.Contains(err.Error(), "the blob is stored and bound") {
+		t.Fatalf("signer refusal: %v, want FailedPrecondition with the signer's message and that the blob is stored and bound", err)
+	}
+	f.signer.refusal = ""
+	if _, err := upload(t.Context(), c, header("1.0.0", 0), strings.NewReader("bytes"), 5); err != nil {
+		t.Fatalf("retry once approved: %v", err)
+	}
+	if len(f.catalog.records) != 1 {
+		t.Fatalf("%d records after the retry, want 1", len(f.catalog.records))
 	}
 }
 

@@ -10,6 +10,7 @@ package lifecycle
 import (
 	"context"
 	"crypto"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -346,12 +347,13 @@ func (m *Manager) Rotate(ctx context.Context, name, caller string) (Info, int64,
 		return Info{}, 0, m.backendErr(name, err)
 	}
 	m.forget(name)
-	if err := m.audit(ctx, "key.rotated", map[string]any{"key": name, "version": v.Version, "key_id": v.ID, "by": caller}); err != nil {
-		return Info{}, 0, err
-	}
+	auditErr := m.audit(ctx, "key.rotated", map[string]any{"key": name, "version": v.Version, "key_id": v.ID, "by": caller}, true)
 	rv, err := m.autoPublish(ctx)
 	if err != nil {
 		return Info{}, 0, err
+	}
+	if auditErr != nil {
+		return Info{}, rv, fmt.Errorf("%s rotated to version %d, but the rotation is not logged yet (%w); the signer logs it as soon as the log is back", name, v.Version, auditErr)
 	}
 	info, err := m.info(ctx, name, v.Version)
 	return info, rv, err
@@ -404,13 +406,14 @@ func (m *Manager) Revoke(ctx context.Context, name string, version int, effectiv
 	}
 	m.cfg.Logger.WarnContext(ctx, "key version revoked", slog.String("key_name", name), slog.Int("key_version", version),
 		slog.String("key_id", id), slog.Time("revoked_at", revokedAt), slog.String("caller", caller))
-	if err := m.audit(ctx, "key.revoked", map[string]any{"key": name, "version": version, "key_id": id,
-		"revoked_at": revokedAt.Format(time.RFC3339Nano), "reason": reason, "by": caller}); err != nil {
-		return Info{}, 0, fmt.Errorf("the revocation is in effect in the signer but not logged: %w; retry the same command to log it", err)
-	}
+	auditErr := m.audit(ctx, "key.revoked", map[string]any{"key": name, "version": version, "key_id": id,
+		"revoked_at": revokedAt.Format(time.RFC3339Nano), "reason": reason, "by": caller}, true)
 	rv, err := m.autoPublish(ctx)
 	if err != nil {
 		return Info{}, 0, err
+	}
+	if auditErr != nil {
+		return Info{}, rv, fmt.Errorf("the revocation is in effect in the signer but not logged yet (%w); the signer logs it as soon as the log is back", auditErr)
 	}
 	info, err := m.info(ctx, name, version)
 	return info, rv, err
@@ -429,14 +432,85 @@ func (m *Manager) info(ctx context.Context, name string, version int) (Info, err
 	return Info{}, fmt.Errorf("%w: key %q has no version %d", ErrNotFound, name, version)
 }
 
-func (m *Manager) audit(ctx context.Context, typ string, details map[string]any) error {
+// audit logs an event. Events of actions that have not taken effect yet
+// fail closed: the caller undoes nothing and reports ErrUnavailable. An
+// event of an action that already took effect (queue true) is also kept in
+// the outbox and logged by Run once the log is back.
+func (m *Manager) audit(ctx context.Context, typ string, details map[string]any, queue bool) error {
 	if m.cfg.Audit == nil {
 		return nil
 	}
-	if err := m.cfg.Audit.Log(ctx, audit.Event{Type: typ, Details: details}); err != nil {
-		return fmt.Errorf("%w: log %s event: %v", ErrUnavailable, typ, err)
+	m.flush(ctx) // keep the log in order: older events first
+	err := m.cfg.Audit.Log(ctx, audit.Event{Type: typ, Details: details})
+	if err == nil {
+		return nil
 	}
-	return nil
+	if queue {
+		b, merr := json.Marshal(details)
+		if merr == nil {
+			m.mu.Lock()
+			if len(m.st.Outbox) < maxOutbox {
+				m.st.Outbox = append(m.st.Outbox, outboxEvent{Type: typ, Details: b, Queued: m.cfg.Now().UTC()})
+				if serr := m.files.saveState(m.st); serr != nil {
+					m.st.Outbox = m.st.Outbox[:len(m.st.Outbox)-1]
+				}
+			}
+			m.mu.Unlock()
+		}
+	}
+	return fmt.Errorf("%w: log %s event: %v", ErrUnavailable, typ, err)
+}
+
+// flush logs queued events in order, stopping at the first failure.
+func (m *Manager) flush(ctx context.Context) {
+	for {
+		m.mu.Lock()
+		if len(m.st.Outbox) == 0 {
+			m.mu.Unlock()
+			return
+		}
+		e := m.st.Outbox[0]
+		m.mu.Unlock()
+		var details map[string]any
+		_ = json.Unmarshal(e.Details, &details)
+		details["queued_at"] = e.Queued.Format(time.RFC3339Nano)
+		if err := m.cfg.Audit.Log(ctx, audit.Event{Type: e.Type, Details: details}); err != nil {
+			return
+		}
+		m.mu.Lock()
+		m.st.Outbox = m.st.Outbox[1:]
+		err := m.files.saveState(m.st)
+		m.mu.Unlock()
+		if err != nil {
+			m.cfg.Logger.ErrorContext(ctx, "record logged event", slog.Any("error", err))
+			return
+		}
+	}
+}
+
+// Unlogged is how many events wait in the outbox for the log.
+func (m *Manager) Unlogged() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.st.Outbox)
+}
+
+// Run logs queued events every interval until ctx ends.
+func (m *Manager) Run(ctx context.Context, interval time.Duration) error {
+	if m.cfg.Audit == nil {
+		<-ctx.Done()
+		return nil
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		m.flush(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 func (m *Manager) backendErr(name string, err error) error {

@@ -409,9 +409,19 @@ func TestAuditDownFailsClosed(t *testing.T) {
 	if in := f.info("artifact", 1); in.Status != StatusRevoked {
 		t.Fatalf("version 1 is %s after a revocation the log missed", in.Status)
 	}
+	if n := f.m.Unlogged(); n != 4 {
+		t.Fatalf("%d events queued, want the rotation, the revocation and the two roots that published them", n)
+	}
+	// Queued events survive a restart and are logged, in order, once the
+	// log is back.
+	f.reopen()
 	f.audit.down = false
-	if _, _, err := f.m.Revoke(t.Context(), "artifact", 1, time.Time{}, "leaked", "admin"); err != nil {
-		t.Fatalf("retry: %v", err)
+	f.m.flush(t.Context())
+	if n := f.m.Unlogged(); n != 0 {
+		t.Fatalf("%d events still queued", n)
+	}
+	if got := strings.Join(f.audit.types(), ","); !strings.HasSuffix(got, "key.rotated,trustroot.published,key.revoked,trustroot.published") {
+		t.Fatalf("events %s, want the queued rotation and revocation last", got)
 	}
 }
 

@@ -182,8 +182,9 @@ func (m *Manager) publishLocked(ctx context.Context, env []byte, caller string) 
 		m.cfg.Logger.ErrorContext(ctx, "record retired key versions", slog.Any("error", serr))
 	}
 	m.cfg.Logger.InfoContext(ctx, "trust root published", slog.Int64("version", r.Version), slog.Time("expires", r.Expires), slog.String("caller", caller))
-	if err := m.audit(ctx, "trustroot.published", map[string]any{"version": r.Version, "expires": r.Expires.Format(time.RFC3339), "by": caller}); err != nil {
-		return r.Version, fmt.Errorf("trust root version %d is published but not logged: %w", r.Version, err)
+	if err := m.audit(ctx, "trustroot.published", map[string]any{"version": r.Version, "expires": r.Expires.Format(time.RFC3339), "by": caller}, true); err != nil {
+		// Published: it stays so; the outbox logs it later.
+		m.cfg.Logger.WarnContext(ctx, "trust root published; its event is queued until the log is back", slog.Int64("version", r.Version), slog.Any("error", err))
 	}
 	return r.Version, nil
 }

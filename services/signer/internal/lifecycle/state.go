@@ -19,6 +19,9 @@ import (
 // stateFormat is the version of keys.json's layout.
 const stateFormat = 1
 
+// maxOutbox bounds the events waiting for the log.
+const maxOutbox = 10000
+
 // maxStateSize bounds keys.json: it holds a few lines per key version.
 const maxStateSize = 16 << 20
 
@@ -28,6 +31,15 @@ const maxStateSize = 16 << 20
 type state struct {
 	Format   int                      `json:"format"`
 	Versions map[string]*versionState `json:"versions"` // by key id
+	// Outbox holds events that took effect but could not be logged yet;
+	// they are logged in order as soon as the log is back.
+	Outbox []outboxEvent `json:"outbox,omitempty"`
+}
+
+type outboxEvent struct {
+	Type    string          `json:"type"`
+	Details json.RawMessage `json:"details"`
+	Queued  time.Time       `json:"queued"`
 }
 
 type versionState struct {
@@ -60,6 +72,14 @@ func parseState(b []byte) (*state, error) {
 	}
 	if s.Versions == nil {
 		s.Versions = map[string]*versionState{}
+	}
+	if len(s.Outbox) > maxOutbox {
+		return nil, fmt.Errorf("%d unlogged events, more than %d", len(s.Outbox), maxOutbox)
+	}
+	for i, e := range s.Outbox {
+		if e.Type == "" || !json.Valid(e.Details) {
+			return nil, fmt.Errorf("unlogged event %d is incomplete", i)
+		}
 	}
 	for id, v := range s.Versions {
 		if v == nil || v.Name == "" || v.Version < 1 || len(id) != 64 {

@@ -18,6 +18,7 @@ import (
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/services/signer/internal/keys"
+	"github.com/custody-dev/custody/services/signer/internal/lifecycle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -25,6 +26,8 @@ import (
 type Keys struct {
 	Artifact string
 	Decision string
+	// Log is the Ed25519 key that co-signs log checkpoints; empty for none.
+	Log string
 }
 
 func (k Keys) byPurpose() map[string]string {
@@ -42,23 +45,69 @@ var (
 	errUnavailable = errors.New("key back end unavailable")
 )
 
+// Errors an Approvals returns, mapped by toStatus.
+var (
+	// ErrNotApproved: the request was rejected, expired, or the wait ended
+	// without a quorum.
+	ErrNotApproved = errors.New("not approved")
+	// ErrApprovalsUnavailable: the approval state or the audit log cannot be
+	// written now.
+	ErrApprovalsUnavailable = errors.New("approvals unavailable")
+)
+
+// ApprovalSubject is what approvers vouch for: one statement on one channel,
+// signed with one key.
+type ApprovalSubject struct {
+	Name, Version, Digest, Channel, KeyName string
+	BuilderID, SourceRepo, SourceCommit     string
+}
+
+// Approvals holds artifact signatures on protected channels until a quorum
+// of approvers has approved. Implementations are safe for concurrent use.
+type Approvals interface {
+	// Await blocks until s may be signed. Its errors wrap ErrNotApproved or
+	// ErrApprovalsUnavailable.
+	Await(ctx context.Context, s ApprovalSubject) error
+	// Signed records that s, released by Await, was signed by keyID. The
+	// envelope is returned only if it succeeds; errors as for Await.
+	Signed(ctx context.Context, s ApprovalSubject, keyID string) error
+}
+
 // Policy is who may call what; see docs/services.md.
 func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	sd := signerv1.SignerService_ServiceDesc
+	ad := signerv1.ApprovalService_ServiceDesc
+	kd := signerv1.KeyService_ServiceDesc
+	under := func(p string) rpc.Rule { return rpc.Under{TrustDomain: td, Prefix: p} }
 	return rpc.Policy{
-		rpc.Method(sd, "SignArtifact"):   {rpc.ID(spiffeid.RequireFromPath(td, "/service/publisher"))},
-		rpc.Method(sd, "SignDecision"):   {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper"))},
-		rpc.Method(sd, "ListPublicKeys"): {rpc.Member(td)},
+		rpc.Method(sd, "SignArtifact"):          {rpc.ID(spiffeid.RequireFromPath(td, "/service/publisher"))},
+		rpc.Method(sd, "SignDecision"):          {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper"))},
+		rpc.Method(sd, "ListPublicKeys"):        {rpc.Member(td)},
+		rpc.Method(sd, "ResignArtifact"):        {under("/admin")},
+		rpc.Method(sd, "GetTrustRoot"):          {rpc.Member(td)},
+		rpc.Method(kd, "ListKeys"):              {under("/admin")},
+		rpc.Method(kd, "RotateKey"):             {under("/admin")},
+		rpc.Method(kd, "RevokeKeyVersion"):      {under("/admin")},
+		rpc.Method(kd, "DraftTrustRoot"):        {under("/admin")},
+		rpc.Method(kd, "PublishTrustRoot"):      {under("/admin")},
+		rpc.Method(ad, "ListApprovalRequests"):  {under("/approver"), under("/admin")},
+		rpc.Method(ad, "Approve"):               {under("/approver")},
+		rpc.Method(ad, "Reject"):                {under("/approver")},
+		rpc.Method(sd, "CosignCheckpoint"):      {rpc.ID(spiffeid.RequireFromPath(td, "/service/catalog"))},
+		rpc.Method(sd, "GetCosignedCheckpoint"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/catalog"))},
 	}
 }
 
 // Server implements signerv1.SignerServiceServer.
 type Server struct {
 	signerv1.UnimplementedSignerServiceServer
-	backend keys.Backend
-	names   Keys
-	logger  *slog.Logger
-	now     func() time.Time
+	backend   keys.Backend
+	names     Keys
+	logger    *slog.Logger
+	now       func() time.Time
+	approvals Approvals          // nil: no channel needs approvals
+	lc        *lifecycle.Manager // nil: sign with the newest version of names
+	cosigner  Cosigner           // nil: no checkpoint co-signing
 
 	mu      sync.Mutex
 	current map[string]cached // key name → newest version
@@ -74,14 +123,38 @@ func New(backend keys.Backend, names Keys, logger *slog.Logger) *Server {
 	return &Server{backend: backend, names: names, logger: logger, now: time.Now, current: map[string]cached{}}
 }
 
-// EnsureKeys creates each named key that does not exist yet (ECDSA P-256),
-// for back ends whose credentials allow it (the software keystore, an HSM
-// login); with Vault a custodian creates them.
+// SetLifecycle makes the key lifecycle choose keys and versions: a key per
+// channel, the version the published trust root lists, revocations. Call it
+// before serving.
+func (s *Server) SetLifecycle(m *lifecycle.Manager) { s.lc = m }
+
+// artifactKey names the key that signs channel's artifacts.
+func (s *Server) artifactKey(channel string) string {
+	if s.lc != nil {
+		return s.lc.ArtifactKey(channel)
+	}
+	return s.names.Artifact
+}
+
+// SetApprovals makes SignArtifact wait for a's approvals. Call it before
+// serving.
+func (s *Server) SetApprovals(a Approvals) { s.approvals = a }
+
+// EnsureKeys creates each named key that does not exist yet (ECDSA P-256;
+// the log key Ed25519), for back ends whose credentials allow it (the
+// software keystore, an HSM login); with Vault a custodian creates them.
 func EnsureKeys(ctx context.Context, b keys.Backend, names Keys) error {
-	for _, name := range []string{names.Artifact, names.Decision} {
+	algs := map[string]string{names.Artifact: keys.ECDSAP256, names.Decision: keys.ECDSAP256}
+	if names.Log != "" {
+		algs[names.Log] = keys.Ed25519
+	}
+	for _, name := range []string{names.Artifact, names.Decision, names.Log} {
+		if name == "" {
+			continue
+		}
 		_, err := b.Versions(ctx, name)
 		if errors.Is(err, keys.ErrNotFound) {
-			_, err = b.Create(ctx, name, keys.ECDSAP256)
+			_, err = b.Create(ctx, name, algs[name])
 		}
 		if err != nil && !errors.Is(err, keys.ErrExists) {
 			return fmt.Errorf("key %q: %w", name, err)
@@ -103,9 +176,21 @@ func (s *Server) SignArtifact(ctx context.Context, req *signerv1.SignArtifactReq
 	if req.GetChannel() == "" || req.GetChannel() != a.Channel {
 		return nil, toStatus(fmt.Errorf("%w: channel %q differs from the statement's channel %q", errInvalid, req.GetChannel(), a.Channel))
 	}
-	env, key, err := s.sign(ctx, attest.PurposeArtifact, req.GetStatement())
+	subject := ApprovalSubject{Name: a.Name, Version: a.Version, Digest: a.Digest, Channel: a.Channel, KeyName: s.artifactKey(a.Channel),
+		BuilderID: a.BuilderID, SourceRepo: a.SourceRepo, SourceCommit: a.SourceCommit}
+	if s.approvals != nil {
+		if err := s.approvals.Await(ctx, subject); err != nil {
+			return nil, toStatus(err)
+		}
+	}
+	env, key, err := s.sign(ctx, subject.KeyName, req.GetStatement())
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if s.approvals != nil {
+		if err := s.approvals.Signed(ctx, subject, key.ID); err != nil {
+			return nil, toStatus(err)
+		}
 	}
 	s.log(ctx, "signed artifact", key, a.Digest, slog.String("name", a.Name), slog.String("version", a.Version))
 	return &signerv1.SignArtifactResponse{Envelope: env, KeyId: key.ID}, nil
@@ -121,7 +206,7 @@ func (s *Server) SignDecision(ctx context.Context, req *signerv1.SignDecisionReq
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("%w: %v", errInvalid, err))
 	}
-	env, key, err := s.sign(ctx, attest.PurposeDecision, req.GetStatement())
+	env, key, err := s.sign(ctx, s.names.Decision, req.GetStatement())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -132,6 +217,16 @@ func (s *Server) SignDecision(ctx context.Context, req *signerv1.SignDecisionReq
 // ListPublicKeys returns every key version's public half.
 func (s *Server) ListPublicKeys(ctx context.Context, _ *signerv1.ListPublicKeysRequest) (*signerv1.ListPublicKeysResponse, error) {
 	resp := &signerv1.ListPublicKeysResponse{}
+	if s.lc != nil {
+		infos, err := s.lc.List(ctx)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		for _, in := range infos {
+			resp.Keys = append(resp.Keys, lifecycle.PublicKeyProto(in))
+		}
+		return resp, nil
+	}
 	for _, purpose := range []string{attest.PurposeArtifact, attest.PurposeDecision} {
 		name := s.names.byPurpose()[purpose]
 		vs, err := s.backend.Versions(ctx, name)
@@ -155,8 +250,11 @@ func (s *Server) remember(name string, v keys.Version) {
 	s.mu.Unlock()
 }
 
-// currentVersion is the newest version of key name.
+// currentVersion is the version of key name that signs now.
 func (s *Server) currentVersion(ctx context.Context, name string) (keys.Version, error) {
+	if s.lc != nil {
+		return s.lc.Current(ctx, name)
+	}
 	s.mu.Lock()
 	c, ok := s.current[name]
 	s.mu.Unlock()
@@ -183,10 +281,9 @@ func (s *Server) backendErr(name string, err error) error {
 	return fmt.Errorf("%s key %q: %w", s.backend.Kind(), name, err)
 }
 
-// sign signs payload as a DSSE envelope with the current version of the
-// purpose's key.
-func (s *Server) sign(ctx context.Context, purpose string, payload []byte) ([]byte, keys.Version, error) {
-	name := s.names.byPurpose()[purpose]
+// sign signs payload as a DSSE envelope with the current version of key
+// name.
+func (s *Server) sign(ctx context.Context, name string, payload []byte) ([]byte, keys.Version, error) {
 	cur, err := s.currentVersion(ctx, name)
 	if err != nil {
 		return nil, keys.Version{}, err
@@ -228,11 +325,16 @@ func purposeProto(p string) signerv1.KeyPurpose {
 
 // toStatus is the one mapping from domain errors to gRPC codes.
 func toStatus(err error) error {
+	if lifecycle.IsKeyError(err) {
+		return lifecycle.ToStatus(err)
+	}
 	switch {
 	case errors.Is(err, errInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, errUnavailable), errors.Is(err, keys.ErrUnavailable):
+	case errors.Is(err, errUnavailable), errors.Is(err, keys.ErrUnavailable), errors.Is(err, ErrApprovalsUnavailable):
 		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, ErrNotApproved):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	default:
 		return status.Error(codes.Internal, "internal error")
 	}
