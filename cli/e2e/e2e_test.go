@@ -91,6 +91,15 @@ func start(t *testing.T) *stack {
 	t.Cleanup(func() {
 		_ = s.up.Process.Signal(syscall.SIGTERM)
 		<-s.exited
+		if t.Failed() {
+			for _, svc := range services {
+				b, _ := os.ReadFile(filepath.Join(s.dir, "logs", svc+".log"))
+				if len(b) > 3000 {
+					b = b[len(b)-3000:]
+				}
+				t.Logf("%s log (tail):\n%s", svc, b)
+			}
+		}
 	})
 	deadline := time.Now().Add(2 * time.Minute)
 	for {

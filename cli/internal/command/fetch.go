@@ -46,11 +46,11 @@ func (c *cli) fetchCmd() *cobra.Command {
 				c.printDecision(args[0], envName, dec)
 				return denied("fetch %s (%s): admission to %s denied: %s", args[0], orUnknown(dec.GetDigest()), envName, strings.Join(dec.GetReasons(), "; "))
 			}
-			ev, keys, err := c.evidence(ctx, env, dec.GetDigest())
+			ev, trust, err := c.evidence(ctx, env, dec.GetDigest())
 			if err != nil {
 				return err
 			}
-			if err := evidence.Verify(ev, keys); err != nil {
+			if err := evidence.Verify(ev, trust.Root); err != nil {
 				return denied("fetch %s: %v", args[0], err)
 			}
 			urls, err := issueURLs(ctx, env, dec.GetDecisionEnvelope())
@@ -68,7 +68,7 @@ func (c *cli) fetchCmd() *cobra.Command {
 				if err == nil {
 					fmt.Fprintf(c.stdout, "fetched %s (%s, %d bytes) to %s: digest, signature and log inclusion verified\n", args[0], ev.Artifact.Digest, ev.Artifact.Size, out)
 					if bundlePath != "" {
-						return writeBundle(bundlePath, ev, keys)
+						return writeBundle(bundlePath, ev, trust)
 					}
 					return nil
 				}
@@ -92,26 +92,27 @@ func orUnknown(d string) string {
 	return d
 }
 
-// evidence gets the catalog's evidence for digest and the pinned keys.
-func (c *cli) evidence(ctx context.Context, env *conn.Env, digest string) (evidence.Evidence, evidence.Keys, error) {
-	keys, err := env.Trust()
+// evidence gets the catalog's evidence for digest and the trust root,
+// pinned and walked forward.
+func (c *cli) evidence(ctx context.Context, env *conn.Env, digest string) (evidence.Evidence, *conn.Trust, error) {
+	trust, err := env.Trust(ctx)
 	if err != nil {
-		return evidence.Evidence{}, keys, err
+		return evidence.Evidence{}, nil, err
 	}
 	cc, err := env.Dial("catalog")
 	if err != nil {
-		return evidence.Evidence{}, keys, err
+		return evidence.Evidence{}, nil, err
 	}
 	defer cc.Close()
 	resp, err := catalogv1.NewCatalogServiceClient(cc).GetArtifact(ctx, &catalogv1.GetArtifactRequest{Digest: digest})
 	if err != nil {
-		return evidence.Evidence{}, keys, fmt.Errorf("get evidence for %s: %w", digest, err)
+		return evidence.Evidence{}, nil, fmt.Errorf("get evidence for %s: %w", digest, err)
 	}
 	ev := evidence.FromProto(resp)
 	if ev.Artifact.Digest != digest {
-		return ev, keys, denied("the catalog answered with %s for %s", ev.Artifact.Digest, digest)
+		return ev, nil, denied("the catalog answered with %s for %s", ev.Artifact.Digest, digest)
 	}
-	return ev, keys, nil
+	return ev, trust, nil
 }
 
 func issueURLs(ctx context.Context, env *conn.Env, decision []byte) ([]string, error) {
@@ -195,8 +196,8 @@ type progressWriter struct{ p *progress }
 
 func (w progressWriter) Write(b []byte) (int, error) { w.p.add(len(b)); return len(b), nil }
 
-func writeBundle(path string, ev evidence.Evidence, keys evidence.Keys) error {
-	b, err := bundle.New(ev, keys).Marshal()
+func writeBundle(path string, ev evidence.Evidence, trust *conn.Trust) error {
+	b, err := bundle.New(ev, trust.Chain, trust.Root.Version).Marshal()
 	if err != nil {
 		return err
 	}
@@ -229,15 +230,15 @@ func (c *cli) bundleCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("get evidence for %s: %w", args[0], err)
 			}
-			keys, err := env.Trust()
+			trust, err := env.Trust(ctx)
 			if err != nil {
 				return err
 			}
 			ev := evidence.FromProto(resp)
-			if err := evidence.Verify(ev, keys); err != nil {
+			if err := evidence.Verify(ev, trust.Root); err != nil {
 				return denied("%v", err)
 			}
-			if err := writeBundle(out, ev, keys); err != nil {
+			if err := writeBundle(out, ev, trust); err != nil {
 				return err
 			}
 			fmt.Fprintf(c.stdout, "wrote %s for %s (%s)\n", out, args[0], ev.Artifact.Digest)

@@ -370,4 +370,3 @@ func stamp(t *timestamppb.Timestamp) string {
 	}
 	return t.AsTime().UTC().Format(time.RFC3339)
 }
-

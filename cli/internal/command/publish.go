@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 )
@@ -68,6 +70,12 @@ func (c *cli) publishCmd() *cobra.Command {
 				}
 			}
 			resp, err := stream.CloseAndRecv()
+			if status.Code(err) == codes.FailedPrecondition {
+				// Not signed (yet): approvals missing or a rejection. The
+				// signer's message says who acts next; a retry joins.
+				p.finish()
+				return denied("publish %s@%s: %s", h.Name, h.Version, status.Convert(err).Message())
+			}
 			if err != nil {
 				return fmt.Errorf("publish %s@%s: %w", h.Name, h.Version, err)
 			}

@@ -59,13 +59,14 @@ func Execute(ctx context.Context, args []string, getenv func(string) string, std
 	pf.StringVar(&c.opts.As, "as", "", "dev identity to act as: builder, alice, bob, carol, deployer, admin, auditor")
 	pf.StringVar(&c.opts.SVIDDir, "svid-dir", getenv("CUSTODY_SVID_DIR"), "directory with svid.pem, svid_key.pem, bundle.pem (outside dev; or SPIFFE_ENDPOINT_SOCKET)")
 	pf.StringVar(&c.opts.TrustDomain, "trust-domain", getenv("CUSTODY_TRUST_DOMAIN"), "trust domain (outside dev)")
-	pf.StringVar(&c.opts.TrustFile, "trust", getenv("CUSTODY_TRUST_FILE"), "pinned trust file (signer and log public keys)")
+	pf.StringVar(&c.opts.TrustRootFile, "trust-root", getenv("CUSTODY_TRUST_ROOT"), "pinned trust root, a signed DSSE envelope (default in dev: <dev-dir>/trust/root.json)")
 	pf.StringVar(&c.opts.WebCAFile, "web-ca", "", "CA bundle for HTTPS to edges (default: the dev stack's, else the system's)")
 	pf.BoolVar(&c.progress, "progress", false, "show progress even when stderr is not a terminal")
 	for _, s := range []string{"signer", "publisher", "catalog", "gatekeeper", "cdn-broker"} {
 		c.addrs[s] = pf.String(s+"-addr", "", s+" gRPC address (outside dev)")
 	}
-	root.AddCommand(c.devCmd(), c.publishCmd(), c.admitCmd(), c.fetchCmd(), c.bundleCmd(), c.verifyCmd(), c.debugCmd(), c.keysCmd())
+	root.AddCommand(c.devCmd(), c.publishCmd(), c.admitCmd(), c.fetchCmd(), c.bundleCmd(), c.verifyCmd(), c.debugCmd(), c.keysCmd(), c.approvalsCmd(), c.approveCmd(), c.rejectCmd())
+	root.AddCommand(c.trustrootCmd())
 
 	err := root.ExecuteContext(ctx)
 	if err == nil {

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/custody-dev/custody/libs/trustroot"
 
 	"github.com/custody-dev/custody/cli/internal/bundle"
 	"github.com/custody-dev/custody/cli/internal/conn"
@@ -29,20 +32,11 @@ func (c *cli) verifyCmd() *cobra.Command {
 			if err != nil {
 				return denied("%v", err)
 			}
-			keys := b.Keys
-			pinned, err := conn.PinnedTrust(c.opts)
-			switch {
-			case conn.ErrNoTrust(err):
-				fmt.Fprintln(c.stderr, "warning: no pinned trust (--trust or --dev-dir): using the keys in the bundle, which only proves the bundle is self-consistent")
-			case err != nil:
+			root, err := c.bundleRoot(b, time.Now())
+			if err != nil {
 				return err
-			default:
-				if err := b.Keys.PinnedTo(pinned); err != nil {
-					return denied("%v", err)
-				}
-				keys = pinned
 			}
-			if err := evidence.Verify(b.Evidence, keys); err != nil {
+			if err := evidence.Verify(b.Evidence, root); err != nil {
 				return denied("%v", err)
 			}
 			a := b.Artifact
@@ -53,14 +47,46 @@ func (c *cli) verifyCmd() *cobra.Command {
 			if size != a.Size || digest != a.Digest {
 				return denied("%s is not %s@%s: it has %d bytes hashing to %s, the bundle records %d bytes with %s", args[0], a.Name, a.Version, size, digest, a.Size, a.Digest)
 			}
-			fmt.Fprintf(c.stdout, "OK %s is %s@%s (%s)\n  signed by the artifact key, built by %s\n  logged at index %d, included in a signed checkpoint\n",
-				args[0], a.Name, a.Version, a.Digest, a.BuilderID, b.Entry.Index)
+			fmt.Fprintf(c.stdout, "OK %s is %s@%s (%s)\n  signed by an artifact key of trust root v%d, built by %s\n  logged at index %d, included in a checkpoint signed by the log key of trust root v%d\n",
+				args[0], a.Name, a.Version, a.Digest, root.Version, a.BuilderID, b.Entry.Index, root.Version)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&bundlePath, "bundle", "", "bundle file (required)")
 	_ = cmd.MarkFlagRequired("bundle")
 	return cmd
+}
+
+// bundleRoot returns the trust root to verify b with: the pinned one,
+// walked forward along the bundle's chain (refusing rollbacks, gaps, bad
+// signatures and expired versions), at least the version b was verified
+// against, and unexpired at now.
+func (c *cli) bundleRoot(b *bundle.Bundle, now time.Time) (*trustroot.Root, error) {
+	pinned, err := conn.PinnedRoot(c.opts)
+	switch {
+	case conn.ErrNoTrust(err):
+		if len(b.TrustRoots) == 0 {
+			return nil, denied("no pinned trust root (--trust-root or --dev-dir) and the bundle carries none")
+		}
+		fmt.Fprintln(c.stderr, "warning: no pinned trust root (--trust-root or --dev-dir): starting from the bundle's oldest root, which only proves the bundle is self-consistent")
+		if pinned, err = trustroot.Pin(b.TrustRoots[0]); err != nil {
+			return nil, denied("the bundle's oldest trust root: %v", err)
+		}
+	case err != nil:
+		return nil, err
+	}
+	from := pinned.Version()
+	if err := pinned.UpdateChain(b.TrustRoots, now); err != nil {
+		return nil, denied("the bundle's trust roots do not chain from the pinned v%d: %v", from, err)
+	}
+	if v := pinned.Version(); v < b.TrustRootVersion {
+		return nil, denied("the bundle was verified against trust root v%d, but its chain reaches only v%d from the pinned v%d", b.TrustRootVersion, v, from)
+	}
+	root, err := pinned.Current(now)
+	if err != nil {
+		return nil, denied("%v", err)
+	}
+	return root, nil
 }
 
 func hashFile(path string) (string, int64, error) {

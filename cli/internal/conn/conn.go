@@ -8,16 +8,18 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 
+	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/identity"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
+	"github.com/custody-dev/custody/libs/trustroot"
 
 	"github.com/custody-dev/custody/cli/internal/devstack"
-	"github.com/custody-dev/custody/cli/internal/evidence"
 )
 
 // Options are the CLI's global connection flags.
@@ -26,8 +28,10 @@ type Options struct {
 	As          string
 	SVIDDir     string
 	TrustDomain string
-	TrustFile   string
-	WebCAFile   string
+	// TrustRootFile is the pinned trust root; empty means the dev
+	// stack's.
+	TrustRootFile string
+	WebCAFile     string
 	// Addrs maps service names to addresses given on the command line.
 	Addrs map[string]string
 }
@@ -107,26 +111,90 @@ func (e *Env) Dial(service string) (*grpc.ClientConn, error) {
 	return rpc.Dial(addr, devstack.ServerID(e.TD, service), e.Source, e.tel)
 }
 
-// Trust returns the pinned public keys: --trust, else the dev stack's.
-func (e *Env) Trust() (evidence.Keys, error) {
-	return PinnedTrust(e.opts)
+// Trust is the trust root the CLI reached: pinned, then walked forward
+// with the signer's newer versions.
+type Trust struct {
+	// Root is the newest accepted version, unexpired.
+	Root *trustroot.Root
+	// Chain holds the envelopes from version 2 (1 if pinned at 1) up to
+	// Root's, oldest first, for a bundle: whoever verifies it offline
+	// walks from their own pinned version.
+	Chain [][]byte
 }
 
-// PinnedTrust reads the pinned keys without opening an identity, for offline
-// verification. It fails if no trust file is configured.
-func PinnedTrust(opts Options) (evidence.Keys, error) {
-	switch {
-	case opts.TrustFile != "":
-		return devstack.ReadTrustFile(opts.TrustFile)
-	case opts.DevDir != "":
-		return devstack.ReadTrust(devstack.Layout{Dir: opts.DevDir})
+// Trust pins the trust root (--trust-root, else the dev stack's) and moves
+// it forward with every newer version the signer publishes, refusing
+// rollbacks, gaps, bad signatures and expired versions.
+func (e *Env) Trust(ctx context.Context) (*Trust, error) {
+	pinned, err := PinnedRoot(e.opts)
+	if err != nil {
+		return nil, err
 	}
-	return evidence.Keys{}, errNoTrust
+	cc, err := e.Dial("signer")
+	if err != nil {
+		return nil, err
+	}
+	defer cc.Close()
+	// After version 1, not after the pinned one: the chain goes into
+	// bundles for verifiers pinned at older versions.
+	resp, err := signerv1.NewSignerServiceClient(cc).GetTrustRoot(ctx, &signerv1.GetTrustRootRequest{AfterVersion: 1})
+	if err != nil {
+		return nil, fmt.Errorf("get the trust roots from the signer: %w", err)
+	}
+	now := time.Now()
+	if err := pinned.UpdateChain(resp.GetRoots(), now); err != nil {
+		return nil, fmt.Errorf("the signer's trust roots do not chain from the pinned v%d: %w", pinned.Version(), err)
+	}
+	root, err := pinned.Current(now)
+	if err != nil {
+		return nil, err
+	}
+	var chain [][]byte
+	if pinned.Version() == 1 {
+		chain = append(chain, pinned.Envelope())
+	}
+	for _, r := range resp.GetRoots() {
+		if v, err := trustroot.Parse(r); err == nil && v.Version <= root.Version {
+			chain = append(chain, r)
+		}
+	}
+	return &Trust{Root: root, Chain: chain}, nil
 }
 
-var errNoTrust = errors.New("no pinned trust: pass --trust FILE or --dev-dir")
+// PinnedRootFile returns the path of the pinned trust root: --trust-root,
+// else the dev stack's trust/root.json. It fails if neither is configured.
+func PinnedRootFile(opts Options) (string, error) {
+	switch {
+	case opts.TrustRootFile != "":
+		return opts.TrustRootFile, nil
+	case opts.DevDir != "":
+		return devstack.Layout{Dir: opts.DevDir}.TrustRoot(), nil
+	}
+	return "", errNoTrust
+}
 
-// ErrNoTrust reports whether err means no trust file was configured.
+// PinnedRoot reads and pins the trust root without opening an identity,
+// for offline verification. The root must be signed by its own threshold;
+// it may have expired (a newer version may follow).
+func PinnedRoot(opts Options) (*trustroot.Trusted, error) {
+	path, err := PinnedRootFile(opts)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read the pinned trust root: %w", err)
+	}
+	t, err := trustroot.Pin(b)
+	if err != nil {
+		return nil, fmt.Errorf("pinned trust root %s: %w", path, err)
+	}
+	return t, nil
+}
+
+var errNoTrust = errors.New("no pinned trust root: pass --trust-root FILE or --dev-dir")
+
+// ErrNoTrust reports whether err means no trust root was configured.
 func ErrNoTrust(err error) bool { return errors.Is(err, errNoTrust) }
 
 // WebRoots are the CAs trusted for HTTPS to edges: --web-ca, else the dev

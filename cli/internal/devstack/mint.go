@@ -67,9 +67,6 @@ func (l Layout) path(elem ...string) string {
 // StackFile is written once every service is healthy.
 func (l Layout) StackFile() string { return l.path("stack.json") }
 
-// TrustFile holds the pinned public keys for the CLI.
-func (l Layout) TrustFile() string { return l.path("trust.json") }
-
 // TrustRoot is the pinned trust root: the first version the dev signer
 // published, written once. Verifiers walk forward from it.
 func (l Layout) TrustRoot() string { return l.path("trust", "root.json") }

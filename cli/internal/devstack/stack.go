@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -22,8 +22,6 @@ import (
 	"github.com/custody-dev/custody/libs/identity"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
-
-	"github.com/custody-dev/custody/cli/internal/evidence"
 )
 
 // Stack describes a running dev stack; it is written to stack.json.
@@ -48,24 +46,6 @@ func ReadStack(l Layout) (*Stack, error) {
 		return nil, fmt.Errorf("read %s: %w", l.StackFile(), err)
 	}
 	return &s, nil
-}
-
-// ReadTrust reads the pinned public keys of the stack.
-func ReadTrust(l Layout) (evidence.Keys, error) {
-	return ReadTrustFile(l.TrustFile())
-}
-
-// ReadTrustFile reads pinned public keys from a trust file.
-func ReadTrustFile(path string) (evidence.Keys, error) {
-	var k evidence.Keys
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return k, fmt.Errorf("read pinned trust: %w", err)
-	}
-	if err := json.Unmarshal(b, &k); err != nil {
-		return k, fmt.Errorf("read pinned trust %s: %w", path, err)
-	}
-	return k, nil
 }
 
 // ServerID is the SPIFFE ID a client expects of a stack service.
@@ -164,9 +144,6 @@ func Up(ctx context.Context, l Layout, opts Options) error {
 			}
 		}
 		fmt.Fprintf(opts.Out, "  %-11s grpc %s  metrics http://%s/metrics%s\n", s.Name, eps["grpc"], eps["metrics"], httpsNote(eps))
-	}
-	if err := writeTrust(ctx, l, stack, td, admin, tel); err != nil {
-		return err
 	}
 	b, _ := json.MarshalIndent(stack, "", "  ")
 	if err := daemon.WriteFileAtomic(l.StackFile(), b, 0o644); err != nil {
@@ -356,24 +333,6 @@ func pinTrustRoot(ctx context.Context, l Layout, addr string, td spiffeid.TrustD
 		return fmt.Errorf("the signer published no trust root; see %s", l.LogFile("signer"))
 	}
 	return daemon.WriteFileAtomic(l.TrustRoot(), roots[len(roots)-1], 0o644)
-}
-
-func writeTrust(ctx context.Context, l Layout, s *Stack, td spiffeid.TrustDomain, admin identity.Source, tel *telemetry.Telemetry) error {
-	conn, err := rpc.Dial(s.Services["signer"]["grpc"], ServerID(td, "signer"), admin, tel)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	resp, err := signerv1.NewSignerServiceClient(conn).ListPublicKeys(ctx, &signerv1.ListPublicKeysRequest{})
-	if err != nil {
-		return fmt.Errorf("get the signer's public keys: %w", err)
-	}
-	vkey, err := os.ReadFile(l.LogVerifierKey())
-	if err != nil {
-		return err
-	}
-	b, _ := json.MarshalIndent(evidence.KeysFromProto(resp, strings.TrimSpace(string(vkey))), "", "  ")
-	return daemon.WriteFileAtomic(l.TrustFile(), b, 0o644)
 }
 
 func stopAll(procs []*proc, out io.Writer) {

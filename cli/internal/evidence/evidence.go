@@ -1,6 +1,6 @@
 // Package evidence verifies what the catalog says about an artifact — DSSE
 // envelope, provenance subject, log entry, checkpoint and inclusion proof —
-// on the client, against pinned public keys.
+// on the client, against a signed trust root.
 package evidence
 
 import (
@@ -8,80 +8,18 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/custody-dev/custody/libs/attest"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
-	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/tlog"
+	"github.com/custody-dev/custody/libs/trustroot"
 )
 
 // ErrVerification wraps every reason evidence is rejected.
 var ErrVerification = errors.New("verification failed")
-
-// PublicKey is a signer public key as pinned in trust files and bundles.
-type PublicKey struct {
-	KeyID        string `json:"key_id"`
-	Purpose      string `json:"purpose"`
-	Algorithm    string `json:"algorithm"`
-	PublicKeyDER []byte `json:"public_key_der"`
-}
-
-// Keys is the public trust needed to verify evidence.
-type Keys struct {
-	Signer       []PublicKey `json:"signer_keys"`
-	LogPublicKey string      `json:"log_public_key"`
-}
-
-// KeysFromProto converts the signer's ListPublicKeys answer.
-func KeysFromProto(resp *signerv1.ListPublicKeysResponse, logKey string) Keys {
-	k := Keys{LogPublicKey: logKey}
-	for _, pk := range resp.GetKeys() {
-		purpose := ""
-		switch pk.GetPurpose() {
-		case signerv1.KeyPurpose_KEY_PURPOSE_ARTIFACT:
-			purpose = attest.PurposeArtifact
-		case signerv1.KeyPurpose_KEY_PURPOSE_DECISION:
-			purpose = attest.PurposeDecision
-		}
-		k.Signer = append(k.Signer, PublicKey{KeyID: pk.GetKeyId(), Purpose: purpose, Algorithm: pk.GetAlgorithm(), PublicKeyDER: pk.GetPublicKeyDer()})
-	}
-	return k
-}
-
-func (k Keys) attest() ([]attest.Key, error) {
-	var out []attest.Key
-	for _, pk := range k.Signer {
-		pub, alg, err := attest.ParsePublicKey(pk.PublicKeyDER)
-		if err != nil {
-			return nil, fmt.Errorf("key %s: %w", pk.KeyID, err)
-		}
-		id, err := attest.KeyID(pub)
-		if err != nil || id != pk.KeyID {
-			return nil, fmt.Errorf("key %s: its id does not match its public key", pk.KeyID)
-		}
-		out = append(out, attest.Key{ID: pk.KeyID, Purpose: pk.Purpose, Algorithm: alg, Public: pub})
-	}
-	return out, nil
-}
-
-// PinnedTo checks that every key in k is also in pinned, byte for byte.
-func (k Keys) PinnedTo(pinned Keys) error {
-	for _, pk := range k.Signer {
-		found := false
-		for _, p := range pinned.Signer {
-			if p.KeyID == pk.KeyID && p.Purpose == pk.Purpose && string(p.PublicKeyDER) == string(pk.PublicKeyDER) {
-				found = true
-			}
-		}
-		if !found {
-			return fmt.Errorf("%w: signer key %s is not in the pinned trust", ErrVerification, pk.KeyID)
-		}
-	}
-	if k.LogPublicKey != pinned.LogPublicKey {
-		return fmt.Errorf("%w: the log key is not the pinned one", ErrVerification)
-	}
-	return nil
-}
 
 // Artifact is the catalog's record of an artifact.
 type Artifact struct {
@@ -121,25 +59,23 @@ func FromProto(resp *catalogv1.GetArtifactResponse) Evidence {
 	}
 }
 
-// Verify checks the envelope signature with an artifact key of keys, that
-// the signed statement is about this artifact, that the log entry records
-// this artifact and envelope, that the checkpoint is signed by the log key,
-// and that the entry is included in it.
-func Verify(ev Evidence, keys Keys) error {
+// Verify checks the evidence against root, a trust root the caller
+// accepted: an envelope signature by an artifact key root lists, valid when
+// the log recorded the entry (the entry's time), not revoked, and signing
+// the artifact's channel; that the signed statement is about this artifact;
+// that the log entry records this artifact and envelope (published or
+// re-signed); that the checkpoint is signed by the key root lists for its
+// log; and that the entry is included in it. A signature by a revoked key
+// version is refused even if logged before the revocation: have the
+// artifact re-signed. Errors wrap ErrVerification.
+func Verify(ev Evidence, root *trustroot.Root) error {
 	a := ev.Artifact
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%w for %s@%s (%s): %s", ErrVerification, a.Name, a.Version, a.Digest, fmt.Sprintf(format, args...))
 	}
-	ak, err := keys.attest()
-	if err != nil {
-		return fail("%v", err)
-	}
 	env, err := attest.ParseEnvelope(ev.Envelope)
 	if err != nil {
 		return fail("%v", err)
-	}
-	if _, err := env.Verify(ak, attest.PurposeArtifact); err != nil {
-		return fail("envelope: %v", err)
 	}
 	st, err := attest.ParseStatement(env.Payload)
 	if err != nil {
@@ -149,19 +85,27 @@ func Verify(ev Evidence, keys Keys) error {
 	if err != nil {
 		return fail("%v", err)
 	}
-	if signed.Digest != a.Digest || signed.Name != a.Name || signed.Version != a.Version || signed.Channel != a.Channel || signed.BuilderID != a.BuilderID {
-		return fail("the signed statement is about %s@%s (%s, channel %s, builder %s), not this artifact", signed.Name, signed.Version, signed.Digest, signed.Channel, signed.BuilderID)
-	}
 	entry, err := tlog.ParseEntry(ev.Entry.Leaf)
 	if err != nil {
 		return fail("log entry: %v", err)
 	}
+	if _, err := signedBy(env, root, entry.Time, signed.Channel); err != nil {
+		return fail("envelope: %v", err)
+	}
+	if signed.Digest != a.Digest || signed.Name != a.Name || signed.Version != a.Version || signed.Channel != a.Channel || signed.BuilderID != a.BuilderID {
+		return fail("the signed statement is about %s@%s (%s, channel %s, builder %s), not this artifact", signed.Name, signed.Version, signed.Digest, signed.Channel, signed.BuilderID)
+	}
 	sum := sha256.Sum256(ev.Envelope)
-	if entry.Type != tlog.TypeArtifactPublished || entry.Subject.Digest != a.Digest || entry.Subject.Name != a.Name ||
-		entry.Subject.Version != a.Version || entry.EnvelopeSHA256 != hex.EncodeToString(sum[:]) {
+	if (entry.Type != tlog.TypeArtifactPublished && entry.Type != tlog.TypeArtifactResigned) || entry.Subject.Digest != a.Digest ||
+		entry.Subject.Name != a.Name || entry.Subject.Version != a.Version || entry.EnvelopeSHA256 != hex.EncodeToString(sum[:]) {
 		return fail("the log entry records another artifact or envelope")
 	}
-	cp, err := tlog.OpenCheckpoint(ev.Entry.Checkpoint, keys.LogPublicKey)
+	origin, _, _ := strings.Cut(string(ev.Entry.Checkpoint[:min(len(ev.Entry.Checkpoint), 1024)]), "\n")
+	logKey, ok := root.LogVerifier(origin)
+	if !ok {
+		return fail("checkpoint: trust root v%d lists no key for log %q", root.Version, origin)
+	}
+	cp, err := tlog.OpenCheckpoint(ev.Entry.Checkpoint, logKey)
 	if err != nil {
 		return fail("checkpoint: %v", err)
 	}
@@ -172,4 +116,39 @@ func Verify(ev Evidence, keys Keys) error {
 		return fail("inclusion proof: %v", err)
 	}
 	return nil
+}
+
+// signedBy returns the key of the first signature that verifies with an
+// artifact key of root and was valid at time at for channel.
+func signedBy(env *attest.Envelope, root *trustroot.Root, at time.Time, channel string) (string, error) {
+	keys := root.Keys(attest.PurposeArtifact)
+	var problems []string
+	for _, s := range env.Signatures {
+		one := attest.Envelope{PayloadType: env.PayloadType, Payload: env.Payload, Signatures: []attest.Signature{s}}
+		id, err := one.Verify(keys, attest.PurposeArtifact)
+		if errors.Is(err, attest.ErrUnknownKey) {
+			problems = append(problems, fmt.Sprintf("key %s is not an artifact key in trust root v%d", s.KeyID, root.Version))
+			continue
+		}
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("the signature by key %s does not verify", s.KeyID))
+			continue
+		}
+		if err := root.CheckSignedAt(id, at); err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		k, _ := root.SigningKey(id)
+		if k.RevokedAt != nil {
+			problems = append(problems, fmt.Sprintf("key %s (%s v%d) was revoked at %s; its signatures are refused even when logged before that: have the artifact re-signed",
+				id, k.Name, k.Version, k.RevokedAt.UTC().Format(time.RFC3339)))
+			continue
+		}
+		if len(k.Channels) > 0 && !slices.Contains(k.Channels, channel) {
+			problems = append(problems, fmt.Sprintf("key %s signs channels %s, not %q", id, strings.Join(k.Channels, ", "), channel))
+			continue
+		}
+		return id, nil
+	}
+	return "", errors.New(strings.Join(problems, "; "))
 }

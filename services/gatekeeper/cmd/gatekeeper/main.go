@@ -12,16 +12,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
-
-	"golang.org/x/mod/sumdb/note"
 
 	"github.com/custody-dev/custody/libs/daemon"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/remote"
@@ -42,11 +40,12 @@ func main() {
 // config is the gatekeeper's configuration.
 type config struct {
 	daemon.Config
-	CatalogAddr      string
-	SignerAddr       string
-	PublisherAddr    string
-	LogPublicKeyFile string
-	PolicyFile       string
+	CatalogAddr            string
+	SignerAddr             string
+	PublisherAddr          string
+	TrustRootFile          string
+	AcceptBeforeRevocation bool
+	PolicyFile             string
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
@@ -57,8 +56,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	f.String(&cfg.CatalogAddr, "catalog-addr", "CUSTODY_CATALOG_ADDR", "", "catalog gRPC address, host:port")
 	f.String(&cfg.SignerAddr, "signer-addr", "CUSTODY_SIGNER_ADDR", "", "signer gRPC address, host:port")
 	f.String(&cfg.PublisherAddr, "publisher-addr", "CUSTODY_PUBLISHER_ADDR", "", "publisher gRPC address, host:port")
-	f.String(&cfg.LogPublicKeyFile, "log-public-key-file", "CUSTODY_LOG_PUBLIC_KEY_FILE", "",
-		"file with the note verifier key of the log's checkpoints (e.g. `custody dev` keys/log.vkey)")
+	f.String(&cfg.TrustRootFile, "trust-root", "CUSTODY_TRUST_ROOT", "",
+		"the pinned trust root: a DSSE envelope signed by its root keys (e.g. `custody dev` trust/root.json); newer versions are fetched from the signer")
+	f.Bool(&cfg.AcceptBeforeRevocation, "accept-before-revocation", "CUSTODY_ACCEPT_BEFORE_REVOCATION", false,
+		"let signatures by a revoked key version stand if the log recorded them before the revocation time (default: deny them all)")
 	f.String(&cfg.PolicyFile, "policy-file", "CUSTODY_POLICY_FILE", "",
 		"Rego admission policy, package custody.admission (default: the built-in policy/admission.rego)")
 	if err := f.Parse(args); err != nil {
@@ -78,9 +79,9 @@ func (c *config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s is required", a.flag))
 		}
 	}
-	if c.LogPublicKeyFile == "" {
-		errs = append(errs, errors.New("--log-public-key-file is required (a note verifier key, e.g. from `custody dev` keys/log.vkey)"))
-	} else if _, err := c.verifierKey(); err != nil {
+	if c.TrustRootFile == "" {
+		errs = append(errs, errors.New("--trust-root is required (the pinned trust root, e.g. `custody dev` trust/root.json)"))
+	} else if _, err := c.trustRoot(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.PolicyFile != "" {
@@ -93,16 +94,19 @@ func (c *config) Validate() error {
 	return errors.Join(errs...)
 }
 
-func (c *config) verifierKey() (string, error) {
-	b, err := os.ReadFile(c.LogPublicKeyFile)
+// trustRoot reads and pins the trust root file: it must be signed by its
+// own threshold of root keys. It may have expired: the signer may have
+// newer versions.
+func (c *config) trustRoot() (*trustroot.Trusted, error) {
+	b, err := os.ReadFile(c.TrustRootFile)
 	if err != nil {
-		return "", fmt.Errorf("--log-public-key-file: %w", err)
+		return nil, fmt.Errorf("--trust-root: %w", err)
 	}
-	key := strings.TrimSpace(string(b))
-	if _, err := note.NewVerifier(key); err != nil {
-		return "", fmt.Errorf("--log-public-key-file %s: not a note verifier key (<name>+<hash>+<key>): %w", c.LogPublicKeyFile, err)
+	t, err := trustroot.Pin(b)
+	if err != nil {
+		return nil, fmt.Errorf("--trust-root %s: %w", c.TrustRootFile, err)
 	}
-	return key, nil
+	return t, nil
 }
 
 // policy returns the policy's name and source.
@@ -125,7 +129,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	vkey, err := cfg.verifierKey()
+	trusted, err := cfg.trustRoot()
 	if err != nil {
 		return err
 	}
@@ -166,21 +170,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	defer publisherConn.Close()
 
 	gate, err := admission.New(admission.Config{
-		Catalog:        remote.NewCatalog(catalogv1.NewCatalogServiceClient(catalogConn)),
-		Signer:         remote.NewSigner(signerv1.NewSignerServiceClient(signerConn), d.Logger),
-		Publisher:      remote.NewPublisher(publisherv1.NewPublisherServiceClient(publisherConn)),
-		Policy:         pol,
-		LogVerifierKey: vkey,
-		VerifierID:     svid.ID.String(),
-		TrustDomain:    d.TrustDomain.Name(),
-		Metrics:        d.Telemetry.Metrics,
-		Logger:         d.Logger,
+		Catalog:                remote.NewCatalog(catalogv1.NewCatalogServiceClient(catalogConn)),
+		Signer:                 remote.NewSigner(signerv1.NewSignerServiceClient(signerConn), d.Logger),
+		Publisher:              remote.NewPublisher(publisherv1.NewPublisherServiceClient(publisherConn)),
+		Policy:                 pol,
+		TrustRoot:              trusted,
+		AcceptBeforeRevocation: cfg.AcceptBeforeRevocation,
+		VerifierID:             svid.ID.String(),
+		TrustDomain:            d.TrustDomain.Name(),
+		Metrics:                d.Telemetry.Metrics,
+		Logger:                 d.Logger,
 	})
 	if err != nil {
 		return err
 	}
+	// Walk forward from the pinned root before serving. With the signer
+	// down the pinned root is used: it is signed, and Current refuses it
+	// once it expires.
+	if err := gate.RefreshTrust(ctx); err != nil {
+		d.Logger.Warn("trust refresh at start failed: using the trust root reached so far", slog.Int64("version", gate.TrustVersion()), slog.Any("error", err))
+	}
+	d.Logger.Info("trust root loaded", slog.Int64("version", gate.TrustVersion()))
 
 	srv := d.NewServer(server.Policy(d.TrustDomain))
 	gatekeeperv1.RegisterGatekeeperServiceServer(srv, server.New(gate, d.Logger))
-	return d.Serve(ctx, srv)
+	return d.Serve(ctx, srv, gate.RunTrustRefresh)
 }

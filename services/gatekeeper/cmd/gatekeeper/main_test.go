@@ -23,6 +23,8 @@ import (
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/tlog"
+	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/libs/trustroot/trustroottest"
 )
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -37,8 +39,8 @@ func writeFile(t *testing.T, dir, name, content string) string {
 func TestValidateReportsEveryProblem(t *testing.T) {
 	dir := t.TempDir()
 	badPolicy := writeFile(t, dir, "p.rego", "package other\n\ndeny contains \"x\" if { false }\n")
-	badKey := writeFile(t, dir, "log.vkey", "PRIVATE+KEY+oops")
-	cfg, err := parseConfig([]string{"--log-public-key-file", badKey, "--policy-file", badPolicy}, func(string) string { return "" }, io.Discard)
+	badRoot := writeFile(t, dir, "root.json", `{"type":"https://custody.dev/trustroot/v1"}`)
+	cfg, err := parseConfig([]string{"--trust-root", badRoot, "--policy-file", badPolicy}, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +49,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		t.Fatal("Validate succeeded")
 	}
 	for _, want := range []string{"--trust-domain", "--catalog-addr", "--signer-addr", "--publisher-addr",
-		"--log-public-key-file " + badKey + ": not a note verifier key", "package is data.other"} {
+		"--trust-root " + badRoot + ": pinned trust root: malformed trust root", "package is data.other"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
@@ -83,7 +85,9 @@ func TestRunServesAndFailsClosedWithoutDependencies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyFile := writeFile(t, dir, "log.vkey", vkey+"\n")
+	c := trustroottest.New(t, 1)
+	root := c.Root(1, 1, time.Now(), nil, []trustroot.LogKey{{Origin: "custody.test/log", VerifierKey: vkey}})
+	rootFile := writeFile(t, dir, "root.json", string(c.Sign(t, root)))
 	dead := closedAddr(t)
 	endpoints := filepath.Join(dir, "endpoints.json")
 
@@ -93,7 +97,7 @@ func TestRunServesAndFailsClosedWithoutDependencies(t *testing.T) {
 	go func() {
 		done <- run(ctx, []string{
 			"--trust-domain", "custody.test", "--svid-dir", svidDir, "--endpoints-file", endpoints,
-			"--catalog-addr", dead, "--signer-addr", dead, "--publisher-addr", dead, "--log-public-key-file", keyFile,
+			"--catalog-addr", dead, "--signer-addr", dead, "--publisher-addr", dead, "--trust-root", rootFile,
 		}, func(string) string { return "" }, io.Discard)
 	}()
 	var eps daemon.Endpoints

@@ -21,6 +21,7 @@ import (
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/tlog"
+	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 )
 
@@ -92,10 +93,14 @@ type Catalog interface {
 	AppendEvent(ctx context.Context, e Event) (int64, error)
 }
 
-// Signer holds the signing keys.
+// Signer holds the signing keys and publishes the trust root.
 type Signer interface {
-	// PublicKeys returns every published signing key.
-	PublicKeys(ctx context.Context) ([]attest.Key, error)
+	// TrustRoots returns the trust-root envelopes after version after,
+	// oldest first. They are verified before use.
+	TrustRoots(ctx context.Context, after int64) ([][]byte, error)
+	// Revocations returns, by key id, when each key version the signer
+	// reports revoked was revoked. They are used only to narrow trust.
+	Revocations(ctx context.Context) (map[string]time.Time, error)
 	// SignDecision signs an in-toto statement carrying a VSA and returns the
 	// DSSE envelope.
 	SignDecision(ctx context.Context, statement []byte) ([]byte, error)
@@ -149,8 +154,16 @@ type Config struct {
 	Signer    Signer
 	Publisher Publisher
 	Policy    *policy.Policy
-	// LogVerifierKey is the note verifier key of the log's checkpoints.
-	LogVerifierKey string
+	// TrustRoot is the trust root, from the pinned one: artifact keys and
+	// log checkpoint keys come from it. Required.
+	TrustRoot *trustroot.Trusted
+	// AcceptBeforeRevocation lets signatures by a revoked key version
+	// stand if they were logged before the revocation time; by default a
+	// revoked version's signatures are all denied.
+	AcceptBeforeRevocation bool
+	// TrustRefreshMinInterval spaces the trust refreshes asked for by
+	// envelopes naming a key the trust root does not list. Zero means 5s.
+	TrustRefreshMinInterval time.Duration
 	// VerifierID is the gatekeeper's own SPIFFE ID, recorded as the VSA's
 	// verifier.
 	VerifierID string
@@ -168,8 +181,8 @@ type Config struct {
 
 // Gate makes admission decisions. It is safe for concurrent use.
 type Gate struct {
-	cfg  Config
-	keys *keyring
+	cfg   Config
+	trust *trust
 }
 
 // New returns a Gate. It checks the configuration but contacts nothing.
@@ -187,8 +200,8 @@ func New(cfg Config) (*Gate, error) {
 	if !strings.HasPrefix(cfg.VerifierID, "spiffe://") || cfg.TrustDomain == "" {
 		errs = append(errs, errors.New("verifier SPIFFE ID and trust domain are required"))
 	}
-	if err := checkVerifierKey(cfg.LogVerifierKey); err != nil {
-		errs = append(errs, err)
+	if cfg.TrustRoot == nil {
+		errs = append(errs, errors.New("a pinned trust root is required"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("admission config: %w", err)
@@ -202,7 +215,10 @@ func New(cfg Config) (*Gate, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Second
 	}
-	return &Gate{cfg: cfg, keys: newKeyring(cfg.Signer)}, nil
+	if cfg.TrustRefreshMinInterval == 0 {
+		cfg.TrustRefreshMinInterval = 5 * time.Second
+	}
+	return &Gate{cfg: cfg, trust: newTrust(cfg.Signer, cfg.TrustRoot, cfg.Now, cfg.TrustRefreshMinInterval, cfg.Logger)}, nil
 }
 
 // Admit verifies the evidence of the artifact req names, evaluates the

@@ -1,17 +1,11 @@
 package admission
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 	"unicode/utf8"
-
-	"github.com/custody-dev/custody/libs/attest"
 )
 
 func TestValidate(t *testing.T) {
@@ -83,96 +77,12 @@ func TestDedupe(t *testing.T) {
 	}
 }
 
-// slowSigner answers PublicKeys after release is closed and counts calls.
-type slowSigner struct {
-	release chan struct{}
-	calls   atomic.Int32
-	err     error
-}
-
-func (s *slowSigner) PublicKeys(ctx context.Context) ([]attest.Key, error) {
-	s.calls.Add(1)
-	select {
-	case <-s.release:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if s.err != nil {
-		return nil, s.err
-	}
-	return []attest.Key{{ID: "k1", Purpose: "artifact", Algorithm: "ecdsa-p256-sha256", ValidFrom: time.Unix(0, 0)}}, nil
-}
-
-func (s *slowSigner) SignDecision(context.Context, []byte) ([]byte, error) {
-	return nil, errors.New("not used")
-}
-
-func TestKeyringCoalescesRefreshes(t *testing.T) {
-	s := &slowSigner{release: make(chan struct{})}
-	k := newKeyring(s)
-	var wg sync.WaitGroup
-	for range 10 {
-		wg.Go(func() {
-			keys, gen, err := k.refresh(t.Context(), 0)
-			if err != nil || len(keys) != 1 || gen != 1 {
-				t.Errorf("refresh = %v, %d, %v", keys, gen, err)
-			}
-		})
-	}
-	time.Sleep(20 * time.Millisecond) // let them queue up behind the first
-	close(s.release)
-	wg.Wait()
-	if n := s.calls.Load(); n != 1 {
-		t.Errorf("signer asked %d times, want 1", n)
-	}
-	if _, gen, _ := k.get(t.Context()); gen != 1 {
-		t.Errorf("get after refresh: generation %d, want 1 (cached)", gen)
-	}
-	if _, gen, _ := k.refresh(t.Context(), 1); gen != 2 {
-		t.Errorf("refresh of the current generation: got generation %d, want 2", gen)
-	}
-}
-
-func TestKeyringFailsClosed(t *testing.T) {
-	t.Run("signer fails", func(t *testing.T) {
-		s := &slowSigner{release: make(chan struct{}), err: errors.New("connection refused")}
-		close(s.release)
-		if _, _, err := newKeyring(s).get(t.Context()); !errors.Is(err, ErrUnavailable) {
-			t.Fatalf("get = %v, want ErrUnavailable", err)
-		}
-	})
-	t.Run("no keys", func(t *testing.T) {
-		if _, _, err := newKeyring(noKeys{}).get(t.Context()); !errors.Is(err, ErrUnavailable) {
-			t.Fatalf("get = %v, want ErrUnavailable", err)
-		}
-	})
-	t.Run("waiter gives up", func(t *testing.T) {
-		s := &slowSigner{release: make(chan struct{})}
-		defer close(s.release)
-		k := newKeyring(s)
-		go func() { _, _, _ = k.get(context.Background()) }()
-		for s.calls.Load() == 0 {
-			time.Sleep(time.Millisecond)
-		}
-		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
-		defer cancel()
-		if _, _, err := k.get(ctx); !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("get = %v, want ErrUnavailable and DeadlineExceeded", err)
-		}
-	})
-}
-
-type noKeys struct{}
-
-func (noKeys) PublicKeys(context.Context) ([]attest.Key, error)     { return nil, nil }
-func (noKeys) SignDecision(context.Context, []byte) ([]byte, error) { return nil, nil }
-
 func TestNewChecksConfig(t *testing.T) {
-	_, err := New(Config{LogVerifierKey: "not a key"})
+	_, err := New(Config{})
 	if err == nil {
 		t.Fatal("New with an empty config succeeded")
 	}
-	for _, want := range []string{"catalog, signer and publisher", "policy", "metrics and logger", "verifier SPIFFE ID", "log verifier key"} {
+	for _, want := range []string{"catalog, signer and publisher", "policy", "metrics and logger", "verifier SPIFFE ID", "pinned trust root"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}

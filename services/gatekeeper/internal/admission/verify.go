@@ -6,11 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-
-	"golang.org/x/mod/sumdb/note"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/tlog"
+	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 )
 
@@ -18,6 +20,7 @@ import (
 const (
 	kindEnvelope   = "envelope"
 	kindCheckpoint = "checkpoint"
+	kindTrustRoot  = "trust_root"
 	whereEvidence  = "evidence"
 	whereLog       = "log"
 	whereStore     = "store"
@@ -47,10 +50,11 @@ func (c *checks) integrityFailure(where string) {
 	c.g.cfg.Metrics.IntegrityFailures.WithLabelValues(where).Inc()
 }
 
-// verify checks an artifact's evidence: the envelope's signature by a
-// published artifact key, that the signed statement is about this record,
-// the log entry and its inclusion under a checkpoint signed by the log, and
-// that the publisher still holds the bytes. Every failed check is a message
+// verify checks an artifact's evidence: the envelope's signature by an
+// artifact key of the trust root, valid when the log recorded it, that the
+// signed statement is about this record, the log entry and its inclusion
+// under a checkpoint signed by the log key of the trust root, and that the
+// publisher still holds the bytes. Every failed check is a message
 // in the result; an error means a dependency failed and no decision can be
 // made.
 func (g *Gate) verify(ctx context.Context, req Request, ev *Evidence) (policy.Verification, []string, error) {
@@ -59,17 +63,24 @@ func (g *Gate) verify(ctx context.Context, req Request, ev *Evidence) (policy.Ve
 	blob := make(chan error, 1)
 	go func() { blob <- g.cfg.Publisher.VerifyBlob(ctx, a.Digest) }()
 
+	// Revocations and new roots take effect at once: ask the signer on
+	// every admission (it must be up anyway to sign the decision). Keys
+	// come only from roots that chain from the pinned one.
+	if err := g.trust.sync(ctx); err != nil {
+		<-blob
+		return policy.Verification{}, nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
 	c := &checks{g: g, ctx: ctx}
 	c.ver.SubjectMatch = c.requestMatches(req, a)
-	stmt, err := c.signature(ev.Envelope)
-	if err != nil {
-		<-blob
-		return policy.Verification{}, nil, err
-	}
+	// The log assigned the entry's time: it is when the envelope was
+	// signed, as far as key windows and revocations are concerned. It is
+	// trusted only if the log checks below pass too.
+	entry, entryErr := tlog.ParseEntry(ev.Entry.Leaf)
+	stmt, root := c.signature(ev.Envelope, entry)
 	if stmt != nil {
 		c.ver.SubjectMatch = c.statementMatches(stmt, a) && c.ver.SubjectMatch
 	}
-	c.log(ev)
+	c.log(ev, root, entry, entryErr)
 
 	switch err := <-blob; {
 	case err == nil:
@@ -104,46 +115,113 @@ func (c *checks) requestMatches(req Request, a Artifact) bool {
 	return ok
 }
 
-// signature verifies the envelope with the signer's artifact keys and
-// returns its statement, or nil if it does not verify. Errors mean the
-// signer's keys could not be fetched.
-func (c *checks) signature(envelope []byte) (*attest.Statement, error) {
+// signature verifies the envelope against the artifact keys of the current
+// trust root and returns its statement, or nil if no signature is valid,
+// and the root used (nil if it expired). A signature is valid if it
+// verifies with an artifact key the root lists, the key was valid when the
+// log recorded the entry, is not revoked (by the root or, live, by the
+// signer), and signs the statement's channel.
+func (c *checks) signature(envelope []byte, entry *tlog.Entry) (*attest.Statement, *trustroot.Root) {
+	root, err := c.g.trust.current()
+	if err != nil && c.g.trust.refreshSoon(c.ctx) {
+		// Frozen: a newer root may have been published since.
+		root, err = c.g.trust.current()
+	}
+	if err != nil {
+		c.signatureFailure(kindTrustRoot)
+		c.fail("no usable trust root, so the gatekeeper denies every admission: %v", err)
+		return nil, nil
+	}
 	env, err := attest.ParseEnvelope(envelope)
 	if err != nil {
 		c.signatureFailure(kindEnvelope)
 		c.fail("artifact envelope is malformed: %v", err)
-		return nil, nil
+		return nil, root
 	}
-	keys, gen, err := c.g.keys.get(c.ctx)
-	if err != nil {
-		return nil, err
-	}
-	keyID, verr := env.Verify(keys, attest.PurposeArtifact)
-	if errors.Is(verr, attest.ErrUnknownKey) {
-		// The signer may have published the key since we last asked.
-		fresh, freshGen, err := c.g.keys.refresh(c.ctx, gen)
-		if err != nil {
-			return nil, err
-		}
-		if freshGen != gen {
-			keyID, verr = env.Verify(fresh, attest.PurposeArtifact)
+	if unlisted(env, root) && c.g.trust.refreshSoon(c.ctx) {
+		// A newer root may list the key: a rotation was published since.
+		if fresh, err := c.g.trust.current(); err == nil {
+			root = fresh
 		}
 	}
-	if err := verr; err != nil {
-		c.signatureFailure(kindEnvelope)
-		c.fail("artifact envelope signature does not verify against the signer's published artifact keys: %v", err)
-		return nil, nil
+	var stmt *attest.Statement
+	var problems []string
+	keys := root.Keys(attest.PurposeArtifact)
+	for _, s := range env.Signatures {
+		one := attest.Envelope{PayloadType: env.PayloadType, Payload: env.Payload, Signatures: []attest.Signature{s}}
+		keyID, err := one.Verify(keys, attest.PurposeArtifact)
+		switch {
+		case errors.Is(err, attest.ErrUnknownKey):
+			problems = append(problems, fmt.Sprintf("key %s is not an artifact key in trust root v%d", trunc(s.KeyID), root.Version))
+			continue
+		case err != nil:
+			problems = append(problems, fmt.Sprintf("the signature by key %s does not verify", s.KeyID))
+			continue
+		}
+		if stmt == nil {
+			if stmt, err = attest.ParseStatement(env.Payload); err != nil {
+				c.signatureFailure(kindEnvelope)
+				c.fail("artifact envelope is signed but its statement is malformed: %v", err)
+				return nil, root
+			}
+		}
+		if err := c.keyValid(root, keyID, entry, stmt); err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		c.ver.Signature = true
+		c.pass("artifact envelope signed by artifact key %s, valid in trust root v%d when logged", keyID, root.Version)
+		return stmt, root
 	}
-	stmt, err := attest.ParseStatement(env.Payload)
-	if err != nil {
-		c.signatureFailure(kindEnvelope)
-		c.fail("artifact envelope is signed but its statement is malformed: %v", err)
-		return nil, nil
-	}
-	c.ver.Signature = true
-	c.pass("artifact envelope signed by artifact key %s", keyID)
-	return stmt, nil
+	c.signatureFailure(kindEnvelope)
+	c.fail("artifact envelope signature does not verify against the artifact keys of trust root v%d: %s", root.Version, strings.Join(problems, "; "))
+	return nil, root
 }
+
+// unlisted reports whether a signature names a key the root does not list.
+func unlisted(env *attest.Envelope, root *trustroot.Root) bool {
+	for _, s := range env.Signatures {
+		if _, ok := root.SigningKey(s.KeyID); !ok {
+			return true
+		}
+	}
+	return false
+}
+
+// keyValid checks that key id, which signed stmt, was valid when the log
+// recorded entry.
+func (c *checks) keyValid(root *trustroot.Root, id string, entry *tlog.Entry, stmt *attest.Statement) error {
+	if entry == nil {
+		return fmt.Errorf("key %s signed, but the log entry is malformed, so when it signed is unknown", id)
+	}
+	at := entry.Time
+	if err := root.CheckSignedAt(id, at); err != nil {
+		return err
+	}
+	k, _ := root.SigningKey(id)
+	revokedAt, by := k.RevokedAt, fmt.Sprintf("trust root v%d", root.Version)
+	if live, ok := c.g.trust.revokedAt(id); ok && (revokedAt == nil || live.Before(*revokedAt)) {
+		revokedAt, by = &live, "the signer"
+	}
+	name := fmt.Sprintf("key %s (%s v%d)", id, k.Name, k.Version)
+	switch {
+	case revokedAt == nil:
+	case !at.Before(*revokedAt):
+		return fmt.Errorf("%s was revoked at %s (per %s); the signature was logged at %s", name, stamp(*revokedAt), by, stamp(at))
+	case !c.g.cfg.AcceptBeforeRevocation:
+		return fmt.Errorf("%s was revoked at %s (per %s); its signatures are denied even when logged before that (this one at %s): have the artifact re-signed by a current key, or run the gatekeeper with --accept-before-revocation",
+			name, stamp(*revokedAt), by, stamp(at))
+	}
+	if len(k.Channels) > 0 {
+		sa, err := stmt.Artifact()
+		if err == nil && !slices.Contains(k.Channels, sa.Channel) {
+			return fmt.Errorf("%s signs channels %s, not %q", name, strings.Join(k.Channels, ", "), trunc(sa.Channel))
+		}
+	}
+	return nil
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 // statementMatches guards against mix-and-match: a valid envelope of
 // another artifact, or a catalog record altered after signing (another
@@ -178,13 +256,15 @@ func (c *checks) statementMatches(stmt *attest.Statement, a Artifact) bool {
 	return true
 }
 
-// log checks the checkpoint's signature, the inclusion of the leaf under it,
-// and that the leaf logs this artifact and this envelope.
-func (c *checks) log(ev *Evidence) {
+// log checks the checkpoint's signature by the log key the trust root
+// lists for its origin, the inclusion of the leaf under it, and that the
+// leaf (entry, or entryErr if it did not parse) logs this artifact and this
+// envelope, as published or re-signed.
+func (c *checks) log(ev *Evidence, root *trustroot.Root, entry *tlog.Entry, entryErr error) {
 	e := ev.Entry
-	cp, err := tlog.OpenCheckpoint(e.Checkpoint, c.g.cfg.LogVerifierKey)
+	cp, err := c.checkpoint(e.Checkpoint, root)
 	if err != nil {
-		if errors.Is(err, tlog.ErrUnknownKey) || errors.Is(err, tlog.ErrBadSignature) || errors.Is(err, tlog.ErrOriginMismatch) {
+		if errors.Is(err, tlog.ErrUnknownKey) || errors.Is(err, tlog.ErrBadSignature) || errors.Is(err, tlog.ErrOriginMismatch) || errors.Is(err, errNoLogKey) {
 			c.signatureFailure(kindCheckpoint)
 		}
 		c.fail("log checkpoint rejected: %v", err)
@@ -211,18 +291,17 @@ func (c *checks) log(ev *Evidence) {
 	}
 
 	entryOK := true
-	entry, err := tlog.ParseEntry(e.Leaf)
-	if err != nil {
+	if entryErr != nil {
 		c.integrityFailure(whereLog)
-		c.fail("log entry %d is malformed: %v", e.Index, err)
+		c.fail("log entry %d is malformed: %v", e.Index, entryErr)
 		entryOK = false
 	} else {
 		a := ev.Artifact
 		sum := sha256.Sum256(ev.Envelope)
 		envHash := hex.EncodeToString(sum[:])
 		var problems []string
-		if entry.Type != tlog.TypeArtifactPublished {
-			problems = append(problems, fmt.Sprintf("log entry %d is of type %q, want %q", e.Index, entry.Type, tlog.TypeArtifactPublished))
+		if entry.Type != tlog.TypeArtifactPublished && entry.Type != tlog.TypeArtifactResigned {
+			problems = append(problems, fmt.Sprintf("log entry %d is of type %q, want %q or %q", e.Index, trunc(entry.Type), tlog.TypeArtifactPublished, tlog.TypeArtifactResigned))
 		}
 		if s := entry.Subject; s.Name != a.Name || s.Version != a.Version || s.Digest != a.Digest {
 			problems = append(problems, fmt.Sprintf("log entry %d is for %s@%s (%s), not %s@%s (%s)", e.Index,
@@ -243,12 +322,22 @@ func (c *checks) log(ev *Evidence) {
 	}
 }
 
-func checkVerifierKey(key string) error {
-	if key == "" {
-		return errors.New("the log's note verifier key is required")
+// checkpoint opens a checkpoint with the key root lists for its origin.
+// Errors wrap the tlog errors, or errNoLogKey.
+func (c *checks) checkpoint(signed []byte, root *trustroot.Root) (*tlog.Checkpoint, error) {
+	if root == nil {
+		return nil, errors.New("no usable trust root to take the log's key from")
 	}
-	if _, err := note.NewVerifier(key); err != nil {
-		return fmt.Errorf("log verifier key: want a note verifier key (<name>+<hash>+<key>): %w", err)
+	origin, _, _ := strings.Cut(string(signed[:min(len(signed), maxOriginLen)]), "\n")
+	key, ok := root.LogVerifier(origin)
+	if !ok {
+		return nil, fmt.Errorf("%w: trust root v%d lists no key for log %q", errNoLogKey, root.Version, trunc(origin))
 	}
-	return nil
+	return tlog.OpenCheckpoint(signed, key)
 }
+
+// maxOriginLen bounds the origin line read before the checkpoint is
+// verified.
+const maxOriginLen = 1024
+
+var errNoLogKey = errors.New("unknown log")

@@ -8,11 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/custody-dev/custody/libs/attest"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
@@ -84,44 +84,40 @@ func NewSigner(client signerv1.SignerServiceClient, logger *slog.Logger) *Signer
 	return &Signer{client: client, logger: logger}
 }
 
-// PublicKeys returns the signer's public keys. A key that does not parse,
-// or whose algorithm or purpose is not what it claims, is left out and
-// logged: envelopes signed by it will not verify.
-func (s *Signer) PublicKeys(ctx context.Context) ([]attest.Key, error) {
+// TrustRoots returns the signer's trust-root envelopes after version
+// after, oldest first, unverified.
+func (s *Signer) TrustRoots(ctx context.Context, after int64) ([][]byte, error) {
+	resp, err := s.client.GetTrustRoot(ctx, &signerv1.GetTrustRootRequest{AfterVersion: after})
+	if err != nil {
+		return nil, fmt.Errorf("signer GetTrustRoot after v%d: %w", after, err)
+	}
+	return resp.GetRoots(), nil
+}
+
+// Revocations returns the revocation time of every key version that
+// ListPublicKeys reports revoked. A revoked key without a revocation time
+// is logged and taken as revoked since the beginning: failing closed.
+// Nothing else from ListPublicKeys is used: keys come from the trust root.
+func (s *Signer) Revocations(ctx context.Context) (map[string]time.Time, error) {
 	resp, err := s.client.ListPublicKeys(ctx, &signerv1.ListPublicKeysRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("signer ListPublicKeys: %w", err)
 	}
-	keys := make([]attest.Key, 0, len(resp.GetKeys()))
+	revoked := map[string]time.Time{}
 	for _, k := range resp.GetKeys() {
-		key, err := convertKey(k)
-		if err != nil {
-			s.logger.WarnContext(ctx, "ignoring a public key from the signer", slog.String("key_id", k.GetKeyId()), slog.Any("error", err))
+		if k.GetStatus() != signerv1.KeyStatus_KEY_STATUS_REVOKED || k.GetKeyId() == "" {
 			continue
 		}
-		keys = append(keys, key)
+		at := time.Unix(0, 0).UTC()
+		if k.GetRevokedAt() != nil {
+			at = k.GetRevokedAt().AsTime()
+		} else {
+			s.logger.WarnContext(ctx, "the signer reports a revoked key without a revocation time: treating all its signatures as revoked",
+				slog.String("key_id", k.GetKeyId()))
+		}
+		revoked[k.GetKeyId()] = at
 	}
-	return keys, nil
-}
-
-func convertKey(k *signerv1.PublicKey) (attest.Key, error) {
-	var purpose string
-	switch k.GetPurpose() {
-	case signerv1.KeyPurpose_KEY_PURPOSE_ARTIFACT:
-		purpose = attest.PurposeArtifact
-	case signerv1.KeyPurpose_KEY_PURPOSE_DECISION:
-		purpose = attest.PurposeDecision
-	default:
-		return attest.Key{}, fmt.Errorf("unknown purpose %v", k.GetPurpose())
-	}
-	pub, alg, err := attest.ParsePublicKey(k.GetPublicKeyDer())
-	if err != nil {
-		return attest.Key{}, err
-	}
-	if alg != k.GetAlgorithm() {
-		return attest.Key{}, fmt.Errorf("listed as %q but the key is %q", k.GetAlgorithm(), alg)
-	}
-	return attest.Key{ID: k.GetKeyId(), Purpose: purpose, Algorithm: alg, Public: pub, ValidFrom: k.GetValidFrom().AsTime()}, nil
+	return revoked, nil
 }
 
 // SignDecision has the signer sign a decision statement.

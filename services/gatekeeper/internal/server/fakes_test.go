@@ -33,6 +33,7 @@ import (
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/tlog"
+	"github.com/custody-dev/custody/libs/trustroot"
 )
 
 // This file holds hand-written fakes of the catalog, signer and publisher,
@@ -69,6 +70,15 @@ func newSigningKey(t testing.TB) *signingKey {
 func (k *signingKey) public(purpose signerv1.KeyPurpose) *signerv1.PublicKey {
 	return &signerv1.PublicKey{KeyId: k.id, Purpose: purpose, Algorithm: "ecdsa-p256-sha256", PublicKeyDer: k.der,
 		ValidFrom: timestamppb.New(time.Unix(1600000000, 0))}
+}
+
+// rootKey lists k in a trust root as version v of key name, valid since
+// the time public gives.
+func (k *signingKey) rootKey(purpose, name string, v int) trustroot.SigningKey {
+	return trustroot.SigningKey{
+		Key:     trustroot.Key{ID: k.id, Algorithm: "ecdsa-p256-sha256", PublicKey: k.der},
+		Purpose: purpose, Name: name, Version: v, ValidFrom: time.Unix(1600000000, 0).UTC(), Status: trustroot.StatusActive,
+	}
 }
 
 // pae is DSSE's pre-authentication encoding.
@@ -203,12 +213,20 @@ func (c *fakeCatalog) policy(td spiffeid.TrustDomain) rpc.Policy {
 	}
 }
 
-// add records a published artifact and logs it.
+// add records a published artifact and logs it now.
 func (c *fakeCatalog) add(t testing.TB, a *catalogv1.Artifact, envelope []byte) *record {
+	t.Helper()
+	return c.addEntry(t, a, envelope, tlog.TypeArtifactPublished, time.Now().UTC())
+}
+
+// addEntry records an artifact's envelope, replacing any earlier record,
+// and logs it with an entry of type typ at time at, as the catalog does
+// when it records a publication or a re-signature.
+func (c *fakeCatalog) addEntry(t testing.TB, a *catalogv1.Artifact, envelope []byte, typ string, at time.Time) *record {
 	t.Helper()
 	sum := sha256.Sum256(envelope)
 	leaf, err := tlog.Entry{
-		Type: tlog.TypeArtifactPublished, Time: time.Now().UTC(), Actor: "spiffe://custody.test/service/publisher",
+		Type: typ, Time: at, Actor: "spiffe://custody.test/service/publisher",
 		Subject:        tlog.Subject{Name: a.GetName(), Version: a.GetVersion(), Digest: a.GetDigest()},
 		EnvelopeSHA256: hex.EncodeToString(sum[:]),
 	}.Marshal()
@@ -291,15 +309,21 @@ func (c *fakeCatalog) eventCount() int {
 	return len(c.events)
 }
 
-// fakeSigner publishes keys and signs decisions with its decision key.
+// fakeSigner serves trust roots and its keys' status, and signs decisions
+// with its decision key.
 type fakeSigner struct {
 	signerv1.UnimplementedSignerServiceServer
 	decision *signingKey
 
-	mu         sync.Mutex
-	keys       []*signerv1.PublicKey
-	listCalls  int
-	statements [][]byte
+	mu sync.Mutex
+	// roots are the trust-root envelopes served, in order; GetTrustRoot
+	// returns those whose version is above after_version, as the signer
+	// does (unless ignoreAfter, as a rolling-back signer might).
+	roots       [][]byte
+	ignoreAfter bool
+	keys        []*signerv1.PublicKey
+	rootCalls   int
+	statements  [][]byte
 }
 
 func (s *fakeSigner) policy(td spiffeid.TrustDomain) rpc.Policy {
@@ -307,20 +331,45 @@ func (s *fakeSigner) policy(td spiffeid.TrustDomain) rpc.Policy {
 	return rpc.Policy{
 		rpc.Method(sd, "SignDecision"):   {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper"))},
 		rpc.Method(sd, "ListPublicKeys"): {rpc.Member(td)},
+		rpc.Method(sd, "GetTrustRoot"):   {rpc.Member(td)},
 	}
 }
 
+// publish lists k in ListPublicKeys.
 func (s *fakeSigner) publish(k *signerv1.PublicKey) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.keys = append(s.keys, k)
 }
 
+// serveRoots replaces the trust roots served.
+func (s *fakeSigner) serveRoots(roots ...[]byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.roots = roots
+}
+
 func (s *fakeSigner) ListPublicKeys(context.Context, *signerv1.ListPublicKeysRequest) (*signerv1.ListPublicKeysResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.listCalls++
 	return &signerv1.ListPublicKeysResponse{Keys: s.keys}, nil
+}
+
+func (s *fakeSigner) GetTrustRoot(_ context.Context, req *signerv1.GetTrustRootRequest) (*signerv1.GetTrustRootResponse, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rootCalls++
+	resp := &signerv1.GetTrustRootResponse{}
+	for _, r := range s.roots {
+		root, err := trustroot.Parse(r)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		if s.ignoreAfter || root.Version > req.GetAfterVersion() {
+			resp.Roots = append(resp.Roots, r)
+		}
+	}
+	return resp, nil
 }
 
 func (s *fakeSigner) SignDecision(_ context.Context, req *signerv1.SignDecisionRequest) (*signerv1.SignDecisionResponse, error) {
@@ -334,10 +383,10 @@ func (s *fakeSigner) SignDecision(_ context.Context, req *signerv1.SignDecisionR
 	return &signerv1.SignDecisionResponse{Envelope: env, KeyId: s.decision.id}, nil
 }
 
-func (s *fakeSigner) counts() (lists, signs int) {
+func (s *fakeSigner) counts() (rootFetches, signs int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.listCalls, len(s.statements)
+	return s.rootCalls, len(s.statements)
 }
 
 // fakePublisher answers VerifyBlob from a table of outcomes by digest.

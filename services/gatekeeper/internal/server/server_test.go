@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,6 +31,8 @@ import (
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/tlog"
+	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/libs/trustroot/trustroottest"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/remote"
@@ -43,23 +46,44 @@ const (
 )
 
 // stack is a gatekeeper served like in production, with fake catalog,
-// signer and publisher holding real evidence.
+// signer and publisher holding real evidence, and a real trust root.
 type stack struct {
 	td          *identitytest.TrustDomain
 	artifactKey *signingKey
-	catalog     *fakeCatalog
-	signer      *fakeSigner
-	publisher   *fakePublisher
-	stopSigner  func()
-	metrics     *telemetry.Metrics
-	policy      *policy.Policy
-	addr        string
-	deployer    gatekeeperv1.GatekeeperServiceClient
+	// ceremony holds the root keys; roots are the versions published so
+	// far, roots[i] being v(i+1), the gatekeeper pinning v1.
+	ceremony *trustroottest.Ceremony
+	roots    []*trustroot.Root
+	gate     *admission.Gate
+	// clock shifts the gatekeeper's clock, in nanoseconds.
+	clock      atomic.Int64
+	catalog    *fakeCatalog
+	signer     *fakeSigner
+	publisher  *fakePublisher
+	stopSigner func()
+	metrics    *telemetry.Metrics
+	policy     *policy.Policy
+	addr       string
+	deployer   gatekeeperv1.GatekeeperServiceClient
 }
 
 // newStack starts a stack with the default policy, or with the Rego
 // source policySrc if given.
 func newStack(t testing.TB, policySrc ...string) *stack {
+	t.Helper()
+	o := stackOptions{}
+	if len(policySrc) > 0 {
+		o.policy = policySrc[0]
+	}
+	return newStackWith(t, o)
+}
+
+type stackOptions struct {
+	policy                 string // Rego source; empty: the default policy
+	acceptBeforeRevocation bool
+}
+
+func newStackWith(t testing.TB, o stackOptions) *stack {
 	t.Helper()
 	td := identitytest.New(t, trustDomain)
 	logSigner, logVerifier, err := tlog.GenerateKey(logOrigin)
@@ -75,6 +99,17 @@ func newStack(t testing.TB, policySrc ...string) *stack {
 	}
 	s.signer.publish(s.artifactKey.public(signerv1.KeyPurpose_KEY_PURPOSE_ARTIFACT))
 	s.signer.publish(s.signer.decision.public(signerv1.KeyPurpose_KEY_PURPOSE_DECISION))
+	s.ceremony = trustroottest.New(t, 2)
+	v1 := s.ceremony.Root(1, 2, time.Now(), []trustroot.SigningKey{
+		s.artifactKey.rootKey(attest.PurposeArtifact, "artifact", 1),
+		s.signer.decision.rootKey(attest.PurposeDecision, "decision", 1),
+	}, []trustroot.LogKey{{Origin: logOrigin, VerifierKey: logVerifier}})
+	s.roots = []*trustroot.Root{v1}
+	pinned, err := trustroot.Pin(s.ceremony.Sign(t, v1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.signer.serveRoots(pinned.Envelope())
 	// A first entry, so that every inclusion proof has hashes in it.
 	s.publish(t, "base", "0.1.0", "prod")
 
@@ -102,28 +137,35 @@ func newStack(t testing.TB, policySrc ...string) *stack {
 		return conn
 	}
 	name, rego := defaultpolicy.DefaultName, defaultpolicy.Default()
-	if len(policySrc) > 0 {
-		name, rego = "custom.rego", []byte(policySrc[0])
+	if o.policy != "" {
+		name, rego = "custom.rego", []byte(o.policy)
 	}
 	s.policy, err = policy.New(t.Context(), name, rego)
 	if err != nil {
 		t.Fatal(err)
 	}
 	gate, err := admission.New(admission.Config{
-		Catalog:        remote.NewCatalog(catalogv1.NewCatalogServiceClient(dial(catalogAddr, "/service/catalog"))),
-		Signer:         remote.NewSigner(signerv1.NewSignerServiceClient(dial(signerAddr, "/service/signer")), logger),
-		Publisher:      remote.NewPublisher(publisherv1.NewPublisherServiceClient(dial(publisherAddr, "/service/publisher"))),
-		Policy:         s.policy,
-		LogVerifierKey: logVerifier,
-		VerifierID:     td.ID("/service/gatekeeper").String(),
-		TrustDomain:    trustDomain,
-		Metrics:        tel.Metrics,
-		Logger:         logger,
-		Timeout:        time.Second,
+		Catalog:                 remote.NewCatalog(catalogv1.NewCatalogServiceClient(dial(catalogAddr, "/service/catalog"))),
+		Signer:                  remote.NewSigner(signerv1.NewSignerServiceClient(dial(signerAddr, "/service/signer")), logger),
+		Publisher:               remote.NewPublisher(publisherv1.NewPublisherServiceClient(dial(publisherAddr, "/service/publisher"))),
+		Policy:                  s.policy,
+		TrustRoot:               pinned,
+		AcceptBeforeRevocation:  o.acceptBeforeRevocation,
+		TrustRefreshMinInterval: time.Nanosecond,
+		VerifierID:              td.ID("/service/gatekeeper").String(),
+		TrustDomain:             trustDomain,
+		Metrics:                 tel.Metrics,
+		Logger:                  logger,
+		Timeout:                 time.Second,
+		Now:                     func() time.Time { return time.Now().Add(time.Duration(s.clock.Load())) },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := gate.RefreshTrust(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	s.gate = gate
 	srv := rpc.NewServer(rpc.ServerConfig{Source: src, TrustDomain: td.TD, Policy: Policy(td.TD), Logger: logger, Telemetry: tel})
 	gatekeeperv1.RegisterGatekeeperServiceServer(srv, New(gate, logger))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -278,12 +320,15 @@ func TestAdmitDenies(t *testing.T) {
 		want:   `signed channel "dev", catalog record has "prod"`,
 		metric: &metric{"integrity", "evidence"},
 	}, {
-		name: "signed by a key the signer does not publish",
+		name: "signed by a key that is not in the trust root",
 		prepare: func(t *testing.T, s *stack) *gatekeeperv1.AdmitRequest {
-			s.publishSigned(t, newArtifact("app", "1.0.0", "prod"), newSigningKey(t))
+			rogue := newSigningKey(t)
+			// The signer listing a key does not make it trusted.
+			s.signer.publish(rogue.public(signerv1.KeyPurpose_KEY_PURPOSE_ARTIFACT))
+			s.publishSigned(t, newArtifact("app", "1.0.0", "prod"), rogue)
 			return &gatekeeperv1.AdmitRequest{Name: "app", Version: "1.0.0", Environment: "prod"}
 		},
-		want:   "artifact envelope signature does not verify against the signer's published artifact keys",
+		want:   "artifact envelope signature does not verify against the artifact keys of trust root v1: key ",
 		metric: &metric{"signature", "envelope"},
 	}, {
 		name: "signed by the decision key",
@@ -575,8 +620,9 @@ func TestAdmitFailsClosed(t *testing.T) {
 	}
 }
 
-// TestAdmitFetchesRotatedKeys checks that an envelope signed by a key
-// published after the keys were cached verifies.
+// TestAdmitFetchesRotatedKeys checks that an envelope signed by a key that
+// a trust root published after start lists verifies: every admission asks
+// the signer for newer roots.
 func TestAdmitFetchesRotatedKeys(t *testing.T) {
 	s := newStack(t)
 	s.publish(t, "app", "1.0.0", "prod")
@@ -584,16 +630,23 @@ func TestAdmitFetchesRotatedKeys(t *testing.T) {
 		t.Fatalf("before rotation: %v %v", resp, err)
 	}
 	rotated := newSigningKey(t)
-	s.signer.publish(rotated.public(signerv1.KeyPurpose_KEY_PURPOSE_ARTIFACT))
+	s.publishRoot(t, func(r *trustroot.Root) {
+		r.SigningKeys = append(r.SigningKeys, rotated.rootKey(attest.PurposeArtifact, "artifact", 2))
+	})
 	s.publishSigned(t, newArtifact("app", "2.0.0", "prod"), rotated)
 	for range 2 {
 		resp, err := s.deployer.Admit(t.Context(), &gatekeeperv1.AdmitRequest{Name: "app", Version: "2.0.0", Environment: "prod"})
 		if err != nil || resp.GetDecision() != gatekeeperv1.Decision_DECISION_ALLOW {
 			t.Fatalf("after rotation: %v %v", resp, err)
 		}
+		if !containsReason(resp.GetReasons(), "valid in trust root v2") {
+			t.Errorf("reasons %q do not name trust root v2", resp.GetReasons())
+		}
 	}
-	if lists, _ := s.signer.counts(); lists != 2 {
-		t.Errorf("ListPublicKeys called %d times, want 2 (first use, then once for the new key)", lists)
+	// At start, then once per admission: new roots and revocations take
+	// effect at once.
+	if fetches, _ := s.signer.counts(); fetches != 4 {
+		t.Errorf("GetTrustRoot called %d times, want 4 (at start, then once per admission)", fetches)
 	}
 }
 
@@ -616,8 +669,8 @@ func TestAdmitConcurrently(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if lists, signs := s.signer.counts(); lists != 1 || signs != 8 {
-		t.Errorf("signer saw %d key listings and %d signatures, want 1 and 8", lists, signs)
+	if fetches, signs := s.signer.counts(); fetches != 9 || signs != 8 {
+		t.Errorf("signer saw %d trust-root fetches and %d signatures, want 9 (at start, then one per admission) and 8", fetches, signs)
 	}
 }
 

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
@@ -16,6 +18,9 @@ import (
 // ErrUnavailable means the catalog did not accept an event: the caller must
 // not act as if it had been logged.
 var ErrUnavailable = errors.New("audit log unavailable")
+
+// Timeout bounds one Log call, waiting for the connection included.
+const Timeout = 10 * time.Second
 
 // Event is one audit event.
 type Event struct {
@@ -54,7 +59,12 @@ func (c *Catalog) Log(ctx context.Context, e Event) error {
 		}
 		details = b
 	}
-	_, err := c.client.AppendEvent(ctx, &catalogv1.AppendEventRequest{Type: e.Type, SubjectDigest: e.SubjectDigest, Details: details})
+	// Wait for the connection rather than fail at once while it
+	// reconnects (the catalog restarting, or starting after the signer),
+	// but not for long: the caller fails closed.
+	ctx, cancel := context.WithTimeout(ctx, Timeout)
+	defer cancel()
+	_, err := c.client.AppendEvent(ctx, &catalogv1.AppendEventRequest{Type: e.Type, SubjectDigest: e.SubjectDigest, Details: details}, grpc.WaitForReady(true))
 	if err != nil {
 		return fmt.Errorf("%w: append %s event to the catalog: %s: check the catalog is running", ErrUnavailable, e.Type, status.Convert(err).Message())
 	}

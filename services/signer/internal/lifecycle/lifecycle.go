@@ -97,6 +97,7 @@ type Manager struct {
 	current map[string]cachedVersion
 
 	publishMu sync.Mutex // one draft-sign-publish at a time
+	flushMu   sync.Mutex // one outbox flush at a time
 }
 
 type cachedVersion struct {
@@ -348,7 +349,7 @@ func (m *Manager) Rotate(ctx context.Context, name, caller string) (Info, int64,
 	}
 	m.forget(name)
 	auditErr := m.audit(ctx, "key.rotated", map[string]any{"key": name, "version": v.Version, "key_id": v.ID, "by": caller}, true)
-	rv, err := m.autoPublish(ctx)
+	rv, err := m.autoPublish(ctx, false)
 	if err != nil {
 		return Info{}, 0, err
 	}
@@ -408,7 +409,7 @@ func (m *Manager) Revoke(ctx context.Context, name string, version int, effectiv
 		slog.String("key_id", id), slog.Time("revoked_at", revokedAt), slog.String("caller", caller))
 	auditErr := m.audit(ctx, "key.revoked", map[string]any{"key": name, "version": version, "key_id": id,
 		"revoked_at": revokedAt.Format(time.RFC3339Nano), "reason": reason, "by": caller}, true)
-	rv, err := m.autoPublish(ctx)
+	rv, err := m.autoPublish(ctx, false)
 	if err != nil {
 		return Info{}, 0, err
 	}
@@ -446,23 +447,40 @@ func (m *Manager) audit(ctx context.Context, typ string, details map[string]any,
 		return nil
 	}
 	if queue {
-		b, merr := json.Marshal(details)
-		if merr == nil {
-			m.mu.Lock()
-			if len(m.st.Outbox) < maxOutbox {
-				m.st.Outbox = append(m.st.Outbox, outboxEvent{Type: typ, Details: b, Queued: m.cfg.Now().UTC()})
-				if serr := m.files.saveState(m.st); serr != nil {
-					m.st.Outbox = m.st.Outbox[:len(m.st.Outbox)-1]
-				}
-			}
-			m.mu.Unlock()
-		}
+		m.enqueue(ctx, typ, details)
 	}
 	return fmt.Errorf("%w: log %s event: %v", ErrUnavailable, typ, err)
 }
 
+// enqueue keeps an event in the outbox until Run logs it.
+func (m *Manager) enqueue(ctx context.Context, typ string, details map[string]any) {
+	if m.cfg.Audit == nil {
+		return
+	}
+	b, err := json.Marshal(details)
+	if err != nil {
+		m.cfg.Logger.ErrorContext(ctx, "queue event", slog.String("type", typ), slog.Any("error", err))
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.st.Outbox) >= maxOutbox {
+		m.cfg.Logger.ErrorContext(ctx, "event outbox full: the log has been down too long; event not queued", slog.String("type", typ))
+		return
+	}
+	m.st.Outbox = append(m.st.Outbox, outboxEvent{Type: typ, Details: b, Queued: m.cfg.Now().UTC()})
+	if err := m.files.saveState(m.st); err != nil {
+		m.st.Outbox = m.st.Outbox[:len(m.st.Outbox)-1]
+		m.cfg.Logger.ErrorContext(ctx, "queue event", slog.String("type", typ), slog.Any("error", err))
+	}
+}
+
 // flush logs queued events in order, stopping at the first failure.
 func (m *Manager) flush(ctx context.Context) {
+	// One flusher at a time: each logs the head of the outbox and then
+	// removes it.
+	m.flushMu.Lock()
+	defer m.flushMu.Unlock()
 	for {
 		m.mu.Lock()
 		if len(m.st.Outbox) == 0 {
@@ -472,7 +490,9 @@ func (m *Manager) flush(ctx context.Context) {
 		e := m.st.Outbox[0]
 		m.mu.Unlock()
 		var details map[string]any
-		_ = json.Unmarshal(e.Details, &details)
+		if json.Unmarshal(e.Details, &details) != nil || details == nil {
+			details = map[string]any{}
+		}
 		details["queued_at"] = e.Queued.Format(time.RFC3339Nano)
 		if err := m.cfg.Audit.Log(ctx, audit.Event{Type: e.Type, Details: details}); err != nil {
 			return

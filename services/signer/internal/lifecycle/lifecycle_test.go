@@ -409,8 +409,8 @@ func TestAuditDownFailsClosed(t *testing.T) {
 	if in := f.info("artifact", 1); in.Status != StatusRevoked {
 		t.Fatalf("version 1 is %s after a revocation the log missed", in.Status)
 	}
-	if n := f.m.Unlogged(); n != 4 {
-		t.Fatalf("%d events queued, want the rotation, the revocation and the two roots that published them", n)
+	if n := f.m.Unlogged(); n != 5 {
+		t.Fatalf("%d events queued, want the first root (queued at start), the rotation, the revocation and the two roots that published them", n)
 	}
 	// Queued events survive a restart and are logged, in order, once the
 	// log is back.
@@ -422,6 +422,26 @@ func TestAuditDownFailsClosed(t *testing.T) {
 	}
 	if got := strings.Join(f.audit.types(), ","); !strings.HasSuffix(got, "key.rotated,trustroot.published,key.revoked,trustroot.published") {
 		t.Fatalf("events %s, want the queued rotation and revocation last", got)
+	}
+}
+
+func TestConcurrentFlushLogsEachEventOnce(t *testing.T) {
+	f := newFixture(t, false)
+	for i := range 20 {
+		f.m.enqueue(t.Context(), "test.event", map[string]any{"n": i})
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() { f.m.flush(t.Context()) })
+	}
+	wg.Wait()
+	if got := len(f.audit.types()); got != 20 || f.m.Unlogged() != 0 {
+		t.Fatalf("%d events logged, %d left; want each of 20 logged once", got, f.m.Unlogged())
+	}
+	for i, e := range f.audit.events {
+		if n := e.Details.(map[string]any)["n"]; n != float64(i) {
+			t.Fatalf("event %d carries n=%v: out of order", i, n)
+		}
 	}
 }
 

@@ -114,18 +114,30 @@ func (m *Manager) Roots(after int64) [][]byte {
 func (m *Manager) Publish(ctx context.Context, env []byte, caller string) (int64, error) {
 	m.publishMu.Lock()
 	defer m.publishMu.Unlock()
-	return m.publishLocked(ctx, env, caller)
+	return m.publishLocked(ctx, env, caller, false)
 }
 
-func (m *Manager) publishLocked(ctx context.Context, env []byte, caller string) (int64, error) {
+// publishLocked publishes env; with queueOnly its event goes to the outbox
+// without trying the log (at start, before the catalog is up).
+func (m *Manager) publishLocked(ctx context.Context, env []byte, caller string, queueOnly bool) (int64, error) {
 	r, err := trustroot.Parse(env)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	now := m.cfg.Now()
 	m.mu.Lock()
+	for id, vst := range m.st.Versions {
+		if vst.RevokedAt == nil {
+			continue
+		}
+		if sk, ok := r.SigningKey(id); ok && (sk.Status != trustroot.StatusRevoked || sk.RevokedAt == nil || sk.RevokedAt.After(*vst.RevokedAt)) {
+			m.mu.Unlock()
+			return 0, fmt.Errorf("%w: trust root version %d lists %s version %d (%s) as %s, but the signer revoked it at %s: draft again (custody trustroot draft)",
+				ErrPrecondition, r.Version, vst.Name, vst.Version, id, sk.Status, vst.RevokedAt.Format(time.RFC3339))
+		}
+	}
 	t := m.trusted
 	m.mu.Unlock()
+	now := m.cfg.Now()
 	if t == nil {
 		nt, err := trustroot.Pin(env)
 		if err != nil {
@@ -146,21 +158,17 @@ func (m *Manager) publishLocked(ctx context.Context, env []byte, caller string) 
 			return r.Version, nil // published already
 		}
 		return 0, fmt.Errorf("%w: trust root version %d is not newer than the published version %d (rollback): draft the next version", ErrPrecondition, r.Version, t.Version())
-	} else if err := t.Update(env, now); err != nil {
-		return 0, fmt.Errorf("%w: trust root version %d: %v", ErrPrecondition, r.Version, err)
-	}
-	m.mu.Lock()
-	for id, vst := range m.st.Versions {
-		if vst.RevokedAt == nil {
-			continue
+	} else {
+		// Update a copy: the live chain moves only once the root is stored.
+		nt, err := trustroot.Pin(t.Envelope())
+		if err != nil {
+			return 0, fmt.Errorf("re-pin trust root version %d: %w", t.Version(), err)
 		}
-		if sk, ok := r.SigningKey(id); ok && (sk.Status != trustroot.StatusRevoked || sk.RevokedAt == nil || sk.RevokedAt.After(*vst.RevokedAt)) {
-			m.mu.Unlock()
-			return 0, fmt.Errorf("%w: trust root version %d lists %s version %d (%s) as %s, but the signer revoked it at %s: draft again (custody trustroot draft)",
-				ErrPrecondition, r.Version, vst.Name, vst.Version, id, sk.Status, vst.RevokedAt.Format(time.RFC3339))
+		if err := nt.Update(env, now); err != nil {
+			return 0, fmt.Errorf("%w: trust root version %d: %v", ErrPrecondition, r.Version, err)
 		}
+		t = nt
 	}
-	m.mu.Unlock()
 	if err := m.files.saveRoot(r.Version, env); err != nil {
 		return 0, fmt.Errorf("%w: store trust root: %v", ErrUnavailable, err)
 	}
@@ -182,7 +190,10 @@ func (m *Manager) publishLocked(ctx context.Context, env []byte, caller string) 
 		m.cfg.Logger.ErrorContext(ctx, "record retired key versions", slog.Any("error", serr))
 	}
 	m.cfg.Logger.InfoContext(ctx, "trust root published", slog.Int64("version", r.Version), slog.Time("expires", r.Expires), slog.String("caller", caller))
-	if err := m.audit(ctx, "trustroot.published", map[string]any{"version": r.Version, "expires": r.Expires.Format(time.RFC3339), "by": caller}, true); err != nil {
+	details := map[string]any{"version": r.Version, "expires": r.Expires.Format(time.RFC3339), "by": caller}
+	if queueOnly {
+		m.enqueue(ctx, "trustroot.published", details)
+	} else if err := m.audit(ctx, "trustroot.published", details, true); err != nil {
 		// Published: it stays so; the outbox logs it later.
 		m.cfg.Logger.WarnContext(ctx, "trust root published; its event is queued until the log is back", slog.Int64("version", r.Version), slog.Any("error", err))
 	}
@@ -192,7 +203,7 @@ func (m *Manager) publishLocked(ctx context.Context, env []byte, caller string) 
 // autoPublish signs and publishes a new root with the development root keys,
 // if there are any and the keys changed. It returns the version published, or
 // 0.
-func (m *Manager) autoPublish(ctx context.Context) (int64, error) {
+func (m *Manager) autoPublish(ctx context.Context, queueOnly bool) (int64, error) {
 	if len(m.cfg.DevRootKeys) == 0 {
 		return 0, nil
 	}
@@ -218,13 +229,13 @@ func (m *Manager) autoPublish(ctx context.Context) (int64, error) {
 			return 0, fmt.Errorf("sign development trust root: %w", err)
 		}
 	}
-	return m.publishLocked(ctx, env, "dev")
+	return m.publishLocked(ctx, env, "dev", queueOnly)
 }
 
 // EnsureRoot publishes a first or refreshed root in development; outside
 // development it only reports whether a root is published.
 func (m *Manager) EnsureRoot(ctx context.Context) (int64, error) {
-	if _, err := m.autoPublish(ctx); err != nil {
+	if _, err := m.autoPublish(ctx, true); err != nil {
 		return 0, err
 	}
 	m.mu.Lock()

@@ -1,0 +1,400 @@
+// Package trustroot is Custody's signed trust root: a versioned, expiring
+// list of the keys verifiers trust, signed by a threshold of offline root
+// keys as a DSSE envelope, and the rules for moving from one version to the
+// next.
+package trustroot
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/custody-dev/custody/libs/attest"
+)
+
+// PayloadType is the DSSE payload type of trust-root envelopes.
+const PayloadType = "application/vnd.custody.trustroot+json"
+
+// TypeV1 is the value of Root.Type for this format.
+const TypeV1 = "https://custody.dev/trustroot/v1"
+
+// Status of a signing key version in a root.
+const (
+	StatusActive  = "active"
+	StatusRetired = "retired"
+	StatusRevoked = "revoked"
+)
+
+// MaxSize bounds the root JSON this package parses.
+const MaxSize = 256 << 10
+
+// maxKeys bounds each key list, and maxRootKeys the root keys: an update
+// envelope carries at most 16 signatures (attest's limit), enough for the
+// old and the new threshold.
+const (
+	maxKeys     = 256
+	maxRootKeys = 8
+)
+
+// Errors, returned wrapped with details.
+var (
+	// ErrMalformed means the bytes are not a valid root or envelope.
+	ErrMalformed = errors.New("malformed trust root")
+	// ErrThreshold means not enough valid signatures by distinct root keys.
+	ErrThreshold = errors.New("trust root is not signed by enough root keys")
+	// ErrRollback means a version at or below the trusted one was offered.
+	ErrRollback = errors.New("trust root rollback")
+	// ErrVersionGap means a version more than one above the trusted one was
+	// offered on its own: the versions between must be applied first.
+	ErrVersionGap = errors.New("trust root version gap")
+	// ErrExpired means the root's expiry has passed.
+	ErrExpired = errors.New("trust root expired")
+	// ErrUnknownKey means a key id is not listed in the root.
+	ErrUnknownKey = errors.New("key is not in the trust root")
+	// ErrKeyNotValid means a listed key's signature falls outside its
+	// validity window or at or after its revocation.
+	ErrKeyNotValid = errors.New("key is not valid at that time")
+)
+
+// Root is one version of the trust root.
+type Root struct {
+	Type          string       `json:"type"`
+	Version       int64        `json:"version"`
+	Expires       time.Time    `json:"expires"`
+	Threshold     int          `json:"threshold"`
+	RootKeys      []Key        `json:"root_keys"`
+	SigningKeys   []SigningKey `json:"signing_keys"`
+	LogKeys       []LogKey     `json:"log_keys"`
+	EdgeTokenKeys []Key        `json:"edge_token_keys"`
+}
+
+// Key is a public key.
+type Key struct {
+	// ID is attest.KeyID of the public key.
+	ID string `json:"id"`
+	// Algorithm is attest.AlgECDSAP256 or attest.AlgEd25519.
+	Algorithm string `json:"algorithm"`
+	// PublicKey is PKIX DER (base64 in JSON).
+	PublicKey []byte `json:"public_key"`
+}
+
+// SigningKey is one version of a signer key.
+type SigningKey struct {
+	Key
+	// Purpose is attest.PurposeArtifact or attest.PurposeDecision.
+	Purpose string `json:"purpose"`
+	// Name is the key's name in the signer's back end.
+	Name    string `json:"name"`
+	Version int    `json:"version"`
+	// Channels are the channels an artifact key signs; empty means all.
+	Channels   []string   `json:"channels,omitempty"`
+	ValidFrom  time.Time  `json:"valid_from"`
+	ValidUntil *time.Time `json:"valid_until,omitempty"`
+	Status     string     `json:"status"`
+	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+}
+
+// LogKey is the checkpoint key of one transparency log.
+type LogKey struct {
+	// Origin is the checkpoint's origin line.
+	Origin string `json:"origin"`
+	// VerifierKey is a golang.org/x/mod/sumdb/note verifier key.
+	VerifierKey string `json:"verifier_key"`
+}
+
+// Validate returns every problem at once, each wrapping ErrMalformed.
+func (r *Root) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...))
+	}
+	if r.Type != TypeV1 {
+		bad("type %q, want %s", trunc(r.Type), TypeV1)
+	}
+	if r.Version < 1 {
+		bad("version %d, want 1 or more", r.Version)
+	}
+	if r.Expires.IsZero() {
+		bad("expires is missing")
+	}
+	switch n := len(r.RootKeys); {
+	case n == 0:
+		bad("no root keys")
+	case n > maxRootKeys:
+		bad("%d root keys, at most %d", n, maxRootKeys)
+	}
+	if r.Threshold < 1 || r.Threshold > len(r.RootKeys) {
+		bad("threshold %d, want 1 to the number of root keys (%d)", r.Threshold, len(r.RootKeys))
+	}
+	for _, l := range []struct {
+		what string
+		n    int
+	}{{"signing", len(r.SigningKeys)}, {"log", len(r.LogKeys)}, {"edge token", len(r.EdgeTokenKeys)}} {
+		if l.n > maxKeys {
+			bad("%d %s keys, at most %d", l.n, l.what, maxKeys)
+		}
+	}
+	seen := map[string]bool{}
+	for i, k := range r.RootKeys {
+		if err := k.check(); err != nil {
+			bad("root key %d: %v", i, err)
+		}
+		if seen[k.ID] {
+			bad("root key %s listed twice", trunc(k.ID))
+		}
+		seen[k.ID] = true
+	}
+	seen = map[string]bool{}
+	versions := map[string]bool{}
+	for i, k := range r.SigningKeys {
+		for _, p := range k.problems() {
+			bad("signing key %d (%s): %s", i, trunc(k.ID), p)
+		}
+		if seen[k.ID] {
+			bad("signing key %s listed twice", trunc(k.ID))
+		}
+		seen[k.ID] = true
+		nv := fmt.Sprintf("%s/v%d", k.Name, k.Version)
+		if versions[nv] {
+			bad("signing key version %s listed twice", trunc(nv))
+		}
+		versions[nv] = true
+	}
+	origins := map[string]bool{}
+	for i, l := range r.LogKeys {
+		if l.Origin == "" || strings.ContainsAny(l.Origin, "\n") {
+			bad("log key %d: origin %q: want a checkpoint origin line", i, trunc(l.Origin))
+		}
+		if _, err := note.NewVerifier(l.VerifierKey); err != nil {
+			bad("log key %d (%s): not a note verifier key: %v", i, trunc(l.Origin), err)
+		}
+		if origins[l.Origin] {
+			bad("log origin %q listed twice", trunc(l.Origin))
+		}
+		origins[l.Origin] = true
+	}
+	seen = map[string]bool{}
+	for i, k := range r.EdgeTokenKeys {
+		if err := k.check(); err != nil {
+			bad("edge token key %d: %v", i, err)
+		} else if k.Algorithm != attest.AlgEd25519 {
+			bad("edge token key %s: algorithm %s, edge tokens are %s", trunc(k.ID), k.Algorithm, attest.AlgEd25519)
+		}
+		if seen[k.ID] {
+			bad("edge token key %s listed twice", trunc(k.ID))
+		}
+		seen[k.ID] = true
+	}
+	return errors.Join(errs...)
+}
+
+// check verifies that the key parses, is of its algorithm and has its id.
+func (k Key) check() error {
+	pub, alg, err := attest.ParsePublicKey(k.PublicKey)
+	if err != nil {
+		return err
+	}
+	if alg != k.Algorithm {
+		return fmt.Errorf("listed as %q but the key is %s", trunc(k.Algorithm), alg)
+	}
+	id, err := attest.KeyID(pub)
+	if err != nil {
+		return err
+	}
+	if id != k.ID {
+		return fmt.Errorf("id %q is not the key's id %s", trunc(k.ID), id)
+	}
+	return nil
+}
+
+func (k SigningKey) problems() []string {
+	var ps []string
+	if err := k.Key.check(); err != nil {
+		ps = append(ps, err.Error())
+	}
+	switch k.Purpose {
+	case attest.PurposeArtifact:
+	case attest.PurposeDecision:
+		if len(k.Channels) > 0 {
+			ps = append(ps, "a decision key has no channels")
+		}
+	default:
+		ps = append(ps, fmt.Sprintf("purpose %q, want %s or %s", trunc(k.Purpose), attest.PurposeArtifact, attest.PurposeDecision))
+	}
+	if k.Name == "" || k.Version < 1 {
+		ps = append(ps, "name and a version of 1 or more are required")
+	}
+	for _, c := range k.Channels {
+		if c == "" {
+			ps = append(ps, "empty channel name")
+		}
+	}
+	if k.ValidFrom.IsZero() {
+		ps = append(ps, "valid_from is missing")
+	}
+	if k.ValidUntil != nil && !k.ValidUntil.After(k.ValidFrom) {
+		ps = append(ps, "valid_until is not after valid_from")
+	}
+	switch k.Status {
+	case StatusActive, StatusRetired:
+		if k.RevokedAt != nil {
+			ps = append(ps, fmt.Sprintf("status %s with a revoked_at", k.Status))
+		}
+	case StatusRevoked:
+		if k.RevokedAt == nil {
+			ps = append(ps, "revoked without revoked_at")
+		}
+	default:
+		ps = append(ps, fmt.Sprintf("status %q, want %s, %s or %s", trunc(k.Status), StatusActive, StatusRetired, StatusRevoked))
+	}
+	return ps
+}
+
+// Marshal validates r and returns its canonical JSON: compact, fields in
+// the order of the struct, times in UTC, empty lists as []. That is the DSSE
+// payload signed by root keys.
+func (r *Root) Marshal() ([]byte, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	c := r.canonical()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(c); err != nil {
+		return nil, fmt.Errorf("encode trust root: %w", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// canonical returns a copy with UTC times and non-nil lists.
+func (r *Root) canonical() *Root {
+	c := *r
+	c.Expires = r.Expires.UTC()
+	c.RootKeys = orEmpty(slices.Clone(r.RootKeys))
+	c.LogKeys = orEmpty(slices.Clone(r.LogKeys))
+	c.EdgeTokenKeys = orEmpty(slices.Clone(r.EdgeTokenKeys))
+	c.SigningKeys = orEmpty(slices.Clone(r.SigningKeys))
+	for i := range c.SigningKeys {
+		k := &c.SigningKeys[i]
+		k.ValidFrom = k.ValidFrom.UTC()
+		k.ValidUntil = utcPtr(k.ValidUntil)
+		k.RevokedAt = utcPtr(k.RevokedAt)
+		if len(k.Channels) == 0 {
+			k.Channels = nil
+		}
+	}
+	return &c
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// ParseUnsigned parses and validates a root's JSON (a draft, or an
+// envelope's payload). It is strict: at most MaxSize bytes of one JSON
+// object, unknown fields refused. Errors wrap ErrMalformed.
+func ParseUnsigned(b []byte) (*Root, error) {
+	if len(b) > MaxSize {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrMalformed, len(b), MaxSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var r Root
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); err == nil || dec.More() {
+		return nil, fmt.Errorf("%w: data after the JSON object", ErrMalformed)
+	}
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Keys returns the signing keys of purpose as attest keys, for
+// attest.Envelope.Verify. It includes retired and revoked versions: whether
+// a signature by one counts is CheckSignedAt's question.
+func (r *Root) Keys(purpose string) []attest.Key {
+	var out []attest.Key
+	for _, k := range r.SigningKeys {
+		if k.Purpose != purpose {
+			continue
+		}
+		pub, alg, err := attest.ParsePublicKey(k.PublicKey)
+		if err != nil || alg != k.Algorithm {
+			continue // Validate refuses such roots
+		}
+		out = append(out, attest.Key{ID: k.ID, Purpose: k.Purpose, Algorithm: alg, Public: pub, ValidFrom: k.ValidFrom})
+	}
+	return out
+}
+
+// SigningKey returns the signing key version with id.
+func (r *Root) SigningKey(id string) (SigningKey, bool) {
+	i := slices.IndexFunc(r.SigningKeys, func(k SigningKey) bool { return k.ID == id })
+	if i < 0 {
+		return SigningKey{}, false
+	}
+	return r.SigningKeys[i], true
+}
+
+// LogVerifier returns the note verifier key of the log with origin.
+func (r *Root) LogVerifier(origin string) (string, bool) {
+	i := slices.IndexFunc(r.LogKeys, func(l LogKey) bool { return l.Origin == origin })
+	if i < 0 {
+		return "", false
+	}
+	return r.LogKeys[i].VerifierKey, true
+}
+
+// CheckSignedAt says whether a signature by key id made at time at is
+// valid under r: the key is listed, at is within [ValidFrom, ValidUntil],
+// and the key was not revoked at or before at. Errors wrap ErrUnknownKey or
+// ErrKeyNotValid and name the key and its window or revocation.
+func (r *Root) CheckSignedAt(id string, at time.Time) error {
+	k, ok := r.SigningKey(id)
+	if !ok {
+		return fmt.Errorf("%w: key %s is not in trust root v%d", ErrUnknownKey, trunc(id), r.Version)
+	}
+	name := fmt.Sprintf("%s %s v%d (%s)", k.Purpose, k.Name, k.Version, k.ID)
+	at = at.UTC()
+	switch {
+	case k.RevokedAt != nil && !at.Before(*k.RevokedAt):
+		return fmt.Errorf("%w: %s was revoked at %s; the signature was logged at %s", ErrKeyNotValid, name, stamp(*k.RevokedAt), stamp(at))
+	case at.Before(k.ValidFrom):
+		return fmt.Errorf("%w: %s is valid from %s; the signature was logged earlier, at %s", ErrKeyNotValid, name, stamp(k.ValidFrom), stamp(at))
+	case k.ValidUntil != nil && at.After(*k.ValidUntil):
+		return fmt.Errorf("%w: %s was valid until %s; the signature was logged later, at %s", ErrKeyNotValid, name, stamp(*k.ValidUntil), stamp(at))
+	}
+	return nil
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+func trunc(s string) string {
+	const n = 80
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
