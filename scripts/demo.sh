@@ -77,6 +77,31 @@ expect_fail "tampered copy rejected" "is not app@1.0.0" custody verify "$work/ta
 step "the builder identity calls the signer directly"
 expect_fail "builder denied by the signer" "PermissionDenied" custody debug call-signer --as builder
 
+step "publish svc@2.0.0 on channel prod: it waits for 2 distinct approvers"
+head -c 100000 /dev/urandom >"$work/svc.bin"
+custody publish "$work/svc.bin" --name svc --version 2.0.0 --channel prod >"$work/prod-publish.log" 2>&1 &
+ppid_=$!
+id=
+for _ in $(seq 100); do
+	id=$(custody approvals list 2>/dev/null | awk '$2 == "svc" && $3 == "2.0.0" {print $1}')
+	[ -n "$id" ] && break
+	sleep 0.1
+done
+custody approvals list
+if [ -n "$id" ] && kill -0 "$ppid_" 2>/dev/null; then ok "upload waiting for approval $id"; else bad "no waiting approval request"; fi
+expect_fail "the builder cannot approve" "PermissionDenied" custody approve "$id" --as builder
+expect_ok "alice approves" custody approve "$id" --as alice
+expect_ok "bob approves: the quorum is reached" custody approve "$id" --as bob
+if wait "$ppid_"; then cat "$work/prod-publish.log"; ok "published and signed with the prod key"; else cat "$work/prod-publish.log"; bad "prod publish failed"; fi
+expect_ok "admitted to prod" custody admit svc@2.0.0 --env prod
+
+step "key-compromise drill: rotate, re-verify and re-sign, revoke (docs/runbooks/key-compromise.md)"
+expect_ok "rotated: version 2 signs" custody keys rotate artifact
+expect_ok "app@1.0.0: bytes and signature re-verified, re-signed by version 2" custody keys resign --revoked-version 1
+expect_ok "version 1 revoked" custody keys revoke artifact --version 1 --reason "demo drill"
+custody keys list
+expect_ok "app@1.0.0 is still admitted (re-signed)" custody admit app@1.0.0 --env staging
+
 step "stop the dev stack"
 if custody dev down --dir "$CUSTODY_DEV_DIR"; then wait "$pid"; pid=; ok "stopped"; else bad "dev down failed"; fi
 
