@@ -103,16 +103,11 @@ func (c *cli) rejectCmd() *cobra.Command {
 
 // approvalClient opens an ApprovalService client, as alice unless --as.
 func (c *cli) approvalClient(ctx context.Context) (signerv1.ApprovalServiceClient, func(), error) {
-	env, err := c.env(ctx, "alice")
+	cc, done, err := c.dialSigner(ctx, "alice")
 	if err != nil {
 		return nil, nil, err
 	}
-	cc, err := env.Dial("signer")
-	if err != nil {
-		env.Close()
-		return nil, nil, err
-	}
-	return signerv1.NewApprovalServiceClient(cc), func() { cc.Close(); env.Close() }, nil
+	return signerv1.NewApprovalServiceClient(cc), done, nil
 }
 
 // printRequests writes the requests as a table; withState adds their state.

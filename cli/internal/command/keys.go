@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/custody-dev/custody/libs/attest"
@@ -28,9 +29,19 @@ func (c *cli) keysCmd() *cobra.Command {
 	return cmd
 }
 
-// keyClient opens a KeyService client as the admin.
+// keyClient opens a KeyService client, as the admin unless --as.
 func (c *cli) keyClient(ctx context.Context) (signerv1.KeyServiceClient, func(), error) {
-	env, err := c.env(ctx, "admin")
+	cc, done, err := c.dialSigner(ctx, "admin")
+	if err != nil {
+		return nil, nil, err
+	}
+	return signerv1.NewKeyServiceClient(cc), done, nil
+}
+
+// dialSigner connects to the signer acting as defaultAs unless --as; done
+// closes the connection and the identity.
+func (c *cli) dialSigner(ctx context.Context, defaultAs string) (*grpc.ClientConn, func(), error) {
+	env, err := c.env(ctx, defaultAs)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -39,7 +50,7 @@ func (c *cli) keyClient(ctx context.Context) (signerv1.KeyServiceClient, func(),
 		env.Close()
 		return nil, nil, err
 	}
-	return signerv1.NewKeyServiceClient(cc), func() { cc.Close(); env.Close() }, nil
+	return cc, func() { cc.Close(); env.Close() }, nil
 }
 
 func (c *cli) keysListCmd() *cobra.Command {

@@ -2,7 +2,6 @@ package command
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -92,7 +91,7 @@ func (c *cli) trustrootDraftCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			kc, done, err := c.trustKeyClient(ctx)
+			kc, done, err := c.keyClient(ctx)
 			if err != nil {
 				return err
 			}
@@ -221,7 +220,7 @@ func (c *cli) trustrootPublishCmd() *cobra.Command {
 			if _, err := trustroot.Parse(env); err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
 			}
-			kc, done, err := c.trustKeyClient(cmd.Context())
+			kc, done, err := c.keyClient(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -281,20 +280,6 @@ func (c *cli) trustrootShowCmd() *cobra.Command {
 			return printRoot(c.stdout, r, env)
 		},
 	}
-}
-
-// trustKeyClient opens a KeyService client, as the admin unless --as.
-func (c *cli) trustKeyClient(ctx context.Context) (signerv1.KeyServiceClient, func(), error) {
-	env, err := c.env(ctx, "admin")
-	if err != nil {
-		return nil, nil, err
-	}
-	cc, err := env.Dial("signer")
-	if err != nil {
-		env.Close()
-		return nil, nil, err
-	}
-	return signerv1.NewKeyServiceClient(cc), func() { cc.Close(); env.Close() }, nil
 }
 
 // decodeRootDraft reads a draft without validating it: the ceremony's flags
