@@ -345,6 +345,10 @@ func (m *Manager) Rotate(ctx context.Context, name, caller string) (Info, int64,
 	}
 	v, err := m.cfg.Backend.Rotate(ctx, name)
 	if err != nil {
+		if m.cfg.Backend.Kind() == "vault" {
+			// The signer's token cannot rotate by design.
+			return Info{}, 0, fmt.Errorf("%w: with Vault the key custodian rotates: vault write -f transit/keys/%s/rotate; the signer sees the new version within 5 seconds, pending until a trust root lists it (%v)", ErrPrecondition, name, err)
+		}
 		return Info{}, 0, m.backendErr(name, err)
 	}
 	m.forget(name)

@@ -79,6 +79,11 @@ func (m *Manager) Draft(ctx context.Context) (*trustroot.Root, error) {
 					t := now.Add(retireGrace)
 					until = &t
 				}
+				if !until.After(sk.ValidFrom) {
+					// The back end's clock is ahead of ours.
+					t := sk.ValidFrom.Add(retireGrace)
+					until = &t
+				}
 				sk.ValidUntil = until
 			}
 			r.SigningKeys = append(r.SigningKeys, sk)
