@@ -226,7 +226,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		d.Logger.Warn("using the software keystore: development only")
 	}
 	d.Logger.Info("key back end", slog.String("backend", backend.Kind()), slog.String("artifact_key", cfg.ArtifactKey), slog.String("decision_key", cfg.DecisionKey))
-	signing := keys.NewCoalescer(backend, 8, vault.MaxBatch)
+	signing := keys.NewCoalescer(backend, vault.MaxInFlight, vault.MaxBatch)
 	cosigner, err := cosign.New(cosign.Config{Origin: cfg.LogOrigin, Backend: backend, KeyName: cfg.LogKey, StateDir: cfg.StateDir,
 		Registerer: d.Telemetry.Registry, Logger: d.Logger})
 	if err != nil {

@@ -80,7 +80,7 @@ func throughSigner(b *testing.B, backend keys.Backend) float64 {
 	}
 	srv := rpc.NewServer(rpc.ServerConfig{Source: td.Source(b, "/service/signer"), TrustDomain: td.TD,
 		Policy: server.Policy(td.TD), Logger: slog.New(slog.DiscardHandler), Telemetry: telemetry.Discard("signer")})
-	signerv1.RegisterSignerServiceServer(srv, server.New(keys.NewCoalescer(backend, 8, vault.MaxBatch), names, slog.New(slog.DiscardHandler)))
+	signerv1.RegisterSignerServiceServer(srv, server.New(keys.NewCoalescer(backend, vault.MaxInFlight, vault.MaxBatch), names, slog.New(slog.DiscardHandler)))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

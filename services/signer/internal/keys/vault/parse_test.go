@@ -40,3 +40,33 @@ func TestParseSignatureChecksVersion(t *testing.T) {
 		t.Fatal("a 3-byte Ed25519 key accepted")
 	}
 }
+
+func FuzzParseBatch(f *testing.F) {
+	f.Add([]byte(`{"data":{"batch_results":[{"signature":"vault:v1:AAAA"}]}}`), 1)
+	f.Add([]byte(`{"data":{"batch_results":[{"error":"bad input"}]}}`), 1)
+	f.Add([]byte(`{"data":{"batch_results":[]}}`), 0)
+	f.Add([]byte(`{"data":null}`), 2)
+	f.Fuzz(func(t *testing.T, body []byte, n int) {
+		sigs, err := parseBatch(body, n, 1)
+		if err == nil && len(sigs) != n {
+			t.Fatalf("%d signatures for %d messages", len(sigs), n)
+		}
+	})
+}
+
+func TestParseBatch(t *testing.T) {
+	sigs, err := parseBatch([]byte(`{"data":{"batch_results":[{"signature":"vault:v2:AQI="},{"signature":"vault:v2:AwQ="}]}}`), 2, 2)
+	if err != nil || len(sigs) != 2 || sigs[1][0] != 3 {
+		t.Fatalf("parseBatch = %v, %v", sigs, err)
+	}
+	for _, body := range []string{
+		`{"data":{"batch_results":[{"signature":"vault:v1:AQI="}]}}`,     // another version
+		`{"data":{"batch_results":[{"error":"invalid input"}]}}`,         // a per-item error
+		`{"data":{"batch_results":[{"signature":"vault:v2:AQI="}, {}]}}`, // count mismatch
+		`not json`,
+	} {
+		if _, err := parseBatch([]byte(body), 1, 2); err == nil {
+			t.Errorf("parseBatch(%s) succeeded", body)
+		}
+	}
+}

@@ -9,9 +9,11 @@ import (
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"sort"
@@ -28,6 +30,12 @@ import (
 
 // MaxBatch is the most messages sent in one batch_input request.
 const MaxBatch = 256
+
+// MaxInFlight is how many batch requests per key version the signer keeps
+// outstanding: few, so that under load batches grow instead of requests
+// multiplying (each request costs both Vault and the signer more than a
+// message in a batch does).
+const MaxInFlight = 2
 
 // Config says how to reach Vault.
 type Config struct {
@@ -377,28 +385,95 @@ func (b *Backend) SignBatch(ctx context.Context, name string, version int, messa
 			items[i] = map[string]any{"input": base64.StdEncoding.EncodeToString(m)}
 		}
 		body["batch_input"] = items
-		s, err := b.call(ctx, "batch sign with "+name, http.MethodPost, path, body)
+		raw, err := json.Marshal(body)
 		if err != nil {
 			return nil, err
 		}
-		if s == nil {
-			return nil, fmt.Errorf("%w: vault returned no signatures", keys.ErrUnavailable)
+		resp, err := b.callRaw(ctx, "batch sign with "+name, path, raw)
+		if err != nil {
+			return nil, err
 		}
-		results, _ := s.Data["batch_results"].([]any)
-		if len(results) != len(chunk) {
-			return nil, fmt.Errorf("%w: vault returned %d signatures for %d messages", keys.ErrUnavailable, len(results), len(chunk))
-		}
-		for _, r := range results {
-			item, _ := r.(map[string]any)
-			if e, _ := item["error"].(string); e != "" {
-				return nil, b.classify("batch sign with "+name, &api.ResponseError{StatusCode: http.StatusBadRequest, Errors: []string{e}})
+		sigs, err := parseBatch(resp, len(chunk), version)
+		if err != nil {
+			var re *api.ResponseError
+			if errors.As(err, &re) {
+				return nil, b.classify("batch sign with "+name, re)
 			}
-			sig, err := parseSignature(item["signature"], version)
+			return nil, err
+		}
+		out = append(out, sigs...)
+	}
+	return out, nil
+}
+
+// maxBatchResponse bounds a batch_input response: MaxBatch signatures of a
+// few hundred bytes each.
+const maxBatchResponse = 1 << 20
+
+// callRaw is call for a request whose response is decoded by the caller:
+// the Vault client's generic Secret decoding costs more than the signing
+// in a busy signer. It returns the response body.
+func (b *Backend) callRaw(ctx context.Context, what, path string, body []byte) ([]byte, error) {
+	// The timeout covers reading the body too (Logical's raw write cancels
+	// its context when it returns, before the body is read).
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+	defer cancel()
+	for attempt := 0; ; attempt++ {
+		r := b.client.NewRequest(http.MethodPut, "/v1/"+path)
+		r.BodyBytes = body
+		resp, err := b.client.RawRequestWithContext(ctx, r) //nolint:staticcheck // the one raw call that leaves the body readable
+		if err == nil {
+			defer resp.Body.Close()
+			out, err := io.ReadAll(io.LimitReader(resp.Body, maxBatchResponse+1))
 			if err != nil {
-				return nil, err
+				return nil, b.classify(what, err)
 			}
-			out = append(out, sig)
+			if len(out) > maxBatchResponse {
+				return nil, fmt.Errorf("%w: vault %s: response larger than %d bytes", keys.ErrUnavailable, what, maxBatchResponse)
+			}
+			return out, nil
 		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+		var re *api.ResponseError
+		if errors.As(err, &re) && re.StatusCode == http.StatusForbidden && attempt == 0 && b.cfg.TokenFile != "" {
+			if b.reloadToken() == nil {
+				continue
+			}
+		}
+		return nil, b.classify(what, err)
+	}
+}
+
+// parseBatch decodes a batch_input sign response of n signatures by
+// version. A per-item error comes back as an *api.ResponseError.
+func parseBatch(body []byte, n, version int) ([][]byte, error) {
+	var r struct {
+		Data struct {
+			BatchResults []struct {
+				Signature string `json:"signature"`
+				Error     string `json:"error"`
+			} `json:"batch_results"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("%w: vault batch response is not JSON: %v", keys.ErrUnavailable, err)
+	}
+	results := r.Data.BatchResults
+	if len(results) != n {
+		return nil, fmt.Errorf("%w: vault returned %d signatures for %d messages", keys.ErrUnavailable, len(results), n)
+	}
+	out := make([][]byte, 0, n)
+	for _, item := range results {
+		if item.Error != "" {
+			return nil, &api.ResponseError{StatusCode: http.StatusBadRequest, Errors: []string{item.Error}}
+		}
+		sig, err := parseSignature(item.Signature, version)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sig)
 	}
 	return out, nil
 }
