@@ -19,6 +19,7 @@ import (
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
 	"github.com/custody-dev/custody/services/publisher/internal/blobstore/local"
 	"github.com/custody-dev/custody/services/publisher/internal/server"
+	"github.com/custody-dev/custody/services/publisher/internal/signing"
 )
 
 func main() {
@@ -83,7 +84,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer catalogConn.Close()
 	srv := d.NewServer(server.Policy(d.TrustDomain))
-	publisherv1.RegisterPublisherServiceServer(srv, server.New(blobs, binds,
-		signerv1.NewSignerServiceClient(signerConn), catalogv1.NewCatalogServiceClient(catalogConn), d.Logger, d.Telemetry.Metrics))
+	signer := signerv1.NewSignerServiceClient(signerConn)
+	api := server.New(blobs, binds, signer, catalogv1.NewCatalogServiceClient(catalogConn), d.Logger, d.Telemetry.Metrics)
+	api.SetBatcher(signing.New(signer, signing.MaxInFlight, signing.MaxBatch))
+	publisherv1.RegisterPublisherServiceServer(srv, api)
 	return d.Serve(ctx, srv)
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
 	"github.com/custody-dev/custody/services/publisher/internal/blobstore/local"
+	"github.com/custody-dev/custody/services/publisher/internal/signing"
 )
 
 // ChunkSize is the largest upload chunk accepted and the download chunk size.
@@ -64,7 +65,12 @@ type Server struct {
 	logger   *slog.Logger
 	metrics  *telemetry.Metrics
 	now      func() time.Time
+	batcher  *signing.Batcher // nil: one SignArtifact call per upload
 }
+
+// SetBatcher has concurrent uploads signed in SignArtifacts batches. Call it
+// before serving.
+func (s *Server) SetBatcher(b *signing.Batcher) { s.batcher = b }
 
 // New returns the publisher API.
 func New(blobs *local.Store, b *bindings.Store, signer signerv1.SignerServiceClient, catalog catalogv1.CatalogServiceClient, logger *slog.Logger, metrics *telemetry.Metrics) *Server {
@@ -190,7 +196,13 @@ func (s *Server) complete(ctx context.Context, h *publisherv1.UploadHeader, dige
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errInvalid, err)
 	}
-	signed, err := s.signer.SignArtifact(ctx, &signerv1.SignArtifactRequest{Channel: h.GetChannel(), Statement: statement})
+	signReq := &signerv1.SignArtifactRequest{Channel: h.GetChannel(), Statement: statement}
+	var signed *signerv1.SignArtifactResponse
+	if s.batcher != nil {
+		signed, err = s.batcher.SignArtifact(ctx, signReq)
+	} else {
+		signed, err = s.signer.SignArtifact(ctx, signReq)
+	}
 	if status.Code(err) == codes.FailedPrecondition {
 		return nil, fmt.Errorf("%w: %s; the blob is stored and bound", errNotSigned, status.Convert(err).Message())
 	}

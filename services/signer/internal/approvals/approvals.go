@@ -346,6 +346,9 @@ func (s *Service) changedCh(id string) chan struct{} {
 // new approvals for as long as it lives. The wait ends without a quorum
 // (server.ErrNotApproved) when the request is rejected or expires, ctx ends
 // or MaxWait passes; the request stays, and a retry joins it.
+// Protected implements server.Approvals.
+func (s *Service) Protected(channel string) bool { return s.cfg.Quorum[channel] > 0 }
+
 func (s *Service) Await(ctx context.Context, subject server.ApprovalSubject) error {
 	if s.cfg.Quorum[subject.Channel] == 0 {
 		return nil

@@ -71,6 +71,8 @@ type Approvals interface {
 	// Signed records that s, released by Await, was signed by keyID. The
 	// envelope is returned only if it succeeds; errors as for Await.
 	Signed(ctx context.Context, s ApprovalSubject, keyID string) error
+	// Protected reports whether channel needs approvals.
+	Protected(channel string) bool
 }
 
 // Policy is who may call what; see docs/services.md.
@@ -81,6 +83,7 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	under := func(p string) rpc.Rule { return rpc.Under{TrustDomain: td, Prefix: p} }
 	return rpc.Policy{
 		rpc.Method(sd, "SignArtifact"):          {rpc.ID(spiffeid.RequireFromPath(td, "/service/publisher"))},
+		rpc.Method(sd, "SignArtifacts"):         {rpc.ID(spiffeid.RequireFromPath(td, "/service/publisher"))},
 		rpc.Method(sd, "SignDecision"):          {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper"))},
 		rpc.Method(sd, "ListPublicKeys"):        {rpc.Member(td)},
 		rpc.Method(sd, "ResignArtifact"):        {under("/admin")},
@@ -163,21 +166,76 @@ func EnsureKeys(ctx context.Context, b keys.Backend, names Keys) error {
 	return nil
 }
 
-// SignArtifact signs a provenance statement with the current artifact key.
-func (s *Server) SignArtifact(ctx context.Context, req *signerv1.SignArtifactRequest) (*signerv1.SignArtifactResponse, error) {
+// artifactRequest checks a signing request and returns what approvers
+// would vouch for.
+func (s *Server) artifactRequest(req *signerv1.SignArtifactRequest) (ApprovalSubject, error) {
 	st, err := attest.ParseStatement(req.GetStatement())
 	if err != nil {
-		return nil, toStatus(fmt.Errorf("%w: %v", errInvalid, err))
+		return ApprovalSubject{}, fmt.Errorf("%w: %v", errInvalid, err)
 	}
 	a, err := st.Artifact()
 	if err != nil {
-		return nil, toStatus(fmt.Errorf("%w: %v", errInvalid, err))
+		return ApprovalSubject{}, fmt.Errorf("%w: %v", errInvalid, err)
 	}
 	if req.GetChannel() == "" || req.GetChannel() != a.Channel {
-		return nil, toStatus(fmt.Errorf("%w: channel %q differs from the statement's channel %q", errInvalid, req.GetChannel(), a.Channel))
+		return ApprovalSubject{}, fmt.Errorf("%w: channel %q differs from the statement's channel %q", errInvalid, req.GetChannel(), a.Channel)
 	}
-	subject := ApprovalSubject{Name: a.Name, Version: a.Version, Digest: a.Digest, Channel: a.Channel, KeyName: s.artifactKey(a.Channel),
-		BuilderID: a.BuilderID, SourceRepo: a.SourceRepo, SourceCommit: a.SourceCommit}
+	return ApprovalSubject{Name: a.Name, Version: a.Version, Digest: a.Digest, Channel: a.Channel, KeyName: s.artifactKey(a.Channel),
+		BuilderID: a.BuilderID, SourceRepo: a.SourceRepo, SourceCommit: a.SourceCommit}, nil
+}
+
+// MaxSignBatch bounds the items of one SignArtifacts call.
+const MaxSignBatch = 256
+
+// SignArtifacts signs each item as SignArtifact does, concurrently, except
+// items on channels that need approvals: those are refused, not awaited.
+func (s *Server) SignArtifacts(ctx context.Context, req *signerv1.SignArtifactsRequest) (*signerv1.SignArtifactsResponse, error) {
+	items := req.GetItems()
+	if len(items) > MaxSignBatch {
+		return nil, toStatus(fmt.Errorf("%w: %d items, at most %d", errInvalid, len(items), MaxSignBatch))
+	}
+	results := make([]*signerv1.SignArtifactsResult, len(items))
+	var wg sync.WaitGroup
+	for i, item := range items {
+		wg.Go(func() {
+			r := &signerv1.SignArtifactsResult{}
+			results[i] = r
+			env, keyID, err := s.signOne(ctx, item)
+			if err != nil {
+				st := status.Convert(toStatus(err))
+				r.Code, r.Message = int32(st.Code()), st.Message()
+				return
+			}
+			r.Envelope, r.KeyId = env, keyID
+		})
+	}
+	wg.Wait()
+	return &signerv1.SignArtifactsResponse{Results: results}, nil
+}
+
+func (s *Server) signOne(ctx context.Context, req *signerv1.SignArtifactRequest) ([]byte, string, error) {
+	subject, err := s.artifactRequest(req)
+	if err != nil {
+		return nil, "", err
+	}
+	if s.approvals != nil && s.approvals.Protected(subject.Channel) {
+		return nil, "", fmt.Errorf("%w: channel %s needs approvals: sign it with SignArtifact, which waits for them", ErrNotApproved, subject.Channel)
+	}
+	env, key, err := s.sign(ctx, subject.KeyName, req.GetStatement())
+	if err != nil {
+		return nil, "", err
+	}
+	s.log(ctx, "signed artifact", key, subject.Digest, slog.String("name", subject.Name), slog.String("version", subject.Version), slog.Bool("batch", true))
+	return env, key.ID, nil
+}
+
+// SignArtifact signs a provenance statement with the current artifact key.
+func (s *Server) SignArtifact(ctx context.Context, req *signerv1.SignArtifactRequest) (*signerv1.SignArtifactResponse, error) {
+	subject, err := s.artifactRequest(req)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	a := subject
 	if s.approvals != nil {
 		if err := s.approvals.Await(ctx, subject); err != nil {
 			return nil, toStatus(err)

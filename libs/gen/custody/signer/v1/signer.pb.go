@@ -308,6 +308,168 @@ func (x *SignArtifactResponse) GetKeyId() string {
 	return ""
 }
 
+type SignArtifactsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 256 items.
+	Items         []*SignArtifactRequest `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignArtifactsRequest) Reset() {
+	*x = SignArtifactsRequest{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignArtifactsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignArtifactsRequest) ProtoMessage() {}
+
+func (x *SignArtifactsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignArtifactsRequest.ProtoReflect.Descriptor instead.
+func (*SignArtifactsRequest) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SignArtifactsRequest) GetItems() []*SignArtifactRequest {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type SignArtifactsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per item, in order.
+	Results       []*SignArtifactsResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignArtifactsResponse) Reset() {
+	*x = SignArtifactsResponse{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignArtifactsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignArtifactsResponse) ProtoMessage() {}
+
+func (x *SignArtifactsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignArtifactsResponse.ProtoReflect.Descriptor instead.
+func (*SignArtifactsResponse) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SignArtifactsResponse) GetResults() []*SignArtifactsResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// SignArtifactsResult is one item's envelope, or why it was not signed.
+type SignArtifactsResult struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Envelope []byte                 `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	KeyId    string                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// A google.rpc.Code: 0 (OK) when signed; e.g. 3 (INVALID_ARGUMENT),
+	// 9 (FAILED_PRECONDITION: needs approvals, use SignArtifact),
+	// 14 (UNAVAILABLE).
+	Code          int32  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignArtifactsResult) Reset() {
+	*x = SignArtifactsResult{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignArtifactsResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignArtifactsResult) ProtoMessage() {}
+
+func (x *SignArtifactsResult) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignArtifactsResult.ProtoReflect.Descriptor instead.
+func (*SignArtifactsResult) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SignArtifactsResult) GetEnvelope() []byte {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
+func (x *SignArtifactsResult) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *SignArtifactsResult) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *SignArtifactsResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type SignDecisionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The in-toto Statement v1, JSON encoded, with predicate type
@@ -319,7 +481,7 @@ type SignDecisionRequest struct {
 
 func (x *SignDecisionRequest) Reset() {
 	*x = SignDecisionRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[2]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -331,7 +493,7 @@ func (x *SignDecisionRequest) String() string {
 func (*SignDecisionRequest) ProtoMessage() {}
 
 func (x *SignDecisionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[2]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -344,7 +506,7 @@ func (x *SignDecisionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignDecisionRequest.ProtoReflect.Descriptor instead.
 func (*SignDecisionRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{2}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SignDecisionRequest) GetStatement() []byte {
@@ -366,7 +528,7 @@ type SignDecisionResponse struct {
 
 func (x *SignDecisionResponse) Reset() {
 	*x = SignDecisionResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[3]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -378,7 +540,7 @@ func (x *SignDecisionResponse) String() string {
 func (*SignDecisionResponse) ProtoMessage() {}
 
 func (x *SignDecisionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[3]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -391,7 +553,7 @@ func (x *SignDecisionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignDecisionResponse.ProtoReflect.Descriptor instead.
 func (*SignDecisionResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{3}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SignDecisionResponse) GetEnvelope() []byte {
@@ -416,7 +578,7 @@ type ListPublicKeysRequest struct {
 
 func (x *ListPublicKeysRequest) Reset() {
 	*x = ListPublicKeysRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[4]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +590,7 @@ func (x *ListPublicKeysRequest) String() string {
 func (*ListPublicKeysRequest) ProtoMessage() {}
 
 func (x *ListPublicKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[4]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +603,7 @@ func (x *ListPublicKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPublicKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListPublicKeysRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{4}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{7}
 }
 
 type ListPublicKeysResponse struct {
@@ -453,7 +615,7 @@ type ListPublicKeysResponse struct {
 
 func (x *ListPublicKeysResponse) Reset() {
 	*x = ListPublicKeysResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[5]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -465,7 +627,7 @@ func (x *ListPublicKeysResponse) String() string {
 func (*ListPublicKeysResponse) ProtoMessage() {}
 
 func (x *ListPublicKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[5]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -478,7 +640,7 @@ func (x *ListPublicKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPublicKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListPublicKeysResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{5}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListPublicKeysResponse) GetKeys() []*PublicKey {
@@ -517,7 +679,7 @@ type PublicKey struct {
 
 func (x *PublicKey) Reset() {
 	*x = PublicKey{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[6]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +691,7 @@ func (x *PublicKey) String() string {
 func (*PublicKey) ProtoMessage() {}
 
 func (x *PublicKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[6]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +704,7 @@ func (x *PublicKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublicKey.ProtoReflect.Descriptor instead.
 func (*PublicKey) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{6}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PublicKey) GetKeyId() string {
@@ -632,7 +794,7 @@ type ResignArtifactRequest struct {
 
 func (x *ResignArtifactRequest) Reset() {
 	*x = ResignArtifactRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[7]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -644,7 +806,7 @@ func (x *ResignArtifactRequest) String() string {
 func (*ResignArtifactRequest) ProtoMessage() {}
 
 func (x *ResignArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[7]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -657,7 +819,7 @@ func (x *ResignArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResignArtifactRequest.ProtoReflect.Descriptor instead.
 func (*ResignArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{7}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ResignArtifactRequest) GetEnvelope() []byte {
@@ -681,7 +843,7 @@ type ResignArtifactResponse struct {
 
 func (x *ResignArtifactResponse) Reset() {
 	*x = ResignArtifactResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[8]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -693,7 +855,7 @@ func (x *ResignArtifactResponse) String() string {
 func (*ResignArtifactResponse) ProtoMessage() {}
 
 func (x *ResignArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[8]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -706,7 +868,7 @@ func (x *ResignArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResignArtifactResponse.ProtoReflect.Descriptor instead.
 func (*ResignArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{8}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResignArtifactResponse) GetEnvelope() []byte {
@@ -745,7 +907,7 @@ type CosignCheckpointRequest struct {
 
 func (x *CosignCheckpointRequest) Reset() {
 	*x = CosignCheckpointRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[9]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +919,7 @@ func (x *CosignCheckpointRequest) String() string {
 func (*CosignCheckpointRequest) ProtoMessage() {}
 
 func (x *CosignCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[9]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +932,7 @@ func (x *CosignCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CosignCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CosignCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{9}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CosignCheckpointRequest) GetCheckpoint() []byte {
@@ -804,7 +966,7 @@ type CosignCheckpointResponse struct {
 
 func (x *CosignCheckpointResponse) Reset() {
 	*x = CosignCheckpointResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[10]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +978,7 @@ func (x *CosignCheckpointResponse) String() string {
 func (*CosignCheckpointResponse) ProtoMessage() {}
 
 func (x *CosignCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[10]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +991,7 @@ func (x *CosignCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CosignCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CosignCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{10}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CosignCheckpointResponse) GetCheckpoint() []byte {
@@ -849,7 +1011,7 @@ type GetCosignedCheckpointRequest struct {
 
 func (x *GetCosignedCheckpointRequest) Reset() {
 	*x = GetCosignedCheckpointRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[11]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -861,7 +1023,7 @@ func (x *GetCosignedCheckpointRequest) String() string {
 func (*GetCosignedCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCosignedCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[11]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -874,7 +1036,7 @@ func (x *GetCosignedCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCosignedCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCosignedCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{11}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetCosignedCheckpointRequest) GetOrigin() string {
@@ -894,7 +1056,7 @@ type GetCosignedCheckpointResponse struct {
 
 func (x *GetCosignedCheckpointResponse) Reset() {
 	*x = GetCosignedCheckpointResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[12]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -906,7 +1068,7 @@ func (x *GetCosignedCheckpointResponse) String() string {
 func (*GetCosignedCheckpointResponse) ProtoMessage() {}
 
 func (x *GetCosignedCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[12]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -919,7 +1081,7 @@ func (x *GetCosignedCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCosignedCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*GetCosignedCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{12}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetCosignedCheckpointResponse) GetCheckpoint() []byte {
@@ -940,7 +1102,7 @@ type GetTrustRootRequest struct {
 
 func (x *GetTrustRootRequest) Reset() {
 	*x = GetTrustRootRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[13]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1114,7 @@ func (x *GetTrustRootRequest) String() string {
 func (*GetTrustRootRequest) ProtoMessage() {}
 
 func (x *GetTrustRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[13]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1127,7 @@ func (x *GetTrustRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrustRootRequest.ProtoReflect.Descriptor instead.
 func (*GetTrustRootRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{13}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetTrustRootRequest) GetAfterVersion() int64 {
@@ -985,7 +1147,7 @@ type GetTrustRootResponse struct {
 
 func (x *GetTrustRootResponse) Reset() {
 	*x = GetTrustRootResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[14]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -997,7 +1159,7 @@ func (x *GetTrustRootResponse) String() string {
 func (*GetTrustRootResponse) ProtoMessage() {}
 
 func (x *GetTrustRootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[14]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1010,7 +1172,7 @@ func (x *GetTrustRootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrustRootResponse.ProtoReflect.Descriptor instead.
 func (*GetTrustRootResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{14}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetTrustRootResponse) GetRoots() [][]byte {
@@ -1051,7 +1213,7 @@ type ApprovalRequest struct {
 
 func (x *ApprovalRequest) Reset() {
 	*x = ApprovalRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[15]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1225,7 @@ func (x *ApprovalRequest) String() string {
 func (*ApprovalRequest) ProtoMessage() {}
 
 func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[15]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1238,7 @@ func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalRequest.ProtoReflect.Descriptor instead.
 func (*ApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{15}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ApprovalRequest) GetId() string {
@@ -1205,7 +1367,7 @@ type Approval struct {
 
 func (x *Approval) Reset() {
 	*x = Approval{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[16]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1379,7 @@ func (x *Approval) String() string {
 func (*Approval) ProtoMessage() {}
 
 func (x *Approval) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[16]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1392,7 @@ func (x *Approval) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Approval.ProtoReflect.Descriptor instead.
 func (*Approval) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{16}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Approval) GetApprover() string {
@@ -1264,7 +1426,7 @@ type ListApprovalRequestsRequest struct {
 
 func (x *ListApprovalRequestsRequest) Reset() {
 	*x = ListApprovalRequestsRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[17]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1438,7 @@ func (x *ListApprovalRequestsRequest) String() string {
 func (*ListApprovalRequestsRequest) ProtoMessage() {}
 
 func (x *ListApprovalRequestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[17]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1451,7 @@ func (x *ListApprovalRequestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApprovalRequestsRequest.ProtoReflect.Descriptor instead.
 func (*ListApprovalRequestsRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{17}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListApprovalRequestsRequest) GetAll() bool {
@@ -1308,7 +1470,7 @@ type ListApprovalRequestsResponse struct {
 
 func (x *ListApprovalRequestsResponse) Reset() {
 	*x = ListApprovalRequestsResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[18]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1320,7 +1482,7 @@ func (x *ListApprovalRequestsResponse) String() string {
 func (*ListApprovalRequestsResponse) ProtoMessage() {}
 
 func (x *ListApprovalRequestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[18]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1333,7 +1495,7 @@ func (x *ListApprovalRequestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApprovalRequestsResponse.ProtoReflect.Descriptor instead.
 func (*ListApprovalRequestsResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{18}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListApprovalRequestsResponse) GetRequests() []*ApprovalRequest {
@@ -1352,7 +1514,7 @@ type ApproveRequest struct {
 
 func (x *ApproveRequest) Reset() {
 	*x = ApproveRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[19]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1526,7 @@ func (x *ApproveRequest) String() string {
 func (*ApproveRequest) ProtoMessage() {}
 
 func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[19]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1539,7 @@ func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{19}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ApproveRequest) GetId() string {
@@ -1396,7 +1558,7 @@ type ApproveResponse struct {
 
 func (x *ApproveResponse) Reset() {
 	*x = ApproveResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[20]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1408,7 +1570,7 @@ func (x *ApproveResponse) String() string {
 func (*ApproveResponse) ProtoMessage() {}
 
 func (x *ApproveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[20]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1421,7 +1583,7 @@ func (x *ApproveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveResponse.ProtoReflect.Descriptor instead.
 func (*ApproveResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{20}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ApproveResponse) GetRequest() *ApprovalRequest {
@@ -1442,7 +1604,7 @@ type RejectRequest struct {
 
 func (x *RejectRequest) Reset() {
 	*x = RejectRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[21]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1454,7 +1616,7 @@ func (x *RejectRequest) String() string {
 func (*RejectRequest) ProtoMessage() {}
 
 func (x *RejectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[21]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1467,7 +1629,7 @@ func (x *RejectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRequest.ProtoReflect.Descriptor instead.
 func (*RejectRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{21}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RejectRequest) GetId() string {
@@ -1493,7 +1655,7 @@ type RejectResponse struct {
 
 func (x *RejectResponse) Reset() {
 	*x = RejectResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[22]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1505,7 +1667,7 @@ func (x *RejectResponse) String() string {
 func (*RejectResponse) ProtoMessage() {}
 
 func (x *RejectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[22]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1518,7 +1680,7 @@ func (x *RejectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectResponse.ProtoReflect.Descriptor instead.
 func (*RejectResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{22}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RejectResponse) GetRequest() *ApprovalRequest {
@@ -1536,7 +1698,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[23]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1548,7 +1710,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[23]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1561,7 +1723,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{23}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{26}
 }
 
 type ListKeysResponse struct {
@@ -1573,7 +1735,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[24]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1585,7 +1747,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[24]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1598,7 +1760,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{24}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListKeysResponse) GetKeys() []*PublicKey {
@@ -1618,7 +1780,7 @@ type RotateKeyRequest struct {
 
 func (x *RotateKeyRequest) Reset() {
 	*x = RotateKeyRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[25]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1630,7 +1792,7 @@ func (x *RotateKeyRequest) String() string {
 func (*RotateKeyRequest) ProtoMessage() {}
 
 func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[25]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1643,7 +1805,7 @@ func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{25}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RotateKeyRequest) GetName() string {
@@ -1665,7 +1827,7 @@ type RotateKeyResponse struct {
 
 func (x *RotateKeyResponse) Reset() {
 	*x = RotateKeyResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[26]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1839,7 @@ func (x *RotateKeyResponse) String() string {
 func (*RotateKeyResponse) ProtoMessage() {}
 
 func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[26]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1852,7 @@ func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{26}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RotateKeyResponse) GetKey() *PublicKey {
@@ -1722,7 +1884,7 @@ type RevokeKeyVersionRequest struct {
 
 func (x *RevokeKeyVersionRequest) Reset() {
 	*x = RevokeKeyVersionRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[27]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +1896,7 @@ func (x *RevokeKeyVersionRequest) String() string {
 func (*RevokeKeyVersionRequest) ProtoMessage() {}
 
 func (x *RevokeKeyVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[27]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +1909,7 @@ func (x *RevokeKeyVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKeyVersionRequest.ProtoReflect.Descriptor instead.
 func (*RevokeKeyVersionRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{27}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RevokeKeyVersionRequest) GetName() string {
@@ -1788,7 +1950,7 @@ type RevokeKeyVersionResponse struct {
 
 func (x *RevokeKeyVersionResponse) Reset() {
 	*x = RevokeKeyVersionResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[28]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1800,7 +1962,7 @@ func (x *RevokeKeyVersionResponse) String() string {
 func (*RevokeKeyVersionResponse) ProtoMessage() {}
 
 func (x *RevokeKeyVersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[28]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1813,7 +1975,7 @@ func (x *RevokeKeyVersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKeyVersionResponse.ProtoReflect.Descriptor instead.
 func (*RevokeKeyVersionResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{28}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RevokeKeyVersionResponse) GetKey() *PublicKey {
@@ -1838,7 +2000,7 @@ type DraftTrustRootRequest struct {
 
 func (x *DraftTrustRootRequest) Reset() {
 	*x = DraftTrustRootRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[29]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +2012,7 @@ func (x *DraftTrustRootRequest) String() string {
 func (*DraftTrustRootRequest) ProtoMessage() {}
 
 func (x *DraftTrustRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[29]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +2025,7 @@ func (x *DraftTrustRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DraftTrustRootRequest.ProtoReflect.Descriptor instead.
 func (*DraftTrustRootRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{29}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{32}
 }
 
 type DraftTrustRootResponse struct {
@@ -1876,7 +2038,7 @@ type DraftTrustRootResponse struct {
 
 func (x *DraftTrustRootResponse) Reset() {
 	*x = DraftTrustRootResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[30]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2050,7 @@ func (x *DraftTrustRootResponse) String() string {
 func (*DraftTrustRootResponse) ProtoMessage() {}
 
 func (x *DraftTrustRootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[30]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2063,7 @@ func (x *DraftTrustRootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DraftTrustRootResponse.ProtoReflect.Descriptor instead.
 func (*DraftTrustRootResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{30}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DraftTrustRootResponse) GetRoot() []byte {
@@ -1921,7 +2083,7 @@ type PublishTrustRootRequest struct {
 
 func (x *PublishTrustRootRequest) Reset() {
 	*x = PublishTrustRootRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[31]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1933,7 +2095,7 @@ func (x *PublishTrustRootRequest) String() string {
 func (*PublishTrustRootRequest) ProtoMessage() {}
 
 func (x *PublishTrustRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[31]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1946,7 +2108,7 @@ func (x *PublishTrustRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishTrustRootRequest.ProtoReflect.Descriptor instead.
 func (*PublishTrustRootRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{31}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PublishTrustRootRequest) GetRoot() []byte {
@@ -1965,7 +2127,7 @@ type PublishTrustRootResponse struct {
 
 func (x *PublishTrustRootResponse) Reset() {
 	*x = PublishTrustRootResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[32]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1977,7 +2139,7 @@ func (x *PublishTrustRootResponse) String() string {
 func (*PublishTrustRootResponse) ProtoMessage() {}
 
 func (x *PublishTrustRootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[32]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1990,7 +2152,7 @@ func (x *PublishTrustRootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishTrustRootResponse.ProtoReflect.Descriptor instead.
 func (*PublishTrustRootResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{32}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PublishTrustRootResponse) GetVersion() int64 {
@@ -2010,7 +2172,16 @@ const file_custody_signer_v1_signer_proto_rawDesc = "" +
 	"\tstatement\x18\x02 \x01(\fR\tstatement\"I\n" +
 	"\x14SignArtifactResponse\x12\x1a\n" +
 	"\benvelope\x18\x01 \x01(\fR\benvelope\x12\x15\n" +
-	"\x06key_id\x18\x02 \x01(\tR\x05keyId\"3\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\"T\n" +
+	"\x14SignArtifactsRequest\x12<\n" +
+	"\x05items\x18\x01 \x03(\v2&.custody.signer.v1.SignArtifactRequestR\x05items\"Y\n" +
+	"\x15SignArtifactsResponse\x12@\n" +
+	"\aresults\x18\x01 \x03(\v2&.custody.signer.v1.SignArtifactsResultR\aresults\"v\n" +
+	"\x13SignArtifactsResult\x12\x1a\n" +
+	"\benvelope\x18\x01 \x01(\fR\benvelope\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"3\n" +
 	"\x13SignDecisionRequest\x12\x1c\n" +
 	"\tstatement\x18\x01 \x01(\fR\tstatement\"I\n" +
 	"\x14SignDecisionResponse\x12\x1a\n" +
@@ -2143,9 +2314,10 @@ const file_custody_signer_v1_signer_proto_rawDesc = "" +
 	"\x17APPROVAL_STATE_APPROVED\x10\x02\x12\x1b\n" +
 	"\x17APPROVAL_STATE_REJECTED\x10\x03\x12\x1a\n" +
 	"\x16APPROVAL_STATE_EXPIRED\x10\x04\x12\x19\n" +
-	"\x15APPROVAL_STATE_SIGNED\x10\x052\xe9\x05\n" +
+	"\x15APPROVAL_STATE_SIGNED\x10\x052\xcd\x06\n" +
 	"\rSignerService\x12_\n" +
-	"\fSignArtifact\x12&.custody.signer.v1.SignArtifactRequest\x1a'.custody.signer.v1.SignArtifactResponse\x12_\n" +
+	"\fSignArtifact\x12&.custody.signer.v1.SignArtifactRequest\x1a'.custody.signer.v1.SignArtifactResponse\x12b\n" +
+	"\rSignArtifacts\x12'.custody.signer.v1.SignArtifactsRequest\x1a(.custody.signer.v1.SignArtifactsResponse\x12_\n" +
 	"\fSignDecision\x12&.custody.signer.v1.SignDecisionRequest\x1a'.custody.signer.v1.SignDecisionResponse\x12e\n" +
 	"\x0eListPublicKeys\x12(.custody.signer.v1.ListPublicKeysRequest\x1a).custody.signer.v1.ListPublicKeysResponse\x12e\n" +
 	"\x0eResignArtifact\x12(.custody.signer.v1.ResignArtifactRequest\x1a).custody.signer.v1.ResignArtifactResponse\x12k\n" +
@@ -2178,101 +2350,108 @@ func file_custody_signer_v1_signer_proto_rawDescGZIP() []byte {
 }
 
 var file_custody_signer_v1_signer_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_custody_signer_v1_signer_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_custody_signer_v1_signer_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_custody_signer_v1_signer_proto_goTypes = []any{
 	(KeyPurpose)(0),                       // 0: custody.signer.v1.KeyPurpose
 	(KeyStatus)(0),                        // 1: custody.signer.v1.KeyStatus
 	(ApprovalState)(0),                    // 2: custody.signer.v1.ApprovalState
 	(*SignArtifactRequest)(nil),           // 3: custody.signer.v1.SignArtifactRequest
 	(*SignArtifactResponse)(nil),          // 4: custody.signer.v1.SignArtifactResponse
-	(*SignDecisionRequest)(nil),           // 5: custody.signer.v1.SignDecisionRequest
-	(*SignDecisionResponse)(nil),          // 6: custody.signer.v1.SignDecisionResponse
-	(*ListPublicKeysRequest)(nil),         // 7: custody.signer.v1.ListPublicKeysRequest
-	(*ListPublicKeysResponse)(nil),        // 8: custody.signer.v1.ListPublicKeysResponse
-	(*PublicKey)(nil),                     // 9: custody.signer.v1.PublicKey
-	(*ResignArtifactRequest)(nil),         // 10: custody.signer.v1.ResignArtifactRequest
-	(*ResignArtifactResponse)(nil),        // 11: custody.signer.v1.ResignArtifactResponse
-	(*CosignCheckpointRequest)(nil),       // 12: custody.signer.v1.CosignCheckpointRequest
-	(*CosignCheckpointResponse)(nil),      // 13: custody.signer.v1.CosignCheckpointResponse
-	(*GetCosignedCheckpointRequest)(nil),  // 14: custody.signer.v1.GetCosignedCheckpointRequest
-	(*GetCosignedCheckpointResponse)(nil), // 15: custody.signer.v1.GetCosignedCheckpointResponse
-	(*GetTrustRootRequest)(nil),           // 16: custody.signer.v1.GetTrustRootRequest
-	(*GetTrustRootResponse)(nil),          // 17: custody.signer.v1.GetTrustRootResponse
-	(*ApprovalRequest)(nil),               // 18: custody.signer.v1.ApprovalRequest
-	(*Approval)(nil),                      // 19: custody.signer.v1.Approval
-	(*ListApprovalRequestsRequest)(nil),   // 20: custody.signer.v1.ListApprovalRequestsRequest
-	(*ListApprovalRequestsResponse)(nil),  // 21: custody.signer.v1.ListApprovalRequestsResponse
-	(*ApproveRequest)(nil),                // 22: custody.signer.v1.ApproveRequest
-	(*ApproveResponse)(nil),               // 23: custody.signer.v1.ApproveResponse
-	(*RejectRequest)(nil),                 // 24: custody.signer.v1.RejectRequest
-	(*RejectResponse)(nil),                // 25: custody.signer.v1.RejectResponse
-	(*ListKeysRequest)(nil),               // 26: custody.signer.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),              // 27: custody.signer.v1.ListKeysResponse
-	(*RotateKeyRequest)(nil),              // 28: custody.signer.v1.RotateKeyRequest
-	(*RotateKeyResponse)(nil),             // 29: custody.signer.v1.RotateKeyResponse
-	(*RevokeKeyVersionRequest)(nil),       // 30: custody.signer.v1.RevokeKeyVersionRequest
-	(*RevokeKeyVersionResponse)(nil),      // 31: custody.signer.v1.RevokeKeyVersionResponse
-	(*DraftTrustRootRequest)(nil),         // 32: custody.signer.v1.DraftTrustRootRequest
-	(*DraftTrustRootResponse)(nil),        // 33: custody.signer.v1.DraftTrustRootResponse
-	(*PublishTrustRootRequest)(nil),       // 34: custody.signer.v1.PublishTrustRootRequest
-	(*PublishTrustRootResponse)(nil),      // 35: custody.signer.v1.PublishTrustRootResponse
-	(*timestamppb.Timestamp)(nil),         // 36: google.protobuf.Timestamp
+	(*SignArtifactsRequest)(nil),          // 5: custody.signer.v1.SignArtifactsRequest
+	(*SignArtifactsResponse)(nil),         // 6: custody.signer.v1.SignArtifactsResponse
+	(*SignArtifactsResult)(nil),           // 7: custody.signer.v1.SignArtifactsResult
+	(*SignDecisionRequest)(nil),           // 8: custody.signer.v1.SignDecisionRequest
+	(*SignDecisionResponse)(nil),          // 9: custody.signer.v1.SignDecisionResponse
+	(*ListPublicKeysRequest)(nil),         // 10: custody.signer.v1.ListPublicKeysRequest
+	(*ListPublicKeysResponse)(nil),        // 11: custody.signer.v1.ListPublicKeysResponse
+	(*PublicKey)(nil),                     // 12: custody.signer.v1.PublicKey
+	(*ResignArtifactRequest)(nil),         // 13: custody.signer.v1.ResignArtifactRequest
+	(*ResignArtifactResponse)(nil),        // 14: custody.signer.v1.ResignArtifactResponse
+	(*CosignCheckpointRequest)(nil),       // 15: custody.signer.v1.CosignCheckpointRequest
+	(*CosignCheckpointResponse)(nil),      // 16: custody.signer.v1.CosignCheckpointResponse
+	(*GetCosignedCheckpointRequest)(nil),  // 17: custody.signer.v1.GetCosignedCheckpointRequest
+	(*GetCosignedCheckpointResponse)(nil), // 18: custody.signer.v1.GetCosignedCheckpointResponse
+	(*GetTrustRootRequest)(nil),           // 19: custody.signer.v1.GetTrustRootRequest
+	(*GetTrustRootResponse)(nil),          // 20: custody.signer.v1.GetTrustRootResponse
+	(*ApprovalRequest)(nil),               // 21: custody.signer.v1.ApprovalRequest
+	(*Approval)(nil),                      // 22: custody.signer.v1.Approval
+	(*ListApprovalRequestsRequest)(nil),   // 23: custody.signer.v1.ListApprovalRequestsRequest
+	(*ListApprovalRequestsResponse)(nil),  // 24: custody.signer.v1.ListApprovalRequestsResponse
+	(*ApproveRequest)(nil),                // 25: custody.signer.v1.ApproveRequest
+	(*ApproveResponse)(nil),               // 26: custody.signer.v1.ApproveResponse
+	(*RejectRequest)(nil),                 // 27: custody.signer.v1.RejectRequest
+	(*RejectResponse)(nil),                // 28: custody.signer.v1.RejectResponse
+	(*ListKeysRequest)(nil),               // 29: custody.signer.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),              // 30: custody.signer.v1.ListKeysResponse
+	(*RotateKeyRequest)(nil),              // 31: custody.signer.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),             // 32: custody.signer.v1.RotateKeyResponse
+	(*RevokeKeyVersionRequest)(nil),       // 33: custody.signer.v1.RevokeKeyVersionRequest
+	(*RevokeKeyVersionResponse)(nil),      // 34: custody.signer.v1.RevokeKeyVersionResponse
+	(*DraftTrustRootRequest)(nil),         // 35: custody.signer.v1.DraftTrustRootRequest
+	(*DraftTrustRootResponse)(nil),        // 36: custody.signer.v1.DraftTrustRootResponse
+	(*PublishTrustRootRequest)(nil),       // 37: custody.signer.v1.PublishTrustRootRequest
+	(*PublishTrustRootResponse)(nil),      // 38: custody.signer.v1.PublishTrustRootResponse
+	(*timestamppb.Timestamp)(nil),         // 39: google.protobuf.Timestamp
 }
 var file_custody_signer_v1_signer_proto_depIdxs = []int32{
-	9,  // 0: custody.signer.v1.ListPublicKeysResponse.keys:type_name -> custody.signer.v1.PublicKey
-	0,  // 1: custody.signer.v1.PublicKey.purpose:type_name -> custody.signer.v1.KeyPurpose
-	36, // 2: custody.signer.v1.PublicKey.valid_from:type_name -> google.protobuf.Timestamp
-	1,  // 3: custody.signer.v1.PublicKey.status:type_name -> custody.signer.v1.KeyStatus
-	36, // 4: custody.signer.v1.PublicKey.valid_until:type_name -> google.protobuf.Timestamp
-	36, // 5: custody.signer.v1.PublicKey.revoked_at:type_name -> google.protobuf.Timestamp
-	2,  // 6: custody.signer.v1.ApprovalRequest.state:type_name -> custody.signer.v1.ApprovalState
-	19, // 7: custody.signer.v1.ApprovalRequest.approvals:type_name -> custody.signer.v1.Approval
-	36, // 8: custody.signer.v1.ApprovalRequest.created_at:type_name -> google.protobuf.Timestamp
-	36, // 9: custody.signer.v1.ApprovalRequest.expires_at:type_name -> google.protobuf.Timestamp
-	36, // 10: custody.signer.v1.Approval.approved_at:type_name -> google.protobuf.Timestamp
-	36, // 11: custody.signer.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
-	18, // 12: custody.signer.v1.ListApprovalRequestsResponse.requests:type_name -> custody.signer.v1.ApprovalRequest
-	18, // 13: custody.signer.v1.ApproveResponse.request:type_name -> custody.signer.v1.ApprovalRequest
-	18, // 14: custody.signer.v1.RejectResponse.request:type_name -> custody.signer.v1.ApprovalRequest
-	9,  // 15: custody.signer.v1.ListKeysResponse.keys:type_name -> custody.signer.v1.PublicKey
-	9,  // 16: custody.signer.v1.RotateKeyResponse.key:type_name -> custody.signer.v1.PublicKey
-	36, // 17: custody.signer.v1.RevokeKeyVersionRequest.effective_at:type_name -> google.protobuf.Timestamp
-	9,  // 18: custody.signer.v1.RevokeKeyVersionResponse.key:type_name -> custody.signer.v1.PublicKey
-	3,  // 19: custody.signer.v1.SignerService.SignArtifact:input_type -> custody.signer.v1.SignArtifactRequest
-	5,  // 20: custody.signer.v1.SignerService.SignDecision:input_type -> custody.signer.v1.SignDecisionRequest
-	7,  // 21: custody.signer.v1.SignerService.ListPublicKeys:input_type -> custody.signer.v1.ListPublicKeysRequest
-	10, // 22: custody.signer.v1.SignerService.ResignArtifact:input_type -> custody.signer.v1.ResignArtifactRequest
-	12, // 23: custody.signer.v1.SignerService.CosignCheckpoint:input_type -> custody.signer.v1.CosignCheckpointRequest
-	14, // 24: custody.signer.v1.SignerService.GetCosignedCheckpoint:input_type -> custody.signer.v1.GetCosignedCheckpointRequest
-	16, // 25: custody.signer.v1.SignerService.GetTrustRoot:input_type -> custody.signer.v1.GetTrustRootRequest
-	20, // 26: custody.signer.v1.ApprovalService.ListApprovalRequests:input_type -> custody.signer.v1.ListApprovalRequestsRequest
-	22, // 27: custody.signer.v1.ApprovalService.Approve:input_type -> custody.signer.v1.ApproveRequest
-	24, // 28: custody.signer.v1.ApprovalService.Reject:input_type -> custody.signer.v1.RejectRequest
-	26, // 29: custody.signer.v1.KeyService.ListKeys:input_type -> custody.signer.v1.ListKeysRequest
-	28, // 30: custody.signer.v1.KeyService.RotateKey:input_type -> custody.signer.v1.RotateKeyRequest
-	30, // 31: custody.signer.v1.KeyService.RevokeKeyVersion:input_type -> custody.signer.v1.RevokeKeyVersionRequest
-	32, // 32: custody.signer.v1.KeyService.DraftTrustRoot:input_type -> custody.signer.v1.DraftTrustRootRequest
-	34, // 33: custody.signer.v1.KeyService.PublishTrustRoot:input_type -> custody.signer.v1.PublishTrustRootRequest
-	4,  // 34: custody.signer.v1.SignerService.SignArtifact:output_type -> custody.signer.v1.SignArtifactResponse
-	6,  // 35: custody.signer.v1.SignerService.SignDecision:output_type -> custody.signer.v1.SignDecisionResponse
-	8,  // 36: custody.signer.v1.SignerService.ListPublicKeys:output_type -> custody.signer.v1.ListPublicKeysResponse
-	11, // 37: custody.signer.v1.SignerService.ResignArtifact:output_type -> custody.signer.v1.ResignArtifactResponse
-	13, // 38: custody.signer.v1.SignerService.CosignCheckpoint:output_type -> custody.signer.v1.CosignCheckpointResponse
-	15, // 39: custody.signer.v1.SignerService.GetCosignedCheckpoint:output_type -> custody.signer.v1.GetCosignedCheckpointResponse
-	17, // 40: custody.signer.v1.SignerService.GetTrustRoot:output_type -> custody.signer.v1.GetTrustRootResponse
-	21, // 41: custody.signer.v1.ApprovalService.ListApprovalRequests:output_type -> custody.signer.v1.ListApprovalRequestsResponse
-	23, // 42: custody.signer.v1.ApprovalService.Approve:output_type -> custody.signer.v1.ApproveResponse
-	25, // 43: custody.signer.v1.ApprovalService.Reject:output_type -> custody.signer.v1.RejectResponse
-	27, // 44: custody.signer.v1.KeyService.ListKeys:output_type -> custody.signer.v1.ListKeysResponse
-	29, // 45: custody.signer.v1.KeyService.RotateKey:output_type -> custody.signer.v1.RotateKeyResponse
-	31, // 46: custody.signer.v1.KeyService.RevokeKeyVersion:output_type -> custody.signer.v1.RevokeKeyVersionResponse
-	33, // 47: custody.signer.v1.KeyService.DraftTrustRoot:output_type -> custody.signer.v1.DraftTrustRootResponse
-	35, // 48: custody.signer.v1.KeyService.PublishTrustRoot:output_type -> custody.signer.v1.PublishTrustRootResponse
-	34, // [34:49] is the sub-list for method output_type
-	19, // [19:34] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	3,  // 0: custody.signer.v1.SignArtifactsRequest.items:type_name -> custody.signer.v1.SignArtifactRequest
+	7,  // 1: custody.signer.v1.SignArtifactsResponse.results:type_name -> custody.signer.v1.SignArtifactsResult
+	12, // 2: custody.signer.v1.ListPublicKeysResponse.keys:type_name -> custody.signer.v1.PublicKey
+	0,  // 3: custody.signer.v1.PublicKey.purpose:type_name -> custody.signer.v1.KeyPurpose
+	39, // 4: custody.signer.v1.PublicKey.valid_from:type_name -> google.protobuf.Timestamp
+	1,  // 5: custody.signer.v1.PublicKey.status:type_name -> custody.signer.v1.KeyStatus
+	39, // 6: custody.signer.v1.PublicKey.valid_until:type_name -> google.protobuf.Timestamp
+	39, // 7: custody.signer.v1.PublicKey.revoked_at:type_name -> google.protobuf.Timestamp
+	2,  // 8: custody.signer.v1.ApprovalRequest.state:type_name -> custody.signer.v1.ApprovalState
+	22, // 9: custody.signer.v1.ApprovalRequest.approvals:type_name -> custody.signer.v1.Approval
+	39, // 10: custody.signer.v1.ApprovalRequest.created_at:type_name -> google.protobuf.Timestamp
+	39, // 11: custody.signer.v1.ApprovalRequest.expires_at:type_name -> google.protobuf.Timestamp
+	39, // 12: custody.signer.v1.Approval.approved_at:type_name -> google.protobuf.Timestamp
+	39, // 13: custody.signer.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	21, // 14: custody.signer.v1.ListApprovalRequestsResponse.requests:type_name -> custody.signer.v1.ApprovalRequest
+	21, // 15: custody.signer.v1.ApproveResponse.request:type_name -> custody.signer.v1.ApprovalRequest
+	21, // 16: custody.signer.v1.RejectResponse.request:type_name -> custody.signer.v1.ApprovalRequest
+	12, // 17: custody.signer.v1.ListKeysResponse.keys:type_name -> custody.signer.v1.PublicKey
+	12, // 18: custody.signer.v1.RotateKeyResponse.key:type_name -> custody.signer.v1.PublicKey
+	39, // 19: custody.signer.v1.RevokeKeyVersionRequest.effective_at:type_name -> google.protobuf.Timestamp
+	12, // 20: custody.signer.v1.RevokeKeyVersionResponse.key:type_name -> custody.signer.v1.PublicKey
+	3,  // 21: custody.signer.v1.SignerService.SignArtifact:input_type -> custody.signer.v1.SignArtifactRequest
+	5,  // 22: custody.signer.v1.SignerService.SignArtifacts:input_type -> custody.signer.v1.SignArtifactsRequest
+	8,  // 23: custody.signer.v1.SignerService.SignDecision:input_type -> custody.signer.v1.SignDecisionRequest
+	10, // 24: custody.signer.v1.SignerService.ListPublicKeys:input_type -> custody.signer.v1.ListPublicKeysRequest
+	13, // 25: custody.signer.v1.SignerService.ResignArtifact:input_type -> custody.signer.v1.ResignArtifactRequest
+	15, // 26: custody.signer.v1.SignerService.CosignCheckpoint:input_type -> custody.signer.v1.CosignCheckpointRequest
+	17, // 27: custody.signer.v1.SignerService.GetCosignedCheckpoint:input_type -> custody.signer.v1.GetCosignedCheckpointRequest
+	19, // 28: custody.signer.v1.SignerService.GetTrustRoot:input_type -> custody.signer.v1.GetTrustRootRequest
+	23, // 29: custody.signer.v1.ApprovalService.ListApprovalRequests:input_type -> custody.signer.v1.ListApprovalRequestsRequest
+	25, // 30: custody.signer.v1.ApprovalService.Approve:input_type -> custody.signer.v1.ApproveRequest
+	27, // 31: custody.signer.v1.ApprovalService.Reject:input_type -> custody.signer.v1.RejectRequest
+	29, // 32: custody.signer.v1.KeyService.ListKeys:input_type -> custody.signer.v1.ListKeysRequest
+	31, // 33: custody.signer.v1.KeyService.RotateKey:input_type -> custody.signer.v1.RotateKeyRequest
+	33, // 34: custody.signer.v1.KeyService.RevokeKeyVersion:input_type -> custody.signer.v1.RevokeKeyVersionRequest
+	35, // 35: custody.signer.v1.KeyService.DraftTrustRoot:input_type -> custody.signer.v1.DraftTrustRootRequest
+	37, // 36: custody.signer.v1.KeyService.PublishTrustRoot:input_type -> custody.signer.v1.PublishTrustRootRequest
+	4,  // 37: custody.signer.v1.SignerService.SignArtifact:output_type -> custody.signer.v1.SignArtifactResponse
+	6,  // 38: custody.signer.v1.SignerService.SignArtifacts:output_type -> custody.signer.v1.SignArtifactsResponse
+	9,  // 39: custody.signer.v1.SignerService.SignDecision:output_type -> custody.signer.v1.SignDecisionResponse
+	11, // 40: custody.signer.v1.SignerService.ListPublicKeys:output_type -> custody.signer.v1.ListPublicKeysResponse
+	14, // 41: custody.signer.v1.SignerService.ResignArtifact:output_type -> custody.signer.v1.ResignArtifactResponse
+	16, // 42: custody.signer.v1.SignerService.CosignCheckpoint:output_type -> custody.signer.v1.CosignCheckpointResponse
+	18, // 43: custody.signer.v1.SignerService.GetCosignedCheckpoint:output_type -> custody.signer.v1.GetCosignedCheckpointResponse
+	20, // 44: custody.signer.v1.SignerService.GetTrustRoot:output_type -> custody.signer.v1.GetTrustRootResponse
+	24, // 45: custody.signer.v1.ApprovalService.ListApprovalRequests:output_type -> custody.signer.v1.ListApprovalRequestsResponse
+	26, // 46: custody.signer.v1.ApprovalService.Approve:output_type -> custody.signer.v1.ApproveResponse
+	28, // 47: custody.signer.v1.ApprovalService.Reject:output_type -> custody.signer.v1.RejectResponse
+	30, // 48: custody.signer.v1.KeyService.ListKeys:output_type -> custody.signer.v1.ListKeysResponse
+	32, // 49: custody.signer.v1.KeyService.RotateKey:output_type -> custody.signer.v1.RotateKeyResponse
+	34, // 50: custody.signer.v1.KeyService.RevokeKeyVersion:output_type -> custody.signer.v1.RevokeKeyVersionResponse
+	36, // 51: custody.signer.v1.KeyService.DraftTrustRoot:output_type -> custody.signer.v1.DraftTrustRootResponse
+	38, // 52: custody.signer.v1.KeyService.PublishTrustRoot:output_type -> custody.signer.v1.PublishTrustRootResponse
+	37, // [37:53] is the sub-list for method output_type
+	21, // [21:37] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_custody_signer_v1_signer_proto_init() }
@@ -2286,7 +2465,7 @@ func file_custody_signer_v1_signer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_signer_v1_signer_proto_rawDesc), len(file_custody_signer_v1_signer_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   33,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -20,6 +20,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	SignerService_SignArtifact_FullMethodName          = "/custody.signer.v1.SignerService/SignArtifact"
+	SignerService_SignArtifacts_FullMethodName         = "/custody.signer.v1.SignerService/SignArtifacts"
 	SignerService_SignDecision_FullMethodName          = "/custody.signer.v1.SignerService/SignDecision"
 	SignerService_ListPublicKeys_FullMethodName        = "/custody.signer.v1.SignerService/ListPublicKeys"
 	SignerService_ResignArtifact_FullMethodName        = "/custody.signer.v1.SignerService/ResignArtifact"
@@ -38,6 +39,12 @@ type SignerServiceClient interface {
 	// SignArtifact signs an in-toto Statement v1 carrying an SLSA Provenance v1
 	// predicate and returns a DSSE envelope. Only the publisher may call it.
 	SignArtifact(ctx context.Context, in *SignArtifactRequest, opts ...grpc.CallOption) (*SignArtifactResponse, error)
+	// SignArtifacts signs many statements in one call, each as SignArtifact
+	// would, for a publisher that coalesces concurrent uploads. It never
+	// waits for approvals: an item on a channel that needs them comes back
+	// with FAILED_PRECONDITION and must be signed with SignArtifact. Items
+	// succeed or fail on their own. Only the publisher may call it.
+	SignArtifacts(ctx context.Context, in *SignArtifactsRequest, opts ...grpc.CallOption) (*SignArtifactsResponse, error)
 	// SignDecision signs an in-toto Statement v1 carrying an SLSA Verification
 	// Summary Attestation (the gatekeeper's decision record) and returns a DSSE
 	// envelope. Only the gatekeeper may call it.
@@ -78,6 +85,16 @@ func (c *signerServiceClient) SignArtifact(ctx context.Context, in *SignArtifact
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SignArtifactResponse)
 	err := c.cc.Invoke(ctx, SignerService_SignArtifact_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *signerServiceClient) SignArtifacts(ctx context.Context, in *SignArtifactsRequest, opts ...grpc.CallOption) (*SignArtifactsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignArtifactsResponse)
+	err := c.cc.Invoke(ctx, SignerService_SignArtifacts_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -154,6 +171,12 @@ type SignerServiceServer interface {
 	// SignArtifact signs an in-toto Statement v1 carrying an SLSA Provenance v1
 	// predicate and returns a DSSE envelope. Only the publisher may call it.
 	SignArtifact(context.Context, *SignArtifactRequest) (*SignArtifactResponse, error)
+	// SignArtifacts signs many statements in one call, each as SignArtifact
+	// would, for a publisher that coalesces concurrent uploads. It never
+	// waits for approvals: an item on a channel that needs them comes back
+	// with FAILED_PRECONDITION and must be signed with SignArtifact. Items
+	// succeed or fail on their own. Only the publisher may call it.
+	SignArtifacts(context.Context, *SignArtifactsRequest) (*SignArtifactsResponse, error)
 	// SignDecision signs an in-toto Statement v1 carrying an SLSA Verification
 	// Summary Attestation (the gatekeeper's decision record) and returns a DSSE
 	// envelope. Only the gatekeeper may call it.
@@ -192,6 +215,9 @@ type UnimplementedSignerServiceServer struct{}
 
 func (UnimplementedSignerServiceServer) SignArtifact(context.Context, *SignArtifactRequest) (*SignArtifactResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SignArtifact not implemented")
+}
+func (UnimplementedSignerServiceServer) SignArtifacts(context.Context, *SignArtifactsRequest) (*SignArtifactsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignArtifacts not implemented")
 }
 func (UnimplementedSignerServiceServer) SignDecision(context.Context, *SignDecisionRequest) (*SignDecisionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SignDecision not implemented")
@@ -246,6 +272,24 @@ func _SignerService_SignArtifact_Handler(srv interface{}, ctx context.Context, d
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(SignerServiceServer).SignArtifact(ctx, req.(*SignArtifactRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SignerService_SignArtifacts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignArtifactsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SignerServiceServer).SignArtifacts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SignerService_SignArtifacts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SignerServiceServer).SignArtifacts(ctx, req.(*SignArtifactsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -368,6 +412,10 @@ var SignerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SignArtifact",
 			Handler:    _SignerService_SignArtifact_Handler,
+		},
+		{
+			MethodName: "SignArtifacts",
+			Handler:    _SignerService_SignArtifacts_Handler,
 		},
 		{
 			MethodName: "SignDecision",
