@@ -92,7 +92,8 @@ type SigningKey struct {
 	// Name is the key's name in the signer's back end.
 	Name    string `json:"name"`
 	Version int    `json:"version"`
-	// Channels are the channels an artifact key signs; empty means all.
+	// Channels are the channels an artifact key signs; empty means every
+	// channel that no other artifact key names (Root.SignsChannel).
 	Channels   []string   `json:"channels,omitempty"`
 	ValidFrom  time.Time  `json:"valid_from"`
 	ValidUntil *time.Time `json:"valid_until,omitempty"`
@@ -347,6 +348,35 @@ func (r *Root) Keys(purpose string) []attest.Key {
 		out = append(out, attest.Key{ID: k.ID, Purpose: k.Purpose, Algorithm: alg, Public: pub, ValidFrom: k.ValidFrom})
 	}
 	return out
+}
+
+// SignsChannel reports whether artifact key k may sign artifacts of
+// channel: a key that names channels signs those; a key that names none
+// signs every channel that no artifact key of r names (so a channel with a
+// key of its own, and the approvals that guard it, cannot be bypassed with
+// the default key).
+func (r *Root) SignsChannel(k SigningKey, channel string) bool {
+	if len(k.Channels) > 0 {
+		return slices.Contains(k.Channels, channel)
+	}
+	for _, o := range r.SigningKeys {
+		if o.Purpose == attest.PurposeArtifact && slices.Contains(o.Channels, channel) {
+			return false
+		}
+	}
+	return true
+}
+
+// ChannelError explains why k may not sign channel (see SignsChannel).
+func (r *Root) ChannelError(k SigningKey, channel string) error {
+	if r.SignsChannel(k, channel) {
+		return nil
+	}
+	name := fmt.Sprintf("key %s (%s v%d)", k.ID, k.Name, k.Version)
+	if len(k.Channels) > 0 {
+		return fmt.Errorf("%w: %s signs channels %s, not %q", ErrKeyNotValid, name, strings.Join(k.Channels, ", "), trunc(channel))
+	}
+	return fmt.Errorf("%w: channel %q has a key of its own in trust root v%d; %s signs only channels without one", ErrKeyNotValid, trunc(channel), r.Version, name)
 }
 
 // SigningKey returns the signing key version with id.

@@ -655,3 +655,28 @@ func tamper(t *testing.T, b []byte) []byte {
 	e.Payload = base64.StdEncoding.EncodeToString(p)
 	return encode(t, e)
 }
+
+func TestSignsChannel(t *testing.T) {
+	r := &trustroot.Root{Version: 3, SigningKeys: []trustroot.SigningKey{
+		{Key: trustroot.Key{ID: "default"}, Purpose: attest.PurposeArtifact, Name: "artifact"},
+		{Key: trustroot.Key{ID: "prod"}, Purpose: attest.PurposeArtifact, Name: "artifact-prod", Channels: []string{"prod"}},
+		{Key: trustroot.Key{ID: "decision"}, Purpose: attest.PurposeDecision, Name: "decision"},
+	}}
+	for _, tc := range []struct {
+		key, channel string
+		want         bool
+	}{
+		{"default", "staging", true},
+		{"default", "prod", false}, // prod has a key of its own
+		{"prod", "prod", true},
+		{"prod", "staging", false},
+	} {
+		k, _ := r.SigningKey(tc.key)
+		if got := r.SignsChannel(k, tc.channel); got != tc.want {
+			t.Errorf("SignsChannel(%s, %s) = %v, want %v", tc.key, tc.channel, got, tc.want)
+		}
+		if err := r.ChannelError(k, tc.channel); (err == nil) != tc.want || err != nil && !errors.Is(err, trustroot.ErrKeyNotValid) {
+			t.Errorf("ChannelError(%s, %s) = %v", tc.key, tc.channel, err)
+		}
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -144,8 +143,8 @@ func signedBy(env *attest.Envelope, root *trustroot.Root, at time.Time, channel 
 				id, k.Name, k.Version, k.RevokedAt.UTC().Format(time.RFC3339)))
 			continue
 		}
-		if len(k.Channels) > 0 && !slices.Contains(k.Channels, channel) {
-			problems = append(problems, fmt.Sprintf("key %s signs channels %s, not %q", id, strings.Join(k.Channels, ", "), channel))
+		if err := root.ChannelError(k, channel); err != nil {
+			problems = append(problems, err.Error())
 			continue
 		}
 		return id, nil

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -212,10 +211,9 @@ func (c *checks) keyValid(root *trustroot.Root, id string, entry *tlog.Entry, st
 		return fmt.Errorf("%s was revoked at %s (per %s); its signatures are denied even when logged before that (this one at %s): have the artifact re-signed by a current key, or run the gatekeeper with --accept-before-revocation",
 			name, stamp(*revokedAt), by, stamp(at))
 	}
-	if len(k.Channels) > 0 {
-		sa, err := stmt.Artifact()
-		if err == nil && !slices.Contains(k.Channels, sa.Channel) {
-			return fmt.Errorf("%s signs channels %s, not %q", name, strings.Join(k.Channels, ", "), trunc(sa.Channel))
+	if sa, err := stmt.Artifact(); err == nil {
+		if err := root.ChannelError(k, sa.Channel); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -96,6 +96,11 @@ func TestAdmitTrustRoot(t *testing.T) {
 		{name: "key limited to other channels", root: func(r *trustroot.Root) { r.SigningKeys[0].Channels = []string{"dev"} }, want: denied,
 			reason: `signs channels dev, not "prod"`},
 		{name: "key limited to this channel", root: func(r *trustroot.Root) { r.SigningKeys[0].Channels = []string{"dev", "prod"} }, want: allowed},
+		{name: "default key on a channel with a key of its own", root: func(r *trustroot.Root) {
+			other := newSigningKey(t).rootKey(attest.PurposeArtifact, "artifact-prod", 1)
+			other.Channels = []string{"prod"}
+			r.SigningKeys = append(r.SigningKeys, other)
+		}, want: denied, reason: `channel "prod" has a key of its own`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
