@@ -199,7 +199,7 @@ func (c *cli) trustrootSignCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&keyFile, "key", "", "root private key file, from `custody trustroot keygen` (required)")
+	cmd.Flags().StringVar(&keyFile, "key", "", "root `KEYFILE`: a private key from custody trustroot keygen (required)")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "envelope file to write (required; may be FILE)")
 	cmd.Flags().StringVar(&previousFile, "previous", "", "the previous version's envelope: to sign with a root key this version drops, and to show what changes")
 	_ = cmd.MarkFlagRequired("key")

@@ -33,7 +33,7 @@ var (
 	ErrNotFound = errors.New("no such key")
 	// ErrPrecondition: the request is valid but the keys are not in a state
 	// that allows it (no usable version, a root that does not chain).
-	ErrPrecondition = errors.New("key state does not allow it")
+	ErrPrecondition = errors.New("not possible in the current key state")
 	// ErrUnavailable: the key back end or the audit log is down.
 	ErrUnavailable = errors.New("unavailable")
 )
