@@ -2,21 +2,13 @@ package server_test
 
 import (
 	"context"
-	"log/slog"
-	"net"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/custody-dev/custody/libs/attest"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
-	"github.com/custody-dev/custody/libs/identity/identitytest"
-	"github.com/custody-dev/custody/libs/rpc"
-	"github.com/custody-dev/custody/libs/telemetry"
-	"github.com/custody-dev/custody/services/signer/internal/keys/soft"
 	"github.com/custody-dev/custody/services/signer/internal/server"
 )
 
@@ -35,27 +27,8 @@ func (prodNeedsApprovals) Signed(context.Context, server.ApprovalSubject, string
 func (prodNeedsApprovals) Protected(channel string) bool                                { return channel == "prod" }
 
 func TestSignArtifacts(t *testing.T) {
-	td := identitytest.New(t, "custody.test")
-	store, err := soft.Open(filepath.Join(t.TempDir(), "keystore.json"), []byte("0123456789abcdef-passphrase"), true, time.Now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	names := server.Keys{Artifact: "artifact", Decision: "decision"}
-	if err := server.EnsureKeys(t.Context(), store, names); err != nil {
-		t.Fatal(err)
-	}
-	srv := rpc.NewServer(rpc.ServerConfig{Source: td.Source(t, "/service/signer"), TrustDomain: td.TD,
-		Policy: server.Policy(td.TD), Logger: slog.New(slog.DiscardHandler), Telemetry: telemetry.Discard("signer")})
-	s := server.New(store, names, slog.New(slog.DiscardHandler))
-	s.SetApprovals(prodNeedsApprovals{})
-	signerv1.RegisterSignerServiceServer(srv, s)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(l)
-	t.Cleanup(srv.Stop)
-	f := &fixture{td: td, addr: l.Addr().String(), store: store}
+	f := startWith(t, prodNeedsApprovals{})
+	store := f.store
 
 	prod, err := attest.NewProvenance(attest.Artifact{Name: "app", Version: "1.0.0", Digest: digest, Channel: "prod", BuilderID: "spiffe://custody.test/builder/ci"})
 	if err != nil {

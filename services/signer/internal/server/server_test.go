@@ -37,7 +37,10 @@ type fixture struct {
 	path  string
 }
 
-func start(t *testing.T) *fixture {
+func start(t *testing.T) *fixture { return startWith(t, nil) }
+
+// startWith serves the signer API with approvals a (nil: none).
+func startWith(t *testing.T, a server.Approvals) *fixture {
 	t.Helper()
 	td := identitytest.New(t, "custody.test")
 	path := filepath.Join(t.TempDir(), "keystore.json")
@@ -51,7 +54,11 @@ func start(t *testing.T) *fixture {
 	if err := server.EnsureKeys(t.Context(), store, names); err != nil {
 		t.Fatal(err)
 	}
-	signerv1.RegisterSignerServiceServer(srv, server.New(store, names, slog.New(slog.DiscardHandler)))
+	s := server.New(store, names, slog.New(slog.DiscardHandler))
+	if a != nil {
+		s.SetApprovals(a)
+	}
+	signerv1.RegisterSignerServiceServer(srv, s)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
