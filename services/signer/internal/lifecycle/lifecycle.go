@@ -51,8 +51,8 @@ const (
 // just after it).
 const retireGrace = 10 * time.Minute
 
-// currentTTL is how long the current version of a key is cached; a rotation
-// made in the back end by a custodian is picked up within it.
+// currentTTL is how long the back end's list of a key's versions is cached;
+// a rotation made in the back end by a custodian is picked up within it.
 const currentTTL = 5 * time.Second
 
 // Auditor appends audit events to the transparency log.
@@ -90,18 +90,19 @@ type Manager struct {
 	cfg   Config
 	files files
 
-	mu      sync.Mutex // guards st, roots, trusted, current
+	mu      sync.Mutex // guards st, roots, root, trusted, listed
 	st      *state
-	roots   [][]byte // published envelopes, oldest first
+	roots   [][]byte        // published envelopes, oldest first: roots[i] is version i+1
+	root    *trustroot.Root // the newest of roots, parsed; nil if none
 	trusted *trustroot.Trusted
-	current map[string]cachedVersion
+	listed  map[string]cachedList // the back end's versions, by key name
 
 	publishMu sync.Mutex // one draft-sign-publish at a time
 	flushMu   sync.Mutex // one outbox flush at a time
 }
 
-type cachedVersion struct {
-	v       keys.Version
+type cachedList struct {
+	vs      []keys.Version
 	fetched time.Time
 }
 
@@ -118,7 +119,7 @@ func Open(cfg Config) (*Manager, error) {
 	if cfg.RootTTL <= 0 {
 		cfg.RootTTL = 365 * 24 * time.Hour
 	}
-	m := &Manager{cfg: cfg, files: files{cfg.Dir}, current: map[string]cachedVersion{}}
+	m := &Manager{cfg: cfg, files: files{cfg.Dir}, listed: map[string]cachedList{}}
 	st, err := m.files.loadState()
 	if err != nil {
 		return nil, err
@@ -146,6 +147,9 @@ func Open(cfg Config) (*Manager, error) {
 			}
 		}
 		m.trusted = t
+		if m.root, err = trustroot.Parse(roots[len(roots)-1]); err != nil {
+			return nil, err
+		}
 	}
 	m.roots = roots
 	return m, nil
@@ -214,13 +218,13 @@ type Info struct {
 // versions lists key name's versions with their status as the published root
 // and the local state make them.
 func (m *Manager) versions(ctx context.Context, name string) ([]Info, error) {
-	vs, err := m.cfg.Backend.Versions(ctx, name)
+	vs, err := m.backendVersions(ctx, name)
 	if err != nil {
-		return nil, m.backendErr(name, err)
+		return nil, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	root := m.rootLocked()
+	root := m.root
 	changed := false
 	cur := -1
 	for i := len(vs) - 1; i >= 0; i-- {
@@ -277,46 +281,45 @@ func (m *Manager) versions(ctx context.Context, name string) ([]Info, error) {
 	return out, nil
 }
 
-// rootLocked is the newest published root, nil if none.
-func (m *Manager) rootLocked() *trustroot.Root {
-	if len(m.roots) == 0 {
-		return nil
+// backendVersions lists key name's versions in the back end, cached for
+// currentTTL.
+func (m *Manager) backendVersions(ctx context.Context, name string) ([]keys.Version, error) {
+	m.mu.Lock()
+	c, ok := m.listed[name]
+	m.mu.Unlock()
+	if ok && m.cfg.Now().Sub(c.fetched) < currentTTL {
+		return c.vs, nil
 	}
-	r, err := trustroot.Parse(m.roots[len(m.roots)-1])
+	vs, err := m.cfg.Backend.Versions(ctx, name)
 	if err != nil {
-		return nil // verified when stored; cannot happen
+		return nil, m.backendErr(name, err)
 	}
-	return r
+	m.mu.Lock()
+	m.listed[name] = cachedList{vs: vs, fetched: m.cfg.Now()}
+	m.mu.Unlock()
+	return vs, nil
 }
 
 // Current returns the version of key name that signs now: the newest
 // version that the published trust root lists as active and that is not
 // revoked (with no root published yet: the newest not revoked).
 func (m *Manager) Current(ctx context.Context, name string) (keys.Version, error) {
-	m.mu.Lock()
-	c, ok := m.current[name]
-	m.mu.Unlock()
-	if ok && m.cfg.Now().Sub(c.fetched) < currentTTL {
-		return c.v, nil
-	}
 	infos, err := m.versions(ctx, name)
 	if err != nil {
 		return keys.Version{}, err
 	}
 	for _, in := range infos {
 		if in.Status == StatusCurrent {
-			m.mu.Lock()
-			m.current[name] = cachedVersion{v: in.Version, fetched: m.cfg.Now()}
-			m.mu.Unlock()
 			return in.Version, nil
 		}
 	}
 	return keys.Version{}, fmt.Errorf("%w: key %q has no version that may sign: every version is revoked or not yet in a published trust root; rotate it (custody keys rotate %s) and publish a trust root that lists the new version", ErrPrecondition, name, name)
 }
 
+// forget drops the cached list of key name's versions.
 func (m *Manager) forget(name string) {
 	m.mu.Lock()
-	delete(m.current, name)
+	delete(m.listed, name)
 	m.mu.Unlock()
 }
 
@@ -404,7 +407,6 @@ func (m *Manager) Revoke(ctx context.Context, name string, version int, effectiv
 		*vst = prev
 	}
 	revokedAt := *vst.RevokedAt
-	delete(m.current, name)
 	m.mu.Unlock()
 	if err != nil {
 		return Info{}, 0, fmt.Errorf("%w: record revocation: %v", ErrUnavailable, err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/custody-dev/custody/libs/trustroot"
@@ -21,7 +22,7 @@ func (m *Manager) Draft(ctx context.Context) (*trustroot.Root, error) {
 	now := m.cfg.Now().UTC().Truncate(time.Second)
 	r := &trustroot.Root{Type: trustroot.TypeV1, Version: 1, Expires: now.Add(m.cfg.RootTTL), EdgeTokenKeys: m.cfg.EdgeTokenKeys}
 	m.mu.Lock()
-	cur := m.rootLocked()
+	cur := m.root
 	m.mu.Unlock()
 	switch {
 	case cur != nil:
@@ -103,13 +104,10 @@ func (m *Manager) Roots(after int64) [][]byte {
 	if after <= 0 {
 		return [][]byte{m.roots[len(m.roots)-1]}
 	}
-	var out [][]byte
-	for _, env := range m.roots {
-		if r, err := trustroot.Parse(env); err == nil && r.Version > after {
-			out = append(out, env)
-		}
+	if after >= int64(len(m.roots)) {
+		return nil
 	}
-	return out
+	return slices.Clone(m.roots[after:])
 }
 
 // Publish accepts a signed trust-root version. The first must be signed by
@@ -180,7 +178,7 @@ func (m *Manager) publishLocked(ctx context.Context, env []byte, caller string, 
 	m.mu.Lock()
 	m.trusted = t
 	m.roots = append(m.roots, env)
-	m.current = map[string]cachedVersion{}
+	m.root = r
 	// A version this root retires stopped signing when the root was
 	// drafted; keep the window the root published.
 	for _, sk := range r.SigningKeys {
@@ -219,7 +217,7 @@ func (m *Manager) autoPublish(ctx context.Context, queueOnly bool) (int64, error
 		return 0, err
 	}
 	m.mu.Lock()
-	cur := m.rootLocked()
+	cur := m.root
 	m.mu.Unlock()
 	if cur != nil && sameKeys(cur, draft) && cur.Expires.Sub(m.cfg.Now()) > m.cfg.RootTTL/2 {
 		return 0, nil
@@ -245,7 +243,7 @@ func (m *Manager) EnsureRoot(ctx context.Context) (int64, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if r := m.rootLocked(); r != nil {
+	if r := m.root; r != nil {
 		return r.Version, nil
 	}
 	return 0, nil
