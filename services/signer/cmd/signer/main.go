@@ -254,8 +254,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		d.Logger.Warn("no trust root is published: verifiers cannot check signatures until one is (custody trustroot draft/sign/publish, docs/trust-root.md)")
 	}
 	srv := d.NewServer(server.Policy(d.TrustDomain))
-	signerSrv := server.New(signing, names, d.Logger)
-	signerSrv.SetLifecycle(lc)
+	signerSrv := server.New(signing, lc, d.Logger)
 	if vkey, err := cosigner.VerifierKey(ctx); errors.Is(err, keys.ErrUnavailable) {
 		d.Logger.Error("cannot read the log checkpoint key now; co-signing fails until the key back end is back", slog.Any("error", err))
 	} else if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/services/signer/internal/approvals"
 	"github.com/custody-dev/custody/services/signer/internal/keys/soft"
+	"github.com/custody-dev/custody/services/signer/internal/lifecycle"
 	"github.com/custody-dev/custody/services/signer/internal/server"
 )
 
@@ -48,7 +49,11 @@ func serve(t *testing.T, edit ...func(*approvals.Config)) *served {
 	logger := slog.New(slog.DiscardHandler)
 	srv := rpc.NewServer(rpc.ServerConfig{Source: tdom.Source(t, "/service/signer"), TrustDomain: tdom.TD,
 		Policy: server.Policy(tdom.TD), Logger: logger, Telemetry: telemetry.Discard("signer")})
-	signer := server.New(store, names, logger)
+	lc, err := lifecycle.Open(lifecycle.Config{Backend: store, ArtifactKey: names.Artifact, DecisionKey: names.Decision, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := server.New(store, lc, logger)
 	signer.SetApprovals(f.svc)
 	signerv1.RegisterSignerServiceServer(srv, signer)
 	signerv1.RegisterApprovalServiceServer(srv, approvals.NewHandler(f.svc, logger))

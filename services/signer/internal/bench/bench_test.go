@@ -34,6 +34,7 @@ import (
 	"github.com/custody-dev/custody/services/signer/internal/keys/soft"
 	"github.com/custody-dev/custody/services/signer/internal/keys/vault"
 	"github.com/custody-dev/custody/services/signer/internal/keys/vault/vaulttest"
+	"github.com/custody-dev/custody/services/signer/internal/lifecycle"
 	"github.com/custody-dev/custody/services/signer/internal/server"
 )
 
@@ -91,7 +92,12 @@ func throughSigner(b *testing.B, backend keys.Backend) (unary, batched float64) 
 	}
 	srv := rpc.NewServer(rpc.ServerConfig{Source: td.Source(b, "/service/signer"), TrustDomain: td.TD,
 		Policy: server.Policy(td.TD), Logger: slog.New(slog.DiscardHandler), Telemetry: telemetry.Discard("signer")})
-	signerv1.RegisterSignerServiceServer(srv, server.New(keys.NewCoalescer(backend, vault.MaxInFlight, vault.MaxBatch), names, slog.New(slog.DiscardHandler)))
+	signing := keys.NewCoalescer(backend, vault.MaxInFlight, vault.MaxBatch)
+	lc, err := lifecycle.Open(lifecycle.Config{Backend: signing, ArtifactKey: names.Artifact, DecisionKey: names.Decision, Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	signerv1.RegisterSignerServiceServer(srv, server.New(signing, lc, slog.New(slog.DiscardHandler)))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -42,7 +42,7 @@ func startCosigning(t *testing.T) (td *identitytest.TrustDomain, addr string, c 
 	}
 	srv := rpc.NewServer(rpc.ServerConfig{Source: td.Source(t, "/service/signer"), TrustDomain: td.TD,
 		Policy: server.Policy(td.TD), Logger: slog.New(slog.DiscardHandler), Telemetry: telemetry.Discard("signer")})
-	api := server.New(store, names, slog.New(slog.DiscardHandler))
+	api := server.New(store, openLifecycle(t, store, names), slog.New(slog.DiscardHandler))
 	api.SetCosigner(c)
 	signerv1.RegisterSignerServiceServer(srv, api)
 	l, err := net.Listen("tcp", "127.0.0.1:0")

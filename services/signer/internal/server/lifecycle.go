@@ -12,14 +12,8 @@ import (
 	"github.com/custody-dev/custody/libs/rpc"
 )
 
-// errNoLifecycle: a lifecycle RPC on a server built without one.
-var errNoLifecycle = status.Error(codes.FailedPrecondition, "this signer has no key lifecycle configured: start it with --state-dir")
-
 // ResignArtifact implements signerv1.SignerServiceServer.
 func (s *Server) ResignArtifact(ctx context.Context, req *signerv1.ResignArtifactRequest) (*signerv1.ResignArtifactResponse, error) {
-	if s.lc == nil {
-		return nil, errNoLifecycle
-	}
 	r, err := s.lc.Resign(ctx, req.GetEnvelope())
 	if err != nil {
 		return nil, toStatus(err)
@@ -34,9 +28,6 @@ func (s *Server) ResignArtifact(ctx context.Context, req *signerv1.ResignArtifac
 
 // GetTrustRoot implements signerv1.SignerServiceServer.
 func (s *Server) GetTrustRoot(_ context.Context, req *signerv1.GetTrustRootRequest) (*signerv1.GetTrustRootResponse, error) {
-	if s.lc == nil {
-		return nil, errNoLifecycle
-	}
 	if req.GetAfterVersion() < 0 {
 		return nil, toStatus(errors.Join(errInvalid, errors.New("after_version must not be negative")))
 	}

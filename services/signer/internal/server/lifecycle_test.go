@@ -61,8 +61,7 @@ func startLifecycle(t *testing.T) *lcFixture {
 	}
 	srv := rpc.NewServer(rpc.ServerConfig{Source: td.Source(t, "/service/signer"), TrustDomain: td.TD,
 		Policy: server.Policy(td.TD), Logger: slog.New(slog.DiscardHandler), Telemetry: telemetry.Discard("signer")})
-	s := server.New(store, names, slog.New(slog.DiscardHandler))
-	s.SetLifecycle(m)
+	s := server.New(store, m, slog.New(slog.DiscardHandler))
 	signerv1.RegisterSignerServiceServer(srv, s)
 	signerv1.RegisterKeyServiceServer(srv, lifecycle.NewHandler(m))
 	l, err := net.Listen("tcp", "127.0.0.1:0")

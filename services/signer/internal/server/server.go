@@ -8,11 +8,9 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/custody-dev/custody/libs/attest"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
@@ -29,15 +27,6 @@ type Keys struct {
 	// Log is the Ed25519 key that co-signs log checkpoints; empty for none.
 	Log string
 }
-
-func (k Keys) byPurpose() map[string]string {
-	return map[string]string{attest.PurposeArtifact: k.Artifact, attest.PurposeDecision: k.Decision}
-}
-
-// currentTTL is how long the current version of a key is cached before the
-// back end is asked again; a rotation by another process is picked up
-// within it.
-const currentTTL = 5 * time.Second
 
 // Errors the handlers map to status codes.
 var (
@@ -105,38 +94,17 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 type Server struct {
 	signerv1.UnimplementedSignerServiceServer
 	backend   keys.Backend
-	names     Keys
+	lc        *lifecycle.Manager
 	logger    *slog.Logger
-	now       func() time.Time
-	approvals Approvals          // nil: no channel needs approvals
-	lc        *lifecycle.Manager // nil: sign with the newest version of names
-	cosigner  Cosigner           // nil: no checkpoint co-signing
-
-	mu      sync.Mutex
-	current map[string]cached // key name → newest version
+	approvals Approvals // nil: no channel needs approvals
+	cosigner  Cosigner  // nil: no checkpoint co-signing
 }
 
-type cached struct {
-	v       keys.Version
-	fetched time.Time
-}
-
-// New returns a signer API signing with the named keys of backend.
-func New(backend keys.Backend, names Keys, logger *slog.Logger) *Server {
-	return &Server{backend: backend, names: names, logger: logger, now: time.Now, current: map[string]cached{}}
-}
-
-// SetLifecycle makes the key lifecycle choose keys and versions: a key per
-// channel, the version the published trust root lists, revocations. Call it
-// before serving.
-func (s *Server) SetLifecycle(m *lifecycle.Manager) { s.lc = m }
-
-// artifactKey names the key that signs channel's artifacts.
-func (s *Server) artifactKey(channel string) string {
-	if s.lc != nil {
-		return s.lc.ArtifactKey(channel)
-	}
-	return s.names.Artifact
+// New returns a signer API signing with the keys of backend that lc
+// chooses: a key per channel, the version the published trust root lists,
+// never a revoked one.
+func New(backend keys.Backend, lc *lifecycle.Manager, logger *slog.Logger) *Server {
+	return &Server{backend: backend, lc: lc, logger: logger}
 }
 
 // SetApprovals makes SignArtifact wait for a's approvals. Call it before
@@ -180,7 +148,7 @@ func (s *Server) artifactRequest(req *signerv1.SignArtifactRequest) (ApprovalSub
 	if req.GetChannel() == "" || req.GetChannel() != a.Channel {
 		return ApprovalSubject{}, fmt.Errorf("%w: channel %q differs from the statement's channel %q", errInvalid, req.GetChannel(), a.Channel)
 	}
-	return ApprovalSubject{Name: a.Name, Version: a.Version, Digest: a.Digest, Channel: a.Channel, KeyName: s.artifactKey(a.Channel),
+	return ApprovalSubject{Name: a.Name, Version: a.Version, Digest: a.Digest, Channel: a.Channel, KeyName: s.lc.ArtifactKey(a.Channel),
 		BuilderID: a.BuilderID, SourceRepo: a.SourceRepo, SourceCommit: a.SourceCommit}, nil
 }
 
@@ -235,7 +203,6 @@ func (s *Server) SignArtifact(ctx context.Context, req *signerv1.SignArtifactReq
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	a := subject
 	if s.approvals != nil {
 		if err := s.approvals.Await(ctx, subject); err != nil {
 			return nil, toStatus(err)
@@ -250,7 +217,7 @@ func (s *Server) SignArtifact(ctx context.Context, req *signerv1.SignArtifactReq
 			return nil, toStatus(err)
 		}
 	}
-	s.log(ctx, "signed artifact", key, a.Digest, slog.String("name", a.Name), slog.String("version", a.Version))
+	s.log(ctx, "signed artifact", key, subject.Digest, slog.String("name", subject.Name), slog.String("version", subject.Version))
 	return &signerv1.SignArtifactResponse{Envelope: env, KeyId: key.ID}, nil
 }
 
@@ -264,7 +231,7 @@ func (s *Server) SignDecision(ctx context.Context, req *signerv1.SignDecisionReq
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("%w: %v", errInvalid, err))
 	}
-	env, key, err := s.sign(ctx, s.names.Decision, req.GetStatement())
+	env, key, err := s.sign(ctx, s.lc.DecisionKey(), req.GetStatement())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -274,58 +241,15 @@ func (s *Server) SignDecision(ctx context.Context, req *signerv1.SignDecisionReq
 
 // ListPublicKeys returns every key version's public half.
 func (s *Server) ListPublicKeys(ctx context.Context, _ *signerv1.ListPublicKeysRequest) (*signerv1.ListPublicKeysResponse, error) {
-	resp := &signerv1.ListPublicKeysResponse{}
-	if s.lc != nil {
-		infos, err := s.lc.List(ctx)
-		if err != nil {
-			return nil, toStatus(err)
-		}
-		for _, in := range infos {
-			resp.Keys = append(resp.Keys, lifecycle.PublicKeyProto(in))
-		}
-		return resp, nil
+	infos, err := s.lc.List(ctx)
+	if err != nil {
+		return nil, toStatus(err)
 	}
-	for _, purpose := range []string{attest.PurposeArtifact, attest.PurposeDecision} {
-		name := s.names.byPurpose()[purpose]
-		vs, err := s.backend.Versions(ctx, name)
-		if err != nil {
-			return nil, toStatus(s.backendErr(name, err))
-		}
-		for _, v := range vs {
-			resp.Keys = append(resp.Keys, &signerv1.PublicKey{
-				KeyId: v.ID, Purpose: purposeProto(purpose), Algorithm: v.Algorithm,
-				PublicKeyDer: v.PublicDER, ValidFrom: timestamppb.New(v.Created),
-			})
-		}
-		s.remember(name, vs[len(vs)-1])
+	resp := &signerv1.ListPublicKeysResponse{}
+	for _, in := range infos {
+		resp.Keys = append(resp.Keys, lifecycle.PublicKeyProto(in))
 	}
 	return resp, nil
-}
-
-func (s *Server) remember(name string, v keys.Version) {
-	s.mu.Lock()
-	s.current[name] = cached{v: v, fetched: s.now()}
-	s.mu.Unlock()
-}
-
-// currentVersion is the version of key name that signs now.
-func (s *Server) currentVersion(ctx context.Context, name string) (keys.Version, error) {
-	if s.lc != nil {
-		return s.lc.Current(ctx, name)
-	}
-	s.mu.Lock()
-	c, ok := s.current[name]
-	s.mu.Unlock()
-	if ok && s.now().Sub(c.fetched) < currentTTL {
-		return c.v, nil
-	}
-	vs, err := s.backend.Versions(ctx, name)
-	if err != nil {
-		return keys.Version{}, s.backendErr(name, err)
-	}
-	v := vs[len(vs)-1]
-	s.remember(name, v)
-	return v, nil
 }
 
 // backendErr wraps a back-end error for toStatus.
@@ -342,7 +266,7 @@ func (s *Server) backendErr(name string, err error) error {
 // sign signs payload as a DSSE envelope with the current version of key
 // name.
 func (s *Server) sign(ctx context.Context, name string, payload []byte) ([]byte, keys.Version, error) {
-	cur, err := s.currentVersion(ctx, name)
+	cur, err := s.lc.Current(ctx, name)
 	if err != nil {
 		return nil, keys.Version{}, err
 	}
@@ -369,16 +293,6 @@ func (s *Server) log(ctx context.Context, msg string, key keys.Version, digest s
 		slog.String("key_id", key.ID), slog.String("backend", s.backend.Kind()), slog.String("key_name", key.Name),
 		slog.Int("key_version", key.Version), slog.String("digest", digest), slog.String("caller", caller.String()),
 	}, attrs...)...)
-}
-
-func purposeProto(p string) signerv1.KeyPurpose {
-	switch p {
-	case attest.PurposeArtifact:
-		return signerv1.KeyPurpose_KEY_PURPOSE_ARTIFACT
-	case attest.PurposeDecision:
-		return signerv1.KeyPurpose_KEY_PURPOSE_DECISION
-	}
-	return signerv1.KeyPurpose_KEY_PURPOSE_UNSPECIFIED
 }
 
 // toStatus is the one mapping from domain errors to gRPC codes.

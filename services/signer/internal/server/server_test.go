@@ -25,6 +25,7 @@ import (
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/services/signer/internal/keys"
 	"github.com/custody-dev/custody/services/signer/internal/keys/soft"
+	"github.com/custody-dev/custody/services/signer/internal/lifecycle"
 	"github.com/custody-dev/custody/services/signer/internal/server"
 )
 
@@ -35,6 +36,17 @@ type fixture struct {
 	addr  string
 	store *soft.Store
 	path  string
+}
+
+// openLifecycle is a key lifecycle with no trust root published: the newest
+// version of each key signs.
+func openLifecycle(t *testing.T, b keys.Backend, names server.Keys) *lifecycle.Manager {
+	t.Helper()
+	m, err := lifecycle.Open(lifecycle.Config{Backend: b, ArtifactKey: names.Artifact, DecisionKey: names.Decision, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 func start(t *testing.T) *fixture { return startWith(t, nil) }
@@ -54,7 +66,7 @@ func startWith(t *testing.T, a server.Approvals) *fixture {
 	if err := server.EnsureKeys(t.Context(), store, names); err != nil {
 		t.Fatal(err)
 	}
-	s := server.New(store, names, slog.New(slog.DiscardHandler))
+	s := server.New(store, openLifecycle(t, store, names), slog.New(slog.DiscardHandler))
 	if a != nil {
 		s.SetApprovals(a)
 	}
@@ -268,7 +280,7 @@ func TestBackendDownFailsClosedAndRecovers(t *testing.T) {
 	b.down.Store(true) // down from the start: the signer still starts
 	srv := rpc.NewServer(rpc.ServerConfig{Source: td.Source(t, "/service/signer"), TrustDomain: td.TD,
 		Policy: server.Policy(td.TD), Logger: slog.New(slog.DiscardHandler), Telemetry: telemetry.Discard("signer")})
-	signerv1.RegisterSignerServiceServer(srv, server.New(b, names, slog.New(slog.DiscardHandler)))
+	signerv1.RegisterSignerServiceServer(srv, server.New(b, openLifecycle(t, b, names), slog.New(slog.DiscardHandler)))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
