@@ -161,9 +161,6 @@ type Config struct {
 	// stand if they were logged before the revocation time; by default a
 	// revoked version's signatures are all denied.
 	AcceptBeforeRevocation bool
-	// TrustRefreshMinInterval spaces the trust refreshes asked for by
-	// envelopes naming a key the trust root does not list. Zero means 5s.
-	TrustRefreshMinInterval time.Duration
 	// VerifierID is the gatekeeper's own SPIFFE ID, recorded as the VSA's
 	// verifier.
 	VerifierID string
@@ -215,10 +212,7 @@ func New(cfg Config) (*Gate, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Second
 	}
-	if cfg.TrustRefreshMinInterval == 0 {
-		cfg.TrustRefreshMinInterval = 5 * time.Second
-	}
-	return &Gate{cfg: cfg, trust: newTrust(cfg.Signer, cfg.TrustRoot, cfg.Now, cfg.TrustRefreshMinInterval, cfg.Logger)}, nil
+	return &Gate{cfg: cfg, trust: newTrust(cfg.Signer, cfg.TrustRoot, cfg.Now, cfg.Logger)}, nil
 }
 
 // Admit verifies the evidence of the artifact req names, evaluates the

@@ -29,15 +29,6 @@ type trust struct {
 	root   *trustroot.Trusted
 	now    func() time.Time
 	logger *slog.Logger
-	// minInterval spaces refreshes asked for by an envelope naming an
-	// unknown key, so that junk envelopes cannot hammer the signer.
-	minInterval time.Duration
-
-	// sem is held while refreshing; a channel so that waiters can give up
-	// when their context ends.
-	sem chan struct{}
-	// last is when the last refresh started; guarded by sem.
-	last time.Time
 
 	mu sync.RWMutex
 	// revoked maps key ids to the earliest revocation time the signer
@@ -45,9 +36,8 @@ type trust struct {
 	revoked map[string]time.Time
 }
 
-func newTrust(s Signer, root *trustroot.Trusted, now func() time.Time, minInterval time.Duration, logger *slog.Logger) *trust {
-	return &trust{signer: s, root: root, now: now, minInterval: minInterval, logger: logger,
-		sem: make(chan struct{}, 1), revoked: map[string]time.Time{}}
+func newTrust(s Signer, root *trustroot.Trusted, now func() time.Time, logger *slog.Logger) *trust {
+	return &trust{signer: s, root: root, now: now, logger: logger, revoked: map[string]time.Time{}}
 }
 
 // current returns the trust root to verify with, or an error naming its
@@ -69,93 +59,46 @@ func (t *trust) revokedAt(id string) (time.Time, bool) {
 // expired) are refused and the current root stays. Errors are for logging:
 // the current root is still signed and, until it expires, still usable.
 func (t *trust) refresh(ctx context.Context) error {
-	if err := t.lock(ctx); err != nil {
-		return err
-	}
-	defer t.unlock()
-	return t.fetch(ctx)
+	rootErr, revErr := t.fetch(ctx)
+	return errors.Join(rootErr, revErr)
 }
 
-// refreshSoon refreshes unless a refresh started less than minInterval
-// ago; concurrent callers share one refresh. It reports whether the trust
-// root's version changed.
-func (t *trust) refreshSoon(ctx context.Context) bool {
-	before := t.root.Version()
-	if err := t.lock(ctx); err != nil {
-		return false
+// sync is refresh before an admission: a root the signer cannot give or
+// that does not chain leaves the current root in use (logged); revocations
+// the signer cannot give are an error: the caller must not decide without
+// them.
+func (t *trust) sync(ctx context.Context) error {
+	rootErr, revErr := t.fetch(ctx)
+	if rootErr != nil {
+		t.logger.WarnContext(ctx, "trust roots not updated", slog.Int64("version", t.root.Version()), slog.Any("error", rootErr))
 	}
-	defer t.unlock()
-	if t.root.Version() != before {
-		return true // refreshed while we waited
+	if revErr != nil {
+		return fmt.Errorf("%w: check the signer is running", revErr)
 	}
-	if !t.last.IsZero() && t.now().Sub(t.last) < t.minInterval {
-		return false
-	}
-	if err := t.fetch(ctx); err != nil {
-		t.logger.WarnContext(ctx, "trust refresh for an unknown key failed", slog.Any("error", err))
-	}
-	return t.root.Version() != before
+	return nil
 }
 
-func (t *trust) lock(ctx context.Context) error {
-	select {
-	case t.sem <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("wait for the trust refresh: %w", ctx.Err())
-	}
-}
-
-func (t *trust) unlock() { <-t.sem }
-
-// fetch does the refresh; the caller holds sem.
-func (t *trust) fetch(ctx context.Context) error {
-	t.last = t.now()
+// fetch takes the signer's newer roots and its revocations. Concurrent
+// fetches are safe: Trusted skips versions it already holds.
+func (t *trust) fetch(ctx context.Context) (rootErr, revErr error) {
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
-	var errs []error
 	before := t.root.Version()
 	roots, err := t.signer.TrustRoots(ctx, before)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("get trust roots after v%d from the signer: %w", before, err))
+		rootErr = fmt.Errorf("get trust roots after v%d from the signer: %w", before, err)
 	} else if err := t.root.UpdateChain(roots, t.now()); err != nil {
-		errs = append(errs, fmt.Errorf("refusing the signer's trust roots, staying on v%d: %w", t.root.Version(), err))
+		rootErr = fmt.Errorf("refusing the signer's trust roots, staying on v%d: %w", t.root.Version(), err)
 	}
 	if v := t.root.Version(); v != before {
 		t.logger.InfoContext(ctx, "trust root updated", slog.Int64("from_version", before), slog.Int64("version", v))
 	}
 	revoked, err := t.signer.Revocations(ctx)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("get revocations from the signer: %w", err))
-	} else {
-		t.addRevocations(ctx, revoked)
-	}
-	return errors.Join(errs...)
-}
-
-// sync takes the signer's newer trust roots and its revocations now. A
-// root the signer cannot give or that does not chain leaves the current
-// root in use (logged); revocations the signer cannot give are an error:
-// the caller must not decide without them.
-func (t *trust) sync(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
-	defer cancel()
-	before := t.root.Version()
-	if roots, err := t.signer.TrustRoots(ctx, before); err != nil {
-		t.logger.WarnContext(ctx, "get newer trust roots from the signer", slog.Int64("version", before), slog.Any("error", err))
-	} else if len(roots) > 0 {
-		if err := t.root.UpdateChain(roots, t.now()); err != nil {
-			t.logger.ErrorContext(ctx, "refusing the signer's trust roots", slog.Int64("version", t.root.Version()), slog.Any("error", err))
-		} else if v := t.root.Version(); v != before {
-			t.logger.InfoContext(ctx, "trust root updated", slog.Int64("from_version", before), slog.Int64("version", v))
-		}
-	}
-	revoked, err := t.signer.Revocations(ctx)
-	if err != nil {
-		return fmt.Errorf("get key revocations from the signer: %w: check the signer is running", err)
+		return rootErr, fmt.Errorf("get key revocations from the signer: %w", err)
 	}
 	t.addRevocations(ctx, revoked)
-	return nil
+	return rootErr, nil
 }
 
 func (t *trust) addRevocations(ctx context.Context, revoked map[string]time.Time) {

@@ -13,11 +13,10 @@ import (
 	"github.com/custody-dev/custody/libs/trustroot/trustroottest"
 )
 
-// rootSigner serves trust roots and revocations; TrustRoots waits for
-// release, if set, and counts calls.
+// rootSigner serves trust roots and revocations and counts TrustRoots
+// calls.
 type rootSigner struct {
-	release chan struct{}
-	calls   atomic.Int32
+	calls atomic.Int32
 
 	mu      sync.Mutex
 	roots   [][]byte // roots[i] is v(i+1) unless the test says otherwise
@@ -27,13 +26,6 @@ type rootSigner struct {
 
 func (s *rootSigner) TrustRoots(ctx context.Context, after int64) ([][]byte, error) {
 	s.calls.Add(1)
-	if s.release != nil {
-		select {
-		case <-s.release:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
@@ -75,13 +67,13 @@ func versions(t *testing.T, c *trustroottest.Ceremony, n int) ([][]byte, []*trus
 	return envs, roots
 }
 
-func newTestTrust(t *testing.T, s *rootSigner, pinned []byte, minInterval time.Duration, now *time.Time) *trust {
+func newTestTrust(t *testing.T, s *rootSigner, pinned []byte, now *time.Time) *trust {
 	t.Helper()
 	pin, err := trustroot.Pin(pinned)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newTrust(s, pin, func() time.Time { return *now }, minInterval, slog.New(slog.DiscardHandler))
+	return newTrust(s, pin, func() time.Time { return *now }, slog.New(slog.DiscardHandler))
 }
 
 func TestTrustRefreshWalksTheChain(t *testing.T) {
@@ -89,7 +81,7 @@ func TestTrustRefreshWalksTheChain(t *testing.T) {
 	envs, _ := versions(t, c, 3)
 	s := &rootSigner{roots: envs}
 	now := trustNow
-	tr := newTestTrust(t, s, envs[0], 0, &now)
+	tr := newTestTrust(t, s, envs[0], &now)
 	if err := tr.refresh(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +108,7 @@ func TestTrustRefreshRefusesBadRoots(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := &rootSigner{roots: tt.roots}
 			now := trustNow
-			tr := newTestTrust(t, s, envs[1], 0, &now)
+			tr := newTestTrust(t, s, envs[1], &now)
 			err := tr.refresh(t.Context())
 			if tr.root.Version() != 2 {
 				t.Fatalf("at v%d after refresh (%v), want v2 kept", tr.root.Version(), err)
@@ -133,7 +125,7 @@ func TestTrustSignerDownKeepsRoot(t *testing.T) {
 	envs, roots := versions(t, c, 1)
 	s := &rootSigner{err: errors.New("connection refused")}
 	now := trustNow
-	tr := newTestTrust(t, s, envs[0], 0, &now)
+	tr := newTestTrust(t, s, envs[0], &now)
 	if err := tr.refresh(t.Context()); err == nil {
 		t.Error("refresh with the signer down reported no error")
 	}
@@ -146,49 +138,13 @@ func TestTrustSignerDownKeepsRoot(t *testing.T) {
 	}
 }
 
-func TestTrustRefreshSoonIsRateLimitedAndCoalesced(t *testing.T) {
-	c := trustroottest.New(t, 1)
-	envs, _ := versions(t, c, 2)
-	s := &rootSigner{roots: envs, release: make(chan struct{})}
-	now := trustNow
-	tr := newTestTrust(t, s, envs[0], time.Minute, &now)
-	var wg sync.WaitGroup
-	var changed atomic.Int32
-	for range 8 {
-		wg.Go(func() {
-			if tr.refreshSoon(t.Context()) {
-				changed.Add(1)
-			}
-		})
-	}
-	for s.calls.Load() == 0 {
-		time.Sleep(time.Millisecond) // wait for the first to reach the signer
-	}
-	close(s.release)
-	wg.Wait()
-	if n := s.calls.Load(); n != 1 {
-		t.Errorf("signer asked %d times, want 1", n)
-	}
-	if changed.Load() != 8 || tr.root.Version() != 2 {
-		t.Errorf("%d callers saw the change to v%d, want all 8 at v2", changed.Load(), tr.root.Version())
-	}
-	if tr.refreshSoon(t.Context()) || s.calls.Load() != 1 {
-		t.Errorf("refresh within the minimum interval asked the signer (%d calls)", s.calls.Load())
-	}
-	now = now.Add(time.Minute)
-	tr.refreshSoon(t.Context())
-	if s.calls.Load() != 2 {
-		t.Errorf("refresh after the interval: %d calls, want 2", s.calls.Load())
-	}
-}
-
 func TestTrustRevocationsOnlyNarrow(t *testing.T) {
 	c := trustroottest.New(t, 1)
 	envs, _ := versions(t, c, 1)
 	early, late := trustNow.Add(-2*time.Hour), trustNow.Add(-time.Hour)
 	s := &rootSigner{roots: envs, revoked: map[string]time.Time{"k1": late}}
 	now := trustNow
-	tr := newTestTrust(t, s, envs[0], 0, &now)
+	tr := newTestTrust(t, s, envs[0], &now)
 	steps := []struct {
 		revoked map[string]time.Time
 		want    time.Time

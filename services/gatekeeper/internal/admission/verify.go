@@ -121,11 +121,9 @@ func (c *checks) requestMatches(req Request, a Artifact) bool {
 // log recorded the entry, is not revoked (by the root or, live, by the
 // signer), and signs the statement's channel.
 func (c *checks) signature(envelope []byte, entry *tlog.Entry) (*attest.Statement, *trustroot.Root) {
+	// verify synced with the signer just before: a newer root, if any, is
+	// in use already.
 	root, err := c.g.trust.current()
-	if err != nil && c.g.trust.refreshSoon(c.ctx) {
-		// Frozen: a newer root may have been published since.
-		root, err = c.g.trust.current()
-	}
 	if err != nil {
 		c.signatureFailure(kindTrustRoot)
 		c.fail("no usable trust root, so the gatekeeper denies every admission: %v", err)
@@ -136,12 +134,6 @@ func (c *checks) signature(envelope []byte, entry *tlog.Entry) (*attest.Statemen
 		c.signatureFailure(kindEnvelope)
 		c.fail("artifact envelope is malformed: %v", err)
 		return nil, root
-	}
-	if unlisted(env, root) && c.g.trust.refreshSoon(c.ctx) {
-		// A newer root may list the key: a rotation was published since.
-		if fresh, err := c.g.trust.current(); err == nil {
-			root = fresh
-		}
 	}
 	var stmt *attest.Statement
 	var problems []string
@@ -175,16 +167,6 @@ func (c *checks) signature(envelope []byte, entry *tlog.Entry) (*attest.Statemen
 	c.signatureFailure(kindEnvelope)
 	c.fail("artifact envelope signature does not verify against the artifact keys of trust root v%d: %s", root.Version, strings.Join(problems, "; "))
 	return nil, root
-}
-
-// unlisted reports whether a signature names a key the root does not list.
-func unlisted(env *attest.Envelope, root *trustroot.Root) bool {
-	for _, s := range env.Signatures {
-		if _, ok := root.SigningKey(s.KeyID); !ok {
-			return true
-		}
-	}
-	return false
 }
 
 // keyValid checks that key id, which signed stmt, was valid when the log

@@ -145,19 +145,18 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	gate, err := admission.New(admission.Config{
-		Catalog:                 remote.NewCatalog(catalogv1.NewCatalogServiceClient(dial(catalogAddr, "/service/catalog"))),
-		Signer:                  remote.NewSigner(signerv1.NewSignerServiceClient(dial(signerAddr, "/service/signer")), logger),
-		Publisher:               remote.NewPublisher(publisherv1.NewPublisherServiceClient(dial(publisherAddr, "/service/publisher"))),
-		Policy:                  s.policy,
-		TrustRoot:               pinned,
-		AcceptBeforeRevocation:  o.acceptBeforeRevocation,
-		TrustRefreshMinInterval: time.Nanosecond,
-		VerifierID:              td.ID("/service/gatekeeper").String(),
-		TrustDomain:             trustDomain,
-		Metrics:                 tel.Metrics,
-		Logger:                  logger,
-		Timeout:                 time.Second,
-		Now:                     func() time.Time { return time.Now().Add(time.Duration(s.clock.Load())) },
+		Catalog:                remote.NewCatalog(catalogv1.NewCatalogServiceClient(dial(catalogAddr, "/service/catalog"))),
+		Signer:                 remote.NewSigner(signerv1.NewSignerServiceClient(dial(signerAddr, "/service/signer")), logger),
+		Publisher:              remote.NewPublisher(publisherv1.NewPublisherServiceClient(dial(publisherAddr, "/service/publisher"))),
+		Policy:                 s.policy,
+		TrustRoot:              pinned,
+		AcceptBeforeRevocation: o.acceptBeforeRevocation,
+		VerifierID:             td.ID("/service/gatekeeper").String(),
+		TrustDomain:            trustDomain,
+		Metrics:                tel.Metrics,
+		Logger:                 logger,
+		Timeout:                time.Second,
+		Now:                    func() time.Time { return time.Now().Add(time.Duration(s.clock.Load())) },
 	})
 	if err != nil {
 		t.Fatal(err)
