@@ -5,12 +5,13 @@ package signing
 
 import (
 	"context"
-	"sync"
+	"errors"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/custody-dev/custody/libs/batch"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 )
 
@@ -27,101 +28,60 @@ type Client interface {
 	SignArtifacts(ctx context.Context, in *signerv1.SignArtifactsRequest, opts ...grpc.CallOption) (*signerv1.SignArtifactsResponse, error)
 }
 
-// Batcher signs through Client. Nothing waits on a timer: a request goes
-// out at once while fewer than maxInFlight batches are outstanding, and
-// otherwise joins the next batch. A request on a channel that needs
-// approvals is refused by SignArtifacts and sent again through
-// SignArtifact, which waits for them. It is safe for concurrent use.
+// Batcher signs through Client in batches (libs/batch: no timer). A request
+// on a channel that needs approvals is refused by SignArtifacts and sent
+// again through SignArtifact, which waits for them. It is safe for
+// concurrent use.
 type Batcher struct {
-	client      Client
-	maxInFlight int
-	maxBatch    int
-
-	mu       sync.Mutex
-	inFlight int
-	pending  []*request
+	client Client
+	q      *batch.Queue[*signerv1.SignArtifactRequest, result]
 }
 
-type request struct {
-	ctx  context.Context
-	req  *signerv1.SignArtifactRequest
+// result is one statement's outcome within a batch.
+type result struct {
 	resp *signerv1.SignArtifactResponse
 	err  error
-	done chan struct{}
 }
 
 // New returns a batcher of at most maxBatch statements per call (the
 // signer accepts 256) and maxInFlight outstanding calls.
 func New(c Client, maxInFlight, maxBatch int) *Batcher {
-	return &Batcher{client: c, maxInFlight: max(1, maxInFlight), maxBatch: min(max(1, maxBatch), 256)}
+	b := &Batcher{client: c}
+	b.q = batch.New(maxInFlight, min(max(1, maxBatch), 256), b.send)
+	return b
 }
 
 // SignArtifact signs one statement, in a batch with whatever else is
 // waiting. Errors are gRPC status errors, as from the signer.
 func (b *Batcher) SignArtifact(ctx context.Context, req *signerv1.SignArtifactRequest) (*signerv1.SignArtifactResponse, error) {
-	r := &request{ctx: ctx, req: req, done: make(chan struct{})}
-	b.mu.Lock()
-	b.pending = append(b.pending, r)
-	b.dispatchLocked()
-	b.mu.Unlock()
-	select {
-	case <-r.done:
-	case <-ctx.Done():
-		return nil, status.FromContextError(ctx.Err()).Err()
+	r, err := b.q.Do(ctx, req)
+	if err == nil {
+		err = r.err
 	}
-	if status.Code(r.err) == codes.FailedPrecondition || status.Code(r.err) == codes.Unimplemented {
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return nil, status.FromContextError(err).Err()
+	case status.Code(err) == codes.FailedPrecondition, status.Code(err) == codes.Unimplemented:
 		// Needs approvals (or an older signer): the unary call waits.
 		return b.client.SignArtifact(ctx, req)
+	case errors.Is(err, batch.ErrShort):
+		return nil, status.Error(codes.Internal, "the signer returned a result count other than the statement count")
 	}
-	return r.resp, r.err
+	return r.resp, err
 }
 
-func (b *Batcher) dispatchLocked() {
-	for b.inFlight < b.maxInFlight && len(b.pending) > 0 {
-		n := min(len(b.pending), b.maxBatch)
-		batch := b.pending[:n:n]
-		b.pending = b.pending[n:]
-		b.inFlight++
-		go b.run(batch)
+func (b *Batcher) send(ctx context.Context, items []*signerv1.SignArtifactRequest) ([]result, error) {
+	resp, err := b.client.SignArtifacts(ctx, &signerv1.SignArtifactsRequest{Items: items})
+	if err != nil {
+		return nil, err
 	}
-}
-
-func (b *Batcher) run(batch []*request) {
-	live := batch[:0]
-	for _, r := range batch {
-		if r.ctx.Err() == nil {
-			live = append(live, r)
+	out := make([]result, len(resp.GetResults()))
+	for i, res := range resp.GetResults() {
+		if res.GetCode() != int32(codes.OK) {
+			out[i].err = status.Error(codes.Code(res.GetCode()), res.GetMessage())
 		} else {
-			close(r.done)
+			out[i].resp = &signerv1.SignArtifactResponse{Envelope: res.GetEnvelope(), KeyId: res.GetKeyId()}
 		}
 	}
-	if len(live) > 0 {
-		items := make([]*signerv1.SignArtifactRequest, len(live))
-		for i, r := range live {
-			items[i] = r.req
-		}
-		// The batch outlives any one caller: their values, not their
-		// cancellation.
-		resp, err := b.client.SignArtifacts(context.WithoutCancel(live[0].ctx), &signerv1.SignArtifactsRequest{Items: items})
-		if err == nil && len(resp.GetResults()) != len(live) {
-			err = status.Errorf(codes.Internal, "signer returned %d results for %d statements", len(resp.GetResults()), len(live))
-		}
-		for i, r := range live {
-			switch {
-			case err != nil:
-				r.err = err
-			case resp.GetResults()[i].GetCode() != int32(codes.OK):
-				res := resp.GetResults()[i]
-				r.err = status.Error(codes.Code(res.GetCode()), res.GetMessage())
-			default:
-				res := resp.GetResults()[i]
-				r.resp = &signerv1.SignArtifactResponse{Envelope: res.GetEnvelope(), KeyId: res.GetKeyId()}
-			}
-			close(r.done)
-		}
-	}
-	b.mu.Lock()
-	b.inFlight--
-	b.dispatchLocked()
-	b.mu.Unlock()
+	return out, nil
 }

@@ -67,13 +67,7 @@ func TestConcurrentRequestsShareCalls(t *testing.T) {
 	}
 	// The first call holds the only slot until every other request has
 	// queued behind it.
-	for {
-		b.mu.Lock()
-		queued := len(b.pending)
-		b.mu.Unlock()
-		if queued+int(f.items.Load()) == n {
-			break
-		}
+	for b.q.Waiting()+int(f.items.Load()) != n {
 		runtime.Gosched()
 	}
 	close(gate)

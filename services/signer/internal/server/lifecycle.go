@@ -2,7 +2,7 @@ package server
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 
 	"google.golang.org/grpc/codes"
@@ -29,7 +29,7 @@ func (s *Server) ResignArtifact(ctx context.Context, req *signerv1.ResignArtifac
 // GetTrustRoot implements signerv1.SignerServiceServer.
 func (s *Server) GetTrustRoot(_ context.Context, req *signerv1.GetTrustRootRequest) (*signerv1.GetTrustRootResponse, error) {
 	if req.GetAfterVersion() < 0 {
-		return nil, toStatus(errors.Join(errInvalid, errors.New("after_version must not be negative")))
+		return nil, toStatus(fmt.Errorf("%w: after_version %d must not be negative", errInvalid, req.GetAfterVersion()))
 	}
 	roots := s.lc.Roots(req.GetAfterVersion())
 	if len(roots) == 0 && req.GetAfterVersion() == 0 {
