@@ -120,50 +120,10 @@ func TestSurvivesKill(t *testing.T) {
 	pub := dial(addr)
 
 	const workers = 32
-	var (
-		mu        sync.Mutex
-		attempted = map[int]bool{}
-		confirmed = map[int]int64{}
-		next      int
-		wg        sync.WaitGroup
-	)
-	ctx, cancel := context.WithCancel(t.Context())
-	for range workers {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				mu.Lock()
-				i := next
-				next++
-				attempted[i] = true
-				mu.Unlock()
-				resp, err := pub.RecordArtifact(ctx, crashReq(i))
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				confirmed[i] = resp.GetEntry().GetIndex()
-				mu.Unlock()
-			}
-		})
-	}
-	// Kill once a good number of records went through, mid-stream.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		mu.Lock()
-		n := len(confirmed)
-		mu.Unlock()
-		if n >= 100 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err := proc.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-proc.done
-	proc.done <- nil
-	cancel()
-	wg.Wait()
+	attempted, confirmed := writeThenKill(t, proc, workers, -1, 100, func(ctx context.Context, i int) (int64, error) {
+		resp, err := pub.RecordArtifact(ctx, crashReq(i))
+		return resp.GetEntry().GetIndex(), err
+	})
 	t.Logf("killed with %d records attempted, %d confirmed", len(attempted), len(confirmed))
 	if len(confirmed) == 0 {
 		t.Fatal("nothing was recorded before the kill")
@@ -172,6 +132,10 @@ func TestSurvivesKill(t *testing.T) {
 	_, addr = s.startChild(t, 2)
 	pub = dial(addr)
 	indices := map[int64]int{}
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
 	sem := make(chan struct{}, workers)
 	for i := range attempted {
 		sem <- struct{}{}
@@ -212,4 +176,61 @@ func TestSurvivesKill(t *testing.T) {
 	if cp.Size != uint64(len(attempted)) {
 		t.Errorf("log has %d entries for %d distinct records: lost or duplicated entries", cp.Size, len(attempted))
 	}
+}
+
+// writeThenKill runs write for items 0, 1, ... from workers goroutines (up to
+// limit items; -1: no limit), SIGKILLs proc once want writes are confirmed
+// (or after 20 s), and returns which items were attempted and the log index
+// of each confirmed one.
+func writeThenKill(t *testing.T, proc *child, workers, limit, want int, write func(ctx context.Context, i int) (int64, error)) (map[int]bool, map[int]int64) {
+	t.Helper()
+	var (
+		mu        sync.Mutex
+		attempted = map[int]bool{}
+		confirmed = map[int]int64{}
+		next      int
+		wg        sync.WaitGroup
+	)
+	ctx, cancel := context.WithCancel(t.Context())
+	for range workers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				mu.Lock()
+				i := next
+				next++
+				if limit >= 0 && i >= limit {
+					mu.Unlock()
+					return
+				}
+				attempted[i] = true
+				mu.Unlock()
+				idx, err := write(ctx, i)
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				confirmed[i] = idx
+				mu.Unlock()
+			}
+		})
+	}
+	// Kill once a good number of writes went through, mid-stream.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := len(confirmed)
+		mu.Unlock()
+		if n >= want || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := proc.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-proc.done
+	proc.done <- nil
+	cancel()
+	wg.Wait()
+	return attempted, confirmed
 }

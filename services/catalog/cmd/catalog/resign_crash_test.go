@@ -4,9 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/custody-dev/custody/libs/attest"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
@@ -68,52 +66,10 @@ func TestResignSurvivesKill(t *testing.T) {
 		t.FailNow()
 	}
 
-	var (
-		mu        sync.Mutex
-		attempted = map[int]bool{}
-		confirmed = map[int]int64{}
-		next      int
-	)
-	ctx, cancel := context.WithCancel(t.Context())
-	for range workers {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				mu.Lock()
-				i := next
-				next++
-				if i >= artifacts {
-					mu.Unlock()
-					return
-				}
-				attempted[i] = true
-				mu.Unlock()
-				resp, err := adm.RecordSignature(ctx, resignReq(i))
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				confirmed[i] = resp.GetEntry().GetIndex()
-				mu.Unlock()
-			}
-		})
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		mu.Lock()
-		n := len(confirmed)
-		mu.Unlock()
-		if n >= 64 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err := proc.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-proc.done
-	proc.done <- nil
-	cancel()
-	wg.Wait()
+	attempted, confirmed := writeThenKill(t, proc, workers, artifacts, 64, func(ctx context.Context, i int) (int64, error) {
+		resp, err := adm.RecordSignature(ctx, resignReq(i))
+		return resp.GetEntry().GetIndex(), err
+	})
 	t.Logf("killed with %d re-signatures attempted, %d confirmed", len(attempted), len(confirmed))
 	if len(confirmed) == 0 || len(attempted) == artifacts {
 		t.Fatalf("the kill did not interrupt re-signatures (%d attempted, %d confirmed); the test proves nothing", len(attempted), len(confirmed))
@@ -122,6 +78,7 @@ func TestResignSurvivesKill(t *testing.T) {
 	_, addr = s.startChild(t, 2)
 	adm = dial(addr, "/admin/ops")
 	indices := map[int64]int{}
+	var mu sync.Mutex
 	for i := range attempted {
 		sem <- struct{}{}
 		wg.Go(func() {
