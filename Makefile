@@ -50,18 +50,26 @@ lint: tools ## go vet, gofmt, buf lint and buf format.
 VAULT_VERSION := v1.21.0
 VAULT_BIN := $(CACHE_DIR)/vault/$(VAULT_VERSION)/bin/vault
 
+# The environment of every test run; mk/<area>.mk files append to it
+# (TEST_ENV += CUSTODY_X=...) to point the tests at the servers they need.
+TEST_ENV := CUSTODY_VAULT_BIN=$(VAULT_BIN) CUSTODY_TEST_REQUIRE_VAULT=1 CUSTODY_TEST_REQUIRE_SOFTHSM=1
+
 .PHONY: test
 test: test-go test-spire ## Install what the tests need and run every test.
 
+# Areas add what their tests need as prerequisites of test-deps, and their
+# benchmarks as prerequisites of bench, in mk/<area>.mk.
 .PHONY: test-deps
-test-deps: ## Build Vault (once, cached) and install SoftHSM2 for the key back-end tests.
+test-deps: test-deps-keys ## Install or build every server the tests start (cached).
+
+.PHONY: test-deps-keys
+test-deps-keys: ## Build Vault (once, cached) and install SoftHSM2 for the key back-end tests.
 	VAULT_VERSION=$(VAULT_VERSION) CUSTODY_CACHE_DIR=$(CACHE_DIR) scripts/build-vault.sh >/dev/null
 	scripts/install-softhsm.sh
 
 .PHONY: test-go
 test-go: test-deps ## Unit, handler and end-to-end tests of every module, each on its own (GOWORK=off).
-	@for m in $(MODULES); do echo "== go test $$m"; (cd $$m && GOWORK=off \
-		CUSTODY_VAULT_BIN=$(VAULT_BIN) CUSTODY_TEST_REQUIRE_VAULT=1 CUSTODY_TEST_REQUIRE_SOFTHSM=1 \
+	@for m in $(MODULES); do echo "== go test $$m"; (cd $$m && GOWORK=off $(TEST_ENV) \
 		go test $(GO_TEST_FLAGS) ./...); done
 
 .PHONY: test-spire
@@ -71,6 +79,9 @@ test-spire: ## The identity layer against a real SPIRE server and agent.
 -include mk/*.mk
 
 .PHONY: bench
-bench: test-deps ## Signing throughput through the signer per key back end, next to each back end's raw rate.
+bench: bench-signer ## Every benchmark; each prints its figures next to the limit or peer measured in the same run.
+
+.PHONY: bench-signer
+bench-signer: test-deps-keys ## Signing throughput through the signer per key back end, next to each back end's raw rate.
 	cd services/signer && GOWORK=off CUSTODY_VAULT_BIN=$(VAULT_BIN) CUSTODY_TEST_REQUIRE_VAULT=1 CUSTODY_TEST_REQUIRE_SOFTHSM=1 \
 		go test -run '^$$' -bench . -benchtime 5s ./internal/bench/
