@@ -42,12 +42,14 @@ func (f *Flags) String(p *string, name, env, def, usage string) {
 }
 
 // Strings defines a repeatable string flag; the environment variable holds a
-// comma-separated list.
+// comma-separated list. Like every other flag, the command line wins: the
+// first occurrence of the flag replaces the environment's list, and later
+// occurrences add to it.
 func (f *Flags) Strings(p *[]string, name, env, usage string) {
 	if v := f.env(env); v != "" {
 		*p = strings.Split(v, ",")
 	}
-	f.Var((*stringList)(p), name, f.usage(usage+" (repeatable)", env))
+	f.Var(&stringList{p: p}, name, f.usage(usage+" (repeatable)", env))
 }
 
 // Int defines an integer flag with an environment fallback.
@@ -107,10 +109,25 @@ func (f *Flags) Parse(args []string) error {
 	return nil
 }
 
-type stringList []string
+// stringList is a repeatable flag whose first Set discards the value that
+// came from the environment.
+type stringList struct {
+	p   *[]string
+	set bool
+}
 
-func (s *stringList) String() string { return strings.Join(*s, ",") }
+func (s *stringList) String() string {
+	if s == nil || s.p == nil {
+		return ""
+	}
+	return strings.Join(*s.p, ",")
+}
+
 func (s *stringList) Set(v string) error {
-	*s = append(*s, v)
+	if !s.set {
+		*s.p = nil
+		s.set = true
+	}
+	*s.p = append(*s.p, v)
 	return nil
 }
