@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/custody-dev/custody/libs/digest"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata")
@@ -228,6 +230,11 @@ func TestParseEnvelopeRejects(t *testing.T) {
 		"no type":        `{"payload":"","signatures":[{"keyid":"k","sig":"AA=="}]}`,
 		"oversize":       `{"payloadType":"t","payload":"` + strings.Repeat("A", MaxEnvelopeSize) + `"}`,
 		"wrong sig type": `{"payloadType":"t","payload":"","signatures":[{"keyid":1,"sig":"AA=="}]}`,
+		// These four were accepted before the one strict decoder.
+		"trailing bracket": `{"payloadType":"t","payload":"","signatures":[{"keyid":"k","sig":"AA=="}]}]`,
+		"trailing brace":   `{"payloadType":"t","payload":"","signatures":[{"keyid":"k","sig":"AA=="}]}}`,
+		"duplicate key":    `{"payloadType":"t","payloadType":"u","payload":"","signatures":[{"keyid":"k","sig":"AA=="}]}`,
+		"field case":       `{"PayloadType":"t","payload":"","signatures":[{"keyid":"k","sig":"AA=="}]}`,
 	} {
 		if _, err := ParseEnvelope([]byte(in)); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: %v, want ErrMalformed", name, err)
@@ -306,7 +313,7 @@ func FuzzParseStatement(f *testing.F) {
 			return
 		}
 		if a, err := st.Artifact(); err == nil {
-			if _, err := sha256Hex(a.Digest); err != nil {
+			if _, err := digest.Parse(a.Digest); err != nil {
 				t.Fatalf("Artifact() returned a bad digest %q", a.Digest)
 			}
 		}

@@ -19,6 +19,9 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/custody-dev/custody/libs/quote"
+	"github.com/custody-dev/custody/libs/strictjson"
 )
 
 // PayloadType is the DSSE payload type of in-toto statements.
@@ -82,11 +85,8 @@ func PAE(payloadType string, payload []byte) []byte {
 // rejects unknown fields, trailing data, bad base64 and envelopes without
 // signatures.
 func ParseEnvelope(b []byte) (*Envelope, error) {
-	if len(b) > MaxEnvelopeSize {
-		return nil, fmt.Errorf("%w: envelope is %d bytes, limit %d", ErrMalformed, len(b), MaxEnvelopeSize)
-	}
 	var ej envelopeJSON
-	if err := decodeStrict(b, &ej); err != nil {
+	if err := strictjson.Decode(b, MaxEnvelopeSize, &ej); err != nil {
 		return nil, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
 	}
 	if ej.PayloadType == "" {
@@ -204,7 +204,7 @@ func (e *Envelope) Verify(keys []Key, purpose string) (string, error) {
 	for _, s := range e.Signatures {
 		i := slices.IndexFunc(keys, func(k Key) bool { return k.ID == s.KeyID && k.Purpose == purpose })
 		if i < 0 {
-			errs = append(errs, fmt.Sprintf("%q is not a trusted %s key", s.KeyID, purpose))
+			errs = append(errs, fmt.Sprintf("%q is not a trusted %s key", quote.Prefix(s.KeyID), purpose))
 			continue
 		}
 		if err := VerifySignature(keys[i], pae, s.Sig); err != nil {
@@ -219,22 +219,4 @@ func (e *Envelope) Verify(keys []Key, purpose string) (string, error) {
 		sentinel = ErrBadSignature
 	}
 	return "", fmt.Errorf("%w: %s", sentinel, strings.Join(errs, "; "))
-}
-
-// decodeStrict decodes one JSON value, rejecting unknown fields and trailing
-// data.
-func decodeStrict(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return errors.New("trailing data after JSON value")
-	}
-	var extra json.RawMessage
-	if err := dec.Decode(&extra); err == nil {
-		return errors.New("trailing data after JSON value")
-	}
-	return nil
 }

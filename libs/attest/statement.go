@@ -1,13 +1,16 @@
 package attest
 
 import (
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/libs/quote"
+	"github.com/custody-dev/custody/libs/strictjson"
 )
 
 // Statement and predicate types.
@@ -120,7 +123,7 @@ type decisionExtra struct {
 // predicate for a, as JSON. BuilderID must be the builder's authenticated
 // identity.
 func NewProvenance(a Artifact) ([]byte, error) {
-	hexDigest, err := sha256Hex(a.Digest)
+	hexDigest, err := digest.Parse(a.Digest)
 	if err != nil {
 		return nil, err
 	}
@@ -141,11 +144,11 @@ func NewProvenance(a Artifact) ([]byte, error) {
 // NewVSA returns an in-toto Statement v1 with an SLSA Verification Summary
 // predicate recording d, as JSON.
 func NewVSA(d Decision) ([]byte, error) {
-	hexDigest, err := sha256Hex(d.Digest)
+	hexDigest, err := digest.Parse(d.Digest)
 	if err != nil {
 		return nil, err
 	}
-	policyHex, err := sha256Hex(d.PolicyDigest)
+	policyHex, err := digest.Parse(d.PolicyDigest)
 	if err != nil {
 		return nil, fmt.Errorf("policy digest: %w", err)
 	}
@@ -194,15 +197,12 @@ func marshalStatement(name, hexDigest, predicateType string, predicate any) ([]b
 // bytes. It checks the statement type and that every subject has a digest;
 // what the predicate says is checked by Artifact and Decision.
 func ParseStatement(b []byte) (*Statement, error) {
-	if len(b) > MaxEnvelopeSize {
-		return nil, fmt.Errorf("%w: statement is %d bytes, limit %d", ErrMalformed, len(b), MaxEnvelopeSize)
-	}
 	var sj statementJSON
-	if err := decodeStrict(b, &sj); err != nil {
+	if err := strictjson.Decode(b, MaxEnvelopeSize, &sj); err != nil {
 		return nil, fmt.Errorf("%w: statement: %v", ErrMalformed, err)
 	}
 	if sj.Type != StatementType {
-		return nil, fmt.Errorf("%w: statement _type %q, want %s", ErrMalformed, sj.Type, StatementType)
+		return nil, fmt.Errorf("%w: statement _type %q, want %s", ErrMalformed, quote.Prefix(sj.Type), StatementType)
 	}
 	if len(sj.Subject) == 0 {
 		return nil, fmt.Errorf("%w: statement has no subject", ErrMalformed)
@@ -228,8 +228,8 @@ func (s *Statement) single() (string, string, error) {
 	if !ok {
 		return "", "", fmt.Errorf("%w: subject has no sha256 digest", ErrMalformed)
 	}
-	d := "sha256:" + h
-	if _, err := sha256Hex(d); err != nil {
+	d := digest.Prefix + h
+	if _, err := digest.Parse(d); err != nil {
 		return "", "", fmt.Errorf("%w: subject digest: %v", ErrMalformed, err)
 	}
 	return sub.Name, d, nil
@@ -240,29 +240,29 @@ func (s *Statement) single() (string, string, error) {
 // subject whose name matches the external parameters.
 func (s *Statement) Artifact() (*Artifact, error) {
 	if s.PredicateType != ProvenancePredicateType {
-		return nil, fmt.Errorf("%w: predicate type %q, want %s", ErrMalformed, s.PredicateType, ProvenancePredicateType)
+		return nil, fmt.Errorf("%w: predicate type %q, want %s", ErrMalformed, quote.Prefix(s.PredicateType), ProvenancePredicateType)
 	}
-	name, digest, err := s.single()
+	name, subjectDigest, err := s.single()
 	if err != nil {
 		return nil, err
 	}
 	var p provenanceJSON
-	if err := json.Unmarshal(s.Predicate, &p); err != nil {
+	if err := strictjson.Decode(s.Predicate, MaxEnvelopeSize, &p); err != nil {
 		return nil, fmt.Errorf("%w: provenance: %v", ErrMalformed, err)
 	}
 	ep := p.BuildDefinition.ExternalParameters
 	switch {
 	case p.BuildDefinition.BuildType != BuildType:
-		return nil, fmt.Errorf("%w: build type %q, want %s", ErrMalformed, p.BuildDefinition.BuildType, BuildType)
+		return nil, fmt.Errorf("%w: build type %q, want %s", ErrMalformed, quote.Prefix(p.BuildDefinition.BuildType), BuildType)
 	case ep.Name != name:
-		return nil, fmt.Errorf("%w: subject name %q differs from provenance name %q", ErrMalformed, name, ep.Name)
+		return nil, fmt.Errorf("%w: subject name %q differs from provenance name %q", ErrMalformed, quote.Prefix(name), quote.Prefix(ep.Name))
 	case ep.Version == "" || ep.Channel == "":
 		return nil, fmt.Errorf("%w: provenance has no version or channel", ErrMalformed)
 	case p.RunDetails.Builder.ID == "":
 		return nil, fmt.Errorf("%w: provenance has no builder.id", ErrMalformed)
 	}
 	return &Artifact{
-		Name: name, Version: ep.Version, Digest: digest, Channel: ep.Channel,
+		Name: name, Version: ep.Version, Digest: subjectDigest, Channel: ep.Channel,
 		BuilderID: p.RunDetails.Builder.ID, SourceRepo: ep.Source.Repo, SourceCommit: ep.Source.Commit,
 		StartedOn: p.RunDetails.Metadata.StartedOn, FinishedOn: p.RunDetails.Metadata.FinishedOn,
 	}, nil
@@ -273,18 +273,18 @@ func (s *Statement) Artifact() (*Artifact, error) {
 // environment, and a known verification result.
 func (s *Statement) Decision() (*Decision, error) {
 	if s.PredicateType != VSAPredicateType {
-		return nil, fmt.Errorf("%w: predicate type %q, want %s", ErrMalformed, s.PredicateType, VSAPredicateType)
+		return nil, fmt.Errorf("%w: predicate type %q, want %s", ErrMalformed, quote.Prefix(s.PredicateType), VSAPredicateType)
 	}
-	name, digest, err := s.single()
+	name, subjectDigest, err := s.single()
 	if err != nil {
 		return nil, err
 	}
 	var v vsaJSON
-	if err := json.Unmarshal(s.Predicate, &v); err != nil {
+	if err := strictjson.Decode(s.Predicate, MaxEnvelopeSize, &v); err != nil {
 		return nil, fmt.Errorf("%w: verification summary: %v", ErrMalformed, err)
 	}
 	d := &Decision{
-		VerifierID: v.Verifier.ID, Digest: digest, PolicyURI: v.Policy.URI, Time: v.TimeVerified,
+		VerifierID: v.Verifier.ID, Digest: subjectDigest, PolicyURI: v.Policy.URI, Time: v.TimeVerified,
 		DecisionID: v.Custody.DecisionID, Environment: v.Custody.Environment, Reasons: v.Custody.Reasons,
 	}
 	switch v.VerificationResult {
@@ -292,38 +292,29 @@ func (s *Statement) Decision() (*Decision, error) {
 		d.Passed = true
 	case "FAILED":
 	default:
-		return nil, fmt.Errorf("%w: verificationResult %q, want PASSED or FAILED", ErrMalformed, v.VerificationResult)
+		return nil, fmt.Errorf("%w: verificationResult %q, want PASSED or FAILED", ErrMalformed, quote.Prefix(v.VerificationResult))
 	}
 	if h, ok := v.Policy.Digest["sha256"]; ok {
-		d.PolicyDigest = "sha256:" + h
+		if !digest.ValidHex(h) {
+			return nil, fmt.Errorf("%w: policy digest %q: want 64 lowercase hex", ErrMalformed, quote.Prefix(h))
+		}
+		d.PolicyDigest = digest.Prefix + h
 	}
 	rest, ok := strings.CutPrefix(v.ResourceURI, "custody:")
 	nv, env, ok2 := strings.Cut(rest, "?env=")
 	at := strings.LastIndex(nv, "@")
 	if !ok || !ok2 || at <= 0 {
-		return nil, fmt.Errorf("%w: resourceUri %q, want custody:<name>@<version>?env=<env>", ErrMalformed, v.ResourceURI)
+		return nil, fmt.Errorf("%w: resourceUri %q, want custody:<name>@<version>?env=<env>", ErrMalformed, quote.Prefix(v.ResourceURI))
 	}
 	d.Name, d.Version = nv[:at], nv[at+1:]
 	if e, err := url.QueryUnescape(env); err != nil || e != d.Environment {
-		return nil, fmt.Errorf("%w: resourceUri environment %q differs from %q", ErrMalformed, env, d.Environment)
+		return nil, fmt.Errorf("%w: resourceUri environment %q differs from %q", ErrMalformed, quote.Prefix(env), quote.Prefix(d.Environment))
 	}
 	if d.Name != name {
-		return nil, fmt.Errorf("%w: subject name %q differs from resourceUri name %q", ErrMalformed, name, d.Name)
+		return nil, fmt.Errorf("%w: subject name %q differs from resourceUri name %q", ErrMalformed, quote.Prefix(name), quote.Prefix(d.Name))
 	}
 	if d.VerifierID == "" || d.DecisionID == "" {
 		return nil, fmt.Errorf("%w: decision has no verifier id or decision id", ErrMalformed)
 	}
 	return d, nil
-}
-
-// sha256Hex checks a "sha256:<64 lowercase hex>" digest and returns the hex.
-func sha256Hex(d string) (string, error) {
-	h, ok := strings.CutPrefix(d, "sha256:")
-	if !ok || len(h) != 64 || strings.ToLower(h) != h {
-		return "", fmt.Errorf("digest %q: want sha256:<64 lowercase hex>", d)
-	}
-	if _, err := hex.DecodeString(h); err != nil {
-		return "", fmt.Errorf("digest %q: want sha256:<64 lowercase hex>", d)
-	}
-	return h, nil
 }

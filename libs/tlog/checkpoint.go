@@ -12,6 +12,8 @@ import (
 
 	"github.com/transparency-dev/formats/log"
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/custody-dev/custody/libs/quote"
 )
 
 // MaxCheckpointSize bounds the signed notes OpenCheckpoint accepts.
@@ -52,7 +54,7 @@ type Checkpoint struct {
 func OpenCheckpoint(signed []byte, verifierKey string) (*Checkpoint, error) {
 	v, err := note.NewVerifier(verifierKey)
 	if err != nil {
-		return nil, fmt.Errorf("%w %q: %v", ErrBadKey, trunc(verifierKey), err)
+		return nil, fmt.Errorf("%w %q: %v", ErrBadKey, quote.Prefix(verifierKey), err)
 	}
 	if len(signed) > MaxCheckpointSize {
 		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformedCheckpoint, len(signed), MaxCheckpointSize)
@@ -84,7 +86,7 @@ func OpenCheckpoint(signed []byte, verifierKey string) (*Checkpoint, error) {
 		return nil, fmt.Errorf("%w: size 0 with a root hash other than the empty tree's", ErrMalformedCheckpoint)
 	}
 	if cp.Origin != v.Name() {
-		return nil, fmt.Errorf("%w: checkpoint is for %q, key is for %q", ErrOriginMismatch, trunc(cp.Origin), v.Name())
+		return nil, fmt.Errorf("%w: checkpoint is for %q, key is for %q", ErrOriginMismatch, quote.Prefix(cp.Origin), v.Name())
 	}
 	return &Checkpoint{Origin: cp.Origin, Size: cp.Size, Hash: cp.Hash}, nil
 }
@@ -104,7 +106,7 @@ func signers(n *note.Note) string {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		fmt.Fprintf(&b, "%s+%08x", trunc(s.Name), s.Hash)
+		fmt.Fprintf(&b, "%s+%08x", quote.Prefix(s.Name), s.Hash)
 	}
 	return b.String()
 }

@@ -4,14 +4,15 @@ package tlog
 
 import (
 	"bytes"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/libs/quote"
+	"github.com/custody-dev/custody/libs/strictjson"
 )
 
 // TypeArtifactPublished is the type of the entry the catalog logs when it
@@ -88,26 +89,9 @@ func (e Entry) Marshal() ([]byte, error) {
 // at most once, a valid type, time, actor and (if set) digest and envelope
 // hash, and details that are a JSON object. Errors wrap ErrMalformedEntry.
 func ParseEntry(leaf []byte) (*Entry, error) {
-	if len(leaf) > MaxEntrySize {
-		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformedEntry, len(leaf), MaxEntrySize)
-	}
-	if !utf8.Valid(leaf) {
-		return nil, fmt.Errorf("%w: not UTF-8", ErrMalformedEntry)
-	}
-	if err := checkNoDuplicateKeys(leaf); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformedEntry, err)
-	}
-	if err := checkExactKeys(leaf); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformedEntry, err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(leaf))
-	dec.DisallowUnknownFields()
 	var e Entry
-	if err := dec.Decode(&e); err != nil {
+	if err := strictjson.Decode(leaf, MaxEntrySize, &e); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformedEntry, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("%w: data after the JSON object", ErrMalformedEntry)
 	}
 	if err := e.validate(); err != nil {
 		return nil, err
@@ -124,7 +108,7 @@ const (
 func (e *Entry) validate() error {
 	var errs []string
 	if !ValidType(e.Type) {
-		errs = append(errs, fmt.Sprintf("type %q: want lowercase dot-separated words like %q", trunc(e.Type), TypeArtifactPublished))
+		errs = append(errs, fmt.Sprintf("type %q: want lowercase dot-separated words like %q", quote.Prefix(e.Type), TypeArtifactPublished))
 	}
 	if e.Time.IsZero() {
 		errs = append(errs, "time is missing")
@@ -132,16 +116,16 @@ func (e *Entry) validate() error {
 		errs = append(errs, "time out of range")
 	}
 	if !strings.HasPrefix(e.Actor, "spiffe://") || len(e.Actor) > maxActorLen {
-		errs = append(errs, fmt.Sprintf("actor %q: want a SPIFFE ID", trunc(e.Actor)))
+		errs = append(errs, fmt.Sprintf("actor %q: want a SPIFFE ID", quote.Prefix(e.Actor)))
 	}
 	if len(e.Subject.Name) > maxNameLen || len(e.Subject.Version) > maxNameLen {
 		errs = append(errs, "subject name or version too long")
 	}
-	if e.Subject.Digest != "" && !ValidDigest(e.Subject.Digest) {
-		errs = append(errs, fmt.Sprintf("subject digest %q: want sha256:<64 lowercase hex>", trunc(e.Subject.Digest)))
+	if e.Subject.Digest != "" && !digest.Valid(e.Subject.Digest) {
+		errs = append(errs, fmt.Sprintf("subject digest %q: want sha256:<64 lowercase hex>", quote.Prefix(e.Subject.Digest)))
 	}
-	if e.EnvelopeSHA256 != "" && !isLowerHex(e.EnvelopeSHA256, 64) {
-		errs = append(errs, fmt.Sprintf("envelope_sha256 %q: want 64 lowercase hex", trunc(e.EnvelopeSHA256)))
+	if e.EnvelopeSHA256 != "" && !digest.ValidHex(e.EnvelopeSHA256) {
+		errs = append(errs, fmt.Sprintf("envelope_sha256 %q: want 64 lowercase hex", quote.Prefix(e.EnvelopeSHA256)))
 	}
 	if len(e.Details) > 0 {
 		trimmed := bytes.TrimLeft(e.Details, " \t\r\n")
@@ -174,126 +158,4 @@ func ValidType(t string) bool {
 		}
 	}
 	return true
-}
-
-// ValidDigest reports whether d is "sha256:" followed by 64 lowercase hex
-// digits.
-func ValidDigest(d string) bool {
-	hexPart, ok := strings.CutPrefix(d, "sha256:")
-	return ok && isLowerHex(hexPart, 64)
-}
-
-func isLowerHex(s string, n int) bool {
-	if len(s) != n {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	_, err := hex.DecodeString(s)
-	return err == nil
-}
-
-// checkNoDuplicateKeys rejects JSON with a key repeated in one object, which
-// encoding/json would silently resolve to the last value: two parsers must
-// never read different entries from the same leaf.
-func checkNoDuplicateKeys(b []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	type frame struct {
-		keys     map[string]bool
-		isObject bool
-		wantKey  bool
-	}
-	var stack []frame
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if len(stack) > 64 {
-			return errors.New("nested too deeply")
-		}
-		top := len(stack) - 1
-		switch v := tok.(type) {
-		case json.Delim:
-			switch v {
-			case '{':
-				if top >= 0 && stack[top].isObject {
-					stack[top].wantKey = true
-				}
-				stack = append(stack, frame{keys: map[string]bool{}, isObject: true, wantKey: true})
-			case '[':
-				if top >= 0 && stack[top].isObject {
-					stack[top].wantKey = true
-				}
-				stack = append(stack, frame{})
-			case '}', ']':
-				stack = stack[:top]
-			}
-		case string:
-			if top >= 0 && stack[top].isObject && stack[top].wantKey {
-				if stack[top].keys[v] {
-					return fmt.Errorf("duplicate key %q", trunc(v))
-				}
-				stack[top].keys[v] = true
-				stack[top].wantKey = false
-				continue
-			}
-			if top >= 0 && stack[top].isObject {
-				stack[top].wantKey = true
-			}
-		default:
-			if top >= 0 && stack[top].isObject {
-				stack[top].wantKey = true
-			}
-		}
-	}
-}
-
-var (
-	entryKeys   = map[string]bool{"type": true, "time": true, "actor": true, "subject": true, "envelope_sha256": true, "details": true}
-	subjectKeys = map[string]bool{"name": true, "version": true, "digest": true}
-)
-
-// checkExactKeys rejects keys that differ from Entry's field names, including
-// by case, which encoding/json would otherwise accept ("Type" for "type").
-func checkExactKeys(b []byte) error {
-	var top map[string]json.RawMessage
-	if err := json.Unmarshal(b, &top); err != nil {
-		return err
-	}
-	for k := range top {
-		if !entryKeys[k] {
-			return fmt.Errorf("unknown field %q", trunc(k))
-		}
-	}
-	sub, ok := top["subject"]
-	if !ok {
-		return nil
-	}
-	var subject map[string]json.RawMessage
-	if err := json.Unmarshal(sub, &subject); err != nil {
-		return fmt.Errorf("subject: %v", err)
-	}
-	for k := range subject {
-		if !subjectKeys[k] {
-			return fmt.Errorf("unknown subject field %q", trunc(k))
-		}
-	}
-	return nil
-}
-
-func trunc(s string) string {
-	const n = 80
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

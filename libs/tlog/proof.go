@@ -8,6 +8,8 @@ import (
 
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
+
+	"github.com/custody-dev/custody/libs/quote"
 )
 
 // maxProofLen bounds proofs: no proof in a tree of at most 2^64 leaves is
@@ -57,7 +59,7 @@ func VerifyConsistency(older, newer *Checkpoint, proofHashes [][]byte) error {
 		return fmt.Errorf("%w: missing checkpoint", ErrMalformedProof)
 	}
 	if older.Origin != newer.Origin {
-		return fmt.Errorf("%w: consistency between %q and %q", ErrOriginMismatch, trunc(older.Origin), trunc(newer.Origin))
+		return fmt.Errorf("%w: consistency between %q and %q", ErrOriginMismatch, quote.Prefix(older.Origin), quote.Prefix(newer.Origin))
 	}
 	what := fmt.Sprintf("consistency of %s from size %d to %d", older.Origin, older.Size, newer.Size)
 	if newer.Size < older.Size {

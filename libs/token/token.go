@@ -4,7 +4,6 @@
 package token
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/x509"
@@ -17,6 +16,9 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/custody-dev/custody/libs/quote"
+	"github.com/custody-dev/custody/libs/strictjson"
 )
 
 // MaxSize bounds the tokens Verify reads.
@@ -106,14 +108,12 @@ func Verify(tok string, keys map[string]ed25519.PublicKey, digest string, now ti
 		return nil, fmt.Errorf("%w: non-canonical base64", ErrMalformed)
 	}
 	var cj claimsJSON
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cj); err != nil || dec.More() {
-		return nil, fmt.Errorf("%w: claims are not the expected JSON", ErrMalformed)
+	if err := strictjson.Decode(body, MaxSize, &cj); err != nil {
+		return nil, fmt.Errorf("%w: claims: %v", ErrMalformed, err)
 	}
 	key, ok := keys[cj.KeyID]
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownKey, cj.KeyID)
+		return nil, fmt.Errorf("%w: %q", ErrUnknownKey, quote.Prefix(cj.KeyID))
 	}
 	if !ed25519.Verify(key, append([]byte(domain), body...), sig) {
 		return nil, ErrSignature
@@ -123,7 +123,7 @@ func Verify(tok string, keys map[string]ed25519.PublicKey, digest string, now ti
 		return nil, fmt.Errorf("%w at %s", ErrExpired, c.Expires.UTC().Format(time.RFC3339))
 	}
 	if c.Digest != digest {
-		return nil, fmt.Errorf("%w: it grants %s", ErrDigest, c.Digest)
+		return nil, fmt.Errorf("%w: it grants %q", ErrDigest, quote.Prefix(c.Digest))
 	}
 	return c, nil
 }

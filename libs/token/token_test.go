@@ -3,7 +3,9 @@ package token
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -83,4 +85,32 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("accepted a token that does not grant the digest now: %+v", c)
 		}
 	})
+}
+
+// TestVerifyRefusesLooseClaims signs claims that encoding/json alone would
+// read (the first two were accepted before the one strict decoder): a
+// validly signed token must still have exactly one well-formed claims object.
+func TestVerifyRefusesLooseClaims(t *testing.T) {
+	pub, priv := keyPair(t)
+	keys := map[string]ed25519.PublicKey{KeyID(pub): pub}
+	sign := func(body string) string {
+		sig := ed25519.Sign(priv, append([]byte(domain), body...))
+		return prefix + base64.RawURLEncoding.EncodeToString([]byte(body)) + "." + base64.RawURLEncoding.EncodeToString(sig)
+	}
+	claims := fmt.Sprintf(`{"kid":%q,"digest":%q,"exp":%d,"iat":%d,"decision_id":"d1"}`, KeyID(pub), digestA, now.Add(time.Minute).Unix(), now.Unix())
+	if _, err := Verify(sign(claims), keys, digestA, now); err != nil {
+		t.Fatalf("well-formed claims: %v", err)
+	}
+	for name, body := range map[string]string{
+		"trailing brace":   claims + "}",
+		"trailing bracket": claims + "]",
+		"trailing object":  claims + "{}",
+		"duplicate digest": strings.Replace(claims, `"digest":`, `"digest":"sha256:other","digest":`, 1),
+		"field case":       strings.Replace(claims, `"kid"`, `"KID"`, 1),
+		"unknown field":    strings.Replace(claims, `"kid"`, `"x":1,"kid"`, 1),
+	} {
+		if _, err := Verify(sign(body), keys, digestA, now); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v, want ErrMalformed", name, err)
+		}
+	}
 }

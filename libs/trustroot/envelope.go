@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	"github.com/custody-dev/custody/libs/attest"
+	"github.com/custody-dev/custody/libs/quote"
+	"github.com/custody-dev/custody/libs/strictjson"
 )
 
 // maxSignatures is the most signatures attest.ParseEnvelope accepts.
@@ -82,13 +84,11 @@ func listedKey(keys []Key, k Key) bool {
 // openForSigning returns the envelope to add a signature to, without
 // signatures for a draft, and its root.
 func openForSigning(in []byte) (*attest.Envelope, *Root, error) {
-	var probe struct {
-		PayloadType *string `json:"payloadType"`
-	}
-	if err := json.Unmarshal(in, &probe); err != nil {
+	var probe map[string]json.RawMessage
+	if err := strictjson.Decode(in, attest.MaxEnvelopeSize, &probe); err != nil {
 		return nil, nil, fmt.Errorf("%w: neither a trust-root draft nor an envelope: %v", ErrMalformed, err)
 	}
-	if probe.PayloadType == nil {
+	if _, ok := probe["payloadType"]; !ok {
 		root, err := ParseUnsigned(in)
 		if err != nil {
 			return nil, nil, fmt.Errorf("trust-root draft: %w", err)
@@ -132,7 +132,7 @@ func open(envelope []byte) (*attest.Envelope, *Root, error) {
 		return nil, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if env.PayloadType != PayloadType {
-		return nil, nil, fmt.Errorf("%w: payload type %q, want %s", ErrMalformed, trunc(env.PayloadType), PayloadType)
+		return nil, nil, fmt.Errorf("%w: payload type %q, want %s", ErrMalformed, quote.Prefix(env.PayloadType), PayloadType)
 	}
 	root, err := ParseUnsigned(env.Payload)
 	if err != nil {
@@ -171,7 +171,7 @@ func VerifyThreshold(envelope []byte, keys []Key, threshold int) (*Root, error) 
 		}
 		i := slices.IndexFunc(keys, func(k Key) bool { return k.ID == s.KeyID })
 		if i < 0 {
-			problems = append(problems, fmt.Sprintf("%s is not a root key here", trunc(s.KeyID)))
+			problems = append(problems, fmt.Sprintf("%s is not a root key here", quote.Prefix(s.KeyID)))
 			continue
 		}
 		if err := verify(keys[i], pae, s.Sig); err != nil {

@@ -16,6 +16,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/custody-dev/custody/libs/attest"
+	"github.com/custody-dev/custody/libs/quote"
+	"github.com/custody-dev/custody/libs/strictjson"
 )
 
 // PayloadType is the DSSE payload type of trust-root envelopes.
@@ -116,7 +118,7 @@ func (r *Root) Validate() error {
 		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...))
 	}
 	if r.Type != TypeV1 {
-		bad("type %q, want %s", trunc(r.Type), TypeV1)
+		bad("type %q, want %s", quote.Prefix(r.Type), TypeV1)
 	}
 	if r.Version < 1 {
 		bad("version %d, want 1 or more", r.Version)
@@ -147,7 +149,7 @@ func (r *Root) Validate() error {
 			bad("root key %d: %v", i, err)
 		}
 		if seen[k.ID] {
-			bad("root key %s listed twice", trunc(k.ID))
+			bad("root key %s listed twice", quote.Prefix(k.ID))
 		}
 		seen[k.ID] = true
 	}
@@ -155,28 +157,28 @@ func (r *Root) Validate() error {
 	versions := map[string]bool{}
 	for i, k := range r.SigningKeys {
 		for _, p := range k.problems() {
-			bad("signing key %d (%s): %s", i, trunc(k.ID), p)
+			bad("signing key %d (%s): %s", i, quote.Prefix(k.ID), p)
 		}
 		if seen[k.ID] {
-			bad("signing key %s listed twice", trunc(k.ID))
+			bad("signing key %s listed twice", quote.Prefix(k.ID))
 		}
 		seen[k.ID] = true
 		nv := fmt.Sprintf("%s/v%d", k.Name, k.Version)
 		if versions[nv] {
-			bad("signing key version %s listed twice", trunc(nv))
+			bad("signing key version %s listed twice", quote.Prefix(nv))
 		}
 		versions[nv] = true
 	}
 	origins := map[string]bool{}
 	for i, l := range r.LogKeys {
 		if l.Origin == "" || strings.ContainsAny(l.Origin, "\n") {
-			bad("log key %d: origin %q: want a checkpoint origin line", i, trunc(l.Origin))
+			bad("log key %d: origin %q: want a checkpoint origin line", i, quote.Prefix(l.Origin))
 		}
 		if _, err := note.NewVerifier(l.VerifierKey); err != nil {
-			bad("log key %d (%s): not a note verifier key: %v", i, trunc(l.Origin), err)
+			bad("log key %d (%s): not a note verifier key: %v", i, quote.Prefix(l.Origin), err)
 		}
 		if origins[l.Origin] {
-			bad("log origin %q listed twice", trunc(l.Origin))
+			bad("log origin %q listed twice", quote.Prefix(l.Origin))
 		}
 		origins[l.Origin] = true
 	}
@@ -185,10 +187,10 @@ func (r *Root) Validate() error {
 		if err := k.check(); err != nil {
 			bad("edge token key %d: %v", i, err)
 		} else if k.Algorithm != attest.AlgEd25519 {
-			bad("edge token key %s: algorithm %s, edge tokens are %s", trunc(k.ID), k.Algorithm, attest.AlgEd25519)
+			bad("edge token key %s: algorithm %s, edge tokens are %s", quote.Prefix(k.ID), k.Algorithm, attest.AlgEd25519)
 		}
 		if seen[k.ID] {
-			bad("edge token key %s listed twice", trunc(k.ID))
+			bad("edge token key %s listed twice", quote.Prefix(k.ID))
 		}
 		seen[k.ID] = true
 	}
@@ -202,14 +204,14 @@ func (k Key) check() error {
 		return err
 	}
 	if alg != k.Algorithm {
-		return fmt.Errorf("listed as %q but the key is %s", trunc(k.Algorithm), alg)
+		return fmt.Errorf("listed as %q but the key is %s", quote.Prefix(k.Algorithm), alg)
 	}
 	id, err := attest.KeyID(pub)
 	if err != nil {
 		return err
 	}
 	if id != k.ID {
-		return fmt.Errorf("id %q is not the key's id %s", trunc(k.ID), id)
+		return fmt.Errorf("id %q is not the key's id %s", quote.Prefix(k.ID), id)
 	}
 	return nil
 }
@@ -226,7 +228,7 @@ func (k SigningKey) problems() []string {
 			ps = append(ps, "a decision key has no channels")
 		}
 	default:
-		ps = append(ps, fmt.Sprintf("purpose %q, want %s or %s", trunc(k.Purpose), attest.PurposeArtifact, attest.PurposeDecision))
+		ps = append(ps, fmt.Sprintf("purpose %q, want %s or %s", quote.Prefix(k.Purpose), attest.PurposeArtifact, attest.PurposeDecision))
 	}
 	if k.Name == "" || k.Version < 1 {
 		ps = append(ps, "name and a version of 1 or more are required")
@@ -252,7 +254,7 @@ func (k SigningKey) problems() []string {
 			ps = append(ps, "revoked without revoked_at")
 		}
 	default:
-		ps = append(ps, fmt.Sprintf("status %q, want %s, %s or %s", trunc(k.Status), StatusActive, StatusRetired, StatusRevoked))
+		ps = append(ps, fmt.Sprintf("status %q, want %s, %s or %s", quote.Prefix(k.Status), StatusActive, StatusRetired, StatusRevoked))
 	}
 	return ps
 }
@@ -313,18 +315,9 @@ func utcPtr(t *time.Time) *time.Time {
 // envelope's payload). It is strict: at most MaxSize bytes of one JSON
 // object, unknown fields refused. Errors wrap ErrMalformed.
 func ParseUnsigned(b []byte) (*Root, error) {
-	if len(b) > MaxSize {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrMalformed, len(b), MaxSize)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var r Root
-	if err := dec.Decode(&r); err != nil {
+	if err := strictjson.Decode(b, MaxSize, &r); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	var extra json.RawMessage
-	if err := dec.Decode(&extra); err == nil || dec.More() {
-		return nil, fmt.Errorf("%w: data after the JSON object", ErrMalformed)
 	}
 	if err := r.Validate(); err != nil {
 		return nil, err
@@ -374,9 +367,9 @@ func (r *Root) ChannelError(k SigningKey, channel string) error {
 	}
 	name := fmt.Sprintf("key %s (%s v%d)", k.ID, k.Name, k.Version)
 	if len(k.Channels) > 0 {
-		return fmt.Errorf("%w: %s signs channels %s, not %q", ErrKeyNotValid, name, strings.Join(k.Channels, ", "), trunc(channel))
+		return fmt.Errorf("%w: %s signs channels %s, not %q", ErrKeyNotValid, name, strings.Join(k.Channels, ", "), quote.Prefix(channel))
 	}
-	return fmt.Errorf("%w: channel %q has a key of its own in trust root v%d; %s signs only channels without one", ErrKeyNotValid, trunc(channel), r.Version, name)
+	return fmt.Errorf("%w: channel %q has a key of its own in trust root v%d; %s signs only channels without one", ErrKeyNotValid, quote.Prefix(channel), r.Version, name)
 }
 
 // SigningKey returns the signing key version with id.
@@ -404,7 +397,7 @@ func (r *Root) LogVerifier(origin string) (string, bool) {
 func (r *Root) CheckSignedAt(id string, at time.Time) error {
 	k, ok := r.SigningKey(id)
 	if !ok {
-		return fmt.Errorf("%w: key %s is not in trust root v%d", ErrUnknownKey, trunc(id), r.Version)
+		return fmt.Errorf("%w: key %s is not in trust root v%d", ErrUnknownKey, quote.Prefix(id), r.Version)
 	}
 	name := fmt.Sprintf("%s %s v%d (%s)", k.Purpose, k.Name, k.Version, k.ID)
 	at = at.UTC()
@@ -420,11 +413,3 @@ func (r *Root) CheckSignedAt(id string, at time.Time) error {
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
-
-func trunc(s string) string {
-	const n = 80
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "…"
-}

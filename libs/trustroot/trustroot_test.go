@@ -161,6 +161,11 @@ func TestParseUnsignedStrict(t *testing.T) {
 		"not JSON":      "root",
 		"oversize":      string(good) + strings.Repeat(" ", trustroot.MaxSize),
 		"invalid root":  strings.Replace(string(good), `"threshold":2`, `"threshold":9`, 1),
+		// Accepted before the one strict decoder:
+		"trailing bracket": string(good) + "]",
+		"trailing brace":   string(good) + "}",
+		"field case":       strings.Replace(string(good), `{"type"`, `{"Type"`, 1),
+		"duplicate key":    strings.Replace(string(good), `"threshold":2`, `"threshold":2,"threshold":1`, 1),
 	} {
 		if _, err := trustroot.ParseUnsigned([]byte(in)); !errors.Is(err, trustroot.ErrMalformed) {
 			t.Errorf("%s: ParseUnsigned = %v, want ErrMalformed", name, err)

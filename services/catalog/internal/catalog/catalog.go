@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	libdigest "github.com/custody-dev/custody/libs/digest"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/services/catalog/internal/translog"
 )
@@ -336,7 +337,7 @@ func (c *Catalog) Artifact(ctx context.Context, name, version string) (*Artifact
 // with ErrInvalid if several name@versions have these bytes (ask by name
 // and version then: channel and provenance differ between them).
 func (c *Catalog) ArtifactByDigest(ctx context.Context, digest string) (*ArtifactRecord, error) {
-	if !tlog.ValidDigest(digest) {
+	if !libdigest.Valid(digest) {
 		return nil, fmt.Errorf("%w: digest %q: want sha256:<64 lowercase hex>", ErrInvalid, trunc(digest))
 	}
 	recs, err := c.store.LoggedArtifactsByDigest(ctx, digest)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/custody-dev/custody/libs/artifact"
 	"github.com/custody-dev/custody/libs/attest"
+	"github.com/custody-dev/custody/libs/digest"
 	"github.com/custody-dev/custody/libs/tlog"
 )
 
@@ -43,7 +44,7 @@ func validateArtifact(a Artifact) error {
 	if !ValidVersion(a.Version) {
 		errs = append(errs, fmt.Sprintf("version %q: want 1-%d letters, digits, '.', '_', '-' or '+', starting with a letter or digit", trunc(a.Version), artifact.MaxVersionLen))
 	}
-	if !tlog.ValidDigest(a.Digest) {
+	if !digest.Valid(a.Digest) {
 		errs = append(errs, fmt.Sprintf("digest %q: want sha256:<64 lowercase hex>", trunc(a.Digest)))
 	}
 	if a.Size < 0 {
@@ -140,7 +141,7 @@ func validateEvent(typ, subjectDigest string, details []byte) error {
 	} else if typ == tlog.TypeArtifactResigned {
 		errs = append(errs, fmt.Errorf("type %s is logged by RecordSignature only", typ))
 	}
-	if subjectDigest != "" && !tlog.ValidDigest(subjectDigest) {
+	if subjectDigest != "" && !digest.Valid(subjectDigest) {
 		errs = append(errs, fmt.Errorf("subject_digest %q: want sha256:<64 lowercase hex>", trunc(subjectDigest)))
 	}
 	if len(details) > MaxDetailsLen {

@@ -19,8 +19,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/custody-dev/custody/libs/attest"
+	"github.com/custody-dev/custody/libs/digest"
 	"github.com/custody-dev/custody/libs/telemetry"
-	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 )
@@ -262,7 +262,7 @@ func (g *Gate) Admit(ctx context.Context, req Request) (*Decision, error) {
 func (g *Gate) decide(ctx context.Context, req Request, ev *Evidence, d *Decision) error {
 	a := ev.Artifact
 	d.Name, d.Version = a.Name, a.Version
-	if !tlog.ValidDigest(a.Digest) {
+	if !digest.Valid(a.Digest) {
 		// Nothing can be checked, or signed, about a malformed digest.
 		g.cfg.Metrics.IntegrityFailures.WithLabelValues(whereEvidence).Inc()
 		d.Reasons = []string{fmt.Sprintf("catalog record of %s has a malformed digest %q", describe(req), trunc(a.Digest))}
@@ -383,7 +383,7 @@ func validate(req Request) error {
 	case req.Digest != "" && (req.Name != "" || req.Version != ""):
 		problems = append(problems, "give either name and version, or digest, not both")
 	case req.Digest != "":
-		if !tlog.ValidDigest(req.Digest) {
+		if !digest.Valid(req.Digest) {
 			problems = append(problems, fmt.Sprintf("digest %q: want sha256:<64 lowercase hex>", trunc(req.Digest)))
 		}
 	case req.Name == "" || req.Version == "":
