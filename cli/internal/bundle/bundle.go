@@ -5,12 +5,12 @@
 package bundle
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/custody-dev/custody/cli/internal/evidence"
+	"github.com/custody-dev/custody/libs/strictjson"
 )
 
 // MediaType identifies the bundle format. Version 1 carried bare public
@@ -54,17 +54,9 @@ func (b *Bundle) Marshal() ([]byte, error) {
 // trailing data and anything over MaxSize. It does not verify the trust
 // roots or the evidence.
 func Parse(data []byte) (*Bundle, error) {
-	if len(data) > MaxSize {
-		return nil, fmt.Errorf("bundle is %d bytes, limit %d", len(data), MaxSize)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var b Bundle
-	if err := dec.Decode(&b); err != nil {
+	if err := strictjson.Decode(data, MaxSize, &b); err != nil {
 		return nil, fmt.Errorf("parse bundle: %w", err)
-	}
-	if dec.More() {
-		return nil, errors.New("parse bundle: trailing data")
 	}
 	if b.MediaType != MediaType {
 		return nil, fmt.Errorf("bundle media type %q, want %s: write it again with `custody bundle`", b.MediaType, MediaType)

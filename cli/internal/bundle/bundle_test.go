@@ -32,10 +32,14 @@ func TestRoundTripAndRejects(t *testing.T) {
 		t.Fatalf("round trip lost data: %+v", got)
 	}
 	for name, in := range map[string]string{
-		"other media type":  strings.Replace(string(b), MediaType, "application/json", 1),
-		"version 1 bundle":  strings.Replace(string(b), MediaType, "application/vnd.custody.bundle.v1+json", 1),
-		"unknown field":     strings.Replace(string(b), `"mediaType"`, `"x": 1, "mediaType"`, 1),
-		"trailing":          string(b) + "{}",
+		"other media type": strings.Replace(string(b), MediaType, "application/json", 1),
+		"version 1 bundle": strings.Replace(string(b), MediaType, "application/vnd.custody.bundle.v1+json", 1),
+		"unknown field":    strings.Replace(string(b), `"mediaType"`, `"x": 1, "mediaType"`, 1),
+		"trailing":         string(b) + "{}",
+		// Accepted before the one strict decoder:
+		"trailing brace":    string(b) + "}",
+		"trailing bracket":  string(b) + "]",
+		"duplicate key":     strings.Replace(string(b), `"mediaType"`, `"mediaType": "x", "mediaType"`, 1),
 		"no root version":   strings.Replace(string(b), `"trust_root_version": 2`, `"trust_root_version": 0`, 1),
 		"too many roots":    strings.Replace(string(b), `"trust_roots": [`, `"trust_roots": [`+strings.Repeat(`"AA==",`, maxRoots), 1),
 		"oversize":          string(b) + strings.Repeat(" ", MaxSize),

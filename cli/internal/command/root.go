@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/custody-dev/custody/cli/internal/conn"
+	libdigest "github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/libs/quote"
 )
 
 // Exit codes.
@@ -109,12 +111,15 @@ func (c *cli) env(ctx context.Context, defaultAs string) (*conn.Env, error) {
 
 // parseRef splits "name@version" or returns a digest.
 func parseRef(ref string) (name, version, digest string, err error) {
-	if strings.HasPrefix(ref, "sha256:") {
+	if strings.HasPrefix(ref, libdigest.Prefix) {
+		if _, err := libdigest.Parse(ref); err != nil {
+			return "", "", "", err
+		}
 		return "", "", ref, nil
 	}
 	i := strings.LastIndex(ref, "@")
 	if i <= 0 || i == len(ref)-1 {
-		return "", "", "", fmt.Errorf("%q: want NAME@VERSION or sha256:DIGEST", ref)
+		return "", "", "", fmt.Errorf("%q: want NAME@VERSION or sha256:DIGEST", quote.Prefix(ref))
 	}
 	return ref[:i], ref[i+1:], "", nil
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/custody-dev/custody/libs/attest"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/strictjson"
 	"github.com/custody-dev/custody/libs/trustroot"
 )
 
@@ -285,13 +286,8 @@ func (c *cli) trustrootShowCmd() *cobra.Command {
 // decodeRootDraft reads a draft without validating it: the ceremony's flags
 // may complete it (root keys of version 1).
 func decodeRootDraft(b []byte) (*trustroot.Root, error) {
-	if len(b) > trustroot.MaxSize {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", trustroot.ErrMalformed, len(b), trustroot.MaxSize)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var r trustroot.Root
-	if err := dec.Decode(&r); err != nil {
+	if err := strictjson.Decode(b, trustroot.MaxSize, &r); err != nil {
 		return nil, fmt.Errorf("%w: %v", trustroot.ErrMalformed, err)
 	}
 	return &r, nil

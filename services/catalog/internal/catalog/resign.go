@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/custody-dev/custody/libs/attest"
+	"github.com/custody-dev/custody/libs/digest"
 	"github.com/custody-dev/custody/libs/tlog"
 )
 
@@ -185,13 +186,5 @@ func sameStatement(cur, next *attest.Envelope) error {
 // validKeyID reports whether id is a key id as Custody's signer sets it:
 // 64 lowercase hex digits.
 func validKeyID(id string) bool {
-	if len(id) != 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
+	return digest.ValidHex(id)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/custody-dev/custody/libs/artifact"
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/tlog"
 )
 
@@ -158,10 +159,5 @@ func validateEvent(typ, subjectDigest string, details []byte) error {
 	return nil
 }
 
-func trunc(s string) string {
-	const n = 80
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
+// trunc is quote.Prefix under the name this package's messages use.
+func trunc(s string) string { return quote.Prefix(s) }

@@ -4,7 +4,6 @@ package server
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	libdigest "github.com/custody-dev/custody/libs/digest"
 	edgev1 "github.com/custody-dev/custody/libs/gen/custody/edge/v1"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
@@ -63,15 +63,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hexDigest, ok := strings.CutPrefix(r.URL.Path, blobPrefix)
-	if !ok || len(hexDigest) != 64 || strings.ToLower(hexDigest) != hexDigest {
+	if !ok || !libdigest.ValidHex(hexDigest) {
 		http.Error(rec, "not found", http.StatusNotFound)
 		return
 	}
-	if _, err := hex.DecodeString(hexDigest); err != nil {
-		http.Error(rec, "not found", http.StatusNotFound)
-		return
-	}
-	digest := "sha256:" + hexDigest
+	digest := libdigest.Prefix + hexDigest
 	tok := r.URL.Query().Get("token")
 	if b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && tok == "" {
 		tok = b
@@ -134,9 +130,9 @@ type Purger struct {
 
 // Purge drops a digest from the cache.
 func (p *Purger) Purge(ctx context.Context, req *edgev1.PurgeRequest) (*edgev1.PurgeResponse, error) {
-	hexDigest, ok := strings.CutPrefix(req.GetDigest(), "sha256:")
-	if _, err := hex.DecodeString(hexDigest); !ok || err != nil || len(hexDigest) != 64 {
-		return nil, statusInvalid("digest %q: want sha256:<64 lowercase hex>", req.GetDigest())
+	hexDigest, err := libdigest.Parse(req.GetDigest())
+	if err != nil {
+		return nil, statusInvalid("%v", err)
 	}
 	purged, err := p.Cache.Purge(hexDigest)
 	if err != nil {

@@ -397,8 +397,11 @@ func TestPurge(t *testing.T) {
 		t.Fatalf("deployer purge: %v, want PermissionDenied", err)
 	}
 	broker := client("/service/cdn-broker")
-	if _, err := broker.Purge(ctx, &edgev1.PurgeRequest{Digest: "md5:abc"}); status.Code(err) != codes.InvalidArgument {
-		t.Fatalf("bad digest: %v, want InvalidArgument", err)
+	for _, bad := range []string{"md5:abc", strings.ToUpper(f.digest), "sha256:" + strings.ToUpper(strings.TrimPrefix(f.digest, "sha256:"))} {
+		// Upper-case hex was accepted before the one digest parser.
+		if _, err := broker.Purge(ctx, &edgev1.PurgeRequest{Digest: bad}); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("bad digest %q: %v, want InvalidArgument", bad, err)
+		}
 	}
 	resp, err := broker.Purge(ctx, &edgev1.PurgeRequest{Digest: f.digest})
 	if err != nil || !resp.GetPurged() {

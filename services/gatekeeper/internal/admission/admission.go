@@ -20,6 +20,7 @@ import (
 
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
@@ -461,10 +462,5 @@ func bound(reasons []string) []string {
 	return out
 }
 
-func trunc(s string) string {
-	const n = 80
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "…"
-}
+// trunc is quote.Prefix under the name this package's messages use.
+func trunc(s string) string { return quote.Prefix(s) }

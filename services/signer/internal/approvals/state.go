@@ -1,7 +1,6 @@
 package approvals
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 
 	"github.com/custody-dev/custody/libs/artifact"
 	"github.com/custody-dev/custody/libs/daemon"
+	"github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/libs/strictjson"
 )
 
 // stateVersion is the state file's format version.
@@ -36,7 +37,6 @@ const (
 var (
 	errCorrupt = errors.New("corrupt")
 	idPattern  = regexp.MustCompile(`^[0-9a-f]{16}$`)
-	digestRe   = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 )
 
 type stateJSON struct {
@@ -75,20 +75,9 @@ func loadState(dir string) ([]*Request, error) {
 
 // parseState parses and checks a state file.
 func parseState(b []byte) ([]*Request, error) {
-	if len(b) > maxStateSize {
-		return nil, fmt.Errorf("%w: %d bytes, limit %d", errCorrupt, len(b), maxStateSize)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var st stateJSON
-	if err := dec.Decode(&st); err != nil {
+	if err := strictjson.Decode(b, maxStateSize, &st); err != nil {
 		return nil, fmt.Errorf("%w: %v", errCorrupt, err)
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: data after the state object", errCorrupt)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%w: data after the state object", errCorrupt)
 	}
 	if st.Version != stateVersion {
 		return nil, fmt.Errorf("%w: version %d, want %d", errCorrupt, st.Version, stateVersion)
@@ -116,7 +105,7 @@ func checkRequest(r *Request) error {
 	switch {
 	case !idPattern.MatchString(r.ID):
 		return fmt.Errorf("id: want %d lowercase hex digits", requestIDLength)
-	case !digestRe.MatchString(r.Digest):
+	case !digest.Valid(r.Digest):
 		return errors.New("digest: want sha256:<64 lowercase hex>")
 	case !artifact.ValidName(r.Name), !artifact.ValidVersion(r.Version), !artifact.ValidChannel(r.Channel):
 		return errors.New("name, version or channel invalid")

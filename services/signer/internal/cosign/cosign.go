@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/services/signer/internal/keys"
 )
@@ -161,7 +162,7 @@ func (c *Cosigner) Cosign(ctx context.Context, checkpoint []byte, fromSize uint6
 		return nil, c.refuse(ctx, ReasonMalformed, fmt.Errorf("not a checkpoint: %w", err))
 	}
 	if b.origin != c.origin {
-		return nil, c.refuse(ctx, ReasonOrigin, fmt.Errorf("checkpoint of log %q: this signer co-signs %q only", trunc(b.origin), c.origin))
+		return nil, c.refuse(ctx, ReasonOrigin, fmt.Errorf("checkpoint of log %q: this signer co-signs %q only", quote.Prefix(b.origin), c.origin))
 	}
 	newer := &tlog.Checkpoint{Origin: b.origin, Size: b.size, Hash: b.hash}
 	last := c.state.Logs[c.origin]
@@ -233,7 +234,7 @@ func (c *Cosigner) Cosign(ctx context.Context, checkpoint []byte, fromSize uint6
 // yet. Another origin than the configured one fails with ErrUnknownLog.
 func (c *Cosigner) Cosigned(origin string) ([]byte, error) {
 	if origin != c.origin {
-		return nil, fmt.Errorf("%w %q: this signer co-signs %q only", ErrUnknownLog, trunc(origin), c.origin)
+		return nil, fmt.Errorf("%w %q: this signer co-signs %q only", ErrUnknownLog, quote.Prefix(origin), c.origin)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -295,11 +296,4 @@ func (c *Cosigner) refuse(ctx context.Context, reason string, err error) error {
 		c.logger.ErrorContext(ctx, "checkpoint refused: not consistent with the last co-signed checkpoint; the log may have forked or rolled back", attrs...)
 	}
 	return fmt.Errorf("%w: %w", ErrRefused, err)
-}
-
-func trunc(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
 }

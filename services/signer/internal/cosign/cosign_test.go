@@ -329,6 +329,11 @@ func TestCorruptStateRefused(t *testing.T) {
 			return []byte(strings.Replace(string(b), `"version"`, `"extra": 1, "version"`, 1))
 		}},
 		{"other version", func(b []byte) []byte { return []byte(strings.Replace(string(b), `"version": 1`, `"version": 9`, 1)) }},
+		// Accepted before the one strict decoder:
+		{"trailing brace", func(b []byte) []byte { return append(b, '}') }},
+		{"repeated key", func(b []byte) []byte {
+			return []byte(strings.Replace(string(b), `"version": 1`, `"version": 9, "version": 1`, 1))
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/custody-dev/custody/libs/daemon"
+	"github.com/custody-dev/custody/libs/strictjson"
 )
 
 // stateVersion is the format of the state file.
@@ -53,15 +54,14 @@ func loadState(path string) (*stateFile, error) {
 	return st, nil
 }
 
+// maxStateSize bounds cosign.json: a checkpoint per log origin is a few
+// hundred bytes.
+const maxStateSize = 1 << 20
+
 func parseState(b []byte) (*stateFile, error) {
 	var st stateFile
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&st); err != nil {
+	if err := strictjson.Decode(b, maxStateSize, &st); err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
-	}
-	if dec.More() {
-		return nil, errors.New("trailing data after the JSON object")
 	}
 	if st.Version != stateVersion {
 		return nil, fmt.Errorf("version %d, want %d", st.Version, stateVersion)

@@ -1,7 +1,6 @@
 package lifecycle
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"github.com/custody-dev/custody/libs/daemon"
+	"github.com/custody-dev/custody/libs/quote"
+	"github.com/custody-dev/custody/libs/strictjson"
 )
 
 // stateFormat is the version of keys.json's layout.
@@ -55,17 +56,9 @@ type versionState struct {
 // parseState reads keys.json strictly: unknown fields, a wrong format or
 // inconsistent entries are errors, never a silent reset.
 func parseState(b []byte) (*state, error) {
-	if len(b) > maxStateSize {
-		return nil, fmt.Errorf("%d bytes, more than %d", len(b), maxStateSize)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var s state
-	if err := dec.Decode(&s); err != nil {
+	if err := strictjson.Decode(b, maxStateSize, &s); err != nil {
 		return nil, err
-	}
-	if dec.More() {
-		return nil, errors.New("trailing data after the JSON object")
 	}
 	if s.Format != stateFormat {
 		return nil, fmt.Errorf("format %d, want %d", s.Format, stateFormat)
@@ -83,20 +76,13 @@ func parseState(b []byte) (*state, error) {
 	}
 	for id, v := range s.Versions {
 		if v == nil || v.Name == "" || v.Version < 1 || len(id) != 64 {
-			return nil, fmt.Errorf("entry %q is incomplete", trunc(id))
+			return nil, fmt.Errorf("entry %q is incomplete", quote.Prefix(id))
 		}
 		if v.RevokedAt != nil && v.Reason == "" {
-			return nil, fmt.Errorf("entry %q: revoked without a reason", trunc(id))
+			return nil, fmt.Errorf("entry %q: revoked without a reason", quote.Prefix(id))
 		}
 	}
 	return &s, nil
-}
-
-func trunc(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "…"
-	}
-	return s
 }
 
 // files is the signer's key-lifecycle directory: keys.json and every

@@ -12,9 +12,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/custody-dev/custody/libs/digest"
 )
 
 // Errors callers map to status codes.
@@ -60,12 +61,9 @@ func (s *Store) path(hexDigest string) string {
 
 // ParseDigest checks "sha256:<64 lowercase hex>" and returns the hex.
 func ParseDigest(d string) (string, error) {
-	h, ok := strings.CutPrefix(d, "sha256:")
-	if !ok || len(h) != 64 || strings.ToLower(h) != h {
-		return "", fmt.Errorf("%w %q: want sha256:<64 lowercase hex>", ErrInvalid, d)
-	}
-	if _, err := hex.DecodeString(h); err != nil {
-		return "", fmt.Errorf("%w %q: want sha256:<64 lowercase hex>", ErrInvalid, d)
+	h, err := digest.Parse(d)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	return h, nil
 }
