@@ -71,13 +71,16 @@ func NewServer(cfg ServerConfig) *Server {
 	authz := &authorizer{policy: policy, logger: cfg.Logger, metrics: cfg.Telemetry.Metrics}
 	counted := &counter{metrics: cfg.Telemetry.Metrics}
 	rec := &recoverer{logger: cfg.Logger}
+	guard := newMalformedGuard(authz)
 	opts := []grpc.ServerOption{
 		grpc.Creds(ServerCredentials(cfg.Source, cfg.TrustDomain)),
 		grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(cfg.Telemetry.TracerProvider),
 			otelgrpc.WithPropagators(cfg.Telemetry.Propagator))),
-		grpc.ChainUnaryInterceptor(counted.unary, rec.unary, authz.unary),
-		grpc.ChainStreamInterceptor(counted.stream, rec.stream, authz.stream),
+		// A malformed request is InvalidArgument, not Internal: see malformedGuard.
+		grpc.ForceServerCodecV2(guardCodec{guard}),
+		grpc.ChainUnaryInterceptor(guard.unary, counted.unary, rec.unary, authz.unary),
+		grpc.ChainStreamInterceptor(guard.stream, counted.stream, rec.stream, authz.stream),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: age, MaxConnectionAgeGrace: time.Minute}),
 	}
 	if cfg.MaxRecvMsgSize > 0 {
