@@ -367,8 +367,11 @@ func (m *Manager) Rotate(ctx context.Context, name, caller string) (Info, int64,
 	return info, rv, err
 }
 
-// Revoke revokes version of key name from effective (zero: now) on. The
-// revocation takes effect in the signer before it is logged: if the log is
+// Revoke revokes version of key name from effective (zero: now) on. An
+// effective time up to a minute ahead (the caller's clock running fast) is
+// stored as now; one further ahead is refused with ErrInvalid: a revocation's
+// time is never in the future, so no signature made between the call and
+// that time could count as made before it. The revocation takes effect in the signer before it is logged: if the log is
 // down the call fails with ErrUnavailable, the revocation stands, and a
 // retry logs it. Revoking again with a later time keeps the earlier one.
 func (m *Manager) Revoke(ctx context.Context, name string, version int, effective time.Time, reason, caller string) (Info, int64, error) {
@@ -385,6 +388,8 @@ func (m *Manager) Revoke(ctx context.Context, name string, version int, effectiv
 		return Info{}, 0, fmt.Errorf("%w: reason longer than 1024 bytes", ErrInvalid)
 	case effective.After(now.Add(time.Minute)):
 		return Info{}, 0, fmt.Errorf("%w: effective time %s is in the future: revoke when the key must stop being trusted", ErrInvalid, effective.UTC().Format(time.RFC3339))
+	case effective.After(now):
+		effective = now
 	}
 	infos, err := m.versions(ctx, name)
 	if err != nil {

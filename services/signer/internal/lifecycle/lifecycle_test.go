@@ -486,3 +486,43 @@ func FuzzParseState(f *testing.F) {
 		}
 	})
 }
+
+// TestRevokeNeverInTheFuture: an effective time within the minute of clock
+// skew that Revoke accepts is stored as now (it used to be stored as given,
+// up to 59 s ahead), and one beyond it is refused.
+func TestRevokeNeverInTheFuture(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		ahead  time.Duration
+		wantAt time.Duration // after now
+		want   error
+	}{
+		{"now", 0, 0, nil},
+		{"one second ahead", time.Second, 0, nil},
+		{"59 seconds ahead", 59 * time.Second, 0, nil},
+		{"a minute ahead", time.Minute, 0, nil},
+		{"just over a minute ahead", time.Minute + time.Second, 0, ErrInvalid},
+		{"in the past", -time.Hour, -time.Hour, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, true)
+			if _, err := f.m.EnsureRoot(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			now := f.clock.now()
+			in, _, err := f.m.Revoke(t.Context(), "artifact", 1, now.Add(tc.ahead), "leaked", "admin")
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Revoke = %v, want %v", err, tc.want)
+			}
+			if err != nil {
+				return
+			}
+			if want := now.Add(tc.wantAt); !in.RevokedAt.Equal(want) {
+				t.Errorf("revoked at %v, want %v", in.RevokedAt, want)
+			}
+			if in.RevokedAt.After(now) {
+				t.Errorf("revocation time %v is after now %v", in.RevokedAt, now)
+			}
+		})
+	}
+}
