@@ -59,9 +59,10 @@ func ServerID(td spiffeid.TrustDomain, service string) spiffeid.ID {
 }
 
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan error
+	name    string
+	cmd     *exec.Cmd
+	done    chan error
+	started time.Time
 }
 
 // Options configures Up.
@@ -74,7 +75,8 @@ type Options struct {
 
 // Up mints the directory, starts every service in order, waits until each
 // is healthy, writes trust.json and stack.json, and supervises until ctx is
-// done or a service exits. It then stops every service in reverse order.
+// done: a service that exits is restarted on the addresses it had, with
+// backoff (see supervise). It then stops every service in reverse order.
 func Up(ctx context.Context, l Layout, opts Options) error {
 	if s, err := ReadStack(l); err == nil && alive(s.SupervisorPID) {
 		return fmt.Errorf("a dev stack is already running in %s (pid %d): stop it with `custody dev down --dir %s`", l.Dir, s.SupervisorPID, l.Dir)
@@ -106,29 +108,15 @@ func Up(ctx context.Context, l Layout, opts Options) error {
 		if err != nil {
 			return err
 		}
-		os.Remove(l.EndpointsFile(s.Name))
 		if err := os.MkdirAll(l.DataDir(s.Name), 0o700); err != nil {
 			return err
 		}
-		logf, err := os.OpenFile(l.LogFile(s.Name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		p, err := startProc(l, s.Name, bin, args(l, s.Name, stack, planned), exited)
 		if err != nil {
 			return err
 		}
-		cmd := exec.Command(bin, args(l, s.Name, stack, planned)...)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.Env = cleanEnv()
-		// Own process group: a terminal's Ctrl-C reaches only the
-		// supervisor, which stops services in reverse order.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			logf.Close()
-			return fmt.Errorf("start %s: %w", s.Name, err)
-		}
-		logf.Close()
-		p := &proc{name: s.Name, cmd: cmd, done: make(chan error, 1)}
-		go func() { p.done <- cmd.Wait(); exited <- p }()
 		procs = append(procs, p)
-		stack.PIDs[s.Name] = cmd.Process.Pid
+		stack.PIDs[s.Name] = p.cmd.Process.Pid
 
 		eps, err := waitEndpoints(ctx, l, p)
 		if err != nil {
@@ -152,15 +140,33 @@ func Up(ctx context.Context, l Layout, opts Options) error {
 	defer os.Remove(l.StackFile())
 	printNext(opts.Out, l, stack)
 
-	select {
-	case <-ctx.Done():
-		fmt.Fprintln(opts.Out, "stopping the dev stack")
-		return nil
-	case p := <-exited:
-		err := <-p.done
-		p.done <- err
-		return fmt.Errorf("%s exited unexpectedly (%v); see %s", p.name, err, l.LogFile(p.name))
+	sv := &supervisor{l: l, out: opts.Out, stack: stack, planned: planned, procs: procs, exited: exited, admin: admin, tel: tel, td: td}
+	sv.run(ctx)
+	fmt.Fprintln(opts.Out, "stopping the dev stack")
+	return nil
+}
+
+// startProc starts one service with its output appended to its log file.
+// When it exits, its Wait error goes to p.done and p to exited.
+func startProc(l Layout, name, bin string, argv []string, exited chan<- *proc) (*proc, error) {
+	os.Remove(l.EndpointsFile(name))
+	logf, err := os.OpenFile(l.LogFile(name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
 	}
+	defer logf.Close()
+	cmd := exec.Command(bin, argv...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = cleanEnv()
+	// Own process group: a terminal's Ctrl-C reaches only the
+	// supervisor, which stops services in reverse order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, done: make(chan error, 1), started: time.Now()}
+	go func() { p.done <- cmd.Wait(); exited <- p }()
+	return p, nil
 }
 
 func httpsNote(eps daemon.Endpoints) string {
