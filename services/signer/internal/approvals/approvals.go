@@ -17,6 +17,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/services/signer/internal/audit"
 	"github.com/custody-dev/custody/services/signer/internal/server"
@@ -476,6 +477,9 @@ func (s *Service) Approve(ctx context.Context, id string, approver spiffeid.ID) 
 	if !s.inGroup(approver) {
 		return Request{}, fmt.Errorf("%w: %s is not in the approver group", ErrDenied, approver)
 	}
+	if !idPattern.MatchString(id) {
+		return Request{}, fmt.Errorf("%w: request id %q: want 16 lowercase hex digits, as `custody approvals list` shows", ErrInvalid, quote.Prefix(id))
+	}
 	s.write.Lock()
 	defer s.write.Unlock()
 	now := s.cfg.Clock.Now()
@@ -523,6 +527,9 @@ func (s *Service) Reject(ctx context.Context, id string, approver spiffeid.ID, r
 	}
 	if !s.inGroup(approver) {
 		return Request{}, fmt.Errorf("%w: %s is not in the approver group", ErrDenied, approver)
+	}
+	if !idPattern.MatchString(id) {
+		return Request{}, fmt.Errorf("%w: request id %q: want 16 lowercase hex digits, as `custody approvals list` shows", ErrInvalid, quote.Prefix(id))
 	}
 	s.write.Lock()
 	defer s.write.Unlock()

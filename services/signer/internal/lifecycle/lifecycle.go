@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/custody-dev/custody/libs/attest"
+	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/services/signer/internal/audit"
 	"github.com/custody-dev/custody/services/signer/internal/keys"
@@ -343,8 +344,11 @@ func (m *Manager) known(name string) bool { return slices.Contains(m.names(), na
 // otherwise it is pending until a signed root lists it. It returns the new
 // version and the root version published (0 if none).
 func (m *Manager) Rotate(ctx context.Context, name, caller string) (Info, int64, error) {
+	if !keys.ValidName(name) {
+		return Info{}, 0, fmt.Errorf("%w: key name %q: want 1-64 of a-z, 0-9, '-', '_', starting with a letter", ErrInvalid, quote.Prefix(name))
+	}
 	if !m.known(name) {
-		return Info{}, 0, fmt.Errorf("%w: key %q: the signer uses %v", ErrNotFound, name, m.names())
+		return Info{}, 0, fmt.Errorf("%w: key %q: the signer uses %v", ErrNotFound, quote.Prefix(name), m.names())
 	}
 	v, err := m.cfg.Backend.Rotate(ctx, name)
 	if err != nil {
@@ -380,8 +384,10 @@ func (m *Manager) Revoke(ctx context.Context, name string, version int, effectiv
 		effective = now
 	}
 	switch {
+	case !keys.ValidName(name):
+		return Info{}, 0, fmt.Errorf("%w: key name %q: want 1-64 of a-z, 0-9, '-', '_', starting with a letter", ErrInvalid, quote.Prefix(name))
 	case !m.known(name):
-		return Info{}, 0, fmt.Errorf("%w: key %q: the signer uses %v", ErrNotFound, name, m.names())
+		return Info{}, 0, fmt.Errorf("%w: key %q: the signer uses %v", ErrNotFound, quote.Prefix(name), m.names())
 	case reason == "":
 		return Info{}, 0, fmt.Errorf("%w: a reason is required (it is logged)", ErrInvalid)
 	case len(reason) > 1024:

@@ -526,3 +526,27 @@ func TestRevokeNeverInTheFuture(t *testing.T) {
 		})
 	}
 }
+
+// TestHostileKeyNames: a name no back end accepts is invalid input, not a
+// missing key, and the error quotes only a prefix of it.
+func TestHostileKeyNames(t *testing.T) {
+	f := newFixture(t, true)
+	for name, key := range map[string]string{
+		"empty":      "",
+		"upper case": "Artifact",
+		"too long":   strings.Repeat("a", 1<<20),
+		"slash":      "transit/keys",
+	} {
+		_, _, err := f.m.Rotate(t.Context(), key, "admin")
+		if !errors.Is(err, ErrInvalid) || len(err.Error()) > 400 {
+			t.Errorf("%s: Rotate = %.200v, want a short ErrInvalid", name, err)
+		}
+		_, _, err = f.m.Revoke(t.Context(), key, 1, time.Time{}, "leaked", "admin")
+		if !errors.Is(err, ErrInvalid) || len(err.Error()) > 400 {
+			t.Errorf("%s: Revoke = %.200v, want a short ErrInvalid", name, err)
+		}
+	}
+	if _, _, err := f.m.Rotate(t.Context(), "nope", "admin"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("well-formed unknown key: %v, want ErrNotFound", err)
+	}
+}

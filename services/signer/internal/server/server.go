@@ -14,6 +14,7 @@ import (
 
 	"github.com/custody-dev/custody/libs/attest"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/services/signer/internal/keys"
 	"github.com/custody-dev/custody/services/signer/internal/lifecycle"
@@ -146,7 +147,7 @@ func (s *Server) artifactRequest(req *signerv1.SignArtifactRequest) (ApprovalSub
 		return ApprovalSubject{}, fmt.Errorf("%w: %v", errInvalid, err)
 	}
 	if req.GetChannel() == "" || req.GetChannel() != a.Channel {
-		return ApprovalSubject{}, fmt.Errorf("%w: channel %q differs from the statement's channel %q", errInvalid, req.GetChannel(), a.Channel)
+		return ApprovalSubject{}, fmt.Errorf("%w: channel %q differs from the statement's channel %q", errInvalid, quote.Prefix(req.GetChannel()), quote.Prefix(a.Channel))
 	}
 	return ApprovalSubject{Name: a.Name, Version: a.Version, Digest: a.Digest, Channel: a.Channel, KeyName: s.lc.ArtifactKey(a.Channel),
 		BuilderID: a.BuilderID, SourceRepo: a.SourceRepo, SourceCommit: a.SourceCommit}, nil
