@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/custody-dev/custody/libs/artifact"
 	libdigest "github.com/custody-dev/custody/libs/digest"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/services/catalog/internal/translog"
@@ -315,6 +316,9 @@ func lockKey(p Pending) (string, error) {
 func (c *Catalog) Artifact(ctx context.Context, name, version string) (*ArtifactRecord, error) {
 	if name == "" || version == "" {
 		return nil, fmt.Errorf("%w: give name and version, or digest", ErrInvalid)
+	}
+	if !artifact.ValidName(name) || !artifact.ValidVersion(version) {
+		return nil, fmt.Errorf("%w: %q@%q is not an artifact name and version", ErrInvalid, trunc(name), trunc(version))
 	}
 	rec, err := c.store.Artifact(ctx, name, version)
 	if errors.Is(err, ErrNotFound) {

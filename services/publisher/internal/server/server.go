@@ -22,6 +22,7 @@ import (
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
@@ -118,13 +119,13 @@ func (r *streamReader) Read(p []byte) (int, error) {
 func validateHeader(h *publisherv1.UploadHeader) error {
 	var errs []string
 	if !artifact.ValidName(h.GetName()) {
-		errs = append(errs, fmt.Sprintf("name %q: want 1-%d letters, digits, '.', '_', '-' or '/', starting with a letter or digit", h.GetName(), artifact.MaxNameLen))
+		errs = append(errs, fmt.Sprintf("name %q: want 1-%d letters, digits, '.', '_', '-' or '/', starting with a letter or digit", quote.Prefix(h.GetName()), artifact.MaxNameLen))
 	}
 	if !artifact.ValidVersion(h.GetVersion()) {
-		errs = append(errs, fmt.Sprintf("version %q: want 1-%d letters, digits, '.', '_', '-' or '+', starting with a letter or digit", h.GetVersion(), artifact.MaxVersionLen))
+		errs = append(errs, fmt.Sprintf("version %q: want 1-%d letters, digits, '.', '_', '-' or '+', starting with a letter or digit", quote.Prefix(h.GetVersion()), artifact.MaxVersionLen))
 	}
 	if !artifact.ValidChannel(h.GetChannel()) {
-		errs = append(errs, fmt.Sprintf("channel %q: required, up to %d letters, digits, '.', '_' or '-'", h.GetChannel(), artifact.MaxChannelLen))
+		errs = append(errs, fmt.Sprintf("channel %q: required, up to %d letters, digits, '.', '_' or '-'", quote.Prefix(h.GetChannel()), artifact.MaxChannelLen))
 	}
 	if h.GetSize() < 0 || h.GetSize() > MaxBlobSize {
 		errs = append(errs, fmt.Sprintf("size %d: want 0 (unknown) up to %d", h.GetSize(), int64(MaxBlobSize)))
