@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +22,7 @@ import (
 	"github.com/custody-dev/custody/cli/internal/bundle"
 	"github.com/custody-dev/custody/cli/internal/conn"
 	"github.com/custody-dev/custody/cli/internal/evidence"
+	libdigest "github.com/custody-dev/custody/libs/digest"
 )
 
 func (c *cli) fetchCmd() *cobra.Command {
@@ -172,7 +172,7 @@ func (c *cli) download(ctx context.Context, client *http.Client, u string, a evi
 	if n != a.Size {
 		return fmt.Errorf("%s: integrity failure for %s: served %d bytes, recorded size is %d", where, a.Digest, n, a.Size)
 	}
-	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != a.Digest {
+	if got := libdigest.FromSum(h.Sum(nil)); got != a.Digest {
 		return fmt.Errorf("%s: integrity failure for %s: served bytes hash to %s", where, a.Digest, got)
 	}
 	if err := tmp.Sync(); err != nil {

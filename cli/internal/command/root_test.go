@@ -14,7 +14,9 @@ func TestParseRef(t *testing.T) {
 	}{
 		{in: "app@1.0.0", name: "app", version: "1.0.0"},
 		{in: "team/app@1.0.0+build.1", name: "team/app", version: "1.0.0+build.1"},
-		{in: "sha256:abc", digest: "sha256:abc"},
+		{in: "sha256:" + strings.Repeat("ab", 32), digest: "sha256:" + strings.Repeat("ab", 32)},
+		{in: "sha256:abc", bad: true}, // refused here, not by the server after a round trip
+		{in: "sha256:" + strings.Repeat("AB", 32), bad: true},
 		{in: "app", bad: true},
 		{in: "@1", bad: true},
 		{in: "app@", bad: true},

@@ -2,7 +2,6 @@ package command
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"github.com/custody-dev/custody/cli/internal/bundle"
 	"github.com/custody-dev/custody/cli/internal/conn"
 	"github.com/custody-dev/custody/cli/internal/evidence"
+	libdigest "github.com/custody-dev/custody/libs/digest"
 )
 
 func (c *cli) verifyCmd() *cobra.Command {
@@ -100,5 +100,5 @@ func hashFile(path string) (string, int64, error) {
 	if err != nil {
 		return "", 0, err
 	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), n, nil
+	return libdigest.FromSum(h.Sum(nil)), n, nil
 }

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/custody-dev/custody/libs/attest"
+	"github.com/custody-dev/custody/libs/digest"
 	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/rpc"
@@ -84,7 +85,10 @@ func (b *Broker) IssueDownloadUrl(ctx context.Context, req *cdnbrokerv1.IssueDow
 	if err != nil {
 		return nil, status.Error(codes.Internal, "internal error")
 	}
-	hexDigest := strings.TrimPrefix(d.Digest, "sha256:")
+	hexDigest, err := digest.Parse(d.Digest)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "decision: %v", err)
+	}
 	resp := &cdnbrokerv1.IssueDownloadUrlResponse{Digest: d.Digest, ExpiresAt: timestamppb.New(exp)}
 	for _, e := range b.cfg.EdgeURLs {
 		resp.Urls = append(resp.Urls, strings.TrimSuffix(e, "/")+"/v1/blobs/sha256/"+hexDigest+"?token="+url.QueryEscape(tok))

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
+
+	"github.com/custody-dev/custody/libs/digest"
 )
 
 // Package is the Rego package every admission policy must declare.
@@ -105,7 +106,7 @@ func New(ctx context.Context, name string, src []byte, opts ...Option) (*Policy,
 		return nil, fmt.Errorf("policy %s: no deny rule: define `deny contains msg if { ... }` with one message per reason to refuse", name)
 	}
 	sum := sha256.Sum256(src)
-	p := &Policy{name: name, digest: "sha256:" + hex.EncodeToString(sum[:]), now: time.Now}
+	p := &Policy{name: name, digest: digest.FromSum(sum[:]), now: time.Now}
 	for _, o := range opts {
 		o(p)
 	}

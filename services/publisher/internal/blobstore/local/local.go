@@ -105,7 +105,7 @@ func (s *Store) Put(r io.Reader, maxSize int64) (string, int64, error) {
 	if err := syncDir(filepath.Dir(final)); err != nil {
 		return "", 0, fmt.Errorf("store blob: %w", err)
 	}
-	return "sha256:" + hexDigest, n, nil
+	return digest.Prefix + hexDigest, n, nil
 }
 
 func syncDir(dir string) error {
