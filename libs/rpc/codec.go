@@ -62,8 +62,9 @@ func (g *malformedGuard) take(v any) bool {
 	return ok
 }
 
-// unary must be the first interceptor, so that it sees every request that
-// was decoded. A caller that may not call the method gets PermissionDenied
+// unary must come before any interceptor that can end a call (recovery,
+// authorization), so that it sees every request that was decoded; the RPC
+// counter comes first, so that refused malformed requests are counted. A caller that may not call the method gets PermissionDenied
 // before it learns that its message was malformed.
 func (g *malformedGuard) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if g.take(req) {

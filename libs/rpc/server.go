@@ -79,8 +79,8 @@ func NewServer(cfg ServerConfig) *Server {
 			otelgrpc.WithPropagators(cfg.Telemetry.Propagator))),
 		// A malformed request is InvalidArgument, not Internal: see malformedGuard.
 		grpc.ForceServerCodecV2(guardCodec{guard}),
-		grpc.ChainUnaryInterceptor(guard.unary, counted.unary, rec.unary, authz.unary),
-		grpc.ChainStreamInterceptor(guard.stream, counted.stream, rec.stream, authz.stream),
+		grpc.ChainUnaryInterceptor(counted.unary, guard.unary, rec.unary, authz.unary),
+		grpc.ChainStreamInterceptor(counted.stream, guard.stream, rec.stream, authz.stream),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: age, MaxConnectionAgeGrace: time.Minute}),
 	}
 	if cfg.MaxRecvMsgSize > 0 {
