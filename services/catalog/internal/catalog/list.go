@@ -70,11 +70,11 @@ func parsePageToken(tok string) (int64, error) {
 	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(tok)
 	if err != nil || len(b) < 2 || b[0] != pageTokenVersion {
-		return 0, fmt.Errorf("malformed token %q", tok)
+		return 0, fmt.Errorf("malformed token %q", trunc(tok))
 	}
 	id, n := binary.Uvarint(b[1:])
 	if n != len(b)-1 || id == 0 || id > math.MaxInt64 || encodePageToken(int64(id)) != tok {
-		return 0, fmt.Errorf("malformed token %q", tok)
+		return 0, fmt.Errorf("malformed token %q", trunc(tok))
 	}
 	return int64(id), nil
 }
