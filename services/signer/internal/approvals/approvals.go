@@ -18,6 +18,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/services/signer/internal/audit"
 	"github.com/custody-dev/custody/services/signer/internal/server"
 )
@@ -34,12 +35,13 @@ var (
 	ErrClosed = errors.New("approval request is closed")
 )
 
-// Event types appended to the catalog's log.
+// Event types appended to the catalog's log (libs/tlog's table says the
+// signer alone may write them).
 const (
-	EventRequested = "approval.requested"
-	EventApproved  = "approval.approved"
-	EventRejected  = "approval.rejected"
-	EventSigned    = "approval.signed"
+	EventRequested = tlog.TypeApprovalRequested
+	EventApproved  = tlog.TypeApprovalApproved
+	EventRejected  = tlog.TypeApprovalRejected
+	EventSigned    = tlog.TypeApprovalSigned
 )
 
 // MaxReasonLen bounds a rejection reason.
