@@ -244,7 +244,9 @@ func latency(b *testing.B, wait catalogv1.AppendWait) {
 	}
 	b.StopTimer()
 	slices.Sort(d)
-	p := func(q float64) float64 { return float64(d[min(len(d)-1, int(q*float64(len(d))))]) / float64(time.Millisecond) }
+	p := func(q float64) float64 {
+		return float64(d[min(len(d)-1, int(q*float64(len(d))))]) / float64(time.Millisecond)
+	}
 	b.ReportMetric(p(0.5), "p50-ms")
 	b.ReportMetric(p(0.99), "p99-ms")
 	b.ReportMetric(0, "ns/op")
