@@ -15,14 +15,6 @@ import (
 	"github.com/custody-dev/custody/libs/strictjson"
 )
 
-// TypeArtifactPublished is the type of the entry the catalog logs when it
-// records a published artifact.
-const TypeArtifactPublished = "artifact.published"
-
-// TypeArtifactResigned is the type of the entry the catalog logs when a new
-// envelope over the same statement replaces an artifact's current one.
-const TypeArtifactResigned = "artifact.resigned"
-
 // MaxEntrySize bounds the encoding of an Entry, and so the leaves ParseEntry
 // accepts. It is the largest entry a tlog-tiles log can hold (2^16-1 bytes).
 const MaxEntrySize = 1<<16 - 1

@@ -145,7 +145,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}()
 	d.Logger.Info("transparency log open", slog.String("origin", tl.Origin()), slog.String("verifier_key", tl.VerifierKey()))
 
-	cat := catalog.New(catalog.Config{Store: store, Log: tl, VerifierKey: tl.VerifierKey(), Logger: d.Logger})
+	cat := catalog.New(catalog.Config{Store: store, Log: tl, VerifierKey: tl.VerifierKey(), TrustDomain: d.TrustDomain,
+		Registerer: d.Telemetry.Registry, Logger: d.Logger})
+	// Before the log and the store close: events sequenced but not yet
+	// proved stay pending and are finished at the next start.
+	defer cat.Close()
 	if err := cat.Recover(ctx); errors.Is(err, translog.ErrNotCosigned) {
 		// Serve anyway: reads work, and writes wait for the signer and
 		// fail Unavailable until it is back. A record left pending is

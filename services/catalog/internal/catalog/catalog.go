@@ -12,6 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/custody-dev/custody/libs/artifact"
 	libdigest "github.com/custody-dev/custody/libs/digest"
 	"github.com/custody-dev/custody/libs/tlog"
@@ -31,6 +34,12 @@ type Config struct {
 	// VerifierKey is the log's note verifier key; stored evidence is
 	// re-verified with it before it is returned.
 	VerifierKey string
+	// TrustDomain is the catalog's; only its members may write entries,
+	// each only the types tlog.MayEmit allows it.
+	TrustDomain spiffeid.TrustDomain
+	// Registerer receives custody_catalog_entries_refused_total; nil
+	// keeps it unregistered.
+	Registerer prometheus.Registerer
 	// Now returns the current time; nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -57,9 +66,14 @@ type Catalog struct {
 	store    Store
 	log      Log
 	verifier string
+	td       spiffeid.TrustDomain
+	refused  *prometheus.CounterVec
 	now      func() time.Time
 	logger   *slog.Logger
 	locks    keyLocks
+
+	finisherOnce sync.Once
+	fin          *finisher
 }
 
 // New returns a catalog over cfg.Store and cfg.Log.
@@ -72,7 +86,25 @@ func New(cfg Config) *Catalog {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Catalog{store: cfg.Store, log: cfg.Log, verifier: cfg.VerifierKey, now: now, logger: logger}
+	return &Catalog{store: cfg.Store, log: cfg.Log, verifier: cfg.VerifierKey, td: cfg.TrustDomain, refused: newRefused(cfg.Registerer),
+		now: now, logger: logger}
+}
+
+// finisher returns the background finisher of sequenced events, started on
+// first use.
+func (c *Catalog) finisher() *finisher {
+	c.finisherOnce.Do(func() { c.fin = newFinisher(c) })
+	return c.fin
+}
+
+// Close stops the background finisher of sequenced events. Call it before
+// closing the log and the store; events it has not finished stay pending
+// in the store and are finished by Recover at the next start.
+func (c *Catalog) Close() {
+	c.finisherOnce.Do(func() {})
+	if c.fin != nil {
+		c.fin.close()
+	}
 }
 
 // RecordArtifact records a published artifact and its DSSE envelope: it
@@ -82,6 +114,9 @@ func New(cfg Config) *Catalog {
 // and created=false; another digest fails with ErrAlreadyExists. The
 // artifact's CreatedAt is set by the catalog.
 func (c *Catalog) RecordArtifact(ctx context.Context, actor string, a Artifact, envelope []byte) (rec *ArtifactRecord, created bool, err error) {
+	if err := c.authorize(ctx, actor, tlog.TypeArtifactPublished); err != nil {
+		return nil, false, err
+	}
 	if err := validateArtifact(a); err != nil {
 		return nil, false, err
 	}
@@ -164,11 +199,34 @@ type publishedDetails struct {
 }
 
 // AppendEvent appends one audit event, with actor as its actor, and returns
-// it once a signed checkpoint covers it. typ must not be artifact.published,
-// which only RecordArtifact logs. An event is logged at least once: a call
-// that fails after its leaf was committed is finished by Recover at the next
-// start, so a client that retries such a call may log it twice.
+// it once a co-signed checkpoint covers it, with its proof. actor must be
+// allowed to write typ (tlog.MayEmit): otherwise it fails with
+// ErrPermissionDenied and nothing is stored or logged. typ must not be
+// artifact.published or artifact.resigned, which only RecordArtifact and
+// RecordSignature log. An event is logged at least once: a call that fails
+// after its leaf was committed is finished later (in the background, or by
+// Recover at the next start), so a client that retries such a call may log
+// it twice.
 func (c *Catalog) AppendEvent(ctx context.Context, actor, typ, subjectDigest string, details []byte) (*Event, error) {
+	return c.appendEvent(ctx, actor, typ, subjectDigest, details, true)
+}
+
+// SequenceEvent is AppendEvent that returns once the event is durably
+// sequenced: its row is committed and its leaf is in the log at Entry.Index,
+// on disk, so it is never lost or duplicated. The returned entry has no
+// proof; the catalog stores it in the background once a co-signed
+// checkpoint covers the entry.
+func (c *Catalog) SequenceEvent(ctx context.Context, actor, typ, subjectDigest string, details []byte) (*Event, error) {
+	return c.appendEvent(ctx, actor, typ, subjectDigest, details, false)
+}
+
+func (c *Catalog) appendEvent(ctx context.Context, actor, typ, subjectDigest string, details []byte, prove bool) (*Event, error) {
+	if !tlog.ValidType(typ) {
+		return nil, validateEvent(typ, subjectDigest, details)
+	}
+	if err := c.authorize(ctx, actor, typ); err != nil {
+		return nil, err
+	}
 	if err := validateEvent(typ, subjectDigest, details); err != nil {
 		return nil, err
 	}
@@ -191,17 +249,34 @@ func (c *Catalog) AppendEvent(ctx context.Context, actor, typ, subjectDigest str
 	if e.ID, err = c.store.InsertEvent(ctx, e); err != nil {
 		return nil, unavailable("store event", err)
 	}
-	if err := c.append(ctx, Ref{KindEvent, e.ID}, &e.Entry); err != nil {
-		if !e.Entry.Sequenced && !errors.Is(err, ErrIntegrity) {
-			// The log refused the leaf outright: drop the row so that the
-			// client's retry is the only copy.
-			if derr := c.store.DeleteEvent(context.WithoutCancel(ctx), e.ID); derr != nil {
-				c.logger.WarnContext(ctx, "drop unlogged event", slog.Int64("id", e.ID), slog.Any("error", derr))
-			}
+	ref := Ref{KindEvent, e.ID}
+	// The row is committed: sequence the leaf whatever the caller does now.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
+	defer cancel()
+	idx, err := c.log.Sequence(sctx, leaf)
+	if err != nil {
+		// The log refused the leaf outright: drop the row so that the
+		// client's retry is the only copy.
+		if derr := c.store.DeleteEvent(context.WithoutCancel(ctx), e.ID); derr != nil {
+			c.logger.WarnContext(ctx, "drop unlogged event", slog.Int64("id", e.ID), slog.Any("error", derr))
 		}
-		return nil, err
+		return nil, logError("append to log", err)
 	}
-	return e, nil
+	e.Entry.Sequenced, e.Entry.Index = true, idx
+	done := c.finisher().add(ref, idx, leaf)
+	if !prove {
+		return e, nil
+	}
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, r.err
+		}
+		e.Entry.Proof, e.Entry.Checkpoint = r.p.Proof, r.p.Checkpoint
+		return e, nil
+	case <-sctx.Done():
+		return nil, unavailable("wait for the event's proof", sctx.Err())
+	}
 }
 
 // append appends a pending row's leaf and stores the evidence.

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/services/catalog/internal/catalog"
@@ -19,9 +21,12 @@ import (
 )
 
 const (
-	publisher = "spiffe://custody.test/service/publisher"
-	builder   = "spiffe://custody.test/builder/ci"
+	publisher  = "spiffe://custody.test/service/publisher"
+	gatekeeper = "spiffe://custody.test/service/gatekeeper"
+	builder    = "spiffe://custody.test/builder/ci"
 )
+
+var td = spiffeid.RequireTrustDomainFromString("custody.test")
 
 // faultyStore fails SetLogged on demand: the process "crashed" after the
 // log append and before the database commit.
@@ -57,7 +62,15 @@ func (l *faultyLog) Append(ctx context.Context, leaf []byte) (*translog.Proved, 
 	return l.Log.Append(ctx, leaf)
 }
 
+func (l *faultyLog) Sequence(ctx context.Context, leaf []byte) (uint64, error) {
+	if l.mode == "refuse" {
+		return 0, fmt.Errorf("%w: pushback", translog.ErrUnavailable)
+	}
+	return l.Log.Sequence(ctx, leaf)
+}
+
 type fixture struct {
+	t     *testing.T
 	store *sqlite.Store
 	log   *translog.Log
 	vkey  string
@@ -80,7 +93,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tl.Close(context.Background()) })
-	return &fixture{store: store, log: tl, vkey: tl.VerifierKey()}
+	return &fixture{t: t, store: store, log: tl, vkey: tl.VerifierKey()}
 }
 
 // catalog returns a catalog over the fixture's store and log, through
@@ -92,7 +105,9 @@ func (f *fixture) catalog(s catalog.Store, l catalog.Log) *catalog.Catalog {
 	if l == nil {
 		l = f.log
 	}
-	return catalog.New(catalog.Config{Store: s, Log: l, VerifierKey: f.vkey})
+	c := catalog.New(catalog.Config{Store: s, Log: l, VerifierKey: f.vkey, TrustDomain: td})
+	f.t.Cleanup(c.Close)
+	return c
 }
 
 func (f *fixture) size(t *testing.T) uint64 {
@@ -236,14 +251,15 @@ func TestEventRecovery(t *testing.T) {
 	f := newFixture(t)
 	// Refused outright: the row is dropped, nothing is logged later.
 	refusing := f.catalog(nil, &faultyLog{Log: f.log, mode: "refuse"})
-	if _, err := refusing.AppendEvent(t.Context(), publisher, "test.refused", "", nil); !errors.Is(err, catalog.ErrUnavailable) {
+	if _, err := refusing.AppendEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, "", nil); !errors.Is(err, catalog.ErrUnavailable) {
 		t.Fatalf("got %v, want ErrUnavailable", err)
 	}
 	// Appended, then the database failed: Recover proves the entry.
 	crashing := f.catalog(&faultyStore{Store: f.store, failSetLogged: true}, nil)
-	if _, err := crashing.AppendEvent(t.Context(), publisher, "test.crashed", "", []byte(`{"n":1}`)); !errors.Is(err, catalog.ErrUnavailable) {
+	if _, err := crashing.AppendEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, "", []byte(`{"n":1}`)); !errors.Is(err, catalog.ErrUnavailable) {
 		t.Fatalf("got %v, want ErrUnavailable", err)
 	}
+	crashing.Close()
 	if err := f.catalog(nil, nil).Recover(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -277,7 +293,7 @@ func TestTamperedEvidenceIsRefused(t *testing.T) {
 func TestRecordUsesCatalogTimeAndActor(t *testing.T) {
 	f := newFixture(t)
 	now := time.Date(2025, 6, 1, 10, 0, 0, 0, time.UTC)
-	c := catalog.New(catalog.Config{Store: f.store, Log: f.log, VerifierKey: f.vkey, Now: func() time.Time { return now }})
+	c := catalog.New(catalog.Config{Store: f.store, Log: f.log, VerifierKey: f.vkey, TrustDomain: td, Now: func() time.Time { return now }})
 	a := artifact("1.0.0", "a")
 	a.CreatedAt = time.Unix(1, 0) // a client's claim is ignored
 	rec, _, err := c.RecordArtifact(t.Context(), publisher, a, envelope(a))

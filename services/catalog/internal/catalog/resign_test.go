@@ -374,8 +374,13 @@ func TestListArtifacts(t *testing.T) {
 
 func TestAppendEventRefusesResignedType(t *testing.T) {
 	f := newFixture(t)
-	_, err := f.catalog(nil, nil).AppendEvent(context.Background(), publisher, tlog.TypeArtifactResigned, "", nil)
+	// Even its emitter logs it through RecordSignature only.
+	_, err := f.catalog(nil, nil).AppendEvent(context.Background(), "spiffe://custody.test/service/signer", tlog.TypeArtifactResigned, "", nil)
 	if !errors.Is(err, catalog.ErrInvalid) || !strings.Contains(err.Error(), "RecordSignature only") {
 		t.Errorf("got %v, want ErrInvalid", err)
+	}
+	_, err = f.catalog(nil, nil).AppendEvent(context.Background(), publisher, tlog.TypeArtifactResigned, "", nil)
+	if !errors.Is(err, catalog.ErrPermissionDenied) {
+		t.Errorf("publisher: got %v, want ErrPermissionDenied", err)
 	}
 }

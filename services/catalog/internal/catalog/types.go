@@ -23,6 +23,9 @@ var (
 	ErrUnavailable = errors.New("catalog unavailable")
 	// ErrIntegrity means stored or logged evidence does not verify.
 	ErrIntegrity = errors.New("integrity failure")
+	// ErrPermissionDenied means the caller may not write this entry type
+	// (tlog.MayEmit); nothing was stored or logged.
+	ErrPermissionDenied = errors.New("permission denied")
 )
 
 // Artifact is the metadata of one published name@version.
@@ -183,6 +186,11 @@ type Log interface {
 	Append(ctx context.Context, leaf []byte) (*translog.Proved, error)
 	Prove(ctx context.Context, index uint64, leaf []byte) (*translog.Proved, error)
 	Find(ctx context.Context, leaf []byte, from uint64) (uint64, bool, error)
+	// Sequence appends leaf and returns its index once it is durably
+	// sequenced; an error means it was not.
+	Sequence(ctx context.Context, leaf []byte) (uint64, error)
+	// ProveAll proves sequenced leaves against one served checkpoint.
+	ProveAll(ctx context.Context, leaves []translog.Leaf) ([]*translog.Proved, []error, error)
 	Checkpoint(ctx context.Context) ([]byte, *tlog.Checkpoint, error)
 }
 

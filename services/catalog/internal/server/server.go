@@ -23,7 +23,8 @@ import (
 
 // Policy is the catalog's authorization, per docs/services.md: only the
 // publisher records artifacts; only admins record re-signatures; services
-// and edges append events; every member of the trust domain reads.
+// and edges append events (each only the types tlog.MayEmit allows it,
+// checked by the catalog); every member of the trust domain reads.
 func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	sd := catalogv1.CatalogService_ServiceDesc
 	return rpc.Policy{
@@ -80,7 +81,15 @@ func (s *Server) AppendEvent(ctx context.Context, req *catalogv1.AppendEventRequ
 	if err != nil {
 		return nil, err
 	}
-	e, err := s.cat.AppendEvent(ctx, actor, req.GetType(), req.GetSubjectDigest(), req.GetDetails())
+	appendEvent := s.cat.AppendEvent
+	switch req.GetWait() {
+	case catalogv1.AppendWait_APPEND_WAIT_UNSPECIFIED, catalogv1.AppendWait_APPEND_WAIT_PROVED:
+	case catalogv1.AppendWait_APPEND_WAIT_SEQUENCED:
+		appendEvent = s.cat.SequenceEvent
+	default:
+		return nil, status.Errorf(codes.InvalidArgument, "wait %d: want APPEND_WAIT_PROVED or APPEND_WAIT_SEQUENCED", req.GetWait())
+	}
+	e, err := appendEvent(ctx, actor, req.GetType(), req.GetSubjectDigest(), req.GetDetails())
 	if err != nil {
 		return nil, s.status(ctx, "AppendEvent", err)
 	}
@@ -187,6 +196,8 @@ func (s *Server) status(ctx context.Context, method string, err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, catalog.ErrAlreadyExists):
 		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, catalog.ErrPermissionDenied):
+		return status.Errorf(codes.PermissionDenied, "%s: %v", method, err)
 	}
 	traceID := trace.SpanContextFromContext(ctx).TraceID().String()
 	attrs := []any{slog.String("method", method), slog.String("trace_id", traceID), slog.Any("error", err)}

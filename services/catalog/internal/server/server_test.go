@@ -46,6 +46,7 @@ type env struct {
 	addr  string
 	log   *translog.Log
 	store *sqlite.Store
+	tel   *telemetry.Telemetry
 	stop  func()
 }
 
@@ -77,11 +78,11 @@ func (e *env) start(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cat := catalog.New(catalog.Config{Store: store, Log: tl, VerifierKey: tl.VerifierKey()})
+	tel := telemetry.Discard("catalog")
+	cat := catalog.New(catalog.Config{Store: store, Log: tl, VerifierKey: tl.VerifierKey(), TrustDomain: e.td.TD, Registerer: tel.Registry})
 	if err := cat.Recover(ctx); err != nil {
 		t.Fatal(err)
 	}
-	tel := telemetry.Discard("catalog")
 	logger := slog.New(slog.DiscardHandler)
 	srv := rpc.NewServer(rpc.ServerConfig{
 		Source: e.td.Source(t, "/service/catalog"), TrustDomain: e.td.TD,
@@ -93,9 +94,10 @@ func (e *env) start(t testing.TB) {
 		t.Fatal(err)
 	}
 	go srv.Serve(l)
-	e.addr, e.log, e.store = l.Addr().String(), tl, store
+	e.addr, e.log, e.store, e.tel = l.Addr().String(), tl, store, tel
 	e.stop = func() {
 		srv.GracefulStop()
+		cat.Close()
 		if err := tl.Close(ctx); err != nil {
 			t.Errorf("close log: %v", err)
 		}
@@ -266,10 +268,13 @@ func TestAuthorization(t *testing.T) {
 		_, err := c.RecordArtifact(ctx, recordReq("app", "1.0.0", "x"))
 		return err
 	}
-	event := func(c catalogv1.CatalogServiceClient) error {
-		_, err := c.AppendEvent(ctx, &catalogv1.AppendEventRequest{Type: "test.happened"})
-		return err
+	eventOf := func(typ string) func(c catalogv1.CatalogServiceClient) error {
+		return func(c catalogv1.CatalogServiceClient) error {
+			_, err := c.AppendEvent(ctx, &catalogv1.AppendEventRequest{Type: typ})
+			return err
+		}
 	}
+	event := eventOf(tlog.TypeAdmissionDecided)
 	getCP := func(c catalogv1.CatalogServiceClient) error {
 		_, err := c.GetCheckpoint(ctx, &catalogv1.GetCheckpointRequest{})
 		return err
@@ -286,7 +291,7 @@ func TestAuthorization(t *testing.T) {
 		{"/admin/ops", "RecordArtifact", rec, true},
 		{"/deployer/pipeline", "AppendEvent", event, true},
 		{"/service/gatekeeper", "AppendEvent", event, false},
-		{"/edge/dev", "AppendEvent", event, false},
+		{"/edge/dev", "AppendEvent", eventOf("edge.purged"), false},
 		{"/builder/ci", "GetCheckpoint", getCP, false},
 		{"/service/publisher", "RecordArtifact", rec, false},
 	}
@@ -329,10 +334,10 @@ func TestAppendEvent(t *testing.T) {
 		want string
 	}{
 		{"bad type", &catalogv1.AppendEventRequest{Type: "Admission Decided"}, "type"},
-		{"reserved type", &catalogv1.AppendEventRequest{Type: tlog.TypeArtifactPublished}, "RecordArtifact only"},
-		{"bad digest", &catalogv1.AppendEventRequest{Type: "a.b", SubjectDigest: "sha256:xyz"}, "subject_digest"},
-		{"details array", &catalogv1.AppendEventRequest{Type: "a.b", Details: []byte(`[1]`)}, "JSON object"},
-		{"details too big", &catalogv1.AppendEventRequest{Type: "a.b", Details: []byte(`{"x":"` + strings.Repeat("a", 64<<10) + `"}`)}, "details"},
+		{"bad digest", &catalogv1.AppendEventRequest{Type: "admission.decided", SubjectDigest: "sha256:xyz"}, "subject_digest"},
+		{"details array", &catalogv1.AppendEventRequest{Type: "admission.decided", Details: []byte(`[1]`)}, "JSON object"},
+		{"details too big", &catalogv1.AppendEventRequest{Type: "admission.decided", Details: []byte(`{"x":"` + strings.Repeat("a", 64<<10) + `"}`)}, "details"},
+		{"bad wait", &catalogv1.AppendEventRequest{Type: "admission.decided", Wait: 7}, "wait"},
 	}
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
@@ -341,6 +346,11 @@ func TestAppendEvent(t *testing.T) {
 				t.Errorf("got %v, want InvalidArgument mentioning %q", err, tt.want)
 			}
 		})
+	}
+	// Even its emitter logs artifact.published through RecordArtifact only.
+	_, err = e.client(t, "/service/publisher").AppendEvent(t.Context(), &catalogv1.AppendEventRequest{Type: tlog.TypeArtifactPublished})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "RecordArtifact only") {
+		t.Errorf("publisher appends artifact.published: got %v, want InvalidArgument", err)
 	}
 }
 
@@ -568,7 +578,7 @@ func TestFailsClosed(t *testing.T) {
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("RecordArtifact without a database: got %v, want Unavailable", err)
 	}
-	if _, err := pub.AppendEvent(t.Context(), &catalogv1.AppendEventRequest{Type: "a.b"}); status.Code(err) != codes.Unavailable {
+	if _, err := pub.AppendEvent(t.Context(), &catalogv1.AppendEventRequest{Type: "artifact.uploaded"}); status.Code(err) != codes.Unavailable {
 		t.Errorf("AppendEvent without a database: got %v, want Unavailable", err)
 	}
 	cp, err := pub.GetCheckpoint(t.Context(), &catalogv1.GetCheckpointRequest{})

@@ -35,25 +35,53 @@ var (
 	ErrNotCosigned = errors.New("checkpoint not co-signed")
 )
 
-// cosignState is what the co-signing loop shares with waiters. Guarded by
+// cosignState is what the checkpoint loop shares with waiters. Guarded by
 // Log.mu.
 type cosignState struct {
-	// signed and cp are the latest co-signed checkpoint; nil until one is
+	// signed and cp are the latest served checkpoint: with a Cosigner the
+	// latest co-signed one, else the latest published; nil until one is
 	// known.
 	signed []byte
 	cp     *tlog.Checkpoint
-	// err is why the latest published checkpoint is not co-signed; nil
-	// while co-signing keeps up.
+	// err is why the latest published checkpoint is not served; nil while
+	// the loop keeps up.
 	err error
 	// changed is closed and replaced whenever signed or err changes.
 	changed chan struct{}
 }
 
-// cosignLoop co-signs each newly published checkpoint until the log
-// closes. After a failure it retries with a growing delay (up to
-// cosignRetryMax), so co-signing resumes by itself when the co-signer is
-// back.
-func (l *Log) cosignLoop(ctx context.Context) {
+// need records that an entry waits for a served checkpoint of at least size
+// entries, and wakes the checkpoint loop if it sleeps.
+func (l *Log) need(size uint64) {
+	l.mu.Lock()
+	grew := size > l.want
+	if grew {
+		l.want = size
+	}
+	l.mu.Unlock()
+	if grew {
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// satisfied reports whether a served checkpoint covers every entry waited
+// for.
+func (l *Log) satisfied() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cs.cp != nil && l.cs.cp.Size >= l.want
+}
+
+// checkpointLoop serves each newly published checkpoint (with a Cosigner,
+// once co-signed) until the log closes. It polls every PollInterval only
+// while some entry waits for a checkpoint that covers it, and sleeps
+// otherwise: an idle log costs nothing. After a failure it retries with a
+// growing delay (up to cosignRetryMax), so serving resumes by itself when
+// the co-signer is back.
+func (l *Log) checkpointLoop(ctx context.Context) {
 	defer close(l.loopDone)
 	var (
 		base     *tlog.Checkpoint // the co-signer's last checkpoint; nil: ask it
@@ -61,7 +89,16 @@ func (l *Log) cosignLoop(ctx context.Context) {
 		failures int
 	)
 	for {
-		err := l.cosignLatest(ctx, &base)
+		if failures == 0 && l.satisfied() {
+			select {
+			case <-l.closing:
+				return
+			case <-ctx.Done():
+				return
+			case <-l.wake:
+			}
+		}
+		err := l.serveLatest(ctx, &base)
 		l.setCosignErr(err)
 		switch {
 		case err == nil:
@@ -83,6 +120,9 @@ func (l *Log) cosignLoop(ctx context.Context) {
 			}
 			failures++
 		}
+		if err == nil && l.satisfied() {
+			continue
+		}
 		select {
 		case <-l.closing:
 			return
@@ -91,6 +131,22 @@ func (l *Log) cosignLoop(ctx context.Context) {
 		case <-time.After(delay):
 		}
 	}
+}
+
+// serveLatest makes the latest published checkpoint the served one: with a
+// Cosigner once co-signed, else as it is.
+func (l *Log) serveLatest(ctx context.Context, base **tlog.Checkpoint) error {
+	if l.cosigner != nil {
+		return l.cosignLatest(ctx, base)
+	}
+	signed, cp, err := l.published(ctx)
+	if err != nil {
+		return err
+	}
+	if cur := l.latestCosigned(); cur == nil || cp.Size > cur.Size {
+		l.setCosigned(signed, cp)
+	}
+	return nil
 }
 
 // cosignLatest has the latest published checkpoint co-signed, unless it
@@ -209,9 +265,10 @@ func (l *Log) setCosignErr(err error) {
 	l.cs.changed = make(chan struct{})
 }
 
-// awaitCosigned waits, at most cosignWait, for a co-signed checkpoint of at
+// awaitServed waits, at most cosignWait, for a served checkpoint of at
 // least size entries and returns the latest one.
-func (l *Log) awaitCosigned(ctx context.Context, size uint64) ([]byte, *tlog.Checkpoint, error) {
+func (l *Log) awaitServed(ctx context.Context, size uint64) ([]byte, *tlog.Checkpoint, error) {
+	l.need(size)
 	timer := time.NewTimer(l.cosignWait)
 	defer timer.Stop()
 	for {

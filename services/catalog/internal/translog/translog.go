@@ -41,7 +41,8 @@ type Config struct {
 	// the log's origin.
 	SignerKey string
 	// BatchMaxAge is how long an entry may wait for others to join its
-	// batch. Zero means 50ms.
+	// batch. Zero means 5ms: a lone event is sequenced at once, and under
+	// load batches fill to BatchMaxSize long before.
 	BatchMaxAge time.Duration
 	// BatchMaxSize is the most entries sequenced at once. Zero means 256.
 	BatchMaxSize uint
@@ -49,8 +50,9 @@ type Config struct {
 	// checkpoints; Tessera's POSIX driver refuses less than 100ms. Zero means
 	// 100ms.
 	CheckpointInterval time.Duration
-	// PollInterval is how often waiters (and the co-signing loop) look for
-	// a new checkpoint. Zero means 10ms.
+	// PollInterval is how often the checkpoint loop looks for a newly
+	// published checkpoint while an entry waits for one. An idle log does
+	// not poll. Zero means 10ms.
 	PollInterval time.Duration
 	// Cosigner, if set, co-signs every published checkpoint, and only
 	// co-signed checkpoints are served (Append, Prove, Checkpoint). Nil
@@ -75,12 +77,13 @@ type Proved struct {
 }
 
 // Log is a Tessera log with a POSIX driver. Its methods are safe for
-// concurrent use; appends are batched by Tessera, not serialized here. With
-// a Cosigner, a background loop has each published checkpoint co-signed.
+// concurrent use; appends are batched by Tessera, not serialized here. A
+// background loop watches for published checkpoints while some entry waits
+// for one, and with a Cosigner has each co-signed; it sleeps while nothing
+// waits.
 type Log struct {
 	appender *tessera.Appender
 	reader   tessera.LogReader
-	awaiter  *tessera.PublicationAwaiter
 	shutdown func(context.Context) error
 	cancel   context.CancelFunc
 	verifier string
@@ -93,8 +96,13 @@ type Log struct {
 	cosignTimeout  time.Duration
 	poll           time.Duration
 	loopDone       chan struct{}
-	mu             sync.Mutex
-	cs             cosignState
+	// wake is signalled when want grows.
+	wake chan struct{}
+	mu   sync.Mutex
+	// want is the largest tree size some entry waits for a served
+	// checkpoint of; guarded by mu.
+	want uint64
+	cs   cosignState
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -113,7 +121,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		return nil, err
 	}
 	if cfg.BatchMaxAge == 0 {
-		cfg.BatchMaxAge = 50 * time.Millisecond
+		cfg.BatchMaxAge = 5 * time.Millisecond
 	}
 	if cfg.BatchMaxSize == 0 {
 		cfg.BatchMaxSize = 256
@@ -161,7 +169,6 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	l := &Log{
 		appender: appender,
 		reader:   reader,
-		awaiter:  tessera.NewPublicationAwaiter(bg, reader.ReadCheckpoint, cfg.PollInterval),
 		shutdown: shutdown,
 		cancel:   cancel,
 		verifier: verifier,
@@ -175,6 +182,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		cosignTimeout:  min(cfg.CosignWait, 5*time.Second),
 		poll:           cfg.PollInterval,
 		loopDone:       make(chan struct{}),
+		wake:           make(chan struct{}, 1),
 		cs:             cosignState{changed: make(chan struct{})},
 	}
 	// Refuse to serve a log whose published checkpoint is not ours: the
@@ -184,11 +192,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		l.Close(ctx)
 		return nil, err
 	}
-	if l.cosigner != nil {
-		go l.cosignLoop(bg)
-	} else {
-		close(l.loopDone)
-	}
+	go l.checkpointLoop(bg)
 	return l, nil
 }
 
@@ -218,11 +222,7 @@ func (l *Log) Size(ctx context.Context) (uint64, error) {
 // sequenced: on error, a non-nil *Sequenced in the error chain carries the
 // index of a leaf that is in the log but whose proof was not obtained.
 func (l *Log) Append(ctx context.Context, leaf []byte) (*Proved, error) {
-	if l.isClosing() {
-		return nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
-	}
-	future := l.appender.Add(ctx, tessera.NewEntry(leaf))
-	idx, err := l.resolve(future)
+	idx, err := l.Sequence(ctx, leaf)
 	if err != nil {
 		return nil, err
 	}
@@ -231,6 +231,27 @@ func (l *Log) Append(ctx context.Context, leaf []byte) (*Proved, error) {
 		return nil, &Sequenced{Index: idx, Err: err}
 	}
 	return p, nil
+}
+
+// Sequence adds leaf to the log and returns its index once Tessera has
+// sequenced it: the POSIX driver resolves an entry's future only after the
+// entry bundle holding it and the tree state that counts it are written
+// with O_SYNC and renamed into a synced directory, so the entry is durable
+// and will be in every later checkpoint. Concurrent calls share Tessera
+// batches. Once Tessera has accepted the leaf, Sequence waits for its index
+// even if ctx is done, so an error means the leaf was not sequenced.
+func (l *Log) Sequence(ctx context.Context, leaf []byte) (uint64, error) {
+	if l.isClosing() {
+		return 0, fmt.Errorf("%w: shutting down", ErrUnavailable)
+	}
+	future := l.appender.Add(ctx, tessera.NewEntry(leaf))
+	idx, err := l.resolve(future)
+	if err != nil {
+		return 0, err
+	}
+	// Someone will want a checkpoint that covers it.
+	l.need(idx + 1)
+	return idx, nil
 }
 
 // Sequenced is the error of an Append whose leaf was sequenced at Index but
@@ -334,25 +355,14 @@ func (l *Log) ConsistencyProof(ctx context.Context, older, newer uint64) ([][]by
 
 // await waits for a served checkpoint that covers entry index.
 func (l *Log) await(ctx context.Context, index uint64) ([]byte, error) {
-	if l.cosigner != nil {
-		signed, _, err := l.awaitCosigned(ctx, index+1)
-		return signed, err
-	}
-	known := func() (tessera.Index, error) { return tessera.Index{Index: index}, nil }
-	_, signed, err := l.awaiter.Await(ctx, known)
-	if err != nil {
-		return nil, fmt.Errorf("%w: wait for a checkpoint covering entry %d: %v", ErrUnavailable, index, err)
-	}
-	return signed, nil
+	signed, _, err := l.awaitServed(ctx, index+1)
+	return signed, err
 }
 
 // latest returns the latest served checkpoint.
 func (l *Log) latest(ctx context.Context) ([]byte, error) {
-	if l.cosigner != nil {
-		signed, _, err := l.awaitCosigned(ctx, 0)
-		return signed, err
-	}
-	return l.reader.ReadCheckpoint(ctx)
+	signed, _, err := l.awaitServed(ctx, 0)
+	return signed, err
 }
 
 // Checkpoint returns the latest served checkpoint, signed and parsed, after
@@ -360,10 +370,12 @@ func (l *Log) latest(ctx context.Context) ([]byte, error) {
 // one (waiting at most CosignWait for the first); else the latest
 // published.
 func (l *Log) Checkpoint(ctx context.Context) ([]byte, *tlog.Checkpoint, error) {
-	if l.cosigner != nil {
-		return l.awaitCosigned(ctx, 0)
+	if l.cosigner == nil {
+		// Read it afresh: a checkpoint missing or altered on disk is
+		// refused, not served from memory.
+		return l.published(ctx)
 	}
-	return l.published(ctx)
+	return l.awaitServed(ctx, 0)
 }
 
 // published returns the latest checkpoint Tessera published, verified with
@@ -427,4 +439,78 @@ func (l *Log) isClosing() bool {
 	default:
 		return false
 	}
+}
+
+// Leaf is a sequenced entry to prove: its index and bytes.
+type Leaf struct {
+	Index uint64
+	Bytes []byte
+}
+
+// ProveAll waits until a served checkpoint covers every entry of leaves,
+// then proves each against that one checkpoint, sharing the tiles read, and
+// verifies each proof with the log's key. It returns one result per leaf, in
+// order: a proof, or why that leaf could not be proved (ErrIntegrity if the
+// log holds other bytes at its index). The error is for the whole batch:
+// no checkpoint in time (wrapping ErrNotCosigned with a Cosigner), or the
+// log closing.
+func (l *Log) ProveAll(ctx context.Context, leaves []Leaf) ([]*Proved, []error, error) {
+	if len(leaves) == 0 {
+		return nil, nil, nil
+	}
+	if l.isClosing() {
+		return nil, nil, fmt.Errorf("%w: shutting down", ErrUnavailable)
+	}
+	var top uint64
+	for _, lf := range leaves {
+		top = max(top, lf.Index)
+	}
+	signed, err := l.await(ctx, top)
+	if err != nil {
+		return nil, nil, err
+	}
+	proved := make([]*Proved, len(leaves))
+	errs := make([]error, len(leaves))
+	todo := leaves
+	idx := make([]int, len(leaves))
+	for i := range idx {
+		idx[i] = i
+	}
+	// As in Prove: a proof builder that read a tile of another size than
+	// its checkpoint's fails; a newer checkpoint then works.
+	for attempt := 0; len(idx) > 0; attempt++ {
+		cp, err := tlog.OpenCheckpoint(signed, l.verifier)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: published checkpoint: %v", ErrIntegrity, err)
+		}
+		if cp.Size <= top {
+			return nil, nil, fmt.Errorf("%w: checkpoint of size %d does not cover entry %d", ErrIntegrity, cp.Size, top)
+		}
+		pb, err := client.NewProofBuilder(ctx, cp.Size, l.reader.ReadTile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: proof builder at size %d: %v", ErrUnavailable, cp.Size, err)
+		}
+		var retry []int
+		for _, i := range idx {
+			lf := todo[i]
+			proof, err := pb.InclusionProof(ctx, lf.Index)
+			if err != nil {
+				errs[i] = fmt.Errorf("%w: inclusion proof for entry %d: %v", ErrUnavailable, lf.Index, err)
+				retry = append(retry, i)
+				continue
+			}
+			if err := tlog.VerifyInclusion(lf.Bytes, lf.Index, proof, cp); err != nil {
+				errs[i] = fmt.Errorf("%w: entry %d: %v", ErrIntegrity, lf.Index, err)
+				continue
+			}
+			proved[i], errs[i] = &Proved{Index: lf.Index, Proof: proof, Checkpoint: signed}, nil
+		}
+		if idx = retry; len(idx) == 0 || attempt == 2 {
+			break
+		}
+		if signed, err = l.latest(ctx); err != nil {
+			break
+		}
+	}
+	return proved, errs, nil
 }

@@ -27,7 +27,7 @@ import (
 )
 
 // EventType is the type of the log entry of every decision.
-const EventType = "admission.decided"
+const EventType = tlog.TypeAdmissionDecided
 
 // PolicyURI names the admission policy in decision records.
 const PolicyURI = "custody:policy/admission"

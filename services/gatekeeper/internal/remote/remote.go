@@ -59,9 +59,12 @@ func (c *Catalog) Evidence(ctx context.Context, name, version, digest string) (*
 	}, nil
 }
 
-// AppendEvent logs e and returns its entry's index.
+// AppendEvent logs e and returns its entry's index once the entry is
+// durably sequenced: a decision needs to be on the record before it is
+// returned, not an inclusion proof (the catalog stores that later).
 func (c *Catalog) AppendEvent(ctx context.Context, e admission.Event) (int64, error) {
-	resp, err := c.client.AppendEvent(ctx, &catalogv1.AppendEventRequest{Type: e.Type, SubjectDigest: e.SubjectDigest, Details: e.Details})
+	resp, err := c.client.AppendEvent(ctx, &catalogv1.AppendEventRequest{Type: e.Type, SubjectDigest: e.SubjectDigest, Details: e.Details,
+		Wait: catalogv1.AppendWait_APPEND_WAIT_SEQUENCED})
 	if err != nil {
 		return 0, fmt.Errorf("catalog AppendEvent: %w", err)
 	}

@@ -282,6 +282,12 @@ func (c *fakeCatalog) AppendEvent(ctx context.Context, req *catalogv1.AppendEven
 		c.failNext = nil
 		return nil, err
 	}
+	// A decision needs to be on the record, not proved, before it is
+	// returned: waiting for a proof would add a checkpoint interval to every
+	// admission.
+	if req.GetWait() != catalogv1.AppendWait_APPEND_WAIT_SEQUENCED {
+		return nil, status.Errorf(codes.InvalidArgument, "fake catalog: the gatekeeper waited for %v, want APPEND_WAIT_SEQUENCED", req.GetWait())
+	}
 	e := &tlog.Entry{Type: req.GetType(), Time: time.Now().UTC(), Actor: id.String(),
 		Subject: tlog.Subject{Digest: req.GetSubjectDigest()}, Details: req.GetDetails()}
 	leaf, err := e.Marshal()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/services/signer/internal/audit"
 	"github.com/custody-dev/custody/services/signer/internal/server"
 )
@@ -35,12 +36,13 @@ var (
 	ErrClosed = errors.New("approval request is closed")
 )
 
-// Event types appended to the catalog's log.
+// Event types appended to the catalog's log (libs/tlog's table says the
+// signer alone may write them).
 const (
-	EventRequested = "approval.requested"
-	EventApproved  = "approval.approved"
-	EventRejected  = "approval.rejected"
-	EventSigned    = "approval.signed"
+	EventRequested = tlog.TypeApprovalRequested
+	EventApproved  = tlog.TypeApprovalApproved
+	EventRejected  = tlog.TypeApprovalRejected
+	EventSigned    = tlog.TypeApprovalSigned
 )
 
 // MaxReasonLen bounds a rejection reason.

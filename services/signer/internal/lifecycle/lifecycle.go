@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/custody-dev/custody/libs/attest"
+	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/services/signer/internal/audit"
@@ -359,7 +360,7 @@ func (m *Manager) Rotate(ctx context.Context, name, caller string) (Info, int64,
 		return Info{}, 0, m.backendErr(name, err)
 	}
 	m.forget(name)
-	auditErr := m.audit(ctx, "key.rotated", map[string]any{"key": name, "version": v.Version, "key_id": v.ID, "by": caller}, true)
+	auditErr := m.audit(ctx, tlog.TypeKeyRotated, map[string]any{"key": name, "version": v.Version, "key_id": v.ID, "by": caller}, true)
 	rv, err := m.autoPublish(ctx, false)
 	if err != nil {
 		return Info{}, 0, err
@@ -424,7 +425,7 @@ func (m *Manager) Revoke(ctx context.Context, name string, version int, effectiv
 	}
 	m.cfg.Logger.WarnContext(ctx, "key version revoked", slog.String("key_name", name), slog.Int("key_version", version),
 		slog.String("key_id", id), slog.Time("revoked_at", revokedAt), slog.String("caller", caller))
-	auditErr := m.audit(ctx, "key.revoked", map[string]any{"key": name, "version": version, "key_id": id,
+	auditErr := m.audit(ctx, tlog.TypeKeyRevoked, map[string]any{"key": name, "version": version, "key_id": id,
 		"revoked_at": revokedAt.Format(time.RFC3339Nano), "reason": reason, "by": caller}, true)
 	rv, err := m.autoPublish(ctx, false)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/trustroot"
 )
 
@@ -195,8 +196,8 @@ func (m *Manager) publishLocked(ctx context.Context, env []byte, caller string, 
 	m.cfg.Logger.InfoContext(ctx, "trust root published", slog.Int64("version", r.Version), slog.Time("expires", r.Expires), slog.String("caller", caller))
 	details := map[string]any{"version": r.Version, "expires": r.Expires.Format(time.RFC3339), "by": caller}
 	if queueOnly {
-		m.enqueue(ctx, "trustroot.published", details)
-	} else if err := m.audit(ctx, "trustroot.published", details, true); err != nil {
+		m.enqueue(ctx, tlog.TypeTrustRootPublished, details)
+	} else if err := m.audit(ctx, tlog.TypeTrustRootPublished, details, true); err != nil {
 		// Published: it stays so; the outbox logs it later.
 		m.cfg.Logger.WarnContext(ctx, "trust root published; its event is queued until the log is back", slog.Int64("version", r.Version), slog.Any("error", err))
 	}

@@ -22,6 +22,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// AppendWait says when AppendEvent returns.
+type AppendWait int32
+
+const (
+	AppendWait_APPEND_WAIT_UNSPECIFIED AppendWait = 0
+	// Once a co-signed checkpoint covers the entry: the response carries the
+	// inclusion proof and that checkpoint.
+	AppendWait_APPEND_WAIT_PROVED AppendWait = 1
+	// Once the entry is durably sequenced: its index is assigned and on disk,
+	// and it is never lost or duplicated. The response carries the index and
+	// the leaf, no proof; the catalog stores the proof when a co-signed
+	// checkpoint covers the entry, and GetCheckpoint serves it.
+	AppendWait_APPEND_WAIT_SEQUENCED AppendWait = 2
+)
+
+// Enum value maps for AppendWait.
+var (
+	AppendWait_name = map[int32]string{
+		0: "APPEND_WAIT_UNSPECIFIED",
+		1: "APPEND_WAIT_PROVED",
+		2: "APPEND_WAIT_SEQUENCED",
+	}
+	AppendWait_value = map[string]int32{
+		"APPEND_WAIT_UNSPECIFIED": 0,
+		"APPEND_WAIT_PROVED":      1,
+		"APPEND_WAIT_SEQUENCED":   2,
+	}
+)
+
+func (x AppendWait) Enum() *AppendWait {
+	p := new(AppendWait)
+	*p = x
+	return p
+}
+
+func (x AppendWait) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AppendWait) Descriptor() protoreflect.EnumDescriptor {
+	return file_custody_catalog_v1_catalog_proto_enumTypes[0].Descriptor()
+}
+
+func (AppendWait) Type() protoreflect.EnumType {
+	return &file_custody_catalog_v1_catalog_proto_enumTypes[0]
+}
+
+func (x AppendWait) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AppendWait.Descriptor instead.
+func (AppendWait) EnumDescriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{0}
+}
+
 // Artifact is the catalog's record of one published name@version.
 type Artifact struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -319,7 +375,9 @@ type AppendEventRequest struct {
 	// The digest the event is about, "sha256:<hex>", if any.
 	SubjectDigest string `protobuf:"bytes,2,opt,name=subject_digest,json=subjectDigest,proto3" json:"subject_digest,omitempty"`
 	// Event details, a JSON object.
-	Details       []byte `protobuf:"bytes,3,opt,name=details,proto3" json:"details,omitempty"`
+	Details []byte `protobuf:"bytes,3,opt,name=details,proto3" json:"details,omitempty"`
+	// When to return; unspecified means APPEND_WAIT_PROVED.
+	Wait          AppendWait `protobuf:"varint,4,opt,name=wait,proto3,enum=custody.catalog.v1.AppendWait" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -373,6 +431,13 @@ func (x *AppendEventRequest) GetDetails() []byte {
 		return x.Details
 	}
 	return nil
+}
+
+func (x *AppendEventRequest) GetWait() AppendWait {
+	if x != nil {
+		return x.Wait
+	}
+	return AppendWait_APPEND_WAIT_UNSPECIFIED
 }
 
 type AppendEventResponse struct {
@@ -925,11 +990,12 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\benvelope\x18\x02 \x01(\fR\benvelope\"f\n" +
 	"\x16RecordArtifactResponse\x122\n" +
 	"\x05entry\x18\x01 \x01(\v2\x1c.custody.catalog.v1.LogEntryR\x05entry\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"i\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\"\x9d\x01\n" +
 	"\x12AppendEventRequest\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12%\n" +
 	"\x0esubject_digest\x18\x02 \x01(\tR\rsubjectDigest\x12\x18\n" +
-	"\adetails\x18\x03 \x01(\fR\adetails\"I\n" +
+	"\adetails\x18\x03 \x01(\fR\adetails\x122\n" +
+	"\x04wait\x18\x04 \x01(\x0e2\x1e.custody.catalog.v1.AppendWaitR\x04wait\"I\n" +
 	"\x13AppendEventResponse\x122\n" +
 	"\x05entry\x18\x01 \x01(\v2\x1c.custody.catalog.v1.LogEntryR\x05entry\"Z\n" +
 	"\x12GetArtifactRequest\x12\x12\n" +
@@ -961,7 +1027,12 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"a\n" +
 	"\x0eListedArtifact\x128\n" +
 	"\bartifact\x18\x01 \x01(\v2\x1c.custody.catalog.v1.ArtifactR\bartifact\x12\x15\n" +
-	"\x06key_id\x18\x02 \x01(\tR\x05keyId2\xf1\x04\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId*\\\n" +
+	"\n" +
+	"AppendWait\x12\x1b\n" +
+	"\x17APPEND_WAIT_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12APPEND_WAIT_PROVED\x10\x01\x12\x19\n" +
+	"\x15APPEND_WAIT_SEQUENCED\x10\x022\xf1\x04\n" +
 	"\x0eCatalogService\x12g\n" +
 	"\x0eRecordArtifact\x12).custody.catalog.v1.RecordArtifactRequest\x1a*.custody.catalog.v1.RecordArtifactResponse\x12^\n" +
 	"\vAppendEvent\x12&.custody.catalog.v1.AppendEventRequest\x1a'.custody.catalog.v1.AppendEventResponse\x12^\n" +
@@ -983,52 +1054,55 @@ func file_custody_catalog_v1_catalog_proto_rawDescGZIP() []byte {
 	return file_custody_catalog_v1_catalog_proto_rawDescData
 }
 
+var file_custody_catalog_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_custody_catalog_v1_catalog_proto_goTypes = []any{
-	(*Artifact)(nil),                // 0: custody.catalog.v1.Artifact
-	(*LogEntry)(nil),                // 1: custody.catalog.v1.LogEntry
-	(*RecordArtifactRequest)(nil),   // 2: custody.catalog.v1.RecordArtifactRequest
-	(*RecordArtifactResponse)(nil),  // 3: custody.catalog.v1.RecordArtifactResponse
-	(*AppendEventRequest)(nil),      // 4: custody.catalog.v1.AppendEventRequest
-	(*AppendEventResponse)(nil),     // 5: custody.catalog.v1.AppendEventResponse
-	(*GetArtifactRequest)(nil),      // 6: custody.catalog.v1.GetArtifactRequest
-	(*GetArtifactResponse)(nil),     // 7: custody.catalog.v1.GetArtifactResponse
-	(*GetCheckpointRequest)(nil),    // 8: custody.catalog.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),   // 9: custody.catalog.v1.GetCheckpointResponse
-	(*RecordSignatureRequest)(nil),  // 10: custody.catalog.v1.RecordSignatureRequest
-	(*RecordSignatureResponse)(nil), // 11: custody.catalog.v1.RecordSignatureResponse
-	(*ListArtifactsRequest)(nil),    // 12: custody.catalog.v1.ListArtifactsRequest
-	(*ListArtifactsResponse)(nil),   // 13: custody.catalog.v1.ListArtifactsResponse
-	(*ListedArtifact)(nil),          // 14: custody.catalog.v1.ListedArtifact
-	(*timestamppb.Timestamp)(nil),   // 15: google.protobuf.Timestamp
+	(AppendWait)(0),                 // 0: custody.catalog.v1.AppendWait
+	(*Artifact)(nil),                // 1: custody.catalog.v1.Artifact
+	(*LogEntry)(nil),                // 2: custody.catalog.v1.LogEntry
+	(*RecordArtifactRequest)(nil),   // 3: custody.catalog.v1.RecordArtifactRequest
+	(*RecordArtifactResponse)(nil),  // 4: custody.catalog.v1.RecordArtifactResponse
+	(*AppendEventRequest)(nil),      // 5: custody.catalog.v1.AppendEventRequest
+	(*AppendEventResponse)(nil),     // 6: custody.catalog.v1.AppendEventResponse
+	(*GetArtifactRequest)(nil),      // 7: custody.catalog.v1.GetArtifactRequest
+	(*GetArtifactResponse)(nil),     // 8: custody.catalog.v1.GetArtifactResponse
+	(*GetCheckpointRequest)(nil),    // 9: custody.catalog.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),   // 10: custody.catalog.v1.GetCheckpointResponse
+	(*RecordSignatureRequest)(nil),  // 11: custody.catalog.v1.RecordSignatureRequest
+	(*RecordSignatureResponse)(nil), // 12: custody.catalog.v1.RecordSignatureResponse
+	(*ListArtifactsRequest)(nil),    // 13: custody.catalog.v1.ListArtifactsRequest
+	(*ListArtifactsResponse)(nil),   // 14: custody.catalog.v1.ListArtifactsResponse
+	(*ListedArtifact)(nil),          // 15: custody.catalog.v1.ListedArtifact
+	(*timestamppb.Timestamp)(nil),   // 16: google.protobuf.Timestamp
 }
 var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
-	15, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 1: custody.catalog.v1.RecordArtifactRequest.artifact:type_name -> custody.catalog.v1.Artifact
-	1,  // 2: custody.catalog.v1.RecordArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	1,  // 3: custody.catalog.v1.AppendEventResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	0,  // 4: custody.catalog.v1.GetArtifactResponse.artifact:type_name -> custody.catalog.v1.Artifact
-	1,  // 5: custody.catalog.v1.GetArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	1,  // 6: custody.catalog.v1.RecordSignatureResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	14, // 7: custody.catalog.v1.ListArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
-	0,  // 8: custody.catalog.v1.ListedArtifact.artifact:type_name -> custody.catalog.v1.Artifact
-	2,  // 9: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
-	4,  // 10: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
-	6,  // 11: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
-	8,  // 12: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
-	10, // 13: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
-	12, // 14: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
-	3,  // 15: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
-	5,  // 16: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
-	7,  // 17: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
-	9,  // 18: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
-	11, // 19: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
-	13, // 20: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
-	15, // [15:21] is the sub-list for method output_type
-	9,  // [9:15] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	16, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
+	1,  // 1: custody.catalog.v1.RecordArtifactRequest.artifact:type_name -> custody.catalog.v1.Artifact
+	2,  // 2: custody.catalog.v1.RecordArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	0,  // 3: custody.catalog.v1.AppendEventRequest.wait:type_name -> custody.catalog.v1.AppendWait
+	2,  // 4: custody.catalog.v1.AppendEventResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	1,  // 5: custody.catalog.v1.GetArtifactResponse.artifact:type_name -> custody.catalog.v1.Artifact
+	2,  // 6: custody.catalog.v1.GetArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	2,  // 7: custody.catalog.v1.RecordSignatureResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	15, // 8: custody.catalog.v1.ListArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
+	1,  // 9: custody.catalog.v1.ListedArtifact.artifact:type_name -> custody.catalog.v1.Artifact
+	3,  // 10: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
+	5,  // 11: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
+	7,  // 12: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
+	9,  // 13: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
+	11, // 14: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
+	13, // 15: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
+	4,  // 16: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
+	6,  // 17: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
+	8,  // 18: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
+	10, // 19: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
+	12, // 20: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
+	14, // 21: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
+	16, // [16:22] is the sub-list for method output_type
+	10, // [10:16] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_custody_catalog_v1_catalog_proto_init() }
@@ -1041,13 +1115,14 @@ func file_custody_catalog_v1_catalog_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_catalog_v1_catalog_proto_rawDesc), len(file_custody_catalog_v1_catalog_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_custody_catalog_v1_catalog_proto_goTypes,
 		DependencyIndexes: file_custody_catalog_v1_catalog_proto_depIdxs,
+		EnumInfos:         file_custody_catalog_v1_catalog_proto_enumTypes,
 		MessageInfos:      file_custody_catalog_v1_catalog_proto_msgTypes,
 	}.Build()
 	File_custody_catalog_v1_catalog_proto = out.File

@@ -40,7 +40,11 @@ type CatalogServiceClient interface {
 	// again returns the existing entry.
 	RecordArtifact(ctx context.Context, in *RecordArtifactRequest, opts ...grpc.CallOption) (*RecordArtifactResponse, error)
 	// AppendEvent appends one audit event to the log. The actor recorded is the
-	// caller's authenticated SPIFFE ID.
+	// caller's authenticated SPIFFE ID. Each event type has a fixed set of
+	// identities that may write it (docs/services.md); any other caller, and
+	// any type no family covers, gets PermissionDenied and nothing is logged.
+	// It returns once the entry is covered by a co-signed checkpoint, or with
+	// wait = APPEND_WAIT_SEQUENCED once the entry is durably sequenced.
 	AppendEvent(ctx context.Context, in *AppendEventRequest, opts ...grpc.CallOption) (*AppendEventResponse, error)
 	// GetArtifact returns an artifact's record with the evidence needed to
 	// verify it: envelope, log entry, inclusion proof and checkpoint.
@@ -137,7 +141,11 @@ type CatalogServiceServer interface {
 	// again returns the existing entry.
 	RecordArtifact(context.Context, *RecordArtifactRequest) (*RecordArtifactResponse, error)
 	// AppendEvent appends one audit event to the log. The actor recorded is the
-	// caller's authenticated SPIFFE ID.
+	// caller's authenticated SPIFFE ID. Each event type has a fixed set of
+	// identities that may write it (docs/services.md); any other caller, and
+	// any type no family covers, gets PermissionDenied and nothing is logged.
+	// It returns once the entry is covered by a co-signed checkpoint, or with
+	// wait = APPEND_WAIT_SEQUENCED once the entry is durably sequenced.
 	AppendEvent(context.Context, *AppendEventRequest) (*AppendEventResponse, error)
 	// GetArtifact returns an artifact's record with the evidence needed to
 	// verify it: envelope, log entry, inclusion proof and checkpoint.

@@ -1,0 +1,154 @@
+package tlog
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Event types that Custody's services log. Every emitter uses these
+// constants, and Emitters says who may write each; a type that no family
+// covers is refused.
+const (
+	// TypeArtifactPublished is the type of the entry the catalog logs when
+	// it records a published artifact (catalog RecordArtifact).
+	TypeArtifactPublished = "artifact.published"
+	// TypeArtifactResigned is the type of the entry the catalog logs when a
+	// new envelope over the same statement replaces an artifact's current
+	// one (catalog RecordSignature, called by the signer).
+	TypeArtifactResigned = "artifact.resigned"
+
+	// TypeApprovalRequested and the other approval types are the signer's
+	// digest-bound approval steps.
+	TypeApprovalRequested = "approval.requested"
+	TypeApprovalApproved  = "approval.approved"
+	TypeApprovalRejected  = "approval.rejected"
+	TypeApprovalSigned    = "approval.signed"
+
+	// TypeKeyRotated and TypeKeyRevoked are the signer's key lifecycle.
+	TypeKeyRotated = "key.rotated"
+	TypeKeyRevoked = "key.revoked"
+	// TypeTrustRootPublished is a new trust-root version.
+	TypeTrustRootPublished = "trustroot.published"
+	// TypeCheckpointCosignRefused is a checkpoint the signer refused to
+	// co-sign.
+	TypeCheckpointCosignRefused = "checkpoint.cosign-refused"
+
+	// TypeAdmissionDecided is one of the gatekeeper's admission decisions.
+	TypeAdmissionDecided = "admission.decided"
+)
+
+// Emitter is the identity, or the family of identities, allowed to write a
+// family of event types: one SPIFFE ID path in the log's trust domain
+// ("/service/signer"), or with Under set every path below it ("/edge").
+type Emitter struct {
+	Path  string
+	Under bool
+}
+
+// The emitters of DESIGN.md's table "Who may write which event".
+var (
+	EmitterPublisher  = Emitter{Path: "/service/publisher"}
+	EmitterSigner     = Emitter{Path: "/service/signer"}
+	EmitterGatekeeper = Emitter{Path: "/service/gatekeeper"}
+	EmitterBroker     = Emitter{Path: "/service/cdn-broker"}
+	EmitterEdges      = Emitter{Path: "/edge", Under: true}
+)
+
+// Allows reports whether id, in trust domain td, is this emitter.
+func (e Emitter) Allows(td spiffeid.TrustDomain, id spiffeid.ID) bool {
+	if id.TrustDomain() != td {
+		return false
+	}
+	if e.Under {
+		return strings.HasPrefix(id.Path(), e.Path+"/")
+	}
+	return id.Path() == e.Path
+}
+
+func (e Emitter) String() string {
+	if e.Under {
+		return e.Path + "/*"
+	}
+	return e.Path
+}
+
+// Family is a set of event types: one exact type, or with a trailing ".*"
+// every type that starts with the word before it ("approval.*").
+type Family string
+
+// Contains reports whether typ belongs to the family.
+func (f Family) Contains(typ string) bool {
+	if p, ok := strings.CutSuffix(string(f), ".*"); ok {
+		return strings.HasPrefix(typ, p+".")
+	}
+	return typ == string(f)
+}
+
+// Rule says who emits one family of event types.
+type Rule struct {
+	Family  Family
+	Emitter Emitter
+}
+
+// rules is the one table of who may write which event. Exact types come
+// before the family they would otherwise fall in.
+var rules = []Rule{
+	{TypeArtifactResigned, EmitterSigner}, // through the catalog's RecordSignature
+	{"artifact.*", EmitterPublisher},
+	{"sbom.*", EmitterPublisher},
+	{"signing.*", EmitterSigner},
+	{"approval.*", EmitterSigner},
+	{"key.*", EmitterSigner},
+	{"trustroot.*", EmitterSigner},
+	{TypeCheckpointCosignRefused, EmitterSigner},
+	{"admission.*", EmitterGatekeeper},
+	{"deployment.*", EmitterGatekeeper},
+	{"rollback.*", EmitterGatekeeper},
+	{"pause.*", EmitterGatekeeper},
+	{"killswitch.*", EmitterGatekeeper},
+	{"finding.*", EmitterGatekeeper},
+	{"advisories.*", EmitterGatekeeper},
+	{"token.*", EmitterBroker},
+	{"purge.*", EmitterBroker},
+	{"edge.*", EmitterEdges},
+}
+
+// Rules returns a copy of the table of event families and their emitters,
+// in the order they are matched.
+func Rules() []Rule { return append([]Rule(nil), rules...) }
+
+var (
+	// ErrUnknownType means no family covers the event type: nobody may
+	// write it (deny by default).
+	ErrUnknownType = errors.New("unknown event type")
+	// ErrNotEmitter means the caller is not the emitter of the event type.
+	ErrNotEmitter = errors.New("not the emitter of this event type")
+)
+
+// EmitterOf returns the emitter of typ, and false if no family covers it.
+func EmitterOf(typ string) (Emitter, bool) {
+	for _, r := range rules {
+		if r.Family.Contains(typ) {
+			return r.Emitter, true
+		}
+	}
+	return Emitter{}, false
+}
+
+// MayEmit returns nil if caller may write an entry of type typ in a log of
+// trust domain td. Otherwise the error wraps ErrUnknownType or
+// ErrNotEmitter and names the type, the caller and, for the latter, the
+// emitter.
+func MayEmit(td spiffeid.TrustDomain, typ string, caller spiffeid.ID) error {
+	e, ok := EmitterOf(typ)
+	if !ok {
+		return fmt.Errorf("%w %q: %s may not write it; nobody may", ErrUnknownType, trunc(typ), caller)
+	}
+	if !e.Allows(td, caller) {
+		return fmt.Errorf("%w: %s may not write %s events, only spiffe://%s%s", ErrNotEmitter, caller, trunc(typ), td.Name(), e)
+	}
+	return nil
+}
