@@ -20,8 +20,8 @@ import (
 	"time"
 
 	"github.com/custody-dev/custody/libs/attest"
-	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/quote"
+	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/services/signer/internal/audit"
 	"github.com/custody-dev/custody/services/signer/internal/keys"
