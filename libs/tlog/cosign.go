@@ -129,15 +129,15 @@ func OpenCosigned(signed []byte, origin, verifierKey string) (*Checkpoint, error
 	return cp, nil
 }
 
-// CheckVerifierKey says whether verifierKey can verify checkpoints of
-// origin with OpenCosigned. Errors wrap ErrBadKey.
+// CheckVerifierKey says whether verifierKey is a key OpenCosigned takes for
+// checkpoints of origin: an Ed25519 note key or a cosignature/v1 key not
+// named origin. (An Ed25519 key named otherwise is well-formed but verifies
+// nothing: OpenCosigned refuses it with ErrOriginMismatch.) Errors wrap
+// ErrBadKey.
 func CheckVerifierKey(origin, verifierKey string) error {
 	name, alg, err := parseVerifierKey(verifierKey)
 	if err != nil {
 		return err
-	}
-	if alg == algEd25519 && name != origin {
-		return fmt.Errorf("%w: Ed25519 key %q is named apart from the log %q: use a cosignature/v1 key for a cosigner", ErrBadKey, trunc(name), trunc(origin))
 	}
 	if alg == algCosignatureV1 && name == origin {
 		return fmt.Errorf("%w: cosignature key named like the log %q: a cosigner's name must differ from the log's origin", ErrBadKey, trunc(origin))
