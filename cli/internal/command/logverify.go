@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	"github.com/custody-dev/custody/libs/daemon"
+	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/trustroot"
 )
@@ -26,7 +26,9 @@ type logSource interface {
 }
 
 // catalogSource reads the log through the catalog's gRPC API.
-type catalogSource struct{ c catalogv1.CatalogServiceClient }
+type catalogSource struct {
+	c catalogv1.CatalogServiceClient
+}
 
 func (s catalogSource) Checkpoint(ctx context.Context) ([]byte, error) {
 	resp, err := s.c.GetCheckpoint(ctx, &catalogv1.GetCheckpointRequest{})
