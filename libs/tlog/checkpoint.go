@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -41,6 +42,9 @@ type Checkpoint struct {
 	Origin string
 	Size   uint64
 	Hash   []byte
+	// CosignedAt is the time in the cosignature/v1 that OpenCosigned
+	// verified; zero for a checkpoint verified by the log's own signature.
+	CosignedAt time.Time
 }
 
 // OpenCheckpoint verifies a C2SP signed note with the log's note verifier and
@@ -56,6 +60,37 @@ func OpenCheckpoint(signed []byte, verifierKey string) (*Checkpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w %q: %v", ErrBadKey, quote.Prefix(verifierKey), err)
 	}
+	n, err := openNote(signed, v)
+	if err != nil {
+		return nil, err
+	}
+	return parseBody(n.Text, v.Name())
+}
+
+// parseBody parses the canonical checkpoint body of a verified note and
+// checks that its origin is origin.
+func parseBody(text, origin string) (*Checkpoint, error) {
+	var cp log.Checkpoint
+	if _, err := cp.Unmarshal([]byte(text)); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedCheckpoint, err)
+	}
+	if !bytes.HasPrefix([]byte(text), cp.Marshal()) {
+		return nil, fmt.Errorf("%w: body is not canonical (origin, decimal size, base64 hash)", ErrMalformedCheckpoint)
+	}
+	if len(cp.Hash) != sha256.Size {
+		return nil, fmt.Errorf("%w: root hash is %d bytes, want %d", ErrMalformedCheckpoint, len(cp.Hash), sha256.Size)
+	}
+	if cp.Size == 0 && !bytes.Equal(cp.Hash, emptyRoot[:]) {
+		return nil, fmt.Errorf("%w: size 0 with a root hash other than the empty tree's", ErrMalformedCheckpoint)
+	}
+	if cp.Origin != origin {
+		return nil, fmt.Errorf("%w: checkpoint is for %q, key is for %q", ErrOriginMismatch, quote.Prefix(cp.Origin), quote.Prefix(origin))
+	}
+	return &Checkpoint{Origin: cp.Origin, Size: cp.Size, Hash: cp.Hash}, nil
+}
+
+// openNote verifies signed with v, mapping note's errors to this package's.
+func openNote(signed []byte, v note.Verifier) (*note.Note, error) {
 	if len(signed) > MaxCheckpointSize {
 		return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformedCheckpoint, len(signed), MaxCheckpointSize)
 	}
@@ -65,30 +100,14 @@ func OpenCheckpoint(signed []byte, verifierKey string) (*Checkpoint, error) {
 		var invalid *note.InvalidSignatureError
 		switch {
 		case errors.As(err, &unverified):
-			return nil, fmt.Errorf("%w %s+%08x (signed by %s)", ErrUnknownKey, v.Name(), v.KeyHash(), signers(unverified.Note))
+			return nil, fmt.Errorf("%w %s+%08x (signed by %s)", ErrUnknownKey, quote.Prefix(v.Name()), v.KeyHash(), signers(unverified.Note))
 		case errors.As(err, &invalid):
-			return nil, fmt.Errorf("%w by key %s+%08x", ErrBadSignature, invalid.Name, invalid.Hash)
+			return nil, fmt.Errorf("%w by key %s+%08x", ErrBadSignature, quote.Prefix(invalid.Name), invalid.Hash)
 		default:
 			return nil, fmt.Errorf("%w: %v", ErrMalformedCheckpoint, err)
 		}
 	}
-	var cp log.Checkpoint
-	if _, err := cp.Unmarshal([]byte(n.Text)); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformedCheckpoint, err)
-	}
-	if !bytes.HasPrefix([]byte(n.Text), cp.Marshal()) {
-		return nil, fmt.Errorf("%w: body is not canonical (origin, decimal size, base64 hash)", ErrMalformedCheckpoint)
-	}
-	if len(cp.Hash) != sha256.Size {
-		return nil, fmt.Errorf("%w: root hash is %d bytes, want %d", ErrMalformedCheckpoint, len(cp.Hash), sha256.Size)
-	}
-	if cp.Size == 0 && !bytes.Equal(cp.Hash, emptyRoot[:]) {
-		return nil, fmt.Errorf("%w: size 0 with a root hash other than the empty tree's", ErrMalformedCheckpoint)
-	}
-	if cp.Origin != v.Name() {
-		return nil, fmt.Errorf("%w: checkpoint is for %q, key is for %q", ErrOriginMismatch, quote.Prefix(cp.Origin), v.Name())
-	}
-	return &Checkpoint{Origin: cp.Origin, Size: cp.Size, Hash: cp.Hash}, nil
+	return n, nil
 }
 
 var emptyRoot = sha256.Sum256(nil)

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/custody-dev/custody/libs/quote"
 )
 
 // Event types that Custody's services log. Every emitter uses these
@@ -145,10 +147,10 @@ func EmitterOf(typ string) (Emitter, bool) {
 func MayEmit(td spiffeid.TrustDomain, typ string, caller spiffeid.ID) error {
 	e, ok := EmitterOf(typ)
 	if !ok {
-		return fmt.Errorf("%w %q: %s may not write it; nobody may", ErrUnknownType, trunc(typ), caller)
+		return fmt.Errorf("%w %q: %s may not write it; nobody may", ErrUnknownType, quote.Prefix(typ), caller)
 	}
 	if !e.Allows(td, caller) {
-		return fmt.Errorf("%w: %s may not write %s events, only spiffe://%s%s", ErrNotEmitter, caller, trunc(typ), td.Name(), e)
+		return fmt.Errorf("%w: %s may not write %s events, only spiffe://%s%s", ErrNotEmitter, caller, quote.Prefix(typ), td.Name(), e)
 	}
 	return nil
 }

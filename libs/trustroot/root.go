@@ -13,11 +13,10 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/mod/sumdb/note"
-
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/strictjson"
+	"github.com/custody-dev/custody/libs/tlog"
 )
 
 // PayloadType is the DSSE payload type of trust-root envelopes.
@@ -107,7 +106,9 @@ type SigningKey struct {
 type LogKey struct {
 	// Origin is the checkpoint's origin line.
 	Origin string `json:"origin"`
-	// VerifierKey is a golang.org/x/mod/sumdb/note verifier key.
+	// VerifierKey verifies the log's checkpoints (tlog.OpenCosigned): a
+	// C2SP cosignature/v1 key of the signer (named apart from the origin),
+	// or an Ed25519 note key named after the origin.
 	VerifierKey string `json:"verifier_key"`
 }
 
@@ -174,8 +175,8 @@ func (r *Root) Validate() error {
 		if l.Origin == "" || strings.ContainsAny(l.Origin, "\n") {
 			bad("log key %d: origin %q: want a checkpoint origin line", i, quote.Prefix(l.Origin))
 		}
-		if _, err := note.NewVerifier(l.VerifierKey); err != nil {
-			bad("log key %d (%s): not a note verifier key: %v", i, quote.Prefix(l.Origin), err)
+		if err := tlog.CheckVerifierKey(l.Origin, l.VerifierKey); err != nil {
+			bad("log key %d (%s): not a note verifier key of that log: %v", i, quote.Prefix(l.Origin), err)
 		}
 		if origins[l.Origin] {
 			bad("log origin %q listed twice", quote.Prefix(l.Origin))

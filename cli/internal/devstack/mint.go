@@ -83,6 +83,10 @@ const RootThreshold = 2
 // LogOrigin is the dev log's checkpoint origin.
 const LogOrigin = TrustDomain + "/log"
 
+// CosignerName is the key name of the dev signer's cosignatures on the
+// log's checkpoints.
+const CosignerName = TrustDomain + "/signer"
+
 // IdentityDir holds the SVID of a dev identity (--as name).
 func (l Layout) IdentityDir(name string) string { return l.path("identities", name) }
 
@@ -144,6 +148,14 @@ func Mint(l Layout) error {
 		return err
 	}
 	if err := writeFiles(map[string][]byte{l.path("web", "edge.pem"): cert.CertPEM, l.path("web", "edge_key.pem"): cert.KeyPEM}); err != nil {
+		return err
+	}
+	// The catalog serves its log over HTTPS with a certificate of its own.
+	logCert, err := web.IssueServer([]string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, 30*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	if err := writeFiles(map[string][]byte{l.path("web", "catalog.pem"): logCert.CertPEM, l.path("web", "catalog_key.pem"): logCert.KeyPEM}); err != nil {
 		return err
 	}
 	if err := once(l.path("keys", "log.key"), func() error {

@@ -193,7 +193,7 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 	switch name {
 	case "signer":
 		a = append(a, "--dev", "--keystore", l.path("keys", "keystore.json"), "--keystore-passphrase-file", l.path("keys", "keystore.pass"),
-			"--state-dir", l.DataDir(name), "--catalog-addr", addr("catalog"), "--log-origin", LogOrigin,
+			"--state-dir", l.DataDir(name), "--catalog-addr", addr("catalog"), "--log-origin", LogOrigin, "--cosigner-name", CosignerName,
 			"--channel-key", "prod=artifact-prod", "--quorum", "prod=2",
 			"--edge-token-public-key-file", l.path("keys", "token.pub.pem"),
 			"--dev-root-threshold", fmt.Sprint(RootThreshold))
@@ -201,7 +201,8 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 			a = append(a, "--dev-root-key", k)
 		}
 	case "catalog":
-		a = append(a, "--data-dir", l.DataDir(name), "--log-private-key-file", l.path("keys", "log.key"), "--signer-addr", addr("signer"))
+		a = append(a, "--data-dir", l.DataDir(name), "--log-private-key-file", l.path("keys", "log.key"), "--signer-addr", addr("signer"),
+			"--https-listen", "127.0.0.1:0", "--tls-cert-file", l.path("web", "catalog.pem"), "--tls-key-file", l.path("web", "catalog_key.pem"))
 	case "publisher":
 		a = append(a, "--data-dir", l.DataDir(name), "--signer-addr", addr("signer"), "--catalog-addr", addr("catalog"))
 	case "gatekeeper":

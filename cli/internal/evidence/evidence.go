@@ -104,7 +104,7 @@ func Verify(ev Evidence, root *trustroot.Root) error {
 	if !ok {
 		return fail("checkpoint: trust root v%d lists no key for log %q", root.Version, origin)
 	}
-	cp, err := tlog.OpenCheckpoint(ev.Entry.Checkpoint, logKey)
+	cp, err := tlog.OpenCosigned(ev.Entry.Checkpoint, origin, logKey)
 	if err != nil {
 		return fail("checkpoint: %v", err)
 	}

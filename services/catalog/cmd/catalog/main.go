@@ -4,10 +4,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -24,6 +26,7 @@ import (
 	"github.com/custody-dev/custody/services/catalog/internal/catalog"
 	"github.com/custody-dev/custody/services/catalog/internal/server"
 	"github.com/custody-dev/custody/services/catalog/internal/store/sqlite"
+	"github.com/custody-dev/custody/services/catalog/internal/tiles"
 	"github.com/custody-dev/custody/services/catalog/internal/translog"
 )
 
@@ -44,6 +47,9 @@ type config struct {
 	LogPrivateKeyFile string
 	SignerAddr        string
 	CosignWait        time.Duration
+	// HTTPSListen, if set, serves the log read-only in the tlog-tiles
+	// layout with CertFile and KeyFile.
+	HTTPSListen, CertFile, KeyFile string
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
@@ -56,6 +62,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		"file with the note signer key of the log's checkpoints; its name is the log origin")
 	f.String(&cfg.SignerAddr, "signer-addr", "CUSTODY_SIGNER_ADDR", "", "signer gRPC address (host:port); it co-signs every checkpoint the catalog serves")
 	f.Duration(&cfg.CosignWait, "cosign-wait", "CUSTODY_COSIGN_WAIT", 10*time.Second, "how long a write waits for the signer to co-sign a checkpoint covering it before failing Unavailable")
+	f.String(&cfg.HTTPSListen, "https-listen", "CUSTODY_HTTPS_LISTEN", "",
+		"serve the log read-only over HTTPS (tlog-tiles: /checkpoint, /tile/...) on this address, recorded as https in the endpoints file; empty: not served")
+	f.String(&cfg.CertFile, "tls-cert-file", "CUSTODY_TLS_CERT_FILE", "", "HTTPS certificate (PEM), with --https-listen")
+	f.String(&cfg.KeyFile, "tls-key-file", "CUSTODY_TLS_KEY_FILE", "", "HTTPS private key (PEM), with --https-listen")
 	if err := f.Parse(args); err != nil {
 		return nil, err
 	}
@@ -73,6 +83,12 @@ func (c *config) Validate() error {
 	}
 	if c.SignerAddr == "" {
 		errs = append(errs, errors.New("--signer-addr is required: the signer co-signs the log's checkpoints, and verifiers trust its key"))
+	}
+	if c.HTTPSListen != "" && (c.CertFile == "" || c.KeyFile == "") {
+		errs = append(errs, errors.New("--https-listen needs --tls-cert-file and --tls-key-file"))
+	}
+	if c.HTTPSListen == "" && (c.CertFile != "" || c.KeyFile != "") {
+		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are for --https-listen, which is not set"))
 	}
 	if c.LogPrivateKeyFile == "" {
 		errs = append(errs, errors.New("--log-private-key-file is required (a note signer key, e.g. from `custody dev` keys/log.key)"))
@@ -160,6 +176,50 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 
 	srv := d.NewServer(server.Policy(d.TrustDomain))
-	catalogv1.RegisterCatalogServiceServer(srv, server.New(cat, d.Logger, d.Telemetry.Metrics))
-	return d.Serve(ctx, srv)
+	catalogv1.RegisterCatalogServiceServer(srv, server.New(cat, d.Logger, d.Telemetry.Metrics, server.WithLedger(catalog.NewLedger(tl))))
+	if cfg.HTTPSListen == "" {
+		return d.Serve(ctx, srv)
+	}
+	serveTiles, err := tilesServer(cfg, d, tl)
+	if err != nil {
+		return err
+	}
+	return d.Serve(ctx, srv, serveTiles)
+}
+
+// tilesServer returns the component that serves the log over HTTPS: the
+// Tessera tiles and entry bundles, and the latest co-signed checkpoint.
+func tilesServer(cfg *config, d *daemon.Daemon, tl *translog.Log) (daemon.Component, error) {
+	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load HTTPS certificate: %w", err)
+	}
+	hl, err := d.Listen("https", cfg.HTTPSListen)
+	if err != nil {
+		return nil, err
+	}
+	h := &tiles.Handler{Dir: filepath.Join(cfg.DataDir, "log"), Logger: d.Logger, Checkpoint: func(ctx context.Context) ([]byte, error) {
+		b, _, err := tl.Checkpoint(ctx)
+		return b, err
+	}}
+	hs := &http.Server{
+		Handler:           h,
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		ReadHeaderTimeout: 10 * time.Second,
+		WriteTimeout:      time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    8 << 10,
+	}
+	return func(ctx context.Context) error {
+		go func() {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			defer cancel()
+			_ = hs.Shutdown(sctx)
+		}()
+		if err := hs.ServeTLS(hl, "", ""); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("HTTPS server: %w", err)
+		}
+		return nil
+	}, nil
 }

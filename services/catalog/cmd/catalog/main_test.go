@@ -177,7 +177,7 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("checkpoint does not verify with the log key: %v", err)
 	}
-	if _, err := tlog.OpenCheckpoint(resp.GetCheckpoint(), s.cosigner.VerifierKey()); err != nil {
+	if _, err := tlog.OpenCosigned(resp.GetCheckpoint(), "custody.test/log", s.cosigner.VerifierKey()); err != nil {
 		t.Fatalf("checkpoint is not co-signed by the signer: %v", err)
 	}
 	if cp.Origin != "custody.test/log" || cp.Size != 0 {
@@ -272,7 +272,7 @@ func TestWritesWaitForTheSigner(t *testing.T) {
 	coSigned := func(resp *catalogv1.RecordArtifactResponse) {
 		t.Helper()
 		e := resp.GetEntry()
-		cp, err := tlog.OpenCheckpoint(e.GetCheckpoint(), s.cosigner.VerifierKey())
+		cp, err := tlog.OpenCosigned(e.GetCheckpoint(), "custody.test/log", s.cosigner.VerifierKey())
 		if err != nil {
 			t.Fatalf("entry %d: checkpoint not co-signed: %v", e.GetIndex(), err)
 		}

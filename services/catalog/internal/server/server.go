@@ -34,6 +34,10 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 		rpc.Method(sd, "GetCheckpoint"):   {rpc.Member(td)},
 		rpc.Method(sd, "RecordSignature"): {rpc.Under{TrustDomain: td, Prefix: "/admin"}},
 		rpc.Method(sd, "ListArtifacts"):   {rpc.Member(td)},
+		// The log is public to the trust domain: anyone may check it.
+		rpc.Method(sd, "GetEntries"):          {rpc.Member(td)},
+		rpc.Method(sd, "GetInclusionProof"):   {rpc.Member(td)},
+		rpc.Method(sd, "GetConsistencyProof"): {rpc.Member(td)},
 	}
 }
 
@@ -41,15 +45,27 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 type Server struct {
 	catalogv1.UnimplementedCatalogServiceServer
 	cat     *catalog.Catalog
+	ledger  *catalog.Ledger
 	logger  *slog.Logger
 	metrics *telemetry.Metrics
 }
 
 var _ catalogv1.CatalogServiceServer = (*Server)(nil)
 
+// Option configures New.
+type Option func(*Server)
+
+// WithLedger serves the log reads (GetEntries, GetInclusionProof,
+// GetConsistencyProof) from l; without it they are Unimplemented.
+func WithLedger(l *catalog.Ledger) Option { return func(s *Server) { s.ledger = l } }
+
 // New returns a server for cat.
-func New(cat *catalog.Catalog, logger *slog.Logger, metrics *telemetry.Metrics) *Server {
-	return &Server{cat: cat, logger: logger, metrics: metrics}
+func New(cat *catalog.Catalog, logger *slog.Logger, metrics *telemetry.Metrics, opts ...Option) *Server {
+	s := &Server{cat: cat, logger: logger, metrics: metrics}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // RecordArtifact records an artifact; see the proto for the contract.

@@ -88,7 +88,7 @@ func (e *env) start(t testing.TB) {
 		Source: e.td.Source(t, "/service/catalog"), TrustDomain: e.td.TD,
 		Policy: server.Policy(e.td.TD), Logger: logger, Telemetry: tel,
 	})
-	catalogv1.RegisterCatalogServiceServer(srv, server.New(cat, logger, tel.Metrics))
+	catalogv1.RegisterCatalogServiceServer(srv, server.New(cat, logger, tel.Metrics, server.WithLedger(catalog.NewLedger(tl))))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -53,7 +53,7 @@ func (f *cosigned) open(t *testing.T) *translog.Log {
 func (f *cosigned) verify(t *testing.T, leaf []byte, p *translog.Proved) {
 	t.Helper()
 	for _, key := range []string{f.vkey, f.c.VerifierKey()} {
-		cp, err := tlog.OpenCheckpoint(p.Checkpoint, key)
+		cp, err := tlog.OpenCosigned(p.Checkpoint, "custody.test/log", key)
 		if err != nil {
 			t.Fatalf("checkpoint does not verify with %s: %v", key, err)
 		}
@@ -72,7 +72,7 @@ func TestServesCosignedCheckpoints(t *testing.T) {
 	if cp.Size != 0 {
 		t.Errorf("new log: size %d", cp.Size)
 	}
-	if _, err := tlog.OpenCheckpoint(signed, f.c.VerifierKey()); err != nil {
+	if _, err := tlog.OpenCosigned(signed, "custody.test/log", f.c.VerifierKey()); err != nil {
 		t.Errorf("empty log's checkpoint is not co-signed: %v", err)
 	}
 	for i := range 5 {
@@ -113,7 +113,7 @@ func TestServesCosignedCheckpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tlog.OpenCheckpoint(signed, f.c.VerifierKey()); err != nil || cp.Size != 5+n {
+	if _, err := tlog.OpenCosigned(signed, "custody.test/log", f.c.VerifierKey()); err != nil || cp.Size != 5+n {
 		t.Errorf("Checkpoint = size %d, %v; want co-signed size %d", cp.Size, err, 5+n)
 	}
 	if _, refused := f.c.Stats(); refused != 0 {
@@ -149,7 +149,7 @@ func TestCosignerFailureIsUnavailableAndRecovers(t *testing.T) {
 			signed, cp, err := f.log.Checkpoint(t.Context())
 			if err != nil || cp.Size != 1 {
 				t.Errorf("Checkpoint while failing = size %v, %v; want the last co-signed (1)", cp, err)
-			} else if _, err := tlog.OpenCheckpoint(signed, f.c.VerifierKey()); err != nil {
+			} else if _, err := tlog.OpenCosigned(signed, "custody.test/log", f.c.VerifierKey()); err != nil {
 				t.Error(err)
 			}
 

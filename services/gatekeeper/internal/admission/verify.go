@@ -313,7 +313,7 @@ func (c *checks) checkpoint(signed []byte, root *trustroot.Root) (*tlog.Checkpoi
 	if !ok {
 		return nil, fmt.Errorf("%w: trust root v%d lists no key for log %q", errNoLogKey, root.Version, trunc(origin))
 	}
-	return tlog.OpenCheckpoint(signed, key)
+	return tlog.OpenCosigned(signed, origin, key)
 }
 
 // maxOriginLen bounds the origin line read before the checkpoint is

@@ -61,6 +61,7 @@ type config struct {
 	RootTTL        time.Duration
 	EdgeTokenKeys  []string
 	LogOrigin      string
+	CosignerName   string
 	LogKey         string
 	CatalogAddr    string
 	Quorum         string
@@ -147,6 +148,11 @@ func (c *config) validate() error {
 	if _, _, err := tlog.GenerateKey(c.LogOrigin); err != nil {
 		errs = append(errs, fmt.Errorf("--log-origin: %w", err))
 	}
+	if _, _, err := tlog.GenerateKey(c.CosignerName); err != nil {
+		errs = append(errs, fmt.Errorf("--cosigner-name: %w", err))
+	} else if c.CosignerName == c.LogOrigin {
+		errs = append(errs, fmt.Errorf("--cosigner-name %q is the log's origin: name the cosigner apart from the log, e.g. custody.dev/signer", c.CosignerName))
+	}
 	if acfg, err := c.approvals(); err != nil {
 		errs = append(errs, err)
 	} else {
@@ -184,6 +190,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.Duration(&cfg.RootTTL, "trust-root-ttl", "CUSTODY_TRUST_ROOT_TTL", 365*24*time.Hour, "how long a drafted trust root is valid")
 	f.Strings(&cfg.EdgeTokenKeys, "edge-token-public-key-file", "CUSTODY_EDGE_TOKEN_PUBLIC_KEY_FILES", "edge token verification key (PKIX PEM) to list in trust roots")
 	f.String(&cfg.LogOrigin, "log-origin", "CUSTODY_LOG_ORIGIN", "custody.dev/log", "origin of the catalog's log, whose checkpoints the signer co-signs")
+	f.String(&cfg.CosignerName, "cosigner-name", "CUSTODY_COSIGNER_NAME", "custody.dev/signer", "key name of the signer's cosignature/v1 signatures on log checkpoints; must differ from --log-origin")
 	f.String(&cfg.LogKey, "log-key", "CUSTODY_LOG_KEY", "log", "back-end Ed25519 key that co-signs log checkpoints")
 	f.String(&cfg.CatalogAddr, "catalog-addr", "CUSTODY_CATALOG_ADDR", "", "catalog gRPC address, for audit events (required with --quorum)")
 	f.String(&cfg.Quorum, "quorum", "CUSTODY_QUORUM", "", "approvals each channel needs before signing, e.g. prod=2,staging=1; unlisted channels need none")
@@ -227,7 +234,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	d.Logger.Info("key back end", slog.String("backend", backend.Kind()), slog.String("artifact_key", cfg.ArtifactKey), slog.String("decision_key", cfg.DecisionKey))
 	signing := keys.NewCoalescer(backend, vault.MaxInFlight, vault.MaxBatch)
-	cosigner, err := cosign.New(cosign.Config{Origin: cfg.LogOrigin, Backend: backend, KeyName: cfg.LogKey, StateDir: cfg.StateDir,
+	cosigner, err := cosign.New(cosign.Config{Origin: cfg.LogOrigin, Name: cfg.CosignerName, Backend: backend, KeyName: cfg.LogKey, StateDir: cfg.StateDir,
 		Registerer: d.Telemetry.Registry, Logger: d.Logger})
 	if err != nil {
 		return err

@@ -54,8 +54,12 @@ const keyTTL = 5 * time.Second
 // Config configures New.
 type Config struct {
 	// Origin is the log whose checkpoints are co-signed, e.g.
-	// "custody.dev/log"; it is also the name of the note signature.
+	// "custody.dev/log".
 	Origin string
+	// Name is the cosigner's name, the key name of its cosignature/v1
+	// signatures, e.g. "custody.dev/signer": a valid note name that differs
+	// from Origin.
+	Name string
 	// Backend holds KeyName, an Ed25519 key.
 	Backend keys.Backend
 	KeyName string
@@ -73,6 +77,7 @@ type Config struct {
 // base cannot both succeed.
 type Cosigner struct {
 	origin  string
+	name    string
 	backend keys.Backend
 	keyName string
 	path    string
@@ -95,6 +100,12 @@ type Cosigner struct {
 func New(cfg Config) (*Cosigner, error) {
 	if _, _, err := tlog.GenerateKey(cfg.Origin); err != nil {
 		return nil, fmt.Errorf("log origin: %w", err)
+	}
+	if _, _, err := tlog.GenerateKey(cfg.Name); err != nil {
+		return nil, fmt.Errorf("cosigner name: %w", err)
+	}
+	if cfg.Name == cfg.Origin {
+		return nil, fmt.Errorf("cosigner name %q is the log's origin: a cosignature/v1 key must be named apart from the log (e.g. %s)", cfg.Name, "custody.dev/signer")
 	}
 	if !keys.ValidName(cfg.KeyName) {
 		return nil, fmt.Errorf("checkpoint key name %q: want 1-64 of a-z, 0-9, '-', '_', starting with a letter", cfg.KeyName)
@@ -130,7 +141,7 @@ func New(cfg Config) (*Cosigner, error) {
 			return nil, fmt.Errorf("register co-signing metrics: %w", err)
 		}
 	}
-	c := &Cosigner{origin: cfg.Origin, backend: cfg.Backend, keyName: cfg.KeyName, path: path, logger: logger, now: now, refused: refused, state: st}
+	c := &Cosigner{origin: cfg.Origin, name: cfg.Name, backend: cfg.Backend, keyName: cfg.KeyName, path: path, logger: logger, now: now, refused: refused, state: st}
 	if ls := st.Logs[cfg.Origin]; ls != nil {
 		logger.Info("co-signing resumes", slog.String("origin", cfg.Origin), slog.Uint64("size", ls.Size), slog.String("state", path))
 	} else {
@@ -142,13 +153,17 @@ func New(cfg Config) (*Cosigner, error) {
 // Origin returns the log this co-signer co-signs.
 func (c *Cosigner) Origin() string { return c.origin }
 
+// Name returns the cosigner's name, the key name of its cosignatures.
+func (c *Cosigner) Name() string { return c.name }
+
 // Cosign verifies that checkpoint, a signed note of the configured log,
 // extends the last checkpoint co-signed: fromSize must be that checkpoint's
 // size and proof an RFC 6962 consistency proof from it (a checkpoint of the
 // same size must have the same root hash, and an empty proof). The first
 // checkpoint is accepted without a proof (trust on first use). It then adds
-// the signer's signature, persists the checkpoint as the new last one, and
-// returns the note with the signatures it had and the signer's.
+// the signer's timestamped C2SP cosignature/v1, persists the checkpoint as
+// the new last one, and returns the note with the signatures it had and the
+// signer's.
 //
 // A refusal wraps ErrRefused, is logged and counted; one for a stale
 // fromSize says the current size, so that the caller can retry. Back-end
@@ -208,7 +223,7 @@ func (c *Cosigner) Cosign(ctx context.Context, checkpoint []byte, fromSize uint6
 	if err != nil {
 		return nil, fmt.Errorf("co-sign checkpoint of %s at size %d: %w", c.origin, newer.Size, err)
 	}
-	if _, err := tlog.OpenCheckpoint(out, signer.verifier); err != nil {
+	if _, err := tlog.OpenCosigned(out, c.origin, signer.verifier); err != nil {
 		// The back end signed with another key than it lists.
 		return nil, fmt.Errorf("co-signed checkpoint does not verify with the checkpoint key: %w", err)
 	}
@@ -244,8 +259,8 @@ func (c *Cosigner) Cosigned(origin string) ([]byte, error) {
 	return nil, nil
 }
 
-// VerifierKey returns the note verifier key of the co-signatures
-// ("<origin>+<hash>+<base64 key>"), made from the current version of the
+// VerifierKey returns the C2SP cosignature/v1 verifier key of the
+// co-signatures ("<name>+<hash>+<base64(0x04 || key)>"), made from the current version of the
 // checkpoint key. Back-end failures wrap keys.ErrUnavailable.
 func (c *Cosigner) VerifierKey(ctx context.Context) (string, error) {
 	s, err := c.signer(ctx)
@@ -274,7 +289,7 @@ func (c *Cosigner) signer(ctx context.Context) (*noteSigner, error) {
 		c.key, c.keyFetched = v, c.now()
 		c.keyMu.Unlock()
 	}
-	return newNoteSigner(ctx, c.backend, c.origin, v)
+	return newNoteSigner(ctx, c.backend, c.name, v, c.now)
 }
 
 func (c *Cosigner) backendErr(err error) error {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	fnote "github.com/transparency-dev/formats/note"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/merkle/testonly"
 	"golang.org/x/mod/sumdb/note"
@@ -25,6 +26,8 @@ import (
 )
 
 const origin = "custody.test/log"
+
+const cosignerName = "custody.test/signer"
 
 // testLog is an in-memory log whose checkpoints the catalog's key signs.
 type testLog struct {
@@ -115,7 +118,7 @@ func (f *fixture) reopen(t *testing.T) {
 
 func (f *fixture) open() (*cosign.Cosigner, *prometheus.Registry, error) {
 	reg := prometheus.NewRegistry()
-	c, err := cosign.New(cosign.Config{Origin: origin, Backend: f.backend, KeyName: "log", StateDir: f.dir, Registerer: reg,
+	c, err := cosign.New(cosign.Config{Origin: origin, Name: cosignerName, Backend: f.backend, KeyName: "log", StateDir: f.dir, Registerer: reg,
 		Logger: slog.New(slog.DiscardHandler)})
 	return c, reg, err
 }
@@ -173,11 +176,11 @@ func TestFirstCheckpointTrustedAndGrowthAccepted(t *testing.T) {
 	}
 	for _, size := range []uint64{5, 6, 17, 300} {
 		l.grow(int(size - l.tree.Size()))
-		last, _ := tlog.OpenCheckpoint(first, vkey)
+		last, _ := tlog.OpenCosigned(first, origin, vkey)
 		out := mustCosign(t, f, l, last.Size, size)
 		// Both the catalog's and the signer's signatures verify.
 		for _, key := range []string{vkey, l.vkey} {
-			cp, err := tlog.OpenCheckpoint(out, key)
+			cp, err := tlog.OpenCosigned(out, origin, key)
 			if err != nil {
 				t.Fatalf("size %d: checkpoint does not verify with %s: %v", size, key, err)
 			}
@@ -393,7 +396,7 @@ func TestConcurrentFromSameBaseOneWins(t *testing.T) {
 	}
 	got, _ := f.c.Cosigned(origin)
 	vkey, _ := f.c.VerifierKey(t.Context())
-	if cp, err := tlog.OpenCheckpoint(got, vkey); err != nil || cp.Size != wins[0] {
+	if cp, err := tlog.OpenCosigned(got, origin, vkey); err != nil || cp.Size != wins[0] {
 		t.Errorf("last co-signed = %+v, %v; want the winner's size %d", cp, err, wins[0])
 	}
 }
@@ -405,9 +408,11 @@ func TestNewValidatesConfig(t *testing.T) {
 		cfg  cosign.Config
 		want string
 	}{
-		{"bad origin", cosign.Config{Origin: "has space", Backend: b, KeyName: "log", StateDir: t.TempDir()}, "origin"},
-		{"bad key name", cosign.Config{Origin: origin, Backend: b, KeyName: "Log!", StateDir: t.TempDir()}, "key name"},
-		{"no state dir", cosign.Config{Origin: origin, Backend: b, KeyName: "log"}, "state directory"},
+		{"bad origin", cosign.Config{Origin: "has space", Name: cosignerName, Backend: b, KeyName: "log", StateDir: t.TempDir()}, "origin"},
+		{"bad key name", cosign.Config{Origin: origin, Name: cosignerName, Backend: b, KeyName: "Log!", StateDir: t.TempDir()}, "key name"},
+		{"no state dir", cosign.Config{Origin: origin, Name: cosignerName, Backend: b, KeyName: "log"}, "state directory"},
+		{"cosigner named like the log", cosign.Config{Origin: origin, Name: origin, Backend: b, KeyName: "log", StateDir: t.TempDir()}, "named apart"},
+		{"bad cosigner name", cosign.Config{Origin: origin, Name: "a+b", Backend: b, KeyName: "log", StateDir: t.TempDir()}, "cosigner name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -429,7 +434,7 @@ func TestBackendKeyProblems(t *testing.T) {
 	l := newTestLog(t)
 	l.grow(2)
 	for _, name := range []string{"missing", "ecdsa"} {
-		c, err := cosign.New(cosign.Config{Origin: origin, Backend: store, KeyName: name, StateDir: t.TempDir()})
+		c, err := cosign.New(cosign.Config{Origin: origin, Name: cosignerName, Backend: store, KeyName: name, StateDir: t.TempDir()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -439,5 +444,51 @@ func TestBackendKeyProblems(t *testing.T) {
 		if got, _ := c.Cosigned(origin); got != nil {
 			t.Errorf("key %q: a failed Cosign was persisted", name)
 		}
+	}
+}
+
+// TestCosignatureV1 checks that the co-signature is a C2SP cosignature/v1
+// under the cosigner's name, not the log's, timestamped with the
+// co-signer's clock, and that the standard verifier of
+// transparency-dev/formats accepts it.
+func TestCosignatureV1(t *testing.T) {
+	backend := newBackend(t)
+	at := time.Date(2026, 12, 2, 7, 0, 0, 0, time.UTC)
+	c, err := cosign.New(cosign.Config{Origin: origin, Name: cosignerName, Backend: backend, KeyName: "log", StateDir: t.TempDir(),
+		Now: func() time.Time { return at }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newTestLog(t)
+	l.grow(3)
+	out, err := c.Cosign(t.Context(), l.checkpoint(3), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vkey, err := c.VerifierKey(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(vkey, cosignerName+"+") {
+		t.Errorf("verifier key %q is not named %s", vkey, cosignerName)
+	}
+	v, err := fnote.NewVerifierForCosignatureV1(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := note.Open(out, note.VerifierList(v))
+	if err != nil {
+		t.Fatalf("formats cosignature/v1 verifier: %v", err)
+	}
+	if len(n.Sigs) != 1 || n.Sigs[0].Name != cosignerName {
+		t.Fatalf("verified signatures = %+v, want one by %s", n.Sigs, cosignerName)
+	}
+	ts, err := fnote.CoSigV1Timestamp(n.Sigs[0])
+	if err != nil || !ts.Equal(at) {
+		t.Errorf("cosignature timestamp = %s, %v; want %s", ts, err, at)
+	}
+	cp, err := tlog.OpenCosigned(out, origin, vkey)
+	if err != nil || !cp.CosignedAt.Equal(at) {
+		t.Errorf("OpenCosigned = %+v, %v; want CosignedAt %s", cp, err, at)
 	}
 }

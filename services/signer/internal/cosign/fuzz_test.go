@@ -35,7 +35,7 @@ func FuzzCosign(f *testing.F) {
 				t.Fatal(err)
 			}
 			var err error
-			if c, err = cosign.New(cosign.Config{Origin: origin, Backend: backend, KeyName: "log", StateDir: dir}); err != nil {
+			if c, err = cosign.New(cosign.Config{Origin: origin, Name: cosignerName, Backend: backend, KeyName: "log", StateDir: dir}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := c.Cosign(t.Context(), base, 0, nil); err != nil {

@@ -6,10 +6,13 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/transparency-dev/formats/log"
+	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/custody-dev/custody/libs/tlog"
@@ -60,7 +63,8 @@ func parseNote(b []byte) (*body, error) {
 	return &body{note: n, origin: cp.Origin, size: cp.Size, hash: cp.Hash}, nil
 }
 
-// noteSigner is a note.Signer whose Ed25519 key stays in the key back end.
+// noteSigner is a note.Signer of C2SP cosignature/v1 signatures whose
+// Ed25519 key stays in the key back end.
 type noteSigner struct {
 	name     string
 	hash     uint32
@@ -74,11 +78,11 @@ func (s *noteSigner) Name() string                    { return s.name }
 func (s *noteSigner) KeyHash() uint32                 { return s.hash }
 func (s *noteSigner) Sign(msg []byte) ([]byte, error) { return s.sign(msg) }
 
-// newNoteSigner returns a note signer named name for key version v of the
-// back end. The key hash is the standard one (over name, newline, the
-// algorithm byte 0x01 and the public key), taken from the verifier key that
-// note derives, so verifiers compute the same.
-func newNoteSigner(ctx context.Context, b keys.Backend, name string, v keys.Version) (*noteSigner, error) {
+// newNoteSigner returns a cosignature/v1 signer named name for key version
+// v of the back end, timestamping with now. The key hash is the standard
+// one (over name, newline, the algorithm byte 0x04 and the public key),
+// taken from the verifier key, so verifiers compute the same.
+func newNoteSigner(ctx context.Context, b keys.Backend, name string, v keys.Version, now func() time.Time) (*noteSigner, error) {
 	if v.Algorithm != keys.Ed25519 {
 		return nil, fmt.Errorf("%s key %q version %d is %s: a checkpoint key must be Ed25519", b.Kind(), v.Name, v.Version, v.Algorithm)
 	}
@@ -90,15 +94,26 @@ func newNoteSigner(ctx context.Context, b keys.Backend, name string, v keys.Vers
 	if !ok {
 		return nil, fmt.Errorf("%s key %q version %d: public key is %T, want Ed25519", b.Kind(), v.Name, v.Version, pub)
 	}
-	vkey, err := note.NewEd25519VerifierKey(name, edPub)
+	vkey, err := tlog.CosignatureVerifierKey(name, edPub)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint verifier key for %q: %w", name, err)
 	}
-	verifier, err := note.NewVerifier(vkey)
+	verifier, err := fnote.NewVerifierForCosignatureV1(vkey)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint verifier key for %q: %w", name, err)
 	}
 	return &noteSigner{name: name, hash: verifier.KeyHash(), verifier: vkey, sign: func(msg []byte) ([]byte, error) {
-		return b.Sign(ctx, v.Name, v.Version, msg)
+		t := now().Unix()
+		if t < 0 {
+			return nil, fmt.Errorf("clock before 1970: %s", now())
+		}
+		sig, err := b.Sign(ctx, v.Name, v.Version, tlog.CosignatureMessage(uint64(t), msg))
+		if err != nil {
+			return nil, err
+		}
+		if len(sig) != ed25519.SignatureSize {
+			return nil, fmt.Errorf("%s key %q version %d returned a %d-byte signature, want %d", b.Kind(), v.Name, v.Version, len(sig), ed25519.SignatureSize)
+		}
+		return append(binary.BigEndian.AppendUint64(make([]byte, 0, tlog.CosignatureSize), uint64(t)), sig...), nil
 	}}, nil
 }

@@ -36,7 +36,7 @@ func startCosigning(t *testing.T) (td *identitytest.TrustDomain, addr string, c 
 	if err := server.EnsureKeys(t.Context(), store, names); err != nil {
 		t.Fatal(err)
 	}
-	c, err = cosign.New(cosign.Config{Origin: "custody.test/log", Backend: store, KeyName: "log", StateDir: t.TempDir(), Registerer: prometheus.NewRegistry()})
+	c, err = cosign.New(cosign.Config{Origin: "custody.test/log", Name: "custody.test/signer", Backend: store, KeyName: "log", StateDir: t.TempDir(), Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestCosignCheckpointAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tlog.OpenCheckpoint(resp.GetCheckpoint(), vkey); err != nil {
+	if _, err := tlog.OpenCosigned(resp.GetCheckpoint(), "custody.test/log", vkey); err != nil {
 		t.Errorf("co-signed checkpoint: %v", err)
 	}
 	got, err = catalog.GetCosignedCheckpoint(t.Context(), &signerv1.GetCosignedCheckpointRequest{Origin: "custody.test/log"})

@@ -960,6 +960,363 @@ func (x *ListedArtifact) GetKeyId() string {
 	return ""
 }
 
+type GetEntriesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Index of the first entry; below the co-signed tree size.
+	Start uint64 `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
+	// At most page_size entries: default 256, maximum 1000.
+	PageSize      int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEntriesRequest) Reset() {
+	*x = GetEntriesRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEntriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEntriesRequest) ProtoMessage() {}
+
+func (x *GetEntriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEntriesRequest.ProtoReflect.Descriptor instead.
+func (*GetEntriesRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GetEntriesRequest) GetStart() uint64 {
+	if x != nil {
+		return x.Start
+	}
+	return 0
+}
+
+func (x *GetEntriesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+type GetEntriesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Entries start, start+1, ...: fewer than page_size at the end of the tree.
+	Entries [][]byte `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// The latest co-signed checkpoint, a C2SP signed note; every entry
+	// returned is in its tree.
+	Checkpoint    []byte `protobuf:"bytes,2,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetEntriesResponse) Reset() {
+	*x = GetEntriesResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetEntriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetEntriesResponse) ProtoMessage() {}
+
+func (x *GetEntriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetEntriesResponse.ProtoReflect.Descriptor instead.
+func (*GetEntriesResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *GetEntriesResponse) GetEntries() [][]byte {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *GetEntriesResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+type GetInclusionProofRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// The tree size to prove inclusion in: more than index, at most the
+	// co-signed tree size; 0 means the co-signed tree size.
+	TreeSize      uint64 `protobuf:"varint,2,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetInclusionProofRequest) Reset() {
+	*x = GetInclusionProofRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetInclusionProofRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetInclusionProofRequest) ProtoMessage() {}
+
+func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetInclusionProofRequest.ProtoReflect.Descriptor instead.
+func (*GetInclusionProofRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetInclusionProofRequest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *GetInclusionProofRequest) GetTreeSize() uint64 {
+	if x != nil {
+		return x.TreeSize
+	}
+	return 0
+}
+
+type GetInclusionProofResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entry's bytes (the RFC 6962 leaf).
+	Leaf           []byte   `protobuf:"bytes,1,opt,name=leaf,proto3" json:"leaf,omitempty"`
+	TreeSize       uint64   `protobuf:"varint,2,opt,name=tree_size,json=treeSize,proto3" json:"tree_size,omitempty"`
+	InclusionProof [][]byte `protobuf:"bytes,3,rep,name=inclusion_proof,json=inclusionProof,proto3" json:"inclusion_proof,omitempty"`
+	// The latest co-signed checkpoint.
+	Checkpoint    []byte `protobuf:"bytes,4,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetInclusionProofResponse) Reset() {
+	*x = GetInclusionProofResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetInclusionProofResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetInclusionProofResponse) ProtoMessage() {}
+
+func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetInclusionProofResponse.ProtoReflect.Descriptor instead.
+func (*GetInclusionProofResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *GetInclusionProofResponse) GetLeaf() []byte {
+	if x != nil {
+		return x.Leaf
+	}
+	return nil
+}
+
+func (x *GetInclusionProofResponse) GetTreeSize() uint64 {
+	if x != nil {
+		return x.TreeSize
+	}
+	return 0
+}
+
+func (x *GetInclusionProofResponse) GetInclusionProof() [][]byte {
+	if x != nil {
+		return x.InclusionProof
+	}
+	return nil
+}
+
+func (x *GetInclusionProofResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+type GetConsistencyProofRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	FirstSize uint64                 `protobuf:"varint,1,opt,name=first_size,json=firstSize,proto3" json:"first_size,omitempty"`
+	// At least first_size, at most the co-signed tree size; 0 means the
+	// co-signed tree size.
+	SecondSize    uint64 `protobuf:"varint,2,opt,name=second_size,json=secondSize,proto3" json:"second_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConsistencyProofRequest) Reset() {
+	*x = GetConsistencyProofRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConsistencyProofRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConsistencyProofRequest) ProtoMessage() {}
+
+func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
+func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *GetConsistencyProofRequest) GetFirstSize() uint64 {
+	if x != nil {
+		return x.FirstSize
+	}
+	return 0
+}
+
+func (x *GetConsistencyProofRequest) GetSecondSize() uint64 {
+	if x != nil {
+		return x.SecondSize
+	}
+	return 0
+}
+
+type GetConsistencyProofResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	FirstSize  uint64                 `protobuf:"varint,1,opt,name=first_size,json=firstSize,proto3" json:"first_size,omitempty"`
+	SecondSize uint64                 `protobuf:"varint,2,opt,name=second_size,json=secondSize,proto3" json:"second_size,omitempty"`
+	// Empty when first_size is 0 or equals second_size.
+	ConsistencyProof [][]byte `protobuf:"bytes,3,rep,name=consistency_proof,json=consistencyProof,proto3" json:"consistency_proof,omitempty"`
+	// The latest co-signed checkpoint.
+	Checkpoint    []byte `protobuf:"bytes,4,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConsistencyProofResponse) Reset() {
+	*x = GetConsistencyProofResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConsistencyProofResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConsistencyProofResponse) ProtoMessage() {}
+
+func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConsistencyProofResponse.ProtoReflect.Descriptor instead.
+func (*GetConsistencyProofResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *GetConsistencyProofResponse) GetFirstSize() uint64 {
+	if x != nil {
+		return x.FirstSize
+	}
+	return 0
+}
+
+func (x *GetConsistencyProofResponse) GetSecondSize() uint64 {
+	if x != nil {
+		return x.SecondSize
+	}
+	return 0
+}
+
+func (x *GetConsistencyProofResponse) GetConsistencyProof() [][]byte {
+	if x != nil {
+		return x.ConsistencyProof
+	}
+	return nil
+}
+
+func (x *GetConsistencyProofResponse) GetCheckpoint() []byte {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
 var File_custody_catalog_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
@@ -1027,19 +1384,55 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"a\n" +
 	"\x0eListedArtifact\x128\n" +
 	"\bartifact\x18\x01 \x01(\v2\x1c.custody.catalog.v1.ArtifactR\bartifact\x12\x15\n" +
-	"\x06key_id\x18\x02 \x01(\tR\x05keyId*\\\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\"F\n" +
+	"\x11GetEntriesRequest\x12\x14\n" +
+	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\"N\n" +
+	"\x12GetEntriesResponse\x12\x18\n" +
+	"\aentries\x18\x01 \x03(\fR\aentries\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x02 \x01(\fR\n" +
+	"checkpoint\"M\n" +
+	"\x18GetInclusionProofRequest\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x1b\n" +
+	"\ttree_size\x18\x02 \x01(\x04R\btreeSize\"\x95\x01\n" +
+	"\x19GetInclusionProofResponse\x12\x12\n" +
+	"\x04leaf\x18\x01 \x01(\fR\x04leaf\x12\x1b\n" +
+	"\ttree_size\x18\x02 \x01(\x04R\btreeSize\x12'\n" +
+	"\x0finclusion_proof\x18\x03 \x03(\fR\x0einclusionProof\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x04 \x01(\fR\n" +
+	"checkpoint\"\\\n" +
+	"\x1aGetConsistencyProofRequest\x12\x1d\n" +
+	"\n" +
+	"first_size\x18\x01 \x01(\x04R\tfirstSize\x12\x1f\n" +
+	"\vsecond_size\x18\x02 \x01(\x04R\n" +
+	"secondSize\"\xaa\x01\n" +
+	"\x1bGetConsistencyProofResponse\x12\x1d\n" +
+	"\n" +
+	"first_size\x18\x01 \x01(\x04R\tfirstSize\x12\x1f\n" +
+	"\vsecond_size\x18\x02 \x01(\x04R\n" +
+	"secondSize\x12+\n" +
+	"\x11consistency_proof\x18\x03 \x03(\fR\x10consistencyProof\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x04 \x01(\fR\n" +
+	"checkpoint*\\\n" +
 	"\n" +
 	"AppendWait\x12\x1b\n" +
 	"\x17APPEND_WAIT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12APPEND_WAIT_PROVED\x10\x01\x12\x19\n" +
-	"\x15APPEND_WAIT_SEQUENCED\x10\x022\xf1\x04\n" +
+	"\x15APPEND_WAIT_SEQUENCED\x10\x022\xb8\a\n" +
 	"\x0eCatalogService\x12g\n" +
 	"\x0eRecordArtifact\x12).custody.catalog.v1.RecordArtifactRequest\x1a*.custody.catalog.v1.RecordArtifactResponse\x12^\n" +
 	"\vAppendEvent\x12&.custody.catalog.v1.AppendEventRequest\x1a'.custody.catalog.v1.AppendEventResponse\x12^\n" +
 	"\vGetArtifact\x12&.custody.catalog.v1.GetArtifactRequest\x1a'.custody.catalog.v1.GetArtifactResponse\x12d\n" +
 	"\rGetCheckpoint\x12(.custody.catalog.v1.GetCheckpointRequest\x1a).custody.catalog.v1.GetCheckpointResponse\x12j\n" +
 	"\x0fRecordSignature\x12*.custody.catalog.v1.RecordSignatureRequest\x1a+.custody.catalog.v1.RecordSignatureResponse\x12d\n" +
-	"\rListArtifacts\x12(.custody.catalog.v1.ListArtifactsRequest\x1a).custody.catalog.v1.ListArtifactsResponseB\xd6\x01\n" +
+	"\rListArtifacts\x12(.custody.catalog.v1.ListArtifactsRequest\x1a).custody.catalog.v1.ListArtifactsResponse\x12[\n" +
+	"\n" +
+	"GetEntries\x12%.custody.catalog.v1.GetEntriesRequest\x1a&.custody.catalog.v1.GetEntriesResponse\x12p\n" +
+	"\x11GetInclusionProof\x12,.custody.catalog.v1.GetInclusionProofRequest\x1a-.custody.catalog.v1.GetInclusionProofResponse\x12v\n" +
+	"\x13GetConsistencyProof\x12..custody.catalog.v1.GetConsistencyProofRequest\x1a/.custody.catalog.v1.GetConsistencyProofResponseB\xd6\x01\n" +
 	"\x16com.custody.catalog.v1B\fCatalogProtoP\x01ZDgithub.com/custody-dev/custody/libs/gen/custody/catalog/v1;catalogv1\xa2\x02\x03CCX\xaa\x02\x12Custody.Catalog.V1\xca\x02\x12Custody\\Catalog\\V1\xe2\x02\x1eCustody\\Catalog\\V1\\GPBMetadata\xea\x02\x14Custody::Catalog::V1b\x06proto3"
 
 var (
@@ -1055,28 +1448,34 @@ func file_custody_catalog_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_custody_catalog_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_custody_catalog_v1_catalog_proto_goTypes = []any{
-	(AppendWait)(0),                 // 0: custody.catalog.v1.AppendWait
-	(*Artifact)(nil),                // 1: custody.catalog.v1.Artifact
-	(*LogEntry)(nil),                // 2: custody.catalog.v1.LogEntry
-	(*RecordArtifactRequest)(nil),   // 3: custody.catalog.v1.RecordArtifactRequest
-	(*RecordArtifactResponse)(nil),  // 4: custody.catalog.v1.RecordArtifactResponse
-	(*AppendEventRequest)(nil),      // 5: custody.catalog.v1.AppendEventRequest
-	(*AppendEventResponse)(nil),     // 6: custody.catalog.v1.AppendEventResponse
-	(*GetArtifactRequest)(nil),      // 7: custody.catalog.v1.GetArtifactRequest
-	(*GetArtifactResponse)(nil),     // 8: custody.catalog.v1.GetArtifactResponse
-	(*GetCheckpointRequest)(nil),    // 9: custody.catalog.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),   // 10: custody.catalog.v1.GetCheckpointResponse
-	(*RecordSignatureRequest)(nil),  // 11: custody.catalog.v1.RecordSignatureRequest
-	(*RecordSignatureResponse)(nil), // 12: custody.catalog.v1.RecordSignatureResponse
-	(*ListArtifactsRequest)(nil),    // 13: custody.catalog.v1.ListArtifactsRequest
-	(*ListArtifactsResponse)(nil),   // 14: custody.catalog.v1.ListArtifactsResponse
-	(*ListedArtifact)(nil),          // 15: custody.catalog.v1.ListedArtifact
-	(*timestamppb.Timestamp)(nil),   // 16: google.protobuf.Timestamp
+	(AppendWait)(0),                     // 0: custody.catalog.v1.AppendWait
+	(*Artifact)(nil),                    // 1: custody.catalog.v1.Artifact
+	(*LogEntry)(nil),                    // 2: custody.catalog.v1.LogEntry
+	(*RecordArtifactRequest)(nil),       // 3: custody.catalog.v1.RecordArtifactRequest
+	(*RecordArtifactResponse)(nil),      // 4: custody.catalog.v1.RecordArtifactResponse
+	(*AppendEventRequest)(nil),          // 5: custody.catalog.v1.AppendEventRequest
+	(*AppendEventResponse)(nil),         // 6: custody.catalog.v1.AppendEventResponse
+	(*GetArtifactRequest)(nil),          // 7: custody.catalog.v1.GetArtifactRequest
+	(*GetArtifactResponse)(nil),         // 8: custody.catalog.v1.GetArtifactResponse
+	(*GetCheckpointRequest)(nil),        // 9: custody.catalog.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),       // 10: custody.catalog.v1.GetCheckpointResponse
+	(*RecordSignatureRequest)(nil),      // 11: custody.catalog.v1.RecordSignatureRequest
+	(*RecordSignatureResponse)(nil),     // 12: custody.catalog.v1.RecordSignatureResponse
+	(*ListArtifactsRequest)(nil),        // 13: custody.catalog.v1.ListArtifactsRequest
+	(*ListArtifactsResponse)(nil),       // 14: custody.catalog.v1.ListArtifactsResponse
+	(*ListedArtifact)(nil),              // 15: custody.catalog.v1.ListedArtifact
+	(*GetEntriesRequest)(nil),           // 16: custody.catalog.v1.GetEntriesRequest
+	(*GetEntriesResponse)(nil),          // 17: custody.catalog.v1.GetEntriesResponse
+	(*GetInclusionProofRequest)(nil),    // 18: custody.catalog.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),   // 19: custody.catalog.v1.GetInclusionProofResponse
+	(*GetConsistencyProofRequest)(nil),  // 20: custody.catalog.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil), // 21: custody.catalog.v1.GetConsistencyProofResponse
+	(*timestamppb.Timestamp)(nil),       // 22: google.protobuf.Timestamp
 }
 var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
-	16, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
+	22, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
 	1,  // 1: custody.catalog.v1.RecordArtifactRequest.artifact:type_name -> custody.catalog.v1.Artifact
 	2,  // 2: custody.catalog.v1.RecordArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	0,  // 3: custody.catalog.v1.AppendEventRequest.wait:type_name -> custody.catalog.v1.AppendWait
@@ -1092,14 +1491,20 @@ var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
 	9,  // 13: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
 	11, // 14: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
 	13, // 15: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
-	4,  // 16: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
-	6,  // 17: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
-	8,  // 18: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
-	10, // 19: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
-	12, // 20: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
-	14, // 21: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
-	16, // [16:22] is the sub-list for method output_type
-	10, // [10:16] is the sub-list for method input_type
+	16, // 16: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
+	18, // 17: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
+	20, // 18: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
+	4,  // 19: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
+	6,  // 20: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
+	8,  // 21: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
+	10, // 22: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
+	12, // 23: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
+	14, // 24: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
+	17, // 25: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
+	19, // 26: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
+	21, // 27: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
+	19, // [19:28] is the sub-list for method output_type
+	10, // [10:19] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -1116,7 +1521,7 @@ func file_custody_catalog_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_catalog_v1_catalog_proto_rawDesc), len(file_custody_catalog_v1_catalog_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

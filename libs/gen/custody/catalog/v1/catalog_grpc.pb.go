@@ -19,12 +19,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	CatalogService_RecordArtifact_FullMethodName  = "/custody.catalog.v1.CatalogService/RecordArtifact"
-	CatalogService_AppendEvent_FullMethodName     = "/custody.catalog.v1.CatalogService/AppendEvent"
-	CatalogService_GetArtifact_FullMethodName     = "/custody.catalog.v1.CatalogService/GetArtifact"
-	CatalogService_GetCheckpoint_FullMethodName   = "/custody.catalog.v1.CatalogService/GetCheckpoint"
-	CatalogService_RecordSignature_FullMethodName = "/custody.catalog.v1.CatalogService/RecordSignature"
-	CatalogService_ListArtifacts_FullMethodName   = "/custody.catalog.v1.CatalogService/ListArtifacts"
+	CatalogService_RecordArtifact_FullMethodName      = "/custody.catalog.v1.CatalogService/RecordArtifact"
+	CatalogService_AppendEvent_FullMethodName         = "/custody.catalog.v1.CatalogService/AppendEvent"
+	CatalogService_GetArtifact_FullMethodName         = "/custody.catalog.v1.CatalogService/GetArtifact"
+	CatalogService_GetCheckpoint_FullMethodName       = "/custody.catalog.v1.CatalogService/GetCheckpoint"
+	CatalogService_RecordSignature_FullMethodName     = "/custody.catalog.v1.CatalogService/RecordSignature"
+	CatalogService_ListArtifacts_FullMethodName       = "/custody.catalog.v1.CatalogService/ListArtifacts"
+	CatalogService_GetEntries_FullMethodName          = "/custody.catalog.v1.CatalogService/GetEntries"
+	CatalogService_GetInclusionProof_FullMethodName   = "/custody.catalog.v1.CatalogService/GetInclusionProof"
+	CatalogService_GetConsistencyProof_FullMethodName = "/custody.catalog.v1.CatalogService/GetConsistencyProof"
 )
 
 // CatalogServiceClient is the client API for CatalogService service.
@@ -58,6 +61,18 @@ type CatalogServiceClient interface {
 	// ListArtifacts lists artifact records, optionally only those whose current
 	// envelope is signed by one key id.
 	ListArtifacts(ctx context.Context, in *ListArtifactsRequest, opts ...grpc.CallOption) (*ListArtifactsResponse, error)
+	// GetEntries returns consecutive log entries (the leaf bytes) from start,
+	// all within the latest co-signed checkpoint, which it returns too. Any
+	// member of the trust domain may read the log.
+	GetEntries(ctx context.Context, in *GetEntriesRequest, opts ...grpc.CallOption) (*GetEntriesResponse, error)
+	// GetInclusionProof returns the entry at index with an RFC 6962 inclusion
+	// proof in the tree of tree_size entries (0: the latest co-signed
+	// checkpoint's), and the latest co-signed checkpoint.
+	GetInclusionProof(ctx context.Context, in *GetInclusionProofRequest, opts ...grpc.CallOption) (*GetInclusionProofResponse, error)
+	// GetConsistencyProof returns an RFC 6962 proof that the tree of
+	// second_size entries (0: the latest co-signed checkpoint's) extends the
+	// tree of first_size entries, and the latest co-signed checkpoint.
+	GetConsistencyProof(ctx context.Context, in *GetConsistencyProofRequest, opts ...grpc.CallOption) (*GetConsistencyProofResponse, error)
 }
 
 type catalogServiceClient struct {
@@ -128,6 +143,36 @@ func (c *catalogServiceClient) ListArtifacts(ctx context.Context, in *ListArtifa
 	return out, nil
 }
 
+func (c *catalogServiceClient) GetEntries(ctx context.Context, in *GetEntriesRequest, opts ...grpc.CallOption) (*GetEntriesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetEntriesResponse)
+	err := c.cc.Invoke(ctx, CatalogService_GetEntries_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *catalogServiceClient) GetInclusionProof(ctx context.Context, in *GetInclusionProofRequest, opts ...grpc.CallOption) (*GetInclusionProofResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetInclusionProofResponse)
+	err := c.cc.Invoke(ctx, CatalogService_GetInclusionProof_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *catalogServiceClient) GetConsistencyProof(ctx context.Context, in *GetConsistencyProofRequest, opts ...grpc.CallOption) (*GetConsistencyProofResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetConsistencyProofResponse)
+	err := c.cc.Invoke(ctx, CatalogService_GetConsistencyProof_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CatalogServiceServer is the server API for CatalogService service.
 // All implementations must embed UnimplementedCatalogServiceServer
 // for forward compatibility.
@@ -159,6 +204,18 @@ type CatalogServiceServer interface {
 	// ListArtifacts lists artifact records, optionally only those whose current
 	// envelope is signed by one key id.
 	ListArtifacts(context.Context, *ListArtifactsRequest) (*ListArtifactsResponse, error)
+	// GetEntries returns consecutive log entries (the leaf bytes) from start,
+	// all within the latest co-signed checkpoint, which it returns too. Any
+	// member of the trust domain may read the log.
+	GetEntries(context.Context, *GetEntriesRequest) (*GetEntriesResponse, error)
+	// GetInclusionProof returns the entry at index with an RFC 6962 inclusion
+	// proof in the tree of tree_size entries (0: the latest co-signed
+	// checkpoint's), and the latest co-signed checkpoint.
+	GetInclusionProof(context.Context, *GetInclusionProofRequest) (*GetInclusionProofResponse, error)
+	// GetConsistencyProof returns an RFC 6962 proof that the tree of
+	// second_size entries (0: the latest co-signed checkpoint's) extends the
+	// tree of first_size entries, and the latest co-signed checkpoint.
+	GetConsistencyProof(context.Context, *GetConsistencyProofRequest) (*GetConsistencyProofResponse, error)
 	mustEmbedUnimplementedCatalogServiceServer()
 }
 
@@ -186,6 +243,15 @@ func (UnimplementedCatalogServiceServer) RecordSignature(context.Context, *Recor
 }
 func (UnimplementedCatalogServiceServer) ListArtifacts(context.Context, *ListArtifactsRequest) (*ListArtifactsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListArtifacts not implemented")
+}
+func (UnimplementedCatalogServiceServer) GetEntries(context.Context, *GetEntriesRequest) (*GetEntriesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetEntries not implemented")
+}
+func (UnimplementedCatalogServiceServer) GetInclusionProof(context.Context, *GetInclusionProofRequest) (*GetInclusionProofResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetInclusionProof not implemented")
+}
+func (UnimplementedCatalogServiceServer) GetConsistencyProof(context.Context, *GetConsistencyProofRequest) (*GetConsistencyProofResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetConsistencyProof not implemented")
 }
 func (UnimplementedCatalogServiceServer) mustEmbedUnimplementedCatalogServiceServer() {}
 func (UnimplementedCatalogServiceServer) testEmbeddedByValue()                        {}
@@ -316,6 +382,60 @@ func _CatalogService_ListArtifacts_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CatalogService_GetEntries_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetEntriesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).GetEntries(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_GetEntries_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).GetEntries(ctx, req.(*GetEntriesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CatalogService_GetInclusionProof_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetInclusionProofRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).GetInclusionProof(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_GetInclusionProof_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).GetInclusionProof(ctx, req.(*GetInclusionProofRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CatalogService_GetConsistencyProof_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetConsistencyProofRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).GetConsistencyProof(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_GetConsistencyProof_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).GetConsistencyProof(ctx, req.(*GetConsistencyProofRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CatalogService_ServiceDesc is the grpc.ServiceDesc for CatalogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -346,6 +466,18 @@ var CatalogService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListArtifacts",
 			Handler:    _CatalogService_ListArtifacts_Handler,
+		},
+		{
+			MethodName: "GetEntries",
+			Handler:    _CatalogService_GetEntries_Handler,
+		},
+		{
+			MethodName: "GetInclusionProof",
+			Handler:    _CatalogService_GetInclusionProof_Handler,
+		},
+		{
+			MethodName: "GetConsistencyProof",
+			Handler:    _CatalogService_GetConsistencyProof_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

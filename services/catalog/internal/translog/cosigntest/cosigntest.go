@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sync"
 
+	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -22,9 +23,10 @@ var ErrDown = errors.New("co-signer down")
 
 // Cosigner co-signs checkpoints of one log like the signer does: it checks
 // that each extends the last one it co-signed (trusting the first), and
-// adds its note signature. It is safe for concurrent use.
+// adds its cosignature/v1. It is safe for concurrent use.
 type Cosigner struct {
 	logKey   string // the log's note verifier key
+	origin   string
 	signer   note.Signer
 	verifier string
 
@@ -40,24 +42,27 @@ type Cosigner struct {
 var _ translog.Cosigner = (*Cosigner)(nil)
 
 // New returns a co-signer for the log whose checkpoints logVerifierKey
-// verifies, with a new key named after the log's origin.
+// verifies, with a new cosignature/v1 key named Name.
 func New(logVerifierKey string) (*Cosigner, error) {
 	v, err := note.NewVerifier(logVerifierKey)
 	if err != nil {
 		return nil, fmt.Errorf("log verifier key: %w", err)
 	}
-	skey, vkey, err := tlog.GenerateKey(v.Name())
+	skey, vkey, err := tlog.GenerateCosignerKey(Name)
 	if err != nil {
 		return nil, err
 	}
-	s, err := note.NewSigner(skey)
+	s, err := fnote.NewSignerForCosignatureV1(skey)
 	if err != nil {
 		return nil, err
 	}
-	return &Cosigner{logKey: logVerifierKey, signer: s, verifier: vkey}, nil
+	return &Cosigner{logKey: logVerifierKey, origin: v.Name(), signer: s, verifier: vkey}, nil
 }
 
-// VerifierKey returns the note verifier key of the co-signatures.
+// Name is the key name of the test co-signer's cosignatures.
+const Name = "custody.test/cosigner"
+
+// VerifierKey returns the cosignature/v1 verifier key of the co-signatures.
 func (c *Cosigner) VerifierKey() string { return c.verifier }
 
 // SetDown makes every call fail with ErrDown while down is true.
@@ -89,7 +94,7 @@ func (c *Cosigner) Cosigned(_ context.Context, origin string) ([]byte, error) {
 	if c.down {
 		return nil, ErrDown
 	}
-	if origin != c.signer.Name() {
+	if origin != c.origin {
 		return nil, fmt.Errorf("unknown log %q", origin)
 	}
 	return c.last, nil
