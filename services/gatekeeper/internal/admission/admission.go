@@ -21,8 +21,8 @@ import (
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/digest"
 	"github.com/custody-dev/custody/libs/quote"
-	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/telemetry"
+	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 )
