@@ -895,6 +895,192 @@ func (x *ListedArtifact) GetKeyId() string {
 	return ""
 }
 
+// SearchArtifactsRequest selects artifacts: every field set must match
+// exactly (no patterns); none set matches every artifact.
+type SearchArtifactsRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// "sha256:<64 lowercase hex>".
+	Digest string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	// The builder's SPIFFE ID, as the publisher authenticated it.
+	BuilderId    string `protobuf:"bytes,4,opt,name=builder_id,json=builderId,proto3" json:"builder_id,omitempty"`
+	SourceRepo   string `protobuf:"bytes,5,opt,name=source_repo,json=sourceRepo,proto3" json:"source_repo,omitempty"`
+	SourceCommit string `protobuf:"bytes,6,opt,name=source_commit,json=sourceCommit,proto3" json:"source_commit,omitempty"`
+	Channel      string `protobuf:"bytes,7,opt,name=channel,proto3" json:"channel,omitempty"`
+	// The key id of the key version that signed the current envelope.
+	SignedByKeyId string `protobuf:"bytes,8,opt,name=signed_by_key_id,json=signedByKeyId,proto3" json:"signed_by_key_id,omitempty"`
+	// Only artifacts deployed at least once to this environment.
+	DeployedEnvironment string `protobuf:"bytes,9,opt,name=deployed_environment,json=deployedEnvironment,proto3" json:"deployed_environment,omitempty"`
+	// Paging: at most page_size records (default and maximum 1000) after
+	// page_token. A page token is valid only with the filters it was
+	// returned for.
+	PageSize      int32  `protobuf:"varint,10,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,11,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchArtifactsRequest) Reset() {
+	*x = SearchArtifactsRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchArtifactsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchArtifactsRequest) ProtoMessage() {}
+
+func (x *SearchArtifactsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchArtifactsRequest.ProtoReflect.Descriptor instead.
+func (*SearchArtifactsRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SearchArtifactsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetBuilderId() string {
+	if x != nil {
+		return x.BuilderId
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetSourceRepo() string {
+	if x != nil {
+		return x.SourceRepo
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetSourceCommit() string {
+	if x != nil {
+		return x.SourceCommit
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetSignedByKeyId() string {
+	if x != nil {
+		return x.SignedByKeyId
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetDeployedEnvironment() string {
+	if x != nil {
+		return x.DeployedEnvironment
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *SearchArtifactsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type SearchArtifactsResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Artifacts []*ListedArtifact      `protobuf:"bytes,1,rep,name=artifacts,proto3" json:"artifacts,omitempty"`
+	// Empty when there are no more.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchArtifactsResponse) Reset() {
+	*x = SearchArtifactsResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchArtifactsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchArtifactsResponse) ProtoMessage() {}
+
+func (x *SearchArtifactsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchArtifactsResponse.ProtoReflect.Descriptor instead.
+func (*SearchArtifactsResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SearchArtifactsResponse) GetArtifacts() []*ListedArtifact {
+	if x != nil {
+		return x.Artifacts
+	}
+	return nil
+}
+
+func (x *SearchArtifactsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_custody_catalog_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
@@ -961,14 +1147,34 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"a\n" +
 	"\x0eListedArtifact\x128\n" +
 	"\bartifact\x18\x01 \x01(\v2\x1c.custody.catalog.v1.ArtifactR\bartifact\x12\x15\n" +
-	"\x06key_id\x18\x02 \x01(\tR\x05keyId2\xf1\x04\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\"\xf5\x02\n" +
+	"\x16SearchArtifactsRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12\x1d\n" +
+	"\n" +
+	"builder_id\x18\x04 \x01(\tR\tbuilderId\x12\x1f\n" +
+	"\vsource_repo\x18\x05 \x01(\tR\n" +
+	"sourceRepo\x12#\n" +
+	"\rsource_commit\x18\x06 \x01(\tR\fsourceCommit\x12\x18\n" +
+	"\achannel\x18\a \x01(\tR\achannel\x12'\n" +
+	"\x10signed_by_key_id\x18\b \x01(\tR\rsignedByKeyId\x121\n" +
+	"\x14deployed_environment\x18\t \x01(\tR\x13deployedEnvironment\x12\x1b\n" +
+	"\tpage_size\x18\n" +
+	" \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\v \x01(\tR\tpageToken\"\x83\x01\n" +
+	"\x17SearchArtifactsResponse\x12@\n" +
+	"\tartifacts\x18\x01 \x03(\v2\".custody.catalog.v1.ListedArtifactR\tartifacts\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xdd\x05\n" +
 	"\x0eCatalogService\x12g\n" +
 	"\x0eRecordArtifact\x12).custody.catalog.v1.RecordArtifactRequest\x1a*.custody.catalog.v1.RecordArtifactResponse\x12^\n" +
 	"\vAppendEvent\x12&.custody.catalog.v1.AppendEventRequest\x1a'.custody.catalog.v1.AppendEventResponse\x12^\n" +
 	"\vGetArtifact\x12&.custody.catalog.v1.GetArtifactRequest\x1a'.custody.catalog.v1.GetArtifactResponse\x12d\n" +
 	"\rGetCheckpoint\x12(.custody.catalog.v1.GetCheckpointRequest\x1a).custody.catalog.v1.GetCheckpointResponse\x12j\n" +
 	"\x0fRecordSignature\x12*.custody.catalog.v1.RecordSignatureRequest\x1a+.custody.catalog.v1.RecordSignatureResponse\x12d\n" +
-	"\rListArtifacts\x12(.custody.catalog.v1.ListArtifactsRequest\x1a).custody.catalog.v1.ListArtifactsResponseB\xd6\x01\n" +
+	"\rListArtifacts\x12(.custody.catalog.v1.ListArtifactsRequest\x1a).custody.catalog.v1.ListArtifactsResponse\x12j\n" +
+	"\x0fSearchArtifacts\x12*.custody.catalog.v1.SearchArtifactsRequest\x1a+.custody.catalog.v1.SearchArtifactsResponseB\xd6\x01\n" +
 	"\x16com.custody.catalog.v1B\fCatalogProtoP\x01ZDgithub.com/custody-dev/custody/libs/gen/custody/catalog/v1;catalogv1\xa2\x02\x03CCX\xaa\x02\x12Custody.Catalog.V1\xca\x02\x12Custody\\Catalog\\V1\xe2\x02\x1eCustody\\Catalog\\V1\\GPBMetadata\xea\x02\x14Custody::Catalog::V1b\x06proto3"
 
 var (
@@ -983,7 +1189,7 @@ func file_custody_catalog_v1_catalog_proto_rawDescGZIP() []byte {
 	return file_custody_catalog_v1_catalog_proto_rawDescData
 }
 
-var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_custody_catalog_v1_catalog_proto_goTypes = []any{
 	(*Artifact)(nil),                // 0: custody.catalog.v1.Artifact
 	(*LogEntry)(nil),                // 1: custody.catalog.v1.LogEntry
@@ -1000,10 +1206,12 @@ var file_custody_catalog_v1_catalog_proto_goTypes = []any{
 	(*ListArtifactsRequest)(nil),    // 12: custody.catalog.v1.ListArtifactsRequest
 	(*ListArtifactsResponse)(nil),   // 13: custody.catalog.v1.ListArtifactsResponse
 	(*ListedArtifact)(nil),          // 14: custody.catalog.v1.ListedArtifact
-	(*timestamppb.Timestamp)(nil),   // 15: google.protobuf.Timestamp
+	(*SearchArtifactsRequest)(nil),  // 15: custody.catalog.v1.SearchArtifactsRequest
+	(*SearchArtifactsResponse)(nil), // 16: custody.catalog.v1.SearchArtifactsResponse
+	(*timestamppb.Timestamp)(nil),   // 17: google.protobuf.Timestamp
 }
 var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
-	15, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
+	17, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: custody.catalog.v1.RecordArtifactRequest.artifact:type_name -> custody.catalog.v1.Artifact
 	1,  // 2: custody.catalog.v1.RecordArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	1,  // 3: custody.catalog.v1.AppendEventResponse.entry:type_name -> custody.catalog.v1.LogEntry
@@ -1012,23 +1220,26 @@ var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
 	1,  // 6: custody.catalog.v1.RecordSignatureResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	14, // 7: custody.catalog.v1.ListArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
 	0,  // 8: custody.catalog.v1.ListedArtifact.artifact:type_name -> custody.catalog.v1.Artifact
-	2,  // 9: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
-	4,  // 10: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
-	6,  // 11: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
-	8,  // 12: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
-	10, // 13: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
-	12, // 14: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
-	3,  // 15: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
-	5,  // 16: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
-	7,  // 17: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
-	9,  // 18: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
-	11, // 19: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
-	13, // 20: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
-	15, // [15:21] is the sub-list for method output_type
-	9,  // [9:15] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	14, // 9: custody.catalog.v1.SearchArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
+	2,  // 10: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
+	4,  // 11: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
+	6,  // 12: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
+	8,  // 13: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
+	10, // 14: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
+	12, // 15: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
+	15, // 16: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
+	3,  // 17: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
+	5,  // 18: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
+	7,  // 19: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
+	9,  // 20: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
+	11, // 21: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
+	13, // 22: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
+	16, // 23: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
+	17, // [17:24] is the sub-list for method output_type
+	10, // [10:17] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_custody_catalog_v1_catalog_proto_init() }
@@ -1042,7 +1253,7 @@ func file_custody_catalog_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_catalog_v1_catalog_proto_rawDesc), len(file_custody_catalog_v1_catalog_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

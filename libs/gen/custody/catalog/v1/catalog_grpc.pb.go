@@ -25,6 +25,7 @@ const (
 	CatalogService_GetCheckpoint_FullMethodName   = "/custody.catalog.v1.CatalogService/GetCheckpoint"
 	CatalogService_RecordSignature_FullMethodName = "/custody.catalog.v1.CatalogService/RecordSignature"
 	CatalogService_ListArtifacts_FullMethodName   = "/custody.catalog.v1.CatalogService/ListArtifacts"
+	CatalogService_SearchArtifacts_FullMethodName = "/custody.catalog.v1.CatalogService/SearchArtifacts"
 )
 
 // CatalogServiceClient is the client API for CatalogService service.
@@ -54,6 +55,10 @@ type CatalogServiceClient interface {
 	// ListArtifacts lists artifact records, optionally only those whose current
 	// envelope is signed by one key id.
 	ListArtifacts(ctx context.Context, in *ListArtifactsRequest, opts ...grpc.CallOption) (*ListArtifactsResponse, error)
+	// SearchArtifacts returns the logged artifacts that match every filter
+	// set, in the order they were recorded, a page at a time. Any member of the
+	// trust domain may search.
+	SearchArtifacts(ctx context.Context, in *SearchArtifactsRequest, opts ...grpc.CallOption) (*SearchArtifactsResponse, error)
 }
 
 type catalogServiceClient struct {
@@ -124,6 +129,16 @@ func (c *catalogServiceClient) ListArtifacts(ctx context.Context, in *ListArtifa
 	return out, nil
 }
 
+func (c *catalogServiceClient) SearchArtifacts(ctx context.Context, in *SearchArtifactsRequest, opts ...grpc.CallOption) (*SearchArtifactsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SearchArtifactsResponse)
+	err := c.cc.Invoke(ctx, CatalogService_SearchArtifacts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CatalogServiceServer is the server API for CatalogService service.
 // All implementations must embed UnimplementedCatalogServiceServer
 // for forward compatibility.
@@ -151,6 +166,10 @@ type CatalogServiceServer interface {
 	// ListArtifacts lists artifact records, optionally only those whose current
 	// envelope is signed by one key id.
 	ListArtifacts(context.Context, *ListArtifactsRequest) (*ListArtifactsResponse, error)
+	// SearchArtifacts returns the logged artifacts that match every filter
+	// set, in the order they were recorded, a page at a time. Any member of the
+	// trust domain may search.
+	SearchArtifacts(context.Context, *SearchArtifactsRequest) (*SearchArtifactsResponse, error)
 	mustEmbedUnimplementedCatalogServiceServer()
 }
 
@@ -178,6 +197,9 @@ func (UnimplementedCatalogServiceServer) RecordSignature(context.Context, *Recor
 }
 func (UnimplementedCatalogServiceServer) ListArtifacts(context.Context, *ListArtifactsRequest) (*ListArtifactsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListArtifacts not implemented")
+}
+func (UnimplementedCatalogServiceServer) SearchArtifacts(context.Context, *SearchArtifactsRequest) (*SearchArtifactsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SearchArtifacts not implemented")
 }
 func (UnimplementedCatalogServiceServer) mustEmbedUnimplementedCatalogServiceServer() {}
 func (UnimplementedCatalogServiceServer) testEmbeddedByValue()                        {}
@@ -308,6 +330,24 @@ func _CatalogService_ListArtifacts_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CatalogService_SearchArtifacts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SearchArtifactsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).SearchArtifacts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_SearchArtifacts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).SearchArtifacts(ctx, req.(*SearchArtifactsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CatalogService_ServiceDesc is the grpc.ServiceDesc for CatalogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -338,6 +378,10 @@ var CatalogService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListArtifacts",
 			Handler:    _CatalogService_ListArtifacts_Handler,
+		},
+		{
+			MethodName: "SearchArtifacts",
+			Handler:    _CatalogService_SearchArtifacts_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
