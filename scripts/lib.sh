@@ -29,3 +29,23 @@ wait_for() {
 		sleep 0.5
 	done
 }
+
+# postgres_bin prints the directory with the PostgreSQL server binaries
+# (initdb, pg_ctl, postgres): POSTGRES_BIN if set, else the newest
+# /usr/lib/postgresql/*/bin (Debian's layout), else the one of initdb on PATH.
+postgres_bin() {
+	local d
+	if [[ -n ${POSTGRES_BIN:-} ]]; then
+		d=$POSTGRES_BIN
+	else
+		d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+		if [[ -z $d ]] && command -v initdb >/dev/null 2>&1; then
+			d=$(dirname "$(readlink -f "$(command -v initdb)")")
+		fi
+	fi
+	if [[ -z $d || ! -x $d/initdb || ! -x $d/pg_ctl || ! -x $d/postgres ]]; then
+		echo "error: no PostgreSQL server binaries (initdb, pg_ctl, postgres) found${d:+ in $d}; run scripts/install-postgres.sh or set POSTGRES_BIN" >&2
+		return 1
+	fi
+	echo "$d"
+}

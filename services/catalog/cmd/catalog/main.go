@@ -25,6 +25,7 @@ import (
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/services/catalog/internal/catalog"
 	"github.com/custody-dev/custody/services/catalog/internal/server"
+	"github.com/custody-dev/custody/services/catalog/internal/store/postgres"
 	"github.com/custody-dev/custody/services/catalog/internal/store/sqlite"
 	"github.com/custody-dev/custody/services/catalog/internal/tiles"
 	"github.com/custody-dev/custody/services/catalog/internal/translog"
@@ -44,6 +45,8 @@ func main() {
 type config struct {
 	daemon.Config
 	DataDir           string
+	Store             string
+	PostgresDSNFile   string
 	LogPrivateKeyFile string
 	SignerAddr        string
 	CosignWait        time.Duration
@@ -58,6 +61,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	f.SetOutput(stderr)
 	cfg.RegisterFlags(f)
 	f.String(&cfg.DataDir, "data-dir", "CUSTODY_DATA_DIR", "", "directory for catalog.db (SQLite) and log/ (Tessera POSIX log)")
+	f.String(&cfg.Store, "store", "CUSTODY_STORE", "sqlite", "metadata back end: sqlite (catalog.db in --data-dir) or postgres (--postgres-dsn-file)")
+	f.String(&cfg.PostgresDSNFile, "postgres-dsn-file", "CUSTODY_POSTGRES_DSN_FILE", "",
+		"file with the PostgreSQL connection string (postgres://user:password@host:port/db?sslmode=verify-full); with --store postgres")
 	f.String(&cfg.LogPrivateKeyFile, "log-private-key-file", "CUSTODY_LOG_PRIVATE_KEY_FILE", "",
 		"file with the note signer key of the log's checkpoints; its name is the log origin")
 	f.String(&cfg.SignerAddr, "signer-addr", "CUSTODY_SIGNER_ADDR", "", "signer gRPC address (host:port); it co-signs every checkpoint the catalog serves")
@@ -77,6 +83,20 @@ func (c *config) Validate() error {
 	errs := []error{c.Config.Validate()}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("--data-dir is required"))
+	}
+	switch c.Store {
+	case "sqlite":
+		if c.PostgresDSNFile != "" {
+			errs = append(errs, errors.New("--postgres-dsn-file is set but --store is sqlite: add --store postgres, or drop the file"))
+		}
+	case "postgres":
+		if c.PostgresDSNFile == "" {
+			errs = append(errs, errors.New("--store postgres needs --postgres-dsn-file (a file with the connection string; secrets are never flag values)"))
+		} else if _, err := c.postgresDSN(); err != nil {
+			errs = append(errs, err)
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--store %q: want sqlite or postgres", c.Store))
 	}
 	if c.CosignWait <= 0 {
 		errs = append(errs, fmt.Errorf("--cosign-wait %s: want a positive duration", c.CosignWait))
@@ -110,6 +130,40 @@ func (c *config) signerKey() (string, error) {
 	return key, nil
 }
 
+// postgresDSN reads the connection string; errors never quote the file's
+// contents, which hold a password.
+func (c *config) postgresDSN() (string, error) {
+	b, err := os.ReadFile(c.PostgresDSNFile)
+	if err != nil {
+		return "", fmt.Errorf("--postgres-dsn-file: %w", err)
+	}
+	dsn := strings.TrimSpace(string(b))
+	if dsn == "" || strings.ContainsAny(dsn, "\n\r") {
+		return "", fmt.Errorf("--postgres-dsn-file %s: want one line with a connection string", c.PostgresDSNFile)
+	}
+	return dsn, nil
+}
+
+// store is what run needs of a metadata back end.
+type store interface {
+	catalog.Store
+	Close() error
+}
+
+// openStore opens the back end that cfg names: the one switch over them.
+func openStore(ctx context.Context, cfg *config) (store, error) {
+	switch cfg.Store {
+	case "postgres":
+		dsn, err := cfg.postgresDSN()
+		if err != nil {
+			return nil, err
+		}
+		return postgres.Open(ctx, dsn)
+	default:
+		return sqlite.Open(ctx, filepath.Join(cfg.DataDir, "catalog.db"))
+	}
+}
+
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) (err error) {
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
@@ -134,11 +188,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create --data-dir: %w", err)
 	}
-	store, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "catalog.db"))
+	store, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
+	d.Logger.Info("metadata store open", slog.String("store", cfg.Store))
 
 	signerConn, err := d.Dial(cfg.SignerAddr, "signer")
 	if err != nil {

@@ -38,6 +38,7 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 		rpc.Method(sd, "GetEntries"):          {rpc.Member(td)},
 		rpc.Method(sd, "GetInclusionProof"):   {rpc.Member(td)},
 		rpc.Method(sd, "GetConsistencyProof"): {rpc.Member(td)},
+		rpc.Method(sd, "SearchArtifacts"): {rpc.Member(td)},
 	}
 }
 
@@ -161,6 +162,25 @@ func (s *Server) ListArtifacts(ctx context.Context, req *catalogv1.ListArtifacts
 		return nil, s.status(ctx, "ListArtifacts", err)
 	}
 	resp := &catalogv1.ListArtifactsResponse{NextPageToken: next, Artifacts: make([]*catalogv1.ListedArtifact, 0, len(list))}
+	for _, l := range list {
+		resp.Artifacts = append(resp.Artifacts, &catalogv1.ListedArtifact{Artifact: artifact(l.Artifact), KeyId: l.KeyID})
+	}
+	return resp, nil
+}
+
+// SearchArtifacts returns the logged artifacts matching every filter set,
+// a page at a time.
+func (s *Server) SearchArtifacts(ctx context.Context, req *catalogv1.SearchArtifactsRequest) (*catalogv1.SearchArtifactsResponse, error) {
+	q := catalog.Query{
+		Name: req.GetName(), Version: req.GetVersion(), Digest: req.GetDigest(), BuilderID: req.GetBuilderId(),
+		SourceRepo: req.GetSourceRepo(), SourceCommit: req.GetSourceCommit(), Channel: req.GetChannel(),
+		KeyID: req.GetSignedByKeyId(), Environment: req.GetDeployedEnvironment(),
+	}
+	list, next, err := s.cat.SearchArtifacts(ctx, q, int(req.GetPageSize()), req.GetPageToken())
+	if err != nil {
+		return nil, s.status(ctx, "SearchArtifacts", err)
+	}
+	resp := &catalogv1.SearchArtifactsResponse{NextPageToken: next, Artifacts: make([]*catalogv1.ListedArtifact, 0, len(list))}
 	for _, l := range list {
 		resp.Artifacts = append(resp.Artifacts, &catalogv1.ListedArtifact{Artifact: artifact(l.Artifact), KeyId: l.KeyID})
 	}

@@ -1317,6 +1317,192 @@ func (x *GetConsistencyProofResponse) GetCheckpoint() []byte {
 	return nil
 }
 
+// SearchArtifactsRequest selects artifacts: every field set must match
+// exactly (no patterns); none set matches every artifact.
+type SearchArtifactsRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// "sha256:<64 lowercase hex>".
+	Digest string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	// The builder's SPIFFE ID, as the publisher authenticated it.
+	BuilderId    string `protobuf:"bytes,4,opt,name=builder_id,json=builderId,proto3" json:"builder_id,omitempty"`
+	SourceRepo   string `protobuf:"bytes,5,opt,name=source_repo,json=sourceRepo,proto3" json:"source_repo,omitempty"`
+	SourceCommit string `protobuf:"bytes,6,opt,name=source_commit,json=sourceCommit,proto3" json:"source_commit,omitempty"`
+	Channel      string `protobuf:"bytes,7,opt,name=channel,proto3" json:"channel,omitempty"`
+	// The key id of the key version that signed the current envelope.
+	SignedByKeyId string `protobuf:"bytes,8,opt,name=signed_by_key_id,json=signedByKeyId,proto3" json:"signed_by_key_id,omitempty"`
+	// Only artifacts deployed at least once to this environment.
+	DeployedEnvironment string `protobuf:"bytes,9,opt,name=deployed_environment,json=deployedEnvironment,proto3" json:"deployed_environment,omitempty"`
+	// Paging: at most page_size records (default and maximum 1000) after
+	// page_token. A page token is valid only with the filters it was
+	// returned for.
+	PageSize      int32  `protobuf:"varint,10,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,11,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchArtifactsRequest) Reset() {
+	*x = SearchArtifactsRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchArtifactsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchArtifactsRequest) ProtoMessage() {}
+
+func (x *SearchArtifactsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchArtifactsRequest.ProtoReflect.Descriptor instead.
+func (*SearchArtifactsRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SearchArtifactsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetBuilderId() string {
+	if x != nil {
+		return x.BuilderId
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetSourceRepo() string {
+	if x != nil {
+		return x.SourceRepo
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetSourceCommit() string {
+	if x != nil {
+		return x.SourceCommit
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetSignedByKeyId() string {
+	if x != nil {
+		return x.SignedByKeyId
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetDeployedEnvironment() string {
+	if x != nil {
+		return x.DeployedEnvironment
+	}
+	return ""
+}
+
+func (x *SearchArtifactsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *SearchArtifactsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type SearchArtifactsResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Artifacts []*ListedArtifact      `protobuf:"bytes,1,rep,name=artifacts,proto3" json:"artifacts,omitempty"`
+	// Empty when there are no more.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SearchArtifactsResponse) Reset() {
+	*x = SearchArtifactsResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SearchArtifactsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SearchArtifactsResponse) ProtoMessage() {}
+
+func (x *SearchArtifactsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SearchArtifactsResponse.ProtoReflect.Descriptor instead.
+func (*SearchArtifactsResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SearchArtifactsResponse) GetArtifacts() []*ListedArtifact {
+	if x != nil {
+		return x.Artifacts
+	}
+	return nil
+}
+
+func (x *SearchArtifactsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 var File_custody_catalog_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
@@ -1416,12 +1602,31 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\x11consistency_proof\x18\x03 \x03(\fR\x10consistencyProof\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x04 \x01(\fR\n" +
-	"checkpoint*\\\n" +
+	"checkpoint\"\xf5\x02\n" +
+	"\x16SearchArtifactsRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12\x1d\n" +
+	"\n" +
+	"builder_id\x18\x04 \x01(\tR\tbuilderId\x12\x1f\n" +
+	"\vsource_repo\x18\x05 \x01(\tR\n" +
+	"sourceRepo\x12#\n" +
+	"\rsource_commit\x18\x06 \x01(\tR\fsourceCommit\x12\x18\n" +
+	"\achannel\x18\a \x01(\tR\achannel\x12'\n" +
+	"\x10signed_by_key_id\x18\b \x01(\tR\rsignedByKeyId\x121\n" +
+	"\x14deployed_environment\x18\t \x01(\tR\x13deployedEnvironment\x12\x1b\n" +
+	"\tpage_size\x18\n" +
+	" \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\v \x01(\tR\tpageToken\"\x83\x01\n" +
+	"\x17SearchArtifactsResponse\x12@\n" +
+	"\tartifacts\x18\x01 \x03(\v2\".custody.catalog.v1.ListedArtifactR\tartifacts\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\\\n" +
 	"\n" +
 	"AppendWait\x12\x1b\n" +
 	"\x17APPEND_WAIT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12APPEND_WAIT_PROVED\x10\x01\x12\x19\n" +
-	"\x15APPEND_WAIT_SEQUENCED\x10\x022\xb8\a\n" +
+	"\x15APPEND_WAIT_SEQUENCED\x10\x022\xa4\b\n" +
 	"\x0eCatalogService\x12g\n" +
 	"\x0eRecordArtifact\x12).custody.catalog.v1.RecordArtifactRequest\x1a*.custody.catalog.v1.RecordArtifactResponse\x12^\n" +
 	"\vAppendEvent\x12&.custody.catalog.v1.AppendEventRequest\x1a'.custody.catalog.v1.AppendEventResponse\x12^\n" +
@@ -1432,7 +1637,8 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\n" +
 	"GetEntries\x12%.custody.catalog.v1.GetEntriesRequest\x1a&.custody.catalog.v1.GetEntriesResponse\x12p\n" +
 	"\x11GetInclusionProof\x12,.custody.catalog.v1.GetInclusionProofRequest\x1a-.custody.catalog.v1.GetInclusionProofResponse\x12v\n" +
-	"\x13GetConsistencyProof\x12..custody.catalog.v1.GetConsistencyProofRequest\x1a/.custody.catalog.v1.GetConsistencyProofResponseB\xd6\x01\n" +
+	"\x13GetConsistencyProof\x12..custody.catalog.v1.GetConsistencyProofRequest\x1a/.custody.catalog.v1.GetConsistencyProofResponse\x12j\n" +
+	"\x0fSearchArtifacts\x12*.custody.catalog.v1.SearchArtifactsRequest\x1a+.custody.catalog.v1.SearchArtifactsResponseB\xd6\x01\n" +
 	"\x16com.custody.catalog.v1B\fCatalogProtoP\x01ZDgithub.com/custody-dev/custody/libs/gen/custody/catalog/v1;catalogv1\xa2\x02\x03CCX\xaa\x02\x12Custody.Catalog.V1\xca\x02\x12Custody\\Catalog\\V1\xe2\x02\x1eCustody\\Catalog\\V1\\GPBMetadata\xea\x02\x14Custody::Catalog::V1b\x06proto3"
 
 var (
@@ -1448,7 +1654,7 @@ func file_custody_catalog_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_custody_catalog_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_custody_catalog_v1_catalog_proto_goTypes = []any{
 	(AppendWait)(0),                     // 0: custody.catalog.v1.AppendWait
 	(*Artifact)(nil),                    // 1: custody.catalog.v1.Artifact
@@ -1472,10 +1678,12 @@ var file_custody_catalog_v1_catalog_proto_goTypes = []any{
 	(*GetInclusionProofResponse)(nil),   // 19: custody.catalog.v1.GetInclusionProofResponse
 	(*GetConsistencyProofRequest)(nil),  // 20: custody.catalog.v1.GetConsistencyProofRequest
 	(*GetConsistencyProofResponse)(nil), // 21: custody.catalog.v1.GetConsistencyProofResponse
-	(*timestamppb.Timestamp)(nil),       // 22: google.protobuf.Timestamp
+	(*SearchArtifactsRequest)(nil),      // 22: custody.catalog.v1.SearchArtifactsRequest
+	(*SearchArtifactsResponse)(nil),     // 23: custody.catalog.v1.SearchArtifactsResponse
+	(*timestamppb.Timestamp)(nil),       // 24: google.protobuf.Timestamp
 }
 var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
-	22, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
+	24, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
 	1,  // 1: custody.catalog.v1.RecordArtifactRequest.artifact:type_name -> custody.catalog.v1.Artifact
 	2,  // 2: custody.catalog.v1.RecordArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	0,  // 3: custody.catalog.v1.AppendEventRequest.wait:type_name -> custody.catalog.v1.AppendWait
@@ -1485,29 +1693,32 @@ var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
 	2,  // 7: custody.catalog.v1.RecordSignatureResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	15, // 8: custody.catalog.v1.ListArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
 	1,  // 9: custody.catalog.v1.ListedArtifact.artifact:type_name -> custody.catalog.v1.Artifact
-	3,  // 10: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
-	5,  // 11: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
-	7,  // 12: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
-	9,  // 13: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
-	11, // 14: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
-	13, // 15: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
-	16, // 16: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
-	18, // 17: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
-	20, // 18: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
-	4,  // 19: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
-	6,  // 20: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
-	8,  // 21: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
-	10, // 22: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
-	12, // 23: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
-	14, // 24: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
-	17, // 25: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
-	19, // 26: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
-	21, // 27: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
-	19, // [19:28] is the sub-list for method output_type
-	10, // [10:19] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	15, // 10: custody.catalog.v1.SearchArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
+	3,  // 11: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
+	5,  // 12: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
+	7,  // 13: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
+	9,  // 14: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
+	11, // 15: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
+	13, // 16: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
+	16, // 17: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
+	18, // 18: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
+	20, // 19: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
+	22, // 20: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
+	4,  // 21: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
+	6,  // 22: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
+	8,  // 23: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
+	10, // 24: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
+	12, // 25: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
+	14, // 26: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
+	17, // 27: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
+	19, // 28: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
+	21, // 29: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
+	23, // 30: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
+	21, // [21:31] is the sub-list for method output_type
+	11, // [11:21] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_custody_catalog_v1_catalog_proto_init() }
@@ -1521,7 +1732,7 @@ func file_custody_catalog_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_catalog_v1_catalog_proto_rawDesc), len(file_custody_catalog_v1_catalog_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	CatalogService_GetEntries_FullMethodName          = "/custody.catalog.v1.CatalogService/GetEntries"
 	CatalogService_GetInclusionProof_FullMethodName   = "/custody.catalog.v1.CatalogService/GetInclusionProof"
 	CatalogService_GetConsistencyProof_FullMethodName = "/custody.catalog.v1.CatalogService/GetConsistencyProof"
+	CatalogService_SearchArtifacts_FullMethodName     = "/custody.catalog.v1.CatalogService/SearchArtifacts"
 )
 
 // CatalogServiceClient is the client API for CatalogService service.
@@ -73,6 +74,10 @@ type CatalogServiceClient interface {
 	// second_size entries (0: the latest co-signed checkpoint's) extends the
 	// tree of first_size entries, and the latest co-signed checkpoint.
 	GetConsistencyProof(ctx context.Context, in *GetConsistencyProofRequest, opts ...grpc.CallOption) (*GetConsistencyProofResponse, error)
+	// SearchArtifacts returns the logged artifacts that match every filter
+	// set, in the order they were recorded, a page at a time. Any member of the
+	// trust domain may search.
+	SearchArtifacts(ctx context.Context, in *SearchArtifactsRequest, opts ...grpc.CallOption) (*SearchArtifactsResponse, error)
 }
 
 type catalogServiceClient struct {
@@ -173,6 +178,16 @@ func (c *catalogServiceClient) GetConsistencyProof(ctx context.Context, in *GetC
 	return out, nil
 }
 
+func (c *catalogServiceClient) SearchArtifacts(ctx context.Context, in *SearchArtifactsRequest, opts ...grpc.CallOption) (*SearchArtifactsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SearchArtifactsResponse)
+	err := c.cc.Invoke(ctx, CatalogService_SearchArtifacts_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CatalogServiceServer is the server API for CatalogService service.
 // All implementations must embed UnimplementedCatalogServiceServer
 // for forward compatibility.
@@ -216,6 +231,10 @@ type CatalogServiceServer interface {
 	// second_size entries (0: the latest co-signed checkpoint's) extends the
 	// tree of first_size entries, and the latest co-signed checkpoint.
 	GetConsistencyProof(context.Context, *GetConsistencyProofRequest) (*GetConsistencyProofResponse, error)
+	// SearchArtifacts returns the logged artifacts that match every filter
+	// set, in the order they were recorded, a page at a time. Any member of the
+	// trust domain may search.
+	SearchArtifacts(context.Context, *SearchArtifactsRequest) (*SearchArtifactsResponse, error)
 	mustEmbedUnimplementedCatalogServiceServer()
 }
 
@@ -252,6 +271,9 @@ func (UnimplementedCatalogServiceServer) GetInclusionProof(context.Context, *Get
 }
 func (UnimplementedCatalogServiceServer) GetConsistencyProof(context.Context, *GetConsistencyProofRequest) (*GetConsistencyProofResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetConsistencyProof not implemented")
+}
+func (UnimplementedCatalogServiceServer) SearchArtifacts(context.Context, *SearchArtifactsRequest) (*SearchArtifactsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SearchArtifacts not implemented")
 }
 func (UnimplementedCatalogServiceServer) mustEmbedUnimplementedCatalogServiceServer() {}
 func (UnimplementedCatalogServiceServer) testEmbeddedByValue()                        {}
@@ -436,6 +458,24 @@ func _CatalogService_GetConsistencyProof_Handler(srv interface{}, ctx context.Co
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CatalogService_SearchArtifacts_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SearchArtifactsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).SearchArtifacts(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_SearchArtifacts_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).SearchArtifacts(ctx, req.(*SearchArtifactsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CatalogService_ServiceDesc is the grpc.ServiceDesc for CatalogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -478,6 +518,10 @@ var CatalogService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetConsistencyProof",
 			Handler:    _CatalogService_GetConsistencyProof_Handler,
+		},
+		{
+			MethodName: "SearchArtifacts",
+			Handler:    _CatalogService_SearchArtifacts_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

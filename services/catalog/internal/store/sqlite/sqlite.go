@@ -4,7 +4,6 @@ package sqlite
 
 import (
 	"context"
-	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/custody-dev/custody/services/catalog/internal/catalog"
+	"github.com/custody-dev/custody/services/catalog/internal/store/sqlquery"
 )
 
 // migration is one step of the schema: DDL, then optionally Go code that
@@ -92,6 +92,23 @@ var migrations = []migration{
 	CREATE UNIQUE INDEX signatures_pending ON signatures (artifact_id) WHERE checkpoint IS NULL;
 	CREATE INDEX artifacts_by_current_key ON artifacts (current_key_id, id);`,
 		fill: fillKeyIDs},
+	// Search: an index per filter, in ID order for paging (SQLite appends
+	// the rowid, id, to every index; artifacts_by_digest and
+	// artifacts_by_current_key serve those filters), and deployments.
+	{ddl: `CREATE INDEX artifacts_by_builder ON artifacts (builder_id, id);
+	CREATE INDEX artifacts_by_source_repo ON artifacts (source_repo, id);
+	CREATE INDEX artifacts_by_source_commit ON artifacts (source_commit, id);
+	CREATE INDEX artifacts_by_channel ON artifacts (channel, id);
+	CREATE INDEX artifacts_by_name ON artifacts (name, id);
+	CREATE TABLE deployments (
+		id          INTEGER PRIMARY KEY,
+		artifact_id INTEGER NOT NULL REFERENCES artifacts (id),
+		environment TEXT    NOT NULL,
+		actor       TEXT    NOT NULL,
+		deployed_at TEXT    NOT NULL
+	);
+	CREATE INDEX deployments_by_environment ON deployments (environment, artifact_id);
+	CREATE INDEX deployments_by_artifact ON deployments (artifact_id, id);`},
 }
 
 // fillKeyIDs sets the key ids of the artifacts recorded before the catalog
@@ -423,22 +440,11 @@ func finishSignature(sig *catalog.Signature, created string, from int64, index s
 }
 
 func fillEntry(e *catalog.Entry, from int64, index sql.NullInt64, proofFlat []byte) error {
-	if from < 0 || index.Valid && index.Int64 < 0 {
-		return errors.New("negative log position")
+	var idx *int64
+	if index.Valid {
+		idx = &index.Int64
 	}
-	e.SearchFrom = uint64(from)
-	e.Sequenced, e.Index = index.Valid, uint64(index.Int64)
-	if len(proofFlat)%sha256.Size != 0 {
-		return fmt.Errorf("proof of %d bytes is not a list of hashes", len(proofFlat))
-	}
-	e.Proof = nil
-	for i := 0; i < len(proofFlat); i += sha256.Size {
-		e.Proof = append(e.Proof, proofFlat[i:i+sha256.Size])
-	}
-	if e.Proof == nil && len(e.Checkpoint) > 0 {
-		e.Proof = [][]byte{}
-	}
-	return nil
+	return sqlquery.FillEntry(e, from, idx, proofFlat)
 }
 
 // InsertEvent stores e as pending.
@@ -508,12 +514,9 @@ func (s *Store) SetLogged(ctx context.Context, ref catalog.Ref, index uint64, pr
 	if len(checkpoint) == 0 {
 		return errors.New("set logged: empty checkpoint")
 	}
-	flat := make([]byte, 0, len(proof)*sha256.Size)
-	for _, h := range proof {
-		if len(h) != sha256.Size {
-			return fmt.Errorf("set logged: proof hash of %d bytes", len(h))
-		}
-		flat = append(flat, h...)
+	flat, err := sqlquery.JoinProof(proof)
+	if err != nil {
+		return fmt.Errorf("set logged: %w", err)
 	}
 	if ref.Kind != catalog.KindSignature {
 		return s.update(ctx, ref, `UPDATE `+t+` SET log_index = ?, proof = ?, checkpoint = ? WHERE id = ?`, int64(index), flat, checkpoint, ref.ID)
