@@ -137,9 +137,56 @@ type Pending struct {
 	Entry Entry
 }
 
-// Store keeps artifacts, events and their log evidence. Implementations
-// return ErrNotFound and ErrAlreadyExists (wrapped) where documented, and
-// are safe for concurrent use.
+// Deployment is one recorded deployment of an artifact to an environment.
+type Deployment struct {
+	ID         int64
+	ArtifactID int64
+	// Environment is the environment's name, as admissions name it.
+	Environment string
+	// Actor is the SPIFFE ID of the caller that reported the deployment.
+	Actor      string
+	DeployedAt time.Time
+}
+
+// Query selects artifacts in a search. Every field that is set must match
+// exactly; an empty Query matches every logged artifact.
+type Query struct {
+	Name, Version, Digest string
+	BuilderID             string
+	SourceRepo            string
+	SourceCommit          string
+	Channel               string
+	// KeyID matches artifacts whose current envelope is signed by this key
+	// version (its key id, as the signer's ListPublicKeys gives it).
+	KeyID string
+	// Environment matches artifacts with at least one deployment to it.
+	Environment string
+}
+
+// Store keeps artifacts, events and their log evidence: the catalog's
+// metadata repository. Back ends: store/sqlite (the embedded default) and
+// store/postgres (shared by several catalog processes); both pass the
+// conformance suite in store/storetest.
+//
+// What a back end decides: durability (a nil error from a write means
+// committed), the uniqueness rules below (name@version once, one pending
+// signature per artifact, one row per log index), the atomicity of
+// SetLogged, and the order of listings (by ID, which grows with insertion).
+// Uniqueness is enforced by the database, so it holds between processes
+// that share it.
+//
+// What a back end does not decide: what is in the transparency log, whether
+// an envelope or its evidence verifies (the catalog re-verifies everything
+// it reads before serving it), who may call what, page tokens (the catalog
+// encodes IDs into them), times (the caller sets CreatedAt and DeployedAt)
+// and input validity (the catalog validates before it stores).
+//
+// Errors: ErrNotFound and ErrAlreadyExists, wrapped, where documented; the
+// caller of a write that fails with ErrAlreadyExists re-reads the row and
+// decides (idempotent retry, or a conflict to report). Any other error
+// means the database failed or is unreachable: nothing was written, and the
+// caller fails with ErrUnavailable and may retry. Implementations are safe
+// for concurrent use.
 type Store interface {
 	// InsertArtifact stores r as pending and returns its ID; it fails with
 	// ErrAlreadyExists if name@version is already stored, in any state.
@@ -165,6 +212,13 @@ type Store interface {
 	// afterID, in ID order; with keyID set, only those whose current
 	// envelope is signed by keyID.
 	ListArtifacts(ctx context.Context, keyID string, afterID int64, limit int) ([]Listed, error)
+	// SearchArtifacts returns up to limit logged artifacts that match q,
+	// with an ID above afterID, in ID order, each with the key id of its
+	// current envelope. Every filter is answered from an index.
+	SearchArtifacts(ctx context.Context, q Query, afterID int64, limit int) ([]Listed, error)
+	// InsertDeployment stores d and returns its ID; it fails with
+	// ErrNotFound if d.ArtifactID is not a stored artifact.
+	InsertDeployment(ctx context.Context, d *Deployment) (int64, error)
 	// SetSequenced records the log index of a pending row's leaf.
 	SetSequenced(ctx context.Context, ref Ref, index uint64) error
 	// SetLogged records a row's index, proof and checkpoint; the row is no

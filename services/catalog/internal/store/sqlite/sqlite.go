@@ -92,6 +92,23 @@ var migrations = []migration{
 	CREATE UNIQUE INDEX signatures_pending ON signatures (artifact_id) WHERE checkpoint IS NULL;
 	CREATE INDEX artifacts_by_current_key ON artifacts (current_key_id, id);`,
 		fill: fillKeyIDs},
+	// Search: an index per filter, in ID order for paging (SQLite appends
+	// the rowid, id, to every index; artifacts_by_digest and
+	// artifacts_by_current_key serve those filters), and deployments.
+	{ddl: `CREATE INDEX artifacts_by_builder ON artifacts (builder_id, id);
+	CREATE INDEX artifacts_by_source_repo ON artifacts (source_repo, id);
+	CREATE INDEX artifacts_by_source_commit ON artifacts (source_commit, id);
+	CREATE INDEX artifacts_by_channel ON artifacts (channel, id);
+	CREATE INDEX artifacts_by_name ON artifacts (name, id);
+	CREATE TABLE deployments (
+		id          INTEGER PRIMARY KEY,
+		artifact_id INTEGER NOT NULL REFERENCES artifacts (id),
+		environment TEXT    NOT NULL,
+		actor       TEXT    NOT NULL,
+		deployed_at TEXT    NOT NULL
+	);
+	CREATE INDEX deployments_by_environment ON deployments (environment, artifact_id);
+	CREATE INDEX deployments_by_artifact ON deployments (artifact_id, id);`},
 }
 
 // fillKeyIDs sets the key ids of the artifacts recorded before the catalog
