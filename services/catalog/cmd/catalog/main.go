@@ -145,7 +145,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}()
 	d.Logger.Info("transparency log open", slog.String("origin", tl.Origin()), slog.String("verifier_key", tl.VerifierKey()))
 
-	cat := catalog.New(catalog.Config{Store: store, Log: tl, VerifierKey: tl.VerifierKey(), Logger: d.Logger})
+	cat := catalog.New(catalog.Config{Store: store, Log: tl, VerifierKey: tl.VerifierKey(), Logger: d.Logger, Prover: tl})
 	if err := cat.Recover(ctx); errors.Is(err, translog.ErrNotCosigned) {
 		// Serve anyway: reads work, and writes wait for the signer and
 		// fail Unavailable until it is back. A record left pending is

@@ -32,6 +32,9 @@ type Config struct {
 	// Now returns the current time; nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Prover, if set, proves the entries ListEvents returns against the
+	// latest co-signed checkpoint; nil: their stored proofs are served.
+	Prover Prover
 }
 
 // Catalog records artifacts and events in the log and the store.
@@ -58,6 +61,7 @@ type Catalog struct {
 	now      func() time.Time
 	logger   *slog.Logger
 	locks    keyLocks
+	prover   Prover
 }
 
 // New returns a catalog over cfg.Store and cfg.Log.
@@ -70,7 +74,7 @@ func New(cfg Config) *Catalog {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Catalog{store: cfg.Store, log: cfg.Log, verifier: cfg.VerifierKey, now: now, logger: logger}
+	return &Catalog{store: cfg.Store, log: cfg.Log, verifier: cfg.VerifierKey, now: now, logger: logger, prover: cfg.Prover}
 }
 
 // RecordArtifact records a published artifact and its DSSE envelope: it
@@ -139,7 +143,7 @@ func (c *Catalog) RecordArtifact(ctx context.Context, actor string, a Artifact, 
 	if err != nil {
 		return nil, false, unavailable("read log size", err)
 	}
-	rec = &ArtifactRecord{Artifact: a, Envelope: envelope, KeyID: keyID, Entry: Entry{Leaf: leaf, SearchFrom: from}}
+	rec = &ArtifactRecord{Artifact: a, Envelope: envelope, KeyID: keyID, Entry: Entry{Leaf: leaf, SearchFrom: from}, Dependencies: EnvelopeDependencies(envelope)}
 	if rec.ID, err = c.store.InsertArtifact(ctx, rec); err != nil {
 		if errors.Is(err, ErrAlreadyExists) {
 			return nil, false, fmt.Errorf("%w: %s@%s was recorded concurrently; retry to get the record", ErrAlreadyExists, a.Name, a.Version)

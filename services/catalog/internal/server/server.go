@@ -33,6 +33,9 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 		rpc.Method(sd, "GetCheckpoint"):   {rpc.Member(td)},
 		rpc.Method(sd, "RecordSignature"): {rpc.Under{TrustDomain: td, Prefix: "/admin"}},
 		rpc.Method(sd, "ListArtifacts"):   {rpc.Member(td)},
+		rpc.Method(sd, "ListEvents"):      {rpc.Member(td)},
+		rpc.Method(sd, "GetLineage"):      {rpc.Member(td)},
+		rpc.Method(sd, "GetLineagePath"):  {rpc.Member(td)},
 	}
 }
 
