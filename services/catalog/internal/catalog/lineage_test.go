@@ -112,10 +112,13 @@ func TestLineageRefusesBadInput(t *testing.T) {
 	c := f.catalog(nil, nil)
 	good := "sha256:" + strings.Repeat("a", 64)
 	for name, call := range map[string]func() error{
-		"empty node":     func() error { _, err := c.Lineage(t.Context(), "", catalog.Up, 0); return err },
-		"bad digest":     func() error { _, err := c.Lineage(t.Context(), "sha256:ABC", catalog.Up, 0); return err },
-		"sql in node":    func() error { _, err := c.Lineage(t.Context(), "sha256:' OR 1=1 --", catalog.Down, 0); return err },
-		"long uri":       func() error { _, err := c.Lineage(t.Context(), "uri:"+strings.Repeat("u", 5000), catalog.Down, 0); return err },
+		"empty node":  func() error { _, err := c.Lineage(t.Context(), "", catalog.Up, 0); return err },
+		"bad digest":  func() error { _, err := c.Lineage(t.Context(), "sha256:ABC", catalog.Up, 0); return err },
+		"sql in node": func() error { _, err := c.Lineage(t.Context(), "sha256:' OR 1=1 --", catalog.Down, 0); return err },
+		"long uri": func() error {
+			_, err := c.Lineage(t.Context(), "uri:"+strings.Repeat("u", 5000), catalog.Down, 0)
+			return err
+		},
 		"no direction":   func() error { _, err := c.Lineage(t.Context(), good, 0, 0); return err },
 		"negative depth": func() error { _, err := c.Lineage(t.Context(), good, catalog.Up, -1); return err },
 		"bad path from":  func() error { _, _, err := c.LineagePath(t.Context(), "x", good, 0); return err },

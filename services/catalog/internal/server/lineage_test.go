@@ -113,8 +113,14 @@ func TestLineageAndEventsRefuseBadInput(t *testing.T) {
 			_, err := c.GetLineage(ctx, &catalogv1.GetLineageRequest{Node: "sha256:'; DROP TABLE lineage_edges; --", Direction: catalogv1.LineageDirection_LINEAGE_DIRECTION_UP})
 			return err
 		},
-		"path: bad from": func() error { _, err := c.GetLineagePath(ctx, &catalogv1.GetLineagePathRequest{From: huge, To: good}); return err },
-		"path: bad to":   func() error { _, err := c.GetLineagePath(ctx, &catalogv1.GetLineagePathRequest{From: good}); return err },
+		"path: bad from": func() error {
+			_, err := c.GetLineagePath(ctx, &catalogv1.GetLineagePathRequest{From: huge, To: good})
+			return err
+		},
+		"path: bad to": func() error {
+			_, err := c.GetLineagePath(ctx, &catalogv1.GetLineagePathRequest{From: good})
+			return err
+		},
 	} {
 		err := call()
 		st := status.Convert(err)
