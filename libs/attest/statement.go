@@ -36,6 +36,10 @@ type Artifact struct {
 	SourceCommit string
 	StartedOn    time.Time
 	FinishedOn   time.Time
+	// Dependencies are the builder's claims of what went into the build
+	// (buildDefinition.resolvedDependencies), checked by
+	// ValidateDependencies; nil if none.
+	Dependencies []ResourceDescriptor
 }
 
 // Decision is what a gatekeeper decision record (VSA) says.
@@ -85,6 +89,7 @@ type provenanceJSON struct {
 				Commit string `json:"commit,omitempty"`
 			} `json:"source"`
 		} `json:"externalParameters"`
+		ResolvedDependencies []ResourceDescriptor `json:"resolvedDependencies,omitempty"`
 	} `json:"buildDefinition"`
 	RunDetails struct {
 		Builder struct {
@@ -121,7 +126,8 @@ type decisionExtra struct {
 
 // NewProvenance returns an in-toto Statement v1 with an SLSA Provenance v1
 // predicate for a, as JSON. BuilderID must be the builder's authenticated
-// identity.
+// identity; a.Dependencies, the builder's claims, must pass
+// ValidateDependencies.
 func NewProvenance(a Artifact) ([]byte, error) {
 	hexDigest, err := digest.Parse(a.Digest)
 	if err != nil {
@@ -130,11 +136,15 @@ func NewProvenance(a Artifact) ([]byte, error) {
 	if a.Name == "" || a.Version == "" || a.Channel == "" || a.BuilderID == "" {
 		return nil, errors.New("provenance needs name, version, channel and builder id")
 	}
+	if err := ValidateDependencies(a.Dependencies); err != nil {
+		return nil, err
+	}
 	var p provenanceJSON
 	p.BuildDefinition.BuildType = BuildType
 	ep := &p.BuildDefinition.ExternalParameters
 	ep.Name, ep.Version, ep.Channel = a.Name, a.Version, a.Channel
 	ep.Source.Repo, ep.Source.Commit = a.SourceRepo, a.SourceCommit
+	p.BuildDefinition.ResolvedDependencies = a.Dependencies
 	p.RunDetails.Builder.ID = a.BuilderID
 	p.RunDetails.Metadata.StartedOn = a.StartedOn.UTC()
 	p.RunDetails.Metadata.FinishedOn = a.FinishedOn.UTC()
@@ -261,10 +271,14 @@ func (s *Statement) Artifact() (*Artifact, error) {
 	case p.RunDetails.Builder.ID == "":
 		return nil, fmt.Errorf("%w: provenance has no builder.id", ErrMalformed)
 	}
+	if err := ValidateDependencies(p.BuildDefinition.ResolvedDependencies); err != nil {
+		return nil, err
+	}
 	return &Artifact{
 		Name: name, Version: ep.Version, Digest: subjectDigest, Channel: ep.Channel,
 		BuilderID: p.RunDetails.Builder.ID, SourceRepo: ep.Source.Repo, SourceCommit: ep.Source.Commit,
 		StartedOn: p.RunDetails.Metadata.StartedOn, FinishedOn: p.RunDetails.Metadata.FinishedOn,
+		Dependencies: p.BuildDefinition.ResolvedDependencies,
 	}, nil
 }
 

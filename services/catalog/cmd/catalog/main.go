@@ -217,7 +217,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	d.Logger.Info("transparency log open", slog.String("origin", tl.Origin()), slog.String("verifier_key", tl.VerifierKey()))
 
 	cat := catalog.New(catalog.Config{Store: store, Log: tl, VerifierKey: tl.VerifierKey(), TrustDomain: d.TrustDomain,
-		Registerer: d.Telemetry.Registry, Logger: d.Logger})
+		Registerer: d.Telemetry.Registry, Logger: d.Logger, Prover: tl})
 	// Before the log and the store close: events sequenced but not yet
 	// proved stay pending and are finished at the next start.
 	defer cat.Close()

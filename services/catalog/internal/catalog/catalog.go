@@ -43,6 +43,9 @@ type Config struct {
 	// Now returns the current time; nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Prover, if set, proves the entries ListEvents returns against the
+	// latest co-signed checkpoint; nil: their stored proofs are served.
+	Prover Prover
 }
 
 // Catalog records artifacts and events in the log and the store.
@@ -74,6 +77,7 @@ type Catalog struct {
 
 	finisherOnce sync.Once
 	fin          *finisher
+	prover   Prover
 }
 
 // New returns a catalog over cfg.Store and cfg.Log.
@@ -87,7 +91,7 @@ func New(cfg Config) *Catalog {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Catalog{store: cfg.Store, log: cfg.Log, verifier: cfg.VerifierKey, td: cfg.TrustDomain, refused: newRefused(cfg.Registerer),
-		now: now, logger: logger}
+		now: now, logger: logger, prover: cfg.Prover}
 }
 
 // finisher returns the background finisher of sequenced events, started on
@@ -176,7 +180,7 @@ func (c *Catalog) RecordArtifact(ctx context.Context, actor string, a Artifact, 
 	if err != nil {
 		return nil, false, unavailable("read log size", err)
 	}
-	rec = &ArtifactRecord{Artifact: a, Envelope: envelope, KeyID: keyID, Entry: Entry{Leaf: leaf, SearchFrom: from}}
+	rec = &ArtifactRecord{Artifact: a, Envelope: envelope, KeyID: keyID, Entry: Entry{Leaf: leaf, SearchFrom: from}, Dependencies: EnvelopeDependencies(envelope)}
 	if rec.ID, err = c.store.InsertArtifact(ctx, rec); err != nil {
 		if errors.Is(err, ErrAlreadyExists) {
 			return nil, false, fmt.Errorf("%w: %s@%s was recorded concurrently; retry to get the record", ErrAlreadyExists, a.Name, a.Version)

@@ -71,6 +71,10 @@ type ArtifactRecord struct {
 	// Resigned is the latest logged re-signature, whose envelope replaced
 	// Envelope as the current one; nil if the artifact was never re-signed.
 	Resigned *Signature
+	// Dependencies are the resolved dependencies of the recorded envelope's
+	// provenance: the artifact's lineage edges, stored with it. Store reads
+	// of a record leave it nil.
+	Dependencies []Dependency
 }
 
 // Current returns the artifact's current envelope, the key id of its
@@ -230,6 +234,26 @@ type Store interface {
 	SetLogged(ctx context.Context, ref Ref, index uint64, proof [][]byte, checkpoint []byte) error
 	// Pending returns every pending row.
 	Pending(ctx context.Context) ([]Pending, error)
+
+	// InsertArtifact also stores r.Dependencies as the artifact's lineage
+	// edges, in the same transaction. The lineage methods below see only
+	// the edges of logged artifacts.
+
+	// EntriesBySubject returns up to limit logged entries about digest
+	// (artifacts with it, their signatures, events with it as subject)
+	// with a log index above afterIndex (-1 for all), in log order.
+	EntriesBySubject(ctx context.Context, digest string, afterIndex int64, limit int) ([]Entry, error)
+	// Lineage returns up to limit distinct edges reachable from node in
+	// direction dir, in the order a breadth-first walk reaches them,
+	// each once even if the graph has cycles; Depth is left to the caller.
+	Lineage(ctx context.Context, node string, dir Direction, limit int) ([]Edge, error)
+	// LoggedArtifactsByDigests returns the logged artifacts whose digest is
+	// one of digests, in ID order.
+	LoggedArtifactsByDigests(ctx context.Context, digests []string) ([]Listed, error)
+	// DeploymentsOf returns the deployments of the logged artifacts whose
+	// digest is one of digests, each with its artifact, in deployment ID
+	// order.
+	DeploymentsOf(ctx context.Context, digests []string) ([]Deployed, error)
 }
 
 // Log is the transparency log.

@@ -155,6 +155,9 @@ func (s *Server) Upload(stream publisherv1.PublisherService_UploadServer) error 
 	if err := validateHeader(h); err != nil {
 		return toStatus(err)
 	}
+	if _, err := dependencies(h); err != nil {
+		return toStatus(err)
+	}
 	digest, size, err := s.blobs.Put(&streamReader{stream: stream, limit: h.GetSize()}, MaxBlobSize)
 	if err != nil {
 		return toStatus(err)
@@ -189,10 +192,14 @@ func (s *Server) complete(ctx context.Context, h *publisherv1.UploadHeader, dige
 			return nil, fmt.Errorf("%w: catalog: %v: check the catalog is running, then retry the upload", errUnavailable, status.Convert(err).Message())
 		}
 	}
+	deps, err := dependencies(h)
+	if err != nil {
+		return nil, err
+	}
 	statement, err := attest.NewProvenance(attest.Artifact{
 		Name: h.GetName(), Version: h.GetVersion(), Digest: digest, Channel: h.GetChannel(),
 		BuilderID: caller.String(), SourceRepo: h.GetSourceRepo(), SourceCommit: h.GetSourceCommit(),
-		StartedOn: started, FinishedOn: s.now(),
+		StartedOn: started, FinishedOn: s.now(), Dependencies: deps,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errInvalid, err)

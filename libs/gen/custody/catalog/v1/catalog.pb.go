@@ -78,6 +78,58 @@ func (AppendWait) EnumDescriptor() ([]byte, []int) {
 	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{0}
 }
 
+// LineageDirection says which way GetLineage walks.
+type LineageDirection int32
+
+const (
+	LineageDirection_LINEAGE_DIRECTION_UNSPECIFIED LineageDirection = 0
+	// Ancestors: what the node was built from.
+	LineageDirection_LINEAGE_DIRECTION_UP LineageDirection = 1
+	// Descendants: what was built from the node.
+	LineageDirection_LINEAGE_DIRECTION_DOWN LineageDirection = 2
+)
+
+// Enum value maps for LineageDirection.
+var (
+	LineageDirection_name = map[int32]string{
+		0: "LINEAGE_DIRECTION_UNSPECIFIED",
+		1: "LINEAGE_DIRECTION_UP",
+		2: "LINEAGE_DIRECTION_DOWN",
+	}
+	LineageDirection_value = map[string]int32{
+		"LINEAGE_DIRECTION_UNSPECIFIED": 0,
+		"LINEAGE_DIRECTION_UP":          1,
+		"LINEAGE_DIRECTION_DOWN":        2,
+	}
+)
+
+func (x LineageDirection) Enum() *LineageDirection {
+	p := new(LineageDirection)
+	*p = x
+	return p
+}
+
+func (x LineageDirection) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LineageDirection) Descriptor() protoreflect.EnumDescriptor {
+	return file_custody_catalog_v1_catalog_proto_enumTypes[1].Descriptor()
+}
+
+func (LineageDirection) Type() protoreflect.EnumType {
+	return &file_custody_catalog_v1_catalog_proto_enumTypes[1]
+}
+
+func (x LineageDirection) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LineageDirection.Descriptor instead.
+func (LineageDirection) EnumDescriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{1}
+}
+
 // Artifact is the catalog's record of one published name@version.
 type Artifact struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1503,6 +1555,570 @@ func (x *SearchArtifactsResponse) GetNextPageToken() string {
 	return ""
 }
 
+type ListEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "sha256:<hex>".
+	SubjectDigest string `protobuf:"bytes,1,opt,name=subject_digest,json=subjectDigest,proto3" json:"subject_digest,omitempty"`
+	// Paging: at most page_size entries (default and maximum 500) after
+	// page_token.
+	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsRequest) Reset() {
+	*x = ListEventsRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsRequest) ProtoMessage() {}
+
+func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListEventsRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListEventsRequest) GetSubjectDigest() string {
+	if x != nil {
+		return x.SubjectDigest
+	}
+	return ""
+}
+
+func (x *ListEventsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListEventsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In log index order. Each leaf is a log entry (libs/tlog.Entry JSON)
+	// whose subject digest is the one asked for.
+	Entries []*LogEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Empty when there are no more.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsResponse) Reset() {
+	*x = ListEventsResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsResponse) ProtoMessage() {}
+
+func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListEventsResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListEventsResponse) GetEntries() []*LogEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ListEventsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type GetLineageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A node: "sha256:<hex>", "<algorithm>:<hex>" (e.g. "gitCommit:<hex>") or
+	// "uri:<uri>".
+	Node      string           `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Direction LineageDirection `protobuf:"varint,2,opt,name=direction,proto3,enum=custody.catalog.v1.LineageDirection" json:"direction,omitempty"`
+	// At most this many edges from node (default and maximum 64).
+	MaxDepth      int32 `protobuf:"varint,3,opt,name=max_depth,json=maxDepth,proto3" json:"max_depth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLineageRequest) Reset() {
+	*x = GetLineageRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLineageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLineageRequest) ProtoMessage() {}
+
+func (x *GetLineageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLineageRequest.ProtoReflect.Descriptor instead.
+func (*GetLineageRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetLineageRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *GetLineageRequest) GetDirection() LineageDirection {
+	if x != nil {
+		return x.Direction
+	}
+	return LineageDirection_LINEAGE_DIRECTION_UNSPECIFIED
+}
+
+func (x *GetLineageRequest) GetMaxDepth() int32 {
+	if x != nil {
+		return x.MaxDepth
+	}
+	return 0
+}
+
+type GetLineageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every edge reached, each once, at the smallest depth it was reached at.
+	// A cycle (which a builder can claim) shows as an edge back to a node
+	// already listed.
+	Edges []*LineageEdge `protobuf:"bytes,1,rep,name=edges,proto3" json:"edges,omitempty"`
+	// The logged artifacts among the nodes (the dependents of every edge, and
+	// dependencies that are Custody artifacts).
+	Artifacts []*Artifact `protobuf:"bytes,2,rep,name=artifacts,proto3" json:"artifacts,omitempty"`
+	// Descendants only: deployments of the artifacts reached (and of node).
+	Deployments []*Deployment `protobuf:"bytes,3,rep,name=deployments,proto3" json:"deployments,omitempty"`
+	// True if the depth or size bound (10000 edges) cut the walk short.
+	Truncated     bool `protobuf:"varint,4,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLineageResponse) Reset() {
+	*x = GetLineageResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLineageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLineageResponse) ProtoMessage() {}
+
+func (x *GetLineageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLineageResponse.ProtoReflect.Descriptor instead.
+func (*GetLineageResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetLineageResponse) GetEdges() []*LineageEdge {
+	if x != nil {
+		return x.Edges
+	}
+	return nil
+}
+
+func (x *GetLineageResponse) GetArtifacts() []*Artifact {
+	if x != nil {
+		return x.Artifacts
+	}
+	return nil
+}
+
+func (x *GetLineageResponse) GetDeployments() []*Deployment {
+	if x != nil {
+		return x.Deployments
+	}
+	return nil
+}
+
+func (x *GetLineageResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+// LineageEdge says: artifact name@version (digest) was built from
+// dependency, per its signed provenance.
+type LineageEdge struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The dependent artifact.
+	ArtifactDigest  string `protobuf:"bytes,1,opt,name=artifact_digest,json=artifactDigest,proto3" json:"artifact_digest,omitempty"`
+	ArtifactName    string `protobuf:"bytes,2,opt,name=artifact_name,json=artifactName,proto3" json:"artifact_name,omitempty"`
+	ArtifactVersion string `protobuf:"bytes,3,opt,name=artifact_version,json=artifactVersion,proto3" json:"artifact_version,omitempty"`
+	// The dependency's node name (see GetLineageRequest.node) and its
+	// resource descriptor as the provenance has it.
+	Dependency  string            `protobuf:"bytes,4,opt,name=dependency,proto3" json:"dependency,omitempty"`
+	Uri         string            `protobuf:"bytes,5,opt,name=uri,proto3" json:"uri,omitempty"`
+	Name        string            `protobuf:"bytes,6,opt,name=name,proto3" json:"name,omitempty"`
+	Digest      map[string]string `protobuf:"bytes,7,rep,name=digest,proto3" json:"digest,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Annotations map[string]string `protobuf:"bytes,8,rep,name=annotations,proto3" json:"annotations,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// 1 for edges at node, 2 for the next ones, ...
+	Depth         int32 `protobuf:"varint,9,opt,name=depth,proto3" json:"depth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LineageEdge) Reset() {
+	*x = LineageEdge{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LineageEdge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LineageEdge) ProtoMessage() {}
+
+func (x *LineageEdge) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LineageEdge.ProtoReflect.Descriptor instead.
+func (*LineageEdge) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *LineageEdge) GetArtifactDigest() string {
+	if x != nil {
+		return x.ArtifactDigest
+	}
+	return ""
+}
+
+func (x *LineageEdge) GetArtifactName() string {
+	if x != nil {
+		return x.ArtifactName
+	}
+	return ""
+}
+
+func (x *LineageEdge) GetArtifactVersion() string {
+	if x != nil {
+		return x.ArtifactVersion
+	}
+	return ""
+}
+
+func (x *LineageEdge) GetDependency() string {
+	if x != nil {
+		return x.Dependency
+	}
+	return ""
+}
+
+func (x *LineageEdge) GetUri() string {
+	if x != nil {
+		return x.Uri
+	}
+	return ""
+}
+
+func (x *LineageEdge) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *LineageEdge) GetDigest() map[string]string {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *LineageEdge) GetAnnotations() map[string]string {
+	if x != nil {
+		return x.Annotations
+	}
+	return nil
+}
+
+func (x *LineageEdge) GetDepth() int32 {
+	if x != nil {
+		return x.Depth
+	}
+	return 0
+}
+
+// Deployment is one recorded deployment of an artifact to an environment.
+type Deployment struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Digest        string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Version       string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Environment   string                 `protobuf:"bytes,4,opt,name=environment,proto3" json:"environment,omitempty"`
+	DeployedAt    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=deployed_at,json=deployedAt,proto3" json:"deployed_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Deployment) Reset() {
+	*x = Deployment{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deployment) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deployment) ProtoMessage() {}
+
+func (x *Deployment) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
+func (*Deployment) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *Deployment) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *Deployment) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Deployment) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Deployment) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *Deployment) GetDeployedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DeployedAt
+	}
+	return nil
+}
+
+type GetLineagePathRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	From  string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To    string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// Longest path looked for (default and maximum 64 edges).
+	MaxDepth      int32 `protobuf:"varint,3,opt,name=max_depth,json=maxDepth,proto3" json:"max_depth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLineagePathRequest) Reset() {
+	*x = GetLineagePathRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLineagePathRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLineagePathRequest) ProtoMessage() {}
+
+func (x *GetLineagePathRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLineagePathRequest.ProtoReflect.Descriptor instead.
+func (*GetLineagePathRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *GetLineagePathRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *GetLineagePathRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *GetLineagePathRequest) GetMaxDepth() int32 {
+	if x != nil {
+		return x.MaxDepth
+	}
+	return 0
+}
+
+type GetLineagePathResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// From "from" to "to", in order; empty if there is no path. Each edge is
+	// oriented as stored (artifact built from dependency).
+	Edges []*LineageEdge `protobuf:"bytes,1,rep,name=edges,proto3" json:"edges,omitempty"`
+	// True when the path goes from "from" down to "to" (to was built from
+	// from); false when up (from was built from to).
+	Downward      bool `protobuf:"varint,2,opt,name=downward,proto3" json:"downward,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLineagePathResponse) Reset() {
+	*x = GetLineagePathResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLineagePathResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLineagePathResponse) ProtoMessage() {}
+
+func (x *GetLineagePathResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLineagePathResponse.ProtoReflect.Descriptor instead.
+func (*GetLineagePathResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GetLineagePathResponse) GetEdges() []*LineageEdge {
+	if x != nil {
+		return x.Edges
+	}
+	return nil
+}
+
+func (x *GetLineagePathResponse) GetDownward() bool {
+	if x != nil {
+		return x.Downward
+	}
+	return false
+}
+
 var File_custody_catalog_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
@@ -1621,12 +2237,67 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"page_token\x18\v \x01(\tR\tpageToken\"\x83\x01\n" +
 	"\x17SearchArtifactsResponse\x12@\n" +
 	"\tartifacts\x18\x01 \x03(\v2\".custody.catalog.v1.ListedArtifactR\tartifacts\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\\\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"v\n" +
+	"\x11ListEventsRequest\x12%\n" +
+	"\x0esubject_digest\x18\x01 \x01(\tR\rsubjectDigest\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"t\n" +
+	"\x12ListEventsResponse\x126\n" +
+	"\aentries\x18\x01 \x03(\v2\x1c.custody.catalog.v1.LogEntryR\aentries\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x88\x01\n" +
+	"\x11GetLineageRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12B\n" +
+	"\tdirection\x18\x02 \x01(\x0e2$.custody.catalog.v1.LineageDirectionR\tdirection\x12\x1b\n" +
+	"\tmax_depth\x18\x03 \x01(\x05R\bmaxDepth\"\xe7\x01\n" +
+	"\x12GetLineageResponse\x125\n" +
+	"\x05edges\x18\x01 \x03(\v2\x1f.custody.catalog.v1.LineageEdgeR\x05edges\x12:\n" +
+	"\tartifacts\x18\x02 \x03(\v2\x1c.custody.catalog.v1.ArtifactR\tartifacts\x12@\n" +
+	"\vdeployments\x18\x03 \x03(\v2\x1e.custody.catalog.v1.DeploymentR\vdeployments\x12\x1c\n" +
+	"\ttruncated\x18\x04 \x01(\bR\ttruncated\"\xf6\x03\n" +
+	"\vLineageEdge\x12'\n" +
+	"\x0fartifact_digest\x18\x01 \x01(\tR\x0eartifactDigest\x12#\n" +
+	"\rartifact_name\x18\x02 \x01(\tR\fartifactName\x12)\n" +
+	"\x10artifact_version\x18\x03 \x01(\tR\x0fartifactVersion\x12\x1e\n" +
+	"\n" +
+	"dependency\x18\x04 \x01(\tR\n" +
+	"dependency\x12\x10\n" +
+	"\x03uri\x18\x05 \x01(\tR\x03uri\x12\x12\n" +
+	"\x04name\x18\x06 \x01(\tR\x04name\x12C\n" +
+	"\x06digest\x18\a \x03(\v2+.custody.catalog.v1.LineageEdge.DigestEntryR\x06digest\x12R\n" +
+	"\vannotations\x18\b \x03(\v20.custody.catalog.v1.LineageEdge.AnnotationsEntryR\vannotations\x12\x14\n" +
+	"\x05depth\x18\t \x01(\x05R\x05depth\x1a9\n" +
+	"\vDigestEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
+	"\x10AnnotationsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb1\x01\n" +
+	"\n" +
+	"Deployment\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12 \n" +
+	"\venvironment\x18\x04 \x01(\tR\venvironment\x12;\n" +
+	"\vdeployed_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"deployedAt\"X\n" +
+	"\x15GetLineagePathRequest\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x1b\n" +
+	"\tmax_depth\x18\x03 \x01(\x05R\bmaxDepth\"k\n" +
+	"\x16GetLineagePathResponse\x125\n" +
+	"\x05edges\x18\x01 \x03(\v2\x1f.custody.catalog.v1.LineageEdgeR\x05edges\x12\x1a\n" +
+	"\bdownward\x18\x02 \x01(\bR\bdownward*\\\n" +
 	"\n" +
 	"AppendWait\x12\x1b\n" +
 	"\x17APPEND_WAIT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12APPEND_WAIT_PROVED\x10\x01\x12\x19\n" +
-	"\x15APPEND_WAIT_SEQUENCED\x10\x022\xa4\b\n" +
+	"\x15APPEND_WAIT_SEQUENCED\x10\x02*k\n" +
+	"\x10LineageDirection\x12!\n" +
+	"\x1dLINEAGE_DIRECTION_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14LINEAGE_DIRECTION_UP\x10\x01\x12\x1a\n" +
+	"\x16LINEAGE_DIRECTION_DOWN\x10\x022\xc7\n" +
+	"\n" +
 	"\x0eCatalogService\x12g\n" +
 	"\x0eRecordArtifact\x12).custody.catalog.v1.RecordArtifactRequest\x1a*.custody.catalog.v1.RecordArtifactResponse\x12^\n" +
 	"\vAppendEvent\x12&.custody.catalog.v1.AppendEventRequest\x1a'.custody.catalog.v1.AppendEventResponse\x12^\n" +
@@ -1638,7 +2309,12 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"GetEntries\x12%.custody.catalog.v1.GetEntriesRequest\x1a&.custody.catalog.v1.GetEntriesResponse\x12p\n" +
 	"\x11GetInclusionProof\x12,.custody.catalog.v1.GetInclusionProofRequest\x1a-.custody.catalog.v1.GetInclusionProofResponse\x12v\n" +
 	"\x13GetConsistencyProof\x12..custody.catalog.v1.GetConsistencyProofRequest\x1a/.custody.catalog.v1.GetConsistencyProofResponse\x12j\n" +
-	"\x0fSearchArtifacts\x12*.custody.catalog.v1.SearchArtifactsRequest\x1a+.custody.catalog.v1.SearchArtifactsResponseB\xd6\x01\n" +
+	"\x0fSearchArtifacts\x12*.custody.catalog.v1.SearchArtifactsRequest\x1a+.custody.catalog.v1.SearchArtifactsResponse\x12[\n" +
+	"\n" +
+	"ListEvents\x12%.custody.catalog.v1.ListEventsRequest\x1a&.custody.catalog.v1.ListEventsResponse\x12[\n" +
+	"\n" +
+	"GetLineage\x12%.custody.catalog.v1.GetLineageRequest\x1a&.custody.catalog.v1.GetLineageResponse\x12g\n" +
+	"\x0eGetLineagePath\x12).custody.catalog.v1.GetLineagePathRequest\x1a*.custody.catalog.v1.GetLineagePathResponseB\xd6\x01\n" +
 	"\x16com.custody.catalog.v1B\fCatalogProtoP\x01ZDgithub.com/custody-dev/custody/libs/gen/custody/catalog/v1;catalogv1\xa2\x02\x03CCX\xaa\x02\x12Custody.Catalog.V1\xca\x02\x12Custody\\Catalog\\V1\xe2\x02\x1eCustody\\Catalog\\V1\\GPBMetadata\xea\x02\x14Custody::Catalog::V1b\x06proto3"
 
 var (
@@ -1653,72 +2329,98 @@ func file_custody_catalog_v1_catalog_proto_rawDescGZIP() []byte {
 	return file_custody_catalog_v1_catalog_proto_rawDescData
 }
 
-var file_custody_catalog_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_custody_catalog_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_custody_catalog_v1_catalog_proto_goTypes = []any{
 	(AppendWait)(0),                     // 0: custody.catalog.v1.AppendWait
-	(*Artifact)(nil),                    // 1: custody.catalog.v1.Artifact
-	(*LogEntry)(nil),                    // 2: custody.catalog.v1.LogEntry
-	(*RecordArtifactRequest)(nil),       // 3: custody.catalog.v1.RecordArtifactRequest
-	(*RecordArtifactResponse)(nil),      // 4: custody.catalog.v1.RecordArtifactResponse
-	(*AppendEventRequest)(nil),          // 5: custody.catalog.v1.AppendEventRequest
-	(*AppendEventResponse)(nil),         // 6: custody.catalog.v1.AppendEventResponse
-	(*GetArtifactRequest)(nil),          // 7: custody.catalog.v1.GetArtifactRequest
-	(*GetArtifactResponse)(nil),         // 8: custody.catalog.v1.GetArtifactResponse
-	(*GetCheckpointRequest)(nil),        // 9: custody.catalog.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),       // 10: custody.catalog.v1.GetCheckpointResponse
-	(*RecordSignatureRequest)(nil),      // 11: custody.catalog.v1.RecordSignatureRequest
-	(*RecordSignatureResponse)(nil),     // 12: custody.catalog.v1.RecordSignatureResponse
-	(*ListArtifactsRequest)(nil),        // 13: custody.catalog.v1.ListArtifactsRequest
-	(*ListArtifactsResponse)(nil),       // 14: custody.catalog.v1.ListArtifactsResponse
-	(*ListedArtifact)(nil),              // 15: custody.catalog.v1.ListedArtifact
-	(*GetEntriesRequest)(nil),           // 16: custody.catalog.v1.GetEntriesRequest
-	(*GetEntriesResponse)(nil),          // 17: custody.catalog.v1.GetEntriesResponse
-	(*GetInclusionProofRequest)(nil),    // 18: custody.catalog.v1.GetInclusionProofRequest
-	(*GetInclusionProofResponse)(nil),   // 19: custody.catalog.v1.GetInclusionProofResponse
-	(*GetConsistencyProofRequest)(nil),  // 20: custody.catalog.v1.GetConsistencyProofRequest
-	(*GetConsistencyProofResponse)(nil), // 21: custody.catalog.v1.GetConsistencyProofResponse
-	(*SearchArtifactsRequest)(nil),      // 22: custody.catalog.v1.SearchArtifactsRequest
-	(*SearchArtifactsResponse)(nil),     // 23: custody.catalog.v1.SearchArtifactsResponse
-	(*timestamppb.Timestamp)(nil),       // 24: google.protobuf.Timestamp
+	(LineageDirection)(0),               // 1: custody.catalog.v1.LineageDirection
+	(*Artifact)(nil),                    // 2: custody.catalog.v1.Artifact
+	(*LogEntry)(nil),                    // 3: custody.catalog.v1.LogEntry
+	(*RecordArtifactRequest)(nil),       // 4: custody.catalog.v1.RecordArtifactRequest
+	(*RecordArtifactResponse)(nil),      // 5: custody.catalog.v1.RecordArtifactResponse
+	(*AppendEventRequest)(nil),          // 6: custody.catalog.v1.AppendEventRequest
+	(*AppendEventResponse)(nil),         // 7: custody.catalog.v1.AppendEventResponse
+	(*GetArtifactRequest)(nil),          // 8: custody.catalog.v1.GetArtifactRequest
+	(*GetArtifactResponse)(nil),         // 9: custody.catalog.v1.GetArtifactResponse
+	(*GetCheckpointRequest)(nil),        // 10: custody.catalog.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),       // 11: custody.catalog.v1.GetCheckpointResponse
+	(*RecordSignatureRequest)(nil),      // 12: custody.catalog.v1.RecordSignatureRequest
+	(*RecordSignatureResponse)(nil),     // 13: custody.catalog.v1.RecordSignatureResponse
+	(*ListArtifactsRequest)(nil),        // 14: custody.catalog.v1.ListArtifactsRequest
+	(*ListArtifactsResponse)(nil),       // 15: custody.catalog.v1.ListArtifactsResponse
+	(*ListedArtifact)(nil),              // 16: custody.catalog.v1.ListedArtifact
+	(*GetEntriesRequest)(nil),           // 17: custody.catalog.v1.GetEntriesRequest
+	(*GetEntriesResponse)(nil),          // 18: custody.catalog.v1.GetEntriesResponse
+	(*GetInclusionProofRequest)(nil),    // 19: custody.catalog.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),   // 20: custody.catalog.v1.GetInclusionProofResponse
+	(*GetConsistencyProofRequest)(nil),  // 21: custody.catalog.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil), // 22: custody.catalog.v1.GetConsistencyProofResponse
+	(*SearchArtifactsRequest)(nil),      // 23: custody.catalog.v1.SearchArtifactsRequest
+	(*SearchArtifactsResponse)(nil),     // 24: custody.catalog.v1.SearchArtifactsResponse
+	(*ListEventsRequest)(nil),           // 25: custody.catalog.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),          // 26: custody.catalog.v1.ListEventsResponse
+	(*GetLineageRequest)(nil),           // 27: custody.catalog.v1.GetLineageRequest
+	(*GetLineageResponse)(nil),          // 28: custody.catalog.v1.GetLineageResponse
+	(*LineageEdge)(nil),                 // 29: custody.catalog.v1.LineageEdge
+	(*Deployment)(nil),                  // 30: custody.catalog.v1.Deployment
+	(*GetLineagePathRequest)(nil),       // 31: custody.catalog.v1.GetLineagePathRequest
+	(*GetLineagePathResponse)(nil),      // 32: custody.catalog.v1.GetLineagePathResponse
+	nil,                                 // 33: custody.catalog.v1.LineageEdge.DigestEntry
+	nil,                                 // 34: custody.catalog.v1.LineageEdge.AnnotationsEntry
+	(*timestamppb.Timestamp)(nil),       // 35: google.protobuf.Timestamp
 }
 var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
-	24, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
-	1,  // 1: custody.catalog.v1.RecordArtifactRequest.artifact:type_name -> custody.catalog.v1.Artifact
-	2,  // 2: custody.catalog.v1.RecordArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	35, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
+	2,  // 1: custody.catalog.v1.RecordArtifactRequest.artifact:type_name -> custody.catalog.v1.Artifact
+	3,  // 2: custody.catalog.v1.RecordArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	0,  // 3: custody.catalog.v1.AppendEventRequest.wait:type_name -> custody.catalog.v1.AppendWait
-	2,  // 4: custody.catalog.v1.AppendEventResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	1,  // 5: custody.catalog.v1.GetArtifactResponse.artifact:type_name -> custody.catalog.v1.Artifact
-	2,  // 6: custody.catalog.v1.GetArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	2,  // 7: custody.catalog.v1.RecordSignatureResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	15, // 8: custody.catalog.v1.ListArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
-	1,  // 9: custody.catalog.v1.ListedArtifact.artifact:type_name -> custody.catalog.v1.Artifact
-	15, // 10: custody.catalog.v1.SearchArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
-	3,  // 11: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
-	5,  // 12: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
-	7,  // 13: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
-	9,  // 14: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
-	11, // 15: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
-	13, // 16: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
-	16, // 17: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
-	18, // 18: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
-	20, // 19: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
-	22, // 20: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
-	4,  // 21: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
-	6,  // 22: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
-	8,  // 23: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
-	10, // 24: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
-	12, // 25: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
-	14, // 26: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
-	17, // 27: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
-	19, // 28: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
-	21, // 29: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
-	23, // 30: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
-	21, // [21:31] is the sub-list for method output_type
-	11, // [11:21] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	3,  // 4: custody.catalog.v1.AppendEventResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	2,  // 5: custody.catalog.v1.GetArtifactResponse.artifact:type_name -> custody.catalog.v1.Artifact
+	3,  // 6: custody.catalog.v1.GetArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	3,  // 7: custody.catalog.v1.RecordSignatureResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	16, // 8: custody.catalog.v1.ListArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
+	2,  // 9: custody.catalog.v1.ListedArtifact.artifact:type_name -> custody.catalog.v1.Artifact
+	16, // 10: custody.catalog.v1.SearchArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
+	3,  // 11: custody.catalog.v1.ListEventsResponse.entries:type_name -> custody.catalog.v1.LogEntry
+	1,  // 12: custody.catalog.v1.GetLineageRequest.direction:type_name -> custody.catalog.v1.LineageDirection
+	29, // 13: custody.catalog.v1.GetLineageResponse.edges:type_name -> custody.catalog.v1.LineageEdge
+	2,  // 14: custody.catalog.v1.GetLineageResponse.artifacts:type_name -> custody.catalog.v1.Artifact
+	30, // 15: custody.catalog.v1.GetLineageResponse.deployments:type_name -> custody.catalog.v1.Deployment
+	33, // 16: custody.catalog.v1.LineageEdge.digest:type_name -> custody.catalog.v1.LineageEdge.DigestEntry
+	34, // 17: custody.catalog.v1.LineageEdge.annotations:type_name -> custody.catalog.v1.LineageEdge.AnnotationsEntry
+	35, // 18: custody.catalog.v1.Deployment.deployed_at:type_name -> google.protobuf.Timestamp
+	29, // 19: custody.catalog.v1.GetLineagePathResponse.edges:type_name -> custody.catalog.v1.LineageEdge
+	4,  // 20: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
+	6,  // 21: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
+	8,  // 22: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
+	10, // 23: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
+	12, // 24: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
+	14, // 25: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
+	17, // 26: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
+	19, // 27: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
+	21, // 28: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
+	23, // 29: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
+	25, // 30: custody.catalog.v1.CatalogService.ListEvents:input_type -> custody.catalog.v1.ListEventsRequest
+	27, // 31: custody.catalog.v1.CatalogService.GetLineage:input_type -> custody.catalog.v1.GetLineageRequest
+	31, // 32: custody.catalog.v1.CatalogService.GetLineagePath:input_type -> custody.catalog.v1.GetLineagePathRequest
+	5,  // 33: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
+	7,  // 34: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
+	9,  // 35: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
+	11, // 36: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
+	13, // 37: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
+	15, // 38: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
+	18, // 39: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
+	20, // 40: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
+	22, // 41: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
+	24, // 42: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
+	26, // 43: custody.catalog.v1.CatalogService.ListEvents:output_type -> custody.catalog.v1.ListEventsResponse
+	28, // 44: custody.catalog.v1.CatalogService.GetLineage:output_type -> custody.catalog.v1.GetLineageResponse
+	32, // 45: custody.catalog.v1.CatalogService.GetLineagePath:output_type -> custody.catalog.v1.GetLineagePathResponse
+	33, // [33:46] is the sub-list for method output_type
+	20, // [20:33] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_custody_catalog_v1_catalog_proto_init() }
@@ -1731,8 +2433,8 @@ func file_custody_catalog_v1_catalog_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_catalog_v1_catalog_proto_rawDesc), len(file_custody_catalog_v1_catalog_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   23,
+			NumEnums:      2,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

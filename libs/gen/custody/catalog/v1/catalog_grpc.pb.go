@@ -29,6 +29,9 @@ const (
 	CatalogService_GetInclusionProof_FullMethodName   = "/custody.catalog.v1.CatalogService/GetInclusionProof"
 	CatalogService_GetConsistencyProof_FullMethodName = "/custody.catalog.v1.CatalogService/GetConsistencyProof"
 	CatalogService_SearchArtifacts_FullMethodName     = "/custody.catalog.v1.CatalogService/SearchArtifacts"
+	CatalogService_ListEvents_FullMethodName          = "/custody.catalog.v1.CatalogService/ListEvents"
+	CatalogService_GetLineage_FullMethodName          = "/custody.catalog.v1.CatalogService/GetLineage"
+	CatalogService_GetLineagePath_FullMethodName      = "/custody.catalog.v1.CatalogService/GetLineagePath"
 )
 
 // CatalogServiceClient is the client API for CatalogService service.
@@ -78,6 +81,20 @@ type CatalogServiceClient interface {
 	// set, in the order they were recorded, a page at a time. Any member of the
 	// trust domain may search.
 	SearchArtifacts(ctx context.Context, in *SearchArtifactsRequest, opts ...grpc.CallOption) (*SearchArtifactsResponse, error)
+	// ListEvents returns, in log order, every logged entry about one digest:
+	// its publications, re-signatures and the events whose subject it is, each
+	// with an inclusion proof against the latest co-signed checkpoint (or the
+	// checkpoint it was logged under, if that is newer). The proofs show that
+	// each entry is in the log; they do not show that none was left out.
+	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
+	// GetLineage walks the dependency graph from one node: its ancestors (what
+	// went into it, transitively) or its descendants (the logged artifacts
+	// built from it, transitively, and their deployments). Edges come from the
+	// resolved dependencies of signed provenance, and are the builders' claims.
+	GetLineage(ctx context.Context, in *GetLineageRequest, opts ...grpc.CallOption) (*GetLineageResponse, error)
+	// GetLineagePath returns a shortest dependency path between two nodes, in
+	// either direction, if there is one within the depth bound.
+	GetLineagePath(ctx context.Context, in *GetLineagePathRequest, opts ...grpc.CallOption) (*GetLineagePathResponse, error)
 }
 
 type catalogServiceClient struct {
@@ -188,6 +205,36 @@ func (c *catalogServiceClient) SearchArtifacts(ctx context.Context, in *SearchAr
 	return out, nil
 }
 
+func (c *catalogServiceClient) ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListEventsResponse)
+	err := c.cc.Invoke(ctx, CatalogService_ListEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *catalogServiceClient) GetLineage(ctx context.Context, in *GetLineageRequest, opts ...grpc.CallOption) (*GetLineageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetLineageResponse)
+	err := c.cc.Invoke(ctx, CatalogService_GetLineage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *catalogServiceClient) GetLineagePath(ctx context.Context, in *GetLineagePathRequest, opts ...grpc.CallOption) (*GetLineagePathResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetLineagePathResponse)
+	err := c.cc.Invoke(ctx, CatalogService_GetLineagePath_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CatalogServiceServer is the server API for CatalogService service.
 // All implementations must embed UnimplementedCatalogServiceServer
 // for forward compatibility.
@@ -235,6 +282,20 @@ type CatalogServiceServer interface {
 	// set, in the order they were recorded, a page at a time. Any member of the
 	// trust domain may search.
 	SearchArtifacts(context.Context, *SearchArtifactsRequest) (*SearchArtifactsResponse, error)
+	// ListEvents returns, in log order, every logged entry about one digest:
+	// its publications, re-signatures and the events whose subject it is, each
+	// with an inclusion proof against the latest co-signed checkpoint (or the
+	// checkpoint it was logged under, if that is newer). The proofs show that
+	// each entry is in the log; they do not show that none was left out.
+	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
+	// GetLineage walks the dependency graph from one node: its ancestors (what
+	// went into it, transitively) or its descendants (the logged artifacts
+	// built from it, transitively, and their deployments). Edges come from the
+	// resolved dependencies of signed provenance, and are the builders' claims.
+	GetLineage(context.Context, *GetLineageRequest) (*GetLineageResponse, error)
+	// GetLineagePath returns a shortest dependency path between two nodes, in
+	// either direction, if there is one within the depth bound.
+	GetLineagePath(context.Context, *GetLineagePathRequest) (*GetLineagePathResponse, error)
 	mustEmbedUnimplementedCatalogServiceServer()
 }
 
@@ -274,6 +335,15 @@ func (UnimplementedCatalogServiceServer) GetConsistencyProof(context.Context, *G
 }
 func (UnimplementedCatalogServiceServer) SearchArtifacts(context.Context, *SearchArtifactsRequest) (*SearchArtifactsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SearchArtifacts not implemented")
+}
+func (UnimplementedCatalogServiceServer) ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListEvents not implemented")
+}
+func (UnimplementedCatalogServiceServer) GetLineage(context.Context, *GetLineageRequest) (*GetLineageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetLineage not implemented")
+}
+func (UnimplementedCatalogServiceServer) GetLineagePath(context.Context, *GetLineagePathRequest) (*GetLineagePathResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetLineagePath not implemented")
 }
 func (UnimplementedCatalogServiceServer) mustEmbedUnimplementedCatalogServiceServer() {}
 func (UnimplementedCatalogServiceServer) testEmbeddedByValue()                        {}
@@ -476,6 +546,60 @@ func _CatalogService_SearchArtifacts_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CatalogService_ListEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).ListEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_ListEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).ListEvents(ctx, req.(*ListEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CatalogService_GetLineage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLineageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).GetLineage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_GetLineage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).GetLineage(ctx, req.(*GetLineageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CatalogService_GetLineagePath_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetLineagePathRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).GetLineagePath(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_GetLineagePath_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).GetLineagePath(ctx, req.(*GetLineagePathRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CatalogService_ServiceDesc is the grpc.ServiceDesc for CatalogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -522,6 +646,18 @@ var CatalogService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SearchArtifacts",
 			Handler:    _CatalogService_SearchArtifacts_Handler,
+		},
+		{
+			MethodName: "ListEvents",
+			Handler:    _CatalogService_ListEvents_Handler,
+		},
+		{
+			MethodName: "GetLineage",
+			Handler:    _CatalogService_GetLineage_Handler,
+		},
+		{
+			MethodName: "GetLineagePath",
+			Handler:    _CatalogService_GetLineagePath_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -116,9 +116,15 @@ type UploadHeader struct {
 	SourceCommit string                 `protobuf:"bytes,5,opt,name=source_commit,json=sourceCommit,proto3" json:"source_commit,omitempty"`
 	// The expected size in bytes, or 0 if unknown. When set, a stream of another
 	// length is rejected.
-	Size          int64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Size int64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	// What went into the build, as the builder claims it: source, base images,
+	// dependency artifacts by digest, patches, build environment. They become
+	// the SLSA provenance's buildDefinition.resolvedDependencies (after the
+	// source named by source_repo and source_commit) and the catalog's lineage
+	// edges. At most 256, each bounded (see docs/services.md).
+	ResolvedDependencies []*ResourceDescriptor `protobuf:"bytes,15,rep,name=resolved_dependencies,json=resolvedDependencies,proto3" json:"resolved_dependencies,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *UploadHeader) Reset() {
@@ -193,6 +199,85 @@ func (x *UploadHeader) GetSize() int64 {
 	return 0
 }
 
+func (x *UploadHeader) GetResolvedDependencies() []*ResourceDescriptor {
+	if x != nil {
+		return x.ResolvedDependencies
+	}
+	return nil
+}
+
+// ResourceDescriptor is an in-toto ResourceDescriptor: a resource named by
+// URI and/or digests ("sha256" as 64 lowercase hex, "gitCommit", ...).
+type ResourceDescriptor struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Uri    string                 `protobuf:"bytes,1,opt,name=uri,proto3" json:"uri,omitempty"`
+	Digest map[string]string      `protobuf:"bytes,2,rep,name=digest,proto3" json:"digest,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Name   string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// String annotations; "kind" is one of source, base-image, artifact, patch,
+	// build-env.
+	Annotations   map[string]string `protobuf:"bytes,4,rep,name=annotations,proto3" json:"annotations,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResourceDescriptor) Reset() {
+	*x = ResourceDescriptor{}
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResourceDescriptor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResourceDescriptor) ProtoMessage() {}
+
+func (x *ResourceDescriptor) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResourceDescriptor.ProtoReflect.Descriptor instead.
+func (*ResourceDescriptor) Descriptor() ([]byte, []int) {
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ResourceDescriptor) GetUri() string {
+	if x != nil {
+		return x.Uri
+	}
+	return ""
+}
+
+func (x *ResourceDescriptor) GetDigest() map[string]string {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *ResourceDescriptor) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ResourceDescriptor) GetAnnotations() map[string]string {
+	if x != nil {
+		return x.Annotations
+	}
+	return nil
+}
+
 type UploadResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "sha256:<hex>".
@@ -210,7 +295,7 @@ type UploadResponse struct {
 
 func (x *UploadResponse) Reset() {
 	*x = UploadResponse{}
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[2]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -222,7 +307,7 @@ func (x *UploadResponse) String() string {
 func (*UploadResponse) ProtoMessage() {}
 
 func (x *UploadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[2]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -235,7 +320,7 @@ func (x *UploadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadResponse.ProtoReflect.Descriptor instead.
 func (*UploadResponse) Descriptor() ([]byte, []int) {
-	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{2}
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *UploadResponse) GetDigest() string {
@@ -283,7 +368,7 @@ type DownloadRequest struct {
 
 func (x *DownloadRequest) Reset() {
 	*x = DownloadRequest{}
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[3]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -295,7 +380,7 @@ func (x *DownloadRequest) String() string {
 func (*DownloadRequest) ProtoMessage() {}
 
 func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[3]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -308,7 +393,7 @@ func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadRequest) Descriptor() ([]byte, []int) {
-	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{3}
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DownloadRequest) GetDigest() string {
@@ -329,7 +414,7 @@ type DownloadResponse struct {
 
 func (x *DownloadResponse) Reset() {
 	*x = DownloadResponse{}
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[4]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +426,7 @@ func (x *DownloadResponse) String() string {
 func (*DownloadResponse) ProtoMessage() {}
 
 func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[4]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +439,7 @@ func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadResponse.ProtoReflect.Descriptor instead.
 func (*DownloadResponse) Descriptor() ([]byte, []int) {
-	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{4}
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DownloadResponse) GetSize() int64 {
@@ -381,7 +466,7 @@ type VerifyBlobRequest struct {
 
 func (x *VerifyBlobRequest) Reset() {
 	*x = VerifyBlobRequest{}
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[5]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -393,7 +478,7 @@ func (x *VerifyBlobRequest) String() string {
 func (*VerifyBlobRequest) ProtoMessage() {}
 
 func (x *VerifyBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[5]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -406,7 +491,7 @@ func (x *VerifyBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyBlobRequest.ProtoReflect.Descriptor instead.
 func (*VerifyBlobRequest) Descriptor() ([]byte, []int) {
-	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{5}
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *VerifyBlobRequest) GetDigest() string {
@@ -425,7 +510,7 @@ type VerifyBlobResponse struct {
 
 func (x *VerifyBlobResponse) Reset() {
 	*x = VerifyBlobResponse{}
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[6]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -437,7 +522,7 @@ func (x *VerifyBlobResponse) String() string {
 func (*VerifyBlobResponse) ProtoMessage() {}
 
 func (x *VerifyBlobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[6]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -450,7 +535,7 @@ func (x *VerifyBlobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyBlobResponse.ProtoReflect.Descriptor instead.
 func (*VerifyBlobResponse) Descriptor() ([]byte, []int) {
-	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{6}
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *VerifyBlobResponse) GetSize() int64 {
@@ -468,7 +553,7 @@ const file_custody_publisher_v1_publisher_proto_rawDesc = "" +
 	"\rUploadRequest\x12<\n" +
 	"\x06header\x18\x01 \x01(\v2\".custody.publisher.v1.UploadHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
-	"\x03msg\"\xb0\x01\n" +
+	"\x03msg\"\x8f\x02\n" +
 	"\fUploadHeader\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
@@ -476,7 +561,19 @@ const file_custody_publisher_v1_publisher_proto_rawDesc = "" +
 	"\vsource_repo\x18\x04 \x01(\tR\n" +
 	"sourceRepo\x12#\n" +
 	"\rsource_commit\x18\x05 \x01(\tR\fsourceCommit\x12\x12\n" +
-	"\x04size\x18\x06 \x01(\x03R\x04size\"\x8f\x01\n" +
+	"\x04size\x18\x06 \x01(\x03R\x04size\x12]\n" +
+	"\x15resolved_dependencies\x18\x0f \x03(\v2(.custody.publisher.v1.ResourceDescriptorR\x14resolvedDependencies\"\xe0\x02\n" +
+	"\x12ResourceDescriptor\x12\x10\n" +
+	"\x03uri\x18\x01 \x01(\tR\x03uri\x12L\n" +
+	"\x06digest\x18\x02 \x03(\v24.custody.publisher.v1.ResourceDescriptor.DigestEntryR\x06digest\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12[\n" +
+	"\vannotations\x18\x04 \x03(\v29.custody.publisher.v1.ResourceDescriptor.AnnotationsEntryR\vannotations\x1a9\n" +
+	"\vDigestEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
+	"\x10AnnotationsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x01\n" +
 	"\x0eUploadResponse\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x18\n" +
@@ -511,29 +608,35 @@ func file_custody_publisher_v1_publisher_proto_rawDescGZIP() []byte {
 	return file_custody_publisher_v1_publisher_proto_rawDescData
 }
 
-var file_custody_publisher_v1_publisher_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_custody_publisher_v1_publisher_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_custody_publisher_v1_publisher_proto_goTypes = []any{
 	(*UploadRequest)(nil),      // 0: custody.publisher.v1.UploadRequest
 	(*UploadHeader)(nil),       // 1: custody.publisher.v1.UploadHeader
-	(*UploadResponse)(nil),     // 2: custody.publisher.v1.UploadResponse
-	(*DownloadRequest)(nil),    // 3: custody.publisher.v1.DownloadRequest
-	(*DownloadResponse)(nil),   // 4: custody.publisher.v1.DownloadResponse
-	(*VerifyBlobRequest)(nil),  // 5: custody.publisher.v1.VerifyBlobRequest
-	(*VerifyBlobResponse)(nil), // 6: custody.publisher.v1.VerifyBlobResponse
+	(*ResourceDescriptor)(nil), // 2: custody.publisher.v1.ResourceDescriptor
+	(*UploadResponse)(nil),     // 3: custody.publisher.v1.UploadResponse
+	(*DownloadRequest)(nil),    // 4: custody.publisher.v1.DownloadRequest
+	(*DownloadResponse)(nil),   // 5: custody.publisher.v1.DownloadResponse
+	(*VerifyBlobRequest)(nil),  // 6: custody.publisher.v1.VerifyBlobRequest
+	(*VerifyBlobResponse)(nil), // 7: custody.publisher.v1.VerifyBlobResponse
+	nil,                        // 8: custody.publisher.v1.ResourceDescriptor.DigestEntry
+	nil,                        // 9: custody.publisher.v1.ResourceDescriptor.AnnotationsEntry
 }
 var file_custody_publisher_v1_publisher_proto_depIdxs = []int32{
 	1, // 0: custody.publisher.v1.UploadRequest.header:type_name -> custody.publisher.v1.UploadHeader
-	0, // 1: custody.publisher.v1.PublisherService.Upload:input_type -> custody.publisher.v1.UploadRequest
-	3, // 2: custody.publisher.v1.PublisherService.Download:input_type -> custody.publisher.v1.DownloadRequest
-	5, // 3: custody.publisher.v1.PublisherService.VerifyBlob:input_type -> custody.publisher.v1.VerifyBlobRequest
-	2, // 4: custody.publisher.v1.PublisherService.Upload:output_type -> custody.publisher.v1.UploadResponse
-	4, // 5: custody.publisher.v1.PublisherService.Download:output_type -> custody.publisher.v1.DownloadResponse
-	6, // 6: custody.publisher.v1.PublisherService.VerifyBlob:output_type -> custody.publisher.v1.VerifyBlobResponse
-	4, // [4:7] is the sub-list for method output_type
-	1, // [1:4] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	2, // 1: custody.publisher.v1.UploadHeader.resolved_dependencies:type_name -> custody.publisher.v1.ResourceDescriptor
+	8, // 2: custody.publisher.v1.ResourceDescriptor.digest:type_name -> custody.publisher.v1.ResourceDescriptor.DigestEntry
+	9, // 3: custody.publisher.v1.ResourceDescriptor.annotations:type_name -> custody.publisher.v1.ResourceDescriptor.AnnotationsEntry
+	0, // 4: custody.publisher.v1.PublisherService.Upload:input_type -> custody.publisher.v1.UploadRequest
+	4, // 5: custody.publisher.v1.PublisherService.Download:input_type -> custody.publisher.v1.DownloadRequest
+	6, // 6: custody.publisher.v1.PublisherService.VerifyBlob:input_type -> custody.publisher.v1.VerifyBlobRequest
+	3, // 7: custody.publisher.v1.PublisherService.Upload:output_type -> custody.publisher.v1.UploadResponse
+	5, // 8: custody.publisher.v1.PublisherService.Download:output_type -> custody.publisher.v1.DownloadResponse
+	7, // 9: custody.publisher.v1.PublisherService.VerifyBlob:output_type -> custody.publisher.v1.VerifyBlobResponse
+	7, // [7:10] is the sub-list for method output_type
+	4, // [4:7] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_custody_publisher_v1_publisher_proto_init() }
@@ -551,7 +654,7 @@ func file_custody_publisher_v1_publisher_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_publisher_v1_publisher_proto_rawDesc), len(file_custody_publisher_v1_publisher_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

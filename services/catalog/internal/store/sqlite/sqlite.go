@@ -109,6 +109,7 @@ var migrations = []migration{
 	);
 	CREATE INDEX deployments_by_environment ON deployments (environment, artifact_id);
 	CREATE INDEX deployments_by_artifact ON deployments (artifact_id, id);`},
+	lineageMigration,
 }
 
 // fillKeyIDs sets the key ids of the artifacts recorded before the catalog
@@ -334,8 +335,10 @@ func (s *Store) InsertArtifact(ctx context.Context, r *catalog.ArtifactRecord) (
 		if err != nil {
 			return err
 		}
-		id, err = res.LastInsertId()
-		return err
+		if id, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		return insertEdges(tx, id, a.Digest, r.Dependencies)
 	})
 	if err != nil {
 		if isUnique(err) {

@@ -51,6 +51,9 @@ func Run(t *testing.T, o Options) {
 		{"search", search},
 		{"search is not SQL", searchHostile},
 		{"deployments", deployments},
+		{"lineage", lineage},
+		{"lineage walk is bounded", lineageWide},
+		{"entries by subject", entriesBySubject},
 		{"two stores bind name@version once", bindOnce},
 		{"two stores write and read at once", sharedReadWrite},
 	}
