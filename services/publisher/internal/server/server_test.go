@@ -209,7 +209,7 @@ func TestUploadDownloadAndProvenance(t *testing.T) {
 	if !resp.GetCreated() || resp.GetSize() != int64(len(data)) || len(resp.GetEnvelope()) == 0 {
 		t.Fatalf("response %+v", resp)
 	}
-	got, err := download(t, f.client(t, "/deployer/pipeline"), resp.GetDigest())
+	got, err := download(t, f.client(t, "/edge/dev"), resp.GetDigest())
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("download: %v (equal %v)", err, bytes.Equal(got, data))
 	}
@@ -252,9 +252,22 @@ func TestAuthorization(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "Upload denied for spiffe://custody.test/deployer/pipeline") {
 		t.Fatalf("deployer upload: %v", err)
 	}
-	_, err = download(t, f.client(t, "/builder/ci"), "sha256:"+strings.Repeat("0", 64))
+	// Only edges (and admins) read blobs: a deployer skipping the
+	// gatekeeper and the broker is refused (ATTACKS.md #38).
+	for _, who := range []string{"/builder/ci", "/deployer/pipeline", "/service/gatekeeper", "/approver/alice"} {
+		_, err = download(t, f.client(t, who), "sha256:"+strings.Repeat("0", 64))
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "Download denied for spiffe://custody.test"+who) {
+			t.Errorf("%s download: %v, want PermissionDenied naming the caller", who, err)
+		}
+	}
+	for _, who := range []string{"/edge/dev", "/admin/ops"} {
+		if _, err := download(t, f.client(t, who), "sha256:"+strings.Repeat("0", 64)); status.Code(err) != codes.NotFound {
+			t.Errorf("%s download of a missing blob: %v, want NotFound (allowed)", who, err)
+		}
+	}
+	_, err = f.client(t, "/deployer/pipeline").GetUploadStatus(t.Context(), &publisherv1.GetUploadStatusRequest{UploadId: strings.Repeat("a", 32)})
 	if status.Code(err) != codes.PermissionDenied {
-		t.Fatalf("builder download: %v", err)
+		t.Fatalf("deployer GetUploadStatus: %v", err)
 	}
 	_, err = f.client(t, "/deployer/pipeline").VerifyBlob(t.Context(), &publisherv1.VerifyBlobRequest{Digest: "sha256:" + strings.Repeat("0", 64)})
 	if status.Code(err) != codes.PermissionDenied {
