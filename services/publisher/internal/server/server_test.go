@@ -30,6 +30,7 @@ import (
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
 	"github.com/custody-dev/custody/services/publisher/internal/blobstore/local"
+	"github.com/custody-dev/custody/services/publisher/internal/resume"
 	"github.com/custody-dev/custody/services/publisher/internal/server"
 )
 
@@ -104,7 +105,11 @@ func serve(t *testing.T, td *identitytest.TrustDomain, idPath string, policy rpc
 	return l.Addr().String()
 }
 
-func start(t *testing.T) *fixture {
+func start(t *testing.T) *fixture { return startWith(t, nil) }
+
+// startWith starts a publisher whose limits configure may change; uploads
+// with an upload id are resumable, their bytes under dir/partial.
+func startWith(t *testing.T, configure func(*server.Server)) *fixture {
 	t.Helper()
 	td := identitytest.New(t, "custody.test")
 	f := &fixture{td: td, dir: t.TempDir(), signer: &fakeSigner{}, catalog: &fakeCatalog{records: map[string]*catalogv1.GetArtifactResponse{}}, tel: telemetry.Discard("publisher")}
@@ -128,8 +133,17 @@ func start(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	srv := rpc.NewServer(rpc.ServerConfig{Source: src, TrustDomain: td.TD, Policy: server.Policy(td.TD),
-		Logger: slog.New(slog.DiscardHandler), Telemetry: f.tel})
-	publisherv1.RegisterPublisherServiceServer(srv, server.New(blobs, binds, signerv1.NewSignerServiceClient(sc), catalogv1.NewCatalogServiceClient(cc), slog.New(slog.DiscardHandler), f.tel.Metrics))
+		Logger: slog.New(slog.DiscardHandler), Telemetry: f.tel, MaxRecvMsgSize: server.MaxRecvMsgSize})
+	api := server.New(blobs, binds, signerv1.NewSignerServiceClient(sc), catalogv1.NewCatalogServiceClient(cc), slog.New(slog.DiscardHandler), f.tel.Metrics)
+	partial, err := resume.Open(resume.Config{Dir: filepath.Join(f.dir, "partial"), TTL: time.Hour, MaxPerCaller: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api.SetResume(partial)
+	if configure != nil {
+		configure(api)
+	}
+	publisherv1.RegisterPublisherServiceServer(srv, api)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
