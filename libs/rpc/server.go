@@ -54,6 +54,10 @@ type ServerConfig struct {
 	// have in flight, so memory per stream. Zero means gRPC's dynamic
 	// windows (bandwidth-delay estimation).
 	InitialWindowSize, InitialConnWindowSize int32
+	// ReadBufferSize and WriteBufferSize size the connection's socket
+	// buffers; larger ones mean fewer system calls for bulk transfers. Zero
+	// means gRPC's defaults (32 KiB).
+	ReadBufferSize, WriteBufferSize int
 }
 
 // Server is a gRPC server with Custody's production interceptors, health
@@ -104,6 +108,12 @@ func NewServer(cfg ServerConfig) *Server {
 	}
 	if cfg.InitialWindowSize > 0 {
 		opts = append(opts, grpc.InitialWindowSize(cfg.InitialWindowSize))
+	}
+	if cfg.ReadBufferSize > 0 {
+		opts = append(opts, grpc.ReadBufferSize(cfg.ReadBufferSize))
+	}
+	if cfg.WriteBufferSize > 0 {
+		opts = append(opts, grpc.WriteBufferSize(cfg.WriteBufferSize))
 	}
 	if cfg.InitialConnWindowSize > 0 {
 		opts = append(opts, grpc.InitialConnWindowSize(cfg.InitialConnWindowSize))

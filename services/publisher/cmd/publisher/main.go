@@ -102,7 +102,7 @@ func (c *config) limits() server.Limits {
 // uploads are kept for a resume) before the progress timeout would drop
 // them.
 func (c *config) transport(sc *rpc.ServerConfig) {
-	sc.MaxRecvMsgSize = server.MaxRecvMsgSize
+	server.Transport(sc)
 	sc.MaxConcurrentStreams = uint32(c.StreamsPerConn)
 	sc.KeepaliveTime, sc.KeepaliveTimeout = c.KeepaliveTime, c.KeepaliveTimeout
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -216,4 +217,31 @@ func toStatus(err error) error {
 		return err // a client stream error, already a status
 	}
 	return status.Error(codes.Internal, "internal error")
+}
+
+// Transport sets the gRPC server limits the publisher's API needs: one
+// chunk per message. cmd/publisher adds the configured stream and keepalive
+// limits.
+func Transport(sc *rpc.ServerConfig) {
+	sc.MaxRecvMsgSize = MaxRecvMsgSize
+	sc.InitialWindowSize, sc.InitialConnWindowSize = streamWindow, connWindow
+	sc.ReadBufferSize, sc.WriteBufferSize = socketBuffer, socketBuffer
+}
+
+// Flow-control windows and socket buffers for bulk transfers. A fixed
+// stream window also bounds what one stalled upload can make the publisher
+// buffer (gRPC's dynamic windows grow to 16 MiB per stream).
+const (
+	streamWindow = 2 << 20
+	connWindow   = 8 << 20
+	socketBuffer = 256 << 10
+)
+
+// DialOptions are the client options for moving artifacts to and from the
+// publisher at full speed.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
+		grpc.WithReadBufferSize(socketBuffer), grpc.WithWriteBufferSize(socketBuffer),
+	}
 }
