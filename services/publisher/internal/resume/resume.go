@@ -106,13 +106,15 @@ type Upload struct {
 	size int64
 }
 
-// Begin starts (offset 0) or resumes (offset > 0) caller's upload id. A
+// Begin starts (offset 0) or resumes (offset > 0) caller's upload id; with
+// hash, Digest reports the SHA-256 of the bytes held (always so when
+// resuming). A
 // stream still writing that upload is stopped first (its Stop channel
 // closes) and Begin waits for it to let go. Starting anew discards earlier
 // bytes of the id. Resuming truncates the partial to offset and rebuilds the
 // hash by reading it back, so the result is exactly the first offset bytes
 // sent plus what follows.
-func (s *Store) Begin(ctx context.Context, caller, id string, offset int64) (*Upload, error) {
+func (s *Store) Begin(ctx context.Context, caller, id string, offset int64, hash bool) (*Upload, error) {
 	if !ValidID(id) {
 		return nil, fmt.Errorf("%w: upload id %q: want 16-64 letters, digits, '-' or '_'", ErrInvalid, id)
 	}
@@ -124,7 +126,10 @@ func (s *Store) Begin(ctx context.Context, caller, id string, offset int64) (*Up
 	if err != nil {
 		return nil, err
 	}
-	u := &Upload{s: s, name: n, h: h, sum: sha256.New(), size: offset}
+	u := &Upload{s: s, name: n, h: h, size: offset}
+	if hash || offset > 0 {
+		u.sum = sha256.New()
+	}
 	if err := u.open(offset); err != nil {
 		s.release(n, h)
 		return nil, err
@@ -244,7 +249,9 @@ func (s *Store) evict(keep string) {
 // Write appends p to the partial upload and its hash.
 func (u *Upload) Write(p []byte) (int, error) {
 	n, err := u.f.Write(p)
-	u.sum.Write(p[:n])
+	if u.sum != nil {
+		u.sum.Write(p[:n])
+	}
 	u.size += int64(n)
 	if err != nil {
 		return n, fmt.Errorf("write partial upload: %w", err)
@@ -255,8 +262,14 @@ func (u *Upload) Write(p []byte) (int, error) {
 // Size returns the bytes held so far, from offset 0.
 func (u *Upload) Size() int64 { return u.size }
 
-// Digest returns "sha256:<hex>" of the bytes held so far.
-func (u *Upload) Digest() string { return "sha256:" + hex.EncodeToString(u.sum.Sum(nil)) }
+// Digest returns "sha256:<hex>" of the bytes held so far, or "" if Begin
+// was asked not to hash.
+func (u *Upload) Digest() string {
+	if u.sum == nil {
+		return ""
+	}
+	return "sha256:" + hex.EncodeToString(u.sum.Sum(nil))
+}
 
 // Stop closes when a newer stream resumes this upload: stop writing and let
 // go (Suspend).

@@ -36,7 +36,7 @@ func open(t *testing.T, dir string, c *clock) *Store {
 
 func write(t *testing.T, s *Store, caller, id string, off int64, data []byte) *Upload {
 	t.Helper()
-	u, err := s.Begin(t.Context(), caller, id, off)
+	u, err := s.Begin(t.Context(), caller, id, off, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestExpiryAndSweep(t *testing.T) {
 	if _, err := s.Status("a", "upload-id-0000001"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("expired upload: %v", err)
 	}
-	if _, err := s.Begin(t.Context(), "a", "upload-id-0000001", 3); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Begin(t.Context(), "a", "upload-id-0000001", 3, true); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("resume of an expired upload: %v", err)
 	}
 	write(t, s, "a", "upload-id-0000002", 0, []byte("abc")).Suspend()
@@ -120,12 +120,12 @@ func TestBeginValidates(t *testing.T) {
 		id  string
 		off int64
 	}{{"short", 0}, {"../../../../etc/x-y", 0}, {"upload-id-0000001", -1}} {
-		if _, err := s.Begin(t.Context(), "a", tt.id, tt.off); !errors.Is(err, ErrInvalid) {
+		if _, err := s.Begin(t.Context(), "a", tt.id, tt.off, true); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%q at %d: %v, want ErrInvalid", tt.id, tt.off, err)
 		}
 	}
 	write(t, s, "a", "upload-id-0000001", 0, []byte("abc")).Suspend()
-	if _, err := s.Begin(t.Context(), "a", "upload-id-0000001", 4); !errors.Is(err, ErrInvalid) {
+	if _, err := s.Begin(t.Context(), "a", "upload-id-0000001", 4, true); !errors.Is(err, ErrInvalid) {
 		t.Errorf("offset beyond held: %v", err)
 	}
 }

@@ -208,7 +208,9 @@ func (s *Server) uploadErr(ctx context.Context, caller spiffeid.ID, err error) e
 // for a resume; one that is refused or falls behind the progress rate
 // leaves nothing.
 func (s *Server) spool(ctx context.Context, caller spiffeid.ID, h *publisherv1.UploadHeader, rx *receiver) (string, int64, error) {
-	u, err := s.resume.Begin(ctx, caller.String(), h.GetUploadId(), h.GetOffset())
+	// The store hashes what it keeps; this hash only checks a declared
+	// digest before anything is stored.
+	u, err := s.resume.Begin(ctx, caller.String(), h.GetUploadId(), h.GetOffset(), h.GetDigest() != "")
 	if err != nil {
 		return "", 0, err
 	}
