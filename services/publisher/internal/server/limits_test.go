@@ -254,3 +254,22 @@ func TestDownloadSlotsPerCaller(t *testing.T) {
 		t.Errorf("another edge: %d bytes, %v", len(got), err)
 	}
 }
+
+// A message larger than one chunk and its framing is refused by gRPC
+// before the handler sees it; one just over a chunk by the handler.
+func TestMessageSizeLimits(t *testing.T) {
+	f := start(t)
+	c := f.client(t, "/builder/ci")
+	for _, tt := range []struct {
+		chunk int
+		want  codes.Code
+	}{{server.ChunkSize + 1, codes.InvalidArgument}, {server.MaxRecvMsgSize + 1, codes.ResourceExhausted}, {4 << 20, codes.ResourceExhausted}} {
+		_, err := upload(t.Context(), c, header(fmt.Sprint("msg-", tt.chunk), 0), bytes.NewReader(make([]byte, tt.chunk)), tt.chunk)
+		if status.Code(err) != tt.want {
+			t.Errorf("chunk of %d bytes: %v, want %s", tt.chunk, err, tt.want)
+		}
+	}
+	if left := leftovers(t, f.dir); len(left) > 0 {
+		t.Errorf("refused uploads left %v", left)
+	}
+}
