@@ -77,6 +77,10 @@ expect_fail "tampered copy rejected" "is not app@1.0.0" custody verify "$work/ta
 step "the builder identity calls the signer directly"
 expect_fail "builder denied by the signer" "PermissionDenied" custody debug call-signer --as builder
 
+step "the deployer downloads app@1.0.0 straight from the publisher, skipping the gatekeeper and the broker"
+digest=$(custody admit app@1.0.0 --env staging 2>/dev/null | grep -o 'sha256:[0-9a-f]*' | head -1)
+expect_fail "deployer denied by the publisher" "PermissionDenied" custody debug download-from-publisher "${digest:-sha256:0}" --as deployer
+
 step "publish svc@2.0.0 on channel prod: it waits for 2 distinct approvers"
 head -c 100000 /dev/urandom >"$work/svc.bin"
 custody publish "$work/svc.bin" --name svc --version 2.0.0 --channel prod >"$work/prod-publish.log" 2>&1 &

@@ -302,6 +302,13 @@ func TestEndToEnd(t *testing.T) {
 			_, err = up.CloseAndRecv()
 		}
 		wantDenied(t, "deployer → publisher Upload", err, "/deployer/pipeline")
+		// ATTACKS.md #38: a deployer that skips the gatekeeper and the
+		// broker cannot read blobs from the publisher; only edges can.
+		dl, err := publisherv1.NewPublisherServiceClient(s.conn("deployer", "publisher")).Download(ctx, &publisherv1.DownloadRequest{Digest: digestOf(s.mustCustody("publish", filepath.Join(work, "app-1.0.0"), "--name", "app", "--version", "1.0.0", "--channel", "staging"))})
+		if err == nil {
+			_, err = dl.Recv()
+		}
+		wantDenied(t, "deployer → publisher Download", err, "/deployer/pipeline")
 
 		cat := catalogv1.NewCatalogServiceClient(s.conn("builder", "catalog"))
 		_, err = cat.RecordArtifact(ctx, &catalogv1.RecordArtifactRequest{})
@@ -317,8 +324,9 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("deployer → signer ListPublicKeys: %v", err)
 		}
 		// The publisher's own calls (sign, record), the gatekeeper's (sign
-		// decision, verify blob, append event) and the deployer's (admit,
-		// issue URL, download) are allowed: the fetches above made them.
+		// decision, verify blob, append event), the edge's (download) and
+		// the deployer's (admit, issue URL) are allowed: the fetches above
+		// made them.
 	})
 
 	t.Run("TLS refuses a foreign trust domain and a missing certificate", func(t *testing.T) {

@@ -141,12 +141,18 @@ func (d *Daemon) Dial(target, name string, opts ...grpc.DialOption) (*grpc.Clien
 	return rpc.Dial(target, d.ServiceID(name), d.Source, d.Telemetry, opts...)
 }
 
-// NewServer returns a gRPC server for this daemon with the given policy.
-func (d *Daemon) NewServer(policy rpc.Policy) *rpc.Server {
-	return rpc.NewServer(rpc.ServerConfig{
+// NewServer returns a gRPC server for this daemon with the given policy;
+// each of opts may set the server's transport limits (message size,
+// streams, keepalive, windows) before it is built.
+func (d *Daemon) NewServer(policy rpc.Policy, opts ...func(*rpc.ServerConfig)) *rpc.Server {
+	cfg := rpc.ServerConfig{
 		Source: d.Source, TrustDomain: d.TrustDomain, Policy: policy,
 		Logger: d.Logger, Telemetry: d.Telemetry,
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return rpc.NewServer(cfg)
 }
 
 // Listen binds a TCP listener recorded under name in the endpoints file.

@@ -39,6 +39,25 @@ type ServerConfig struct {
 	MaxConnectionAge time.Duration
 	// MaxRecvMsgSize bounds incoming messages. Zero means 4 MiB.
 	MaxRecvMsgSize int
+	// MaxConcurrentStreams bounds the RPCs in flight on one connection;
+	// further streams wait on the client. Zero means gRPC's default (no
+	// bound).
+	MaxConcurrentStreams uint32
+	// KeepaliveTime is how long a connection may be idle before the server
+	// pings the client, and KeepaliveTimeout how long it then waits for the
+	// answer before closing the connection, which ends its RPCs. Zero means
+	// gRPC's defaults (2 hours, 20 seconds). Clients pinging more often than
+	// every 5 minutes are disconnected (gRPC's enforcement default).
+	KeepaliveTime, KeepaliveTimeout time.Duration
+	// InitialWindowSize and InitialConnWindowSize fix the HTTP/2 flow-control
+	// windows of a stream and of a connection; they bound what a peer may
+	// have in flight, so memory per stream. Zero means gRPC's dynamic
+	// windows (bandwidth-delay estimation).
+	InitialWindowSize, InitialConnWindowSize int32
+	// ReadBufferSize and WriteBufferSize size the connection's socket
+	// buffers; larger ones mean fewer system calls for bulk transfers. Zero
+	// means gRPC's defaults (32 KiB).
+	ReadBufferSize, WriteBufferSize int
 }
 
 // Server is a gRPC server with Custody's production interceptors, health
@@ -81,10 +100,26 @@ func NewServer(cfg ServerConfig) *Server {
 		grpc.ForceServerCodecV2(guardCodec{guard}),
 		grpc.ChainUnaryInterceptor(counted.unary, guard.unary, rec.unary, authz.unary),
 		grpc.ChainStreamInterceptor(counted.stream, guard.stream, rec.stream, authz.stream),
-		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: age, MaxConnectionAgeGrace: time.Minute}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: age, MaxConnectionAgeGrace: time.Minute,
+			Time: cfg.KeepaliveTime, Timeout: cfg.KeepaliveTimeout}),
 	}
 	if cfg.MaxRecvMsgSize > 0 {
 		opts = append(opts, grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize))
+	}
+	if cfg.MaxConcurrentStreams > 0 {
+		opts = append(opts, grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams))
+	}
+	if cfg.InitialWindowSize > 0 {
+		opts = append(opts, grpc.InitialWindowSize(cfg.InitialWindowSize))
+	}
+	if cfg.ReadBufferSize > 0 {
+		opts = append(opts, grpc.ReadBufferSize(cfg.ReadBufferSize))
+	}
+	if cfg.WriteBufferSize > 0 {
+		opts = append(opts, grpc.WriteBufferSize(cfg.WriteBufferSize))
+	}
+	if cfg.InitialConnWindowSize > 0 {
+		opts = append(opts, grpc.InitialConnWindowSize(cfg.InitialConnWindowSize))
 	}
 	s := &Server{Server: grpc.NewServer(opts...), Health: health.NewServer()}
 	healthpb.RegisterHealthServer(s.Server, s.Health)

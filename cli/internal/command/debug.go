@@ -1,7 +1,9 @@
 package command
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -9,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/custody-dev/custody/libs/attest"
+	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 )
 
@@ -47,6 +50,39 @@ func (c *cli) debugCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(c.stdout, "the signer signed for %s\n", svid.ID)
+			return nil
+		},
+	})
+	dbg.AddCommand(&cobra.Command{
+		Use:   "download-from-publisher DIGEST",
+		Short: "Read a blob straight from the publisher as --as (denied unless an edge or admin: deployers go through an edge)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			env, err := c.env(cmd.Context(), "deployer")
+			if err != nil {
+				return err
+			}
+			defer env.Close()
+			cc, err := env.Dial("publisher")
+			if err != nil {
+				return err
+			}
+			defer cc.Close()
+			stream, err := publisherv1.NewPublisherServiceClient(cc).Download(cmd.Context(), &publisherv1.DownloadRequest{Digest: args[0]})
+			var n int
+			for err == nil {
+				var msg *publisherv1.DownloadResponse
+				if msg, err = stream.Recv(); err == nil {
+					n += len(msg.GetChunk())
+				}
+			}
+			if status.Code(err) == codes.PermissionDenied {
+				return denied("publisher refused: %v", message(err))
+			}
+			if !errors.Is(err, io.EOF) {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "the publisher sent %d bytes\n", n)
 			return nil
 		},
 	})

@@ -36,6 +36,14 @@ func (p *progress) add(n int) {
 	}
 }
 
+// set restarts the count at n bytes done (a resumed upload).
+func (p *progress) set(n int64) {
+	if p == nil {
+		return
+	}
+	p.done = n
+}
+
 func (p *progress) print(now time.Time) {
 	secs := now.Sub(p.start).Seconds()
 	rate := 0.0

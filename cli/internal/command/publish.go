@@ -1,14 +1,21 @@
 package command
 
 import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 )
@@ -17,9 +24,10 @@ const chunkSize = 1 << 20
 
 func (c *cli) publishCmd() *cobra.Command {
 	var h publisherv1.UploadHeader
+	var retries int
 	cmd := &cobra.Command{
 		Use:   "publish FILE --name N --version V --channel C",
-		Short: "Upload an artifact to the publisher, which stores, signs and logs it (as builder)",
+		Short: "Upload an artifact to the publisher, which stores, signs and logs it (as builder); an interrupted upload resumes",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := os.Open(args[0])
@@ -35,6 +43,9 @@ func (c *cli) publishCmd() *cobra.Command {
 				return fmt.Errorf("%s is not a regular file", args[0])
 			}
 			h.Size = fi.Size()
+			id := make([]byte, 16)
+			rand.Read(id)
+			h.UploadId = hex.EncodeToString(id)
 			env, err := c.env(cmd.Context(), "builder")
 			if err != nil {
 				return err
@@ -45,41 +56,18 @@ func (c *cli) publishCmd() *cobra.Command {
 				return err
 			}
 			defer conn.Close()
-			stream, err := publisherv1.NewPublisherServiceClient(conn).Upload(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if err := stream.Send(&publisherv1.UploadRequest{Msg: &publisherv1.UploadRequest_Header{Header: &h}}); err != nil {
-				return uploadErr(stream, err)
-			}
-			p := c.newProgress("uploaded", h.Size)
-			buf := make([]byte, chunkSize)
-			for {
-				n, rerr := io.ReadFull(f, buf)
-				if n > 0 {
-					if err := stream.Send(&publisherv1.UploadRequest{Msg: &publisherv1.UploadRequest_Chunk{Chunk: buf[:n]}}); err != nil {
-						return uploadErr(stream, err)
-					}
-					p.add(n)
-				}
-				if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-					break
-				}
-				if rerr != nil {
-					return fmt.Errorf("read %s: %w", args[0], rerr)
-				}
-			}
-			resp, err := stream.CloseAndRecv()
+			u := &uploader{client: publisherv1.NewPublisherServiceClient(conn), f: f, name: args[0], h: &h,
+				p: c.newProgress("uploaded", h.Size), log: c.stderr, retries: retries, backoff: 500 * time.Millisecond}
+			resp, err := u.run(cmd.Context())
+			u.p.finish()
 			if status.Code(err) == codes.FailedPrecondition {
 				// Not signed (yet): approvals missing or a rejection. The
 				// signer's message says who acts next; a retry joins.
-				p.finish()
 				return denied("publish %s@%s: %s", h.Name, h.Version, status.Convert(err).Message())
 			}
 			if err != nil {
 				return fmt.Errorf("publish %s@%s: %w", h.Name, h.Version, err)
 			}
-			p.finish()
 			state := "published"
 			if !resp.GetCreated() {
 				state = "already published (same bytes)"
@@ -95,10 +83,123 @@ func (c *cli) publishCmd() *cobra.Command {
 	fl.StringVar(&h.Channel, "channel", "", "channel: dev, staging or prod (required)")
 	fl.StringVar(&h.SourceRepo, "source-repo", "", "source repository URL")
 	fl.StringVar(&h.SourceCommit, "source-commit", "", "source commit")
+	fl.IntVar(&retries, "retries", 5, "how often an interrupted upload is resumed (with backoff) before giving up")
 	for _, f := range []string{"name", "version", "channel"} {
 		_ = cmd.MarkFlagRequired(f)
 	}
 	return cmd
+}
+
+// uploader sends one file, resuming from the offset the publisher confirms
+// after an interruption. A resumed stream declares the whole file's digest,
+// so the publisher refuses to store anything but this file's bytes.
+type uploader struct {
+	client  publisherv1.PublisherServiceClient
+	f       *os.File
+	name    string
+	h       *publisherv1.UploadHeader
+	p       *progress
+	log     io.Writer
+	retries int
+	backoff time.Duration
+	digest  string // of the whole file, computed at the first resume
+}
+
+func (u *uploader) run(ctx context.Context) (*publisherv1.UploadResponse, error) {
+	delay := u.backoff
+	for attempt := 0; ; attempt++ {
+		var offset int64
+		var err error
+		if attempt > 0 {
+			offset, err = u.resumeAt(ctx)
+		}
+		var resp *publisherv1.UploadResponse
+		if err == nil {
+			resp, err = u.send(ctx, offset)
+		}
+		if err == nil {
+			if u.digest != "" && resp.GetDigest() != u.digest {
+				return nil, fmt.Errorf("the publisher stored %s, but %s hashes to %s", resp.GetDigest(), u.name, u.digest)
+			}
+			return resp, nil
+		}
+		if attempt >= u.retries || ctx.Err() != nil || !retryable(err) {
+			return nil, err
+		}
+		fmt.Fprintf(u.log, "\nupload interrupted: %s: %s; resuming in %s (attempt %d of %d)\n",
+			status.Code(err), status.Convert(err).Message(), delay, attempt+1, u.retries)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		delay = min(2*delay, 10*time.Second)
+	}
+}
+
+// retryable: the connection or the publisher failed for now. Refusals of
+// the request itself (invalid, too large, conflicting, not allowed, not
+// signed) are final.
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Aborted, codes.Canceled, codes.DeadlineExceeded:
+		return true
+	case codes.ResourceExhausted:
+		return !strings.Contains(status.Convert(err).Message(), "--max-artifact-size")
+	}
+	return false
+}
+
+// resumeAt asks how much the publisher holds; NotFound means from 0.
+func (u *uploader) resumeAt(ctx context.Context) (int64, error) {
+	if u.digest == "" {
+		sum := sha256.New()
+		if _, err := io.Copy(sum, io.NewSectionReader(u.f, 0, u.h.GetSize())); err != nil {
+			return 0, fmt.Errorf("hash %s: %w", u.name, err)
+		}
+		u.digest = "sha256:" + hex.EncodeToString(sum.Sum(nil))
+	}
+	st, err := u.client.GetUploadStatus(ctx, &publisherv1.GetUploadStatusRequest{UploadId: u.h.GetUploadId()})
+	switch status.Code(err) {
+	case codes.OK:
+		fmt.Fprintf(u.log, "resuming at byte %d of %d\n", st.GetOffset(), u.h.GetSize())
+		return st.GetOffset(), nil
+	case codes.NotFound:
+		fmt.Fprintf(u.log, "the publisher kept nothing of the interrupted upload: starting again\n")
+		return 0, nil
+	}
+	return 0, err
+}
+
+func (u *uploader) send(ctx context.Context, offset int64) (*publisherv1.UploadResponse, error) {
+	h := proto.Clone(u.h).(*publisherv1.UploadHeader)
+	h.Offset, h.Digest = offset, u.digest
+	stream, err := u.client.Upload(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := stream.Send(&publisherv1.UploadRequest{Msg: &publisherv1.UploadRequest_Header{Header: h}}); err != nil {
+		return nil, uploadErr(stream, err)
+	}
+	u.p.set(offset)
+	buf := make([]byte, chunkSize)
+	r := io.NewSectionReader(u.f, offset, u.h.GetSize()-offset)
+	for {
+		n, rerr := io.ReadFull(r, buf)
+		if n > 0 {
+			if err := stream.Send(&publisherv1.UploadRequest{Msg: &publisherv1.UploadRequest_Chunk{Chunk: buf[:n]}}); err != nil {
+				return nil, uploadErr(stream, err)
+			}
+			u.p.add(n)
+		}
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			break
+		}
+		if rerr != nil {
+			return nil, fmt.Errorf("read %s: %w", u.name, rerr)
+		}
+	}
+	return stream.CloseAndRecv()
 }
 
 // uploadErr gets the server's reason when a send fails: a failed Send
@@ -107,5 +208,5 @@ func uploadErr(stream publisherv1.PublisherService_UploadClient, err error) erro
 	if errors.Is(err, io.EOF) {
 		_, err = stream.CloseAndRecv()
 	}
-	return fmt.Errorf("upload: %w", err)
+	return err
 }

@@ -77,7 +77,7 @@ type Catalog struct {
 
 	finisherOnce sync.Once
 	fin          *finisher
-	prover   Prover
+	prover       Prover
 }
 
 // New returns a catalog over cfg.Store and cfg.Log.

@@ -12,7 +12,6 @@ import (
 	"github.com/custody-dev/custody/services/catalog/internal/catalog"
 )
 
-
 // envelopeWith is an envelope over a provenance statement about a that
 // claims deps.
 func envelopeWith(t *testing.T, a catalog.Artifact, deps ...attest.ResourceDescriptor) []byte {

@@ -38,10 +38,10 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 		rpc.Method(sd, "GetEntries"):          {rpc.Member(td)},
 		rpc.Method(sd, "GetInclusionProof"):   {rpc.Member(td)},
 		rpc.Method(sd, "GetConsistencyProof"): {rpc.Member(td)},
-		rpc.Method(sd, "SearchArtifacts"): {rpc.Member(td)},
-		rpc.Method(sd, "ListEvents"):      {rpc.Member(td)},
-		rpc.Method(sd, "GetLineage"):      {rpc.Member(td)},
-		rpc.Method(sd, "GetLineagePath"):  {rpc.Member(td)},
+		rpc.Method(sd, "SearchArtifacts"):     {rpc.Member(td)},
+		rpc.Method(sd, "ListEvents"):          {rpc.Member(td)},
+		rpc.Method(sd, "GetLineage"):          {rpc.Member(td)},
+		rpc.Method(sd, "GetLineagePath"):      {rpc.Member(td)},
 	}
 }
 

@@ -2,6 +2,7 @@ package bindings
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -48,5 +49,54 @@ func TestConcurrentBindersOneWins(t *testing.T) {
 	}
 	if ok != 1 {
 		t.Fatalf("%d binders won, want 1", ok)
+	}
+}
+
+// Racers with the same bytes as the winner succeed without creating;
+// racers with other bytes get ErrConflict naming the winner.
+func TestConcurrentBindsSameAndOtherBytes(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const racers = 16
+	for round := range 20 {
+		version := fmt.Sprintf("1.0.%d", round)
+		var wg sync.WaitGroup
+		created := make([]bool, racers)
+		errs := make([]error, racers)
+		start := make(chan struct{})
+		for i := range racers {
+			// Half the racers bring the same bytes as racer 0 or 1.
+			digest := "sha256:" + strings.Repeat(fmt.Sprintf("%x", i%2), 64)
+			if i >= racers/2 {
+				digest = "sha256:" + strings.Repeat(fmt.Sprintf("%x", i), 64)
+			}
+			wg.Go(func() {
+				<-start
+				created[i], errs[i] = s.Bind(Binding{Name: "app", Version: version, Digest: digest, Size: 1})
+			})
+		}
+		close(start)
+		wg.Wait()
+		got, err := s.Get("app", version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		winners := 0
+		for i := range racers {
+			switch {
+			case created[i]:
+				winners++
+			case errs[i] == nil:
+				// Same bytes as the winner: idempotent.
+			case errors.Is(errs[i], ErrConflict) && strings.Contains(errs[i].Error(), got.Digest):
+			default:
+				t.Errorf("%s racer %d: %v", version, i, errs[i])
+			}
+		}
+		if winners != 1 {
+			t.Errorf("%s: %d binds created, want exactly 1", version, winners)
+		}
 	}
 }

@@ -6,35 +6,35 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/custody-dev/custody/libs/artifact"
 	"github.com/custody-dev/custody/libs/attest"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
-	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
 	"github.com/custody-dev/custody/services/publisher/internal/blobstore/local"
+	"github.com/custody-dev/custody/services/publisher/internal/limits"
+	"github.com/custody-dev/custody/services/publisher/internal/resume"
 	"github.com/custody-dev/custody/services/publisher/internal/signing"
 )
 
 // ChunkSize is the largest upload chunk accepted and the download chunk size.
 const ChunkSize = 1 << 20
 
-// MaxBlobSize bounds one artifact.
-const MaxBlobSize = 64 << 30
+// MaxRecvMsgSize is the largest gRPC message the publisher accepts: one
+// chunk and its framing, or a header.
+const MaxRecvMsgSize = ChunkSize + 64<<10
 
 // Domain errors mapped in toStatus.
 var (
@@ -50,8 +50,12 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	sd := publisherv1.PublisherService_ServiceDesc
 	under := func(p string) rpc.Rule { return rpc.Under{TrustDomain: td, Prefix: p} }
 	return rpc.Policy{
-		rpc.Method(sd, "Upload"):     {under("/builder")},
-		rpc.Method(sd, "Download"):   {under("/edge"), under("/deployer"), under("/admin")},
+		rpc.Method(sd, "Upload"):          {under("/builder")},
+		rpc.Method(sd, "GetUploadStatus"): {under("/builder")},
+		// Deployers get bytes only through an edge, with a token the broker
+		// issued for an allow decision (ATTACKS.md #38); admins for backup
+		// and inspection.
+		rpc.Method(sd, "Download"):   {under("/edge"), under("/admin")},
 		rpc.Method(sd, "VerifyBlob"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper")), under("/admin")},
 	}
 }
@@ -67,7 +71,48 @@ type Server struct {
 	metrics  *telemetry.Metrics
 	now      func() time.Time
 	batcher  *signing.Batcher // nil: one SignArtifact call per upload
+
+	limits    Limits
+	uploads   *limits.Slots
+	downloads *limits.Slots
+	resume    *resume.Store // nil: uploads are not resumable
 }
+
+// Limits bound what callers may hold open; see docs/services.md for the
+// flags that set them.
+type Limits struct {
+	// MaxSize bounds one artifact, in bytes.
+	MaxSize int64
+	// UploadsPerCaller and UploadsTotal bound concurrent uploads (from the
+	// first message until the response, signing included).
+	UploadsPerCaller, UploadsTotal int
+	// DownloadsPerCaller and DownloadsTotal bound concurrent downloads.
+	DownloadsPerCaller, DownloadsTotal int
+	// Progress is the rate an upload must keep; one that falls behind is
+	// aborted and its bytes removed.
+	Progress limits.Progress
+}
+
+// DefaultLimits are the limits of a publisher started without flags.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxSize:          64 << 30,
+		UploadsPerCaller: 16, UploadsTotal: 256,
+		DownloadsPerCaller: 64, DownloadsTotal: 512,
+		Progress: limits.Progress{Window: time.Minute, MinRate: 1 << 10},
+	}
+}
+
+// SetLimits replaces the limits. Call it before serving.
+func (s *Server) SetLimits(l Limits) {
+	s.limits = l
+	s.uploads = limits.NewSlots("uploads", l.UploadsPerCaller, l.UploadsTotal, "--max-uploads-per-caller", "--max-uploads")
+	s.downloads = limits.NewSlots("downloads", l.DownloadsPerCaller, l.DownloadsTotal, "--max-downloads-per-caller", "--max-downloads")
+}
+
+// SetResume makes uploads with an upload id resumable, their partial bytes
+// kept in r. Call it before serving.
+func (s *Server) SetResume(r *resume.Store) { s.resume = r }
 
 // SetBatcher has concurrent uploads signed in SignArtifacts batches. Call it
 // before serving.
@@ -75,108 +120,9 @@ func (s *Server) SetBatcher(b *signing.Batcher) { s.batcher = b }
 
 // New returns the publisher API.
 func New(blobs *local.Store, b *bindings.Store, signer signerv1.SignerServiceClient, catalog catalogv1.CatalogServiceClient, logger *slog.Logger, metrics *telemetry.Metrics) *Server {
-	return &Server{blobs: blobs, bindings: b, signer: signer, catalog: catalog, logger: logger, metrics: metrics, now: time.Now}
-}
-
-// streamReader turns upload chunks into a reader, enforcing chunk and total
-// sizes.
-type streamReader struct {
-	stream publisherv1.PublisherService_UploadServer
-	buf    []byte
-	total  int64
-	limit  int64 // expected size, or 0
-}
-
-func (r *streamReader) Read(p []byte) (int, error) {
-	for len(r.buf) == 0 {
-		msg, err := r.stream.Recv()
-		if errors.Is(err, io.EOF) && r.limit > 0 && r.total != r.limit {
-			// Refuse before the store links the blob: a short upload
-			// must leave nothing behind.
-			return 0, fmt.Errorf("%w: received %d bytes, the header declared %d", errInvalid, r.total, r.limit)
-		}
-		if err != nil {
-			return 0, err // io.EOF ends the blob
-		}
-		chunk := msg.GetChunk()
-		if msg.GetHeader() != nil {
-			return 0, fmt.Errorf("%w: a second header after the data started", errInvalid)
-		}
-		if len(chunk) > ChunkSize {
-			return 0, fmt.Errorf("%w: chunk of %d bytes, limit %d", errInvalid, len(chunk), ChunkSize)
-		}
-		r.total += int64(len(chunk))
-		if r.limit > 0 && r.total > r.limit {
-			return 0, fmt.Errorf("%w: more bytes than the declared size %d", errInvalid, r.limit)
-		}
-		r.buf = chunk
-	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
-	return n, nil
-}
-
-func validateHeader(h *publisherv1.UploadHeader) error {
-	var errs []string
-	if !artifact.ValidName(h.GetName()) {
-		errs = append(errs, fmt.Sprintf("name %q: want 1-%d letters, digits, '.', '_', '-' or '/', starting with a letter or digit", quote.Prefix(h.GetName()), artifact.MaxNameLen))
-	}
-	if !artifact.ValidVersion(h.GetVersion()) {
-		errs = append(errs, fmt.Sprintf("version %q: want 1-%d letters, digits, '.', '_', '-' or '+', starting with a letter or digit", quote.Prefix(h.GetVersion()), artifact.MaxVersionLen))
-	}
-	if !artifact.ValidChannel(h.GetChannel()) {
-		errs = append(errs, fmt.Sprintf("channel %q: required, up to %d letters, digits, '.', '_' or '-'", quote.Prefix(h.GetChannel()), artifact.MaxChannelLen))
-	}
-	if h.GetSize() < 0 || h.GetSize() > MaxBlobSize {
-		errs = append(errs, fmt.Sprintf("size %d: want 0 (unknown) up to %d", h.GetSize(), int64(MaxBlobSize)))
-	}
-	if len(h.GetSourceRepo()) > 1024 || len(h.GetSourceCommit()) > 256 {
-		errs = append(errs, "source_repo or source_commit too long")
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("%w: %s", errInvalid, strings.Join(errs, "; "))
-	}
-	return nil
-}
-
-// Upload stores, binds, signs and records one artifact.
-func (s *Server) Upload(stream publisherv1.PublisherService_UploadServer) error {
-	ctx := stream.Context()
-	started := s.now()
-	caller, _ := rpc.CallerID(ctx)
-	first, err := stream.Recv()
-	if err != nil {
-		return toStatus(fmt.Errorf("%w: read header: %v", errInvalid, err))
-	}
-	h := first.GetHeader()
-	if h == nil {
-		return toStatus(fmt.Errorf("%w: the first message must be the header (name, version, channel)", errInvalid))
-	}
-	if err := validateHeader(h); err != nil {
-		return toStatus(err)
-	}
-	if _, err := dependencies(h); err != nil {
-		return toStatus(err)
-	}
-	digest, size, err := s.blobs.Put(&streamReader{stream: stream, limit: h.GetSize()}, MaxBlobSize)
-	if err != nil {
-		return toStatus(err)
-	}
-	if h.GetSize() > 0 && size != h.GetSize() {
-		return toStatus(fmt.Errorf("%w: received %d bytes, the header declared %d", errInvalid, size, h.GetSize()))
-	}
-	created, err := s.bindings.Bind(bindings.Binding{Name: h.GetName(), Version: h.GetVersion(), Digest: digest, Size: size})
-	if err != nil {
-		return toStatus(err)
-	}
-	resp, err := s.complete(ctx, h, digest, size, caller, started, created)
-	if err != nil {
-		return toStatus(err)
-	}
-	s.logger.InfoContext(ctx, "upload", slog.String("name", h.GetName()), slog.String("version", h.GetVersion()),
-		slog.String("digest", digest), slog.Int64("size", size), slog.String("caller", caller.String()),
-		slog.Bool("created", resp.GetCreated()), slog.Duration("duration", s.now().Sub(started)))
-	return stream.SendAndClose(resp)
+	s := &Server{blobs: blobs, bindings: b, signer: signer, catalog: catalog, logger: logger, metrics: metrics, now: time.Now}
+	s.SetLimits(DefaultLimits())
+	return s
 }
 
 // complete signs and records a bound artifact. A retry of an upload that
@@ -228,35 +174,6 @@ func (s *Server) complete(ctx context.Context, h *publisherv1.UploadHeader, dige
 	return &publisherv1.UploadResponse{Digest: digest, Size: size, Created: created, Envelope: signed.GetEnvelope(), LogIndex: rec.GetEntry().GetIndex()}, nil
 }
 
-// Download streams a blob; a corrupted blob ends the stream with DataLoss.
-func (s *Server) Download(req *publisherv1.DownloadRequest, stream publisherv1.PublisherService_DownloadServer) error {
-	r, size, err := s.blobs.Open(req.GetDigest())
-	if err != nil {
-		return toStatus(err)
-	}
-	defer r.Close()
-	buf := make([]byte, ChunkSize)
-	first := true
-	for {
-		n, rerr := io.ReadFull(r, buf)
-		if n > 0 || first {
-			msg := &publisherv1.DownloadResponse{Chunk: buf[:n]}
-			if first {
-				msg.Size, first = size, false
-			}
-			if err := stream.Send(msg); err != nil {
-				return err
-			}
-		}
-		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-			return nil
-		}
-		if rerr != nil {
-			return s.integrity(stream.Context(), rerr)
-		}
-	}
-}
-
 // VerifyBlob re-checks a stored blob.
 func (s *Server) VerifyBlob(ctx context.Context, req *publisherv1.VerifyBlobRequest) (*publisherv1.VerifyBlobResponse, error) {
 	size, err := s.blobs.Verify(req.GetDigest())
@@ -277,8 +194,16 @@ func (s *Server) integrity(ctx context.Context, err error) error {
 // toStatus is the one mapping from domain errors to gRPC codes.
 func toStatus(err error) error {
 	switch {
-	case errors.Is(err, errInvalid), errors.Is(err, local.ErrInvalid), errors.Is(err, local.ErrTooLarge):
+	case errors.Is(err, errInvalid), errors.Is(err, local.ErrInvalid), errors.Is(err, resume.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, limits.ErrExhausted):
+		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, local.ErrTooLarge):
+		return status.Error(codes.ResourceExhausted, err.Error()+": the publisher's limit is --max-artifact-size")
+	case errors.Is(err, limits.ErrSuperseded):
+		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, resume.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, bindings.ErrConflict):
 		return status.Error(codes.AlreadyExists, err.Error()+": publish a new version instead")
 	case errors.Is(err, local.ErrNotFound), errors.Is(err, fs.ErrNotExist):
@@ -296,4 +221,31 @@ func toStatus(err error) error {
 		return err // a client stream error, already a status
 	}
 	return status.Error(codes.Internal, "internal error")
+}
+
+// Transport sets the gRPC server limits the publisher's API needs: one
+// chunk per message. cmd/publisher adds the configured stream and keepalive
+// limits.
+func Transport(sc *rpc.ServerConfig) {
+	sc.MaxRecvMsgSize = MaxRecvMsgSize
+	sc.InitialWindowSize, sc.InitialConnWindowSize = streamWindow, connWindow
+	sc.ReadBufferSize, sc.WriteBufferSize = socketBuffer, socketBuffer
+}
+
+// Flow-control windows and socket buffers for bulk transfers. A fixed
+// stream window also bounds what one stalled upload can make the publisher
+// buffer (gRPC's dynamic windows grow to 16 MiB per stream).
+const (
+	streamWindow = 2 << 20
+	connWindow   = 8 << 20
+	socketBuffer = 256 << 10
+)
+
+// DialOptions are the client options for moving artifacts to and from the
+// publisher at full speed.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(connWindow),
+		grpc.WithReadBufferSize(socketBuffer), grpc.WithWriteBufferSize(socketBuffer),
+	}
 }

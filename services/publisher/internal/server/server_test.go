@@ -30,6 +30,7 @@ import (
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
 	"github.com/custody-dev/custody/services/publisher/internal/blobstore/local"
+	"github.com/custody-dev/custody/services/publisher/internal/resume"
 	"github.com/custody-dev/custody/services/publisher/internal/server"
 )
 
@@ -104,7 +105,11 @@ func serve(t *testing.T, td *identitytest.TrustDomain, idPath string, policy rpc
 	return l.Addr().String()
 }
 
-func start(t *testing.T) *fixture {
+func start(t *testing.T) *fixture { return startWith(t, nil) }
+
+// startWith starts a publisher whose limits configure may change; uploads
+// with an upload id are resumable, their bytes under dir/partial.
+func startWith(t *testing.T, configure func(*server.Server)) *fixture {
 	t.Helper()
 	td := identitytest.New(t, "custody.test")
 	f := &fixture{td: td, dir: t.TempDir(), signer: &fakeSigner{}, catalog: &fakeCatalog{records: map[string]*catalogv1.GetArtifactResponse{}}, tel: telemetry.Discard("publisher")}
@@ -128,8 +133,17 @@ func start(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	srv := rpc.NewServer(rpc.ServerConfig{Source: src, TrustDomain: td.TD, Policy: server.Policy(td.TD),
-		Logger: slog.New(slog.DiscardHandler), Telemetry: f.tel})
-	publisherv1.RegisterPublisherServiceServer(srv, server.New(blobs, binds, signerv1.NewSignerServiceClient(sc), catalogv1.NewCatalogServiceClient(cc), slog.New(slog.DiscardHandler), f.tel.Metrics))
+		Logger: slog.New(slog.DiscardHandler), Telemetry: f.tel, MaxRecvMsgSize: server.MaxRecvMsgSize})
+	api := server.New(blobs, binds, signerv1.NewSignerServiceClient(sc), catalogv1.NewCatalogServiceClient(cc), slog.New(slog.DiscardHandler), f.tel.Metrics)
+	partial, err := resume.Open(resume.Config{Dir: filepath.Join(f.dir, "partial"), TTL: time.Hour, MaxPerCaller: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api.SetResume(partial)
+	if configure != nil {
+		configure(api)
+	}
+	publisherv1.RegisterPublisherServiceServer(srv, api)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +223,7 @@ func TestUploadDownloadAndProvenance(t *testing.T) {
 	if !resp.GetCreated() || resp.GetSize() != int64(len(data)) || len(resp.GetEnvelope()) == 0 {
 		t.Fatalf("response %+v", resp)
 	}
-	got, err := download(t, f.client(t, "/deployer/pipeline"), resp.GetDigest())
+	got, err := download(t, f.client(t, "/edge/dev"), resp.GetDigest())
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("download: %v (equal %v)", err, bytes.Equal(got, data))
 	}
@@ -252,9 +266,22 @@ func TestAuthorization(t *testing.T) {
 	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "Upload denied for spiffe://custody.test/deployer/pipeline") {
 		t.Fatalf("deployer upload: %v", err)
 	}
-	_, err = download(t, f.client(t, "/builder/ci"), "sha256:"+strings.Repeat("0", 64))
+	// Only edges (and admins) read blobs: a deployer skipping the
+	// gatekeeper and the broker is refused (ATTACKS.md #38).
+	for _, who := range []string{"/builder/ci", "/deployer/pipeline", "/service/gatekeeper", "/approver/alice"} {
+		_, err = download(t, f.client(t, who), "sha256:"+strings.Repeat("0", 64))
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "Download denied for spiffe://custody.test"+who) {
+			t.Errorf("%s download: %v, want PermissionDenied naming the caller", who, err)
+		}
+	}
+	for _, who := range []string{"/edge/dev", "/admin/ops"} {
+		if _, err := download(t, f.client(t, who), "sha256:"+strings.Repeat("0", 64)); status.Code(err) != codes.NotFound {
+			t.Errorf("%s download of a missing blob: %v, want NotFound (allowed)", who, err)
+		}
+	}
+	_, err = f.client(t, "/deployer/pipeline").GetUploadStatus(t.Context(), &publisherv1.GetUploadStatusRequest{UploadId: strings.Repeat("a", 32)})
 	if status.Code(err) != codes.PermissionDenied {
-		t.Fatalf("builder download: %v", err)
+		t.Fatalf("deployer GetUploadStatus: %v", err)
 	}
 	_, err = f.client(t, "/deployer/pipeline").VerifyBlob(t.Context(), &publisherv1.VerifyBlobRequest{Digest: "sha256:" + strings.Repeat("0", 64)})
 	if status.Code(err) != codes.PermissionDenied {

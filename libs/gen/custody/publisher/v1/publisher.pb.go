@@ -117,6 +117,17 @@ type UploadHeader struct {
 	// The expected size in bytes, or 0 if unknown. When set, a stream of another
 	// length is rejected.
 	Size int64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	// Chosen by the client to make the upload resumable: 16 to 64 letters,
+	// digits, '-' or '_', unique per artifact (e.g. 128 random bits in hex).
+	// Empty: the upload is not resumable and its bytes are dropped on failure.
+	UploadId string `protobuf:"bytes,7,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	// Where this stream's bytes start in the artifact: 0 for a new upload, or
+	// the offset GetUploadStatus returned when resuming upload_id.
+	Offset int64 `protobuf:"varint,8,opt,name=offset,proto3" json:"offset,omitempty"`
+	// The expected "sha256:<hex>" of the whole artifact. Required when offset
+	// is not 0; when set, bytes that hash otherwise are refused with
+	// InvalidArgument and nothing is stored or bound.
+	Digest string `protobuf:"bytes,9,opt,name=digest,proto3" json:"digest,omitempty"`
 	// What went into the build, as the builder claims it: source, base images,
 	// dependency artifacts by digest, patches, build environment. They become
 	// the SLSA provenance's buildDefinition.resolvedDependencies (after the
@@ -197,6 +208,27 @@ func (x *UploadHeader) GetSize() int64 {
 		return x.Size
 	}
 	return 0
+}
+
+func (x *UploadHeader) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+func (x *UploadHeader) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *UploadHeader) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
 }
 
 func (x *UploadHeader) GetResolvedDependencies() []*ResourceDescriptor {
@@ -358,17 +390,111 @@ func (x *UploadResponse) GetLogIndex() int64 {
 	return 0
 }
 
+type GetUploadStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UploadId      string                 `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUploadStatusRequest) Reset() {
+	*x = GetUploadStatusRequest{}
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUploadStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUploadStatusRequest) ProtoMessage() {}
+
+func (x *GetUploadStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUploadStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetUploadStatusRequest) Descriptor() ([]byte, []int) {
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *GetUploadStatusRequest) GetUploadId() string {
+	if x != nil {
+		return x.UploadId
+	}
+	return ""
+}
+
+type GetUploadStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The number of bytes held: resume with UploadHeader.offset set to it.
+	Offset        int64 `protobuf:"varint,1,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetUploadStatusResponse) Reset() {
+	*x = GetUploadStatusResponse{}
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetUploadStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetUploadStatusResponse) ProtoMessage() {}
+
+func (x *GetUploadStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetUploadStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetUploadStatusResponse) Descriptor() ([]byte, []int) {
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetUploadStatusResponse) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
 type DownloadRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "sha256:<hex>".
-	Digest        string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	Digest string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	// The first byte to send; 0 to size (size sends nothing).
+	Offset int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	// How many bytes to send from offset; 0 means to the end. A range past
+	// the end is InvalidArgument.
+	Length        int64 `protobuf:"varint,3,opt,name=length,proto3" json:"length,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DownloadRequest) Reset() {
 	*x = DownloadRequest{}
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[4]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -380,7 +506,7 @@ func (x *DownloadRequest) String() string {
 func (*DownloadRequest) ProtoMessage() {}
 
 func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[4]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -393,7 +519,7 @@ func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadRequest) Descriptor() ([]byte, []int) {
-	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{4}
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DownloadRequest) GetDigest() string {
@@ -403,9 +529,23 @@ func (x *DownloadRequest) GetDigest() string {
 	return ""
 }
 
+func (x *DownloadRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *DownloadRequest) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
 type DownloadResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The blob's total size; set on the first message only.
+	// The blob's total size (not the range's); set on the first message only.
 	Size          int64  `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
 	Chunk         []byte `protobuf:"bytes,2,opt,name=chunk,proto3" json:"chunk,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -414,7 +554,7 @@ type DownloadResponse struct {
 
 func (x *DownloadResponse) Reset() {
 	*x = DownloadResponse{}
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[5]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +566,7 @@ func (x *DownloadResponse) String() string {
 func (*DownloadResponse) ProtoMessage() {}
 
 func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[5]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +579,7 @@ func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadResponse.ProtoReflect.Descriptor instead.
 func (*DownloadResponse) Descriptor() ([]byte, []int) {
-	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{5}
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DownloadResponse) GetSize() int64 {
@@ -466,7 +606,7 @@ type VerifyBlobRequest struct {
 
 func (x *VerifyBlobRequest) Reset() {
 	*x = VerifyBlobRequest{}
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[6]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -478,7 +618,7 @@ func (x *VerifyBlobRequest) String() string {
 func (*VerifyBlobRequest) ProtoMessage() {}
 
 func (x *VerifyBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[6]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -491,7 +631,7 @@ func (x *VerifyBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyBlobRequest.ProtoReflect.Descriptor instead.
 func (*VerifyBlobRequest) Descriptor() ([]byte, []int) {
-	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{6}
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *VerifyBlobRequest) GetDigest() string {
@@ -510,7 +650,7 @@ type VerifyBlobResponse struct {
 
 func (x *VerifyBlobResponse) Reset() {
 	*x = VerifyBlobResponse{}
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[7]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +662,7 @@ func (x *VerifyBlobResponse) String() string {
 func (*VerifyBlobResponse) ProtoMessage() {}
 
 func (x *VerifyBlobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[7]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +675,7 @@ func (x *VerifyBlobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyBlobResponse.ProtoReflect.Descriptor instead.
 func (*VerifyBlobResponse) Descriptor() ([]byte, []int) {
-	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{7}
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *VerifyBlobResponse) GetSize() int64 {
@@ -553,7 +693,7 @@ const file_custody_publisher_v1_publisher_proto_rawDesc = "" +
 	"\rUploadRequest\x12<\n" +
 	"\x06header\x18\x01 \x01(\v2\".custody.publisher.v1.UploadHeaderH\x00R\x06header\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
-	"\x03msg\"\x8f\x02\n" +
+	"\x03msg\"\xdc\x02\n" +
 	"\fUploadHeader\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
@@ -561,7 +701,10 @@ const file_custody_publisher_v1_publisher_proto_rawDesc = "" +
 	"\vsource_repo\x18\x04 \x01(\tR\n" +
 	"sourceRepo\x12#\n" +
 	"\rsource_commit\x18\x05 \x01(\tR\fsourceCommit\x12\x12\n" +
-	"\x04size\x18\x06 \x01(\x03R\x04size\x12]\n" +
+	"\x04size\x18\x06 \x01(\x03R\x04size\x12\x1b\n" +
+	"\tupload_id\x18\a \x01(\tR\buploadId\x12\x16\n" +
+	"\x06offset\x18\b \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06digest\x18\t \x01(\tR\x06digest\x12]\n" +
 	"\x15resolved_dependencies\x18\x0f \x03(\v2(.custody.publisher.v1.ResourceDescriptorR\x14resolvedDependencies\"\xe0\x02\n" +
 	"\x12ResourceDescriptor\x12\x10\n" +
 	"\x03uri\x18\x01 \x01(\tR\x03uri\x12L\n" +
@@ -579,18 +722,25 @@ const file_custody_publisher_v1_publisher_proto_rawDesc = "" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x18\n" +
 	"\acreated\x18\x03 \x01(\bR\acreated\x12\x1a\n" +
 	"\benvelope\x18\x04 \x01(\fR\benvelope\x12\x1b\n" +
-	"\tlog_index\x18\x05 \x01(\x03R\blogIndex\")\n" +
+	"\tlog_index\x18\x05 \x01(\x03R\blogIndex\"5\n" +
+	"\x16GetUploadStatusRequest\x12\x1b\n" +
+	"\tupload_id\x18\x01 \x01(\tR\buploadId\"1\n" +
+	"\x17GetUploadStatusResponse\x12\x16\n" +
+	"\x06offset\x18\x01 \x01(\x03R\x06offset\"Y\n" +
 	"\x0fDownloadRequest\x12\x16\n" +
-	"\x06digest\x18\x01 \x01(\tR\x06digest\"<\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x03 \x01(\x03R\x06length\"<\n" +
 	"\x10DownloadResponse\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x14\n" +
 	"\x05chunk\x18\x02 \x01(\fR\x05chunk\"+\n" +
 	"\x11VerifyBlobRequest\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\"(\n" +
 	"\x12VerifyBlobResponse\x12\x12\n" +
-	"\x04size\x18\x01 \x01(\x03R\x04size2\xa7\x02\n" +
+	"\x04size\x18\x01 \x01(\x03R\x04size2\x97\x03\n" +
 	"\x10PublisherService\x12U\n" +
-	"\x06Upload\x12#.custody.publisher.v1.UploadRequest\x1a$.custody.publisher.v1.UploadResponse(\x01\x12[\n" +
+	"\x06Upload\x12#.custody.publisher.v1.UploadRequest\x1a$.custody.publisher.v1.UploadResponse(\x01\x12n\n" +
+	"\x0fGetUploadStatus\x12,.custody.publisher.v1.GetUploadStatusRequest\x1a-.custody.publisher.v1.GetUploadStatusResponse\x12[\n" +
 	"\bDownload\x12%.custody.publisher.v1.DownloadRequest\x1a&.custody.publisher.v1.DownloadResponse0\x01\x12_\n" +
 	"\n" +
 	"VerifyBlob\x12'.custody.publisher.v1.VerifyBlobRequest\x1a(.custody.publisher.v1.VerifyBlobResponseB\xe6\x01\n" +
@@ -608,35 +758,39 @@ func file_custody_publisher_v1_publisher_proto_rawDescGZIP() []byte {
 	return file_custody_publisher_v1_publisher_proto_rawDescData
 }
 
-var file_custody_publisher_v1_publisher_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_custody_publisher_v1_publisher_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_custody_publisher_v1_publisher_proto_goTypes = []any{
-	(*UploadRequest)(nil),      // 0: custody.publisher.v1.UploadRequest
-	(*UploadHeader)(nil),       // 1: custody.publisher.v1.UploadHeader
-	(*ResourceDescriptor)(nil), // 2: custody.publisher.v1.ResourceDescriptor
-	(*UploadResponse)(nil),     // 3: custody.publisher.v1.UploadResponse
-	(*DownloadRequest)(nil),    // 4: custody.publisher.v1.DownloadRequest
-	(*DownloadResponse)(nil),   // 5: custody.publisher.v1.DownloadResponse
-	(*VerifyBlobRequest)(nil),  // 6: custody.publisher.v1.VerifyBlobRequest
-	(*VerifyBlobResponse)(nil), // 7: custody.publisher.v1.VerifyBlobResponse
-	nil,                        // 8: custody.publisher.v1.ResourceDescriptor.DigestEntry
-	nil,                        // 9: custody.publisher.v1.ResourceDescriptor.AnnotationsEntry
+	(*UploadRequest)(nil),           // 0: custody.publisher.v1.UploadRequest
+	(*UploadHeader)(nil),            // 1: custody.publisher.v1.UploadHeader
+	(*ResourceDescriptor)(nil),      // 2: custody.publisher.v1.ResourceDescriptor
+	(*UploadResponse)(nil),          // 3: custody.publisher.v1.UploadResponse
+	(*GetUploadStatusRequest)(nil),  // 4: custody.publisher.v1.GetUploadStatusRequest
+	(*GetUploadStatusResponse)(nil), // 5: custody.publisher.v1.GetUploadStatusResponse
+	(*DownloadRequest)(nil),         // 6: custody.publisher.v1.DownloadRequest
+	(*DownloadResponse)(nil),        // 7: custody.publisher.v1.DownloadResponse
+	(*VerifyBlobRequest)(nil),       // 8: custody.publisher.v1.VerifyBlobRequest
+	(*VerifyBlobResponse)(nil),      // 9: custody.publisher.v1.VerifyBlobResponse
+	nil,                             // 10: custody.publisher.v1.ResourceDescriptor.DigestEntry
+	nil,                             // 11: custody.publisher.v1.ResourceDescriptor.AnnotationsEntry
 }
 var file_custody_publisher_v1_publisher_proto_depIdxs = []int32{
-	1, // 0: custody.publisher.v1.UploadRequest.header:type_name -> custody.publisher.v1.UploadHeader
-	2, // 1: custody.publisher.v1.UploadHeader.resolved_dependencies:type_name -> custody.publisher.v1.ResourceDescriptor
-	8, // 2: custody.publisher.v1.ResourceDescriptor.digest:type_name -> custody.publisher.v1.ResourceDescriptor.DigestEntry
-	9, // 3: custody.publisher.v1.ResourceDescriptor.annotations:type_name -> custody.publisher.v1.ResourceDescriptor.AnnotationsEntry
-	0, // 4: custody.publisher.v1.PublisherService.Upload:input_type -> custody.publisher.v1.UploadRequest
-	4, // 5: custody.publisher.v1.PublisherService.Download:input_type -> custody.publisher.v1.DownloadRequest
-	6, // 6: custody.publisher.v1.PublisherService.VerifyBlob:input_type -> custody.publisher.v1.VerifyBlobRequest
-	3, // 7: custody.publisher.v1.PublisherService.Upload:output_type -> custody.publisher.v1.UploadResponse
-	5, // 8: custody.publisher.v1.PublisherService.Download:output_type -> custody.publisher.v1.DownloadResponse
-	7, // 9: custody.publisher.v1.PublisherService.VerifyBlob:output_type -> custody.publisher.v1.VerifyBlobResponse
-	7, // [7:10] is the sub-list for method output_type
-	4, // [4:7] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	1,  // 0: custody.publisher.v1.UploadRequest.header:type_name -> custody.publisher.v1.UploadHeader
+	2,  // 1: custody.publisher.v1.UploadHeader.resolved_dependencies:type_name -> custody.publisher.v1.ResourceDescriptor
+	10, // 2: custody.publisher.v1.ResourceDescriptor.digest:type_name -> custody.publisher.v1.ResourceDescriptor.DigestEntry
+	11, // 3: custody.publisher.v1.ResourceDescriptor.annotations:type_name -> custody.publisher.v1.ResourceDescriptor.AnnotationsEntry
+	0,  // 4: custody.publisher.v1.PublisherService.Upload:input_type -> custody.publisher.v1.UploadRequest
+	4,  // 5: custody.publisher.v1.PublisherService.GetUploadStatus:input_type -> custody.publisher.v1.GetUploadStatusRequest
+	6,  // 6: custody.publisher.v1.PublisherService.Download:input_type -> custody.publisher.v1.DownloadRequest
+	8,  // 7: custody.publisher.v1.PublisherService.VerifyBlob:input_type -> custody.publisher.v1.VerifyBlobRequest
+	3,  // 8: custody.publisher.v1.PublisherService.Upload:output_type -> custody.publisher.v1.UploadResponse
+	5,  // 9: custody.publisher.v1.PublisherService.GetUploadStatus:output_type -> custody.publisher.v1.GetUploadStatusResponse
+	7,  // 10: custody.publisher.v1.PublisherService.Download:output_type -> custody.publisher.v1.DownloadResponse
+	9,  // 11: custody.publisher.v1.PublisherService.VerifyBlob:output_type -> custody.publisher.v1.VerifyBlobResponse
+	8,  // [8:12] is the sub-list for method output_type
+	4,  // [4:8] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_custody_publisher_v1_publisher_proto_init() }
@@ -654,7 +808,7 @@ func file_custody_publisher_v1_publisher_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_publisher_v1_publisher_proto_rawDesc), len(file_custody_publisher_v1_publisher_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

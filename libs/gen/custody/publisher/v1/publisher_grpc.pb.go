@@ -19,9 +19,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PublisherService_Upload_FullMethodName     = "/custody.publisher.v1.PublisherService/Upload"
-	PublisherService_Download_FullMethodName   = "/custody.publisher.v1.PublisherService/Download"
-	PublisherService_VerifyBlob_FullMethodName = "/custody.publisher.v1.PublisherService/VerifyBlob"
+	PublisherService_Upload_FullMethodName          = "/custody.publisher.v1.PublisherService/Upload"
+	PublisherService_GetUploadStatus_FullMethodName = "/custody.publisher.v1.PublisherService/GetUploadStatus"
+	PublisherService_Download_FullMethodName        = "/custody.publisher.v1.PublisherService/Download"
+	PublisherService_VerifyBlob_FullMethodName      = "/custody.publisher.v1.PublisherService/VerifyBlob"
 )
 
 // PublisherServiceClient is the client API for PublisherService service.
@@ -35,9 +36,20 @@ type PublisherServiceClient interface {
 	// and binds name@version to it once. The same bytes again succeed
 	// idempotently; other bytes fail with AlreadyExists. The artifact is then
 	// signed and recorded in the catalog before the call returns.
+	//
+	// An upload that carries an upload_id can be resumed after a dropped
+	// connection: the publisher keeps its partial bytes for a bounded time,
+	// GetUploadStatus returns how many it holds, and a new Upload with the same
+	// upload_id, that offset and the artifact's expected digest sends the rest.
+	// Limits (concurrent uploads per caller and in total, progress timeout,
+	// maximum size) are refused with ResourceExhausted naming the limit.
 	Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadRequest, UploadResponse], error)
-	// Download streams a stored blob by digest. If the stored bytes do not hash
-	// to the digest the stream ends with DataLoss.
+	// GetUploadStatus returns how many bytes of the caller's interrupted
+	// upload upload_id the publisher holds. Only the caller that started an
+	// upload sees it; any other id is NotFound.
+	GetUploadStatus(ctx context.Context, in *GetUploadStatusRequest, opts ...grpc.CallOption) (*GetUploadStatusResponse, error)
+	// Download streams a stored blob by digest, whole or a range of it. If the
+	// stored bytes do not hash to the digest the stream ends with DataLoss.
 	Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadResponse], error)
 	// VerifyBlob re-checks that a stored blob still hashes to its digest.
 	VerifyBlob(ctx context.Context, in *VerifyBlobRequest, opts ...grpc.CallOption) (*VerifyBlobResponse, error)
@@ -63,6 +75,16 @@ func (c *publisherServiceClient) Upload(ctx context.Context, opts ...grpc.CallOp
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PublisherService_UploadClient = grpc.ClientStreamingClient[UploadRequest, UploadResponse]
+
+func (c *publisherServiceClient) GetUploadStatus(ctx context.Context, in *GetUploadStatusRequest, opts ...grpc.CallOption) (*GetUploadStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetUploadStatusResponse)
+	err := c.cc.Invoke(ctx, PublisherService_GetUploadStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
 
 func (c *publisherServiceClient) Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -104,9 +126,20 @@ type PublisherServiceServer interface {
 	// and binds name@version to it once. The same bytes again succeed
 	// idempotently; other bytes fail with AlreadyExists. The artifact is then
 	// signed and recorded in the catalog before the call returns.
+	//
+	// An upload that carries an upload_id can be resumed after a dropped
+	// connection: the publisher keeps its partial bytes for a bounded time,
+	// GetUploadStatus returns how many it holds, and a new Upload with the same
+	// upload_id, that offset and the artifact's expected digest sends the rest.
+	// Limits (concurrent uploads per caller and in total, progress timeout,
+	// maximum size) are refused with ResourceExhausted naming the limit.
 	Upload(grpc.ClientStreamingServer[UploadRequest, UploadResponse]) error
-	// Download streams a stored blob by digest. If the stored bytes do not hash
-	// to the digest the stream ends with DataLoss.
+	// GetUploadStatus returns how many bytes of the caller's interrupted
+	// upload upload_id the publisher holds. Only the caller that started an
+	// upload sees it; any other id is NotFound.
+	GetUploadStatus(context.Context, *GetUploadStatusRequest) (*GetUploadStatusResponse, error)
+	// Download streams a stored blob by digest, whole or a range of it. If the
+	// stored bytes do not hash to the digest the stream ends with DataLoss.
 	Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadResponse]) error
 	// VerifyBlob re-checks that a stored blob still hashes to its digest.
 	VerifyBlob(context.Context, *VerifyBlobRequest) (*VerifyBlobResponse, error)
@@ -122,6 +155,9 @@ type UnimplementedPublisherServiceServer struct{}
 
 func (UnimplementedPublisherServiceServer) Upload(grpc.ClientStreamingServer[UploadRequest, UploadResponse]) error {
 	return status.Error(codes.Unimplemented, "method Upload not implemented")
+}
+func (UnimplementedPublisherServiceServer) GetUploadStatus(context.Context, *GetUploadStatusRequest) (*GetUploadStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetUploadStatus not implemented")
 }
 func (UnimplementedPublisherServiceServer) Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadResponse]) error {
 	return status.Error(codes.Unimplemented, "method Download not implemented")
@@ -156,6 +192,24 @@ func _PublisherService_Upload_Handler(srv interface{}, stream grpc.ServerStream)
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PublisherService_UploadServer = grpc.ClientStreamingServer[UploadRequest, UploadResponse]
+
+func _PublisherService_GetUploadStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetUploadStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PublisherServiceServer).GetUploadStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PublisherService_GetUploadStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PublisherServiceServer).GetUploadStatus(ctx, req.(*GetUploadStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
 
 func _PublisherService_Download_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(DownloadRequest)
@@ -193,6 +247,10 @@ var PublisherService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "custody.publisher.v1.PublisherService",
 	HandlerType: (*PublisherServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "GetUploadStatus",
+			Handler:    _PublisherService_GetUploadStatus_Handler,
+		},
 		{
 			MethodName: "VerifyBlob",
 			Handler:    _PublisherService_VerifyBlob_Handler,

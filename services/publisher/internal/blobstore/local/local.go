@@ -3,6 +3,7 @@
 package local
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -117,10 +118,15 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// Open returns a reader of the blob and its size. The reader returns an
-// error wrapping ErrIntegrity at the end if the bytes do not hash to the
-// digest or are longer than the size seen at open.
-func (s *Store) Open(digest string) (io.ReadCloser, int64, error) {
+// Open returns a reader of the blob from byte offset on, and the whole
+// blob's size. A read from offset 0 returns an error wrapping ErrIntegrity
+// at the end if the bytes do not hash to the digest or are longer than the
+// size seen at open; a read from a later offset cannot be checked here and
+// is checked by its reader. An offset outside [0, size] wraps ErrInvalid.
+func (s *Store) Open(ctx context.Context, digest string, offset int64) (io.ReadCloser, int64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
 	h, err := ParseDigest(digest)
 	if err != nil {
 		return nil, 0, err
@@ -137,7 +143,19 @@ func (s *Store) Open(digest string) (io.ReadCloser, int64, error) {
 		f.Close()
 		return nil, 0, err
 	}
-	return &checked{f: f, h: sha256.New(), want: h, digest: digest, left: fi.Size()}, fi.Size(), nil
+	size := fi.Size()
+	if offset < 0 || offset > size {
+		f.Close()
+		return nil, 0, fmt.Errorf("%w: offset %d outside the blob's %d bytes", ErrInvalid, offset, size)
+	}
+	if offset > 0 {
+		if _, err := f.Seek(offset, io.SeekStart); err != nil {
+			f.Close()
+			return nil, 0, err
+		}
+		return f, size, nil
+	}
+	return &checked{f: f, h: sha256.New(), want: h, digest: digest, left: size}, size, nil
 }
 
 type checked struct {
@@ -186,7 +204,7 @@ func (s *Store) Verify(digest string) (int64, error) {
 	if good {
 		return st.size, nil
 	}
-	r, size, err := s.Open(digest)
+	r, size, err := s.Open(context.Background(), digest, 0)
 	if err != nil {
 		return 0, err
 	}

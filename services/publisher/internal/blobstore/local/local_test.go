@@ -25,7 +25,7 @@ func TestPutOpenRoundTripAndIdempotence(t *testing.T) {
 	if err != nil || d2 != d1 {
 		t.Fatalf("same content again: %s %v", d2, err)
 	}
-	r, size, err := s.Open(d1)
+	r, size, err := s.Open(t.Context(), d1, 0)
 	if err != nil || size != int64(len(data)) {
 		t.Fatal(err)
 	}
@@ -37,11 +37,27 @@ func TestPutOpenRoundTripAndIdempotence(t *testing.T) {
 	if _, err := s.Verify(d1); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Open("sha256:" + strings.Repeat("0", 64)); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.Open(t.Context(), "sha256:"+strings.Repeat("0", 64), 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing blob: %v", err)
 	}
-	if _, _, err := s.Open("sha256:XYZ"); !errors.Is(err, ErrInvalid) {
+	if _, _, err := s.Open(t.Context(), "sha256:XYZ", 0); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("bad digest: %v", err)
+	}
+	for _, off := range []int64{-1, int64(len(data)) + 1} {
+		if _, _, err := s.Open(t.Context(), d1, off); !errors.Is(err, ErrInvalid) {
+			t.Errorf("offset %d: %v, want ErrInvalid", off, err)
+		}
+	}
+	for _, off := range []int64{1, 7777, int64(len(data))} {
+		r, size, err := s.Open(t.Context(), d1, off)
+		if err != nil || size != int64(len(data)) {
+			t.Fatalf("offset %d: size %d, %v", off, size, err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil || !bytes.Equal(got, data[off:]) {
+			t.Fatalf("offset %d: read %d bytes, %v", off, len(got), err)
+		}
 	}
 }
 
@@ -95,7 +111,7 @@ func TestIntegrityFailures(t *testing.T) {
 			t.Fatal(err)
 		}
 		corrupt(t, s, d, damage)
-		r, _, err := s.Open(d)
+		r, _, err := s.Open(t.Context(), d, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func validConfig() config {
+	c := config{DataDir: "d", SignerAddr: "s", CatalogAddr: "c",
+		MaxSize: 1 << 30, UploadsPerCaller: 2, Uploads: 4, DownloadsPerCaller: 2, Downloads: 4,
+		ProgressTimeout: time.Minute, MinRate: 1024, ResumeTTL: time.Hour, ResumablePerCaller: 4,
+		StreamsPerConn: 128, KeepaliveTime: 30 * time.Second, KeepaliveTimeout: 10 * time.Second}
+	c.Config.TrustDomain, c.Config.SVIDDir, c.Config.Listen, c.Config.LogLevel = "custody.test", "x", "127.0.0.1:0", "info"
+	return c
+}
+
+func TestValidateLimits(t *testing.T) {
+	if err := (&config{}).validate(); err == nil {
+		t.Fatal("an empty config validated")
+	}
+	good := validConfig()
+	if err := good.validate(); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+	tests := map[string]struct {
+		change func(*config)
+		want   []string
+	}{
+		"zero limits": {func(c *config) { c.MaxSize, c.Uploads, c.StreamsPerConn = 0, 0, 0 },
+			[]string{"--max-artifact-size 0", "--max-uploads 0", "--max-streams-per-connection 0"}},
+		"per caller above total": {func(c *config) { c.UploadsPerCaller, c.DownloadsPerCaller = 5, 5 },
+			[]string{"--max-uploads-per-caller 5 is above", "--max-downloads-per-caller 5 is above"}},
+		"timeouts": {func(c *config) {
+			c.ProgressTimeout, c.MinRate, c.ResumeTTL, c.KeepaliveTime = time.Millisecond, -1, -1, time.Second
+		},
+			[]string{"--upload-progress-timeout", "--upload-min-rate", "--upload-resume-ttl", "--keepalive-time"}},
+	}
+	for name, tt := range tests {
+		c := validConfig()
+		tt.change(&c)
+		err := c.validate()
+		for _, w := range tt.want {
+			if err == nil || !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: %v, want it to name %q", name, err, w)
+			}
+		}
+	}
+}

@@ -1,0 +1,306 @@
+// Package bench measures publish and download throughput of 1 GiB through
+// the publisher over mTLS gRPC (hashed, stored and fsynced by the real
+// store; read back, checked and verified by the client), next to the
+// machine's limit measured in the same run: the lower of `dd conv=fsync` to
+// the same filesystem and one core's SHA-256 plus two AES-GCM passes (TLS
+// and storage encryption). `make bench` runs it.
+package bench
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/custody-dev/custody/libs/attest"
+	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
+	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/identity/identitytest"
+	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/telemetry"
+	"github.com/custody-dev/custody/services/publisher/internal/bindings"
+	"github.com/custody-dev/custody/services/publisher/internal/blobstore/local"
+	"github.com/custody-dev/custody/services/publisher/internal/resume"
+	"github.com/custody-dev/custody/services/publisher/internal/server"
+)
+
+const (
+	size = 1 << 30
+	runs = 3
+)
+
+// signer and catalog are the publisher's dependencies, out of the
+// measured path: they see one small request per upload.
+type signer struct {
+	signerv1.UnimplementedSignerServiceServer
+}
+
+func (signer) SignArtifact(_ context.Context, req *signerv1.SignArtifactRequest) (*signerv1.SignArtifactResponse, error) {
+	env, err := attest.SignEnvelope(attest.PayloadType, req.GetStatement(), "k", func([]byte) ([]byte, error) { return []byte("sig"), nil })
+	return &signerv1.SignArtifactResponse{Envelope: env, KeyId: "k"}, err
+}
+
+type catalog struct {
+	catalogv1.UnimplementedCatalogServiceServer
+	mu sync.Mutex
+	n  int64
+}
+
+func (c *catalog) RecordArtifact(context.Context, *catalogv1.RecordArtifactRequest) (*catalogv1.RecordArtifactResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n++
+	return &catalogv1.RecordArtifactResponse{Entry: &catalogv1.LogEntry{Index: c.n}, Created: true}, nil
+}
+
+func serve(b *testing.B, cfg rpc.ServerConfig, register func(*grpc.Server)) string {
+	srv := rpc.NewServer(cfg)
+	register(srv.Server)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(l)
+	b.Cleanup(srv.Stop)
+	return l.Addr().String()
+}
+
+// publisher starts the publisher API as cmd/publisher wires it, with the
+// same transport limits, over a store in dir.
+func publisher(b *testing.B, dir string) (publisherv1.PublisherServiceClient, publisherv1.PublisherServiceClient) {
+	td := identitytest.New(b, "custody.bench")
+	tel := telemetry.Discard("bench")
+	quiet := slog.New(slog.DiscardHandler)
+	pub := rpc.ID(td.ID("/service/publisher"))
+	sAddr := serve(b, rpc.ServerConfig{Source: td.Source(b, "/service/signer"), TrustDomain: td.TD, Logger: quiet, Telemetry: tel,
+		Policy: rpc.Policy{rpc.Method(signerv1.SignerService_ServiceDesc, "SignArtifact"): {pub}}},
+		func(s *grpc.Server) { signerv1.RegisterSignerServiceServer(s, signer{}) })
+	cAddr := serve(b, rpc.ServerConfig{Source: td.Source(b, "/service/catalog"), TrustDomain: td.TD, Logger: quiet, Telemetry: tel,
+		Policy: rpc.Policy{rpc.Method(catalogv1.CatalogService_ServiceDesc, "RecordArtifact"): {pub}}},
+		func(s *grpc.Server) { catalogv1.RegisterCatalogServiceServer(s, &catalog{}) })
+	src := td.Source(b, "/service/publisher")
+	sc, _ := rpc.Dial(sAddr, td.ID("/service/signer"), src, tel)
+	cc, _ := rpc.Dial(cAddr, td.ID("/service/catalog"), src, tel)
+	b.Cleanup(func() { sc.Close(); cc.Close() })
+	blobs, err := local.Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	binds, err := bindings.Open(filepath.Join(dir, "bindings"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	api := server.New(blobs, binds, signerv1.NewSignerServiceClient(sc), catalogv1.NewCatalogServiceClient(cc), quiet, tel.Metrics)
+	partial, err := resume.Open(resume.Config{Dir: filepath.Join(dir, "partial"), TTL: time.Hour, MaxPerCaller: 4})
+	if err != nil {
+		b.Fatal(err)
+	}
+	api.SetResume(partial)
+	cfg := rpc.ServerConfig{Source: src, TrustDomain: td.TD, Policy: server.Policy(td.TD), Logger: quiet, Telemetry: tel}
+	server.Transport(&cfg)
+	addr := serve(b, cfg,
+		func(s *grpc.Server) { publisherv1.RegisterPublisherServiceServer(s, api) })
+	dial := func(as string) publisherv1.PublisherServiceClient {
+		c, err := rpc.Dial(addr, td.ID("/service/publisher"), td.Source(b, as), tel, server.DialOptions()...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close() })
+		return publisherv1.NewPublisherServiceClient(c)
+	}
+	return dial("/builder/ci"), dial("/edge/bench")
+}
+
+// pattern is 1 GiB made of a 16 MiB random block; neither hashing nor
+// encryption gains from the repetition.
+type pattern struct {
+	block []byte
+	off   int64
+}
+
+func (p *pattern) next(buf []byte) int {
+	n := min(int64(len(buf)), size-p.off)
+	for i := int64(0); i < n; {
+		i += int64(copy(buf[i:n], p.block[(p.off+i)%int64(len(p.block)):]))
+	}
+	p.off += n
+	return int(n)
+}
+
+// publish uploads 1 GiB; with an upload id it is resumable, as `custody
+// publish` sends it, and the publisher keeps its bytes in a partial file
+// before the store takes them.
+func publish(ctx context.Context, c publisherv1.PublisherServiceClient, block []byte, version, uploadID string) (string, error) {
+	stream, err := c.Upload(ctx)
+	if err != nil {
+		return "", err
+	}
+	h := &publisherv1.UploadHeader{Name: "bench", Version: version, Channel: "dev", Size: size, UploadId: uploadID}
+	if err := stream.Send(&publisherv1.UploadRequest{Msg: &publisherv1.UploadRequest_Header{Header: h}}); err != nil {
+		_, err = stream.CloseAndRecv()
+		return "", err
+	}
+	p := &pattern{block: block}
+	buf := make([]byte, server.ChunkSize)
+	for {
+		n := p.next(buf)
+		if n == 0 {
+			break
+		}
+		if err := stream.Send(&publisherv1.UploadRequest{Msg: &publisherv1.UploadRequest_Chunk{Chunk: buf[:n]}}); err != nil {
+			_, err = stream.CloseAndRecv()
+			return "", err
+		}
+	}
+	resp, err := stream.CloseAndRecv()
+	return resp.GetDigest(), err
+}
+
+// download reads the blob back and verifies its digest, as an edge does.
+func download(ctx context.Context, c publisherv1.PublisherServiceClient, digest string) error {
+	stream, err := c.Download(ctx, &publisherv1.DownloadRequest{Digest: digest})
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	var n int64
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		h.Write(msg.GetChunk())
+		n += int64(len(msg.GetChunk()))
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != digest || n != size {
+		return fmt.Errorf("downloaded %d bytes hashing to %s, want %s", n, got, digest)
+	}
+	return nil
+}
+
+var ddRate = regexp.MustCompile(`(\d+) bytes .* copied, ([0-9.]+) s`)
+
+// ddFsync is `dd conv=fsync` of 1 GiB into dir, in MB/s.
+func ddFsync(b *testing.B, dir string) float64 {
+	out, err := exec.Command("dd", "if=/dev/zero", "of="+filepath.Join(dir, "dd.bin"), "bs=1M", "count=1024", "conv=fsync").CombinedOutput()
+	os.Remove(filepath.Join(dir, "dd.bin"))
+	if err != nil {
+		b.Fatalf("dd: %v\n%s", err, out)
+	}
+	m := ddRate.FindSubmatch(out)
+	if m == nil {
+		b.Fatalf("dd output: %s", out)
+	}
+	n, _ := strconv.ParseFloat(string(m[1]), 64)
+	secs, _ := strconv.ParseFloat(string(m[2]), 64)
+	return n / secs / 1e6
+}
+
+// cryptoRate is one core's rate of SHA-256 plus two AES-256-GCM passes
+// over the same bytes, in MB/s.
+func cryptoRate(block []byte) float64 {
+	key := make([]byte, 32)
+	rand.Read(key)
+	c, _ := aes.NewCipher(key)
+	gcm, _ := cipher.NewGCM(c)
+	nonce := make([]byte, gcm.NonceSize())
+	dst := make([]byte, 0, server.ChunkSize+gcm.Overhead())
+	h := sha256.New()
+	const total = 256 << 20
+	start := time.Now()
+	for done := 0; done < total; done += server.ChunkSize {
+		chunk := block[done%len(block):][:server.ChunkSize]
+		h.Write(chunk)
+		gcm.Seal(dst[:0], nonce, chunk, nil)
+		gcm.Seal(dst[:0], nonce, chunk, nil)
+	}
+	return total / time.Since(start).Seconds() / 1e6
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func BenchmarkPublisher1GiB(b *testing.B) {
+	dir := b.TempDir()
+	block := make([]byte, 16<<20)
+	rand.Read(block)
+	var dd, cr []float64
+	for range runs {
+		dd = append(dd, ddFsync(b, dir))
+		cr = append(cr, cryptoRate(block))
+	}
+	limit := min(median(dd), median(cr))
+	builder, edge := publisher(b, dir)
+	var up, upResumable, down []float64
+	b.ResetTimer()
+	for i := range b.N * runs {
+		start := time.Now()
+		digest, err := publish(b.Context(), builder, block, fmt.Sprint(i), "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		up = append(up, size/time.Since(start).Seconds()/1e6)
+		start = time.Now()
+		if err := download(b.Context(), edge, digest); err != nil {
+			b.Fatal(err)
+		}
+		down = append(down, size/time.Since(start).Seconds()/1e6)
+		// Each run stores the same blob again (temp file, fsync, link);
+		// drop it so the next run writes a new file.
+		h := digest[len("sha256:"):]
+		os.Remove(filepath.Join(dir, "blobs", "sha256", h[:2], h))
+		start = time.Now()
+		if _, err := publish(b.Context(), builder, block, fmt.Sprint(i, "-resumable"), fmt.Sprintf("bench-resumable-%06d", i)); err != nil {
+			b.Fatal(err)
+		}
+		upResumable = append(upResumable, size/time.Since(start).Seconds()/1e6)
+		os.Remove(filepath.Join(dir, "blobs", "sha256", h[:2], h))
+	}
+	b.StopTimer()
+	show := func(xs []float64) string {
+		return fmt.Sprintf("median %.0f MB/s (range %.0f-%.0f, %.0f%% of the limit)", median(xs), slices.Min(xs), slices.Max(xs), 100*median(xs)/limit)
+	}
+	fmt.Printf("machine limit %.0f MB/s: dd conv=fsync median %.0f MB/s %v, SHA-256 + 2×AES-GCM on one core median %.0f MB/s %v\n",
+		limit, median(dd), round(dd), median(cr), round(cr))
+	fmt.Printf("publish  1 GiB over mTLS gRPC, %d runs: %s %v\n", len(up), show(up), round(up))
+	fmt.Printf("publish  1 GiB resumable (upload id, as custody publish), %d runs: %s %v\n", len(upResumable), show(upResumable), round(upResumable))
+	fmt.Printf("download 1 GiB over mTLS gRPC, %d runs: %s %v\n", len(down), show(down), round(down))
+	b.ReportMetric(median(up), "publish-MB/s")
+	b.ReportMetric(median(down), "download-MB/s")
+	b.ReportMetric(limit, "limit-MB/s")
+	b.ReportMetric(median(up)/limit, "publish/limit")
+	b.ReportMetric(median(down)/limit, "download/limit")
+}
+
+func round(xs []float64) []int {
+	out := make([]int, len(xs))
+	for i, x := range xs {
+		out[i] = int(x + 0.5)
+	}
+	return out
+}
