@@ -17,7 +17,6 @@ import (
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
-	"github.com/custody-dev/custody/services/publisher/internal/blobstore/local"
 	"github.com/custody-dev/custody/services/publisher/internal/server"
 	"github.com/custody-dev/custody/services/publisher/internal/signing"
 )
@@ -34,10 +33,11 @@ func main() {
 type config struct {
 	daemon.Config
 	DataDir, SignerAddr, CatalogAddr string
+	Store                            storeConfig
 }
 
 func (c *config) validate() error {
-	errs := []error{c.Config.Validate()}
+	errs := []error{c.Config.Validate(), c.Store.validate()}
 	for flag, v := range map[string]string{"--data-dir": c.DataDir, "--signer-addr": c.SignerAddr, "--catalog-addr": c.CatalogAddr} {
 		if v == "" {
 			errs = append(errs, fmt.Errorf("%s is required", flag))
@@ -54,14 +54,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.String(&cfg.DataDir, "data-dir", "CUSTODY_DATA_DIR", "", "directory for blobs and bindings")
 	f.String(&cfg.SignerAddr, "signer-addr", "CUSTODY_SIGNER_ADDR", "", "signer gRPC address")
 	f.String(&cfg.CatalogAddr, "catalog-addr", "CUSTODY_CATALOG_ADDR", "", "catalog gRPC address")
+	cfg.Store.register(f)
 	if err := f.Parse(args); err != nil {
 		return err
 	}
 	if err := cfg.validate(); err != nil {
-		return err
-	}
-	blobs, err := local.Open(cfg.DataDir)
-	if err != nil {
 		return err
 	}
 	binds, err := bindings.Open(filepath.Join(cfg.DataDir, "bindings"))
@@ -73,6 +70,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer d.Close()
+	blobs, err := cfg.Store.open(cfg.DataDir, d.Logger)
+	if err != nil {
+		return err
+	}
 	signerConn, err := d.Dial(cfg.SignerAddr, "signer")
 	if err != nil {
 		return err

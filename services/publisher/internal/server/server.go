@@ -25,7 +25,7 @@ import (
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
-	"github.com/custody-dev/custody/services/publisher/internal/blobstore/local"
+	"github.com/custody-dev/custody/services/publisher/internal/sealed"
 	"github.com/custody-dev/custody/services/publisher/internal/signing"
 )
 
@@ -55,10 +55,21 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	}
 }
 
+// Blobs is the content-addressed blob store (sealed.Store: encrypted at
+// rest, every read authenticated). Open reads from offset; size is the
+// whole blob's.
+type Blobs interface {
+	Put(ctx context.Context, r io.Reader, maxSize int64) (digest string, size int64, err error)
+	Open(ctx context.Context, digest string, offset int64) (r io.ReadCloser, size int64, err error)
+	Verify(ctx context.Context, digest string) (int64, error)
+}
+
+var _ Blobs = (*sealed.Store)(nil)
+
 // Server implements publisherv1.PublisherServiceServer.
 type Server struct {
 	publisherv1.UnimplementedPublisherServiceServer
-	blobs    *local.Store
+	blobs    Blobs
 	bindings *bindings.Store
 	signer   signerv1.SignerServiceClient
 	catalog  catalogv1.CatalogServiceClient
@@ -73,7 +84,7 @@ type Server struct {
 func (s *Server) SetBatcher(b *signing.Batcher) { s.batcher = b }
 
 // New returns the publisher API.
-func New(blobs *local.Store, b *bindings.Store, signer signerv1.SignerServiceClient, catalog catalogv1.CatalogServiceClient, logger *slog.Logger, metrics *telemetry.Metrics) *Server {
+func New(blobs Blobs, b *bindings.Store, signer signerv1.SignerServiceClient, catalog catalogv1.CatalogServiceClient, logger *slog.Logger, metrics *telemetry.Metrics) *Server {
 	return &Server{blobs: blobs, bindings: b, signer: signer, catalog: catalog, logger: logger, metrics: metrics, now: time.Now}
 }
 
@@ -154,7 +165,7 @@ func (s *Server) Upload(stream publisherv1.PublisherService_UploadServer) error 
 	if err := validateHeader(h); err != nil {
 		return toStatus(err)
 	}
-	digest, size, err := s.blobs.Put(&streamReader{stream: stream, limit: h.GetSize()}, MaxBlobSize)
+	digest, size, err := s.blobs.Put(ctx, &streamReader{stream: stream, limit: h.GetSize()}, MaxBlobSize)
 	if err != nil {
 		return toStatus(err)
 	}
@@ -222,7 +233,7 @@ func (s *Server) complete(ctx context.Context, h *publisherv1.UploadHeader, dige
 
 // Download streams a blob; a corrupted blob ends the stream with DataLoss.
 func (s *Server) Download(req *publisherv1.DownloadRequest, stream publisherv1.PublisherService_DownloadServer) error {
-	r, size, err := s.blobs.Open(req.GetDigest())
+	r, size, err := s.blobs.Open(stream.Context(), req.GetDigest(), 0)
 	if err != nil {
 		return toStatus(err)
 	}
@@ -251,7 +262,7 @@ func (s *Server) Download(req *publisherv1.DownloadRequest, stream publisherv1.P
 
 // VerifyBlob re-checks a stored blob.
 func (s *Server) VerifyBlob(ctx context.Context, req *publisherv1.VerifyBlobRequest) (*publisherv1.VerifyBlobResponse, error) {
-	size, err := s.blobs.Verify(req.GetDigest())
+	size, err := s.blobs.Verify(ctx, req.GetDigest())
 	if err != nil {
 		return nil, s.integrity(ctx, err)
 	}
@@ -259,7 +270,7 @@ func (s *Server) VerifyBlob(ctx context.Context, req *publisherv1.VerifyBlobRequ
 }
 
 func (s *Server) integrity(ctx context.Context, err error) error {
-	if errors.Is(err, local.ErrIntegrity) {
+	if errors.Is(err, sealed.ErrIntegrity) {
 		s.metrics.IntegrityFailures.WithLabelValues("store").Inc()
 		s.logger.ErrorContext(ctx, "integrity failure", slog.Any("error", err))
 	}
@@ -269,15 +280,15 @@ func (s *Server) integrity(ctx context.Context, err error) error {
 // toStatus is the one mapping from domain errors to gRPC codes.
 func toStatus(err error) error {
 	switch {
-	case errors.Is(err, errInvalid), errors.Is(err, local.ErrInvalid), errors.Is(err, local.ErrTooLarge):
+	case errors.Is(err, errInvalid), errors.Is(err, sealed.ErrInvalid), errors.Is(err, sealed.ErrTooLarge):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, bindings.ErrConflict):
 		return status.Error(codes.AlreadyExists, err.Error()+": publish a new version instead")
-	case errors.Is(err, local.ErrNotFound), errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, sealed.ErrNotFound), errors.Is(err, fs.ErrNotExist):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, local.ErrIntegrity):
+	case errors.Is(err, sealed.ErrIntegrity):
 		return status.Error(codes.DataLoss, err.Error())
-	case errors.Is(err, errUnavailable):
+	case errors.Is(err, errUnavailable), errors.Is(err, sealed.ErrUnavailable):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, errNotSigned):
 		return status.Error(codes.FailedPrecondition, err.Error())

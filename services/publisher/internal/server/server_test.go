@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -30,6 +31,8 @@ import (
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
 	"github.com/custody-dev/custody/services/publisher/internal/blobstore/local"
+	"github.com/custody-dev/custody/services/publisher/internal/kek/soft"
+	"github.com/custody-dev/custody/services/publisher/internal/sealed"
 	"github.com/custody-dev/custody/services/publisher/internal/server"
 )
 
@@ -119,10 +122,15 @@ func start(t *testing.T) *fixture {
 	sc, _ := rpc.Dial(signerAddr, td.ID("/service/signer"), src, f.tel)
 	cc, _ := rpc.Dial(catalogAddr, td.ID("/service/catalog"), src, f.tel)
 	t.Cleanup(func() { sc.Close(); cc.Close() })
-	blobs, err := local.Open(f.dir)
+	objects, err := local.New(filepath.Join(f.dir, "blobs"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	k, err := soft.Open(filepath.Join(f.dir, "kek.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs := sealed.New(objects, k, slog.New(slog.DiscardHandler))
 	binds, err := bindings.Open(filepath.Join(f.dir, "bindings"))
 	if err != nil {
 		t.Fatal(err)
@@ -283,9 +291,10 @@ func TestRejectsBadUploads(t *testing.T) {
 			t.Errorf("%s: %v, want InvalidArgument", name, err)
 		}
 	}
-	entries, _ := os.ReadDir(filepath.Join(f.dir, "blobs", "sha256"))
-	if len(entries) != 0 {
-		t.Errorf("rejected uploads left %d blob directories", len(entries))
+	for _, d := range []string{"data", "keys"} {
+		if entries, _ := os.ReadDir(filepath.Join(f.dir, "blobs", "objects", d)); len(entries) != 0 {
+			t.Errorf("rejected uploads left %d entries under %s", len(entries), d)
+		}
 	}
 }
 
@@ -299,8 +308,7 @@ func TestCorruptionIsDataLoss(t *testing.T) {
 	if _, err := gk.VerifyBlob(t.Context(), &publisherv1.VerifyBlobRequest{Digest: resp.GetDigest()}); err != nil {
 		t.Fatal(err)
 	}
-	h := strings.TrimPrefix(resp.GetDigest(), "sha256:")
-	path := filepath.Join(f.dir, "blobs", "sha256", h[:2], h)
+	path := ciphertextPath(t, f.dir, resp.GetDigest())
 	b, _ := os.ReadFile(path)
 	b[10] ^= 1
 	if err := os.WriteFile(path, b, 0o600); err != nil {
@@ -403,4 +411,21 @@ func TestLargeUploadBoundedMemory(t *testing.T) {
 	if growth > size/8 {
 		t.Fatalf("heap grew by %d MiB for a %d MiB upload: the upload path buffers", growth>>20, size>>20)
 	}
+}
+
+// ciphertextPath finds a blob's ciphertext object through its key record.
+func ciphertextPath(t *testing.T, dir, digest string) string {
+	t.Helper()
+	h := strings.TrimPrefix(digest, "sha256:")
+	b, err := os.ReadFile(filepath.Join(dir, "blobs", "objects", "keys", "sha256", h[:2], h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct {
+		Data string `json:"data"`
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "blobs", "objects", filepath.FromSlash(rec.Data))
 }
