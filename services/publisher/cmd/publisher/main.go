@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -84,10 +85,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer catalogConn.Close()
-	srv := d.NewServer(server.Policy(d.TrustDomain))
+	policy := server.Policy(d.TrustDomain)
+	maps.Copy(policy, server.StorePolicy(d.TrustDomain))
+	srv := d.NewServer(policy)
 	signer := signerv1.NewSignerServiceClient(signerConn)
 	api := server.New(blobs, binds, signer, catalogv1.NewCatalogServiceClient(catalogConn), d.Logger, d.Telemetry.Metrics)
 	api.SetBatcher(signing.New(signer, signing.MaxInFlight, signing.MaxBatch))
 	publisherv1.RegisterPublisherServiceServer(srv, api)
+	publisherv1.RegisterStoreServiceServer(srv, server.NewStore(blobs, d.Logger))
 	return d.Serve(ctx, srv)
 }

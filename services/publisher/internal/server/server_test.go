@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -91,6 +92,7 @@ type fixture struct {
 	signer  *fakeSigner
 	catalog *fakeCatalog
 	tel     *telemetry.Telemetry
+	kek     *soft.KEK
 }
 
 func serve(t *testing.T, td *identitytest.TrustDomain, idPath string, policy rpc.Policy, register func(*grpc.Server)) string {
@@ -135,8 +137,12 @@ func start(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := rpc.NewServer(rpc.ServerConfig{Source: src, TrustDomain: td.TD, Policy: server.Policy(td.TD),
+	f.kek = k
+	policy := server.Policy(td.TD)
+	maps.Copy(policy, server.StorePolicy(td.TD))
+	srv := rpc.NewServer(rpc.ServerConfig{Source: src, TrustDomain: td.TD, Policy: policy,
 		Logger: slog.New(slog.DiscardHandler), Telemetry: f.tel})
+	publisherv1.RegisterStoreServiceServer(srv, server.NewStore(blobs, slog.New(slog.DiscardHandler)))
 	publisherv1.RegisterPublisherServiceServer(srv, server.New(blobs, binds, signerv1.NewSignerServiceClient(sc), catalogv1.NewCatalogServiceClient(cc), slog.New(slog.DiscardHandler), f.tel.Metrics))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -149,13 +155,17 @@ func start(t *testing.T) *fixture {
 }
 
 func (f *fixture) client(t *testing.T, as string) publisherv1.PublisherServiceClient {
+	return publisherv1.NewPublisherServiceClient(f.dial(t, as))
+}
+
+func (f *fixture) dial(t *testing.T, as string) *grpc.ClientConn {
 	t.Helper()
 	c, err := rpc.Dial(f.addr, f.td.ID("/service/publisher"), f.td.Source(t, as), telemetry.Discard("c"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return publisherv1.NewPublisherServiceClient(c)
+	return c
 }
 
 // upload sends a header and data in chunks of chunk bytes.
