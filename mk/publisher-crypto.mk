@@ -10,3 +10,9 @@ test-deps: test-deps-s3
 .PHONY: test-deps-s3
 test-deps-s3: ## Build versitygw (once, cached) for the S3 blob-store tests.
 	VERSITYGW_VERSION=$(VERSITYGW_VERSION) CUSTODY_CACHE_DIR=$(CACHE_DIR) scripts/build-versitygw.sh >/dev/null
+
+bench: bench-publisher-crypto
+
+.PHONY: bench-publisher-crypto
+bench-publisher-crypto: ## Encrypted blob store put/open throughput next to raw SHA-256 and AES-256-GCM measured in the same run.
+	cd services/publisher && GOWORK=off go test -run '^$$' -bench . -benchtime 3s -count 3 ./internal/sealed/
