@@ -3,7 +3,7 @@
 # Nothing else: no key creation, rotation, configuration, export, backup or
 # deletion, and nothing of the signer's signing keys (they live on another
 # mount, under another policy). A key custodian creates and rotates the KEK
-# with a separate token (see docs/runbooks/kek-rotation.md).
+# with a separate token, then runs `custody store rewrap` (docs/decisions/0036-envelope-encryption.md).
 #
 #   vault secrets enable -path=custody-kek transit
 #   vault write -f custody-kek/keys/publisher type=aes256-gcm96
