@@ -269,8 +269,7 @@ func TestEndToEnd(t *testing.T) {
 		digest := digestOf(s.mustCustody("publish", fresh, "--name", "fresh", "--version", "1", "--channel", "staging"))
 		cachedDigest := digestOf(s.mustCustody("publish", filepath.Join(work, "app-1.1.0"), "--name", "app", "--version", "1.1.0", "--channel", "staging"))
 		for ref, d := range map[string]string{"fresh@1": digest, "app@1.1.0": cachedDigest} {
-			hexd := strings.TrimPrefix(d, "sha256:")
-			blob := filepath.Join(s.dir, "data", "publisher", "blobs", "sha256", hexd[:2], hexd)
+			blob := s.ciphertextPath(t, d)
 			flipByte(t, blob, 100)
 			dst := filepath.Join(work, "corrupt-"+ref)
 			out, code := s.custody("fetch", ref, "--env", "staging", "-o", dst)
@@ -289,6 +288,18 @@ func TestEndToEnd(t *testing.T) {
 			}
 			flipByte(t, blob, 100) // restore
 		}
+	})
+
+	t.Run("store rewrap re-wraps every data key and fetches still work", func(t *testing.T) {
+		if out, code := s.custody("store", "rewrap", "--as", "builder"); code == 0 || !strings.Contains(out, "PermissionDenied") {
+			t.Errorf("store rewrap as a builder: exit %d, want PermissionDenied:\n%s", code, out)
+		}
+		out := s.mustCustody("store", "rewrap")
+		if !strings.Contains(out, "0 failed") || strings.Contains(out, "rewrapped 0 ") {
+			t.Errorf("store rewrap: %s", out)
+		}
+		dst := filepath.Join(work, "after-rewrap")
+		s.mustCustody("fetch", "app@1.1.0", "--env", "staging", "-o", dst)
 	})
 
 	t.Run("authorization matrix", func(t *testing.T) {
@@ -465,4 +476,23 @@ type withBundle struct {
 
 func (w *withBundle) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
 	return w.bundles.GetX509BundleForTrustDomain(td)
+}
+
+// ciphertextPath finds the publisher's ciphertext object of a blob through
+// its key record (blobs are encrypted at rest).
+func (s *stack) ciphertextPath(t *testing.T, digest string) string {
+	t.Helper()
+	hexd := strings.TrimPrefix(digest, "sha256:")
+	objects := filepath.Join(s.dir, "data", "publisher", "blobs", "objects")
+	b, err := os.ReadFile(filepath.Join(objects, "keys", "sha256", hexd[:2], hexd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct {
+		Data string `json:"data"`
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(objects, filepath.FromSlash(rec.Data))
 }

@@ -204,7 +204,10 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 		a = append(a, "--data-dir", l.DataDir(name), "--log-private-key-file", l.path("keys", "log.key"), "--signer-addr", addr("signer"),
 			"--https-listen", "127.0.0.1:0", "--tls-cert-file", l.path("web", "catalog.pem"), "--tls-key-file", l.path("web", "catalog_key.pem"))
 	case "publisher":
-		a = append(a, "--data-dir", l.DataDir(name), "--signer-addr", addr("signer"), "--catalog-addr", addr("catalog"))
+		// Blobs are encrypted at rest; the dev stack wraps their keys with
+		// the soft KEK, kept with the other dev keys, not beside the blobs.
+		a = append(a, "--data-dir", l.DataDir(name), "--signer-addr", addr("signer"), "--catalog-addr", addr("catalog"),
+			"--kek", "soft", "--soft-kek-file", l.path("keys", "publisher-kek.json"))
 	case "gatekeeper":
 		a = append(a, "--catalog-addr", addr("catalog"), "--signer-addr", addr("signer"), "--publisher-addr", addr("publisher"),
 			"--trust-root", l.TrustRoot())

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,7 +20,6 @@ import (
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
-	"github.com/custody-dev/custody/services/publisher/internal/blobstore/local"
 	"github.com/custody-dev/custody/services/publisher/internal/limits"
 	"github.com/custody-dev/custody/services/publisher/internal/resume"
 	"github.com/custody-dev/custody/services/publisher/internal/server"
@@ -48,10 +48,11 @@ type config struct {
 	ResumablePerCaller              int
 	StreamsPerConn                  int
 	KeepaliveTime, KeepaliveTimeout time.Duration
+	Store                           storeConfig
 }
 
 func (c *config) validate() error {
-	errs := []error{c.Config.Validate()}
+	errs := []error{c.Config.Validate(), c.Store.validate()}
 	for flag, v := range map[string]string{"--data-dir": c.DataDir, "--signer-addr": c.SignerAddr, "--catalog-addr": c.CatalogAddr} {
 		if v == "" {
 			errs = append(errs, fmt.Errorf("%s is required", flag))
@@ -128,14 +129,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.Int(&cfg.StreamsPerConn, "max-streams-per-connection", "CUSTODY_MAX_STREAMS_PER_CONNECTION", 128, "concurrent RPCs on one client connection")
 	f.Duration(&cfg.KeepaliveTime, "keepalive-time", "CUSTODY_KEEPALIVE_TIME", 30*time.Second, "ping a client after this long without traffic")
 	f.Duration(&cfg.KeepaliveTimeout, "keepalive-timeout", "CUSTODY_KEEPALIVE_TIMEOUT", 10*time.Second, "close a connection whose client does not answer a ping within this")
+	cfg.Store.register(f)
 	if err := f.Parse(args); err != nil {
 		return err
 	}
 	if err := cfg.validate(); err != nil {
-		return err
-	}
-	blobs, err := local.Open(cfg.DataDir)
-	if err != nil {
 		return err
 	}
 	binds, err := bindings.Open(filepath.Join(cfg.DataDir, "bindings"))
@@ -147,6 +145,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer d.Close()
+	blobs, err := cfg.Store.open(cfg.DataDir, d.Logger)
+	if err != nil {
+		return err
+	}
 	signerConn, err := d.Dial(cfg.SignerAddr, "signer")
 	if err != nil {
 		return err
@@ -157,7 +159,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer catalogConn.Close()
-	srv := d.NewServer(server.Policy(d.TrustDomain), cfg.transport)
+	policy := server.Policy(d.TrustDomain)
+	maps.Copy(policy, server.StorePolicy(d.TrustDomain))
+	srv := d.NewServer(policy, cfg.transport)
 	signer := signerv1.NewSignerServiceClient(signerConn)
 	api := server.New(blobs, binds, signer, catalogv1.NewCatalogServiceClient(catalogConn), d.Logger, d.Telemetry.Metrics)
 	api.SetBatcher(signing.New(signer, signing.MaxInFlight, signing.MaxBatch))
@@ -172,5 +176,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		components = append(components, func(ctx context.Context) error { return partial.Run(ctx, min(cfg.ResumeTTL/4, time.Minute)) })
 	}
 	publisherv1.RegisterPublisherServiceServer(srv, api)
+	publisherv1.RegisterStoreServiceServer(srv, server.NewStore(blobs, d.Logger))
 	return d.Serve(ctx, srv, components...)
 }

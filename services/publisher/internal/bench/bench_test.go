@@ -39,7 +39,9 @@ import (
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
 	"github.com/custody-dev/custody/services/publisher/internal/blobstore/local"
+	"github.com/custody-dev/custody/services/publisher/internal/kek/soft"
 	"github.com/custody-dev/custody/services/publisher/internal/resume"
+	"github.com/custody-dev/custody/services/publisher/internal/sealed"
 	"github.com/custody-dev/custody/services/publisher/internal/server"
 )
 
@@ -101,10 +103,17 @@ func publisher(b *testing.B, dir string) (publisherv1.PublisherServiceClient, pu
 	sc, _ := rpc.Dial(sAddr, td.ID("/service/signer"), src, tel)
 	cc, _ := rpc.Dial(cAddr, td.ID("/service/catalog"), src, tel)
 	b.Cleanup(func() { sc.Close(); cc.Close() })
-	blobs, err := local.Open(dir)
+	// The store the publisher runs: encrypted under a per-blob data key
+	// wrapped by the dev key-encryption key.
+	objects, err := local.New(filepath.Join(dir, "blobs"))
 	if err != nil {
 		b.Fatal(err)
 	}
+	k, err := soft.Open(filepath.Join(dir, "kek.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	blobs := sealed.New(objects, k, quiet)
 	binds, err := bindings.Open(filepath.Join(dir, "bindings"))
 	if err != nil {
 		b.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"time"
@@ -23,9 +24,9 @@ import (
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
-	"github.com/custody-dev/custody/services/publisher/internal/blobstore/local"
 	"github.com/custody-dev/custody/services/publisher/internal/limits"
 	"github.com/custody-dev/custody/services/publisher/internal/resume"
+	"github.com/custody-dev/custody/services/publisher/internal/sealed"
 	"github.com/custody-dev/custody/services/publisher/internal/signing"
 )
 
@@ -60,10 +61,19 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	}
 }
 
+// Blobs is the encrypted blob store the server reads and writes.
+type Blobs interface {
+	Put(ctx context.Context, r io.Reader, maxSize int64) (digest string, size int64, err error)
+	Open(ctx context.Context, digest string, offset int64) (r io.ReadCloser, size int64, err error)
+	Verify(ctx context.Context, digest string) (int64, error)
+}
+
+var _ Blobs = (*sealed.Store)(nil)
+
 // Server implements publisherv1.PublisherServiceServer.
 type Server struct {
 	publisherv1.UnimplementedPublisherServiceServer
-	blobs    *local.Store
+	blobs    Blobs
 	bindings *bindings.Store
 	signer   signerv1.SignerServiceClient
 	catalog  catalogv1.CatalogServiceClient
@@ -119,7 +129,7 @@ func (s *Server) SetResume(r *resume.Store) { s.resume = r }
 func (s *Server) SetBatcher(b *signing.Batcher) { s.batcher = b }
 
 // New returns the publisher API.
-func New(blobs *local.Store, b *bindings.Store, signer signerv1.SignerServiceClient, catalog catalogv1.CatalogServiceClient, logger *slog.Logger, metrics *telemetry.Metrics) *Server {
+func New(blobs Blobs, b *bindings.Store, signer signerv1.SignerServiceClient, catalog catalogv1.CatalogServiceClient, logger *slog.Logger, metrics *telemetry.Metrics) *Server {
 	s := &Server{blobs: blobs, bindings: b, signer: signer, catalog: catalog, logger: logger, metrics: metrics, now: time.Now}
 	s.SetLimits(DefaultLimits())
 	return s
@@ -176,7 +186,7 @@ func (s *Server) complete(ctx context.Context, h *publisherv1.UploadHeader, dige
 
 // VerifyBlob re-checks a stored blob.
 func (s *Server) VerifyBlob(ctx context.Context, req *publisherv1.VerifyBlobRequest) (*publisherv1.VerifyBlobResponse, error) {
-	size, err := s.blobs.Verify(req.GetDigest())
+	size, err := s.blobs.Verify(ctx, req.GetDigest())
 	if err != nil {
 		return nil, s.integrity(ctx, err)
 	}
@@ -184,7 +194,7 @@ func (s *Server) VerifyBlob(ctx context.Context, req *publisherv1.VerifyBlobRequ
 }
 
 func (s *Server) integrity(ctx context.Context, err error) error {
-	if errors.Is(err, local.ErrIntegrity) {
+	if errors.Is(err, sealed.ErrIntegrity) {
 		s.metrics.IntegrityFailures.WithLabelValues("store").Inc()
 		s.logger.ErrorContext(ctx, "integrity failure", slog.Any("error", err))
 	}
@@ -194,11 +204,11 @@ func (s *Server) integrity(ctx context.Context, err error) error {
 // toStatus is the one mapping from domain errors to gRPC codes.
 func toStatus(err error) error {
 	switch {
-	case errors.Is(err, errInvalid), errors.Is(err, local.ErrInvalid), errors.Is(err, resume.ErrInvalid):
+	case errors.Is(err, errInvalid), errors.Is(err, sealed.ErrInvalid), errors.Is(err, resume.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, limits.ErrExhausted):
 		return status.Error(codes.ResourceExhausted, err.Error())
-	case errors.Is(err, local.ErrTooLarge):
+	case errors.Is(err, sealed.ErrTooLarge):
 		return status.Error(codes.ResourceExhausted, err.Error()+": the publisher's limit is --max-artifact-size")
 	case errors.Is(err, limits.ErrSuperseded):
 		return status.Error(codes.Aborted, err.Error())
@@ -206,11 +216,11 @@ func toStatus(err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, bindings.ErrConflict):
 		return status.Error(codes.AlreadyExists, err.Error()+": publish a new version instead")
-	case errors.Is(err, local.ErrNotFound), errors.Is(err, fs.ErrNotExist):
+	case errors.Is(err, sealed.ErrNotFound), errors.Is(err, fs.ErrNotExist):
 		return status.Error(codes.NotFound, err.Error())
-	case errors.Is(err, local.ErrIntegrity):
+	case errors.Is(err, sealed.ErrIntegrity):
 		return status.Error(codes.DataLoss, err.Error())
-	case errors.Is(err, errUnavailable):
+	case errors.Is(err, errUnavailable), errors.Is(err, sealed.ErrUnavailable):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, errNotSigned):
 		return status.Error(codes.FailedPrecondition, err.Error())

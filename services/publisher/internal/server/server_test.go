@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -30,7 +32,9 @@ import (
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
 	"github.com/custody-dev/custody/services/publisher/internal/blobstore/local"
+	"github.com/custody-dev/custody/services/publisher/internal/kek/soft"
 	"github.com/custody-dev/custody/services/publisher/internal/resume"
+	"github.com/custody-dev/custody/services/publisher/internal/sealed"
 	"github.com/custody-dev/custody/services/publisher/internal/server"
 )
 
@@ -89,6 +93,7 @@ type fixture struct {
 	signer  *fakeSigner
 	catalog *fakeCatalog
 	tel     *telemetry.Telemetry
+	kek     *soft.KEK
 }
 
 func serve(t *testing.T, td *identitytest.TrustDomain, idPath string, policy rpc.Policy, register func(*grpc.Server)) string {
@@ -124,15 +129,23 @@ func startWith(t *testing.T, configure func(*server.Server)) *fixture {
 	sc, _ := rpc.Dial(signerAddr, td.ID("/service/signer"), src, f.tel)
 	cc, _ := rpc.Dial(catalogAddr, td.ID("/service/catalog"), src, f.tel)
 	t.Cleanup(func() { sc.Close(); cc.Close() })
-	blobs, err := local.Open(f.dir)
+	objects, err := local.New(filepath.Join(f.dir, "blobs"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	k, err := soft.Open(filepath.Join(f.dir, "kek.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs := sealed.New(objects, k, slog.New(slog.DiscardHandler))
 	binds, err := bindings.Open(filepath.Join(f.dir, "bindings"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := rpc.NewServer(rpc.ServerConfig{Source: src, TrustDomain: td.TD, Policy: server.Policy(td.TD),
+	f.kek = k
+	policy := server.Policy(td.TD)
+	maps.Copy(policy, server.StorePolicy(td.TD))
+	srv := rpc.NewServer(rpc.ServerConfig{Source: src, TrustDomain: td.TD, Policy: policy,
 		Logger: slog.New(slog.DiscardHandler), Telemetry: f.tel, MaxRecvMsgSize: server.MaxRecvMsgSize})
 	api := server.New(blobs, binds, signerv1.NewSignerServiceClient(sc), catalogv1.NewCatalogServiceClient(cc), slog.New(slog.DiscardHandler), f.tel.Metrics)
 	partial, err := resume.Open(resume.Config{Dir: filepath.Join(f.dir, "partial"), TTL: time.Hour, MaxPerCaller: 4})
@@ -143,6 +156,7 @@ func startWith(t *testing.T, configure func(*server.Server)) *fixture {
 	if configure != nil {
 		configure(api)
 	}
+	publisherv1.RegisterStoreServiceServer(srv, server.NewStore(blobs, slog.New(slog.DiscardHandler)))
 	publisherv1.RegisterPublisherServiceServer(srv, api)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -155,13 +169,17 @@ func startWith(t *testing.T, configure func(*server.Server)) *fixture {
 }
 
 func (f *fixture) client(t *testing.T, as string) publisherv1.PublisherServiceClient {
+	return publisherv1.NewPublisherServiceClient(f.dial(t, as))
+}
+
+func (f *fixture) dial(t *testing.T, as string) *grpc.ClientConn {
 	t.Helper()
 	c, err := rpc.Dial(f.addr, f.td.ID("/service/publisher"), f.td.Source(t, as), telemetry.Discard("c"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return publisherv1.NewPublisherServiceClient(c)
+	return c
 }
 
 // upload sends a header and data in chunks of chunk bytes.
@@ -310,9 +328,10 @@ func TestRejectsBadUploads(t *testing.T) {
 			t.Errorf("%s: %v, want InvalidArgument", name, err)
 		}
 	}
-	entries, _ := os.ReadDir(filepath.Join(f.dir, "blobs", "sha256"))
-	if len(entries) != 0 {
-		t.Errorf("rejected uploads left %d blob directories", len(entries))
+	for _, d := range []string{"data", "keys"} {
+		if entries, _ := os.ReadDir(filepath.Join(f.dir, "blobs", "objects", d)); len(entries) != 0 {
+			t.Errorf("rejected uploads left %d entries under %s", len(entries), d)
+		}
 	}
 }
 
@@ -326,8 +345,7 @@ func TestCorruptionIsDataLoss(t *testing.T) {
 	if _, err := gk.VerifyBlob(t.Context(), &publisherv1.VerifyBlobRequest{Digest: resp.GetDigest()}); err != nil {
 		t.Fatal(err)
 	}
-	h := strings.TrimPrefix(resp.GetDigest(), "sha256:")
-	path := filepath.Join(f.dir, "blobs", "sha256", h[:2], h)
+	path := ciphertextPath(t, f.dir, resp.GetDigest())
 	b, _ := os.ReadFile(path)
 	b[10] ^= 1
 	if err := os.WriteFile(path, b, 0o600); err != nil {
@@ -430,4 +448,21 @@ func TestLargeUploadBoundedMemory(t *testing.T) {
 	if growth > size/8 {
 		t.Fatalf("heap grew by %d MiB for a %d MiB upload: the upload path buffers", growth>>20, size>>20)
 	}
+}
+
+// ciphertextPath finds a blob's ciphertext object through its key record.
+func ciphertextPath(t *testing.T, dir, digest string) string {
+	t.Helper()
+	h := strings.TrimPrefix(digest, "sha256:")
+	b, err := os.ReadFile(filepath.Join(dir, "blobs", "objects", "keys", "sha256", h[:2], h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec struct {
+		Data string `json:"data"`
+	}
+	if err := json.Unmarshal(b, &rec); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "blobs", "objects", filepath.FromSlash(rec.Data))
 }

@@ -14,13 +14,14 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/custody-dev/custody/libs/artifact"
+	"github.com/custody-dev/custody/libs/digest"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
-	"github.com/custody-dev/custody/services/publisher/internal/blobstore/local"
 	"github.com/custody-dev/custody/services/publisher/internal/limits"
 	"github.com/custody-dev/custody/services/publisher/internal/resume"
+	"github.com/custody-dev/custody/services/publisher/internal/sealed"
 )
 
 type receiver = limits.Receiver[*publisherv1.UploadRequest]
@@ -41,7 +42,7 @@ func (s *Server) chunk(msg *publisherv1.UploadRequest, held int64, h *publisherv
 		return nil, fmt.Errorf("%w: more bytes than the declared size %d", errInvalid, h.GetSize())
 	}
 	if held > s.limits.MaxSize {
-		return nil, fmt.Errorf("%w: more than %d bytes", local.ErrTooLarge, s.limits.MaxSize)
+		return nil, fmt.Errorf("%w: more than %d bytes", sealed.ErrTooLarge, s.limits.MaxSize)
 	}
 	return c, nil
 }
@@ -127,7 +128,7 @@ func (s *Server) validateHeader(h *publisherv1.UploadHeader) error {
 		errs = append(errs, fmt.Sprintf("offset %d beyond the declared size %d", h.GetOffset(), h.GetSize()))
 	}
 	if d := h.GetDigest(); d != "" {
-		if _, err := local.ParseDigest(d); err != nil {
+		if _, err := digest.Parse(d); err != nil {
 			errs = append(errs, "digest: "+err.Error())
 		}
 	}
@@ -135,7 +136,7 @@ func (s *Server) validateHeader(h *publisherv1.UploadHeader) error {
 		return fmt.Errorf("%w: %s", errInvalid, strings.Join(errs, "; "))
 	}
 	if h.GetSize() > s.limits.MaxSize {
-		return fmt.Errorf("%w: declared size %d is more than %d bytes", local.ErrTooLarge, h.GetSize(), s.limits.MaxSize)
+		return fmt.Errorf("%w: declared size %d is more than %d bytes", sealed.ErrTooLarge, h.GetSize(), s.limits.MaxSize)
 	}
 	return nil
 }
@@ -180,7 +181,7 @@ func (s *Server) Upload(stream publisherv1.PublisherService_UploadServer) error 
 		if h.GetDigest() != "" {
 			r.sum = sha256.New()
 		}
-		digest, size, err = s.blobs.Put(r, s.limits.MaxSize)
+		digest, size, err = s.blobs.Put(ctx, r, s.limits.MaxSize)
 	}
 	if err != nil {
 		return s.uploadErr(ctx, caller, err)
@@ -250,7 +251,7 @@ func (s *Server) spool(ctx context.Context, caller spiffeid.ID, h *publisherv1.U
 		u.Discard()
 		return "", 0, err
 	}
-	digest, size, err := s.blobs.Put(u.Bytes(), s.limits.MaxSize)
+	digest, size, err := s.blobs.Put(ctx, u.Bytes(), s.limits.MaxSize)
 	if err != nil {
 		u.Suspend() // a store failure: the builder may resume once it is fixed
 		return "", 0, err

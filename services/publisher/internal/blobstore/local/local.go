@@ -1,116 +1,87 @@
-// Package local is the publisher's blob store on a local filesystem:
-// content-addressed, written atomically, checked on every read.
+// Package local is a blob-store back end on a local filesystem: every
+// object is written to a temporary file, fsynced, linked into place
+// (an atomic create-if-absent) and its directory fsynced.
 package local
 
 import (
+	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sync"
-	"syscall"
 
-	"github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/services/publisher/internal/blobstore"
 )
 
-// Errors callers map to status codes.
-var (
-	ErrNotFound  = errors.New("blob not found")
-	ErrIntegrity = errors.New("stored blob is corrupted")
-	ErrInvalid   = errors.New("invalid digest")
-	ErrTooLarge  = errors.New("blob larger than allowed")
-)
-
-// Store keeps blobs under dir/blobs/sha256/<2 hex>/<hex>. It is safe for
-// concurrent use, also by several processes sharing dir: a blob appears
-// whole or not at all.
+// Store keeps objects under dir/objects/<name>. It is safe for concurrent
+// use, also by several processes sharing dir.
 type Store struct {
 	dir string
-
-	mu       sync.Mutex
-	verified map[string]stamp // digest → file identity when last hashed good
 }
 
-type stamp struct {
-	size, mtime, ctime int64
-	ino                uint64
-}
+var _ blobstore.Backend = (*Store)(nil)
 
-// Open prepares dir and removes temporary files left by a crash.
-func Open(dir string) (*Store, error) {
-	for _, d := range []string{"blobs/sha256", "tmp"} {
+// New prepares dir and removes temporary files left by a crash.
+func New(dir string) (*Store, error) {
+	for _, d := range []string{"objects", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
-			return nil, fmt.Errorf("open blob store: %w", err)
+			return nil, fmt.Errorf("open blob store %s: %w", dir, err)
 		}
 	}
-	stale, _ := filepath.Glob(filepath.Join(dir, "tmp", "upload-*"))
+	stale, _ := filepath.Glob(filepath.Join(dir, "tmp", "write-*"))
 	for _, f := range stale {
 		os.Remove(f)
 	}
-	return &Store{dir: dir, verified: map[string]stamp{}}, nil
+	return &Store{dir: dir}, nil
 }
 
-func (s *Store) path(hexDigest string) string {
-	return filepath.Join(s.dir, "blobs", "sha256", hexDigest[:2], hexDigest)
-}
-
-// ParseDigest checks "sha256:<64 lowercase hex>" and returns the hex.
-func ParseDigest(d string) (string, error) {
-	h, err := digest.Parse(d)
-	if err != nil {
-		return "", fmt.Errorf("%w: %v", ErrInvalid, err)
+func (s *Store) path(name string) (string, error) {
+	if !blobstore.ValidName(name) {
+		return "", fmt.Errorf("%w: %q", blobstore.ErrInvalid, name)
 	}
-	return h, nil
+	return filepath.Join(s.dir, "objects", filepath.FromSlash(name)), nil
 }
 
-// Put streams r into the store while hashing it, and returns its digest and
-// size. At most maxSize bytes are read (more is ErrTooLarge). The blob is
-// fsynced and linked into place only when complete; on any error nothing is
-// left behind.
-func (s *Store) Put(r io.Reader, maxSize int64) (string, int64, error) {
-	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "upload-*")
+// temp writes r to a fsynced temporary file and returns it open.
+func (s *Store) temp(r io.Reader) (*os.File, int64, error) {
+	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "write-*")
 	if err != nil {
-		return "", 0, fmt.Errorf("store blob: %w", err)
+		return nil, 0, err
 	}
+	n, err := io.Copy(tmp, r)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return nil, 0, err
+	}
+	return tmp, n, nil
+}
+
+// place links or renames the temporary file to path and fsyncs the
+// directory; the temporary name is always removed.
+func place(tmp *os.File, path string, replace bool) error {
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	h := sha256.New()
-	buf := make([]byte, 1<<20)
-	n, err := io.CopyBuffer(io.MultiWriter(tmp, h), io.LimitReader(r, maxSize+1), buf)
-	if err != nil {
-		return "", 0, fmt.Errorf("store blob: %w", err)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
 	}
-	if n > maxSize {
-		return "", 0, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, maxSize)
+	if replace {
+		if err := os.Rename(tmp.Name(), path); err != nil {
+			return err
+		}
+	} else if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return blobstore.ErrExists
+		}
+		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		return "", 0, fmt.Errorf("store blob: fsync: %w", err)
-	}
-	hexDigest := hex.EncodeToString(h.Sum(nil))
-	final := s.path(hexDigest)
-	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
-		return "", 0, fmt.Errorf("store blob: %w", err)
-	}
-	// link is an atomic create-if-absent: a blob already there has the same
-	// content (it is named by its hash) unless it rotted, which Verify and
-	// reads detect.
-	if err := os.Link(tmp.Name(), final); err != nil && !errors.Is(err, fs.ErrExist) {
-		return "", 0, fmt.Errorf("store blob: %w", err)
-	}
-	if err := syncDir(filepath.Dir(final)); err != nil {
-		return "", 0, fmt.Errorf("store blob: %w", err)
-	}
-	return digest.Prefix + hexDigest, n, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
+	d, err := os.Open(filepath.Dir(path))
 	if err != nil {
 		return err
 	}
@@ -118,116 +89,138 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// Open returns a reader of the blob from byte offset on, and the whole
-// blob's size. A read from offset 0 returns an error wrapping ErrIntegrity
-// at the end if the bytes do not hash to the digest or are longer than the
-// size seen at open; a read from a later offset cannot be checked here and
-// is checked by its reader. An offset outside [0, size] wraps ErrInvalid.
-func (s *Store) Open(ctx context.Context, digest string, offset int64) (io.ReadCloser, int64, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, 0, err
-	}
-	h, err := ParseDigest(digest)
+// Write implements blobstore.Backend.
+func (s *Store) Write(ctx context.Context, name string, r io.Reader) (int64, error) {
+	path, err := s.path(name)
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
-	f, err := os.Open(s.path(h))
+	tmp, n, err := s.temp(r)
+	if err != nil {
+		return 0, fmt.Errorf("write object %s: %w", name, err)
+	}
+	if err := place(tmp, path, false); err != nil {
+		return 0, fmt.Errorf("write object %s: %w", name, err)
+	}
+	return n, nil
+}
+
+// Create implements blobstore.Backend.
+func (s *Store) Create(ctx context.Context, name string, data []byte) error {
+	path, err := s.path(name)
+	if err != nil {
+		return err
+	}
+	tmp, _, err := s.temp(bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("create object %s: %w", name, err)
+	}
+	if err := place(tmp, path, false); err != nil {
+		return fmt.Errorf("create object %s: %w", name, err)
+	}
+	return nil
+}
+
+// Replace implements blobstore.Backend.
+func (s *Store) Replace(ctx context.Context, name string, data []byte) error {
+	path, err := s.path(name)
+	if err != nil {
+		return err
+	}
+	tmp, _, err := s.temp(bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("replace object %s: %w", name, err)
+	}
+	if err := place(tmp, path, true); err != nil {
+		return fmt.Errorf("replace object %s: %w", name, err)
+	}
+	return nil
+}
+
+// Get implements blobstore.Backend.
+func (s *Store) Get(ctx context.Context, name string) ([]byte, error) {
+	path, err := s.path(name)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, 0, fmt.Errorf("%w: %s", ErrNotFound, digest)
+		return nil, fmt.Errorf("%w: %s", blobstore.ErrNotFound, name)
 	}
 	if err != nil {
+		return nil, fmt.Errorf("read object %s: %w", name, err)
+	}
+	return b, nil
+}
+
+// Open implements blobstore.Backend.
+func (s *Store) Open(ctx context.Context, name string, offset int64) (io.ReadCloser, int64, error) {
+	path, err := s.path(name)
+	if err != nil {
 		return nil, 0, err
+	}
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, fmt.Errorf("%w: %s", blobstore.ErrNotFound, name)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("open object %s: %w", name, err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, 0, err
+		return nil, 0, fmt.Errorf("open object %s: %w", name, err)
 	}
-	size := fi.Size()
-	if offset < 0 || offset > size {
+	if offset < 0 || offset > fi.Size() {
 		f.Close()
-		return nil, 0, fmt.Errorf("%w: offset %d outside the blob's %d bytes", ErrInvalid, offset, size)
+		return nil, 0, fmt.Errorf("%w: offset %d of object %s of %d bytes", blobstore.ErrInvalid, offset, name, fi.Size())
 	}
-	if offset > 0 {
-		if _, err := f.Seek(offset, io.SeekStart); err != nil {
-			f.Close()
-			return nil, 0, err
-		}
-		return f, size, nil
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("open object %s: %w", name, err)
 	}
-	return &checked{f: f, h: sha256.New(), want: h, digest: digest, left: size}, size, nil
+	return f, fi.Size(), nil
 }
 
-type checked struct {
-	f      *os.File
-	h      hash.Hash
-	want   string
-	digest string
-	left   int64
-}
-
-func (c *checked) Read(p []byte) (int, error) {
-	n, err := c.f.Read(p)
-	c.h.Write(p[:n])
-	c.left -= int64(n)
-	if c.left < 0 {
-		return n, fmt.Errorf("%w: %s grew while being read", ErrIntegrity, c.digest)
-	}
-	if errors.Is(err, io.EOF) {
-		if got := hex.EncodeToString(c.h.Sum(nil)); got != c.want || c.left != 0 {
-			return n, fmt.Errorf("%w: %s: its bytes hash to sha256:%s", ErrIntegrity, c.digest, got)
-		}
-	}
-	return n, err
-}
-
-func (c *checked) Close() error { return c.f.Close() }
-
-// Verify re-hashes the blob unless the file is unchanged since it was last
-// found good (same size, mtime, ctime and inode; ctime cannot be set from
-// user space), and returns its size.
-func (s *Store) Verify(digest string) (int64, error) {
-	h, err := ParseDigest(digest)
+// Delete implements blobstore.Backend.
+func (s *Store) Delete(ctx context.Context, name string) error {
+	path, err := s.path(name)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	st, err := statOf(s.path(h))
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, fmt.Errorf("%w: %s", ErrNotFound, digest)
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete object %s: %w", name, err)
 	}
-	if err != nil {
-		return 0, err
-	}
-	s.mu.Lock()
-	good := s.verified[digest] == st
-	s.mu.Unlock()
-	if good {
-		return st.size, nil
-	}
-	r, size, err := s.Open(context.Background(), digest, 0)
-	if err != nil {
-		return 0, err
-	}
-	defer r.Close()
-	if _, err := io.CopyBuffer(io.Discard, r, make([]byte, 1<<20)); err != nil {
-		s.mu.Lock()
-		delete(s.verified, digest)
-		s.mu.Unlock()
-		return 0, err
-	}
-	s.mu.Lock()
-	s.verified[digest] = st
-	s.mu.Unlock()
-	return size, nil
+	return nil
 }
 
-func statOf(path string) (stamp, error) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		if errors.Is(err, syscall.ENOENT) {
-			return stamp{}, fs.ErrNotExist
-		}
-		return stamp{}, err
+// List implements blobstore.Backend.
+func (s *Store) List(ctx context.Context, prefix string, fn func(string) error) error {
+	if !blobstore.ValidPrefix(prefix) {
+		return fmt.Errorf("%w: prefix %q", blobstore.ErrInvalid, prefix)
 	}
-	return stamp{size: st.Size, mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano(), ino: st.Ino}, nil
+	root := filepath.Join(s.dir, "objects")
+	err := filepath.WalkDir(filepath.Join(root, filepath.FromSlash(prefix)), func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		rel, err := filepath.Rel(root, path)
+		if err != nil {
+			return err
+		}
+		return fn(filepath.ToSlash(rel))
+	})
+	if err != nil {
+		return fmt.Errorf("list objects under %s: %w", prefix, err)
+	}
+	return nil
 }

@@ -1,0 +1,484 @@
+// Package sealed is the publisher's encrypted, content-addressed blob
+// store: envelope encryption over any blobstore.Backend.
+//
+// Every blob gets a fresh random 256-bit data key, wrapped by a KEK back
+// end (package kek) and kept with the blob's record; only ciphertext and
+// wrapped keys reach the back end. Content is chunked AES-256-GCM in the
+// STREAM construction: chunk i is sealed under a nonce of its index and a
+// last-chunk flag, so every chunk is authenticated before any of its bytes
+// is released, a read can start at any chunk, and truncation, extension,
+// reordering and splicing from another blob are all detected. Digests stay
+// the SHA-256 of the plaintext.
+package sealed
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"strings"
+
+	libdigest "github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/services/publisher/internal/blobstore"
+	"github.com/custody-dev/custody/services/publisher/internal/kek"
+)
+
+// Errors the gRPC layer maps to status codes.
+var (
+	ErrNotFound  = errors.New("blob not found")
+	ErrIntegrity = errors.New("stored blob is corrupted")
+	ErrInvalid   = errors.New("invalid digest or offset")
+	ErrTooLarge  = errors.New("blob larger than allowed")
+	// ErrUnavailable: the KEK back end or the object storage is down;
+	// nothing was stored or served. Retry once it is back.
+	ErrUnavailable = errors.New("storage unavailable")
+)
+
+// MaxSize bounds one blob's plaintext.
+const MaxSize = 1 << 40
+
+const (
+	// DefaultChunk is the plaintext chunk size: large enough that the
+	// per-chunk GCM setup and tag are noise, small enough that a ranged
+	// read decrypts little it does not return.
+	DefaultChunk = 256 << 10
+	minChunk     = 4 << 10
+	maxChunk     = 16 << 20
+	overhead     = 16 // GCM tag per chunk
+	dataKeySize  = 32
+)
+
+// KEK is what the store needs from a key-encryption back end.
+type KEK interface {
+	Name() string
+	Wrap(ctx context.Context, dataKey []byte) (string, error)
+	Unwrap(ctx context.Context, wrapped string) ([]byte, error)
+	Rewrap(ctx context.Context, wrapped string) (string, error)
+}
+
+var _ KEK = kek.KEK(nil)
+
+// Store is safe for concurrent use, also by several publishers sharing the
+// back end.
+type Store struct {
+	objects blobstore.Backend
+	kek     KEK
+	chunk   int
+	logger  *slog.Logger
+}
+
+// New returns a store writing through objects with data keys wrapped by k.
+func New(objects blobstore.Backend, k KEK, logger *slog.Logger) *Store {
+	return &Store{objects: objects, kek: k, chunk: DefaultChunk, logger: logger}
+}
+
+// SetChunk changes the chunk size of blobs written from now on (tests);
+// existing blobs keep theirs.
+func (s *Store) SetChunk(n int) {
+	if n < minChunk || n > maxChunk {
+		panic(fmt.Sprintf("sealed: chunk size %d out of range", n))
+	}
+	s.chunk = n
+}
+
+func recordName(hexDigest string) string { return "keys/sha256/" + hexDigest[:2] + "/" + hexDigest }
+
+// keys derives the content and MAC keys from a data key.
+func keys(dataKey []byte) (cipher.AEAD, []byte, error) {
+	ck, err := hkdf.Key(sha256.New, dataKey, nil, "custody sealed content v1", 32)
+	if err != nil {
+		return nil, nil, err
+	}
+	mk, err := hkdf.Key(sha256.New, dataKey, nil, "custody sealed record v1", 32)
+	if err != nil {
+		return nil, nil, err
+	}
+	block, err := aes.NewCipher(ck)
+	if err != nil {
+		return nil, nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	return aead, mk, err
+}
+
+// nonce is STREAM's: chunk index, then a flag set only on the last chunk.
+func nonce(dst *[12]byte, i int64, last bool) []byte {
+	binary.BigEndian.PutUint64(dst[:8], uint64(i))
+	dst[8], dst[9], dst[10], dst[11] = 0, 0, 0, 0
+	if last {
+		dst[11] = 1
+	}
+	return dst[:]
+}
+
+func (s *Store) kekErr(op string, err error) error {
+	if errors.Is(err, kek.ErrUnavailable) {
+		return fmt.Errorf("%w: %s: %s KEK: %v", ErrUnavailable, op, s.kek.Name(), err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+func storeErr(err error) error {
+	switch {
+	case errors.Is(err, blobstore.ErrUnavailable):
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	case errors.Is(err, ErrTooLarge), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	}
+	return err
+}
+
+// Put streams r into the store while hashing and encrypting it, and returns
+// its digest and plaintext size. At most maxSize bytes are read (more is
+// ErrTooLarge). The KEK is asked first, so an unavailable KEK fails the
+// upload before any byte is read. The blob appears once its ciphertext is
+// durable and its record created; on any error nothing is visible. An
+// upload of content already stored returns the existing blob's digest.
+func (s *Store) Put(ctx context.Context, r io.Reader, maxSize int64) (string, int64, error) {
+	dk := make([]byte, dataKeySize)
+	if _, err := io.ReadFull(rand.Reader, dk); err != nil {
+		return "", 0, fmt.Errorf("store blob: %w", err)
+	}
+	defer clear(dk)
+	wrapped, err := s.kek.Wrap(ctx, dk)
+	if err != nil {
+		return "", 0, s.kekErr("store blob: wrap data key", err)
+	}
+	aead, macKey, err := keys(dk)
+	if err != nil {
+		return "", 0, fmt.Errorf("store blob: %w", err)
+	}
+	id := make([]byte, 16)
+	rand.Read(id)
+	data := "data/" + hex.EncodeToString(id[:1]) + "/" + hex.EncodeToString(id)
+	sr := newSealer(r, aead, s.chunk, maxSize)
+	if _, err := s.objects.Write(ctx, data, sr); err != nil {
+		if sr.err != nil {
+			err = sr.err // the upload's own failure, not the back end's
+		}
+		return "", 0, fmt.Errorf("store blob: %w", storeErr(err))
+	}
+	hexDigest := hex.EncodeToString(sr.h.Sum(nil))
+	rec := record{Version: recordVersion, Digest: "sha256:" + hexDigest, Size: sr.total, Chunk: s.chunk, Data: data, KEK: s.kek.Name(), Wrapped: wrapped}
+	rec.Tag = rec.tag(macKey)
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return "", 0, err
+	}
+	err = s.objects.Create(ctx, recordName(hexDigest), b)
+	if errors.Is(err, blobstore.ErrExists) {
+		// Same content stored before (or concurrently): keep that one.
+		if derr := s.objects.Delete(context.WithoutCancel(ctx), data); derr != nil {
+			s.logger.WarnContext(ctx, "delete duplicate ciphertext", slog.String("object", data), slog.Any("error", derr))
+		}
+		return rec.Digest, rec.Size, nil
+	}
+	if err != nil {
+		s.objects.Delete(context.WithoutCancel(ctx), data)
+		return "", 0, fmt.Errorf("store blob %s: %w", rec.Digest, storeErr(err))
+	}
+	return rec.Digest, rec.Size, nil
+}
+
+// sealer is the upload's reader: plaintext in, sealed chunks out. It reads
+// one chunk ahead to know which chunk is the last. Two buffers per upload,
+// none per chunk.
+type sealer struct {
+	src     io.Reader
+	aead    cipher.AEAD
+	h       hash.Hash
+	chunk   int
+	maxSize int64
+
+	cur, next []byte // plaintext chunks, capacity chunk+overhead
+	nextN     int
+	out       []byte // sealed bytes not yet returned
+	index     int64
+	total     int64
+	started   bool
+	done      bool
+	err       error // the source's error, kept for Put
+	nonce     [12]byte
+}
+
+func newSealer(src io.Reader, aead cipher.AEAD, chunk int, maxSize int64) *sealer {
+	return &sealer{src: src, aead: aead, h: sha256.New(), chunk: chunk, maxSize: maxSize,
+		cur: make([]byte, chunk+overhead), next: make([]byte, chunk+overhead)}
+}
+
+func (s *sealer) fill(buf []byte) (int, error) {
+	n, err := io.ReadFull(s.src, buf[:s.chunk])
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		err = nil
+	}
+	if err != nil {
+		s.err = err
+		return 0, err
+	}
+	s.h.Write(buf[:n])
+	s.total += int64(n)
+	if s.total > s.maxSize {
+		s.err = fmt.Errorf("%w: more than %d bytes", ErrTooLarge, s.maxSize)
+		return 0, s.err
+	}
+	return n, nil
+}
+
+func (s *sealer) Read(p []byte) (int, error) {
+	for len(s.out) == 0 {
+		if s.done {
+			return 0, io.EOF
+		}
+		if !s.started {
+			n, err := s.fill(s.next)
+			if err != nil {
+				return 0, err
+			}
+			s.nextN, s.started = n, true
+		}
+		s.cur, s.next = s.next, s.cur
+		curN := s.nextN
+		last := curN < s.chunk
+		if !last {
+			n, err := s.fill(s.next)
+			if err != nil {
+				return 0, err
+			}
+			s.nextN = n
+			last = n == 0
+		}
+		s.out = s.aead.Seal(s.cur[:0], nonce(&s.nonce, s.index, last), s.cur[:curN], nil)
+		s.index++
+		s.done = last
+	}
+	n := copy(p, s.out)
+	s.out = s.out[n:]
+	return n, nil
+}
+
+// open reads and authenticates a blob's record and unwraps its key.
+func (s *Store) open(ctx context.Context, digest string) (*record, cipher.AEAD, error) {
+	if !libdigest.Valid(digest) {
+		return nil, nil, fmt.Errorf("%w %q: want sha256:<64 lowercase hex>", ErrInvalid, digest)
+	}
+	hexDigest := strings.TrimPrefix(digest, "sha256:")
+	b, err := s.objects.Get(ctx, recordName(hexDigest))
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return nil, nil, fmt.Errorf("%w: %s", ErrNotFound, digest)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("read blob %s: %w", digest, storeErr(err))
+	}
+	rec, err := parseRecord(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %s: key record: %v", ErrIntegrity, digest, err)
+	}
+	if rec.Digest != digest {
+		return nil, nil, fmt.Errorf("%w: %s: key record is for %s", ErrIntegrity, digest, rec.Digest)
+	}
+	dk, err := s.kek.Unwrap(ctx, rec.Wrapped)
+	if errors.Is(err, kek.ErrUnwrap) {
+		return nil, nil, fmt.Errorf("%w: %s: %v", ErrIntegrity, digest, err)
+	}
+	if err != nil {
+		return nil, nil, s.kekErr("read blob "+digest+": unwrap data key", err)
+	}
+	defer clear(dk)
+	aead, macKey, err := keys(dk)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %s: %v", ErrIntegrity, digest, err)
+	}
+	if !hmac.Equal(rec.tag(macKey), rec.Tag) {
+		return nil, nil, fmt.Errorf("%w: %s: key record fails authentication", ErrIntegrity, digest)
+	}
+	return rec, aead, nil
+}
+
+// Open returns a reader of the blob's plaintext from offset and the whole
+// blob's plaintext size. Every chunk is authenticated before any of its
+// bytes is returned; a failing chunk, a missing or extra byte, or a record
+// that does not match ends the read with an error wrapping ErrIntegrity
+// that names the digest. The KEK or storage down is ErrUnavailable.
+func (s *Store) Open(ctx context.Context, digest string, offset int64) (io.ReadCloser, int64, error) {
+	rec, aead, err := s.open(ctx, digest)
+	if err != nil {
+		return nil, 0, err
+	}
+	if offset < 0 || offset > rec.Size {
+		return nil, 0, fmt.Errorf("%w: offset %d of %s, which has %d bytes", ErrInvalid, offset, digest, rec.Size)
+	}
+	// Start at the chunk holding offset; an offset at the end still
+	// authenticates the last chunk.
+	first := min(offset/int64(rec.Chunk), rec.chunks()-1)
+	src, objSize, err := s.objects.Open(ctx, rec.Data, first*int64(rec.Chunk+overhead))
+	if errors.Is(err, blobstore.ErrNotFound) || errors.Is(err, blobstore.ErrInvalid) {
+		return nil, 0, fmt.Errorf("%w: %s: ciphertext missing or short: %v", ErrIntegrity, digest, err)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("read blob %s: %w", digest, storeErr(err))
+	}
+	if objSize != rec.sealedSize() {
+		src.Close()
+		return nil, 0, fmt.Errorf("%w: %s: ciphertext of %d bytes, want %d", ErrIntegrity, digest, objSize, rec.sealedSize())
+	}
+	return &opener{src: src, aead: aead, rec: rec, index: first, skip: offset - first*int64(rec.Chunk),
+		buf: make([]byte, rec.Chunk+overhead)}, rec.Size, nil
+}
+
+// opener releases authenticated plaintext chunk by chunk.
+type opener struct {
+	src   io.ReadCloser
+	aead  cipher.AEAD
+	rec   *record
+	index int64
+	skip  int64
+	buf   []byte
+	out   []byte
+	err   error
+	nonce [12]byte
+}
+
+func (o *opener) Read(p []byte) (int, error) {
+	for len(o.out) == 0 {
+		if o.err != nil {
+			return 0, o.err
+		}
+		o.err = o.next()
+	}
+	n := copy(p, o.out)
+	o.out = o.out[n:]
+	return n, nil
+}
+
+func (o *opener) next() error {
+	n := o.rec.chunks()
+	if o.index >= n {
+		// No byte may follow the last chunk.
+		var one [1]byte
+		if k, _ := o.src.Read(one[:]); k > 0 {
+			return fmt.Errorf("%w: %s: ciphertext longer than recorded", ErrIntegrity, o.rec.Digest)
+		}
+		return io.EOF
+	}
+	last := o.index == n-1
+	plain := int64(o.rec.Chunk)
+	if last {
+		plain = o.rec.Size - o.index*int64(o.rec.Chunk)
+	}
+	ct := o.buf[:plain+overhead]
+	if _, err := io.ReadFull(o.src, ct); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%w: %s: ciphertext truncated in chunk %d", ErrIntegrity, o.rec.Digest, o.index)
+		}
+		return fmt.Errorf("read blob %s: %w", o.rec.Digest, storeErr(err))
+	}
+	pt, err := o.aead.Open(ct[:0], nonce(&o.nonce, o.index, last), ct, nil)
+	if err != nil {
+		return fmt.Errorf("%w: %s: chunk %d fails authentication", ErrIntegrity, o.rec.Digest, o.index)
+	}
+	o.index++
+	o.out = pt[o.skip:]
+	o.skip = 0
+	return nil
+}
+
+func (o *opener) Close() error { return o.src.Close() }
+
+// Verify reads the whole blob, authenticating every chunk and re-hashing
+// the plaintext, and returns its size.
+func (s *Store) Verify(ctx context.Context, digest string) (int64, error) {
+	r, size, err := s.Open(ctx, digest, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, r, make([]byte, 1<<20)); err != nil {
+		return 0, err
+	}
+	if got := "sha256:" + hex.EncodeToString(h.Sum(nil)); got != digest {
+		return 0, fmt.Errorf("%w: %s: its bytes hash to %s", ErrIntegrity, digest, got)
+	}
+	return size, nil
+}
+
+// RewrapResult counts what Rewrap did.
+type RewrapResult struct {
+	Rewrapped int
+	Failed    int
+}
+
+// Rewrap re-wraps every blob's data key under the KEK's newest version,
+// replacing each record in place; content is not re-encrypted. A record
+// that cannot be rewrapped is logged and counted, and the others still
+// are; the first such error is returned with the counts.
+func (s *Store) Rewrap(ctx context.Context) (RewrapResult, error) {
+	var res RewrapResult
+	var first error
+	err := s.objects.List(ctx, "keys/sha256/", func(name string) error {
+		err := s.rewrapOne(ctx, name)
+		if errors.Is(err, ErrUnavailable) {
+			return err // stop: every other key would fail the same way
+		}
+		if err != nil {
+			res.Failed++
+			first = cmpErr(first, err)
+			s.logger.ErrorContext(ctx, "rewrap", slog.String("record", name), slog.Any("error", err))
+			return nil
+		}
+		res.Rewrapped++
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("rewrap: %w", storeErr(err))
+	}
+	return res, first
+}
+
+func cmpErr(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+func (s *Store) rewrapOne(ctx context.Context, name string) error {
+	b, err := s.objects.Get(ctx, name)
+	if err != nil {
+		return fmt.Errorf("rewrap %s: %w", name, storeErr(err))
+	}
+	rec, err := parseRecord(b)
+	if err != nil {
+		return fmt.Errorf("%w: rewrap %s: %v", ErrIntegrity, name, err)
+	}
+	if name != recordName(strings.TrimPrefix(rec.Digest, "sha256:")) {
+		return fmt.Errorf("%w: rewrap %s: record is for %s", ErrIntegrity, name, rec.Digest)
+	}
+	wrapped, err := s.kek.Rewrap(ctx, rec.Wrapped)
+	if err != nil {
+		return s.kekErr("rewrap "+rec.Digest, err)
+	}
+	if wrapped == rec.Wrapped {
+		return nil
+	}
+	rec.Wrapped, rec.KEK = wrapped, s.kek.Name()
+	out, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if err := s.objects.Replace(ctx, name, out); err != nil {
+		return fmt.Errorf("rewrap %s: %w", rec.Digest, storeErr(err))
+	}
+	return nil
+}
