@@ -158,7 +158,7 @@ func TestEventsSurviveRepeatedKills(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tlog.OpenCheckpoint(signed, s.cosigner.VerifierKey()); err != nil {
+		if _, err := tlog.OpenCosigned(signed, cp.Origin, s.cosigner.VerifierKey()); err != nil {
 			t.Errorf("checkpoint after restart %d is not co-signed: %v", i, err)
 		}
 		if cp.Size < last || !bytes.Equal(roots[cp.Size], cp.Hash) {

@@ -87,7 +87,7 @@ func TestRunServesTheLogOverHTTPS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	ev, err := catalogv1.NewCatalogServiceClient(conn).AppendEvent(ctx, &catalogv1.AppendEventRequest{Type: "test.happened"})
+	ev, err := catalogv1.NewCatalogServiceClient(conn).AppendEvent(ctx, &catalogv1.AppendEventRequest{Type: tlog.TypeAdmissionDecided})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -134,7 +134,7 @@ func TestLineageRefusesBadInput(t *testing.T) {
 // in log order, each proven against the latest checkpoint, page by page.
 func TestListEvents(t *testing.T) {
 	f := newFixture(t)
-	c := catalog.New(catalog.Config{Store: f.store, Log: f.log, VerifierKey: f.vkey, Prover: f.log})
+	c := catalog.New(catalog.Config{Store: f.store, Log: f.log, VerifierKey: f.vkey, TrustDomain: td, Prover: f.log})
 	a := record(t, c, "1.0.0", "bytes")
 	record(t, c, "other", "other bytes")
 	for i := range 5 {

@@ -28,7 +28,7 @@ func appendEvents(t *testing.T, e *env, n int) [][]byte {
 	g.SetLimit(64)
 	for i := range n {
 		g.Go(func() error {
-			resp, err := gk.AppendEvent(t.Context(), &catalogv1.AppendEventRequest{Type: "test.happened", Details: fmt.Appendf(nil, `{"i":%d}`, i)})
+			resp, err := gk.AppendEvent(t.Context(), &catalogv1.AppendEventRequest{Type: tlog.TypeAdmissionDecided, Details: fmt.Appendf(nil, `{"i":%d}`, i)})
 			if err != nil {
 				return err
 			}
