@@ -8,12 +8,19 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
+// migration is one step of the schema: DDL, then optionally Go code that
+// fills new tables or columns from existing rows, in the same transaction.
+type migration struct {
+	ddl  string
+	fill func(ctx context.Context, tx pgx.Tx) error
+}
+
 // migrations are applied in order, each in the transaction that records it
 // in schema_migrations. Append, never edit. The schema is SQLite's
-// (store/sqlite) in PostgreSQL's types: BIGINT identity IDs, BYTEA, and
-// TIMESTAMPTZ (kept to the microsecond).
-var migrations = []string{
-	`CREATE TABLE artifacts (
+// (store/sqlite) in PostgreSQL's types: BIGINT identity IDs, BYTEA,
+// TIMESTAMPTZ (kept to the microsecond) and JSONB.
+var migrations = []migration{
+	{ddl: `CREATE TABLE artifacts (
 		id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
 		name          TEXT        NOT NULL,
 		version       TEXT        NOT NULL,
@@ -88,7 +95,9 @@ var migrations = []string{
 		deployed_at TIMESTAMPTZ NOT NULL
 	);
 	CREATE INDEX deployments_by_environment ON deployments (environment, artifact_id);
-	CREATE INDEX deployments_by_artifact ON deployments (artifact_id, id);`,
+	CREATE INDEX deployments_by_artifact ON deployments (artifact_id, id);`},
+	// Version 2: the lineage graph (SQLite's version 4).
+	lineageMigration,
 }
 
 // migrateLock is the key of the advisory lock that serializes migrations
@@ -117,8 +126,13 @@ func migrate(ctx context.Context, db *pgxpool.Pool) error {
 			return fmt.Errorf("schema version %d is newer than this catalog knows (%d): run a newer catalog", version, len(migrations))
 		}
 		for i := version; i < len(migrations); i++ {
-			if _, err := tx.Exec(ctx, migrations[i]); err != nil {
+			if _, err := tx.Exec(ctx, migrations[i].ddl); err != nil {
 				return fmt.Errorf("migrate schema to version %d: %w", i+1, err)
+			}
+			if f := migrations[i].fill; f != nil {
+				if err := f(ctx, tx); err != nil {
+					return fmt.Errorf("migrate schema to version %d: fill new tables: %w", i+1, err)
+				}
 			}
 			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version) VALUES ($1)`, i+1); err != nil {
 				return fmt.Errorf("record schema version %d: %w", i+1, err)

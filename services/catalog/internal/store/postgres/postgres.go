@@ -68,15 +68,22 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// InsertArtifact stores r as pending.
+// InsertArtifact stores r as pending, with its lineage edges.
 func (s *Store) InsertArtifact(ctx context.Context, r *catalog.ArtifactRecord) (int64, error) {
 	a := r.Artifact
 	var id int64
-	err := s.db.QueryRow(ctx, `INSERT INTO artifacts
-		(name, version, digest, size, channel, builder_id, source_repo, source_commit, created_at, envelope, key_id, current_key_id, leaf, search_from)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13) RETURNING id`,
-		a.Name, a.Version, a.Digest, a.Size, a.Channel, a.BuilderID, a.SourceRepo, a.SourceCommit,
-		a.CreatedAt.UTC(), r.Envelope, r.KeyID, r.Entry.Leaf, int64(r.Entry.SearchFrom)).Scan(&id)
+	// The artifact and its lineage edges are one transaction: an artifact
+	// is never stored without its edges.
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `INSERT INTO artifacts
+			(name, version, digest, size, channel, builder_id, source_repo, source_commit, created_at, envelope, key_id, current_key_id, leaf, search_from)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13) RETURNING id`,
+			a.Name, a.Version, a.Digest, a.Size, a.Channel, a.BuilderID, a.SourceRepo, a.SourceCommit,
+			a.CreatedAt.UTC(), r.Envelope, r.KeyID, r.Entry.Leaf, int64(r.Entry.SearchFrom)).Scan(&id); err != nil {
+			return err
+		}
+		return insertEdges(ctx, tx, id, a.Digest, r.Dependencies)
+	})
 	if err != nil {
 		if isCode(err, uniqueViolation) {
 			return 0, fmt.Errorf("insert artifact %s@%s: %w", a.Name, a.Version, catalog.ErrAlreadyExists)
