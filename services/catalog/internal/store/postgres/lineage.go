@@ -122,17 +122,6 @@ func jsonObject(m map[string]string) (string, error) {
 	return string(b), err
 }
 
-func parseObject(s string) (map[string]string, error) {
-	var m map[string]string
-	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		return nil, err
-	}
-	if len(m) == 0 {
-		return nil, nil
-	}
-	return m, nil
-}
-
 // Lineage walks edges of logged artifacts from node with a recursive
 // query. UNION (not UNION ALL) keeps each edge once, so the walk ends on
 // cycles. PostgreSQL evaluates the recursion one level (working table)
@@ -154,7 +143,7 @@ func (s *Store) Lineage(ctx context.Context, node string, dir catalog.Direction,
 		), reached AS (
 			SELECT edge_id, row_number() OVER () AS n FROM (SELECT edge_id FROM walk LIMIT $2) cut
 		)
-		SELECT e.id, a.name, a.version, e.artifact_digest, e.dependency, e.uri, e.name, e.digests::text, e.annotations::text
+		SELECT ` + sqlquery.EdgeColumns + `, e.digests::text, e.annotations::text
 		FROM reached r JOIN lineage_edges e ON e.id = r.edge_id JOIN artifacts a ON a.id = e.artifact_id
 		ORDER BY r.n`
 	rows, err := s.db.Query(ctx, q, node, limitArg(limit))
@@ -164,19 +153,9 @@ func (s *Store) Lineage(ctx context.Context, node string, dir catalog.Direction,
 	defer rows.Close()
 	var out []catalog.Edge
 	for rows.Next() {
-		var (
-			e                    catalog.Edge
-			digests, annotations string
-		)
-		if err := rows.Scan(&e.ID, &e.Artifact.Name, &e.Artifact.Version, &e.Artifact.Digest, &e.Dependency.Key,
-			&e.Dependency.URI, &e.Dependency.Name, &digests, &annotations); err != nil {
+		e, err := sqlquery.ScanEdge(rows.Scan)
+		if err != nil {
 			return nil, fmt.Errorf("walk lineage from %s: %w", node, err)
-		}
-		if e.Dependency.Digest, err = parseObject(digests); err != nil {
-			return nil, fmt.Errorf("walk lineage from %s: edge %d digests: %w", node, e.ID, err)
-		}
-		if e.Dependency.Annotations, err = parseObject(annotations); err != nil {
-			return nil, fmt.Errorf("walk lineage from %s: edge %d annotations: %w", node, e.ID, err)
 		}
 		out = append(out, e)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/custody-dev/custody/services/catalog/internal/catalog"
+	"github.com/custody-dev/custody/services/catalog/internal/store/sqlquery"
 )
 
 // lineageMigration adds the lineage graph: one edge per resolved dependency
@@ -100,17 +101,6 @@ func jsonObject(m map[string]string) (string, error) {
 	return string(b), err
 }
 
-func parseObject(s string) (map[string]string, error) {
-	if s == "{}" {
-		return nil, nil
-	}
-	var m map[string]string
-	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		return nil, err
-	}
-	return m, nil
-}
-
 // Lineage walks edges of logged artifacts from node with a recursive
 // query. UNION (not UNION ALL) keeps each edge once, so the walk ends on
 // cycles; SQLite's queue is first in, first out, so edges come breadth
@@ -129,7 +119,7 @@ func (s *Store) Lineage(ctx context.Context, node string, dir catalog.Direction,
 			JOIN artifacts a ON a.id = e.artifact_id WHERE a.checkpoint IS NOT NULL
 			LIMIT ?
 		)
-		SELECT e.id, a.name, a.version, e.artifact_digest, e.dependency, e.uri, e.name, e.digests, e.annotations
+		SELECT ` + sqlquery.EdgeColumns + `, e.digests, e.annotations
 		FROM walk w JOIN lineage_edges e ON e.id = w.edge_id JOIN artifacts a ON a.id = e.artifact_id`
 	rows, err := s.db.QueryContext(ctx, q, node, limit)
 	if err != nil {
@@ -138,19 +128,9 @@ func (s *Store) Lineage(ctx context.Context, node string, dir catalog.Direction,
 	defer rows.Close()
 	var out []catalog.Edge
 	for rows.Next() {
-		var (
-			e                    catalog.Edge
-			digests, annotations string
-		)
-		if err := rows.Scan(&e.ID, &e.Artifact.Name, &e.Artifact.Version, &e.Artifact.Digest, &e.Dependency.Key,
-			&e.Dependency.URI, &e.Dependency.Name, &digests, &annotations); err != nil {
+		e, err := sqlquery.ScanEdge(rows.Scan)
+		if err != nil {
 			return nil, fmt.Errorf("walk lineage from %s: %w", node, err)
-		}
-		if e.Dependency.Digest, err = parseObject(digests); err != nil {
-			return nil, fmt.Errorf("walk lineage from %s: edge %d digests: %w", node, e.ID, err)
-		}
-		if e.Dependency.Annotations, err = parseObject(annotations); err != nil {
-			return nil, fmt.Errorf("walk lineage from %s: edge %d annotations: %w", node, e.ID, err)
 		}
 		out = append(out, e)
 	}
