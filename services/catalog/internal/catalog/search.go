@@ -1,12 +1,14 @@
 package catalog
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"unicode"
 
@@ -141,4 +143,28 @@ func parseSearchToken(tok string, fp [8]byte) (int64, error) {
 		return 0, fmt.Errorf("malformed token %q", tok)
 	}
 	return int64(id), nil
+}
+
+// DeploymentsOf returns the recorded deployments of the listed artifacts
+// (a page of SearchArtifacts), in the order they were recorded.
+func (c *Catalog) DeploymentsOf(ctx context.Context, list []Listed) ([]Deployed, error) {
+	if len(list) == 0 {
+		return nil, nil
+	}
+	seen := make(map[string]bool, len(list))
+	digests := make([]string, 0, len(list))
+	for _, l := range list {
+		if !seen[l.Artifact.Digest] {
+			seen[l.Artifact.Digest] = true
+			digests = append(digests, l.Artifact.Digest)
+		}
+	}
+	slices.Sort(digests)
+	d, err := c.store.DeploymentsOf(ctx, digests)
+	if err != nil {
+		return nil, unavailable("look up deployments", err)
+	}
+	// The store answers in chunks of digests; the page is in one order.
+	slices.SortStableFunc(d, func(a, b Deployed) int { return cmp.Compare(a.Deployment.ID, b.Deployment.ID) })
+	return d, nil
 }

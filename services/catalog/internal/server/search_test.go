@@ -83,6 +83,30 @@ func TestSearchArtifacts(t *testing.T) {
 		}
 	}
 	c := e.client(t, "/deployer/pipeline")
+	// Each page carries the deployments of its artifacts, and only those.
+	for _, tt := range []struct {
+		req  *catalogv1.SearchArtifactsRequest
+		want []string
+	}{
+		{&catalogv1.SearchArtifactsRequest{Name: "app"}, []string{"app@1.1.0 prod"}},
+		{&catalogv1.SearchArtifactsRequest{}, []string{"app@1.1.0 prod", "lib@1.0.0 staging"}},
+		{&catalogv1.SearchArtifactsRequest{Name: "app", Version: "1.0.0"}, nil},
+	} {
+		resp, err := c.SearchArtifacts(t.Context(), tt.req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, d := range resp.GetDeployments() {
+			got = append(got, d.GetName()+"@"+d.GetVersion()+" "+d.GetEnvironment())
+			if d.GetDeployedAt() == nil || d.GetDigest() == "" {
+				t.Errorf("deployment %v: no time or digest", d)
+			}
+		}
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("deployments of %v (-want +got):\n%s", tt.req, diff)
+		}
+	}
 	if _, pages := search(c, &catalogv1.SearchArtifactsRequest{Name: "app", PageSize: 2}); pages != 2 {
 		t.Errorf("3 artifacts in pages of 2: %d pages", pages)
 	}

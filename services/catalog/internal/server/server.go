@@ -187,6 +187,13 @@ func (s *Server) SearchArtifacts(ctx context.Context, req *catalogv1.SearchArtif
 	for _, l := range list {
 		resp.Artifacts = append(resp.Artifacts, &catalogv1.ListedArtifact{Artifact: artifact(l.Artifact), KeyId: l.KeyID})
 	}
+	deployed, err := s.cat.DeploymentsOf(ctx, list)
+	if err != nil {
+		return nil, s.status(ctx, "SearchArtifacts", err)
+	}
+	for _, d := range deployed {
+		resp.Deployments = append(resp.Deployments, deployment(d))
+	}
 	return resp, nil
 }
 

@@ -1507,6 +1507,9 @@ type SearchArtifactsResponse struct {
 	Artifacts []*ListedArtifact      `protobuf:"bytes,1,rep,name=artifacts,proto3" json:"artifacts,omitempty"`
 	// Empty when there are no more.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// The recorded deployments of the artifacts on this page, in the order
+	// they were recorded.
+	Deployments   []*Deployment `protobuf:"bytes,3,rep,name=deployments,proto3" json:"deployments,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1553,6 +1556,13 @@ func (x *SearchArtifactsResponse) GetNextPageToken() string {
 		return x.NextPageToken
 	}
 	return ""
+}
+
+func (x *SearchArtifactsResponse) GetDeployments() []*Deployment {
+	if x != nil {
+		return x.Deployments
+	}
+	return nil
 }
 
 type ListEventsRequest struct {
@@ -2234,10 +2244,11 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\tpage_size\x18\n" +
 	" \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\v \x01(\tR\tpageToken\"\x83\x01\n" +
+	"page_token\x18\v \x01(\tR\tpageToken\"\xc5\x01\n" +
 	"\x17SearchArtifactsResponse\x12@\n" +
 	"\tartifacts\x18\x01 \x03(\v2\".custody.catalog.v1.ListedArtifactR\tartifacts\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"v\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12@\n" +
+	"\vdeployments\x18\x03 \x03(\v2\x1e.custody.catalog.v1.DeploymentR\vdeployments\"v\n" +
 	"\x11ListEventsRequest\x12%\n" +
 	"\x0esubject_digest\x18\x01 \x01(\tR\rsubjectDigest\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
@@ -2381,46 +2392,47 @@ var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
 	16, // 8: custody.catalog.v1.ListArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
 	2,  // 9: custody.catalog.v1.ListedArtifact.artifact:type_name -> custody.catalog.v1.Artifact
 	16, // 10: custody.catalog.v1.SearchArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
-	3,  // 11: custody.catalog.v1.ListEventsResponse.entries:type_name -> custody.catalog.v1.LogEntry
-	1,  // 12: custody.catalog.v1.GetLineageRequest.direction:type_name -> custody.catalog.v1.LineageDirection
-	29, // 13: custody.catalog.v1.GetLineageResponse.edges:type_name -> custody.catalog.v1.LineageEdge
-	2,  // 14: custody.catalog.v1.GetLineageResponse.artifacts:type_name -> custody.catalog.v1.Artifact
-	30, // 15: custody.catalog.v1.GetLineageResponse.deployments:type_name -> custody.catalog.v1.Deployment
-	33, // 16: custody.catalog.v1.LineageEdge.digest:type_name -> custody.catalog.v1.LineageEdge.DigestEntry
-	34, // 17: custody.catalog.v1.LineageEdge.annotations:type_name -> custody.catalog.v1.LineageEdge.AnnotationsEntry
-	35, // 18: custody.catalog.v1.Deployment.deployed_at:type_name -> google.protobuf.Timestamp
-	29, // 19: custody.catalog.v1.GetLineagePathResponse.edges:type_name -> custody.catalog.v1.LineageEdge
-	4,  // 20: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
-	6,  // 21: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
-	8,  // 22: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
-	10, // 23: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
-	12, // 24: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
-	14, // 25: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
-	17, // 26: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
-	19, // 27: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
-	21, // 28: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
-	23, // 29: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
-	25, // 30: custody.catalog.v1.CatalogService.ListEvents:input_type -> custody.catalog.v1.ListEventsRequest
-	27, // 31: custody.catalog.v1.CatalogService.GetLineage:input_type -> custody.catalog.v1.GetLineageRequest
-	31, // 32: custody.catalog.v1.CatalogService.GetLineagePath:input_type -> custody.catalog.v1.GetLineagePathRequest
-	5,  // 33: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
-	7,  // 34: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
-	9,  // 35: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
-	11, // 36: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
-	13, // 37: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
-	15, // 38: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
-	18, // 39: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
-	20, // 40: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
-	22, // 41: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
-	24, // 42: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
-	26, // 43: custody.catalog.v1.CatalogService.ListEvents:output_type -> custody.catalog.v1.ListEventsResponse
-	28, // 44: custody.catalog.v1.CatalogService.GetLineage:output_type -> custody.catalog.v1.GetLineageResponse
-	32, // 45: custody.catalog.v1.CatalogService.GetLineagePath:output_type -> custody.catalog.v1.GetLineagePathResponse
-	33, // [33:46] is the sub-list for method output_type
-	20, // [20:33] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	30, // 11: custody.catalog.v1.SearchArtifactsResponse.deployments:type_name -> custody.catalog.v1.Deployment
+	3,  // 12: custody.catalog.v1.ListEventsResponse.entries:type_name -> custody.catalog.v1.LogEntry
+	1,  // 13: custody.catalog.v1.GetLineageRequest.direction:type_name -> custody.catalog.v1.LineageDirection
+	29, // 14: custody.catalog.v1.GetLineageResponse.edges:type_name -> custody.catalog.v1.LineageEdge
+	2,  // 15: custody.catalog.v1.GetLineageResponse.artifacts:type_name -> custody.catalog.v1.Artifact
+	30, // 16: custody.catalog.v1.GetLineageResponse.deployments:type_name -> custody.catalog.v1.Deployment
+	33, // 17: custody.catalog.v1.LineageEdge.digest:type_name -> custody.catalog.v1.LineageEdge.DigestEntry
+	34, // 18: custody.catalog.v1.LineageEdge.annotations:type_name -> custody.catalog.v1.LineageEdge.AnnotationsEntry
+	35, // 19: custody.catalog.v1.Deployment.deployed_at:type_name -> google.protobuf.Timestamp
+	29, // 20: custody.catalog.v1.GetLineagePathResponse.edges:type_name -> custody.catalog.v1.LineageEdge
+	4,  // 21: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
+	6,  // 22: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
+	8,  // 23: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
+	10, // 24: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
+	12, // 25: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
+	14, // 26: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
+	17, // 27: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
+	19, // 28: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
+	21, // 29: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
+	23, // 30: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
+	25, // 31: custody.catalog.v1.CatalogService.ListEvents:input_type -> custody.catalog.v1.ListEventsRequest
+	27, // 32: custody.catalog.v1.CatalogService.GetLineage:input_type -> custody.catalog.v1.GetLineageRequest
+	31, // 33: custody.catalog.v1.CatalogService.GetLineagePath:input_type -> custody.catalog.v1.GetLineagePathRequest
+	5,  // 34: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
+	7,  // 35: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
+	9,  // 36: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
+	11, // 37: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
+	13, // 38: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
+	15, // 39: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
+	18, // 40: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
+	20, // 41: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
+	22, // 42: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
+	24, // 43: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
+	26, // 44: custody.catalog.v1.CatalogService.ListEvents:output_type -> custody.catalog.v1.ListEventsResponse
+	28, // 45: custody.catalog.v1.CatalogService.GetLineage:output_type -> custody.catalog.v1.GetLineageResponse
+	32, // 46: custody.catalog.v1.CatalogService.GetLineagePath:output_type -> custody.catalog.v1.GetLineagePathResponse
+	34, // [34:47] is the sub-list for method output_type
+	21, // [21:34] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_custody_catalog_v1_catalog_proto_init() }
