@@ -68,53 +68,102 @@ func FromProto(resp *catalogv1.GetArtifactResponse) Evidence {
 // version is refused even if logged before the revocation: have the
 // artifact re-signed. Errors wrap ErrVerification.
 func Verify(ev Evidence, root *trustroot.Root) error {
+	_, err := Check(ev, root)
+	return err
+}
+
+// Verified is what Check established about an artifact.
+type Verified struct {
+	// KeyID is the artifact key whose signature verified.
+	KeyID string
+	// Entry is the artifact's log entry (published or re-signed).
+	Entry *tlog.Entry
+	// Statement is what the verified envelope says: the provenance.
+	Statement attest.Artifact
+}
+
+// Check is Verify, and returns the key that signed and the log entry.
+func Check(ev Evidence, root *trustroot.Root) (*Verified, error) {
 	a := ev.Artifact
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("%w for %s@%s (%s): %s", ErrVerification, a.Name, a.Version, a.Digest, fmt.Sprintf(format, args...))
 	}
 	env, err := attest.ParseEnvelope(ev.Envelope)
 	if err != nil {
-		return fail("%v", err)
+		return nil, fail("%v", err)
 	}
 	st, err := attest.ParseStatement(env.Payload)
 	if err != nil {
-		return fail("%v", err)
+		return nil, fail("%v", err)
 	}
 	signed, err := st.Artifact()
 	if err != nil {
-		return fail("%v", err)
+		return nil, fail("%v", err)
 	}
 	entry, err := tlog.ParseEntry(ev.Entry.Leaf)
 	if err != nil {
-		return fail("log entry: %v", err)
+		return nil, fail("log entry: %v", err)
 	}
-	if _, err := signedBy(env, root, entry.Time, signed.Channel); err != nil {
-		return fail("envelope: %v", err)
+	keyID, err := signedBy(env, root, entry.Time, signed.Channel)
+	if err != nil {
+		return nil, fail("envelope: %v", err)
 	}
 	if signed.Digest != a.Digest || signed.Name != a.Name || signed.Version != a.Version || signed.Channel != a.Channel || signed.BuilderID != a.BuilderID {
-		return fail("the signed statement is about %s@%s (%s, channel %s, builder %s), not this artifact", signed.Name, signed.Version, signed.Digest, signed.Channel, signed.BuilderID)
+		return nil, fail("the signed statement is about %s@%s (%s, channel %s, builder %s), not this artifact", signed.Name, signed.Version, signed.Digest, signed.Channel, signed.BuilderID)
 	}
 	sum := sha256.Sum256(ev.Envelope)
 	if (entry.Type != tlog.TypeArtifactPublished && entry.Type != tlog.TypeArtifactResigned) || entry.Subject.Digest != a.Digest ||
 		entry.Subject.Name != a.Name || entry.Subject.Version != a.Version || entry.EnvelopeSHA256 != hex.EncodeToString(sum[:]) {
-		return fail("the log entry records another artifact or envelope")
+		return nil, fail("the log entry records another artifact or envelope")
 	}
-	origin, _, _ := strings.Cut(string(ev.Entry.Checkpoint[:min(len(ev.Entry.Checkpoint), 1024)]), "\n")
+	if _, err := proveIncluded(ev.Entry, root); err != nil {
+		return nil, fail("%v", err)
+	}
+	return &Verified{KeyID: keyID, Entry: entry, Statement: *signed}, nil
+}
+
+// VerifyEntry checks one log entry as the catalog served it: that its
+// checkpoint is co-signed by the key root lists for its log, and that the
+// leaf is included in that checkpoint's tree at the entry's index. It
+// returns the parsed entry and the verified checkpoint; what the entry must
+// be about is the caller's to check. Errors wrap ErrVerification and name
+// the log index.
+func VerifyEntry(e LogEntry, root *trustroot.Root) (*tlog.Entry, *tlog.Checkpoint, error) {
+	entry, err := tlog.ParseEntry(e.Leaf)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: log entry %d: %v", ErrVerification, e.Index, err)
+	}
+	cp, err := proveIncluded(e, root)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: log entry %d: %v", ErrVerification, e.Index, err)
+	}
+	return entry, cp, nil
+}
+
+// proveIncluded checks e's checkpoint against root's log key and e's
+// inclusion proof against the checkpoint.
+func proveIncluded(e LogEntry, root *trustroot.Root) (*tlog.Checkpoint, error) {
+	origin, _, _ := strings.Cut(string(e.Checkpoint[:min(len(e.Checkpoint), 1024)]), "\n")
 	logKey, ok := root.LogVerifier(origin)
 	if !ok {
-		return fail("checkpoint: trust root v%d lists no key for log %q", root.Version, origin)
+		return nil, fmt.Errorf("checkpoint: trust root v%d lists no key for log %q", root.Version, origin)
 	}
-	cp, err := tlog.OpenCosigned(ev.Entry.Checkpoint, origin, logKey)
+	cp, err := tlog.OpenCosigned(e.Checkpoint, origin, logKey)
 	if err != nil {
-		return fail("checkpoint: %v", err)
+		return nil, fmt.Errorf("checkpoint: %v", err)
 	}
-	if ev.Entry.Index < 0 {
-		return fail("negative log index")
+	if e.Index < 0 {
+		return nil, errors.New("negative log index")
 	}
-	if err := tlog.VerifyInclusion(ev.Entry.Leaf, uint64(ev.Entry.Index), ev.Entry.InclusionProof, cp); err != nil {
-		return fail("inclusion proof: %v", err)
+	if err := tlog.VerifyInclusion(e.Leaf, uint64(e.Index), e.InclusionProof, cp); err != nil {
+		return nil, fmt.Errorf("inclusion proof: %v", err)
 	}
-	return nil
+	return cp, nil
+}
+
+// EntryFromProto converts one log entry of a catalog answer.
+func EntryFromProto(e *catalogv1.LogEntry) LogEntry {
+	return LogEntry{Index: e.GetIndex(), Leaf: e.GetLeaf(), InclusionProof: e.GetInclusionProof(), Checkpoint: e.GetCheckpoint()}
 }
 
 // signedBy returns the key of the first signature that verifies with an
