@@ -17,7 +17,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	libdigest "github.com/custody-dev/custody/libs/digest"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
+	"github.com/custody-dev/custody/libs/quote"
 )
 
 const chunkSize = 1 << 20
@@ -25,6 +27,7 @@ const chunkSize = 1 << 20
 func (c *cli) publishCmd() *cobra.Command {
 	var h publisherv1.UploadHeader
 	var retries int
+	var deps []string
 	cmd := &cobra.Command{
 		Use:   "publish FILE --name N --version V --channel C",
 		Short: "Upload an artifact to the publisher, which stores, signs and logs it (as builder); an interrupted upload resumes",
@@ -43,6 +46,13 @@ func (c *cli) publishCmd() *cobra.Command {
 				return fmt.Errorf("%s is not a regular file", args[0])
 			}
 			h.Size = fi.Size()
+			for _, d := range deps {
+				rd, err := dependencyFlag(d)
+				if err != nil {
+					return err
+				}
+				h.ResolvedDependencies = append(h.ResolvedDependencies, rd)
+			}
 			id := make([]byte, 16)
 			rand.Read(id)
 			h.UploadId = hex.EncodeToString(id)
@@ -83,6 +93,7 @@ func (c *cli) publishCmd() *cobra.Command {
 	fl.StringVar(&h.Channel, "channel", "", "channel: dev, staging or prod (required)")
 	fl.StringVar(&h.SourceRepo, "source-repo", "", "source repository URL")
 	fl.StringVar(&h.SourceCommit, "source-commit", "", "source commit")
+	fl.StringArrayVar(&deps, "depends-on", nil, "a Custody artifact this one was built from, NAME@VERSION=sha256:<hex> or sha256:<hex> (repeatable; becomes a resolved dependency of the provenance and a lineage edge)")
 	fl.IntVar(&retries, "retries", 5, "how often an interrupted upload is resumed (with backoff) before giving up")
 	for _, f := range []string{"name", "version", "channel"} {
 		_ = cmd.MarkFlagRequired(f)
@@ -209,4 +220,19 @@ func uploadErr(stream publisherv1.PublisherService_UploadClient, err error) erro
 		_, err = stream.CloseAndRecv()
 	}
 	return err
+}
+
+// dependencyFlag parses --depends-on [NAME@VERSION=]sha256:<hex> into an
+// artifact dependency; the publisher checks it further.
+func dependencyFlag(v string) (*publisherv1.ResourceDescriptor, error) {
+	name, d, ok := strings.Cut(v, "=")
+	if !ok {
+		name, d = "", v
+	}
+	hexSum, err := libdigest.Parse(d)
+	if err != nil {
+		return nil, fmt.Errorf("--depends-on %q: want [NAME@VERSION=]sha256:<hex>: %v", quote.Prefix(v), err)
+	}
+	return &publisherv1.ResourceDescriptor{Name: name, Digest: map[string]string{"sha256": hexSum},
+		Annotations: map[string]string{"kind": "artifact"}}, nil
 }
