@@ -410,3 +410,19 @@ func TestKeyIDOf(t *testing.T) {
 		}
 	}
 }
+
+func TestDependencyFlag(t *testing.T) {
+	d := "sha256:" + strings.Repeat("a", 64)
+	rd, err := dependencyFlag("lib@1.0.0=" + d)
+	if err != nil || rd.GetName() != "lib@1.0.0" || rd.GetDigest()["sha256"] != strings.Repeat("a", 64) || rd.GetAnnotations()["kind"] != "artifact" {
+		t.Errorf("named: %v %v", rd, err)
+	}
+	if rd, err := dependencyFlag(d); err != nil || rd.GetName() != "" {
+		t.Errorf("bare digest: %v %v", rd, err)
+	}
+	for _, bad := range []string{"", "lib", "lib=sha256:abc", "sha256:" + strings.Repeat("A", 64), "x=" + d + "\n"} {
+		if _, err := dependencyFlag(bad); err == nil {
+			t.Errorf("dependencyFlag(%q): no error", bad)
+		}
+	}
+}

@@ -25,10 +25,10 @@ type world struct {
 }
 
 // build makes evidence for one artifact in a two-entry log, signed for real.
-func build(t *testing.T) world { return buildTyped(t, tlog.TypeArtifactPublished) }
+func build(t testing.TB) world { return buildTyped(t, tlog.TypeArtifactPublished) }
 
 // buildTyped makes the evidence with a log entry of type entryType.
-func buildTyped(t *testing.T, entryType string) world {
+func buildTyped(t testing.TB, entryType string) world {
 	t.Helper()
 	sum := sha256.Sum256([]byte("artifact bytes"))
 	a := Artifact{Name: "app", Version: "1.0.0", Digest: "sha256:" + hex.EncodeToString(sum[:]), Size: 14,
@@ -131,5 +131,40 @@ func TestVerify(t *testing.T) {
 		if !errors.Is(err, ErrVerification) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want ErrVerification mentioning %q", name, err, tt.want)
 		}
+	}
+}
+
+// FuzzVerifyEntry: whatever a catalog sends as a log entry, VerifyEntry
+// neither panics nor accepts anything but the entry the log holds.
+func FuzzVerifyEntry(f *testing.F) {
+	w := build(f)
+	e := w.ev.Entry
+	f.Add(e.Leaf, e.InclusionProof[0], e.Checkpoint, e.Index)
+	f.Add([]byte(`{}`), []byte{}, []byte("custody.test/log\n2\n\n"), int64(-1))
+	f.Fuzz(func(t *testing.T, leaf, proof, cp []byte, index int64) {
+		got := LogEntry{Index: index, Leaf: leaf, InclusionProof: [][]byte{proof}, Checkpoint: cp}
+		entry, _, err := VerifyEntry(got, w.root)
+		if err != nil {
+			if !errors.Is(err, ErrVerification) {
+				t.Fatalf("error does not wrap ErrVerification: %v", err)
+			}
+			return
+		}
+		if string(leaf) != string(e.Leaf) || index != e.Index || string(proof) != string(e.InclusionProof[0]) || entry == nil {
+			t.Fatalf("accepted an entry the log does not hold at index %d: %q", index, leaf)
+		}
+	})
+}
+
+func TestVerifyEntry(t *testing.T) {
+	w := build(t)
+	entry, cp, err := VerifyEntry(w.ev.Entry, w.root)
+	if err != nil || entry.Subject.Digest != w.ev.Artifact.Digest || cp.Size != 2 {
+		t.Fatalf("good entry: %v %+v %+v", err, entry, cp)
+	}
+	bad := w.ev.Entry
+	bad.InclusionProof = [][]byte{make([]byte, 32)}
+	if _, _, err := VerifyEntry(bad, w.root); !errors.Is(err, ErrVerification) || !strings.Contains(err.Error(), "log entry 0: inclusion proof") {
+		t.Errorf("bad proof: %v", err)
 	}
 }
