@@ -44,10 +44,10 @@ func NewAkamai(name, hexKey string) (*Akamai, error) {
 }
 
 // String names the key, never its value.
-func (a *Akamai) String() string { return fmt.Sprintf("Akamai(key %s)", a.name) }
+func (a Akamai) String() string { return fmt.Sprintf("Akamai(key %s)", a.name) }
 
 // GoString names the key, never its value.
-func (a *Akamai) GoString() string { return a.String() }
+func (a Akamai) GoString() string { return a.String() }
 
 // EdgeAuth is what an Akamai token grants. Exactly one of ACL and URL is set.
 type EdgeAuth struct {

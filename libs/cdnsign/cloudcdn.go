@@ -49,10 +49,10 @@ func ParseCloudCDNKey(text []byte) ([]byte, error) {
 }
 
 // String names the key, never its value.
-func (c *CloudCDN) String() string { return fmt.Sprintf("CloudCDN(key %s)", c.keyName) }
+func (c CloudCDN) String() string { return fmt.Sprintf("CloudCDN(key %s)", c.keyName) }
 
 // GoString names the key, never its value.
-func (c *CloudCDN) GoString() string { return c.String() }
+func (c CloudCDN) GoString() string { return c.String() }
 
 func (c *CloudCDN) sign(s string) string {
 	m := hmac.New(sha1.New, c.key)

@@ -102,10 +102,10 @@ func ParseCloudFrontKey(pemBytes []byte) (crypto.Signer, error) {
 }
 
 // String names the key, never its value.
-func (c *CloudFront) String() string { return fmt.Sprintf("CloudFront(key %s)", c.keyPairID) }
+func (c CloudFront) String() string { return fmt.Sprintf("CloudFront(key %s)", c.keyPairID) }
 
 // GoString names the key, never its value.
-func (c *CloudFront) GoString() string { return c.String() }
+func (c CloudFront) GoString() string { return c.String() }
 
 // Policy is a CloudFront custom policy with one statement.
 type Policy struct {

@@ -48,10 +48,10 @@ func ParseMediaCDNKey(text []byte) (ed25519.PrivateKey, error) {
 }
 
 // String names the key, never its value.
-func (m *MediaCDN) String() string { return fmt.Sprintf("MediaCDN(key %s)", m.keyName) }
+func (m MediaCDN) String() string { return fmt.Sprintf("MediaCDN(key %s)", m.keyName) }
 
 // GoString names the key, never its value.
-func (m *MediaCDN) GoString() string { return m.String() }
+func (m MediaCDN) GoString() string { return m.String() }
 
 // Public returns the public key to add to the Media CDN keyset.
 func (m *MediaCDN) Public() ed25519.PublicKey { return m.key.Public().(ed25519.PublicKey) }
