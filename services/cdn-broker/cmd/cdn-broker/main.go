@@ -118,9 +118,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 // loadCDNs reads the CDN configuration and every key it names; the broker
 // does not start if any is missing or unusable.
 func loadCDNs(ctx context.Context, cfg config) ([]*cdns.CDN, error) {
-	if cfg.CDNConfigFile == "" {
-		return nil, nil
-	}
 	var vault cdns.SecretReader
 	if cfg.VaultAddr != "" {
 		v, err := cdns.NewVault(cfg.VaultAddr, cfg.VaultTokenFile, nil)
@@ -128,6 +125,9 @@ func loadCDNs(ctx context.Context, cfg config) ([]*cdns.CDN, error) {
 			return nil, err
 		}
 		vault = v
+	}
+	if cfg.CDNConfigFile == "" {
+		return nil, nil
 	}
 	return cdns.Load(ctx, cfg.CDNConfigFile, cfg.TokenTTL, time.Now(), vault)
 }
