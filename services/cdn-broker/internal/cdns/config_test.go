@@ -298,4 +298,3 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
-
