@@ -27,6 +27,7 @@ const (
 	CloudFrontExpiresCookie   = "CloudFront-Expires"
 	CloudFrontSignatureCookie = "CloudFront-Signature"
 	CloudFrontKeyPairIDCookie = "CloudFront-Key-Pair-Id"
+	CloudFrontHashCookie      = "CloudFront-Hash-Algorithm"
 )
 
 // CloudFront signs requests for Amazon CloudFront with the private key of a
@@ -239,12 +240,10 @@ func (c *CloudFront) SignURLPolicy(rawURL string, p Policy) (string, error) {
 
 // Cookies returns CloudFront's signed cookies for p: with a canned policy
 // (only Resource and Expires set) CloudFront-Expires, otherwise
-// CloudFront-Policy; then CloudFront-Signature and CloudFront-Key-Pair-Id.
-// Cookies are minted with SHA-1 only: a SHA-256 signer refuses them.
+// CloudFront-Policy; then CloudFront-Signature and CloudFront-Key-Pair-Id,
+// and for SHA-256 the optional fourth cookie CloudFront-Hash-Algorithm
+// ("Set signed cookies using a canned policy", CloudFront Developer Guide).
 func (c *CloudFront) Cookies(p Policy, canned bool) ([]*http.Cookie, error) {
-	if c.hash != crypto.SHA1 {
-		return nil, invalid("CloudFront signed cookies are signed with SHA-1; configure this key without hash sha256 for cookies")
-	}
 	if canned && (!p.Starts.IsZero() || p.ClientRange.IsValid()) {
 		return nil, invalid("a canned policy has only a resource and an expiry")
 	}
@@ -261,6 +260,9 @@ func (c *CloudFront) Cookies(p Policy, canned bool) ([]*http.Cookie, error) {
 		first = &http.Cookie{Name: CloudFrontExpiresCookie, Value: strconv.FormatInt(p.Expires.Unix(), 10)}
 	}
 	cs := []*http.Cookie{first, {Name: CloudFrontSignatureCookie, Value: sig}, {Name: CloudFrontKeyPairIDCookie, Value: c.keyPairID}}
+	if c.hash == crypto.SHA256 {
+		cs = append(cs, &http.Cookie{Name: CloudFrontHashCookie, Value: "SHA256"})
+	}
 	for _, k := range cs {
 		k.Expires, k.Secure, k.HttpOnly, k.SameSite = p.Expires.UTC(), true, true, http.SameSiteStrictMode
 	}

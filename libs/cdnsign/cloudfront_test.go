@@ -207,8 +207,19 @@ func TestCloudFrontSHA256AndECDSA(t *testing.T) {
 					t.Errorf("signature does not verify: %v", err)
 				}
 			}
-			if _, err := s.Cookies(p, false); (err != nil) != (tc.hash == crypto.SHA256) {
-				t.Errorf("Cookies with %v: err = %v", tc.hash, err)
+			cs, err := s.Cookies(p, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.hash == crypto.SHA256 {
+				if len(cs) != 4 || cs[3].Name != CloudFrontHashCookie || cs[3].Value != "SHA256" {
+					t.Errorf("SHA-256 cookies = %v, want CloudFront-Hash-Algorithm=SHA256 last", cs)
+				}
+			} else if len(cs) != 3 {
+				t.Errorf("SHA-1 cookies = %v, want 3", cs)
+			}
+			if cs[0].Value != sq.Get("Policy") {
+				t.Errorf("policy cookie %s differs from the SDK's policy", cs[0].Value)
 			}
 		})
 	}

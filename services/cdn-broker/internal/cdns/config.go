@@ -115,8 +115,8 @@ func Parse(b []byte, tokenTTL time.Duration, now time.Time) (*File, error) {
 		if e.Hash != "" && (e.Kind != KindCloudFront || (e.Hash != "sha1" && e.Hash != "sha256")) {
 			bad(i, "hash %q: only cloudfront takes a hash, sha1 or sha256", e.Hash)
 		}
-		if e.Cookies && (e.Kind == KindMediaCDN || e.Hash == "sha256") {
-			bad(i, "cookies: not minted for media-cdn or for cloudfront with sha256")
+		if e.Cookies && e.Kind == KindMediaCDN {
+			bad(i, "cookies: not minted for media-cdn")
 		}
 		checkRef := func(what string, r *KeyRef) {
 			if r.Name == "" {

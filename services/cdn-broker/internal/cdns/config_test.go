@@ -77,7 +77,7 @@ func allKinds(k keyFiles) string {
   {"name": "gcdn", "kind": "cloud-cdn", "base_url": "https://gcdn.example.com", "key": {"name": "gkey", "file": %q}, "cookies": true},
   {"name": "media", "kind": "media-cdn", "base_url": "https://media.example.com/custody", "key": {"name": "mkey", "file": %q}},
   {"name": "cf", "kind": "cloudfront", "base_url": "https://d111.cloudfront.net", "key": {"name": "K2JCJMDEHXQW5F", "file": %q}, "cookies": true},
-  {"name": "cf256", "kind": "cloudfront", "base_url": "https://d222.cloudfront.net", "hash": "sha256", "key": {"name": "K3", "file": %q}},
+  {"name": "cf256", "kind": "cloudfront", "base_url": "https://d222.cloudfront.net", "hash": "sha256", "key": {"name": "K3", "file": %q}, "cookies": true},
   {"name": "akamai", "kind": "akamai", "base_url": "https://dl.akamaized.example", "key": {"name": "ak-2026", "file": %q}}
 ]}`, k.cloudCDN, k.mediaCDN, k.cloudFront, k.cloudFront, k.akam)
 }
@@ -138,8 +138,8 @@ func TestLoadAndMintEveryKind(t *testing.T) {
 			if q.Get("Expires") != e || q.Get("Signature") == "" || (q.Get("Hash-Algorithm") == "SHA256") != (c.Name() == "cf256") {
 				t.Errorf("%s URL %s", c.Name(), s.URL)
 			}
-			if c.Name() == "cf" && (len(s.Cookies) != 3 || s.Cookies[0].Name != "CloudFront-Expires") {
-				t.Errorf("cf cookies = %v", s.Cookies)
+			if n := map[string]int{"cf": 3, "cf256": 4}[c.Name()]; len(s.Cookies) != n || s.Cookies[0].Name != "CloudFront-Expires" || s.Cookies[0].Value != e {
+				t.Errorf("%s cookies = %v, want %d", c.Name(), s.Cookies, n)
 			}
 		case "akamai":
 			tok := q.Get("__token__")
