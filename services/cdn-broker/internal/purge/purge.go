@@ -2,7 +2,8 @@
 // path, through each vendor's own API client, so that a revoked artifact
 // stops being served from CDN caches before its URLs expire.
 //
-// It does not decide what to purge: the broker calls it for revoked
+// One back end per subpackage (cloudfront, cloudcdn), so the broker links
+// only the vendor clients it uses. It does not decide what to purge: the broker calls it for revoked
 // digests. A purge is idempotent per reference (the revocation's ID):
 // retrying with the same reference does not start a second purge where the
 // vendor supports it.
@@ -21,9 +22,9 @@ var ErrInvalid = errors.New("purge: invalid input")
 
 var refRE = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,64}$`)
 
-// blobPath returns the edge path of a digest, /v1/blobs/sha256/<hex>,
+// BlobPath returns the edge path of a digest, /v1/blobs/sha256/<hex>,
 // under base (a path prefix, "" or "/cdn").
-func blobPath(base, d, ref string) (string, error) {
+func BlobPath(base, d, ref string) (string, error) {
 	h, err := digest.Parse(d)
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrInvalid, err)

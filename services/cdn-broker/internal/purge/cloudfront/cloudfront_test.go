@@ -1,4 +1,4 @@
-package purge
+package cloudfront
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+
+	"github.com/custody-dev/custody/services/cdn-broker/internal/purge"
 )
 
 const (
@@ -90,7 +92,7 @@ func TestCloudFrontPurge(t *testing.T) {
 	fake := &fakeCloudFront{}
 	srv := httptest.NewServer(fake)
 	t.Cleanup(srv.Close)
-	p, err := NewCloudFront(CloudFrontConfig{DistributionID: "EDFDVBD6EXAMPLE", BasePath: "/cdn/", AccessKeyID: akid, SecretAccessKey: secret, Endpoint: srv.URL})
+	p, err := New(Config{DistributionID: "EDFDVBD6EXAMPLE", BasePath: "/cdn/", AccessKeyID: akid, SecretAccessKey: secret, Endpoint: srv.URL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +110,7 @@ func TestCloudFrontPurge(t *testing.T) {
 	}
 
 	// Wrong secret: the endpoint refuses the signature and Purge fails.
-	wrong, _ := NewCloudFront(CloudFrontConfig{DistributionID: "EDFDVBD6EXAMPLE", AccessKeyID: akid, SecretAccessKey: "wrong", Endpoint: srv.URL})
+	wrong, _ := New(Config{DistributionID: "EDFDVBD6EXAMPLE", AccessKeyID: akid, SecretAccessKey: "wrong", Endpoint: srv.URL})
 	if _, err := wrong.Purge(t.Context(), testDigest, "rev-2"); err == nil || !strings.Contains(err.Error(), "SignatureDoesNotMatch") {
 		t.Errorf("wrong secret: %v", err)
 	}
@@ -121,8 +123,8 @@ func TestCloudFrontPurge(t *testing.T) {
 	for _, tc := range []struct{ d, ref string }{
 		{"sha256:../../etc", "r"}, {"SHA256:" + strings.Repeat("a", 64), "r"}, {testDigest, ""}, {testDigest, "a b"}, {testDigest, strings.Repeat("r", 65)},
 	} {
-		if _, err := p.Purge(t.Context(), tc.d, tc.ref); !errors.Is(err, ErrInvalid) {
-			t.Errorf("Purge(%q, %q) = %v, want ErrInvalid", tc.d, tc.ref, err)
+		if _, err := p.Purge(t.Context(), tc.d, tc.ref); !errors.Is(err, purge.ErrInvalid) {
+			t.Errorf("Purge(%q, %q) = %v, want purge.ErrInvalid", tc.d, tc.ref, err)
 		}
 	}
 	if len(fake.bodies)+len(fake.problems) != n {
@@ -134,9 +136,9 @@ func TestCloudFrontPurge(t *testing.T) {
 	if _, err := p.Purge(t.Context(), testDigest, "rev-3"); err == nil || !strings.Contains(err.Error(), "CloudFront invalidation") {
 		t.Errorf("API down: %v", err)
 	}
-	for _, c := range []CloudFrontConfig{{AccessKeyID: akid, SecretAccessKey: secret}, {DistributionID: "E/../x", AccessKeyID: akid, SecretAccessKey: secret}, {DistributionID: "E1"}} {
-		if _, err := NewCloudFront(c); err == nil {
-			t.Errorf("NewCloudFront(%+v) accepted", c)
+	for _, c := range []Config{{AccessKeyID: akid, SecretAccessKey: secret}, {DistributionID: "E/../x", AccessKeyID: akid, SecretAccessKey: secret}, {DistributionID: "E1"}} {
+		if _, err := New(c); err == nil {
+			t.Errorf("New(%+v) accepted", c)
 		}
 	}
 }

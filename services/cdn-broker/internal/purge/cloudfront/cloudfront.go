@@ -1,4 +1,5 @@
-package purge
+// Package cloudfront purges CloudFront through its own API client.
+package cloudfront
 
 import (
 	"context"
@@ -10,17 +11,19 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/cloudfront"
 	"github.com/aws/aws-sdk-go-v2/service/cloudfront/types"
+
+	"github.com/custody-dev/custody/services/cdn-broker/internal/purge"
 )
 
-// CloudFront purges through CloudFront's CreateInvalidation API.
-type CloudFront struct {
+// Purger purges through CloudFront's CreateInvalidation API.
+type Purger struct {
 	client       *cloudfront.Client
 	distribution string
 	basePath     string
 }
 
-// CloudFrontConfig configures a CloudFront purger.
-type CloudFrontConfig struct {
+// Config configures a CloudFront purger.
+type Config struct {
 	// DistributionID is the distribution in front of the edges.
 	DistributionID string
 	// BasePath is the path prefix of the distribution's base URL ("" or
@@ -35,13 +38,13 @@ type CloudFrontConfig struct {
 	HTTPClient *http.Client
 }
 
-// NewCloudFront returns a purger for one distribution.
-func NewCloudFront(c CloudFrontConfig) (*CloudFront, error) {
+// New returns a purger for one distribution.
+func New(c Config) (*Purger, error) {
 	if c.DistributionID == "" || strings.ContainsAny(c.DistributionID, "/?#% ") {
-		return nil, fmt.Errorf("%w: CloudFront distribution ID %q", ErrInvalid, c.DistributionID)
+		return nil, fmt.Errorf("%w: CloudFront distribution ID %q", purge.ErrInvalid, c.DistributionID)
 	}
 	if c.AccessKeyID == "" || c.SecretAccessKey == "" {
-		return nil, fmt.Errorf("%w: CloudFront purges need an access key ID and secret", ErrInvalid)
+		return nil, fmt.Errorf("%w: CloudFront purges need an access key ID and secret", purge.ErrInvalid)
 	}
 	opts := cloudfront.Options{
 		Region:           "us-east-1", // CloudFront's API is global and signed for us-east-1.
@@ -54,14 +57,14 @@ func NewCloudFront(c CloudFrontConfig) (*CloudFront, error) {
 	if c.HTTPClient != nil {
 		opts.HTTPClient = c.HTTPClient
 	}
-	return &CloudFront{client: cloudfront.New(opts), distribution: c.DistributionID, basePath: strings.TrimSuffix(c.BasePath, "/")}, nil
+	return &Purger{client: cloudfront.New(opts), distribution: c.DistributionID, basePath: strings.TrimSuffix(c.BasePath, "/")}, nil
 }
 
 // Purge invalidates the digest's path and returns the invalidation's ID.
 // ref is the CallerReference: the same ref and path return the earlier
 // invalidation instead of creating another.
-func (p *CloudFront) Purge(ctx context.Context, d, ref string) (string, error) {
-	path, err := blobPath(p.basePath, d, ref)
+func (p *Purger) Purge(ctx context.Context, d, ref string) (string, error) {
+	path, err := purge.BlobPath(p.basePath, d, ref)
 	if err != nil {
 		return "", err
 	}
