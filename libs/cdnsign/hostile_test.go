@@ -3,6 +3,7 @@ package cdnsign
 import (
 	"crypto"
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -198,4 +199,32 @@ func FuzzParseCloudFrontKey(f *testing.F) {
 		}
 		_, _ = NewCloudFront("K1", k, crypto.SHA1, nil)
 	})
+}
+
+// TestMediaCDNStartsAndIPRanges checks the optional fields against the
+// field order and encoding of Google's dual-token samples by verifying the
+// Ed25519 signature over the string they sign.
+func TestMediaCDNStartsAndIPRanges(t *testing.T) {
+	key := ed25519.NewKeyFromSeed(make([]byte, 32))
+	mc, _ := NewMediaCDN("k", key)
+	start := exp.Add(-5 * time.Minute)
+	tok, err := mc.DualToken(Token{FullPath: "/v1/blobs/sha256/ab", Starts: start, Expires: exp,
+		IPRanges: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8::/32")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ranges := base64.RawURLEncoding.EncodeToString([]byte("203.0.113.0/24,2001:db8::/32"))
+	head := fmt.Sprintf("FullPath~Starts=%d~Expires=%d~IPRanges=%s~Signature=", start.Unix(), exp.Unix(), ranges)
+	sig, ok := strings.CutPrefix(tok, head)
+	if !ok {
+		t.Fatalf("token %q, want prefix %q", tok, head)
+	}
+	raw, _ := base64.RawURLEncoding.DecodeString(sig)
+	signed := fmt.Sprintf("FullPath=/v1/blobs/sha256/ab~Starts=%d~Expires=%d~IPRanges=%s", start.Unix(), exp.Unix(), ranges)
+	if !ed25519.Verify(mc.Public(), []byte(signed), raw) {
+		t.Error("signature does not cover the signed fields")
+	}
+	if ed25519.Verify(mc.Public(), []byte(strings.Replace(signed, "/ab", "/cd", 1)), raw) {
+		t.Error("signature verifies for another path")
+	}
 }
