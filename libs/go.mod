@@ -3,6 +3,7 @@ module github.com/custody-dev/custody/libs
 go 1.26.8
 
 require (
+	github.com/aws/aws-sdk-go-v2/feature/cloudfront/sign v1.9.16
 	github.com/google/go-cmp v0.7.0
 	github.com/prometheus/client_golang v1.23.2
 	github.com/spiffe/go-spiffe/v2 v2.9.0

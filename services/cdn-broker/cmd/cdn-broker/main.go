@@ -20,6 +20,7 @@ import (
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/broker"
+	"github.com/custody-dev/custody/services/cdn-broker/internal/cdns"
 )
 
 func main() {
@@ -33,9 +34,11 @@ func main() {
 
 type config struct {
 	daemon.Config
-	SignerAddr, TokenKeyFile string
-	EdgeURLs                 []string
-	TokenTTL, DecisionMaxAge time.Duration
+	SignerAddr, TokenKeyFile  string
+	CDNConfigFile             string
+	VaultAddr, VaultTokenFile string
+	EdgeURLs                  []string
+	TokenTTL, DecisionMaxAge  time.Duration
 }
 
 func (c *config) validate() error {
@@ -57,6 +60,9 @@ func (c *config) validate() error {
 	if c.TokenTTL <= 0 || c.TokenTTL > time.Hour {
 		errs = append(errs, fmt.Errorf("--token-ttl %s: want more than 0 and at most 1h", c.TokenTTL))
 	}
+	if (c.VaultAddr == "") != (c.VaultTokenFile == "") {
+		errs = append(errs, errors.New("--vault-addr and --vault-token-file go together"))
+	}
 	if c.DecisionMaxAge <= 0 {
 		errs = append(errs, fmt.Errorf("--decision-max-age %s: must be positive", c.DecisionMaxAge))
 	}
@@ -73,6 +79,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.Strings(&cfg.EdgeURLs, "edge-url", "CUSTODY_EDGE_URLS", "edge base URL, e.g. https://edge.example:8443")
 	f.Duration(&cfg.TokenTTL, "token-ttl", "CUSTODY_TOKEN_TTL", 5*time.Minute, "how long a download URL is valid")
 	f.Duration(&cfg.DecisionMaxAge, "decision-max-age", "CUSTODY_DECISION_MAX_AGE", 10*time.Minute, "oldest allow decision accepted")
+	f.String(&cfg.CDNConfigFile, "cdn-config-file", "CUSTODY_CDN_CONFIG_FILE", "", "commercial CDNs to sign for (JSON, see docs/services.md); none if empty")
+	f.String(&cfg.VaultAddr, "vault-addr", "CUSTODY_VAULT_ADDR", "", "Vault address for CDN keys held in Vault")
+	f.String(&cfg.VaultTokenFile, "vault-token-file", "CUSTODY_VAULT_TOKEN_FILE", "", "file holding the Vault token for CDN keys")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -80,6 +89,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	key, err := token.LoadPrivateKey(cfg.TokenKeyFile)
+	if err != nil {
+		return err
+	}
+	cdnList, err := loadCDNs(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -95,9 +108,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	defer signerConn.Close()
 	srv := d.NewServer(broker.Policy(d.TrustDomain))
 	cdnbrokerv1.RegisterCdnBrokerServiceServer(srv, broker.New(broker.Config{
-		TokenKey: key, EdgeURLs: cfg.EdgeURLs, TokenTTL: cfg.TokenTTL, DecisionMaxAge: cfg.DecisionMaxAge,
+		TokenKey: key, EdgeURLs: cfg.EdgeURLs, CDNs: cdnList, TokenTTL: cfg.TokenTTL, DecisionMaxAge: cfg.DecisionMaxAge,
 		Gatekeeper: spiffeid.RequireFromPath(d.TrustDomain, "/service/gatekeeper"),
 		Signer:     signerv1.NewSignerServiceClient(signerConn), Logger: d.Logger, Metrics: d.Telemetry.Metrics, Now: time.Now,
 	}))
 	return d.Serve(ctx, srv)
+}
+
+// loadCDNs reads the CDN configuration and every key it names; the broker
+// does not start if any is missing or unusable.
+func loadCDNs(ctx context.Context, cfg config) ([]*cdns.CDN, error) {
+	var vault cdns.SecretReader
+	if cfg.VaultAddr != "" {
+		v, err := cdns.NewVault(cfg.VaultAddr, cfg.VaultTokenFile, nil)
+		if err != nil {
+			return nil, err
+		}
+		vault = v
+	}
+	if cfg.CDNConfigFile == "" {
+		return nil, nil
+	}
+	return cdns.Load(ctx, cfg.CDNConfigFile, cfg.TokenTTL, time.Now(), vault)
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/token"
+	"github.com/custody-dev/custody/services/cdn-broker/internal/cdns"
 )
 
 // Policy is who may call the broker; see docs/services.md.
@@ -38,8 +39,11 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 
 // Config configures a Broker.
 type Config struct {
-	TokenKey       ed25519.PrivateKey
-	EdgeURLs       []string
+	TokenKey ed25519.PrivateKey
+	EdgeURLs []string
+	// CDNs are the commercial CDNs that get signed requests next to the
+	// edges' URLs, in this order.
+	CDNs           []*cdns.CDN
 	TokenTTL       time.Duration
 	DecisionMaxAge time.Duration
 	// Gatekeeper is the identity whose decisions are accepted.
@@ -93,10 +97,31 @@ func (b *Broker) IssueDownloadUrl(ctx context.Context, req *cdnbrokerv1.IssueDow
 	for _, e := range b.cfg.EdgeURLs {
 		resp.Urls = append(resp.Urls, strings.TrimSuffix(e, "/")+"/v1/blobs/sha256/"+hexDigest+"?token="+url.QueryEscape(tok))
 	}
+	resp.CdnUrls = b.mintCDNs(ctx, hexDigest, now, exp)
 	caller, _ := rpc.CallerID(ctx)
 	b.cfg.Logger.InfoContext(ctx, "issued download URLs", slog.String("digest", d.Digest), slog.String("decision_id", d.DecisionID),
-		slog.String("caller", caller.String()), slog.Time("expires", exp), slog.Int("edges", len(resp.Urls)))
+		slog.String("caller", caller.String()), slog.Time("expires", exp), slog.Int("edges", len(resp.Urls)), slog.Int("cdns", len(resp.CdnUrls)))
 	return resp, nil
+}
+
+// mintCDNs signs the digest's path for every configured CDN. A CDN that
+// cannot sign (no key valid now) is left out and logged: the client still
+// has the edges and the other CDNs, and no URL is made without a key.
+func (b *Broker) mintCDNs(ctx context.Context, hexDigest string, now, exp time.Time) []*cdnbrokerv1.CdnUrl {
+	var out []*cdnbrokerv1.CdnUrl
+	for _, c := range b.cfg.CDNs {
+		s, err := c.Mint(hexDigest, now, exp)
+		if err != nil {
+			b.cfg.Logger.ErrorContext(ctx, "cannot sign for CDN", slog.String("cdn", c.Name()), slog.Any("error", err))
+			continue
+		}
+		u := &cdnbrokerv1.CdnUrl{Cdn: s.CDN, Kind: s.Kind, Url: s.URL}
+		for _, k := range s.Cookies {
+			u.Cookies = append(u.Cookies, &cdnbrokerv1.SignedCookie{Name: k.Name, Value: k.Value, Domain: k.Domain, Path: k.Path, ExpiresAt: timestamppb.New(k.Expires)})
+		}
+		out = append(out, u)
+	}
+	return out
 }
 
 // check returns the decision if the envelope is a fresh PASSED VSA signed by

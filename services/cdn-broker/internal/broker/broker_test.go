@@ -30,6 +30,7 @@ import (
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/broker"
+	"github.com/custody-dev/custody/services/cdn-broker/internal/cdns"
 )
 
 // signingKey is an ECDSA P-256 key as the signer would hold it.
@@ -111,7 +112,7 @@ type fixture struct {
 
 const digest = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
-func start(t *testing.T) *fixture {
+func start(t *testing.T, cdnList ...*cdns.CDN) *fixture {
 	t.Helper()
 	td := identitytest.New(t, "custody.test")
 	f := &fixture{td: td, now: time.Unix(1_800_000_000, 0).UTC(), tel: telemetry.Discard("cdn-broker"),
@@ -128,7 +129,7 @@ func start(t *testing.T) *fixture {
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	f.tokenPub = pub
 	b := broker.New(broker.Config{
-		TokenKey: priv, EdgeURLs: []string{"https://edge-a.example:8443/", "https://edge-b.example"},
+		TokenKey: priv, EdgeURLs: []string{"https://edge-a.example:8443/", "https://edge-b.example"}, CDNs: cdnList,
 		TokenTTL: 5 * time.Minute, DecisionMaxAge: 10 * time.Minute, Gatekeeper: td.ID("/service/gatekeeper"),
 		Signer: signerv1.NewSignerServiceClient(conn), Logger: slog.New(slog.DiscardHandler), Metrics: f.tel.Metrics,
 		Now: func() time.Time { return f.now },

@@ -70,9 +70,13 @@ func (x *IssueDownloadUrlRequest) GetDecisionEnvelope() []byte {
 type IssueDownloadUrlResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One URL per edge, in order of preference.
-	Urls          []string               `protobuf:"bytes,1,rep,name=urls,proto3" json:"urls,omitempty"`
-	Digest        string                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	Urls      []string               `protobuf:"bytes,1,rep,name=urls,proto3" json:"urls,omitempty"`
+	Digest    string                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// One entry per configured commercial CDN, in configuration order, each
+	// in that CDN's own signed-request format and bound to the digest's path
+	// and expires_at.
+	CdnUrls       []*CdnUrl `protobuf:"bytes,4,rep,name=cdn_urls,json=cdnUrls,proto3" json:"cdn_urls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -128,18 +132,190 @@ func (x *IssueDownloadUrlResponse) GetExpiresAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *IssueDownloadUrlResponse) GetCdnUrls() []*CdnUrl {
+	if x != nil {
+		return x.CdnUrls
+	}
+	return nil
+}
+
+// CdnUrl is a signed request for one commercial CDN.
+type CdnUrl struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The CDN's name in the broker's configuration.
+	Cdn string `protobuf:"bytes,1,opt,name=cdn,proto3" json:"cdn,omitempty"`
+	// cloud-cdn, media-cdn, cloudfront or akamai.
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The signed URL; a client that sends the cookies too may use it as is.
+	Url string `protobuf:"bytes,3,opt,name=url,proto3" json:"url,omitempty"`
+	// Signed cookies for the same path, where the CDN's format has them.
+	Cookies       []*SignedCookie `protobuf:"bytes,4,rep,name=cookies,proto3" json:"cookies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CdnUrl) Reset() {
+	*x = CdnUrl{}
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CdnUrl) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CdnUrl) ProtoMessage() {}
+
+func (x *CdnUrl) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CdnUrl.ProtoReflect.Descriptor instead.
+func (*CdnUrl) Descriptor() ([]byte, []int) {
+	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CdnUrl) GetCdn() string {
+	if x != nil {
+		return x.Cdn
+	}
+	return ""
+}
+
+func (x *CdnUrl) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *CdnUrl) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *CdnUrl) GetCookies() []*SignedCookie {
+	if x != nil {
+		return x.Cookies
+	}
+	return nil
+}
+
+// SignedCookie is one cookie of a CDN's signed-cookie format.
+type SignedCookie struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Value string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// The host the cookie is for (the CDN's base URL host).
+	Domain string `protobuf:"bytes,3,opt,name=domain,proto3" json:"domain,omitempty"`
+	// The path the cookie is for.
+	Path          string                 `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignedCookie) Reset() {
+	*x = SignedCookie{}
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignedCookie) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignedCookie) ProtoMessage() {}
+
+func (x *SignedCookie) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignedCookie.ProtoReflect.Descriptor instead.
+func (*SignedCookie) Descriptor() ([]byte, []int) {
+	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SignedCookie) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SignedCookie) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *SignedCookie) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *SignedCookie) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *SignedCookie) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
 var File_custody_cdnbroker_v1_cdnbroker_proto protoreflect.FileDescriptor
 
 const file_custody_cdnbroker_v1_cdnbroker_proto_rawDesc = "" +
 	"\n" +
 	"$custody/cdnbroker/v1/cdnbroker.proto\x12\x14custody.cdnbroker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"F\n" +
 	"\x17IssueDownloadUrlRequest\x12+\n" +
-	"\x11decision_envelope\x18\x01 \x01(\fR\x10decisionEnvelope\"\x81\x01\n" +
+	"\x11decision_envelope\x18\x01 \x01(\fR\x10decisionEnvelope\"\xba\x01\n" +
 	"\x18IssueDownloadUrlResponse\x12\x12\n" +
 	"\x04urls\x18\x01 \x03(\tR\x04urls\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x129\n" +
 	"\n" +
-	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\x85\x01\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x127\n" +
+	"\bcdn_urls\x18\x04 \x03(\v2\x1c.custody.cdnbroker.v1.CdnUrlR\acdnUrls\"~\n" +
+	"\x06CdnUrl\x12\x10\n" +
+	"\x03cdn\x18\x01 \x01(\tR\x03cdn\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x10\n" +
+	"\x03url\x18\x03 \x01(\tR\x03url\x12<\n" +
+	"\acookies\x18\x04 \x03(\v2\".custody.cdnbroker.v1.SignedCookieR\acookies\"\x9f\x01\n" +
+	"\fSignedCookie\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12\x16\n" +
+	"\x06domain\x18\x03 \x01(\tR\x06domain\x12\x12\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\x129\n" +
+	"\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\x85\x01\n" +
 	"\x10CdnBrokerService\x12q\n" +
 	"\x10IssueDownloadUrl\x12-.custody.cdnbroker.v1.IssueDownloadUrlRequest\x1a..custody.cdnbroker.v1.IssueDownloadUrlResponseB\xe6\x01\n" +
 	"\x18com.custody.cdnbroker.v1B\x0eCdnbrokerProtoP\x01ZHgithub.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1;cdnbrokerv1\xa2\x02\x03CCX\xaa\x02\x14Custody.Cdnbroker.V1\xca\x02\x14Custody\\Cdnbroker\\V1\xe2\x02 Custody\\Cdnbroker\\V1\\GPBMetadata\xea\x02\x16Custody::Cdnbroker::V1b\x06proto3"
@@ -156,21 +332,26 @@ func file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP() []byte {
 	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescData
 }
 
-var file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_custody_cdnbroker_v1_cdnbroker_proto_goTypes = []any{
 	(*IssueDownloadUrlRequest)(nil),  // 0: custody.cdnbroker.v1.IssueDownloadUrlRequest
 	(*IssueDownloadUrlResponse)(nil), // 1: custody.cdnbroker.v1.IssueDownloadUrlResponse
-	(*timestamppb.Timestamp)(nil),    // 2: google.protobuf.Timestamp
+	(*CdnUrl)(nil),                   // 2: custody.cdnbroker.v1.CdnUrl
+	(*SignedCookie)(nil),             // 3: custody.cdnbroker.v1.SignedCookie
+	(*timestamppb.Timestamp)(nil),    // 4: google.protobuf.Timestamp
 }
 var file_custody_cdnbroker_v1_cdnbroker_proto_depIdxs = []int32{
-	2, // 0: custody.cdnbroker.v1.IssueDownloadUrlResponse.expires_at:type_name -> google.protobuf.Timestamp
-	0, // 1: custody.cdnbroker.v1.CdnBrokerService.IssueDownloadUrl:input_type -> custody.cdnbroker.v1.IssueDownloadUrlRequest
-	1, // 2: custody.cdnbroker.v1.CdnBrokerService.IssueDownloadUrl:output_type -> custody.cdnbroker.v1.IssueDownloadUrlResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	4, // 0: custody.cdnbroker.v1.IssueDownloadUrlResponse.expires_at:type_name -> google.protobuf.Timestamp
+	2, // 1: custody.cdnbroker.v1.IssueDownloadUrlResponse.cdn_urls:type_name -> custody.cdnbroker.v1.CdnUrl
+	3, // 2: custody.cdnbroker.v1.CdnUrl.cookies:type_name -> custody.cdnbroker.v1.SignedCookie
+	4, // 3: custody.cdnbroker.v1.SignedCookie.expires_at:type_name -> google.protobuf.Timestamp
+	0, // 4: custody.cdnbroker.v1.CdnBrokerService.IssueDownloadUrl:input_type -> custody.cdnbroker.v1.IssueDownloadUrlRequest
+	1, // 5: custody.cdnbroker.v1.CdnBrokerService.IssueDownloadUrl:output_type -> custody.cdnbroker.v1.IssueDownloadUrlResponse
+	5, // [5:6] is the sub-list for method output_type
+	4, // [4:5] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_custody_cdnbroker_v1_cdnbroker_proto_init() }
@@ -184,7 +365,7 @@ func file_custody_cdnbroker_v1_cdnbroker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_cdnbroker_v1_cdnbroker_proto_rawDesc), len(file_custody_cdnbroker_v1_cdnbroker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestRefusesToStartWithBadCDNConfig: a CDN configuration that is malformed
+// or names a missing key stops the broker at start with an error that says
+// which file and key, before it listens.
+func TestRefusesToStartWithBadCDNConfig(t *testing.T) {
+	dir := t.TempDir()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(priv)
+	tokenKey := filepath.Join(dir, "token.pem")
+	os.WriteFile(tokenKey, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(body), 0o600)
+		return p
+	}
+	missing := filepath.Join(dir, "missing.key")
+	for name, tc := range map[string]struct {
+		extra []string
+		want  string
+	}{
+		"missing key file": {[]string{"--cdn-config-file", write("a.json", fmt.Sprintf(`{"cdns": [{"name": "g", "kind": "cloud-cdn", "base_url": "https://g.example", "key": {"name": "k1", "file": %q}}]}`, missing))},
+			"CDN g key k1: read key file"},
+		"malformed":      {[]string{"--cdn-config-file", write("b.json", `{"cdns": [{"name": "g", "secret": "x"}]}`)}, "invalid JSON"},
+		"missing config": {[]string{"--cdn-config-file", filepath.Join(dir, "none.json")}, "read CDN configuration"},
+		"vault half set": {[]string{"--vault-addr", "http://127.0.0.1:8200"}, "--vault-addr and --vault-token-file go together"},
+		"vault no token": {[]string{"--vault-addr", "http://127.0.0.1:8200", "--vault-token-file", missing}, "read Vault token file"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			args := append([]string{"--trust-domain", "custody.test", "--svid-dir", dir, "--signer-addr", "127.0.0.1:1",
+				"--token-private-key-file", tokenKey, "--edge-url", "https://edge.example"}, tc.extra...)
+			var stderr bytes.Buffer
+			err := run(t.Context(), args, func(string) string { return "" }, &stderr)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("run = %v, want an error mentioning %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,300 @@
+package cdns
+
+import (
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	hexDigest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	ttl       = 5 * time.Minute
+)
+
+var now = time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+
+// keyFiles writes one key of every kind and returns their paths and raw
+// key material (to check that nothing leaks).
+type keyFiles struct {
+	dir                                  string
+	cloudCDN, mediaCDN, cloudFront, akam string
+	cloudCDNKey                          []byte
+	mediaSeed                            []byte
+	akamaiKey                            []byte
+}
+
+func writeKeys(t *testing.T) keyFiles {
+	t.Helper()
+	dir := t.TempDir()
+	k := keyFiles{dir: dir, cloudCDNKey: make([]byte, 16), mediaSeed: make([]byte, 32), akamaiKey: make([]byte, 32)}
+	for _, b := range [][]byte{k.cloudCDNKey, k.mediaSeed, k.akamaiKey} {
+		rand.Read(b)
+	}
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(ec)
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	k.cloudCDN = write("gcdn.key", []byte(base64.URLEncoding.EncodeToString(k.cloudCDNKey)+"\n"))
+	k.mediaCDN = write("media.key", []byte(base64.URLEncoding.EncodeToString(k.mediaSeed)))
+	k.cloudFront = write("cf.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	k.akam = write("akamai.key", []byte(hex.EncodeToString(k.akamaiKey)+"\n"))
+	return k
+}
+
+func writeConfig(t *testing.T, dir, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, "cdns.json")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func allKinds(k keyFiles) string {
+	return fmt.Sprintf(`{"cdns": [
+  {"name": "gcdn", "kind": "cloud-cdn", "base_url": "https://gcdn.example.com", "key": {"name": "gkey", "file": %q}, "cookies": true},
+  {"name": "media", "kind": "media-cdn", "base_url": "https://media.example.com/custody", "key": {"name": "mkey", "file": %q}},
+  {"name": "cf", "kind": "cloudfront", "base_url": "https://d111.cloudfront.net", "key": {"name": "K2JCJMDEHXQW5F", "file": %q}, "cookies": true},
+  {"name": "cf256", "kind": "cloudfront", "base_url": "https://d222.cloudfront.net", "hash": "sha256", "key": {"name": "K3", "file": %q}, "cookies": true},
+  {"name": "akamai", "kind": "akamai", "base_url": "https://dl.akamaized.example", "key": {"name": "ak-2026", "file": %q}}
+]}`, k.cloudCDN, k.mediaCDN, k.cloudFront, k.cloudFront, k.akam)
+}
+
+func TestLoadAndMintEveryKind(t *testing.T) {
+	k := writeKeys(t)
+	cs, err := Load(t.Context(), writeConfig(t, k.dir, allKinds(k)), ttl, now, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 5 {
+		t.Fatalf("%d CDNs, want 5", len(cs))
+	}
+	exp := now.Add(ttl)
+	path := "/v1/blobs/sha256/" + hexDigest
+	for _, c := range cs {
+		s, err := c.Mint(hexDigest, now, exp)
+		if err != nil {
+			t.Fatalf("%s: %v", c.Name(), err)
+		}
+		u, err := url.Parse(s.URL)
+		if err != nil {
+			t.Fatalf("%s: %v", c.Name(), err)
+		}
+		wantPath := path
+		if c.Name() == "media" {
+			wantPath = "/custody" + path
+		}
+		if u.Path != wantPath || u.Scheme != "https" {
+			t.Errorf("%s: URL %s, want path %s", c.Name(), s.URL, wantPath)
+		}
+		q := u.Query()
+		e := strconv.FormatInt(exp.Unix(), 10)
+		switch c.Name() {
+		case "gcdn":
+			// Recompute Cloud CDN's HMAC-SHA1: the URL is bound to the path and expiry.
+			signed := strings.SplitN(s.URL, "&Signature=", 2)[0]
+			m := hmac.New(sha1.New, k.cloudCDNKey)
+			m.Write([]byte(signed))
+			if q.Get("Expires") != e || q.Get("KeyName") != "gkey" || q.Get("Signature") != base64.URLEncoding.EncodeToString(m.Sum(nil)) {
+				t.Errorf("gcdn URL %s does not verify", s.URL)
+			}
+			if len(s.Cookies) != 1 || s.Cookies[0].Name != "Cloud-CDN-Cookie" || s.Cookies[0].Path != path || s.Cookies[0].Domain != "gcdn.example.com" {
+				t.Errorf("gcdn cookies = %v", s.Cookies)
+			}
+		case "media":
+			tok := q.Get("edge-cache-token")
+			fields := strings.Split(tok, "~")
+			if len(fields) != 3 || fields[0] != "FullPath" || fields[1] != "Expires="+e {
+				t.Fatalf("media token %q", tok)
+			}
+			sig, _ := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(fields[2], "Signature="))
+			pub := ed25519.NewKeyFromSeed(k.mediaSeed).Public().(ed25519.PublicKey)
+			if !ed25519.Verify(pub, []byte("FullPath="+wantPath+"~Expires="+e), sig) {
+				t.Errorf("media token does not verify for %s", wantPath)
+			}
+		case "cf", "cf256":
+			if q.Get("Expires") != e || q.Get("Signature") == "" || (q.Get("Hash-Algorithm") == "SHA256") != (c.Name() == "cf256") {
+				t.Errorf("%s URL %s", c.Name(), s.URL)
+			}
+			if n := map[string]int{"cf": 3, "cf256": 4}[c.Name()]; len(s.Cookies) != n || s.Cookies[0].Name != "CloudFront-Expires" || s.Cookies[0].Value != e {
+				t.Errorf("%s cookies = %v, want %d", c.Name(), s.Cookies, n)
+			}
+		case "akamai":
+			tok := q.Get("__token__")
+			want := fmt.Sprintf("st=%d~exp=%s~acl=%s", now.Unix(), e, path)
+			m := hmac.New(sha256.New, k.akamaiKey)
+			m.Write([]byte(want))
+			if tok != want+"~hmac="+hex.EncodeToString(m.Sum(nil)) {
+				t.Errorf("akamai token %q does not verify", tok)
+			}
+		}
+		// Another digest gets another signature.
+		o, _ := c.Mint(strings.Repeat("0", 64), now, exp)
+		if o.URL == s.URL || strings.Contains(o.URL, hexDigest) {
+			t.Errorf("%s: URL not bound to the digest", c.Name())
+		}
+		for _, leak := range []string{hex.EncodeToString(k.cloudCDNKey), hex.EncodeToString(k.akamaiKey), base64.URLEncoding.EncodeToString(k.mediaSeed)} {
+			if strings.Contains(s.URL+fmt.Sprint(c)+fmt.Sprintf("%+v", c), leak) {
+				t.Errorf("%s leaks key material", c.Name())
+			}
+		}
+	}
+}
+
+func TestRotation(t *testing.T) {
+	k := writeKeys(t)
+	old := filepath.Join(k.dir, "gcdn-old.key")
+	os.WriteFile(old, []byte(base64.URLEncoding.EncodeToString(make([]byte, 16))), 0o600)
+	switchAt := now.Add(time.Hour)
+	cfg := fmt.Sprintf(`{"cdns": [{"name": "gcdn", "kind": "cloud-cdn", "base_url": "https://g.example",
+	  "key": {"name": "new", "file": %q, "not_before": %q},
+	  "previous_key": {"name": "old", "file": %q, "until": %q}}]}`,
+		k.cloudCDN, switchAt.Format(time.RFC3339), old, switchAt.Add(ttl).Format(time.RFC3339))
+	cs, err := Load(t.Context(), writeConfig(t, k.dir, cfg), ttl, now, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		at   time.Time
+		want string
+	}{{now, "old"}, {switchAt.Add(-time.Second), "old"}, {switchAt, "new"}, {switchAt.Add(24 * time.Hour), "new"}} {
+		s, err := cs[0].Mint(hexDigest, tc.at, tc.at.Add(ttl))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(s.URL, "KeyName="+tc.want+"&") {
+			t.Errorf("at %s: %s, want key %s", tc.at, s.URL, tc.want)
+		}
+	}
+	// Long after the switch the new key still signs.
+	if _, err := cs[0].Mint(hexDigest, switchAt.Add(ttl), switchAt.Add(2*ttl)); err != nil {
+		t.Errorf("after the switch: %v", err)
+	}
+	c := &CDN{name: "x", cur: keyed{name: "new", notBefore: switchAt}, prev: &keyed{name: "old", until: now}}
+	if _, err := c.Mint(hexDigest, now, now.Add(ttl)); !errors.Is(err, ErrNoKey) {
+		t.Errorf("no key valid: err = %v, want ErrNoKey", err)
+	}
+}
+
+func TestParseRefusesBadConfig(t *testing.T) {
+	key := `{"name": "k", "file": "/k"}`
+	one := func(fields string) string {
+		return `{"cdns": [{"name": "a", "kind": "cloud-cdn", "base_url": "https://a.example", "key": ` + key + fields + `}]}`
+	}
+	nb, until := now.Add(time.Hour).Format(time.RFC3339), now.Add(time.Hour+time.Minute).Format(time.RFC3339)
+	cases := map[string]struct{ cfg, want string }{
+		"not JSON":          {`{`, "invalid JSON"},
+		"trailing data":     {`{"cdns": []} {}`, "invalid JSON"},
+		"unknown key":       {`{"cdns": [], "extra": 1}`, "invalid JSON"},
+		"key value inline":  {`{"cdns": [{"name": "a", "kind": "cloud-cdn", "base_url": "https://a.example", "key": {"name": "k", "value": "c2VjcmV0"}}]}`, "invalid JSON"},
+		"duplicate field":   {`{"cdns": [{"name": "a", "name": "b"}]}`, "invalid JSON"},
+		"bad kind":          {strings.Replace(one(""), "cloud-cdn", "fastly", 1), "kind"},
+		"http base":         {strings.Replace(one(""), "https://a.example", "http://a.example", 1), "base_url"},
+		"base with query":   {strings.Replace(one(""), "https://a.example", "https://a.example/?x=1", 1), "base_url"},
+		"base with user":    {strings.Replace(one(""), "https://a.example", "https://u:p@a.example", 1), "base_url"},
+		"bad name":          {strings.Replace(one(""), `"name": "a"`, `"name": "A B"`, 1), "name"},
+		"no key ref":        {strings.Replace(one(""), key, `{"name": "k"}`, 1), "exactly one of file and vault"},
+		"both key refs":     {strings.Replace(one(""), key, `{"name": "k", "file": "/k", "vault": {"path": "secret/data/a", "field": "k"}}`, 1), "exactly one of file and vault"},
+		"no key name":       {strings.Replace(one(""), key, `{"file": "/k"}`, 1), "key.name"},
+		"vault no field":    {strings.Replace(one(""), key, `{"name": "k", "vault": {"path": "secret/data/a"}}`, 1), "path and field"},
+		"hash on cloud-cdn": {one(`, "hash": "sha256"`), "hash"},
+		"sha512":            {strings.Replace(one(`, "hash": "sha512"`), "cloud-cdn", "cloudfront", 1), "hash"},
+		"media cookies":     {strings.Replace(one(`, "cookies": true`), "cloud-cdn", "media-cdn", 1), "cookies"},
+		"prev no times":     {one(`, "previous_key": {"name": "old", "file": "/o"}`), "previous_key needs"},
+		"prev too short": {strings.Replace(one(`, "previous_key": {"name": "old", "file": "/o", "until": "`+until+`"}`), key, `{"name": "k", "file": "/k", "not_before": "`+nb+`"}`, 1),
+			"less than one token TTL"},
+		"future key alone": {strings.Replace(one(""), key, `{"name": "k", "file": "/k", "not_before": "`+nb+`"}`, 1), "nothing to sign with"},
+		"until on key":     {strings.Replace(one(""), key, `{"name": "k", "file": "/k", "until": "`+nb+`"}`, 1), "key.until"},
+		"same name twice":  {`{"cdns": [` + strings.Repeat(`{"name": "a", "kind": "akamai", "base_url": "https://a.example", "key": `+key+`},`, 2) + `{"name": "b", "kind": "akamai", "base_url": "https://a.example", "key": ` + key + `}]}`, "used twice"},
+		"too many":         {`{"cdns": [` + strings.TrimSuffix(strings.Repeat(`{"name": "a", "kind": "akamai", "base_url": "https://a.example", "key": `+key+`},`, 17), ",") + `]}`, "at most 16"},
+		"huge":             {`{"cdns": [], "x": "` + strings.Repeat("a", maxConfigBytes) + `"}`, "invalid JSON"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.cfg), ttl, now)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want it to mention %q", err, tc.want)
+			}
+		})
+	}
+	// Every problem is reported at once.
+	_, err := Parse([]byte(`{"cdns": [{"name": "A", "kind": "x", "base_url": "ftp://x", "key": {}}]}`), ttl, now)
+	for _, w := range []string{"name", "kind", "base_url", "exactly one"} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("combined error %v lacks %q", err, w)
+		}
+	}
+}
+
+func TestLoadRefusesMissingOrBadKeys(t *testing.T) {
+	k := writeKeys(t)
+	for name, tc := range map[string]struct{ kind, file, want string }{
+		"missing file":    {"cloud-cdn", filepath.Join(k.dir, "nope.key"), "no such file"},
+		"directory":       {"cloud-cdn", k.dir, "not a regular file"},
+		"wrong kind":      {"cloud-cdn", k.cloudFront, "base64url"},
+		"pem for akamai":  {"akamai", k.cloudFront, "hex"},
+		"hex for media":   {"media-cdn", k.akam, "Ed25519"},
+		"b64 for cf":      {"cloudfront", k.cloudCDN, "PEM"},
+		"empty":           {"akamai", writeConfig(t, t.TempDir(), ""), "hex"},
+		"large key file":  {"akamai", writeConfig(t, t.TempDir(), strings.Repeat("0", maxKeyBytes+1)), "larger than"},
+		"vault, no vault": {"akamai", "", "no Vault"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ref := fmt.Sprintf(`{"name": "k", "file": %q}`, tc.file)
+			if tc.file == "" {
+				ref = `{"name": "k", "vault": {"path": "secret/data/x", "field": "k"}}`
+			}
+			cfg := fmt.Sprintf(`{"cdns": [{"name": "a", "kind": %q, "base_url": "https://a.example", "key": %s}]}`, tc.kind, ref)
+			_, err := Load(t.Context(), writeConfig(t, t.TempDir(), cfg), ttl, now, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "CDN a key k") && name != "missing config" {
+				t.Errorf("err = %v, want it to name the CDN and key and mention %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := Load(t.Context(), filepath.Join(k.dir, "none.json"), ttl, now, nil); err == nil || !strings.Contains(err.Error(), "read CDN configuration") {
+		t.Errorf("missing config: %v", err)
+	}
+}
+
+// FuzzParse: the configuration parser never panics, and what it accepts
+// names a known kind and an https base URL.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(`{"cdns": [{"name": "a", "kind": "akamai", "base_url": "https://a.example", "key": {"name": "k", "file": "/k"}}]}`))
+	f.Add([]byte(`{"cdns": []}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b, ttl, now)
+		if err != nil {
+			return
+		}
+		for _, e := range c.CDNs {
+			if u, err := url.Parse(e.BaseURL); err != nil || u.Scheme != "https" {
+				t.Fatalf("accepted base URL %q", e.BaseURL)
+			}
+			if _, err := newMinter(e.Kind, "k", nil, e.Hash, false); err != nil && strings.Contains(err.Error(), "unknown CDN kind") {
+				t.Fatalf("accepted kind %q", e.Kind)
+			}
+		}
+	})
+}
