@@ -26,6 +26,7 @@ import (
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
 	"github.com/custody-dev/custody/services/publisher/internal/limits"
 	"github.com/custody-dev/custody/services/publisher/internal/resume"
+	"github.com/custody-dev/custody/services/publisher/internal/retention"
 	"github.com/custody-dev/custody/services/publisher/internal/sealed"
 	"github.com/custody-dev/custody/services/publisher/internal/signing"
 )
@@ -86,6 +87,7 @@ type Server struct {
 	uploads   *limits.Slots
 	downloads *limits.Slots
 	resume    *resume.Store // nil: uploads are not resumable
+	retention *retention.Runner // nil: nothing is ever deleted
 }
 
 // Limits bound what callers may hold open; see docs/services.md for the
@@ -123,6 +125,10 @@ func (s *Server) SetLimits(l Limits) {
 // SetResume makes uploads with an upload id resumable, their partial bytes
 // kept in r. Call it before serving.
 func (s *Server) SetResume(r *resume.Store) { s.resume = r }
+
+// SetRetention has uploads bind only blobs that retention has not deleted
+// meanwhile. Call it before serving.
+func (s *Server) SetRetention(r *retention.Runner) { s.retention = r }
 
 // SetBatcher has concurrent uploads signed in SignArtifacts batches. Call it
 // before serving.
@@ -214,6 +220,12 @@ func toStatus(err error) error {
 		return status.Error(codes.Aborted, err.Error())
 	case errors.Is(err, resume.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, retention.ErrNoPolicy), errors.Is(err, retention.ErrBusy):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, retention.ErrUnavailable):
+		return status.Error(codes.Unavailable, err.Error()+": nothing more was deleted; check the catalog is running, then run retention again")
+	case errors.Is(err, bindings.ErrDeleted):
+		return status.Error(codes.FailedPrecondition, err.Error()+": a deleted name@version is never bound again; publish a new version")
 	case errors.Is(err, bindings.ErrConflict):
 		return status.Error(codes.AlreadyExists, err.Error()+": publish a new version instead")
 	case errors.Is(err, sealed.ErrNotFound), errors.Is(err, fs.ErrNotExist):
