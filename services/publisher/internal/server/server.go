@@ -86,7 +86,7 @@ type Server struct {
 	limits    Limits
 	uploads   *limits.Slots
 	downloads *limits.Slots
-	resume    *resume.Store // nil: uploads are not resumable
+	resume    *resume.Store     // nil: uploads are not resumable
 	retention *retention.Runner // nil: nothing is ever deleted
 }
 
