@@ -25,6 +25,7 @@ import (
 	"github.com/custody-dev/custody/services/publisher/internal/retention"
 	"github.com/custody-dev/custody/services/publisher/internal/server"
 	"github.com/custody-dev/custody/services/publisher/internal/signing"
+	"github.com/custody-dev/custody/services/publisher/internal/sweep"
 )
 
 func main() {
@@ -52,6 +53,7 @@ type config struct {
 	Store                           storeConfig
 	RetentionPolicy                 string
 	RetentionInterval               time.Duration
+	OrphanAge                       time.Duration
 }
 
 func (c *config) validate() error {
@@ -85,6 +87,9 @@ func (c *config) validate() error {
 	}
 	if c.ResumeTTL < 0 {
 		errs = append(errs, fmt.Errorf("--upload-resume-ttl %s: want 0 (no resuming) or more", c.ResumeTTL))
+	}
+	if c.OrphanAge < time.Minute {
+		errs = append(errs, fmt.Errorf("--orphan-age %s: want 1m or more", c.OrphanAge))
 	}
 	if c.RetentionInterval < time.Minute {
 		errs = append(errs, fmt.Errorf("--retention-interval %s: want 1m or more", c.RetentionInterval))
@@ -137,6 +142,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.Duration(&cfg.KeepaliveTimeout, "keepalive-timeout", "CUSTODY_KEEPALIVE_TIMEOUT", 10*time.Second, "close a connection whose client does not answer a ping within this")
 	f.String(&cfg.RetentionPolicy, "retention-policy", "CUSTODY_RETENTION_POLICY", "", "retention policy file (JSON: {\"channels\": {\"dev\": {\"keep_last\": 10, \"max_age\": \"720h\"}}}); empty: nothing is ever deleted")
 	f.Duration(&cfg.RetentionInterval, "retention-interval", "CUSTODY_RETENTION_INTERVAL", time.Hour, "how often the retention policy runs")
+	f.Duration(&cfg.OrphanAge, "orphan-age", "CUSTODY_ORPHAN_AGE", time.Hour, "ciphertext without a record, blobs without a binding and temporary files of aborted writes are collected once unreferenced this long (swept every half of it)")
 	cfg.Store.register(f)
 	if err := f.Parse(args); err != nil {
 		return err
@@ -196,6 +202,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	api.SetRetention(runner)
+	tempDirs := []string{filepath.Join(cfg.DataDir, "bindings", "tmp")}
+	if cfg.Store.Backend == "local" {
+		tempDirs = append(tempDirs, filepath.Join(cfg.DataDir, "blobs", "tmp"))
+	}
+	sweeper := sweep.New(sweep.Config{Blobs: blobs, Bindings: binds, Exclude: runner, TempDirs: tempDirs, Age: cfg.OrphanAge, Logger: d.Logger})
+	components = append(components, func(ctx context.Context) error { return sweeper.Loop(ctx, cfg.OrphanAge/2) })
 	store := server.NewStore(blobs, d.Logger)
 	if policy != nil {
 		store.SetRetention(runner)

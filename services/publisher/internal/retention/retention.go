@@ -551,3 +551,10 @@ func (r *Runner) BindStored(ctx context.Context, digest string, bind func() erro
 	}
 	return bind()
 }
+
+// Exclusive runs fn with uploads' bind step excluded, as a deletion does.
+func (r *Runner) Exclusive(fn func() error) error {
+	r.bind.Lock()
+	defer r.bind.Unlock()
+	return fn()
+}

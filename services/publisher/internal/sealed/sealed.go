@@ -533,3 +533,37 @@ func (s *Store) DeleteCiphertext(ctx context.Context, data string) error {
 	}
 	return nil
 }
+
+// Inventory lists the store: each readable record's digest and ciphertext
+// object, and every ciphertext object. A record that does not parse is
+// left out of records and named in damaged (never collect what cannot be
+// read: it may be evidence).
+func (s *Store) Inventory(ctx context.Context) (records map[string]string, data []string, damaged []string, err error) {
+	records = map[string]string{}
+	err = s.objects.List(ctx, "keys/sha256/", func(name string) error {
+		b, err := s.objects.Get(ctx, name)
+		if errors.Is(err, blobstore.ErrNotFound) {
+			return nil // deleted meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		rec, perr := parseRecord(b)
+		if perr != nil || name != recordName(strings.TrimPrefix(rec.Digest, "sha256:")) {
+			damaged = append(damaged, name)
+			return nil
+		}
+		records[rec.Digest] = rec.Data
+		return nil
+	})
+	if err == nil {
+		err = s.objects.List(ctx, "data/", func(name string) error {
+			data = append(data, name)
+			return nil
+		})
+	}
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("inventory: %w", storeErr(err))
+	}
+	return records, data, damaged, nil
+}
