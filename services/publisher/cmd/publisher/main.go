@@ -214,7 +214,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		components = append(components, func(ctx context.Context) error { return runner.Loop(ctx, cfg.RetentionInterval) })
 	}
 	if cfg.ResumeTTL > 0 {
-		partial, err := resume.Open(resume.Config{Dir: filepath.Join(cfg.DataDir, "partial"), TTL: cfg.ResumeTTL, MaxPerCaller: cfg.ResumablePerCaller})
+		partial, err := resume.Open(resume.Config{Dir: filepath.Join(cfg.DataDir, "partial"), TTL: cfg.ResumeTTL, MaxPerCaller: cfg.ResumablePerCaller, KEK: blobs.KEK()})
 		if err != nil {
 			return err
 		}

@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/custody-dev/custody/services/publisher/internal/kek/soft"
 )
 
 type clock struct {
@@ -27,7 +30,11 @@ func (c *clock) add(d time.Duration) {
 
 func open(t *testing.T, dir string, c *clock) *Store {
 	t.Helper()
-	s, err := Open(Config{Dir: dir, TTL: time.Hour, MaxPerCaller: 2, Now: c.Now})
+	k, err := soft.Open(filepath.Join(filepath.Dir(dir), "kek-"+filepath.Base(dir)+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(Config{Dir: dir, TTL: time.Hour, MaxPerCaller: 2, KEK: k, Now: c.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,6 +83,10 @@ func New(objects blobstore.Backend, k KEK, logger *slog.Logger) *Store {
 	return &Store{objects: objects, kek: k, chunk: DefaultChunk, logger: logger}
 }
 
+// KEK returns the key-encryption back end that wraps the store's data keys
+// (partial uploads wrap theirs with it too).
+func (s *Store) KEK() KEK { return s.kek }
+
 // SetChunk changes the chunk size of blobs written from now on (tests);
 // existing blobs keep theirs.
 func (s *Store) SetChunk(n int) {

@@ -162,7 +162,7 @@ func startFull(t *testing.T, configure func(*server.Server), retained *retention
 	srv := rpc.NewServer(rpc.ServerConfig{Source: src, TrustDomain: td.TD, Policy: policy,
 		Logger: slog.New(slog.DiscardHandler), Telemetry: f.tel, MaxRecvMsgSize: server.MaxRecvMsgSize})
 	api := server.New(blobs, binds, signerv1.NewSignerServiceClient(sc), catalogv1.NewCatalogServiceClient(cc), slog.New(slog.DiscardHandler), f.tel.Metrics)
-	partial, err := resume.Open(resume.Config{Dir: filepath.Join(f.dir, "partial"), TTL: time.Hour, MaxPerCaller: 4})
+	partial, err := resume.Open(resume.Config{Dir: filepath.Join(f.dir, "partial"), TTL: time.Hour, MaxPerCaller: 4, KEK: k})
 	if err != nil {
 		t.Fatal(err)
 	}
