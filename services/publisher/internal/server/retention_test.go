@@ -80,7 +80,7 @@ func startRetention(t *testing.T, policy string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startFull(t, nil, p)
+	return startFull(t, nil, p, "")
 }
 
 // publishVersions uploads app@1..n on channel staging, one hour apart.

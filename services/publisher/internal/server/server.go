@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -214,6 +215,8 @@ func toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, limits.ErrExhausted):
 		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return status.Error(codes.ResourceExhausted, "the publisher's disk is full: "+err.Error()+": nothing was stored; free space on it (or raise its quota), then retry")
 	case errors.Is(err, sealed.ErrTooLarge):
 		return status.Error(codes.ResourceExhausted, err.Error()+": the publisher's limit is --max-artifact-size")
 	case errors.Is(err, limits.ErrSuperseded):

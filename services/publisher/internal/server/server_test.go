@@ -120,14 +120,18 @@ func start(t *testing.T) *fixture { return startWith(t, nil) }
 // with an upload id are resumable, their bytes under dir/partial.
 func startWith(t *testing.T, configure func(*server.Server)) *fixture {
 	t.Helper()
-	return startFull(t, configure, nil)
+	return startFull(t, configure, nil, "")
 }
 
-// startFull is startWith with a retention policy (nil: none).
-func startFull(t *testing.T, configure func(*server.Server), retained *retention.Policy) *fixture {
+// startFull is startWith with a retention policy (nil: none),
+// and its store under dir ("": a temporary directory).
+func startFull(t *testing.T, configure func(*server.Server), retained *retention.Policy, dir string) *fixture {
 	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
 	td := identitytest.New(t, "custody.test")
-	f := &fixture{td: td, dir: t.TempDir(), signer: &fakeSigner{}, catalog: &fakeCatalog{records: map[string]*catalogv1.GetArtifactResponse{}}, tel: telemetry.Discard("publisher")}
+	f := &fixture{td: td, dir: dir, signer: &fakeSigner{}, catalog: &fakeCatalog{records: map[string]*catalogv1.GetArtifactResponse{}}, tel: telemetry.Discard("publisher")}
 	pub := rpc.ID(td.ID("/service/publisher"))
 	signerAddr := serve(t, td, "/service/signer", rpc.Policy{rpc.Method(signerv1.SignerService_ServiceDesc, "SignArtifact"): {pub}},
 		func(s *grpc.Server) { signerv1.RegisterSignerServiceServer(s, f.signer) })
