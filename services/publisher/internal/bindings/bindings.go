@@ -37,10 +37,17 @@ type Binding struct {
 // concurrent binders cannot both win.
 type Store struct{ dir string }
 
-// Open prepares dir.
+// Open prepares dir and removes the temporary files a crash left (one
+// publisher owns its bindings directory).
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
 		return nil, fmt.Errorf("open bindings: %w", err)
+	}
+	for _, pat := range []string{"bind-*", "tomb-*"} {
+		stale, _ := filepath.Glob(filepath.Join(dir, "tmp", pat))
+		for _, f := range stale {
+			os.Remove(f)
+		}
 	}
 	return &Store{dir: dir}, nil
 }
