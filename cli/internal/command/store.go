@@ -72,7 +72,10 @@ cannot be asked, nothing is deleted.`,
 			for _, it := range resp.GetKept() {
 				fmt.Fprintf(c.stdout, "kept %s@%s %s (%s)\n", it.GetName(), it.GetVersion(), it.GetDigest(), it.GetReason())
 			}
-			fmt.Fprintf(c.stdout, "%s %d, kept %d\n", verb, len(resp.GetDeleted()), len(resp.GetKept()))
+			if int64(len(resp.GetDeleted())) < resp.GetDeletedCount() || int64(len(resp.GetKept())) < resp.GetKeptCount() {
+				fmt.Fprintln(c.stdout, "(lists cut at 1000 items each; the publisher log has every one)")
+			}
+			fmt.Fprintf(c.stdout, "%s %d, kept %d\n", verb, resp.GetDeletedCount(), resp.GetKeptCount())
 			return nil
 		},
 	}

@@ -151,7 +151,7 @@ func TestRunRetentionDeletesThroughTheAPI(t *testing.T) {
 		t.Fatalf("dry run: %v %v", dry, err)
 	}
 	resp, err := admin.RunRetention(t.Context(), &publisherv1.RunRetentionRequest{})
-	if err != nil || len(resp.GetDeleted()) != 1 || !resp.GetDeleted()[0].GetBlobDestroyed() || resp.GetDeleted()[0].GetDigest() != digests[0] {
+	if err != nil || len(resp.GetDeleted()) != 1 || resp.GetDeletedCount() != 1 || !resp.GetDeleted()[0].GetBlobDestroyed() || resp.GetDeleted()[0].GetDigest() != digests[0] {
 		t.Fatalf("run: %v %v", resp, err)
 	}
 	if _, err := os.Stat(oldCiphertext); !os.IsNotExist(err) {

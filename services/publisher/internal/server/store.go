@@ -93,15 +93,23 @@ func (s *Store) RunRetention(ctx context.Context, req *publisherv1.RunRetentionR
 		s.logger.ErrorContext(ctx, "retention run failed", slog.Any("error", err))
 		return nil, status.Error(codes.Internal, "retention run failed: see the publisher log; what was deleted is journalled and finished by the next run")
 	}
-	resp := &publisherv1.RunRetentionResponse{DryRun: res.DryRun}
+	resp := &publisherv1.RunRetentionResponse{DryRun: res.DryRun, DeletedCount: int64(len(res.Deleted)), KeptCount: int64(len(res.Kept))}
 	for _, it := range res.Deleted {
+		s.logger.InfoContext(ctx, "retention selected", slog.String("name", it.Name), slog.String("version", it.Version),
+			slog.String("digest", it.Digest), slog.String("reason", it.Reason), slog.Bool("dry_run", res.DryRun))
+	}
+	for _, it := range res.Deleted[:min(len(res.Deleted), maxReported)] {
 		resp.Deleted = append(resp.Deleted, item(it))
 	}
-	for _, it := range res.Kept {
+	for _, it := range res.Kept[:min(len(res.Kept), maxReported)] {
 		resp.Kept = append(resp.Kept, item(it))
 	}
 	return resp, nil
 }
+
+// maxReported bounds the items of each list in a RunRetention response,
+// so a large run's answer stays well within a message.
+const maxReported = 1000
 
 func item(it retention.Item) *publisherv1.RetentionItem {
 	return &publisherv1.RetentionItem{Name: it.Name, Version: it.Version, Digest: it.Digest, Channel: it.Channel, Reason: it.Reason, BlobDestroyed: it.BlobDestroyed}

@@ -159,11 +159,15 @@ func (x *RunRetentionRequest) GetDryRun() bool {
 
 type RunRetentionResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The artifacts deleted (with dry_run: that would be deleted).
+	// The artifacts deleted (with dry_run: that would be deleted), at most
+	// 1000; deleted_count counts them all (the publisher log lists each).
 	Deleted []*RetentionItem `protobuf:"bytes,1,rep,name=deleted,proto3" json:"deleted,omitempty"`
-	// Artifacts the policy selected but that are kept, with the reason.
+	// Artifacts the policy selected but that are kept, with the reason, at
+	// most 1000; kept_count counts them all.
 	Kept          []*RetentionItem `protobuf:"bytes,2,rep,name=kept,proto3" json:"kept,omitempty"`
 	DryRun        bool             `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DeletedCount  int64            `protobuf:"varint,4,opt,name=deleted_count,json=deletedCount,proto3" json:"deleted_count,omitempty"`
+	KeptCount     int64            `protobuf:"varint,5,opt,name=kept_count,json=keptCount,proto3" json:"kept_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -217,6 +221,20 @@ func (x *RunRetentionResponse) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *RunRetentionResponse) GetDeletedCount() int64 {
+	if x != nil {
+		return x.DeletedCount
+	}
+	return 0
+}
+
+func (x *RunRetentionResponse) GetKeptCount() int64 {
+	if x != nil {
+		return x.KeptCount
+	}
+	return 0
 }
 
 // RetentionItem is one name@version the policy selected.
@@ -318,11 +336,14 @@ const file_custody_publisher_v1_store_proto_rawDesc = "" +
 	"\trewrapped\x18\x01 \x01(\x03R\trewrapped\x12\x16\n" +
 	"\x06failed\x18\x02 \x01(\x03R\x06failed\".\n" +
 	"\x13RunRetentionRequest\x12\x17\n" +
-	"\adry_run\x18\x01 \x01(\bR\x06dryRun\"\xa7\x01\n" +
+	"\adry_run\x18\x01 \x01(\bR\x06dryRun\"\xeb\x01\n" +
 	"\x14RunRetentionResponse\x12=\n" +
 	"\adeleted\x18\x01 \x03(\v2#.custody.publisher.v1.RetentionItemR\adeleted\x127\n" +
 	"\x04kept\x18\x02 \x03(\v2#.custody.publisher.v1.RetentionItemR\x04kept\x12\x17\n" +
-	"\adry_run\x18\x03 \x01(\bR\x06dryRun\"\xae\x01\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x12#\n" +
+	"\rdeleted_count\x18\x04 \x01(\x03R\fdeletedCount\x12\x1d\n" +
+	"\n" +
+	"kept_count\x18\x05 \x01(\x03R\tkeptCount\"\xae\x01\n" +
 	"\rRetentionItem\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
