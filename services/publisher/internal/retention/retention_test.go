@@ -502,3 +502,33 @@ func FuzzParsePolicy(f *testing.F) {
 		}
 	})
 }
+
+func TestLoopRunsPeriodically(t *testing.T) {
+	f := newFixture(t)
+	old := f.publish(t, "app", "1", "dev", "old", 2*time.Hour)
+	f.publish(t, "app", "2", "dev", "new", time.Hour)
+	r := f.runner(t, `{"channels": {"dev": {"keep_last": 1}}}`)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- r.Loop(ctx, 10*time.Millisecond) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f.cat.mu.Lock()
+		n := len(f.cat.appended)
+		f.cat.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the loop deleted nothing")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if f.stored(t, old) {
+		t.Fatal("old version still stored")
+	}
+}
