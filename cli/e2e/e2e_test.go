@@ -79,8 +79,18 @@ type stack struct {
 	upErr  error
 }
 
-func start(t *testing.T) *stack {
+func start(t *testing.T) *stack { return startPrepared(t, nil) }
+
+// startPrepared is start with prepare called on the empty dev directory
+// before the stack comes up.
+func startPrepared(t *testing.T, prepare func(dir string)) *stack {
 	s := &stack{t: t, bin: binaries(t), dir: filepath.Join(t.TempDir(), "stack"), upOut: &bytes.Buffer{}}
+	if prepare != nil {
+		if err := os.MkdirAll(s.dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		prepare(s.dir)
+	}
 	s.up = exec.Command(filepath.Join(s.bin, "custody"), "dev", "up", "--dir", s.dir)
 	s.up.Stdout, s.up.Stderr = s.upOut, s.upOut
 	if err := s.up.Start(); err != nil {

@@ -21,6 +21,10 @@ const (
 	// new envelope over the same statement replaces an artifact's current
 	// one (catalog RecordSignature, called by the signer).
 	TypeArtifactResigned = "artifact.resigned"
+	// TypeArtifactRetentionDeleted is the type of the entry the publisher
+	// logs when its retention policy deleted a name@version (and, once no
+	// other binding needs it, destroyed the blob's data key and ciphertext).
+	TypeArtifactRetentionDeleted = "artifact.retention-deleted"
 
 	// TypeApprovalRequested and the other approval types are the signer's
 	// digest-bound approval steps.

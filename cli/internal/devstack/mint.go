@@ -64,6 +64,10 @@ func (l Layout) path(elem ...string) string {
 	return filepath.Join(append([]string{l.Dir}, elem...)...)
 }
 
+// RetentionPolicy is the publisher's retention policy, if the file exists
+// when the stack starts (see docs/services.md).
+func (l Layout) RetentionPolicy() string { return l.path("retention.json") }
+
 // StackFile is written once every service is healthy.
 func (l Layout) StackFile() string { return l.path("stack.json") }
 

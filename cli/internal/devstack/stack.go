@@ -208,6 +208,11 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 		// the soft KEK, kept with the other dev keys, not beside the blobs.
 		a = append(a, "--data-dir", l.DataDir(name), "--signer-addr", addr("signer"), "--catalog-addr", addr("catalog"),
 			"--kek", "soft", "--soft-kek-file", l.path("keys", "publisher-kek.json"))
+		// Nothing is ever deleted unless the dev directory holds a
+		// retention policy.
+		if _, err := os.Stat(l.RetentionPolicy()); err == nil {
+			a = append(a, "--retention-policy", l.RetentionPolicy())
+		}
 	case "gatekeeper":
 		a = append(a, "--catalog-addr", addr("catalog"), "--signer-addr", addr("signer"), "--publisher-addr", addr("publisher"),
 			"--trust-root", l.TrustRoot())

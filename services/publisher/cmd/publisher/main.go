@@ -22,8 +22,10 @@ import (
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
 	"github.com/custody-dev/custody/services/publisher/internal/limits"
 	"github.com/custody-dev/custody/services/publisher/internal/resume"
+	"github.com/custody-dev/custody/services/publisher/internal/retention"
 	"github.com/custody-dev/custody/services/publisher/internal/server"
 	"github.com/custody-dev/custody/services/publisher/internal/signing"
+	"github.com/custody-dev/custody/services/publisher/internal/sweep"
 )
 
 func main() {
@@ -49,6 +51,9 @@ type config struct {
 	StreamsPerConn                  int
 	KeepaliveTime, KeepaliveTimeout time.Duration
 	Store                           storeConfig
+	RetentionPolicy                 string
+	RetentionInterval               time.Duration
+	OrphanAge                       time.Duration
 }
 
 func (c *config) validate() error {
@@ -82,6 +87,12 @@ func (c *config) validate() error {
 	}
 	if c.ResumeTTL < 0 {
 		errs = append(errs, fmt.Errorf("--upload-resume-ttl %s: want 0 (no resuming) or more", c.ResumeTTL))
+	}
+	if c.OrphanAge < time.Minute {
+		errs = append(errs, fmt.Errorf("--orphan-age %s: want 1m or more", c.OrphanAge))
+	}
+	if c.RetentionInterval < time.Minute {
+		errs = append(errs, fmt.Errorf("--retention-interval %s: want 1m or more", c.RetentionInterval))
 	}
 	if c.KeepaliveTime < 10*time.Second || c.KeepaliveTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("--keepalive-time %s, --keepalive-timeout %s: want at least 10s and 1s", c.KeepaliveTime, c.KeepaliveTimeout))
@@ -129,12 +140,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.Int(&cfg.StreamsPerConn, "max-streams-per-connection", "CUSTODY_MAX_STREAMS_PER_CONNECTION", 128, "concurrent RPCs on one client connection")
 	f.Duration(&cfg.KeepaliveTime, "keepalive-time", "CUSTODY_KEEPALIVE_TIME", 30*time.Second, "ping a client after this long without traffic")
 	f.Duration(&cfg.KeepaliveTimeout, "keepalive-timeout", "CUSTODY_KEEPALIVE_TIMEOUT", 10*time.Second, "close a connection whose client does not answer a ping within this")
+	f.String(&cfg.RetentionPolicy, "retention-policy", "CUSTODY_RETENTION_POLICY", "", "retention policy file (JSON: {\"channels\": {\"dev\": {\"keep_last\": 10, \"max_age\": \"720h\"}}}); empty: nothing is ever deleted")
+	f.Duration(&cfg.RetentionInterval, "retention-interval", "CUSTODY_RETENTION_INTERVAL", time.Hour, "how often the retention policy runs")
+	f.Duration(&cfg.OrphanAge, "orphan-age", "CUSTODY_ORPHAN_AGE", time.Hour, "ciphertext without a record, blobs without a binding and temporary files of aborted writes are collected once unreferenced this long (swept every half of it)")
 	cfg.Store.register(f)
 	if err := f.Parse(args); err != nil {
 		return err
 	}
 	if err := cfg.validate(); err != nil {
 		return err
+	}
+	var policy *retention.Policy
+	if cfg.RetentionPolicy != "" {
+		p, err := retention.LoadPolicy(cfg.RetentionPolicy)
+		if err != nil {
+			return err
+		}
+		policy = p
 	}
 	binds, err := bindings.Open(filepath.Join(cfg.DataDir, "bindings"))
 	if err != nil {
@@ -159,16 +181,40 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer catalogConn.Close()
-	policy := server.Policy(d.TrustDomain)
-	maps.Copy(policy, server.StorePolicy(d.TrustDomain))
-	srv := d.NewServer(policy, cfg.transport)
+	authz := server.Policy(d.TrustDomain)
+	maps.Copy(authz, server.StorePolicy(d.TrustDomain))
+	srv := d.NewServer(authz, cfg.transport)
 	signer := signerv1.NewSignerServiceClient(signerConn)
 	api := server.New(blobs, binds, signer, catalogv1.NewCatalogServiceClient(catalogConn), d.Logger, d.Telemetry.Metrics)
 	api.SetBatcher(signing.New(signer, signing.MaxInFlight, signing.MaxBatch))
 	api.SetLimits(cfg.limits())
 	var components []daemon.Component
+	// Retention's journal is finished before any upload can bind: a
+	// deletion a crash interrupted never leaves a half-destroyed blob that
+	// an upload of the same bytes would bind to.
+	catalog := catalogv1.NewCatalogServiceClient(catalogConn)
+	runner, err := retention.New(retention.Config{Policy: policy, Blobs: blobs, Bindings: binds, Catalog: catalog,
+		JournalDir: filepath.Join(cfg.DataDir, "retention"), Logger: d.Logger})
+	if err != nil {
+		return err
+	}
+	if err := runner.Recover(ctx, false); err != nil {
+		return err
+	}
+	api.SetRetention(runner)
+	tempDirs := []string{filepath.Join(cfg.DataDir, "bindings", "tmp")}
+	if cfg.Store.Backend == "local" {
+		tempDirs = append(tempDirs, filepath.Join(cfg.DataDir, "blobs", "tmp"))
+	}
+	sweeper := sweep.New(sweep.Config{Blobs: blobs, Bindings: binds, Exclude: runner, TempDirs: tempDirs, Age: cfg.OrphanAge, Logger: d.Logger})
+	components = append(components, func(ctx context.Context) error { return sweeper.Loop(ctx, cfg.OrphanAge/2) })
+	store := server.NewStore(blobs, d.Logger)
+	if policy != nil {
+		store.SetRetention(runner)
+		components = append(components, func(ctx context.Context) error { return runner.Loop(ctx, cfg.RetentionInterval) })
+	}
 	if cfg.ResumeTTL > 0 {
-		partial, err := resume.Open(resume.Config{Dir: filepath.Join(cfg.DataDir, "partial"), TTL: cfg.ResumeTTL, MaxPerCaller: cfg.ResumablePerCaller})
+		partial, err := resume.Open(resume.Config{Dir: filepath.Join(cfg.DataDir, "partial"), TTL: cfg.ResumeTTL, MaxPerCaller: cfg.ResumablePerCaller, KEK: blobs.KEK()})
 		if err != nil {
 			return err
 		}
@@ -176,6 +222,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		components = append(components, func(ctx context.Context) error { return partial.Run(ctx, min(cfg.ResumeTTL/4, time.Minute)) })
 	}
 	publisherv1.RegisterPublisherServiceServer(srv, api)
-	publisherv1.RegisterStoreServiceServer(srv, server.NewStore(blobs, d.Logger))
+	publisherv1.RegisterStoreServiceServer(srv, store)
 	return d.Serve(ctx, srv, components...)
 }

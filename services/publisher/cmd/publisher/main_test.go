@@ -10,7 +10,7 @@ func validConfig() config {
 	c := config{DataDir: "d", SignerAddr: "s", CatalogAddr: "c",
 		MaxSize: 1 << 30, UploadsPerCaller: 2, Uploads: 4, DownloadsPerCaller: 2, Downloads: 4,
 		ProgressTimeout: time.Minute, MinRate: 1024, ResumeTTL: time.Hour, ResumablePerCaller: 4,
-		StreamsPerConn: 128, KeepaliveTime: 30 * time.Second, KeepaliveTimeout: 10 * time.Second,
+		StreamsPerConn: 128, RetentionInterval: time.Hour, OrphanAge: time.Hour, KeepaliveTime: 30 * time.Second, KeepaliveTimeout: 10 * time.Second,
 		Store: storeConfig{Backend: "local", KEK: "soft", SoftKEK: "kek.json"}}
 	c.Config.TrustDomain, c.Config.SVIDDir, c.Config.Listen, c.Config.LogLevel = "custody.test", "x", "127.0.0.1:0", "info"
 	return c
@@ -36,6 +36,8 @@ func TestValidateLimits(t *testing.T) {
 			c.ProgressTimeout, c.MinRate, c.ResumeTTL, c.KeepaliveTime = time.Millisecond, -1, -1, time.Second
 		},
 			[]string{"--upload-progress-timeout", "--upload-min-rate", "--upload-resume-ttl", "--keepalive-time"}},
+		"retention interval": {func(c *config) { c.RetentionInterval = time.Second }, []string{"--retention-interval 1s"}},
+		"orphan age":         {func(c *config) { c.OrphanAge = time.Second }, []string{"--orphan-age 1s"}},
 	}
 	for name, tt := range tests {
 		c := validConfig()

@@ -119,7 +119,7 @@ func publisher(b *testing.B, dir string) (publisherv1.PublisherServiceClient, pu
 		b.Fatal(err)
 	}
 	api := server.New(blobs, binds, signerv1.NewSignerServiceClient(sc), catalogv1.NewCatalogServiceClient(cc), quiet, tel.Metrics)
-	partial, err := resume.Open(resume.Config{Dir: filepath.Join(dir, "partial"), TTL: time.Hour, MaxPerCaller: 4})
+	partial, err := resume.Open(resume.Config{Dir: filepath.Join(dir, "partial"), TTL: time.Hour, MaxPerCaller: 4, KEK: k})
 	if err != nil {
 		b.Fatal(err)
 	}

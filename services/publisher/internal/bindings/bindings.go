@@ -11,10 +11,16 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 )
 
 // ErrConflict means name@version is already bound to other bytes.
 var ErrConflict = errors.New("already bound to another digest")
+
+// ErrDeleted means name@version was deleted by retention: it stays
+// unbindable, so a name@version never names two different artifacts.
+var ErrDeleted = errors.New("was deleted by retention")
 
 // Binding is one name@version → digest record.
 type Binding struct {
@@ -22,6 +28,8 @@ type Binding struct {
 	Version string `json:"version"`
 	Digest  string `json:"digest"`
 	Size    int64  `json:"size"`
+	// Deleted is set on a tombstone: when retention deleted the binding.
+	Deleted *time.Time `json:"retention_deleted,omitempty"`
 }
 
 // Store keeps one file per binding under dir, named by the hash of
@@ -29,10 +37,17 @@ type Binding struct {
 // concurrent binders cannot both win.
 type Store struct{ dir string }
 
-// Open prepares dir.
+// Open prepares dir and removes the temporary files a crash left (one
+// publisher owns its bindings directory).
 func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
 		return nil, fmt.Errorf("open bindings: %w", err)
+	}
+	for _, pat := range []string{"bind-*", "tomb-*"} {
+		stale, _ := filepath.Glob(filepath.Join(dir, "tmp", pat))
+		for _, f := range stale {
+			os.Remove(f)
+		}
 	}
 	return &Store{dir: dir}, nil
 }
@@ -86,6 +101,9 @@ func (s *Store) Bind(b Binding) (created bool, err error) {
 }
 
 func compare(existing *Binding, b Binding) error {
+	if existing.Deleted != nil {
+		return fmt.Errorf("%s@%s %w at %s", b.Name, b.Version, ErrDeleted, existing.Deleted.UTC().Format(time.RFC3339))
+	}
 	if existing.Digest != b.Digest {
 		return fmt.Errorf("%s@%s is %w %s", b.Name, b.Version, ErrConflict, existing.Digest)
 	}
@@ -104,4 +122,74 @@ func (s *Store) Get(name, version string) (*Binding, error) {
 		return nil, fmt.Errorf("binding of %s@%s is damaged", name, version)
 	}
 	return &b, nil
+}
+
+// Tombstone marks name@version deleted by retention at at, atomically and
+// durably. Its digest is kept; Bind then refuses the name@version with
+// ErrDeleted. Tombstoning a missing binding or a tombstone is not an
+// error (nothing changes).
+func (s *Store) Tombstone(name, version string, at time.Time) error {
+	b, err := s.Get(name, version)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if b.Deleted != nil {
+		return nil
+	}
+	at = at.UTC()
+	b.Deleted = &at
+	data, _ := json.Marshal(b)
+	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "tomb-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), s.path(name, version))
+	}
+	if err != nil {
+		return fmt.Errorf("tombstone %s@%s: %w", name, version, err)
+	}
+	d, err := os.Open(s.dir)
+	if err == nil {
+		err = d.Sync()
+		d.Close()
+	}
+	return err
+}
+
+// List calls fn with every binding, tombstones included, in no particular
+// order, stopping at fn's first error. A damaged binding file is an error.
+func (s *Store) List(fn func(Binding) error) error {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("list bindings: %w", err)
+	}
+	for _, e := range ents {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(s.dir, e.Name()))
+		if err != nil {
+			return fmt.Errorf("list bindings: %w", err)
+		}
+		var b Binding
+		if err := json.Unmarshal(data, &b); err != nil || s.path(b.Name, b.Version) != filepath.Join(s.dir, e.Name()) {
+			return fmt.Errorf("list bindings: binding file %s is damaged", e.Name())
+		}
+		if err := fn(b); err != nil {
+			return err
+		}
+	}
+	return nil
 }

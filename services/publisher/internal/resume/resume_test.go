@@ -2,15 +2,21 @@ package resume
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/custody-dev/custody/services/publisher/internal/kek"
+	"github.com/custody-dev/custody/services/publisher/internal/kek/soft"
+	"github.com/custody-dev/custody/services/publisher/internal/sealed"
 )
 
 type clock struct {
@@ -27,7 +33,11 @@ func (c *clock) add(d time.Duration) {
 
 func open(t *testing.T, dir string, c *clock) *Store {
 	t.Helper()
-	s, err := Open(Config{Dir: dir, TTL: time.Hour, MaxPerCaller: 2, Now: c.Now})
+	k, err := soft.Open(filepath.Join(filepath.Dir(dir), "kek-"+filepath.Base(dir)+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(Config{Dir: dir, TTL: time.Hour, MaxPerCaller: 2, KEK: k, Now: c.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,5 +158,129 @@ func FuzzValidID(f *testing.F) {
 		if n := name("c", id); len(n) != 16+1+64 {
 			t.Fatalf("file name %q", n)
 		}
+	})
+}
+
+// downKEK is a KEK back end that cannot be reached.
+type downKEK struct{}
+
+func (downKEK) Wrap(context.Context, []byte) (string, error) {
+	return "", fmt.Errorf("%w: sealed", kek.ErrUnavailable)
+}
+func (downKEK) Unwrap(context.Context, string) ([]byte, error) {
+	return nil, fmt.Errorf("%w: sealed", kek.ErrUnavailable)
+}
+
+func TestPartialFilesAreSealed(t *testing.T) {
+	dir, c := t.TempDir(), &clock{now: time.Now()}
+	s := open(t, dir, c)
+	const a, b = "upload-id-aaaaaaa1", "upload-id-bbbbbbb2"
+	caller := "spiffe://td/builder/a"
+	data := bytes.Repeat([]byte("secret plaintext "), 20000) // several records
+	write(t, s, caller, a, 0, data).Suspend()
+	write(t, s, caller, b, 0, data[:len(data)/2]).Suspend()
+	pa, pb := filepath.Join(dir, name(caller, a)), filepath.Join(dir, name(caller, b))
+	raw, err := os.ReadFile(pa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte("secret plaintext")) {
+		t.Fatal("partial file holds plaintext")
+	}
+	if n, err := s.Status(caller, a); err != nil || n != int64(len(data)) {
+		t.Fatalf("status %d %v", n, err)
+	}
+
+	// A flipped byte in a record: the resume keeps only what
+	// authenticates and says where to resume from.
+	flipped := bytes.Clone(raw)
+	flipped[len(flipped)-fullRecord] ^= 1
+	if err := os.WriteFile(pa, flipped, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Begin(t.Context(), caller, a, int64(len(data)), true); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("resume over a tampered record: %v, want ErrInvalid", err)
+	}
+	if n, err := s.Status(caller, a); err != nil || n >= int64(len(data)) || n%partChunk != 0 {
+		t.Fatalf("status after a tampered record: %d %v, want the authentic whole records", n, err)
+	}
+
+	// Another upload's file put in this one's place (same caller, same
+	// key back end) does not authenticate: records are bound to their file.
+	other, _ := os.ReadFile(pb)
+	if err := os.WriteFile(pa, other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Begin(t.Context(), caller, a, partChunk, true); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("resume from a swapped file: %v, want ErrInvalid", err)
+	}
+
+	// A garbage header: the partial is dropped, upload from 0.
+	if err := os.WriteFile(pb, []byte("not a partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Begin(t.Context(), caller, b, 10, true); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("resume of a damaged file: %v, want ErrNotFound", err)
+	}
+
+	// The KEK down: nothing starts, nothing resumes; the file is kept.
+	down, err := Open(Config{Dir: dir, TTL: time.Hour, MaxPerCaller: 2, KEK: downKEK{}, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := down.Begin(t.Context(), caller, "upload-id-ccccccc3", 0, true); !errors.Is(err, sealed.ErrUnavailable) {
+		t.Fatalf("start with the KEK down: %v", err)
+	}
+	write(t, s, caller, a, 0, data).Suspend()
+	if _, err := down.Begin(t.Context(), caller, a, 100, true); !errors.Is(err, sealed.ErrUnavailable) {
+		t.Fatalf("resume with the KEK down: %v", err)
+	}
+	if n, err := s.Status(caller, a); err != nil || n != int64(len(data)) {
+		t.Fatalf("status after the KEK was down: %d %v", n, err)
+	}
+	if _, err := Open(Config{Dir: dir, TTL: time.Hour, MaxPerCaller: 2}); err == nil {
+		t.Fatal("Open without a KEK succeeded")
+	}
+}
+
+// FuzzPartialFile: whatever bytes are on disk as a partial upload, Status
+// and a resume return an error or a consistent result, never panic.
+func FuzzPartialFile(f *testing.F) {
+	dir := f.TempDir()
+	c := &clock{now: time.Now()}
+	k, err := soft.Open(filepath.Join(f.TempDir(), "kek.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	s, err := Open(Config{Dir: dir, TTL: time.Hour, MaxPerCaller: 2, KEK: k, Now: c.Now})
+	if err != nil {
+		f.Fatal(err)
+	}
+	const caller, id = "spiffe://td/builder/f", "fuzz-upload-00001"
+	u, err := s.Begin(f.Context(), caller, id, 0, true)
+	if err != nil {
+		f.Fatal(err)
+	}
+	u.Write(bytes.Repeat([]byte{7}, partChunk+100))
+	u.Suspend()
+	seed, _ := os.ReadFile(filepath.Join(dir, name(caller, id)))
+	f.Add(seed, int64(50))
+	f.Add([]byte(partMagic+"\x00\x05hello"), int64(1))
+	f.Fuzz(func(t *testing.T, b []byte, off int64) {
+		if err := os.WriteFile(filepath.Join(dir, name(caller, id)), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n, serr := s.Status(caller, id)
+		if serr == nil && n < 0 {
+			t.Fatalf("status %d", n)
+		}
+		u, err := s.Begin(t.Context(), caller, id, off, true)
+		if err != nil {
+			return
+		}
+		if u.Size() != off {
+			t.Fatalf("resumed at %d with %d bytes", off, u.Size())
+		}
+		u.Discard()
 	})
 }

@@ -83,6 +83,10 @@ func New(objects blobstore.Backend, k KEK, logger *slog.Logger) *Store {
 	return &Store{objects: objects, kek: k, chunk: DefaultChunk, logger: logger}
 }
 
+// KEK returns the key-encryption back end that wraps the store's data keys
+// (partial uploads wrap theirs with it too).
+func (s *Store) KEK() KEK { return s.kek }
+
 // SetChunk changes the chunk size of blobs written from now on (tests);
 // existing blobs keep theirs.
 func (s *Store) SetChunk(n int) {
@@ -481,4 +485,89 @@ func (s *Store) rewrapOne(ctx context.Context, name string) error {
 		return fmt.Errorf("rewrap %s: %w", rec.Digest, storeErr(err))
 	}
 	return nil
+}
+
+// Locate returns the name of a blob's ciphertext object, read from its
+// record without unwrapping the data key (so without the KEK). A missing
+// record is ErrNotFound; a damaged one ErrIntegrity.
+func (s *Store) Locate(ctx context.Context, digest string) (string, error) {
+	if !libdigest.Valid(digest) {
+		return "", fmt.Errorf("%w %q: want sha256:<64 lowercase hex>", ErrInvalid, digest)
+	}
+	b, err := s.objects.Get(ctx, recordName(strings.TrimPrefix(digest, "sha256:")))
+	if errors.Is(err, blobstore.ErrNotFound) {
+		return "", fmt.Errorf("%w: %s", ErrNotFound, digest)
+	}
+	if err != nil {
+		return "", fmt.Errorf("locate blob %s: %w", digest, storeErr(err))
+	}
+	rec, err := parseRecord(b)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s: key record: %v", ErrIntegrity, digest, err)
+	}
+	if rec.Digest != digest {
+		return "", fmt.Errorf("%w: %s: key record is for %s", ErrIntegrity, digest, rec.Digest)
+	}
+	return rec.Data, nil
+}
+
+// DestroyKey deletes a blob's record, and with it the only copy of its
+// wrapped data key: from then on its ciphertext cannot be decrypted by
+// anyone (crypto-shredding), wherever copies of it are. Destroying a
+// missing record is not an error.
+func (s *Store) DestroyKey(ctx context.Context, digest string) error {
+	if !libdigest.Valid(digest) {
+		return fmt.Errorf("%w %q: want sha256:<64 lowercase hex>", ErrInvalid, digest)
+	}
+	if err := s.objects.Delete(ctx, recordName(strings.TrimPrefix(digest, "sha256:"))); err != nil {
+		return fmt.Errorf("destroy data key of %s: %w", digest, storeErr(err))
+	}
+	return nil
+}
+
+// DeleteCiphertext deletes a ciphertext object named by a record (Locate).
+// Only data objects can be deleted this way; deleting a missing one is not
+// an error.
+func (s *Store) DeleteCiphertext(ctx context.Context, data string) error {
+	if !strings.HasPrefix(data, "data/") || !blobstore.ValidName(data) {
+		return fmt.Errorf("%w: %q is not a ciphertext object", ErrInvalid, data)
+	}
+	if err := s.objects.Delete(ctx, data); err != nil {
+		return fmt.Errorf("delete ciphertext %s: %w", data, storeErr(err))
+	}
+	return nil
+}
+
+// Inventory lists the store: each readable record's digest and ciphertext
+// object, and every ciphertext object. A record that does not parse is
+// left out of records and named in damaged (never collect what cannot be
+// read: it may be evidence).
+func (s *Store) Inventory(ctx context.Context) (records map[string]string, data []string, damaged []string, err error) {
+	records = map[string]string{}
+	err = s.objects.List(ctx, "keys/sha256/", func(name string) error {
+		b, err := s.objects.Get(ctx, name)
+		if errors.Is(err, blobstore.ErrNotFound) {
+			return nil // deleted meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		rec, perr := parseRecord(b)
+		if perr != nil || name != recordName(strings.TrimPrefix(rec.Digest, "sha256:")) {
+			damaged = append(damaged, name)
+			return nil
+		}
+		records[rec.Digest] = rec.Data
+		return nil
+	})
+	if err == nil {
+		err = s.objects.List(ctx, "data/", func(name string) error {
+			data = append(data, name)
+			return nil
+		})
+	}
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("inventory: %w", storeErr(err))
+	}
+	return records, data, damaged, nil
 }

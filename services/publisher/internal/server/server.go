@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -26,6 +27,7 @@ import (
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
 	"github.com/custody-dev/custody/services/publisher/internal/limits"
 	"github.com/custody-dev/custody/services/publisher/internal/resume"
+	"github.com/custody-dev/custody/services/publisher/internal/retention"
 	"github.com/custody-dev/custody/services/publisher/internal/sealed"
 	"github.com/custody-dev/custody/services/publisher/internal/signing"
 )
@@ -85,7 +87,8 @@ type Server struct {
 	limits    Limits
 	uploads   *limits.Slots
 	downloads *limits.Slots
-	resume    *resume.Store // nil: uploads are not resumable
+	resume    *resume.Store     // nil: uploads are not resumable
+	retention *retention.Runner // nil: nothing is ever deleted
 }
 
 // Limits bound what callers may hold open; see docs/services.md for the
@@ -123,6 +126,10 @@ func (s *Server) SetLimits(l Limits) {
 // SetResume makes uploads with an upload id resumable, their partial bytes
 // kept in r. Call it before serving.
 func (s *Server) SetResume(r *resume.Store) { s.resume = r }
+
+// SetRetention has uploads bind only blobs that retention has not deleted
+// meanwhile. Call it before serving.
+func (s *Server) SetRetention(r *retention.Runner) { s.retention = r }
 
 // SetBatcher has concurrent uploads signed in SignArtifacts batches. Call it
 // before serving.
@@ -208,12 +215,20 @@ func toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, limits.ErrExhausted):
 		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return status.Error(codes.ResourceExhausted, "the publisher's disk is full: "+err.Error()+": nothing was stored; free space on it (or raise its quota), then retry")
 	case errors.Is(err, sealed.ErrTooLarge):
 		return status.Error(codes.ResourceExhausted, err.Error()+": the publisher's limit is --max-artifact-size")
 	case errors.Is(err, limits.ErrSuperseded):
 		return status.Error(codes.Aborted, err.Error())
 	case errors.Is(err, resume.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, retention.ErrNoPolicy), errors.Is(err, retention.ErrBusy):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, retention.ErrUnavailable):
+		return status.Error(codes.Unavailable, err.Error()+": nothing more was deleted; check the catalog is running, then run retention again")
+	case errors.Is(err, bindings.ErrDeleted):
+		return status.Error(codes.FailedPrecondition, err.Error()+": a deleted name@version is never bound again; publish a new version")
 	case errors.Is(err, bindings.ErrConflict):
 		return status.Error(codes.AlreadyExists, err.Error()+": publish a new version instead")
 	case errors.Is(err, sealed.ErrNotFound), errors.Is(err, fs.ErrNotExist):

@@ -30,10 +30,12 @@ import (
 	"github.com/custody-dev/custody/libs/identity/identitytest"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
+	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
 	"github.com/custody-dev/custody/services/publisher/internal/blobstore/local"
 	"github.com/custody-dev/custody/services/publisher/internal/kek/soft"
 	"github.com/custody-dev/custody/services/publisher/internal/resume"
+	"github.com/custody-dev/custody/services/publisher/internal/retention"
 	"github.com/custody-dev/custody/services/publisher/internal/sealed"
 	"github.com/custody-dev/custody/services/publisher/internal/server"
 )
@@ -66,6 +68,8 @@ type fakeCatalog struct {
 	catalogv1.UnimplementedCatalogServiceServer
 	mu      sync.Mutex
 	records map[string]*catalogv1.GetArtifactResponse
+	events  []tlog.Entry
+	down    bool // retention's questions fail
 }
 
 func (f *fakeCatalog) RecordArtifact(_ context.Context, req *catalogv1.RecordArtifactRequest) (*catalogv1.RecordArtifactResponse, error) {
@@ -116,14 +120,28 @@ func start(t *testing.T) *fixture { return startWith(t, nil) }
 // with an upload id are resumable, their bytes under dir/partial.
 func startWith(t *testing.T, configure func(*server.Server)) *fixture {
 	t.Helper()
+	return startFull(t, configure, nil, "")
+}
+
+// startFull is startWith with a retention policy (nil: none),
+// and its store under dir ("": a temporary directory).
+func startFull(t *testing.T, configure func(*server.Server), retained *retention.Policy, dir string) *fixture {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
 	td := identitytest.New(t, "custody.test")
-	f := &fixture{td: td, dir: t.TempDir(), signer: &fakeSigner{}, catalog: &fakeCatalog{records: map[string]*catalogv1.GetArtifactResponse{}}, tel: telemetry.Discard("publisher")}
+	f := &fixture{td: td, dir: dir, signer: &fakeSigner{}, catalog: &fakeCatalog{records: map[string]*catalogv1.GetArtifactResponse{}}, tel: telemetry.Discard("publisher")}
 	pub := rpc.ID(td.ID("/service/publisher"))
 	signerAddr := serve(t, td, "/service/signer", rpc.Policy{rpc.Method(signerv1.SignerService_ServiceDesc, "SignArtifact"): {pub}},
 		func(s *grpc.Server) { signerv1.RegisterSignerServiceServer(s, f.signer) })
 	catalogAddr := serve(t, td, "/service/catalog", rpc.Policy{
-		rpc.Method(catalogv1.CatalogService_ServiceDesc, "RecordArtifact"): {pub},
-		rpc.Method(catalogv1.CatalogService_ServiceDesc, "GetArtifact"):    {pub},
+		rpc.Method(catalogv1.CatalogService_ServiceDesc, "RecordArtifact"):  {pub},
+		rpc.Method(catalogv1.CatalogService_ServiceDesc, "GetArtifact"):     {pub},
+		rpc.Method(catalogv1.CatalogService_ServiceDesc, "SearchArtifacts"): {pub},
+		rpc.Method(catalogv1.CatalogService_ServiceDesc, "ListEvents"):      {pub},
+		rpc.Method(catalogv1.CatalogService_ServiceDesc, "GetLineage"):      {pub},
+		rpc.Method(catalogv1.CatalogService_ServiceDesc, "AppendEvent"):     {pub},
 	}, func(s *grpc.Server) { catalogv1.RegisterCatalogServiceServer(s, f.catalog) })
 	src := td.Source(t, "/service/publisher")
 	sc, _ := rpc.Dial(signerAddr, td.ID("/service/signer"), src, f.tel)
@@ -148,7 +166,7 @@ func startWith(t *testing.T, configure func(*server.Server)) *fixture {
 	srv := rpc.NewServer(rpc.ServerConfig{Source: src, TrustDomain: td.TD, Policy: policy,
 		Logger: slog.New(slog.DiscardHandler), Telemetry: f.tel, MaxRecvMsgSize: server.MaxRecvMsgSize})
 	api := server.New(blobs, binds, signerv1.NewSignerServiceClient(sc), catalogv1.NewCatalogServiceClient(cc), slog.New(slog.DiscardHandler), f.tel.Metrics)
-	partial, err := resume.Open(resume.Config{Dir: filepath.Join(f.dir, "partial"), TTL: time.Hour, MaxPerCaller: 4})
+	partial, err := resume.Open(resume.Config{Dir: filepath.Join(f.dir, "partial"), TTL: time.Hour, MaxPerCaller: 4, KEK: k})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +174,17 @@ func startWith(t *testing.T, configure func(*server.Server)) *fixture {
 	if configure != nil {
 		configure(api)
 	}
-	publisherv1.RegisterStoreServiceServer(srv, server.NewStore(blobs, slog.New(slog.DiscardHandler)))
+	store := server.NewStore(blobs, slog.New(slog.DiscardHandler))
+	runner, err := retention.New(retention.Config{Policy: retained, Blobs: blobs, Bindings: binds, Catalog: catalogv1.NewCatalogServiceClient(cc),
+		JournalDir: filepath.Join(f.dir, "retention"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api.SetRetention(runner)
+	if retained != nil {
+		store.SetRetention(runner)
+	}
+	publisherv1.RegisterStoreServiceServer(srv, store)
 	publisherv1.RegisterPublisherServiceServer(srv, api)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

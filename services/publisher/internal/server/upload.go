@@ -186,7 +186,16 @@ func (s *Server) Upload(stream publisherv1.PublisherService_UploadServer) error 
 	if err != nil {
 		return s.uploadErr(ctx, caller, err)
 	}
-	created, err := s.bindings.Bind(bindings.Binding{Name: h.GetName(), Version: h.GetVersion(), Digest: digest, Size: size})
+	var created bool
+	bind := func() (err error) {
+		created, err = s.bindings.Bind(bindings.Binding{Name: h.GetName(), Version: h.GetVersion(), Digest: digest, Size: size})
+		return err
+	}
+	if s.retention != nil {
+		err = s.retention.BindStored(ctx, digest, bind)
+	} else {
+		err = bind()
+	}
 	if err != nil {
 		return toStatus(err)
 	}

@@ -112,6 +112,220 @@ func (x *RewrapKeysResponse) GetFailed() int64 {
 	return 0
 }
 
+type RunRetentionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only report what would be deleted and what is kept.
+	DryRun        bool `protobuf:"varint,1,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunRetentionRequest) Reset() {
+	*x = RunRetentionRequest{}
+	mi := &file_custody_publisher_v1_store_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunRetentionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunRetentionRequest) ProtoMessage() {}
+
+func (x *RunRetentionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_publisher_v1_store_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunRetentionRequest.ProtoReflect.Descriptor instead.
+func (*RunRetentionRequest) Descriptor() ([]byte, []int) {
+	return file_custody_publisher_v1_store_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RunRetentionRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type RunRetentionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The artifacts deleted (with dry_run: that would be deleted), at most
+	// 1000; deleted_count counts them all (the publisher log lists each).
+	Deleted []*RetentionItem `protobuf:"bytes,1,rep,name=deleted,proto3" json:"deleted,omitempty"`
+	// Artifacts the policy selected but that are kept, with the reason, at
+	// most 1000; kept_count counts them all.
+	Kept          []*RetentionItem `protobuf:"bytes,2,rep,name=kept,proto3" json:"kept,omitempty"`
+	DryRun        bool             `protobuf:"varint,3,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DeletedCount  int64            `protobuf:"varint,4,opt,name=deleted_count,json=deletedCount,proto3" json:"deleted_count,omitempty"`
+	KeptCount     int64            `protobuf:"varint,5,opt,name=kept_count,json=keptCount,proto3" json:"kept_count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RunRetentionResponse) Reset() {
+	*x = RunRetentionResponse{}
+	mi := &file_custody_publisher_v1_store_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RunRetentionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RunRetentionResponse) ProtoMessage() {}
+
+func (x *RunRetentionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_publisher_v1_store_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RunRetentionResponse.ProtoReflect.Descriptor instead.
+func (*RunRetentionResponse) Descriptor() ([]byte, []int) {
+	return file_custody_publisher_v1_store_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RunRetentionResponse) GetDeleted() []*RetentionItem {
+	if x != nil {
+		return x.Deleted
+	}
+	return nil
+}
+
+func (x *RunRetentionResponse) GetKept() []*RetentionItem {
+	if x != nil {
+		return x.Kept
+	}
+	return nil
+}
+
+func (x *RunRetentionResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *RunRetentionResponse) GetDeletedCount() int64 {
+	if x != nil {
+		return x.DeletedCount
+	}
+	return 0
+}
+
+func (x *RunRetentionResponse) GetKeptCount() int64 {
+	if x != nil {
+		return x.KeptCount
+	}
+	return 0
+}
+
+// RetentionItem is one name@version the policy selected.
+type RetentionItem struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Digest  string                 `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	Channel string                 `protobuf:"bytes,4,opt,name=channel,proto3" json:"channel,omitempty"`
+	// Why it was selected ("beyond keep_last 3", "older than max_age 720h0m0s")
+	// or, for kept items, why it is kept ("deployed", "approved", ...).
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Whether its blob (wrapped key and ciphertext) is destroyed; false when
+	// another name@version still binds the same digest.
+	BlobDestroyed bool `protobuf:"varint,6,opt,name=blob_destroyed,json=blobDestroyed,proto3" json:"blob_destroyed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetentionItem) Reset() {
+	*x = RetentionItem{}
+	mi := &file_custody_publisher_v1_store_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetentionItem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetentionItem) ProtoMessage() {}
+
+func (x *RetentionItem) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_publisher_v1_store_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetentionItem.ProtoReflect.Descriptor instead.
+func (*RetentionItem) Descriptor() ([]byte, []int) {
+	return file_custody_publisher_v1_store_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RetentionItem) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RetentionItem) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RetentionItem) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *RetentionItem) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *RetentionItem) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RetentionItem) GetBlobDestroyed() bool {
+	if x != nil {
+		return x.BlobDestroyed
+	}
+	return false
+}
+
 var File_custody_publisher_v1_store_proto protoreflect.FileDescriptor
 
 const file_custody_publisher_v1_store_proto_rawDesc = "" +
@@ -120,10 +334,27 @@ const file_custody_publisher_v1_store_proto_rawDesc = "" +
 	"\x11RewrapKeysRequest\"J\n" +
 	"\x12RewrapKeysResponse\x12\x1c\n" +
 	"\trewrapped\x18\x01 \x01(\x03R\trewrapped\x12\x16\n" +
-	"\x06failed\x18\x02 \x01(\x03R\x06failed2o\n" +
+	"\x06failed\x18\x02 \x01(\x03R\x06failed\".\n" +
+	"\x13RunRetentionRequest\x12\x17\n" +
+	"\adry_run\x18\x01 \x01(\bR\x06dryRun\"\xeb\x01\n" +
+	"\x14RunRetentionResponse\x12=\n" +
+	"\adeleted\x18\x01 \x03(\v2#.custody.publisher.v1.RetentionItemR\adeleted\x127\n" +
+	"\x04kept\x18\x02 \x03(\v2#.custody.publisher.v1.RetentionItemR\x04kept\x12\x17\n" +
+	"\adry_run\x18\x03 \x01(\bR\x06dryRun\x12#\n" +
+	"\rdeleted_count\x18\x04 \x01(\x03R\fdeletedCount\x12\x1d\n" +
+	"\n" +
+	"kept_count\x18\x05 \x01(\x03R\tkeptCount\"\xae\x01\n" +
+	"\rRetentionItem\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12\x18\n" +
+	"\achannel\x18\x04 \x01(\tR\achannel\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12%\n" +
+	"\x0eblob_destroyed\x18\x06 \x01(\bR\rblobDestroyed2\xd6\x01\n" +
 	"\fStoreService\x12_\n" +
 	"\n" +
-	"RewrapKeys\x12'.custody.publisher.v1.RewrapKeysRequest\x1a(.custody.publisher.v1.RewrapKeysResponseB\xe2\x01\n" +
+	"RewrapKeys\x12'.custody.publisher.v1.RewrapKeysRequest\x1a(.custody.publisher.v1.RewrapKeysResponse\x12e\n" +
+	"\fRunRetention\x12).custody.publisher.v1.RunRetentionRequest\x1a*.custody.publisher.v1.RunRetentionResponseB\xe2\x01\n" +
 	"\x18com.custody.publisher.v1B\n" +
 	"StoreProtoP\x01ZHgithub.com/custody-dev/custody/libs/gen/custody/publisher/v1;publisherv1\xa2\x02\x03CPX\xaa\x02\x14Custody.Publisher.V1\xca\x02\x14Custody\\Publisher\\V1\xe2\x02 Custody\\Publisher\\V1\\GPBMetadata\xea\x02\x16Custody::Publisher::V1b\x06proto3"
 
@@ -139,19 +370,26 @@ func file_custody_publisher_v1_store_proto_rawDescGZIP() []byte {
 	return file_custody_publisher_v1_store_proto_rawDescData
 }
 
-var file_custody_publisher_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_custody_publisher_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_custody_publisher_v1_store_proto_goTypes = []any{
-	(*RewrapKeysRequest)(nil),  // 0: custody.publisher.v1.RewrapKeysRequest
-	(*RewrapKeysResponse)(nil), // 1: custody.publisher.v1.RewrapKeysResponse
+	(*RewrapKeysRequest)(nil),    // 0: custody.publisher.v1.RewrapKeysRequest
+	(*RewrapKeysResponse)(nil),   // 1: custody.publisher.v1.RewrapKeysResponse
+	(*RunRetentionRequest)(nil),  // 2: custody.publisher.v1.RunRetentionRequest
+	(*RunRetentionResponse)(nil), // 3: custody.publisher.v1.RunRetentionResponse
+	(*RetentionItem)(nil),        // 4: custody.publisher.v1.RetentionItem
 }
 var file_custody_publisher_v1_store_proto_depIdxs = []int32{
-	0, // 0: custody.publisher.v1.StoreService.RewrapKeys:input_type -> custody.publisher.v1.RewrapKeysRequest
-	1, // 1: custody.publisher.v1.StoreService.RewrapKeys:output_type -> custody.publisher.v1.RewrapKeysResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	4, // 0: custody.publisher.v1.RunRetentionResponse.deleted:type_name -> custody.publisher.v1.RetentionItem
+	4, // 1: custody.publisher.v1.RunRetentionResponse.kept:type_name -> custody.publisher.v1.RetentionItem
+	0, // 2: custody.publisher.v1.StoreService.RewrapKeys:input_type -> custody.publisher.v1.RewrapKeysRequest
+	2, // 3: custody.publisher.v1.StoreService.RunRetention:input_type -> custody.publisher.v1.RunRetentionRequest
+	1, // 4: custody.publisher.v1.StoreService.RewrapKeys:output_type -> custody.publisher.v1.RewrapKeysResponse
+	3, // 5: custody.publisher.v1.StoreService.RunRetention:output_type -> custody.publisher.v1.RunRetentionResponse
+	4, // [4:6] is the sub-list for method output_type
+	2, // [2:4] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_custody_publisher_v1_store_proto_init() }
@@ -165,7 +403,7 @@ func file_custody_publisher_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_publisher_v1_store_proto_rawDesc), len(file_custody_publisher_v1_store_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

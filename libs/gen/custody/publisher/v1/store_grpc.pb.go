@@ -19,7 +19,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	StoreService_RewrapKeys_FullMethodName = "/custody.publisher.v1.StoreService/RewrapKeys"
+	StoreService_RewrapKeys_FullMethodName   = "/custody.publisher.v1.StoreService/RewrapKeys"
+	StoreService_RunRetention_FullMethodName = "/custody.publisher.v1.StoreService/RunRetention"
 )
 
 // StoreServiceClient is the client API for StoreService service.
@@ -37,6 +38,19 @@ type StoreServiceClient interface {
 	// again is safe. One run at a time: a second concurrent call fails with
 	// FailedPrecondition.
 	RewrapKeys(ctx context.Context, in *RewrapKeysRequest, opts ...grpc.CallOption) (*RewrapKeysResponse, error)
+	// RunRetention applies the publisher's retention policy now (it also runs
+	// periodically): on the channels the policy names, versions of a name
+	// beyond its last keep_last, or older than max_age, are deleted, the newest
+	// version of each name always kept. Never deleted: anything deployed or
+	// approved (the catalog's deployment.* and approval.* events about the
+	// digest, and its deployments), and a blob another name@version still
+	// binds. Deletion destroys the wrapped data key first, then the
+	// ciphertext, then the binding (a tombstone: the name@version is never
+	// bound again), and logs artifact.retention-deleted. The whole plan is
+	// made first: if the catalog cannot be asked, nothing is deleted
+	// (Unavailable). With dry_run nothing is deleted. No policy configured is
+	// FailedPrecondition, as is a second run while one is under way.
+	RunRetention(ctx context.Context, in *RunRetentionRequest, opts ...grpc.CallOption) (*RunRetentionResponse, error)
 }
 
 type storeServiceClient struct {
@@ -51,6 +65,16 @@ func (c *storeServiceClient) RewrapKeys(ctx context.Context, in *RewrapKeysReque
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RewrapKeysResponse)
 	err := c.cc.Invoke(ctx, StoreService_RewrapKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *storeServiceClient) RunRetention(ctx context.Context, in *RunRetentionRequest, opts ...grpc.CallOption) (*RunRetentionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RunRetentionResponse)
+	err := c.cc.Invoke(ctx, StoreService_RunRetention_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -72,6 +96,19 @@ type StoreServiceServer interface {
 	// again is safe. One run at a time: a second concurrent call fails with
 	// FailedPrecondition.
 	RewrapKeys(context.Context, *RewrapKeysRequest) (*RewrapKeysResponse, error)
+	// RunRetention applies the publisher's retention policy now (it also runs
+	// periodically): on the channels the policy names, versions of a name
+	// beyond its last keep_last, or older than max_age, are deleted, the newest
+	// version of each name always kept. Never deleted: anything deployed or
+	// approved (the catalog's deployment.* and approval.* events about the
+	// digest, and its deployments), and a blob another name@version still
+	// binds. Deletion destroys the wrapped data key first, then the
+	// ciphertext, then the binding (a tombstone: the name@version is never
+	// bound again), and logs artifact.retention-deleted. The whole plan is
+	// made first: if the catalog cannot be asked, nothing is deleted
+	// (Unavailable). With dry_run nothing is deleted. No policy configured is
+	// FailedPrecondition, as is a second run while one is under way.
+	RunRetention(context.Context, *RunRetentionRequest) (*RunRetentionResponse, error)
 	mustEmbedUnimplementedStoreServiceServer()
 }
 
@@ -84,6 +121,9 @@ type UnimplementedStoreServiceServer struct{}
 
 func (UnimplementedStoreServiceServer) RewrapKeys(context.Context, *RewrapKeysRequest) (*RewrapKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RewrapKeys not implemented")
+}
+func (UnimplementedStoreServiceServer) RunRetention(context.Context, *RunRetentionRequest) (*RunRetentionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RunRetention not implemented")
 }
 func (UnimplementedStoreServiceServer) mustEmbedUnimplementedStoreServiceServer() {}
 func (UnimplementedStoreServiceServer) testEmbeddedByValue()                      {}
@@ -124,6 +164,24 @@ func _StoreService_RewrapKeys_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StoreService_RunRetention_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RunRetentionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StoreServiceServer).RunRetention(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StoreService_RunRetention_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StoreServiceServer).RunRetention(ctx, req.(*RunRetentionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // StoreService_ServiceDesc is the grpc.ServiceDesc for StoreService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -134,6 +192,10 @@ var StoreService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RewrapKeys",
 			Handler:    _StoreService_RewrapKeys_Handler,
+		},
+		{
+			MethodName: "RunRetention",
+			Handler:    _StoreService_RunRetention_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
