@@ -1,92 +1,18 @@
 package translog
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"database/sql"
-	"encoding/hex"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
-
 	"github.com/custody-dev/custody/libs/tlog"
+	"github.com/custody-dev/custody/services/catalog/internal/translog/mytest"
 )
-
-// requireMySQLEnv, set to 1, makes the MySQL tests fail instead of skip
-// when MariaDB is not installed (make test sets it).
-const requireMySQLEnv = "CUSTODY_TEST_REQUIRE_MYSQL"
-
-// mysqlServer starts a private MariaDB through scripts/mariadb-up.sh for
-// the test, and returns the DSN of a fresh database in it.
-func mysqlDatabase(t *testing.T) string {
-	t.Helper()
-	if _, err := exec.LookPath("mariadb-install-db"); err != nil {
-		if os.Getenv(requireMySQLEnv) != "1" {
-			t.Skipf("MariaDB is not installed: run scripts/install-mariadb.sh (make test-deps does); set %s=1 to fail instead", requireMySQLEnv)
-		}
-		t.Fatal("MariaDB is not installed: run scripts/install-mariadb.sh (make test-deps does)")
-	}
-	_, file, _, _ := runtime.Caller(0)
-	scripts := filepath.Join(filepath.Dir(file), "..", "..", "..", "..", "scripts")
-	dir, err := os.MkdirTemp("", "custody-my-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command(filepath.Join(scripts, "mariadb-up.sh"), dir).Output()
-	t.Cleanup(func() {
-		if b, err := exec.Command(filepath.Join(scripts, "mariadb-down.sh"), dir).CombinedOutput(); err != nil {
-			t.Logf("mariadb-down: %v\n%s", err, b)
-		}
-		os.RemoveAll(dir)
-	})
-	if err != nil {
-		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = ee.Stderr
-		}
-		t.Fatalf("mariadb-up.sh: %v\n%s", err, stderr)
-	}
-	var dsnFile string
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "CUSTODY_TEST_MYSQL_DSN_FILE="); ok {
-			dsnFile = v
-		}
-	}
-	b, err := os.ReadFile(dsnFile)
-	if err != nil {
-		t.Fatalf("mariadb-up.sh printed no DSN file: %v", err)
-	}
-	cfg, err := mysql.ParseDSN(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatal("mariadb-up.sh wrote a DSN that does not parse")
-	}
-	var rnd [6]byte
-	rand.Read(rnd[:])
-	cfg.DBName = "log_" + hex.EncodeToString(rnd[:])
-	admin := cfg.Clone()
-	admin.DBName = ""
-	db, err := sql.Open("mysql", admin.FormatDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(t.Context(), "CREATE DATABASE "+cfg.DBName); err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-	return cfg.FormatDSN()
-}
 
 func openMySQLLog(t *testing.T, dsn, skey string) *Log {
 	t.Helper()
@@ -111,7 +37,7 @@ func openMySQLLog(t *testing.T, dsn, skey string) *Log {
 // signed checkpoints, entries and tiles read back, the log reopens with
 // its entries, and a foreign key is refused.
 func TestMySQLDriver(t *testing.T) {
-	dsn := mysqlDatabase(t)
+	dsn := mytest.Database(t)
 	skey, vkey := newKey(t)
 	l := openMySQLLog(t, dsn, skey)
 	var (
@@ -200,7 +126,7 @@ func TestMySQLNextToPOSIX(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measures both drivers")
 	}
-	dsn := mysqlDatabase(t)
+	dsn := mytest.Database(t)
 	skey, _ := newKey(t)
 	const writers, perWriter = 64, 16
 	run := func(name string, l *Log) {
