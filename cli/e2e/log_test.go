@@ -4,11 +4,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/merkle/testonly"
@@ -82,20 +84,41 @@ func TestLogOverHTTPS(t *testing.T) {
 		t.Fatal("the entry bundles served over HTTPS do not rebuild the co-signed checkpoint's root")
 	}
 
-	report := func() map[string]any {
+	report := func(args ...string) map[string]any {
 		t.Helper()
 		var rep map[string]any
-		out := s.mustCustody("log", "verify", "--json")
+		out := s.mustCustody(append([]string{"log", "verify", "--json"}, args...)...)
 		if err := json.Unmarshal([]byte(out), &rep); err != nil {
 			t.Fatalf("log verify --json: %v\n%s", err, out)
 		}
 		return rep
 	}
-	if rep := report(); rep["status"] != "first-use" {
-		t.Fatalf("first log verify = %v", rep)
+	// In dev, log verify reads the catalog's HTTPS tiles: the checkpoint
+	// and the consistency proof come from the tiles alone.
+	tiles := "https://" + addr + "/"
+	if rep := report(); rep["status"] != "first-use" || rep["source"] != tiles {
+		t.Fatalf("first log verify = %v, want first-use from %s", rep, tiles)
 	}
-	s.mustCustody("publish", randomFile(t, work, "app2", 4<<10), "--name", "app", "--version", "2", "--channel", "staging")
+	for i := range 3 {
+		s.mustCustody("publish", randomFile(t, work, fmt.Sprint("app-more-", i), 4<<10), "--name", "app", "--version", fmt.Sprint(2+i), "--channel", "staging")
+	}
+	if rep := report("--tiles", tiles, "--max-age", "10m"); rep["status"] != "consistent" || rep["source"] != tiles {
+		t.Fatalf("log verify --tiles after three more entries = %v", rep)
+	}
+	s.mustCustody("publish", randomFile(t, work, "app-grpc", 4<<10), "--name", "app", "--version", "9", "--channel", "staging")
+	if rep := report("--grpc"); rep["status"] != "consistent" || rep["source"] != "grpc" {
+		t.Fatalf("log verify --grpc = %v", rep)
+	}
+	// The tiles and the gRPC API agree: the tiles verify the state the
+	// gRPC check saved.
 	if rep := report(); rep["status"] != "consistent" {
-		t.Fatalf("second log verify = %v", rep)
+		t.Fatalf("log verify over the tiles after --grpc = %v", rep)
+	}
+	// A co-signed checkpoint older than --max-age is refused: wait until
+	// the last co-signature is more than a second old.
+	time.Sleep(1500 * time.Millisecond)
+	out, code := s.custody("log", "verify", "--max-age", "1s")
+	if code == 0 || !strings.Contains(out, "checkpoint too old") {
+		t.Fatalf("log verify --max-age 1s on an idle log: exit %d\n%s", code, out)
 	}
 }

@@ -300,8 +300,9 @@ func (c *cli) resign(ctx context.Context, r *resigner, name string, version int,
 	return nil
 }
 
-// resignOne re-verifies one artifact's stored bytes and envelope, then has it
-// re-signed and records the new envelope. It returns the new key id.
+// resignOne re-verifies one artifact's stored bytes and envelope, then has
+// the signer re-sign it (the signer records the new envelope in the
+// catalog). It returns the new key id.
 func resignOne(ctx context.Context, r *resigner, a *catalogv1.Artifact, oldKey attest.Key, dryRun bool) (string, error) {
 	got, err := r.catalog.GetArtifact(ctx, &catalogv1.GetArtifactRequest{Name: a.GetName(), Version: a.GetVersion()})
 	if err != nil {
@@ -344,8 +345,15 @@ func resignOne(ctx context.Context, r *resigner, a *catalogv1.Artifact, oldKey a
 	if err != nil || !bytes.Equal(ne.Payload, env.Payload) {
 		return "", fmt.Errorf("the signer returned an envelope over another statement")
 	}
-	if _, err := r.catalog.RecordSignature(ctx, &catalogv1.RecordSignatureRequest{Name: a.GetName(), Version: a.GetVersion(), Envelope: rs.GetEnvelope()}); err != nil {
-		return "", fmt.Errorf("record the new signature in the catalog: %w", err)
+	// The signer recorded the new envelope in the catalog itself (the
+	// catalog takes re-signatures only from the signer): check that it is
+	// current now.
+	now, err := r.catalog.GetArtifact(ctx, &catalogv1.GetArtifactRequest{Name: a.GetName(), Version: a.GetVersion()})
+	if err != nil {
+		return "", fmt.Errorf("catalog, after re-signing: %w", err)
+	}
+	if !bytes.Equal(now.GetEnvelope(), rs.GetEnvelope()) {
+		return "", fmt.Errorf("the signer re-signed it (log entry %d) but the catalog serves another envelope: run this again", rs.GetLogIndex())
 	}
 	return rs.GetKeyId(), nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -61,18 +62,34 @@ type logState struct {
 // logReport is what custody log verify prints (--json: as JSON).
 type logReport struct {
 	// Status is "first-use", "consistent" or "fork".
-	Status   string    `json:"status"`
-	Origin   string    `json:"origin"`
+	Status string `json:"status"`
+	Origin string `json:"origin"`
+	// Source is where the checkpoint and proof came from: "grpc" (the
+	// catalog's API) or the tiles URL.
+	Source   string    `json:"source"`
 	Previous *logState `json:"previous,omitempty"`
 	Current  *logState `json:"current"`
 	Problem  string    `json:"problem,omitempty"`
 }
 
+// logCheck is how custody log verify checks: against which trust root,
+// keeping state where, and how fresh the checkpoint must be.
+type logCheck struct {
+	Root      *trustroot.Root
+	StatePath string
+	// MaxAge, if positive, refuses a checkpoint co-signed longer ago than
+	// that (tlog.CheckFresh) at Now.
+	MaxAge time.Duration
+	Now    time.Time
+}
+
 // checkLog verifies the log's current checkpoint with the trust root's key
-// and proves it consistent with the one in statePath; it saves the current
-// one there only if it is. A fork or rollback is a report with status
-// "fork" (and no error); errors are failures to check at all.
-func checkLog(ctx context.Context, src logSource, root *trustroot.Root, statePath string) (*logReport, error) {
+// (and its freshness, with a maximum age) and proves it consistent with the
+// one in the state file; it saves the current one there only if it is. A
+// fork or rollback is a report with status "fork" (and no error); errors
+// are failures to check at all, a stale checkpoint among them.
+func checkLog(ctx context.Context, src logSource, lc logCheck) (*logReport, error) {
+	root, statePath := lc.Root, lc.StatePath
 	signed, err := src.Checkpoint(ctx)
 	if err != nil {
 		return nil, err
@@ -86,8 +103,11 @@ func checkLog(ctx context.Context, src logSource, root *trustroot.Root, statePat
 	if err != nil {
 		return nil, fmt.Errorf("the log's checkpoint: %w", err)
 	}
+	if err := tlog.CheckFresh(cp, lc.Now, lc.MaxAge); err != nil {
+		return nil, fmt.Errorf("the log's checkpoint: %w", err)
+	}
 	cur := &logState{Origin: cp.Origin, Size: cp.Size, RootHash: cp.Hash, Checkpoint: signed}
-	rep := &logReport{Origin: origin, Current: cur}
+	rep := &logReport{Origin: origin, Source: sourceName(src), Current: cur}
 	prev, err := loadLogState(statePath)
 	if err != nil {
 		return nil, err
@@ -149,13 +169,21 @@ func saveLogState(path string, st *logState) error {
 	return nil
 }
 
+func sourceName(src logSource) string {
+	if t, ok := src.(*tilesSource); ok {
+		return t.url
+	}
+	return "grpc"
+}
+
 func (c *cli) logCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "log", Short: "Check the transparency log"}
-	var statePath string
-	var asJSON bool
+	var statePath, tilesURL string
+	var asJSON, overGRPC bool
+	var maxAge time.Duration
 	verify := &cobra.Command{
 		Use:   "verify",
-		Short: "Verify the log's co-signed checkpoint and prove it consistent with the last one seen (kept in --state); a fork exits 1",
+		Short: "Verify the log's co-signed checkpoint (from its HTTPS tiles, or --grpc) and prove it consistent with the last one seen (kept in --state); a fork exits 1",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if statePath == "" {
@@ -173,12 +201,35 @@ func (c *cli) logCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cc, err := env.Dial("catalog")
-			if err != nil {
-				return err
+			if tilesURL != "" && overGRPC {
+				return errors.New("--tiles and --grpc exclude each other: read the log from its HTTPS tiles or from the catalog's gRPC API")
 			}
-			defer cc.Close()
-			rep, err := checkLog(cmd.Context(), catalogSource{catalogv1.NewCatalogServiceClient(cc)}, trust.Root, statePath)
+			if maxAge < 0 {
+				return fmt.Errorf("--max-age %s: want a positive duration, or 0 for no limit", maxAge)
+			}
+			if tilesURL == "" && !overGRPC {
+				if a := env.HTTPSAddr("catalog"); a != "" {
+					tilesURL = "https://" + a + "/"
+				}
+			}
+			var src logSource
+			if tilesURL != "" {
+				roots, err := env.WebRoots()
+				if err != nil {
+					return err
+				}
+				if src, err = newTilesSource(tilesURL, roots); err != nil {
+					return err
+				}
+			} else {
+				cc, err := env.Dial("catalog")
+				if err != nil {
+					return err
+				}
+				defer cc.Close()
+				src = catalogSource{catalogv1.NewCatalogServiceClient(cc)}
+			}
+			rep, err := checkLog(cmd.Context(), src, logCheck{Root: trust.Root, StatePath: statePath, MaxAge: maxAge, Now: time.Now()})
 			if err != nil {
 				return err
 			}
@@ -196,6 +247,10 @@ func (c *cli) logCmd() *cobra.Command {
 	}
 	verify.Flags().StringVar(&statePath, "state", "", "file keeping the last verified checkpoint (default in dev: <dev-dir>/data/cli/log-state.json)")
 	verify.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	verify.Flags().StringVar(&tilesURL, "tiles", "",
+		"verify from the log's public HTTPS tiles at this URL (checkpoint and consistency proof from the tiles alone); default in dev: the catalog's HTTPS endpoint")
+	verify.Flags().BoolVar(&overGRPC, "grpc", false, "read the checkpoint and proof through the catalog's gRPC API instead of the tiles")
+	verify.Flags().DurationVar(&maxAge, "max-age", 0, "refuse a checkpoint co-signed longer ago than this (e.g. 10m; 0: no limit)")
 	cmd.AddCommand(verify)
 	return cmd
 }

@@ -2,10 +2,12 @@ package command
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/merkle/testonly"
@@ -74,7 +76,7 @@ func TestCheckLog(t *testing.T) {
 	}{{0, "first-use", 5}, {0, "consistent", 5}, {17, "consistent", 22}, {300, "consistent", 322}}
 	for _, st := range steps {
 		l.add("b", st.grow)
-		rep, err := checkLog(ctx, l, root, state)
+		rep, err := checkLog(ctx, l, logCheck{Root: root, StatePath: state})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -105,10 +107,10 @@ func TestCheckLogReportsFork(t *testing.T) {
 			forked.add("common", 10)
 			honest.add("honest", tt.honest)
 			forked.add("forged", tt.fork)
-			if rep, err := checkLog(t.Context(), honest, root, state); err != nil || rep.Status != "first-use" {
+			if rep, err := checkLog(t.Context(), honest, logCheck{Root: root, StatePath: state}); err != nil || rep.Status != "first-use" {
 				t.Fatalf("first check = %+v, %v", rep, err)
 			}
-			rep, err := checkLog(t.Context(), forked, root, state)
+			rep, err := checkLog(t.Context(), forked, logCheck{Root: root, StatePath: state})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -120,7 +122,7 @@ func TestCheckLogReportsFork(t *testing.T) {
 				t.Errorf("state moved to the fork: %+v", kept)
 			}
 			// The honest log still checks out.
-			if rep, err := checkLog(t.Context(), honest, root, state); err != nil || rep.Status != "consistent" {
+			if rep, err := checkLog(t.Context(), honest, logCheck{Root: root, StatePath: state}); err != nil || rep.Status != "consistent" {
 				t.Errorf("honest log after the fork = %+v, %v", rep, err)
 			}
 		})
@@ -132,12 +134,37 @@ func TestCheckLogRefuses(t *testing.T) {
 	_, otherCosigner, _ := logWorld(t)
 	l := newFakeLog(t, skey, otherCosigner)
 	l.add("a", 2)
-	if _, err := checkLog(t.Context(), l, root, filepath.Join(t.TempDir(), "s.json")); err == nil || !strings.Contains(err.Error(), "not signed by") {
+	if _, err := checkLog(t.Context(), l, logCheck{Root: root, StatePath: filepath.Join(t.TempDir(), "s.json")}); err == nil || !strings.Contains(err.Error(), "not signed by") {
 		t.Errorf("checkpoint cosigned by a key outside the trust root: %v", err)
 	}
 	_ = cskey
 	noLog := &trustroot.Root{Version: 1}
-	if _, err := checkLog(t.Context(), newFakeLog(t, skey, cskey), noLog, filepath.Join(t.TempDir(), "s.json")); err == nil || !strings.Contains(err.Error(), "lists no key") {
+	if _, err := checkLog(t.Context(), newFakeLog(t, skey, cskey), logCheck{Root: noLog, StatePath: filepath.Join(t.TempDir(), "s.json")}); err == nil || !strings.Contains(err.Error(), "lists no key") {
 		t.Errorf("log not in the trust root: %v", err)
+	}
+}
+
+// TestCheckLogRefusesStale: with a maximum age, a checkpoint co-signed
+// longer ago is refused (a frozen log, a withheld view) and the state file
+// does not move; within the age, or with no limit, it passes.
+func TestCheckLogRefusesStale(t *testing.T) {
+	skey, cskey, root := logWorld(t)
+	state := filepath.Join(t.TempDir(), "log.json")
+	l := newFakeLog(t, skey, cskey)
+	l.add("a", 3)
+	now := time.Now()
+	if _, err := checkLog(t.Context(), l, logCheck{Root: root, StatePath: state, MaxAge: 10 * time.Minute, Now: now}); err != nil {
+		t.Fatalf("fresh checkpoint: %v", err)
+	}
+	l.add("b", 2)
+	_, err := checkLog(t.Context(), l, logCheck{Root: root, StatePath: state, MaxAge: 10 * time.Minute, Now: now.Add(time.Hour)})
+	if !errors.Is(err, tlog.ErrStale) || !strings.Contains(err.Error(), "maximum age 10m0s") {
+		t.Fatalf("checkpoint co-signed an hour before: %v, want ErrStale naming the maximum age", err)
+	}
+	if kept, _ := loadLogState(state); kept == nil || kept.Size != 3 {
+		t.Errorf("a stale checkpoint moved the state: %+v", kept)
+	}
+	if rep, err := checkLog(t.Context(), l, logCheck{Root: root, StatePath: state, Now: now.Add(time.Hour)}); err != nil || rep.Status != "consistent" {
+		t.Errorf("no maximum age: %+v, %v", rep, err)
 	}
 }

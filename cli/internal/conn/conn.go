@@ -102,6 +102,15 @@ func (e *Env) Addr(service string) (string, error) {
 	return "", fmt.Errorf("no address for %s: pass --%s-addr", service, service)
 }
 
+// HTTPSAddr is where service serves HTTPS (host:port) as the dev stack
+// recorded it; "" outside dev or if it serves none.
+func (e *Env) HTTPSAddr(service string) string {
+	if e.stack == nil {
+		return ""
+	}
+	return e.stack.Services[service]["https"]
+}
+
 // Dial connects to service over SPIFFE mTLS.
 func (e *Env) Dial(service string) (*grpc.ClientConn, error) {
 	addr, err := e.Addr(service)

@@ -48,8 +48,11 @@ type config struct {
 	Store             string
 	PostgresDSNFile   string
 	LogPrivateKeyFile string
-	SignerAddr        string
-	CosignWait        time.Duration
+	// LogMySQLDSNFile, if set, keeps the log in MySQL/MariaDB through
+	// Tessera's MySQL driver instead of the POSIX one in --data-dir.
+	LogMySQLDSNFile string
+	SignerAddr      string
+	CosignWait      time.Duration
 	// HTTPSListen, if set, serves the log read-only in the tlog-tiles
 	// layout with CertFile and KeyFile.
 	HTTPSListen, CertFile, KeyFile string
@@ -66,6 +69,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		"file with the PostgreSQL connection string (postgres://user:password@host:port/db?sslmode=verify-full); with --store postgres")
 	f.String(&cfg.LogPrivateKeyFile, "log-private-key-file", "CUSTODY_LOG_PRIVATE_KEY_FILE", "",
 		"file with the note signer key of the log's checkpoints; its name is the log origin")
+	f.String(&cfg.LogMySQLDSNFile, "log-mysql-dsn-file", "CUSTODY_LOG_MYSQL_DSN_FILE", "",
+		"file with a MySQL/MariaDB DSN (user:password@tcp(host:port)/db) to keep the transparency log in, through Tessera's MySQL driver; empty: the POSIX driver in --data-dir/log")
 	f.String(&cfg.SignerAddr, "signer-addr", "CUSTODY_SIGNER_ADDR", "", "signer gRPC address (host:port); it co-signs every checkpoint the catalog serves")
 	f.Duration(&cfg.CosignWait, "cosign-wait", "CUSTODY_COSIGN_WAIT", 10*time.Second, "how long a write waits for the signer to co-sign a checkpoint covering it before failing Unavailable")
 	f.String(&cfg.HTTPSListen, "https-listen", "CUSTODY_HTTPS_LISTEN", "",
@@ -110,6 +115,7 @@ func (c *config) Validate() error {
 	if c.HTTPSListen == "" && (c.CertFile != "" || c.KeyFile != "") {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file are for --https-listen, which is not set"))
 	}
+	errs = append(errs, c.validateLogDriver())
 	if c.LogPrivateKeyFile == "" {
 		errs = append(errs, errors.New("--log-private-key-file is required (a note signer key, e.g. from `custody dev` keys/log.key)"))
 	} else if _, err := c.signerKey(); err != nil {
@@ -201,8 +207,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer signerConn.Close()
 	cosigner := translog.NewSignerClient(signerv1.NewSignerServiceClient(signerConn), cfg.SignerAddr)
-	tl, err := translog.Open(ctx, translog.Config{Dir: filepath.Join(cfg.DataDir, "log"), SignerKey: key, Cosigner: cosigner,
-		CosignWait: cfg.CosignWait, Logger: d.Logger})
+	lcfg, closeDriver, err := cfg.logConfig(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeDriver()
+	lcfg.SignerKey, lcfg.Cosigner, lcfg.CosignWait, lcfg.Logger = key, cosigner, cfg.CosignWait, d.Logger
+	tl, err := translog.Open(ctx, lcfg)
 	if err != nil {
 		return err
 	}

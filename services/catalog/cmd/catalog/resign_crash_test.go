@@ -28,7 +28,7 @@ func resignReq(i int) *catalogv1.RecordSignatureRequest {
 }
 
 // TestResignSurvivesKill kills the catalog with SIGKILL while re-signatures
-// are in flight, restarts it and has the admin retry every one: each must
+// are in flight, restarts it and has the signer retry every one: each must
 // be logged exactly once, be the artifact's current envelope, and those
 // confirmed before the kill must be unchanged.
 func TestResignSurvivesKill(t *testing.T) {
@@ -49,7 +49,7 @@ func TestResignSurvivesKill(t *testing.T) {
 		workers   = 32
 		artifacts = 256
 	)
-	pub, adm := dial(addr, "/service/publisher"), dial(addr, "/admin/ops")
+	pub, adm := dial(addr, "/service/publisher"), dial(addr, "/service/signer")
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, workers)
 	for i := range artifacts {
@@ -76,7 +76,7 @@ func TestResignSurvivesKill(t *testing.T) {
 	}
 
 	_, addr = s.startChild(t, 2)
-	adm = dial(addr, "/admin/ops")
+	adm = dial(addr, "/service/signer")
 	indices := map[int64]int{}
 	var mu sync.Mutex
 	for i := range attempted {

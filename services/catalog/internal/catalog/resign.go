@@ -28,6 +28,10 @@ type resignedDetails struct {
 // entry, with actor as its actor, and returns the record, whose Current is
 // the new envelope and that entry, once a signed checkpoint covers it.
 //
+// Only the emitter of artifact.resigned in tlog's event table (the signer,
+// which calls it from its ResignArtifact) may: any other actor gets
+// ErrPermissionDenied before anything is read, stored or logged.
+//
 // The envelope must have one signature, by a key id of the documented form,
 // and carry exactly the payload of the current envelope: a re-signature
 // never changes the statement (ErrInvalid otherwise, saying what differs).
@@ -44,6 +48,9 @@ type resignedDetails struct {
 // for the artifact, or at Recover): retry it to learn the outcome. Every
 // envelope an artifact had stays stored, in order.
 func (c *Catalog) RecordSignature(ctx context.Context, actor, name, version string, envelope []byte) (rec *ArtifactRecord, created bool, err error) {
+	if err := c.authorize(ctx, actor, tlog.TypeArtifactResigned); err != nil {
+		return nil, false, err
+	}
 	if !ValidName(name) || !ValidVersion(version) {
 		return nil, false, fmt.Errorf("%w: name %q and version %q: give the name and version of a recorded artifact", ErrInvalid, trunc(name), trunc(version))
 	}

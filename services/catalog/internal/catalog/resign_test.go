@@ -17,7 +17,9 @@ import (
 	"github.com/custody-dev/custody/services/catalog/internal/catalog"
 )
 
-const admin = "spiffe://custody.test/admin/ops"
+// signer is the emitter of artifact.resigned: the identity the signer's
+// ResignArtifact records re-signatures as.
+const signer = "spiffe://custody.test/service/signer"
 
 var (
 	newKey   = strings.Repeat("b", 64)
@@ -85,7 +87,7 @@ func TestRecordSignature(t *testing.T) {
 	c := f.catalog(nil, nil)
 	a, env := recorded(t, c)
 	next := resigned(t, env, newKey)
-	rec, created, err := c.RecordSignature(t.Context(), admin, "app", "1.0.0", next)
+	rec, created, err := c.RecordSignature(t.Context(), signer, "app", "1.0.0", next)
 	if err != nil || !created {
 		t.Fatalf("RecordSignature: created=%v, %v", created, err)
 	}
@@ -95,12 +97,12 @@ func TestRecordSignature(t *testing.T) {
 	e := checkCurrent(t, f, c, next, newKey)
 	prev := sha256.Sum256(env)
 	wantDetails := fmt.Sprintf(`{"previous_envelope_sha256":"%x","key_id":"%s","previous_key_id":"k"}`, prev, newKey)
-	if e.Actor != admin || e.Subject != (tlog.Subject{Name: a.Name, Version: a.Version, Digest: a.Digest}) || string(e.Details) != wantDetails {
-		t.Errorf("entry actor %s, subject %+v, details %s; want %s, the artifact, %s", e.Actor, e.Subject, e.Details, admin, wantDetails)
+	if e.Actor != signer || e.Subject != (tlog.Subject{Name: a.Name, Version: a.Version, Digest: a.Digest}) || string(e.Details) != wantDetails {
+		t.Errorf("entry actor %s, subject %+v, details %s; want %s, the artifact, %s", e.Actor, e.Subject, e.Details, signer, wantDetails)
 	}
 
 	// Again: the same entry. Then by another key: details chain.
-	again, created, err := c.RecordSignature(t.Context(), admin, "app", "1.0.0", next)
+	again, created, err := c.RecordSignature(t.Context(), signer, "app", "1.0.0", next)
 	if err != nil || created || again.Resigned.Entry.Index != rec.Resigned.Entry.Index {
 		t.Errorf("same envelope again: created=%v, %v, index %d; want the existing entry %d", created, err, again.Resigned.Entry.Index, rec.Resigned.Entry.Index)
 	}
@@ -108,7 +110,7 @@ func TestRecordSignature(t *testing.T) {
 		t.Errorf("log size %d, want 2", got)
 	}
 	third := resigned(t, env, otherKey)
-	if _, _, err := c.RecordSignature(t.Context(), admin, "app", "1.0.0", third); err != nil {
+	if _, _, err := c.RecordSignature(t.Context(), signer, "app", "1.0.0", third); err != nil {
 		t.Fatal(err)
 	}
 	e = checkCurrent(t, f, c, third, otherKey)
@@ -117,7 +119,7 @@ func TestRecordSignature(t *testing.T) {
 		t.Errorf("details %s, want %s", e.Details, want)
 	}
 	// Back to an earlier envelope is a new re-signature.
-	if _, created, err := c.RecordSignature(t.Context(), admin, "app", "1.0.0", next); err != nil || !created {
+	if _, created, err := c.RecordSignature(t.Context(), signer, "app", "1.0.0", next); err != nil || !created {
 		t.Errorf("back to an earlier envelope: created=%v, %v", created, err)
 	}
 	checkCurrent(t, f, c, next, newKey)
@@ -126,7 +128,7 @@ func TestRecordSignature(t *testing.T) {
 		t.Fatalf("history: %d signatures, %v; want 3", len(history), err)
 	}
 	for i, want := range [][]byte{next, third, next} {
-		if !bytes.Equal(history[i].Envelope, want) || !history[i].Entry.Logged() || history[i].Actor != admin {
+		if !bytes.Equal(history[i].Envelope, want) || !history[i].Entry.Logged() || history[i].Actor != signer {
 			t.Errorf("history[%d] = %+v", i, history[i])
 		}
 	}
@@ -177,7 +179,7 @@ func TestRecordSignatureRefuses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, _, err := c.RecordSignature(t.Context(), admin, "app", tt.version, tt.envelope)
+			_, _, err := c.RecordSignature(t.Context(), signer, "app", tt.version, tt.envelope)
 			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.mention) {
 				t.Errorf("got %v, want %v mentioning %q", err, tt.want, tt.mention)
 			}
@@ -187,7 +189,7 @@ func TestRecordSignatureRefuses(t *testing.T) {
 		t.Errorf("refused re-signatures reached the log: size %d", got)
 	}
 	// The recorded envelope is not a re-signature: nothing to do.
-	if rec, created, err := c.RecordSignature(t.Context(), admin, "app", "1.0.0", env); err != nil || created || rec.Resigned != nil {
+	if rec, created, err := c.RecordSignature(t.Context(), signer, "app", "1.0.0", env); err != nil || created || rec.Resigned != nil {
 		t.Errorf("the recorded envelope: created=%v, %v", created, err)
 	}
 }
@@ -229,7 +231,7 @@ func TestRecordSignatureRecovers(t *testing.T) {
 						l = tt.log(f.log)
 					}
 					next := resigned(t, env, newKey)
-					if _, _, err := f.catalog(s, l).RecordSignature(t.Context(), admin, "app", "1.0.0", next); !errors.Is(err, catalog.ErrUnavailable) {
+					if _, _, err := f.catalog(s, l).RecordSignature(t.Context(), signer, "app", "1.0.0", next); !errors.Is(err, catalog.ErrUnavailable) {
 						t.Fatalf("faulty RecordSignature: got %v, want ErrUnavailable", err)
 					}
 					want := uint64(1)
@@ -256,14 +258,14 @@ func TestRecordSignatureRecovers(t *testing.T) {
 							t.Fatalf("Recover: %v", err)
 						}
 					case "client retries":
-						if _, created, err := healthy.RecordSignature(t.Context(), admin, "app", "1.0.0", next); err != nil || !created {
+						if _, created, err := healthy.RecordSignature(t.Context(), signer, "app", "1.0.0", next); err != nil || !created {
 							t.Fatalf("retry: created=%v, %v", created, err)
 						}
 					case "another re-signature":
 						// The pending one is finished first, so it is in the
 						// history, before the new one.
 						final, finalKey = resigned(t, env, otherKey), otherKey
-						if _, created, err := healthy.RecordSignature(t.Context(), admin, "app", "1.0.0", final); err != nil || !created {
+						if _, created, err := healthy.RecordSignature(t.Context(), signer, "app", "1.0.0", final); err != nil || !created {
 							t.Fatalf("another: created=%v, %v", created, err)
 						}
 					}
@@ -279,7 +281,7 @@ func TestRecordSignatureRecovers(t *testing.T) {
 					if err != nil || len(history) != wantHistory || !bytes.Equal(history[0].Envelope, next) {
 						t.Errorf("history after recovery: %d signatures, %v; want %d starting with the failed one", len(history), err, wantHistory)
 					}
-					if _, created, err := healthy.RecordSignature(t.Context(), admin, "app", "1.0.0", final); err != nil || created {
+					if _, created, err := healthy.RecordSignature(t.Context(), signer, "app", "1.0.0", final); err != nil || created {
 						t.Errorf("after recovery: created=%v, %v; want the existing entry", created, err)
 					}
 					if pending, err := f.store.Pending(t.Context()); err != nil || len(pending) != 0 {
@@ -298,7 +300,7 @@ func TestRecordSignatureOfPendingArtifact(t *testing.T) {
 	if _, _, err := f.catalog(nil, &faultyLog{Log: f.log, mode: "refuse"}).RecordArtifact(t.Context(), publisher, a, env); !errors.Is(err, catalog.ErrUnavailable) {
 		t.Fatalf("got %v, want ErrUnavailable", err)
 	}
-	_, _, err := f.catalog(nil, nil).RecordSignature(t.Context(), admin, "app", "1.0.0", resigned(t, env, newKey))
+	_, _, err := f.catalog(nil, nil).RecordSignature(t.Context(), signer, "app", "1.0.0", resigned(t, env, newKey))
 	if !errors.Is(err, catalog.ErrNotFound) || !strings.Contains(err.Error(), "still being recorded") {
 		t.Errorf("got %v, want ErrNotFound: still being recorded", err)
 	}
@@ -314,7 +316,7 @@ func TestListArtifacts(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i%3 == 0 {
-			if _, _, err := c.RecordSignature(t.Context(), admin, a.Name, a.Version, resigned(t, env, newKey)); err != nil {
+			if _, _, err := c.RecordSignature(t.Context(), signer, a.Name, a.Version, resigned(t, env, newKey)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -382,5 +384,35 @@ func TestAppendEventRefusesResignedType(t *testing.T) {
 	_, err = f.catalog(nil, nil).AppendEvent(context.Background(), publisher, tlog.TypeArtifactResigned, "", nil)
 	if !errors.Is(err, catalog.ErrPermissionDenied) {
 		t.Errorf("publisher: got %v, want ErrPermissionDenied", err)
+	}
+}
+
+// TestRecordSignatureOnlyBySigner checks the catalog's own check, behind
+// the gRPC policy: RecordSignature authorizes by tlog's event table, so a
+// caller that is not the emitter of artifact.resigned is refused before
+// anything is stored or logged, whatever policy put it in front.
+func TestRecordSignatureOnlyBySigner(t *testing.T) {
+	f := newFixture(t)
+	c := f.catalog(nil, nil)
+	_, env := recorded(t, c)
+	next := resigned(t, env, newKey)
+	for _, actor := range []string{
+		"spiffe://custody.test/admin/ops", publisher, "spiffe://custody.test/edge/dev", "spiffe://custody.test/service/gatekeeper",
+		"spiffe://other.test/service/signer", "spiffe://custody.test/service/signer/x", "not a spiffe id", "",
+	} {
+		_, _, err := c.RecordSignature(t.Context(), actor, "app", "1.0.0", next)
+		if !errors.Is(err, catalog.ErrPermissionDenied) {
+			t.Errorf("RecordSignature as %q: got %v, want ErrPermissionDenied", actor, err)
+		}
+	}
+	rec, err := c.Artifact(t.Context(), "app", "1.0.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur, _, _ := rec.Current(); !bytes.Equal(cur, env) || rec.Resigned != nil {
+		t.Errorf("after refusals the current envelope is %s, want the published one", cur)
+	}
+	if n, err := f.log.Size(t.Context()); err != nil || n != 1 {
+		t.Errorf("log size %d, %v after refusals; want 1 (the publication)", n, err)
 	}
 }

@@ -50,7 +50,7 @@ func logSize(t *testing.T, e *env, c catalogv1.CatalogServiceClient) uint64 {
 
 func TestRecordSignature(t *testing.T) {
 	e := newEnv(t)
-	pub, adm, reader := e.client(t, "/service/publisher"), e.client(t, "/admin/ops"), e.client(t, "/auditor/audit")
+	pub, adm, reader := e.client(t, "/service/publisher"), e.client(t, "/service/signer"), e.client(t, "/auditor/audit")
 	req := recordReq("app", "1.0.0", "bytes of app 1.0.0")
 	if _, err := pub.RecordArtifact(t.Context(), req); err != nil {
 		t.Fatal(err)
@@ -63,7 +63,7 @@ func TestRecordSignature(t *testing.T) {
 	_, le := checkEntry(t, e.vkey, resp.GetEntry())
 	prev, sum := sha256.Sum256(req.GetEnvelope()), sha256.Sum256(next)
 	want := &tlog.Entry{
-		Type: tlog.TypeArtifactResigned, Time: le.Time, Actor: "spiffe://custody.test/admin/ops",
+		Type: tlog.TypeArtifactResigned, Time: le.Time, Actor: "spiffe://custody.test/service/signer",
 		Subject:        tlog.Subject{Name: "app", Version: "1.0.0", Digest: req.GetArtifact().GetDigest()},
 		EnvelopeSHA256: hex.EncodeToString(sum[:]),
 		Details:        fmt.Appendf(nil, `{"previous_envelope_sha256":"%x","key_id":"%s","previous_key_id":"k1"}`, prev, rotatedKey),
@@ -111,7 +111,7 @@ func TestRecordSignature(t *testing.T) {
 
 func TestRecordSignatureRefuses(t *testing.T) {
 	e := newEnv(t)
-	pub, adm := e.client(t, "/service/publisher"), e.client(t, "/admin/ops")
+	pub, adm := e.client(t, "/service/publisher"), e.client(t, "/service/signer")
 	req := recordReq("app", "1.0.0", "x")
 	if _, err := pub.RecordArtifact(t.Context(), req); err != nil {
 		t.Fatal(err)
@@ -137,7 +137,11 @@ func TestRecordSignatureRefuses(t *testing.T) {
 			}
 		})
 	}
-	for _, who := range []string{"/service/publisher", "/auditor/audit", "/service/gatekeeper", "/administrator/ops"} {
+	// Re-signatures are the signer's to record (it calls RecordSignature
+	// from its ResignArtifact): an admin, the publisher, an edge or anyone
+	// else calling it directly is refused before anything is stored.
+	for _, who := range []string{"/admin/ops", "/service/publisher", "/edge/dev", "/auditor/audit", "/service/gatekeeper",
+		"/administrator/ops", "/service/signer/extra", "/service/signers"} {
 		t.Run("denied "+who, func(t *testing.T) {
 			_, err := e.client(t, who).RecordSignature(t.Context(), &catalogv1.RecordSignatureRequest{
 				Name: "app", Version: "1.0.0", Envelope: resign(t, req.GetEnvelope(), rotatedKey)})
@@ -158,7 +162,7 @@ func TestRecordSignatureRefuses(t *testing.T) {
 
 func TestListArtifacts(t *testing.T) {
 	e := newEnv(t)
-	pub, adm := e.client(t, "/service/publisher"), e.client(t, "/admin/ops")
+	pub, adm := e.client(t, "/service/publisher"), e.client(t, "/service/signer")
 	var want []string
 	for i := range 5 {
 		v := fmt.Sprintf("1.0.%d", i)

@@ -22,7 +22,8 @@ import (
 )
 
 // Policy is the catalog's authorization, per docs/services.md: only the
-// publisher records artifacts; only admins record re-signatures; services
+// publisher records artifacts; only the signer records re-signatures (from
+// its ResignArtifact, and RecordSignature checks tlog's table again); services
 // and edges append events (each only the types tlog.MayEmit allows it,
 // checked by the catalog); every member of the trust domain reads.
 func Policy(td spiffeid.TrustDomain) rpc.Policy {
@@ -32,7 +33,7 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 		rpc.Method(sd, "AppendEvent"):     {rpc.Under{TrustDomain: td, Prefix: "/service"}, rpc.Under{TrustDomain: td, Prefix: "/edge"}},
 		rpc.Method(sd, "GetArtifact"):     {rpc.Member(td)},
 		rpc.Method(sd, "GetCheckpoint"):   {rpc.Member(td)},
-		rpc.Method(sd, "RecordSignature"): {rpc.Under{TrustDomain: td, Prefix: "/admin"}},
+		rpc.Method(sd, "RecordSignature"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/signer"))},
 		rpc.Method(sd, "ListArtifacts"):   {rpc.Member(td)},
 		// The log is public to the trust domain: anyone may check it.
 		rpc.Method(sd, "GetEntries"):          {rpc.Member(td)},
@@ -139,7 +140,8 @@ func (s *Server) GetArtifact(ctx context.Context, req *catalogv1.GetArtifactRequ
 }
 
 // RecordSignature replaces an artifact's current envelope with a new one
-// over the same statement; see the proto for the contract. The catalog
+// over the same statement; see the proto for the contract. Only the signer
+// calls it, from its ResignArtifact. The catalog
 // does not verify the new signature: it holds no public keys, and the
 // gatekeeper and the CLI verify envelopes against the trust root.
 func (s *Server) RecordSignature(ctx context.Context, req *catalogv1.RecordSignatureRequest) (*catalogv1.RecordSignatureResponse, error) {

@@ -35,8 +35,11 @@ var (
 // Config configures Open.
 type Config struct {
 	// Dir is the directory of the Tessera POSIX log (tiles, entries,
-	// checkpoint).
+	// checkpoint); unused with Driver.
 	Dir string
+	// Driver, if set, is the Tessera storage driver to use instead of the
+	// POSIX one in Dir (OpenMySQL). CheckpointInterval must suit it.
+	Driver tessera.Driver
 	// SignerKey is the note signer key that signs checkpoints; its name is
 	// the log's origin.
 	SignerKey string
@@ -141,17 +144,22 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	if cfg.CosignRetryMax == 0 {
 		cfg.CosignRetryMax = time.Second
 	}
-	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create log directory: %w", err)
-	}
 	// Tessera's background work (sequencing, checkpoint publication) runs
 	// on this context, which must outlive every Add: it is cancelled only in
 	// Close, after Tessera's own shutdown has published everything added.
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	driver, err := posix.New(bg, posix.Config{Path: cfg.Dir})
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("open POSIX log in %s: %w", cfg.Dir, err)
+	driver := cfg.Driver
+	if driver == nil {
+		if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+			cancel()
+			return nil, fmt.Errorf("create log directory: %w", err)
+		}
+		d, err := posix.New(bg, posix.Config{Path: cfg.Dir})
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("open POSIX log in %s: %w", cfg.Dir, err)
+		}
+		driver = d
 	}
 	opts := tessera.NewAppendOptions().
 		WithCheckpointSigner(signer).
@@ -184,6 +192,11 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		loopDone:       make(chan struct{}),
 		wake:           make(chan struct{}, 1),
 		cs:             cosignState{changed: make(chan struct{})},
+	}
+	if cfg.Driver != nil {
+		// Other drivers publish the first checkpoint of a new log in the
+		// background, not in NewAppender.
+		awaitFirstCheckpoint(ctx, reader, 10*time.Second)
 	}
 	// Refuse to serve a log whose published checkpoint is not ours: the
 	// key file and the data directory do not belong together.

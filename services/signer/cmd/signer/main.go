@@ -275,6 +275,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	signerSrv.SetApprovals(approvalSvc)
+	if events != nil {
+		signerSrv.SetSignatures(events)
+	}
 	signerv1.RegisterApprovalServiceServer(srv, approvals.NewHandler(approvalSvc, d.Logger))
 	signerv1.RegisterSignerServiceServer(srv, signerSrv)
 	signerv1.RegisterKeyServiceServer(srv, lifecycle.NewHandler(lc))
@@ -383,7 +386,7 @@ func (c *config) approvals() (approvals.Config, error) {
 // --catalog-addr.
 func openAudit(cfg config, d *daemon.Daemon) (*audit.Catalog, func(), error) {
 	if cfg.CatalogAddr == "" {
-		d.Logger.Warn("no --catalog-addr: key lifecycle events are not logged")
+		d.Logger.Warn("no --catalog-addr: key lifecycle events are not logged, and re-signing (ResignArtifact) is refused")
 		return nil, func() {}, nil
 	}
 	conn, err := d.Dial(cfg.CatalogAddr, "catalog")

@@ -10,14 +10,21 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 )
 
-// ErrUnavailable means the catalog did not accept an event: the caller must
-// not act as if it had been logged.
-var ErrUnavailable = errors.New("audit log unavailable")
+var (
+	// ErrUnavailable means the catalog did not accept an event: the caller
+	// must not act as if it had been logged.
+	ErrUnavailable = errors.New("audit log unavailable")
+	// ErrRefused means the catalog answered and refused a re-signature (no
+	// such artifact, another statement, not allowed): retrying the same
+	// request does not help.
+	ErrRefused = errors.New("catalog refused")
+)
 
 // Timeout bounds one Log call, waiting for the connection included.
 const Timeout = 10 * time.Second
@@ -69,4 +76,29 @@ func (c *Catalog) Log(ctx context.Context, e Event) error {
 		return fmt.Errorf("%w: append %s event to the catalog: %s: check the catalog is running", ErrUnavailable, e.Type, status.Convert(err).Message())
 	}
 	return nil
+}
+
+// RecordSignature makes envelope, a re-signature, the current envelope of
+// name@version through the catalog's RecordSignature (which only the
+// signer's identity may call, and which logs an artifact.resigned entry
+// with it as actor), and returns the index of that entry. The catalog's
+// call is idempotent for the same envelope. An error wraps ErrUnavailable
+// when the catalog could not be reached or did not answer in time (the
+// envelope may or may not be current: call again), and ErrRefused when the
+// catalog refused it; both carry the catalog's message.
+func (c *Catalog) RecordSignature(ctx context.Context, name, version string, envelope []byte) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, Timeout)
+	defer cancel()
+	resp, err := c.client.RecordSignature(ctx, &catalogv1.RecordSignatureRequest{Name: name, Version: version, Envelope: envelope}, grpc.WaitForReady(true))
+	if err != nil {
+		st := status.Convert(err)
+		switch st.Code() {
+		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Internal, codes.Unknown:
+			return 0, fmt.Errorf("%w: record the re-signature of %s@%s in the catalog: %s: check the catalog is running, then re-sign again",
+				ErrUnavailable, name, version, st.Message())
+		default:
+			return 0, fmt.Errorf("%w the re-signature of %s@%s (%s): %s", ErrRefused, name, version, st.Code(), st.Message())
+		}
+	}
+	return resp.GetEntry().GetIndex(), nil
 }

@@ -16,6 +16,7 @@ import (
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/services/signer/internal/audit"
 	"github.com/custody-dev/custody/services/signer/internal/keys"
 	"github.com/custody-dev/custody/services/signer/internal/lifecycle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -94,12 +95,29 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 // Server implements signerv1.SignerServiceServer.
 type Server struct {
 	signerv1.UnimplementedSignerServiceServer
-	backend   keys.Backend
-	lc        *lifecycle.Manager
-	logger    *slog.Logger
-	approvals Approvals // nil: no channel needs approvals
-	cosigner  Cosigner  // nil: no checkpoint co-signing
+	backend    keys.Backend
+	lc         *lifecycle.Manager
+	logger     *slog.Logger
+	approvals  Approvals  // nil: no channel needs approvals
+	cosigner   Cosigner   // nil: no checkpoint co-signing
+	signatures Signatures // nil: ResignArtifact fails FailedPrecondition
 }
+
+// Signatures records re-signatures in the catalog. Implementations are
+// safe for concurrent use.
+type Signatures interface {
+	// RecordSignature makes envelope, a re-signature, the current envelope
+	// of name@version and returns the index of the artifact.resigned
+	// entry logged for it. Its errors wrap audit.ErrUnavailable (retry) or
+	// audit.ErrRefused.
+	RecordSignature(ctx context.Context, name, version string, envelope []byte) (int64, error)
+}
+
+var _ Signatures = (*audit.Catalog)(nil)
+
+// SetSignatures makes ResignArtifact record each re-signature through r.
+// Call it before serving.
+func (s *Server) SetSignatures(r Signatures) { s.signatures = r }
 
 // New returns a signer API signing with the keys of backend that lc
 // chooses: a key per channel, the version the published trust root lists,
@@ -304,9 +322,9 @@ func toStatus(err error) error {
 	switch {
 	case errors.Is(err, errInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, errUnavailable), errors.Is(err, keys.ErrUnavailable), errors.Is(err, ErrApprovalsUnavailable):
+	case errors.Is(err, errUnavailable), errors.Is(err, keys.ErrUnavailable), errors.Is(err, ErrApprovalsUnavailable), errors.Is(err, audit.ErrUnavailable):
 		return status.Error(codes.Unavailable, err.Error())
-	case errors.Is(err, ErrNotApproved):
+	case errors.Is(err, ErrNotApproved), errors.Is(err, audit.ErrRefused):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	default:
 		return status.Error(codes.Internal, "internal error")

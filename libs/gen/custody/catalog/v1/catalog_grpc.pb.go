@@ -60,7 +60,9 @@ type CatalogServiceClient interface {
 	GetCheckpoint(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (*GetCheckpointResponse, error)
 	// RecordSignature replaces an artifact's current envelope with a new
 	// envelope over the same statement (a re-signature after a key rotation)
-	// and logs it as an "artifact.resigned" entry. Only admins may call it.
+	// and logs it as an "artifact.resigned" entry. Only the signer may call it
+	// (from its ResignArtifact, which admins call); any other caller gets
+	// PermissionDenied and nothing is stored or logged.
 	RecordSignature(ctx context.Context, in *RecordSignatureRequest, opts ...grpc.CallOption) (*RecordSignatureResponse, error)
 	// ListArtifacts lists artifact records, optionally only those whose current
 	// envelope is signed by one key id.
@@ -261,7 +263,9 @@ type CatalogServiceServer interface {
 	GetCheckpoint(context.Context, *GetCheckpointRequest) (*GetCheckpointResponse, error)
 	// RecordSignature replaces an artifact's current envelope with a new
 	// envelope over the same statement (a re-signature after a key rotation)
-	// and logs it as an "artifact.resigned" entry. Only admins may call it.
+	// and logs it as an "artifact.resigned" entry. Only the signer may call it
+	// (from its ResignArtifact, which admins call); any other caller gets
+	// PermissionDenied and nothing is stored or logged.
 	RecordSignature(context.Context, *RecordSignatureRequest) (*RecordSignatureResponse, error)
 	// ListArtifacts lists artifact records, optionally only those whose current
 	// envelope is signed by one key id.

@@ -837,6 +837,9 @@ type ResignArtifactResponse struct {
 	KeyId string `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	// The key version that had signed the envelope presented.
 	PreviousKeyId string `protobuf:"bytes,3,opt,name=previous_key_id,json=previousKeyId,proto3" json:"previous_key_id,omitempty"`
+	// The index of the "artifact.resigned" entry the catalog logged for the
+	// new envelope.
+	LogIndex      int64 `protobuf:"varint,4,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -890,6 +893,13 @@ func (x *ResignArtifactResponse) GetPreviousKeyId() string {
 		return x.PreviousKeyId
 	}
 	return ""
+}
+
+func (x *ResignArtifactResponse) GetLogIndex() int64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
 }
 
 type CosignCheckpointRequest struct {
@@ -2207,11 +2217,12 @@ const file_custody_signer_v1_signer_proto_rawDesc = "" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\x12\x1a\n" +
 	"\bchannels\x18\v \x03(\tR\bchannels\"3\n" +
 	"\x15ResignArtifactRequest\x12\x1a\n" +
-	"\benvelope\x18\x01 \x01(\fR\benvelope\"s\n" +
+	"\benvelope\x18\x01 \x01(\fR\benvelope\"\x90\x01\n" +
 	"\x16ResignArtifactResponse\x12\x1a\n" +
 	"\benvelope\x18\x01 \x01(\fR\benvelope\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12&\n" +
-	"\x0fprevious_key_id\x18\x03 \x01(\tR\rpreviousKeyId\"\x83\x01\n" +
+	"\x0fprevious_key_id\x18\x03 \x01(\tR\rpreviousKeyId\x12\x1b\n" +
+	"\tlog_index\x18\x04 \x01(\x03R\blogIndex\"\x83\x01\n" +
 	"\x17CosignCheckpointRequest\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\fR\n" +

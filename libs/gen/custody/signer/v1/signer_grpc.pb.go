@@ -54,11 +54,15 @@ type SignerServiceClient interface {
 	// call it.
 	ListPublicKeys(ctx context.Context, in *ListPublicKeysRequest, opts ...grpc.CallOption) (*ListPublicKeysResponse, error)
 	// ResignArtifact re-verifies an artifact envelope made by one of the
-	// signer's own key versions (revoked ones included) and signs the same
-	// statement again with the current version of the channel's key. Only
-	// admins may call it; it is the re-sign step of the key-compromise drill.
-	// It never waits for approvals: the statement was approved when first
-	// signed.
+	// signer's own key versions (revoked ones included), signs the same
+	// statement again with the current version of the channel's key, and
+	// records the new envelope in the catalog itself (the catalog's
+	// RecordSignature, which only the signer may call, logs it as an
+	// "artifact.resigned" entry). It returns once the catalog has logged it;
+	// if the catalog cannot be reached it fails Unavailable and the new
+	// envelope is not current: call it again. Only admins may call it; it is
+	// the re-sign step of the key-compromise drill. It never waits for
+	// approvals: the statement was approved when first signed.
 	ResignArtifact(ctx context.Context, in *ResignArtifactRequest, opts ...grpc.CallOption) (*ResignArtifactResponse, error)
 	// CosignCheckpoint signs a log checkpoint with the log's checkpoint key
 	// after verifying a consistency proof from the last checkpoint the signer
@@ -186,11 +190,15 @@ type SignerServiceServer interface {
 	// call it.
 	ListPublicKeys(context.Context, *ListPublicKeysRequest) (*ListPublicKeysResponse, error)
 	// ResignArtifact re-verifies an artifact envelope made by one of the
-	// signer's own key versions (revoked ones included) and signs the same
-	// statement again with the current version of the channel's key. Only
-	// admins may call it; it is the re-sign step of the key-compromise drill.
-	// It never waits for approvals: the statement was approved when first
-	// signed.
+	// signer's own key versions (revoked ones included), signs the same
+	// statement again with the current version of the channel's key, and
+	// records the new envelope in the catalog itself (the catalog's
+	// RecordSignature, which only the signer may call, logs it as an
+	// "artifact.resigned" entry). It returns once the catalog has logged it;
+	// if the catalog cannot be reached it fails Unavailable and the new
+	// envelope is not current: call it again. Only admins may call it; it is
+	// the re-sign step of the key-compromise drill. It never waits for
+	// approvals: the statement was approved when first signed.
 	ResignArtifact(context.Context, *ResignArtifactRequest) (*ResignArtifactResponse, error)
 	// CosignCheckpoint signs a log checkpoint with the log's checkpoint key
 	// after verifying a consistency proof from the last checkpoint the signer
