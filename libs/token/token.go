@@ -68,7 +68,7 @@ type Claims struct {
 	// refuse tokens whose decision predates a stop epoch. Zero if unknown.
 	DecidedAt time.Time
 	Expires   time.Time
-	IssuedAt    time.Time
+	IssuedAt  time.Time
 }
 
 type claimsJSON struct {
