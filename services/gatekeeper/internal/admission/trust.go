@@ -34,6 +34,8 @@ type trust struct {
 	// revoked maps key ids to the earliest revocation time the signer
 	// reported. Entries are never removed: a revocation is final.
 	revoked map[string]time.Time
+	// checked is when the signer last answered for revocations.
+	checked time.Time
 }
 
 func newTrust(s Signer, root *trustroot.Trusted, now func() time.Time, logger *slog.Logger) *trust {
@@ -93,12 +95,22 @@ func (t *trust) fetch(ctx context.Context) (rootErr, revErr error) {
 	if v := t.root.Version(); v != before {
 		t.logger.InfoContext(ctx, "trust root updated", slog.Int64("from_version", before), slog.Int64("version", v))
 	}
+	return rootErr, t.fetchRevocations(ctx)
+}
+
+func (t *trust) fetchRevocations(ctx context.Context) error {
+	asked := t.now()
 	revoked, err := t.signer.Revocations(ctx)
 	if err != nil {
-		return rootErr, fmt.Errorf("get key revocations from the signer: %w", err)
+		return fmt.Errorf("get key revocations from the signer: %w", err)
 	}
 	t.addRevocations(ctx, revoked)
-	return rootErr, nil
+	t.mu.Lock()
+	if asked.After(t.checked) {
+		t.checked = asked
+	}
+	t.mu.Unlock()
+	return nil
 }
 
 func (t *trust) addRevocations(ctx context.Context, revoked map[string]time.Time) {
@@ -133,6 +145,48 @@ func (g *Gate) RunTrustRefresh(ctx context.Context) error {
 			if err := g.trust.refresh(ctx); err != nil && ctx.Err() == nil {
 				g.cfg.Logger.WarnContext(ctx, "trust refresh failed: keeping the current trust root", slog.Int64("version", g.trust.root.Version()), slog.Any("error", err))
 			}
+		}
+	}
+}
+
+// RevocationWatchInterval is how often RunRevocationWatch asks the signer
+// for revocations, so that the revocation epoch reaches the broker and
+// edges within seconds.
+const RevocationWatchInterval = time.Second
+
+// Revocations returns the time of the latest key revocation learned from
+// the signer (zero if none) and when the signer last answered (zero if
+// never).
+func (g *Gate) Revocations() (latest, checked time.Time) {
+	t := g.trust
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for _, at := range t.revoked {
+		if at.After(latest) {
+			latest = at
+		}
+	}
+	return latest, t.checked
+}
+
+// RunRevocationWatch asks the signer for revocations every
+// RevocationWatchInterval until ctx ends; it returns nil then.
+func (g *Gate) RunRevocationWatch(ctx context.Context) error {
+	tick := time.NewTicker(RevocationWatchInterval)
+	defer tick.Stop()
+	failing := false
+	for {
+		fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+		err := g.trust.fetchRevocations(fctx)
+		cancel()
+		if err != nil && !failing && ctx.Err() == nil {
+			g.cfg.Logger.WarnContext(ctx, "cannot learn key revocations: GetStopState fails closed until the signer answers", slog.Any("error", err))
+		}
+		failing = err != nil
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
 		}
 	}
 }
