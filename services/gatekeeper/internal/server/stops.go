@@ -14,7 +14,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
+	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/stop"
 )
 
@@ -55,6 +57,9 @@ func (s *Server) Pause(ctx context.Context, req *gatekeeperv1.PauseRequest) (*ga
 	if err != nil {
 		return nil, err
 	}
+	if err := checkEnv(req.GetEnvironment()); err != nil {
+		return nil, err
+	}
 	res, err := s.stops.On(ctx, req.GetEnvironment(), req.GetReason(), id)
 	if err != nil {
 		return nil, s.stopStatus(ctx, "Pause", err)
@@ -70,6 +75,9 @@ func (s *Server) Pause(ctx context.Context, req *gatekeeperv1.PauseRequest) (*ga
 func (s *Server) Resume(ctx context.Context, req *gatekeeperv1.ResumeRequest) (*gatekeeperv1.ResumeResponse, error) {
 	id, err := s.caller(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkEnv(req.GetEnvironment()); err != nil {
 		return nil, err
 	}
 	res, err := s.stops.Approve(ctx, req.GetEnvironment(), id)
@@ -165,6 +173,15 @@ func (s *Server) protoState(st stop.State, strict bool) (*gatekeeperv1.StopState
 		out.RevocationsCheckedAt = timestamppb.New(checked)
 	}
 	return out, nil
+}
+
+// checkEnv refuses anything but an environment name, including the kill
+// switch's internal target name.
+func checkEnv(env string) error {
+	if !admission.ValidEnvironment(env) {
+		return status.Errorf(codes.InvalidArgument, "environment %q: want a name like prod or staging (lowercase letters, digits, '-' and '_')", quote.Prefix(env))
+	}
+	return nil
 }
 
 // stopStatus maps stop errors to status codes.

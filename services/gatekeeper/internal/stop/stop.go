@@ -25,8 +25,9 @@ import (
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 )
 
-// KillSwitch is the target name of the kill switch in events and metrics.
-const KillSwitch = "kill-switch"
+// KillSwitch is the target naming the kill switch. It is not a valid
+// environment name, so no environment's pause can be mistaken for it.
+const KillSwitch = "*kill-switch"
 
 var (
 	// ErrInvalid means the request is malformed (environment, reason).
@@ -150,11 +151,11 @@ func Open(cfg Config) (*Store, error) {
 		}
 	}
 	s.changes = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "custody_stop_changes_total", Help: "Pause and kill-switch changes, by target (environment or kill-switch) and action (on, approved, off).",
-	}, []string{"target", "action"})
+		Name: "custody_stop_changes_total", Help: "Pause and kill-switch changes, by kind (pause, killswitch), environment (empty for the kill switch) and action (on, approved, off).",
+	}, []string{"kind", "environment", "action"})
 	s.active = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "custody_stop_active", Help: "1 while a stop applies, by target (environment or kill-switch).",
-	}, []string{"target"})
+		Name: "custody_stop_active", Help: "1 while a stop applies, by kind (pause, killswitch) and environment (empty for the kill switch).",
+	}, []string{"kind", "environment"})
 	if err := cfg.Registry.Register(s.changes); err != nil {
 		return nil, err
 	}
@@ -253,7 +254,7 @@ func (s *Store) On(ctx context.Context, target, reason, caller string) (*Result,
 	s.st = next
 	s.mu.Unlock()
 	s.setGauges(next)
-	s.changes.WithLabelValues(target, "on").Inc()
+	s.changes.WithLabelValues(append(labels(target), "on")...).Inc()
 	s.cfg.Logger.WarnContext(ctx, "stop turned on", slog.String("target", target), slog.Int64("epoch", cur.Epoch),
 		slog.Time("epoch_time", cur.EpochTime), slog.String("reason", reason), slog.String("by", caller))
 
@@ -308,7 +309,7 @@ func (s *Store) Approve(ctx context.Context, target, caller string) (*Result, er
 	s.st = next
 	s.mu.Unlock()
 	s.setGauges(next)
-	s.changes.WithLabelValues(target, action).Inc()
+	s.changes.WithLabelValues(append(labels(target), action)...).Inc()
 	s.cfg.Logger.WarnContext(ctx, "stop lift approved", slog.String("target", target), slog.String("by", caller),
 		slog.Int("approvals", len(cur.Approvals)), slog.Int("quorum", k), slog.Bool("lifted", lifted))
 	n := len(cur.Approvals)
@@ -340,9 +341,9 @@ func (s *Store) setGauges(st State) {
 		}
 		return 0
 	}
-	s.active.WithLabelValues(KillSwitch).Set(b(st.KillSwitch.Active))
+	s.active.WithLabelValues(labels(KillSwitch)...).Set(b(st.KillSwitch.Active))
 	for env, p := range st.Pauses {
-		s.active.WithLabelValues(env).Set(b(p.Active))
+		s.active.WithLabelValues(labels(env)...).Set(b(p.Active))
 	}
 }
 
@@ -405,6 +406,13 @@ func (s *Store) log(ctx context.Context, typ, target string, cur Stop, caller st
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return s.cfg.Log.AppendEvent(ctx, admission.Event{Type: typ, Details: bytes.TrimSpace(buf.Bytes())})
+}
+
+func labels(target string) []string {
+	if target == KillSwitch {
+		return []string{"killswitch", ""}
+	}
+	return []string{"pause", target}
 }
 
 func eventType(target, action string) string {
