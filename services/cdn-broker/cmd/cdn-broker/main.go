@@ -17,7 +17,9 @@ import (
 
 	"github.com/custody-dev/custody/libs/daemon"
 	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
+	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/stopstate"
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/broker"
 )
@@ -34,6 +36,8 @@ func main() {
 type config struct {
 	daemon.Config
 	SignerAddr, TokenKeyFile string
+	GatekeeperAddr           string
+	StopStateMaxAge          time.Duration
 	EdgeURLs                 []string
 	TokenTTL, DecisionMaxAge time.Duration
 }
@@ -42,6 +46,12 @@ func (c *config) validate() error {
 	errs := []error{c.Config.Validate()}
 	if c.SignerAddr == "" {
 		errs = append(errs, errors.New("--signer-addr is required"))
+	}
+	if c.GatekeeperAddr == "" {
+		errs = append(errs, errors.New("--gatekeeper-addr is required: the broker learns pauses, the kill switch and revocations from it"))
+	}
+	if c.StopStateMaxAge <= 0 || c.StopStateMaxAge > time.Minute {
+		errs = append(errs, fmt.Errorf("--stop-state-max-age %s: want more than 0 and at most 1m", c.StopStateMaxAge))
 	}
 	if c.TokenKeyFile == "" {
 		errs = append(errs, errors.New("--token-private-key-file is required"))
@@ -73,6 +83,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.Strings(&cfg.EdgeURLs, "edge-url", "CUSTODY_EDGE_URLS", "edge base URL, e.g. https://edge.example:8443")
 	f.Duration(&cfg.TokenTTL, "token-ttl", "CUSTODY_TOKEN_TTL", 5*time.Minute, "how long a download URL is valid")
 	f.Duration(&cfg.DecisionMaxAge, "decision-max-age", "CUSTODY_DECISION_MAX_AGE", 10*time.Minute, "oldest allow decision accepted")
+	f.String(&cfg.GatekeeperAddr, "gatekeeper-addr", "CUSTODY_GATEKEEPER_ADDR", "", "gatekeeper gRPC address (stop state: pauses, kill switch, revocations)")
+	f.Duration(&cfg.StopStateMaxAge, "stop-state-max-age", "CUSTODY_STOP_STATE_MAX_AGE", 3*time.Second,
+		"oldest stop state used; older (gatekeeper unreachable) means every request is refused")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -93,11 +106,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer signerConn.Close()
+	gkConn, err := d.Dial(cfg.GatekeeperAddr, "gatekeeper")
+	if err != nil {
+		return err
+	}
+	defer gkConn.Close()
+	stops := stopstate.NewWatcher(stopstate.WatcherConfig{
+		Gatekeeper: gatekeeperv1.NewGatekeeperServiceClient(gkConn), MaxAge: cfg.StopStateMaxAge, Logger: d.Logger,
+	})
 	srv := d.NewServer(broker.Policy(d.TrustDomain))
 	cdnbrokerv1.RegisterCdnBrokerServiceServer(srv, broker.New(broker.Config{
 		TokenKey: key, EdgeURLs: cfg.EdgeURLs, TokenTTL: cfg.TokenTTL, DecisionMaxAge: cfg.DecisionMaxAge,
 		Gatekeeper: spiffeid.RequireFromPath(d.TrustDomain, "/service/gatekeeper"),
-		Signer:     signerv1.NewSignerServiceClient(signerConn), Logger: d.Logger, Metrics: d.Telemetry.Metrics, Now: time.Now,
+		Signer:     signerv1.NewSignerServiceClient(signerConn), Stops: stops, Logger: d.Logger, Metrics: d.Telemetry.Metrics, Now: time.Now,
 	}))
-	return d.Serve(ctx, srv)
+	return d.Serve(ctx, srv, stops.Run)
 }
