@@ -36,6 +36,11 @@ type trust struct {
 	revoked map[string]time.Time
 	// checked is when the signer last answered for revocations.
 	checked time.Time
+	// epoch is the revocation epoch: the latest time at which a revocation
+	// took effect or, if later, became known to this process. A revocation
+	// backdated with --effective is known only when it is recorded, and
+	// decisions made before that moment must be refused too.
+	epoch time.Time
 }
 
 func newTrust(s Signer, root *trustroot.Trusted, now func() time.Time, logger *slog.Logger) *trust {
@@ -104,8 +109,21 @@ func (t *trust) fetchRevocations(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("get key revocations from the signer: %w", err)
 	}
-	t.addRevocations(ctx, revoked)
 	t.mu.Lock()
+	first := t.checked.IsZero()
+	t.mu.Unlock()
+	added := t.addRevocations(ctx, revoked)
+	t.mu.Lock()
+	for _, at := range added {
+		// Revocations present at the first answer after start are taken at
+		// their own time; later ones at least from when they were learned.
+		if !first && asked.After(at) {
+			at = asked
+		}
+		if at.After(t.epoch) {
+			t.epoch = at
+		}
+	}
 	if asked.After(t.checked) {
 		t.checked = asked
 	}
@@ -113,16 +131,21 @@ func (t *trust) fetchRevocations(ctx context.Context) error {
 	return nil
 }
 
-func (t *trust) addRevocations(ctx context.Context, revoked map[string]time.Time) {
+// addRevocations records revocations not seen yet (or seen with a later
+// time) and returns their times.
+func (t *trust) addRevocations(ctx context.Context, revoked map[string]time.Time) []time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	var added []time.Time
 	for id, at := range revoked {
 		if old, ok := t.revoked[id]; ok && !at.Before(old) {
 			continue
 		}
 		t.revoked[id] = at
+		added = append(added, at)
 		t.logger.InfoContext(ctx, "key revocation received from the signer", slog.String("key_id", id), slog.Time("revoked_at", at))
 	}
+	return added
 }
 
 // RefreshTrust asks the signer for newer trust roots and revocations now.
@@ -154,19 +177,15 @@ func (g *Gate) RunTrustRefresh(ctx context.Context) error {
 // edges within seconds.
 const RevocationWatchInterval = time.Second
 
-// Revocations returns the time of the latest key revocation learned from
-// the signer (zero if none) and when the signer last answered (zero if
-// never).
-func (g *Gate) Revocations() (latest, checked time.Time) {
+// Revocations returns the revocation epoch (zero if no key was revoked):
+// the latest time at which a key revocation took effect or, if later, this
+// gatekeeper learned it from the signer; and when the signer last answered
+// (zero if never).
+func (g *Gate) Revocations() (epoch, checked time.Time) {
 	t := g.trust
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	for _, at := range t.revoked {
-		if at.After(latest) {
-			latest = at
-		}
-	}
-	return latest, t.checked
+	return t.epoch, t.checked
 }
 
 // RunRevocationWatch asks the signer for revocations every

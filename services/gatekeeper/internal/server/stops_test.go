@@ -11,12 +11,14 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/stop"
 
 	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
+	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 )
 
 // TestStopAuthorization: builders, deployers, edges and other services can
@@ -298,3 +300,26 @@ func openStops(t *testing.T, path string) (*stop.Store, error) {
 type nopLog struct{}
 
 func (nopLog) AppendEvent(context.Context, admission.Event) (int64, error) { return 0, nil }
+
+// TestRevocationEpochIsWhenLearned: a revocation backdated with
+// --effective moves the revocation epoch to when the gatekeeper learned
+// it, so that decisions made before that moment are refused downstream.
+func TestRevocationEpochIsWhenLearned(t *testing.T) {
+	s := newStack(t)
+	ctx := t.Context()
+	k := newSigningKey(t).public(signerv1.KeyPurpose_KEY_PURPOSE_ARTIFACT)
+	k.Status = signerv1.KeyStatus_KEY_STATUS_REVOKED
+	k.RevokedAt = timestamppb.New(time.Now().Add(-time.Hour))
+	before := time.Now()
+	s.signer.publish(k)
+	if err := s.gate.RefreshTrust(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.client(t, "/service/cdn-broker").GetStopState(ctx, &gatekeeperv1.GetStopStateRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rt := st.GetState().GetRevocationTime().AsTime(); rt.Before(before) {
+		t.Fatalf("revocation epoch %s: want the time it was learned (after %s), not the backdated effective time", rt, before)
+	}
+}
