@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
@@ -121,6 +123,9 @@ type WatcherConfig struct {
 	// switch on (edges drop their caches).
 	OnKillSwitch func()
 	Logger       *slog.Logger
+	// Registry, if set, gets custody_stop_state_age_seconds: the age of
+	// the last answer (+Inf before the first), for alerts.
+	Registry prometheus.Registerer
 	// Now defaults to time.Now.
 	Now func() time.Time
 }
@@ -146,7 +151,22 @@ func NewWatcher(cfg WatcherConfig) *Watcher {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Watcher{cfg: cfg}
+	w := &Watcher{cfg: cfg}
+	if cfg.Registry != nil {
+		cfg.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "custody_stop_state_age_seconds", Help: "Age of the last stop state learned from the gatekeeper; +Inf before the first.",
+		}, w.age))
+	}
+	return w
+}
+
+func (w *Watcher) age() float64 {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.fetched.IsZero() {
+		return math.Inf(1)
+	}
+	return w.cfg.Now().Sub(w.fetched).Seconds()
 }
 
 // Poll asks the gatekeeper once and keeps the answer.

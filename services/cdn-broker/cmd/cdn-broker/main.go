@@ -112,7 +112,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer gkConn.Close()
 	stops := stopstate.NewWatcher(stopstate.WatcherConfig{
-		Gatekeeper: gatekeeperv1.NewGatekeeperServiceClient(gkConn), MaxAge: cfg.StopStateMaxAge, Logger: d.Logger,
+		Gatekeeper: gatekeeperv1.NewGatekeeperServiceClient(gkConn), MaxAge: cfg.StopStateMaxAge, Logger: d.Logger, Registry: d.Telemetry.Registry,
 	})
 	srv := d.NewServer(broker.Policy(d.TrustDomain))
 	cdnbrokerv1.RegisterCdnBrokerServiceServer(srv, broker.New(broker.Config{
