@@ -194,7 +194,12 @@ func (s *Server) stopStatus(ctx context.Context, method string, err error) error
 	case errors.Is(err, stop.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		traceID := trace.SpanContextFromContext(ctx).TraceID().String()
 		s.logger.WarnContext(ctx, "stop change incomplete", slog.String("method", method), slog.String("trace_id", traceID), slog.Any("error", err))
-		return status.Error(codes.Unavailable, fmt.Sprintf("%v (trace %s)", err, traceID))
+		msg := "the stop state could not be changed; retry"
+		var f *stop.Failure
+		if errors.As(err, &f) {
+			msg = f.Public
+		}
+		return status.Error(codes.Unavailable, fmt.Sprintf("%s (trace %s)", msg, traceID))
 	default:
 		traceID := trace.SpanContextFromContext(ctx).TraceID().String()
 		s.logger.ErrorContext(ctx, "internal error", slog.String("method", method), slog.String("trace_id", traceID), slog.Any("error", err))

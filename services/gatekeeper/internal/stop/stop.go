@@ -39,6 +39,17 @@ var (
 	ErrUnavailable = errors.New("stop state unavailable")
 )
 
+// Failure is an ErrUnavailable error with a message safe to show the
+// caller: what happened and what to do, without the back end's details,
+// which are in Err for the log.
+type Failure struct {
+	Public string
+	Err    error
+}
+
+func (f *Failure) Error() string   { return f.Public + ": " + f.Err.Error() }
+func (f *Failure) Unwrap() []error { return []error{ErrUnavailable, f.Err} }
+
 // maxReasonLen bounds a reason: it is stored, logged and shown to callers.
 const maxReasonLen = 512
 
@@ -148,6 +159,11 @@ func Open(cfg Config) (*Store, error) {
 		}
 		if s.st.Pauses == nil {
 			s.st.Pauses = map[string]Stop{}
+		}
+		for env := range s.st.Pauses {
+			if !admission.ValidEnvironment(env) || len(s.st.Pauses) > maxPauses {
+				return nil, fmt.Errorf("stop state %s is corrupt (environment %q): restore it from a backup; deleting it lifts every stop", cfg.File, truncate(env))
+			}
 		}
 	}
 	s.changes = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -261,7 +277,7 @@ func (s *Store) On(ctx context.Context, target, reason, caller string) (*Result,
 	res := &Result{State: next.clone(), Quorum: s.Quorum(target)}
 	idx, err := s.log(ctx, eventType(target, "on"), target, cur, caller)
 	if err != nil {
-		return res, fmt.Errorf("%w: %s is ON (epoch %d) but its event could not be logged: %w; run the command again to log it", ErrUnavailable, describe(target), cur.Epoch, err)
+		return res, &Failure{Public: fmt.Sprintf("%s is ON (epoch %d) but its event could not be logged (the catalog is unavailable); run the command again to log it", describe(target), cur.Epoch), Err: err}
 	}
 	res.LogIndex = idx
 	return res, nil
@@ -298,7 +314,7 @@ func (s *Store) Approve(ctx context.Context, target, caller string) (*Result, er
 	}
 	idx, err := s.log(ctx, eventType(target, action), target, cur, caller)
 	if err != nil {
-		return nil, fmt.Errorf("%w: the approval of %s could not be logged, so it does not count: %w; retry when the catalog is back", ErrUnavailable, describe(target), err)
+		return nil, &Failure{Public: fmt.Sprintf("the approval to lift %s could not be logged (the catalog is unavailable), so it does not count; retry when the catalog is back", describe(target)), Err: err}
 	}
 	s.put(&next, target, cur)
 	s.mu.Lock()
@@ -377,7 +393,7 @@ func (s *Store) persist(st State) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("%w: write %s: %w", ErrUnavailable, s.cfg.File, err)
+		return &Failure{Public: "the stop state could not be saved, so nothing changed; check the gatekeeper's disk", Err: fmt.Errorf("write %s: %w", s.cfg.File, err)}
 	}
 	return nil
 }
