@@ -36,15 +36,39 @@ var (
 	ErrSignature  = errors.New("token signature does not verify")
 	ErrExpired    = errors.New("token expired")
 	ErrDigest     = errors.New("token is for another digest")
+	// ErrIssuedAt means the token claims to be issued further in the future
+	// than the allowed clock skew: a broker clock that far off, or a forged
+	// issue time meant to outlive a stop epoch.
+	ErrIssuedAt = errors.New("token issued in the future")
+	// ErrLifetime means the token lives longer than the verifier allows.
+	ErrLifetime = errors.New("token lifetime too long")
 )
+
+// Limits bound the tokens a verifier accepts beyond their signature.
+type Limits struct {
+	// MaxSkew is how far in the future an issue time may be.
+	MaxSkew time.Duration
+	// MaxLifetime is the longest expiry minus issue time accepted.
+	MaxLifetime time.Duration
+}
+
+// DefaultLimits match the broker's longest token TTL (1h) and allow a
+// minute of clock skew.
+var DefaultLimits = Limits{MaxSkew: time.Minute, MaxLifetime: time.Hour}
 
 // Claims are what a token grants.
 type Claims struct {
 	KeyID      string
 	Digest     string
 	DecisionID string
-	Expires    time.Time
-	IssuedAt   time.Time
+	// Environment is the environment of the decision the token was issued
+	// for; edges compare the issue time with that environment's pause epoch.
+	Environment string
+	// DecidedAt is when the allow decision behind the token was made; edges
+	// refuse tokens whose decision predates a stop epoch. Zero if unknown.
+	DecidedAt time.Time
+	Expires   time.Time
+	IssuedAt  time.Time
 }
 
 type claimsJSON struct {
@@ -53,6 +77,8 @@ type claimsJSON struct {
 	Expires    int64  `json:"exp"`
 	IssuedAt   int64  `json:"iat"`
 	DecisionID string `json:"decision_id"`
+	Env        string `json:"env,omitempty"`
+	DecidedAt  int64  `json:"dat,omitempty"`
 }
 
 // KeyID is the hex SHA-256 of the key's PKIX DER encoding.
@@ -72,7 +98,8 @@ func Mint(key ed25519.PrivateKey, c Claims) (string, error) {
 	}
 	body, err := json.Marshal(claimsJSON{
 		KeyID: KeyID(key.Public().(ed25519.PublicKey)), Digest: c.Digest,
-		Expires: c.Expires.Unix(), IssuedAt: c.IssuedAt.Unix(), DecisionID: c.DecisionID,
+		Expires: c.Expires.Unix(), IssuedAt: c.IssuedAt.Unix(), DecisionID: c.DecisionID, Env: c.Environment,
+		DecidedAt: unixOrZero(c.DecidedAt),
 	})
 	if err != nil {
 		return "", err
@@ -82,9 +109,17 @@ func Mint(key ed25519.PrivateKey, c Claims) (string, error) {
 	return prefix + enc.EncodeToString(body) + "." + enc.EncodeToString(sig), nil
 }
 
-// Verify checks tok's signature with the key named in it, that it has not
-// expired at now and that it grants digest. It returns the claims.
+// Verify is VerifyLimits with DefaultLimits.
 func Verify(tok string, keys map[string]ed25519.PublicKey, digest string, now time.Time) (*Claims, error) {
+	return VerifyLimits(tok, keys, digest, now, DefaultLimits)
+}
+
+// VerifyLimits checks tok's signature with the key named in it, that it has
+// not expired at now, that it grants digest, that its issue time is at most
+// lim.MaxSkew after now and that it lives at most lim.MaxLifetime. It
+// returns the claims. Stop epochs are the caller's to compare with
+// Claims.IssuedAt.
+func VerifyLimits(tok string, keys map[string]ed25519.PublicKey, digest string, now time.Time, lim Limits) (*Claims, error) {
 	if len(tok) > MaxSize {
 		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrMalformed, len(tok), MaxSize)
 	}
@@ -118,14 +153,33 @@ func Verify(tok string, keys map[string]ed25519.PublicKey, digest string, now ti
 	if !ed25519.Verify(key, append([]byte(domain), body...), sig) {
 		return nil, ErrSignature
 	}
-	c := &Claims{KeyID: cj.KeyID, Digest: cj.Digest, DecisionID: cj.DecisionID, Expires: time.Unix(cj.Expires, 0), IssuedAt: time.Unix(cj.IssuedAt, 0)}
+	c := &Claims{KeyID: cj.KeyID, Digest: cj.Digest, DecisionID: cj.DecisionID, Environment: cj.Env,
+		Expires: time.Unix(cj.Expires, 0), IssuedAt: time.Unix(cj.IssuedAt, 0)}
+	if cj.DecidedAt != 0 {
+		c.DecidedAt = time.Unix(cj.DecidedAt, 0)
+	}
 	if !now.Before(c.Expires) {
 		return nil, fmt.Errorf("%w at %s", ErrExpired, c.Expires.UTC().Format(time.RFC3339))
+	}
+	if c.IssuedAt.Sub(now) > lim.MaxSkew {
+		return nil, fmt.Errorf("%w: issued at %s, more than %s ahead", ErrIssuedAt, c.IssuedAt.UTC().Format(time.RFC3339), lim.MaxSkew)
+	}
+	// Compared as seconds, so that an expiry near the int64 limit cannot
+	// overflow a Duration into a short lifetime.
+	if cj.IssuedAt <= 0 || cj.Expires-cj.IssuedAt > int64(lim.MaxLifetime/time.Second) {
+		return nil, fmt.Errorf("%w: %ds from issue to expiry, limit %s", ErrLifetime, cj.Expires-cj.IssuedAt, lim.MaxLifetime)
 	}
 	if c.Digest != digest {
 		return nil, fmt.Errorf("%w: it grants %q", ErrDigest, quote.Prefix(c.Digest))
 	}
 	return c, nil
+}
+
+func unixOrZero(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.Unix()
 }
 
 // LoadPrivateKey reads an Ed25519 PKCS#8 PEM private key.

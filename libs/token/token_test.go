@@ -114,3 +114,37 @@ func TestVerifyRefusesLooseClaims(t *testing.T) {
 		}
 	}
 }
+
+func TestVerifyRefusesFutureIssueAndLongLifetime(t *testing.T) {
+	pub, priv := keyPair(t)
+	keys := map[string]ed25519.PublicKey{KeyID(pub): pub}
+	mint := func(iat, exp time.Time) string {
+		t.Helper()
+		tok, err := Mint(priv, Claims{Digest: digestA, Environment: "prod", Expires: exp, IssuedAt: iat})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	tests := []struct {
+		name     string
+		iat, exp time.Time
+		want     error
+	}{
+		{"within skew", now.Add(30 * time.Second), now.Add(10 * time.Minute), nil},
+		{"year ahead", now.Add(365 * 24 * time.Hour), now.Add(366 * 24 * time.Hour), ErrIssuedAt},
+		{"ten years", now, now.Add(10 * 365 * 24 * time.Hour), ErrLifetime},
+		{"just over the limit", now, now.Add(time.Hour + time.Second), ErrLifetime},
+		{"no issue time", time.Unix(0, 0), now.Add(time.Minute), ErrLifetime},
+		{"negative issue time", time.Unix(-1<<62, 0), time.Unix(1<<62, 0), ErrLifetime},
+	}
+	for _, tt := range tests {
+		c, err := Verify(mint(tt.iat, tt.exp), keys, digestA, now)
+		if !errors.Is(err, tt.want) || (err == nil && c.Environment != "prod") {
+			t.Errorf("%s: %+v, %v, want %v", tt.name, c, err, tt.want)
+		}
+	}
+	if _, err := VerifyLimits(mint(now, now.Add(2*time.Hour)), keys, digestA, now, Limits{MaxSkew: time.Second, MaxLifetime: 3 * time.Hour}); err != nil {
+		t.Errorf("a configured 3h maximum refuses a 2h token: %v", err)
+	}
+}

@@ -215,13 +215,14 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 		}
 	case "gatekeeper":
 		a = append(a, "--catalog-addr", addr("catalog"), "--signer-addr", addr("signer"), "--publisher-addr", addr("publisher"),
-			"--trust-root", l.TrustRoot())
+			"--trust-root", l.TrustRoot(), "--stop-state-file", l.path("data", name, "stops.json"),
+			"--lift-quorum", "prod=2", "--default-lift-quorum", "1", "--killswitch-lift-quorum", "2")
 	case "edge":
 		a = append(a, "--name", "dev", "--https-listen", "127.0.0.1:0", "--tls-cert-file", l.path("web", "edge.pem"),
 			"--tls-key-file", l.path("web", "edge_key.pem"), "--publisher-addr", addr("publisher"),
-			"--cache-dir", l.DataDir(name), "--token-public-key-file", l.path("keys", "token.pub.pem"))
+			"--cache-dir", l.DataDir(name), "--token-public-key-file", l.path("keys", "token.pub.pem"), "--gatekeeper-addr", addr("gatekeeper"))
 	case "cdn-broker":
-		a = append(a, "--signer-addr", addr("signer"), "--edge-url", "https://"+s.Services["edge"]["https"],
+		a = append(a, "--signer-addr", addr("signer"), "--gatekeeper-addr", addr("gatekeeper"), "--edge-url", "https://"+s.Services["edge"]["https"],
 			"--token-private-key-file", l.path("keys", "token.pem"))
 	}
 	return a

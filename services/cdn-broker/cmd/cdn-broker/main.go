@@ -17,7 +17,9 @@ import (
 
 	"github.com/custody-dev/custody/libs/daemon"
 	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
+	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/stopstate"
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/broker"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/cdns"
@@ -37,6 +39,8 @@ type config struct {
 	SignerAddr, TokenKeyFile  string
 	CDNConfigFile             string
 	VaultAddr, VaultTokenFile string
+	GatekeeperAddr            string
+	StopStateMaxAge           time.Duration
 	EdgeURLs                  []string
 	TokenTTL, DecisionMaxAge  time.Duration
 }
@@ -45,6 +49,12 @@ func (c *config) validate() error {
 	errs := []error{c.Config.Validate()}
 	if c.SignerAddr == "" {
 		errs = append(errs, errors.New("--signer-addr is required"))
+	}
+	if c.GatekeeperAddr == "" {
+		errs = append(errs, errors.New("--gatekeeper-addr is required: the broker learns pauses, the kill switch and revocations from it"))
+	}
+	if c.StopStateMaxAge <= 0 || c.StopStateMaxAge > time.Minute {
+		errs = append(errs, fmt.Errorf("--stop-state-max-age %s: want more than 0 and at most 1m", c.StopStateMaxAge))
 	}
 	if c.TokenKeyFile == "" {
 		errs = append(errs, errors.New("--token-private-key-file is required"))
@@ -82,6 +92,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.String(&cfg.CDNConfigFile, "cdn-config-file", "CUSTODY_CDN_CONFIG_FILE", "", "commercial CDNs to sign for (JSON, see docs/services.md); none if empty")
 	f.String(&cfg.VaultAddr, "vault-addr", "CUSTODY_VAULT_ADDR", "", "Vault address for CDN keys held in Vault")
 	f.String(&cfg.VaultTokenFile, "vault-token-file", "CUSTODY_VAULT_TOKEN_FILE", "", "file holding the Vault token for CDN keys")
+	f.String(&cfg.GatekeeperAddr, "gatekeeper-addr", "CUSTODY_GATEKEEPER_ADDR", "", "gatekeeper gRPC address (stop state: pauses, kill switch, revocations)")
+	f.Duration(&cfg.StopStateMaxAge, "stop-state-max-age", "CUSTODY_STOP_STATE_MAX_AGE", 3*time.Second,
+		"oldest stop state used; older (gatekeeper unreachable) means every request is refused")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -106,13 +119,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer signerConn.Close()
+	gkConn, err := d.Dial(cfg.GatekeeperAddr, "gatekeeper")
+	if err != nil {
+		return err
+	}
+	defer gkConn.Close()
+	stops := stopstate.NewWatcher(stopstate.WatcherConfig{
+		Gatekeeper: gatekeeperv1.NewGatekeeperServiceClient(gkConn), MaxAge: cfg.StopStateMaxAge, Logger: d.Logger, Registry: d.Telemetry.Registry,
+	})
 	srv := d.NewServer(broker.Policy(d.TrustDomain))
 	cdnbrokerv1.RegisterCdnBrokerServiceServer(srv, broker.New(broker.Config{
 		TokenKey: key, EdgeURLs: cfg.EdgeURLs, CDNs: cdnList, TokenTTL: cfg.TokenTTL, DecisionMaxAge: cfg.DecisionMaxAge,
 		Gatekeeper: spiffeid.RequireFromPath(d.TrustDomain, "/service/gatekeeper"),
-		Signer:     signerv1.NewSignerServiceClient(signerConn), Logger: d.Logger, Metrics: d.Telemetry.Metrics, Now: time.Now,
+		Signer:     signerv1.NewSignerServiceClient(signerConn), Stops: stops, Logger: d.Logger, Metrics: d.Telemetry.Metrics, Now: time.Now,
 	}))
-	return d.Serve(ctx, srv)
+	return d.Serve(ctx, srv, stops.Run)
 }
 
 // loadCDNs reads the CDN configuration and every key it names; the broker

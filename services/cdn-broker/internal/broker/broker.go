@@ -23,6 +23,7 @@ import (
 	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/stopstate"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/cdns"
@@ -49,10 +50,22 @@ type Config struct {
 	// Gatekeeper is the identity whose decisions are accepted.
 	Gatekeeper spiffeid.ID
 	Signer     signerv1.SignerServiceClient
-	Logger     *slog.Logger
-	Metrics    *telemetry.Metrics
-	Now        func() time.Time
+	// Stops is the gatekeeper's stop state; required: without it the
+	// broker issues nothing.
+	Stops   Stops
+	Logger  *slog.Logger
+	Metrics *telemetry.Metrics
+	Now     func() time.Time
 }
+
+// Stops tells whether something issued at a time for an environment may
+// still be used; stopstate.Watcher is one. Errors wrap stopstate.ErrUnknown,
+// ErrStopped or ErrBeforeEpoch.
+type Stops interface {
+	Check(env string, issued time.Time, precision time.Duration) error
+}
+
+var _ Stops = (*stopstate.Watcher)(nil)
 
 // Broker implements cdnbrokerv1.CdnBrokerServiceServer.
 type Broker struct {
@@ -85,7 +98,8 @@ func (b *Broker) IssueDownloadUrl(ctx context.Context, req *cdnbrokerv1.IssueDow
 	}
 	now := b.cfg.Now()
 	exp := now.Add(b.cfg.TokenTTL)
-	tok, err := token.Mint(b.cfg.TokenKey, token.Claims{Digest: d.Digest, DecisionID: d.DecisionID, Expires: exp, IssuedAt: now})
+	tok, err := token.Mint(b.cfg.TokenKey, token.Claims{Digest: d.Digest, DecisionID: d.DecisionID, Environment: d.Environment,
+		DecidedAt: d.Time, Expires: exp, IssuedAt: now})
 	if err != nil {
 		return nil, status.Error(codes.Internal, "internal error")
 	}
@@ -161,6 +175,18 @@ func (b *Broker) check(ctx context.Context, raw []byte) (*attest.Decision, error
 		return nil, deny("the decision for %s is older than %s: admit again", d.Digest, b.cfg.DecisionMaxAge)
 	case d.Time.Sub(now) > time.Minute:
 		return nil, deny("the decision for %s is dated in the future", d.Digest)
+	}
+	// Stops last: only a genuine allow learns about them.
+	if b.cfg.Stops == nil {
+		return nil, status.Error(codes.Unavailable, "no stop state: the broker issues nothing")
+	}
+	if err := b.cfg.Stops.Check(d.Environment, d.Time, 0); err != nil {
+		if errors.Is(err, stopstate.ErrUnknown) {
+			b.cfg.Logger.WarnContext(ctx, "refusing: stop state unknown", slog.Any("error", err))
+			return nil, status.Errorf(codes.Unavailable, "no download URL: %v", err)
+		}
+		b.cfg.Logger.InfoContext(ctx, "refusing: a stop applies", slog.String("decision_id", d.DecisionID), slog.String("environment", d.Environment), slog.Any("error", err))
+		return nil, deny("the decision %s for %s: %v", d.DecisionID, d.Digest, err)
 	}
 	return d, nil
 }

@@ -21,12 +21,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/custody-dev/custody/libs/attest"
 	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
+	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/identity/identitytest"
 	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/stopstate"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/broker"
@@ -108,6 +112,36 @@ type fixture struct {
 	now      time.Time
 	tel      *telemetry.Telemetry
 	addr     string
+	gk       *fakeGatekeeper
+	stops    *stopstate.Watcher
+}
+
+// fakeGatekeeper serves a settable stop state, or Unavailable when down.
+type fakeGatekeeper struct {
+	gatekeeperv1.UnimplementedGatekeeperServiceServer
+	mu    sync.Mutex
+	state *gatekeeperv1.StopState
+	down  bool
+}
+
+func (g *fakeGatekeeper) GetStopState(context.Context, *gatekeeperv1.GetStopStateRequest) (*gatekeeperv1.GetStopStateResponse, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.down {
+		return nil, status.Error(codes.Unavailable, "gatekeeper down")
+	}
+	return &gatekeeperv1.GetStopStateResponse{State: proto.Clone(g.state).(*gatekeeperv1.StopState)}, nil
+}
+
+// setState sets the gatekeeper's state and has the broker learn it.
+func (f *fixture) setState(t *testing.T, st *gatekeeperv1.StopState) {
+	t.Helper()
+	f.gk.mu.Lock()
+	f.gk.state = st
+	f.gk.mu.Unlock()
+	if err := f.stops.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 const digest = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
@@ -126,12 +160,26 @@ func start(t *testing.T, cdnList ...*cdns.CDN) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	f.gk = &fakeGatekeeper{state: &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}}}
+	gkAddr := serve(t, td, "/service/gatekeeper", rpc.Policy{
+		rpc.Method(gatekeeperv1.GatekeeperService_ServiceDesc, "GetStopState"): {rpc.Member(td.TD)},
+	}, func(s *rpc.Server) { gatekeeperv1.RegisterGatekeeperServiceServer(s, f.gk) })
+	gkConn, err := rpc.Dial(gkAddr, td.ID("/service/gatekeeper"), td.Source(t, "/service/cdn-broker"), f.tel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gkConn.Close() })
+	f.stops = stopstate.NewWatcher(stopstate.WatcherConfig{Gatekeeper: gatekeeperv1.NewGatekeeperServiceClient(gkConn), MaxAge: 3 * time.Second,
+		Now: func() time.Time { return f.now }})
+	if err := f.stops.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	f.tokenPub = pub
 	b := broker.New(broker.Config{
 		TokenKey: priv, EdgeURLs: []string{"https://edge-a.example:8443/", "https://edge-b.example"}, CDNs: cdnList,
 		TokenTTL: 5 * time.Minute, DecisionMaxAge: 10 * time.Minute, Gatekeeper: td.ID("/service/gatekeeper"),
-		Signer: signerv1.NewSignerServiceClient(conn), Logger: slog.New(slog.DiscardHandler), Metrics: f.tel.Metrics,
+		Signer: signerv1.NewSignerServiceClient(conn), Stops: f.stops, Logger: slog.New(slog.DiscardHandler), Metrics: f.tel.Metrics,
 		Now: func() time.Time { return f.now },
 	})
 	f.addr = serve(t, td, "/service/cdn-broker", broker.Policy(td.TD), func(s *rpc.Server) { cdnbrokerv1.RegisterCdnBrokerServiceServer(s, b) })
@@ -300,6 +348,9 @@ func TestSignerDownAndKeyRotation(t *testing.T) {
 		t.Fatalf("new key right after a fetch: %v, want PermissionDenied until the refresh interval passes", err)
 	}
 	f.now = f.now.Add(31 * time.Second)
+	if err := f.stops.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.IssueDownloadUrl(t.Context(), &cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: rotated.sign(t, f.vsa(t, nil))}); err != nil {
 		t.Fatalf("after rotation: %v", err)
 	}
@@ -314,5 +365,68 @@ func TestSignerDownAndKeyRotation(t *testing.T) {
 	}
 	if f.signer.calls != calls {
 		t.Fatalf("envelopes with junk key IDs caused %d key fetches", f.signer.calls-calls)
+	}
+}
+
+// TestRefusesWhileAStopAppliesAndBeforeEpochs: no URL while the kill switch
+// is on or the decision's environment is paused, none for a decision made
+// before the latest kill switch, pause or key revocation, and Unavailable
+// when the stop state cannot be learned.
+func TestRefusesWhileAStopAppliesAndBeforeEpochs(t *testing.T) {
+	f := start(t)
+	c := f.client(t, "/deployer/prod")
+	ctx := t.Context()
+	decidedAt := f.now.Add(-time.Minute)
+	env := f.decision.sign(t, f.vsa(t, nil)) // decided at f.now-1m, for prod
+	issue := func() error {
+		_, err := c.IssueDownloadUrl(ctx, &cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: env})
+		return err
+	}
+	if err := issue(); err != nil {
+		t.Fatalf("no stop: %v", err)
+	}
+	ts := timestamppb.New
+	tests := []struct {
+		name  string
+		state *gatekeeperv1.StopState
+		want  codes.Code
+		msg   string
+	}{
+		{"kill switch on", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{Active: true, Epoch: 1, EpochTime: ts(decidedAt.Add(-time.Hour)), Reason: "leak"}},
+			codes.PermissionDenied, "kill switch is on"},
+		{"kill switch lifted after the decision", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{Epoch: 1, EpochTime: ts(decidedAt.Add(time.Second))}},
+			codes.PermissionDenied, "before the kill switch"},
+		{"prod paused", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}, Pauses: []*gatekeeperv1.EnvironmentStop{
+			{Environment: "prod", Stop: &gatekeeperv1.Stop{Active: true, Epoch: 1, EpochTime: ts(decidedAt.Add(-time.Hour))}}}},
+			codes.PermissionDenied, "prod is paused"},
+		{"prod resumed, paused after the decision", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}, Pauses: []*gatekeeperv1.EnvironmentStop{
+			{Environment: "prod", Stop: &gatekeeperv1.Stop{Epoch: 2, EpochTime: ts(decidedAt.Add(time.Millisecond))}}}},
+			codes.PermissionDenied, "before environment prod was paused"},
+		{"staging paused", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}, Pauses: []*gatekeeperv1.EnvironmentStop{
+			{Environment: "staging", Stop: &gatekeeperv1.Stop{Active: true, Epoch: 1, EpochTime: ts(f.now)}}}},
+			codes.OK, ""},
+		{"key revoked after the decision", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}, RevocationTime: ts(decidedAt.Add(time.Second))},
+			codes.PermissionDenied, "before the key revocation"},
+		{"key revoked before the decision", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}, RevocationTime: ts(decidedAt.Add(-time.Second))},
+			codes.OK, ""},
+	}
+	for _, tt := range tests {
+		f.setState(t, tt.state)
+		err := issue()
+		if status.Code(err) != tt.want || !strings.Contains(status.Convert(err).Message(), tt.msg) {
+			t.Errorf("%s: %v, want %v mentioning %q", tt.name, err, tt.want, tt.msg)
+		}
+	}
+
+	// The gatekeeper goes away: the last answer serves for MaxAge, then
+	// every request is Unavailable.
+	f.setState(t, &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}})
+	f.gk.mu.Lock()
+	f.gk.down = true
+	f.gk.mu.Unlock()
+	_ = f.stops.Poll(ctx)
+	f.now = f.now.Add(4 * time.Second)
+	if err := issue(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("stop state 4s old: %v, want Unavailable", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -18,7 +19,9 @@ import (
 
 	"github.com/custody-dev/custody/libs/daemon"
 	edgev1 "github.com/custody-dev/custody/libs/gen/custody/edge/v1"
+	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
+	"github.com/custody-dev/custody/libs/stopstate"
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/services/edge/internal/cache"
 	"github.com/custody-dev/custody/services/edge/internal/server"
@@ -37,6 +40,8 @@ type config struct {
 	daemon.Config
 	Name, HTTPSListen, CertFile, KeyFile, PublisherAddr, CacheDir string
 	TokenKeyFiles                                                 []string
+	GatekeeperAddr                                                string
+	StopStateMaxAge, TokenMaxLifetime, TokenMaxSkew               time.Duration
 }
 
 func (c *config) validate() error {
@@ -46,6 +51,18 @@ func (c *config) validate() error {
 		if v == "" {
 			errs = append(errs, fmt.Errorf("%s is required", flag))
 		}
+	}
+	if c.GatekeeperAddr == "" {
+		errs = append(errs, errors.New("--gatekeeper-addr is required: the edge learns the kill switch, pauses and revocations from it"))
+	}
+	if c.StopStateMaxAge <= 0 || c.StopStateMaxAge > time.Minute {
+		errs = append(errs, fmt.Errorf("--stop-state-max-age %s: want more than 0 and at most 1m", c.StopStateMaxAge))
+	}
+	if c.TokenMaxLifetime <= 0 || c.TokenMaxLifetime > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("--token-max-lifetime %s: want more than 0 and at most 24h", c.TokenMaxLifetime))
+	}
+	if c.TokenMaxSkew < 0 || c.TokenMaxSkew > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("--token-max-skew %s: want 0 to 10m", c.TokenMaxSkew))
 	}
 	if len(c.TokenKeyFiles) == 0 {
 		errs = append(errs, errors.New("--token-public-key-file is required: the broker's token public key"))
@@ -65,6 +82,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.String(&cfg.PublisherAddr, "publisher-addr", "CUSTODY_PUBLISHER_ADDR", "", "publisher gRPC address (origin)")
 	f.String(&cfg.CacheDir, "cache-dir", "CUSTODY_CACHE_DIR", "", "directory for cached blobs")
 	f.Strings(&cfg.TokenKeyFiles, "token-public-key-file", "CUSTODY_TOKEN_PUBLIC_KEY_FILES", "token verification key (Ed25519 PKIX PEM)")
+	f.String(&cfg.GatekeeperAddr, "gatekeeper-addr", "CUSTODY_GATEKEEPER_ADDR", "", "gatekeeper gRPC address (stop state), reached over mTLS as /edge/<name>")
+	f.Duration(&cfg.StopStateMaxAge, "stop-state-max-age", "CUSTODY_STOP_STATE_MAX_AGE", 3*time.Second,
+		"oldest stop state used; older (gatekeeper unreachable) means every token is refused")
+	f.Duration(&cfg.TokenMaxLifetime, "token-max-lifetime", "CUSTODY_TOKEN_MAX_LIFETIME", time.Hour, "longest token lifetime (expiry minus issue time) accepted")
+	f.Duration(&cfg.TokenMaxSkew, "token-max-skew", "CUSTODY_TOKEN_MAX_SKEW", time.Minute, "how far in the future a token's issue time may be")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -99,18 +121,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	c.OnIntegrityFailure = func(where string) { d.Telemetry.Metrics.IntegrityFailures.WithLabelValues(where).Inc() }
 
+	gkConn, err := d.Dial(cfg.GatekeeperAddr, "gatekeeper")
+	if err != nil {
+		return err
+	}
+	defer gkConn.Close()
+	stops := stopstate.NewWatcher(stopstate.WatcherConfig{
+		Gatekeeper: gatekeeperv1.NewGatekeeperServiceClient(gkConn), MaxAge: cfg.StopStateMaxAge, Logger: d.Logger, Registry: d.Telemetry.Registry,
+		OnKillSwitch: func() {
+			n, err := c.PurgeAll()
+			d.Logger.Warn("kill switch on: cache dropped", slog.Int("blobs", n), slog.Any("error", err))
+		},
+	})
+
 	hl, err := d.Listen("https", cfg.HTTPSListen)
 	if err != nil {
 		return err
 	}
 	hs := &http.Server{
-		Handler:           &server.Handler{Cache: c, Keys: keys, Logger: d.Logger, Metrics: d.Telemetry.Metrics, Now: time.Now},
+		Handler: &server.Handler{Cache: c, Keys: keys, Stops: stops, Limits: token.Limits{MaxSkew: cfg.TokenMaxSkew, MaxLifetime: cfg.TokenMaxLifetime},
+			Logger: d.Logger, Metrics: d.Telemetry.Metrics, Now: time.Now},
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	srv := d.NewServer(server.Policy(d.TrustDomain))
 	edgev1.RegisterEdgeServiceServer(srv, &server.Purger{Cache: c, Logger: d.Logger})
-	return d.Serve(ctx, srv, func(ctx context.Context) error {
+	return d.Serve(ctx, srv, stops.Run, func(ctx context.Context) error {
 		go func() {
 			<-ctx.Done()
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)

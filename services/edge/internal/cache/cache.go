@@ -129,3 +129,23 @@ func (c *Cache) Purge(hexDigest string) (bool, error) {
 	}
 	return err == nil, err
 }
+
+// PurgeAll drops every cached blob and returns how many it dropped; used
+// when the kill switch goes on. It continues past errors and returns them
+// joined.
+func (c *Cache) PurgeAll() (int, error) {
+	names, err := filepath.Glob(filepath.Join(c.dir, "sha256-*"))
+	if err != nil {
+		return 0, err
+	}
+	var errs []error
+	n := 0
+	for _, name := range names {
+		if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}

@@ -16,6 +16,7 @@ import (
 	libdigest "github.com/custody-dev/custody/libs/digest"
 	edgev1 "github.com/custody-dev/custody/libs/gen/custody/edge/v1"
 	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/stopstate"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/services/edge/internal/cache"
@@ -23,10 +24,23 @@ import (
 
 const blobPrefix = "/v1/blobs/sha256/"
 
+// Stops tells whether a token issued at a time for an environment may still
+// be used; stopstate.Watcher is one.
+type Stops interface {
+	Check(env string, issued time.Time, precision time.Duration) error
+}
+
+var _ Stops = (*stopstate.Watcher)(nil)
+
 // Handler serves GET and HEAD /v1/blobs/sha256/<hex>?token=….
 type Handler struct {
-	Cache   *cache.Cache
-	Keys    map[string]ed25519.PublicKey
+	Cache *cache.Cache
+	Keys  map[string]ed25519.PublicKey
+	// Limits bound token issue times and lifetimes.
+	Limits token.Limits
+	// Stops is the gatekeeper's stop state; required: without it every
+	// token is refused.
+	Stops   Stops
 	Logger  *slog.Logger
 	Metrics *telemetry.Metrics
 	Now     func() time.Time
@@ -72,9 +86,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && tok == "" {
 		tok = b
 	}
-	if _, err := token.Verify(tok, h.Keys, digest, h.Now()); err != nil {
+	claims, err := token.VerifyLimits(tok, h.Keys, digest, h.Now(), h.Limits)
+	if err != nil {
 		h.Metrics.SignatureFailures.WithLabelValues("token").Inc()
 		http.Error(rec, "forbidden: "+reason(err), http.StatusForbidden)
+		return
+	}
+	if h.Stops == nil {
+		http.Error(rec, "stop state unknown: this edge serves nothing", http.StatusServiceUnavailable)
+		return
+	}
+	// The earlier of the token's and its decision's times is compared
+	// with the epochs; both are whole seconds.
+	issued := claims.IssuedAt
+	if !claims.DecidedAt.IsZero() && claims.DecidedAt.Before(issued) {
+		issued = claims.DecidedAt
+	}
+	if err := h.Stops.Check(claims.Environment, issued, time.Second); err != nil {
+		if errors.Is(err, stopstate.ErrUnknown) {
+			http.Error(rec, "stop state unknown: this edge cannot reach the gatekeeper, so it serves nothing; try another edge", http.StatusServiceUnavailable)
+			return
+		}
+		http.Error(rec, "forbidden: "+err.Error(), http.StatusForbidden)
 		return
 	}
 	f, err := h.Cache.Open(r.Context(), digest, hexDigest)
@@ -104,7 +137,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // reason is the part of a token error a client may see.
 func reason(err error) string {
-	for _, e := range []error{token.ErrExpired, token.ErrDigest, token.ErrUnknownKey, token.ErrSignature, token.ErrMalformed} {
+	for _, e := range []error{token.ErrExpired, token.ErrDigest, token.ErrUnknownKey, token.ErrSignature, token.ErrMalformed, token.ErrIssuedAt, token.ErrLifetime} {
 		if errors.Is(err, e) {
 			return e.Error()
 		}

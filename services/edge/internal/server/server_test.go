@@ -28,6 +28,7 @@ import (
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	"github.com/custody-dev/custody/libs/identity/identitytest"
 	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/stopstate"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/services/edge/internal/cache"
@@ -90,6 +91,30 @@ type fixture struct {
 	tel     *telemetry.Telemetry
 	content []byte
 	digest  string
+	stops   *fakeStops
+}
+
+// fakeStops holds a stop state as the watcher would; the check itself is
+// the real one.
+type fakeStops struct {
+	mu      sync.Mutex
+	state   stopstate.State
+	unknown bool
+}
+
+func (s *fakeStops) set(st stopstate.State, unknown bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.state, s.unknown = st, unknown
+}
+
+func (s *fakeStops) Check(env string, issued time.Time, precision time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.unknown {
+		return stopstate.ErrUnknown
+	}
+	return s.state.Check(env, issued, precision)
 }
 
 func start(t *testing.T) *fixture {
@@ -125,7 +150,8 @@ func start(t *testing.T) *fixture {
 	f.cache.OnIntegrityFailure = func(where string) { f.tel.Metrics.IntegrityFailures.WithLabelValues(where).Inc() }
 	pubKey, key, _ := ed25519.GenerateKey(rand.Reader)
 	f.key = key
-	h := &server.Handler{Cache: f.cache, Keys: map[string]ed25519.PublicKey{token.KeyID(pubKey): pubKey},
+	f.stops = &fakeStops{}
+	h := &server.Handler{Cache: f.cache, Keys: map[string]ed25519.PublicKey{token.KeyID(pubKey): pubKey}, Stops: f.stops, Limits: token.DefaultLimits,
 		Logger: slog.New(slog.DiscardHandler), Metrics: f.tel.Metrics, Now: func() time.Time { return f.now }}
 	hs := httptest.NewServer(h)
 	t.Cleanup(hs.Close)
@@ -413,5 +439,68 @@ func TestPurge(t *testing.T) {
 	resp, err = client("/admin/root").Purge(ctx, &edgev1.PurgeRequest{Digest: f.digest})
 	if err != nil || resp.GetPurged() {
 		t.Fatalf("second purge: %v %v, want not purged", resp, err)
+	}
+}
+
+// TestRefusesTokensDuringStopsAndBeforeEpochs: every token is refused while
+// the kill switch is on, a paused environment's tokens while it is paused,
+// tokens whose decision or issue predates an epoch, tokens from the future
+// or living too long, and everything (503) when the stop state is unknown.
+func TestRefusesTokensDuringStopsAndBeforeEpochs(t *testing.T) {
+	f := start(t)
+	mint := func(c token.Claims) string {
+		t.Helper()
+		c.Digest = f.digest
+		if c.Expires.IsZero() {
+			c.Expires = f.now.Add(5 * time.Minute)
+		}
+		tok, err := token.Mint(f.key, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	fresh := token.Claims{Environment: "prod", IssuedAt: f.now, DecidedAt: f.now.Add(-time.Minute)}
+	epoch := f.now.Add(-30 * time.Second) // after the decision, before the token
+	tests := []struct {
+		name    string
+		claims  token.Claims
+		state   stopstate.State
+		unknown bool
+		want    int
+		msg     string
+	}{
+		{"no stop", fresh, stopstate.State{}, false, http.StatusOK, ""},
+		{"kill switch on", fresh, stopstate.State{KillSwitch: stopstate.Stop{Active: true, Since: f.now.Add(-time.Hour)}}, false, http.StatusForbidden, "kill switch"},
+		{"decision before the kill switch", fresh, stopstate.State{KillSwitch: stopstate.Stop{Epoch: 1, Since: epoch}}, false, http.StatusForbidden, "before the kill switch"},
+		{"prod paused", fresh, stopstate.State{Pauses: map[string]stopstate.Stop{"prod": {Active: true, Since: f.now.Add(-time.Hour)}}}, false, http.StatusForbidden, "paused"},
+		{"staging paused", fresh, stopstate.State{Pauses: map[string]stopstate.Stop{"staging": {Active: true, Since: f.now}}}, false, http.StatusOK, ""},
+		{"decision before a revocation", fresh, stopstate.State{Revocation: epoch}, false, http.StatusForbidden, "key revocation"},
+		{"token from before a revocation, no decision time", token.Claims{IssuedAt: f.now.Add(-time.Minute)}, stopstate.State{Revocation: epoch}, false, http.StatusForbidden, "key revocation"},
+		{"state unknown", fresh, stopstate.State{}, true, http.StatusServiceUnavailable, "stop state unknown"},
+		{"issued a year ahead", token.Claims{Environment: "prod", IssuedAt: f.now.Add(365 * 24 * time.Hour), Expires: f.now.Add(366 * 24 * time.Hour)}, stopstate.State{}, false, http.StatusForbidden, "future"},
+		{"ten-year lifetime", token.Claims{Environment: "prod", IssuedAt: f.now, Expires: f.now.Add(10 * 365 * 24 * time.Hour)}, stopstate.State{}, false, http.StatusForbidden, "lifetime"},
+	}
+	for _, tt := range tests {
+		f.stops.set(tt.state, tt.unknown)
+		code, body, _ := get(t, http.MethodGet, f.blobURL(f.digest, mint(tt.claims)))
+		if code != tt.want || !strings.Contains(body, tt.msg) {
+			t.Errorf("%s: %d %q, want %d mentioning %q", tt.name, code, body, tt.want, tt.msg)
+		}
+	}
+}
+
+func TestPurgeAll(t *testing.T) {
+	f := start(t)
+	f.stops.set(stopstate.State{}, false)
+	if code, _, _ := get(t, http.MethodGet, f.blobURL(f.digest, f.token(t, f.key, f.digest, time.Minute))); code != http.StatusOK {
+		t.Fatalf("GET: %d", code)
+	}
+	n, err := f.cache.PurgeAll()
+	if err != nil || n != 1 {
+		t.Fatalf("PurgeAll = %d, %v, want 1 blob dropped", n, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(f.dir, "sha256-*")); len(left) != 0 {
+		t.Fatalf("cache still holds %v", left)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/custody-dev/custody/libs/daemon"
@@ -24,6 +26,7 @@ import (
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/remote"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/server"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/stop"
 	defaultpolicy "github.com/custody-dev/custody/services/gatekeeper/policy"
 )
 
@@ -46,6 +49,10 @@ type config struct {
 	TrustRootFile          string
 	AcceptBeforeRevocation bool
 	PolicyFile             string
+	StopStateFile          string
+	LiftQuorum             string
+	DefaultLiftQuorum      int
+	KillSwitchLiftQuorum   int
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
@@ -62,6 +69,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		"let signatures by a revoked key version stand if the log recorded them before the revocation time (default: deny them all)")
 	f.String(&cfg.PolicyFile, "policy-file", "CUSTODY_POLICY_FILE", "",
 		"Rego admission policy, package custody.admission (default: the built-in policy/admission.rego)")
+	f.String(&cfg.StopStateFile, "stop-state-file", "CUSTODY_STOP_STATE_FILE", "",
+		"durable pause and kill-switch state (a JSON file, created if missing; keep it on persistent storage)")
+	f.String(&cfg.LiftQuorum, "lift-quorum", "CUSTODY_LIFT_QUORUM", "",
+		"distinct admins or approvers needed to lift a pause, by environment, e.g. prod=2,staging=1")
+	f.Int(&cfg.DefaultLiftQuorum, "default-lift-quorum", "CUSTODY_DEFAULT_LIFT_QUORUM", 2, "approvals to lift a pause of an environment not in --lift-quorum")
+	f.Int(&cfg.KillSwitchLiftQuorum, "killswitch-lift-quorum", "CUSTODY_KILLSWITCH_LIFT_QUORUM", 2, "approvals to lift the kill switch")
 	if err := f.Parse(args); err != nil {
 		return nil, err
 	}
@@ -79,6 +92,15 @@ func (c *config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s is required", a.flag))
 		}
 	}
+	if c.StopStateFile == "" {
+		errs = append(errs, errors.New("--stop-state-file is required (where pauses and the kill switch survive restarts)"))
+	}
+	if _, err := parseQuorum(c.LiftQuorum); err != nil {
+		errs = append(errs, err)
+	}
+	if c.DefaultLiftQuorum < 1 || c.KillSwitchLiftQuorum < 1 {
+		errs = append(errs, errors.New("--default-lift-quorum and --killswitch-lift-quorum must be at least 1"))
+	}
 	if c.TrustRootFile == "" {
 		errs = append(errs, errors.New("--trust-root is required (the pinned trust root, e.g. `custody dev` trust/root.json)"))
 	} else if _, err := c.trustRoot(); err != nil {
@@ -92,6 +114,26 @@ func (c *config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// parseQuorum reads env=k,env=k.
+func parseQuorum(s string) (map[string]int, error) {
+	out := map[string]int{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		env, k, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		n, err := strconv.Atoi(k)
+		if !ok || err != nil || n < 1 || !admission.ValidEnvironment(env) {
+			return nil, fmt.Errorf("--lift-quorum %q: want env=k with k at least 1, e.g. prod=2,staging=1", kv)
+		}
+		if _, dup := out[env]; dup {
+			return nil, fmt.Errorf("--lift-quorum: %s given twice", env)
+		}
+		out[env] = n
+	}
+	return out, nil
 }
 
 // trustRoot reads and pins the trust root file: it must be signed by its
@@ -169,8 +211,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer publisherConn.Close()
 
+	catalog := remote.NewCatalog(catalogv1.NewCatalogServiceClient(catalogConn))
+	quorum, err := parseQuorum(cfg.LiftQuorum)
+	if err != nil {
+		return err
+	}
+	stops, err := stop.Open(stop.Config{
+		File: cfg.StopStateFile, Quorum: quorum, DefaultQuorum: cfg.DefaultLiftQuorum, KillSwitchQuorum: cfg.KillSwitchLiftQuorum,
+		Log: catalog, Logger: d.Logger, Registry: d.Telemetry.Registry,
+	})
+	if err != nil {
+		return err
+	}
+	if st := stops.State(); st.KillSwitch.Active {
+		d.Logger.Warn("the kill switch is ON: every admission is denied", slog.String("reason", st.KillSwitch.Reason))
+	}
 	gate, err := admission.New(admission.Config{
-		Catalog:                remote.NewCatalog(catalogv1.NewCatalogServiceClient(catalogConn)),
+		Stops:                  stops,
+		Catalog:                catalog,
 		Signer:                 remote.NewSigner(signerv1.NewSignerServiceClient(signerConn), d.Logger),
 		Publisher:              remote.NewPublisher(publisherv1.NewPublisherServiceClient(publisherConn)),
 		Policy:                 pol,
@@ -193,6 +251,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	d.Logger.Info("trust root loaded", slog.Int64("version", gate.TrustVersion()))
 
 	srv := d.NewServer(server.Policy(d.TrustDomain))
-	gatekeeperv1.RegisterGatekeeperServiceServer(srv, server.New(gate, d.Logger))
-	return d.Serve(ctx, srv, gate.RunTrustRefresh)
+	gatekeeperv1.RegisterGatekeeperServiceServer(srv, server.New(gate, d.Logger).WithStops(stops, gate))
+	return d.Serve(ctx, srv, gate.RunTrustRefresh, gate.RunRevocationWatch)
 }

@@ -49,7 +49,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		t.Fatal("Validate succeeded")
 	}
 	for _, want := range []string{"--trust-domain", "--catalog-addr", "--signer-addr", "--publisher-addr",
-		"--trust-root " + badRoot + ": pinned trust root: malformed trust root", "package is data.other"} {
+		"--trust-root " + badRoot + ": pinned trust root: malformed trust root", "package is data.other", "--stop-state-file is required"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
@@ -98,6 +98,7 @@ func TestRunServesAndFailsClosedWithoutDependencies(t *testing.T) {
 		done <- run(ctx, []string{
 			"--trust-domain", "custody.test", "--svid-dir", svidDir, "--endpoints-file", endpoints,
 			"--catalog-addr", dead, "--signer-addr", dead, "--publisher-addr", dead, "--trust-root", rootFile,
+			"--stop-state-file", filepath.Join(dir, "stops.json"),
 		}, func(string) string { return "" }, io.Discard)
 	}()
 	var eps daemon.Endpoints
@@ -126,6 +127,16 @@ func TestRunServesAndFailsClosedWithoutDependencies(t *testing.T) {
 	_, err = gatekeeperv1.NewGatekeeperServiceClient(conn).Admit(ctx, &gatekeeperv1.AdmitRequest{Name: "app", Version: "1.0.0", Environment: "prod"})
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("Admit with nothing to ask: %v, want Unavailable", err)
+	}
+	// The broker cannot learn the stop state while the signer's revocations
+	// are unknown: it must fail closed.
+	bconn, err := rpc.Dial(eps["grpc"], spiffeid.RequireFromPath(td.TD, "/service/gatekeeper"), td.Source(t, "/service/cdn-broker"), telemetry.Discard("t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bconn.Close()
+	if _, err := gatekeeperv1.NewGatekeeperServiceClient(bconn).GetStopState(ctx, &gatekeeperv1.GetStopStateRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("GetStopState with the signer down: %v, want Unavailable", err)
 	}
 
 	cancel()

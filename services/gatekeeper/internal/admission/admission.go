@@ -115,6 +115,13 @@ type Publisher interface {
 	VerifyBlob(ctx context.Context, digest string) error
 }
 
+// Stops tells which stops (kill switch, pause) apply to an environment.
+type Stops interface {
+	// Denials returns why an admission to env must be denied now; nil if
+	// no stop applies.
+	Denials(env string) []string
+}
+
 // Request asks whether an artifact may be deployed to an environment.
 type Request struct {
 	// Name and Version, or Digest, name the artifact.
@@ -135,6 +142,8 @@ type Decision struct {
 	// Name, Version and Digest are the artifact's, as far as known.
 	Name, Version, Digest string
 	Environment           string
+	// Time is when the decision was made: the VSA's timeVerified.
+	Time time.Time
 	// Envelope is the DSSE envelope of the decision's VSA; nil if the
 	// artifact's digest, name or version is unknown (a deny).
 	Envelope []byte
@@ -166,6 +175,8 @@ type Config struct {
 	// VerifierID is the gatekeeper's own SPIFFE ID, recorded as the VSA's
 	// verifier.
 	VerifierID string
+	// Stops are the pause and kill-switch state; nil means none (tests).
+	Stops Stops
 	// TrustDomain is the deployment's trust domain, given to the policy.
 	TrustDomain string
 	Metrics     *telemetry.Metrics
@@ -234,9 +245,24 @@ func (g *Gate) Admit(ctx context.Context, req Request) (*Decision, error) {
 		return nil, err
 	}
 	d := &Decision{ID: id, PolicyDigest: g.cfg.Policy.Digest(), Name: req.Name, Version: req.Version, Digest: req.Digest, Environment: req.Environment}
+	// The decision is dated before the stops are read: a stop turned on
+	// after the read has a later epoch, so the broker and edges refuse
+	// this decision whatever it says.
+	d.Time = g.cfg.Now().UTC()
+	var stops []string
+	if g.cfg.Stops != nil {
+		stops = g.cfg.Stops.Denials(req.Environment)
+	}
 
-	ev, err := g.cfg.Catalog.Evidence(ctx, req.Name, req.Version, req.Digest)
+	var ev *Evidence
+	if len(stops) == 0 {
+		ev, err = g.cfg.Catalog.Evidence(ctx, req.Name, req.Version, req.Digest)
+	}
 	switch {
+	case len(stops) > 0:
+		// A stop denies without asking anyone: it must hold while the
+		// catalog, signer or publisher misbehave.
+		d.Reasons = stops
 	case errors.Is(err, ErrNotFound):
 		d.Reasons = []string{fmt.Sprintf("artifact %s is not in the catalog", describe(req))}
 	case err != nil:
@@ -316,7 +342,7 @@ func (g *Gate) record(ctx context.Context, req Request, d *Decision) error {
 		stmt, err := attest.NewVSA(attest.Decision{
 			VerifierID: g.cfg.VerifierID, Name: d.Name, Version: d.Version, Digest: d.Digest,
 			Environment: d.Environment, PolicyURI: PolicyURI, PolicyDigest: d.PolicyDigest,
-			DecisionID: d.ID, Passed: d.Allow, Time: g.cfg.Now().UTC(), Reasons: d.Reasons,
+			DecisionID: d.ID, Passed: d.Allow, Time: d.Time, Reasons: d.Reasons,
 		})
 		if err != nil {
 			return fmt.Errorf("build decision record %s: %w", d.ID, err)
@@ -404,6 +430,9 @@ func validate(req Request) error {
 	}
 	return nil
 }
+
+// ValidEnvironment reports whether env is a well-formed environment name.
+func ValidEnvironment(env string) bool { return validEnv(env) }
 
 func validEnv(env string) bool {
 	if env == "" || len(env) > maxEnvLen {

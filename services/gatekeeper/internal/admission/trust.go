@@ -34,6 +34,13 @@ type trust struct {
 	// revoked maps key ids to the earliest revocation time the signer
 	// reported. Entries are never removed: a revocation is final.
 	revoked map[string]time.Time
+	// checked is when the signer last answered for revocations.
+	checked time.Time
+	// epoch is the revocation epoch: the latest time at which a revocation
+	// took effect or, if later, became known to this process. A revocation
+	// backdated with --effective is known only when it is recorded, and
+	// decisions made before that moment must be refused too.
+	epoch time.Time
 }
 
 func newTrust(s Signer, root *trustroot.Trusted, now func() time.Time, logger *slog.Logger) *trust {
@@ -93,24 +100,52 @@ func (t *trust) fetch(ctx context.Context) (rootErr, revErr error) {
 	if v := t.root.Version(); v != before {
 		t.logger.InfoContext(ctx, "trust root updated", slog.Int64("from_version", before), slog.Int64("version", v))
 	}
-	revoked, err := t.signer.Revocations(ctx)
-	if err != nil {
-		return rootErr, fmt.Errorf("get key revocations from the signer: %w", err)
-	}
-	t.addRevocations(ctx, revoked)
-	return rootErr, nil
+	return rootErr, t.fetchRevocations(ctx)
 }
 
-func (t *trust) addRevocations(ctx context.Context, revoked map[string]time.Time) {
+func (t *trust) fetchRevocations(ctx context.Context) error {
+	asked := t.now()
+	revoked, err := t.signer.Revocations(ctx)
+	if err != nil {
+		return fmt.Errorf("get key revocations from the signer: %w", err)
+	}
+	t.mu.Lock()
+	first := t.checked.IsZero()
+	t.mu.Unlock()
+	added := t.addRevocations(ctx, revoked)
+	t.mu.Lock()
+	for _, at := range added {
+		// Revocations present at the first answer after start are taken at
+		// their own time; later ones at least from when they were learned.
+		if !first && asked.After(at) {
+			at = asked
+		}
+		if at.After(t.epoch) {
+			t.epoch = at
+		}
+	}
+	if asked.After(t.checked) {
+		t.checked = asked
+	}
+	t.mu.Unlock()
+	return nil
+}
+
+// addRevocations records revocations not seen yet (or seen with a later
+// time) and returns their times.
+func (t *trust) addRevocations(ctx context.Context, revoked map[string]time.Time) []time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	var added []time.Time
 	for id, at := range revoked {
 		if old, ok := t.revoked[id]; ok && !at.Before(old) {
 			continue
 		}
 		t.revoked[id] = at
+		added = append(added, at)
 		t.logger.InfoContext(ctx, "key revocation received from the signer", slog.String("key_id", id), slog.Time("revoked_at", at))
 	}
+	return added
 }
 
 // RefreshTrust asks the signer for newer trust roots and revocations now.
@@ -133,6 +168,44 @@ func (g *Gate) RunTrustRefresh(ctx context.Context) error {
 			if err := g.trust.refresh(ctx); err != nil && ctx.Err() == nil {
 				g.cfg.Logger.WarnContext(ctx, "trust refresh failed: keeping the current trust root", slog.Int64("version", g.trust.root.Version()), slog.Any("error", err))
 			}
+		}
+	}
+}
+
+// RevocationWatchInterval is how often RunRevocationWatch asks the signer
+// for revocations, so that the revocation epoch reaches the broker and
+// edges within seconds.
+const RevocationWatchInterval = time.Second
+
+// Revocations returns the revocation epoch (zero if no key was revoked):
+// the latest time at which a key revocation took effect or, if later, this
+// gatekeeper learned it from the signer; and when the signer last answered
+// (zero if never).
+func (g *Gate) Revocations() (epoch, checked time.Time) {
+	t := g.trust
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.epoch, t.checked
+}
+
+// RunRevocationWatch asks the signer for revocations every
+// RevocationWatchInterval until ctx ends; it returns nil then.
+func (g *Gate) RunRevocationWatch(ctx context.Context) error {
+	tick := time.NewTicker(RevocationWatchInterval)
+	defer tick.Stop()
+	failing := false
+	for {
+		fctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+		err := g.trust.fetchRevocations(fctx)
+		cancel()
+		if err != nil && !failing && ctx.Err() == nil {
+			g.cfg.Logger.WarnContext(ctx, "cannot learn key revocations: GetStopState fails closed until the signer answers", slog.Any("error", err))
+		}
+		failing = err != nil
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/trace"
@@ -15,14 +16,26 @@ import (
 	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/stop"
 )
 
 // Policy is the gatekeeper's authorization, per docs/services.md: deployers
-// and admins may ask for admission.
+// and admins may ask for admission; one admin turns a stop on, admins and
+// approvers approve lifting it; admins, approvers, auditors, the broker and
+// edges read the stop state. Builders and deployers can neither pull nor
+// lift a stop.
 func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	sd := gatekeeperv1.GatekeeperService_ServiceDesc
+	admin := rpc.Under{TrustDomain: td, Prefix: "/admin"}
+	approver := rpc.Under{TrustDomain: td, Prefix: "/approver"}
 	return rpc.Policy{
-		rpc.Method(sd, "Admit"): {rpc.Under{TrustDomain: td, Prefix: "/deployer"}, rpc.Under{TrustDomain: td, Prefix: "/admin"}},
+		rpc.Method(sd, "Admit"):         {rpc.Under{TrustDomain: td, Prefix: "/deployer"}, admin},
+		rpc.Method(sd, "Pause"):         {admin},
+		rpc.Method(sd, "KillSwitchOn"):  {admin},
+		rpc.Method(sd, "Resume"):        {admin, approver},
+		rpc.Method(sd, "KillSwitchOff"): {admin, approver},
+		rpc.Method(sd, "GetStopState"): {admin, approver, rpc.Under{TrustDomain: td, Prefix: "/auditor"},
+			rpc.ID(spiffeid.RequireFromPath(td, "/service/cdn-broker")), rpc.Under{TrustDomain: td, Prefix: "/edge"}},
 	}
 }
 
@@ -38,6 +51,9 @@ type Server struct {
 	gatekeeperv1.UnimplementedGatekeeperServiceServer
 	gate   Admitter
 	logger *slog.Logger
+	stops  *stop.Store
+	rev    Revocations
+	now    func() time.Time
 }
 
 var _ gatekeeperv1.GatekeeperServiceServer = (*Server)(nil)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,7 @@ import (
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/remote"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/stop"
 	defaultpolicy "github.com/custody-dev/custody/services/gatekeeper/policy"
 )
 
@@ -65,6 +67,8 @@ type stack struct {
 	policy     *policy.Policy
 	addr       string
 	deployer   gatekeeperv1.GatekeeperServiceClient
+	stops      *stop.Store
+	stopFile   string
 }
 
 // newStack starts a stack with the default policy, or with the Rego
@@ -81,6 +85,7 @@ func newStack(t testing.TB, policySrc ...string) *stack {
 type stackOptions struct {
 	policy                 string // Rego source; empty: the default policy
 	acceptBeforeRevocation bool
+	stopFile               string // stop state file; empty: a new one
 }
 
 func newStackWith(t testing.TB, o stackOptions) *stack {
@@ -144,8 +149,19 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	catalog := remote.NewCatalog(catalogv1.NewCatalogServiceClient(dial(catalogAddr, "/service/catalog")))
+	if o.stopFile == "" {
+		o.stopFile = filepath.Join(t.TempDir(), "stops.json")
+	}
+	s.stopFile = o.stopFile
+	s.stops, err = stop.Open(stop.Config{File: o.stopFile, Quorum: map[string]int{"prod": 2}, DefaultQuorum: 1, KillSwitchQuorum: 2,
+		Log: catalog, Logger: logger, Registry: tel.Registry})
+	if err != nil {
+		t.Fatal(err)
+	}
 	gate, err := admission.New(admission.Config{
-		Catalog:                remote.NewCatalog(catalogv1.NewCatalogServiceClient(dial(catalogAddr, "/service/catalog"))),
+		Stops:                  s.stops,
+		Catalog:                catalog,
 		Signer:                 remote.NewSigner(signerv1.NewSignerServiceClient(dial(signerAddr, "/service/signer")), logger),
 		Publisher:              remote.NewPublisher(publisherv1.NewPublisherServiceClient(dial(publisherAddr, "/service/publisher"))),
 		Policy:                 s.policy,
@@ -166,7 +182,9 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 	}
 	s.gate = gate
 	srv := rpc.NewServer(rpc.ServerConfig{Source: src, TrustDomain: td.TD, Policy: Policy(td.TD), Logger: logger, Telemetry: tel})
-	gatekeeperv1.RegisterGatekeeperServiceServer(srv, New(gate, logger))
+	gs := New(gate, logger).WithStops(s.stops, gate)
+	gs.now = func() time.Time { return time.Now().Add(time.Duration(s.clock.Load())) }
+	gatekeeperv1.RegisterGatekeeperServiceServer(srv, gs)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

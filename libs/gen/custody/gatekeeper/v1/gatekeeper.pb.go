@@ -9,6 +9,7 @@ package gatekeeperv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -70,6 +71,766 @@ func (Decision) EnumDescriptor() ([]byte, []int) {
 	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{0}
 }
 
+// Stop is one stop (the kill switch or one environment's pause).
+type Stop struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the stop applies now.
+	Active bool `protobuf:"varint,1,opt,name=active,proto3" json:"active,omitempty"`
+	// Counts how often the stop was turned on; 0 if never.
+	Epoch int64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// When it was last turned on: decisions and tokens issued before are
+	// refused even after the stop lifts.
+	EpochTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=epoch_time,json=epochTime,proto3" json:"epoch_time,omitempty"`
+	Reason    string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// SPIFFE ID of the admin who last turned it on.
+	TurnedOnBy string `protobuf:"bytes,5,opt,name=turned_on_by,json=turnedOnBy,proto3" json:"turned_on_by,omitempty"`
+	// SPIFFE IDs that approved lifting the active stop so far.
+	LiftApprovals []string `protobuf:"bytes,6,rep,name=lift_approvals,json=liftApprovals,proto3" json:"lift_approvals,omitempty"`
+	// Distinct approvals needed to lift it.
+	LiftQuorum int32 `protobuf:"varint,7,opt,name=lift_quorum,json=liftQuorum,proto3" json:"lift_quorum,omitempty"`
+	// When it was last lifted, if it was.
+	LiftedAt      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=lifted_at,json=liftedAt,proto3" json:"lifted_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Stop) Reset() {
+	*x = Stop{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Stop) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Stop) ProtoMessage() {}
+
+func (x *Stop) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Stop.ProtoReflect.Descriptor instead.
+func (*Stop) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Stop) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+func (x *Stop) GetEpoch() int64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Stop) GetEpochTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EpochTime
+	}
+	return nil
+}
+
+func (x *Stop) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Stop) GetTurnedOnBy() string {
+	if x != nil {
+		return x.TurnedOnBy
+	}
+	return ""
+}
+
+func (x *Stop) GetLiftApprovals() []string {
+	if x != nil {
+		return x.LiftApprovals
+	}
+	return nil
+}
+
+func (x *Stop) GetLiftQuorum() int32 {
+	if x != nil {
+		return x.LiftQuorum
+	}
+	return 0
+}
+
+func (x *Stop) GetLiftedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LiftedAt
+	}
+	return nil
+}
+
+// EnvironmentStop is the pause of one environment.
+type EnvironmentStop struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Environment   string                 `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	Stop          *Stop                  `protobuf:"bytes,2,opt,name=stop,proto3" json:"stop,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnvironmentStop) Reset() {
+	*x = EnvironmentStop{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnvironmentStop) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnvironmentStop) ProtoMessage() {}
+
+func (x *EnvironmentStop) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnvironmentStop.ProtoReflect.Descriptor instead.
+func (*EnvironmentStop) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EnvironmentStop) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *EnvironmentStop) GetStop() *Stop {
+	if x != nil {
+		return x.Stop
+	}
+	return nil
+}
+
+// StopState is every stop and epoch.
+type StopState struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	KillSwitch *Stop                  `protobuf:"bytes,1,opt,name=kill_switch,json=killSwitch,proto3" json:"kill_switch,omitempty"`
+	// Every environment that was ever paused, sorted by name.
+	Pauses []*EnvironmentStop `protobuf:"bytes,2,rep,name=pauses,proto3" json:"pauses,omitempty"`
+	// Time of the latest key revocation the gatekeeper learned from the
+	// signer; unset if none.
+	RevocationTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=revocation_time,json=revocationTime,proto3" json:"revocation_time,omitempty"`
+	// When the gatekeeper last learned the signer's revocations.
+	RevocationsCheckedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=revocations_checked_at,json=revocationsCheckedAt,proto3" json:"revocations_checked_at,omitempty"`
+	// When the gatekeeper read this state.
+	AsOf          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StopState) Reset() {
+	*x = StopState{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StopState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StopState) ProtoMessage() {}
+
+func (x *StopState) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StopState.ProtoReflect.Descriptor instead.
+func (*StopState) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *StopState) GetKillSwitch() *Stop {
+	if x != nil {
+		return x.KillSwitch
+	}
+	return nil
+}
+
+func (x *StopState) GetPauses() []*EnvironmentStop {
+	if x != nil {
+		return x.Pauses
+	}
+	return nil
+}
+
+func (x *StopState) GetRevocationTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevocationTime
+	}
+	return nil
+}
+
+func (x *StopState) GetRevocationsCheckedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevocationsCheckedAt
+	}
+	return nil
+}
+
+func (x *StopState) GetAsOf() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AsOf
+	}
+	return nil
+}
+
+type PauseRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Environment string                 `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	// Why; logged and shown to every denied caller. Required.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseRequest) Reset() {
+	*x = PauseRequest{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseRequest) ProtoMessage() {}
+
+func (x *PauseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
+func (*PauseRequest) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PauseRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *PauseRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type PauseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	State *StopState             `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	// The index of the pause.on entry in the transparency log.
+	LogIndex      int64 `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseResponse) Reset() {
+	*x = PauseResponse{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseResponse) ProtoMessage() {}
+
+func (x *PauseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseResponse.ProtoReflect.Descriptor instead.
+func (*PauseResponse) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PauseResponse) GetState() *StopState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *PauseResponse) GetLogIndex() int64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+type ResumeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Environment   string                 `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeRequest) Reset() {
+	*x = ResumeRequest{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeRequest) ProtoMessage() {}
+
+func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
+func (*ResumeRequest) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ResumeRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+type ResumeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether this approval lifted the pause.
+	Lifted bool `protobuf:"varint,1,opt,name=lifted,proto3" json:"lifted,omitempty"`
+	// Distinct approvals so far, and how many are needed.
+	Approvals     int32      `protobuf:"varint,2,opt,name=approvals,proto3" json:"approvals,omitempty"`
+	Quorum        int32      `protobuf:"varint,3,opt,name=quorum,proto3" json:"quorum,omitempty"`
+	State         *StopState `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	LogIndex      int64      `protobuf:"varint,5,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeResponse) Reset() {
+	*x = ResumeResponse{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeResponse) ProtoMessage() {}
+
+func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
+func (*ResumeResponse) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ResumeResponse) GetLifted() bool {
+	if x != nil {
+		return x.Lifted
+	}
+	return false
+}
+
+func (x *ResumeResponse) GetApprovals() int32 {
+	if x != nil {
+		return x.Approvals
+	}
+	return 0
+}
+
+func (x *ResumeResponse) GetQuorum() int32 {
+	if x != nil {
+		return x.Quorum
+	}
+	return 0
+}
+
+func (x *ResumeResponse) GetState() *StopState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *ResumeResponse) GetLogIndex() int64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+type KillSwitchOnRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reason        string                 `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KillSwitchOnRequest) Reset() {
+	*x = KillSwitchOnRequest{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KillSwitchOnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KillSwitchOnRequest) ProtoMessage() {}
+
+func (x *KillSwitchOnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KillSwitchOnRequest.ProtoReflect.Descriptor instead.
+func (*KillSwitchOnRequest) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *KillSwitchOnRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type KillSwitchOnResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         *StopState             `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	LogIndex      int64                  `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KillSwitchOnResponse) Reset() {
+	*x = KillSwitchOnResponse{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KillSwitchOnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KillSwitchOnResponse) ProtoMessage() {}
+
+func (x *KillSwitchOnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KillSwitchOnResponse.ProtoReflect.Descriptor instead.
+func (*KillSwitchOnResponse) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *KillSwitchOnResponse) GetState() *StopState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *KillSwitchOnResponse) GetLogIndex() int64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+type KillSwitchOffRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KillSwitchOffRequest) Reset() {
+	*x = KillSwitchOffRequest{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KillSwitchOffRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KillSwitchOffRequest) ProtoMessage() {}
+
+func (x *KillSwitchOffRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KillSwitchOffRequest.ProtoReflect.Descriptor instead.
+func (*KillSwitchOffRequest) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{9}
+}
+
+type KillSwitchOffResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Lifted        bool                   `protobuf:"varint,1,opt,name=lifted,proto3" json:"lifted,omitempty"`
+	Approvals     int32                  `protobuf:"varint,2,opt,name=approvals,proto3" json:"approvals,omitempty"`
+	Quorum        int32                  `protobuf:"varint,3,opt,name=quorum,proto3" json:"quorum,omitempty"`
+	State         *StopState             `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	LogIndex      int64                  `protobuf:"varint,5,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KillSwitchOffResponse) Reset() {
+	*x = KillSwitchOffResponse{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KillSwitchOffResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KillSwitchOffResponse) ProtoMessage() {}
+
+func (x *KillSwitchOffResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KillSwitchOffResponse.ProtoReflect.Descriptor instead.
+func (*KillSwitchOffResponse) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *KillSwitchOffResponse) GetLifted() bool {
+	if x != nil {
+		return x.Lifted
+	}
+	return false
+}
+
+func (x *KillSwitchOffResponse) GetApprovals() int32 {
+	if x != nil {
+		return x.Approvals
+	}
+	return 0
+}
+
+func (x *KillSwitchOffResponse) GetQuorum() int32 {
+	if x != nil {
+		return x.Quorum
+	}
+	return 0
+}
+
+func (x *KillSwitchOffResponse) GetState() *StopState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *KillSwitchOffResponse) GetLogIndex() int64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+type GetStopStateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStopStateRequest) Reset() {
+	*x = GetStopStateRequest{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStopStateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStopStateRequest) ProtoMessage() {}
+
+func (x *GetStopStateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStopStateRequest.ProtoReflect.Descriptor instead.
+func (*GetStopStateRequest) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{11}
+}
+
+type GetStopStateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         *StopState             `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetStopStateResponse) Reset() {
+	*x = GetStopStateResponse{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetStopStateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetStopStateResponse) ProtoMessage() {}
+
+func (x *GetStopStateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetStopStateResponse.ProtoReflect.Descriptor instead.
+func (*GetStopStateResponse) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetStopStateResponse) GetState() *StopState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
 type AdmitRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Either name and version, or digest.
@@ -84,7 +845,7 @@ type AdmitRequest struct {
 
 func (x *AdmitRequest) Reset() {
 	*x = AdmitRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[0]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -96,7 +857,7 @@ func (x *AdmitRequest) String() string {
 func (*AdmitRequest) ProtoMessage() {}
 
 func (x *AdmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[0]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -109,7 +870,7 @@ func (x *AdmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitRequest.ProtoReflect.Descriptor instead.
 func (*AdmitRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{0}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AdmitRequest) GetName() string {
@@ -161,7 +922,7 @@ type AdmitResponse struct {
 
 func (x *AdmitResponse) Reset() {
 	*x = AdmitResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[1]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -173,7 +934,7 @@ func (x *AdmitResponse) String() string {
 func (*AdmitResponse) ProtoMessage() {}
 
 func (x *AdmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[1]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -186,7 +947,7 @@ func (x *AdmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitResponse.ProtoReflect.Descriptor instead.
 func (*AdmitResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{1}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AdmitResponse) GetDecision() Decision {
@@ -242,7 +1003,58 @@ var File_custody_gatekeeper_v1_gatekeeper_proto protoreflect.FileDescriptor
 
 const file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc = "" +
 	"\n" +
-	"&custody/gatekeeper/v1/gatekeeper.proto\x12\x15custody.gatekeeper.v1\"v\n" +
+	"&custody/gatekeeper/v1/gatekeeper.proto\x12\x15custody.gatekeeper.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaa\x02\n" +
+	"\x04Stop\x12\x16\n" +
+	"\x06active\x18\x01 \x01(\bR\x06active\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x129\n" +
+	"\n" +
+	"epoch_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tepochTime\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12 \n" +
+	"\fturned_on_by\x18\x05 \x01(\tR\n" +
+	"turnedOnBy\x12%\n" +
+	"\x0elift_approvals\x18\x06 \x03(\tR\rliftApprovals\x12\x1f\n" +
+	"\vlift_quorum\x18\a \x01(\x05R\n" +
+	"liftQuorum\x127\n" +
+	"\tlifted_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\bliftedAt\"d\n" +
+	"\x0fEnvironmentStop\x12 \n" +
+	"\venvironment\x18\x01 \x01(\tR\venvironment\x12/\n" +
+	"\x04stop\x18\x02 \x01(\v2\x1b.custody.gatekeeper.v1.StopR\x04stop\"\xd1\x02\n" +
+	"\tStopState\x12<\n" +
+	"\vkill_switch\x18\x01 \x01(\v2\x1b.custody.gatekeeper.v1.StopR\n" +
+	"killSwitch\x12>\n" +
+	"\x06pauses\x18\x02 \x03(\v2&.custody.gatekeeper.v1.EnvironmentStopR\x06pauses\x12C\n" +
+	"\x0frevocation_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0erevocationTime\x12P\n" +
+	"\x16revocations_checked_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x14revocationsCheckedAt\x12/\n" +
+	"\x05as_of\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04asOf\"H\n" +
+	"\fPauseRequest\x12 \n" +
+	"\venvironment\x18\x01 \x01(\tR\venvironment\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"d\n" +
+	"\rPauseResponse\x126\n" +
+	"\x05state\x18\x01 \x01(\v2 .custody.gatekeeper.v1.StopStateR\x05state\x12\x1b\n" +
+	"\tlog_index\x18\x02 \x01(\x03R\blogIndex\"1\n" +
+	"\rResumeRequest\x12 \n" +
+	"\venvironment\x18\x01 \x01(\tR\venvironment\"\xb3\x01\n" +
+	"\x0eResumeResponse\x12\x16\n" +
+	"\x06lifted\x18\x01 \x01(\bR\x06lifted\x12\x1c\n" +
+	"\tapprovals\x18\x02 \x01(\x05R\tapprovals\x12\x16\n" +
+	"\x06quorum\x18\x03 \x01(\x05R\x06quorum\x126\n" +
+	"\x05state\x18\x04 \x01(\v2 .custody.gatekeeper.v1.StopStateR\x05state\x12\x1b\n" +
+	"\tlog_index\x18\x05 \x01(\x03R\blogIndex\"-\n" +
+	"\x13KillSwitchOnRequest\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"k\n" +
+	"\x14KillSwitchOnResponse\x126\n" +
+	"\x05state\x18\x01 \x01(\v2 .custody.gatekeeper.v1.StopStateR\x05state\x12\x1b\n" +
+	"\tlog_index\x18\x02 \x01(\x03R\blogIndex\"\x16\n" +
+	"\x14KillSwitchOffRequest\"\xba\x01\n" +
+	"\x15KillSwitchOffResponse\x12\x16\n" +
+	"\x06lifted\x18\x01 \x01(\bR\x06lifted\x12\x1c\n" +
+	"\tapprovals\x18\x02 \x01(\x05R\tapprovals\x12\x16\n" +
+	"\x06quorum\x18\x03 \x01(\x05R\x06quorum\x126\n" +
+	"\x05state\x18\x04 \x01(\v2 .custody.gatekeeper.v1.StopStateR\x05state\x12\x1b\n" +
+	"\tlog_index\x18\x05 \x01(\x03R\blogIndex\"\x15\n" +
+	"\x13GetStopStateRequest\"N\n" +
+	"\x14GetStopStateResponse\x126\n" +
+	"\x05state\x18\x01 \x01(\v2 .custody.gatekeeper.v1.StopStateR\x05state\"v\n" +
 	"\fAdmitRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
@@ -260,9 +1072,14 @@ const file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc = "" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eDECISION_ALLOW\x10\x01\x12\x11\n" +
-	"\rDECISION_DENY\x10\x022g\n" +
+	"\rDECISION_DENY\x10\x022\xd0\x04\n" +
 	"\x11GatekeeperService\x12R\n" +
-	"\x05Admit\x12#.custody.gatekeeper.v1.AdmitRequest\x1a$.custody.gatekeeper.v1.AdmitResponseB\xee\x01\n" +
+	"\x05Admit\x12#.custody.gatekeeper.v1.AdmitRequest\x1a$.custody.gatekeeper.v1.AdmitResponse\x12R\n" +
+	"\x05Pause\x12#.custody.gatekeeper.v1.PauseRequest\x1a$.custody.gatekeeper.v1.PauseResponse\x12U\n" +
+	"\x06Resume\x12$.custody.gatekeeper.v1.ResumeRequest\x1a%.custody.gatekeeper.v1.ResumeResponse\x12g\n" +
+	"\fKillSwitchOn\x12*.custody.gatekeeper.v1.KillSwitchOnRequest\x1a+.custody.gatekeeper.v1.KillSwitchOnResponse\x12j\n" +
+	"\rKillSwitchOff\x12+.custody.gatekeeper.v1.KillSwitchOffRequest\x1a,.custody.gatekeeper.v1.KillSwitchOffResponse\x12g\n" +
+	"\fGetStopState\x12*.custody.gatekeeper.v1.GetStopStateRequest\x1a+.custody.gatekeeper.v1.GetStopStateResponseB\xee\x01\n" +
 	"\x19com.custody.gatekeeper.v1B\x0fGatekeeperProtoP\x01ZJgithub.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1;gatekeeperv1\xa2\x02\x03CGX\xaa\x02\x15Custody.Gatekeeper.V1\xca\x02\x15Custody\\Gatekeeper\\V1\xe2\x02!Custody\\Gatekeeper\\V1\\GPBMetadata\xea\x02\x17Custody::Gatekeeper::V1b\x06proto3"
 
 var (
@@ -278,21 +1095,58 @@ func file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP() []byte {
 }
 
 var file_custody_gatekeeper_v1_gatekeeper_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_custody_gatekeeper_v1_gatekeeper_proto_goTypes = []any{
-	(Decision)(0),         // 0: custody.gatekeeper.v1.Decision
-	(*AdmitRequest)(nil),  // 1: custody.gatekeeper.v1.AdmitRequest
-	(*AdmitResponse)(nil), // 2: custody.gatekeeper.v1.AdmitResponse
+	(Decision)(0),                 // 0: custody.gatekeeper.v1.Decision
+	(*Stop)(nil),                  // 1: custody.gatekeeper.v1.Stop
+	(*EnvironmentStop)(nil),       // 2: custody.gatekeeper.v1.EnvironmentStop
+	(*StopState)(nil),             // 3: custody.gatekeeper.v1.StopState
+	(*PauseRequest)(nil),          // 4: custody.gatekeeper.v1.PauseRequest
+	(*PauseResponse)(nil),         // 5: custody.gatekeeper.v1.PauseResponse
+	(*ResumeRequest)(nil),         // 6: custody.gatekeeper.v1.ResumeRequest
+	(*ResumeResponse)(nil),        // 7: custody.gatekeeper.v1.ResumeResponse
+	(*KillSwitchOnRequest)(nil),   // 8: custody.gatekeeper.v1.KillSwitchOnRequest
+	(*KillSwitchOnResponse)(nil),  // 9: custody.gatekeeper.v1.KillSwitchOnResponse
+	(*KillSwitchOffRequest)(nil),  // 10: custody.gatekeeper.v1.KillSwitchOffRequest
+	(*KillSwitchOffResponse)(nil), // 11: custody.gatekeeper.v1.KillSwitchOffResponse
+	(*GetStopStateRequest)(nil),   // 12: custody.gatekeeper.v1.GetStopStateRequest
+	(*GetStopStateResponse)(nil),  // 13: custody.gatekeeper.v1.GetStopStateResponse
+	(*AdmitRequest)(nil),          // 14: custody.gatekeeper.v1.AdmitRequest
+	(*AdmitResponse)(nil),         // 15: custody.gatekeeper.v1.AdmitResponse
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_custody_gatekeeper_v1_gatekeeper_proto_depIdxs = []int32{
-	0, // 0: custody.gatekeeper.v1.AdmitResponse.decision:type_name -> custody.gatekeeper.v1.Decision
-	1, // 1: custody.gatekeeper.v1.GatekeeperService.Admit:input_type -> custody.gatekeeper.v1.AdmitRequest
-	2, // 2: custody.gatekeeper.v1.GatekeeperService.Admit:output_type -> custody.gatekeeper.v1.AdmitResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	16, // 0: custody.gatekeeper.v1.Stop.epoch_time:type_name -> google.protobuf.Timestamp
+	16, // 1: custody.gatekeeper.v1.Stop.lifted_at:type_name -> google.protobuf.Timestamp
+	1,  // 2: custody.gatekeeper.v1.EnvironmentStop.stop:type_name -> custody.gatekeeper.v1.Stop
+	1,  // 3: custody.gatekeeper.v1.StopState.kill_switch:type_name -> custody.gatekeeper.v1.Stop
+	2,  // 4: custody.gatekeeper.v1.StopState.pauses:type_name -> custody.gatekeeper.v1.EnvironmentStop
+	16, // 5: custody.gatekeeper.v1.StopState.revocation_time:type_name -> google.protobuf.Timestamp
+	16, // 6: custody.gatekeeper.v1.StopState.revocations_checked_at:type_name -> google.protobuf.Timestamp
+	16, // 7: custody.gatekeeper.v1.StopState.as_of:type_name -> google.protobuf.Timestamp
+	3,  // 8: custody.gatekeeper.v1.PauseResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	3,  // 9: custody.gatekeeper.v1.ResumeResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	3,  // 10: custody.gatekeeper.v1.KillSwitchOnResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	3,  // 11: custody.gatekeeper.v1.KillSwitchOffResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	3,  // 12: custody.gatekeeper.v1.GetStopStateResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	0,  // 13: custody.gatekeeper.v1.AdmitResponse.decision:type_name -> custody.gatekeeper.v1.Decision
+	14, // 14: custody.gatekeeper.v1.GatekeeperService.Admit:input_type -> custody.gatekeeper.v1.AdmitRequest
+	4,  // 15: custody.gatekeeper.v1.GatekeeperService.Pause:input_type -> custody.gatekeeper.v1.PauseRequest
+	6,  // 16: custody.gatekeeper.v1.GatekeeperService.Resume:input_type -> custody.gatekeeper.v1.ResumeRequest
+	8,  // 17: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:input_type -> custody.gatekeeper.v1.KillSwitchOnRequest
+	10, // 18: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:input_type -> custody.gatekeeper.v1.KillSwitchOffRequest
+	12, // 19: custody.gatekeeper.v1.GatekeeperService.GetStopState:input_type -> custody.gatekeeper.v1.GetStopStateRequest
+	15, // 20: custody.gatekeeper.v1.GatekeeperService.Admit:output_type -> custody.gatekeeper.v1.AdmitResponse
+	5,  // 21: custody.gatekeeper.v1.GatekeeperService.Pause:output_type -> custody.gatekeeper.v1.PauseResponse
+	7,  // 22: custody.gatekeeper.v1.GatekeeperService.Resume:output_type -> custody.gatekeeper.v1.ResumeResponse
+	9,  // 23: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:output_type -> custody.gatekeeper.v1.KillSwitchOnResponse
+	11, // 24: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:output_type -> custody.gatekeeper.v1.KillSwitchOffResponse
+	13, // 25: custody.gatekeeper.v1.GatekeeperService.GetStopState:output_type -> custody.gatekeeper.v1.GetStopStateResponse
+	20, // [20:26] is the sub-list for method output_type
+	14, // [14:20] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_custody_gatekeeper_v1_gatekeeper_proto_init() }
@@ -306,7 +1160,7 @@ func file_custody_gatekeeper_v1_gatekeeper_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc), len(file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

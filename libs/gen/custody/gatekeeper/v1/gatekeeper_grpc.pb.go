@@ -19,7 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	GatekeeperService_Admit_FullMethodName = "/custody.gatekeeper.v1.GatekeeperService/Admit"
+	GatekeeperService_Admit_FullMethodName         = "/custody.gatekeeper.v1.GatekeeperService/Admit"
+	GatekeeperService_Pause_FullMethodName         = "/custody.gatekeeper.v1.GatekeeperService/Pause"
+	GatekeeperService_Resume_FullMethodName        = "/custody.gatekeeper.v1.GatekeeperService/Resume"
+	GatekeeperService_KillSwitchOn_FullMethodName  = "/custody.gatekeeper.v1.GatekeeperService/KillSwitchOn"
+	GatekeeperService_KillSwitchOff_FullMethodName = "/custody.gatekeeper.v1.GatekeeperService/KillSwitchOff"
+	GatekeeperService_GetStopState_FullMethodName  = "/custody.gatekeeper.v1.GatekeeperService/GetStopState"
 )
 
 // GatekeeperServiceClient is the client API for GatekeeperService service.
@@ -32,6 +37,26 @@ type GatekeeperServiceClient interface {
 	// A deny is a successful call with decision DECISION_DENY and every reason.
 	// Each decision is signed and logged.
 	Admit(ctx context.Context, in *AdmitRequest, opts ...grpc.CallOption) (*AdmitResponse, error)
+	// Pause stops every admission to one environment and moves its pause
+	// epoch forward, so that the broker and edges refuse decisions and tokens
+	// issued before it. One admin suffices. Pausing a paused environment moves
+	// the epoch again and clears approvals gathered to lift it.
+	Pause(ctx context.Context, in *PauseRequest, opts ...grpc.CallOption) (*PauseResponse, error)
+	// Resume records the caller's approval to lift an environment's pause; the
+	// pause lifts once k distinct admins or approvers (k per environment in
+	// the gatekeeper's configuration) approved. The same caller twice counts
+	// once.
+	Resume(ctx context.Context, in *ResumeRequest, opts ...grpc.CallOption) (*ResumeResponse, error)
+	// KillSwitchOn stops every admission and every download URL and token
+	// everywhere and moves the kill-switch epoch forward. One admin suffices.
+	KillSwitchOn(ctx context.Context, in *KillSwitchOnRequest, opts ...grpc.CallOption) (*KillSwitchOnResponse, error)
+	// KillSwitchOff records the caller's approval to lift the kill switch; it
+	// lifts once the kill-switch quorum of distinct admins or approvers
+	// approved.
+	KillSwitchOff(ctx context.Context, in *KillSwitchOffRequest, opts ...grpc.CallOption) (*KillSwitchOffResponse, error)
+	// GetStopState returns the current stop state with every epoch. The
+	// broker and edges poll it and fail closed when they cannot.
+	GetStopState(ctx context.Context, in *GetStopStateRequest, opts ...grpc.CallOption) (*GetStopStateResponse, error)
 }
 
 type gatekeeperServiceClient struct {
@@ -52,6 +77,56 @@ func (c *gatekeeperServiceClient) Admit(ctx context.Context, in *AdmitRequest, o
 	return out, nil
 }
 
+func (c *gatekeeperServiceClient) Pause(ctx context.Context, in *PauseRequest, opts ...grpc.CallOption) (*PauseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PauseResponse)
+	err := c.cc.Invoke(ctx, GatekeeperService_Pause_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gatekeeperServiceClient) Resume(ctx context.Context, in *ResumeRequest, opts ...grpc.CallOption) (*ResumeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResumeResponse)
+	err := c.cc.Invoke(ctx, GatekeeperService_Resume_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gatekeeperServiceClient) KillSwitchOn(ctx context.Context, in *KillSwitchOnRequest, opts ...grpc.CallOption) (*KillSwitchOnResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KillSwitchOnResponse)
+	err := c.cc.Invoke(ctx, GatekeeperService_KillSwitchOn_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gatekeeperServiceClient) KillSwitchOff(ctx context.Context, in *KillSwitchOffRequest, opts ...grpc.CallOption) (*KillSwitchOffResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KillSwitchOffResponse)
+	err := c.cc.Invoke(ctx, GatekeeperService_KillSwitchOff_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gatekeeperServiceClient) GetStopState(ctx context.Context, in *GetStopStateRequest, opts ...grpc.CallOption) (*GetStopStateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetStopStateResponse)
+	err := c.cc.Invoke(ctx, GatekeeperService_GetStopState_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GatekeeperServiceServer is the server API for GatekeeperService service.
 // All implementations must embed UnimplementedGatekeeperServiceServer
 // for forward compatibility.
@@ -62,6 +137,26 @@ type GatekeeperServiceServer interface {
 	// A deny is a successful call with decision DECISION_DENY and every reason.
 	// Each decision is signed and logged.
 	Admit(context.Context, *AdmitRequest) (*AdmitResponse, error)
+	// Pause stops every admission to one environment and moves its pause
+	// epoch forward, so that the broker and edges refuse decisions and tokens
+	// issued before it. One admin suffices. Pausing a paused environment moves
+	// the epoch again and clears approvals gathered to lift it.
+	Pause(context.Context, *PauseRequest) (*PauseResponse, error)
+	// Resume records the caller's approval to lift an environment's pause; the
+	// pause lifts once k distinct admins or approvers (k per environment in
+	// the gatekeeper's configuration) approved. The same caller twice counts
+	// once.
+	Resume(context.Context, *ResumeRequest) (*ResumeResponse, error)
+	// KillSwitchOn stops every admission and every download URL and token
+	// everywhere and moves the kill-switch epoch forward. One admin suffices.
+	KillSwitchOn(context.Context, *KillSwitchOnRequest) (*KillSwitchOnResponse, error)
+	// KillSwitchOff records the caller's approval to lift the kill switch; it
+	// lifts once the kill-switch quorum of distinct admins or approvers
+	// approved.
+	KillSwitchOff(context.Context, *KillSwitchOffRequest) (*KillSwitchOffResponse, error)
+	// GetStopState returns the current stop state with every epoch. The
+	// broker and edges poll it and fail closed when they cannot.
+	GetStopState(context.Context, *GetStopStateRequest) (*GetStopStateResponse, error)
 	mustEmbedUnimplementedGatekeeperServiceServer()
 }
 
@@ -74,6 +169,21 @@ type UnimplementedGatekeeperServiceServer struct{}
 
 func (UnimplementedGatekeeperServiceServer) Admit(context.Context, *AdmitRequest) (*AdmitResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Admit not implemented")
+}
+func (UnimplementedGatekeeperServiceServer) Pause(context.Context, *PauseRequest) (*PauseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Pause not implemented")
+}
+func (UnimplementedGatekeeperServiceServer) Resume(context.Context, *ResumeRequest) (*ResumeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Resume not implemented")
+}
+func (UnimplementedGatekeeperServiceServer) KillSwitchOn(context.Context, *KillSwitchOnRequest) (*KillSwitchOnResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method KillSwitchOn not implemented")
+}
+func (UnimplementedGatekeeperServiceServer) KillSwitchOff(context.Context, *KillSwitchOffRequest) (*KillSwitchOffResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method KillSwitchOff not implemented")
+}
+func (UnimplementedGatekeeperServiceServer) GetStopState(context.Context, *GetStopStateRequest) (*GetStopStateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetStopState not implemented")
 }
 func (UnimplementedGatekeeperServiceServer) mustEmbedUnimplementedGatekeeperServiceServer() {}
 func (UnimplementedGatekeeperServiceServer) testEmbeddedByValue()                           {}
@@ -114,6 +224,96 @@ func _GatekeeperService_Admit_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GatekeeperService_Pause_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PauseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatekeeperServiceServer).Pause(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatekeeperService_Pause_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatekeeperServiceServer).Pause(ctx, req.(*PauseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GatekeeperService_Resume_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResumeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatekeeperServiceServer).Resume(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatekeeperService_Resume_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatekeeperServiceServer).Resume(ctx, req.(*ResumeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GatekeeperService_KillSwitchOn_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KillSwitchOnRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatekeeperServiceServer).KillSwitchOn(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatekeeperService_KillSwitchOn_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatekeeperServiceServer).KillSwitchOn(ctx, req.(*KillSwitchOnRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GatekeeperService_KillSwitchOff_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KillSwitchOffRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatekeeperServiceServer).KillSwitchOff(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatekeeperService_KillSwitchOff_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatekeeperServiceServer).KillSwitchOff(ctx, req.(*KillSwitchOffRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GatekeeperService_GetStopState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetStopStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatekeeperServiceServer).GetStopState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatekeeperService_GetStopState_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatekeeperServiceServer).GetStopState(ctx, req.(*GetStopStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GatekeeperService_ServiceDesc is the grpc.ServiceDesc for GatekeeperService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -124,6 +324,26 @@ var GatekeeperService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Admit",
 			Handler:    _GatekeeperService_Admit_Handler,
+		},
+		{
+			MethodName: "Pause",
+			Handler:    _GatekeeperService_Pause_Handler,
+		},
+		{
+			MethodName: "Resume",
+			Handler:    _GatekeeperService_Resume_Handler,
+		},
+		{
+			MethodName: "KillSwitchOn",
+			Handler:    _GatekeeperService_KillSwitchOn_Handler,
+		},
+		{
+			MethodName: "KillSwitchOff",
+			Handler:    _GatekeeperService_KillSwitchOff_Handler,
+		},
+		{
+			MethodName: "GetStopState",
+			Handler:    _GatekeeperService_GetStopState_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,227 @@
+// Package stopstate is how the broker and edges learn the gatekeeper's stop
+// state (kill switch, pauses, key revocations) and refuse what a stop or an
+// epoch forbids; one check for both, failing closed when the state is not
+// known.
+package stopstate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
+)
+
+var (
+	// ErrUnknown means the current stop state could not be learned (the
+	// gatekeeper is unreachable, or the last answer is too old): the
+	// caller must refuse, as Unavailable.
+	ErrUnknown = errors.New("stop state unknown")
+	// ErrStopped means a stop applies now: the kill switch is on or the
+	// environment is paused.
+	ErrStopped = errors.New("stopped")
+	// ErrBeforeEpoch means the decision or token was issued before the
+	// latest kill switch, pause of its environment or key revocation.
+	ErrBeforeEpoch = errors.New("issued before a stop epoch")
+)
+
+// Stop is one stop: the kill switch or one environment's pause.
+type Stop struct {
+	Active bool
+	Epoch  int64
+	// Since is when it was last turned on: the epoch's time.
+	Since  time.Time
+	Reason string
+}
+
+// State is a snapshot of every stop and epoch.
+type State struct {
+	KillSwitch Stop
+	Pauses     map[string]Stop
+	// Revocation is the time of the latest key revocation; zero if none.
+	Revocation time.Time
+}
+
+// FromProto converts the gatekeeper's answer.
+func FromProto(p *gatekeeperv1.StopState) State {
+	conv := func(s *gatekeeperv1.Stop) Stop {
+		st := Stop{Active: s.GetActive(), Epoch: s.GetEpoch(), Reason: s.GetReason()}
+		if s.GetEpochTime() != nil {
+			st.Since = s.GetEpochTime().AsTime()
+		}
+		return st
+	}
+	st := State{KillSwitch: conv(p.GetKillSwitch()), Pauses: map[string]Stop{}}
+	for _, e := range p.GetPauses() {
+		st.Pauses[e.GetEnvironment()] = conv(e.GetStop())
+	}
+	if p.GetRevocationTime() != nil {
+		st.Revocation = p.GetRevocationTime().AsTime()
+	}
+	return st
+}
+
+// Check returns nil if something issued at issued for environment env (""
+// meaning unknown: every environment's pause counts) may still be used in
+// state st. precision is the resolution of issued (a second for token
+// times): an epoch within the same unit counts as after it, so that
+// rounding never lets something through. Errors wrap ErrStopped or
+// ErrBeforeEpoch and say what to do.
+func (st State) Check(env string, issued time.Time, precision time.Duration) error {
+	if st.KillSwitch.Active {
+		return fmt.Errorf("%w: the kill switch is on since %s (%s): nothing is admitted or served until admins lift it",
+			ErrStopped, st.KillSwitch.Since.UTC().Format(time.RFC3339), st.KillSwitch.Reason)
+	}
+	before := func(epoch time.Time) bool {
+		return !epoch.IsZero() && !issued.After(epoch.Truncate(precision))
+	}
+	if before(st.KillSwitch.Since) {
+		return fmt.Errorf("%w: issued before the kill switch of %s: admit again", ErrBeforeEpoch, st.KillSwitch.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if before(st.Revocation) {
+		return fmt.Errorf("%w: issued before the key revocation of %s: admit again", ErrBeforeEpoch, st.Revocation.UTC().Format(time.RFC3339Nano))
+	}
+	for name, p := range st.Pauses {
+		if env != "" && name != env {
+			continue
+		}
+		if p.Active {
+			return fmt.Errorf("%w: environment %s is paused since %s (%s): wait until admins resume it",
+				ErrStopped, name, p.Since.UTC().Format(time.RFC3339), p.Reason)
+		}
+		if before(p.Since) {
+			return fmt.Errorf("%w: issued before environment %s was paused at %s: admit again", ErrBeforeEpoch, name, p.Since.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	return nil
+}
+
+// Fetcher reads the current stop state; gatekeeperv1.GatekeeperServiceClient
+// is one.
+type Fetcher interface {
+	GetStopState(ctx context.Context, in *gatekeeperv1.GetStopStateRequest, opts ...grpc.CallOption) (*gatekeeperv1.GetStopStateResponse, error)
+}
+
+var _ Fetcher = gatekeeperv1.GatekeeperServiceClient(nil)
+
+// WatcherConfig configures a Watcher.
+type WatcherConfig struct {
+	Gatekeeper Fetcher
+	// Interval is the time between two polls; zero means 500ms.
+	Interval time.Duration
+	// MaxAge is how old the last answer may be before Check fails closed
+	// with ErrUnknown; zero means 3s.
+	MaxAge time.Duration
+	// OnKillSwitch, if set, is called when a poll first sees the kill
+	// switch on (edges drop their caches).
+	OnKillSwitch func()
+	Logger       *slog.Logger
+	// Registry, if set, gets custody_stop_state_age_seconds: the age of
+	// the last answer (+Inf before the first), for alerts.
+	Registry prometheus.Registerer
+	// Now defaults to time.Now.
+	Now func() time.Time
+}
+
+// Watcher polls the gatekeeper's stop state. It is safe for concurrent use.
+type Watcher struct {
+	cfg WatcherConfig
+
+	mu      sync.RWMutex
+	state   State
+	fetched time.Time // zero until the first answer
+	failing bool
+}
+
+// NewWatcher returns a Watcher that knows nothing until its first poll.
+func NewWatcher(cfg WatcherConfig) *Watcher {
+	if cfg.Interval == 0 {
+		cfg.Interval = 500 * time.Millisecond
+	}
+	if cfg.MaxAge == 0 {
+		cfg.MaxAge = 3 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	w := &Watcher{cfg: cfg}
+	if cfg.Registry != nil {
+		cfg.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "custody_stop_state_age_seconds", Help: "Age of the last stop state learned from the gatekeeper; +Inf before the first.",
+		}, w.age))
+	}
+	return w
+}
+
+func (w *Watcher) age() float64 {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.fetched.IsZero() {
+		return math.Inf(1)
+	}
+	return w.cfg.Now().Sub(w.fetched).Seconds()
+}
+
+// Poll asks the gatekeeper once and keeps the answer.
+func (w *Watcher) Poll(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.MaxAge)
+	defer cancel()
+	asked := w.cfg.Now()
+	resp, err := w.cfg.Gatekeeper.GetStopState(ctx, &gatekeeperv1.GetStopStateRequest{})
+	if err != nil {
+		w.mu.Lock()
+		first := !w.failing
+		w.failing = true
+		w.mu.Unlock()
+		if first && w.cfg.Logger != nil {
+			w.cfg.Logger.WarnContext(ctx, "cannot learn the stop state from the gatekeeper: refusing once the last answer is too old", slog.Any("error", err))
+		}
+		return fmt.Errorf("get stop state from the gatekeeper: %w", err)
+	}
+	st := FromProto(resp.GetState())
+	w.mu.Lock()
+	killed := st.KillSwitch.Active && !w.state.KillSwitch.Active
+	w.state, w.fetched, w.failing = st, asked, false
+	w.mu.Unlock()
+	if killed && w.cfg.OnKillSwitch != nil {
+		w.cfg.OnKillSwitch()
+	}
+	return nil
+}
+
+// Run polls every Interval until ctx ends; it returns nil then.
+func (w *Watcher) Run(ctx context.Context) error {
+	t := time.NewTicker(w.cfg.Interval)
+	defer t.Stop()
+	for {
+		_ = w.Poll(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Check is State.Check on the latest answer, or ErrUnknown if there is none
+// younger than MaxAge.
+func (w *Watcher) Check(env string, issued time.Time, precision time.Duration) error {
+	w.mu.RLock()
+	st, fetched := w.state, w.fetched
+	w.mu.RUnlock()
+	if fetched.IsZero() {
+		return fmt.Errorf("%w: no answer from the gatekeeper yet: check the gatekeeper is running", ErrUnknown)
+	}
+	if age := w.cfg.Now().Sub(fetched); age > w.cfg.MaxAge {
+		return fmt.Errorf("%w: the last answer from the gatekeeper is %s old (limit %s): check the gatekeeper is running",
+			ErrUnknown, age.Truncate(time.Millisecond), w.cfg.MaxAge)
+	}
+	return st.Check(env, issued, precision)
+}

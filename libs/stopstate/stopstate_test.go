@@ -1,0 +1,106 @@
+package stopstate
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
+)
+
+var t0 = time.Date(2026, 12, 2, 12, 0, 0, 500_000_000, time.UTC)
+
+func TestCheck(t *testing.T) {
+	paused := State{Pauses: map[string]Stop{"prod": {Active: true, Epoch: 1, Since: t0, Reason: "incident"}}}
+	resumed := State{Pauses: map[string]Stop{"prod": {Epoch: 1, Since: t0}}}
+	killed := State{KillSwitch: Stop{Active: true, Epoch: 1, Since: t0}}
+	lifted := State{KillSwitch: Stop{Epoch: 1, Since: t0}}
+	revoked := State{Revocation: t0}
+	tests := []struct {
+		name      string
+		st        State
+		env       string
+		issued    time.Time
+		precision time.Duration
+		want      error
+	}{
+		{"nothing", State{}, "prod", t0, 0, nil},
+		{"kill switch on", killed, "staging", t0.Add(time.Hour), 0, ErrStopped},
+		{"kill switch lifted, before", lifted, "staging", t0.Add(-time.Millisecond), 0, ErrBeforeEpoch},
+		{"kill switch lifted, after", lifted, "staging", t0.Add(time.Millisecond), 0, nil},
+		{"paused env", paused, "prod", t0.Add(time.Hour), 0, ErrStopped},
+		{"other env unaffected", paused, "staging", t0.Add(-time.Hour), 0, nil},
+		{"unknown env counts every pause", paused, "", t0.Add(time.Hour), 0, ErrStopped},
+		{"resumed, before pause", resumed, "prod", t0.Add(-time.Second), 0, ErrBeforeEpoch},
+		{"resumed, after", resumed, "prod", t0.Add(time.Second), 0, nil},
+		{"revocation, before", revoked, "prod", t0.Add(-time.Nanosecond), 0, ErrBeforeEpoch},
+		{"revocation, equal", revoked, "prod", t0, 0, ErrBeforeEpoch},
+		// A token issued in the same second as the epoch may predate it.
+		{"second precision, same second", revoked, "prod", t0.Truncate(time.Second), time.Second, ErrBeforeEpoch},
+		{"second precision, next second", revoked, "prod", t0.Truncate(time.Second).Add(time.Second), time.Second, nil},
+	}
+	for _, tt := range tests {
+		if err := tt.st.Check(tt.env, tt.issued, tt.precision); !errors.Is(err, tt.want) {
+			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
+		}
+	}
+}
+
+type fetcher struct {
+	down atomic.Bool
+	kill atomic.Bool
+}
+
+func (f *fetcher) GetStopState(context.Context, *gatekeeperv1.GetStopStateRequest, ...grpc.CallOption) (*gatekeeperv1.GetStopStateResponse, error) {
+	if f.down.Load() {
+		return nil, status.Error(codes.Unavailable, "down")
+	}
+	return &gatekeeperv1.GetStopStateResponse{State: &gatekeeperv1.StopState{
+		KillSwitch: &gatekeeperv1.Stop{Active: f.kill.Load(), Epoch: 1, EpochTime: timestamppb.New(t0)},
+	}}, nil
+}
+
+func TestWatcherFailsClosed(t *testing.T) {
+	now := t0.Add(time.Hour)
+	f := &fetcher{}
+	var drops atomic.Int32
+	w := NewWatcher(WatcherConfig{Gatekeeper: f, MaxAge: 3 * time.Second, Now: func() time.Time { return now }, OnKillSwitch: func() { drops.Add(1) }})
+	if err := w.Check("prod", now, 0); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("before the first poll: %v, want ErrUnknown", err)
+	}
+	if err := w.Poll(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Check("prod", now, 0); err != nil {
+		t.Fatalf("after a poll: %v", err)
+	}
+	f.down.Store(true)
+	now = now.Add(2 * time.Second)
+	if err := w.Poll(t.Context()); err == nil {
+		t.Fatal("poll of a down gatekeeper succeeded")
+	}
+	if err := w.Check("prod", now, 0); err != nil {
+		t.Fatalf("answer 2s old: %v", err)
+	}
+	now = now.Add(2 * time.Second)
+	if err := w.Check("prod", now, 0); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("answer 4s old: %v, want ErrUnknown", err)
+	}
+	f.down.Store(false)
+	f.kill.Store(true)
+	_ = w.Poll(t.Context())
+	_ = w.Poll(t.Context())
+	if err := w.Check("prod", now, 0); !errors.Is(err, ErrStopped) {
+		t.Fatalf("kill switch: %v, want ErrStopped", err)
+	}
+	if drops.Load() != 1 {
+		t.Fatalf("OnKillSwitch called %d times, want once", drops.Load())
+	}
+}
