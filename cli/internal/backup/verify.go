@@ -1,0 +1,307 @@
+package backup
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"github.com/transparency-dev/tessera/api"
+	"github.com/transparency-dev/tessera/api/layout"
+
+	"github.com/custody-dev/custody/libs/attest"
+	"github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/libs/trustroot"
+)
+
+// Problem is one thing wrong with a backup set, naming the file.
+type Problem struct {
+	Path    string `json:"path"`
+	Kind    string `json:"kind,omitempty"`
+	Problem string `json:"problem"`
+}
+
+// Report is what Verify found. OK is true only if Problems is empty.
+type Report struct {
+	Dir            string         `json:"dir"`
+	OK             bool           `json:"ok"`
+	Site           string         `json:"site,omitempty"`
+	Created        time.Time      `json:"created,omitzero"`
+	ManifestDigest string         `json:"manifest_digest,omitempty"`
+	KeyID          string         `json:"backup_key_id,omitempty"`
+	TrustRoot      int64          `json:"trust_root_version,omitempty"`
+	Files          int            `json:"files"`
+	Kinds          map[string]int `json:"kinds,omitempty"`
+	LogOrigin      string         `json:"log_origin,omitempty"`
+	LogSize        uint64         `json:"log_size"`
+	Problems       []Problem      `json:"problems"`
+}
+
+func (r *Report) add(p, kind, format string, args ...any) {
+	r.Problems = append(r.Problems, Problem{Path: p, Kind: kind, Problem: fmt.Sprintf(format, args...)})
+}
+
+// VerifyOptions configures Verify.
+type VerifyOptions struct {
+	// Pinned is the verifier's own trust root, from outside the set; the
+	// set's newer versions are accepted only if they chain from it.
+	Pinned []byte
+	Now    func() time.Time
+}
+
+// Verify checks a backup set without trusting anything in it: the trust
+// roots it carries must chain from the pinned one; the manifest must be
+// signed by a backup key of the newest; every file must be listed and have
+// its listed digest, and no other file may be present; the log's entry
+// bundles must reproduce the co-signed checkpoint and the level-0 hash
+// tiles. Every problem is reported, naming the file. The error is for
+// failures to check at all (an unreadable pinned root).
+func Verify(dir string, o VerifyOptions) (*Report, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	trusted, err := trustroot.Pin(o.Pinned)
+	if err != nil {
+		return nil, fmt.Errorf("pinned trust root: %w", err)
+	}
+	rep := &Report{Dir: dir, Kinds: map[string]int{}, Problems: []Problem{}}
+	defer func() { rep.OK = len(rep.Problems) == 0 }()
+
+	// Trust roots: walk forward from the pin with the set's chain.
+	chain, err := rootChain(dir)
+	if err != nil {
+		rep.add("data/signer/keys/trustroot", KindSigner, "%v", err)
+	} else if err := trusted.UpdateChain(chain, o.Now()); err != nil {
+		rep.add("data/signer/keys/trustroot", KindSigner, "trust roots do not chain from the pinned v%d: %v", trusted.Version(), err)
+	}
+	root, err := trusted.Current(o.Now())
+	if err != nil {
+		rep.add("data/signer/keys/trustroot", KindSigner, "%v", err)
+		return rep, nil
+	}
+	rep.TrustRoot = root.Version
+
+	// The signature, then the manifest it covers.
+	m, st := verifyManifest(dir, root, rep)
+	if m == nil {
+		return rep, nil
+	}
+	rep.Site, rep.Created, rep.LogOrigin, rep.LogSize = m.Site, m.Created, st.LogOrigin, st.LogSize
+
+	// Every file, re-hashed, and nothing else.
+	listed := map[string]bool{ManifestFile: true, SignatureFile: true, CheckpointFile: true}
+	for _, f := range m.Files {
+		listed[f.Path] = true
+		rep.Files++
+		rep.Kinds[f.Kind]++
+		d, n, err := hashFile(filepath.Join(dir, filepath.FromSlash(f.Path)))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			rep.add(f.Path, f.Kind, "missing from the set")
+		case err != nil:
+			rep.add(f.Path, f.Kind, "unreadable: %v", err)
+		case d != f.SHA256 || n != f.Size:
+			rep.add(f.Path, f.Kind, "modified: %s (%d bytes), the signed manifest says %s (%d bytes)", d, n, f.SHA256, f.Size)
+		}
+	}
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if rel = filepath.ToSlash(rel); !listed[rel] {
+			rep.add(rel, kindOf(rel), "not in the signed manifest")
+		}
+		return nil
+	})
+
+	// The log: the co-signed checkpoint, reproduced from the entries.
+	verifyLog(dir, root, st, rep)
+	return rep, nil
+}
+
+// rootChain reads the trust-root versions the signer's state holds, oldest
+// first.
+func rootChain(dir string) ([][]byte, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "data", "signer", "keys", "trustroot", "v*.json"))
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(paths) // zero-padded version numbers
+	var out [][]byte
+	for _, p := range paths {
+		b, err := readBounded(p, trustroot.MaxSize)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+func verifyManifest(dir string, root *trustroot.Root, rep *Report) (*Manifest, *attest.Backup) {
+	envBytes, err := readBounded(filepath.Join(dir, SignatureFile), MaxSignatureSize)
+	if err != nil {
+		rep.add(SignatureFile, "", "unreadable: %v: a set without a signature is not a backup", err)
+		return nil, nil
+	}
+	env, err := attest.ParseEnvelope(envBytes)
+	if err != nil {
+		rep.add(SignatureFile, "", "%v", err)
+		return nil, nil
+	}
+	keyID, err := env.Verify(root.Keys(attest.PurposeBackup), attest.PurposeBackup)
+	if err != nil {
+		rep.add(SignatureFile, "", "not signed by a backup key of trust root v%d: %v", root.Version, err)
+		return nil, nil
+	}
+	rep.KeyID = keyID
+	st, err := attest.ParseStatement(env.Payload)
+	if err != nil {
+		rep.add(SignatureFile, "", "%v", err)
+		return nil, nil
+	}
+	b, err := st.Backup()
+	if err != nil {
+		rep.add(SignatureFile, "", "%v", err)
+		return nil, nil
+	}
+	if err := root.CheckSignedAt(keyID, b.Created); err != nil {
+		rep.add(SignatureFile, "", "%v", err)
+		return nil, nil
+	}
+	rep.ManifestDigest = b.ManifestDigest
+	mb, err := readBounded(filepath.Join(dir, ManifestFile), MaxManifestSize)
+	if err != nil {
+		rep.add(ManifestFile, "", "unreadable: %v", err)
+		return nil, nil
+	}
+	if d := digest.Of(mb); d != b.ManifestDigest {
+		rep.add(ManifestFile, "", "modified: %s, the signature covers %s", d, b.ManifestDigest)
+		return nil, nil
+	}
+	m, err := ParseManifest(mb)
+	if err != nil {
+		rep.add(ManifestFile, "", "%v", err)
+		return nil, nil
+	}
+	if len(m.Files) != b.Files || !m.Created.Equal(b.Created) {
+		rep.add(ManifestFile, "", "lists %d files created %s, the signed statement says %d created %s", len(m.Files), m.Created, b.Files, b.Created)
+		return nil, nil
+	}
+	return m, b
+}
+
+func verifyLog(dir string, root *trustroot.Root, st *attest.Backup, rep *Report) {
+	signed, err := readBounded(filepath.Join(dir, CheckpointFile), MaxCheckpointSize)
+	if err != nil {
+		rep.add(CheckpointFile, "", "unreadable: %v", err)
+		return
+	}
+	cp, err := openCheckpoint(signed, root)
+	if err != nil {
+		rep.add(CheckpointFile, "", "co-signed checkpoint does not verify with trust root v%d: %v", root.Version, err)
+		return
+	}
+	if cp.Origin != st.LogOrigin || cp.Size != st.LogSize {
+		rep.add(CheckpointFile, "", "checkpoint is %s at size %d, the signed statement says %s at %d", cp.Origin, cp.Size, st.LogOrigin, st.LogSize)
+		return
+	}
+	logDir := filepath.Join(dir, "data", "catalog", "log")
+	rf := compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
+	cr := rf.NewEmptyRange(0)
+	for idx := uint64(0); idx*layout.EntryBundleWidth < cp.Size; idx++ {
+		want := min(cp.Size-idx*layout.EntryBundleWidth, layout.EntryBundleWidth)
+		rel, bundle, err := readBundle(logDir, idx, want)
+		if err != nil {
+			rep.add(path.Join("data/catalog/log", layout.EntriesPath(idx, layout.PartialTileSize(0, idx, cp.Size))), KindLogEntries, "%v", err)
+			return
+		}
+		hashes := make([][]byte, want)
+		for i := range want {
+			hashes[i] = rfc6962.DefaultHasher.HashLeaf(bundle.Entries[i])
+			if err := cr.Append(hashes[i], nil); err != nil {
+				rep.add(rel, KindLogEntries, "%v", err)
+				return
+			}
+		}
+		if tileRel, p := checkTile(logDir, idx, hashes); p != "" {
+			rep.add(tileRel, KindLogTile, "%s", p)
+		}
+	}
+	got, err := cr.GetRootHash(nil)
+	if err != nil {
+		rep.add("data/catalog/log/tile/entries", KindLogEntries, "%v", err)
+		return
+	}
+	if !bytes.Equal(got, cp.Hash) {
+		rep.add("data/catalog/log/tile/entries", KindLogEntries, "the entries do not reproduce the co-signed checkpoint at size %d: root %x, checkpoint %x", cp.Size, got, cp.Hash)
+	}
+}
+
+// readBundle reads entry bundle idx with at least want entries: the full
+// bundle if the log grew past it after the checkpoint, else a partial one.
+func readBundle(logDir string, idx, want uint64) (string, *api.EntryBundle, error) {
+	candidates := []string{layout.EntriesPath(idx, 0)}
+	for p := uint8(layout.EntryBundleWidth - 1); uint64(p) >= want && p > 0; p-- {
+		candidates = append(candidates, layout.EntriesPath(idx, p))
+	}
+	for _, c := range candidates {
+		b, err := readBounded(filepath.Join(logDir, filepath.FromSlash(c)), 64<<20)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		rel := path.Join("data/catalog/log", c)
+		if err != nil {
+			return rel, nil, err
+		}
+		var eb api.EntryBundle
+		if err := eb.UnmarshalText(b); err != nil {
+			return rel, nil, fmt.Errorf("entry bundle: %v", err)
+		}
+		if uint64(len(eb.Entries)) < want {
+			return rel, nil, fmt.Errorf("entry bundle has %d entries, the checkpoint needs %d", len(eb.Entries), want)
+		}
+		return rel, &eb, nil
+	}
+	return "", nil, fmt.Errorf("entry bundle %d with %d entries is missing", idx, want)
+}
+
+// checkTile compares the level-0 hash tile idx (the full one, or the
+// partial one of exactly len(hashes)) with the leaf hashes; it returns the
+// tile's path and a problem, or "" if the tile matches or is absent
+// (Tessera writes tiles after bundles).
+func checkTile(logDir string, idx uint64, hashes [][]byte) (string, string) {
+	for _, p := range []uint8{0, uint8(len(hashes) % layout.TileWidth)} {
+		c := layout.TilePath(0, idx, p)
+		rel := path.Join("data/catalog/log", c)
+		b, err := readBounded(filepath.Join(logDir, filepath.FromSlash(c)), 1<<20)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return rel, err.Error()
+		}
+		var t api.HashTile
+		if err := t.UnmarshalText(b); err != nil {
+			return rel, "hash tile: " + err.Error()
+		}
+		for i, h := range hashes {
+			if i >= len(t.Nodes) {
+				break
+			}
+			if !bytes.Equal(t.Nodes[i], h) {
+				return rel, fmt.Sprintf("hash tile disagrees with the leaf hash of entry %d (the tile or its entry bundle was modified)", idx*layout.EntryBundleWidth+uint64(i))
+			}
+		}
+		return "", ""
+	}
+	return "", ""
+}
+

@@ -1,0 +1,232 @@
+package command
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/custody-dev/custody/cli/internal/backup"
+	"github.com/custody-dev/custody/cli/internal/conn"
+	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+)
+
+func (c *cli) backupCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "backup", Short: "Write and check signed backup sets of a site (docs/runbooks/restore.md)"}
+	var site, name string
+	var asJSON bool
+	create := &cobra.Command{
+		Use:   "create DIR",
+		Short: "Copy the site's blobs, wrapped keys, catalog, log tiles, signer state and trust root into the new set DIR, signed by the backup key (as an admin)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if site == "" {
+				site = c.opts.DevDir
+			}
+			if site == "" {
+				return errors.New("--site DIR is required outside dev: the directory holding the site's data/ and trust/")
+			}
+			env, err := c.env(cmd.Context(), "admin")
+			if err != nil {
+				return err
+			}
+			defer env.Close()
+			trust, err := env.Trust(cmd.Context())
+			if err != nil {
+				return err
+			}
+			sc, err := env.Dial("signer")
+			if err != nil {
+				return err
+			}
+			defer sc.Close()
+			cc, err := env.Dial("catalog")
+			if err != nil {
+				return err
+			}
+			defer cc.Close()
+			rep, err := backup.Create(cmd.Context(), backup.CreateOptions{
+				Site: site, Dir: args[0], Name: name, Root: trust.Root,
+				Checkpoint: func(ctx context.Context) ([]byte, error) {
+					resp, err := catalogv1.NewCatalogServiceClient(cc).GetCheckpoint(ctx, &catalogv1.GetCheckpointRequest{})
+					return resp.GetCheckpoint(), err
+				},
+				Sign: func(ctx context.Context, st []byte) ([]byte, error) {
+					resp, err := signerv1.NewSignerServiceClient(sc).SignBackupManifest(ctx, &signerv1.SignBackupManifestRequest{Statement: st})
+					return resp.GetEnvelope(), err
+				},
+			})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(c.stdout, rep)
+			}
+			fmt.Fprintf(c.stdout, "backup set %s: %d files, %d bytes, log %s at size %d, manifest %s signed\n", rep.Dir, rep.Files, rep.Bytes, rep.LogOrigin, rep.LogSize, rep.ManifestDigest)
+			for k, n := range rep.Kinds {
+				fmt.Fprintf(c.stdout, "  %-12s %d\n", k, n)
+			}
+			return nil
+		},
+	}
+	create.Flags().StringVar(&site, "site", "", "site directory to back up (default in dev: the dev stack's directory)")
+	create.Flags().StringVar(&name, "name", "dev", "site name recorded in the signed statement")
+	create.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+
+	var verifyJSON bool
+	verify := &cobra.Command{
+		Use:   "verify DIR",
+		Short: "Offline: check the set's signature against the pinned trust root, re-hash every file and prove the log against its co-signed checkpoint; exit 1 naming every problem",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pinned, err := pinnedRootBytes(c.opts)
+			if err != nil {
+				return err
+			}
+			rep, err := backup.Verify(args[0], backup.VerifyOptions{Pinned: pinned})
+			if err != nil {
+				return err
+			}
+			printBackupReport(c, rep, verifyJSON)
+			if !rep.OK {
+				return denied("backup set %s does not verify: %d problems", args[0], len(rep.Problems))
+			}
+			return nil
+		},
+	}
+	verify.Flags().BoolVar(&verifyJSON, "json", false, "print the report as JSON")
+	cmd.AddCommand(create, verify)
+	return cmd
+}
+
+func (c *cli) restoreCmd() *cobra.Command {
+	var site, keysFrom string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "restore DIR",
+		Short: "Verify the backup set DIR (as backup verify) and only then restore it into the empty --site",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if site == "" {
+				return errors.New("--site DIR is required: the empty directory to restore into")
+			}
+			pinned, err := pinnedRootBytes(c.opts)
+			if err != nil {
+				return err
+			}
+			if keysFrom != "" {
+				if err := copyDevKeys(keysFrom, site); err != nil {
+					return err
+				}
+			}
+			rep, err := backup.Restore(args[0], backup.RestoreOptions{VerifyOptions: backup.VerifyOptions{Pinned: pinned}, Site: site})
+			if rep != nil {
+				printBackupReport(c, rep.Report, asJSON && err != nil)
+				if asJSON && err == nil {
+					if perr := printJSON(c.stdout, rep); perr != nil {
+						return perr
+					}
+				}
+			}
+			if errors.Is(err, backup.ErrRefused) {
+				return &exitError{code: ExitDenied, err: err}
+			}
+			if err != nil {
+				return err
+			}
+			if !asJSON {
+				fmt.Fprintf(c.stdout, "restored %d files into %s; start the site on it (dev: custody dev up --dir %s)\n", rep.Restored, site, site)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&site, "site", "", "empty directory to restore into")
+	cmd.Flags().StringVar(&keysFrom, "keys-from", "", "development only: copy the dev key files (keystore, KEK, log and token keys: the stand-in for Vault/HSM) from this old dev directory")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return cmd
+}
+
+func pinnedRootBytes(opts conn.Options) ([]byte, error) {
+	path, err := conn.PinnedRootFile(opts)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read the pinned trust root: %w", err)
+	}
+	return b, nil
+}
+
+// copyDevKeys copies a dev stack's keys/ directory into site/keys, which
+// must not exist yet.
+func copyDevKeys(from, site string) error {
+	src := filepath.Join(from, "keys")
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return fmt.Errorf("--keys-from: %w", err)
+	}
+	dst := filepath.Join(site, "keys")
+	if _, err := os.Stat(dst); err == nil {
+		return fmt.Errorf("--keys-from: %s exists already", dst)
+	}
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		in, err := os.Open(filepath.Join(src, e.Name()))
+		if err != nil {
+			return err
+		}
+		out, err := os.OpenFile(filepath.Join(dst, e.Name()), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			_, err = io.Copy(out, in)
+			if cerr := out.Close(); err == nil {
+				err = cerr
+			}
+		}
+		in.Close()
+		if err != nil {
+			return fmt.Errorf("--keys-from %s: %w", e.Name(), err)
+		}
+	}
+	return nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+func printBackupReport(c *cli, rep *backup.Report, asJSON bool) {
+	if asJSON {
+		_ = printJSON(c.stdout, rep)
+		return
+	}
+	if rep.OK {
+		fmt.Fprintf(c.stdout, "OK backup set %s of site %q (%s): %d files re-hashed, manifest signed by backup key %s (trust root v%d), log %s at size %d reproduced from its entries\n",
+			rep.Dir, rep.Site, rep.Created.Format("2006-01-02T15:04:05Z"), rep.Files, rep.KeyID, rep.TrustRoot, rep.LogOrigin, rep.LogSize)
+		return
+	}
+	fmt.Fprintf(c.stdout, "FAILED backup set %s: %d problems\n", rep.Dir, len(rep.Problems))
+	for _, p := range rep.Problems {
+		kind := ""
+		if p.Kind != "" {
+			kind = " (" + p.Kind + ")"
+		}
+		fmt.Fprintf(c.stdout, "  %s%s: %s\n", p.Path, kind, p.Problem)
+	}
+}
