@@ -79,8 +79,12 @@ type stack struct {
 	upErr  error
 }
 
-func start(t *testing.T) *stack {
-	s := &stack{t: t, bin: binaries(t), dir: filepath.Join(t.TempDir(), "stack"), upOut: &bytes.Buffer{}}
+func start(t *testing.T) *stack { return startAt(t, binaries(t), filepath.Join(t.TempDir(), "stack")) }
+
+// startAt starts a dev stack of the binaries in bin on the directory dir,
+// which may hold a site already (a restart, a restore).
+func startAt(t *testing.T, bin, dir string) *stack {
+	s := &stack{t: t, bin: bin, dir: dir, upOut: &bytes.Buffer{}}
 	s.up = exec.Command(filepath.Join(s.bin, "custody"), "dev", "up", "--dir", s.dir)
 	s.up.Stdout, s.up.Stderr = s.upOut, s.upOut
 	if err := s.up.Start(); err != nil {

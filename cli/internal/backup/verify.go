@@ -304,4 +304,3 @@ func checkTile(logDir string, idx uint64, hashes [][]byte) (string, string) {
 	}
 	return "", ""
 }
-
