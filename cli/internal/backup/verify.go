@@ -40,7 +40,10 @@ type Report struct {
 	Kinds          map[string]int `json:"kinds,omitempty"`
 	LogOrigin      string         `json:"log_origin,omitempty"`
 	LogSize        uint64         `json:"log_size"`
-	Problems       []Problem      `json:"problems"`
+	// BlobsDecrypted counts blobs decrypted with the KEK to bytes of their
+	// digest; -1 if that check was skipped.
+	BlobsDecrypted int       `json:"blobs_decrypted"`
+	Problems       []Problem `json:"problems"`
 }
 
 func (r *Report) add(p, kind, format string, args ...any) {
@@ -53,6 +56,12 @@ type VerifyOptions struct {
 	// set's newer versions are accepted only if they chain from it.
 	Pinned []byte
 	Now    func() time.Time
+	// Blobs, if set, decrypts every blob of the set's publisher data
+	// directory with the KEK and re-hashes its plaintext (publisher
+	// verify-blobs). It returns the blobs that verified and the problems;
+	// its error means the check could not run. Nil skips the check, and the
+	// report says so.
+	Blobs func(publisherDir string) (int, []Problem, error)
 }
 
 // Verify checks a backup set without trusting anything in it: the trust
@@ -123,6 +132,18 @@ func Verify(dir string, o VerifyOptions) (*Report, error) {
 
 	// The log: the co-signed checkpoint, reproduced from the entries.
 	verifyLog(dir, root, st, rep)
+
+	// The blobs' plaintext, through the KEK, once their ciphertext is known
+	// to be the backed-up one.
+	rep.BlobsDecrypted = -1
+	if o.Blobs != nil {
+		n, problems, err := o.Blobs(filepath.Join(dir, "data", "publisher"))
+		if err != nil {
+			rep.add("data/publisher/blobs", KindBlob, "cannot decrypt the blobs with the KEK: %v", err)
+		}
+		rep.BlobsDecrypted = n
+		rep.Problems = append(rep.Problems, problems...)
+	}
 	return rep, nil
 }
 

@@ -80,6 +80,7 @@ func (c *cli) backupCmd() *cobra.Command {
 	create.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 
 	var verifyJSON bool
+	var kek kekFlags
 	verify := &cobra.Command{
 		Use:   "verify DIR",
 		Short: "Offline: check the set's signature against the pinned trust root, re-hash every file and prove the log against its co-signed checkpoint; exit 1 naming every problem",
@@ -89,7 +90,11 @@ func (c *cli) backupCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rep, err := backup.Verify(args[0], backup.VerifyOptions{Pinned: pinned})
+			blobs, err := kek.check(c.opts)
+			if err != nil {
+				return err
+			}
+			rep, err := backup.Verify(args[0], backup.VerifyOptions{Pinned: pinned, Blobs: blobs})
 			if err != nil {
 				return err
 			}
@@ -101,6 +106,7 @@ func (c *cli) backupCmd() *cobra.Command {
 		},
 	}
 	verify.Flags().BoolVar(&verifyJSON, "json", false, "print the report as JSON")
+	kek.register(verify)
 	cmd.AddCommand(create, verify)
 	return cmd
 }
@@ -108,6 +114,7 @@ func (c *cli) backupCmd() *cobra.Command {
 func (c *cli) restoreCmd() *cobra.Command {
 	var site, keysFrom string
 	var asJSON bool
+	var kek kekFlags
 	cmd := &cobra.Command{
 		Use:   "restore DIR",
 		Short: "Verify the backup set DIR (as backup verify) and only then restore it into the empty --site",
@@ -125,7 +132,11 @@ func (c *cli) restoreCmd() *cobra.Command {
 					return err
 				}
 			}
-			rep, err := backup.Restore(args[0], backup.RestoreOptions{VerifyOptions: backup.VerifyOptions{Pinned: pinned}, Site: site})
+			blobs, err := kek.check(c.opts)
+			if err != nil {
+				return err
+			}
+			rep, err := backup.Restore(args[0], backup.RestoreOptions{VerifyOptions: backup.VerifyOptions{Pinned: pinned, Blobs: blobs}, Site: site})
 			if rep != nil {
 				printBackupReport(c, rep.Report, asJSON && err != nil)
 				if asJSON && err == nil {
@@ -149,7 +160,62 @@ func (c *cli) restoreCmd() *cobra.Command {
 	cmd.Flags().StringVar(&site, "site", "", "empty directory to restore into")
 	cmd.Flags().StringVar(&keysFrom, "keys-from", "", "development only: copy the dev key files (keystore, KEK, log and token keys: the stand-in for Vault/HSM) from this old dev directory")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	kek.register(cmd)
 	return cmd
+}
+
+// kekFlags choose how backup verify and restore decrypt blobs: through
+// `publisher verify-blobs`, the publisher's own decryption, with the
+// publisher's KEK flags (or its CUSTODY_KEK, CUSTODY_VAULT_* environment).
+type kekFlags struct {
+	kek, softFile, publisherBin string
+	skip                        bool
+}
+
+func (k *kekFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&k.kek, "kek", "", "KEK back end to decrypt blobs with: vault (configured by the publisher's CUSTODY_VAULT_* environment) or soft (default in dev)")
+	cmd.Flags().StringVar(&k.softFile, "soft-kek-file", "", "soft KEK key file (default in dev: <dev-dir>/keys/publisher-kek.json)")
+	cmd.Flags().StringVar(&k.publisherBin, "publisher-bin", "", "the publisher binary (default: next to custody, then PATH)")
+	cmd.Flags().BoolVar(&k.skip, "no-decrypt", false, "do not decrypt blobs (ciphertext digests are still checked); the report says blobs_decrypted -1")
+}
+
+func (k *kekFlags) check(opts conn.Options) (func(string) (int, []backup.Problem, error), error) {
+	if k.skip {
+		return nil, nil
+	}
+	kek, soft := k.kek, k.softFile
+	if kek == "" && opts.DevDir != "" {
+		kek = "soft"
+	}
+	if kek == "soft" && soft == "" && opts.DevDir != "" {
+		soft = filepath.Join(opts.DevDir, "keys", "publisher-kek.json")
+	}
+	var args []string
+	switch kek {
+	case "soft":
+		// The soft KEK creates a missing key file: make sure it is there,
+		// or every blob would fail against a new key.
+		if _, err := os.Stat(soft); err != nil {
+			return nil, fmt.Errorf("--soft-kek-file: %w", err)
+		}
+		args = []string{"--kek", "soft", "--soft-kek-file", soft}
+	case "vault":
+		args = []string{"--kek", "vault"}
+	case "":
+		return nil, errors.New("--kek vault|soft is required to decrypt blobs outside dev (or --no-decrypt to check ciphertext digests only)")
+	default:
+		return nil, fmt.Errorf("--kek %q: want vault or soft", kek)
+	}
+	bin := k.publisherBin
+	if bin == "" {
+		var err error
+		if bin, err = findPublisher(); err != nil {
+			return nil, err
+		}
+	}
+	return func(dir string) (int, []backup.Problem, error) {
+		return runVerifyBlobs(bin, append([]string{"verify-blobs", "--data-dir", dir, "--blob-store", "local"}, args...))
+	}, nil
 }
 
 func pinnedRootBytes(opts conn.Options) ([]byte, error) {
@@ -217,8 +283,12 @@ func printBackupReport(c *cli, rep *backup.Report, asJSON bool) {
 		return
 	}
 	if rep.OK {
-		fmt.Fprintf(c.stdout, "OK backup set %s of site %q (%s): %d files re-hashed, manifest signed by backup key %s (trust root v%d), log %s at size %d reproduced from its entries\n",
-			rep.Dir, rep.Site, rep.Created.Format("2006-01-02T15:04:05Z"), rep.Files, rep.KeyID, rep.TrustRoot, rep.LogOrigin, rep.LogSize)
+		blobs := fmt.Sprintf("%d blobs decrypted with the KEK to bytes of their digests", rep.BlobsDecrypted)
+		if rep.BlobsDecrypted < 0 {
+			blobs = "blobs NOT decrypted (--no-decrypt)"
+		}
+		fmt.Fprintf(c.stdout, "OK backup set %s of site %q (%s): %d files re-hashed, manifest signed by backup key %s (trust root v%d), log %s at size %d reproduced from its entries, %s\n",
+			rep.Dir, rep.Site, rep.Created.Format("2006-01-02T15:04:05Z"), rep.Files, rep.KeyID, rep.TrustRoot, rep.LogOrigin, rep.LogSize, blobs)
 		return
 	}
 	fmt.Fprintf(c.stdout, "FAILED backup set %s: %d problems\n", rep.Dir, len(rep.Problems))
