@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -48,7 +49,22 @@ func TestRestoreDrill(t *testing.T) {
 	if out, code := s.custody("backup", "create", filepath.Join(work, "by-builder"), "--as", "builder"); code == 0 || !strings.Contains(out, "PermissionDenied") {
 		t.Fatalf("a builder created a backup: exit %d\n%s", code, out)
 	}
-	s.mustCustody("backup", "verify", set)
+	var clean struct {
+		OK             bool `json:"ok"`
+		BlobsDecrypted int  `json:"blobs_decrypted"`
+	}
+	if err := json.Unmarshal([]byte(s.mustCustody("backup", "verify", set, "--json")), &clean); err != nil || !clean.OK || clean.BlobsDecrypted != 3 {
+		t.Fatalf("clean set: %+v %v", clean, err)
+	}
+	// With another KEK no blob decrypts, and each is named.
+	otherKEK := filepath.Join(work, "other-kek.json")
+	if b, err := exec.Command(filepath.Join(s.bin, "publisher"), "verify-blobs", "--data-dir", t.TempDir(), "--kek", "soft", "--soft-kek-file", otherKEK).CombinedOutput(); err != nil {
+		t.Fatalf("make another KEK: %v\n%s", err, b)
+	}
+	out, code := s.custody("backup", "verify", set, "--soft-kek-file", otherKEK)
+	if code != 1 || strings.Count(out, "does not decrypt with the KEK") != 3 {
+		t.Fatalf("another KEK: exit %d, want 3 blobs named:\n%s", code, out)
+	}
 
 	// Tampering: each copy has one modified file, which verify names and
 	// which makes restore refuse, writing nothing.
@@ -107,7 +123,7 @@ func TestRestoreDrill(t *testing.T) {
 	_ = s.up.Process.Signal(syscall.SIGTERM)
 	<-s.exited
 	restored := filepath.Join(t.TempDir(), "restored")
-	out := s.mustCustody("restore", set, "--site", restored, "--keys-from", old)
+	out = s.mustCustody("restore", set, "--site", restored, "--keys-from", old)
 	if !strings.Contains(out, "OK backup set") || !strings.Contains(out, "restored "+itoa(uint64(created.Files))+" files") {
 		t.Fatalf("restore:\n%s", out)
 	}
