@@ -109,6 +109,18 @@ func TestRestoreDrill(t *testing.T) {
 			t.Fatalf("tampered %s: the refused restore wrote %s", tc.name, site)
 		}
 	}
+	// A file replaced by a symbolic link to the same bytes is named.
+	linked := filepath.Join(work, "bad-symlink")
+	copyTree(t, set, linked)
+	same := filepath.Join(work, "same-bytes")
+	copyTree(t, filepath.Join(set, "trust"), same)
+	os.Remove(filepath.Join(linked, "trust", "root.json"))
+	if err := os.Symlink(filepath.Join(same, "root.json"), filepath.Join(linked, "trust", "root.json")); err != nil {
+		t.Fatal(err)
+	}
+	if out, code := s.custody("backup", "verify", linked); code != 1 || !strings.Contains(out, "trust/root.json (trust-root): not a regular file") {
+		t.Fatalf("symlinked file: exit %d\n%s", code, out)
+	}
 	// An extra file slipped into the set is named too.
 	extra := filepath.Join(work, "bad-extra")
 	copyTree(t, set, extra)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"path/filepath"
 	"sort"
@@ -109,7 +110,12 @@ func Verify(dir string, o VerifyOptions) (*Report, error) {
 		listed[f.Path] = true
 		rep.Files++
 		rep.Kinds[f.Kind]++
-		d, n, err := hashFile(filepath.Join(dir, filepath.FromSlash(f.Path)))
+		full := filepath.Join(dir, filepath.FromSlash(f.Path))
+		if fi, err := os.Lstat(full); err == nil && !fi.Mode().IsRegular() {
+			rep.add(f.Path, f.Kind, "not a regular file (%s): a set holds regular files only", fi.Mode().Type())
+			continue
+		}
+		d, n, err := hashFile(full)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			rep.add(f.Path, f.Kind, "missing from the set")
