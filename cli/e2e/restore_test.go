@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"io/fs"
 	"os"
@@ -52,8 +53,9 @@ func TestRestoreDrill(t *testing.T) {
 	var clean struct {
 		OK             bool `json:"ok"`
 		BlobsDecrypted int  `json:"blobs_decrypted"`
+		RowsChecked    int  `json:"catalog_rows_checked"`
 	}
-	if err := json.Unmarshal([]byte(s.mustCustody("backup", "verify", set, "--json")), &clean); err != nil || !clean.OK || clean.BlobsDecrypted != 3 {
+	if err := json.Unmarshal([]byte(s.mustCustody("backup", "verify", set, "--json")), &clean); err != nil || !clean.OK || clean.BlobsDecrypted != 3 || clean.RowsChecked < 3 {
 		t.Fatalf("clean set: %+v %v", clean, err)
 	}
 	// With another KEK no blob decrypts, and each is named.
@@ -109,6 +111,36 @@ func TestRestoreDrill(t *testing.T) {
 			t.Fatalf("tampered %s: the refused restore wrote %s", tc.name, site)
 		}
 	}
+	// A catalog row changed in place (the artifact's name in its logged
+	// entry): the database file and the row are named.
+	rowSet := filepath.Join(work, "bad-row")
+	copyTree(t, set, rowSet)
+	changed := 0
+	for _, f := range []string{"catalog.db", "catalog.db-wal"} {
+		p := filepath.Join(rowSet, "data", "catalog", f)
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		n := bytes.Count(b, []byte(`"name":"lib","version":"1.0.0"`))
+		b = bytes.ReplaceAll(b, []byte(`"name":"lib","version":"1.0.0"`), []byte(`"name":"lob","version":"1.0.0"`))
+		os.Chmod(p, 0o600)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		changed += n
+	}
+	if changed == 0 {
+		t.Fatal("no catalog row of lib@1.0.0 found to change")
+	}
+	out, code = s.custody("backup", "verify", rowSet, "--json")
+	if code != 1 || !strings.Contains(out, `"row": "artifacts lib@1.0.0"`) {
+		t.Fatalf("changed catalog row: exit %d, want the row named:\n%s", code, out)
+	}
+	if out, code := s.custody("restore", rowSet, "--site", filepath.Join(work, "site-row")); code != 1 || !strings.Contains(out, "artifacts lib@1.0.0") {
+		t.Fatalf("changed catalog row: restore exit %d:\n%s", code, out)
+	}
+
 	// A file replaced by a symbolic link to the same bytes is named.
 	linked := filepath.Join(work, "bad-symlink")
 	copyTree(t, set, linked)

@@ -18,13 +18,17 @@ import (
 
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/trustroot"
 )
 
 // Problem is one thing wrong with a backup set, naming the file.
 type Problem struct {
-	Path    string `json:"path"`
-	Kind    string `json:"kind,omitempty"`
+	Path string `json:"path"`
+	Kind string `json:"kind,omitempty"`
+	// Row names a catalog row ("artifacts app@1.0.0", "events 12") in
+	// Path, the catalog database.
+	Row     string `json:"row,omitempty"`
 	Problem string `json:"problem"`
 }
 
@@ -43,8 +47,11 @@ type Report struct {
 	LogSize        uint64         `json:"log_size"`
 	// BlobsDecrypted counts blobs decrypted with the KEK to bytes of their
 	// digest; -1 if that check was skipped.
-	BlobsDecrypted int       `json:"blobs_decrypted"`
-	Problems       []Problem `json:"problems"`
+	BlobsDecrypted int `json:"blobs_decrypted"`
+	// RowsChecked counts catalog rows matched against the log; -1 if that
+	// check was skipped.
+	RowsChecked int       `json:"catalog_rows_checked"`
+	Problems    []Problem `json:"problems"`
 }
 
 func (r *Report) add(p, kind, format string, args ...any) {
@@ -63,6 +70,24 @@ type VerifyOptions struct {
 	// its error means the check could not run. Nil skips the check, and the
 	// report says so.
 	Blobs func(publisherDir string) (int, []Problem, error)
+	// CatalogRows, if set, calls fn with every logged row of the set's
+	// catalog database (catalog dump-rows); each is matched against the
+	// log entry at its index and artifact envelopes are re-verified
+	// against the trust root. Nil skips the check.
+	CatalogRows func(db string, fn func(Row) error) error
+}
+
+// Row is a logged catalog row.
+type Row struct {
+	Table    string `json:"table"`
+	ID       int64  `json:"id"`
+	Name     string `json:"name"`
+	Version  string `json:"version"`
+	Digest   string `json:"digest"`
+	Type     string `json:"type"`
+	LogIndex *int64 `json:"log_index"`
+	Leaf     []byte `json:"leaf"`
+	Envelope []byte `json:"envelope"`
 }
 
 // Verify checks a backup set without trusting anything in it: the trust
@@ -137,7 +162,12 @@ func Verify(dir string, o VerifyOptions) (*Report, error) {
 	})
 
 	// The log: the co-signed checkpoint, reproduced from the entries.
-	verifyLog(dir, root, st, rep)
+	leaves := verifyLog(dir, root, st, rep)
+
+	rep.RowsChecked = -1
+	if o.CatalogRows != nil && leaves != nil {
+		verifyRows(dir, root, leaves, o.CatalogRows, rep)
+	}
 
 	// The blobs' plaintext, through the KEK, once their ciphertext is known
 	// to be the backed-up one.
@@ -225,39 +255,43 @@ func verifyManifest(dir string, root *trustroot.Root, rep *Report) (*Manifest, *
 	return m, b
 }
 
-func verifyLog(dir string, root *trustroot.Root, st *attest.Backup, rep *Report) {
+// verifyLog checks the log and returns its leaf hashes up to the
+// checkpoint, or nil if it could not be reproduced.
+func verifyLog(dir string, root *trustroot.Root, st *attest.Backup, rep *Report) [][]byte {
 	signed, err := readBounded(filepath.Join(dir, CheckpointFile), MaxCheckpointSize)
 	if err != nil {
 		rep.add(CheckpointFile, "", "unreadable: %v", err)
-		return
+		return nil
 	}
 	cp, err := openCheckpoint(signed, root)
 	if err != nil {
 		rep.add(CheckpointFile, "", "co-signed checkpoint does not verify with trust root v%d: %v", root.Version, err)
-		return
+		return nil
 	}
 	if cp.Origin != st.LogOrigin || cp.Size != st.LogSize {
 		rep.add(CheckpointFile, "", "checkpoint is %s at size %d, the signed statement says %s at %d", cp.Origin, cp.Size, st.LogOrigin, st.LogSize)
-		return
+		return nil
 	}
 	logDir := filepath.Join(dir, "data", "catalog", "log")
 	rf := compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
 	cr := rf.NewEmptyRange(0)
+	var leaves [][]byte
 	for idx := uint64(0); idx*layout.EntryBundleWidth < cp.Size; idx++ {
 		want := min(cp.Size-idx*layout.EntryBundleWidth, layout.EntryBundleWidth)
 		rel, bundle, err := readBundle(logDir, idx, want)
 		if err != nil {
 			rep.add(path.Join("data/catalog/log", layout.EntriesPath(idx, layout.PartialTileSize(0, idx, cp.Size))), KindLogEntries, "%v", err)
-			return
+			return nil
 		}
 		hashes := make([][]byte, want)
 		for i := range want {
 			hashes[i] = rfc6962.DefaultHasher.HashLeaf(bundle.Entries[i])
 			if err := cr.Append(hashes[i], nil); err != nil {
 				rep.add(rel, KindLogEntries, "%v", err)
-				return
+				return nil
 			}
 		}
+		leaves = append(leaves, hashes...)
 		if tileRel, p := checkTile(logDir, idx, hashes); p != "" {
 			rep.add(tileRel, KindLogTile, "%s", p)
 		}
@@ -265,11 +299,13 @@ func verifyLog(dir string, root *trustroot.Root, st *attest.Backup, rep *Report)
 	got, err := cr.GetRootHash(nil)
 	if err != nil {
 		rep.add("data/catalog/log/tile/entries", KindLogEntries, "%v", err)
-		return
+		return nil
 	}
 	if !bytes.Equal(got, cp.Hash) {
 		rep.add("data/catalog/log/tile/entries", KindLogEntries, "the entries do not reproduce the co-signed checkpoint at size %d: root %x, checkpoint %x", cp.Size, got, cp.Hash)
+		return nil
 	}
+	return leaves
 }
 
 // readBundle reads entry bundle idx with at least want entries: the full
@@ -330,4 +366,71 @@ func checkTile(logDir string, idx uint64, hashes [][]byte) (string, string) {
 		return "", ""
 	}
 	return "", ""
+}
+
+// verifyRows matches every logged catalog row against the (verified) log.
+func verifyRows(dir string, root *trustroot.Root, leaves [][]byte, rows func(string, func(Row) error) error, rep *Report) {
+	const db = "data/catalog/catalog.db"
+	rep.RowsChecked = 0
+	bad := func(r Row, format string, args ...any) {
+		name := fmt.Sprintf("%s %d", r.Table, r.ID)
+		if r.Table == "artifacts" {
+			name = fmt.Sprintf("artifacts %s@%s", r.Name, r.Version)
+		}
+		rep.Problems = append(rep.Problems, Problem{Path: db, Kind: KindCatalog, Row: name, Problem: fmt.Sprintf(format, args...)})
+	}
+	keys := root.Keys(attest.PurposeArtifact)
+	err := rows(filepath.Join(dir, filepath.FromSlash(db)), func(r Row) error {
+		switch {
+		case r.LogIndex == nil:
+			bad(r, "not in the log")
+			return nil
+		case *r.LogIndex < 0:
+			bad(r, "log index %d", *r.LogIndex)
+			return nil
+		case uint64(*r.LogIndex) >= uint64(len(leaves)):
+			return nil // logged after the backed-up checkpoint
+		}
+		rep.RowsChecked++
+		if !bytes.Equal(rfc6962.DefaultHasher.HashLeaf(r.Leaf), leaves[*r.LogIndex]) {
+			bad(r, "its log entry differs from entry %d of the log", *r.LogIndex)
+			return nil
+		}
+		if r.Table != "artifacts" {
+			return nil
+		}
+		e, err := tlog.ParseEntry(r.Leaf)
+		if err != nil {
+			bad(r, "log entry: %v", err)
+			return nil
+		}
+		if e.Subject.Name != r.Name || e.Subject.Version != r.Version || e.Subject.Digest != r.Digest {
+			bad(r, "row says %s@%s %s, its log entry %s@%s %s", r.Name, r.Version, r.Digest, e.Subject.Name, e.Subject.Version, e.Subject.Digest)
+			return nil
+		}
+		if d := digest.Of(r.Envelope); d != digest.Prefix+e.EnvelopeSHA256 {
+			bad(r, "envelope %s differs from the one logged (sha256:%s)", d, e.EnvelopeSHA256)
+			return nil
+		}
+		env, err := attest.ParseEnvelope(r.Envelope)
+		if err == nil {
+			_, err = env.Verify(keys, attest.PurposeArtifact)
+		}
+		if err != nil {
+			bad(r, "envelope does not verify with an artifact key of trust root v%d: %v", root.Version, err)
+			return nil
+		}
+		st, err := attest.ParseStatement(env.Payload)
+		var a *attest.Artifact
+		if err == nil {
+			a, err = st.Artifact()
+		}
+		if err != nil || a.Digest != r.Digest || a.Name != r.Name || a.Version != r.Version {
+			bad(r, "envelope's statement is not about %s@%s %s (%v)", r.Name, r.Version, r.Digest, err)
+		}
+		return nil
+	})
+	if err != nil {
+		rep.add(db, KindCatalog, "cannot read the catalog's rows: %v", err)
+	}
 }

@@ -94,7 +94,11 @@ func (c *cli) backupCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rep, err := backup.Verify(args[0], backup.VerifyOptions{Pinned: pinned, Blobs: blobs})
+			rows, err := kek.rows()
+			if err != nil {
+				return err
+			}
+			rep, err := backup.Verify(args[0], backup.VerifyOptions{Pinned: pinned, Blobs: blobs, CatalogRows: rows})
 			if err != nil {
 				return err
 			}
@@ -136,7 +140,11 @@ func (c *cli) restoreCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rep, err := backup.Restore(args[0], backup.RestoreOptions{VerifyOptions: backup.VerifyOptions{Pinned: pinned, Blobs: blobs}, Site: site})
+			rows, err := kek.rows()
+			if err != nil {
+				return err
+			}
+			rep, err := backup.Restore(args[0], backup.RestoreOptions{VerifyOptions: backup.VerifyOptions{Pinned: pinned, Blobs: blobs, CatalogRows: rows}, Site: site})
 			if rep != nil {
 				printBackupReport(c, rep.Report, asJSON && err != nil)
 				if asJSON && err == nil {
@@ -168,8 +176,8 @@ func (c *cli) restoreCmd() *cobra.Command {
 // `publisher verify-blobs`, the publisher's own decryption, with the
 // publisher's KEK flags (or its CUSTODY_KEK, CUSTODY_VAULT_* environment).
 type kekFlags struct {
-	kek, softFile, publisherBin string
-	skip                        bool
+	kek, softFile, publisherBin, catalogBin string
+	skip, skipRows                          bool
 }
 
 func (k *kekFlags) register(cmd *cobra.Command) {
@@ -177,6 +185,23 @@ func (k *kekFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&k.softFile, "soft-kek-file", "", "soft KEK key file (default in dev: <dev-dir>/keys/publisher-kek.json)")
 	cmd.Flags().StringVar(&k.publisherBin, "publisher-bin", "", "the publisher binary (default: next to custody, then PATH)")
 	cmd.Flags().BoolVar(&k.skip, "no-decrypt", false, "do not decrypt blobs (ciphertext digests are still checked); the report says blobs_decrypted -1")
+	cmd.Flags().StringVar(&k.catalogBin, "catalog-bin", "", "the catalog binary, which reads its database's rows (default: next to custody, then PATH)")
+	cmd.Flags().BoolVar(&k.skipRows, "no-catalog-rows", false, "do not match catalog rows against the log (the database's digest is still checked)")
+}
+
+// rows returns the catalog-row reader for VerifyOptions.CatalogRows.
+func (k *kekFlags) rows() (func(string, func(backup.Row) error) error, error) {
+	if k.skipRows {
+		return nil, nil
+	}
+	bin := k.catalogBin
+	if bin == "" {
+		var err error
+		if bin, err = findService("catalog", "reads the catalog's rows"); err != nil {
+			return nil, fmt.Errorf("%w, or --no-catalog-rows", err)
+		}
+	}
+	return func(db string, fn func(backup.Row) error) error { return runDumpRows(bin, db, fn) }, nil
 }
 
 func (k *kekFlags) check(opts conn.Options) (func(string) (int, []backup.Problem, error), error) {
@@ -209,8 +234,8 @@ func (k *kekFlags) check(opts conn.Options) (func(string) (int, []backup.Problem
 	bin := k.publisherBin
 	if bin == "" {
 		var err error
-		if bin, err = findPublisher(); err != nil {
-			return nil, err
+		if bin, err = findService("publisher", "decrypts blobs"); err != nil {
+			return nil, fmt.Errorf("%w, or --no-decrypt", err)
 		}
 	}
 	return func(dir string) (int, []backup.Problem, error) {
@@ -287,8 +312,12 @@ func printBackupReport(c *cli, rep *backup.Report, asJSON bool) {
 		if rep.BlobsDecrypted < 0 {
 			blobs = "blobs NOT decrypted (--no-decrypt)"
 		}
-		fmt.Fprintf(c.stdout, "OK backup set %s of site %q (%s): %d files re-hashed, manifest signed by backup key %s (trust root v%d), log %s at size %d reproduced from its entries, %s\n",
-			rep.Dir, rep.Site, rep.Created.Format("2006-01-02T15:04:05Z"), rep.Files, rep.KeyID, rep.TrustRoot, rep.LogOrigin, rep.LogSize, blobs)
+		rows := fmt.Sprintf("%d catalog rows matched against the log", rep.RowsChecked)
+		if rep.RowsChecked < 0 {
+			rows = "catalog rows NOT checked (--no-catalog-rows)"
+		}
+		fmt.Fprintf(c.stdout, "OK backup set %s of site %q (%s): %d files re-hashed, manifest signed by backup key %s (trust root v%d), log %s at size %d reproduced from its entries, %s, %s\n",
+			rep.Dir, rep.Site, rep.Created.Format("2006-01-02T15:04:05Z"), rep.Files, rep.KeyID, rep.TrustRoot, rep.LogOrigin, rep.LogSize, blobs, rows)
 		return
 	}
 	fmt.Fprintf(c.stdout, "FAILED backup set %s: %d problems\n", rep.Dir, len(rep.Problems))
@@ -297,6 +326,10 @@ func printBackupReport(c *cli, rep *backup.Report, asJSON bool) {
 		if p.Kind != "" {
 			kind = " (" + p.Kind + ")"
 		}
-		fmt.Fprintf(c.stdout, "  %s%s: %s\n", p.Path, kind, p.Problem)
+		row := ""
+		if p.Row != "" {
+			row = " row " + p.Row
+		}
+		fmt.Fprintf(c.stdout, "  %s%s%s: %s\n", p.Path, kind, row, p.Problem)
 	}
 }

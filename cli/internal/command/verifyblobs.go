@@ -14,17 +14,56 @@ import (
 	"github.com/custody-dev/custody/cli/internal/backup"
 )
 
-// findPublisher finds the publisher binary next to custody, then on PATH.
-func findPublisher() (string, error) {
+// findService finds a service binary next to custody, then on PATH.
+func findService(name, why string) (string, error) {
 	if exe, err := os.Executable(); err == nil {
-		if p := filepath.Join(filepath.Dir(exe), "publisher"); isFile(p) {
+		if p := filepath.Join(filepath.Dir(exe), name); isFile(p) {
 			return p, nil
 		}
 	}
-	if p, err := exec.LookPath("publisher"); err == nil {
+	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
-	return "", errors.New("the publisher binary decrypts blobs and is not next to custody or on PATH: pass --publisher-bin, or --no-decrypt")
+	return "", fmt.Errorf("the %s binary %s and is not next to custody or on PATH: pass --%s-bin", name, why, name)
+}
+
+// runDumpRows runs catalog dump-rows on db and hands each row to fn.
+func runDumpRows(bin, db string, fn func(backup.Row) error) error {
+	cmd := exec.Command(bin, "dump-rows", "--db", db)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	sc := bufio.NewScanner(&limitReader{r: out, n: maxVerifyOutput})
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	var ferr error
+	for sc.Scan() && ferr == nil {
+		var r backup.Row
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			ferr = fmt.Errorf("catalog dump-rows: %v", err)
+			break
+		}
+		ferr = fn(r)
+	}
+	if ferr == nil {
+		ferr = sc.Err()
+	}
+	if ferr != nil {
+		_ = cmd.Process.Kill()
+	}
+	werr := cmd.Wait()
+	if ferr != nil {
+		return ferr
+	}
+	if werr != nil {
+		return fmt.Errorf("catalog dump-rows: %v: %s", werr, bytes.TrimSpace(stderr.Bytes()))
+	}
+	return nil
 }
 
 func isFile(p string) bool {
