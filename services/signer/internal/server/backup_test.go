@@ -1,6 +1,8 @@
 package server_test
 
 import (
+	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,8 @@ import (
 	"github.com/custody-dev/custody/libs/attest"
 	libdigest "github.com/custody-dev/custody/libs/digest"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/services/signer/internal/keys/soft"
+	"github.com/custody-dev/custody/services/signer/internal/server"
 )
 
 func backupStatement(t *testing.T) []byte {
@@ -71,5 +75,23 @@ func TestSignBackupManifest(t *testing.T) {
 		if c := status.Code(err); c != codes.InvalidArgument && !(name == "huge" && c == codes.ResourceExhausted) {
 			t.Errorf("%s: %v, want InvalidArgument", name, err)
 		}
+	}
+}
+
+// A signer started without --backup-key refuses to sign backups, and says
+// how to fix it.
+func TestSignBackupManifestWithoutBackupKey(t *testing.T) {
+	store, err := soft.Open(filepath.Join(t.TempDir(), "keystore.json"), []byte("0123456789abcdef-passphrase"), true, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := server.Keys{Artifact: "artifact", Decision: "decision"}
+	if err := server.EnsureKeys(t.Context(), store, names); err != nil {
+		t.Fatal(err)
+	}
+	s := server.New(store, openLifecycle(t, store, names), slog.New(slog.DiscardHandler))
+	_, err = s.SignBackupManifest(t.Context(), &signerv1.SignBackupManifestRequest{Statement: backupStatement(t)})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "--backup-key") {
+		t.Errorf("no backup key: %v, want FailedPrecondition naming --backup-key", err)
 	}
 }
