@@ -86,3 +86,13 @@ func FuzzParseManifest(f *testing.F) {
 		}
 	})
 }
+
+func TestReportIsBounded(t *testing.T) {
+	r := &Report{}
+	for i := range 5000 {
+		r.add("p", KindBlob, "problem %d", i)
+	}
+	if len(r.Problems) != MaxProblems+1 || !strings.Contains(r.Problems[MaxProblems].Problem, "more than") {
+		t.Fatalf("%d problems kept", len(r.Problems))
+	}
+}

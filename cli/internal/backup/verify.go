@@ -54,8 +54,21 @@ type Report struct {
 	Problems    []Problem `json:"problems"`
 }
 
+// MaxProblems bounds a report: a hostile set with a million bad files
+// gets the first ones named and a count.
+const MaxProblems = 1000
+
 func (r *Report) add(p, kind, format string, args ...any) {
-	r.Problems = append(r.Problems, Problem{Path: p, Kind: kind, Problem: fmt.Sprintf(format, args...)})
+	r.addProblem(Problem{Path: p, Kind: kind, Problem: fmt.Sprintf(format, args...)})
+}
+
+func (r *Report) addProblem(p Problem) {
+	switch {
+	case len(r.Problems) < MaxProblems:
+		r.Problems = append(r.Problems, p)
+	case len(r.Problems) == MaxProblems:
+		r.Problems = append(r.Problems, Problem{Path: ".", Problem: fmt.Sprintf("more than %d problems: the rest are not listed", MaxProblems)})
+	}
 }
 
 // VerifyOptions configures Verify.
@@ -178,7 +191,9 @@ func Verify(dir string, o VerifyOptions) (*Report, error) {
 			rep.add("data/publisher/blobs", KindBlob, "cannot decrypt the blobs with the KEK: %v", err)
 		}
 		rep.BlobsDecrypted = n
-		rep.Problems = append(rep.Problems, problems...)
+		for _, p := range problems {
+			rep.addProblem(p)
+		}
 	}
 	return rep, nil
 }
@@ -377,7 +392,7 @@ func verifyRows(dir string, root *trustroot.Root, leaves [][]byte, rows func(str
 		if r.Table == "artifacts" {
 			name = fmt.Sprintf("artifacts %s@%s", r.Name, r.Version)
 		}
-		rep.Problems = append(rep.Problems, Problem{Path: db, Kind: KindCatalog, Row: name, Problem: fmt.Sprintf(format, args...)})
+		rep.addProblem(Problem{Path: db, Kind: KindCatalog, Row: name, Problem: fmt.Sprintf(format, args...)})
 	}
 	keys := root.Keys(attest.PurposeArtifact)
 	err := rows(filepath.Join(dir, filepath.FromSlash(db)), func(r Row) error {
