@@ -145,13 +145,13 @@ func (c *cli) restoreCmd() *cobra.Command {
 				return err
 			}
 			rep, err := backup.Restore(args[0], backup.RestoreOptions{VerifyOptions: backup.VerifyOptions{Pinned: pinned, Blobs: blobs, CatalogRows: rows}, Site: site})
-			if rep != nil {
-				printBackupReport(c, rep.Report, asJSON && err != nil)
-				if asJSON && err == nil {
-					if perr := printJSON(c.stdout, rep); perr != nil {
-						return perr
-					}
+			switch {
+			case rep != nil && asJSON:
+				if perr := printJSON(c.stdout, rep); perr != nil {
+					return perr
 				}
+			case rep != nil:
+				printBackupReport(c, rep.Report, false)
 			}
 			if errors.Is(err, backup.ErrRefused) {
 				return &exitError{code: ExitDenied, err: err}
