@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -111,7 +112,40 @@ func (c *cli) backupCmd() *cobra.Command {
 	}
 	verify.Flags().BoolVar(&verifyJSON, "json", false, "print the report as JSON")
 	kek.register(verify)
-	cmd.AddCommand(create, verify)
+	var push backup.PushOptions
+	var pushJSON bool
+	pushCmd := &cobra.Command{
+		Use:   "push DIR",
+		Short: "Upload a signed backup set to S3, each object locked (Object Lock, COMPLIANCE) for --retain when the bucket has Object Lock",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rep, err := backup.Push(cmd.Context(), args[0], push)
+			if err != nil {
+				return err
+			}
+			if pushJSON {
+				return printJSON(c.stdout, rep)
+			}
+			lock := "WITHOUT Object Lock (the bucket has none): anyone with write access can change the objects"
+			if rep.ObjectLock {
+				lock = "locked (COMPLIANCE) until " + rep.RetainUntil.Format("2006-01-02T15:04:05Z")
+			}
+			fmt.Fprintf(c.stdout, "pushed %d objects (%d bytes) to s3://%s/%s, %s\n", rep.Objects, rep.Bytes, rep.Bucket, rep.Prefix, lock)
+			return nil
+		},
+	}
+	pf := pushCmd.Flags()
+	pf.StringVar(&push.Endpoint, "s3-endpoint", "", "S3 endpoint URL (empty: AWS)")
+	pf.StringVar(&push.Region, "s3-region", "us-east-1", "S3 region")
+	pf.StringVar(&push.Bucket, "s3-bucket", "", "bucket (create it with Object Lock enabled)")
+	pf.StringVar(&push.Prefix, "s3-prefix", "", "object name prefix, ending in /, e.g. the set's date")
+	pf.StringVar(&push.AccessKeyFile, "s3-access-key-file", "", "file holding the access key id")
+	pf.StringVar(&push.SecretKeyFile, "s3-secret-key-file", "", "file holding the secret access key")
+	pf.BoolVar(&push.PathStyle, "s3-path-style", false, "address the bucket in the path (most S3-compatible servers)")
+	pf.DurationVar(&push.Retain, "retain", 90*24*time.Hour, "how long each object stays locked")
+	pf.BoolVar(&push.RequireLock, "require-object-lock", false, "refuse a bucket without Object Lock")
+	pf.BoolVar(&pushJSON, "json", false, "print the report as JSON")
+	cmd.AddCommand(create, verify, pushCmd)
 	return cmd
 }
 
