@@ -79,18 +79,25 @@ type stack struct {
 	upErr  error
 }
 
-func start(t *testing.T) *stack { return startPrepared(t, nil) }
+func start(t *testing.T) *stack { return startAt(t, binaries(t), filepath.Join(t.TempDir(), "stack")) }
 
 // startPrepared is start with prepare called on the empty dev directory
 // before the stack comes up.
 func startPrepared(t *testing.T, prepare func(dir string)) *stack {
-	s := &stack{t: t, bin: binaries(t), dir: filepath.Join(t.TempDir(), "stack"), upOut: &bytes.Buffer{}}
+	dir := filepath.Join(t.TempDir(), "stack")
 	if prepare != nil {
-		if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		prepare(s.dir)
+		prepare(dir)
 	}
+	return startAt(t, binaries(t), dir)
+}
+
+// startAt starts a dev stack of the binaries in bin on the directory dir,
+// which may hold a site already (a restart, a restore).
+func startAt(t *testing.T, bin, dir string) *stack {
+	s := &stack{t: t, bin: bin, dir: dir, upOut: &bytes.Buffer{}}
 	s.up = exec.Command(filepath.Join(s.bin, "custody"), "dev", "up", "--dir", s.dir)
 	s.up.Stdout, s.up.Stderr = s.upOut, s.upOut
 	if err := s.up.Start(); err != nil {

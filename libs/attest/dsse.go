@@ -34,6 +34,8 @@ const MaxEnvelopeSize = 1 << 20
 const (
 	PurposeArtifact = "artifact"
 	PurposeDecision = "decision"
+	// PurposeBackup keys sign backup-set manifests (BackupPredicateType).
+	PurposeBackup = "backup"
 )
 
 // Signature algorithms.

@@ -88,7 +88,8 @@ type Key struct {
 // SigningKey is one version of a signer key.
 type SigningKey struct {
 	Key
-	// Purpose is attest.PurposeArtifact or attest.PurposeDecision.
+	// Purpose is attest.PurposeArtifact, attest.PurposeDecision or
+	// attest.PurposeBackup.
 	Purpose string `json:"purpose"`
 	// Name is the key's name in the signer's back end.
 	Name    string `json:"name"`
@@ -224,12 +225,12 @@ func (k SigningKey) problems() []string {
 	}
 	switch k.Purpose {
 	case attest.PurposeArtifact:
-	case attest.PurposeDecision:
+	case attest.PurposeDecision, attest.PurposeBackup:
 		if len(k.Channels) > 0 {
-			ps = append(ps, "a decision key has no channels")
+			ps = append(ps, fmt.Sprintf("a %s key has no channels", k.Purpose))
 		}
 	default:
-		ps = append(ps, fmt.Sprintf("purpose %q, want %s or %s", quote.Prefix(k.Purpose), attest.PurposeArtifact, attest.PurposeDecision))
+		ps = append(ps, fmt.Sprintf("purpose %q, want %s, %s or %s", quote.Prefix(k.Purpose), attest.PurposeArtifact, attest.PurposeDecision, attest.PurposeBackup))
 	}
 	if k.Name == "" || k.Version < 1 {
 		ps = append(ps, "name and a version of 1 or more are required")

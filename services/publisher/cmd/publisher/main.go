@@ -31,7 +31,13 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "verify-blobs" {
+		err = verifyBlobs(ctx, os.Args[2:], os.Getenv, os.Stdout)
+	} else {
+		err = run(ctx, os.Args[1:], os.Getenv, os.Stderr)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "publisher:", err)
 		os.Exit(1)
 	}

@@ -53,6 +53,7 @@ type config struct {
 	PINFile        string
 	ArtifactKey    string
 	DecisionKey    string
+	BackupKey      string
 	CreateKeys     bool
 	StateDir       string
 	ChannelKeys    []string
@@ -134,6 +135,19 @@ func (c *config) validate() error {
 	if c.ArtifactKey == c.DecisionKey {
 		errs = append(errs, errors.New("--artifact-key and --decision-key must differ: a key signs for one purpose only"))
 	}
+	if c.BackupKey != "" {
+		if !keys.ValidName(c.BackupKey) {
+			errs = append(errs, fmt.Errorf("--backup-key %q: want 1-64 of a-z, 0-9, '-', '_', starting with a letter", c.BackupKey))
+		}
+		if c.BackupKey == c.ArtifactKey || c.BackupKey == c.DecisionKey || c.BackupKey == c.LogKey {
+			errs = append(errs, errors.New("--backup-key must differ from --artifact-key, --decision-key and --log-key: a key signs for one purpose only"))
+		}
+		for _, ck := range c.ChannelKeys {
+			if _, name, _ := strings.Cut(ck, "="); name == c.BackupKey {
+				errs = append(errs, fmt.Errorf("--channel-key %s: the backup key signs backup manifests only", ck))
+			}
+		}
+	}
 	if !keys.ValidName(c.LogKey) {
 		errs = append(errs, fmt.Errorf("--log-key %q: want 1-64 of a-z, 0-9, '-', '_', starting with a letter", c.LogKey))
 	}
@@ -182,6 +196,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.String(&cfg.PINFile, "pkcs11-pin-file", "CUSTODY_PKCS11_PIN_FILE", "", "file holding the token's user PIN")
 	f.String(&cfg.ArtifactKey, "artifact-key", "CUSTODY_ARTIFACT_KEY", "artifact", "back-end key that signs artifact provenance")
 	f.String(&cfg.DecisionKey, "decision-key", "CUSTODY_DECISION_KEY", "decision", "back-end key that signs gatekeeper decisions")
+	f.String(&cfg.BackupKey, "backup-key", "CUSTODY_BACKUP_KEY", "", "back-end key that signs backup-set manifests (custody backup create); empty: none")
 	f.Bool(&cfg.CreateKeys, "create-keys", "CUSTODY_CREATE_KEYS", false, "create missing keys at start (always on with --dev; Vault needs a custodian token for this)")
 	f.String(&cfg.StateDir, "state-dir", "CUSTODY_STATE_DIR", "", "directory for the signer's state: key lifecycle and trust roots, approvals, co-signed checkpoints")
 	f.Strings(&cfg.ChannelKeys, "channel-key", "CUSTODY_CHANNEL_KEYS", "CHANNEL=KEY: the artifacts of CHANNEL are signed by KEY instead of --artifact-key")
@@ -214,7 +229,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer d.Close()
-	names := server.Keys{Artifact: cfg.ArtifactKey, Decision: cfg.DecisionKey, Log: cfg.LogKey}
+	names := server.Keys{Artifact: cfg.ArtifactKey, Decision: cfg.DecisionKey, Backup: cfg.BackupKey, Log: cfg.LogKey}
 	chKeys, _ := channelKeys(cfg.ChannelKeys)
 	if cfg.CreateKeys || cfg.Dev {
 		if err := ensureChannelKeys(ctx, backend, chKeys); err != nil {
@@ -335,7 +350,7 @@ func ensureChannelKeys(ctx context.Context, b keys.Backend, chKeys map[string]st
 
 func openLifecycle(cfg config, b keys.Backend, chKeys map[string]string, logKeys func(context.Context) ([]trustroot.LogKey, error), events *audit.Catalog, logger *slog.Logger) (*lifecycle.Manager, error) {
 	lcfg := lifecycle.Config{LogKeys: logKeys,
-		Backend: b, ArtifactKey: cfg.ArtifactKey, ChannelKeys: chKeys, DecisionKey: cfg.DecisionKey,
+		Backend: b, ArtifactKey: cfg.ArtifactKey, ChannelKeys: chKeys, DecisionKey: cfg.DecisionKey, BackupKey: cfg.BackupKey,
 		Dir: filepath.Join(cfg.StateDir, "keys"), Logger: logger, RootTTL: cfg.RootTTL, DevThreshold: cfg.DevThreshold,
 	}
 	for _, path := range cfg.EdgeTokenKeys {

@@ -102,6 +102,8 @@ func PublicKeyProto(in Info) *signerv1.PublicKey {
 		pk.Purpose = signerv1.KeyPurpose_KEY_PURPOSE_ARTIFACT
 	case attest.PurposeDecision:
 		pk.Purpose = signerv1.KeyPurpose_KEY_PURPOSE_DECISION
+	case attest.PurposeBackup:
+		pk.Purpose = signerv1.KeyPurpose_KEY_PURPOSE_BACKUP
 	}
 	switch in.Status {
 	case StatusCurrent:

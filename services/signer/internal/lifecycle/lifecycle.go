@@ -70,6 +70,8 @@ type Config struct {
 	ArtifactKey string
 	ChannelKeys map[string]string
 	DecisionKey string
+	// BackupKey signs backup-set manifests; empty for none.
+	BackupKey string
 	// Dir holds keys.json and the published trust roots.
 	Dir    string
 	Audit  Auditor
@@ -168,6 +170,10 @@ func (m *Manager) ArtifactKey(channel string) string {
 // DecisionKey names the key that signs decision records.
 func (m *Manager) DecisionKey() string { return m.cfg.DecisionKey }
 
+// BackupKey names the key that signs backup-set manifests; empty if the
+// signer has none.
+func (m *Manager) BackupKey() string { return m.cfg.BackupKey }
+
 // names is every key the manager looks after, artifact keys first.
 func (m *Manager) names() []string {
 	set := map[string]bool{m.cfg.ArtifactKey: true}
@@ -179,12 +185,19 @@ func (m *Manager) names() []string {
 		out = append(out, k)
 	}
 	sort.Strings(out)
-	return append(out, m.cfg.DecisionKey)
+	out = append(out, m.cfg.DecisionKey)
+	if m.cfg.BackupKey != "" {
+		out = append(out, m.cfg.BackupKey)
+	}
+	return out
 }
 
 func (m *Manager) purpose(name string) string {
 	if name == m.cfg.DecisionKey {
 		return attest.PurposeDecision
+	}
+	if name == m.cfg.BackupKey && name != "" {
+		return attest.PurposeBackup
 	}
 	return attest.PurposeArtifact
 }
@@ -192,7 +205,7 @@ func (m *Manager) purpose(name string) string {
 // channels lists the channels a key signs for; nil for the default artifact
 // key, which signs every channel that no other key names.
 func (m *Manager) channels(name string) []string {
-	if name == m.cfg.ArtifactKey || name == m.cfg.DecisionKey {
+	if name == m.cfg.ArtifactKey || name == m.cfg.DecisionKey || name == m.cfg.BackupKey {
 		return nil
 	}
 	var out []string

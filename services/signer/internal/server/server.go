@@ -26,6 +26,8 @@ import (
 type Keys struct {
 	Artifact string
 	Decision string
+	// Backup signs backup-set manifests; empty for none.
+	Backup string
 	// Log is the Ed25519 key that co-signs log checkpoints; empty for none.
 	Log string
 }
@@ -79,6 +81,7 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 		rpc.Method(sd, "ListPublicKeys"):        {rpc.Member(td)},
 		rpc.Method(sd, "ResignArtifact"):        {under("/admin")},
 		rpc.Method(sd, "GetTrustRoot"):          {rpc.Member(td)},
+		rpc.Method(sd, "SignBackupManifest"):    {under("/admin"), rpc.ID(spiffeid.RequireFromPath(td, "/service/backup"))},
 		rpc.Method(kd, "ListKeys"):              {under("/admin")},
 		rpc.Method(kd, "RotateKey"):             {under("/admin")},
 		rpc.Method(kd, "RevokeKeyVersion"):      {under("/admin")},
@@ -134,11 +137,11 @@ func (s *Server) SetApprovals(a Approvals) { s.approvals = a }
 // the log key Ed25519), for back ends whose credentials allow it (the
 // software keystore, an HSM login); with Vault a custodian creates them.
 func EnsureKeys(ctx context.Context, b keys.Backend, names Keys) error {
-	algs := map[string]string{names.Artifact: keys.ECDSAP256, names.Decision: keys.ECDSAP256}
+	algs := map[string]string{names.Artifact: keys.ECDSAP256, names.Decision: keys.ECDSAP256, names.Backup: keys.ECDSAP256}
 	if names.Log != "" {
 		algs[names.Log] = keys.Ed25519
 	}
-	for _, name := range []string{names.Artifact, names.Decision, names.Log} {
+	for _, name := range []string{names.Artifact, names.Decision, names.Backup, names.Log} {
 		if name == "" {
 			continue
 		}
@@ -258,6 +261,31 @@ func (s *Server) SignDecision(ctx context.Context, req *signerv1.SignDecisionReq
 	return &signerv1.SignDecisionResponse{Envelope: env, KeyId: key.ID}, nil
 }
 
+// errNoBackupKey: the signer was started without --backup-key.
+var errNoBackupKey = errors.New("no backup key")
+
+// SignBackupManifest signs a backup-set statement with the current backup
+// key.
+func (s *Server) SignBackupManifest(ctx context.Context, req *signerv1.SignBackupManifestRequest) (*signerv1.SignBackupManifestResponse, error) {
+	st, err := attest.ParseStatement(req.GetStatement())
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("%w: %v", errInvalid, err))
+	}
+	b, err := st.Backup()
+	if err != nil {
+		return nil, toStatus(fmt.Errorf("%w: %v", errInvalid, err))
+	}
+	if s.lc.BackupKey() == "" {
+		return nil, toStatus(fmt.Errorf("%w: start the signer with --backup-key to sign backup manifests", errNoBackupKey))
+	}
+	env, key, err := s.sign(ctx, s.lc.BackupKey(), req.GetStatement())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.log(ctx, "signed backup manifest", key, b.ManifestDigest, slog.String("site", b.Site), slog.Int("files", b.Files), slog.Uint64("log_size", b.LogSize))
+	return &signerv1.SignBackupManifestResponse{Envelope: env, KeyId: key.ID}, nil
+}
+
 // ListPublicKeys returns every key version's public half.
 func (s *Server) ListPublicKeys(ctx context.Context, _ *signerv1.ListPublicKeysRequest) (*signerv1.ListPublicKeysResponse, error) {
 	infos, err := s.lc.List(ctx)
@@ -324,7 +352,7 @@ func toStatus(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, errUnavailable), errors.Is(err, keys.ErrUnavailable), errors.Is(err, ErrApprovalsUnavailable), errors.Is(err, audit.ErrUnavailable):
 		return status.Error(codes.Unavailable, err.Error())
-	case errors.Is(err, ErrNotApproved), errors.Is(err, audit.ErrRefused):
+	case errors.Is(err, ErrNotApproved), errors.Is(err, audit.ErrRefused), errors.Is(err, errNoBackupKey):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	default:
 		return status.Error(codes.Internal, "internal error")

@@ -42,7 +42,7 @@ type fixture struct {
 // version of each key signs.
 func openLifecycle(t *testing.T, b keys.Backend, names server.Keys) *lifecycle.Manager {
 	t.Helper()
-	m, err := lifecycle.Open(lifecycle.Config{Backend: b, ArtifactKey: names.Artifact, DecisionKey: names.Decision, Dir: t.TempDir()})
+	m, err := lifecycle.Open(lifecycle.Config{Backend: b, ArtifactKey: names.Artifact, DecisionKey: names.Decision, BackupKey: names.Backup, Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func startWith(t *testing.T, a server.Approvals) *fixture {
 	}
 	srv := rpc.NewServer(rpc.ServerConfig{Source: td.Source(t, "/service/signer"), TrustDomain: td.TD,
 		Policy: server.Policy(td.TD), Logger: slog.New(slog.DiscardHandler), Telemetry: telemetry.Discard("signer")})
-	names := server.Keys{Artifact: "artifact", Decision: "decision"}
+	names := server.Keys{Artifact: "artifact", Decision: "decision", Backup: "backup"}
 	if err := server.EnsureKeys(t.Context(), store, names); err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,8 @@ func publicKeys(t *testing.T, c signerv1.SignerServiceClient) []attest.Key {
 		if err != nil {
 			t.Fatal(err)
 		}
-		purpose := map[signerv1.KeyPurpose]string{signerv1.KeyPurpose_KEY_PURPOSE_ARTIFACT: attest.PurposeArtifact, signerv1.KeyPurpose_KEY_PURPOSE_DECISION: attest.PurposeDecision}[k.GetPurpose()]
+		purpose := map[signerv1.KeyPurpose]string{signerv1.KeyPurpose_KEY_PURPOSE_ARTIFACT: attest.PurposeArtifact, signerv1.KeyPurpose_KEY_PURPOSE_DECISION: attest.PurposeDecision,
+			signerv1.KeyPurpose_KEY_PURPOSE_BACKUP: attest.PurposeBackup}[k.GetPurpose()]
 		keys = append(keys, attest.Key{ID: k.GetKeyId(), Purpose: purpose, Algorithm: alg, Public: pub})
 	}
 	return keys
@@ -210,8 +211,8 @@ func TestNoPrivateMaterialInResponses(t *testing.T) {
 	f := start(t)
 	var secrets [][]byte
 	privs := soft.PrivateKeysForTest(f.store)
-	if len(privs) != 2 {
-		t.Fatalf("%d keys, want 2", len(privs))
+	if len(privs) != 3 {
+		t.Fatalf("%d keys, want 3 (artifact, decision, backup)", len(privs))
 	}
 	for _, k := range privs {
 		der, _ := x509.MarshalPKCS8PrivateKey(k)
@@ -272,7 +273,7 @@ func TestBackendDownFailsClosedAndRecovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := server.Keys{Artifact: "artifact", Decision: "decision"}
+	names := server.Keys{Artifact: "artifact", Decision: "decision", Backup: "backup"}
 	if err := server.EnsureKeys(t.Context(), store, names); err != nil {
 		t.Fatal(err)
 	}

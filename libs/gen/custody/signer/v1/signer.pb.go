@@ -31,6 +31,8 @@ const (
 	KeyPurpose_KEY_PURPOSE_ARTIFACT KeyPurpose = 1
 	// Gatekeeper decision records (SLSA VSA).
 	KeyPurpose_KEY_PURPOSE_DECISION KeyPurpose = 2
+	// Backup-set manifests.
+	KeyPurpose_KEY_PURPOSE_BACKUP KeyPurpose = 3
 )
 
 // Enum value maps for KeyPurpose.
@@ -39,11 +41,13 @@ var (
 		0: "KEY_PURPOSE_UNSPECIFIED",
 		1: "KEY_PURPOSE_ARTIFACT",
 		2: "KEY_PURPOSE_DECISION",
+		3: "KEY_PURPOSE_BACKUP",
 	}
 	KeyPurpose_value = map[string]int32{
 		"KEY_PURPOSE_UNSPECIFIED": 0,
 		"KEY_PURPOSE_ARTIFACT":    1,
 		"KEY_PURPOSE_DECISION":    2,
+		"KEY_PURPOSE_BACKUP":      3,
 	}
 )
 
@@ -570,6 +574,106 @@ func (x *SignDecisionResponse) GetKeyId() string {
 	return ""
 }
 
+type SignBackupManifestRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The in-toto Statement v1, JSON encoded, with predicate type
+	// https://custody.dev/backup/v1.
+	Statement     []byte `protobuf:"bytes,1,opt,name=statement,proto3" json:"statement,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignBackupManifestRequest) Reset() {
+	*x = SignBackupManifestRequest{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignBackupManifestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignBackupManifestRequest) ProtoMessage() {}
+
+func (x *SignBackupManifestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignBackupManifestRequest.ProtoReflect.Descriptor instead.
+func (*SignBackupManifestRequest) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SignBackupManifestRequest) GetStatement() []byte {
+	if x != nil {
+		return x.Statement
+	}
+	return nil
+}
+
+type SignBackupManifestResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The DSSE envelope, JSON encoded.
+	Envelope []byte `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	// The key that signed, as listed by ListPublicKeys.
+	KeyId         string `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignBackupManifestResponse) Reset() {
+	*x = SignBackupManifestResponse{}
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignBackupManifestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignBackupManifestResponse) ProtoMessage() {}
+
+func (x *SignBackupManifestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignBackupManifestResponse.ProtoReflect.Descriptor instead.
+func (*SignBackupManifestResponse) Descriptor() ([]byte, []int) {
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SignBackupManifestResponse) GetEnvelope() []byte {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
+func (x *SignBackupManifestResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
 type ListPublicKeysRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -578,7 +682,7 @@ type ListPublicKeysRequest struct {
 
 func (x *ListPublicKeysRequest) Reset() {
 	*x = ListPublicKeysRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[7]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +694,7 @@ func (x *ListPublicKeysRequest) String() string {
 func (*ListPublicKeysRequest) ProtoMessage() {}
 
 func (x *ListPublicKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[7]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +707,7 @@ func (x *ListPublicKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPublicKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListPublicKeysRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{7}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{9}
 }
 
 type ListPublicKeysResponse struct {
@@ -615,7 +719,7 @@ type ListPublicKeysResponse struct {
 
 func (x *ListPublicKeysResponse) Reset() {
 	*x = ListPublicKeysResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[8]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +731,7 @@ func (x *ListPublicKeysResponse) String() string {
 func (*ListPublicKeysResponse) ProtoMessage() {}
 
 func (x *ListPublicKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[8]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +744,7 @@ func (x *ListPublicKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPublicKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListPublicKeysResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{8}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListPublicKeysResponse) GetKeys() []*PublicKey {
@@ -679,7 +783,7 @@ type PublicKey struct {
 
 func (x *PublicKey) Reset() {
 	*x = PublicKey{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[9]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +795,7 @@ func (x *PublicKey) String() string {
 func (*PublicKey) ProtoMessage() {}
 
 func (x *PublicKey) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[9]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +808,7 @@ func (x *PublicKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublicKey.ProtoReflect.Descriptor instead.
 func (*PublicKey) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{9}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PublicKey) GetKeyId() string {
@@ -794,7 +898,7 @@ type ResignArtifactRequest struct {
 
 func (x *ResignArtifactRequest) Reset() {
 	*x = ResignArtifactRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[10]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +910,7 @@ func (x *ResignArtifactRequest) String() string {
 func (*ResignArtifactRequest) ProtoMessage() {}
 
 func (x *ResignArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[10]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +923,7 @@ func (x *ResignArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResignArtifactRequest.ProtoReflect.Descriptor instead.
 func (*ResignArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{10}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ResignArtifactRequest) GetEnvelope() []byte {
@@ -846,7 +950,7 @@ type ResignArtifactResponse struct {
 
 func (x *ResignArtifactResponse) Reset() {
 	*x = ResignArtifactResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[11]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +962,7 @@ func (x *ResignArtifactResponse) String() string {
 func (*ResignArtifactResponse) ProtoMessage() {}
 
 func (x *ResignArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[11]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +975,7 @@ func (x *ResignArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResignArtifactResponse.ProtoReflect.Descriptor instead.
 func (*ResignArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{11}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ResignArtifactResponse) GetEnvelope() []byte {
@@ -917,7 +1021,7 @@ type CosignCheckpointRequest struct {
 
 func (x *CosignCheckpointRequest) Reset() {
 	*x = CosignCheckpointRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[12]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -929,7 +1033,7 @@ func (x *CosignCheckpointRequest) String() string {
 func (*CosignCheckpointRequest) ProtoMessage() {}
 
 func (x *CosignCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[12]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -942,7 +1046,7 @@ func (x *CosignCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CosignCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CosignCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{12}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CosignCheckpointRequest) GetCheckpoint() []byte {
@@ -976,7 +1080,7 @@ type CosignCheckpointResponse struct {
 
 func (x *CosignCheckpointResponse) Reset() {
 	*x = CosignCheckpointResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[13]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -988,7 +1092,7 @@ func (x *CosignCheckpointResponse) String() string {
 func (*CosignCheckpointResponse) ProtoMessage() {}
 
 func (x *CosignCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[13]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1001,7 +1105,7 @@ func (x *CosignCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CosignCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CosignCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{13}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CosignCheckpointResponse) GetCheckpoint() []byte {
@@ -1021,7 +1125,7 @@ type GetCosignedCheckpointRequest struct {
 
 func (x *GetCosignedCheckpointRequest) Reset() {
 	*x = GetCosignedCheckpointRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[14]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1137,7 @@ func (x *GetCosignedCheckpointRequest) String() string {
 func (*GetCosignedCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCosignedCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[14]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1150,7 @@ func (x *GetCosignedCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCosignedCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCosignedCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{14}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetCosignedCheckpointRequest) GetOrigin() string {
@@ -1066,7 +1170,7 @@ type GetCosignedCheckpointResponse struct {
 
 func (x *GetCosignedCheckpointResponse) Reset() {
 	*x = GetCosignedCheckpointResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[15]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1182,7 @@ func (x *GetCosignedCheckpointResponse) String() string {
 func (*GetCosignedCheckpointResponse) ProtoMessage() {}
 
 func (x *GetCosignedCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[15]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1195,7 @@ func (x *GetCosignedCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCosignedCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*GetCosignedCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{15}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetCosignedCheckpointResponse) GetCheckpoint() []byte {
@@ -1112,7 +1216,7 @@ type GetTrustRootRequest struct {
 
 func (x *GetTrustRootRequest) Reset() {
 	*x = GetTrustRootRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[16]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1228,7 @@ func (x *GetTrustRootRequest) String() string {
 func (*GetTrustRootRequest) ProtoMessage() {}
 
 func (x *GetTrustRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[16]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1241,7 @@ func (x *GetTrustRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrustRootRequest.ProtoReflect.Descriptor instead.
 func (*GetTrustRootRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{16}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetTrustRootRequest) GetAfterVersion() int64 {
@@ -1157,7 +1261,7 @@ type GetTrustRootResponse struct {
 
 func (x *GetTrustRootResponse) Reset() {
 	*x = GetTrustRootResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[17]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1273,7 @@ func (x *GetTrustRootResponse) String() string {
 func (*GetTrustRootResponse) ProtoMessage() {}
 
 func (x *GetTrustRootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[17]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1286,7 @@ func (x *GetTrustRootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTrustRootResponse.ProtoReflect.Descriptor instead.
 func (*GetTrustRootResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{17}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetTrustRootResponse) GetRoots() [][]byte {
@@ -1223,7 +1327,7 @@ type ApprovalRequest struct {
 
 func (x *ApprovalRequest) Reset() {
 	*x = ApprovalRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[18]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1339,7 @@ func (x *ApprovalRequest) String() string {
 func (*ApprovalRequest) ProtoMessage() {}
 
 func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[18]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1352,7 @@ func (x *ApprovalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApprovalRequest.ProtoReflect.Descriptor instead.
 func (*ApprovalRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{18}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ApprovalRequest) GetId() string {
@@ -1377,7 +1481,7 @@ type Approval struct {
 
 func (x *Approval) Reset() {
 	*x = Approval{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[19]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +1493,7 @@ func (x *Approval) String() string {
 func (*Approval) ProtoMessage() {}
 
 func (x *Approval) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[19]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +1506,7 @@ func (x *Approval) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Approval.ProtoReflect.Descriptor instead.
 func (*Approval) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{19}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Approval) GetApprover() string {
@@ -1436,7 +1540,7 @@ type ListApprovalRequestsRequest struct {
 
 func (x *ListApprovalRequestsRequest) Reset() {
 	*x = ListApprovalRequestsRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[20]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1552,7 @@ func (x *ListApprovalRequestsRequest) String() string {
 func (*ListApprovalRequestsRequest) ProtoMessage() {}
 
 func (x *ListApprovalRequestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[20]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1565,7 @@ func (x *ListApprovalRequestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApprovalRequestsRequest.ProtoReflect.Descriptor instead.
 func (*ListApprovalRequestsRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{20}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListApprovalRequestsRequest) GetAll() bool {
@@ -1480,7 +1584,7 @@ type ListApprovalRequestsResponse struct {
 
 func (x *ListApprovalRequestsResponse) Reset() {
 	*x = ListApprovalRequestsResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[21]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1492,7 +1596,7 @@ func (x *ListApprovalRequestsResponse) String() string {
 func (*ListApprovalRequestsResponse) ProtoMessage() {}
 
 func (x *ListApprovalRequestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[21]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1505,7 +1609,7 @@ func (x *ListApprovalRequestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListApprovalRequestsResponse.ProtoReflect.Descriptor instead.
 func (*ListApprovalRequestsResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{21}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListApprovalRequestsResponse) GetRequests() []*ApprovalRequest {
@@ -1524,7 +1628,7 @@ type ApproveRequest struct {
 
 func (x *ApproveRequest) Reset() {
 	*x = ApproveRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[22]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1536,7 +1640,7 @@ func (x *ApproveRequest) String() string {
 func (*ApproveRequest) ProtoMessage() {}
 
 func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[22]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1549,7 +1653,7 @@ func (x *ApproveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{22}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ApproveRequest) GetId() string {
@@ -1568,7 +1672,7 @@ type ApproveResponse struct {
 
 func (x *ApproveResponse) Reset() {
 	*x = ApproveResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[23]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1580,7 +1684,7 @@ func (x *ApproveResponse) String() string {
 func (*ApproveResponse) ProtoMessage() {}
 
 func (x *ApproveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[23]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1593,7 +1697,7 @@ func (x *ApproveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveResponse.ProtoReflect.Descriptor instead.
 func (*ApproveResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{23}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ApproveResponse) GetRequest() *ApprovalRequest {
@@ -1614,7 +1718,7 @@ type RejectRequest struct {
 
 func (x *RejectRequest) Reset() {
 	*x = RejectRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[24]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +1730,7 @@ func (x *RejectRequest) String() string {
 func (*RejectRequest) ProtoMessage() {}
 
 func (x *RejectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[24]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +1743,7 @@ func (x *RejectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectRequest.ProtoReflect.Descriptor instead.
 func (*RejectRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{24}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RejectRequest) GetId() string {
@@ -1665,7 +1769,7 @@ type RejectResponse struct {
 
 func (x *RejectResponse) Reset() {
 	*x = RejectResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[25]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1677,7 +1781,7 @@ func (x *RejectResponse) String() string {
 func (*RejectResponse) ProtoMessage() {}
 
 func (x *RejectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[25]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1690,7 +1794,7 @@ func (x *RejectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RejectResponse.ProtoReflect.Descriptor instead.
 func (*RejectResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{25}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RejectResponse) GetRequest() *ApprovalRequest {
@@ -1708,7 +1812,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[26]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +1824,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[26]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +1837,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{26}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{28}
 }
 
 type ListKeysResponse struct {
@@ -1745,7 +1849,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[27]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1861,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[27]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1874,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{27}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListKeysResponse) GetKeys() []*PublicKey {
@@ -1790,7 +1894,7 @@ type RotateKeyRequest struct {
 
 func (x *RotateKeyRequest) Reset() {
 	*x = RotateKeyRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[28]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +1906,7 @@ func (x *RotateKeyRequest) String() string {
 func (*RotateKeyRequest) ProtoMessage() {}
 
 func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[28]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +1919,7 @@ func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{28}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RotateKeyRequest) GetName() string {
@@ -1837,7 +1941,7 @@ type RotateKeyResponse struct {
 
 func (x *RotateKeyResponse) Reset() {
 	*x = RotateKeyResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[29]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +1953,7 @@ func (x *RotateKeyResponse) String() string {
 func (*RotateKeyResponse) ProtoMessage() {}
 
 func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[29]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +1966,7 @@ func (x *RotateKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateKeyResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{29}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RotateKeyResponse) GetKey() *PublicKey {
@@ -1894,7 +1998,7 @@ type RevokeKeyVersionRequest struct {
 
 func (x *RevokeKeyVersionRequest) Reset() {
 	*x = RevokeKeyVersionRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[30]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1906,7 +2010,7 @@ func (x *RevokeKeyVersionRequest) String() string {
 func (*RevokeKeyVersionRequest) ProtoMessage() {}
 
 func (x *RevokeKeyVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[30]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1919,7 +2023,7 @@ func (x *RevokeKeyVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKeyVersionRequest.ProtoReflect.Descriptor instead.
 func (*RevokeKeyVersionRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{30}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RevokeKeyVersionRequest) GetName() string {
@@ -1960,7 +2064,7 @@ type RevokeKeyVersionResponse struct {
 
 func (x *RevokeKeyVersionResponse) Reset() {
 	*x = RevokeKeyVersionResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[31]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +2076,7 @@ func (x *RevokeKeyVersionResponse) String() string {
 func (*RevokeKeyVersionResponse) ProtoMessage() {}
 
 func (x *RevokeKeyVersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[31]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +2089,7 @@ func (x *RevokeKeyVersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKeyVersionResponse.ProtoReflect.Descriptor instead.
 func (*RevokeKeyVersionResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{31}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RevokeKeyVersionResponse) GetKey() *PublicKey {
@@ -2010,7 +2114,7 @@ type DraftTrustRootRequest struct {
 
 func (x *DraftTrustRootRequest) Reset() {
 	*x = DraftTrustRootRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[32]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2022,7 +2126,7 @@ func (x *DraftTrustRootRequest) String() string {
 func (*DraftTrustRootRequest) ProtoMessage() {}
 
 func (x *DraftTrustRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[32]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2035,7 +2139,7 @@ func (x *DraftTrustRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DraftTrustRootRequest.ProtoReflect.Descriptor instead.
 func (*DraftTrustRootRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{32}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{34}
 }
 
 type DraftTrustRootResponse struct {
@@ -2048,7 +2152,7 @@ type DraftTrustRootResponse struct {
 
 func (x *DraftTrustRootResponse) Reset() {
 	*x = DraftTrustRootResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[33]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2060,7 +2164,7 @@ func (x *DraftTrustRootResponse) String() string {
 func (*DraftTrustRootResponse) ProtoMessage() {}
 
 func (x *DraftTrustRootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[33]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2073,7 +2177,7 @@ func (x *DraftTrustRootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DraftTrustRootResponse.ProtoReflect.Descriptor instead.
 func (*DraftTrustRootResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{33}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DraftTrustRootResponse) GetRoot() []byte {
@@ -2093,7 +2197,7 @@ type PublishTrustRootRequest struct {
 
 func (x *PublishTrustRootRequest) Reset() {
 	*x = PublishTrustRootRequest{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[34]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2209,7 @@ func (x *PublishTrustRootRequest) String() string {
 func (*PublishTrustRootRequest) ProtoMessage() {}
 
 func (x *PublishTrustRootRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[34]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2222,7 @@ func (x *PublishTrustRootRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishTrustRootRequest.ProtoReflect.Descriptor instead.
 func (*PublishTrustRootRequest) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{34}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PublishTrustRootRequest) GetRoot() []byte {
@@ -2137,7 +2241,7 @@ type PublishTrustRootResponse struct {
 
 func (x *PublishTrustRootResponse) Reset() {
 	*x = PublishTrustRootResponse{}
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[35]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +2253,7 @@ func (x *PublishTrustRootResponse) String() string {
 func (*PublishTrustRootResponse) ProtoMessage() {}
 
 func (x *PublishTrustRootResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_signer_v1_signer_proto_msgTypes[35]
+	mi := &file_custody_signer_v1_signer_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +2266,7 @@ func (x *PublishTrustRootResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishTrustRootResponse.ProtoReflect.Descriptor instead.
 func (*PublishTrustRootResponse) Descriptor() ([]byte, []int) {
-	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{35}
+	return file_custody_signer_v1_signer_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PublishTrustRootResponse) GetVersion() int64 {
@@ -2195,6 +2299,11 @@ const file_custody_signer_v1_signer_proto_rawDesc = "" +
 	"\x13SignDecisionRequest\x12\x1c\n" +
 	"\tstatement\x18\x01 \x01(\fR\tstatement\"I\n" +
 	"\x14SignDecisionResponse\x12\x1a\n" +
+	"\benvelope\x18\x01 \x01(\fR\benvelope\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\"9\n" +
+	"\x19SignBackupManifestRequest\x12\x1c\n" +
+	"\tstatement\x18\x01 \x01(\fR\tstatement\"O\n" +
+	"\x1aSignBackupManifestResponse\x12\x1a\n" +
 	"\benvelope\x18\x01 \x01(\fR\benvelope\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\"\x17\n" +
 	"\x15ListPublicKeysRequest\"J\n" +
@@ -2307,12 +2416,13 @@ const file_custody_signer_v1_signer_proto_rawDesc = "" +
 	"\x17PublishTrustRootRequest\x12\x12\n" +
 	"\x04root\x18\x01 \x01(\fR\x04root\"4\n" +
 	"\x18PublishTrustRootResponse\x12\x18\n" +
-	"\aversion\x18\x01 \x01(\x03R\aversion*]\n" +
+	"\aversion\x18\x01 \x01(\x03R\aversion*u\n" +
 	"\n" +
 	"KeyPurpose\x12\x1b\n" +
 	"\x17KEY_PURPOSE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14KEY_PURPOSE_ARTIFACT\x10\x01\x12\x18\n" +
-	"\x14KEY_PURPOSE_DECISION\x10\x02*\x87\x01\n" +
+	"\x14KEY_PURPOSE_DECISION\x10\x02\x12\x16\n" +
+	"\x12KEY_PURPOSE_BACKUP\x10\x03*\x87\x01\n" +
 	"\tKeyStatus\x12\x1a\n" +
 	"\x16KEY_STATUS_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12KEY_STATUS_CURRENT\x10\x01\x12\x16\n" +
@@ -2325,7 +2435,7 @@ const file_custody_signer_v1_signer_proto_rawDesc = "" +
 	"\x17APPROVAL_STATE_APPROVED\x10\x02\x12\x1b\n" +
 	"\x17APPROVAL_STATE_REJECTED\x10\x03\x12\x1a\n" +
 	"\x16APPROVAL_STATE_EXPIRED\x10\x04\x12\x19\n" +
-	"\x15APPROVAL_STATE_SIGNED\x10\x052\xcd\x06\n" +
+	"\x15APPROVAL_STATE_SIGNED\x10\x052\xc0\a\n" +
 	"\rSignerService\x12_\n" +
 	"\fSignArtifact\x12&.custody.signer.v1.SignArtifactRequest\x1a'.custody.signer.v1.SignArtifactResponse\x12b\n" +
 	"\rSignArtifacts\x12'.custody.signer.v1.SignArtifactsRequest\x1a(.custody.signer.v1.SignArtifactsResponse\x12_\n" +
@@ -2334,7 +2444,8 @@ const file_custody_signer_v1_signer_proto_rawDesc = "" +
 	"\x0eResignArtifact\x12(.custody.signer.v1.ResignArtifactRequest\x1a).custody.signer.v1.ResignArtifactResponse\x12k\n" +
 	"\x10CosignCheckpoint\x12*.custody.signer.v1.CosignCheckpointRequest\x1a+.custody.signer.v1.CosignCheckpointResponse\x12z\n" +
 	"\x15GetCosignedCheckpoint\x12/.custody.signer.v1.GetCosignedCheckpointRequest\x1a0.custody.signer.v1.GetCosignedCheckpointResponse\x12_\n" +
-	"\fGetTrustRoot\x12&.custody.signer.v1.GetTrustRootRequest\x1a'.custody.signer.v1.GetTrustRootResponse2\xab\x02\n" +
+	"\fGetTrustRoot\x12&.custody.signer.v1.GetTrustRootRequest\x1a'.custody.signer.v1.GetTrustRootResponse\x12q\n" +
+	"\x12SignBackupManifest\x12,.custody.signer.v1.SignBackupManifestRequest\x1a-.custody.signer.v1.SignBackupManifestResponse2\xab\x02\n" +
 	"\x0fApprovalService\x12w\n" +
 	"\x14ListApprovalRequests\x12..custody.signer.v1.ListApprovalRequestsRequest\x1a/.custody.signer.v1.ListApprovalRequestsResponse\x12P\n" +
 	"\aApprove\x12!.custody.signer.v1.ApproveRequest\x1a\".custody.signer.v1.ApproveResponse\x12M\n" +
@@ -2361,7 +2472,7 @@ func file_custody_signer_v1_signer_proto_rawDescGZIP() []byte {
 }
 
 var file_custody_signer_v1_signer_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_custody_signer_v1_signer_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_custody_signer_v1_signer_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_custody_signer_v1_signer_proto_goTypes = []any{
 	(KeyPurpose)(0),                       // 0: custody.signer.v1.KeyPurpose
 	(KeyStatus)(0),                        // 1: custody.signer.v1.KeyStatus
@@ -2373,93 +2484,97 @@ var file_custody_signer_v1_signer_proto_goTypes = []any{
 	(*SignArtifactsResult)(nil),           // 7: custody.signer.v1.SignArtifactsResult
 	(*SignDecisionRequest)(nil),           // 8: custody.signer.v1.SignDecisionRequest
 	(*SignDecisionResponse)(nil),          // 9: custody.signer.v1.SignDecisionResponse
-	(*ListPublicKeysRequest)(nil),         // 10: custody.signer.v1.ListPublicKeysRequest
-	(*ListPublicKeysResponse)(nil),        // 11: custody.signer.v1.ListPublicKeysResponse
-	(*PublicKey)(nil),                     // 12: custody.signer.v1.PublicKey
-	(*ResignArtifactRequest)(nil),         // 13: custody.signer.v1.ResignArtifactRequest
-	(*ResignArtifactResponse)(nil),        // 14: custody.signer.v1.ResignArtifactResponse
-	(*CosignCheckpointRequest)(nil),       // 15: custody.signer.v1.CosignCheckpointRequest
-	(*CosignCheckpointResponse)(nil),      // 16: custody.signer.v1.CosignCheckpointResponse
-	(*GetCosignedCheckpointRequest)(nil),  // 17: custody.signer.v1.GetCosignedCheckpointRequest
-	(*GetCosignedCheckpointResponse)(nil), // 18: custody.signer.v1.GetCosignedCheckpointResponse
-	(*GetTrustRootRequest)(nil),           // 19: custody.signer.v1.GetTrustRootRequest
-	(*GetTrustRootResponse)(nil),          // 20: custody.signer.v1.GetTrustRootResponse
-	(*ApprovalRequest)(nil),               // 21: custody.signer.v1.ApprovalRequest
-	(*Approval)(nil),                      // 22: custody.signer.v1.Approval
-	(*ListApprovalRequestsRequest)(nil),   // 23: custody.signer.v1.ListApprovalRequestsRequest
-	(*ListApprovalRequestsResponse)(nil),  // 24: custody.signer.v1.ListApprovalRequestsResponse
-	(*ApproveRequest)(nil),                // 25: custody.signer.v1.ApproveRequest
-	(*ApproveResponse)(nil),               // 26: custody.signer.v1.ApproveResponse
-	(*RejectRequest)(nil),                 // 27: custody.signer.v1.RejectRequest
-	(*RejectResponse)(nil),                // 28: custody.signer.v1.RejectResponse
-	(*ListKeysRequest)(nil),               // 29: custody.signer.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),              // 30: custody.signer.v1.ListKeysResponse
-	(*RotateKeyRequest)(nil),              // 31: custody.signer.v1.RotateKeyRequest
-	(*RotateKeyResponse)(nil),             // 32: custody.signer.v1.RotateKeyResponse
-	(*RevokeKeyVersionRequest)(nil),       // 33: custody.signer.v1.RevokeKeyVersionRequest
-	(*RevokeKeyVersionResponse)(nil),      // 34: custody.signer.v1.RevokeKeyVersionResponse
-	(*DraftTrustRootRequest)(nil),         // 35: custody.signer.v1.DraftTrustRootRequest
-	(*DraftTrustRootResponse)(nil),        // 36: custody.signer.v1.DraftTrustRootResponse
-	(*PublishTrustRootRequest)(nil),       // 37: custody.signer.v1.PublishTrustRootRequest
-	(*PublishTrustRootResponse)(nil),      // 38: custody.signer.v1.PublishTrustRootResponse
-	(*timestamppb.Timestamp)(nil),         // 39: google.protobuf.Timestamp
+	(*SignBackupManifestRequest)(nil),     // 10: custody.signer.v1.SignBackupManifestRequest
+	(*SignBackupManifestResponse)(nil),    // 11: custody.signer.v1.SignBackupManifestResponse
+	(*ListPublicKeysRequest)(nil),         // 12: custody.signer.v1.ListPublicKeysRequest
+	(*ListPublicKeysResponse)(nil),        // 13: custody.signer.v1.ListPublicKeysResponse
+	(*PublicKey)(nil),                     // 14: custody.signer.v1.PublicKey
+	(*ResignArtifactRequest)(nil),         // 15: custody.signer.v1.ResignArtifactRequest
+	(*ResignArtifactResponse)(nil),        // 16: custody.signer.v1.ResignArtifactResponse
+	(*CosignCheckpointRequest)(nil),       // 17: custody.signer.v1.CosignCheckpointRequest
+	(*CosignCheckpointResponse)(nil),      // 18: custody.signer.v1.CosignCheckpointResponse
+	(*GetCosignedCheckpointRequest)(nil),  // 19: custody.signer.v1.GetCosignedCheckpointRequest
+	(*GetCosignedCheckpointResponse)(nil), // 20: custody.signer.v1.GetCosignedCheckpointResponse
+	(*GetTrustRootRequest)(nil),           // 21: custody.signer.v1.GetTrustRootRequest
+	(*GetTrustRootResponse)(nil),          // 22: custody.signer.v1.GetTrustRootResponse
+	(*ApprovalRequest)(nil),               // 23: custody.signer.v1.ApprovalRequest
+	(*Approval)(nil),                      // 24: custody.signer.v1.Approval
+	(*ListApprovalRequestsRequest)(nil),   // 25: custody.signer.v1.ListApprovalRequestsRequest
+	(*ListApprovalRequestsResponse)(nil),  // 26: custody.signer.v1.ListApprovalRequestsResponse
+	(*ApproveRequest)(nil),                // 27: custody.signer.v1.ApproveRequest
+	(*ApproveResponse)(nil),               // 28: custody.signer.v1.ApproveResponse
+	(*RejectRequest)(nil),                 // 29: custody.signer.v1.RejectRequest
+	(*RejectResponse)(nil),                // 30: custody.signer.v1.RejectResponse
+	(*ListKeysRequest)(nil),               // 31: custody.signer.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),              // 32: custody.signer.v1.ListKeysResponse
+	(*RotateKeyRequest)(nil),              // 33: custody.signer.v1.RotateKeyRequest
+	(*RotateKeyResponse)(nil),             // 34: custody.signer.v1.RotateKeyResponse
+	(*RevokeKeyVersionRequest)(nil),       // 35: custody.signer.v1.RevokeKeyVersionRequest
+	(*RevokeKeyVersionResponse)(nil),      // 36: custody.signer.v1.RevokeKeyVersionResponse
+	(*DraftTrustRootRequest)(nil),         // 37: custody.signer.v1.DraftTrustRootRequest
+	(*DraftTrustRootResponse)(nil),        // 38: custody.signer.v1.DraftTrustRootResponse
+	(*PublishTrustRootRequest)(nil),       // 39: custody.signer.v1.PublishTrustRootRequest
+	(*PublishTrustRootResponse)(nil),      // 40: custody.signer.v1.PublishTrustRootResponse
+	(*timestamppb.Timestamp)(nil),         // 41: google.protobuf.Timestamp
 }
 var file_custody_signer_v1_signer_proto_depIdxs = []int32{
 	3,  // 0: custody.signer.v1.SignArtifactsRequest.items:type_name -> custody.signer.v1.SignArtifactRequest
 	7,  // 1: custody.signer.v1.SignArtifactsResponse.results:type_name -> custody.signer.v1.SignArtifactsResult
-	12, // 2: custody.signer.v1.ListPublicKeysResponse.keys:type_name -> custody.signer.v1.PublicKey
+	14, // 2: custody.signer.v1.ListPublicKeysResponse.keys:type_name -> custody.signer.v1.PublicKey
 	0,  // 3: custody.signer.v1.PublicKey.purpose:type_name -> custody.signer.v1.KeyPurpose
-	39, // 4: custody.signer.v1.PublicKey.valid_from:type_name -> google.protobuf.Timestamp
+	41, // 4: custody.signer.v1.PublicKey.valid_from:type_name -> google.protobuf.Timestamp
 	1,  // 5: custody.signer.v1.PublicKey.status:type_name -> custody.signer.v1.KeyStatus
-	39, // 6: custody.signer.v1.PublicKey.valid_until:type_name -> google.protobuf.Timestamp
-	39, // 7: custody.signer.v1.PublicKey.revoked_at:type_name -> google.protobuf.Timestamp
+	41, // 6: custody.signer.v1.PublicKey.valid_until:type_name -> google.protobuf.Timestamp
+	41, // 7: custody.signer.v1.PublicKey.revoked_at:type_name -> google.protobuf.Timestamp
 	2,  // 8: custody.signer.v1.ApprovalRequest.state:type_name -> custody.signer.v1.ApprovalState
-	22, // 9: custody.signer.v1.ApprovalRequest.approvals:type_name -> custody.signer.v1.Approval
-	39, // 10: custody.signer.v1.ApprovalRequest.created_at:type_name -> google.protobuf.Timestamp
-	39, // 11: custody.signer.v1.ApprovalRequest.expires_at:type_name -> google.protobuf.Timestamp
-	39, // 12: custody.signer.v1.Approval.approved_at:type_name -> google.protobuf.Timestamp
-	39, // 13: custody.signer.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
-	21, // 14: custody.signer.v1.ListApprovalRequestsResponse.requests:type_name -> custody.signer.v1.ApprovalRequest
-	21, // 15: custody.signer.v1.ApproveResponse.request:type_name -> custody.signer.v1.ApprovalRequest
-	21, // 16: custody.signer.v1.RejectResponse.request:type_name -> custody.signer.v1.ApprovalRequest
-	12, // 17: custody.signer.v1.ListKeysResponse.keys:type_name -> custody.signer.v1.PublicKey
-	12, // 18: custody.signer.v1.RotateKeyResponse.key:type_name -> custody.signer.v1.PublicKey
-	39, // 19: custody.signer.v1.RevokeKeyVersionRequest.effective_at:type_name -> google.protobuf.Timestamp
-	12, // 20: custody.signer.v1.RevokeKeyVersionResponse.key:type_name -> custody.signer.v1.PublicKey
+	24, // 9: custody.signer.v1.ApprovalRequest.approvals:type_name -> custody.signer.v1.Approval
+	41, // 10: custody.signer.v1.ApprovalRequest.created_at:type_name -> google.protobuf.Timestamp
+	41, // 11: custody.signer.v1.ApprovalRequest.expires_at:type_name -> google.protobuf.Timestamp
+	41, // 12: custody.signer.v1.Approval.approved_at:type_name -> google.protobuf.Timestamp
+	41, // 13: custody.signer.v1.Approval.expires_at:type_name -> google.protobuf.Timestamp
+	23, // 14: custody.signer.v1.ListApprovalRequestsResponse.requests:type_name -> custody.signer.v1.ApprovalRequest
+	23, // 15: custody.signer.v1.ApproveResponse.request:type_name -> custody.signer.v1.ApprovalRequest
+	23, // 16: custody.signer.v1.RejectResponse.request:type_name -> custody.signer.v1.ApprovalRequest
+	14, // 17: custody.signer.v1.ListKeysResponse.keys:type_name -> custody.signer.v1.PublicKey
+	14, // 18: custody.signer.v1.RotateKeyResponse.key:type_name -> custody.signer.v1.PublicKey
+	41, // 19: custody.signer.v1.RevokeKeyVersionRequest.effective_at:type_name -> google.protobuf.Timestamp
+	14, // 20: custody.signer.v1.RevokeKeyVersionResponse.key:type_name -> custody.signer.v1.PublicKey
 	3,  // 21: custody.signer.v1.SignerService.SignArtifact:input_type -> custody.signer.v1.SignArtifactRequest
 	5,  // 22: custody.signer.v1.SignerService.SignArtifacts:input_type -> custody.signer.v1.SignArtifactsRequest
 	8,  // 23: custody.signer.v1.SignerService.SignDecision:input_type -> custody.signer.v1.SignDecisionRequest
-	10, // 24: custody.signer.v1.SignerService.ListPublicKeys:input_type -> custody.signer.v1.ListPublicKeysRequest
-	13, // 25: custody.signer.v1.SignerService.ResignArtifact:input_type -> custody.signer.v1.ResignArtifactRequest
-	15, // 26: custody.signer.v1.SignerService.CosignCheckpoint:input_type -> custody.signer.v1.CosignCheckpointRequest
-	17, // 27: custody.signer.v1.SignerService.GetCosignedCheckpoint:input_type -> custody.signer.v1.GetCosignedCheckpointRequest
-	19, // 28: custody.signer.v1.SignerService.GetTrustRoot:input_type -> custody.signer.v1.GetTrustRootRequest
-	23, // 29: custody.signer.v1.ApprovalService.ListApprovalRequests:input_type -> custody.signer.v1.ListApprovalRequestsRequest
-	25, // 30: custody.signer.v1.ApprovalService.Approve:input_type -> custody.signer.v1.ApproveRequest
-	27, // 31: custody.signer.v1.ApprovalService.Reject:input_type -> custody.signer.v1.RejectRequest
-	29, // 32: custody.signer.v1.KeyService.ListKeys:input_type -> custody.signer.v1.ListKeysRequest
-	31, // 33: custody.signer.v1.KeyService.RotateKey:input_type -> custody.signer.v1.RotateKeyRequest
-	33, // 34: custody.signer.v1.KeyService.RevokeKeyVersion:input_type -> custody.signer.v1.RevokeKeyVersionRequest
-	35, // 35: custody.signer.v1.KeyService.DraftTrustRoot:input_type -> custody.signer.v1.DraftTrustRootRequest
-	37, // 36: custody.signer.v1.KeyService.PublishTrustRoot:input_type -> custody.signer.v1.PublishTrustRootRequest
-	4,  // 37: custody.signer.v1.SignerService.SignArtifact:output_type -> custody.signer.v1.SignArtifactResponse
-	6,  // 38: custody.signer.v1.SignerService.SignArtifacts:output_type -> custody.signer.v1.SignArtifactsResponse
-	9,  // 39: custody.signer.v1.SignerService.SignDecision:output_type -> custody.signer.v1.SignDecisionResponse
-	11, // 40: custody.signer.v1.SignerService.ListPublicKeys:output_type -> custody.signer.v1.ListPublicKeysResponse
-	14, // 41: custody.signer.v1.SignerService.ResignArtifact:output_type -> custody.signer.v1.ResignArtifactResponse
-	16, // 42: custody.signer.v1.SignerService.CosignCheckpoint:output_type -> custody.signer.v1.CosignCheckpointResponse
-	18, // 43: custody.signer.v1.SignerService.GetCosignedCheckpoint:output_type -> custody.signer.v1.GetCosignedCheckpointResponse
-	20, // 44: custody.signer.v1.SignerService.GetTrustRoot:output_type -> custody.signer.v1.GetTrustRootResponse
-	24, // 45: custody.signer.v1.ApprovalService.ListApprovalRequests:output_type -> custody.signer.v1.ListApprovalRequestsResponse
-	26, // 46: custody.signer.v1.ApprovalService.Approve:output_type -> custody.signer.v1.ApproveResponse
-	28, // 47: custody.signer.v1.ApprovalService.Reject:output_type -> custody.signer.v1.RejectResponse
-	30, // 48: custody.signer.v1.KeyService.ListKeys:output_type -> custody.signer.v1.ListKeysResponse
-	32, // 49: custody.signer.v1.KeyService.RotateKey:output_type -> custody.signer.v1.RotateKeyResponse
-	34, // 50: custody.signer.v1.KeyService.RevokeKeyVersion:output_type -> custody.signer.v1.RevokeKeyVersionResponse
-	36, // 51: custody.signer.v1.KeyService.DraftTrustRoot:output_type -> custody.signer.v1.DraftTrustRootResponse
-	38, // 52: custody.signer.v1.KeyService.PublishTrustRoot:output_type -> custody.signer.v1.PublishTrustRootResponse
-	37, // [37:53] is the sub-list for method output_type
-	21, // [21:37] is the sub-list for method input_type
+	12, // 24: custody.signer.v1.SignerService.ListPublicKeys:input_type -> custody.signer.v1.ListPublicKeysRequest
+	15, // 25: custody.signer.v1.SignerService.ResignArtifact:input_type -> custody.signer.v1.ResignArtifactRequest
+	17, // 26: custody.signer.v1.SignerService.CosignCheckpoint:input_type -> custody.signer.v1.CosignCheckpointRequest
+	19, // 27: custody.signer.v1.SignerService.GetCosignedCheckpoint:input_type -> custody.signer.v1.GetCosignedCheckpointRequest
+	21, // 28: custody.signer.v1.SignerService.GetTrustRoot:input_type -> custody.signer.v1.GetTrustRootRequest
+	10, // 29: custody.signer.v1.SignerService.SignBackupManifest:input_type -> custody.signer.v1.SignBackupManifestRequest
+	25, // 30: custody.signer.v1.ApprovalService.ListApprovalRequests:input_type -> custody.signer.v1.ListApprovalRequestsRequest
+	27, // 31: custody.signer.v1.ApprovalService.Approve:input_type -> custody.signer.v1.ApproveRequest
+	29, // 32: custody.signer.v1.ApprovalService.Reject:input_type -> custody.signer.v1.RejectRequest
+	31, // 33: custody.signer.v1.KeyService.ListKeys:input_type -> custody.signer.v1.ListKeysRequest
+	33, // 34: custody.signer.v1.KeyService.RotateKey:input_type -> custody.signer.v1.RotateKeyRequest
+	35, // 35: custody.signer.v1.KeyService.RevokeKeyVersion:input_type -> custody.signer.v1.RevokeKeyVersionRequest
+	37, // 36: custody.signer.v1.KeyService.DraftTrustRoot:input_type -> custody.signer.v1.DraftTrustRootRequest
+	39, // 37: custody.signer.v1.KeyService.PublishTrustRoot:input_type -> custody.signer.v1.PublishTrustRootRequest
+	4,  // 38: custody.signer.v1.SignerService.SignArtifact:output_type -> custody.signer.v1.SignArtifactResponse
+	6,  // 39: custody.signer.v1.SignerService.SignArtifacts:output_type -> custody.signer.v1.SignArtifactsResponse
+	9,  // 40: custody.signer.v1.SignerService.SignDecision:output_type -> custody.signer.v1.SignDecisionResponse
+	13, // 41: custody.signer.v1.SignerService.ListPublicKeys:output_type -> custody.signer.v1.ListPublicKeysResponse
+	16, // 42: custody.signer.v1.SignerService.ResignArtifact:output_type -> custody.signer.v1.ResignArtifactResponse
+	18, // 43: custody.signer.v1.SignerService.CosignCheckpoint:output_type -> custody.signer.v1.CosignCheckpointResponse
+	20, // 44: custody.signer.v1.SignerService.GetCosignedCheckpoint:output_type -> custody.signer.v1.GetCosignedCheckpointResponse
+	22, // 45: custody.signer.v1.SignerService.GetTrustRoot:output_type -> custody.signer.v1.GetTrustRootResponse
+	11, // 46: custody.signer.v1.SignerService.SignBackupManifest:output_type -> custody.signer.v1.SignBackupManifestResponse
+	26, // 47: custody.signer.v1.ApprovalService.ListApprovalRequests:output_type -> custody.signer.v1.ListApprovalRequestsResponse
+	28, // 48: custody.signer.v1.ApprovalService.Approve:output_type -> custody.signer.v1.ApproveResponse
+	30, // 49: custody.signer.v1.ApprovalService.Reject:output_type -> custody.signer.v1.RejectResponse
+	32, // 50: custody.signer.v1.KeyService.ListKeys:output_type -> custody.signer.v1.ListKeysResponse
+	34, // 51: custody.signer.v1.KeyService.RotateKey:output_type -> custody.signer.v1.RotateKeyResponse
+	36, // 52: custody.signer.v1.KeyService.RevokeKeyVersion:output_type -> custody.signer.v1.RevokeKeyVersionResponse
+	38, // 53: custody.signer.v1.KeyService.DraftTrustRoot:output_type -> custody.signer.v1.DraftTrustRootResponse
+	40, // 54: custody.signer.v1.KeyService.PublishTrustRoot:output_type -> custody.signer.v1.PublishTrustRootResponse
+	38, // [38:55] is the sub-list for method output_type
+	21, // [21:38] is the sub-list for method input_type
 	21, // [21:21] is the sub-list for extension type_name
 	21, // [21:21] is the sub-list for extension extendee
 	0,  // [0:21] is the sub-list for field type_name
@@ -2476,7 +2591,7 @@ func file_custody_signer_v1_signer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_signer_v1_signer_proto_rawDesc), len(file_custody_signer_v1_signer_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

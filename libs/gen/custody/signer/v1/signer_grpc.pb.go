@@ -27,6 +27,7 @@ const (
 	SignerService_CosignCheckpoint_FullMethodName      = "/custody.signer.v1.SignerService/CosignCheckpoint"
 	SignerService_GetCosignedCheckpoint_FullMethodName = "/custody.signer.v1.SignerService/GetCosignedCheckpoint"
 	SignerService_GetTrustRoot_FullMethodName          = "/custody.signer.v1.SignerService/GetTrustRoot"
+	SignerService_SignBackupManifest_FullMethodName    = "/custody.signer.v1.SignerService/SignBackupManifest"
 )
 
 // SignerServiceClient is the client API for SignerService service.
@@ -75,6 +76,11 @@ type SignerServiceClient interface {
 	// GetTrustRoot returns trust-root versions, each a DSSE envelope signed by
 	// root keys. Any identity of the trust domain may call it.
 	GetTrustRoot(ctx context.Context, in *GetTrustRootRequest, opts ...grpc.CallOption) (*GetTrustRootResponse, error)
+	// SignBackupManifest signs an in-toto Statement v1 with predicate type
+	// https://custody.dev/backup/v1 (its one subject is a backup set's
+	// manifest.json) with the backup key and returns a DSSE envelope. Only
+	// admins and the backup identity (/service/backup) may call it.
+	SignBackupManifest(ctx context.Context, in *SignBackupManifestRequest, opts ...grpc.CallOption) (*SignBackupManifestResponse, error)
 }
 
 type signerServiceClient struct {
@@ -165,6 +171,16 @@ func (c *signerServiceClient) GetTrustRoot(ctx context.Context, in *GetTrustRoot
 	return out, nil
 }
 
+func (c *signerServiceClient) SignBackupManifest(ctx context.Context, in *SignBackupManifestRequest, opts ...grpc.CallOption) (*SignBackupManifestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignBackupManifestResponse)
+	err := c.cc.Invoke(ctx, SignerService_SignBackupManifest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SignerServiceServer is the server API for SignerService service.
 // All implementations must embed UnimplementedSignerServiceServer
 // for forward compatibility.
@@ -211,6 +227,11 @@ type SignerServiceServer interface {
 	// GetTrustRoot returns trust-root versions, each a DSSE envelope signed by
 	// root keys. Any identity of the trust domain may call it.
 	GetTrustRoot(context.Context, *GetTrustRootRequest) (*GetTrustRootResponse, error)
+	// SignBackupManifest signs an in-toto Statement v1 with predicate type
+	// https://custody.dev/backup/v1 (its one subject is a backup set's
+	// manifest.json) with the backup key and returns a DSSE envelope. Only
+	// admins and the backup identity (/service/backup) may call it.
+	SignBackupManifest(context.Context, *SignBackupManifestRequest) (*SignBackupManifestResponse, error)
 	mustEmbedUnimplementedSignerServiceServer()
 }
 
@@ -244,6 +265,9 @@ func (UnimplementedSignerServiceServer) GetCosignedCheckpoint(context.Context, *
 }
 func (UnimplementedSignerServiceServer) GetTrustRoot(context.Context, *GetTrustRootRequest) (*GetTrustRootResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetTrustRoot not implemented")
+}
+func (UnimplementedSignerServiceServer) SignBackupManifest(context.Context, *SignBackupManifestRequest) (*SignBackupManifestResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignBackupManifest not implemented")
 }
 func (UnimplementedSignerServiceServer) mustEmbedUnimplementedSignerServiceServer() {}
 func (UnimplementedSignerServiceServer) testEmbeddedByValue()                       {}
@@ -410,6 +434,24 @@ func _SignerService_GetTrustRoot_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SignerService_SignBackupManifest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignBackupManifestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SignerServiceServer).SignBackupManifest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SignerService_SignBackupManifest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SignerServiceServer).SignBackupManifest(ctx, req.(*SignBackupManifestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SignerService_ServiceDesc is the grpc.ServiceDesc for SignerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -448,6 +490,10 @@ var SignerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetTrustRoot",
 			Handler:    _SignerService_GetTrustRoot_Handler,
+		},
+		{
+			MethodName: "SignBackupManifest",
+			Handler:    _SignerService_SignBackupManifest_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
