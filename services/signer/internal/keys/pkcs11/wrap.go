@@ -409,4 +409,3 @@ func (b *Backend) generateKEK(s *session, name string, n int) error {
 	}
 	return nil
 }
-
