@@ -36,6 +36,8 @@ func TestValidateLimits(t *testing.T) {
 			c.ProgressTimeout, c.MinRate, c.ResumeTTL, c.KeepaliveTime = time.Millisecond, -1, -1, time.Second
 		},
 			[]string{"--upload-progress-timeout", "--upload-min-rate", "--upload-resume-ttl", "--keepalive-time"}},
+		"signer KEK name": {func(c *config) { c.Store.KEK, c.Store.SignerKEK = "signer", "../Evil" }, []string{"--signer-kek"}},
+		"unknown KEK":     {func(c *config) { c.Store.KEK = "pkcs11" }, []string{"want signer, vault or soft"}},
 	}
 	for name, tt := range tests {
 		c := validConfig()
@@ -46,5 +48,13 @@ func TestValidateLimits(t *testing.T) {
 				t.Errorf("%s: %v, want it to name %q", name, err, w)
 			}
 		}
+	}
+}
+
+func TestSignerKEKValidates(t *testing.T) {
+	c := validConfig()
+	c.Store.KEK, c.Store.SignerKEK = "signer", "publisher"
+	if err := c.validate(); err != nil {
+		t.Fatalf("--kek signer --signer-kek publisher: %v", err)
 	}
 }
