@@ -51,7 +51,7 @@ func New(client signerv1.KeyWrapServiceClient, name, addr string) (*KEK, error) 
 }
 
 // Name implements kek.KEK.
-func (k *KEK) Name() string { return "signer (PKCS#11)" }
+func (k *KEK) Name() string { return "signer" }
 
 // Wrap implements kek.KEK with WrapDataKey.
 func (k *KEK) Wrap(ctx context.Context, dataKey []byte) (string, error) {
