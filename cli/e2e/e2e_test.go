@@ -79,9 +79,10 @@ type stack struct {
 	upErr  error
 }
 
-func start(t *testing.T) *stack {
+// start runs `custody dev up` with upArgs (e.g. --hsm) and waits for it.
+func start(t *testing.T, upArgs ...string) *stack {
 	s := &stack{t: t, bin: binaries(t), dir: filepath.Join(t.TempDir(), "stack"), upOut: &bytes.Buffer{}}
-	s.up = exec.Command(filepath.Join(s.bin, "custody"), "dev", "up", "--dir", s.dir)
+	s.up = exec.Command(filepath.Join(s.bin, "custody"), append([]string{"dev", "up", "--dir", s.dir}, upArgs...)...)
 	s.up.Stdout, s.up.Stderr = s.upOut, s.upOut
 	if err := s.up.Start(); err != nil {
 		t.Fatal(err)
