@@ -55,7 +55,7 @@ type KeyWrapServiceClient interface {
 	// DestroyWrappingKeyVersion destroys one KEK version on the token, after
 	// `custody store rewrap` moved every data key off it. Keys still wrapped
 	// under it can never be unwrapped again. The newest version cannot be
-	// destroyed (FAILED_PRECONDITION). Only admins may call it.
+	// destroyed (INVALID_ARGUMENT). Only admins may call it.
 	DestroyWrappingKeyVersion(ctx context.Context, in *DestroyWrappingKeyVersionRequest, opts ...grpc.CallOption) (*DestroyWrappingKeyVersionResponse, error)
 }
 
@@ -146,7 +146,7 @@ type KeyWrapServiceServer interface {
 	// DestroyWrappingKeyVersion destroys one KEK version on the token, after
 	// `custody store rewrap` moved every data key off it. Keys still wrapped
 	// under it can never be unwrapped again. The newest version cannot be
-	// destroyed (FAILED_PRECONDITION). Only admins may call it.
+	// destroyed (INVALID_ARGUMENT). Only admins may call it.
 	DestroyWrappingKeyVersion(context.Context, *DestroyWrappingKeyVersionRequest) (*DestroyWrappingKeyVersionResponse, error)
 	mustEmbedUnimplementedKeyWrapServiceServer()
 }
