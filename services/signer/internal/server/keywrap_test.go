@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -25,7 +26,23 @@ import (
 
 // One SoftHSM2 token for this test binary: the module reads SOFTHSM2_CONF
 // once per process.
-var token = sync.OnceValues(func() (*softhsmtest.Token, error) { return softhsmtest.New("custody-server-test") })
+var (
+	tokenMade atomic.Bool
+	token     = sync.OnceValues(func() (*softhsmtest.Token, error) {
+		tokenMade.Store(true)
+		return softhsmtest.New("custody-server-test")
+	})
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if tokenMade.Load() {
+		if tok, err := token(); err == nil {
+			tok.Close()
+		}
+	}
+	os.Exit(code)
+}
 
 type wrapFixture struct {
 	td   *identitytest.TrustDomain
