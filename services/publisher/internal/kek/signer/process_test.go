@@ -23,6 +23,17 @@ import (
 // requireSoftHSM is the env that makes a missing SoftHSM2 a failure.
 const requireSoftHSM = "CUSTODY_TEST_REQUIRE_SOFTHSM"
 
+// binDir holds the signer built for this test binary; TestMain removes it.
+var binDir string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
 // signerBin builds the real signer once per test binary.
 var signerBin = sync.OnceValues(func() (string, error) {
 	_, file, _, _ := runtime.Caller(0)
@@ -31,6 +42,7 @@ var signerBin = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
+	binDir = dir
 	bin := filepath.Join(dir, "signer")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/signer")
 	cmd.Dir = mod
