@@ -304,8 +304,18 @@ func BenchmarkPublisher1GiB(b *testing.B) {
 	fmt.Printf("download 1 GiB over mTLS gRPC, %d runs: %s %v\n", len(down), show(down), round(down))
 	// CPU time is steadier than wall clock on a shared machine: client and
 	// publisher are this one process.
-	fmt.Printf("user+sys CPU per GiB (client and publisher): publish median %.2f s %v, download median %.2f s %v\n",
-		median(upCPU), upCPU, median(downCPU), downCPU)
+	secs := func(xs []float64) string {
+		var b []byte
+		for i, x := range xs {
+			if i > 0 {
+				b = append(b, ' ')
+			}
+			b = strconv.AppendFloat(b, x, 'f', 2, 64)
+		}
+		return "[" + string(b) + "]"
+	}
+	fmt.Printf("user+sys CPU per GiB (client and publisher): publish median %.2f s %s, download median %.2f s %s\n",
+		median(upCPU), secs(upCPU), median(downCPU), secs(downCPU))
 	fmt.Printf("target: publish and download >= 70%% of the limit\n")
 	b.ReportMetric(median(up), "publish-MB/s")
 	b.ReportMetric(median(down), "download-MB/s")
