@@ -79,7 +79,10 @@ type stack struct {
 	upErr  error
 }
 
-func start(t *testing.T) *stack { return startAt(t, binaries(t), filepath.Join(t.TempDir(), "stack")) }
+// start runs `custody dev up` with upArgs (e.g. --hsm) and waits for it.
+func start(t *testing.T, upArgs ...string) *stack {
+	return startAt(t, binaries(t), filepath.Join(t.TempDir(), "stack"), upArgs...)
+}
 
 // startPrepared is start with prepare called on the empty dev directory
 // before the stack comes up.
@@ -95,10 +98,10 @@ func startPrepared(t *testing.T, prepare func(dir string)) *stack {
 }
 
 // startAt starts a dev stack of the binaries in bin on the directory dir,
-// which may hold a site already (a restart, a restore).
-func startAt(t *testing.T, bin, dir string) *stack {
+// which may hold a site already (a restart, a restore), with upArgs.
+func startAt(t *testing.T, bin, dir string, upArgs ...string) *stack {
 	s := &stack{t: t, bin: bin, dir: dir, upOut: &bytes.Buffer{}}
-	s.up = exec.Command(filepath.Join(s.bin, "custody"), "dev", "up", "--dir", s.dir)
+	s.up = exec.Command(filepath.Join(s.bin, "custody"), append([]string{"dev", "up", "--dir", s.dir}, upArgs...)...)
 	s.up.Stdout, s.up.Stderr = s.upOut, s.upOut
 	if err := s.up.Start(); err != nil {
 		t.Fatal(err)

@@ -131,7 +131,7 @@ func NewServer(cfg ServerConfig) *Server {
 // is required and must be an SVID of td. Method-level authorization happens
 // in the interceptor, so that a refused call gets a clean PermissionDenied.
 func ServerCredentials(src identity.Source, td spiffeid.TrustDomain) credentials.TransportCredentials {
-	return grpccredentials.MTLSServerCredentials(src, src, tlsconfig.AuthorizeMemberOf(td))
+	return coalesce(grpccredentials.MTLSServerCredentials(src, src, tlsconfig.AuthorizeMemberOf(td)))
 }
 
 // ClientTLS returns a TLS config for calling the server with SPIFFE ID
@@ -145,7 +145,7 @@ func ClientTLS(src identity.Source, server spiffeid.ID) *tls.Config {
 // made lazily; tracing context propagates through it.
 func Dial(target string, server spiffeid.ID, src identity.Source, tel *telemetry.Telemetry, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	all := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(grpccredentials.MTLSClientCredentials(src, src, tlsconfig.AuthorizeID(server))),
+		grpc.WithTransportCredentials(coalesce(grpccredentials.MTLSClientCredentials(src, src, tlsconfig.AuthorizeID(server)))),
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(
 			otelgrpc.WithTracerProvider(tel.TracerProvider),
 			otelgrpc.WithPropagators(tel.Propagator))),

@@ -16,6 +16,7 @@ import (
 func (c *cli) devCmd() *cobra.Command {
 	dev := &cobra.Command{Use: "dev", Short: "Run the development stack"}
 	var dir, binDir string
+	var hsm bool
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Mint a dev trust domain and run every service until Ctrl-C or `custody dev down`",
@@ -29,10 +30,11 @@ func (c *cli) devCmd() *cobra.Command {
 				dir = d
 			}
 			fmt.Fprintf(c.stdout, "starting the Custody dev stack in %s\n", dir)
-			return devstack.Up(cmd.Context(), devstack.Layout{Dir: dir}, devstack.Options{BinDir: binDir, Out: c.stdout})
+			return devstack.Up(cmd.Context(), devstack.Layout{Dir: dir, HSM: hsm}, devstack.Options{BinDir: binDir, Out: c.stdout})
 		},
 	}
 	up.Flags().StringVar(&dir, "dir", "", "directory for keys, state and logs (default: a new temporary directory)")
+	up.Flags().BoolVar(&hsm, "hsm", false, "keep the signer's keys and the publisher's KEK in a SoftHSM2 token (needs softhsm2: scripts/install-softhsm.sh)")
 	up.Flags().StringVar(&binDir, "bin-dir", "", "directory with the service binaries (default: next to custody, then PATH)")
 
 	down := &cobra.Command{

@@ -14,7 +14,7 @@ func (c *cli) storeCmd() *cobra.Command {
 		Use:   "store",
 		Short: "Administer the publisher's encrypted blob store",
 	}
-	cmd.AddCommand(c.storeRewrapCmd(), c.storeRetentionCmd())
+	cmd.AddCommand(c.storeRewrapCmd(), c.storeRetentionCmd(), c.storeKEKCmd())
 	return cmd
 }
 
@@ -90,9 +90,10 @@ func (c *cli) storeRewrapCmd() *cobra.Command {
 		Use:   "rewrap",
 		Short: "Re-wrap every blob's data key under the newest KEK version (content is not re-encrypted)",
 		Long: `Re-wraps every blob's data key under the key-encryption key's newest
-version. Run it after rotating the KEK (Vault Transit rotate, or a new soft
-key-file version); once it reports no failures, older KEK versions can be
-retired (Vault: min_decryption_version). Safe to run again.`,
+version. Run it after rotating the KEK (Vault Transit rotate, a new soft
+key-file version, or ` + "`custody store kek rotate`" + ` for the signer's HSM); once it
+reports no failures, older KEK versions can be retired (Vault:
+min_decryption_version; HSM: ` + "`custody store kek destroy`" + `). Safe to run again.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			env, err := c.env(cmd.Context(), "admin")

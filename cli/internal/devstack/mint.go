@@ -58,7 +58,13 @@ var Services = []Service{
 }
 
 // Layout names the files of a dev directory (see docs/services.md).
-type Layout struct{ Dir string }
+type Layout struct {
+	Dir string
+	// HSM keeps the signer's keys and the publisher's KEK in a SoftHSM2
+	// token under keys/softhsm (custody dev up --hsm) instead of the
+	// software keystore and the soft KEK.
+	HSM bool
+}
 
 func (l Layout) path(elem ...string) string {
 	return filepath.Join(append([]string{l.Dir}, elem...)...)

@@ -85,6 +85,11 @@ func Up(ctx context.Context, l Layout, opts Options) error {
 	if err := Mint(l); err != nil {
 		return err
 	}
+	if l.HSM {
+		if err := mintSoftHSM(l); err != nil {
+			return err
+		}
+	}
 	td := spiffeid.RequireTrustDomainFromString(TrustDomain)
 	admin, err := identity.OpenFiles(l.IdentityDir("admin"), td, nil)
 	if err != nil {
@@ -158,6 +163,9 @@ func startProc(l Layout, name, bin string, argv []string, exited chan<- *proc) (
 	cmd := exec.Command(bin, argv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = cleanEnv()
+	if l.HSM && name == "signer" {
+		cmd.Env = append(cmd.Env, "SOFTHSM2_CONF="+l.path("keys", "softhsm", "softhsm2.conf"))
+	}
 	// Own process group: a terminal's Ctrl-C reaches only the
 	// supervisor, which stops services in reverse order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -192,8 +200,13 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 	}
 	switch name {
 	case "signer":
-		a = append(a, "--dev", "--keystore", l.path("keys", "keystore.json"), "--keystore-passphrase-file", l.path("keys", "keystore.pass"),
-			"--state-dir", l.DataDir(name), "--catalog-addr", addr("catalog"), "--log-origin", LogOrigin, "--cosigner-name", CosignerName,
+		if l.HSM {
+			a = append(a, "--dev", "--key-backend", "pkcs11", "--pkcs11-module", SoftHSMModule, "--pkcs11-token-label", hsmLabel,
+				"--pkcs11-pin-file", l.path("keys", "softhsm", "pin"), "--wrapping-key", "publisher")
+		} else {
+			a = append(a, "--dev", "--keystore", l.path("keys", "keystore.json"), "--keystore-passphrase-file", l.path("keys", "keystore.pass"))
+		}
+		a = append(a, "--state-dir", l.DataDir(name), "--catalog-addr", addr("catalog"), "--log-origin", LogOrigin, "--cosigner-name", CosignerName,
 			"--channel-key", "prod=artifact-prod", "--quorum", "prod=2", "--backup-key", "backup",
 			"--edge-token-public-key-file", l.path("keys", "token.pub.pem"),
 			"--dev-root-threshold", fmt.Sprint(RootThreshold))
@@ -206,8 +219,12 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 	case "publisher":
 		// Blobs are encrypted at rest; the dev stack wraps their keys with
 		// the soft KEK, kept with the other dev keys, not beside the blobs.
-		a = append(a, "--data-dir", l.DataDir(name), "--signer-addr", addr("signer"), "--catalog-addr", addr("catalog"),
-			"--kek", "soft", "--soft-kek-file", l.path("keys", "publisher-kek.json"))
+		a = append(a, "--data-dir", l.DataDir(name), "--signer-addr", addr("signer"), "--catalog-addr", addr("catalog"))
+		if l.HSM {
+			a = append(a, "--kek", "signer", "--signer-kek", "publisher")
+		} else {
+			a = append(a, "--kek", "soft", "--soft-kek-file", l.path("keys", "publisher-kek.json"))
+		}
 		// Nothing is ever deleted unless the dev directory holds a
 		// retention policy.
 		if _, err := os.Stat(l.RetentionPolicy()); err == nil {

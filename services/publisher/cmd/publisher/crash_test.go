@@ -67,9 +67,9 @@ func TestMain(m *testing.M) {
 // publisher.
 const uploadKills = 50
 
-// signer signs every statement (with a fake signature: the publisher does
+// fakeSigner signs every statement (with a fake signature: the publisher does
 // not check it) and survives the publisher's restarts.
-type signer struct {
+type fakeSigner struct {
 	signerv1.UnimplementedSignerServiceServer
 }
 
@@ -77,12 +77,12 @@ func sign(st []byte) ([]byte, error) {
 	return attest.SignEnvelope(attest.PayloadType, st, "k", func([]byte) ([]byte, error) { return []byte("sig"), nil })
 }
 
-func (signer) SignArtifact(_ context.Context, req *signerv1.SignArtifactRequest) (*signerv1.SignArtifactResponse, error) {
+func (fakeSigner) SignArtifact(_ context.Context, req *signerv1.SignArtifactRequest) (*signerv1.SignArtifactResponse, error) {
 	env, err := sign(req.GetStatement())
 	return &signerv1.SignArtifactResponse{Envelope: env, KeyId: "k"}, err
 }
 
-func (signer) SignArtifacts(_ context.Context, req *signerv1.SignArtifactsRequest) (*signerv1.SignArtifactsResponse, error) {
+func (fakeSigner) SignArtifacts(_ context.Context, req *signerv1.SignArtifactsRequest) (*signerv1.SignArtifactsResponse, error) {
 	resp := &signerv1.SignArtifactsResponse{}
 	for _, it := range req.GetItems() {
 		env, err := sign(it.GetStatement())
@@ -169,7 +169,7 @@ func TestUploadsSurviveRepeatedKills(t *testing.T) {
 	pub := rpc.ID(td.ID("/service/publisher"))
 	sd, cd := signerv1.SignerService_ServiceDesc, catalogv1.CatalogService_ServiceDesc
 	signerAddr := serveAs(t, td, "/service/signer", rpc.Policy{rpc.Method(sd, "SignArtifact"): {pub}, rpc.Method(sd, "SignArtifacts"): {pub}},
-		func(s *grpc.Server) { signerv1.RegisterSignerServiceServer(s, signer{}) })
+		func(s *grpc.Server) { signerv1.RegisterSignerServiceServer(s, fakeSigner{}) })
 	cat := &catalog{records: map[string]*catalogv1.GetArtifactResponse{}}
 	catalogAddr := serveAs(t, td, "/service/catalog", rpc.Policy{rpc.Method(cd, "RecordArtifact"): {pub}, rpc.Method(cd, "GetArtifact"): {pub}},
 		func(s *grpc.Server) { catalogv1.RegisterCatalogServiceServer(s, cat) })

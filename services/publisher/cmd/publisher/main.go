@@ -173,15 +173,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer d.Close()
-	blobs, err := cfg.Store.open(cfg.DataDir, d.Logger)
-	if err != nil {
-		return err
-	}
 	signerConn, err := d.Dial(cfg.SignerAddr, "signer")
 	if err != nil {
 		return err
 	}
 	defer signerConn.Close()
+	blobs, err := cfg.Store.open(cfg.DataDir, d.Logger, signerv1.NewKeyWrapServiceClient(signerConn), cfg.SignerAddr)
+	if err != nil {
+		return err
+	}
 	catalogConn, err := d.Dial(cfg.CatalogAddr, "catalog")
 	if err != nil {
 		return err

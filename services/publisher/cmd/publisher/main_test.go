@@ -38,6 +38,8 @@ func TestValidateLimits(t *testing.T) {
 			[]string{"--upload-progress-timeout", "--upload-min-rate", "--upload-resume-ttl", "--keepalive-time"}},
 		"retention interval": {func(c *config) { c.RetentionInterval = time.Second }, []string{"--retention-interval 1s"}},
 		"orphan age":         {func(c *config) { c.OrphanAge = time.Second }, []string{"--orphan-age 1s"}},
+		"signer KEK name":    {func(c *config) { c.Store.KEK, c.Store.SignerKEK = "signer", "../Evil" }, []string{"--signer-kek"}},
+		"unknown KEK":        {func(c *config) { c.Store.KEK = "pkcs11" }, []string{"want signer, vault or soft"}},
 	}
 	for name, tt := range tests {
 		c := validConfig()
@@ -48,5 +50,13 @@ func TestValidateLimits(t *testing.T) {
 				t.Errorf("%s: %v, want it to name %q", name, err, w)
 			}
 		}
+	}
+}
+
+func TestSignerKEKValidates(t *testing.T) {
+	c := validConfig()
+	c.Store.KEK, c.Store.SignerKEK = "signer", "publisher"
+	if err := c.validate(); err != nil {
+		t.Fatalf("--kek signer --signer-kek publisher: %v", err)
 	}
 }

@@ -7,9 +7,11 @@ import (
 	"path/filepath"
 
 	"github.com/custody-dev/custody/libs/daemon"
+	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/services/publisher/internal/blobstore"
 	"github.com/custody-dev/custody/services/publisher/internal/blobstore/local"
 	"github.com/custody-dev/custody/services/publisher/internal/blobstore/s3"
+	"github.com/custody-dev/custody/services/publisher/internal/kek/signer"
 	"github.com/custody-dev/custody/services/publisher/internal/kek/soft"
 	"github.com/custody-dev/custody/services/publisher/internal/kek/vault"
 	"github.com/custody-dev/custody/services/publisher/internal/sealed"
@@ -17,11 +19,12 @@ import (
 
 // storeConfig chooses the blob store back end and the KEK back end.
 type storeConfig struct {
-	Backend string // local | s3
-	S3      s3.Config
-	KEK     string // soft | vault
-	SoftKEK string // key file of the soft KEK
-	Vault   vault.Config
+	Backend   string // local | s3
+	S3        s3.Config
+	KEK       string // soft | vault | signer
+	SoftKEK   string // key file of the soft KEK
+	Vault     vault.Config
+	SignerKEK string // KEK name in the signer's PKCS#11 token
 }
 
 func (c *storeConfig) register(f *daemon.Flags) {
@@ -33,13 +36,14 @@ func (c *storeConfig) register(f *daemon.Flags) {
 	f.String(&c.S3.AccessKeyFile, "s3-access-key-file", "CUSTODY_S3_ACCESS_KEY_FILE", "", "file holding the S3 access key id")
 	f.String(&c.S3.SecretKeyFile, "s3-secret-key-file", "CUSTODY_S3_SECRET_KEY_FILE", "", "file holding the S3 secret access key")
 	f.Bool(&c.S3.PathStyle, "s3-path-style", "CUSTODY_S3_PATH_STYLE", false, "address the bucket in the path (most S3-compatible servers)")
-	f.String(&c.KEK, "kek", "CUSTODY_KEK", "", "key-encryption back end wrapping data keys: vault, or soft (development only)")
+	f.String(&c.KEK, "kek", "CUSTODY_KEK", "", "key-encryption back end wrapping data keys: signer (a KEK in the signer's PKCS#11 HSM), vault, or soft (development only)")
 	f.String(&c.SoftKEK, "soft-kek-file", "CUSTODY_SOFT_KEK_FILE", "", "soft KEK key file (created if missing; keep it off the blob store)")
 	f.String(&c.Vault.Addr, "vault-addr", "CUSTODY_VAULT_ADDR", "", "Vault address for the Transit KEK")
 	f.String(&c.Vault.TokenFile, "vault-token-file", "CUSTODY_VAULT_TOKEN_FILE", "", "file holding the Vault token (policy deploy/vault/publisher-kek-policy.hcl)")
 	f.String(&c.Vault.CAFile, "vault-ca-file", "CUSTODY_VAULT_CA_FILE", "", "PEM roots for Vault's TLS certificate")
 	f.String(&c.Vault.Mount, "vault-kek-mount", "CUSTODY_VAULT_KEK_MOUNT", "custody-kek", "Transit mount of the KEK")
 	f.String(&c.Vault.Key, "vault-kek-key", "CUSTODY_VAULT_KEK_KEY", "publisher", "Transit key name of the KEK")
+	f.String(&c.SignerKEK, "signer-kek", "CUSTODY_SIGNER_KEK", "publisher", "with --kek signer: the KEK's name, one of the signer's --wrapping-key")
 }
 
 func (c *storeConfig) validate() error {
@@ -58,16 +62,21 @@ func (c *storeConfig) validate() error {
 		}
 	case "vault":
 		errs = append(errs, c.Vault.Validate())
+	case "signer":
+		if _, err := signer.New(nil, c.SignerKEK, ""); err != nil {
+			errs = append(errs, fmt.Errorf("--signer-kek: %w", err))
+		}
 	case "":
-		errs = append(errs, errors.New("--kek is required: vault (production) or soft (development); blobs are always encrypted"))
+		errs = append(errs, errors.New("--kek is required: signer or vault (production), or soft (development); blobs are always encrypted"))
 	default:
-		errs = append(errs, fmt.Errorf("--kek %q: want vault or soft", c.KEK))
+		errs = append(errs, fmt.Errorf("--kek %q: want signer, vault or soft", c.KEK))
 	}
 	return errors.Join(errs...)
 }
 
-// open builds the encrypted store: the one back-end switch.
-func (c *storeConfig) open(dataDir string, logger *slog.Logger) (*sealed.Store, error) {
+// open builds the encrypted store: the one back-end switch. wrap and
+// signerAddr are the signer's KeyWrapService, for --kek signer.
+func (c *storeConfig) open(dataDir string, logger *slog.Logger, wrap signerv1.KeyWrapServiceClient, signerAddr string) (*sealed.Store, error) {
 	var objects blobstore.Backend
 	var err error
 	switch c.Backend {
@@ -83,6 +92,8 @@ func (c *storeConfig) open(dataDir string, logger *slog.Logger) (*sealed.Store, 
 	switch c.KEK {
 	case "vault":
 		k, err = vault.New(c.Vault)
+	case "signer":
+		k, err = signer.New(wrap, c.SignerKEK, signerAddr)
 	default:
 		k, err = soft.Open(c.SoftKEK)
 	}

@@ -49,10 +49,13 @@ func verifyBlobs(ctx context.Context, args []string, getenv func(string) string,
 	if store.Backend != "local" {
 		errs = append(errs, fmt.Errorf("--blob-store %q: verify-blobs reads local stores (a backup set is one)", store.Backend))
 	}
+	if store.KEK == "signer" {
+		errs = append(errs, errors.New("--kek signer: verify-blobs runs offline and cannot reach the signer's HSM; verify a site whose KEK is in Vault or the dev keystore, or verify blobs through a running publisher (VerifyBlob)"))
+	}
 	if err := errors.Join(append(errs, store.validate())...); err != nil {
 		return err
 	}
-	blobs, err := store.open(dataDir, slog.New(slog.DiscardHandler))
+	blobs, err := store.open(dataDir, slog.New(slog.DiscardHandler), nil, "")
 	if err != nil {
 		return err
 	}

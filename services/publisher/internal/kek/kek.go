@@ -1,6 +1,6 @@
 // Package kek defines key-encryption keys: the back ends that wrap and
 // unwrap the publisher's per-artifact data keys (soft keystore, Vault
-// Transit).
+// Transit, the signer's PKCS#11 HSM).
 //
 // A back end holds the KEK and never returns it. It decides nothing about
 // what a data key protects: callers bind a wrapped key to its blob

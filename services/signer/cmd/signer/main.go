@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -70,6 +71,7 @@ type config struct {
 	ApprovalTTL    time.Duration
 	RequestTTL     time.Duration
 	ApprovalWait   time.Duration
+	WrappingKeys   []string
 }
 
 func (c *config) validate() error {
@@ -111,6 +113,14 @@ func (c *config) validate() error {
 	}
 	if !c.Dev && c.CatalogAddr == "" {
 		errs = append(errs, errors.New("--catalog-addr is required: key rotations, revocations, trust roots and approvals are logged in the catalog's transparency log"))
+	}
+	for _, name := range c.WrappingKeys {
+		if !keys.ValidName(name) {
+			errs = append(errs, fmt.Errorf("--wrapping-key %q: want 1-64 of a-z, 0-9, '-', '_', starting with a letter", name))
+		}
+	}
+	if len(c.WrappingKeys) > 0 && c.Backend != "pkcs11" {
+		errs = append(errs, fmt.Errorf("--wrapping-key needs --key-backend pkcs11: KEKs live in the HSM token (the %s back end holds none)", c.Backend))
 	}
 	if c.StateDir == "" {
 		errs = append(errs, errors.New("--state-dir is required: it keeps revocations, trust roots, approvals and co-signed checkpoints"))
@@ -213,6 +223,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.Duration(&cfg.ApprovalTTL, "approval-ttl", "CUSTODY_APPROVAL_TTL", approvals.DefaultApprovalTTL, "how long an approval counts")
 	f.Duration(&cfg.RequestTTL, "approval-request-ttl", "CUSTODY_APPROVAL_REQUEST_TTL", approvals.DefaultRequestTTL, "how long an approval request lives (and an approved one may be signed)")
 	f.Duration(&cfg.ApprovalWait, "approval-max-wait", "CUSTODY_APPROVAL_MAX_WAIT", approvals.DefaultMaxWait, "how long one signing request waits for approvals")
+	f.Strings(&cfg.WrappingKeys, "wrapping-key", "CUSTODY_WRAPPING_KEYS", "name of a KEK in the PKCS#11 token that wraps the publisher's data keys (KeyWrapService); created with --create-keys or --dev")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -275,7 +286,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	} else if v == 0 {
 		d.Logger.Warn("no trust root is published: verifiers cannot check signatures until one is (custody trustroot draft/sign/publish, docs/trust-root.md)")
 	}
-	srv := d.NewServer(server.Policy(d.TrustDomain))
+	policy := server.Policy(d.TrustDomain)
+	maps.Copy(policy, server.KeyWrapPolicy(d.TrustDomain))
+	srv := d.NewServer(policy)
 	signerSrv := server.New(signing, lc, d.Logger)
 	if vkey, err := cosigner.VerifierKey(ctx); errors.Is(err, keys.ErrUnavailable) {
 		d.Logger.Error("cannot read the log checkpoint key now; co-signing fails until the key back end is back", slog.Any("error", err))
@@ -296,6 +309,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	signerv1.RegisterApprovalServiceServer(srv, approvals.NewHandler(approvalSvc, d.Logger))
 	signerv1.RegisterSignerServiceServer(srv, signerSrv)
 	signerv1.RegisterKeyServiceServer(srv, lifecycle.NewHandler(lc))
+	if err := serveKeyWrap(ctx, cfg, backend, srv, d.Logger); err != nil {
+		return err
+	}
 	return d.Serve(ctx, srv, func(ctx context.Context) error { return lc.Run(ctx, 5*time.Second) })
 }
 

@@ -1,5 +1,6 @@
 // Package kektest is the conformance suite every key-encryption back end
-// runs against the real thing (soft key file, Vault dev server).
+// runs against the real thing (soft key file, Vault dev server, a signer
+// process on a SoftHSM2 token).
 package kektest
 
 import (
