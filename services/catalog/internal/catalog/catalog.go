@@ -75,9 +75,9 @@ type Catalog struct {
 	logger   *slog.Logger
 	locks    keyLocks
 
-	finisherOnce sync.Once
-	fin          *finisher
-	prover       Prover
+	indexerOnce sync.Once
+	ix          *indexer
+	prover      Prover
 }
 
 // New returns a catalog over cfg.Store and cfg.Log.
@@ -94,20 +94,19 @@ func New(cfg Config) *Catalog {
 		now: now, logger: logger, prover: cfg.Prover}
 }
 
-// finisher returns the background finisher of sequenced events, started on
-// first use.
-func (c *Catalog) finisher() *finisher {
-	c.finisherOnce.Do(func() { c.fin = newFinisher(c) })
-	return c.fin
+// indexer returns the indexer of logged events, started on first use.
+func (c *Catalog) indexer() *indexer {
+	c.indexerOnce.Do(func() { c.ix = newIndexer(c) })
+	return c.ix
 }
 
-// Close stops the background finisher of sequenced events. Call it before
-// closing the log and the store; events it has not finished stay pending
-// in the store and are finished by Recover at the next start.
+// Close stops the indexer of logged events. Call it before closing the log
+// and the store; events it has not stored yet are in the log, and Recover
+// stores them at the next start.
 func (c *Catalog) Close() {
-	c.finisherOnce.Do(func() {})
-	if c.fin != nil {
-		c.fin.close()
+	c.indexerOnce.Do(func() {})
+	if c.ix != nil {
+		c.ix.close()
 	}
 }
 
@@ -245,30 +244,39 @@ func (c *Catalog) appendEvent(ctx context.Context, actor, typ, subjectDigest str
 	if err != nil {
 		return nil, fmt.Errorf("%w: log entry: %v", ErrInvalid, err)
 	}
-	from, err := c.log.Size(ctx)
-	if err != nil {
-		return nil, unavailable("read log size", err)
+	ix := c.indexer()
+	if err := ix.admit(); err != nil {
+		return nil, err
 	}
-	e := &Event{Type: typ, Actor: actor, SubjectDigest: subjectDigest, Details: details, CreatedAt: now, Entry: Entry{Leaf: leaf, SearchFrom: from}}
-	if e.ID, err = c.store.InsertEvent(ctx, e); err != nil {
-		return nil, unavailable("store event", err)
-	}
-	ref := Ref{KindEvent, e.ID}
-	// The row is committed: sequence the leaf whatever the caller does now.
+	e := &Event{Type: typ, Actor: actor, SubjectDigest: subjectDigest, Details: details, CreatedAt: now, Entry: Entry{Leaf: leaf}}
+	// The log is the event's write-ahead record: once Tessera has sequenced
+	// the leaf it is durable, and the indexer stores it from the log.
+	// Sequence waits for the index even if the caller goes away, so that an
+	// error means the leaf is not in the log and the client's retry is the
+	// only copy.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
 	idx, err := c.log.Sequence(sctx, leaf)
 	if err != nil {
-		// The log refused the leaf outright: drop the row so that the
-		// client's retry is the only copy.
-		if derr := c.store.DeleteEvent(context.WithoutCancel(ctx), e.ID); derr != nil {
-			c.logger.WarnContext(ctx, "drop unlogged event", slog.Int64("id", e.ID), slog.Any("error", derr))
-		}
 		return nil, logError("append to log", err)
 	}
-	e.Entry.Sequenced, e.Entry.Index = true, idx
-	done := c.finisher().add(ref, idx, leaf)
+	e.Entry.SearchFrom, e.Entry.Sequenced, e.Entry.Index = idx, true, idx
+	var done <-chan finishResult
+	if prove {
+		done = ix.await(idx)
+		defer ix.forget(idx)
+	}
+	ix.sequenced(idx + 1)
 	if !prove {
+		return e, nil
+	}
+	if done == nil {
+		// Indexed already: prove it here.
+		p, err := c.log.Prove(sctx, idx, leaf)
+		if err != nil {
+			return nil, logError("prove event", err)
+		}
+		e.Entry.Proof, e.Entry.Checkpoint = p.Proof, p.Checkpoint
 		return e, nil
 	}
 	select {
@@ -336,9 +344,25 @@ func (c *Catalog) setLogged(ctx context.Context, ref Ref, e *Entry, p *translog.
 // they share log batches like live requests do.
 const recoverConcurrency = 64
 
-// Recover finishes every pending row, e.g. after a crash. Call it before
-// serving. It returns every failure at once.
+// Recover finishes every pending row, e.g. after a crash, then stores the
+// events of the log from the store's indexed size to the log's size. Call
+// it before serving. It returns every failure at once; the indexing goes
+// on in the background after a failure.
 func (c *Catalog) Recover(ctx context.Context) error {
+	if err := c.recoverPending(ctx); err != nil {
+		return err
+	}
+	size, err := c.log.Size(ctx)
+	if err != nil {
+		return logError("read log size", err)
+	}
+	return c.indexer().catchUp(ctx, size)
+}
+
+// recoverPending finishes every pending row: artifacts and signatures,
+// and events left pending by catalogs before the log was their
+// write-ahead record.
+func (c *Catalog) recoverPending(ctx context.Context) error {
 	pending, err := c.store.Pending(ctx)
 	if err != nil {
 		return unavailable("list pending rows", err)

@@ -1,6 +1,7 @@
 package catalog_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -33,6 +34,16 @@ var td = spiffeid.RequireTrustDomainFromString("custody.test")
 type faultyStore struct {
 	catalog.Store
 	failSetLogged bool
+	// failIndex fails IndexEvents: the process "crashed" after the event
+	// was sequenced and before the indexer stored it.
+	failIndex bool
+}
+
+func (s *faultyStore) IndexEvents(ctx context.Context, events []*catalog.Event, size uint64) error {
+	if s.failIndex {
+		return errors.New("disk I/O error")
+	}
+	return s.Store.IndexEvents(ctx, events, size)
 }
 
 func (s *faultyStore) SetLogged(ctx context.Context, ref catalog.Ref, index uint64, proof [][]byte, cp []byte) error {
@@ -74,6 +85,8 @@ type fixture struct {
 	store *sqlite.Store
 	log   *translog.Log
 	vkey  string
+	// db is the store's database file, for tampering with rows.
+	db string
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -93,7 +106,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tl.Close(context.Background()) })
-	return &fixture{t: t, store: store, log: tl, vkey: tl.VerifierKey()}
+	return &fixture{t: t, store: store, log: tl, vkey: tl.VerifierKey(), db: filepath.Join(dir, "catalog.db")}
 }
 
 // catalog returns a catalog over the fixture's store and log, through
@@ -249,25 +262,80 @@ func TestPendingClaimsNameVersion(t *testing.T) {
 
 func TestEventRecovery(t *testing.T) {
 	f := newFixture(t)
-	// Refused outright: the row is dropped, nothing is logged later.
+	subject := "sha256:" + strings.Repeat("e", 64)
+	// Refused outright: nothing is logged, now or later.
 	refusing := f.catalog(nil, &faultyLog{Log: f.log, mode: "refuse"})
-	if _, err := refusing.AppendEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, "", nil); !errors.Is(err, catalog.ErrUnavailable) {
+	if _, err := refusing.AppendEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, subject, nil); !errors.Is(err, catalog.ErrUnavailable) {
 		t.Fatalf("got %v, want ErrUnavailable", err)
 	}
-	// Appended, then the database failed: Recover proves the entry.
-	crashing := f.catalog(&faultyStore{Store: f.store, failSetLogged: true}, nil)
-	if _, err := crashing.AppendEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, "", []byte(`{"n":1}`)); !errors.Is(err, catalog.ErrUnavailable) {
+	// Sequenced, then the database failed before the indexer stored the
+	// events: one caller waited for the proof (and got Unavailable), one
+	// was acknowledged once sequenced. Recover stores both from the log.
+	crashing := f.catalog(&faultyStore{Store: f.store, failIndex: true}, nil)
+	if _, err := crashing.AppendEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, subject, []byte(`{"n":1}`)); !errors.Is(err, catalog.ErrUnavailable) {
 		t.Fatalf("got %v, want ErrUnavailable", err)
 	}
-	crashing.Close()
-	if err := f.catalog(nil, nil).Recover(t.Context()); err != nil {
+	acked, err := crashing.SequenceEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, subject, []byte(`{"n":2}`))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := f.size(t); got != 1 {
-		t.Errorf("log size = %d, want 1 (the crashed event only)", got)
+	crashing.Close()
+	if got, _, err := f.catalog(nil, nil).ListEvents(t.Context(), subject, 0, ""); err != nil || len(got) != 0 {
+		t.Fatalf("before recovery the store lists %d events (%v), want 0", len(got), err)
+	}
+	for range 2 { // recovering twice stores nothing twice
+		if err := f.catalog(nil, nil).Recover(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.size(t); got != 2 {
+		t.Errorf("log size = %d, want 2 (the sequenced events only)", got)
+	}
+	got, _, err := f.catalog(nil, nil).ListEvents(t.Context(), subject, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Index != 0 || got[1].Index != 1 || !bytes.Equal(got[1].Leaf, acked.Entry.Leaf) || acked.Entry.Index != 1 {
+		t.Errorf("after recovery the store lists %+v, want the two sequenced events at 0 and 1", got)
+	}
+	if n, err := f.store.IndexedSize(t.Context()); err != nil || n != 2 {
+		t.Errorf("indexed size %d (%v), want 2", n, err)
 	}
 	if pending, err := f.store.Pending(t.Context()); err != nil || len(pending) != 0 {
 		t.Errorf("pending rows after recovery: %v, %v", pending, err)
+	}
+}
+
+// TestProvedEventsAreIndexed: an event acknowledged with its proof is in
+// the store at once, with that proof, and a run of events with artifacts
+// between them is stored in log order, each once.
+func TestProvedEventsAreIndexed(t *testing.T) {
+	f := newFixture(t)
+	c := f.catalog(nil, nil)
+	a := record(t, c, "1.0.0", "bytes")
+	var want []uint64
+	for i := range 5 {
+		e, err := c.AppendEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, a.Digest, fmt.Appendf(nil, `{"n":%d}`, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(e.Entry.Checkpoint) == 0 || len(e.Entry.Proof) == 0 && e.Entry.Index > 0 {
+			t.Fatalf("event %d acknowledged without its proof: %+v", i, e.Entry)
+		}
+		want = append(want, e.Entry.Index)
+		record(t, c, fmt.Sprintf("1.0.%d", i+1), fmt.Sprint(i))
+	}
+	got, _, err := c.ListEvents(t.Context(), a.Digest, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx []uint64
+	for _, e := range got {
+		idx = append(idx, e.Index)
+	}
+	// The publication of a itself comes first.
+	if len(idx) != len(want)+1 || fmt.Sprint(idx[1:]) != fmt.Sprint(want) {
+		t.Errorf("listed indices %v, want %v after the publication", idx, want)
 	}
 }
 
