@@ -50,7 +50,12 @@ type Config struct {
 
 // Catalog records artifacts and events in the log and the store.
 //
-// Crash safety. Every record is written in three steps: (1) the row is
+// Crash safety of events. The log is their write-ahead record: an event
+// is acknowledged once Tessera has durably sequenced it, and the indexer
+// stores it from the log, with the store's indexed size in the same
+// transaction; Recover indexes the rest at start (see indexer).
+//
+// Crash safety of artifacts and signatures. Every record is written in three steps: (1) the row is
 // committed to the store as pending, with its exact leaf bytes and the
 // log's size before the append; (2) the leaf is appended and the catalog
 // waits for a checkpoint that covers it; (3) the index, proof and checkpoint
@@ -206,19 +211,20 @@ type publishedDetails struct {
 // allowed to write typ (tlog.MayEmit): otherwise it fails with
 // ErrPermissionDenied and nothing is stored or logged. typ must not be
 // artifact.published or artifact.resigned, which only RecordArtifact and
-// RecordSignature log. An event is logged at least once: a call that fails
-// after its leaf was committed is finished later (in the background, or by
-// Recover at the next start), so a client that retries such a call may log
-// it twice.
+// RecordSignature log. A call that fails after its leaf was sequenced
+// (the proof could not be stored in time) leaves the event in the log, and
+// it is stored later, so a client that retries such a call may log it
+// twice. While the store fails, events are refused with ErrUnavailable
+// before they reach the log.
 func (c *Catalog) AppendEvent(ctx context.Context, actor, typ, subjectDigest string, details []byte) (*Event, error) {
 	return c.appendEvent(ctx, actor, typ, subjectDigest, details, true)
 }
 
 // SequenceEvent is AppendEvent that returns once the event is durably
-// sequenced: its row is committed and its leaf is in the log at Entry.Index,
-// on disk, so it is never lost or duplicated. The returned entry has no
-// proof; the catalog stores it in the background once a co-signed
-// checkpoint covers the entry.
+// sequenced: its leaf is in the log at Entry.Index, on disk, so it is never
+// lost or duplicated. The returned entry has no proof and the event no ID;
+// the catalog stores both in the background once a co-signed checkpoint
+// covers the entry.
 func (c *Catalog) SequenceEvent(ctx context.Context, actor, typ, subjectDigest string, details []byte) (*Event, error) {
 	return c.appendEvent(ctx, actor, typ, subjectDigest, details, false)
 }
