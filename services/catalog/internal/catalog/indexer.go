@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -156,7 +157,7 @@ func (ix *indexer) catchUp(ctx context.Context, size uint64) error {
 	}
 }
 
-var errClosing = fmt.Errorf("catalog closing")
+var errClosing = errors.New("catalog closing")
 
 // close stops the loop; what is not indexed yet is indexed at the next
 // start.
@@ -202,7 +203,7 @@ func (ix *indexer) loop() {
 	}
 }
 
-var errNothingToDo = fmt.Errorf("nothing to index")
+var errNothingToDo = errors.New("nothing to index")
 
 // step indexes the next batch.
 func (ix *indexer) step() error {
@@ -232,7 +233,11 @@ func (ix *indexer) step() error {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	if err != nil {
-		ix.c.logger.WarnContext(ctx, "index log entries; retrying", slog.Uint64("from", from), slog.Uint64("to", to), slog.Any("error", err))
+		level := slog.LevelWarn
+		if errors.Is(err, ErrIntegrity) {
+			level = slog.LevelError
+		}
+		ix.c.logger.Log(ctx, level, "index log entries; retrying", slog.Uint64("from", from), slog.Uint64("to", to), slog.Any("error", err))
 		for i := from; i < to; i++ {
 			if ch, ok := ix.waiters[i]; ok {
 				ch <- finishResult{err: err}
