@@ -423,3 +423,24 @@ func TestValidation(t *testing.T) {
 		t.Error("invalid requests reached the log")
 	}
 }
+
+// TestIndexerRefusesForeignLeaves: a log entry the catalog did not write
+// (it does not parse as a log entry) stops indexing with ErrIntegrity; it
+// is neither stored nor skipped, so nothing after it is indexed either.
+func TestIndexerRefusesForeignLeaves(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.log.Sequence(t.Context(), []byte("not an entry")); err != nil {
+		t.Fatal(err)
+	}
+	c := f.catalog(nil, nil)
+	if _, err := c.SequenceEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, "", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if err := f.catalog(nil, nil).Recover(t.Context()); !errors.Is(err, catalog.ErrIntegrity) {
+		t.Errorf("Recover over a foreign leaf: got %v, want ErrIntegrity", err)
+	}
+	if n, err := f.store.IndexedSize(t.Context()); err != nil || n != 0 {
+		t.Errorf("indexed size %d (%v), want 0: nothing at or after the foreign leaf is indexed", n, err)
+	}
+}
