@@ -216,8 +216,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}()
 	d.Logger.Info("transparency log open", slog.String("origin", tl.Origin()), slog.String("verifier_key", tl.VerifierKey()))
 
+	// With PostgreSQL, several catalogs may share the store (and the log's
+	// directory): the per-name@version lock is then theirs in common.
+	locker, _ := store.(catalog.Locker)
 	cat := catalog.New(catalog.Config{Store: store, Log: tl, VerifierKey: tl.VerifierKey(), TrustDomain: d.TrustDomain,
-		Registerer: d.Telemetry.Registry, Logger: d.Logger, Prover: tl})
+		Registerer: d.Telemetry.Registry, Logger: d.Logger, Prover: tl, Locker: locker})
 	// Before the log and the store close: events sequenced but not yet
 	// proved stay pending and are finished at the next start.
 	defer cat.Close()

@@ -46,6 +46,17 @@ type Config struct {
 	// Prover, if set, proves the entries ListEvents returns against the
 	// latest co-signed checkpoint; nil: their stored proofs are served.
 	Prover Prover
+	// Locker, if set, extends the per-name@version lock to every catalog
+	// process sharing the store (PostgreSQL advisory locks); nil: the lock
+	// is in-process only, which is enough for one process (SQLite).
+	Locker Locker
+}
+
+// Locker serializes work on one key across every process that shares it.
+type Locker interface {
+	// Lock waits until it holds key and returns the function that
+	// releases it. An error means the lock is not held.
+	Lock(ctx context.Context, key string) (unlock func(), err error)
 }
 
 // Catalog records artifacts and events in the log and the store.
@@ -79,6 +90,7 @@ type Catalog struct {
 	now      func() time.Time
 	logger   *slog.Logger
 	locks    keyLocks
+	locker   Locker
 
 	indexerOnce sync.Once
 	ix          *indexer
@@ -96,7 +108,7 @@ func New(cfg Config) *Catalog {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Catalog{store: cfg.Store, log: cfg.Log, verifier: cfg.VerifierKey, td: cfg.TrustDomain, refused: newRefused(cfg.Registerer),
-		now: now, logger: logger, prover: cfg.Prover}
+		now: now, logger: logger, prover: cfg.Prover, locker: cfg.Locker}
 }
 
 // indexer returns the indexer of logged events, started on first use.
@@ -132,7 +144,10 @@ func (c *Catalog) RecordArtifact(ctx context.Context, actor string, a Artifact, 
 	if err != nil {
 		return nil, false, err
 	}
-	unlock := c.locks.lock(a.Name + "@" + a.Version)
+	unlock, err := c.lock(ctx, a.Name+"@"+a.Version)
+	if err != nil {
+		return nil, false, err
+	}
 	defer unlock()
 
 	existing, err := c.store.Artifact(ctx, a.Name, a.Version)
@@ -406,7 +421,11 @@ func (c *Catalog) recoverOne(ctx context.Context, p Pending) error {
 		if err != nil {
 			return err
 		}
-		defer c.locks.lock(key)()
+		unlock, err := c.lock(ctx, key)
+		if err != nil {
+			return err
+		}
+		defer unlock()
 	}
 	return c.finish(ctx, p.Ref, &p.Entry)
 }
@@ -529,6 +548,22 @@ func logError(what string, err error) error {
 		return fmt.Errorf("%w: %s: %w", ErrIntegrity, what, err)
 	}
 	return unavailable(what, err)
+}
+
+// lock holds key in this process and, with a Locker, in every process
+// sharing the store: no append of a pending row's leaf is in flight
+// anywhere while another caller looks for it.
+func (c *Catalog) lock(ctx context.Context, key string) (unlock func(), err error) {
+	local := c.locks.lock(key)
+	if c.locker == nil {
+		return local, nil
+	}
+	remote, err := c.locker.Lock(ctx, key)
+	if err != nil {
+		local()
+		return nil, unavailable("lock "+key, err)
+	}
+	return func() { remote(); local() }, nil
 }
 
 // keyLocks is a set of mutexes by key, created on demand and dropped when
