@@ -164,6 +164,16 @@ func openStore(ctx context.Context, cfg *config) (store, error) {
 	}
 }
 
+// leaser is a store shared between processes that can hand one of them a
+// lease (PostgreSQL).
+type leaser interface {
+	TryLease(ctx context.Context, key string) (release func(), held bool, err error)
+}
+
+// logWriterLease is the lease the one catalog process that writes the log
+// holds on a shared store.
+const logWriterLease = "log-writer"
+
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) (err error) {
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
@@ -194,6 +204,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer store.Close()
 	d.Logger.Info("metadata store open", slog.String("store", cfg.Store))
+	if l, ok := store.(leaser); ok {
+		release, held, err := l.TryLease(ctx, logWriterLease)
+		if err != nil {
+			return fmt.Errorf("take the log-writer lease: %w", err)
+		}
+		if !held {
+			return errors.New("another catalog process holds the log-writer lease on this PostgreSQL database: the log has one writer " +
+				"(docs/decisions/0047-two-catalogs-one-postgres.md); stop that one first, or give this one its own database")
+		}
+		defer release()
+	}
 
 	signerConn, err := d.Dial(cfg.SignerAddr, "signer")
 	if err != nil {

@@ -55,3 +55,28 @@ func destroy(conn *pgxpool.Conn) {
 	conn.Conn().Close(ctx)
 	conn.Release()
 }
+
+// leaseSpace is the first key of the catalog's lease locks ("leas"): apart
+// from lockSpace, so a lease never collides with a name@version lock.
+const leaseSpace int32 = 0x6c656173
+
+// TryLease takes the lease key, held by at most one session of the
+// database at a time, without waiting: held is false if another session
+// (another catalog process) has it. The lease lasts until release, or
+// until this process's connection ends (it dies, or the database goes
+// away), when PostgreSQL drops it.
+func (s *Store) TryLease(ctx context.Context, key string) (release func(), held bool, err error) {
+	conn, err := s.locks.Acquire(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("lease %q: acquire a connection: %w", key, err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext($2))`, leaseSpace, key).Scan(&held); err != nil {
+		destroy(conn)
+		return nil, false, fmt.Errorf("lease %q: %w", key, err)
+	}
+	if !held {
+		conn.Release()
+		return nil, false, nil
+	}
+	return func() { destroy(conn) }, true, nil
+}

@@ -55,3 +55,29 @@ func TestLockAcrossStores(t *testing.T) {
 		u()
 	}
 }
+
+// TestLeaseIsHeldOnce: one store (one catalog process) holds a lease; the
+// others are told so at once, without waiting; released, it is free.
+func TestLeaseIsHeldOnce(t *testing.T) {
+	dsn := pgtest.Database(t)
+	a, b := open(t, dsn), open(t, dsn)
+	release, held, err := a.TryLease(t.Context(), "log-writer")
+	if err != nil || !held {
+		t.Fatalf("first lease: held %v, %v", held, err)
+	}
+	if _, held, err := b.TryLease(t.Context(), "log-writer"); err != nil || held {
+		t.Fatalf("second lease while held: held %v, %v", held, err)
+	}
+	// A name@version lock of the same name is another lock.
+	if u, err := b.Lock(t.Context(), "log-writer"); err != nil {
+		t.Fatalf("lock beside the lease: %v", err)
+	} else {
+		u()
+	}
+	release()
+	r2, held, err := b.TryLease(t.Context(), "log-writer")
+	if err != nil || !held {
+		t.Fatalf("lease after release: held %v, %v", held, err)
+	}
+	r2()
+}
