@@ -237,8 +237,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}()
 	d.Logger.Info("transparency log open", slog.String("origin", tl.Origin()), slog.String("verifier_key", tl.VerifierKey()))
 
-	// With PostgreSQL, several catalogs may share the store (and the log's
-	// directory): the per-name@version lock is then theirs in common.
+	// With PostgreSQL, the per-name@version lock is held in the database
+	// as well, for every process that shares it (0047).
 	locker, _ := store.(catalog.Locker)
 	cat := catalog.New(catalog.Config{Store: store, Log: tl, VerifierKey: tl.VerifierKey(), TrustDomain: d.TrustDomain,
 		Registerer: d.Telemetry.Registry, Logger: d.Logger, Prover: tl, Locker: locker})
