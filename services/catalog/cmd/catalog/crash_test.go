@@ -20,6 +20,7 @@ import (
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/tlog"
+	"github.com/custody-dev/custody/services/catalog/internal/store/postgres/pgtest"
 )
 
 // childArgsEnv, when set, makes the test binary run the catalog with these
@@ -42,7 +43,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	os.Exit(pgtest.Main(m))
 }
 
 // child is the catalog running in its own process.

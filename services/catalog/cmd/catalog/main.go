@@ -175,6 +175,16 @@ func openStore(ctx context.Context, cfg *config) (store, error) {
 	}
 }
 
+// leaser is a store shared between processes that can hand one of them a
+// lease (PostgreSQL).
+type leaser interface {
+	TryLease(ctx context.Context, key string) (release func(), held bool, err error)
+}
+
+// logWriterLease is the lease the one catalog process that writes the log
+// holds on a shared store.
+const logWriterLease = "log-writer"
+
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) (err error) {
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
@@ -205,6 +215,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer store.Close()
 	d.Logger.Info("metadata store open", slog.String("store", cfg.Store))
+	if l, ok := store.(leaser); ok {
+		release, held, err := l.TryLease(ctx, logWriterLease)
+		if err != nil {
+			return fmt.Errorf("take the log-writer lease: %w", err)
+		}
+		if !held {
+			return errors.New("another catalog process holds the log-writer lease on this PostgreSQL database: the log has one writer " +
+				"(docs/decisions/0047-two-catalogs-one-postgres.md); stop that one first, or give this one its own database")
+		}
+		defer release()
+	}
 
 	signerConn, err := d.Dial(cfg.SignerAddr, "signer")
 	if err != nil {
@@ -232,8 +253,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}()
 	d.Logger.Info("transparency log open", slog.String("origin", tl.Origin()), slog.String("verifier_key", tl.VerifierKey()))
 
+	// With PostgreSQL, the per-name@version lock is held in the database
+	// as well, for every process that shares it (0047).
+	locker, _ := store.(catalog.Locker)
 	cat := catalog.New(catalog.Config{Store: store, Log: tl, VerifierKey: tl.VerifierKey(), TrustDomain: d.TrustDomain,
-		Registerer: d.Telemetry.Registry, Logger: d.Logger, Prover: tl})
+		Registerer: d.Telemetry.Registry, Logger: d.Logger, Prover: tl, Locker: locker})
 	// Before the log and the store close: events sequenced but not yet
 	// proved stay pending and are finished at the next start.
 	defer cat.Close()

@@ -42,6 +42,28 @@ import (
 // appenders is the concurrency of the throughput benchmarks.
 const appenders = 256
 
+// Targets (issue 9): each figure is printed next to its own.
+const (
+	targetEventsPerSecond = 10000
+	// Until durably sequenced, and until proved against a co-signed
+	// checkpoint, in milliseconds.
+	targetSequencedP50, targetSequencedP99 = 10, 30
+	targetProvedP50, targetProvedP99       = 100, 200
+	// Percent of one core.
+	targetIdleCPU = 0.5
+)
+
+// latencySamples is the least number of events a latency benchmark times,
+// whatever -benchtime says: a percentile of a few samples means nothing.
+const latencySamples = 300
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "MISSED"
+}
+
 func TestMain(m *testing.M) {
 	klog.SetSlogLogger(slog.New(slog.DiscardHandler))
 	os.Exit(m.Run())
@@ -179,7 +201,8 @@ func BenchmarkAppendDurable(b *testing.B) {
 	b.ReportMetric(ours, "events/s")
 	b.ReportMetric(alone, "tessera-alone-events/s")
 	b.ReportMetric(ours/alone, "ratio")
-	b.Logf("catalog over mTLS gRPC: %.0f durable events/s; Tessera POSIX alone: %.0f entries/s (256 concurrent, %d events)", ours, alone, n)
+	b.Logf("catalog over mTLS gRPC: %.0f durable events/s (target >= %d: %s); Tessera POSIX alone: %.0f entries/s; ratio %.2f (256 concurrent, %d events)",
+		ours, targetEventsPerSecond, verdict(ours >= targetEventsPerSecond), alone, ours/alone, n)
 }
 
 // tesseraAlone appends n entries of the catalog's size to a Tessera POSIX
@@ -201,7 +224,7 @@ func tesseraAlone(b *testing.B, n int) float64 {
 		b.Fatal(err)
 	}
 	app, shutdown, _, err := tessera.NewAppender(ctx, driver, tessera.NewAppendOptions().WithCheckpointSigner(signer).
-		WithBatching(256, 5*time.Millisecond).WithCheckpointInterval(100*time.Millisecond))
+		WithBatching(1024, 5*time.Millisecond).WithCheckpointInterval(100*time.Millisecond))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -217,16 +240,16 @@ func tesseraAlone(b *testing.B, n int) float64 {
 // BenchmarkLatencySequenced is the latency of one event in flight until
 // it is durably sequenced (the gatekeeper's decisions).
 func BenchmarkLatencySequenced(b *testing.B) {
-	latency(b, catalogv1.AppendWait_APPEND_WAIT_SEQUENCED)
+	latency(b, catalogv1.AppendWait_APPEND_WAIT_SEQUENCED, targetSequencedP50, targetSequencedP99)
 }
 
 // BenchmarkLatencyProved is the latency of one event in flight until an
 // inclusion proof against a co-signed checkpoint exists.
 func BenchmarkLatencyProved(b *testing.B) {
-	latency(b, catalogv1.AppendWait_APPEND_WAIT_PROVED)
+	latency(b, catalogv1.AppendWait_APPEND_WAIT_PROVED, targetProvedP50, targetProvedP99)
 }
 
-func latency(b *testing.B, wait catalogv1.AppendWait) {
+func latency(b *testing.B, wait catalogv1.AppendWait, target50, target99 float64) {
 	s := newStack(b)
 	gk := s.gatekeeper(b)
 	// Warm up the connection.
@@ -235,7 +258,7 @@ func latency(b *testing.B, wait catalogv1.AppendWait) {
 	}
 	var d []time.Duration
 	b.ResetTimer()
-	for i := range b.N {
+	for i := range max(b.N, latencySamples) {
 		start := time.Now()
 		if _, err := gk.AppendEvent(context.Background(), event(int64(i+1), wait)); err != nil {
 			b.Fatal(err)
@@ -250,6 +273,8 @@ func latency(b *testing.B, wait catalogv1.AppendWait) {
 	b.ReportMetric(p(0.5), "p50-ms")
 	b.ReportMetric(p(0.99), "p99-ms")
 	b.ReportMetric(0, "ns/op")
+	b.Logf("%s latency over %d events: p50 %.1f ms (target <= %.0f: %s), p99 %.1f ms (target <= %.0f: %s)", wait, len(d),
+		p(0.5), target50, verdict(p(0.5) <= target50), p(0.99), target99, verdict(p(0.99) <= target99))
 }
 
 // BenchmarkIdleCPU is the CPU the catalog (with its co-signer client, gRPC
@@ -279,8 +304,10 @@ func BenchmarkIdleCPU(b *testing.B) {
 		}
 		total += float64(after-before) / 100 / window.Seconds() * 100 // USER_HZ is 100 on Linux
 	}
-	b.ReportMetric(total/float64(b.N), "idle-cpu-%")
+	idle := total / float64(b.N)
+	b.ReportMetric(idle, "idle-cpu-%")
 	b.ReportMetric(0, "ns/op")
+	b.Logf("idle CPU of the whole bench process: %.2f %% of a core over %s (target < %.1f %%: %s)", idle, window, targetIdleCPU, verdict(idle < targetIdleCPU))
 }
 
 // cpuTicks returns the process's user+system time in clock ticks.

@@ -46,11 +46,27 @@ type Config struct {
 	// Prover, if set, proves the entries ListEvents returns against the
 	// latest co-signed checkpoint; nil: their stored proofs are served.
 	Prover Prover
+	// Locker, if set, extends the per-name@version lock to every catalog
+	// process sharing the store (PostgreSQL advisory locks); nil: the lock
+	// is in-process only, which is enough for one process (SQLite).
+	Locker Locker
+}
+
+// Locker serializes work on one key across every process that shares it.
+type Locker interface {
+	// Lock waits until it holds key and returns the function that
+	// releases it. An error means the lock is not held.
+	Lock(ctx context.Context, key string) (unlock func(), err error)
 }
 
 // Catalog records artifacts and events in the log and the store.
 //
-// Crash safety. Every record is written in three steps: (1) the row is
+// Crash safety of events. The log is their write-ahead record: an event
+// is acknowledged once Tessera has durably sequenced it, and the indexer
+// stores it from the log, with the store's indexed size in the same
+// transaction; Recover indexes the rest at start (see indexer).
+//
+// Crash safety of artifacts and signatures. Every record is written in three steps: (1) the row is
 // committed to the store as pending, with its exact leaf bytes and the
 // log's size before the append; (2) the leaf is appended and the catalog
 // waits for a checkpoint that covers it; (3) the index, proof and checkpoint
@@ -74,10 +90,11 @@ type Catalog struct {
 	now      func() time.Time
 	logger   *slog.Logger
 	locks    keyLocks
+	locker   Locker
 
-	finisherOnce sync.Once
-	fin          *finisher
-	prover       Prover
+	indexerOnce sync.Once
+	ix          *indexer
+	prover      Prover
 }
 
 // New returns a catalog over cfg.Store and cfg.Log.
@@ -91,23 +108,22 @@ func New(cfg Config) *Catalog {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Catalog{store: cfg.Store, log: cfg.Log, verifier: cfg.VerifierKey, td: cfg.TrustDomain, refused: newRefused(cfg.Registerer),
-		now: now, logger: logger, prover: cfg.Prover}
+		now: now, logger: logger, prover: cfg.Prover, locker: cfg.Locker}
 }
 
-// finisher returns the background finisher of sequenced events, started on
-// first use.
-func (c *Catalog) finisher() *finisher {
-	c.finisherOnce.Do(func() { c.fin = newFinisher(c) })
-	return c.fin
+// indexer returns the indexer of logged events, started on first use.
+func (c *Catalog) indexer() *indexer {
+	c.indexerOnce.Do(func() { c.ix = newIndexer(c) })
+	return c.ix
 }
 
-// Close stops the background finisher of sequenced events. Call it before
-// closing the log and the store; events it has not finished stay pending
-// in the store and are finished by Recover at the next start.
+// Close stops the indexer of logged events. Call it before closing the log
+// and the store; events it has not stored yet are in the log, and Recover
+// stores them at the next start.
 func (c *Catalog) Close() {
-	c.finisherOnce.Do(func() {})
-	if c.fin != nil {
-		c.fin.close()
+	c.indexerOnce.Do(func() {})
+	if c.ix != nil {
+		c.ix.close()
 	}
 }
 
@@ -128,7 +144,10 @@ func (c *Catalog) RecordArtifact(ctx context.Context, actor string, a Artifact, 
 	if err != nil {
 		return nil, false, err
 	}
-	unlock := c.locks.lock(a.Name + "@" + a.Version)
+	unlock, err := c.lock(ctx, a.Name+"@"+a.Version)
+	if err != nil {
+		return nil, false, err
+	}
 	defer unlock()
 
 	existing, err := c.store.Artifact(ctx, a.Name, a.Version)
@@ -207,19 +226,20 @@ type publishedDetails struct {
 // allowed to write typ (tlog.MayEmit): otherwise it fails with
 // ErrPermissionDenied and nothing is stored or logged. typ must not be
 // artifact.published or artifact.resigned, which only RecordArtifact and
-// RecordSignature log. An event is logged at least once: a call that fails
-// after its leaf was committed is finished later (in the background, or by
-// Recover at the next start), so a client that retries such a call may log
-// it twice.
+// RecordSignature log. A call that fails after its leaf was sequenced
+// (the proof could not be stored in time) leaves the event in the log, and
+// it is stored later, so a client that retries such a call may log it
+// twice. While the store fails, events are refused with ErrUnavailable
+// before they reach the log.
 func (c *Catalog) AppendEvent(ctx context.Context, actor, typ, subjectDigest string, details []byte) (*Event, error) {
 	return c.appendEvent(ctx, actor, typ, subjectDigest, details, true)
 }
 
 // SequenceEvent is AppendEvent that returns once the event is durably
-// sequenced: its row is committed and its leaf is in the log at Entry.Index,
-// on disk, so it is never lost or duplicated. The returned entry has no
-// proof; the catalog stores it in the background once a co-signed
-// checkpoint covers the entry.
+// sequenced: its leaf is in the log at Entry.Index, on disk, so it is never
+// lost or duplicated. The returned entry has no proof and the event no ID;
+// the catalog stores both in the background once a co-signed checkpoint
+// covers the entry.
 func (c *Catalog) SequenceEvent(ctx context.Context, actor, typ, subjectDigest string, details []byte) (*Event, error) {
 	return c.appendEvent(ctx, actor, typ, subjectDigest, details, false)
 }
@@ -245,30 +265,39 @@ func (c *Catalog) appendEvent(ctx context.Context, actor, typ, subjectDigest str
 	if err != nil {
 		return nil, fmt.Errorf("%w: log entry: %v", ErrInvalid, err)
 	}
-	from, err := c.log.Size(ctx)
-	if err != nil {
-		return nil, unavailable("read log size", err)
+	ix := c.indexer()
+	if err := ix.admit(); err != nil {
+		return nil, err
 	}
-	e := &Event{Type: typ, Actor: actor, SubjectDigest: subjectDigest, Details: details, CreatedAt: now, Entry: Entry{Leaf: leaf, SearchFrom: from}}
-	if e.ID, err = c.store.InsertEvent(ctx, e); err != nil {
-		return nil, unavailable("store event", err)
-	}
-	ref := Ref{KindEvent, e.ID}
-	// The row is committed: sequence the leaf whatever the caller does now.
+	e := &Event{Type: typ, Actor: actor, SubjectDigest: subjectDigest, Details: details, CreatedAt: now, Entry: Entry{Leaf: leaf}}
+	// The log is the event's write-ahead record: once Tessera has sequenced
+	// the leaf it is durable, and the indexer stores it from the log.
+	// Sequence waits for the index even if the caller goes away, so that an
+	// error means the leaf is not in the log and the client's retry is the
+	// only copy.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
 	idx, err := c.log.Sequence(sctx, leaf)
 	if err != nil {
-		// The log refused the leaf outright: drop the row so that the
-		// client's retry is the only copy.
-		if derr := c.store.DeleteEvent(context.WithoutCancel(ctx), e.ID); derr != nil {
-			c.logger.WarnContext(ctx, "drop unlogged event", slog.Int64("id", e.ID), slog.Any("error", derr))
-		}
 		return nil, logError("append to log", err)
 	}
-	e.Entry.Sequenced, e.Entry.Index = true, idx
-	done := c.finisher().add(ref, idx, leaf)
+	e.Entry.SearchFrom, e.Entry.Sequenced, e.Entry.Index = idx, true, idx
+	var done <-chan finishResult
+	if prove {
+		done = ix.await(idx)
+		defer ix.forget(idx)
+	}
+	ix.sequenced(idx + 1)
 	if !prove {
+		return e, nil
+	}
+	if done == nil {
+		// Indexed already: prove it here.
+		p, err := c.log.Prove(sctx, idx, leaf)
+		if err != nil {
+			return nil, logError("prove event", err)
+		}
+		e.Entry.Proof, e.Entry.Checkpoint = p.Proof, p.Checkpoint
 		return e, nil
 	}
 	select {
@@ -336,9 +365,25 @@ func (c *Catalog) setLogged(ctx context.Context, ref Ref, e *Entry, p *translog.
 // they share log batches like live requests do.
 const recoverConcurrency = 64
 
-// Recover finishes every pending row, e.g. after a crash. Call it before
-// serving. It returns every failure at once.
+// Recover finishes every pending row, e.g. after a crash, then stores the
+// events of the log from the store's indexed size to the log's size. Call
+// it before serving. It returns every failure at once; the indexing goes
+// on in the background after a failure.
 func (c *Catalog) Recover(ctx context.Context) error {
+	if err := c.recoverPending(ctx); err != nil {
+		return err
+	}
+	size, err := c.log.Size(ctx)
+	if err != nil {
+		return logError("read log size", err)
+	}
+	return c.indexer().catchUp(ctx, size)
+}
+
+// recoverPending finishes every pending row: artifacts and signatures,
+// and events left pending by catalogs before the log was their
+// write-ahead record.
+func (c *Catalog) recoverPending(ctx context.Context) error {
 	pending, err := c.store.Pending(ctx)
 	if err != nil {
 		return unavailable("list pending rows", err)
@@ -376,7 +421,11 @@ func (c *Catalog) recoverOne(ctx context.Context, p Pending) error {
 		if err != nil {
 			return err
 		}
-		defer c.locks.lock(key)()
+		unlock, err := c.lock(ctx, key)
+		if err != nil {
+			return err
+		}
+		defer unlock()
 	}
 	return c.finish(ctx, p.Ref, &p.Entry)
 }
@@ -499,6 +548,22 @@ func logError(what string, err error) error {
 		return fmt.Errorf("%w: %s: %w", ErrIntegrity, what, err)
 	}
 	return unavailable(what, err)
+}
+
+// lock holds key in this process and, with a Locker, in every process
+// sharing the store: no append of a pending row's leaf is in flight
+// anywhere while another caller looks for it.
+func (c *Catalog) lock(ctx context.Context, key string) (unlock func(), err error) {
+	local := c.locks.lock(key)
+	if c.locker == nil {
+		return local, nil
+	}
+	remote, err := c.locker.Lock(ctx, key)
+	if err != nil {
+		local()
+		return nil, unavailable("lock "+key, err)
+	}
+	return func() { remote(); local() }, nil
 }
 
 // keyLocks is a set of mutexes by key, created on demand and dropped when

@@ -1,6 +1,7 @@
 package catalog_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -33,6 +34,16 @@ var td = spiffeid.RequireTrustDomainFromString("custody.test")
 type faultyStore struct {
 	catalog.Store
 	failSetLogged bool
+	// failIndex fails IndexEvents: the process "crashed" after the event
+	// was sequenced and before the indexer stored it.
+	failIndex bool
+}
+
+func (s *faultyStore) IndexEvents(ctx context.Context, events []*catalog.Event, size uint64) error {
+	if s.failIndex {
+		return errors.New("disk I/O error")
+	}
+	return s.Store.IndexEvents(ctx, events, size)
 }
 
 func (s *faultyStore) SetLogged(ctx context.Context, ref catalog.Ref, index uint64, proof [][]byte, cp []byte) error {
@@ -74,6 +85,8 @@ type fixture struct {
 	store *sqlite.Store
 	log   *translog.Log
 	vkey  string
+	// db is the store's database file, for tampering with rows.
+	db string
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -93,7 +106,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tl.Close(context.Background()) })
-	return &fixture{t: t, store: store, log: tl, vkey: tl.VerifierKey()}
+	return &fixture{t: t, store: store, log: tl, vkey: tl.VerifierKey(), db: filepath.Join(dir, "catalog.db")}
 }
 
 // catalog returns a catalog over the fixture's store and log, through
@@ -249,25 +262,87 @@ func TestPendingClaimsNameVersion(t *testing.T) {
 
 func TestEventRecovery(t *testing.T) {
 	f := newFixture(t)
-	// Refused outright: the row is dropped, nothing is logged later.
+	subject := "sha256:" + strings.Repeat("e", 64)
+	// Refused outright: nothing is logged, now or later.
 	refusing := f.catalog(nil, &faultyLog{Log: f.log, mode: "refuse"})
-	if _, err := refusing.AppendEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, "", nil); !errors.Is(err, catalog.ErrUnavailable) {
+	if _, err := refusing.AppendEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, subject, nil); !errors.Is(err, catalog.ErrUnavailable) {
 		t.Fatalf("got %v, want ErrUnavailable", err)
 	}
-	// Appended, then the database failed: Recover proves the entry.
-	crashing := f.catalog(&faultyStore{Store: f.store, failSetLogged: true}, nil)
-	if _, err := crashing.AppendEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, "", []byte(`{"n":1}`)); !errors.Is(err, catalog.ErrUnavailable) {
-		t.Fatalf("got %v, want ErrUnavailable", err)
-	}
-	crashing.Close()
-	if err := f.catalog(nil, nil).Recover(t.Context()); err != nil {
+	// Sequenced, then the database failed before the indexer stored the
+	// event: the caller was acknowledged once sequenced. A caller that
+	// waits for a proof gets Unavailable (its event is in the log, or was
+	// refused before it once the indexer saw the database fail); once the
+	// failure is known, events are refused before the log. Recover stores
+	// every event the log holds, once.
+	crashing := f.catalog(&faultyStore{Store: f.store, failIndex: true}, nil)
+	acked, err := crashing.SequenceEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, subject, []byte(`{"n":1}`))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := f.size(t); got != 1 {
-		t.Errorf("log size = %d, want 1 (the crashed event only)", got)
+	if _, err := crashing.AppendEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, subject, []byte(`{"n":2}`)); !errors.Is(err, catalog.ErrUnavailable) {
+		t.Fatalf("got %v, want ErrUnavailable", err)
+	}
+	logged := f.size(t)
+	if _, err := crashing.SequenceEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, subject, []byte(`{"n":3}`)); !errors.Is(err, catalog.ErrUnavailable) {
+		t.Fatalf("with the database failing: got %v, want ErrUnavailable", err)
+	}
+	if got := f.size(t); got != logged || logged < 1 || logged > 2 {
+		t.Fatalf("log size %d, then %d: want 1 or 2, unchanged once the database is known to fail", logged, got)
+	}
+	crashing.Close()
+	if got, _, err := f.catalog(nil, nil).ListEvents(t.Context(), subject, 0, ""); err != nil || len(got) != 0 {
+		t.Fatalf("before recovery the store lists %d events (%v), want 0", len(got), err)
+	}
+	for range 2 { // recovering twice stores nothing twice
+		if err := f.catalog(nil, nil).Recover(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _, err := f.catalog(nil, nil).ListEvents(t.Context(), subject, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uint64(len(got)) != logged || got[0].Index != 0 || !bytes.Equal(got[0].Leaf, acked.Entry.Leaf) || acked.Entry.Index != 0 {
+		t.Errorf("after recovery the store lists %+v, want the %d logged events, the acknowledged one at 0", got, logged)
+	}
+	if n, err := f.store.IndexedSize(t.Context()); err != nil || n != logged {
+		t.Errorf("indexed size %d (%v), want %d", n, err, logged)
 	}
 	if pending, err := f.store.Pending(t.Context()); err != nil || len(pending) != 0 {
 		t.Errorf("pending rows after recovery: %v, %v", pending, err)
+	}
+}
+
+// TestProvedEventsAreIndexed: an event acknowledged with its proof is in
+// the store at once, with that proof, and a run of events with artifacts
+// between them is stored in log order, each once.
+func TestProvedEventsAreIndexed(t *testing.T) {
+	f := newFixture(t)
+	c := f.catalog(nil, nil)
+	a := record(t, c, "1.0.0", "bytes")
+	var want []uint64
+	for i := range 5 {
+		e, err := c.AppendEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, a.Digest, fmt.Appendf(nil, `{"n":%d}`, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(e.Entry.Checkpoint) == 0 || len(e.Entry.Proof) == 0 && e.Entry.Index > 0 {
+			t.Fatalf("event %d acknowledged without its proof: %+v", i, e.Entry)
+		}
+		want = append(want, e.Entry.Index)
+		record(t, c, fmt.Sprintf("1.0.%d", i+1), fmt.Sprint(i))
+	}
+	got, _, err := c.ListEvents(t.Context(), a.Digest, 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var idx []uint64
+	for _, e := range got {
+		idx = append(idx, e.Index)
+	}
+	// The publication of a itself comes first.
+	if len(idx) != len(want)+1 || fmt.Sprint(idx[1:]) != fmt.Sprint(want) {
+		t.Errorf("listed indices %v, want %v after the publication", idx, want)
 	}
 }
 
@@ -353,5 +428,26 @@ func TestValidation(t *testing.T) {
 	}
 	if f.size(t) != 0 {
 		t.Error("invalid requests reached the log")
+	}
+}
+
+// TestIndexerRefusesForeignLeaves: a log entry the catalog did not write
+// (it does not parse as a log entry) stops indexing with ErrIntegrity; it
+// is neither stored nor skipped, so nothing after it is indexed either.
+func TestIndexerRefusesForeignLeaves(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.log.Sequence(t.Context(), []byte("not an entry")); err != nil {
+		t.Fatal(err)
+	}
+	c := f.catalog(nil, nil)
+	if _, err := c.SequenceEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, "", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if err := f.catalog(nil, nil).Recover(t.Context()); !errors.Is(err, catalog.ErrIntegrity) {
+		t.Errorf("Recover over a foreign leaf: got %v, want ErrIntegrity", err)
+	}
+	if n, err := f.store.IndexedSize(t.Context()); err != nil || n != 0 {
+		t.Errorf("indexed size %d (%v), want 0: nothing at or after the foreign leaf is indexed", n, err)
 	}
 }

@@ -58,7 +58,10 @@ func (c *Catalog) RecordSignature(ctx context.Context, actor, name, version stri
 	if err != nil {
 		return nil, false, err
 	}
-	unlock := c.locks.lock(name + "@" + version)
+	unlock, err := c.lock(ctx, name+"@"+version)
+	if err != nil {
+		return nil, false, err
+	}
 	defer unlock()
 
 	rec, err = c.store.Artifact(ctx, name, version)

@@ -204,8 +204,19 @@ type Store interface {
 	// LoggedArtifactsByDigest returns the logged artifacts with this digest,
 	// oldest first, each with its current logged re-signature if any.
 	LoggedArtifactsByDigest(ctx context.Context, digest string) ([]*ArtifactRecord, error)
-	// InsertEvent stores e as pending and returns its ID.
+	// InsertEvent stores e as pending and returns its ID. The catalog no
+	// longer writes pending events (IndexEvents stores them from the log);
+	// rows pending from earlier versions are still finished by Recover.
 	InsertEvent(ctx context.Context, e *Event) (int64, error)
+	// IndexedSize returns the log size up to which every event entry of
+	// the log is stored (0 for a new store).
+	IndexedSize(ctx context.Context) (uint64, error)
+	// IndexEvents stores logged events, each with its index, proof and
+	// checkpoint, and raises the indexed size to size (never lowers it), in
+	// one transaction: either all of it is durable or none. An event whose
+	// log index is already stored is skipped, so indexing a range again is
+	// harmless.
+	IndexEvents(ctx context.Context, events []*Event, size uint64) error
 	// DeleteEvent removes a pending event whose leaf is known not to be in
 	// the log.
 	DeleteEvent(ctx context.Context, id int64) error
@@ -267,6 +278,9 @@ type Log interface {
 	// Sequence appends leaf and returns its index once it is durably
 	// sequenced; an error means it was not.
 	Sequence(ctx context.Context, leaf []byte) (uint64, error)
+	// Entries returns the leaves [start, start+n) of the tree of size
+	// entries, which must not exceed Size.
+	Entries(ctx context.Context, start, n, size uint64) ([][]byte, error)
 	// ProveAll proves sequenced leaves against one served checkpoint.
 	ProveAll(ctx context.Context, leaves []translog.Leaf) ([]*translog.Proved, []error, error)
 	Checkpoint(ctx context.Context) ([]byte, *tlog.Checkpoint, error)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -165,8 +166,27 @@ func TestArtifactEntriesByTheirEmitterOnly(t *testing.T) {
 }
 
 // countEvents counts the rows of the store's events table.
+// countEvents returns the number of stored events once the store has
+// indexed the whole log (events acknowledged once sequenced are stored
+// from the log in the background).
 func countEvents(t *testing.T, e *env) int {
 	t.Helper()
+	size, err := e.log.Size(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		n, err := e.store.IndexedSize(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n >= size {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the store indexed %d of the log's %d entries within 30s", n, size)
+		}
+	}
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.dir, "catalog.db")+"?mode=ro")
 	if err != nil {
 		t.Fatal(err)

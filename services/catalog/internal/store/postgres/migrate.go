@@ -98,6 +98,7 @@ var migrations = []migration{
 	CREATE INDEX deployments_by_artifact ON deployments (artifact_id, id);`},
 	// Version 2: the lineage graph (SQLite's version 4).
 	lineageMigration,
+	indexMigration,
 }
 
 // migrateLock is the key of the advisory lock that serializes migrations

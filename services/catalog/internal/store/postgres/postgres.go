@@ -24,6 +24,8 @@ import (
 // shares the database.
 type Store struct {
 	db *pgxpool.Pool
+	// locks holds the connections of advisory locks (Lock).
+	locks *pgxpool.Pool
 }
 
 var _ catalog.Store = (*Store)(nil)
@@ -59,11 +61,19 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
-	return &Store{db: db}, nil
+	lcfg := cfg.Copy()
+	lcfg.MaxConns = maxLockConns
+	locks, err := pgxpool.NewWithConfig(ctx, lcfg)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect to %s for locks: %w", where, err)
+	}
+	return &Store{db: db, locks: locks}, nil
 }
 
 // Close closes the pool. Calls after Close fail.
 func (s *Store) Close() error {
+	s.locks.Close()
 	s.db.Close()
 	return nil
 }

@@ -110,6 +110,7 @@ var migrations = []migration{
 	CREATE INDEX deployments_by_environment ON deployments (environment, artifact_id);
 	CREATE INDEX deployments_by_artifact ON deployments (artifact_id, id);`},
 	lineageMigration,
+	indexMigration,
 }
 
 // fillKeyIDs sets the key ids of the artifacts recorded before the catalog

@@ -56,6 +56,8 @@ func Run(t *testing.T, o Options) {
 		{"entries by subject", entriesBySubject},
 		{"two stores bind name@version once", bindOnce},
 		{"two stores write and read at once", sharedReadWrite},
+		{"index events from the log", indexEvents},
+		{"two stores index the same events", indexEventsTwoStores},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, o.NewDatabase(t)) })

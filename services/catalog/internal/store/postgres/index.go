@@ -1,0 +1,64 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/custody-dev/custody/services/catalog/internal/catalog"
+	"github.com/custody-dev/custody/services/catalog/internal/store/sqlquery"
+)
+
+// indexMigration adds the log size up to which every event entry is
+// stored: the catalog's indexer raises it in the transaction that stores
+// the events below it (docs/decisions/0046-log-is-the-events-write-ahead-record.md).
+var indexMigration = migration{ddl: `CREATE TABLE log_indexed (
+		id   INTEGER PRIMARY KEY CHECK (id = 1),
+		size BIGINT  NOT NULL CHECK (size >= 0)
+	);
+	INSERT INTO log_indexed (id, size) VALUES (1, 0);`}
+
+// IndexedSize returns the log size up to which every event entry is stored.
+func (s *Store) IndexedSize(ctx context.Context) (uint64, error) {
+	var n int64
+	if err := s.db.QueryRow(ctx, `SELECT size FROM log_indexed WHERE id = 1`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("read indexed log size: %w", err)
+	}
+	if n < 0 {
+		return 0, fmt.Errorf("indexed log size %d is negative", n)
+	}
+	return uint64(n), nil
+}
+
+// IndexEvents stores logged events and raises the indexed size to size, in
+// one transaction; an event whose log index is already stored is skipped.
+func (s *Store) IndexEvents(ctx context.Context, events []*catalog.Event, size uint64) error {
+	if size > math.MaxInt64 {
+		return fmt.Errorf("index events: log size %d out of range", size)
+	}
+	batch := &pgx.Batch{}
+	for _, e := range events {
+		if !e.Entry.Logged() || e.Entry.Index >= size {
+			return fmt.Errorf("index events: event at %d is not logged below size %d", e.Entry.Index, size)
+		}
+		flat, err := sqlquery.JoinProof(e.Entry.Proof)
+		if err != nil {
+			return fmt.Errorf("index events: event at %d: %w", e.Entry.Index, err)
+		}
+		idx := int64(e.Entry.Index)
+		batch.Queue(`INSERT INTO events
+			(type, actor, subject_digest, details, created_at, leaf, search_from, log_index, proof, checkpoint)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (log_index) DO NOTHING`,
+			e.Type, e.Actor, e.SubjectDigest, e.Details, e.CreatedAt.UTC(), e.Entry.Leaf, idx, idx, flat, e.Entry.Checkpoint)
+	}
+	batch.Queue(`UPDATE log_indexed SET size = $1 WHERE id = 1 AND size < $1`, int64(size))
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		return tx.SendBatch(ctx, batch).Close()
+	})
+	if err != nil {
+		return fmt.Errorf("index %d events up to log size %d: %w", len(events), size, err)
+	}
+	return nil
+}
