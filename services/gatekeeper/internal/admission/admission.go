@@ -18,6 +18,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/custody-dev/custody/libs/artifact"
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/digest"
 	"github.com/custody-dev/custody/libs/quote"
@@ -374,7 +375,6 @@ func (g *Gate) newID() (string, error) {
 
 const (
 	maxNameLen   = 1024
-	maxEnvLen    = 64
 	maxReasons   = 16
 	maxReasonLen = 512
 )
@@ -397,7 +397,7 @@ func validate(req Request) error {
 		}
 	}
 	if !validEnv(req.Environment) {
-		problems = append(problems, fmt.Sprintf("environment %q: want a name like prod or staging (lowercase letters, digits, '-' and '_', at most %d)", trunc(req.Environment), maxEnvLen))
+		problems = append(problems, fmt.Sprintf("environment %q: want a name like prod or staging (lowercase letters, digits, '-' and '_', at most %d)", trunc(req.Environment), artifact.MaxEnvironmentLen))
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(problems, "; "))
@@ -405,18 +405,7 @@ func validate(req Request) error {
 	return nil
 }
 
-func validEnv(env string) bool {
-	if env == "" || len(env) > maxEnvLen {
-		return false
-	}
-	for i := 0; i < len(env); i++ {
-		c := env[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || (i > 0 && (c == '-' || c == '_'))) {
-			return false
-		}
-	}
-	return true
-}
+func validEnv(env string) bool { return artifact.ValidEnvironment(env) }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 

@@ -238,6 +238,181 @@ func (x *AdmitResponse) GetLogIndex() int64 {
 	return 0
 }
 
+type RecordDeploymentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Either name and version, or digest: the artifact deployed. Must be the
+	// one the decision is about.
+	Name    string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Digest  string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	// The environment deployed to; must be the decision's.
+	Environment string `protobuf:"bytes,4,opt,name=environment,proto3" json:"environment,omitempty"`
+	// The decision record (AdmitResponse.decision_envelope) of the allow the
+	// deployment was made under.
+	DecisionEnvelope []byte `protobuf:"bytes,5,opt,name=decision_envelope,json=decisionEnvelope,proto3" json:"decision_envelope,omitempty"`
+	// Optional: if set, must be the decision record's decision id.
+	DecisionId    string `protobuf:"bytes,6,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordDeploymentRequest) Reset() {
+	*x = RecordDeploymentRequest{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordDeploymentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordDeploymentRequest) ProtoMessage() {}
+
+func (x *RecordDeploymentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordDeploymentRequest.ProtoReflect.Descriptor instead.
+func (*RecordDeploymentRequest) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RecordDeploymentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RecordDeploymentRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RecordDeploymentRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *RecordDeploymentRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *RecordDeploymentRequest) GetDecisionEnvelope() []byte {
+	if x != nil {
+		return x.DecisionEnvelope
+	}
+	return nil
+}
+
+func (x *RecordDeploymentRequest) GetDecisionId() string {
+	if x != nil {
+		return x.DecisionId
+	}
+	return ""
+}
+
+type RecordDeploymentResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version     string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Digest      string                 `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	Environment string                 `protobuf:"bytes,4,opt,name=environment,proto3" json:"environment,omitempty"`
+	DecisionId  string                 `protobuf:"bytes,5,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	// The index of the deployment.recorded entry in the transparency log.
+	LogIndex      int64 `protobuf:"varint,6,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordDeploymentResponse) Reset() {
+	*x = RecordDeploymentResponse{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordDeploymentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordDeploymentResponse) ProtoMessage() {}
+
+func (x *RecordDeploymentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordDeploymentResponse.ProtoReflect.Descriptor instead.
+func (*RecordDeploymentResponse) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RecordDeploymentResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RecordDeploymentResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RecordDeploymentResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *RecordDeploymentResponse) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *RecordDeploymentResponse) GetDecisionId() string {
+	if x != nil {
+		return x.DecisionId
+	}
+	return ""
+}
+
+func (x *RecordDeploymentResponse) GetLogIndex() int64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
 var File_custody_gatekeeper_v1_gatekeeper_proto protoreflect.FileDescriptor
 
 const file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc = "" +
@@ -256,13 +431,30 @@ const file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc = "" +
 	"\rpolicy_digest\x18\x04 \x01(\tR\fpolicyDigest\x12\x16\n" +
 	"\x06digest\x18\x05 \x01(\tR\x06digest\x12+\n" +
 	"\x11decision_envelope\x18\x06 \x01(\fR\x10decisionEnvelope\x12\x1b\n" +
-	"\tlog_index\x18\a \x01(\x03R\blogIndex*K\n" +
+	"\tlog_index\x18\a \x01(\x03R\blogIndex\"\xcf\x01\n" +
+	"\x17RecordDeploymentRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12 \n" +
+	"\venvironment\x18\x04 \x01(\tR\venvironment\x12+\n" +
+	"\x11decision_envelope\x18\x05 \x01(\fR\x10decisionEnvelope\x12\x1f\n" +
+	"\vdecision_id\x18\x06 \x01(\tR\n" +
+	"decisionId\"\xc0\x01\n" +
+	"\x18RecordDeploymentResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12 \n" +
+	"\venvironment\x18\x04 \x01(\tR\venvironment\x12\x1f\n" +
+	"\vdecision_id\x18\x05 \x01(\tR\n" +
+	"decisionId\x12\x1b\n" +
+	"\tlog_index\x18\x06 \x01(\x03R\blogIndex*K\n" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eDECISION_ALLOW\x10\x01\x12\x11\n" +
-	"\rDECISION_DENY\x10\x022g\n" +
+	"\rDECISION_DENY\x10\x022\xdc\x01\n" +
 	"\x11GatekeeperService\x12R\n" +
-	"\x05Admit\x12#.custody.gatekeeper.v1.AdmitRequest\x1a$.custody.gatekeeper.v1.AdmitResponseB\xee\x01\n" +
+	"\x05Admit\x12#.custody.gatekeeper.v1.AdmitRequest\x1a$.custody.gatekeeper.v1.AdmitResponse\x12s\n" +
+	"\x10RecordDeployment\x12..custody.gatekeeper.v1.RecordDeploymentRequest\x1a/.custody.gatekeeper.v1.RecordDeploymentResponseB\xee\x01\n" +
 	"\x19com.custody.gatekeeper.v1B\x0fGatekeeperProtoP\x01ZJgithub.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1;gatekeeperv1\xa2\x02\x03CGX\xaa\x02\x15Custody.Gatekeeper.V1\xca\x02\x15Custody\\Gatekeeper\\V1\xe2\x02!Custody\\Gatekeeper\\V1\\GPBMetadata\xea\x02\x17Custody::Gatekeeper::V1b\x06proto3"
 
 var (
@@ -278,18 +470,22 @@ func file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP() []byte {
 }
 
 var file_custody_gatekeeper_v1_gatekeeper_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_custody_gatekeeper_v1_gatekeeper_proto_goTypes = []any{
-	(Decision)(0),         // 0: custody.gatekeeper.v1.Decision
-	(*AdmitRequest)(nil),  // 1: custody.gatekeeper.v1.AdmitRequest
-	(*AdmitResponse)(nil), // 2: custody.gatekeeper.v1.AdmitResponse
+	(Decision)(0),                    // 0: custody.gatekeeper.v1.Decision
+	(*AdmitRequest)(nil),             // 1: custody.gatekeeper.v1.AdmitRequest
+	(*AdmitResponse)(nil),            // 2: custody.gatekeeper.v1.AdmitResponse
+	(*RecordDeploymentRequest)(nil),  // 3: custody.gatekeeper.v1.RecordDeploymentRequest
+	(*RecordDeploymentResponse)(nil), // 4: custody.gatekeeper.v1.RecordDeploymentResponse
 }
 var file_custody_gatekeeper_v1_gatekeeper_proto_depIdxs = []int32{
 	0, // 0: custody.gatekeeper.v1.AdmitResponse.decision:type_name -> custody.gatekeeper.v1.Decision
 	1, // 1: custody.gatekeeper.v1.GatekeeperService.Admit:input_type -> custody.gatekeeper.v1.AdmitRequest
-	2, // 2: custody.gatekeeper.v1.GatekeeperService.Admit:output_type -> custody.gatekeeper.v1.AdmitResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
+	3, // 2: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:input_type -> custody.gatekeeper.v1.RecordDeploymentRequest
+	2, // 3: custody.gatekeeper.v1.GatekeeperService.Admit:output_type -> custody.gatekeeper.v1.AdmitResponse
+	4, // 4: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:output_type -> custody.gatekeeper.v1.RecordDeploymentResponse
+	3, // [3:5] is the sub-list for method output_type
+	1, // [1:3] is the sub-list for method input_type
 	1, // [1:1] is the sub-list for extension type_name
 	1, // [1:1] is the sub-list for extension extendee
 	0, // [0:1] is the sub-list for field type_name
@@ -306,7 +502,7 @@ func file_custody_gatekeeper_v1_gatekeeper_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc), len(file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

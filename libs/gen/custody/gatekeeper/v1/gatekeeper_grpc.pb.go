@@ -19,7 +19,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	GatekeeperService_Admit_FullMethodName = "/custody.gatekeeper.v1.GatekeeperService/Admit"
+	GatekeeperService_Admit_FullMethodName            = "/custody.gatekeeper.v1.GatekeeperService/Admit"
+	GatekeeperService_RecordDeployment_FullMethodName = "/custody.gatekeeper.v1.GatekeeperService/RecordDeployment"
 )
 
 // GatekeeperServiceClient is the client API for GatekeeperService service.
@@ -32,6 +33,12 @@ type GatekeeperServiceClient interface {
 	// A deny is a successful call with decision DECISION_DENY and every reason.
 	// Each decision is signed and logged.
 	Admit(ctx context.Context, in *AdmitRequest, opts ...grpc.CallOption) (*AdmitResponse, error)
+	// RecordDeployment reports that an artifact was deployed to an environment
+	// under an allow decision. The gatekeeper checks that the decision record
+	// is one of its own signed allows for that artifact and environment, then
+	// has the catalog log and store the deployment. A decision that does not
+	// verify or does not match is PermissionDenied and nothing is recorded.
+	RecordDeployment(ctx context.Context, in *RecordDeploymentRequest, opts ...grpc.CallOption) (*RecordDeploymentResponse, error)
 }
 
 type gatekeeperServiceClient struct {
@@ -52,6 +59,16 @@ func (c *gatekeeperServiceClient) Admit(ctx context.Context, in *AdmitRequest, o
 	return out, nil
 }
 
+func (c *gatekeeperServiceClient) RecordDeployment(ctx context.Context, in *RecordDeploymentRequest, opts ...grpc.CallOption) (*RecordDeploymentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordDeploymentResponse)
+	err := c.cc.Invoke(ctx, GatekeeperService_RecordDeployment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GatekeeperServiceServer is the server API for GatekeeperService service.
 // All implementations must embed UnimplementedGatekeeperServiceServer
 // for forward compatibility.
@@ -62,6 +79,12 @@ type GatekeeperServiceServer interface {
 	// A deny is a successful call with decision DECISION_DENY and every reason.
 	// Each decision is signed and logged.
 	Admit(context.Context, *AdmitRequest) (*AdmitResponse, error)
+	// RecordDeployment reports that an artifact was deployed to an environment
+	// under an allow decision. The gatekeeper checks that the decision record
+	// is one of its own signed allows for that artifact and environment, then
+	// has the catalog log and store the deployment. A decision that does not
+	// verify or does not match is PermissionDenied and nothing is recorded.
+	RecordDeployment(context.Context, *RecordDeploymentRequest) (*RecordDeploymentResponse, error)
 	mustEmbedUnimplementedGatekeeperServiceServer()
 }
 
@@ -74,6 +97,9 @@ type UnimplementedGatekeeperServiceServer struct{}
 
 func (UnimplementedGatekeeperServiceServer) Admit(context.Context, *AdmitRequest) (*AdmitResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Admit not implemented")
+}
+func (UnimplementedGatekeeperServiceServer) RecordDeployment(context.Context, *RecordDeploymentRequest) (*RecordDeploymentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordDeployment not implemented")
 }
 func (UnimplementedGatekeeperServiceServer) mustEmbedUnimplementedGatekeeperServiceServer() {}
 func (UnimplementedGatekeeperServiceServer) testEmbeddedByValue()                           {}
@@ -114,6 +140,24 @@ func _GatekeeperService_Admit_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GatekeeperService_RecordDeployment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordDeploymentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatekeeperServiceServer).RecordDeployment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatekeeperService_RecordDeployment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatekeeperServiceServer).RecordDeployment(ctx, req.(*RecordDeploymentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GatekeeperService_ServiceDesc is the grpc.ServiceDesc for GatekeeperService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -124,6 +168,10 @@ var GatekeeperService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Admit",
 			Handler:    _GatekeeperService_Admit_Handler,
+		},
+		{
+			MethodName: "RecordDeployment",
+			Handler:    _GatekeeperService_RecordDeployment_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
