@@ -22,11 +22,18 @@ const maxDecisionSkew = time.Minute
 // wrap ErrNotAllowed; a signature that does not verify also wraps the error
 // of Envelope.Verify (ErrUnknownKey or ErrBadSignature), so that callers can
 // count it. What the decision is about (digest, environment) is the
-// caller's to compare.
-func VerifyAllow(env *Envelope, keys []Key, verifier string, now time.Time, maxAge time.Duration) (*Decision, error) {
-	if _, err := env.Verify(keys, PurposeDecision); err != nil {
-		return nil, fmt.Errorf("%w: decision record: %w", ErrNotAllowed, err)
+// caller's to compare, as is whether the key id that signed (returned) was
+// valid: keys may include retired and revoked versions.
+func VerifyAllow(env *Envelope, keys []Key, verifier string, now time.Time, maxAge time.Duration) (*Decision, string, error) {
+	keyID, err := env.Verify(keys, PurposeDecision)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: decision record: %w", ErrNotAllowed, err)
 	}
+	d, err := allowed(env, verifier, now, maxAge)
+	return d, keyID, err
+}
+
+func allowed(env *Envelope, verifier string, now time.Time, maxAge time.Duration) (*Decision, error) {
 	st, err := ParseStatement(env.Payload)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNotAllowed, err)

@@ -115,7 +115,7 @@ func (b *Broker) check(ctx context.Context, raw []byte) (*attest.Decision, error
 	if err != nil {
 		return nil, err
 	}
-	d, err := attest.VerifyAllow(env, keys, b.cfg.Gatekeeper.String(), b.cfg.Now(), b.cfg.DecisionMaxAge)
+	d, _, err := attest.VerifyAllow(env, keys, b.cfg.Gatekeeper.String(), b.cfg.Now(), b.cfg.DecisionMaxAge)
 	if err != nil {
 		if errors.Is(err, attest.ErrUnknownKey) || errors.Is(err, attest.ErrBadSignature) {
 			b.cfg.Metrics.SignatureFailures.WithLabelValues("decision").Inc()

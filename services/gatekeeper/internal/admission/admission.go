@@ -94,6 +94,9 @@ type Catalog interface {
 	Evidence(ctx context.Context, name, version, digest string) (*Evidence, error)
 	// AppendEvent logs e and returns the index of its entry.
 	AppendEvent(ctx context.Context, e Event) (int64, error)
+	// RecordDeployment has the catalog log and store a verified
+	// deployment, and returns the index of its entry.
+	RecordDeployment(ctx context.Context, d Deployment) (int64, error)
 }
 
 // Signer holds the signing keys and publishes the trust root.
@@ -171,6 +174,9 @@ type Config struct {
 	TrustDomain string
 	Metrics     *telemetry.Metrics
 	Logger      *slog.Logger
+	// DeploymentMaxAge is the oldest allow decision a deployment may be
+	// recorded under; zero means DefaultDeploymentMaxAge.
+	DeploymentMaxAge time.Duration
 	// Timeout bounds one admission, so that a hung dependency fails it
 	// with ErrUnavailable instead of holding it forever. Zero means 30s.
 	Timeout time.Duration
