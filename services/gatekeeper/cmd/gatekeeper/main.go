@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/custody-dev/custody/libs/daemon"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
@@ -46,6 +47,7 @@ type config struct {
 	TrustRootFile          string
 	AcceptBeforeRevocation bool
 	PolicyFile             string
+	DeploymentMaxAge       time.Duration
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
@@ -62,6 +64,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		"let signatures by a revoked key version stand if the log recorded them before the revocation time (default: deny them all)")
 	f.String(&cfg.PolicyFile, "policy-file", "CUSTODY_POLICY_FILE", "",
 		"Rego admission policy, package custody.admission (default: the built-in policy/admission.rego)")
+	f.Duration(&cfg.DeploymentMaxAge, "deployment-max-age", "CUSTODY_DEPLOYMENT_MAX_AGE", admission.DefaultDeploymentMaxAge,
+		"oldest allow decision a deployment may be reported under (RecordDeployment)")
 	if err := f.Parse(args); err != nil {
 		return nil, err
 	}
@@ -78,6 +82,9 @@ func (c *config) Validate() error {
 		if a.value == "" {
 			errs = append(errs, fmt.Errorf("%s is required", a.flag))
 		}
+	}
+	if c.DeploymentMaxAge <= 0 {
+		errs = append(errs, fmt.Errorf("--deployment-max-age %s: must be positive", c.DeploymentMaxAge))
 	}
 	if c.TrustRootFile == "" {
 		errs = append(errs, errors.New("--trust-root is required (the pinned trust root, e.g. `custody dev` trust/root.json)"))
@@ -176,6 +183,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Policy:                 pol,
 		TrustRoot:              trusted,
 		AcceptBeforeRevocation: cfg.AcceptBeforeRevocation,
+		DeploymentMaxAge:       cfg.DeploymentMaxAge,
 		VerifierID:             svid.ID.String(),
 		TrustDomain:            d.TrustDomain.Name(),
 		Metrics:                d.Telemetry.Metrics,
