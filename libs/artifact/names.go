@@ -6,9 +6,10 @@ import "strings"
 
 // Length limits.
 const (
-	MaxNameLen    = 200
-	MaxVersionLen = 128
-	MaxChannelLen = 64
+	MaxNameLen        = 200
+	MaxVersionLen     = 128
+	MaxChannelLen     = 64
+	MaxEnvironmentLen = 64
 )
 
 // ValidName reports whether s is a valid artifact name: 1 to 200 bytes of
@@ -33,6 +34,22 @@ func ValidVersion(s string) bool {
 // letters, digits and '.', '_', '-', starting with a letter or digit.
 func ValidChannel(s string) bool {
 	return len(s) > 0 && len(s) <= MaxChannelLen && alnum(s[0]) && onlyChars(s, "._-")
+}
+
+// ValidEnvironment reports whether s is a valid deployment environment, as
+// admissions name it: 1 to 64 bytes of lowercase ASCII letters, digits, '-'
+// and '_', starting with a letter or digit ("prod", "staging").
+func ValidEnvironment(s string) bool {
+	if s == "" || len(s) > MaxEnvironmentLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || (i > 0 && (c == '-' || c == '_'))) {
+			return false
+		}
+	}
+	return true
 }
 
 func alnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' }

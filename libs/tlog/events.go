@@ -44,6 +44,9 @@ const (
 
 	// TypeAdmissionDecided is one of the gatekeeper's admission decisions.
 	TypeAdmissionDecided = "admission.decided"
+	// TypeDeploymentRecorded is a deployment a deployer reported through
+	// the gatekeeper under an allow decision (catalog RecordDeployment).
+	TypeDeploymentRecorded = "deployment.recorded"
 )
 
 // Emitter is the identity, or the family of identities, allowed to write a

@@ -3,6 +3,7 @@ package command
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -12,9 +13,9 @@ import (
 )
 
 func (c *cli) admitCmd() *cobra.Command {
-	var envName string
+	var envName, saveDecision string
 	cmd := &cobra.Command{
-		Use:   "admit NAME@VERSION --env E",
+		Use:   "admit NAME@VERSION --env E [--save-decision FILE]",
 		Short: "Ask the gatekeeper whether an artifact may be deployed (exit 0 on allow, 1 on deny)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -31,10 +32,17 @@ func (c *cli) admitCmd() *cobra.Command {
 			if resp.GetDecision() != gatekeeperv1.Decision_DECISION_ALLOW {
 				return denied("%s denied for %s", args[0], envName)
 			}
+			if saveDecision != "" {
+				// The signed decision record, for `custody deploy record --decision`.
+				if err := os.WriteFile(saveDecision, resp.GetDecisionEnvelope(), 0o644); err != nil {
+					return fmt.Errorf("--save-decision: %w", err)
+				}
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&envName, "env", "", "environment to deploy to (required)")
+	cmd.Flags().StringVar(&saveDecision, "save-decision", "", "on an allow, write the signed decision record here (for `custody deploy record --decision`)")
 	_ = cmd.MarkFlagRequired("env")
 	return cmd
 }

@@ -27,8 +27,9 @@ import (
 
 func (c *cli) fetchCmd() *cobra.Command {
 	var envName, out, bundlePath string
+	var deploy bool
 	cmd := &cobra.Command{
-		Use:   "fetch NAME@VERSION --env E -o OUT",
+		Use:   "fetch NAME@VERSION --env E -o OUT [--deploy]",
 		Short: "Admit, download through an edge, verify locally and write OUT atomically (as deployer)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -68,9 +69,20 @@ func (c *cli) fetchCmd() *cobra.Command {
 				if err == nil {
 					fmt.Fprintf(c.stdout, "fetched %s (%s, %d bytes) to %s: digest, signature and log inclusion verified\n", args[0], ev.Artifact.Digest, ev.Artifact.Size, out)
 					if bundlePath != "" {
-						return writeBundle(bundlePath, ev, trust)
+						if err := writeBundle(bundlePath, ev, trust); err != nil {
+							return err
+						}
 					}
-					return nil
+					if !deploy {
+						return nil
+					}
+					// Only verified bytes are reported deployed, under the
+					// decision they were fetched with.
+					d, err := recordDeployment(ctx, env, args[0], envName, dec.GetDecisionEnvelope())
+					if err != nil {
+						return fmt.Errorf("fetched %s to %s, but %w: retry with custody deploy record", args[0], out, err)
+					}
+					return c.printDeployment(d, false)
 				}
 				failures = append(failures, err.Error())
 			}
@@ -80,6 +92,7 @@ func (c *cli) fetchCmd() *cobra.Command {
 	cmd.Flags().StringVar(&envName, "env", "", "environment to deploy to (required)")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "where to write the artifact (required)")
 	cmd.Flags().StringVar(&bundlePath, "bundle", "", "also write the offline verification bundle here")
+	cmd.Flags().BoolVar(&deploy, "deploy", false, "after the verified fetch, record the deployment to --env under the allow decision")
 	_ = cmd.MarkFlagRequired("env")
 	_ = cmd.MarkFlagRequired("output")
 	return cmd

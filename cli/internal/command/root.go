@@ -71,6 +71,7 @@ func Execute(ctx context.Context, args []string, getenv func(string) string, std
 	root.AddCommand(c.trustrootCmd(), c.logCmd(), c.storeCmd(), c.pauseCmd(), c.resumeCmd(), c.killswitchCmd())
 	root.AddCommand(c.auditCmd(), c.inventoryCmd(), c.lineageCmd(), c.searchCmd())
 	root.AddCommand(c.backupCmd(), c.restoreCmd())
+	root.AddCommand(c.deployCmd())
 
 	err := root.ExecuteContext(ctx)
 	if err == nil {

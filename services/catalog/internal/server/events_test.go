@@ -36,7 +36,7 @@ var emitters = []struct{ typ, emitter string }{
 	{tlog.TypeTrustRootPublished, "/service/signer"},
 	{tlog.TypeCheckpointCosignRefused, "/service/signer"},
 	{tlog.TypeAdmissionDecided, "/service/gatekeeper"},
-	{"deployment.recorded", "/service/gatekeeper"},
+	{"deployment.started", "/service/gatekeeper"}, // deployment.recorded only through RecordDeployment
 	{"rollback.approved", "/service/gatekeeper"},
 	{"pause.on", "/service/gatekeeper"},
 	{"killswitch.on", "/service/gatekeeper"},

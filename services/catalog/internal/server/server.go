@@ -43,6 +43,9 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 		rpc.Method(sd, "ListEvents"):          {rpc.Member(td)},
 		rpc.Method(sd, "GetLineage"):          {rpc.Member(td)},
 		rpc.Method(sd, "GetLineagePath"):      {rpc.Member(td)},
+		// Deployments are reported through the gatekeeper, which verifies
+		// the allow decision first (DESIGN.md, who may write which event).
+		rpc.Method(sd, "RecordDeployment"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper"))},
 	}
 }
 
@@ -109,6 +112,9 @@ func (s *Server) AppendEvent(ctx context.Context, req *catalogv1.AppendEventRequ
 		appendEvent = s.cat.SequenceEvent
 	default:
 		return nil, status.Errorf(codes.InvalidArgument, "wait %d: want APPEND_WAIT_PROVED or APPEND_WAIT_SEQUENCED", req.GetWait())
+	}
+	if err := catalog.CheckAppendable(req.GetType()); err != nil {
+		return nil, s.status(ctx, "AppendEvent", err)
 	}
 	e, err := appendEvent(ctx, actor, req.GetType(), req.GetSubjectDigest(), req.GetDetails())
 	if err != nil {

@@ -85,7 +85,8 @@ const keyRefreshInterval = 30 * time.Second
 // New returns a broker.
 func New(cfg Config) *Broker { return &Broker{cfg: cfg} }
 
-var errNoDecision = errors.New("no allow decision")
+// errNoDecision is the one "no allow decision" error, attest.VerifyAllow's.
+var errNoDecision = attest.ErrNotAllowed
 
 // IssueDownloadUrl checks the decision and returns one signed URL per edge.
 func (b *Broker) IssueDownloadUrl(ctx context.Context, req *cdnbrokerv1.IssueDownloadUrlRequest) (*cdnbrokerv1.IssueDownloadUrlResponse, error) {
@@ -153,28 +154,12 @@ func (b *Broker) check(ctx context.Context, raw []byte) (*attest.Decision, error
 	if err != nil {
 		return nil, err
 	}
-	if _, err := env.Verify(keys, attest.PurposeDecision); err != nil {
-		b.cfg.Metrics.SignatureFailures.WithLabelValues("decision").Inc()
-		return nil, deny("decision record: %v", err)
-	}
-	st, err := attest.ParseStatement(env.Payload)
+	d, _, err := attest.VerifyAllow(env, keys, b.cfg.Gatekeeper.String(), b.cfg.Now(), b.cfg.DecisionMaxAge)
 	if err != nil {
-		return nil, deny("%v", err)
-	}
-	d, err := st.Decision()
-	if err != nil {
-		return nil, deny("%v", err)
-	}
-	now := b.cfg.Now()
-	switch {
-	case !d.Passed:
-		return nil, deny("the decision for %s is a deny", d.Digest)
-	case d.VerifierID != b.cfg.Gatekeeper.String():
-		return nil, deny("the decision for %s was made by %s, not %s", d.Digest, d.VerifierID, b.cfg.Gatekeeper)
-	case now.Sub(d.Time) > b.cfg.DecisionMaxAge:
-		return nil, deny("the decision for %s is older than %s: admit again", d.Digest, b.cfg.DecisionMaxAge)
-	case d.Time.Sub(now) > time.Minute:
-		return nil, deny("the decision for %s is dated in the future", d.Digest)
+		if errors.Is(err, attest.ErrUnknownKey) || errors.Is(err, attest.ErrBadSignature) {
+			b.cfg.Metrics.SignatureFailures.WithLabelValues("decision").Inc()
+		}
+		return nil, err
 	}
 	// Stops last: only a genuine allow learns about them.
 	if b.cfg.Stops == nil {

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/custody-dev/custody/libs/daemon"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
@@ -53,6 +54,7 @@ type config struct {
 	LiftQuorum             string
 	DefaultLiftQuorum      int
 	KillSwitchLiftQuorum   int
+	DeploymentMaxAge       time.Duration
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
@@ -75,6 +77,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		"distinct admins or approvers needed to lift a pause, by environment, e.g. prod=2,staging=1")
 	f.Int(&cfg.DefaultLiftQuorum, "default-lift-quorum", "CUSTODY_DEFAULT_LIFT_QUORUM", 2, "approvals to lift a pause of an environment not in --lift-quorum")
 	f.Int(&cfg.KillSwitchLiftQuorum, "killswitch-lift-quorum", "CUSTODY_KILLSWITCH_LIFT_QUORUM", 2, "approvals to lift the kill switch")
+	f.Duration(&cfg.DeploymentMaxAge, "deployment-max-age", "CUSTODY_DEPLOYMENT_MAX_AGE", admission.DefaultDeploymentMaxAge,
+		"oldest allow decision a deployment may be reported under (RecordDeployment)")
 	if err := f.Parse(args); err != nil {
 		return nil, err
 	}
@@ -100,6 +104,9 @@ func (c *config) Validate() error {
 	}
 	if c.DefaultLiftQuorum < 1 || c.KillSwitchLiftQuorum < 1 {
 		errs = append(errs, errors.New("--default-lift-quorum and --killswitch-lift-quorum must be at least 1"))
+	}
+	if c.DeploymentMaxAge <= 0 {
+		errs = append(errs, fmt.Errorf("--deployment-max-age %s: must be positive", c.DeploymentMaxAge))
 	}
 	if c.TrustRootFile == "" {
 		errs = append(errs, errors.New("--trust-root is required (the pinned trust root, e.g. `custody dev` trust/root.json)"))
@@ -234,6 +241,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Policy:                 pol,
 		TrustRoot:              trusted,
 		AcceptBeforeRevocation: cfg.AcceptBeforeRevocation,
+		DeploymentMaxAge:       cfg.DeploymentMaxAge,
 		VerifierID:             svid.ID.String(),
 		TrustDomain:            d.TrustDomain.Name(),
 		Metrics:                d.Telemetry.Metrics,

@@ -18,6 +18,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/custody-dev/custody/libs/artifact"
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/digest"
 	"github.com/custody-dev/custody/libs/quote"
@@ -93,6 +94,9 @@ type Catalog interface {
 	Evidence(ctx context.Context, name, version, digest string) (*Evidence, error)
 	// AppendEvent logs e and returns the index of its entry.
 	AppendEvent(ctx context.Context, e Event) (int64, error)
+	// RecordDeployment has the catalog log and store a verified
+	// deployment, and returns the index of its entry.
+	RecordDeployment(ctx context.Context, d Deployment) (int64, error)
 }
 
 // Signer holds the signing keys and publishes the trust root.
@@ -181,6 +185,9 @@ type Config struct {
 	TrustDomain string
 	Metrics     *telemetry.Metrics
 	Logger      *slog.Logger
+	// DeploymentMaxAge is the oldest allow decision a deployment may be
+	// recorded under; zero means DefaultDeploymentMaxAge.
+	DeploymentMaxAge time.Duration
 	// Timeout bounds one admission, so that a hung dependency fails it
 	// with ErrUnavailable instead of holding it forever. Zero means 30s.
 	Timeout time.Duration
@@ -400,7 +407,6 @@ func (g *Gate) newID() (string, error) {
 
 const (
 	maxNameLen   = 1024
-	maxEnvLen    = 64
 	maxReasons   = 16
 	maxReasonLen = 512
 )
@@ -423,7 +429,7 @@ func validate(req Request) error {
 		}
 	}
 	if !validEnv(req.Environment) {
-		problems = append(problems, fmt.Sprintf("environment %q: want a name like prod or staging (lowercase letters, digits, '-' and '_', at most %d)", trunc(req.Environment), maxEnvLen))
+		problems = append(problems, fmt.Sprintf("environment %q: want a name like prod or staging (lowercase letters, digits, '-' and '_', at most %d)", trunc(req.Environment), artifact.MaxEnvironmentLen))
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(problems, "; "))
@@ -434,18 +440,7 @@ func validate(req Request) error {
 // ValidEnvironment reports whether env is a well-formed environment name.
 func ValidEnvironment(env string) bool { return validEnv(env) }
 
-func validEnv(env string) bool {
-	if env == "" || len(env) > maxEnvLen {
-		return false
-	}
-	for i := 0; i < len(env); i++ {
-		c := env[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || (i > 0 && (c == '-' || c == '_'))) {
-			return false
-		}
-	}
-	return true
-}
+func validEnv(env string) bool { return artifact.ValidEnvironment(env) }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 

@@ -74,6 +74,22 @@ func (c *Catalog) AppendEvent(ctx context.Context, e admission.Event) (int64, er
 	return resp.GetEntry().GetIndex(), nil
 }
 
+// RecordDeployment has the catalog log and store a verified deployment and
+// returns its entry's index once the entry is durably sequenced.
+func (c *Catalog) RecordDeployment(ctx context.Context, d admission.Deployment) (int64, error) {
+	resp, err := c.client.RecordDeployment(ctx, &catalogv1.RecordDeploymentRequest{
+		Name: d.Name, Version: d.Version, Digest: d.Digest, Environment: d.Environment,
+		DecisionId: d.DecisionID, DecisionEnvelopeSha256: d.DecisionEnvelopeSHA256, ReportedBy: d.ReportedBy,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("catalog RecordDeployment: %w", err)
+	}
+	if resp.GetEntry() == nil {
+		return 0, errors.New("catalog RecordDeployment: response has no entry")
+	}
+	return resp.GetEntry().GetIndex(), nil
+}
+
 // Signer is the signer service as the admission domain sees it.
 type Signer struct {
 	client signerv1.SignerServiceClient

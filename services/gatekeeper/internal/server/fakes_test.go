@@ -190,6 +190,8 @@ type fakeCatalog struct {
 	records  map[string]*record
 	events   []*tlog.Entry
 	failNext error // returned by the next AppendEvent
+	// deployments are the RecordDeployment requests received.
+	deployments []*catalogv1.RecordDeploymentRequest
 }
 
 type record struct {
@@ -208,9 +210,35 @@ func newFakeCatalog(origin, logSigner string) *fakeCatalog {
 func (c *fakeCatalog) policy(td spiffeid.TrustDomain) rpc.Policy {
 	sd := catalogv1.CatalogService_ServiceDesc
 	return rpc.Policy{
-		rpc.Method(sd, "AppendEvent"): {rpc.Under{TrustDomain: td, Prefix: "/service"}},
-		rpc.Method(sd, "GetArtifact"): {rpc.Member(td)},
+		rpc.Method(sd, "AppendEvent"):      {rpc.Under{TrustDomain: td, Prefix: "/service"}},
+		rpc.Method(sd, "GetArtifact"):      {rpc.Member(td)},
+		rpc.Method(sd, "RecordDeployment"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper"))},
 	}
+}
+
+// RecordDeployment logs a deployment.recorded entry and keeps the request,
+// checking only what the gatekeeper must send (the real catalog's checks
+// are tested in the catalog).
+func (c *fakeCatalog) RecordDeployment(ctx context.Context, req *catalogv1.RecordDeploymentRequest) (*catalogv1.RecordDeploymentResponse, error) {
+	id, _ := rpc.CallerID(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.failNext; err != nil {
+		c.failNext = nil
+		return nil, err
+	}
+	details, _ := json.Marshal(req)
+	e := &tlog.Entry{Type: tlog.TypeDeploymentRecorded, Time: time.Now().UTC(), Actor: id.String(),
+		Subject: tlog.Subject{Digest: req.GetDigest()}, Details: details}
+	leaf, err := e.Marshal()
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	c.tree.AppendData(leaf)
+	c.leaves = append(c.leaves, leaf)
+	c.events = append(c.events, e)
+	c.deployments = append(c.deployments, req)
+	return &catalogv1.RecordDeploymentResponse{Entry: &catalogv1.LogEntry{Index: int64(c.tree.Size() - 1), Leaf: leaf}}, nil
 }
 
 // add records a published artifact and logs it now.

@@ -20,7 +20,7 @@ import (
 )
 
 // Policy is the gatekeeper's authorization, per docs/services.md: deployers
-// and admins may ask for admission; one admin turns a stop on, admins and
+// and admins may ask for admission and report deployments; one admin turns a stop on, admins and
 // approvers approve lifting it; admins, approvers, auditors, the broker and
 // edges read the stop state. Builders and deployers can neither pull nor
 // lift a stop.
@@ -29,19 +29,22 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	admin := rpc.Under{TrustDomain: td, Prefix: "/admin"}
 	approver := rpc.Under{TrustDomain: td, Prefix: "/approver"}
 	return rpc.Policy{
-		rpc.Method(sd, "Admit"):         {rpc.Under{TrustDomain: td, Prefix: "/deployer"}, admin},
-		rpc.Method(sd, "Pause"):         {admin},
-		rpc.Method(sd, "KillSwitchOn"):  {admin},
-		rpc.Method(sd, "Resume"):        {admin, approver},
-		rpc.Method(sd, "KillSwitchOff"): {admin, approver},
+		rpc.Method(sd, "Admit"):            {rpc.Under{TrustDomain: td, Prefix: "/deployer"}, admin},
+		rpc.Method(sd, "RecordDeployment"): {rpc.Under{TrustDomain: td, Prefix: "/deployer"}, admin},
+		rpc.Method(sd, "Pause"):            {admin},
+		rpc.Method(sd, "KillSwitchOn"):     {admin},
+		rpc.Method(sd, "Resume"):           {admin, approver},
+		rpc.Method(sd, "KillSwitchOff"):    {admin, approver},
 		rpc.Method(sd, "GetStopState"): {admin, approver, rpc.Under{TrustDomain: td, Prefix: "/auditor"},
 			rpc.ID(spiffeid.RequireFromPath(td, "/service/cdn-broker")), rpc.Under{TrustDomain: td, Prefix: "/edge"}},
 	}
 }
 
-// Admitter makes admission decisions.
+// Admitter makes admission decisions and records deployments made under
+// them.
 type Admitter interface {
 	Admit(ctx context.Context, req admission.Request) (*admission.Decision, error)
+	RecordDeployment(ctx context.Context, req admission.DeploymentRequest) (*admission.Deployment, int64, error)
 }
 
 var _ Admitter = (*admission.Gate)(nil)
@@ -76,7 +79,7 @@ func (s *Server) Admit(ctx context.Context, req *gatekeeperv1.AdmitRequest) (*ga
 		Environment: req.GetEnvironment(), Caller: id.String(),
 	})
 	if err != nil {
-		return nil, s.status(ctx, err)
+		return nil, s.status(ctx, "Admit", err)
 	}
 	decision := gatekeeperv1.Decision_DECISION_DENY
 	if d.Allow {
@@ -96,18 +99,43 @@ func (s *Server) Admit(ctx context.Context, req *gatekeeperv1.AdmitRequest) (*ga
 // status is the one mapping from domain errors to gRPC status. Request
 // mistakes are returned with their message; dependency failures are logged
 // with the trace ID and returned without internal detail.
-func (s *Server) status(ctx context.Context, err error) error {
-	if errors.Is(err, admission.ErrInvalid) {
+func (s *Server) status(ctx context.Context, method string, err error) error {
+	switch {
+	case errors.Is(err, admission.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, admission.ErrNoAllow):
+		return status.Error(codes.PermissionDenied, err.Error())
 	}
 	traceID := trace.SpanContextFromContext(ctx).TraceID().String()
-	attrs := []any{slog.String("method", "Admit"), slog.String("trace_id", traceID), slog.Any("error", err)}
+	attrs := []any{slog.String("method", method), slog.String("trace_id", traceID), slog.Any("error", err)}
 	switch {
 	case errors.Is(err, admission.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		if method == "RecordDeployment" {
+			s.logger.WarnContext(ctx, "deployment not recorded: a dependency is unavailable", attrs...)
+			return status.Errorf(codes.Unavailable, "deployment not recorded: the catalog or signer is unavailable; retry later (trace %s)", traceID)
+		}
 		s.logger.WarnContext(ctx, "no decision: a dependency is unavailable", attrs...)
 		return status.Errorf(codes.Unavailable, "no decision: the catalog, signer or publisher is unavailable, and the gatekeeper never returns an unverified, unsigned or unlogged decision; retry later (trace %s)", traceID)
 	default:
 		s.logger.ErrorContext(ctx, "internal error", attrs...)
 		return status.Errorf(codes.Internal, "internal error (trace %s)", traceID)
 	}
+}
+
+// RecordDeployment records a deployment made under an allow decision; see
+// the proto for the contract.
+func (s *Server) RecordDeployment(ctx context.Context, req *gatekeeperv1.RecordDeploymentRequest) (*gatekeeperv1.RecordDeploymentResponse, error) {
+	id, ok := rpc.CallerID(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "no SPIFFE ID: connect with mTLS and an X.509-SVID")
+	}
+	d, idx, err := s.gate.RecordDeployment(ctx, admission.DeploymentRequest{
+		Name: req.GetName(), Version: req.GetVersion(), Digest: req.GetDigest(), Environment: req.GetEnvironment(),
+		Envelope: req.GetDecisionEnvelope(), DecisionID: req.GetDecisionId(), Caller: id.String(),
+	})
+	if err != nil {
+		return nil, s.status(ctx, "RecordDeployment", err)
+	}
+	return &gatekeeperv1.RecordDeploymentResponse{Name: d.Name, Version: d.Version, Digest: d.Digest,
+		Environment: d.Environment, DecisionId: d.DecisionID, LogIndex: idx}, nil
 }

@@ -32,6 +32,7 @@ const (
 	CatalogService_ListEvents_FullMethodName          = "/custody.catalog.v1.CatalogService/ListEvents"
 	CatalogService_GetLineage_FullMethodName          = "/custody.catalog.v1.CatalogService/GetLineage"
 	CatalogService_GetLineagePath_FullMethodName      = "/custody.catalog.v1.CatalogService/GetLineagePath"
+	CatalogService_RecordDeployment_FullMethodName    = "/custody.catalog.v1.CatalogService/RecordDeployment"
 )
 
 // CatalogServiceClient is the client API for CatalogService service.
@@ -97,6 +98,13 @@ type CatalogServiceClient interface {
 	// GetLineagePath returns a shortest dependency path between two nodes, in
 	// either direction, if there is one within the depth bound.
 	GetLineagePath(ctx context.Context, in *GetLineagePathRequest, opts ...grpc.CallOption) (*GetLineagePathResponse, error)
+	// RecordDeployment records that a logged artifact was deployed to an
+	// environment: it appends a "deployment.recorded" entry and returns once
+	// the entry is durably sequenced, then stores the deployment, which
+	// SearchArtifacts (deployed_environment) and GetLineage report. Only the
+	// gatekeeper may call it, after it verified the allow decision the
+	// deployment was made under. A retried call may log the deployment twice.
+	RecordDeployment(ctx context.Context, in *RecordDeploymentRequest, opts ...grpc.CallOption) (*RecordDeploymentResponse, error)
 }
 
 type catalogServiceClient struct {
@@ -237,6 +245,16 @@ func (c *catalogServiceClient) GetLineagePath(ctx context.Context, in *GetLineag
 	return out, nil
 }
 
+func (c *catalogServiceClient) RecordDeployment(ctx context.Context, in *RecordDeploymentRequest, opts ...grpc.CallOption) (*RecordDeploymentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordDeploymentResponse)
+	err := c.cc.Invoke(ctx, CatalogService_RecordDeployment_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CatalogServiceServer is the server API for CatalogService service.
 // All implementations must embed UnimplementedCatalogServiceServer
 // for forward compatibility.
@@ -300,6 +318,13 @@ type CatalogServiceServer interface {
 	// GetLineagePath returns a shortest dependency path between two nodes, in
 	// either direction, if there is one within the depth bound.
 	GetLineagePath(context.Context, *GetLineagePathRequest) (*GetLineagePathResponse, error)
+	// RecordDeployment records that a logged artifact was deployed to an
+	// environment: it appends a "deployment.recorded" entry and returns once
+	// the entry is durably sequenced, then stores the deployment, which
+	// SearchArtifacts (deployed_environment) and GetLineage report. Only the
+	// gatekeeper may call it, after it verified the allow decision the
+	// deployment was made under. A retried call may log the deployment twice.
+	RecordDeployment(context.Context, *RecordDeploymentRequest) (*RecordDeploymentResponse, error)
 	mustEmbedUnimplementedCatalogServiceServer()
 }
 
@@ -348,6 +373,9 @@ func (UnimplementedCatalogServiceServer) GetLineage(context.Context, *GetLineage
 }
 func (UnimplementedCatalogServiceServer) GetLineagePath(context.Context, *GetLineagePathRequest) (*GetLineagePathResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetLineagePath not implemented")
+}
+func (UnimplementedCatalogServiceServer) RecordDeployment(context.Context, *RecordDeploymentRequest) (*RecordDeploymentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordDeployment not implemented")
 }
 func (UnimplementedCatalogServiceServer) mustEmbedUnimplementedCatalogServiceServer() {}
 func (UnimplementedCatalogServiceServer) testEmbeddedByValue()                        {}
@@ -604,6 +632,24 @@ func _CatalogService_GetLineagePath_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CatalogService_RecordDeployment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordDeploymentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).RecordDeployment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_RecordDeployment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).RecordDeployment(ctx, req.(*RecordDeploymentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CatalogService_ServiceDesc is the grpc.ServiceDesc for CatalogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -662,6 +708,10 @@ var CatalogService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetLineagePath",
 			Handler:    _CatalogService_GetLineagePath_Handler,
+		},
+		{
+			MethodName: "RecordDeployment",
+			Handler:    _CatalogService_RecordDeployment_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

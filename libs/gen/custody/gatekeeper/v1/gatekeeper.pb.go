@@ -999,6 +999,181 @@ func (x *AdmitResponse) GetLogIndex() int64 {
 	return 0
 }
 
+type RecordDeploymentRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Either name and version, or digest: the artifact deployed. Must be the
+	// one the decision is about.
+	Name    string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Digest  string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	// The environment deployed to; must be the decision's.
+	Environment string `protobuf:"bytes,4,opt,name=environment,proto3" json:"environment,omitempty"`
+	// The decision record (AdmitResponse.decision_envelope) of the allow the
+	// deployment was made under.
+	DecisionEnvelope []byte `protobuf:"bytes,5,opt,name=decision_envelope,json=decisionEnvelope,proto3" json:"decision_envelope,omitempty"`
+	// Optional: if set, must be the decision record's decision id.
+	DecisionId    string `protobuf:"bytes,6,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordDeploymentRequest) Reset() {
+	*x = RecordDeploymentRequest{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordDeploymentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordDeploymentRequest) ProtoMessage() {}
+
+func (x *RecordDeploymentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordDeploymentRequest.ProtoReflect.Descriptor instead.
+func (*RecordDeploymentRequest) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RecordDeploymentRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RecordDeploymentRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RecordDeploymentRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *RecordDeploymentRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *RecordDeploymentRequest) GetDecisionEnvelope() []byte {
+	if x != nil {
+		return x.DecisionEnvelope
+	}
+	return nil
+}
+
+func (x *RecordDeploymentRequest) GetDecisionId() string {
+	if x != nil {
+		return x.DecisionId
+	}
+	return ""
+}
+
+type RecordDeploymentResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version     string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Digest      string                 `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	Environment string                 `protobuf:"bytes,4,opt,name=environment,proto3" json:"environment,omitempty"`
+	DecisionId  string                 `protobuf:"bytes,5,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
+	// The index of the deployment.recorded entry in the transparency log.
+	LogIndex      int64 `protobuf:"varint,6,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordDeploymentResponse) Reset() {
+	*x = RecordDeploymentResponse{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordDeploymentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordDeploymentResponse) ProtoMessage() {}
+
+func (x *RecordDeploymentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordDeploymentResponse.ProtoReflect.Descriptor instead.
+func (*RecordDeploymentResponse) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RecordDeploymentResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RecordDeploymentResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RecordDeploymentResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *RecordDeploymentResponse) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *RecordDeploymentResponse) GetDecisionId() string {
+	if x != nil {
+		return x.DecisionId
+	}
+	return ""
+}
+
+func (x *RecordDeploymentResponse) GetLogIndex() int64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
 var File_custody_gatekeeper_v1_gatekeeper_proto protoreflect.FileDescriptor
 
 const file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc = "" +
@@ -1068,13 +1243,30 @@ const file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc = "" +
 	"\rpolicy_digest\x18\x04 \x01(\tR\fpolicyDigest\x12\x16\n" +
 	"\x06digest\x18\x05 \x01(\tR\x06digest\x12+\n" +
 	"\x11decision_envelope\x18\x06 \x01(\fR\x10decisionEnvelope\x12\x1b\n" +
-	"\tlog_index\x18\a \x01(\x03R\blogIndex*K\n" +
+	"\tlog_index\x18\a \x01(\x03R\blogIndex\"\xcf\x01\n" +
+	"\x17RecordDeploymentRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12 \n" +
+	"\venvironment\x18\x04 \x01(\tR\venvironment\x12+\n" +
+	"\x11decision_envelope\x18\x05 \x01(\fR\x10decisionEnvelope\x12\x1f\n" +
+	"\vdecision_id\x18\x06 \x01(\tR\n" +
+	"decisionId\"\xc0\x01\n" +
+	"\x18RecordDeploymentResponse\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12 \n" +
+	"\venvironment\x18\x04 \x01(\tR\venvironment\x12\x1f\n" +
+	"\vdecision_id\x18\x05 \x01(\tR\n" +
+	"decisionId\x12\x1b\n" +
+	"\tlog_index\x18\x06 \x01(\x03R\blogIndex*K\n" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eDECISION_ALLOW\x10\x01\x12\x11\n" +
-	"\rDECISION_DENY\x10\x022\xd0\x04\n" +
+	"\rDECISION_DENY\x10\x022\xc5\x05\n" +
 	"\x11GatekeeperService\x12R\n" +
-	"\x05Admit\x12#.custody.gatekeeper.v1.AdmitRequest\x1a$.custody.gatekeeper.v1.AdmitResponse\x12R\n" +
+	"\x05Admit\x12#.custody.gatekeeper.v1.AdmitRequest\x1a$.custody.gatekeeper.v1.AdmitResponse\x12s\n" +
+	"\x10RecordDeployment\x12..custody.gatekeeper.v1.RecordDeploymentRequest\x1a/.custody.gatekeeper.v1.RecordDeploymentResponse\x12R\n" +
 	"\x05Pause\x12#.custody.gatekeeper.v1.PauseRequest\x1a$.custody.gatekeeper.v1.PauseResponse\x12U\n" +
 	"\x06Resume\x12$.custody.gatekeeper.v1.ResumeRequest\x1a%.custody.gatekeeper.v1.ResumeResponse\x12g\n" +
 	"\fKillSwitchOn\x12*.custody.gatekeeper.v1.KillSwitchOnRequest\x1a+.custody.gatekeeper.v1.KillSwitchOnResponse\x12j\n" +
@@ -1095,35 +1287,37 @@ func file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP() []byte {
 }
 
 var file_custody_gatekeeper_v1_gatekeeper_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_custody_gatekeeper_v1_gatekeeper_proto_goTypes = []any{
-	(Decision)(0),                 // 0: custody.gatekeeper.v1.Decision
-	(*Stop)(nil),                  // 1: custody.gatekeeper.v1.Stop
-	(*EnvironmentStop)(nil),       // 2: custody.gatekeeper.v1.EnvironmentStop
-	(*StopState)(nil),             // 3: custody.gatekeeper.v1.StopState
-	(*PauseRequest)(nil),          // 4: custody.gatekeeper.v1.PauseRequest
-	(*PauseResponse)(nil),         // 5: custody.gatekeeper.v1.PauseResponse
-	(*ResumeRequest)(nil),         // 6: custody.gatekeeper.v1.ResumeRequest
-	(*ResumeResponse)(nil),        // 7: custody.gatekeeper.v1.ResumeResponse
-	(*KillSwitchOnRequest)(nil),   // 8: custody.gatekeeper.v1.KillSwitchOnRequest
-	(*KillSwitchOnResponse)(nil),  // 9: custody.gatekeeper.v1.KillSwitchOnResponse
-	(*KillSwitchOffRequest)(nil),  // 10: custody.gatekeeper.v1.KillSwitchOffRequest
-	(*KillSwitchOffResponse)(nil), // 11: custody.gatekeeper.v1.KillSwitchOffResponse
-	(*GetStopStateRequest)(nil),   // 12: custody.gatekeeper.v1.GetStopStateRequest
-	(*GetStopStateResponse)(nil),  // 13: custody.gatekeeper.v1.GetStopStateResponse
-	(*AdmitRequest)(nil),          // 14: custody.gatekeeper.v1.AdmitRequest
-	(*AdmitResponse)(nil),         // 15: custody.gatekeeper.v1.AdmitResponse
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(Decision)(0),                    // 0: custody.gatekeeper.v1.Decision
+	(*Stop)(nil),                     // 1: custody.gatekeeper.v1.Stop
+	(*EnvironmentStop)(nil),          // 2: custody.gatekeeper.v1.EnvironmentStop
+	(*StopState)(nil),                // 3: custody.gatekeeper.v1.StopState
+	(*PauseRequest)(nil),             // 4: custody.gatekeeper.v1.PauseRequest
+	(*PauseResponse)(nil),            // 5: custody.gatekeeper.v1.PauseResponse
+	(*ResumeRequest)(nil),            // 6: custody.gatekeeper.v1.ResumeRequest
+	(*ResumeResponse)(nil),           // 7: custody.gatekeeper.v1.ResumeResponse
+	(*KillSwitchOnRequest)(nil),      // 8: custody.gatekeeper.v1.KillSwitchOnRequest
+	(*KillSwitchOnResponse)(nil),     // 9: custody.gatekeeper.v1.KillSwitchOnResponse
+	(*KillSwitchOffRequest)(nil),     // 10: custody.gatekeeper.v1.KillSwitchOffRequest
+	(*KillSwitchOffResponse)(nil),    // 11: custody.gatekeeper.v1.KillSwitchOffResponse
+	(*GetStopStateRequest)(nil),      // 12: custody.gatekeeper.v1.GetStopStateRequest
+	(*GetStopStateResponse)(nil),     // 13: custody.gatekeeper.v1.GetStopStateResponse
+	(*AdmitRequest)(nil),             // 14: custody.gatekeeper.v1.AdmitRequest
+	(*AdmitResponse)(nil),            // 15: custody.gatekeeper.v1.AdmitResponse
+	(*RecordDeploymentRequest)(nil),  // 16: custody.gatekeeper.v1.RecordDeploymentRequest
+	(*RecordDeploymentResponse)(nil), // 17: custody.gatekeeper.v1.RecordDeploymentResponse
+	(*timestamppb.Timestamp)(nil),    // 18: google.protobuf.Timestamp
 }
 var file_custody_gatekeeper_v1_gatekeeper_proto_depIdxs = []int32{
-	16, // 0: custody.gatekeeper.v1.Stop.epoch_time:type_name -> google.protobuf.Timestamp
-	16, // 1: custody.gatekeeper.v1.Stop.lifted_at:type_name -> google.protobuf.Timestamp
+	18, // 0: custody.gatekeeper.v1.Stop.epoch_time:type_name -> google.protobuf.Timestamp
+	18, // 1: custody.gatekeeper.v1.Stop.lifted_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: custody.gatekeeper.v1.EnvironmentStop.stop:type_name -> custody.gatekeeper.v1.Stop
 	1,  // 3: custody.gatekeeper.v1.StopState.kill_switch:type_name -> custody.gatekeeper.v1.Stop
 	2,  // 4: custody.gatekeeper.v1.StopState.pauses:type_name -> custody.gatekeeper.v1.EnvironmentStop
-	16, // 5: custody.gatekeeper.v1.StopState.revocation_time:type_name -> google.protobuf.Timestamp
-	16, // 6: custody.gatekeeper.v1.StopState.revocations_checked_at:type_name -> google.protobuf.Timestamp
-	16, // 7: custody.gatekeeper.v1.StopState.as_of:type_name -> google.protobuf.Timestamp
+	18, // 5: custody.gatekeeper.v1.StopState.revocation_time:type_name -> google.protobuf.Timestamp
+	18, // 6: custody.gatekeeper.v1.StopState.revocations_checked_at:type_name -> google.protobuf.Timestamp
+	18, // 7: custody.gatekeeper.v1.StopState.as_of:type_name -> google.protobuf.Timestamp
 	3,  // 8: custody.gatekeeper.v1.PauseResponse.state:type_name -> custody.gatekeeper.v1.StopState
 	3,  // 9: custody.gatekeeper.v1.ResumeResponse.state:type_name -> custody.gatekeeper.v1.StopState
 	3,  // 10: custody.gatekeeper.v1.KillSwitchOnResponse.state:type_name -> custody.gatekeeper.v1.StopState
@@ -1131,19 +1325,21 @@ var file_custody_gatekeeper_v1_gatekeeper_proto_depIdxs = []int32{
 	3,  // 12: custody.gatekeeper.v1.GetStopStateResponse.state:type_name -> custody.gatekeeper.v1.StopState
 	0,  // 13: custody.gatekeeper.v1.AdmitResponse.decision:type_name -> custody.gatekeeper.v1.Decision
 	14, // 14: custody.gatekeeper.v1.GatekeeperService.Admit:input_type -> custody.gatekeeper.v1.AdmitRequest
-	4,  // 15: custody.gatekeeper.v1.GatekeeperService.Pause:input_type -> custody.gatekeeper.v1.PauseRequest
-	6,  // 16: custody.gatekeeper.v1.GatekeeperService.Resume:input_type -> custody.gatekeeper.v1.ResumeRequest
-	8,  // 17: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:input_type -> custody.gatekeeper.v1.KillSwitchOnRequest
-	10, // 18: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:input_type -> custody.gatekeeper.v1.KillSwitchOffRequest
-	12, // 19: custody.gatekeeper.v1.GatekeeperService.GetStopState:input_type -> custody.gatekeeper.v1.GetStopStateRequest
-	15, // 20: custody.gatekeeper.v1.GatekeeperService.Admit:output_type -> custody.gatekeeper.v1.AdmitResponse
-	5,  // 21: custody.gatekeeper.v1.GatekeeperService.Pause:output_type -> custody.gatekeeper.v1.PauseResponse
-	7,  // 22: custody.gatekeeper.v1.GatekeeperService.Resume:output_type -> custody.gatekeeper.v1.ResumeResponse
-	9,  // 23: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:output_type -> custody.gatekeeper.v1.KillSwitchOnResponse
-	11, // 24: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:output_type -> custody.gatekeeper.v1.KillSwitchOffResponse
-	13, // 25: custody.gatekeeper.v1.GatekeeperService.GetStopState:output_type -> custody.gatekeeper.v1.GetStopStateResponse
-	20, // [20:26] is the sub-list for method output_type
-	14, // [14:20] is the sub-list for method input_type
+	16, // 15: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:input_type -> custody.gatekeeper.v1.RecordDeploymentRequest
+	4,  // 16: custody.gatekeeper.v1.GatekeeperService.Pause:input_type -> custody.gatekeeper.v1.PauseRequest
+	6,  // 17: custody.gatekeeper.v1.GatekeeperService.Resume:input_type -> custody.gatekeeper.v1.ResumeRequest
+	8,  // 18: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:input_type -> custody.gatekeeper.v1.KillSwitchOnRequest
+	10, // 19: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:input_type -> custody.gatekeeper.v1.KillSwitchOffRequest
+	12, // 20: custody.gatekeeper.v1.GatekeeperService.GetStopState:input_type -> custody.gatekeeper.v1.GetStopStateRequest
+	15, // 21: custody.gatekeeper.v1.GatekeeperService.Admit:output_type -> custody.gatekeeper.v1.AdmitResponse
+	17, // 22: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:output_type -> custody.gatekeeper.v1.RecordDeploymentResponse
+	5,  // 23: custody.gatekeeper.v1.GatekeeperService.Pause:output_type -> custody.gatekeeper.v1.PauseResponse
+	7,  // 24: custody.gatekeeper.v1.GatekeeperService.Resume:output_type -> custody.gatekeeper.v1.ResumeResponse
+	9,  // 25: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:output_type -> custody.gatekeeper.v1.KillSwitchOnResponse
+	11, // 26: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:output_type -> custody.gatekeeper.v1.KillSwitchOffResponse
+	13, // 27: custody.gatekeeper.v1.GatekeeperService.GetStopState:output_type -> custody.gatekeeper.v1.GetStopStateResponse
+	21, // [21:28] is the sub-list for method output_type
+	14, // [14:21] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name
@@ -1160,7 +1356,7 @@ func file_custody_gatekeeper_v1_gatekeeper_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc), len(file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,12 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	GatekeeperService_Admit_FullMethodName         = "/custody.gatekeeper.v1.GatekeeperService/Admit"
-	GatekeeperService_Pause_FullMethodName         = "/custody.gatekeeper.v1.GatekeeperService/Pause"
-	GatekeeperService_Resume_FullMethodName        = "/custody.gatekeeper.v1.GatekeeperService/Resume"
-	GatekeeperService_KillSwitchOn_FullMethodName  = "/custody.gatekeeper.v1.GatekeeperService/KillSwitchOn"
-	GatekeeperService_KillSwitchOff_FullMethodName = "/custody.gatekeeper.v1.GatekeeperService/KillSwitchOff"
-	GatekeeperService_GetStopState_FullMethodName  = "/custody.gatekeeper.v1.GatekeeperService/GetStopState"
+	GatekeeperService_Admit_FullMethodName            = "/custody.gatekeeper.v1.GatekeeperService/Admit"
+	GatekeeperService_RecordDeployment_FullMethodName = "/custody.gatekeeper.v1.GatekeeperService/RecordDeployment"
+	GatekeeperService_Pause_FullMethodName            = "/custody.gatekeeper.v1.GatekeeperService/Pause"
+	GatekeeperService_Resume_FullMethodName           = "/custody.gatekeeper.v1.GatekeeperService/Resume"
+	GatekeeperService_KillSwitchOn_FullMethodName     = "/custody.gatekeeper.v1.GatekeeperService/KillSwitchOn"
+	GatekeeperService_KillSwitchOff_FullMethodName    = "/custody.gatekeeper.v1.GatekeeperService/KillSwitchOff"
+	GatekeeperService_GetStopState_FullMethodName     = "/custody.gatekeeper.v1.GatekeeperService/GetStopState"
 )
 
 // GatekeeperServiceClient is the client API for GatekeeperService service.
@@ -37,6 +38,12 @@ type GatekeeperServiceClient interface {
 	// A deny is a successful call with decision DECISION_DENY and every reason.
 	// Each decision is signed and logged.
 	Admit(ctx context.Context, in *AdmitRequest, opts ...grpc.CallOption) (*AdmitResponse, error)
+	// RecordDeployment reports that an artifact was deployed to an environment
+	// under an allow decision. The gatekeeper checks that the decision record
+	// is one of its own signed allows for that artifact and environment, then
+	// has the catalog log and store the deployment. A decision that does not
+	// verify or does not match is PermissionDenied and nothing is recorded.
+	RecordDeployment(ctx context.Context, in *RecordDeploymentRequest, opts ...grpc.CallOption) (*RecordDeploymentResponse, error)
 	// Pause stops every admission to one environment and moves its pause
 	// epoch forward, so that the broker and edges refuse decisions and tokens
 	// issued before it. One admin suffices. Pausing a paused environment moves
@@ -71,6 +78,16 @@ func (c *gatekeeperServiceClient) Admit(ctx context.Context, in *AdmitRequest, o
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AdmitResponse)
 	err := c.cc.Invoke(ctx, GatekeeperService_Admit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gatekeeperServiceClient) RecordDeployment(ctx context.Context, in *RecordDeploymentRequest, opts ...grpc.CallOption) (*RecordDeploymentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordDeploymentResponse)
+	err := c.cc.Invoke(ctx, GatekeeperService_RecordDeployment_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -137,6 +154,12 @@ type GatekeeperServiceServer interface {
 	// A deny is a successful call with decision DECISION_DENY and every reason.
 	// Each decision is signed and logged.
 	Admit(context.Context, *AdmitRequest) (*AdmitResponse, error)
+	// RecordDeployment reports that an artifact was deployed to an environment
+	// under an allow decision. The gatekeeper checks that the decision record
+	// is one of its own signed allows for that artifact and environment, then
+	// has the catalog log and store the deployment. A decision that does not
+	// verify or does not match is PermissionDenied and nothing is recorded.
+	RecordDeployment(context.Context, *RecordDeploymentRequest) (*RecordDeploymentResponse, error)
 	// Pause stops every admission to one environment and moves its pause
 	// epoch forward, so that the broker and edges refuse decisions and tokens
 	// issued before it. One admin suffices. Pausing a paused environment moves
@@ -169,6 +192,9 @@ type UnimplementedGatekeeperServiceServer struct{}
 
 func (UnimplementedGatekeeperServiceServer) Admit(context.Context, *AdmitRequest) (*AdmitResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Admit not implemented")
+}
+func (UnimplementedGatekeeperServiceServer) RecordDeployment(context.Context, *RecordDeploymentRequest) (*RecordDeploymentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordDeployment not implemented")
 }
 func (UnimplementedGatekeeperServiceServer) Pause(context.Context, *PauseRequest) (*PauseResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Pause not implemented")
@@ -220,6 +246,24 @@ func _GatekeeperService_Admit_Handler(srv interface{}, ctx context.Context, dec 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(GatekeeperServiceServer).Admit(ctx, req.(*AdmitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GatekeeperService_RecordDeployment_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordDeploymentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatekeeperServiceServer).RecordDeployment(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatekeeperService_RecordDeployment_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatekeeperServiceServer).RecordDeployment(ctx, req.(*RecordDeploymentRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -324,6 +368,10 @@ var GatekeeperService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Admit",
 			Handler:    _GatekeeperService_Admit_Handler,
+		},
+		{
+			MethodName: "RecordDeployment",
+			Handler:    _GatekeeperService_RecordDeployment_Handler,
 		},
 		{
 			MethodName: "Pause",

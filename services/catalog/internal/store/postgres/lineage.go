@@ -129,23 +129,7 @@ func jsonObject(m map[string]string) (string, error) {
 // fetches, so limit keeps the nearest edges; the row numbers keep the
 // order the walk reached them in through the joins.
 func (s *Store) Lineage(ctx context.Context, node string, dir catalog.Direction, limit int) ([]catalog.Edge, error) {
-	// start matches the edges at node; next is the node an edge leads to.
-	start, next := "e.artifact_digest", "e.dependency"
-	if dir == catalog.Down {
-		start, next = next, start
-	}
-	q := `WITH RECURSIVE walk (edge_id, next) AS (
-			SELECT e.id, ` + next + ` FROM lineage_edges e JOIN artifacts a ON a.id = e.artifact_id
-			WHERE ` + start + ` = $1 AND a.checkpoint IS NOT NULL
-			UNION
-			SELECT e.id, ` + next + ` FROM walk w JOIN lineage_edges e ON ` + start + ` = w.next
-			JOIN artifacts a ON a.id = e.artifact_id WHERE a.checkpoint IS NOT NULL
-		), reached AS (
-			SELECT edge_id, row_number() OVER () AS n FROM (SELECT edge_id FROM walk LIMIT $2) cut
-		)
-		SELECT ` + sqlquery.EdgeColumns + `, e.digests::text, e.annotations::text
-		FROM reached r JOIN lineage_edges e ON e.id = r.edge_id JOIN artifacts a ON a.id = e.artifact_id
-		ORDER BY r.n`
+	q := lineageQuery(dir)
 	rows, err := s.db.Query(ctx, q, node, limitArg(limit))
 	if err != nil {
 		return nil, fmt.Errorf("walk lineage from %s: %w", node, err)
@@ -163,6 +147,37 @@ func (s *Store) Lineage(ctx context.Context, node string, dir catalog.Direction,
 		return nil, fmt.Errorf("walk lineage from %s: %w", node, err)
 	}
 	return out, nil
+}
+
+// lineageQuery is the walk from $1 in direction dir, at most $2 edges.
+func lineageQuery(dir catalog.Direction) string {
+	// start matches the edges at node; next is the node an edge leads to.
+	start, next := "e.artifact_digest", "e.dependency"
+	if dir == catalog.Down {
+		start, next = next, start
+	}
+	// Each step and each edge read back is a LATERAL subquery that OFFSET 0
+	// keeps from being flattened, so that it is an index lookup per row
+	// reached whatever the planner estimates: on tables without fresh
+	// statistics it otherwise hash-joins full scans of both tables at
+	// every depth (decision 0065).
+	q := `WITH RECURSIVE walk (edge_id, next) AS (
+			SELECT e.id, ` + next + ` FROM lineage_edges e JOIN artifacts a ON a.id = e.artifact_id
+			WHERE ` + start + ` = $1 AND a.checkpoint IS NOT NULL
+			UNION
+			SELECT x.id, x.next FROM walk w CROSS JOIN LATERAL (
+				SELECT e.id, ` + next + ` AS next FROM lineage_edges e JOIN artifacts a ON a.id = e.artifact_id
+				WHERE ` + start + ` = w.next AND a.checkpoint IS NOT NULL OFFSET 0) x
+		), reached AS (
+			SELECT edge_id, row_number() OVER () AS n FROM (SELECT edge_id FROM walk LIMIT $2) cut
+		)
+		SELECT x.id, x.aname, x.aversion, x.artifact_digest, x.dependency, x.uri, x.name, x.digests, x.annotations
+		FROM reached r CROSS JOIN LATERAL (
+			SELECT e.id, a.name AS aname, a.version AS aversion, e.artifact_digest, e.dependency, e.uri, e.name,
+				e.digests::text AS digests, e.annotations::text AS annotations, r.n
+			FROM lineage_edges e JOIN artifacts a ON a.id = e.artifact_id WHERE e.id = r.edge_id OFFSET 0) x
+		ORDER BY x.n`
+	return q
 }
 
 // LoggedArtifactsByDigests returns the logged artifacts with any of

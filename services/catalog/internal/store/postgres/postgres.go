@@ -48,6 +48,13 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if !strings.Contains(dsn, "pool_max_conns") {
 		cfg.MaxConns = defaultMaxConns
 	}
+	// The catalog's queries are short index lookups; JIT compiling one
+	// whose estimate is inflated (a recursive walk) costs hundreds of
+	// milliseconds for sub-millisecond work (decision 0065). A connection
+	// string that sets jit keeps its choice.
+	if _, ok := cfg.ConnConfig.RuntimeParams["jit"]; !ok {
+		cfg.ConnConfig.RuntimeParams["jit"] = "off"
+	}
 	where := fmt.Sprintf("PostgreSQL %s@%s:%d/%s", cfg.ConnConfig.User, cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database)
 	db, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
