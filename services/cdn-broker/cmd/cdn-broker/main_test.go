@@ -40,7 +40,7 @@ func TestRefusesToStartWithBadCDNConfig(t *testing.T) {
 		"vault no token": {[]string{"--vault-addr", "http://127.0.0.1:8200", "--vault-token-file", missing}, "read Vault token file"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			args := append([]string{"--trust-domain", "custody.test", "--svid-dir", dir, "--signer-addr", "127.0.0.1:1",
+			args := append([]string{"--trust-domain", "custody.test", "--svid-dir", dir, "--signer-addr", "127.0.0.1:1", "--gatekeeper-addr", "127.0.0.1:1",
 				"--token-private-key-file", tokenKey, "--edge-url", "https://edge.example"}, tc.extra...)
 			var stderr bytes.Buffer
 			err := run(t.Context(), args, func(string) string { return "" }, &stderr)
