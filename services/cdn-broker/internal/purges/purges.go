@@ -67,7 +67,6 @@ var (
 // Limits on what callers can make the manager hold.
 const (
 	MaxDigests    = 100    // per Enqueue
-	MaxJobs       = 10_000 // pending jobs
 	maxFinished   = 100    // finished jobs kept for Status
 	maxOutbox     = 50_000 // events waiting for the log; purge.failed is dropped beyond
 	maxErrorBytes = 300
@@ -98,6 +97,8 @@ type Config struct {
 	// AlertAfter is the number of failed attempts after which a target of a
 	// job counts as stuck (metric custody_purge_stuck); default 5.
 	AlertAfter int
+	// MaxJobs bounds the pending jobs; default 10,000.
+	MaxJobs int
 	// Poll is how often Run looks for due attempts; default 1s.
 	Poll time.Duration
 	Now  func() time.Time
@@ -181,6 +182,9 @@ func Open(cfg Config) (*Manager, error) {
 	}
 	if cfg.AlertAfter <= 0 {
 		cfg.AlertAfter = 5
+	}
+	if cfg.MaxJobs <= 0 {
+		cfg.MaxJobs = 10_000
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = time.Second
@@ -304,9 +308,9 @@ func (m *Manager) Enqueue(ctx context.Context, caller, reason, reference string,
 		}
 		out[i] = clone(j)
 	}
-	if len(m.q.Pending) > MaxJobs {
+	if len(m.q.Pending) > m.cfg.MaxJobs {
 		m.q = old
-		return nil, fmt.Errorf("%w: %d jobs pending, at most %d: wait for them to finish (custody purge status)", ErrFull, len(old.Pending), MaxJobs)
+		return nil, fmt.Errorf("%w: %d jobs pending, at most %d: wait for them to finish (custody purge status)", ErrFull, len(old.Pending), m.cfg.MaxJobs)
 	}
 	if added > 0 {
 		if err := m.save(); err != nil {
