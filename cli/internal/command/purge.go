@@ -54,6 +54,9 @@ func purgeJobs(in []*cdnbrokerv1.PurgeJob) []purgeJob {
 
 func (c *cli) printPurgeJobs(jobs []purgeJob, asJSON bool) error {
 	if asJSON {
+		if jobs == nil {
+			jobs = []purgeJob{}
+		}
 		return printJSON(c.stdout, map[string]any{"jobs": jobs})
 	}
 	if len(jobs) == 0 {
