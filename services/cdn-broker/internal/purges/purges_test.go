@@ -426,3 +426,38 @@ func TestCloudFrontTargetThroughTheVendorClient(t *testing.T) {
 		}
 	}
 }
+
+// FuzzEnqueue: whatever a caller sends, Enqueue either refuses it as
+// invalid or queues canonical digests, never panics, and the queue file it
+// writes opens again.
+func FuzzEnqueue(f *testing.F) {
+	f.Add("admin", "ticket-1", d1, d2)
+	f.Add("kill-switch", "a:b.c_d-e", "SHA256:"+strings.ToUpper(d1[7:]), "")
+	f.Add("x", "", "sha256:", "../..")
+	f.Fuzz(func(t *testing.T, reason, ref, a, b string) {
+		dir := t.TempDir()
+		m, err := purges.Open(purges.Config{Dir: dir, Targets: []purges.Target{&flaky{name: "edge:a"}}, Log: &memLog{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		digests := []string{a}
+		if b != "" {
+			digests = append(digests, b)
+		}
+		jobs, err := m.Enqueue(t.Context(), "spiffe://custody.test/admin/f", reason, ref, digests)
+		if err != nil {
+			if !errors.Is(err, purges.ErrInvalid) {
+				t.Fatalf("err = %v, want ErrInvalid", err)
+			}
+			return
+		}
+		for _, j := range jobs {
+			if len(j.Digest) != 71 || !strings.HasPrefix(j.Digest, "sha256:") || strings.ToLower(j.Digest) != j.Digest {
+				t.Fatalf("queued digest %q", j.Digest)
+			}
+		}
+		if _, err := purges.Open(purges.Config{Dir: dir, Log: &memLog{}}); err != nil {
+			t.Fatalf("the queue file does not open again: %v", err)
+		}
+	})
+}
