@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,11 +22,22 @@ import (
 	"github.com/custody-dev/custody/cli/internal/devstack"
 )
 
+type jobOut struct {
+	ID      string `json:"id"`
+	Digest  string `json:"digest"`
+	Done    bool   `json:"done"`
+	Targets []struct {
+		Name      string `json:"name"`
+		Confirmed bool   `json:"confirmed"`
+	} `json:"targets"`
+}
+
 // TestPurgeDropsTheEdgeCache: an artifact fetched through the edge is in
 // its cache; `custody purge` queues a job at the broker, which purges the
 // real edge process over mTLS and logs every step; the edge's cache no
-// longer holds the digest. Deployers, builders and the edge itself may not
-// ask for purges.
+// longer holds the digest. A broker killed mid-queue resumes the job.
+// Deployers, builders, auditors and the edge itself may not ask for
+// purges.
 func TestPurgeDropsTheEdgeCache(t *testing.T) {
 	s := start(t)
 	work := t.TempDir()
@@ -61,15 +75,7 @@ func TestPurgeDropsTheEdgeCache(t *testing.T) {
 	}
 
 	var out struct {
-		Jobs []struct {
-			ID      string `json:"id"`
-			Digest  string `json:"digest"`
-			Done    bool   `json:"done"`
-			Targets []struct {
-				Name      string `json:"name"`
-				Confirmed bool   `json:"confirmed"`
-			} `json:"targets"`
-		} `json:"jobs"`
+		Jobs []jobOut `json:"jobs"`
 	}
 	mustJSON(t, s.mustCustody("purge", digest, "--reference", "ticket-42", "--wait", "60s", "--json"), &out)
 	if len(out.Jobs) != 1 || out.Jobs[0].Digest != digest || !out.Jobs[0].Done || len(out.Jobs[0].Targets) != 1 ||
@@ -84,8 +90,63 @@ func TestPurgeDropsTheEdgeCache(t *testing.T) {
 		t.Fatalf("purge status:\n%s", status)
 	}
 
+	// Restart mid-queue: the edge frozen, a purge queued, the broker
+	// killed; the restarted broker resumes the job from its state
+	// directory once the edge answers again.
+	s.mustCustody("fetch", "purged@1", "--env", "staging", "-o", filepath.Join(work, "out2"))
+	if _, err := os.Stat(cached); err != nil {
+		t.Fatalf("the edge did not cache the blob again: %v", err)
+	}
+	edgePID := s.info.PIDs["edge"]
+	if err := syscall.Kill(edgePID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(edgePID, syscall.SIGCONT) })
+	mustJSON(t, s.mustCustody("purge", digest, "--reference", "ticket-43", "--json"), &out)
+	if len(out.Jobs) != 1 || out.Jobs[0].Done {
+		t.Fatalf("purge with the edge frozen: %+v", out)
+	}
+	resumed := out.Jobs[0].ID
+	if b, err := os.ReadFile(filepath.Join(l.DataDir("cdn-broker"), "purges.json")); err != nil || !strings.Contains(string(b), resumed) {
+		t.Fatalf("the queued job is not in the broker's queue file: %v", err)
+	}
+	oldBroker := s.info.PIDs["cdn-broker"]
+	if err := syscall.Kill(oldBroker, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		var now devstack.Stack
+		if b, err := os.ReadFile(l.StackFile()); err == nil && json.Unmarshal(b, &now) == nil && now.PIDs["cdn-broker"] != oldBroker {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the broker was not restarted within 90s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := syscall.Kill(edgePID, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		o, code := s.custody("purge", "status", "--json")
+		if code == 0 {
+			mustJSON(t, o, &out)
+			if i := slices.IndexFunc(out.Jobs, func(j jobOut) bool { return j.ID == resumed }); i >= 0 && out.Jobs[i].Done {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted broker did not finish job %s:\n%s", resumed, o)
+		}
+		time.Sleep(time.Second)
+	}
+	if _, err := os.Stat(cached); !os.IsNotExist(err) {
+		t.Fatalf("the edge still caches %s after the resumed purge: %v", digest, err)
+	}
+
 	// Every step is in the log, written by the broker.
-	deadline := time.Now().Add(60 * time.Second)
+	deadline = time.Now().Add(60 * time.Second)
 	for {
 		audit, _ := s.custody("audit", digest)
 		if strings.Contains(audit, "purge.requested") && strings.Contains(audit, "purge.confirmed") {
