@@ -70,6 +70,10 @@ const (
 	maxFinished   = 100    // finished jobs kept for Status
 	maxOutbox     = 50_000 // events waiting for the log; purge.failed is dropped beyond
 	maxErrorBytes = 300
+	// maxPerStep bounds the attempts of one Step (8 at a time), so that a
+	// hanging target delays the log and the next round by minutes, not
+	// hours; the oldest jobs go first and the rest wait for the next Step.
+	maxPerStep = 64
 	fileName      = "purges.json"
 	maxFileBytes  = 256 << 20
 )
@@ -392,6 +396,7 @@ func (m *Manager) Step(ctx context.Context) {
 		}
 	}
 	m.mu.Unlock()
+	due = due[:min(len(due), maxPerStep)]
 
 	type result struct {
 		a   attempt
