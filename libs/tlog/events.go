@@ -42,6 +42,13 @@ const (
 	// co-sign.
 	TypeCheckpointCosignRefused = "checkpoint.cosign-refused"
 
+	// TypePurgeRequested, TypePurgeConfirmed and TypePurgeFailed are the
+	// broker's purge jobs: a digest queued for purging on every CDN and
+	// edge, one target's confirmation, one target's failed attempt.
+	TypePurgeRequested = "purge.requested"
+	TypePurgeConfirmed = "purge.confirmed"
+	TypePurgeFailed    = "purge.failed"
+
 	// TypeAdmissionDecided is one of the gatekeeper's admission decisions.
 	TypeAdmissionDecided = "admission.decided"
 	// TypeDeploymentRecorded is a deployment a deployer reported through

@@ -240,7 +240,8 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 			"--cache-dir", l.DataDir(name), "--token-public-key-file", l.path("keys", "token.pub.pem"), "--gatekeeper-addr", addr("gatekeeper"))
 	case "cdn-broker":
 		a = append(a, "--signer-addr", addr("signer"), "--gatekeeper-addr", addr("gatekeeper"), "--edge-url", "https://"+s.Services["edge"]["https"],
-			"--token-private-key-file", l.path("keys", "token.pem"))
+			"--token-private-key-file", l.path("keys", "token.pem"),
+			"--state-dir", l.DataDir(name), "--catalog-addr", addr("catalog"), "--edge-grpc", "dev="+s.Services["edge"]["grpc"])
 	}
 	return a
 }

@@ -10,20 +10,28 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"regexp"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/custody-dev/custody/libs/daemon"
+	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
+	edgev1 "github.com/custody-dev/custody/libs/gen/custody/edge/v1"
 	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/stopstate"
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/broker"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/cdns"
+	"github.com/custody-dev/custody/services/cdn-broker/internal/purges"
 )
+
+var edgeNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{0,62}$`)
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -42,6 +50,8 @@ type config struct {
 	GatekeeperAddr            string
 	StopStateMaxAge           time.Duration
 	EdgeURLs                  []string
+	StateDir, CatalogAddr     string
+	EdgeGRPC                  []string
 	TokenTTL, DecisionMaxAge  time.Duration
 }
 
@@ -73,6 +83,18 @@ func (c *config) validate() error {
 	if (c.VaultAddr == "") != (c.VaultTokenFile == "") {
 		errs = append(errs, errors.New("--vault-addr and --vault-token-file go together"))
 	}
+	if (c.StateDir == "") != (c.CatalogAddr == "") {
+		errs = append(errs, errors.New("--state-dir and --catalog-addr go together: purges are queued in the one and logged to the other"))
+	}
+	for _, e := range c.EdgeGRPC {
+		name, addr, ok := strings.Cut(e, "=")
+		if !ok || !edgeNameRE.MatchString(name) || addr == "" {
+			errs = append(errs, fmt.Errorf("--edge-grpc %q: want NAME=HOST:PORT, NAME as in the edge's SPIFFE ID /edge/NAME", e))
+		}
+	}
+	if len(c.EdgeGRPC) > 0 && c.StateDir == "" {
+		errs = append(errs, errors.New("--edge-grpc needs --state-dir and --catalog-addr (the purge queue)"))
+	}
 	if c.DecisionMaxAge <= 0 {
 		errs = append(errs, fmt.Errorf("--decision-max-age %s: must be positive", c.DecisionMaxAge))
 	}
@@ -95,6 +117,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.String(&cfg.GatekeeperAddr, "gatekeeper-addr", "CUSTODY_GATEKEEPER_ADDR", "", "gatekeeper gRPC address (stop state: pauses, kill switch, revocations)")
 	f.Duration(&cfg.StopStateMaxAge, "stop-state-max-age", "CUSTODY_STOP_STATE_MAX_AGE", 3*time.Second,
 		"oldest stop state used; older (gatekeeper unreachable) means every request is refused")
+	f.String(&cfg.StateDir, "state-dir", "CUSTODY_STATE_DIR", "", "directory for the purge queue (purges.json); purges are off without it")
+	f.String(&cfg.CatalogAddr, "catalog-addr", "CUSTODY_CATALOG_ADDR", "", "catalog gRPC address (purge events)")
+	f.Strings(&cfg.EdgeGRPC, "edge-grpc", "CUSTODY_EDGE_GRPC", "an edge to purge, NAME=HOST:PORT of its gRPC API (SPIFFE ID /edge/NAME)")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -127,13 +152,41 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	stops := stopstate.NewWatcher(stopstate.WatcherConfig{
 		Gatekeeper: gatekeeperv1.NewGatekeeperServiceClient(gkConn), MaxAge: cfg.StopStateMaxAge, Logger: d.Logger, Registry: d.Telemetry.Registry,
 	})
+	var components []daemon.Component
+	var manager *purges.Manager
+	if cfg.StateDir != "" {
+		catalogConn, err := d.Dial(cfg.CatalogAddr, "catalog")
+		if err != nil {
+			return err
+		}
+		defer catalogConn.Close()
+		var targets []purges.Target
+		for _, e := range cfg.EdgeGRPC {
+			name, addr, _ := strings.Cut(e, "=")
+			conn, err := rpc.Dial(addr, spiffeid.RequireFromPath(d.TrustDomain, "/edge/"+name), d.Source, d.Telemetry)
+			if err != nil {
+				return fmt.Errorf("edge %s: %w", name, err)
+			}
+			defer conn.Close()
+			targets = append(targets, purges.NewEdge(name, edgev1.NewEdgeServiceClient(conn)))
+		}
+		manager, err = purges.Open(purges.Config{Dir: cfg.StateDir, Targets: targets, Log: purges.NewCatalog(catalogv1.NewCatalogServiceClient(catalogConn)),
+			Logger: d.Logger, Registerer: d.Telemetry.Registry})
+		if err != nil {
+			return err
+		}
+		components = append(components, manager.Run)
+	} else {
+		d.Logger.WarnContext(ctx, "no --state-dir: PurgeDigests is unavailable and nothing is purged")
+	}
 	srv := d.NewServer(broker.Policy(d.TrustDomain))
 	cdnbrokerv1.RegisterCdnBrokerServiceServer(srv, broker.New(broker.Config{
 		TokenKey: key, EdgeURLs: cfg.EdgeURLs, CDNs: cdnList, TokenTTL: cfg.TokenTTL, DecisionMaxAge: cfg.DecisionMaxAge,
 		Gatekeeper: spiffeid.RequireFromPath(d.TrustDomain, "/service/gatekeeper"),
 		Signer:     signerv1.NewSignerServiceClient(signerConn), Stops: stops, Logger: d.Logger, Metrics: d.Telemetry.Metrics, Now: time.Now,
+		Purges: manager,
 	}))
-	return d.Serve(ctx, srv, stops.Run)
+	return d.Serve(ctx, srv, append(components, stops.Run)...)
 }
 
 // loadCDNs reads the CDN configuration and every key it names; the broker

@@ -34,10 +34,14 @@ func TestRefusesToStartWithBadCDNConfig(t *testing.T) {
 	}{
 		"missing key file": {[]string{"--cdn-config-file", write("a.json", fmt.Sprintf(`{"cdns": [{"name": "g", "kind": "cloud-cdn", "base_url": "https://g.example", "key": {"name": "k1", "file": %q}}]}`, missing))},
 			"CDN g key k1: read key file"},
-		"malformed":      {[]string{"--cdn-config-file", write("b.json", `{"cdns": [{"name": "g", "secret": "x"}]}`)}, "invalid JSON"},
-		"missing config": {[]string{"--cdn-config-file", filepath.Join(dir, "none.json")}, "read CDN configuration"},
-		"vault half set": {[]string{"--vault-addr", "http://127.0.0.1:8200"}, "--vault-addr and --vault-token-file go together"},
-		"vault no token": {[]string{"--vault-addr", "http://127.0.0.1:8200", "--vault-token-file", missing}, "read Vault token file"},
+		"malformed":          {[]string{"--cdn-config-file", write("b.json", `{"cdns": [{"name": "g", "secret": "x"}]}`)}, "invalid JSON"},
+		"missing config":     {[]string{"--cdn-config-file", filepath.Join(dir, "none.json")}, "read CDN configuration"},
+		"vault half set":     {[]string{"--vault-addr", "http://127.0.0.1:8200"}, "--vault-addr and --vault-token-file go together"},
+		"state dir alone":    {[]string{"--state-dir", dir}, "--state-dir and --catalog-addr go together"},
+		"edge without queue": {[]string{"--edge-grpc", "dev=127.0.0.1:1"}, "--edge-grpc needs --state-dir"},
+		"edge no name":       {[]string{"--state-dir", dir, "--catalog-addr", "127.0.0.1:1", "--edge-grpc", "127.0.0.1:1"}, "want NAME=HOST:PORT"},
+		"edge path name":     {[]string{"--state-dir", dir, "--catalog-addr", "127.0.0.1:1", "--edge-grpc", "a/../b=127.0.0.1:1"}, "want NAME=HOST:PORT"},
+		"vault no token":     {[]string{"--vault-addr", "http://127.0.0.1:8200", "--vault-token-file", missing}, "read Vault token file"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			args := append([]string{"--trust-domain", "custody.test", "--svid-dir", dir, "--signer-addr", "127.0.0.1:1", "--gatekeeper-addr", "127.0.0.1:1",

@@ -27,6 +27,7 @@ import (
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/cdns"
+	"github.com/custody-dev/custody/services/cdn-broker/internal/purges"
 )
 
 // Policy is who may call the broker; see docs/services.md.
@@ -34,6 +35,14 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	return rpc.Policy{
 		rpc.Method(cdnbrokerv1.CdnBrokerService_ServiceDesc, "IssueDownloadUrl"): {
 			rpc.Under{TrustDomain: td, Prefix: "/deployer"}, rpc.Under{TrustDomain: td, Prefix: "/admin"},
+		},
+		// Who causes purges; PurgeDigests also limits each to its reasons.
+		rpc.Method(cdnbrokerv1.CdnBrokerService_ServiceDesc, "PurgeDigests"): {
+			rpc.ID(spiffeid.RequireFromPath(td, "/service/publisher")), rpc.ID(spiffeid.RequireFromPath(td, "/service/signer")),
+			rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper")), rpc.Under{TrustDomain: td, Prefix: "/admin"},
+		},
+		rpc.Method(cdnbrokerv1.CdnBrokerService_ServiceDesc, "GetPurgeStatus"): {
+			rpc.Under{TrustDomain: td, Prefix: "/admin"},
 		},
 	}
 }
@@ -56,6 +65,8 @@ type Config struct {
 	Logger  *slog.Logger
 	Metrics *telemetry.Metrics
 	Now     func() time.Time
+	// Purges is the purge queue; nil: PurgeDigests is Unavailable.
+	Purges *purges.Manager
 }
 
 // Stops tells whether something issued at a time for an environment may

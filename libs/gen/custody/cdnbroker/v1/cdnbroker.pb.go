@@ -22,6 +22,381 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PurgeDigestsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "sha256:<hex>" digests, 1 to 100, no duplicates.
+	Digests []string `protobuf:"bytes,1,rep,name=digests,proto3" json:"digests,omitempty"`
+	// Why: retention-deleted, artifact-revoked, key-revoked, kill-switch or
+	// admin.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The cause's identifier (revocation ID, log index, ticket), 1 to 64 of
+	// A-Z a-z 0-9 . _ : -; it makes a retried request idempotent and is the
+	// vendors' idempotency key where they have one.
+	Reference     string `protobuf:"bytes,3,opt,name=reference,proto3" json:"reference,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeDigestsRequest) Reset() {
+	*x = PurgeDigestsRequest{}
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeDigestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeDigestsRequest) ProtoMessage() {}
+
+func (x *PurgeDigestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeDigestsRequest.ProtoReflect.Descriptor instead.
+func (*PurgeDigestsRequest) Descriptor() ([]byte, []int) {
+	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PurgeDigestsRequest) GetDigests() []string {
+	if x != nil {
+		return x.Digests
+	}
+	return nil
+}
+
+func (x *PurgeDigestsRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PurgeDigestsRequest) GetReference() string {
+	if x != nil {
+		return x.Reference
+	}
+	return ""
+}
+
+type PurgeDigestsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One job per requested digest, in request order.
+	Jobs          []*PurgeJob `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeDigestsResponse) Reset() {
+	*x = PurgeDigestsResponse{}
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeDigestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeDigestsResponse) ProtoMessage() {}
+
+func (x *PurgeDigestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeDigestsResponse.ProtoReflect.Descriptor instead.
+func (*PurgeDigestsResponse) Descriptor() ([]byte, []int) {
+	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PurgeDigestsResponse) GetJobs() []*PurgeJob {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+type GetPurgeStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPurgeStatusRequest) Reset() {
+	*x = GetPurgeStatusRequest{}
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPurgeStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPurgeStatusRequest) ProtoMessage() {}
+
+func (x *GetPurgeStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPurgeStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetPurgeStatusRequest) Descriptor() ([]byte, []int) {
+	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP(), []int{2}
+}
+
+type GetPurgeStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Pending jobs first (oldest first), then finished ones (newest first).
+	Jobs          []*PurgeJob `protobuf:"bytes,1,rep,name=jobs,proto3" json:"jobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPurgeStatusResponse) Reset() {
+	*x = GetPurgeStatusResponse{}
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPurgeStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPurgeStatusResponse) ProtoMessage() {}
+
+func (x *GetPurgeStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPurgeStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetPurgeStatusResponse) Descriptor() ([]byte, []int) {
+	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetPurgeStatusResponse) GetJobs() []*PurgeJob {
+	if x != nil {
+		return x.Jobs
+	}
+	return nil
+}
+
+// PurgeJob is one digest being purged on every target.
+type PurgeJob struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Digest    string                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	Reason    string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reference string                 `protobuf:"bytes,4,opt,name=reference,proto3" json:"reference,omitempty"`
+	// The identity that asked for the purge.
+	RequestedBy string                 `protobuf:"bytes,5,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	RequestedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=requested_at,json=requestedAt,proto3" json:"requested_at,omitempty"`
+	// True once every target confirmed.
+	Done          bool           `protobuf:"varint,7,opt,name=done,proto3" json:"done,omitempty"`
+	Targets       []*PurgeTarget `protobuf:"bytes,8,rep,name=targets,proto3" json:"targets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeJob) Reset() {
+	*x = PurgeJob{}
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeJob) ProtoMessage() {}
+
+func (x *PurgeJob) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeJob.ProtoReflect.Descriptor instead.
+func (*PurgeJob) Descriptor() ([]byte, []int) {
+	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PurgeJob) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PurgeJob) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *PurgeJob) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PurgeJob) GetReference() string {
+	if x != nil {
+		return x.Reference
+	}
+	return ""
+}
+
+func (x *PurgeJob) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+func (x *PurgeJob) GetRequestedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RequestedAt
+	}
+	return nil
+}
+
+func (x *PurgeJob) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *PurgeJob) GetTargets() []*PurgeTarget {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+// PurgeTarget is one CDN or edge's part of a job.
+type PurgeTarget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "edge:<name>" or "cdn:<name>".
+	Name      string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Confirmed bool   `protobuf:"varint,2,opt,name=confirmed,proto3" json:"confirmed,omitempty"`
+	Attempts  uint32 `protobuf:"varint,3,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// The last failure, empty once confirmed.
+	LastError string `protobuf:"bytes,4,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// When the next attempt is due, if not confirmed.
+	NextAttemptAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=next_attempt_at,json=nextAttemptAt,proto3" json:"next_attempt_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeTarget) Reset() {
+	*x = PurgeTarget{}
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeTarget) ProtoMessage() {}
+
+func (x *PurgeTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeTarget.ProtoReflect.Descriptor instead.
+func (*PurgeTarget) Descriptor() ([]byte, []int) {
+	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PurgeTarget) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PurgeTarget) GetConfirmed() bool {
+	if x != nil {
+		return x.Confirmed
+	}
+	return false
+}
+
+func (x *PurgeTarget) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *PurgeTarget) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *PurgeTarget) GetNextAttemptAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextAttemptAt
+	}
+	return nil
+}
+
 type IssueDownloadUrlRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The gatekeeper's decision record (DSSE envelope, JSON encoded).
@@ -32,7 +407,7 @@ type IssueDownloadUrlRequest struct {
 
 func (x *IssueDownloadUrlRequest) Reset() {
 	*x = IssueDownloadUrlRequest{}
-	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[0]
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -44,7 +419,7 @@ func (x *IssueDownloadUrlRequest) String() string {
 func (*IssueDownloadUrlRequest) ProtoMessage() {}
 
 func (x *IssueDownloadUrlRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[0]
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -57,7 +432,7 @@ func (x *IssueDownloadUrlRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueDownloadUrlRequest.ProtoReflect.Descriptor instead.
 func (*IssueDownloadUrlRequest) Descriptor() ([]byte, []int) {
-	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP(), []int{0}
+	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *IssueDownloadUrlRequest) GetDecisionEnvelope() []byte {
@@ -83,7 +458,7 @@ type IssueDownloadUrlResponse struct {
 
 func (x *IssueDownloadUrlResponse) Reset() {
 	*x = IssueDownloadUrlResponse{}
-	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[1]
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -95,7 +470,7 @@ func (x *IssueDownloadUrlResponse) String() string {
 func (*IssueDownloadUrlResponse) ProtoMessage() {}
 
 func (x *IssueDownloadUrlResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[1]
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -108,7 +483,7 @@ func (x *IssueDownloadUrlResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IssueDownloadUrlResponse.ProtoReflect.Descriptor instead.
 func (*IssueDownloadUrlResponse) Descriptor() ([]byte, []int) {
-	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP(), []int{1}
+	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *IssueDownloadUrlResponse) GetUrls() []string {
@@ -156,7 +531,7 @@ type CdnUrl struct {
 
 func (x *CdnUrl) Reset() {
 	*x = CdnUrl{}
-	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[2]
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -168,7 +543,7 @@ func (x *CdnUrl) String() string {
 func (*CdnUrl) ProtoMessage() {}
 
 func (x *CdnUrl) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[2]
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -181,7 +556,7 @@ func (x *CdnUrl) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CdnUrl.ProtoReflect.Descriptor instead.
 func (*CdnUrl) Descriptor() ([]byte, []int) {
-	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP(), []int{2}
+	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CdnUrl) GetCdn() string {
@@ -228,7 +603,7 @@ type SignedCookie struct {
 
 func (x *SignedCookie) Reset() {
 	*x = SignedCookie{}
-	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[3]
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +615,7 @@ func (x *SignedCookie) String() string {
 func (*SignedCookie) ProtoMessage() {}
 
 func (x *SignedCookie) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[3]
+	mi := &file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +628,7 @@ func (x *SignedCookie) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedCookie.ProtoReflect.Descriptor instead.
 func (*SignedCookie) Descriptor() ([]byte, []int) {
-	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP(), []int{3}
+	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SignedCookie) GetName() string {
@@ -295,7 +670,32 @@ var File_custody_cdnbroker_v1_cdnbroker_proto protoreflect.FileDescriptor
 
 const file_custody_cdnbroker_v1_cdnbroker_proto_rawDesc = "" +
 	"\n" +
-	"$custody/cdnbroker/v1/cdnbroker.proto\x12\x14custody.cdnbroker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"F\n" +
+	"$custody/cdnbroker/v1/cdnbroker.proto\x12\x14custody.cdnbroker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"e\n" +
+	"\x13PurgeDigestsRequest\x12\x18\n" +
+	"\adigests\x18\x01 \x03(\tR\adigests\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1c\n" +
+	"\treference\x18\x03 \x01(\tR\treference\"J\n" +
+	"\x14PurgeDigestsResponse\x122\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x1e.custody.cdnbroker.v1.PurgeJobR\x04jobs\"\x17\n" +
+	"\x15GetPurgeStatusRequest\"L\n" +
+	"\x16GetPurgeStatusResponse\x122\n" +
+	"\x04jobs\x18\x01 \x03(\v2\x1e.custody.cdnbroker.v1.PurgeJobR\x04jobs\"\x9b\x02\n" +
+	"\bPurgeJob\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1c\n" +
+	"\treference\x18\x04 \x01(\tR\treference\x12!\n" +
+	"\frequested_by\x18\x05 \x01(\tR\vrequestedBy\x12=\n" +
+	"\frequested_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\x12\x12\n" +
+	"\x04done\x18\a \x01(\bR\x04done\x12;\n" +
+	"\atargets\x18\b \x03(\v2!.custody.cdnbroker.v1.PurgeTargetR\atargets\"\xbe\x01\n" +
+	"\vPurgeTarget\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tconfirmed\x18\x02 \x01(\bR\tconfirmed\x12\x1a\n" +
+	"\battempts\x18\x03 \x01(\rR\battempts\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x04 \x01(\tR\tlastError\x12B\n" +
+	"\x0fnext_attempt_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\"F\n" +
 	"\x17IssueDownloadUrlRequest\x12+\n" +
 	"\x11decision_envelope\x18\x01 \x01(\fR\x10decisionEnvelope\"\xba\x01\n" +
 	"\x18IssueDownloadUrlResponse\x12\x12\n" +
@@ -315,9 +715,11 @@ const file_custody_cdnbroker_v1_cdnbroker_proto_rawDesc = "" +
 	"\x06domain\x18\x03 \x01(\tR\x06domain\x12\x12\n" +
 	"\x04path\x18\x04 \x01(\tR\x04path\x129\n" +
 	"\n" +
-	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\x85\x01\n" +
+	"expires_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt2\xd9\x02\n" +
 	"\x10CdnBrokerService\x12q\n" +
-	"\x10IssueDownloadUrl\x12-.custody.cdnbroker.v1.IssueDownloadUrlRequest\x1a..custody.cdnbroker.v1.IssueDownloadUrlResponseB\xe6\x01\n" +
+	"\x10IssueDownloadUrl\x12-.custody.cdnbroker.v1.IssueDownloadUrlRequest\x1a..custody.cdnbroker.v1.IssueDownloadUrlResponse\x12e\n" +
+	"\fPurgeDigests\x12).custody.cdnbroker.v1.PurgeDigestsRequest\x1a*.custody.cdnbroker.v1.PurgeDigestsResponse\x12k\n" +
+	"\x0eGetPurgeStatus\x12+.custody.cdnbroker.v1.GetPurgeStatusRequest\x1a,.custody.cdnbroker.v1.GetPurgeStatusResponseB\xe6\x01\n" +
 	"\x18com.custody.cdnbroker.v1B\x0eCdnbrokerProtoP\x01ZHgithub.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1;cdnbrokerv1\xa2\x02\x03CCX\xaa\x02\x14Custody.Cdnbroker.V1\xca\x02\x14Custody\\Cdnbroker\\V1\xe2\x02 Custody\\Cdnbroker\\V1\\GPBMetadata\xea\x02\x16Custody::Cdnbroker::V1b\x06proto3"
 
 var (
@@ -332,26 +734,41 @@ func file_custody_cdnbroker_v1_cdnbroker_proto_rawDescGZIP() []byte {
 	return file_custody_cdnbroker_v1_cdnbroker_proto_rawDescData
 }
 
-var file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_custody_cdnbroker_v1_cdnbroker_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_custody_cdnbroker_v1_cdnbroker_proto_goTypes = []any{
-	(*IssueDownloadUrlRequest)(nil),  // 0: custody.cdnbroker.v1.IssueDownloadUrlRequest
-	(*IssueDownloadUrlResponse)(nil), // 1: custody.cdnbroker.v1.IssueDownloadUrlResponse
-	(*CdnUrl)(nil),                   // 2: custody.cdnbroker.v1.CdnUrl
-	(*SignedCookie)(nil),             // 3: custody.cdnbroker.v1.SignedCookie
-	(*timestamppb.Timestamp)(nil),    // 4: google.protobuf.Timestamp
+	(*PurgeDigestsRequest)(nil),      // 0: custody.cdnbroker.v1.PurgeDigestsRequest
+	(*PurgeDigestsResponse)(nil),     // 1: custody.cdnbroker.v1.PurgeDigestsResponse
+	(*GetPurgeStatusRequest)(nil),    // 2: custody.cdnbroker.v1.GetPurgeStatusRequest
+	(*GetPurgeStatusResponse)(nil),   // 3: custody.cdnbroker.v1.GetPurgeStatusResponse
+	(*PurgeJob)(nil),                 // 4: custody.cdnbroker.v1.PurgeJob
+	(*PurgeTarget)(nil),              // 5: custody.cdnbroker.v1.PurgeTarget
+	(*IssueDownloadUrlRequest)(nil),  // 6: custody.cdnbroker.v1.IssueDownloadUrlRequest
+	(*IssueDownloadUrlResponse)(nil), // 7: custody.cdnbroker.v1.IssueDownloadUrlResponse
+	(*CdnUrl)(nil),                   // 8: custody.cdnbroker.v1.CdnUrl
+	(*SignedCookie)(nil),             // 9: custody.cdnbroker.v1.SignedCookie
+	(*timestamppb.Timestamp)(nil),    // 10: google.protobuf.Timestamp
 }
 var file_custody_cdnbroker_v1_cdnbroker_proto_depIdxs = []int32{
-	4, // 0: custody.cdnbroker.v1.IssueDownloadUrlResponse.expires_at:type_name -> google.protobuf.Timestamp
-	2, // 1: custody.cdnbroker.v1.IssueDownloadUrlResponse.cdn_urls:type_name -> custody.cdnbroker.v1.CdnUrl
-	3, // 2: custody.cdnbroker.v1.CdnUrl.cookies:type_name -> custody.cdnbroker.v1.SignedCookie
-	4, // 3: custody.cdnbroker.v1.SignedCookie.expires_at:type_name -> google.protobuf.Timestamp
-	0, // 4: custody.cdnbroker.v1.CdnBrokerService.IssueDownloadUrl:input_type -> custody.cdnbroker.v1.IssueDownloadUrlRequest
-	1, // 5: custody.cdnbroker.v1.CdnBrokerService.IssueDownloadUrl:output_type -> custody.cdnbroker.v1.IssueDownloadUrlResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	4,  // 0: custody.cdnbroker.v1.PurgeDigestsResponse.jobs:type_name -> custody.cdnbroker.v1.PurgeJob
+	4,  // 1: custody.cdnbroker.v1.GetPurgeStatusResponse.jobs:type_name -> custody.cdnbroker.v1.PurgeJob
+	10, // 2: custody.cdnbroker.v1.PurgeJob.requested_at:type_name -> google.protobuf.Timestamp
+	5,  // 3: custody.cdnbroker.v1.PurgeJob.targets:type_name -> custody.cdnbroker.v1.PurgeTarget
+	10, // 4: custody.cdnbroker.v1.PurgeTarget.next_attempt_at:type_name -> google.protobuf.Timestamp
+	10, // 5: custody.cdnbroker.v1.IssueDownloadUrlResponse.expires_at:type_name -> google.protobuf.Timestamp
+	8,  // 6: custody.cdnbroker.v1.IssueDownloadUrlResponse.cdn_urls:type_name -> custody.cdnbroker.v1.CdnUrl
+	9,  // 7: custody.cdnbroker.v1.CdnUrl.cookies:type_name -> custody.cdnbroker.v1.SignedCookie
+	10, // 8: custody.cdnbroker.v1.SignedCookie.expires_at:type_name -> google.protobuf.Timestamp
+	6,  // 9: custody.cdnbroker.v1.CdnBrokerService.IssueDownloadUrl:input_type -> custody.cdnbroker.v1.IssueDownloadUrlRequest
+	0,  // 10: custody.cdnbroker.v1.CdnBrokerService.PurgeDigests:input_type -> custody.cdnbroker.v1.PurgeDigestsRequest
+	2,  // 11: custody.cdnbroker.v1.CdnBrokerService.GetPurgeStatus:input_type -> custody.cdnbroker.v1.GetPurgeStatusRequest
+	7,  // 12: custody.cdnbroker.v1.CdnBrokerService.IssueDownloadUrl:output_type -> custody.cdnbroker.v1.IssueDownloadUrlResponse
+	1,  // 13: custody.cdnbroker.v1.CdnBrokerService.PurgeDigests:output_type -> custody.cdnbroker.v1.PurgeDigestsResponse
+	3,  // 14: custody.cdnbroker.v1.CdnBrokerService.GetPurgeStatus:output_type -> custody.cdnbroker.v1.GetPurgeStatusResponse
+	12, // [12:15] is the sub-list for method output_type
+	9,  // [9:12] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_custody_cdnbroker_v1_cdnbroker_proto_init() }
@@ -365,7 +782,7 @@ func file_custody_cdnbroker_v1_cdnbroker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_cdnbroker_v1_cdnbroker_proto_rawDesc), len(file_custody_cdnbroker_v1_cdnbroker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -20,6 +20,8 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	CdnBrokerService_IssueDownloadUrl_FullMethodName = "/custody.cdnbroker.v1.CdnBrokerService/IssueDownloadUrl"
+	CdnBrokerService_PurgeDigests_FullMethodName     = "/custody.cdnbroker.v1.CdnBrokerService/PurgeDigests"
+	CdnBrokerService_GetPurgeStatus_FullMethodName   = "/custody.cdnbroker.v1.CdnBrokerService/GetPurgeStatus"
 )
 
 // CdnBrokerServiceClient is the client API for CdnBrokerService service.
@@ -32,6 +34,16 @@ type CdnBrokerServiceClient interface {
 	// It refuses with PermissionDenied unless the decision record is a valid,
 	// fresh allow signed by the gatekeeper's decision key.
 	IssueDownloadUrl(ctx context.Context, in *IssueDownloadUrlRequest, opts ...grpc.CallOption) (*IssueDownloadUrlResponse, error)
+	// PurgeDigests queues a purge of each digest on every configured CDN and
+	// every edge, and returns once the jobs are durably queued (not purged).
+	// Callers: the publisher (retention deletion), the signer (artifact or key
+	// revocation), the gatekeeper (kill switch) and admins; anyone else gets
+	// PermissionDenied. Idempotent per (digest, reference): queuing the same
+	// pair again returns the existing job.
+	PurgeDigests(ctx context.Context, in *PurgeDigestsRequest, opts ...grpc.CallOption) (*PurgeDigestsResponse, error)
+	// GetPurgeStatus lists the purge jobs still pending and the most recently
+	// finished ones, with every target's state. Callers: admins.
+	GetPurgeStatus(ctx context.Context, in *GetPurgeStatusRequest, opts ...grpc.CallOption) (*GetPurgeStatusResponse, error)
 }
 
 type cdnBrokerServiceClient struct {
@@ -52,6 +64,26 @@ func (c *cdnBrokerServiceClient) IssueDownloadUrl(ctx context.Context, in *Issue
 	return out, nil
 }
 
+func (c *cdnBrokerServiceClient) PurgeDigests(ctx context.Context, in *PurgeDigestsRequest, opts ...grpc.CallOption) (*PurgeDigestsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PurgeDigestsResponse)
+	err := c.cc.Invoke(ctx, CdnBrokerService_PurgeDigests_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *cdnBrokerServiceClient) GetPurgeStatus(ctx context.Context, in *GetPurgeStatusRequest, opts ...grpc.CallOption) (*GetPurgeStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetPurgeStatusResponse)
+	err := c.cc.Invoke(ctx, CdnBrokerService_GetPurgeStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CdnBrokerServiceServer is the server API for CdnBrokerService service.
 // All implementations must embed UnimplementedCdnBrokerServiceServer
 // for forward compatibility.
@@ -62,6 +94,16 @@ type CdnBrokerServiceServer interface {
 	// It refuses with PermissionDenied unless the decision record is a valid,
 	// fresh allow signed by the gatekeeper's decision key.
 	IssueDownloadUrl(context.Context, *IssueDownloadUrlRequest) (*IssueDownloadUrlResponse, error)
+	// PurgeDigests queues a purge of each digest on every configured CDN and
+	// every edge, and returns once the jobs are durably queued (not purged).
+	// Callers: the publisher (retention deletion), the signer (artifact or key
+	// revocation), the gatekeeper (kill switch) and admins; anyone else gets
+	// PermissionDenied. Idempotent per (digest, reference): queuing the same
+	// pair again returns the existing job.
+	PurgeDigests(context.Context, *PurgeDigestsRequest) (*PurgeDigestsResponse, error)
+	// GetPurgeStatus lists the purge jobs still pending and the most recently
+	// finished ones, with every target's state. Callers: admins.
+	GetPurgeStatus(context.Context, *GetPurgeStatusRequest) (*GetPurgeStatusResponse, error)
 	mustEmbedUnimplementedCdnBrokerServiceServer()
 }
 
@@ -74,6 +116,12 @@ type UnimplementedCdnBrokerServiceServer struct{}
 
 func (UnimplementedCdnBrokerServiceServer) IssueDownloadUrl(context.Context, *IssueDownloadUrlRequest) (*IssueDownloadUrlResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method IssueDownloadUrl not implemented")
+}
+func (UnimplementedCdnBrokerServiceServer) PurgeDigests(context.Context, *PurgeDigestsRequest) (*PurgeDigestsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PurgeDigests not implemented")
+}
+func (UnimplementedCdnBrokerServiceServer) GetPurgeStatus(context.Context, *GetPurgeStatusRequest) (*GetPurgeStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetPurgeStatus not implemented")
 }
 func (UnimplementedCdnBrokerServiceServer) mustEmbedUnimplementedCdnBrokerServiceServer() {}
 func (UnimplementedCdnBrokerServiceServer) testEmbeddedByValue()                          {}
@@ -114,6 +162,42 @@ func _CdnBrokerService_IssueDownloadUrl_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CdnBrokerService_PurgeDigests_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PurgeDigestsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CdnBrokerServiceServer).PurgeDigests(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CdnBrokerService_PurgeDigests_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CdnBrokerServiceServer).PurgeDigests(ctx, req.(*PurgeDigestsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CdnBrokerService_GetPurgeStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetPurgeStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CdnBrokerServiceServer).GetPurgeStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CdnBrokerService_GetPurgeStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CdnBrokerServiceServer).GetPurgeStatus(ctx, req.(*GetPurgeStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CdnBrokerService_ServiceDesc is the grpc.ServiceDesc for CdnBrokerService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -124,6 +208,14 @@ var CdnBrokerService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "IssueDownloadUrl",
 			Handler:    _CdnBrokerService_IssueDownloadUrl_Handler,
+		},
+		{
+			MethodName: "PurgeDigests",
+			Handler:    _CdnBrokerService_PurgeDigests_Handler,
+		},
+		{
+			MethodName: "GetPurgeStatus",
+			Handler:    _CdnBrokerService_GetPurgeStatus_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
