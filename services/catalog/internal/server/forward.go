@@ -37,16 +37,16 @@ func NewFollower(local *Server, writer WriterFunc) *Follower {
 // forward returns the writer's client and the context for a call to it,
 // carrying only the authenticated caller's ID.
 func (f *Follower) forward(ctx context.Context) (catalogv1.CatalogServiceClient, context.Context, error) {
+	actor, err := f.caller(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
 	if f.forwarded(ctx) {
 		// Followers forward to the writer only, never to each other: a
 		// forwarded call here followed an address out of date (the
 		// writer died and this process took its port). The caller
 		// retries and reaches the new writer.
 		return nil, nil, status.Error(codes.Unavailable, "this catalog is a follower, not the log writer: retry")
-	}
-	actor, err := f.caller(ctx)
-	if err != nil {
-		return nil, nil, err
 	}
 	c, err := f.writer(ctx)
 	if err != nil {
