@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -285,17 +284,4 @@ func (s *setup) withEndpoints(path string) *setup {
 	c.args = slices.Clone(s.args)
 	c.args[slices.Index(c.args, "--endpoints-file")+1] = path
 	return &c
-}
-
-// runToExit runs the catalog and waits, at most d, for it to exit; it
-// returns its log and exit error.
-func (s *setup) runToExit(t *testing.T, d time.Duration) (string, error) {
-	t.Helper()
-	args, _ := json.Marshal(s.args)
-	ctx, cancel := context.WithTimeout(t.Context(), d)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childArgsEnv+"="+string(args))
-	out, err := cmd.CombinedOutput()
-	return string(out), err
 }
