@@ -190,7 +190,7 @@ func openStore(ctx context.Context, cfg *config) (store, error) {
 // leaser is a store shared between processes that can hand one of them a
 // lease (PostgreSQL).
 type leaser interface {
-	TryLease(ctx context.Context, key string) (release func(), held bool, err error)
+	WatchLease(ctx context.Context, key string, interval time.Duration) (release func(), lost <-chan error, held bool, err error)
 }
 
 // logWriterLease is the lease the one catalog process that writes the log
@@ -244,12 +244,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	l, shared := store.(leaser)
 	held := !shared
 	if shared {
-		release, ok, err := l.TryLease(ctx, logWriterLease)
+		release, lost, ok, err := l.WatchLease(ctx, logWriterLease, cfg.LeasePoll)
 		if err != nil {
 			return fmt.Errorf("take the log-writer lease: %w", err)
 		}
 		if ok {
 			r.push(func(context.Context) error { release(); return nil })
+			go r.stopOnLoss(lost)
 		}
 		held = ok
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -176,7 +177,7 @@ func (r *roles) takeOver(ctx context.Context, l leaser, sw *server.Switch, polic
 			return nil
 		case <-t.C:
 		}
-		release, held, err := l.TryLease(ctx, logWriterLease)
+		release, lost, held, err := l.WatchLease(ctx, logWriterLease, r.cfg.LeasePoll)
 		if err != nil {
 			r.d.Logger.Warn("try the log-writer lease; retrying", slog.Any("error", err))
 			continue
@@ -185,7 +186,17 @@ func (r *roles) takeOver(ctx context.Context, l leaser, sw *server.Switch, polic
 			continue
 		}
 		r.push(func(context.Context) error { release(); return nil })
-		r.d.Logger.Info("took the log-writer lease: becoming the writer")
+		go r.stopOnLoss(lost)
+		// A writer whose session PostgreSQL ended (restart, cut
+		// connection) may still be running: it sees the loss within
+		// 1.5 --lease-poll and stops at once (stopOnLoss). Wait longer
+		// before opening the log.
+		r.d.Logger.Info("took the log-writer lease: becoming the writer", slog.Duration("after", takeOverGrace*r.cfg.LeasePoll))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(takeOverGrace * r.cfg.LeasePoll):
+		}
 		w, err := r.becomeWriter(ctx, policy)
 		if err != nil {
 			return fmt.Errorf("become the log writer: %w", err)
@@ -193,6 +204,28 @@ func (r *roles) takeOver(ctx context.Context, l leaser, sw *server.Switch, polic
 		sw.Set(w)
 		return r.advertise(ctx)
 	}
+}
+
+// takeOverGrace is how many --lease-poll a new writer waits after taking
+// the lease before it opens the log: longer than a lost writer takes to
+// notice (one interval, plus half of one for the check).
+const takeOverGrace = 3
+
+// exitNow ends the process without running deferred work.
+var exitNow = func() { os.Exit(2) }
+
+// stopOnLoss ends the process at once, as a crash, when the log-writer
+// lease is lost: another catalog may take it and open the log, and two
+// Tessera POSIX writers on one directory are unsafe (0047). Acknowledged
+// entries are durably sequenced, so the next writer finishes them, as
+// after a SIGKILL.
+func (r *roles) stopOnLoss(lost <-chan error) {
+	err, ok := <-lost
+	if !ok {
+		return
+	}
+	r.d.Logger.Error("lost the log-writer lease: stopping at once so that the next writer is the only one (0070)", slog.Any("error", err))
+	exitNow()
 }
 
 // checkpoint returns the latest co-signed checkpoint: the log's own as the

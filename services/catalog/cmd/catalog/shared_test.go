@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -51,7 +50,9 @@ func TestFollowersOnOnePostgres(t *testing.T) {
 		t.Cleanup(func() { conn.Close() })
 		return catalogv1.NewCatalogServiceClient(conn)
 	}
-	type clients struct{ pub, gk, reader, self catalogv1.CatalogServiceClient }
+	type clients struct {
+		pub, gk, reader, self catalogv1.CatalogServiceClient
+	}
 	clientsOf := func(addr string) clients {
 		return clients{dial(addr, "/service/publisher"), dial(addr, "/service/gatekeeper"), dial(addr, "/deployer/prod"), dial(addr, "/service/catalog")}
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -50,4 +52,61 @@ func (s *Store) Advertised(ctx context.Context, key string) (string, error) {
 		return "", fmt.Errorf("read lease %q: %w", key, err)
 	}
 	return addr, nil
+}
+
+// WatchLease takes the lease key as TryLease does and, while it is held,
+// checks its session every interval (each check bounded by half of it):
+// lost receives an error, once, when the session is gone, and with it the
+// lease, which another process may then take. The holder must stop using
+// what the lease guards (0070).
+func (s *Store) WatchLease(ctx context.Context, key string, interval time.Duration) (release func(), lost <-chan error, held bool, err error) {
+	conn, err := s.locks.Acquire(ctx)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("lease %q: acquire a connection: %w", key, err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext($2))`, leaseSpace, key).Scan(&held); err != nil {
+		destroy(conn)
+		return nil, nil, false, fmt.Errorf("lease %q: %w", key, err)
+	}
+	if !held {
+		conn.Release()
+		return nil, nil, false, nil
+	}
+	lostc := make(chan error, 1)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			cctx, cancel := context.WithTimeout(context.Background(), interval/2)
+			var still bool
+			// The session's own lock list: the lease is held while this
+			// session lives, and a broken session fails the query.
+			err := conn.QueryRow(cctx, `SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
+				AND classid = $1::int::oid AND objid = hashtext($2)::oid AND granted)`, leaseSpace, key).Scan(&still)
+			cancel()
+			if err == nil && !still {
+				err = errors.New("the session no longer holds it")
+			}
+			if err != nil {
+				lostc <- fmt.Errorf("lease %q lost: %w", key, err)
+				return
+			}
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(stop)
+			<-done
+			unlease(conn, key)
+		})
+	}, lostc, true, nil
 }
