@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -285,4 +286,64 @@ func (s *setup) withEndpoints(path string) *setup {
 	c.args = slices.Clone(s.args)
 	c.args[slices.Index(c.args, "--endpoints-file")+1] = path
 	return &c
+}
+
+// TestWriterStopsWhenLeaseIsLost: when PostgreSQL ends the writer's lease
+// session while the writer lives (a restart, a cut connection), the writer
+// stops at once, and the follower takes the lease and writes: never two
+// writers of the log (0070).
+func TestWriterStopsWhenLeaseIsLost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	dsn := pgtest.Database(t)
+	s := newSetup(t)
+	s.args = append(s.args, "--store", "postgres", "--postgres-dsn-file", pgtest.DSNFile(t, dsn), "--lease-poll", "200ms")
+	first, _ := s.startChild(t, 1)
+	second := s.withEndpoints(filepath.Join(s.dir, "run", "catalog-2.json"))
+	follower, addr2 := second.startChild(t, 2)
+	conn, err := rpc.Dial(addr2, s.td.ID("/service/catalog"), s.td.Source(t, "/service/publisher"), telemetry.Discard("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	pub := catalogv1.NewCatalogServiceClient(conn)
+	if _, err := pub.RecordArtifact(t.Context(), crashReq(0)); err != nil {
+		t.Fatalf("write through the follower: %v", err)
+	}
+
+	db, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(t.Context())
+	var n int
+	if err := db.QueryRow(t.Context(), `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+		WHERE locktype = 'advisory' AND classid = x'6c656173'::int::oid AND granted`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("terminate the writer's lease session: %d sessions, %v", n, err)
+	}
+	select {
+	case err := <-first.done:
+		first.done <- err
+		if b, _ := os.ReadFile(first.log); !strings.Contains(string(b), "lost the log-writer lease") {
+			t.Errorf("writer exited (%v) without saying it lost the lease; log:\n%s", err, b)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer still runs 10s after losing its lease")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := pub.RecordArtifact(t.Context(), crashReq(1))
+		if err == nil {
+			break
+		}
+		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+			b, _ := os.ReadFile(follower.log)
+			t.Fatalf("write after the lease moved: %v; follower log:\n%s", err, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := logSize(t, pub, s.vkey); got != 2 {
+		t.Errorf("log size %d, want the 2 records", got)
+	}
 }
