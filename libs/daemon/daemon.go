@@ -167,6 +167,18 @@ func (d *Daemon) Listen(name, addr string) (net.Listener, error) {
 	return l, nil
 }
 
+// Addr returns the bound address of the listener recorded under name
+// ("grpc", "metrics", ...), once it is bound.
+func (d *Daemon) Addr(name string) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l, ok := d.listeners[name]
+	if !ok {
+		return "", false
+	}
+	return l.Addr().String(), true
+}
+
 // Component is a long-running part of a service. It runs until ctx is done
 // and returns nil on a clean stop.
 type Component func(ctx context.Context) error

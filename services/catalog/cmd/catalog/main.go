@@ -61,6 +61,11 @@ type config struct {
 	// HTTPSListen, if set, serves the log read-only in the tlog-tiles
 	// layout with CertFile and KeyFile.
 	HTTPSListen, CertFile, KeyFile string
+	// AdvertiseAddr is the address followers reach this catalog at when
+	// it writes the log; empty: the bound gRPC address (0070).
+	AdvertiseAddr string
+	// LeasePoll is how often a follower tries the log-writer lease.
+	LeasePoll time.Duration
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
@@ -82,6 +87,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		"serve the log read-only over HTTPS (tlog-tiles: /checkpoint, /tile/...) on this address, recorded as https in the endpoints file; empty: not served")
 	f.String(&cfg.CertFile, "tls-cert-file", "CUSTODY_TLS_CERT_FILE", "", "HTTPS certificate (PEM), with --https-listen")
 	f.String(&cfg.KeyFile, "tls-key-file", "CUSTODY_TLS_KEY_FILE", "", "HTTPS private key (PEM), with --https-listen")
+	f.String(&cfg.AdvertiseAddr, "advertise-addr", "CUSTODY_ADVERTISE_ADDR", "",
+		"with --store postgres: the gRPC address (host:port) other catalogs forward writes to while this one writes the log; empty: the bound --listen address")
+	f.Duration(&cfg.LeasePoll, "lease-poll", "CUSTODY_LEASE_POLL", time.Second,
+		"with --store postgres: how often a follower tries to take the log-writer lease, to become the writer when the writer dies")
 	if err := f.Parse(args); err != nil {
 		return nil, err
 	}
@@ -107,6 +116,9 @@ func (c *config) Validate() error {
 		}
 	default:
 		errs = append(errs, fmt.Errorf("--store %q: want sqlite or postgres", c.Store))
+	}
+	if c.LeasePoll <= 0 {
+		errs = append(errs, fmt.Errorf("--lease-poll %s: want a positive duration", c.LeasePoll))
 	}
 	if c.CosignWait <= 0 {
 		errs = append(errs, fmt.Errorf("--cosign-wait %s: want a positive duration", c.CosignWait))
@@ -178,7 +190,7 @@ func openStore(ctx context.Context, cfg *config) (store, error) {
 // leaser is a store shared between processes that can hand one of them a
 // lease (PostgreSQL).
 type leaser interface {
-	TryLease(ctx context.Context, key string) (release func(), held bool, err error)
+	WatchLease(ctx context.Context, key string, interval time.Duration) (release func(), lost <-chan error, held bool, err error)
 }
 
 // logWriterLease is the lease the one catalog process that writes the log
@@ -215,76 +227,72 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer store.Close()
 	d.Logger.Info("metadata store open", slog.String("store", cfg.Store))
-	if l, ok := store.(leaser); ok {
-		release, held, err := l.TryLease(ctx, logWriterLease)
-		if err != nil {
-			return fmt.Errorf("take the log-writer lease: %w", err)
-		}
-		if !held {
-			return errors.New("another catalog process holds the log-writer lease on this PostgreSQL database: the log has one writer " +
-				"(docs/decisions/0047-two-catalogs-one-postgres.md); stop that one first, or give this one its own database")
-		}
-		defer release()
-	}
 
 	signerConn, err := d.Dial(cfg.SignerAddr, "signer")
 	if err != nil {
 		return fmt.Errorf("--signer-addr: %w", err)
 	}
 	defer signerConn.Close()
-	cosigner := translog.NewSignerClient(signerv1.NewSignerServiceClient(signerConn), cfg.SignerAddr)
-	lcfg, closeDriver, err := cfg.logConfig(ctx)
-	if err != nil {
-		return err
-	}
-	defer closeDriver()
-	lcfg.SignerKey, lcfg.Cosigner, lcfg.CosignWait, lcfg.Logger = key, cosigner, cfg.CosignWait, d.Logger
-	tl, err := translog.Open(ctx, lcfg)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		// The gRPC server has stopped: flush what was added, then stop.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
-		defer cancel()
-		if cerr := tl.Close(sctx); cerr != nil {
-			err = errors.Join(err, cerr)
+	r := &roles{cfg: cfg, d: d, store: store, key: key,
+		cosigner: translog.NewSignerClient(signerv1.NewSignerServiceClient(signerConn), cfg.SignerAddr)}
+	// After the gRPC server has stopped: close the writer's log, then
+	// release the lease.
+	defer func() { err = errors.Join(err, r.close(ctx)) }()
+
+	policy := server.Policy(d.TrustDomain)
+	var components []daemon.Component
+	l, shared := store.(leaser)
+	held := !shared
+	if shared {
+		release, lost, ok, err := l.WatchLease(ctx, logWriterLease, cfg.LeasePoll)
+		if err != nil {
+			return fmt.Errorf("take the log-writer lease: %w", err)
 		}
-	}()
-	d.Logger.Info("transparency log open", slog.String("origin", tl.Origin()), slog.String("verifier_key", tl.VerifierKey()))
-
-	// With PostgreSQL, the per-name@version lock is held in the database
-	// as well, for every process that shares it (0047).
-	locker, _ := store.(catalog.Locker)
-	cat := catalog.New(catalog.Config{Store: store, Log: tl, VerifierKey: tl.VerifierKey(), TrustDomain: d.TrustDomain,
-		Registerer: d.Telemetry.Registry, Logger: d.Logger, Prover: tl, Locker: locker})
-	// Before the log and the store close: events sequenced but not yet
-	// proved stay pending and are finished at the next start.
-	defer cat.Close()
-	if err := cat.Recover(ctx); errors.Is(err, translog.ErrNotCosigned) {
-		// Serve anyway: reads work, and writes wait for the signer and
-		// fail Unavailable until it is back. A record left pending is
-		// finished by the client's retry or at the next start.
-		d.Logger.Error("records left pending by an earlier run wait for the signer to co-sign the log", slog.Any("error", err))
-	} else if err != nil {
-		return fmt.Errorf("finish records left pending by an earlier run: %w", err)
+		if ok {
+			r.push(func(context.Context) error { release(); return nil })
+			go r.stopOnLoss(lost)
+		}
+		held = ok
+	}
+	var sw *server.Switch
+	if held {
+		w, err := r.becomeWriter(ctx, policy)
+		if err != nil {
+			return err
+		}
+		sw = server.NewSwitch(w)
+		if shared {
+			components = append(components, func(ctx context.Context) error { return r.advertise(ctx) })
+		}
+	} else {
+		a, ok := store.(advertiser)
+		if !ok {
+			return errors.New("the store shares a lease but does not advertise its holder")
+		}
+		f, err := r.newFollower(policy, a)
+		if err != nil {
+			return err
+		}
+		sw = server.NewSwitch(f)
+		d.Logger.Info("another catalog holds the log-writer lease: serving as a follower (reads from the store, writes forwarded to the writer; 0070)")
+		components = append(components, func(ctx context.Context) error { return r.takeOver(ctx, l, sw, policy) })
 	}
 
-	srv := d.NewServer(server.Policy(d.TrustDomain))
-	catalogv1.RegisterCatalogServiceServer(srv, server.New(cat, d.Logger, d.Telemetry.Metrics, server.WithLedger(catalog.NewLedger(tl))))
-	if cfg.HTTPSListen == "" {
-		return d.Serve(ctx, srv)
+	srv := d.NewServer(policy)
+	catalogv1.RegisterCatalogServiceServer(srv, sw)
+	if cfg.HTTPSListen != "" {
+		serveTiles, err := tilesServer(cfg, d, r.checkpoint)
+		if err != nil {
+			return err
+		}
+		components = append(components, serveTiles)
 	}
-	serveTiles, err := tilesServer(cfg, d, tl)
-	if err != nil {
-		return err
-	}
-	return d.Serve(ctx, srv, serveTiles)
+	return d.Serve(ctx, srv, components...)
 }
 
 // tilesServer returns the component that serves the log over HTTPS: the
 // Tessera tiles and entry bundles, and the latest co-signed checkpoint.
-func tilesServer(cfg *config, d *daemon.Daemon, tl *translog.Log) (daemon.Component, error) {
+func tilesServer(cfg *config, d *daemon.Daemon, checkpoint func(context.Context) ([]byte, error)) (daemon.Component, error) {
 	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("load HTTPS certificate: %w", err)
@@ -293,10 +301,7 @@ func tilesServer(cfg *config, d *daemon.Daemon, tl *translog.Log) (daemon.Compon
 	if err != nil {
 		return nil, err
 	}
-	h := &tiles.Handler{Dir: filepath.Join(cfg.DataDir, "log"), Logger: d.Logger, Checkpoint: func(ctx context.Context) ([]byte, error) {
-		b, _, err := tl.Checkpoint(ctx)
-		return b, err
-	}}
+	h := &tiles.Handler{Dir: filepath.Join(cfg.DataDir, "log"), Logger: d.Logger, Checkpoint: checkpoint}
 	hs := &http.Server{
 		Handler:           h,
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},

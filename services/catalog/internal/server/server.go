@@ -25,15 +25,20 @@ import (
 // publisher records artifacts; only the signer records re-signatures (from
 // its ResignArtifact, and RecordSignature checks tlog's table again); services
 // and edges append events (each only the types tlog.MayEmit allows it,
-// checked by the catalog); every member of the trust domain reads.
+// checked by the catalog); every member of the trust domain reads. The
+// catalog's own ID forwards writes from followers (behalf.go).
 func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	sd := catalogv1.CatalogService_ServiceDesc
+	// The catalog's own ID reaches the writes only to forward them from a
+	// follower, on behalf of a caller named in OnBehalfOfHeader, who is
+	// authorized by this policy again (Server.caller, 0070).
+	self := rpc.ID(spiffeid.RequireFromPath(td, "/service/catalog"))
 	return rpc.Policy{
-		rpc.Method(sd, "RecordArtifact"):  {rpc.ID(spiffeid.RequireFromPath(td, "/service/publisher"))},
+		rpc.Method(sd, "RecordArtifact"):  {rpc.ID(spiffeid.RequireFromPath(td, "/service/publisher")), self},
 		rpc.Method(sd, "AppendEvent"):     {rpc.Under{TrustDomain: td, Prefix: "/service"}, rpc.Under{TrustDomain: td, Prefix: "/edge"}},
 		rpc.Method(sd, "GetArtifact"):     {rpc.Member(td)},
 		rpc.Method(sd, "GetCheckpoint"):   {rpc.Member(td)},
-		rpc.Method(sd, "RecordSignature"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/signer"))},
+		rpc.Method(sd, "RecordSignature"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/signer")), self},
 		rpc.Method(sd, "ListArtifacts"):   {rpc.Member(td)},
 		// The log is public to the trust domain: anyone may check it.
 		rpc.Method(sd, "GetEntries"):          {rpc.Member(td)},
@@ -56,6 +61,9 @@ type Server struct {
 	ledger  *catalog.Ledger
 	logger  *slog.Logger
 	metrics *telemetry.Metrics
+	// self and policy: see WithForwarding.
+	self   spiffeid.ID
+	policy rpc.Policy
 }
 
 var _ catalogv1.CatalogServiceServer = (*Server)(nil)
@@ -78,7 +86,7 @@ func New(cat *catalog.Catalog, logger *slog.Logger, metrics *telemetry.Metrics, 
 
 // RecordArtifact records an artifact; see the proto for the contract.
 func (s *Server) RecordArtifact(ctx context.Context, req *catalogv1.RecordArtifactRequest) (*catalogv1.RecordArtifactResponse, error) {
-	actor, err := caller(ctx)
+	actor, err := s.caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -101,7 +109,7 @@ func (s *Server) RecordArtifact(ctx context.Context, req *catalogv1.RecordArtifa
 
 // AppendEvent appends an audit event; see the proto for the contract.
 func (s *Server) AppendEvent(ctx context.Context, req *catalogv1.AppendEventRequest) (*catalogv1.AppendEventResponse, error) {
-	actor, err := caller(ctx)
+	actor, err := s.caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +159,7 @@ func (s *Server) GetArtifact(ctx context.Context, req *catalogv1.GetArtifactRequ
 // does not verify the new signature: it holds no public keys, and the
 // gatekeeper and the CLI verify envelopes against the trust root.
 func (s *Server) RecordSignature(ctx context.Context, req *catalogv1.RecordSignatureRequest) (*catalogv1.RecordSignatureResponse, error) {
-	actor, err := caller(ctx)
+	actor, err := s.caller(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -220,15 +228,6 @@ func (s *Server) GetCheckpoint(ctx context.Context, _ *catalogv1.GetCheckpointRe
 		return nil, s.status(ctx, "GetCheckpoint", err)
 	}
 	return &catalogv1.GetCheckpointResponse{Checkpoint: cp}, nil
-}
-
-func caller(ctx context.Context) (string, error) {
-	id, ok := rpc.CallerID(ctx)
-	if !ok {
-		// The authorization interceptor already refuses such calls.
-		return "", status.Error(codes.Unauthenticated, "no SPIFFE ID: connect with mTLS and an X.509-SVID")
-	}
-	return id.String(), nil
 }
 
 func logEntry(e *catalog.Entry) *catalogv1.LogEntry {

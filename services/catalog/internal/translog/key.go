@@ -31,3 +31,8 @@ func verifierKey(signerKey string) (string, error) {
 	}
 	return vkey, nil
 }
+
+// VerifierKey returns the note verifier key of an Ed25519 note signer key:
+// what a catalog that does not open the log (a follower, 0070) checks
+// stored checkpoints with.
+func VerifierKey(signerKey string) (string, error) { return verifierKey(signerKey) }

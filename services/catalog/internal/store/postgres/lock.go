@@ -78,5 +78,16 @@ func (s *Store) TryLease(ctx context.Context, key string) (release func(), held 
 		conn.Release()
 		return nil, false, nil
 	}
-	return func() { destroy(conn) }, true, nil
+	return func() { unlease(conn, key) }, true, nil
+}
+
+// unlease releases the lease key held by conn's session and closes it:
+// the unlock first, since the server ends a closed session (and drops its
+// locks) only some time after the client has gone, so another process
+// trying the lease at once would find it still held.
+func unlease(conn *pgxpool.Conn, key string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _ = conn.Exec(ctx, `SELECT pg_advisory_unlock($1, hashtext($2))`, leaseSpace, key)
+	destroy(conn)
 }

@@ -99,6 +99,7 @@ var migrations = []migration{
 	// Version 2: the lineage graph (SQLite's version 4).
 	lineageMigration,
 	indexMigration,
+	leaseMigration,
 }
 
 // migrateLock is the key of the advisory lock that serializes migrations
