@@ -11,7 +11,7 @@ import (
 // RecordDeployment logs and stores a deployment the gatekeeper reports; see
 // the proto for the contract.
 func (s *Server) RecordDeployment(ctx context.Context, req *catalogv1.RecordDeploymentRequest) (*catalogv1.RecordDeploymentResponse, error) {
-	actor, err := caller(ctx)
+	actor, err := s.caller(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -84,6 +84,15 @@ func (f *Follower) AppendEvent(ctx context.Context, req *catalogv1.AppendEventRe
 	return c.AppendEvent(ctx, req)
 }
 
+// RecordDeployment forwards to the writer.
+func (f *Follower) RecordDeployment(ctx context.Context, req *catalogv1.RecordDeploymentRequest) (*catalogv1.RecordDeploymentResponse, error) {
+	c, ctx, err := f.forward(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.RecordDeployment(ctx, req)
+}
+
 // RecordSignature forwards to the writer.
 func (f *Follower) RecordSignature(ctx context.Context, req *catalogv1.RecordSignatureRequest) (*catalogv1.RecordSignatureResponse, error) {
 	c, ctx, err := f.forward(ctx)

@@ -50,7 +50,7 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 		rpc.Method(sd, "GetLineagePath"):      {rpc.Member(td)},
 		// Deployments are reported through the gatekeeper, which verifies
 		// the allow decision first (DESIGN.md, who may write which event).
-		rpc.Method(sd, "RecordDeployment"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper"))},
+		rpc.Method(sd, "RecordDeployment"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper")), self},
 	}
 }
 
