@@ -102,8 +102,9 @@ func Up(ctx context.Context, l Layout, opts Options) error {
 
 	// The signer logs its events in the catalog and the catalog has the
 	// signer co-sign its checkpoints: each must know the other's address
-	// before either starts.
-	planned, err := reservePorts("signer", "catalog")
+	// before either starts. The publisher asks the broker (started after
+	// it) to purge what retention destroys.
+	planned, err := reservePorts("signer", "catalog", "cdn-broker")
 	if err != nil {
 		return err
 	}
@@ -219,7 +220,7 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 	case "publisher":
 		// Blobs are encrypted at rest; the dev stack wraps their keys with
 		// the soft KEK, kept with the other dev keys, not beside the blobs.
-		a = append(a, "--data-dir", l.DataDir(name), "--signer-addr", addr("signer"), "--catalog-addr", addr("catalog"))
+		a = append(a, "--data-dir", l.DataDir(name), "--signer-addr", addr("signer"), "--catalog-addr", addr("catalog"), "--broker-addr", addr("cdn-broker"))
 		if l.HSM {
 			a = append(a, "--kek", "signer", "--signer-kek", "publisher")
 		} else {

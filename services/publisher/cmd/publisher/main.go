@@ -16,6 +16,7 @@ import (
 
 	"github.com/custody-dev/custody/libs/daemon"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/rpc"
@@ -58,6 +59,7 @@ type config struct {
 	KeepaliveTime, KeepaliveTimeout time.Duration
 	Store                           storeConfig
 	RetentionPolicy                 string
+	BrokerAddr                      string
 	RetentionInterval               time.Duration
 	OrphanAge                       time.Duration
 }
@@ -133,6 +135,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.String(&cfg.DataDir, "data-dir", "CUSTODY_DATA_DIR", "", "directory for blobs and bindings")
 	f.String(&cfg.SignerAddr, "signer-addr", "CUSTODY_SIGNER_ADDR", "", "signer gRPC address")
 	f.String(&cfg.CatalogAddr, "catalog-addr", "CUSTODY_CATALOG_ADDR", "", "catalog gRPC address")
+	f.String(&cfg.BrokerAddr, "broker-addr", "CUSTODY_BROKER_ADDR", "",
+		"cdn-broker gRPC address: blobs retention destroys are purged from every edge and CDN cache through it (empty: caches are left to expire)")
 	def := server.DefaultLimits()
 	f.Int(&cfg.MaxSize, "max-artifact-size", "CUSTODY_MAX_ARTIFACT_SIZE", int(def.MaxSize), "largest artifact accepted, in bytes")
 	f.Int(&cfg.UploadsPerCaller, "max-uploads-per-caller", "CUSTODY_MAX_UPLOADS_PER_CALLER", def.UploadsPerCaller, "concurrent uploads one caller may hold")
@@ -199,7 +203,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	// deletion a crash interrupted never leaves a half-destroyed blob that
 	// an upload of the same bytes would bind to.
 	catalog := catalogv1.NewCatalogServiceClient(catalogConn)
-	runner, err := retention.New(retention.Config{Policy: policy, Blobs: blobs, Bindings: binds, Catalog: catalog,
+	var purger retention.Purger
+	if cfg.BrokerAddr != "" {
+		brokerConn, err := d.Dial(cfg.BrokerAddr, "cdn-broker")
+		if err != nil {
+			return err
+		}
+		defer brokerConn.Close()
+		purger = cdnbrokerv1.NewCdnBrokerServiceClient(brokerConn)
+	} else if policy != nil {
+		d.Logger.WarnContext(ctx, "retention without --broker-addr: destroyed blobs stay in edge and CDN caches until they expire")
+	}
+	runner, err := retention.New(retention.Config{Policy: policy, Blobs: blobs, Bindings: binds, Catalog: catalog, Purger: purger,
 		JournalDir: filepath.Join(cfg.DataDir, "retention"), Logger: d.Logger})
 	if err != nil {
 		return err

@@ -17,8 +17,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
 	"github.com/custody-dev/custody/services/publisher/internal/sealed"
@@ -64,6 +66,19 @@ type Catalog interface {
 
 var _ Catalog = catalogv1.CatalogServiceClient(nil)
 
+// Purger is the cdn-broker's purge queue (PurgeDigests): a deleted blob is
+// purged from every edge and CDN cache, so that nothing keeps serving what
+// retention destroyed.
+type Purger interface {
+	PurgeDigests(ctx context.Context, in *cdnbrokerv1.PurgeDigestsRequest, opts ...grpc.CallOption) (*cdnbrokerv1.PurgeDigestsResponse, error)
+}
+
+var _ Purger = cdnbrokerv1.CdnBrokerServiceClient(nil)
+
+// PurgeReason is the reason retention purges under; the broker accepts it
+// from the publisher only.
+const PurgeReason = "retention-deleted"
+
 // Item is one name@version a run selected.
 type Item struct {
 	Name, Version, Digest, Channel string
@@ -85,6 +100,7 @@ type Runner struct {
 	blobs   Blobs
 	binds   *bindings.Store
 	catalog Catalog
+	purger  Purger
 	journal string
 	logger  *slog.Logger
 	now     func() time.Time
@@ -103,10 +119,13 @@ type Runner struct {
 
 // Config is what New needs.
 type Config struct {
-	Policy     *Policy // nil: runs fail with ErrNoPolicy
-	Blobs      Blobs
-	Bindings   *bindings.Store
-	Catalog    Catalog
+	Policy   *Policy // nil: runs fail with ErrNoPolicy
+	Blobs    Blobs
+	Bindings *bindings.Store
+	Catalog  Catalog
+	// Purger, if set, has every destroyed blob purged from the caches
+	// before the deletion is logged; nil: caches are left to expire.
+	Purger     Purger
 	JournalDir string // where deletions under way are journalled
 	Logger     *slog.Logger
 	Now        func() time.Time // nil: time.Now
@@ -121,7 +140,7 @@ func New(c Config) (*Runner, error) {
 	if now == nil {
 		now = time.Now
 	}
-	return &Runner{policy: c.Policy, blobs: c.Blobs, binds: c.Bindings, catalog: c.Catalog, journal: c.JournalDir, logger: c.Logger, now: now}, nil
+	return &Runner{policy: c.Policy, blobs: c.Blobs, binds: c.Bindings, catalog: c.Catalog, purger: c.Purger, journal: c.JournalDir, logger: c.Logger, now: now}, nil
 }
 
 // Run applies the policy once. With dryRun nothing is changed.
@@ -447,6 +466,12 @@ func (r *Runner) recoverLocked(ctx context.Context, events bool) error {
 		if !events {
 			continue
 		}
+		// Purge before logging: a purge that fails keeps the journal, so
+		// the next run asks again (the same reference: one job), and the
+		// events are logged once, after it.
+		if err := r.purge(ctx, &e); err != nil {
+			return err
+		}
 		for _, it := range e.Items {
 			if err := r.logEvent(ctx, &e, it); err != nil {
 				return err
@@ -458,6 +483,24 @@ func (r *Runner) recoverLocked(ctx context.Context, events bool) error {
 		r.logger.InfoContext(ctx, "retention deleted", slog.String("digest", e.Digest), slog.Bool("blob_destroyed", e.Destroy), slog.Int("bindings", len(e.Items)))
 	}
 	return nil
+}
+
+// purge asks the broker to purge a destroyed blob from every cache.
+func (r *Runner) purge(ctx context.Context, e *entry) error {
+	if r.purger == nil || !e.Destroy {
+		return nil
+	}
+	_, err := r.purger.PurgeDigests(ctx, &cdnbrokerv1.PurgeDigestsRequest{Digests: []string{e.Digest}, Reason: PurgeReason, Reference: purgeReference(e)})
+	if err != nil {
+		return fmt.Errorf("%w: purge %s from the caches: %v (deleted; the purge is asked again by the next run)", ErrUnavailable, e.Digest, status.Convert(err).Message())
+	}
+	return nil
+}
+
+// purgeReference names one deletion (the digest and when it was decided),
+// so a retried purge is the same job at the broker and the vendors.
+func purgeReference(e *entry) string {
+	return fmt.Sprintf("retention-%s-%d", strings.TrimPrefix(e.Digest, "sha256:")[:16], e.At.UnixNano())
 }
 
 // details of an artifact.retention-deleted event.

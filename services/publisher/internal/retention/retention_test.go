@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
 	"github.com/custody-dev/custody/services/publisher/internal/blobstore/local"
@@ -530,5 +531,65 @@ func TestLoopRunsPeriodically(t *testing.T) {
 	}
 	if f.stored(t, old) {
 		t.Fatal("old version still stored")
+	}
+}
+
+// purger records PurgeDigests calls and can be down.
+type purger struct {
+	mu    sync.Mutex
+	down  bool
+	calls []*cdnbrokerv1.PurgeDigestsRequest
+}
+
+func (p *purger) PurgeDigests(_ context.Context, in *cdnbrokerv1.PurgeDigestsRequest, _ ...grpc.CallOption) (*cdnbrokerv1.PurgeDigestsResponse, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls = append(p.calls, in)
+	if p.down {
+		return nil, status.Error(codes.Unavailable, "broker down")
+	}
+	return &cdnbrokerv1.PurgeDigestsResponse{}, nil
+}
+
+// TestDestroyedBlobsArePurged: every destroyed blob is purged from the
+// caches before its deletion is logged; a broker that is down keeps the
+// journal, nothing is logged, and the next run purges under the same
+// reference and logs each deletion once.
+func TestDestroyedBlobsArePurged(t *testing.T) {
+	f := newFixture(t)
+	day := 24 * time.Hour
+	gone := f.publish(t, "app", "1", "dev", "app 1", 3*day)
+	f.publish(t, "app", "2", "dev", "app 2", 2*day)
+	p := &purger{down: true}
+	r := f.runner(t, `{"channels": {"dev": {"keep_last": 1}}}`)
+	r.purger = p
+	if _, err := r.Run(t.Context(), false); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("run with the broker down: %v, want ErrUnavailable", err)
+	}
+	if f.stored(t, gone) {
+		t.Fatal("the blob is still stored: deletion comes before the purge")
+	}
+	if len(f.cat.appended) != 0 {
+		t.Fatalf("%d events logged before the purge was accepted", len(f.cat.appended))
+	}
+	if ents, _ := os.ReadDir(filepath.Join(f.dir, "retention")); len(ents) == 0 {
+		t.Fatal("journal removed although the purge failed")
+	}
+	p.down = false
+	if _, err := r.Run(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.calls) != 2 {
+		t.Fatalf("%d purge calls, want 2 (one failed, one retried)", len(p.calls))
+	}
+	first, again := p.calls[0], p.calls[1]
+	if !slices.Equal(again.GetDigests(), []string{gone}) || again.GetReason() != PurgeReason || again.GetReference() != first.GetReference() || again.GetReference() == "" {
+		t.Fatalf("purge requests %v then %v: want %s, reason %s, the same reference", first, again, gone, PurgeReason)
+	}
+	if len(f.cat.appended) != 1 || f.cat.appended[0].GetSubjectDigest() != gone {
+		t.Fatalf("events %v, want one retention deletion of %s", f.cat.appended, gone)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(f.dir, "retention")); len(ents) != 0 {
+		t.Errorf("journal not empty: %v", ents)
 	}
 }
