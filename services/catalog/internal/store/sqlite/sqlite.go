@@ -178,7 +178,8 @@ const maxGroup = 256
 var _ catalog.Store = (*Store)(nil)
 
 // Open opens (creating if needed) the database at path in WAL mode with full
-// synchronous commits, and brings its schema up to date.
+// synchronous commits (but for the indexer's derived rows, see
+// writeDerived), and brings its schema up to date.
 func Open(ctx context.Context, path string) (*Store, error) {
 	q := url.Values{}
 	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
