@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/transparency-dev/tessera/client"
-
 	"github.com/custody-dev/custody/libs/tlog"
 )
 
@@ -42,15 +40,12 @@ func (l *Log) proveAt(ctx context.Context, size uint64, indices []uint64) ([][][
 	if size == 0 {
 		return proofs, nil
 	}
-	pb, err := client.NewProofBuilder(ctx, size, l.reader.ReadTile)
-	if err != nil {
-		return nil, err
-	}
+	pb := newProofBuilder(size, l.reader.ReadTile)
 	for i, idx := range indices {
 		if idx >= size {
 			continue
 		}
-		p, err := pb.InclusionProof(ctx, idx)
+		p, err := pb.inclusion(ctx, idx)
 		if err != nil {
 			return nil, fmt.Errorf("entry %d: %w", idx, err)
 		}

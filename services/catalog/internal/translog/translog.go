@@ -346,22 +346,14 @@ func (l *Log) Prove(ctx context.Context, index uint64, leaf []byte) (*Proved, er
 }
 
 func (l *Log) inclusionProof(ctx context.Context, index, size uint64) ([][]byte, error) {
-	pb, err := client.NewProofBuilder(ctx, size, l.reader.ReadTile)
-	if err != nil {
-		return nil, err
-	}
-	return pb.InclusionProof(ctx, index)
+	return newProofBuilder(size, l.reader.ReadTile).inclusion(ctx, index)
 }
 
 // ConsistencyProof returns an RFC 6962 proof that the tree of size newer
 // extends the tree of size older. newer must not exceed the latest
 // checkpoint's size.
 func (l *Log) ConsistencyProof(ctx context.Context, older, newer uint64) ([][]byte, error) {
-	pb, err := client.NewProofBuilder(ctx, newer, l.reader.ReadTile)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	p, err := pb.ConsistencyProof(ctx, older, newer)
+	p, err := newProofBuilder(newer, l.reader.ReadTile).consistency(ctx, older, newer)
 	if err != nil {
 		return nil, fmt.Errorf("%w: consistency proof %d → %d: %v", ErrUnavailable, older, newer, err)
 	}
@@ -501,14 +493,11 @@ func (l *Log) ProveAll(ctx context.Context, leaves []Leaf) ([]*Proved, []error, 
 		if cp.Size <= top {
 			return nil, nil, fmt.Errorf("%w: checkpoint of size %d does not cover entry %d", ErrIntegrity, cp.Size, top)
 		}
-		pb, err := client.NewProofBuilder(ctx, cp.Size, l.reader.ReadTile)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: proof builder at size %d: %v", ErrUnavailable, cp.Size, err)
-		}
+		pb := newProofBuilder(cp.Size, l.reader.ReadTile)
 		var retry []int
 		for _, i := range idx {
 			lf := todo[i]
-			proof, err := pb.InclusionProof(ctx, lf.Index)
+			proof, err := pb.inclusion(ctx, lf.Index)
 			if err != nil {
 				errs[i] = fmt.Errorf("%w: inclusion proof for entry %d: %v", ErrUnavailable, lf.Index, err)
 				retry = append(retry, i)

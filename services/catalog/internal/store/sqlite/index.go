@@ -52,7 +52,7 @@ func (s *Store) IndexEvents(ctx context.Context, events []*catalog.Event, size u
 		}
 		rows[i] = row{e, flat}
 	}
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.writeDerived(ctx, func(tx *sql.Tx) error {
 		stmt, err := tx.Prepare(`INSERT INTO events
 			(type, actor, subject_digest, details, created_at, leaf, search_from, log_index, proof, checkpoint)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (log_index) DO NOTHING`)

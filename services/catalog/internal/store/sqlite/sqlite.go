@@ -167,6 +167,9 @@ type Store struct {
 type writeOp struct {
 	fn     func(tx *sql.Tx) error
 	result chan error
+	// derived says the write only holds rows rebuilt from the log (the
+	// indexer's): its commit need not reach the disk before it returns.
+	derived bool
 }
 
 // maxGroup bounds how many writes share a transaction.
@@ -175,7 +178,8 @@ const maxGroup = 256
 var _ catalog.Store = (*Store)(nil)
 
 // Open opens (creating if needed) the database at path in WAL mode with full
-// synchronous commits, and brings its schema up to date.
+// synchronous commits (but for the indexer's derived rows, see
+// writeDerived), and brings its schema up to date.
 func Open(ctx context.Context, path string) (*Store, error) {
 	q := url.Values{}
 	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
@@ -205,7 +209,20 @@ var errClosed = errors.New("catalog database closed")
 // the commit's. It waits for the commit even if ctx ends meanwhile, so that
 // a nil error always means durable and an error means not written.
 func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	op := writeOp{fn: fn, result: make(chan error, 1)}
+	return s.enqueue(ctx, writeOp{fn: fn, result: make(chan error, 1)})
+}
+
+// writeDerived is write for rows that are rebuilt from the log if lost:
+// a group of only such writes commits with synchronous=NORMAL, which in
+// WAL mode skips the fsync but keeps each commit atomic. A power loss may
+// drop the last such commits, with the indexed size they raised, so the
+// indexer reads those entries again; the next FULL commit syncs them
+// anyway (docs/decisions/0068-catalog-event-path-cpu-and-fsyncs.md).
+func (s *Store) writeDerived(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return s.enqueue(ctx, writeOp{fn: fn, result: make(chan error, 1), derived: true})
+}
+
+func (s *Store) enqueue(ctx context.Context, op writeOp) error {
 	select {
 	case s.ops <- op:
 	case <-ctx.Done():
@@ -249,7 +266,31 @@ func (s *Store) commit(batch []writeOp) {
 	// Writes are not cancelled half-way: a commit that a caller gave up on
 	// must still tell the others the truth.
 	ctx := context.Background()
-	tx, err := s.db.BeginTx(ctx, nil)
+	mode := "NORMAL"
+	for _, op := range batch {
+		if !op.derived {
+			mode = "FULL"
+		}
+	}
+	// The setting is the connection's, and cannot change inside a
+	// transaction: set it on the connection the transaction runs on, every
+	// time, so that a pooled connection never carries NORMAL into a write
+	// that needs FULL.
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		for i := range results {
+			results[i] = fmt.Errorf("get a connection: %w", err)
+		}
+		return
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "PRAGMA synchronous = "+mode); err != nil {
+		for i := range results {
+			results[i] = fmt.Errorf("set synchronous=%s: %w", mode, err)
+		}
+		return
+	}
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		for i := range results {
 			results[i] = fmt.Errorf("begin transaction: %w", err)
