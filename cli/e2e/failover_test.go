@@ -52,9 +52,9 @@ func TestFetchFailover(t *testing.T) {
 
 	src := randomFile(t, work, "app.bin", 64<<20)
 	s.mustCustody("publish", src, "--name", "app", "--version", "1", "--channel", "staging")
-	// The same bytes under another name: a look-up by digest alone would
-	// be ambiguous now.
-	s.mustCustody("publish", src, "--name", "copy", "--version", "7", "--channel", "staging")
+	// The same bytes under another name by another builder: a look-up by
+	// digest alone would be ambiguous now.
+	s.mustCustody("publish", src, "--name", "copy", "--version", "7", "--channel", "staging", "--as", "builder2")
 
 	t.Run("both edges serve, each with its own cache", func(t *testing.T) {
 		dst := filepath.Join(work, "first")
@@ -82,6 +82,12 @@ func TestFetchFailover(t *testing.T) {
 		}
 		if a := r.Attempts[0].Answer; !strings.Contains(a, "stalled") && !strings.Contains(a, "timeout") {
 			t.Errorf("the frozen edge's answer does not say it stalled: %q", a)
+		}
+		// dev2 filled its own cache, apart from dev's.
+		for _, svc := range []string{"edge", "edge2"} {
+			if n := dirBytes(t, filepath.Join(s.dir, "data", svc)); n < 64<<20 {
+				t.Errorf("%s's cache holds %d bytes, want the 64 MiB artifact", svc, n)
+			}
 		}
 	})
 
@@ -124,6 +130,21 @@ func TestFetchFailover(t *testing.T) {
 		}
 		t.Fatal("could not catch a transfer in the middle in 5 tries")
 	})
+}
+
+func dirBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // waitPart waits until a temporary file of the fetch to dir/name holds

@@ -128,6 +128,9 @@ func (c *cli) transfer(ctx context.Context, client *http.Client, urls []string, 
 				bad[u] = true
 			}
 			if !complete {
+				t.p.note(fmt.Sprintf("%s: %s", at.Edge, at.Answer))
+			}
+			if !complete {
 				if t.off == a.Size {
 					// All bytes, but the edge misbehaved after them
 					// (more bytes): keep none of its answer.

@@ -5,11 +5,14 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -227,6 +230,40 @@ func TestTransferKilledMidTransferResumesOnNextEdge(t *testing.T) {
 	}
 	if len(res.Attempts) != 2 || res.Attempts[1].Bytes != blobSize-300<<10 {
 		t.Errorf("attempts: %+v", res.Attempts)
+	}
+
+	// With progress on, the terminal shows the byte count and the edge
+	// that failed, never the token.
+	c, stderr := testCLI()
+	c.progress = true
+	out = filepath.Join(t.TempDir(), "out")
+	if _, err := c.transfer(t.Context(), edgeClient(dead), []string{dead.url(b), good.url(b)}, b.a, out, quick); err != nil {
+		t.Fatal(err)
+	}
+	wantBytes(t, out, b)
+	if s := stderr.String(); !strings.Contains(s, fmt.Sprintf("downloaded %d/%d bytes (100%%)", blobSize, blobSize)) ||
+		!strings.Contains(s, dead.srv.URL) || strings.Contains(s, "secret-token") {
+		t.Errorf("progress output:\n%s", s)
+	}
+}
+
+func TestFetchReportFieldNames(t *testing.T) {
+	b, err := json.Marshal(fetchReport{Bundle: "b", Error: "e", transferResult: &transferResult{Attempts: []edgeAttempt{{Status: 200}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	got := slices.Sorted(maps.Keys(m))
+	if want := "attempts bundle digest environment error ok output ref resumed served_by size"; strings.Join(got, " ") != want {
+		t.Errorf("fields %v, want %s (docs/cli-json.md)", got, want)
+	}
+	var a []map[string]any
+	json.Unmarshal(m["attempts"], &a)
+	if got := slices.Sorted(maps.Keys(a[0])); strings.Join(got, " ") != "answer bytes edge offset status" {
+		t.Errorf("attempt fields %v", got)
 	}
 }
 

@@ -32,6 +32,7 @@ const TrustDomain = "custody.local"
 // Identities maps the names accepted by --as to their SPIFFE ID paths.
 var Identities = map[string]string{
 	"builder":  "/builder/ci",
+	"builder2": "/builder/ci2", // a second pipeline: the same bytes may come from two builders
 	"alice":    "/approver/alice",
 	"bob":      "/approver/bob",
 	"carol":    "/approver/carol",
