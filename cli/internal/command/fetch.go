@@ -75,7 +75,7 @@ func (c *cli) fetchCmd() *cobra.Command {
 				return err
 			}
 			client := newFetchClient(&http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-				ResponseHeaderTimeout: o.Stall, TLSHandshakeTimeout: o.Stall, Proxy: http.ProxyFromEnvironment})
+				ResponseHeaderTimeout: o.Stall, TLSHandshakeTimeout: o.Stall})
 			res, terr := c.transfer(ctx, client, urls, ev.Artifact, out, o)
 			report := fetchReport{Ref: ref, Environment: envName, Digest: ev.Artifact.Digest, Size: ev.Artifact.Size, Output: out, transferResult: res, OK: terr == nil}
 			if terr != nil {
