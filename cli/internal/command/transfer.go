@@ -49,8 +49,9 @@ type edgeAttempt struct {
 // transferResult says how the bytes arrived.
 type transferResult struct {
 	Attempts []edgeAttempt `json:"attempts"`
-	Resumed  bool          `json:"resumed"`
-	Edges    []string      `json:"served_by"`
+	// Resumed and Edges describe the bytes of the output (empty on failure).
+	Resumed bool     `json:"resumed"`
+	Edges   []string `json:"served_by"`
 }
 
 // errRedirect is a redirect to another scheme or host.
@@ -84,7 +85,7 @@ func newFetchClient(t http.RoundTripper) *http.Client {
 // failure nothing is left at out and the error names every edge tried and
 // what each answered.
 func (c *cli) transfer(ctx context.Context, client *http.Client, urls []string, a evidence.Artifact, out string, o fetchOptions) (*transferResult, error) {
-	res := &transferResult{}
+	res := &transferResult{Attempts: []edgeAttempt{}, Edges: []string{}}
 	if a.Size < 0 {
 		return res, fmt.Errorf("recorded size %d is negative", a.Size)
 	}
@@ -118,19 +119,11 @@ func (c *cli) transfer(ctx context.Context, client *http.Client, urls []string, 
 			}
 			at, complete, permanent := t.attempt(ctx, client, u, a, o)
 			res.Attempts = append(res.Attempts, at)
-			if at.Bytes > 0 {
-				res.Edges = appendOnce(res.Edges, at.Edge)
-				if at.Offset > 0 {
-					res.Resumed = true
-				}
-			}
 			if permanent {
 				bad[u] = true
 			}
 			if !complete {
 				t.p.note(fmt.Sprintf("%s: %s", at.Edge, at.Answer))
-			}
-			if !complete {
 				if t.off == a.Size {
 					// All bytes, but the edge misbehaved after them
 					// (more bytes): keep none of its answer.
@@ -142,6 +135,7 @@ func (c *cli) transfer(ctx context.Context, client *http.Client, urls []string, 
 			}
 			got := libdigest.FromSum(t.h.Sum(nil))
 			if got == a.Digest {
+				res.Edges, res.Resumed = append(res.Edges, t.from...), t.resumed
 				t.p.finish()
 				if err := commit(tmp, out); err != nil {
 					return res, err
@@ -204,12 +198,13 @@ func sleepJitter(ctx context.Context, d time.Duration) error {
 
 // transferState is the partial file: off bytes written and hashed.
 type transferState struct {
-	f    *os.File
-	h    hash.Hash
-	off  int64
-	size int64
-	p    *progress
-	from map[string]bool // edges whose bytes are in the file
+	f       *os.File
+	h       hash.Hash
+	off     int64
+	size    int64
+	p       *progress
+	from    []string // edges whose bytes are in the file, in order
+	resumed bool     // some of them came after a Range request
 }
 
 func (t *transferState) reset() error {
@@ -221,7 +216,7 @@ func (t *transferState) reset() error {
 	}
 	t.h.Reset()
 	t.off = 0
-	t.from = nil
+	t.from, t.resumed = nil, false
 	t.p.set(0)
 	return nil
 }
@@ -303,9 +298,6 @@ func (t *transferState) attempt(ctx context.Context, client *http.Client, rawURL
 	if resp.ContentLength >= 0 && resp.ContentLength != remaining {
 		return fail(true, "%v: announced %d bytes, %d expected", errIntegrity, resp.ContentLength, remaining)
 	}
-	if t.from == nil {
-		t.from = map[string]bool{}
-	}
 	buf := make([]byte, 256<<10)
 	for {
 		n, rerr := resp.Body.Read(buf)
@@ -320,7 +312,10 @@ func (t *transferState) attempt(ctx context.Context, client *http.Client, rawURL
 			t.h.Write(buf[:n])
 			t.off += int64(n)
 			at.Bytes += int64(n)
-			t.from[rawURL] = true
+			if at.Bytes == int64(n) {
+				t.from = append(t.from, where)
+				t.resumed = t.resumed || t.off > int64(n)
+			}
 			t.p.add(n)
 		}
 		if rerr == io.EOF {
