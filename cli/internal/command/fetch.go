@@ -2,14 +2,11 @@ package command
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -23,79 +20,130 @@ import (
 	"github.com/custody-dev/custody/cli/internal/conn"
 	"github.com/custody-dev/custody/cli/internal/evidence"
 	libdigest "github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/libs/quote"
 )
 
 func (c *cli) fetchCmd() *cobra.Command {
 	var envName, out, bundlePath string
-	var deploy bool
+	var asJSON, deploy bool
+	var timeout time.Duration
+	o := defaultFetchOptions
 	cmd := &cobra.Command{
 		Use:   "fetch NAME@VERSION --env E -o OUT [--deploy]",
-		Short: "Admit, download through an edge, verify locally and write OUT atomically (as deployer)",
+		Short: "Admit, download through the edges (failover, resume), verify locally and write OUT atomically (as deployer)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
+			if o.Rounds < 1 || o.Stall <= 0 || o.EdgeTimeout <= 0 || timeout <= 0 || o.Backoff < 0 || o.MaxBackoff < o.Backoff {
+				return errors.New("fetch: --retries must be at least 1 and --stall-timeout, --edge-timeout, --timeout positive, --max-backoff at least --backoff")
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			ref := args[0]
+			name, version, _, err := parseRef(ref)
+			if err != nil {
+				return err
+			}
 			env, err := c.env(ctx, "deployer")
 			if err != nil {
 				return err
 			}
 			defer env.Close()
-			dec, err := admit(ctx, env, args[0], envName)
+			dec, err := admit(ctx, env, ref, envName)
 			if err != nil {
 				return err
 			}
 			if dec.GetDecision() != gatekeeperv1.Decision_DECISION_ALLOW {
-				c.printDecision(args[0], envName, dec)
-				return denied("fetch %s (%s): admission to %s denied: %s", args[0], orUnknown(dec.GetDigest()), envName, strings.Join(dec.GetReasons(), "; "))
+				c.printDecision(ref, envName, dec)
+				return denied("fetch %s (%s): admission to %s denied: %s", ref, orUnknown(dec.GetDigest()), envName, strings.Join(dec.GetReasons(), "; "))
 			}
-			ev, trust, err := c.evidence(ctx, env, dec.GetDigest())
+			// By name and version when given: the same bytes may be
+			// published under another name by another builder, and a
+			// look-up by digest alone is then ambiguous.
+			ev, trust, err := c.evidenceFor(ctx, env, name, version, dec.GetDigest())
 			if err != nil {
 				return err
 			}
 			if err := evidence.Verify(ev, trust.Root); err != nil {
-				return denied("fetch %s: %v", args[0], err)
+				return denied("fetch %s: %v", ref, err)
 			}
-			urls, err := issueURLs(ctx, env, dec.GetDecisionEnvelope())
+			urls, err := issueURLs(ctx, env, dec.GetDecisionEnvelope(), ev.Artifact.Digest)
 			if err != nil {
-				return fmt.Errorf("fetch %s (%s): %w", args[0], ev.Artifact.Digest, err)
+				return fmt.Errorf("fetch %s (%s): %w", ref, ev.Artifact.Digest, err)
 			}
 			roots, err := env.WebRoots()
 			if err != nil {
 				return err
 			}
-			client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
-			var failures []string
-			for _, u := range urls {
-				err := c.download(ctx, client, u, ev.Artifact, out)
-				if err == nil {
-					fmt.Fprintf(c.stdout, "fetched %s (%s, %d bytes) to %s: digest, signature and log inclusion verified\n", args[0], ev.Artifact.Digest, ev.Artifact.Size, out)
-					if bundlePath != "" {
-						if err := writeBundle(bundlePath, ev, trust); err != nil {
-							return err
-						}
-					}
-					if !deploy {
-						return nil
-					}
-					// Only verified bytes are reported deployed, under the
-					// decision they were fetched with.
-					d, err := recordDeployment(ctx, env, args[0], envName, dec.GetDecisionEnvelope())
-					if err != nil {
-						return fmt.Errorf("fetched %s to %s, but %w: retry with custody deploy record", args[0], out, err)
-					}
-					return c.printDeployment(d, false)
+			client := newFetchClient(&http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+				ResponseHeaderTimeout: o.Stall, TLSHandshakeTimeout: o.Stall})
+			res, terr := c.transfer(ctx, client, urls, ev.Artifact, out, o)
+			report := fetchReport{Ref: ref, Environment: envName, Digest: ev.Artifact.Digest, Size: ev.Artifact.Size, Output: out, transferResult: res, OK: terr == nil}
+			if terr != nil {
+				report.Error = terr.Error()
+				if asJSON {
+					_ = printJSON(c.stdout, report)
 				}
-				failures = append(failures, err.Error())
+				return denied("fetch %s (%s): %v", ref, ev.Artifact.Digest, terr)
 			}
-			return denied("fetch %s (%s): no edge served the right bytes: %s", args[0], ev.Artifact.Digest, strings.Join(failures, "; "))
+			if bundlePath != "" {
+				if err := writeBundle(bundlePath, ev, trust); err != nil {
+					return err
+				}
+				report.Bundle = bundlePath
+			}
+			if deploy {
+				// Only verified bytes are reported deployed, under the
+				// decision they were fetched with.
+				d, err := recordDeployment(ctx, env, ref, envName, dec.GetDecisionEnvelope())
+				if err != nil {
+					return fmt.Errorf("fetched %s to %s, but %w: retry with custody deploy record", ref, out, err)
+				}
+				report.Deployment = d
+			}
+			if asJSON {
+				return printJSON(c.stdout, report)
+			}
+			if report.Deployment != nil {
+				defer c.printDeployment(report.Deployment, false)
+			}
+			how := ""
+			if res.Resumed {
+				how = ", resumed across " + strings.Join(res.Edges, ", ")
+			}
+			fmt.Fprintf(c.stdout, "fetched %s (%s, %d bytes) to %s from %d attempt(s)%s: digest, signature and log inclusion verified\n",
+				ref, ev.Artifact.Digest, ev.Artifact.Size, out, len(res.Attempts), how)
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&envName, "env", "", "environment to deploy to (required)")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "where to write the artifact (required)")
 	cmd.Flags().StringVar(&bundlePath, "bundle", "", "also write the offline verification bundle here")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result (every edge attempt) as JSON (docs/cli-json.md)")
 	cmd.Flags().BoolVar(&deploy, "deploy", false, "after the verified fetch, record the deployment to --env under the allow decision")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up on the whole fetch after this long")
+	cmd.Flags().IntVar(&o.Rounds, "retries", o.Rounds, "how many times to try the whole list of edges")
+	cmd.Flags().DurationVar(&o.Backoff, "backoff", o.Backoff, "pause after the first failed round of edges (doubles, with jitter)")
+	cmd.Flags().DurationVar(&o.MaxBackoff, "max-backoff", o.MaxBackoff, "longest pause between rounds")
+	cmd.Flags().DurationVar(&o.Stall, "stall-timeout", o.Stall, "give up on an edge that sends no byte for this long")
+	cmd.Flags().DurationVar(&o.EdgeTimeout, "edge-timeout", o.EdgeTimeout, "give up on one edge after this long (the next one resumes)")
 	_ = cmd.MarkFlagRequired("env")
 	_ = cmd.MarkFlagRequired("output")
 	return cmd
+}
+
+// fetchReport is `custody fetch --json`'s answer (docs/cli-json.md).
+type fetchReport struct {
+	OK          bool   `json:"ok"`
+	Ref         string `json:"ref"`
+	Environment string `json:"environment"`
+	Digest      string `json:"digest"`
+	Size        int64  `json:"size"`
+	Output      string `json:"output"`
+	Bundle      string `json:"bundle,omitempty"`
+	Error       string `json:"error,omitempty"`
+	// Deployment is the deployment recorded with --deploy.
+	Deployment *deployment `json:"deployment,omitempty"`
+	*transferResult
 }
 
 func orUnknown(d string) string {
@@ -105,9 +153,10 @@ func orUnknown(d string) string {
 	return d
 }
 
-// evidence gets the catalog's evidence for digest and the trust root,
-// pinned and walked forward.
-func (c *cli) evidence(ctx context.Context, env *conn.Env, digest string) (evidence.Evidence, *conn.Trust, error) {
+// evidenceFor gets the catalog's evidence for name@version (or, with no
+// name, for digest alone) and the trust root, pinned and walked forward.
+// The evidence's digest must be the decision's.
+func (c *cli) evidenceFor(ctx context.Context, env *conn.Env, name, version, digest string) (evidence.Evidence, *conn.Trust, error) {
 	trust, err := env.Trust(ctx)
 	if err != nil {
 		return evidence.Evidence{}, nil, err
@@ -117,18 +166,24 @@ func (c *cli) evidence(ctx context.Context, env *conn.Env, digest string) (evide
 		return evidence.Evidence{}, nil, err
 	}
 	defer cc.Close()
-	resp, err := catalogv1.NewCatalogServiceClient(cc).GetArtifact(ctx, &catalogv1.GetArtifactRequest{Digest: digest})
+	req := &catalogv1.GetArtifactRequest{Name: name, Version: version}
+	what := name + "@" + version
+	if name == "" {
+		req, what = &catalogv1.GetArtifactRequest{Digest: digest}, digest
+	}
+	resp, err := catalogv1.NewCatalogServiceClient(cc).GetArtifact(ctx, req)
 	if err != nil {
-		return evidence.Evidence{}, nil, fmt.Errorf("get evidence for %s: %w", digest, err)
+		return evidence.Evidence{}, nil, fmt.Errorf("get evidence for %s: %w", what, err)
 	}
 	ev := evidence.FromProto(resp)
-	if ev.Artifact.Digest != digest {
-		return ev, nil, denied("the catalog answered with %s for %s", ev.Artifact.Digest, digest)
+	if ev.Artifact.Digest != digest || (name != "" && (ev.Artifact.Name != name || ev.Artifact.Version != version)) {
+		return ev, nil, denied("the catalog answered with %s@%s (%s) for %s, admitted as %s", ev.Artifact.Name, ev.Artifact.Version, ev.Artifact.Digest, what, digest)
 	}
 	return ev, trust, nil
 }
 
-func issueURLs(ctx context.Context, env *conn.Env, decision []byte) ([]string, error) {
+// issueURLs asks the broker for one URL per edge; each must be for digest.
+func issueURLs(ctx context.Context, env *conn.Env, decision []byte, digest string) ([]string, error) {
 	cc, err := env.Dial("cdn-broker")
 	if err != nil {
 		return nil, err
@@ -141,68 +196,16 @@ func issueURLs(ctx context.Context, env *conn.Env, decision []byte) ([]string, e
 	if len(resp.GetUrls()) == 0 {
 		return nil, errors.New("the broker returned no URLs")
 	}
-	return resp.GetUrls(), nil
-}
-
-// download fetches u into a temporary file beside out, reading at most one
-// byte more than the recorded size, and renames it to out only if size and
-// digest match. Nothing is left at out on failure.
-func (c *cli) download(ctx context.Context, client *http.Client, u string, a evidence.Artifact, out string) error {
-	where := strings.SplitN(u, "?", 2)[0]
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	hexDigest, err := libdigest.Parse(digest)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s: %v", where, strings.ReplaceAll(err.Error(), u, where))
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return fmt.Errorf("%s: %s: %s", where, resp.Status, strings.TrimSpace(string(body)))
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".part*")
-	if err != nil {
-		return err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			tmp.Close()
-			os.Remove(tmp.Name())
+	for _, u := range resp.GetUrls() {
+		if !strings.HasSuffix(redactURL(u), "/v1/blobs/sha256/"+hexDigest) {
+			return nil, fmt.Errorf("the broker returned %s, not a URL for %s", quote.Prefix(redactURL(u)), digest)
 		}
-	}()
-	h := sha256.New()
-	p := c.newProgress("downloaded", a.Size)
-	n, err := io.Copy(io.MultiWriter(tmp, h, progressWriter{p}), io.LimitReader(resp.Body, a.Size+1))
-	p.finish()
-	if err != nil {
-		return fmt.Errorf("%s: download: %v", where, err)
 	}
-	if n != a.Size {
-		return fmt.Errorf("%s: integrity failure for %s: served %d bytes, recorded size is %d", where, a.Digest, n, a.Size)
-	}
-	if got := libdigest.FromSum(h.Sum(nil)); got != a.Digest {
-		return fmt.Errorf("%s: integrity failure for %s: served bytes hash to %s", where, a.Digest, got)
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
-		return err
-	}
-	ok = true
-	if d, err := os.Open(filepath.Dir(out)); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return resp.GetUrls(), nil
 }
 
 type progressWriter struct{ p *progress }

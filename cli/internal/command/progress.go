@@ -64,3 +64,11 @@ func (p *progress) finish() {
 	p.print(time.Now())
 	fmt.Fprintln(p.w)
 }
+
+// note prints a line (an edge that failed) between progress updates.
+func (p *progress) note(msg string) {
+	if p == nil {
+		return
+	}
+	fmt.Fprintf(p.w, "\r%s\n", msg)
+}

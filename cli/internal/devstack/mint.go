@@ -32,6 +32,7 @@ const TrustDomain = "custody.local"
 // Identities maps the names accepted by --as to their SPIFFE ID paths.
 var Identities = map[string]string{
 	"builder":  "/builder/ci",
+	"builder2": "/builder/ci2", // a second pipeline: the same bytes may come from two builders
 	"alice":    "/approver/alice",
 	"bob":      "/approver/bob",
 	"carol":    "/approver/carol",
@@ -54,7 +55,25 @@ var Services = []Service{
 	{"publisher", "/service/publisher"},
 	{"gatekeeper", "/service/gatekeeper"},
 	{"edge", "/edge/dev"},
+	{"edge2", "/edge/dev2"},
 	{"cdn-broker", "/service/cdn-broker"},
+}
+
+// Edges are the stack's edge services and the edge names they run with
+// (--name, and the last element of their SPIFFE ID /edge/<name>). Each has
+// its own cache directory (DataDir) and HTTPS port; the broker issues one
+// URL per edge, in this order, so that `custody fetch` can fail over.
+var Edges = map[string]string{"edge": "dev", "edge2": "dev2"}
+
+// EdgeServices lists the edge services in the broker's URL order.
+var EdgeServices = []string{"edge", "edge2"}
+
+// Binary is the executable a service runs: every edge runs the edge binary.
+func Binary(service string) string {
+	if _, ok := Edges[service]; ok {
+		return "edge"
+	}
+	return service
 }
 
 // Layout names the files of a dev directory (see docs/services.md).

@@ -110,7 +110,7 @@ func Up(ctx context.Context, l Layout, opts Options) error {
 	}
 	exited := make(chan *proc, len(Services))
 	for _, s := range Services {
-		bin, err := findBinary(opts.BinDir, s.Name)
+		bin, err := findBinary(opts.BinDir, Binary(s.Name))
 		if err != nil {
 			return err
 		}
@@ -235,14 +235,19 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 		a = append(a, "--catalog-addr", addr("catalog"), "--signer-addr", addr("signer"), "--publisher-addr", addr("publisher"),
 			"--trust-root", l.TrustRoot(), "--stop-state-file", l.path("data", name, "stops.json"),
 			"--lift-quorum", "prod=2", "--default-lift-quorum", "1", "--killswitch-lift-quorum", "2")
-	case "edge":
-		a = append(a, "--name", "dev", "--https-listen", "127.0.0.1:0", "--tls-cert-file", l.path("web", "edge.pem"),
+	case "edge", "edge2":
+		a = append(a, "--name", Edges[name], "--https-listen", "127.0.0.1:0", "--tls-cert-file", l.path("web", "edge.pem"),
 			"--tls-key-file", l.path("web", "edge_key.pem"), "--publisher-addr", addr("publisher"),
 			"--cache-dir", l.DataDir(name), "--token-public-key-file", l.path("keys", "token.pub.pem"), "--gatekeeper-addr", addr("gatekeeper"))
 	case "cdn-broker":
-		a = append(a, "--signer-addr", addr("signer"), "--gatekeeper-addr", addr("gatekeeper"), "--edge-url", "https://"+s.Services["edge"]["https"],
-			"--token-private-key-file", l.path("keys", "token.pem"),
-			"--state-dir", l.DataDir(name), "--catalog-addr", addr("catalog"), "--edge-grpc", "dev="+s.Services["edge"]["grpc"])
+		a = append(a, "--signer-addr", addr("signer"), "--gatekeeper-addr", addr("gatekeeper"), "--token-private-key-file", l.path("keys", "token.pem"))
+		for _, e := range EdgeServices {
+			a = append(a, "--edge-url", "https://"+s.Services[e]["https"])
+		}
+		a = append(a, "--state-dir", l.DataDir(name), "--catalog-addr", addr("catalog"))
+		for _, e := range EdgeServices {
+			a = append(a, "--edge-grpc", Edges[e]+"="+s.Services[e]["grpc"])
+		}
 	}
 	return a
 }

@@ -85,7 +85,7 @@ func (sv *supervisor) restart(ctx context.Context, p *proc, exitErr error) {
 			return
 		case <-time.After(delay):
 		}
-		bin, err := findBinary(sv.binDir(p), p.name)
+		bin, err := findBinary(sv.binDir(p), Binary(p.name))
 		var np *proc
 		if err == nil {
 			np, err = startProc(sv.l, p.name, bin, sv.restartArgs(p.name), sv.exited)
