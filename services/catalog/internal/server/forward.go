@@ -151,7 +151,9 @@ func (f *Follower) GetConsistencyProof(ctx context.Context, req *catalogv1.GetCo
 // Switch serves whichever server is current: a catalog starts as a
 // follower and switches to writer when it takes the lease.
 type Switch struct {
-	catalogv1.UnimplementedCatalogServiceServer
+	// Unsafe, not Unimplemented: an RPC added to the service and not
+	// passed on here fails to compile instead of answering Unimplemented.
+	catalogv1.UnsafeCatalogServiceServer
 	cur atomic.Pointer[catalogv1.CatalogServiceServer]
 }
 
@@ -187,6 +189,10 @@ func (w *Switch) GetCheckpoint(ctx context.Context, r *catalogv1.GetCheckpointRe
 
 func (w *Switch) RecordSignature(ctx context.Context, r *catalogv1.RecordSignatureRequest) (*catalogv1.RecordSignatureResponse, error) {
 	return w.get().RecordSignature(ctx, r)
+}
+
+func (w *Switch) RecordDeployment(ctx context.Context, r *catalogv1.RecordDeploymentRequest) (*catalogv1.RecordDeploymentResponse, error) {
+	return w.get().RecordDeployment(ctx, r)
 }
 
 func (w *Switch) ListArtifacts(ctx context.Context, r *catalogv1.ListArtifactsRequest) (*catalogv1.ListArtifactsResponse, error) {
