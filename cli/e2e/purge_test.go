@@ -78,9 +78,14 @@ func TestPurgeDropsTheEdgeCache(t *testing.T) {
 		Jobs []jobOut `json:"jobs"`
 	}
 	mustJSON(t, s.mustCustody("purge", digest, "--reference", "ticket-42", "--wait", "60s", "--json"), &out)
-	if len(out.Jobs) != 1 || out.Jobs[0].Digest != digest || !out.Jobs[0].Done || len(out.Jobs[0].Targets) != 1 ||
-		out.Jobs[0].Targets[0].Name != "edge:dev" || !out.Jobs[0].Targets[0].Confirmed {
+	// Every dev edge is a target, in the broker's order.
+	if len(out.Jobs) != 1 || out.Jobs[0].Digest != digest || !out.Jobs[0].Done || len(out.Jobs[0].Targets) != len(devstack.EdgeServices) {
 		t.Fatalf("purge output %+v", out)
+	}
+	for i, e := range devstack.EdgeServices {
+		if tg := out.Jobs[0].Targets[i]; tg.Name != "edge:"+devstack.Edges[e] || !tg.Confirmed {
+			t.Fatalf("purge target %d: %+v, want edge:%s confirmed", i, tg, devstack.Edges[e])
+		}
 	}
 	if _, err := os.Stat(cached); !os.IsNotExist(err) {
 		t.Fatalf("the edge still caches %s after the purge: %v", digest, err)
