@@ -2,7 +2,6 @@ package command
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -125,9 +124,7 @@ func recordDeployment(ctx context.Context, env *conn.Env, ref, envName string, d
 
 func (c *cli) printDeployment(d *deployment, asJSON bool) error {
 	if asJSON {
-		enc := json.NewEncoder(c.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(d)
+		return printJSON(c.stdout, d)
 	}
 	fmt.Fprintf(c.stdout, "recorded deployment of %s@%s (%s) to %s under decision %s (log index %d)\n",
 		d.Name, d.Version, d.Digest, d.Environment, d.DecisionID, d.LogIndex)

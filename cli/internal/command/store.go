@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 )
@@ -51,11 +50,7 @@ cannot be asked, nothing is deleted.`,
 				return fmt.Errorf("run retention: %w", err)
 			}
 			if asJSON {
-				b, err := protojson.MarshalOptions{EmitUnpopulated: true, Multiline: true}.Marshal(resp)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintln(c.stdout, string(b))
+				c.printProto(resp)
 				return nil
 			}
 			verb := "deleted"

@@ -44,22 +44,19 @@ func (s *Store) IndexEvents(ctx context.Context, events []*catalog.Event, size u
 	// flush (a crash may undo the last such commits, never half of one;
 	// docs/decisions/0068-catalog-event-path-cpu-and-fsyncs.md).
 	batch.Queue(`SET LOCAL synchronous_commit TO OFF`)
-	for _, e := range events {
-		if !e.Entry.Logged() || e.Entry.Index >= size {
-			return fmt.Errorf("index events: event at %d is not logged below size %d", e.Entry.Index, size)
-		}
-		flat, err := sqlquery.JoinProof(e.Entry.Proof)
-		if err != nil {
-			return fmt.Errorf("index events: event at %d: %w", e.Entry.Index, err)
-		}
+	proofs, err := sqlquery.IndexProofs(events, size)
+	if err != nil {
+		return err
+	}
+	for i, e := range events {
 		idx := int64(e.Entry.Index)
 		batch.Queue(`INSERT INTO events
 			(type, actor, subject_digest, details, created_at, leaf, search_from, log_index, proof, checkpoint)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (log_index) DO NOTHING`,
-			e.Type, e.Actor, e.SubjectDigest, e.Details, e.CreatedAt.UTC(), e.Entry.Leaf, idx, idx, flat, e.Entry.Checkpoint)
+			e.Type, e.Actor, e.SubjectDigest, e.Details, e.CreatedAt.UTC(), e.Entry.Leaf, idx, idx, proofs[i], e.Entry.Checkpoint)
 	}
 	batch.Queue(`UPDATE log_indexed SET size = $1 WHERE id = 1 AND size < $1`, int64(size))
-	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		return tx.SendBatch(ctx, batch).Close()
 	})
 	if err != nil {

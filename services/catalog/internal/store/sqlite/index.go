@@ -37,22 +37,11 @@ func (s *Store) IndexEvents(ctx context.Context, events []*catalog.Event, size u
 	if size > math.MaxInt64 {
 		return fmt.Errorf("index events: log size %d out of range", size)
 	}
-	type row struct {
-		e    *catalog.Event
-		flat []byte
+	proofs, err := sqlquery.IndexProofs(events, size)
+	if err != nil {
+		return err
 	}
-	rows := make([]row, len(events))
-	for i, e := range events {
-		if !e.Entry.Logged() || e.Entry.Index >= size {
-			return fmt.Errorf("index events: event at %d is not logged below size %d", e.Entry.Index, size)
-		}
-		flat, err := sqlquery.JoinProof(e.Entry.Proof)
-		if err != nil {
-			return fmt.Errorf("index events: event at %d: %w", e.Entry.Index, err)
-		}
-		rows[i] = row{e, flat}
-	}
-	err := s.writeDerived(ctx, func(tx *sql.Tx) error {
+	err = s.writeDerived(ctx, func(tx *sql.Tx) error {
 		stmt, err := tx.Prepare(`INSERT INTO events
 			(type, actor, subject_digest, details, created_at, leaf, search_from, log_index, proof, checkpoint)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (log_index) DO NOTHING`)
@@ -60,11 +49,10 @@ func (s *Store) IndexEvents(ctx context.Context, events []*catalog.Event, size u
 			return err
 		}
 		defer stmt.Close()
-		for _, r := range rows {
-			e := r.e
+		for i, e := range events {
 			idx := int64(e.Entry.Index)
 			if _, err := stmt.Exec(e.Type, e.Actor, e.SubjectDigest, e.Details, formatTime(e.CreatedAt), e.Entry.Leaf,
-				idx, idx, r.flat, e.Entry.Checkpoint); err != nil {
+				idx, idx, proofs[i], e.Entry.Checkpoint); err != nil {
 				return err
 			}
 		}

@@ -46,3 +46,21 @@ func FillEntry(e *catalog.Entry, from int64, index *int64, proofFlat []byte) err
 	}
 	return nil
 }
+
+// IndexProofs checks that every event is logged below size, the log size
+// IndexEvents raises the index to, and returns each event's inclusion proof
+// flattened for its row, in order.
+func IndexProofs(events []*catalog.Event, size uint64) ([][]byte, error) {
+	flat := make([][]byte, len(events))
+	for i, e := range events {
+		if !e.Entry.Logged() || e.Entry.Index >= size {
+			return nil, fmt.Errorf("index events: event at %d is not logged below size %d", e.Entry.Index, size)
+		}
+		p, err := JoinProof(e.Entry.Proof)
+		if err != nil {
+			return nil, fmt.Errorf("index events: event at %d: %w", e.Entry.Index, err)
+		}
+		flat[i] = p
+	}
+	return flat, nil
+}
