@@ -104,40 +104,28 @@ func Up(ctx context.Context, l Layout, opts Options) error {
 	// signer co-sign its checkpoints: each must know the other's address
 	// before either starts. The publisher asks the broker (started after
 	// it) to purge what retention destroys.
-	planned, err := reservePorts("signer", "catalog", "cdn-broker")
-	if err != nil {
+	var planned map[string]string
+	var exited chan *proc
+	for attempt := 1; ; attempt++ {
+		planned, err = reservePorts("signer", "catalog", "cdn-broker")
+		if err != nil {
+			return err
+		}
+		exited = make(chan *proc, len(Services))
+		procs, err = startServices(ctx, l, opts, stack, planned, exited, admin, tel, td)
+		if err == nil {
+			break
+		}
+		// Another process took a planned port between its pick and the
+		// service's bind: stop what started and pick again.
+		if attempt < 3 && errors.Is(err, errAddrInUse) {
+			fmt.Fprintln(opts.Out, "  another process took a planned port; picking new ports")
+			stopAll(procs, opts.Out)
+			procs = nil
+			stack.Services, stack.PIDs = map[string]daemon.Endpoints{}, map[string]int{}
+			continue
+		}
 		return err
-	}
-	exited := make(chan *proc, len(Services))
-	for _, s := range Services {
-		bin, err := findBinary(opts.BinDir, Binary(s.Name))
-		if err != nil {
-			return err
-		}
-		if err := os.MkdirAll(l.DataDir(s.Name), 0o700); err != nil {
-			return err
-		}
-		p, err := startProc(l, s.Name, bin, args(l, s.Name, stack, planned), exited)
-		if err != nil {
-			return err
-		}
-		procs = append(procs, p)
-		stack.PIDs[s.Name] = p.cmd.Process.Pid
-
-		eps, err := waitEndpoints(ctx, l, p)
-		if err != nil {
-			return err
-		}
-		stack.Services[s.Name] = eps
-		if err := waitHealthy(ctx, l, s.Name, eps["grpc"], ServerID(td, s.Name), admin, tel, p); err != nil {
-			return err
-		}
-		if s.Name == "signer" {
-			if err := pinTrustRoot(ctx, l, eps["grpc"], td, admin, tel); err != nil {
-				return err
-			}
-		}
-		fmt.Fprintf(opts.Out, "  %-11s grpc %s  metrics http://%s/metrics%s\n", s.Name, eps["grpc"], eps["metrics"], httpsNote(eps))
 	}
 	b, _ := json.MarshalIndent(stack, "", "  ")
 	if err := daemon.WriteFileAtomic(l.StackFile(), b, 0o644); err != nil {
@@ -150,6 +138,48 @@ func Up(ctx context.Context, l Layout, opts Options) error {
 	sv.run(ctx)
 	fmt.Fprintln(opts.Out, "stopping the dev stack")
 	return nil
+}
+
+// errAddrInUse marks a start that failed because a service could not bind
+// its planned port.
+var errAddrInUse = errors.New("address already in use")
+
+// startServices starts every service in order on the planned addresses and
+// waits until each is healthy. It returns what it started, also on error,
+// for the caller to stop.
+func startServices(ctx context.Context, l Layout, opts Options, stack *Stack, planned map[string]string, exited chan *proc, admin identity.Source, tel *telemetry.Telemetry, td spiffeid.TrustDomain) ([]*proc, error) {
+	var procs []*proc
+	for _, s := range Services {
+		bin, err := findBinary(opts.BinDir, Binary(s.Name))
+		if err != nil {
+			return procs, err
+		}
+		if err := os.MkdirAll(l.DataDir(s.Name), 0o700); err != nil {
+			return procs, err
+		}
+		p, err := startProc(l, s.Name, bin, args(l, s.Name, stack, planned), exited)
+		if err != nil {
+			return procs, err
+		}
+		procs = append(procs, p)
+		stack.PIDs[s.Name] = p.cmd.Process.Pid
+
+		eps, err := waitEndpoints(ctx, l, p)
+		if err != nil {
+			return procs, err
+		}
+		stack.Services[s.Name] = eps
+		if err := waitHealthy(ctx, l, s.Name, eps["grpc"], ServerID(td, s.Name), admin, tel, p); err != nil {
+			return procs, err
+		}
+		if s.Name == "signer" {
+			if err := pinTrustRoot(ctx, l, eps["grpc"], td, admin, tel); err != nil {
+				return procs, err
+			}
+		}
+		fmt.Fprintf(opts.Out, "  %-11s grpc %s  metrics http://%s/metrics%s\n", s.Name, eps["grpc"], eps["metrics"], httpsNote(eps))
+	}
+	return procs, nil
 }
 
 // startProc starts one service with its output appended to its log file.
@@ -297,7 +327,7 @@ func waitEndpoints(ctx context.Context, l Layout, p *proc) (daemon.Endpoints, er
 		select {
 		case err := <-p.done:
 			p.done <- err
-			return nil, fmt.Errorf("%s exited during start-up (%v); see %s:\n%s", p.name, err, l.LogFile(p.name), tail(l.LogFile(p.name)))
+			return nil, exitedErr(l, p.name, err)
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(20 * time.Millisecond):
@@ -328,7 +358,7 @@ func waitHealthy(ctx context.Context, l Layout, name, addr string, id spiffeid.I
 		select {
 		case err := <-p.done:
 			p.done <- err
-			return fmt.Errorf("%s exited during start-up (%v); see %s", name, err, l.LogFile(name))
+			return exitedErr(l, name, err)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond):
@@ -337,18 +367,37 @@ func waitHealthy(ctx context.Context, l Layout, name, addr string, id spiffeid.I
 	return fmt.Errorf("%s is not healthy after 30s (%v); see %s", name, last, l.LogFile(name))
 }
 
-// reservePorts picks a free loopback port for each service. The port is
-// free when picked; a process that takes it before the service binds makes
-// the start fail with "address already in use", and a retry picks again.
+// exitedErr describes a service that exited during start-up, with the
+// tail of its log; it wraps errAddrInUse when the service could not bind.
+func exitedErr(l Layout, name string, waitErr error) error {
+	t := tail(l.LogFile(name))
+	err := fmt.Errorf("%s exited during start-up (%v); see %s:\n%s", name, waitErr, l.LogFile(name), t)
+	if strings.Contains(t, "address already in use") {
+		return fmt.Errorf("%w: %w", errAddrInUse, err)
+	}
+	return err
+}
+
+// reservePorts picks a distinct free loopback port for each service: every
+// listener stays open until all are picked, so the kernel cannot hand the
+// same port out twice. A process that takes a port after it is closed and
+// before the service binds it makes the start fail with errAddrInUse, and
+// Up picks again.
 func reservePorts(services ...string) (map[string]string, error) {
 	out := map[string]string{}
+	var held []net.Listener
+	defer func() {
+		for _, ln := range held {
+			ln.Close()
+		}
+	}()
 	for _, s := range services {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, fmt.Errorf("pick a port for %s: %w", s, err)
 		}
+		held = append(held, ln)
 		out[s] = ln.Addr().String()
-		ln.Close()
 	}
 	return out, nil
 }
