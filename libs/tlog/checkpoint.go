@@ -148,13 +148,18 @@ func GenerateKey(origin string) (signerKey, verifierKey string, err error) {
 }
 
 // SignCheckpoint returns cp as a C2SP signed note signed with signerKey (a
-// note signer key such as GenerateKey returns). The log itself signs through
-// Tessera; this is for tests and tools that need a checkpoint without a log.
+// note signer key such as GenerateKey returns).
 func SignCheckpoint(cp Checkpoint, signerKey string) ([]byte, error) {
 	s, err := note.NewSigner(signerKey)
 	if err != nil {
 		return nil, fmt.Errorf("%w: signer key: %v", ErrBadKey, err)
 	}
+	return SignCheckpointWith(cp, s)
+}
+
+// SignCheckpointWith returns cp as a C2SP signed note signed with s, the
+// note Tessera writes for a checkpoint of the same tree.
+func SignCheckpointWith(cp Checkpoint, s note.Signer) ([]byte, error) {
 	text := log.Checkpoint{Origin: cp.Origin, Size: cp.Size, Hash: cp.Hash}.Marshal()
 	b, err := note.Sign(&note.Note{Text: string(text)}, s)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -300,6 +301,19 @@ func BenchmarkIdleCPU(b *testing.B) {
 	time.Sleep(2 * time.Second) // let background work settle
 	const window = 30 * time.Second
 	var total float64
+	// A CPU profile of the idle window alone, to find what an idle
+	// catalog spends its CPU on.
+	if f := os.Getenv("CUSTODY_BENCH_IDLE_CPUPROFILE"); f != "" {
+		pf, err := os.Create(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			b.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	for range b.N {
 		before, err := cpuTicks()
 		if err != nil {

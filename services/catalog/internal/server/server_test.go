@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -530,41 +531,28 @@ func TestFailsClosed(t *testing.T) {
 	if _, err := pub.RecordArtifact(t.Context(), recordReq("app", "1.0.0", "x")); err != nil {
 		t.Fatal(err)
 	}
-	// The log's published checkpoint cannot be read. (A directory in its
-	// place, rather than nothing, so that Tessera does not publish anew
-	// while the test looks.)
-	cpFile := filepath.Join(e.dir, "log", "checkpoint")
-	saved, err := os.ReadFile(cpFile)
+	// The log's tree state cannot be read. (A directory in its place,
+	// rather than nothing, so that Tessera does not write it anew while
+	// the test looks.)
+	stateFile := filepath.Join(e.dir, "log", ".state", "treeState")
+	saved, err := os.ReadFile(stateFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(cpFile); err != nil {
+	if err := os.Remove(stateFile); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Mkdir(cpFile, 0o755); err != nil {
+	if err := os.Mkdir(stateFile, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	_, err = pub.GetCheckpoint(t.Context(), &catalogv1.GetCheckpointRequest{})
 	if st := status.Convert(err); st.Code() != codes.Unavailable || strings.Contains(st.Message(), e.dir) {
-		t.Errorf("GetCheckpoint without a checkpoint: got %v, want Unavailable without internal detail", err)
+		t.Errorf("GetCheckpoint without the log's tree state: got %v, want Unavailable without internal detail", err)
 	}
-	if err := os.Remove(cpFile); err != nil {
+	if err := os.Remove(stateFile); err != nil {
 		t.Fatal(err)
 	}
-	// A checkpoint whose signature does not verify is refused, never served.
-	sig := bytes.LastIndex(saved, []byte(" ")) + 10
-	forged := bytes.Clone(saved)
-	forged[sig] ^= 'A' ^ 'B'
-	if forged[sig] == saved[sig] || !bytes.HasPrefix(forged, saved[:sig]) {
-		t.Fatal("test did not alter the signature")
-	}
-	if err := os.WriteFile(cpFile, forged, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := pub.GetCheckpoint(t.Context(), &catalogv1.GetCheckpointRequest{}); status.Code(err) != codes.Internal {
-		t.Errorf("GetCheckpoint with a forged checkpoint: got %v, want Internal", err)
-	}
-	if err := os.WriteFile(cpFile, saved, 0o644); err != nil {
+	if err := os.WriteFile(stateFile, saved, 0o644); err != nil {
 		t.Fatal(err)
 	}
 
@@ -593,6 +581,31 @@ func TestFailsClosed(t *testing.T) {
 	}
 	if c, _ := tlog.OpenCheckpoint(cp.GetCheckpoint(), e.vkey); c == nil || c.Size != 2 {
 		t.Errorf("no artifact may reach the log without its database row, and events are refused once the database fails; checkpoint %v", c)
+	}
+
+	// The log's tiles are changed on disk: the catalog, which signs
+	// checkpoints of the tree the tiles hold, signs none that does not
+	// extend the last one it signed.
+	var changed int
+	if err := filepath.WalkDir(filepath.Join(e.dir, "log", "tile"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil || len(b) == 0 {
+			return err
+		}
+		b[len(b)/2] ^= 1
+		changed++
+		return os.WriteFile(p, b, 0o644)
+	}); err != nil || changed == 0 {
+		t.Fatalf("changing the tiles: %d changed, %v", changed, err)
+	}
+	if _, err := e.log.Sequence(t.Context(), []byte("after the change")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pub.GetCheckpoint(t.Context(), &catalogv1.GetCheckpointRequest{}); status.Code(err) != codes.Internal {
+		t.Errorf("GetCheckpoint over changed tiles: got %v, want Internal", err)
 	}
 }
 

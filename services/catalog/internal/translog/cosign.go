@@ -133,13 +133,13 @@ func (l *Log) checkpointLoop(ctx context.Context) {
 	}
 }
 
-// serveLatest makes the latest published checkpoint the served one: with a
-// Cosigner once co-signed, else as it is.
+// serveLatest makes a checkpoint of the integrated tree the served one: with
+// a Cosigner once co-signed, else as it is.
 func (l *Log) serveLatest(ctx context.Context, base **tlog.Checkpoint) error {
 	if l.cosigner != nil {
 		return l.cosignLatest(ctx, base)
 	}
-	signed, cp, err := l.published(ctx)
+	signed, cp, err := l.integrated(ctx)
 	if err != nil {
 		return err
 	}
@@ -149,11 +149,11 @@ func (l *Log) serveLatest(ctx context.Context, base **tlog.Checkpoint) error {
 	return nil
 }
 
-// cosignLatest has the latest published checkpoint co-signed, unless it
-// already is. *base is the co-signer's last checkpoint as last learnt; it
+// cosignLatest has a checkpoint of the integrated tree co-signed, unless
+// one of that tree already is. *base is the co-signer's last checkpoint as last learnt; it
 // is asked again when unknown and after a refusal.
 func (l *Log) cosignLatest(ctx context.Context, base **tlog.Checkpoint) error {
-	signed, cp, err := l.published(ctx)
+	signed, cp, err := l.integrated(ctx)
 	if err != nil {
 		return err
 	}
