@@ -237,7 +237,7 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 		} else {
 			a = append(a, "--dev", "--keystore", l.path("keys", "keystore.json"), "--keystore-passphrase-file", l.path("keys", "keystore.pass"))
 		}
-		a = append(a, "--state-dir", l.DataDir(name), "--catalog-addr", addr("catalog"), "--log-origin", LogOrigin, "--cosigner-name", CosignerName,
+		a = append(a, "--state-dir", l.DataDir(name), "--catalog-addr", addr("catalog"), "--broker-addr", addr("cdn-broker"), "--log-origin", LogOrigin, "--cosigner-name", CosignerName,
 			"--channel-key", "prod=artifact-prod", "--quorum", "prod=2", "--backup-key", "backup",
 			"--edge-token-public-key-file", l.path("keys", "token.pub.pem"),
 			"--dev-root-threshold", fmt.Sprint(RootThreshold))

@@ -20,6 +20,7 @@ import (
 
 	"github.com/custody-dev/custody/libs/daemon"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/trustroot"
@@ -31,6 +32,7 @@ import (
 	"github.com/custody-dev/custody/services/signer/internal/keys/soft"
 	"github.com/custody-dev/custody/services/signer/internal/keys/vault"
 	"github.com/custody-dev/custody/services/signer/internal/lifecycle"
+	"github.com/custody-dev/custody/services/signer/internal/purge"
 	"github.com/custody-dev/custody/services/signer/internal/server"
 )
 
@@ -66,6 +68,7 @@ type config struct {
 	CosignerName   string
 	LogKey         string
 	CatalogAddr    string
+	BrokerAddr     string
 	Quorum         string
 	Approvers      []string
 	ApprovalTTL    time.Duration
@@ -217,6 +220,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.String(&cfg.LogOrigin, "log-origin", "CUSTODY_LOG_ORIGIN", "custody.dev/log", "origin of the catalog's log, whose checkpoints the signer co-signs")
 	f.String(&cfg.CosignerName, "cosigner-name", "CUSTODY_COSIGNER_NAME", "custody.dev/signer", "key name of the signer's cosignature/v1 signatures on log checkpoints; must differ from --log-origin")
 	f.String(&cfg.LogKey, "log-key", "CUSTODY_LOG_KEY", "log", "back-end Ed25519 key that co-signs log checkpoints")
+	f.String(&cfg.BrokerAddr, "broker-addr", "CUSTODY_BROKER_ADDR", "", "cdn-broker gRPC address: a key revocation's artifacts are purged from every cache (needs --catalog-addr)")
 	f.String(&cfg.CatalogAddr, "catalog-addr", "CUSTODY_CATALOG_ADDR", "", "catalog gRPC address, for audit events (required with --quorum)")
 	f.String(&cfg.Quorum, "quorum", "CUSTODY_QUORUM", "", "approvals each channel needs before signing, e.g. prod=2,staging=1; unlisted channels need none")
 	f.Strings(&cfg.Approvers, "approvers", "CUSTODY_APPROVERS", "SPIFFE IDs that may approve (default: every ID under /approver/ of the trust domain)")
@@ -272,12 +276,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		return []trustroot.LogKey{{Origin: cfg.LogOrigin, VerifierKey: vkey}}, nil
 	}
-	events, closeEvents, err := openAudit(cfg, d)
+	events, catalog, closeEvents, err := openAudit(cfg, d)
 	if err != nil {
 		return err
 	}
 	defer closeEvents()
-	lc, err := openLifecycle(cfg, signing, chKeys, logKeys, events, d.Logger)
+	purger, closePurge, err := openPurge(cfg, d, catalog)
+	if err != nil {
+		return err
+	}
+	defer closePurge()
+	lc, err := openLifecycle(cfg, signing, chKeys, logKeys, events, purger, d.Logger)
 	if err != nil {
 		return err
 	}
@@ -364,8 +373,9 @@ func ensureChannelKeys(ctx context.Context, b keys.Backend, chKeys map[string]st
 	return nil
 }
 
-func openLifecycle(cfg config, b keys.Backend, chKeys map[string]string, logKeys func(context.Context) ([]trustroot.LogKey, error), events *audit.Catalog, logger *slog.Logger) (*lifecycle.Manager, error) {
-	lcfg := lifecycle.Config{LogKeys: logKeys,
+func openLifecycle(cfg config, b keys.Backend, chKeys map[string]string, logKeys func(context.Context) ([]trustroot.LogKey, error), events *audit.Catalog,
+	purger func(context.Context, string, time.Time, string) (int, error), logger *slog.Logger) (*lifecycle.Manager, error) {
+	lcfg := lifecycle.Config{LogKeys: logKeys, Purge: purger,
 		Backend: b, ArtifactKey: cfg.ArtifactKey, ChannelKeys: chKeys, DecisionKey: cfg.DecisionKey, BackupKey: cfg.BackupKey,
 		Dir: filepath.Join(cfg.StateDir, "keys"), Logger: logger, RootTTL: cfg.RootTTL, DevThreshold: cfg.DevThreshold,
 	}
@@ -415,16 +425,32 @@ func (c *config) approvals() (approvals.Config, error) {
 
 // openAudit connects the audit log in the catalog; nil without
 // --catalog-addr.
-func openAudit(cfg config, d *daemon.Daemon) (*audit.Catalog, func(), error) {
+func openAudit(cfg config, d *daemon.Daemon) (*audit.Catalog, catalogv1.CatalogServiceClient, func(), error) {
 	if cfg.CatalogAddr == "" {
 		d.Logger.Warn("no --catalog-addr: key lifecycle events are not logged, and re-signing (ResignArtifact) is refused")
-		return nil, func() {}, nil
+		return nil, nil, func() {}, nil
 	}
 	conn, err := d.Dial(cfg.CatalogAddr, "catalog")
 	if err != nil {
-		return nil, nil, fmt.Errorf("catalog: %w", err)
+		return nil, nil, nil, fmt.Errorf("catalog: %w", err)
 	}
-	return audit.New(catalogv1.NewCatalogServiceClient(conn)), func() { conn.Close() }, nil
+	client := catalogv1.NewCatalogServiceClient(conn)
+	return audit.New(client), client, func() { conn.Close() }, nil
+}
+
+// openPurge returns what asks the cdn-broker to purge a key revocation's
+// artifacts; nil without --broker-addr (or without a catalog to ask).
+func openPurge(cfg config, d *daemon.Daemon, catalog catalogv1.CatalogServiceClient) (func(context.Context, string, time.Time, string) (int, error), func(), error) {
+	if cfg.BrokerAddr == "" || catalog == nil {
+		d.Logger.Warn("no --broker-addr (or no --catalog-addr): a key revocation leaves its artifacts in edge and CDN caches until they expire; purge them with custody purge")
+		return nil, func() {}, nil
+	}
+	conn, err := d.Dial(cfg.BrokerAddr, "cdn-broker")
+	if err != nil {
+		return nil, nil, fmt.Errorf("cdn-broker: %w", err)
+	}
+	p := &purge.KeyRevoked{Catalog: catalog, Broker: cdnbrokerv1.NewCdnBrokerServiceClient(conn)}
+	return p.Purge, func() { conn.Close() }, nil
 }
 
 // openApprovals loads the approval state.

@@ -87,6 +87,12 @@ type Config struct {
 	// new root itself after every change, with DevThreshold.
 	DevRootKeys  []crypto.Signer
 	DevThreshold int
+	// Purge, if set, asks the cdn-broker to purge from every cache the
+	// artifacts key version keyID signed from effective on, under
+	// reference (idempotent per reference), and returns how many. A
+	// revocation's purge is recorded with the revocation and asked for
+	// until Purge succeeds; nil: caches are left to expire.
+	Purge func(ctx context.Context, keyID string, effective time.Time, reference string) (int, error)
 }
 
 // Manager implements the key lifecycle. It is safe for concurrent use.
@@ -103,6 +109,7 @@ type Manager struct {
 
 	publishMu sync.Mutex // one draft-sign-publish at a time
 	flushMu   sync.Mutex // one outbox flush at a time
+	purgeMu   sync.Mutex // one pass over pending purges at a time
 }
 
 type cachedList struct {
@@ -423,13 +430,26 @@ func (m *Manager) Revoke(ctx context.Context, name string, version int, effectiv
 	m.mu.Lock()
 	vst := m.st.Versions[id]
 	prev := *vst
+	prevPurges := m.st.Purges
 	if vst.RevokedAt == nil || effective.Before(*vst.RevokedAt) {
 		t := effective.UTC()
 		vst.RevokedAt, vst.Reason, vst.RevokedBy = &t, reason, caller
+		// The purge is recorded with the revocation, in one write: a
+		// broker that is down, or a crash now, never loses it.
+		if m.cfg.Purge != nil {
+			if len(m.st.Purges) >= maxPurges {
+				m.cfg.Logger.ErrorContext(ctx, "pending purges full: the broker has been down too long; purge this revocation by hand",
+					slog.String("key_id", id), slog.Int("pending", len(m.st.Purges)))
+			} else {
+				m.st.Purges = append(slices.Clip(m.st.Purges), pendingPurge{KeyID: id, Effective: t, Queued: now.UTC(),
+					Reference: fmt.Sprintf("key-revoked-%s-%d", id[:16], t.UnixNano())})
+			}
+		}
 	}
 	err = m.files.saveState(m.st)
 	if err != nil {
 		*vst = prev
+		m.st.Purges = prevPurges
 	}
 	revokedAt := *vst.RevokedAt
 	m.mu.Unlock()
@@ -440,6 +460,7 @@ func (m *Manager) Revoke(ctx context.Context, name string, version int, effectiv
 		slog.String("key_id", id), slog.Time("revoked_at", revokedAt), slog.String("caller", caller))
 	auditErr := m.audit(ctx, tlog.TypeKeyRevoked, map[string]any{"key": name, "version": version, "key_id": id,
 		"revoked_at": revokedAt.Format(time.RFC3339Nano), "reason": reason, "by": caller}, true)
+	m.purgePending(ctx)
 	rv, err := m.autoPublish(ctx, false)
 	if err != nil {
 		return Info{}, 0, err
@@ -539,6 +560,48 @@ func (m *Manager) flush(ctx context.Context) {
 	}
 }
 
+// purgePending asks for each pending purge in order, removing those the
+// broker accepted; one that fails stays for the next Run tick.
+func (m *Manager) purgePending(ctx context.Context) {
+	if m.cfg.Purge == nil {
+		return
+	}
+	m.purgeMu.Lock()
+	defer m.purgeMu.Unlock()
+	m.mu.Lock()
+	pending := slices.Clone(m.st.Purges)
+	m.mu.Unlock()
+	for _, p := range pending {
+		n, err := m.cfg.Purge(ctx, p.KeyID, p.Effective, p.Reference)
+		if err != nil {
+			m.cfg.Logger.WarnContext(ctx, "revocation purge not accepted yet; asked again", slog.String("key_id", p.KeyID),
+				slog.String("reference", p.Reference), slog.Any("error", err))
+			continue
+		}
+		m.mu.Lock()
+		prev := m.st.Purges
+		m.st.Purges = slices.DeleteFunc(slices.Clone(m.st.Purges), func(q pendingPurge) bool { return q.Reference == p.Reference })
+		err = m.files.saveState(m.st)
+		if err != nil {
+			m.st.Purges = prev
+		}
+		m.mu.Unlock()
+		if err != nil {
+			m.cfg.Logger.ErrorContext(ctx, "record accepted purge", slog.Any("error", err))
+			return
+		}
+		m.cfg.Logger.InfoContext(ctx, "revocation purge queued at the broker", slog.String("key_id", p.KeyID),
+			slog.String("reference", p.Reference), slog.Int("digests", n))
+	}
+}
+
+// PendingPurges is how many revocations' purges wait for the broker.
+func (m *Manager) PendingPurges() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.st.Purges)
+}
+
 // Unlogged is how many events wait in the outbox for the log.
 func (m *Manager) Unlogged() int {
 	m.mu.Lock()
@@ -546,16 +609,20 @@ func (m *Manager) Unlogged() int {
 	return len(m.st.Outbox)
 }
 
-// Run logs queued events every interval until ctx ends.
+// Run logs queued events and asks again for pending purges every
+// interval until ctx ends.
 func (m *Manager) Run(ctx context.Context, interval time.Duration) error {
-	if m.cfg.Audit == nil {
+	if m.cfg.Audit == nil && m.cfg.Purge == nil {
 		<-ctx.Done()
 		return nil
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		m.flush(ctx)
+		if m.cfg.Audit != nil {
+			m.flush(ctx)
+		}
+		m.purgePending(ctx)
 		select {
 		case <-ctx.Done():
 			return nil

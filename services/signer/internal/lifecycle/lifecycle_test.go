@@ -65,6 +65,7 @@ type fixture struct {
 	root  crypto.Signer
 	m     *Manager
 	dev   bool
+	purge func(ctx context.Context, keyID string, effective time.Time, reference string) (int, error)
 }
 
 func newFixture(t *testing.T, dev bool) *fixture {
@@ -92,7 +93,7 @@ func (f *fixture) reopen() {
 	f.t.Helper()
 	cfg := Config{
 		Backend: f.store, ArtifactKey: "artifact", ChannelKeys: map[string]string{"prod": "artifact-prod"}, DecisionKey: "decision",
-		Dir: f.dir, Audit: f.audit, Now: f.clock.now, RootTTL: 30 * 24 * time.Hour,
+		Dir: f.dir, Audit: f.audit, Now: f.clock.now, RootTTL: 30 * 24 * time.Hour, Purge: f.purge,
 	}
 	if f.dev {
 		cfg.DevRootKeys, cfg.DevThreshold = []crypto.Signer{f.root}, 1

@@ -35,7 +35,21 @@ type state struct {
 	// Outbox holds events that took effect but could not be logged yet;
 	// they are logged in order as soon as the log is back.
 	Outbox []outboxEvent `json:"outbox,omitempty"`
+	// Purges holds revocations whose cache purge the broker has not
+	// accepted yet; Run asks again until it does.
+	Purges []pendingPurge `json:"purges,omitempty"`
 }
+
+// pendingPurge is a key revocation's purge not yet accepted by the broker.
+type pendingPurge struct {
+	KeyID     string    `json:"key_id"`
+	Effective time.Time `json:"effective"`
+	Reference string    `json:"reference"`
+	Queued    time.Time `json:"queued"`
+}
+
+// maxPurges bounds the revocations whose purge waits for the broker.
+const maxPurges = 1000
 
 type outboxEvent struct {
 	Type    string          `json:"type"`
