@@ -54,6 +54,17 @@ const (
 	// TypeDeploymentRecorded is a deployment a deployer reported through
 	// the gatekeeper under an allow decision (catalog RecordDeployment).
 	TypeDeploymentRecorded = "deployment.recorded"
+
+	// TypeRollbackRequested, TypeRollbackApproved and TypeRollbackGranted
+	// are the gatekeeper's rollback approvals (decision 0078): a request to
+	// admit a lower version of a name to an environment than the highest
+	// deployed there, one distinct approver's approval, and the approval
+	// that reached the quorum. Their details always carry id, name,
+	// from_version, to_version, environment, requested_by, expires_at,
+	// approvals, quorum and by.
+	TypeRollbackRequested = "rollback.requested"
+	TypeRollbackApproved  = "rollback.approved"
+	TypeRollbackGranted   = "rollback.granted"
 )
 
 // Emitter is the identity, or the family of identities, allowed to write a

@@ -20,6 +20,11 @@ func TestMayEmit(t *testing.T) {
 	}{
 		{tlog.TypeAdmissionDecided, "spiffe://custody.test/service/gatekeeper", nil},
 		{"deployment.recorded", "spiffe://custody.test/service/gatekeeper", nil},
+		{tlog.TypeRollbackRequested, "spiffe://custody.test/service/gatekeeper", nil},
+		{tlog.TypeRollbackApproved, "spiffe://custody.test/service/gatekeeper", nil},
+		{tlog.TypeRollbackGranted, "spiffe://custody.test/service/gatekeeper", nil},
+		{tlog.TypeRollbackGranted, "spiffe://custody.test/service/signer", tlog.ErrNotEmitter},
+		{tlog.TypeRollbackGranted, "spiffe://custody.test/edge/dev", tlog.ErrNotEmitter},
 		{tlog.TypeApprovalApproved, "spiffe://custody.test/service/signer", nil},
 		{tlog.TypeKeyRevoked, "spiffe://custody.test/service/signer", nil},
 		{tlog.TypeCheckpointCosignRefused, "spiffe://custody.test/service/signer", nil},
