@@ -71,7 +71,7 @@ func TestCompare(t *testing.T) {
 		{"1.2.3+a", "1.2.3+b", 0},
 		{"1.2.3-rc.1", "1.2.3", -1},
 		{"2.0.0", "10.0.0", -1},
-		{"1.2", "1.0.0", -1},    // not semver: lower than every semver
+		{"1.2", "1.0.0", -1},     // not semver: lower than every semver
 		{"build-9", "1.0.0", -1}, // not semver
 		{"1.0.0", "build-9", 1},
 		{"build-10", "build-9", -1}, // non-semver: byte order
