@@ -19,12 +19,14 @@ import (
 
 	"github.com/custody-dev/custody/libs/daemon"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
 	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/purge"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/remote"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/server"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/stop"
@@ -45,6 +47,7 @@ func main() {
 type config struct {
 	daemon.Config
 	CatalogAddr            string
+	BrokerAddr             string
 	SignerAddr             string
 	PublisherAddr          string
 	TrustRootFile          string
@@ -62,6 +65,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	f := daemon.NewFlags("gatekeeper", getenv)
 	f.SetOutput(stderr)
 	cfg.RegisterFlags(f)
+	f.String(&cfg.BrokerAddr, "broker-addr", "CUSTODY_BROKER_ADDR", "", "cdn-broker gRPC address: the kill switch purges every deployed artifact from every cache (empty: caches are left to expire)")
 	f.String(&cfg.CatalogAddr, "catalog-addr", "CUSTODY_CATALOG_ADDR", "", "catalog gRPC address, host:port")
 	f.String(&cfg.SignerAddr, "signer-addr", "CUSTODY_SIGNER_ADDR", "", "signer gRPC address, host:port")
 	f.String(&cfg.PublisherAddr, "publisher-addr", "CUSTODY_PUBLISHER_ADDR", "", "publisher gRPC address, host:port")
@@ -259,6 +263,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	d.Logger.Info("trust root loaded", slog.Int64("version", gate.TrustVersion()))
 
 	srv := d.NewServer(server.Policy(d.TrustDomain))
-	gatekeeperv1.RegisterGatekeeperServiceServer(srv, server.New(gate, d.Logger).WithStops(stops, gate))
-	return d.Serve(ctx, srv, gate.RunTrustRefresh, gate.RunRevocationWatch)
+	gk := server.New(gate, d.Logger).WithStops(stops, gate)
+	runners := []daemon.Component{gate.RunTrustRefresh, gate.RunRevocationWatch}
+	if cfg.BrokerAddr != "" {
+		brokerConn, err := d.Dial(cfg.BrokerAddr, "cdn-broker")
+		if err != nil {
+			return err
+		}
+		defer brokerConn.Close()
+		q, err := purge.Open(cfg.StopStateFile+".purges.json", catalogv1.NewCatalogServiceClient(catalogConn), cdnbrokerv1.NewCdnBrokerServiceClient(brokerConn), d.Logger)
+		if err != nil {
+			return err
+		}
+		gk.WithPurges(q)
+		runners = append(runners, func(ctx context.Context) error { return q.Run(ctx, 5*time.Second) })
+	} else {
+		d.Logger.Warn("no --broker-addr: the kill switch leaves deployed artifacts in edge and CDN caches until they expire")
+	}
+	gatekeeperv1.RegisterGatekeeperServiceServer(srv, gk)
+	return d.Serve(ctx, srv, runners...)
 }

@@ -16,6 +16,7 @@ import (
 	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/purge"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/stop"
 )
 
@@ -56,6 +57,7 @@ type Server struct {
 	logger *slog.Logger
 	stops  *stop.Store
 	rev    Revocations
+	purges *purge.Queue
 	now    func() time.Time
 }
 

@@ -36,6 +36,7 @@ import (
 	"github.com/custody-dev/custody/libs/trustroot/trustroottest"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/purge"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/remote"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/stop"
 	defaultpolicy "github.com/custody-dev/custody/services/gatekeeper/policy"
@@ -86,6 +87,7 @@ type stackOptions struct {
 	policy                 string // Rego source; empty: the default policy
 	acceptBeforeRevocation bool
 	stopFile               string // stop state file; empty: a new one
+	purges                 *purge.Queue
 }
 
 func newStackWith(t testing.TB, o stackOptions) *stack {
@@ -183,6 +185,9 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 	s.gate = gate
 	srv := rpc.NewServer(rpc.ServerConfig{Source: src, TrustDomain: td.TD, Policy: Policy(td.TD), Logger: logger, Telemetry: tel})
 	gs := New(gate, logger).WithStops(s.stops, gate)
+	if o.purges != nil {
+		gs.WithPurges(o.purges)
+	}
 	gs.now = func() time.Time { return time.Now().Add(time.Duration(s.clock.Load())) }
 	gatekeeperv1.RegisterGatekeeperServiceServer(srv, gs)
 	l, err := net.Listen("tcp", "127.0.0.1:0")

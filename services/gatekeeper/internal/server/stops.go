@@ -17,6 +17,7 @@ import (
 	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/purge"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/stop"
 )
 
@@ -91,6 +92,15 @@ func (s *Server) Resume(ctx context.Context, req *gatekeeperv1.ResumeRequest) (*
 	return &gatekeeperv1.ResumeResponse{Lifted: res.Lifted, Approvals: int32(res.Approvals), Quorum: int32(res.Quorum), State: st, LogIndex: res.LogIndex}, nil
 }
 
+// WithPurges has every kill switch purge the deployed artifacts from
+// every cache through q. A pause does not purge: a paused environment
+// resumes with the same blobs, and the stop alone keeps them from being
+// admitted.
+func (s *Server) WithPurges(q *purge.Queue) *Server {
+	s.purges = q
+	return s
+}
+
 // KillSwitchOn turns the kill switch on; see the proto.
 func (s *Server) KillSwitchOn(ctx context.Context, req *gatekeeperv1.KillSwitchOnRequest) (*gatekeeperv1.KillSwitchOnResponse, error) {
 	id, err := s.caller(ctx)
@@ -98,6 +108,16 @@ func (s *Server) KillSwitchOn(ctx context.Context, req *gatekeeperv1.KillSwitchO
 		return nil, err
 	}
 	res, err := s.stops.On(ctx, stop.KillSwitch, req.GetReason(), id)
+	if res != nil && s.purges != nil {
+		// The stop applies (even if its event is not logged yet): record
+		// its purge, one per epoch; the queue asks the broker until it
+		// accepts.
+		ref := fmt.Sprintf("kill-switch-%d", res.State.KillSwitch.Epoch)
+		if perr := s.purges.Add(ref, s.now()); perr != nil {
+			s.logger.ErrorContext(ctx, "kill-switch purge not recorded: purge the deployed artifacts by hand (custody purge --reason admin)",
+				slog.String("reference", ref), slog.Any("error", perr))
+		}
+	}
 	if err != nil {
 		return nil, s.stopStatus(ctx, "KillSwitchOn", err)
 	}

@@ -1,0 +1,234 @@
+// Package purge has the cdn-broker purge every deployed artifact from every
+// cache when the kill switch goes on, until the broker accepts it.
+package purge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	"github.com/custody-dev/custody/libs/daemon"
+	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
+	"github.com/custody-dev/custody/libs/strictjson"
+)
+
+// Reason is the reason the kill switch purges under; the broker accepts it
+// from the gatekeeper only.
+const Reason = "kill-switch"
+
+// Bounds.
+const (
+	// MaxDigests bounds the digests one kill switch purges; more fails
+	// the purge (it stays pending) rather than purging part silently.
+	MaxDigests = 100_000
+	// maxPending bounds the kill switches whose purge waits.
+	maxPending = 100
+	batch      = 100 // the broker's limit per PurgeDigests
+	pageSize   = 1000
+	maxFile    = 1 << 20
+)
+
+// ErrUnavailable: the catalog or the broker could not be asked; the purge
+// stays pending.
+var ErrUnavailable = errors.New("the kill switch's purge cannot be asked for")
+
+// Catalog knows the deployments.
+type Catalog interface {
+	SearchArtifacts(ctx context.Context, in *catalogv1.SearchArtifactsRequest, opts ...grpc.CallOption) (*catalogv1.SearchArtifactsResponse, error)
+}
+
+// Broker is the cdn-broker's purge queue.
+type Broker interface {
+	PurgeDigests(ctx context.Context, in *cdnbrokerv1.PurgeDigestsRequest, opts ...grpc.CallOption) (*cdnbrokerv1.PurgeDigestsResponse, error)
+}
+
+var (
+	_ Catalog = catalogv1.CatalogServiceClient(nil)
+	_ Broker  = cdnbrokerv1.CdnBrokerServiceClient(nil)
+)
+
+// Pending is one kill switch whose purge the broker has not accepted.
+type Pending struct {
+	Reference string    `json:"reference"`
+	Queued    time.Time `json:"queued"`
+}
+
+// Queue keeps pending purges in a file and asks for them until accepted.
+// It is safe for concurrent use.
+type Queue struct {
+	path    string
+	catalog Catalog
+	broker  Broker
+	logger  *slog.Logger
+
+	mu      sync.Mutex
+	pending []Pending
+	flushMu sync.Mutex
+	kick    chan struct{}
+}
+
+// Open loads the pending purges from path (missing: none); a file that does
+// not parse is an error, never a silent reset.
+func Open(path string, catalog Catalog, broker Broker, logger *slog.Logger) (*Queue, error) {
+	q := &Queue{path: path, catalog: catalog, broker: broker, logger: logger, kick: make(chan struct{}, 1)}
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return q, nil
+	case err != nil:
+		return nil, fmt.Errorf("kill-switch purges: %w", err)
+	}
+	if err := strictjson.Decode(b, maxFile, &q.pending); err != nil {
+		return nil, fmt.Errorf("kill-switch purges %s: %w", path, err)
+	}
+	if len(q.pending) > maxPending {
+		return nil, fmt.Errorf("kill-switch purges %s: %d pending, more than %d", path, len(q.pending), maxPending)
+	}
+	for i, p := range q.pending {
+		if p.Reference == "" || len(p.Reference) > 128 {
+			return nil, fmt.Errorf("kill-switch purges %s: entry %d has no valid reference", path, i)
+		}
+	}
+	return q, nil
+}
+
+// Add records a purge under reference (idempotent) and asks for it soon.
+func (q *Queue) Add(reference string, now time.Time) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if slices.ContainsFunc(q.pending, func(p Pending) bool { return p.Reference == reference }) {
+		return nil
+	}
+	if len(q.pending) >= maxPending {
+		return fmt.Errorf("%w: %d kill-switch purges wait for the broker already", ErrUnavailable, len(q.pending))
+	}
+	next := append(slices.Clip(q.pending), Pending{Reference: reference, Queued: now.UTC()})
+	if err := q.save(next); err != nil {
+		return err
+	}
+	q.pending = next
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Pending is how many purges wait for the broker.
+func (q *Queue) Pending() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.pending)
+}
+
+// Deployed returns every digest the catalog has a deployment of, each once.
+func (q *Queue) Deployed(ctx context.Context) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	token := ""
+	for {
+		resp, err := q.catalog.SearchArtifacts(ctx, &catalogv1.SearchArtifactsRequest{PageSize: pageSize, PageToken: token})
+		if err != nil {
+			return nil, fmt.Errorf("%w: list deployments: %v", ErrUnavailable, status.Convert(err).Message())
+		}
+		for _, d := range resp.GetDeployments() {
+			if seen[d.GetDigest()] {
+				continue
+			}
+			seen[d.GetDigest()] = true
+			out = append(out, d.GetDigest())
+			if len(out) > MaxDigests {
+				return nil, fmt.Errorf("%w: more than %d deployed artifacts: purge by hand", ErrUnavailable, MaxDigests)
+			}
+		}
+		if token = resp.GetNextPageToken(); token == "" {
+			return out, nil
+		}
+	}
+}
+
+// Flush asks for each pending purge in order and forgets those the broker
+// accepted; it returns the first failure.
+func (q *Queue) Flush(ctx context.Context) error {
+	q.flushMu.Lock()
+	defer q.flushMu.Unlock()
+	q.mu.Lock()
+	pending := slices.Clone(q.pending)
+	q.mu.Unlock()
+	var first error
+	for _, p := range pending {
+		n, err := q.purge(ctx, p.Reference)
+		if err != nil {
+			q.logger.WarnContext(ctx, "kill-switch purge not accepted yet; asked again", slog.String("reference", p.Reference), slog.Any("error", err))
+			first = cmpOr(first, err)
+			continue
+		}
+		q.mu.Lock()
+		next := slices.DeleteFunc(slices.Clone(q.pending), func(x Pending) bool { return x.Reference == p.Reference })
+		err = q.save(next)
+		if err == nil {
+			q.pending = next
+		}
+		q.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		q.logger.InfoContext(ctx, "kill-switch purge queued at the broker", slog.String("reference", p.Reference), slog.Int("digests", n))
+	}
+	return first
+}
+
+func cmpOr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+func (q *Queue) purge(ctx context.Context, reference string) (int, error) {
+	digests, err := q.Deployed(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for chunk := range slices.Chunk(digests, batch) {
+		if _, err := q.broker.PurgeDigests(ctx, &cdnbrokerv1.PurgeDigestsRequest{Digests: chunk, Reason: Reason, Reference: reference}); err != nil {
+			return 0, fmt.Errorf("%w: purge %d deployed artifacts: %v", ErrUnavailable, len(digests), status.Convert(err).Message())
+		}
+	}
+	return len(digests), nil
+}
+
+// Run asks for pending purges at once when one is added and every
+// interval, until ctx ends.
+func (q *Queue) Run(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		q.Flush(ctx) //nolint:errcheck // logged in Flush; asked again next tick
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-q.kick:
+		}
+	}
+}
+
+func (q *Queue) save(p []Pending) error {
+	b, _ := json.Marshal(p)
+	if err := daemon.WriteFileAtomic(q.path, b, 0o600); err != nil {
+		return fmt.Errorf("kill-switch purges: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,136 @@
+package purge
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
+)
+
+// catalog pages its deployments as SearchArtifacts does: each page carries
+// the deployments of its artifacts.
+type catalog struct {
+	pages [][]*catalogv1.Deployment
+	down  bool
+}
+
+func (c *catalog) SearchArtifacts(_ context.Context, in *catalogv1.SearchArtifactsRequest, _ ...grpc.CallOption) (*catalogv1.SearchArtifactsResponse, error) {
+	if c.down {
+		return nil, status.Error(codes.Unavailable, "catalog down")
+	}
+	i := 0
+	if in.GetPageToken() != "" {
+		i, _ = strconv.Atoi(in.GetPageToken())
+	}
+	resp := &catalogv1.SearchArtifactsResponse{Deployments: c.pages[i]}
+	if i+1 < len(c.pages) {
+		resp.NextPageToken = strconv.Itoa(i + 1)
+	}
+	return resp, nil
+}
+
+type broker struct {
+	down  bool
+	calls []*cdnbrokerv1.PurgeDigestsRequest
+}
+
+func (b *broker) PurgeDigests(_ context.Context, in *cdnbrokerv1.PurgeDigestsRequest, _ ...grpc.CallOption) (*cdnbrokerv1.PurgeDigestsResponse, error) {
+	b.calls = append(b.calls, in)
+	if b.down {
+		return nil, status.Error(codes.Unavailable, "broker down")
+	}
+	return &cdnbrokerv1.PurgeDigestsResponse{}, nil
+}
+
+func digest(i int) string { return fmt.Sprintf("sha256:%064x", i) }
+
+// TestKillSwitchPurgeSurvivesABrokerThatIsDown: the purge is kept in its
+// file while the broker is down, across a restart, and then asks for every
+// deployed digest once, in batches, under reason kill-switch and the same
+// reference; accepted, it is forgotten.
+func TestKillSwitchPurgeSurvivesABrokerThatIsDown(t *testing.T) {
+	c := &catalog{}
+	var want []string
+	for p := range 3 {
+		var page []*catalogv1.Deployment
+		for i := range 70 {
+			n := p*70 + i
+			page = append(page, &catalogv1.Deployment{Digest: digest(n), Environment: "prod"})
+			want = append(want, digest(n))
+		}
+		page = append(page, &catalogv1.Deployment{Digest: digest(p * 70), Environment: "staging"}) // the same digest in another environment
+		c.pages = append(c.pages, page)
+	}
+	b := &broker{down: true}
+	path := filepath.Join(t.TempDir(), "stop.json.purges.json")
+	q, err := Open(path, c, b, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Add("kill-switch-3", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Add("kill-switch-3", time.Now()); err != nil || q.Pending() != 1 {
+		t.Fatalf("Add again = %v, %d pending; want idempotent", err, q.Pending())
+	}
+	if err := q.Flush(t.Context()); err == nil || q.Pending() != 1 {
+		t.Fatalf("Flush with the broker down = %v, %d pending; want an error and the purge kept", err, q.Pending())
+	}
+	// A restart.
+	b.down = false
+	b.calls = nil
+	if q, err = Open(path, c, b, slog.New(slog.DiscardHandler)); err != nil || q.Pending() != 1 {
+		t.Fatalf("reopen: %v, %d pending; want 1", err, q.Pending())
+	}
+	c.down = true
+	if err := q.Flush(t.Context()); err == nil || q.Pending() != 1 || len(b.calls) != 0 {
+		t.Fatalf("Flush with the catalog down = %v, %d pending, %d calls; want fail closed", err, q.Pending(), len(b.calls))
+	}
+	c.down = false
+	if err := q.Flush(t.Context()); err != nil || q.Pending() != 0 {
+		t.Fatalf("Flush = %v, %d pending", err, q.Pending())
+	}
+	var got []string
+	for _, call := range b.calls {
+		if call.GetReason() != Reason || call.GetReference() != "kill-switch-3" || len(call.GetDigests()) > batch {
+			t.Fatalf("purge call %v", call)
+		}
+		got = append(got, call.GetDigests()...)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("purged %d digests, want the %d deployed, each once", len(got), len(want))
+	}
+	if q, err = Open(path, c, b, slog.New(slog.DiscardHandler)); err != nil || q.Pending() != 0 {
+		t.Fatalf("reopen after the purge: %v, %d pending; want 0", err, q.Pending())
+	}
+}
+
+func FuzzOpen(f *testing.F) {
+	f.Add([]byte(`[{"reference":"kill-switch-1","queued":"2026-12-01T00:00:00Z"}]`))
+	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"x":1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		path := filepath.Join(t.TempDir(), "p.json")
+		if err := writeFile(path, b); err != nil {
+			t.Skip()
+		}
+		q, err := Open(path, &catalog{}, &broker{}, slog.New(slog.DiscardHandler))
+		if err == nil && q.Pending() > maxPending {
+			t.Fatalf("%d pending accepted", q.Pending())
+		}
+	})
+}
+
+func writeFile(path string, b []byte) error { return os.WriteFile(path, b, 0o600) }
