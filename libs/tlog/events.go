@@ -25,6 +25,12 @@ const (
 	// logs when its retention policy deleted a name@version (and, once no
 	// other binding needs it, destroyed the blob's data key and ciphertext).
 	TypeArtifactRetentionDeleted = "artifact.retention-deleted"
+	// TypeSBOMAttached is the type of the entry the publisher logs when an
+	// SBOM statement (attest.SBOMPredicateType) over a published artifact
+	// was signed and stored. Its details carry name, version, digest (the
+	// artifact's), format, document (the SBOM's sha256 digest), components
+	// and by (the builder's SPIFFE ID). Decision 0075.
+	TypeSBOMAttached = "sbom.attached"
 
 	// TypeApprovalRequested and the other approval types are the signer's
 	// digest-bound approval steps.
