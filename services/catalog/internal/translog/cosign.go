@@ -78,7 +78,8 @@ func (l *Log) satisfied() bool {
 // checkpointLoop serves each newly published checkpoint (with a Cosigner,
 // once co-signed) until the log closes. It polls every PollInterval only
 // while some entry waits for a checkpoint that covers it, and sleeps
-// otherwise: an idle log costs nothing. After a failure it retries with a
+// otherwise: an idle log costs nothing. Two checkpoints start at least
+// ServeGap apart, so a busy log signs a bounded number per second. After a failure it retries with a
 // growing delay (up to cosignRetryMax), so serving resumes by itself when
 // the co-signer is back.
 func (l *Log) checkpointLoop(ctx context.Context) {
@@ -87,6 +88,7 @@ func (l *Log) checkpointLoop(ctx context.Context) {
 		base     *tlog.Checkpoint // the co-signer's last checkpoint; nil: ask it
 		delay    = l.poll
 		failures int
+		last     time.Time // when serveLatest last started
 	)
 	for {
 		if failures == 0 && l.satisfied() {
@@ -98,6 +100,18 @@ func (l *Log) checkpointLoop(ctx context.Context) {
 			case <-l.wake:
 			}
 		}
+		// Pace the signing: entries that arrive meanwhile share the next
+		// checkpoint.
+		if wait := l.serveGap - time.Since(last); wait > 0 {
+			select {
+			case <-l.closing:
+				return
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		last = time.Now()
 		err := l.serveLatest(ctx, &base)
 		l.setCosignErr(err)
 		switch {
