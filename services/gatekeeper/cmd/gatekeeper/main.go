@@ -28,6 +28,7 @@ import (
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/purge"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/remote"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/rollback"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/server"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/stop"
 	defaultpolicy "github.com/custody-dev/custody/services/gatekeeper/policy"
@@ -58,6 +59,10 @@ type config struct {
 	DefaultLiftQuorum      int
 	KillSwitchLiftQuorum   int
 	DeploymentMaxAge       time.Duration
+	RollbackRule           bool
+	RollbackStateFile      string
+	RollbackQuorum         int
+	RollbackTTL            time.Duration
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
@@ -83,8 +88,19 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	f.Int(&cfg.KillSwitchLiftQuorum, "killswitch-lift-quorum", "CUSTODY_KILLSWITCH_LIFT_QUORUM", 2, "approvals to lift the kill switch")
 	f.Duration(&cfg.DeploymentMaxAge, "deployment-max-age", "CUSTODY_DEPLOYMENT_MAX_AGE", admission.DefaultDeploymentMaxAge,
 		"oldest allow decision a deployment may be reported under (RecordDeployment)")
+	f.Bool(&cfg.RollbackRule, "rollback-rule", "CUSTODY_ROLLBACK_RULE", false,
+		"deny admitting a lower version of a name than the highest deployed to the environment unless a rollback approval is granted (decision 0078; off until the rollback request/approve RPCs exist)")
+	f.String(&cfg.RollbackStateFile, "rollback-state-file", "CUSTODY_ROLLBACK_STATE_FILE", "",
+		"durable rollback approvals (a JSON file, created if missing; default rollbacks.json next to --stop-state-file)")
+	f.Int(&cfg.RollbackQuorum, "rollback-quorum", "CUSTODY_ROLLBACK_QUORUM", 2,
+		"distinct admins or approvers, not counting the requester, needed to grant a rollback")
+	f.Duration(&cfg.RollbackTTL, "rollback-ttl", "CUSTODY_ROLLBACK_TTL", 24*time.Hour,
+		"how long a rollback request, and the rollback it grants, stays valid (at most 168h)")
 	if err := f.Parse(args); err != nil {
 		return nil, err
+	}
+	if cfg.RollbackStateFile == "" && cfg.StopStateFile != "" {
+		cfg.RollbackStateFile = filepath.Join(filepath.Dir(cfg.StopStateFile), "rollbacks.json")
 	}
 	return cfg, nil
 }
@@ -108,6 +124,12 @@ func (c *config) Validate() error {
 	}
 	if c.DefaultLiftQuorum < 1 || c.KillSwitchLiftQuorum < 1 {
 		errs = append(errs, errors.New("--default-lift-quorum and --killswitch-lift-quorum must be at least 1"))
+	}
+	if c.RollbackQuorum < 1 {
+		errs = append(errs, errors.New("--rollback-quorum must be at least 1"))
+	}
+	if c.RollbackTTL <= 0 || c.RollbackTTL > rollback.MaxTTL {
+		errs = append(errs, fmt.Errorf("--rollback-ttl %s: must be positive and at most %s", c.RollbackTTL, rollback.MaxTTL))
 	}
 	if c.DeploymentMaxAge <= 0 {
 		errs = append(errs, fmt.Errorf("--deployment-max-age %s: must be positive", c.DeploymentMaxAge))
@@ -237,7 +259,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if st := stops.State(); st.KillSwitch.Active {
 		d.Logger.Warn("the kill switch is ON: every admission is denied", slog.String("reason", st.KillSwitch.Reason))
 	}
-	gate, err := admission.New(admission.Config{
+	rollbacks, err := rollback.Open(rollback.Config{
+		File: cfg.RollbackStateFile, Quorum: cfg.RollbackQuorum, TTL: cfg.RollbackTTL, Log: catalog, Logger: d.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	acfg := admission.Config{
 		Stops:                  stops,
 		Catalog:                catalog,
 		Signer:                 remote.NewSigner(signerv1.NewSignerServiceClient(signerConn), d.Logger),
@@ -250,7 +278,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		TrustDomain:            d.TrustDomain.Name(),
 		Metrics:                d.Telemetry.Metrics,
 		Logger:                 d.Logger,
-	})
+	}
+	if cfg.RollbackRule {
+		acfg.Rollbacks, acfg.Deployments = rollbacks, catalog
+	}
+	gate, err := admission.New(acfg)
 	if err != nil {
 		return err
 	}

@@ -126,6 +126,22 @@ type Stops interface {
 	Denials(env string) []string
 }
 
+// Deployments tells which versions of a name were deployed to an
+// environment; remote.Catalog is one.
+type Deployments interface {
+	// DeployedVersions returns every version of name deployed to env at
+	// least once.
+	DeployedVersions(ctx context.Context, name, env string) ([]string, error)
+}
+
+// Rollbacks is the rollback rule (decision 0078).
+type Rollbacks interface {
+	// Denial returns why admitting name@version to env must be denied
+	// given the versions deployed there: "" if it is not lower than the
+	// highest of them, or a granted rollback approval covers it.
+	Denial(name, version, env string, deployed []string) string
+}
+
 // Request asks whether an artifact may be deployed to an environment.
 type Request struct {
 	// Name and Version, or Digest, name the artifact.
@@ -181,6 +197,11 @@ type Config struct {
 	VerifierID string
 	// Stops are the pause and kill-switch state; nil means none (tests).
 	Stops Stops
+	// Rollbacks, with Deployments, denies admitting a lower version of a
+	// name than the highest deployed to the environment unless a rollback
+	// approval covers it; nil means no rollback rule (tests).
+	Rollbacks   Rollbacks
+	Deployments Deployments
 	// TrustDomain is the deployment's trust domain, given to the policy.
 	TrustDomain string
 	Metrics     *telemetry.Metrics
@@ -219,6 +240,9 @@ func New(cfg Config) (*Gate, error) {
 	}
 	if cfg.TrustRoot == nil {
 		errs = append(errs, errors.New("a pinned trust root is required"))
+	}
+	if (cfg.Rollbacks == nil) != (cfg.Deployments == nil) {
+		errs = append(errs, errors.New("the rollback rule needs both rollbacks and deployments"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("admission config: %w", err)
@@ -324,6 +348,17 @@ func (g *Gate) decide(ctx context.Context, req Request, ev *Evidence, d *Decisio
 		}
 		g.cfg.Logger.ErrorContext(ctx, "admission policy failed: denying", slog.String("policy", g.cfg.Policy.Name()), slog.Any("error", perr))
 		denies = append(denies, fmt.Sprintf("admission policy %s could not be evaluated, so the gatekeeper denies: %v", g.cfg.Policy.Name(), perr))
+	}
+	// The rollback rule is one more deny: a granted rollback approval
+	// lifts only it, never the verification or the policy.
+	if g.cfg.Rollbacks != nil {
+		deployed, err := g.cfg.Deployments.DeployedVersions(ctx, a.Name, req.Environment)
+		if err != nil {
+			return fmt.Errorf("%w: the deployments of %s to %s: %w", ErrUnavailable, a.Name, req.Environment, err)
+		}
+		if r := g.cfg.Rollbacks.Denial(a.Name, a.Version, req.Environment, deployed); r != "" {
+			denies = append(denies, r)
+		}
 	}
 	// Verification failures deny whatever the policy says.
 	d.Reasons = dedupe(append(ver.Messages, denies...))

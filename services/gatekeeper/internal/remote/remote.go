@@ -90,6 +90,37 @@ func (c *Catalog) RecordDeployment(ctx context.Context, d admission.Deployment) 
 	return resp.GetEntry().GetIndex(), nil
 }
 
+// maxDeploymentPages bounds how many pages of deployments one admission
+// reads; a name with more is refused (Unavailable) rather than judged on
+// part of its history.
+const maxDeploymentPages = 20
+
+var _ admission.Deployments = (*Catalog)(nil)
+
+// DeployedVersions returns every version of name the catalog recorded as
+// deployed to env, from its search by name and deployed environment.
+func (c *Catalog) DeployedVersions(ctx context.Context, name, env string) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	token := ""
+	for range maxDeploymentPages {
+		resp, err := c.client.SearchArtifacts(ctx, &catalogv1.SearchArtifactsRequest{Name: name, DeployedEnvironment: env, PageToken: token})
+		if err != nil {
+			return nil, fmt.Errorf("catalog SearchArtifacts: %w", err)
+		}
+		for _, d := range resp.GetDeployments() {
+			if d.GetName() == name && d.GetEnvironment() == env && !seen[d.GetVersion()] {
+				seen[d.GetVersion()] = true
+				out = append(out, d.GetVersion())
+			}
+		}
+		if token = resp.GetNextPageToken(); token == "" {
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("catalog SearchArtifacts: more than %d pages of deployments of %s to %s", maxDeploymentPages, name, env)
+}
+
 // Signer is the signer service as the admission domain sees it.
 type Signer struct {
 	client signerv1.SignerServiceClient

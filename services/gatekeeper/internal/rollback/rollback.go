@@ -166,11 +166,24 @@ func live(st map[string]Request, now time.Time) []Request {
 	return out
 }
 
-// Denial returns why admitting name@version to env must be denied when
-// highest is the highest version deployed there (empty if none): "" when
-// version is not lower than highest, or a granted, unexpired rollback of
-// name from highest to version in env exists.
-func (s *Store) Denial(name, version, env, highest string) string {
+// Highest returns the highest of versions by Compare; "" if there are none.
+func Highest(versions []string) string {
+	var h string
+	for i, v := range versions {
+		if i == 0 || Compare(v, h) > 0 {
+			h = v
+		}
+	}
+	return h
+}
+
+// Denial returns why admitting name@version to env must be denied given
+// the versions deployed there: "" when version is not lower than the
+// highest of them, or a granted, unexpired rollback of name from that
+// highest version to version in env exists. It implements
+// admission.Rollbacks.
+func (s *Store) Denial(name, version, env string, deployed []string) string {
+	highest := Highest(deployed)
 	if highest == "" || Compare(version, highest) >= 0 {
 		return ""
 	}
@@ -181,9 +194,10 @@ func (s *Store) Denial(name, version, env, highest string) string {
 		name, version, name, highest, env, s.cfg.Quorum, name, highest, version, env)
 }
 
-// Granted reports whether a granted, unexpired rollback of name from
-// highest to version in env exists. Admission adds it to an allow's
-// reasons.
+var _ admission.Rollbacks = (*Store)(nil)
+
+// Granted returns the granted, unexpired rollback of name from highest to
+// version in env, if there is one.
 func (s *Store) Granted(name, version, env, highest string) (Request, bool) {
 	now := s.cfg.Now()
 	s.mu.RLock()

@@ -91,13 +91,13 @@ func TestDenialAndQuorum(t *testing.T) {
 	s := open(t, file, log, c)
 	ctx := t.Context()
 
-	if d := s.Denial("app", "1.3.0", "prod", "1.2.0"); d != "" {
+	if d := s.Denial("app", "1.3.0", "prod", []string{"1.2.0"}); d != "" {
 		t.Errorf("a higher version is denied: %s", d)
 	}
-	if d := s.Denial("app", "1.0.0", "prod", ""); d != "" {
+	if d := s.Denial("app", "1.0.0", "prod", nil); d != "" {
 		t.Errorf("a first deployment is denied: %s", d)
 	}
-	d := s.Denial("app", "1.1.0", "prod", "1.2.0")
+	d := s.Denial("app", "1.1.0", "prod", []string{"1.2.0"})
 	for _, want := range []string{"app@1.2.0", "highest version deployed to prod", "custody rollback request app --from 1.2.0 --to 1.1.0 --environment prod"} {
 		if !strings.Contains(d, want) {
 			t.Errorf("denial %q does not say %q", d, want)
@@ -118,7 +118,7 @@ func TestDenialAndQuorum(t *testing.T) {
 	if _, err := s.Approve(ctx, id, bob); !errors.Is(err, ErrRefused) {
 		t.Errorf("duplicate approval = %v, want ErrRefused", err)
 	}
-	if d := s.Denial("app", "1.1.0", "prod", "1.2.0"); d == "" {
+	if d := s.Denial("app", "1.1.0", "prod", []string{"1.2.0"}); d == "" {
 		t.Error("one approval of two lifted the rollback rule")
 	}
 	// The log being down: the approval does not count.
@@ -127,14 +127,14 @@ func TestDenialAndQuorum(t *testing.T) {
 		t.Errorf("approval with the log down = %v, want ErrUnavailable", err)
 	}
 	log.fail = nil
-	if d := s.Denial("app", "1.1.0", "prod", "1.2.0"); d == "" {
+	if d := s.Denial("app", "1.1.0", "prod", []string{"1.2.0"}); d == "" {
 		t.Error("an unlogged approval counted")
 	}
 	r, err := s.Approve(ctx, id, carol)
 	if err != nil || !r.Request.Granted() {
 		t.Fatalf("second approval = %+v, %v; want granted", r, err)
 	}
-	if d := s.Denial("app", "1.1.0", "prod", "1.2.0"); d != "" {
+	if d := s.Denial("app", "1.1.0", "prod", []string{"1.2.0"}); d != "" {
 		t.Errorf("granted rollback still denied: %s", d)
 	}
 	// Only that name, from, to and environment.
@@ -144,7 +144,7 @@ func TestDenialAndQuorum(t *testing.T) {
 		{"app", "1.1.0", "staging", "1.2.0"},
 		{"app", "1.1.0", "prod", "1.3.0"},
 	} {
-		if d := s.Denial(o[0], o[1], o[2], o[3]); d == "" {
+		if d := s.Denial(o[0], o[1], o[2], []string{"1.0.0", o[3], "0.9.0"}); d == "" {
 			t.Errorf("rollback granted for app 1.2.0→1.1.0 in prod lifts %v", o)
 		}
 	}
@@ -165,12 +165,12 @@ func TestDenialAndQuorum(t *testing.T) {
 
 	// Durable across a restart.
 	s2 := open(t, file, log, c)
-	if d := s2.Denial("app", "1.1.0", "prod", "1.2.0"); d != "" {
+	if d := s2.Denial("app", "1.1.0", "prod", []string{"1.2.0"}); d != "" {
 		t.Errorf("after a restart the granted rollback is lost: %s", d)
 	}
 	// Expiry.
 	c.t = c.t.Add(time.Hour)
-	if d := s2.Denial("app", "1.1.0", "prod", "1.2.0"); d == "" {
+	if d := s2.Denial("app", "1.1.0", "prod", []string{"1.2.0"}); d == "" {
 		t.Error("an expired rollback approval still lifts the rule")
 	}
 	if n := len(s2.List()); n != 0 {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -192,6 +193,7 @@ type fakeCatalog struct {
 	failNext error // returned by the next AppendEvent
 	// deployments are the RecordDeployment requests received.
 	deployments []*catalogv1.RecordDeploymentRequest
+	failSearch  error // returned by SearchArtifacts
 }
 
 type record struct {
@@ -213,7 +215,37 @@ func (c *fakeCatalog) policy(td spiffeid.TrustDomain) rpc.Policy {
 		rpc.Method(sd, "AppendEvent"):      {rpc.Under{TrustDomain: td, Prefix: "/service"}},
 		rpc.Method(sd, "GetArtifact"):      {rpc.Member(td)},
 		rpc.Method(sd, "RecordDeployment"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper"))},
+		rpc.Method(sd, "SearchArtifacts"):  {rpc.Member(td)},
 	}
+}
+
+// SearchArtifacts serves the deployments of one name to one environment,
+// from the RecordDeployment requests received, one deployment a page so
+// that paging is exercised; failSearch fails it.
+func (c *fakeCatalog) SearchArtifacts(_ context.Context, req *catalogv1.SearchArtifactsRequest) (*catalogv1.SearchArtifactsResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failSearch != nil {
+		return nil, c.failSearch
+	}
+	var match []*catalogv1.Deployment
+	for _, d := range c.deployments {
+		if d.GetName() == req.GetName() && d.GetEnvironment() == req.GetDeployedEnvironment() {
+			match = append(match, &catalogv1.Deployment{Name: d.GetName(), Version: d.GetVersion(), Digest: d.GetDigest(), Environment: d.GetEnvironment()})
+		}
+	}
+	i := 0
+	if req.GetPageToken() != "" {
+		i, _ = strconv.Atoi(req.GetPageToken())
+	}
+	if i >= len(match) {
+		return &catalogv1.SearchArtifactsResponse{}, nil
+	}
+	resp := &catalogv1.SearchArtifactsResponse{Deployments: match[i : i+1]}
+	if i+1 < len(match) {
+		resp.NextPageToken = strconv.Itoa(i + 1)
+	}
+	return resp, nil
 }
 
 // RecordDeployment logs a deployment.recorded entry and keeps the request,

@@ -38,6 +38,7 @@ import (
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/purge"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/remote"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/rollback"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/stop"
 	defaultpolicy "github.com/custody-dev/custody/services/gatekeeper/policy"
 )
@@ -70,6 +71,9 @@ type stack struct {
 	deployer   gatekeeperv1.GatekeeperServiceClient
 	stops      *stop.Store
 	stopFile   string
+	rollbacks  *rollback.Store
+	// rollbackClock shifts the rollback store's clock, in nanoseconds.
+	rollbackClock atomic.Int64
 }
 
 // newStack starts a stack with the default policy, or with the Rego
@@ -161,8 +165,15 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.rollbacks, err = rollback.Open(rollback.Config{File: filepath.Join(t.TempDir(), "rollbacks.json"), Quorum: 2, TTL: time.Hour,
+		Log: catalog, Logger: logger, Now: func() time.Time { return time.Now().Add(time.Duration(s.rollbackClock.Load())) }})
+	if err != nil {
+		t.Fatal(err)
+	}
 	gate, err := admission.New(admission.Config{
 		Stops:                  s.stops,
+		Rollbacks:              s.rollbacks,
+		Deployments:            catalog,
 		Catalog:                catalog,
 		Signer:                 remote.NewSigner(signerv1.NewSignerServiceClient(dial(signerAddr, "/service/signer")), logger),
 		Publisher:              remote.NewPublisher(publisherv1.NewPublisherServiceClient(dial(publisherAddr, "/service/publisher"))),

@@ -1,0 +1,115 @@
+package server
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
+	"github.com/custody-dev/custody/libs/tlog"
+)
+
+func (s *stack) deploy(t *testing.T, name, version, env string) {
+	t.Helper()
+	dec := s.allow(t, name, version, env)
+	if _, err := s.deployer.RecordDeployment(t.Context(), &gatekeeperv1.RecordDeploymentRequest{
+		Name: name, Version: version, Environment: env, DecisionEnvelope: dec.GetDecisionEnvelope()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (s *stack) admitTo(t *testing.T, name, version, env string) *gatekeeperv1.AdmitResponse {
+	t.Helper()
+	resp, err := s.deployer.Admit(t.Context(), &gatekeeperv1.AdmitRequest{Name: name, Version: version, Environment: env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// TestAdmitRollback: through the gatekeeper's gRPC server, admitting a
+// lower version than the highest deployed to the environment is denied,
+// naming that version and the command that requests a rollback; a
+// rollback granted by two approvers other than the requester lifts only
+// that rule, for that name, versions and environment, until it expires.
+func TestAdmitRollback(t *testing.T) {
+	s := newStack(t)
+	ctx := t.Context()
+	for _, v := range []string{"1.1.0", "1.2.0", "1.10.0"} {
+		s.publish(t, "app", v, "prod")
+	}
+	s.deploy(t, "app", "1.1.0", "prod")
+	s.deploy(t, "app", "1.10.0", "prod")
+	s.allow(t, "app", "1.10.0", "prod")   // the same version is no rollback
+	s.allow(t, "app", "1.2.0", "staging") // another environment's history
+
+	resp := s.admitTo(t, "app", "1.2.0", "prod")
+	want := "app@1.2.0 is lower than app@1.10.0, the highest version deployed to prod: a rollback needs 2 approvals: custody rollback request app --from 1.10.0 --to 1.2.0 --environment prod"
+	if resp.GetDecision() != gatekeeperv1.Decision_DECISION_DENY || !containsReason(resp.GetReasons(), want) {
+		t.Fatalf("rollback admitted: %v %q, want a deny %q", resp.GetDecision(), resp.GetReasons(), want)
+	}
+	if e := s.catalog.lastEvent(); e.Type != tlog.TypeAdmissionDecided || !strings.Contains(string(e.Details), "lower than app@1.10.0") {
+		t.Errorf("the deny is not logged with its reason: %s %s", e.Type, e.Details)
+	}
+
+	const admin, bob, carol = "spiffe://custody.test/admin/ops", "spiffe://custody.test/approver/bob", "spiffe://custody.test/approver/carol"
+	req, err := s.rollbacks.Request(ctx, "app", "1.10.0", "1.2.0", "prod", "1.10.0 corrupts sessions", admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.rollbacks.Approve(ctx, req.Request.ID, bob); err != nil {
+		t.Fatal(err)
+	}
+	if resp := s.admitTo(t, "app", "1.2.0", "prod"); resp.GetDecision() != gatekeeperv1.Decision_DECISION_DENY {
+		t.Fatal("one approval of two admitted the rollback")
+	}
+	if _, err := s.rollbacks.Approve(ctx, req.Request.ID, carol); err != nil {
+		t.Fatal(err)
+	}
+	s.allow(t, "app", "1.2.0", "prod")
+	if resp := s.admitTo(t, "app", "1.1.0", "prod"); resp.GetDecision() != gatekeeperv1.Decision_DECISION_DENY {
+		t.Error("a rollback to 1.2.0 admitted 1.1.0")
+	}
+
+	// The other checks still apply: a target whose evidence does not
+	// verify is denied whatever the rollback approval says.
+	r := s.publish(t, "app", "1.0.0", "prod")
+	req2, err := s.rollbacks.Request(ctx, "app", "1.10.0", "1.0.0", "prod", "back to 1.0.0", admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, who := range []string{bob, carol} {
+		if _, err := s.rollbacks.Approve(ctx, req2.Request.ID, who); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.allow(t, "app", "1.0.0", "prod")
+	s.tamper(r, func(g *catalogv1.GetArtifactResponse) { g.Envelope = []byte("{}") })
+	if resp := s.admitTo(t, "app", "1.0.0", "prod"); resp.GetDecision() != gatekeeperv1.Decision_DECISION_DENY {
+		t.Error("a granted rollback admitted a target whose evidence does not verify")
+	}
+
+	// Expiry.
+	s.rollbackClock.Store(int64(time.Hour))
+	if resp := s.admitTo(t, "app", "1.2.0", "prod"); resp.GetDecision() != gatekeeperv1.Decision_DECISION_DENY {
+		t.Error("an expired rollback approval still admits")
+	}
+}
+
+// TestAdmitRollbackFailsClosed: without the catalog's deployments no
+// decision is made.
+func TestAdmitRollbackFailsClosed(t *testing.T) {
+	s := newStack(t)
+	s.publish(t, "app", "1.0.0", "prod")
+	s.catalog.mu.Lock()
+	s.catalog.failSearch = status.Error(codes.Unavailable, "catalog down")
+	s.catalog.mu.Unlock()
+	_, err := s.deployer.Admit(t.Context(), &gatekeeperv1.AdmitRequest{Name: "app", Version: "1.0.0", Environment: "prod"})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("admit with the deployments unknown = %v, want Unavailable", err)
+	}
+}
