@@ -64,8 +64,12 @@ type Claims struct {
 	// Environment is the environment of the decision the token was issued
 	// for; edges compare the issue time with that environment's pause epoch.
 	Environment string
-	// DecidedAt is when the allow decision behind the token was made; edges
-	// refuse tokens whose decision predates a stop epoch. Zero if unknown.
+	// DecidedAt is when the allow decision behind the token was made, to
+	// the millisecond; edges refuse tokens whose decision predates a stop
+	// epoch. Zero if unknown. Milliseconds, not seconds: a decision taken
+	// just after a revocation, in the same second, is after it, and whole
+	// seconds could only refuse it (rounding must never let an earlier one
+	// through).
 	DecidedAt time.Time
 	Expires   time.Time
 	IssuedAt  time.Time
@@ -78,7 +82,7 @@ type claimsJSON struct {
 	IssuedAt   int64  `json:"iat"`
 	DecisionID string `json:"decision_id"`
 	Env        string `json:"env,omitempty"`
-	DecidedAt  int64  `json:"dat,omitempty"`
+	DecidedAt  int64  `json:"dat_ms,omitempty"` // Unix milliseconds
 }
 
 // KeyID is the hex SHA-256 of the key's PKIX DER encoding.
@@ -99,7 +103,7 @@ func Mint(key ed25519.PrivateKey, c Claims) (string, error) {
 	body, err := json.Marshal(claimsJSON{
 		KeyID: KeyID(key.Public().(ed25519.PublicKey)), Digest: c.Digest,
 		Expires: c.Expires.Unix(), IssuedAt: c.IssuedAt.Unix(), DecisionID: c.DecisionID, Env: c.Environment,
-		DecidedAt: unixOrZero(c.DecidedAt),
+		DecidedAt: unixMilliOrZero(c.DecidedAt),
 	})
 	if err != nil {
 		return "", err
@@ -156,7 +160,10 @@ func VerifyLimits(tok string, keys map[string]ed25519.PublicKey, digest string, 
 	c := &Claims{KeyID: cj.KeyID, Digest: cj.Digest, DecisionID: cj.DecisionID, Environment: cj.Env,
 		Expires: time.Unix(cj.Expires, 0), IssuedAt: time.Unix(cj.IssuedAt, 0)}
 	if cj.DecidedAt != 0 {
-		c.DecidedAt = time.Unix(cj.DecidedAt, 0)
+		c.DecidedAt = time.UnixMilli(cj.DecidedAt)
+	}
+	if cj.DecidedAt < 0 {
+		return nil, fmt.Errorf("%w: decision time %d before 1970", ErrMalformed, cj.DecidedAt)
 	}
 	if !now.Before(c.Expires) {
 		return nil, fmt.Errorf("%w at %s", ErrExpired, c.Expires.UTC().Format(time.RFC3339))
@@ -175,11 +182,11 @@ func VerifyLimits(tok string, keys map[string]ed25519.PublicKey, digest string, 
 	return c, nil
 }
 
-func unixOrZero(t time.Time) int64 {
+func unixMilliOrZero(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
 	}
-	return t.Unix()
+	return t.UnixMilli()
 }
 
 // LoadPrivateKey reads an Ed25519 PKCS#8 PEM private key.

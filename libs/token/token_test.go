@@ -148,3 +148,36 @@ func TestVerifyRefusesFutureIssueAndLongLifetime(t *testing.T) {
 		t.Errorf("a configured 3h maximum refuses a 2h token: %v", err)
 	}
 }
+
+// TestDecisionTimeInMilliseconds: the decision time survives to the
+// millisecond (edges compare it with stop epochs in the same second); the
+// old whole-second claim and a negative time are malformed.
+func TestDecisionTimeInMilliseconds(t *testing.T) {
+	pub, priv := keyPair(t)
+	keys := map[string]ed25519.PublicKey{KeyID(pub): pub}
+	decided := now.Add(-1500*time.Millisecond + 123456*time.Nanosecond)
+	tok, err := Mint(priv, Claims{Digest: digestA, Expires: now.Add(time.Minute), IssuedAt: now, DecidedAt: decided})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Verify(tok, keys, digestA, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := decided.Truncate(time.Millisecond); !c.DecidedAt.Equal(want) {
+		t.Fatalf("DecidedAt = %s, want %s", c.DecidedAt.Format(time.RFC3339Nano), want.Format(time.RFC3339Nano))
+	}
+	sign := func(body string) string {
+		sig := ed25519.Sign(priv, append([]byte(domain), body...))
+		return prefix + base64.RawURLEncoding.EncodeToString([]byte(body)) + "." + base64.RawURLEncoding.EncodeToString(sig)
+	}
+	base := fmt.Sprintf(`{"kid":%q,"digest":%q,"exp":%d,"iat":%d,"decision_id":"d1"`, KeyID(pub), digestA, now.Add(time.Minute).Unix(), now.Unix())
+	for name, body := range map[string]string{
+		"whole seconds (dat)": base + fmt.Sprintf(`,"dat":%d}`, now.Unix()),
+		"negative":            base + `,"dat_ms":-5}`,
+	} {
+		if _, err := Verify(sign(body), keys, digestA, now); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v, want ErrMalformed", name, err)
+		}
+	}
+}

@@ -96,13 +96,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(rec, "stop state unknown: this edge serves nothing", http.StatusServiceUnavailable)
 		return
 	}
-	// The earlier of the token's and its decision's times is compared
-	// with the epochs; both are whole seconds.
-	issued := claims.IssuedAt
-	if !claims.DecidedAt.IsZero() && claims.DecidedAt.Before(issued) {
-		issued = claims.DecidedAt
+	// The decision's time (milliseconds) is compared with the epochs: the
+	// broker mints a token only after its decision, so the decision is the
+	// earlier. A token without one is judged by its issue time, whole
+	// seconds, an epoch in the same second counting as after it.
+	issued, precision := claims.IssuedAt, time.Second
+	if !claims.DecidedAt.IsZero() {
+		issued, precision = claims.DecidedAt, time.Millisecond
+		if claims.IssuedAt.Before(issued.Truncate(time.Second)) {
+			issued, precision = claims.IssuedAt, time.Second
+		}
 	}
-	if err := h.Stops.Check(claims.Environment, issued, time.Second); err != nil {
+	if err := h.Stops.Check(claims.Environment, issued, precision); err != nil {
 		if errors.Is(err, stopstate.ErrUnknown) {
 			http.Error(rec, "stop state unknown: this edge cannot reach the gatekeeper, so it serves nothing; try another edge", http.StatusServiceUnavailable)
 			return

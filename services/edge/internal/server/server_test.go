@@ -478,6 +478,12 @@ func TestRefusesTokensDuringStopsAndBeforeEpochs(t *testing.T) {
 		{"decision before a revocation", fresh, stopstate.State{Revocation: epoch}, false, http.StatusForbidden, "key revocation"},
 		{"token from before a revocation, no decision time", token.Claims{IssuedAt: f.now.Add(-time.Minute)}, stopstate.State{Revocation: epoch}, false, http.StatusForbidden, "key revocation"},
 		{"state unknown", fresh, stopstate.State{}, true, http.StatusServiceUnavailable, "stop state unknown"},
+		// The key-compromise drill admits again right after a revocation:
+		// a decision 300 ms after it, in the same second, is after it.
+		{"decision 300 ms after a revocation, same second", sameSecond(f.now, 700*time.Millisecond), stopstate.State{Revocation: f.now.Truncate(time.Second).Add(400 * time.Millisecond)}, false, http.StatusOK, ""},
+		{"decision 300 ms before a revocation, same second", sameSecond(f.now, 100*time.Millisecond), stopstate.State{Revocation: f.now.Truncate(time.Second).Add(400 * time.Millisecond)}, false, http.StatusForbidden, "key revocation"},
+		{"decision in the revocation's millisecond", sameSecond(f.now, 400*time.Millisecond), stopstate.State{Revocation: f.now.Truncate(time.Second).Add(400*time.Millisecond + 300*time.Microsecond)}, false, http.StatusForbidden, "key revocation"},
+		{"token issued in a second before its decision's", token.Claims{Environment: "prod", IssuedAt: f.now.Add(-time.Minute), DecidedAt: f.now.Add(time.Second)}, stopstate.State{Revocation: f.now.Add(-30 * time.Second)}, false, http.StatusForbidden, "key revocation"},
 		{"issued a year ahead", token.Claims{Environment: "prod", IssuedAt: f.now.Add(365 * 24 * time.Hour), Expires: f.now.Add(366 * 24 * time.Hour)}, stopstate.State{}, false, http.StatusForbidden, "future"},
 		{"ten-year lifetime", token.Claims{Environment: "prod", IssuedAt: f.now, Expires: f.now.Add(10 * 365 * 24 * time.Hour)}, stopstate.State{}, false, http.StatusForbidden, "lifetime"},
 	}
@@ -488,6 +494,13 @@ func TestRefusesTokensDuringStopsAndBeforeEpochs(t *testing.T) {
 			t.Errorf("%s: %d %q, want %d mentioning %q", tt.name, code, body, tt.want, tt.msg)
 		}
 	}
+}
+
+// sameSecond is a token decided at off into now's second and issued at
+// the end of it.
+func sameSecond(now time.Time, off time.Duration) token.Claims {
+	sec := now.Truncate(time.Second)
+	return token.Claims{Environment: "prod", IssuedAt: sec.Add(999 * time.Millisecond), DecidedAt: sec.Add(off)}
 }
 
 func TestPurgeAll(t *testing.T) {
