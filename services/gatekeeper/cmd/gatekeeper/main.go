@@ -88,8 +88,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	f.Int(&cfg.KillSwitchLiftQuorum, "killswitch-lift-quorum", "CUSTODY_KILLSWITCH_LIFT_QUORUM", 2, "approvals to lift the kill switch")
 	f.Duration(&cfg.DeploymentMaxAge, "deployment-max-age", "CUSTODY_DEPLOYMENT_MAX_AGE", admission.DefaultDeploymentMaxAge,
 		"oldest allow decision a deployment may be reported under (RecordDeployment)")
-	f.Bool(&cfg.RollbackRule, "rollback-rule", "CUSTODY_ROLLBACK_RULE", false,
-		"deny admitting a lower version of a name than the highest deployed to the environment unless a rollback approval is granted (decision 0078; off until the rollback request/approve RPCs exist)")
+	f.Bool(&cfg.RollbackRule, "rollback-rule", "CUSTODY_ROLLBACK_RULE", true,
+		"deny admitting a lower version of a name than the highest deployed to the environment unless a rollback approval is granted (decision 0078; custody rollback request|approve)")
 	f.String(&cfg.RollbackStateFile, "rollback-state-file", "CUSTODY_ROLLBACK_STATE_FILE", "",
 		"durable rollback approvals (a JSON file, created if missing; default rollbacks.json next to --stop-state-file)")
 	f.Int(&cfg.RollbackQuorum, "rollback-quorum", "CUSTODY_ROLLBACK_QUORUM", 2,
@@ -295,7 +295,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	d.Logger.Info("trust root loaded", slog.Int64("version", gate.TrustVersion()))
 
 	srv := d.NewServer(server.Policy(d.TrustDomain))
-	gk := server.New(gate, d.Logger).WithStops(stops, gate)
+	gk := server.New(gate, d.Logger).WithStops(stops, gate).WithRollbacks(rollbacks)
 	runners := []daemon.Component{gate.RunTrustRefresh, gate.RunRevocationWatch}
 	if cfg.BrokerAddr != "" {
 		brokerConn, err := d.Dial(cfg.BrokerAddr, "cdn-broker")

@@ -190,7 +190,7 @@ func (s *Store) Denial(name, version, env string, deployed []string) string {
 	if _, ok := s.Granted(name, version, env, highest); ok {
 		return ""
 	}
-	return fmt.Sprintf("%s@%s is lower than %s@%s, the highest version deployed to %s: a rollback needs %d approvals: custody rollback request %s --from %s --to %s --environment %s --reason TEXT",
+	return fmt.Sprintf("%s@%s is lower than %s@%s, the highest version deployed to %s: a rollback needs %d approvals: custody rollback request %s --from %s --to %s --env %s --reason TEXT",
 		name, version, name, highest, env, s.cfg.Quorum, name, highest, version, env)
 }
 

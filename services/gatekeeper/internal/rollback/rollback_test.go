@@ -98,7 +98,7 @@ func TestDenialAndQuorum(t *testing.T) {
 		t.Errorf("a first deployment is denied: %s", d)
 	}
 	d := s.Denial("app", "1.1.0", "prod", []string{"1.2.0"})
-	for _, want := range []string{"app@1.2.0", "highest version deployed to prod", "custody rollback request app --from 1.2.0 --to 1.1.0 --environment prod"} {
+	for _, want := range []string{"app@1.2.0", "highest version deployed to prod", "custody rollback request app --from 1.2.0 --to 1.1.0 --env prod"} {
 		if !strings.Contains(d, want) {
 			t.Errorf("denial %q does not say %q", d, want)
 		}

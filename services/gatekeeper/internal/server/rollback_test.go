@@ -48,7 +48,7 @@ func TestAdmitRollback(t *testing.T) {
 	s.allow(t, "app", "1.2.0", "staging") // another environment's history
 
 	resp := s.admitTo(t, "app", "1.2.0", "prod")
-	want := "app@1.2.0 is lower than app@1.10.0, the highest version deployed to prod: a rollback needs 2 approvals: custody rollback request app --from 1.10.0 --to 1.2.0 --environment prod"
+	want := "app@1.2.0 is lower than app@1.10.0, the highest version deployed to prod: a rollback needs 2 approvals: custody rollback request app --from 1.10.0 --to 1.2.0 --env prod"
 	if resp.GetDecision() != gatekeeperv1.Decision_DECISION_DENY || !containsReason(resp.GetReasons(), want) {
 		t.Fatalf("rollback admitted: %v %q, want a deny %q", resp.GetDecision(), resp.GetReasons(), want)
 	}
@@ -111,5 +111,86 @@ func TestAdmitRollbackFailsClosed(t *testing.T) {
 	_, err := s.deployer.Admit(t.Context(), &gatekeeperv1.AdmitRequest{Name: "app", Version: "1.0.0", Environment: "prod"})
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("admit with the deployments unknown = %v, want Unavailable", err)
+	}
+}
+
+// TestRollbackRPCs: through the gatekeeper's gRPC server with its
+// production policy, an admin requests, two approvers grant, and the
+// rollback is admitted; the requester and a repeated approver are
+// refused; deployers, edges, builders and services can neither request
+// nor approve.
+func TestRollbackRPCs(t *testing.T) {
+	s := newStack(t)
+	ctx := t.Context()
+	for _, v := range []string{"1.1.0", "1.2.0"} {
+		s.publish(t, "app", v, "prod")
+	}
+	s.deploy(t, "app", "1.2.0", "prod")
+	rreq := &gatekeeperv1.RequestRollbackRequest{Name: "app", FromVersion: "1.2.0", ToVersion: "1.1.0", Environment: "prod", Reason: "1.2.0 corrupts sessions"}
+
+	for _, who := range []string{"/deployer/pipeline", "/edge/dev", "/builder/ci", "/service/cdn-broker", "/service/catalog", "/auditor/a"} {
+		c := s.client(t, who)
+		if _, err := c.RequestRollback(ctx, rreq); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s RequestRollback = %v, want PermissionDenied", who, err)
+		}
+		if _, err := c.ApproveRollback(ctx, &gatekeeperv1.ApproveRollbackRequest{Id: "rb-x"}); status.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s ApproveRollback = %v, want PermissionDenied", who, err)
+		}
+	}
+	if _, err := s.client(t, "/deployer/pipeline").ListRollbacks(ctx, &gatekeeperv1.ListRollbacksRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("deployer ListRollbacks = %v, want PermissionDenied", err)
+	}
+
+	admin := s.client(t, "/admin/ops")
+	before := s.catalog.eventCount()
+	resp, err := admin.RequestRollback(ctx, rreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetRollback().GetId()
+	if e := s.catalog.lastEvent(); e.Type != tlog.TypeRollbackRequested || e.Actor != "spiffe://custody.test/service/gatekeeper" || !strings.Contains(string(e.Details), `"by":"spiffe://custody.test/admin/ops"`) {
+		t.Errorf("request logged as %s by %s: %s", e.Type, e.Actor, e.Details)
+	}
+	if _, err := admin.ApproveRollback(ctx, &gatekeeperv1.ApproveRollbackRequest{Id: id}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("self-approval = %v, want PermissionDenied", err)
+	}
+	bob := s.client(t, "/approver/bob")
+	if r, err := bob.ApproveRollback(ctx, &gatekeeperv1.ApproveRollbackRequest{Id: id}); err != nil || r.GetRollback().GetGranted() {
+		t.Fatalf("first approval = %v, %v", r, err)
+	}
+	if _, err := bob.ApproveRollback(ctx, &gatekeeperv1.ApproveRollbackRequest{Id: id}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("duplicate approval = %v, want PermissionDenied", err)
+	}
+	if resp := s.admitTo(t, "app", "1.1.0", "prod"); resp.GetDecision() != gatekeeperv1.Decision_DECISION_DENY {
+		t.Fatal("one approval admitted the rollback")
+	}
+	r, err := s.client(t, "/admin/second").ApproveRollback(ctx, &gatekeeperv1.ApproveRollbackRequest{Id: id})
+	if err != nil || !r.GetRollback().GetGranted() || len(r.GetRollback().GetApprovals()) != 2 {
+		t.Fatalf("second approval = %v, %v; want granted", r, err)
+	}
+	if e := s.catalog.lastEvent(); e.Type != tlog.TypeRollbackGranted {
+		t.Errorf("grant logged as %s", e.Type)
+	}
+	s.allow(t, "app", "1.1.0", "prod")
+	// request, approved, granted, and the admissions: every step logged.
+	if n := s.catalog.eventCount() - before; n < 3+2 {
+		t.Errorf("%d events logged, want the 3 rollback steps and 2 decisions", n)
+	}
+	list, err := s.client(t, "/auditor/a").ListRollbacks(ctx, &gatekeeperv1.ListRollbacksRequest{})
+	if err != nil || len(list.GetRollbacks()) != 1 || !list.GetRollbacks()[0].GetGranted() {
+		t.Errorf("ListRollbacks = %v, %v", list, err)
+	}
+	if _, err := admin.ApproveRollback(ctx, &gatekeeperv1.ApproveRollbackRequest{Id: "rb-unknown"}); status.Code(err) != codes.NotFound {
+		t.Errorf("approving an unknown request = %v, want NotFound", err)
+	}
+	if _, err := admin.RequestRollback(ctx, &gatekeeperv1.RequestRollbackRequest{Name: "app", FromVersion: "1.1.0", ToVersion: "1.2.0", Environment: "prod", Reason: "x"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("requesting a higher version = %v, want InvalidArgument", err)
+	}
+	// The log down: the request fails closed.
+	s.catalog.mu.Lock()
+	s.catalog.failNext = status.Error(codes.Unavailable, "down")
+	s.catalog.mu.Unlock()
+	if _, err := admin.RequestRollback(ctx, rreq); status.Code(err) != codes.Unavailable || strings.Contains(err.Error(), "down") {
+		t.Errorf("request with the catalog down = %v, want Unavailable without the back end's words", err)
 	}
 }

@@ -17,13 +17,15 @@ import (
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/purge"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/rollback"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/stop"
 )
 
 // Policy is the gatekeeper's authorization, per docs/services.md: deployers
 // and admins may ask for admission and report deployments; one admin turns a stop on, admins and
 // approvers approve lifting it; admins, approvers, auditors, the broker and
-// edges read the stop state. Builders and deployers can neither pull nor
+// edges read the stop state; admins and approvers request and approve
+// rollbacks (decision 0078), auditors list them too. Builders and deployers can neither pull nor
 // lift a stop.
 func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	sd := gatekeeperv1.GatekeeperService_ServiceDesc
@@ -36,6 +38,9 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 		rpc.Method(sd, "KillSwitchOn"):     {admin},
 		rpc.Method(sd, "Resume"):           {admin, approver},
 		rpc.Method(sd, "KillSwitchOff"):    {admin, approver},
+		rpc.Method(sd, "RequestRollback"):  {admin, approver},
+		rpc.Method(sd, "ApproveRollback"):  {admin, approver},
+		rpc.Method(sd, "ListRollbacks"):    {admin, approver, rpc.Under{TrustDomain: td, Prefix: "/auditor"}},
 		rpc.Method(sd, "GetStopState"): {admin, approver, rpc.Under{TrustDomain: td, Prefix: "/auditor"},
 			rpc.ID(spiffeid.RequireFromPath(td, "/service/cdn-broker")), rpc.Under{TrustDomain: td, Prefix: "/edge"}},
 	}
@@ -58,6 +63,7 @@ type Server struct {
 	stops  *stop.Store
 	rev    Revocations
 	purges *purge.Queue
+	rb     *rollback.Store
 	now    func() time.Time
 }
 

@@ -195,7 +195,7 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 	}
 	s.gate = gate
 	srv := rpc.NewServer(rpc.ServerConfig{Source: src, TrustDomain: td.TD, Policy: Policy(td.TD), Logger: logger, Telemetry: tel})
-	gs := New(gate, logger).WithStops(s.stops, gate)
+	gs := New(gate, logger).WithStops(s.stops, gate).WithRollbacks(s.rollbacks)
 	if o.purges != nil {
 		gs.WithPurges(o.purges)
 	}

@@ -71,6 +71,445 @@ func (Decision) EnumDescriptor() ([]byte, []int) {
 	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{0}
 }
 
+// Rollback is one rollback request and its approvals.
+type Rollback struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name        string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	FromVersion string                 `protobuf:"bytes,3,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	ToVersion   string                 `protobuf:"bytes,4,opt,name=to_version,json=toVersion,proto3" json:"to_version,omitempty"`
+	Environment string                 `protobuf:"bytes,5,opt,name=environment,proto3" json:"environment,omitempty"`
+	Reason      string                 `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	RequestedBy string                 `protobuf:"bytes,7,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	RequestedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=requested_at,json=requestedAt,proto3" json:"requested_at,omitempty"`
+	ExpiresAt   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The distinct approvers' SPIFFE IDs, sorted.
+	Approvals     []string `protobuf:"bytes,10,rep,name=approvals,proto3" json:"approvals,omitempty"`
+	Quorum        int32    `protobuf:"varint,11,opt,name=quorum,proto3" json:"quorum,omitempty"`
+	Granted       bool     `protobuf:"varint,12,opt,name=granted,proto3" json:"granted,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rollback) Reset() {
+	*x = Rollback{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rollback) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rollback) ProtoMessage() {}
+
+func (x *Rollback) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rollback.ProtoReflect.Descriptor instead.
+func (*Rollback) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Rollback) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Rollback) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Rollback) GetFromVersion() string {
+	if x != nil {
+		return x.FromVersion
+	}
+	return ""
+}
+
+func (x *Rollback) GetToVersion() string {
+	if x != nil {
+		return x.ToVersion
+	}
+	return ""
+}
+
+func (x *Rollback) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *Rollback) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Rollback) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+func (x *Rollback) GetRequestedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RequestedAt
+	}
+	return nil
+}
+
+func (x *Rollback) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *Rollback) GetApprovals() []string {
+	if x != nil {
+		return x.Approvals
+	}
+	return nil
+}
+
+func (x *Rollback) GetQuorum() int32 {
+	if x != nil {
+		return x.Quorum
+	}
+	return 0
+}
+
+func (x *Rollback) GetGranted() bool {
+	if x != nil {
+		return x.Granted
+	}
+	return false
+}
+
+type RequestRollbackRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	FromVersion string                 `protobuf:"bytes,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	ToVersion   string                 `protobuf:"bytes,3,opt,name=to_version,json=toVersion,proto3" json:"to_version,omitempty"`
+	Environment string                 `protobuf:"bytes,4,opt,name=environment,proto3" json:"environment,omitempty"`
+	// Required: at most 512 bytes of printable UTF-8.
+	Reason        string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestRollbackRequest) Reset() {
+	*x = RequestRollbackRequest{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestRollbackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestRollbackRequest) ProtoMessage() {}
+
+func (x *RequestRollbackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestRollbackRequest.ProtoReflect.Descriptor instead.
+func (*RequestRollbackRequest) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RequestRollbackRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RequestRollbackRequest) GetFromVersion() string {
+	if x != nil {
+		return x.FromVersion
+	}
+	return ""
+}
+
+func (x *RequestRollbackRequest) GetToVersion() string {
+	if x != nil {
+		return x.ToVersion
+	}
+	return ""
+}
+
+func (x *RequestRollbackRequest) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *RequestRollbackRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RequestRollbackResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollback      *Rollback              `protobuf:"bytes,1,opt,name=rollback,proto3" json:"rollback,omitempty"`
+	LogIndex      int64                  `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RequestRollbackResponse) Reset() {
+	*x = RequestRollbackResponse{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RequestRollbackResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RequestRollbackResponse) ProtoMessage() {}
+
+func (x *RequestRollbackResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RequestRollbackResponse.ProtoReflect.Descriptor instead.
+func (*RequestRollbackResponse) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RequestRollbackResponse) GetRollback() *Rollback {
+	if x != nil {
+		return x.Rollback
+	}
+	return nil
+}
+
+func (x *RequestRollbackResponse) GetLogIndex() int64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+type ApproveRollbackRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveRollbackRequest) Reset() {
+	*x = ApproveRollbackRequest{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveRollbackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveRollbackRequest) ProtoMessage() {}
+
+func (x *ApproveRollbackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveRollbackRequest.ProtoReflect.Descriptor instead.
+func (*ApproveRollbackRequest) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ApproveRollbackRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ApproveRollbackResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollback      *Rollback              `protobuf:"bytes,1,opt,name=rollback,proto3" json:"rollback,omitempty"`
+	LogIndex      int64                  `protobuf:"varint,2,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveRollbackResponse) Reset() {
+	*x = ApproveRollbackResponse{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveRollbackResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveRollbackResponse) ProtoMessage() {}
+
+func (x *ApproveRollbackResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveRollbackResponse.ProtoReflect.Descriptor instead.
+func (*ApproveRollbackResponse) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ApproveRollbackResponse) GetRollback() *Rollback {
+	if x != nil {
+		return x.Rollback
+	}
+	return nil
+}
+
+func (x *ApproveRollbackResponse) GetLogIndex() int64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+type ListRollbacksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRollbacksRequest) Reset() {
+	*x = ListRollbacksRequest{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRollbacksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRollbacksRequest) ProtoMessage() {}
+
+func (x *ListRollbacksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRollbacksRequest.ProtoReflect.Descriptor instead.
+func (*ListRollbacksRequest) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{5}
+}
+
+type ListRollbacksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollbacks     []*Rollback            `protobuf:"bytes,1,rep,name=rollbacks,proto3" json:"rollbacks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRollbacksResponse) Reset() {
+	*x = ListRollbacksResponse{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRollbacksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRollbacksResponse) ProtoMessage() {}
+
+func (x *ListRollbacksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRollbacksResponse.ProtoReflect.Descriptor instead.
+func (*ListRollbacksResponse) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ListRollbacksResponse) GetRollbacks() []*Rollback {
+	if x != nil {
+		return x.Rollbacks
+	}
+	return nil
+}
+
 // Stop is one stop (the kill switch or one environment's pause).
 type Stop struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -96,7 +535,7 @@ type Stop struct {
 
 func (x *Stop) Reset() {
 	*x = Stop{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[0]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -108,7 +547,7 @@ func (x *Stop) String() string {
 func (*Stop) ProtoMessage() {}
 
 func (x *Stop) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[0]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -121,7 +560,7 @@ func (x *Stop) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stop.ProtoReflect.Descriptor instead.
 func (*Stop) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{0}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Stop) GetActive() bool {
@@ -191,7 +630,7 @@ type EnvironmentStop struct {
 
 func (x *EnvironmentStop) Reset() {
 	*x = EnvironmentStop{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[1]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -203,7 +642,7 @@ func (x *EnvironmentStop) String() string {
 func (*EnvironmentStop) ProtoMessage() {}
 
 func (x *EnvironmentStop) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[1]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -216,7 +655,7 @@ func (x *EnvironmentStop) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvironmentStop.ProtoReflect.Descriptor instead.
 func (*EnvironmentStop) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{1}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EnvironmentStop) GetEnvironment() string {
@@ -252,7 +691,7 @@ type StopState struct {
 
 func (x *StopState) Reset() {
 	*x = StopState{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[2]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -264,7 +703,7 @@ func (x *StopState) String() string {
 func (*StopState) ProtoMessage() {}
 
 func (x *StopState) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[2]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -277,7 +716,7 @@ func (x *StopState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopState.ProtoReflect.Descriptor instead.
 func (*StopState) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{2}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StopState) GetKillSwitch() *Stop {
@@ -326,7 +765,7 @@ type PauseRequest struct {
 
 func (x *PauseRequest) Reset() {
 	*x = PauseRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[3]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -338,7 +777,7 @@ func (x *PauseRequest) String() string {
 func (*PauseRequest) ProtoMessage() {}
 
 func (x *PauseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[3]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -351,7 +790,7 @@ func (x *PauseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
 func (*PauseRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{3}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PauseRequest) GetEnvironment() string {
@@ -379,7 +818,7 @@ type PauseResponse struct {
 
 func (x *PauseResponse) Reset() {
 	*x = PauseResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[4]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +830,7 @@ func (x *PauseResponse) String() string {
 func (*PauseResponse) ProtoMessage() {}
 
 func (x *PauseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[4]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +843,7 @@ func (x *PauseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseResponse.ProtoReflect.Descriptor instead.
 func (*PauseResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{4}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PauseResponse) GetState() *StopState {
@@ -430,7 +869,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[5]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -442,7 +881,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[5]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -455,7 +894,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{5}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ResumeRequest) GetEnvironment() string {
@@ -480,7 +919,7 @@ type ResumeResponse struct {
 
 func (x *ResumeResponse) Reset() {
 	*x = ResumeResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[6]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +931,7 @@ func (x *ResumeResponse) String() string {
 func (*ResumeResponse) ProtoMessage() {}
 
 func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[6]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +944,7 @@ func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
 func (*ResumeResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{6}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ResumeResponse) GetLifted() bool {
@@ -552,7 +991,7 @@ type KillSwitchOnRequest struct {
 
 func (x *KillSwitchOnRequest) Reset() {
 	*x = KillSwitchOnRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[7]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +1003,7 @@ func (x *KillSwitchOnRequest) String() string {
 func (*KillSwitchOnRequest) ProtoMessage() {}
 
 func (x *KillSwitchOnRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[7]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +1016,7 @@ func (x *KillSwitchOnRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillSwitchOnRequest.ProtoReflect.Descriptor instead.
 func (*KillSwitchOnRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{7}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *KillSwitchOnRequest) GetReason() string {
@@ -597,7 +1036,7 @@ type KillSwitchOnResponse struct {
 
 func (x *KillSwitchOnResponse) Reset() {
 	*x = KillSwitchOnResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[8]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +1048,7 @@ func (x *KillSwitchOnResponse) String() string {
 func (*KillSwitchOnResponse) ProtoMessage() {}
 
 func (x *KillSwitchOnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[8]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +1061,7 @@ func (x *KillSwitchOnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillSwitchOnResponse.ProtoReflect.Descriptor instead.
 func (*KillSwitchOnResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{8}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *KillSwitchOnResponse) GetState() *StopState {
@@ -647,7 +1086,7 @@ type KillSwitchOffRequest struct {
 
 func (x *KillSwitchOffRequest) Reset() {
 	*x = KillSwitchOffRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[9]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -659,7 +1098,7 @@ func (x *KillSwitchOffRequest) String() string {
 func (*KillSwitchOffRequest) ProtoMessage() {}
 
 func (x *KillSwitchOffRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[9]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -672,7 +1111,7 @@ func (x *KillSwitchOffRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillSwitchOffRequest.ProtoReflect.Descriptor instead.
 func (*KillSwitchOffRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{9}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{16}
 }
 
 type KillSwitchOffResponse struct {
@@ -688,7 +1127,7 @@ type KillSwitchOffResponse struct {
 
 func (x *KillSwitchOffResponse) Reset() {
 	*x = KillSwitchOffResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[10]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +1139,7 @@ func (x *KillSwitchOffResponse) String() string {
 func (*KillSwitchOffResponse) ProtoMessage() {}
 
 func (x *KillSwitchOffResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[10]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +1152,7 @@ func (x *KillSwitchOffResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillSwitchOffResponse.ProtoReflect.Descriptor instead.
 func (*KillSwitchOffResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{10}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *KillSwitchOffResponse) GetLifted() bool {
@@ -759,7 +1198,7 @@ type GetStopStateRequest struct {
 
 func (x *GetStopStateRequest) Reset() {
 	*x = GetStopStateRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[11]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +1210,7 @@ func (x *GetStopStateRequest) String() string {
 func (*GetStopStateRequest) ProtoMessage() {}
 
 func (x *GetStopStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[11]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +1223,7 @@ func (x *GetStopStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStopStateRequest.ProtoReflect.Descriptor instead.
 func (*GetStopStateRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{11}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{18}
 }
 
 type GetStopStateResponse struct {
@@ -796,7 +1235,7 @@ type GetStopStateResponse struct {
 
 func (x *GetStopStateResponse) Reset() {
 	*x = GetStopStateResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[12]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +1247,7 @@ func (x *GetStopStateResponse) String() string {
 func (*GetStopStateResponse) ProtoMessage() {}
 
 func (x *GetStopStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[12]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +1260,7 @@ func (x *GetStopStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStopStateResponse.ProtoReflect.Descriptor instead.
 func (*GetStopStateResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{12}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetStopStateResponse) GetState() *StopState {
@@ -845,7 +1284,7 @@ type AdmitRequest struct {
 
 func (x *AdmitRequest) Reset() {
 	*x = AdmitRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[13]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -857,7 +1296,7 @@ func (x *AdmitRequest) String() string {
 func (*AdmitRequest) ProtoMessage() {}
 
 func (x *AdmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[13]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -870,7 +1309,7 @@ func (x *AdmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitRequest.ProtoReflect.Descriptor instead.
 func (*AdmitRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{13}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *AdmitRequest) GetName() string {
@@ -922,7 +1361,7 @@ type AdmitResponse struct {
 
 func (x *AdmitResponse) Reset() {
 	*x = AdmitResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[14]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1373,7 @@ func (x *AdmitResponse) String() string {
 func (*AdmitResponse) ProtoMessage() {}
 
 func (x *AdmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[14]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1386,7 @@ func (x *AdmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitResponse.ProtoReflect.Descriptor instead.
 func (*AdmitResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{14}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AdmitResponse) GetDecision() Decision {
@@ -1019,7 +1458,7 @@ type RecordDeploymentRequest struct {
 
 func (x *RecordDeploymentRequest) Reset() {
 	*x = RecordDeploymentRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[15]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1470,7 @@ func (x *RecordDeploymentRequest) String() string {
 func (*RecordDeploymentRequest) ProtoMessage() {}
 
 func (x *RecordDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[15]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1483,7 @@ func (x *RecordDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*RecordDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{15}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RecordDeploymentRequest) GetName() string {
@@ -1104,7 +1543,7 @@ type RecordDeploymentResponse struct {
 
 func (x *RecordDeploymentResponse) Reset() {
 	*x = RecordDeploymentResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[16]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1555,7 @@ func (x *RecordDeploymentResponse) String() string {
 func (*RecordDeploymentResponse) ProtoMessage() {}
 
 func (x *RecordDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[16]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1568,7 @@ func (x *RecordDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*RecordDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{16}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RecordDeploymentResponse) GetName() string {
@@ -1178,7 +1617,41 @@ var File_custody_gatekeeper_v1_gatekeeper_proto protoreflect.FileDescriptor
 
 const file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc = "" +
 	"\n" +
-	"&custody/gatekeeper/v1/gatekeeper.proto\x12\x15custody.gatekeeper.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaa\x02\n" +
+	"&custody/gatekeeper/v1/gatekeeper.proto\x12\x15custody.gatekeeper.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x03\n" +
+	"\bRollback\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
+	"\ffrom_version\x18\x03 \x01(\tR\vfromVersion\x12\x1d\n" +
+	"\n" +
+	"to_version\x18\x04 \x01(\tR\ttoVersion\x12 \n" +
+	"\venvironment\x18\x05 \x01(\tR\venvironment\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\x12!\n" +
+	"\frequested_by\x18\a \x01(\tR\vrequestedBy\x12=\n" +
+	"\frequested_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vrequestedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x1c\n" +
+	"\tapprovals\x18\n" +
+	" \x03(\tR\tapprovals\x12\x16\n" +
+	"\x06quorum\x18\v \x01(\x05R\x06quorum\x12\x18\n" +
+	"\agranted\x18\f \x01(\bR\agranted\"\xa8\x01\n" +
+	"\x16RequestRollbackRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\ffrom_version\x18\x02 \x01(\tR\vfromVersion\x12\x1d\n" +
+	"\n" +
+	"to_version\x18\x03 \x01(\tR\ttoVersion\x12 \n" +
+	"\venvironment\x18\x04 \x01(\tR\venvironment\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"s\n" +
+	"\x17RequestRollbackResponse\x12;\n" +
+	"\brollback\x18\x01 \x01(\v2\x1f.custody.gatekeeper.v1.RollbackR\brollback\x12\x1b\n" +
+	"\tlog_index\x18\x02 \x01(\x03R\blogIndex\"(\n" +
+	"\x16ApproveRollbackRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"s\n" +
+	"\x17ApproveRollbackResponse\x12;\n" +
+	"\brollback\x18\x01 \x01(\v2\x1f.custody.gatekeeper.v1.RollbackR\brollback\x12\x1b\n" +
+	"\tlog_index\x18\x02 \x01(\x03R\blogIndex\"\x16\n" +
+	"\x14ListRollbacksRequest\"V\n" +
+	"\x15ListRollbacksResponse\x12=\n" +
+	"\trollbacks\x18\x01 \x03(\v2\x1f.custody.gatekeeper.v1.RollbackR\trollbacks\"\xaa\x02\n" +
 	"\x04Stop\x12\x16\n" +
 	"\x06active\x18\x01 \x01(\bR\x06active\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x129\n" +
@@ -1263,7 +1736,7 @@ const file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc = "" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eDECISION_ALLOW\x10\x01\x12\x11\n" +
-	"\rDECISION_DENY\x10\x022\xc5\x05\n" +
+	"\rDECISION_DENY\x10\x022\x95\b\n" +
 	"\x11GatekeeperService\x12R\n" +
 	"\x05Admit\x12#.custody.gatekeeper.v1.AdmitRequest\x1a$.custody.gatekeeper.v1.AdmitResponse\x12s\n" +
 	"\x10RecordDeployment\x12..custody.gatekeeper.v1.RecordDeploymentRequest\x1a/.custody.gatekeeper.v1.RecordDeploymentResponse\x12R\n" +
@@ -1271,7 +1744,10 @@ const file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc = "" +
 	"\x06Resume\x12$.custody.gatekeeper.v1.ResumeRequest\x1a%.custody.gatekeeper.v1.ResumeResponse\x12g\n" +
 	"\fKillSwitchOn\x12*.custody.gatekeeper.v1.KillSwitchOnRequest\x1a+.custody.gatekeeper.v1.KillSwitchOnResponse\x12j\n" +
 	"\rKillSwitchOff\x12+.custody.gatekeeper.v1.KillSwitchOffRequest\x1a,.custody.gatekeeper.v1.KillSwitchOffResponse\x12g\n" +
-	"\fGetStopState\x12*.custody.gatekeeper.v1.GetStopStateRequest\x1a+.custody.gatekeeper.v1.GetStopStateResponseB\xee\x01\n" +
+	"\fGetStopState\x12*.custody.gatekeeper.v1.GetStopStateRequest\x1a+.custody.gatekeeper.v1.GetStopStateResponse\x12p\n" +
+	"\x0fRequestRollback\x12-.custody.gatekeeper.v1.RequestRollbackRequest\x1a..custody.gatekeeper.v1.RequestRollbackResponse\x12p\n" +
+	"\x0fApproveRollback\x12-.custody.gatekeeper.v1.ApproveRollbackRequest\x1a..custody.gatekeeper.v1.ApproveRollbackResponse\x12j\n" +
+	"\rListRollbacks\x12+.custody.gatekeeper.v1.ListRollbacksRequest\x1a,.custody.gatekeeper.v1.ListRollbacksResponseB\xee\x01\n" +
 	"\x19com.custody.gatekeeper.v1B\x0fGatekeeperProtoP\x01ZJgithub.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1;gatekeeperv1\xa2\x02\x03CGX\xaa\x02\x15Custody.Gatekeeper.V1\xca\x02\x15Custody\\Gatekeeper\\V1\xe2\x02!Custody\\Gatekeeper\\V1\\GPBMetadata\xea\x02\x17Custody::Gatekeeper::V1b\x06proto3"
 
 var (
@@ -1287,62 +1763,80 @@ func file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP() []byte {
 }
 
 var file_custody_gatekeeper_v1_gatekeeper_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_custody_gatekeeper_v1_gatekeeper_proto_goTypes = []any{
 	(Decision)(0),                    // 0: custody.gatekeeper.v1.Decision
-	(*Stop)(nil),                     // 1: custody.gatekeeper.v1.Stop
-	(*EnvironmentStop)(nil),          // 2: custody.gatekeeper.v1.EnvironmentStop
-	(*StopState)(nil),                // 3: custody.gatekeeper.v1.StopState
-	(*PauseRequest)(nil),             // 4: custody.gatekeeper.v1.PauseRequest
-	(*PauseResponse)(nil),            // 5: custody.gatekeeper.v1.PauseResponse
-	(*ResumeRequest)(nil),            // 6: custody.gatekeeper.v1.ResumeRequest
-	(*ResumeResponse)(nil),           // 7: custody.gatekeeper.v1.ResumeResponse
-	(*KillSwitchOnRequest)(nil),      // 8: custody.gatekeeper.v1.KillSwitchOnRequest
-	(*KillSwitchOnResponse)(nil),     // 9: custody.gatekeeper.v1.KillSwitchOnResponse
-	(*KillSwitchOffRequest)(nil),     // 10: custody.gatekeeper.v1.KillSwitchOffRequest
-	(*KillSwitchOffResponse)(nil),    // 11: custody.gatekeeper.v1.KillSwitchOffResponse
-	(*GetStopStateRequest)(nil),      // 12: custody.gatekeeper.v1.GetStopStateRequest
-	(*GetStopStateResponse)(nil),     // 13: custody.gatekeeper.v1.GetStopStateResponse
-	(*AdmitRequest)(nil),             // 14: custody.gatekeeper.v1.AdmitRequest
-	(*AdmitResponse)(nil),            // 15: custody.gatekeeper.v1.AdmitResponse
-	(*RecordDeploymentRequest)(nil),  // 16: custody.gatekeeper.v1.RecordDeploymentRequest
-	(*RecordDeploymentResponse)(nil), // 17: custody.gatekeeper.v1.RecordDeploymentResponse
-	(*timestamppb.Timestamp)(nil),    // 18: google.protobuf.Timestamp
+	(*Rollback)(nil),                 // 1: custody.gatekeeper.v1.Rollback
+	(*RequestRollbackRequest)(nil),   // 2: custody.gatekeeper.v1.RequestRollbackRequest
+	(*RequestRollbackResponse)(nil),  // 3: custody.gatekeeper.v1.RequestRollbackResponse
+	(*ApproveRollbackRequest)(nil),   // 4: custody.gatekeeper.v1.ApproveRollbackRequest
+	(*ApproveRollbackResponse)(nil),  // 5: custody.gatekeeper.v1.ApproveRollbackResponse
+	(*ListRollbacksRequest)(nil),     // 6: custody.gatekeeper.v1.ListRollbacksRequest
+	(*ListRollbacksResponse)(nil),    // 7: custody.gatekeeper.v1.ListRollbacksResponse
+	(*Stop)(nil),                     // 8: custody.gatekeeper.v1.Stop
+	(*EnvironmentStop)(nil),          // 9: custody.gatekeeper.v1.EnvironmentStop
+	(*StopState)(nil),                // 10: custody.gatekeeper.v1.StopState
+	(*PauseRequest)(nil),             // 11: custody.gatekeeper.v1.PauseRequest
+	(*PauseResponse)(nil),            // 12: custody.gatekeeper.v1.PauseResponse
+	(*ResumeRequest)(nil),            // 13: custody.gatekeeper.v1.ResumeRequest
+	(*ResumeResponse)(nil),           // 14: custody.gatekeeper.v1.ResumeResponse
+	(*KillSwitchOnRequest)(nil),      // 15: custody.gatekeeper.v1.KillSwitchOnRequest
+	(*KillSwitchOnResponse)(nil),     // 16: custody.gatekeeper.v1.KillSwitchOnResponse
+	(*KillSwitchOffRequest)(nil),     // 17: custody.gatekeeper.v1.KillSwitchOffRequest
+	(*KillSwitchOffResponse)(nil),    // 18: custody.gatekeeper.v1.KillSwitchOffResponse
+	(*GetStopStateRequest)(nil),      // 19: custody.gatekeeper.v1.GetStopStateRequest
+	(*GetStopStateResponse)(nil),     // 20: custody.gatekeeper.v1.GetStopStateResponse
+	(*AdmitRequest)(nil),             // 21: custody.gatekeeper.v1.AdmitRequest
+	(*AdmitResponse)(nil),            // 22: custody.gatekeeper.v1.AdmitResponse
+	(*RecordDeploymentRequest)(nil),  // 23: custody.gatekeeper.v1.RecordDeploymentRequest
+	(*RecordDeploymentResponse)(nil), // 24: custody.gatekeeper.v1.RecordDeploymentResponse
+	(*timestamppb.Timestamp)(nil),    // 25: google.protobuf.Timestamp
 }
 var file_custody_gatekeeper_v1_gatekeeper_proto_depIdxs = []int32{
-	18, // 0: custody.gatekeeper.v1.Stop.epoch_time:type_name -> google.protobuf.Timestamp
-	18, // 1: custody.gatekeeper.v1.Stop.lifted_at:type_name -> google.protobuf.Timestamp
-	1,  // 2: custody.gatekeeper.v1.EnvironmentStop.stop:type_name -> custody.gatekeeper.v1.Stop
-	1,  // 3: custody.gatekeeper.v1.StopState.kill_switch:type_name -> custody.gatekeeper.v1.Stop
-	2,  // 4: custody.gatekeeper.v1.StopState.pauses:type_name -> custody.gatekeeper.v1.EnvironmentStop
-	18, // 5: custody.gatekeeper.v1.StopState.revocation_time:type_name -> google.protobuf.Timestamp
-	18, // 6: custody.gatekeeper.v1.StopState.revocations_checked_at:type_name -> google.protobuf.Timestamp
-	18, // 7: custody.gatekeeper.v1.StopState.as_of:type_name -> google.protobuf.Timestamp
-	3,  // 8: custody.gatekeeper.v1.PauseResponse.state:type_name -> custody.gatekeeper.v1.StopState
-	3,  // 9: custody.gatekeeper.v1.ResumeResponse.state:type_name -> custody.gatekeeper.v1.StopState
-	3,  // 10: custody.gatekeeper.v1.KillSwitchOnResponse.state:type_name -> custody.gatekeeper.v1.StopState
-	3,  // 11: custody.gatekeeper.v1.KillSwitchOffResponse.state:type_name -> custody.gatekeeper.v1.StopState
-	3,  // 12: custody.gatekeeper.v1.GetStopStateResponse.state:type_name -> custody.gatekeeper.v1.StopState
-	0,  // 13: custody.gatekeeper.v1.AdmitResponse.decision:type_name -> custody.gatekeeper.v1.Decision
-	14, // 14: custody.gatekeeper.v1.GatekeeperService.Admit:input_type -> custody.gatekeeper.v1.AdmitRequest
-	16, // 15: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:input_type -> custody.gatekeeper.v1.RecordDeploymentRequest
-	4,  // 16: custody.gatekeeper.v1.GatekeeperService.Pause:input_type -> custody.gatekeeper.v1.PauseRequest
-	6,  // 17: custody.gatekeeper.v1.GatekeeperService.Resume:input_type -> custody.gatekeeper.v1.ResumeRequest
-	8,  // 18: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:input_type -> custody.gatekeeper.v1.KillSwitchOnRequest
-	10, // 19: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:input_type -> custody.gatekeeper.v1.KillSwitchOffRequest
-	12, // 20: custody.gatekeeper.v1.GatekeeperService.GetStopState:input_type -> custody.gatekeeper.v1.GetStopStateRequest
-	15, // 21: custody.gatekeeper.v1.GatekeeperService.Admit:output_type -> custody.gatekeeper.v1.AdmitResponse
-	17, // 22: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:output_type -> custody.gatekeeper.v1.RecordDeploymentResponse
-	5,  // 23: custody.gatekeeper.v1.GatekeeperService.Pause:output_type -> custody.gatekeeper.v1.PauseResponse
-	7,  // 24: custody.gatekeeper.v1.GatekeeperService.Resume:output_type -> custody.gatekeeper.v1.ResumeResponse
-	9,  // 25: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:output_type -> custody.gatekeeper.v1.KillSwitchOnResponse
-	11, // 26: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:output_type -> custody.gatekeeper.v1.KillSwitchOffResponse
-	13, // 27: custody.gatekeeper.v1.GatekeeperService.GetStopState:output_type -> custody.gatekeeper.v1.GetStopStateResponse
-	21, // [21:28] is the sub-list for method output_type
-	14, // [14:21] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	25, // 0: custody.gatekeeper.v1.Rollback.requested_at:type_name -> google.protobuf.Timestamp
+	25, // 1: custody.gatekeeper.v1.Rollback.expires_at:type_name -> google.protobuf.Timestamp
+	1,  // 2: custody.gatekeeper.v1.RequestRollbackResponse.rollback:type_name -> custody.gatekeeper.v1.Rollback
+	1,  // 3: custody.gatekeeper.v1.ApproveRollbackResponse.rollback:type_name -> custody.gatekeeper.v1.Rollback
+	1,  // 4: custody.gatekeeper.v1.ListRollbacksResponse.rollbacks:type_name -> custody.gatekeeper.v1.Rollback
+	25, // 5: custody.gatekeeper.v1.Stop.epoch_time:type_name -> google.protobuf.Timestamp
+	25, // 6: custody.gatekeeper.v1.Stop.lifted_at:type_name -> google.protobuf.Timestamp
+	8,  // 7: custody.gatekeeper.v1.EnvironmentStop.stop:type_name -> custody.gatekeeper.v1.Stop
+	8,  // 8: custody.gatekeeper.v1.StopState.kill_switch:type_name -> custody.gatekeeper.v1.Stop
+	9,  // 9: custody.gatekeeper.v1.StopState.pauses:type_name -> custody.gatekeeper.v1.EnvironmentStop
+	25, // 10: custody.gatekeeper.v1.StopState.revocation_time:type_name -> google.protobuf.Timestamp
+	25, // 11: custody.gatekeeper.v1.StopState.revocations_checked_at:type_name -> google.protobuf.Timestamp
+	25, // 12: custody.gatekeeper.v1.StopState.as_of:type_name -> google.protobuf.Timestamp
+	10, // 13: custody.gatekeeper.v1.PauseResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	10, // 14: custody.gatekeeper.v1.ResumeResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	10, // 15: custody.gatekeeper.v1.KillSwitchOnResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	10, // 16: custody.gatekeeper.v1.KillSwitchOffResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	10, // 17: custody.gatekeeper.v1.GetStopStateResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	0,  // 18: custody.gatekeeper.v1.AdmitResponse.decision:type_name -> custody.gatekeeper.v1.Decision
+	21, // 19: custody.gatekeeper.v1.GatekeeperService.Admit:input_type -> custody.gatekeeper.v1.AdmitRequest
+	23, // 20: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:input_type -> custody.gatekeeper.v1.RecordDeploymentRequest
+	11, // 21: custody.gatekeeper.v1.GatekeeperService.Pause:input_type -> custody.gatekeeper.v1.PauseRequest
+	13, // 22: custody.gatekeeper.v1.GatekeeperService.Resume:input_type -> custody.gatekeeper.v1.ResumeRequest
+	15, // 23: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:input_type -> custody.gatekeeper.v1.KillSwitchOnRequest
+	17, // 24: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:input_type -> custody.gatekeeper.v1.KillSwitchOffRequest
+	19, // 25: custody.gatekeeper.v1.GatekeeperService.GetStopState:input_type -> custody.gatekeeper.v1.GetStopStateRequest
+	2,  // 26: custody.gatekeeper.v1.GatekeeperService.RequestRollback:input_type -> custody.gatekeeper.v1.RequestRollbackRequest
+	4,  // 27: custody.gatekeeper.v1.GatekeeperService.ApproveRollback:input_type -> custody.gatekeeper.v1.ApproveRollbackRequest
+	6,  // 28: custody.gatekeeper.v1.GatekeeperService.ListRollbacks:input_type -> custody.gatekeeper.v1.ListRollbacksRequest
+	22, // 29: custody.gatekeeper.v1.GatekeeperService.Admit:output_type -> custody.gatekeeper.v1.AdmitResponse
+	24, // 30: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:output_type -> custody.gatekeeper.v1.RecordDeploymentResponse
+	12, // 31: custody.gatekeeper.v1.GatekeeperService.Pause:output_type -> custody.gatekeeper.v1.PauseResponse
+	14, // 32: custody.gatekeeper.v1.GatekeeperService.Resume:output_type -> custody.gatekeeper.v1.ResumeResponse
+	16, // 33: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:output_type -> custody.gatekeeper.v1.KillSwitchOnResponse
+	18, // 34: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:output_type -> custody.gatekeeper.v1.KillSwitchOffResponse
+	20, // 35: custody.gatekeeper.v1.GatekeeperService.GetStopState:output_type -> custody.gatekeeper.v1.GetStopStateResponse
+	3,  // 36: custody.gatekeeper.v1.GatekeeperService.RequestRollback:output_type -> custody.gatekeeper.v1.RequestRollbackResponse
+	5,  // 37: custody.gatekeeper.v1.GatekeeperService.ApproveRollback:output_type -> custody.gatekeeper.v1.ApproveRollbackResponse
+	7,  // 38: custody.gatekeeper.v1.GatekeeperService.ListRollbacks:output_type -> custody.gatekeeper.v1.ListRollbacksResponse
+	29, // [29:39] is the sub-list for method output_type
+	19, // [19:29] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_custody_gatekeeper_v1_gatekeeper_proto_init() }
@@ -1356,7 +1850,7 @@ func file_custody_gatekeeper_v1_gatekeeper_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc), len(file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,9 @@ const (
 	GatekeeperService_KillSwitchOn_FullMethodName     = "/custody.gatekeeper.v1.GatekeeperService/KillSwitchOn"
 	GatekeeperService_KillSwitchOff_FullMethodName    = "/custody.gatekeeper.v1.GatekeeperService/KillSwitchOff"
 	GatekeeperService_GetStopState_FullMethodName     = "/custody.gatekeeper.v1.GatekeeperService/GetStopState"
+	GatekeeperService_RequestRollback_FullMethodName  = "/custody.gatekeeper.v1.GatekeeperService/RequestRollback"
+	GatekeeperService_ApproveRollback_FullMethodName  = "/custody.gatekeeper.v1.GatekeeperService/ApproveRollback"
+	GatekeeperService_ListRollbacks_FullMethodName    = "/custody.gatekeeper.v1.GatekeeperService/ListRollbacks"
 )
 
 // GatekeeperServiceClient is the client API for GatekeeperService service.
@@ -64,6 +67,17 @@ type GatekeeperServiceClient interface {
 	// GetStopState returns the current stop state with every epoch. The
 	// broker and edges poll it and fail closed when they cannot.
 	GetStopState(ctx context.Context, in *GetStopStateRequest, opts ...grpc.CallOption) (*GetStopStateResponse, error)
+	// RequestRollback asks for a rollback approval: admitting to_version of
+	// name to environment although from_version, higher, is the highest
+	// deployed there. Admins and approvers; logged as rollback.requested.
+	RequestRollback(ctx context.Context, in *RequestRollbackRequest, opts ...grpc.CallOption) (*RequestRollbackResponse, error)
+	// ApproveRollback records the caller's approval of a rollback request;
+	// it is granted once the rollback quorum of distinct admins or approvers
+	// other than the requester approved. The requester, or a caller that
+	// approved already, is refused (PermissionDenied).
+	ApproveRollback(ctx context.Context, in *ApproveRollbackRequest, opts ...grpc.CallOption) (*ApproveRollbackResponse, error)
+	// ListRollbacks returns the unexpired rollback requests, oldest first.
+	ListRollbacks(ctx context.Context, in *ListRollbacksRequest, opts ...grpc.CallOption) (*ListRollbacksResponse, error)
 }
 
 type gatekeeperServiceClient struct {
@@ -144,6 +158,36 @@ func (c *gatekeeperServiceClient) GetStopState(ctx context.Context, in *GetStopS
 	return out, nil
 }
 
+func (c *gatekeeperServiceClient) RequestRollback(ctx context.Context, in *RequestRollbackRequest, opts ...grpc.CallOption) (*RequestRollbackResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RequestRollbackResponse)
+	err := c.cc.Invoke(ctx, GatekeeperService_RequestRollback_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gatekeeperServiceClient) ApproveRollback(ctx context.Context, in *ApproveRollbackRequest, opts ...grpc.CallOption) (*ApproveRollbackResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApproveRollbackResponse)
+	err := c.cc.Invoke(ctx, GatekeeperService_ApproveRollback_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gatekeeperServiceClient) ListRollbacks(ctx context.Context, in *ListRollbacksRequest, opts ...grpc.CallOption) (*ListRollbacksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRollbacksResponse)
+	err := c.cc.Invoke(ctx, GatekeeperService_ListRollbacks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GatekeeperServiceServer is the server API for GatekeeperService service.
 // All implementations must embed UnimplementedGatekeeperServiceServer
 // for forward compatibility.
@@ -180,6 +224,17 @@ type GatekeeperServiceServer interface {
 	// GetStopState returns the current stop state with every epoch. The
 	// broker and edges poll it and fail closed when they cannot.
 	GetStopState(context.Context, *GetStopStateRequest) (*GetStopStateResponse, error)
+	// RequestRollback asks for a rollback approval: admitting to_version of
+	// name to environment although from_version, higher, is the highest
+	// deployed there. Admins and approvers; logged as rollback.requested.
+	RequestRollback(context.Context, *RequestRollbackRequest) (*RequestRollbackResponse, error)
+	// ApproveRollback records the caller's approval of a rollback request;
+	// it is granted once the rollback quorum of distinct admins or approvers
+	// other than the requester approved. The requester, or a caller that
+	// approved already, is refused (PermissionDenied).
+	ApproveRollback(context.Context, *ApproveRollbackRequest) (*ApproveRollbackResponse, error)
+	// ListRollbacks returns the unexpired rollback requests, oldest first.
+	ListRollbacks(context.Context, *ListRollbacksRequest) (*ListRollbacksResponse, error)
 	mustEmbedUnimplementedGatekeeperServiceServer()
 }
 
@@ -210,6 +265,15 @@ func (UnimplementedGatekeeperServiceServer) KillSwitchOff(context.Context, *Kill
 }
 func (UnimplementedGatekeeperServiceServer) GetStopState(context.Context, *GetStopStateRequest) (*GetStopStateResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetStopState not implemented")
+}
+func (UnimplementedGatekeeperServiceServer) RequestRollback(context.Context, *RequestRollbackRequest) (*RequestRollbackResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RequestRollback not implemented")
+}
+func (UnimplementedGatekeeperServiceServer) ApproveRollback(context.Context, *ApproveRollbackRequest) (*ApproveRollbackResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApproveRollback not implemented")
+}
+func (UnimplementedGatekeeperServiceServer) ListRollbacks(context.Context, *ListRollbacksRequest) (*ListRollbacksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRollbacks not implemented")
 }
 func (UnimplementedGatekeeperServiceServer) mustEmbedUnimplementedGatekeeperServiceServer() {}
 func (UnimplementedGatekeeperServiceServer) testEmbeddedByValue()                           {}
@@ -358,6 +422,60 @@ func _GatekeeperService_GetStopState_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GatekeeperService_RequestRollback_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RequestRollbackRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatekeeperServiceServer).RequestRollback(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatekeeperService_RequestRollback_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatekeeperServiceServer).RequestRollback(ctx, req.(*RequestRollbackRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GatekeeperService_ApproveRollback_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApproveRollbackRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatekeeperServiceServer).ApproveRollback(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatekeeperService_ApproveRollback_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatekeeperServiceServer).ApproveRollback(ctx, req.(*ApproveRollbackRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GatekeeperService_ListRollbacks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRollbacksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatekeeperServiceServer).ListRollbacks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatekeeperService_ListRollbacks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatekeeperServiceServer).ListRollbacks(ctx, req.(*ListRollbacksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GatekeeperService_ServiceDesc is the grpc.ServiceDesc for GatekeeperService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -392,6 +510,18 @@ var GatekeeperService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetStopState",
 			Handler:    _GatekeeperService_GetStopState_Handler,
+		},
+		{
+			MethodName: "RequestRollback",
+			Handler:    _GatekeeperService_RequestRollback_Handler,
+		},
+		{
+			MethodName: "ApproveRollback",
+			Handler:    _GatekeeperService_ApproveRollback_Handler,
+		},
+		{
+			MethodName: "ListRollbacks",
+			Handler:    _GatekeeperService_ListRollbacks_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
