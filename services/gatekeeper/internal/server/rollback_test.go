@@ -193,4 +193,15 @@ func TestRollbackRPCs(t *testing.T) {
 	if _, err := admin.RequestRollback(ctx, rreq); status.Code(err) != codes.Unavailable || strings.Contains(err.Error(), "down") {
 		t.Errorf("request with the catalog down = %v, want Unavailable without the back end's words", err)
 	}
+
+	// A revoked target stays denied: the granted rollback lifts only the
+	// rollback rule, not the revocation of the key that signed 1.1.0.
+	s.revokeLive(s.artifactKey, time.Now().Add(-2*time.Hour))
+	if err := s.gate.RefreshTrust(ctx); err != nil {
+		t.Fatal(err)
+	}
+	resp2 := s.admitTo(t, "app", "1.1.0", "prod")
+	if resp2.GetDecision() != gatekeeperv1.Decision_DECISION_DENY || !strings.Contains(strings.Join(resp2.GetReasons(), "\n"), "revoked") {
+		t.Errorf("revoked rollback target: %v %q, want a deny naming the revocation", resp2.GetDecision(), resp2.GetReasons())
+	}
 }
