@@ -475,10 +475,20 @@ func FuzzParseState(f *testing.F) {
 	f.Add([]byte(`{"format":1,"versions":{}}`))
 	f.Add([]byte(`{"format":1,"versions":{"` + strings.Repeat("a", 64) + `":{"name":"artifact","version":1,"first_seen":"2026-01-01T00:00:00Z","revoked_at":"2026-01-02T00:00:00Z","revoke_reason":"x"}}}`))
 	f.Add([]byte(`{"format":2}`))
+	f.Add([]byte(`{"format":1,"versions":{},"purges":[{"key_id":"` + strings.Repeat("a", 64) + `","effective":"2026-01-02T00:00:00Z","reference":"key-revoked-aaaaaaaaaaaaaaaa-1","queued":"2026-01-02T00:00:00Z"}]}`))
+	f.Add([]byte(`{"format":1,"versions":{},"purges":[{"key_id":"a","reference":""}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := parseState(b)
 		if err != nil {
 			return
+		}
+		if len(s.Purges) > maxPurges {
+			t.Fatalf("accepted %d pending purges", len(s.Purges))
+		}
+		for _, p := range s.Purges {
+			if len(p.KeyID) != 64 || p.Reference == "" || p.Effective.IsZero() {
+				t.Fatalf("accepted incomplete pending purge %+v", p)
+			}
 		}
 		for id, v := range s.Versions {
 			if v == nil || len(id) != 64 || v.Version < 1 {

@@ -88,6 +88,14 @@ func parseState(b []byte) (*state, error) {
 			return nil, fmt.Errorf("unlogged event %d is incomplete", i)
 		}
 	}
+	if len(s.Purges) > maxPurges {
+		return nil, fmt.Errorf("%d pending purges, more than %d", len(s.Purges), maxPurges)
+	}
+	for i, p := range s.Purges {
+		if len(p.KeyID) != 64 || p.Reference == "" || p.Effective.IsZero() {
+			return nil, fmt.Errorf("pending purge %d is incomplete", i)
+		}
+	}
 	for id, v := range s.Versions {
 		if v == nil || v.Name == "" || v.Version < 1 || len(id) != 64 {
 			return nil, fmt.Errorf("entry %q is incomplete", quote.Prefix(id))
