@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/custody-dev/custody/libs/artifact"
+	"github.com/custody-dev/custody/libs/daemon"
 	"github.com/custody-dev/custody/libs/strictjson"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
@@ -318,27 +318,7 @@ func (s *Store) commit(next map[string]Request) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(s.cfg.File)
-	f, err := os.CreateTemp(dir, ".rollbacks-*.tmp")
-	if err == nil {
-		defer os.Remove(f.Name())
-		_, err = f.Write(append(b, '\n'))
-		if err == nil {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), s.cfg.File)
-	}
-	if err == nil {
-		if d, derr := os.Open(dir); derr == nil {
-			err = d.Sync()
-			d.Close()
-		}
-	}
+	err = daemon.WriteFileAtomic(s.cfg.File, append(b, '\n'), 0o600)
 	if err != nil {
 		return fmt.Errorf("%w: the rollback state could not be saved; check the gatekeeper's disk: %w", ErrUnavailable, err)
 	}

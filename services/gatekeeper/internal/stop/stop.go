@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/custody-dev/custody/libs/daemon"
 	"github.com/custody-dev/custody/libs/strictjson"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 )
@@ -363,35 +363,14 @@ func (s *Store) setGauges(st State) {
 	}
 }
 
-// persist writes st atomically: temporary file, fsync, rename, fsync of
-// the directory.
+// persist writes st atomically (daemon.WriteFileAtomic: temporary file,
+// fsync, rename, fsync of the directory).
 func (s *Store) persist(st State) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode stop state: %w", err)
 	}
-	dir := filepath.Dir(s.cfg.File)
-	f, err := os.CreateTemp(dir, ".stops-*.tmp")
-	if err != nil {
-		return fmt.Errorf("%w: write %s: %w", ErrUnavailable, s.cfg.File, err)
-	}
-	defer os.Remove(f.Name())
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), s.cfg.File)
-	}
-	if err == nil {
-		if d, derr := os.Open(dir); derr == nil {
-			err = d.Sync()
-			d.Close()
-		}
-	}
+	err = daemon.WriteFileAtomic(s.cfg.File, append(b, '\n'), 0o600)
 	if err != nil {
 		return &Failure{Public: "the stop state could not be saved, so nothing changed; check the gatekeeper's disk", Err: fmt.Errorf("write %s: %w", s.cfg.File, err)}
 	}
