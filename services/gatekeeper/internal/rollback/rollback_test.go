@@ -74,8 +74,16 @@ func TestCompare(t *testing.T) {
 		{"1.2", "1.0.0", -1},     // not semver: lower than every semver
 		{"build-9", "1.0.0", -1}, // not semver
 		{"1.0.0", "build-9", 1},
-		{"build-10", "build-9", -1}, // non-semver: byte order
+		{"build-10", "build-9", 1}, // non-semver: numbers by value
 		{"build-9", "build-9", 0},
+		{"2024.01.10", "2024.01.9", 1},
+		{"2024.01.10", "2024.1.9", -1}, // 2024.1.9 is a semantic version
+		{"2024.1.09", "2024.01.09", 1}, // same numbers: byte order decides, never equal
+		{"r100a", "r100b", -1},
+		{"r100", "r100a", -1},
+		{"a", "1", 1},
+		{"20261203", "20261202.1", 1},
+		{"", "0", -1},
 	}
 	for _, tt := range tests {
 		if got := Compare(tt.a, tt.b); got != tt.want {
@@ -207,7 +215,7 @@ func TestRequestRefuses(t *testing.T) {
 }
 
 func FuzzCompare(f *testing.F) {
-	for _, s := range []string{"1.2.3", "v1.2.3-rc.1+b", "build-9", "1.2", ""} {
+	for _, s := range []string{"1.2.3", "v1.2.3-rc.1+b", "build-9", "build-10", "2024.01.10", "1.2", ""} {
 		f.Add(s, "1.2.3")
 	}
 	f.Fuzz(func(t *testing.T, a, b string) {
@@ -216,6 +224,9 @@ func FuzzCompare(f *testing.F) {
 		}
 		if Compare(a, a) != 0 {
 			t.Errorf("Compare(%q, %q) != 0", a, a)
+		}
+		if a != b && canonical(a) == "" && Compare(a, b) == 0 {
+			t.Errorf("Compare(%q, %q) = 0 for two different non-semver versions", a, b)
 		}
 	})
 }
