@@ -349,6 +349,22 @@ func (s *Service) changedCh(id string) chan struct{} {
 // new approvals for as long as it lives. The wait ends without a quorum
 // (server.ErrNotApproved) when the request is rejected or expires, ctx ends
 // or MaxWait passes; the request stays, and a retry joins it.
+// Rejection implements server.Approvals: a rejected request makes its
+// name@version unsignable on every channel, so that bytes refused for
+// prod cannot be re-uploaded to staging and signed there. It wraps
+// server.ErrNotApproved and names the rejection.
+func (s *Service) Rejection(subject server.ApprovalSubject) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.requests {
+		if r.State == Rejected && r.Name == subject.Name && r.Version == subject.Version {
+			return fmt.Errorf("%w: %s@%s was rejected on channel %s by %s (approval request %s, %s): %q; a rejection is final for that name@version on every channel: publish the fix as a new version",
+				server.ErrNotApproved, r.Name, r.Version, r.Channel, r.RejectedBy, r.ID, r.Digest, r.RejectReason)
+		}
+	}
+	return nil
+}
+
 // Protected implements server.Approvals.
 func (s *Service) Protected(channel string) bool { return s.cfg.Quorum[channel] > 0 }
 
@@ -611,8 +627,10 @@ func (s *Service) change(ctx context.Context, n *Request, event string, details 
 	s.mu.Lock()
 	keep := make([]*Request, 0, len(s.requests)+1)
 	for id, r := range s.requests {
-		// Closed requests stay listed for one more request lifetime.
-		if id != n.ID && now.Before(r.ExpiresAt.Add(s.cfg.RequestTTL)) {
+		// Closed requests stay listed for one more request lifetime;
+		// rejected ones for good: a rejection is final for its
+		// name@version (Rejection).
+		if id != n.ID && (r.State == Rejected || now.Before(r.ExpiresAt.Add(s.cfg.RequestTTL))) {
 			keep = append(keep, r)
 		}
 	}

@@ -1,6 +1,7 @@
 package approvals_test
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -277,5 +278,61 @@ func TestGRPCQuorumZeroSignsAtOnce(t *testing.T) {
 	}
 	if n := len(s.log.types()); n != 0 {
 		t.Errorf("%d events for a quorum-0 channel, want none", n)
+	}
+}
+
+// TestRejectionIsFinalForTheNameVersion: bytes rejected for prod cannot be
+// re-uploaded to an unprotected channel and signed there (ATTACKS #37),
+// through SignArtifact or the batch, and the rejection outlives the
+// request's lifetime and a restart; another version signs.
+func TestRejectionIsFinalForTheNameVersion(t *testing.T) {
+	s := serve(t)
+	done := s.sign(t, "prod", builder)
+	reqID := s.pendingID(t)
+	if _, err := s.approver(t, "/approver/bob").Reject(t.Context(), &signerv1.RejectRequest{Id: reqID, Reason: "CVE in the base image"}); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	pub := signerv1.NewSignerServiceClient(s.conn(t, "/service/publisher"))
+	refused := func(when string) {
+		t.Helper()
+		_, err := pub.SignArtifact(t.Context(), &signerv1.SignArtifactRequest{Channel: "dev", Statement: statement(t, "dev", builder)})
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "rejected on channel prod") ||
+			!strings.Contains(err.Error(), "approver/bob") || !strings.Contains(err.Error(), reqID) || !strings.Contains(err.Error(), "new version") {
+			t.Fatalf("%s: SignArtifact of app@1.0.0 on dev: %v, want FailedPrecondition naming the rejection", when, err)
+		}
+		resp, err := pub.SignArtifacts(t.Context(), &signerv1.SignArtifactsRequest{Items: []*signerv1.SignArtifactRequest{{Channel: "dev", Statement: statement(t, "dev", builder)}}})
+		if err != nil || len(resp.GetResults()) != 1 || codes.Code(resp.GetResults()[0].GetCode()) != codes.FailedPrecondition ||
+			!strings.Contains(resp.GetResults()[0].GetMessage(), "rejected on channel prod") {
+			t.Fatalf("%s: SignArtifacts of app@1.0.0 on dev: %v %v, want FailedPrecondition naming the rejection", when, resp, err)
+		}
+	}
+	refused("after the rejection")
+
+	other, err := attest.NewProvenance(attest.Artifact{Name: "app", Version: "1.0.1", Digest: digestA, Channel: "dev", BuilderID: builder})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pub.SignArtifact(t.Context(), &signerv1.SignArtifactRequest{Channel: "dev", Statement: other}); err != nil {
+		t.Fatalf("app@1.0.1 on dev: %v", err)
+	}
+
+	// Long after the request's lifetime, once another request has made the
+	// store drop closed requests, and after a restart.
+	s.clock.Advance(3 * (approvals.DefaultApprovalTTL + approvals.DefaultRequestTTL))
+	later, err := attest.NewProvenance(attest.Artifact{Name: "app", Version: "2.0.0", Digest: digestA, Channel: "prod", BuilderID: builder})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	pub.SignArtifact(ctx, &signerv1.SignArtifactRequest{Channel: "prod", Statement: later}) // opens a request, then gives up waiting
+	refused("after the request's lifetime")
+	restarted, err := approvals.Open(s.cfg, s.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := restarted.Rejection(server.ApprovalSubject{Name: "app", Version: "1.0.0"}); err == nil || !strings.Contains(err.Error(), reqID) {
+		t.Fatalf("after a restart: Rejection = %v, want the rejection of %s", err, reqID)
 	}
 }

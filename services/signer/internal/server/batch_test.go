@@ -25,6 +25,7 @@ func (prodNeedsApprovals) Await(ctx context.Context, s server.ApprovalSubject) e
 }
 func (prodNeedsApprovals) Signed(context.Context, server.ApprovalSubject, string) error { return nil }
 func (prodNeedsApprovals) Protected(channel string) bool                                { return channel == "prod" }
+func (prodNeedsApprovals) Rejection(server.ApprovalSubject) error                       { return nil }
 
 func TestSignArtifacts(t *testing.T) {
 	f := startWith(t, prodNeedsApprovals{})

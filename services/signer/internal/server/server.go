@@ -61,6 +61,9 @@ type Approvals interface {
 	// Await blocks until s may be signed. Its errors wrap ErrNotApproved or
 	// ErrApprovalsUnavailable.
 	Await(ctx context.Context, s ApprovalSubject) error
+	// Rejection returns an error wrapping ErrNotApproved if a request for
+	// s's name@version was rejected, on any channel; nil otherwise.
+	Rejection(s ApprovalSubject) error
 	// Signed records that s, released by Await, was signed by keyID. The
 	// envelope is returned only if it succeeds; errors as for Await.
 	Signed(ctx context.Context, s ApprovalSubject, keyID string) error
@@ -208,8 +211,13 @@ func (s *Server) signOne(ctx context.Context, req *signerv1.SignArtifactRequest)
 	if err != nil {
 		return nil, "", err
 	}
-	if s.approvals != nil && s.approvals.Protected(subject.Channel) {
-		return nil, "", fmt.Errorf("%w: channel %s needs approvals: sign it with SignArtifact, which waits for them", ErrNotApproved, subject.Channel)
+	if s.approvals != nil {
+		if err := s.approvals.Rejection(subject); err != nil {
+			return nil, "", err
+		}
+		if s.approvals.Protected(subject.Channel) {
+			return nil, "", fmt.Errorf("%w: channel %s needs approvals: sign it with SignArtifact, which waits for them", ErrNotApproved, subject.Channel)
+		}
 	}
 	env, key, err := s.sign(ctx, subject.KeyName, req.GetStatement())
 	if err != nil {
@@ -226,6 +234,9 @@ func (s *Server) SignArtifact(ctx context.Context, req *signerv1.SignArtifactReq
 		return nil, toStatus(err)
 	}
 	if s.approvals != nil {
+		if err := s.approvals.Rejection(subject); err != nil {
+			return nil, toStatus(err)
+		}
 		if err := s.approvals.Await(ctx, subject); err != nil {
 			return nil, toStatus(err)
 		}
