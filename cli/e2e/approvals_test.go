@@ -87,6 +87,16 @@ func TestApprovalQuorum(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatalf("rejected publish still waiting:\n%s", rout.String())
 	}
+
+	// The rejection is final for svc@2.0.1: the same bytes re-uploaded to
+	// staging, which needs no approvals, are not signed (ATTACKS.md #37).
+	reup, code := s.custody("publish", other, "--name", "svc", "--version", "2.0.1", "--channel", "staging")
+	if code == 0 || !strings.Contains(reup, "rejected on channel prod") || !strings.Contains(reup, "approver/carol") || !strings.Contains(reup, id2) {
+		t.Fatalf("re-upload of the rejected svc@2.0.1 to staging: exit %d, want a refusal naming the rejection:\n%s", code, reup)
+	}
+	if out, code := s.custody("admit", "svc@2.0.1", "--env", "staging"); code == 0 || strings.Contains(out, "ALLOW") {
+		t.Fatalf("rejected svc@2.0.1 admitted to staging:\n%s", out)
+	}
 }
 
 // waitForRequest waits until a pending request whose line contains match is
