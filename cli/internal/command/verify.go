@@ -57,7 +57,8 @@ func (c *cli) verifyCmd() *cobra.Command {
 	return cmd
 }
 
-// bundleRoot returns the trust root to verify b with: the pinned one,
+// bundleRoot returns the trust root to verify b with: the pinned one (none
+// pinned is a denial),
 // walked forward along the bundle's chain (refusing rollbacks, gaps, bad
 // signatures and expired versions), at least the version b was verified
 // against, and unexpired at now.
@@ -65,13 +66,9 @@ func (c *cli) bundleRoot(b *bundle.Bundle, now time.Time) (*trustroot.Root, erro
 	pinned, err := conn.PinnedRoot(c.opts)
 	switch {
 	case conn.ErrNoTrust(err):
-		if len(b.TrustRoots) == 0 {
-			return nil, denied("no pinned trust root (--trust-root or --dev-dir) and the bundle carries none")
-		}
-		fmt.Fprintln(c.stderr, "warning: no pinned trust root (--trust-root or --dev-dir): starting from the bundle's oldest root, which only proves the bundle is self-consistent")
-		if pinned, err = trustroot.Pin(b.TrustRoots[0]); err != nil {
-			return nil, denied("the bundle's oldest trust root: %v", err)
-		}
+		// A bundle's own roots prove only that it is self-consistent: a
+		// forger ships a root of their own (ATTACKS.md #39).
+		return nil, denied("no pinned trust root: pass --trust-root FILE (the root your organisation distributed out of band) or --dev-dir; the bundle's own trust roots cannot vouch for themselves")
 	case err != nil:
 		return nil, err
 	}

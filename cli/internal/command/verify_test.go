@@ -185,9 +185,15 @@ func TestVerifyCommand(t *testing.T) {
 			})
 			return w.envs[0], append(slices.Clone(w.envs), v3), 3
 		}, wantCode: ExitDenied, want: "was revoked at"},
-		{name: "no pinned root: self-consistency only", setup: func(t *testing.T, w *verifyWorld) ([]byte, [][]byte, int64) {
+		{name: "no pinned root: the bundle's own roots do not vouch for it", setup: func(t *testing.T, w *verifyWorld) ([]byte, [][]byte, int64) {
 			return nil, w.envs, 2
-		}, want: "trust root v2"},
+		}, wantCode: ExitDenied, want: "no pinned trust root: pass --trust-root"},
+		{name: "no pinned root, a forged bundle with its own root", setup: func(t *testing.T, w *verifyWorld) ([]byte, [][]byte, int64) {
+			other := trustroottest.New(t, 1)
+			forged := *w.roots[0]
+			forged.RootKeys, forged.Threshold = other.Keys, 1
+			return nil, [][]byte{other.Sign(t, &forged)}, 1
+		}, wantCode: ExitDenied, want: "no pinned trust root"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -205,8 +211,8 @@ func TestVerifyCommand(t *testing.T) {
 			if got := out.String() + errOut.String(); !strings.Contains(got, tt.want) {
 				t.Errorf("output %q does not contain %q", got, tt.want)
 			}
-			if pinned == nil && !strings.Contains(errOut.String(), "warning: no pinned trust root") {
-				t.Errorf("no warning without a pinned root: %q", errOut.String())
+			if pinned == nil && strings.Contains(out.String(), "OK ") {
+				t.Errorf("OK printed without a pinned root: %q", out.String())
 			}
 		})
 	}
