@@ -58,18 +58,26 @@ func (c *Cache) path(hexDigest string) string { return filepath.Join(c.dir, "sha
 // from the origin on a miss. A cached file that no longer matches its digest
 // is evicted and fetched again, never served.
 func (c *Cache) Open(ctx context.Context, digest, hexDigest string) (*os.File, error) {
+	f, _, err := c.Lookup(ctx, digest, hexDigest)
+	return f, err
+}
+
+// Lookup is Open, also reporting whether the blob was in the cache (hit)
+// or had to be fetched from the origin.
+func (c *Cache) Lookup(ctx context.Context, digest, hexDigest string) (*os.File, bool, error) {
 	if f, err := c.openVerified(digest, hexDigest); err == nil {
-		return f, nil
+		return f, true, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
+		return nil, false, err
 	}
 	_, err, _ := c.group.Do(hexDigest, func() (any, error) {
 		return nil, c.fetch(context.WithoutCancel(ctx), digest, hexDigest)
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return c.openVerified(digest, hexDigest)
+	f, err := c.openVerified(digest, hexDigest)
+	return f, false, err
 }
 
 // openVerified opens the cached file after hashing it; a mismatch evicts it

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,13 +44,18 @@ type Handler struct {
 	Stops   Stops
 	Logger  *slog.Logger
 	Metrics *telemetry.Metrics
-	Now     func() time.Time
+	// HTTP are the edge's request metrics; nil records none.
+	HTTP *HTTPMetrics
+	Now  func() time.Time
 }
 
 type recorder struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	// digest, decisionID and refused are what the access log and the
+	// metrics say of the request, once known.
+	digest, decisionID, refused string
 }
 
 func (r *recorder) WriteHeader(code int) { r.status = code; r.ResponseWriter.WriteHeader(code) }
@@ -66,9 +72,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.Now()
 	rec := &recorder{ResponseWriter: w}
 	defer func() {
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
 		h.Logger.InfoContext(r.Context(), "access", slog.String("method", r.Method), slog.String("path", r.URL.Path),
-			slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes), slog.Duration("duration", h.Now().Sub(start)),
-			slog.String("remote", r.RemoteAddr))
+			slog.String("digest", rec.digest), slog.String("decision_id", rec.decisionID),
+			slog.Int("status", rec.status), slog.String("refused", rec.refused), slog.Int64("bytes", rec.bytes),
+			slog.Duration("duration", h.Now().Sub(start)), slog.String("remote", r.RemoteAddr))
+		if h.HTTP != nil {
+			h.HTTP.Requests.WithLabelValues(strconv.Itoa(rec.status)).Inc()
+			if rec.refused != "" {
+				h.HTTP.Forbidden.WithLabelValues(rec.refused).Inc()
+			}
+			if rec.status == http.StatusOK || rec.status == http.StatusPartialContent {
+				h.HTTP.BytesServed.Add(float64(rec.bytes))
+			}
+		}
 	}()
 	rec.Header().Set("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -82,6 +101,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	digest := libdigest.Prefix + hexDigest
+	rec.digest = digest
 	tok := r.URL.Query().Get("token")
 	if b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && tok == "" {
 		tok = b
@@ -89,9 +109,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	claims, err := token.VerifyLimits(tok, h.Keys, digest, h.Now(), h.Limits)
 	if err != nil {
 		h.Metrics.SignatureFailures.WithLabelValues("token").Inc()
+		rec.refused = reasonLabel(err)
 		http.Error(rec, "forbidden: "+reason(err), http.StatusForbidden)
 		return
 	}
+	rec.decisionID = claims.DecisionID
 	if h.Stops == nil {
 		http.Error(rec, "stop state unknown: this edge serves nothing", http.StatusServiceUnavailable)
 		return
@@ -112,10 +134,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(rec, "stop state unknown: this edge cannot reach the gatekeeper, so it serves nothing; try another edge", http.StatusServiceUnavailable)
 			return
 		}
+		rec.refused = "before-epoch"
+		if errors.Is(err, stopstate.ErrStopped) {
+			rec.refused = "stopped"
+		}
 		http.Error(rec, "forbidden: "+err.Error(), http.StatusForbidden)
 		return
 	}
-	f, err := h.Cache.Open(r.Context(), digest, hexDigest)
+	f, hit, err := h.Cache.Lookup(r.Context(), digest, hexDigest)
+	if h.HTTP != nil && err == nil {
+		result := "miss"
+		if hit {
+			result = "hit"
+		}
+		h.HTTP.CacheLookups.WithLabelValues(result).Inc()
+	}
 	switch {
 	case errors.Is(err, cache.ErrNotFound):
 		http.Error(rec, "not found: "+digest, http.StatusNotFound)
@@ -148,6 +181,20 @@ func reason(err error) string {
 		}
 	}
 	return "invalid token"
+}
+
+// reasonLabel is the metric label of a token error: a short, fixed set.
+func reasonLabel(err error) string {
+	for _, e := range []struct {
+		err   error
+		label string
+	}{{token.ErrExpired, "expired"}, {token.ErrDigest, "digest"}, {token.ErrUnknownKey, "unknown-key"}, {token.ErrSignature, "signature"},
+		{token.ErrMalformed, "malformed"}, {token.ErrIssuedAt, "issued-at"}, {token.ErrLifetime, "lifetime"}} {
+		if errors.Is(err, e.err) {
+			return e.label
+		}
+	}
+	return "invalid"
 }
 
 // Policy is who may call the edge's gRPC API; see docs/services.md.

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -92,6 +94,27 @@ type fixture struct {
 	content []byte
 	digest  string
 	stops   *fakeStops
+	http    *server.HTTPMetrics
+	logs    *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer the handler's logger writes to while the test
+// reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // fakeStops holds a stop state as the watcher would; the check itself is
@@ -151,8 +174,10 @@ func start(t *testing.T) *fixture {
 	pubKey, key, _ := ed25519.GenerateKey(rand.Reader)
 	f.key = key
 	f.stops = &fakeStops{}
+	f.http = server.NewHTTPMetrics(prometheus.NewRegistry())
+	f.logs = &syncBuffer{}
 	h := &server.Handler{Cache: f.cache, Keys: map[string]ed25519.PublicKey{token.KeyID(pubKey): pubKey}, Stops: f.stops, Limits: token.DefaultLimits,
-		Logger: slog.New(slog.DiscardHandler), Metrics: f.tel.Metrics, Now: func() time.Time { return f.now }}
+		Logger: slog.New(slog.NewJSONHandler(f.logs, nil)), Metrics: f.tel.Metrics, HTTP: f.http, Now: func() time.Time { return f.now }}
 	hs := httptest.NewServer(h)
 	t.Cleanup(hs.Close)
 	f.url = hs.URL
@@ -515,5 +540,54 @@ func TestPurgeAll(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(f.dir, "sha256-*")); len(left) != 0 {
 		t.Fatalf("cache still holds %v", left)
+	}
+}
+
+// TestHTTPMetricsAndAccessLog: requests by status, 403s by reason, bytes
+// served and cache hits and misses are counted, and each request's access
+// line names the digest and the decision.
+func TestHTTPMetricsAndAccessLog(t *testing.T) {
+	f := start(t)
+	f.stops.set(stopstate.State{}, false)
+	url := f.blobURL(f.digest, f.token(t, f.key, f.digest, time.Minute))
+	for range 2 { // a miss, then a hit
+		if code, body, _ := get(t, http.MethodGet, url); code != http.StatusOK || body != string(f.content) {
+			t.Fatalf("GET: %d", code)
+		}
+	}
+	if code, _, _ := get(t, http.MethodGet, f.blobURL(f.digest, f.token(t, f.key, f.digest, -time.Minute))); code != http.StatusForbidden {
+		t.Fatalf("expired token: %d", code)
+	}
+	f.stops.set(stopstate.State{KillSwitch: stopstate.Stop{Active: true, Since: f.now.Add(-time.Hour)}}, false)
+	if code, _, _ := get(t, http.MethodGet, url); code != http.StatusForbidden {
+		t.Fatalf("kill switch: %d", code)
+	}
+	want := map[string]float64{
+		"200": 2, "403": 2, "hit": 1, "miss": 1, "expired": 1, "stopped": 1, "bytes": float64(2 * len(f.content)),
+	}
+	got := func() map[string]float64 {
+		return map[string]float64{
+			"200": testutil.ToFloat64(f.http.Requests.WithLabelValues("200")), "403": testutil.ToFloat64(f.http.Requests.WithLabelValues("403")),
+			"hit": testutil.ToFloat64(f.http.CacheLookups.WithLabelValues("hit")), "miss": testutil.ToFloat64(f.http.CacheLookups.WithLabelValues("miss")),
+			"expired": testutil.ToFloat64(f.http.Forbidden.WithLabelValues("expired")), "stopped": testutil.ToFloat64(f.http.Forbidden.WithLabelValues("stopped")),
+			"bytes": testutil.ToFloat64(f.http.BytesServed),
+		}
+	}
+	// The handler counts after the answer is written.
+	deadline := time.Now().Add(5 * time.Second)
+	for !cmp.Equal(want, got()) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if diff := cmp.Diff(want, got()); diff != "" {
+		t.Errorf("metrics (-want +got):\n%s", diff)
+	}
+	logs := f.logs.String()
+	for _, w := range []string{`"digest":"` + f.digest + `"`, `"decision_id":"d1"`, `"refused":"expired"`, `"refused":"stopped"`} {
+		if !strings.Contains(logs, w) {
+			t.Errorf("access log lacks %s:\n%s", w, logs)
+		}
+	}
+	if strings.Contains(logs, "token=") || strings.Contains(logs, "v1.") {
+		t.Errorf("access log shows a token:\n%s", logs)
 	}
 }
