@@ -54,6 +54,10 @@ const (
 	TypePurgeRequested = "purge.requested"
 	TypePurgeConfirmed = "purge.confirmed"
 	TypePurgeFailed    = "purge.failed"
+	// TypeTokenIssued is one download grant the broker issued: details
+	// decision_id, environment, expires (RFC 3339), requested_by (the
+	// deployer's SPIFFE ID), edges and cdns (how many URLs of each).
+	TypeTokenIssued = "token.issued"
 
 	// TypeAdmissionDecided is one of the gatekeeper's admission decisions.
 	TypeAdmissionDecided = "admission.decided"

@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/custody-dev/custody/libs v0.0.0
+	github.com/google/go-cmp v0.7.0
 	github.com/spiffe/go-spiffe/v2 v2.9.0
 	google.golang.org/grpc v1.85.0
 )

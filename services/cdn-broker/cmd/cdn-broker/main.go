@@ -154,6 +154,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	})
 	var components []daemon.Component
 	var manager *purges.Manager
+	var events broker.EventLog
 	if cfg.StateDir != "" {
 		catalogConn, err := d.Dial(cfg.CatalogAddr, "catalog")
 		if err != nil {
@@ -170,7 +171,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			defer conn.Close()
 			targets = append(targets, purges.NewEdge(name, edgev1.NewEdgeServiceClient(conn)))
 		}
-		manager, err = purges.Open(purges.Config{Dir: cfg.StateDir, Targets: targets, Log: purges.NewCatalog(catalogv1.NewCatalogServiceClient(catalogConn)),
+		catalog := purges.NewCatalog(catalogv1.NewCatalogServiceClient(catalogConn))
+		events = catalog
+		manager, err = purges.Open(purges.Config{Dir: cfg.StateDir, Targets: targets, Log: catalog,
 			Logger: d.Logger, Registerer: d.Telemetry.Registry})
 		if err != nil {
 			return err
@@ -184,7 +187,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		TokenKey: key, EdgeURLs: cfg.EdgeURLs, CDNs: cdnList, TokenTTL: cfg.TokenTTL, DecisionMaxAge: cfg.DecisionMaxAge,
 		Gatekeeper: spiffeid.RequireFromPath(d.TrustDomain, "/service/gatekeeper"),
 		Signer:     signerv1.NewSignerServiceClient(signerConn), Stops: stops, Logger: d.Logger, Metrics: d.Telemetry.Metrics, Now: time.Now,
-		Purges: manager,
+		Purges: manager, Events: events,
 	}))
 	return d.Serve(ctx, srv, append(components, stops.Run)...)
 }

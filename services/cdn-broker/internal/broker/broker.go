@@ -5,6 +5,7 @@ package broker
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +26,7 @@ import (
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/stopstate"
 	"github.com/custody-dev/custody/libs/telemetry"
+	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/cdns"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/purges"
@@ -67,7 +69,19 @@ type Config struct {
 	Now     func() time.Time
 	// Purges is the purge queue; nil: PurgeDigests is Unavailable.
 	Purges *purges.Manager
+	// Events logs every issuance (token.issued) before its URLs are
+	// returned; a log that cannot be written means no URL. Nil: issuances
+	// are not logged (a broker run without a catalog).
+	Events EventLog
 }
+
+// EventLog appends an event and returns once it is durably sequenced;
+// purges.Catalog is one.
+type EventLog interface {
+	Append(ctx context.Context, typ, subjectDigest string, details []byte) error
+}
+
+var _ EventLog = (*purges.Catalog)(nil)
 
 // Stops tells whether something issued at a time for an environment may
 // still be used; stopstate.Watcher is one. Errors wrap stopstate.ErrUnknown,
@@ -125,6 +139,17 @@ func (b *Broker) IssueDownloadUrl(ctx context.Context, req *cdnbrokerv1.IssueDow
 	}
 	resp.CdnUrls = b.mintCDNs(ctx, hexDigest, now, exp)
 	caller, _ := rpc.CallerID(ctx)
+	if b.cfg.Events != nil {
+		details, err := json.Marshal(map[string]any{"decision_id": d.DecisionID, "environment": d.Environment,
+			"expires": exp.UTC().Format(time.RFC3339), "requested_by": caller.String(), "edges": len(resp.Urls), "cdns": len(resp.CdnUrls)})
+		if err != nil {
+			return nil, status.Error(codes.Internal, "internal error")
+		}
+		if err := b.cfg.Events.Append(ctx, tlog.TypeTokenIssued, d.Digest, details); err != nil {
+			b.cfg.Logger.WarnContext(ctx, "refusing: the issuance cannot be logged", slog.String("decision_id", d.DecisionID), slog.Any("error", err))
+			return nil, status.Error(codes.Unavailable, "no download URL: the issuance cannot be logged in the catalog; retry when the catalog is back")
+		}
+	}
 	b.cfg.Logger.InfoContext(ctx, "issued download URLs", slog.String("digest", d.Digest), slog.String("decision_id", d.DecisionID),
 		slog.String("caller", caller.String()), slog.Time("expires", exp), slog.Int("edges", len(resp.Urls)), slog.Int("cdns", len(resp.CdnUrls)))
 	return resp, nil

@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net"
 	"net/url"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -114,6 +116,33 @@ type fixture struct {
 	addr     string
 	gk       *fakeGatekeeper
 	stops    *stopstate.Watcher
+	events   *fakeEvents
+}
+
+// fakeEvents records appended events, or fails while down.
+type fakeEvents struct {
+	mu     sync.Mutex
+	down   bool
+	events []loggedEvent
+}
+
+type loggedEvent struct {
+	Type, Subject string
+	Details       map[string]any
+}
+
+func (e *fakeEvents) Append(_ context.Context, typ, subject string, details []byte) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.down {
+		return errors.New("catalog down")
+	}
+	var d map[string]any
+	if err := json.Unmarshal(details, &d); err != nil {
+		return err
+	}
+	e.events = append(e.events, loggedEvent{typ, subject, d})
+	return nil
 }
 
 // fakeGatekeeper serves a settable stop state, or Unavailable when down.
@@ -176,11 +205,12 @@ func start(t *testing.T, cdnList ...*cdns.CDN) *fixture {
 	}
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	f.tokenPub = pub
+	f.events = &fakeEvents{}
 	b := broker.New(broker.Config{
 		TokenKey: priv, EdgeURLs: []string{"https://edge-a.example:8443/", "https://edge-b.example"}, CDNs: cdnList,
 		TokenTTL: 5 * time.Minute, DecisionMaxAge: 10 * time.Minute, Gatekeeper: td.ID("/service/gatekeeper"),
 		Signer: signerv1.NewSignerServiceClient(conn), Stops: f.stops, Logger: slog.New(slog.DiscardHandler), Metrics: f.tel.Metrics,
-		Now: func() time.Time { return f.now },
+		Now: func() time.Time { return f.now }, Events: f.events,
 	})
 	f.addr = serve(t, td, "/service/cdn-broker", broker.Policy(td.TD), func(s *rpc.Server) { cdnbrokerv1.RegisterCdnBrokerServiceServer(s, b) })
 	return f
@@ -428,5 +458,31 @@ func TestRefusesWhileAStopAppliesAndBeforeEpochs(t *testing.T) {
 	f.now = f.now.Add(4 * time.Second)
 	if err := issue(); status.Code(err) != codes.Unavailable {
 		t.Fatalf("stop state 4s old: %v, want Unavailable", err)
+	}
+}
+
+// TestIssuanceIsLogged: every issuance is a token.issued event naming the
+// decision and the deployer before its URLs are returned, and a log that
+// cannot be written means no URL.
+func TestIssuanceIsLogged(t *testing.T) {
+	f := start(t)
+	env := f.decision.sign(t, f.vsa(t, nil))
+	first, err := f.client(t, "/deployer/alice").IssueDownloadUrl(t.Context(), &cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []loggedEvent{{Type: "token.issued", Subject: digest, Details: map[string]any{
+		"decision_id": "dec-1", "environment": "prod", "expires": f.now.Add(5 * time.Minute).UTC().Format(time.RFC3339),
+		"requested_by": f.td.ID("/deployer/alice").String(), "edges": float64(2), "cdns": float64(len(first.GetCdnUrls())),
+	}}}
+	if diff := cmp.Diff(want, f.events.events); diff != "" {
+		t.Errorf("logged (-want +got):\n%s", diff)
+	}
+	f.events.mu.Lock()
+	f.events.down = true
+	f.events.mu.Unlock()
+	resp, err := f.client(t, "/deployer/alice").IssueDownloadUrl(t.Context(), &cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: env})
+	if status.Code(err) != codes.Unavailable || len(resp.GetUrls()) != 0 || !strings.Contains(err.Error(), "cannot be logged") {
+		t.Fatalf("catalog down: %v %v, want Unavailable and no URL", resp, err)
 	}
 }
