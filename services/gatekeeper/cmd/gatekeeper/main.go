@@ -23,6 +23,7 @@ import (
 	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
@@ -308,6 +309,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			return err
 		}
 		gk.WithPurges(q)
+		if err := telemetry.RegisterPendingPurges(d.Telemetry.Registry, "gatekeeper", q.Pending); err != nil {
+			return err
+		}
 		runners = append(runners, func(ctx context.Context) error { return q.Run(ctx, 5*time.Second) })
 	} else {
 		d.Logger.Warn("no --broker-addr: the kill switch leaves deployed artifacts in edge and CDN caches until they expire")

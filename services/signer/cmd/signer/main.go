@@ -22,6 +22,7 @@ import (
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/services/signer/internal/approvals"
@@ -288,6 +289,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	defer closePurge()
 	lc, err := openLifecycle(cfg, signing, chKeys, logKeys, events, purger, d.Logger)
 	if err != nil {
+		return err
+	}
+	if err := telemetry.RegisterPendingPurges(d.Telemetry.Registry, "signer", lc.PendingPurges); err != nil {
 		return err
 	}
 	if v, err := lc.EnsureRoot(ctx); err != nil {
