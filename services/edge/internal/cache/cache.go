@@ -55,16 +55,10 @@ func New(dir string, origin Origin) (*Cache, error) {
 func (c *Cache) path(hexDigest string) string { return filepath.Join(c.dir, "sha256-"+hexDigest) }
 
 // Open returns the verified cached blob for "sha256:<hex>", fetching it
-// from the origin on a miss. A cached file that no longer matches its digest
-// is evicted and fetched again, never served.
-func (c *Cache) Open(ctx context.Context, digest, hexDigest string) (*os.File, error) {
-	f, _, err := c.Lookup(ctx, digest, hexDigest)
-	return f, err
-}
-
-// Lookup is Open, also reporting whether the blob was in the cache (hit)
-// or had to be fetched from the origin.
-func (c *Cache) Lookup(ctx context.Context, digest, hexDigest string) (*os.File, bool, error) {
+// from the origin on a miss, and whether it was in the cache (hit). A
+// cached file that no longer matches its digest is evicted and fetched
+// again, never served.
+func (c *Cache) Open(ctx context.Context, digest, hexDigest string) (*os.File, bool, error) {
 	if f, err := c.openVerified(digest, hexDigest); err == nil {
 		return f, true, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {

@@ -141,7 +141,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(rec, "forbidden: "+err.Error(), http.StatusForbidden)
 		return
 	}
-	f, hit, err := h.Cache.Lookup(r.Context(), digest, hexDigest)
+	f, hit, err := h.Cache.Open(r.Context(), digest, hexDigest)
 	if h.HTTP != nil && err == nil {
 		result := "miss"
 		if hit {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/custody-dev/custody/libs/artifact"
 	"github.com/custody-dev/custody/libs/daemon"
+	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/strictjson"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
@@ -222,11 +223,11 @@ func (s *Store) Request(ctx context.Context, name, from, to, env, reason, caller
 	reason = strings.TrimSpace(reason)
 	switch {
 	case !artifact.ValidName(name):
-		return nil, fmt.Errorf("%w: name %q is not a valid artifact name", ErrInvalid, truncate(name))
+		return nil, fmt.Errorf("%w: name %q is not a valid artifact name", ErrInvalid, quote.Prefix(name))
 	case !artifact.ValidVersion(from) || !artifact.ValidVersion(to):
 		return nil, fmt.Errorf("%w: --from and --to must be valid versions", ErrInvalid)
 	case !artifact.ValidEnvironment(env):
-		return nil, fmt.Errorf("%w: environment %q: want a name like prod or staging", ErrInvalid, truncate(env))
+		return nil, fmt.Errorf("%w: environment %q: want a name like prod or staging", ErrInvalid, quote.Prefix(env))
 	case Compare(to, from) >= 0:
 		return nil, fmt.Errorf("%w: %s is not lower than %s: admitting it needs no rollback approval", ErrInvalid, to, from)
 	case reason == "" || len(reason) > maxReasonLen || !utf8.ValidString(reason) || strings.ContainsFunc(reason, isControl):
@@ -269,7 +270,7 @@ func (s *Store) Approve(ctx context.Context, id, caller string) (*Result, error)
 	next := s.prune(now)
 	r, ok := next[id]
 	if !ok {
-		return nil, fmt.Errorf("%w: %q (it may have expired): see custody rollback list", ErrNotFound, truncate(id))
+		return nil, fmt.Errorf("%w: %q (it may have expired): see custody rollback list", ErrNotFound, quote.Prefix(id))
 	}
 	switch {
 	case caller == r.RequestedBy:
@@ -354,13 +355,6 @@ func (s *Store) log(ctx context.Context, typ string, r Request, caller string) (
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return s.cfg.Log.AppendEvent(ctx, admission.Event{Type: typ, Details: bytes.TrimSpace(buf.Bytes())})
-}
-
-func truncate(s string) string {
-	if len(s) > 64 {
-		return strings.ToValidUTF8(s[:64], "") + "…"
-	}
-	return strings.ToValidUTF8(s, "")
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }

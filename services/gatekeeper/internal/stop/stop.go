@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/custody-dev/custody/libs/daemon"
+	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/strictjson"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 )
@@ -162,7 +163,7 @@ func Open(cfg Config) (*Store, error) {
 		}
 		for env := range s.st.Pauses {
 			if !admission.ValidEnvironment(env) || len(s.st.Pauses) > maxPauses {
-				return nil, fmt.Errorf("stop state %s is corrupt (environment %q): restore it from a backup; deleting it lifts every stop", cfg.File, truncate(env))
+				return nil, fmt.Errorf("stop state %s is corrupt (environment %q): restore it from a backup; deleting it lifts every stop", cfg.File, quote.Prefix(env))
 			}
 		}
 	}
@@ -421,7 +422,7 @@ func checkTarget(target string) error {
 	if target == KillSwitch || admission.ValidEnvironment(target) {
 		return nil
 	}
-	return fmt.Errorf("%w: environment %q: want a name like prod or staging", ErrInvalid, truncate(target))
+	return fmt.Errorf("%w: environment %q: want a name like prod or staging", ErrInvalid, quote.Prefix(target))
 }
 
 func describe(target string) string {
@@ -429,13 +430,6 @@ func describe(target string) string {
 		return "the kill switch"
 	}
 	return "the pause of " + target
-}
-
-func truncate(s string) string {
-	if len(s) > 64 {
-		return strings.ToValidUTF8(s[:64], "") + "…"
-	}
-	return strings.ToValidUTF8(s, "")
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
