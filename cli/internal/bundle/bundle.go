@@ -9,8 +9,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/custody-dev/custody/cli/internal/evidence"
 	"github.com/custody-dev/custody/libs/strictjson"
+	"github.com/custody-dev/custody/libs/verify"
 )
 
 // MediaType identifies the bundle format. Version 1 carried bare public
@@ -26,7 +26,7 @@ const maxRoots = 256
 // Bundle is the offline evidence for one artifact.
 type Bundle struct {
 	MediaType string `json:"mediaType"`
-	evidence.Evidence
+	verify.Evidence
 	// TrustRoots are trust-root DSSE envelopes, oldest first and
 	// consecutive, ending with the version the evidence was verified
 	// against: what a verifier pinned at an older version needs to walk
@@ -38,7 +38,7 @@ type Bundle struct {
 
 // New returns a bundle for ev, verified under version of the trust root,
 // with the chain of root envelopes leading to it.
-func New(ev evidence.Evidence, roots [][]byte, version int64) *Bundle {
+func New(ev verify.Evidence, roots [][]byte, version int64) *Bundle {
 	if roots == nil {
 		roots = [][]byte{}
 	}

@@ -8,14 +8,14 @@ import (
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/libs/trustroot/trustroottest"
 
-	"github.com/custody-dev/custody/cli/internal/evidence"
+	"github.com/custody-dev/custody/libs/verify"
 )
 
 func sample() *Bundle {
-	return New(evidence.Evidence{
-		Artifact: evidence.Artifact{Name: "app", Version: "1", Digest: "sha256:" + strings.Repeat("a", 64), Size: 3},
+	return New(verify.Evidence{
+		Artifact: verify.Artifact{Name: "app", Version: "1", Digest: "sha256:" + strings.Repeat("a", 64), Size: 3},
 		Envelope: []byte(`{}`),
-		Entry:    evidence.LogEntry{Index: 1, Leaf: []byte("leaf"), InclusionProof: [][]byte{make([]byte, 32)}, Checkpoint: []byte("cp")},
+		Entry:    verify.LogEntry{Index: 1, Leaf: []byte("leaf"), InclusionProof: [][]byte{make([]byte, 32)}, Checkpoint: []byte("cp")},
 	}, [][]byte{[]byte(`{"payloadType":"x"}`)}, 2)
 }
 
@@ -70,7 +70,7 @@ func FuzzParse(f *testing.F) {
 		// re-encodes.
 		tr, _ := trustroot.Pin(pinned.Envelope())
 		_ = tr.UpdateChain(bd.TrustRoots, time.Now())
-		_ = evidence.Verify(bd.Evidence, root)
+		_ = verify.Check(bd.Evidence, root, verify.Options{}).Err()
 		if _, err := bd.Marshal(); err != nil {
 			t.Fatal(err)
 		}

@@ -18,9 +18,9 @@ import (
 
 	"github.com/custody-dev/custody/cli/internal/bundle"
 	"github.com/custody-dev/custody/cli/internal/conn"
-	"github.com/custody-dev/custody/cli/internal/evidence"
 	libdigest "github.com/custody-dev/custody/libs/digest"
 	"github.com/custody-dev/custody/libs/quote"
+	"github.com/custody-dev/custody/libs/verify"
 )
 
 func (c *cli) fetchCmd() *cobra.Command {
@@ -59,12 +59,9 @@ func (c *cli) fetchCmd() *cobra.Command {
 			// By name and version when given: the same bytes may be
 			// published under another name by another builder, and a
 			// look-up by digest alone is then ambiguous.
-			ev, trust, err := c.evidenceFor(ctx, env, name, version, dec.GetDigest())
+			ev, trust, err := c.verifiedEvidence(ctx, env, name, version, dec.GetDigest())
 			if err != nil {
-				return err
-			}
-			if err := evidence.Verify(ev, trust.Root); err != nil {
-				return denied("fetch %s: %v", ref, err)
+				return fmt.Errorf("fetch %s: %w", ref, err)
 			}
 			urls, err := issueURLs(ctx, env, dec.GetDecisionEnvelope(), ev.Artifact.Digest)
 			if err != nil {
@@ -153,17 +150,18 @@ func orUnknown(d string) string {
 	return d
 }
 
-// evidenceFor gets the catalog's evidence for name@version (or, with no
-// name, for digest alone) and the trust root, pinned and walked forward.
-// The evidence's digest must be the decision's.
-func (c *cli) evidenceFor(ctx context.Context, env *conn.Env, name, version, digest string) (evidence.Evidence, *conn.Trust, error) {
+// verifiedEvidence gets the catalog's evidence for name@version (or, with
+// no name, for digest alone) and verifies it against the trust root,
+// pinned and walked forward, which it returns too. The evidence must be for digest, the
+// decision's. A failed verification is a denial.
+func (c *cli) verifiedEvidence(ctx context.Context, env *conn.Env, name, version, digest string) (verify.Evidence, *conn.Trust, error) {
 	trust, err := env.Trust(ctx)
 	if err != nil {
-		return evidence.Evidence{}, nil, err
+		return verify.Evidence{}, nil, err
 	}
 	cc, err := env.Dial("catalog")
 	if err != nil {
-		return evidence.Evidence{}, nil, err
+		return verify.Evidence{}, nil, err
 	}
 	defer cc.Close()
 	req := &catalogv1.GetArtifactRequest{Name: name, Version: version}
@@ -173,11 +171,11 @@ func (c *cli) evidenceFor(ctx context.Context, env *conn.Env, name, version, dig
 	}
 	resp, err := catalogv1.NewCatalogServiceClient(cc).GetArtifact(ctx, req)
 	if err != nil {
-		return evidence.Evidence{}, nil, fmt.Errorf("get evidence for %s: %w", what, err)
+		return verify.Evidence{}, nil, fmt.Errorf("get evidence for %s: %w", what, err)
 	}
-	ev := evidence.FromProto(resp)
-	if ev.Artifact.Digest != digest || (name != "" && (ev.Artifact.Name != name || ev.Artifact.Version != version)) {
-		return ev, nil, denied("the catalog answered with %s@%s (%s) for %s, admitted as %s", ev.Artifact.Name, ev.Artifact.Version, ev.Artifact.Digest, what, digest)
+	ev := verify.FromProto(resp)
+	if err := verify.Check(ev, trust.Root, verify.Options{Want: verify.Want{Name: name, Version: version, Digest: digest}}).Err(); err != nil {
+		return ev, nil, denied("%v", err)
 	}
 	return ev, trust, nil
 }
@@ -212,7 +210,7 @@ type progressWriter struct{ p *progress }
 
 func (w progressWriter) Write(b []byte) (int, error) { w.p.add(len(b)); return len(b), nil }
 
-func writeBundle(path string, ev evidence.Evidence, trust *conn.Trust) error {
+func writeBundle(path string, ev verify.Evidence, trust *conn.Trust) error {
 	b, err := bundle.New(ev, trust.Chain, trust.Root.Version).Marshal()
 	if err != nil {
 		return err
@@ -250,8 +248,8 @@ func (c *cli) bundleCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ev := evidence.FromProto(resp)
-			if err := evidence.Verify(ev, trust.Root); err != nil {
+			ev := verify.FromProto(resp)
+			if err := verify.Check(ev, trust.Root, verify.Options{Want: verify.Want{Name: name, Version: version, Digest: digest}}).Err(); err != nil {
 				return denied("%v", err)
 			}
 			if err := writeBundle(out, ev, trust); err != nil {

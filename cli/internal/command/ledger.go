@@ -10,9 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/custody-dev/custody/cli/internal/evidence"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/libs/verify"
 )
 
 // Bounds on what the ledger commands hold from one catalog answer stream.
@@ -72,11 +72,8 @@ func resolveDigest(ctx context.Context, cat catalogv1.CatalogServiceClient, root
 	if err != nil {
 		return "", fmt.Errorf("look up %s@%s: %w", name, version, err)
 	}
-	ev := evidence.FromProto(resp)
-	if ev.Artifact.Name != name || ev.Artifact.Version != version {
-		return "", denied("the catalog answered %s@%s for %s@%s", ev.Artifact.Name, ev.Artifact.Version, name, version)
-	}
-	if err := evidence.Verify(ev, root); err != nil {
+	ev := verify.FromProto(resp)
+	if err := verify.Check(ev, root, verify.Options{Want: verify.Want{Name: name, Version: version}}).Err(); err != nil {
 		return "", denied("%v", err)
 	}
 	return ev.Artifact.Digest, nil
@@ -98,8 +95,8 @@ func audit(ctx context.Context, cat catalogv1.CatalogServiceClient, root *trustr
 			return nil, denied("the catalog answered an empty page of events about %s with a next page: refusing to loop", digest)
 		}
 		for _, pe := range resp.GetEntries() {
-			e := evidence.EntryFromProto(pe)
-			entry, cp, err := evidence.VerifyEntry(e, root)
+			e := verify.EntryFromProto(pe)
+			entry, cp, err := verify.Entry(e, root)
 			if err != nil {
 				return nil, denied("audit %s: %v", digest, err)
 			}
@@ -323,7 +320,7 @@ func orDash(s string) string {
 }
 
 // inventory walks every artifact matching req (all pages) and verifies each
-// with custody verify's verifier (evidence.Check). A failed verification is
+// with the one verifier (verify.Check). A failed verification is
 // recorded in the item, not returned: the inventory shows every artifact.
 func inventory(ctx context.Context, cat catalogv1.CatalogServiceClient, root *trustroot.Root, req *catalogv1.SearchArtifactsRequest) (*jsonInventory, error) {
 	out := &jsonInventory{TrustRootVersion: root.Version, Artifacts: []jsonInventoryItem{}}
@@ -367,13 +364,9 @@ func inventoryItem(ctx context.Context, cat catalogv1.CatalogServiceClient, root
 		item.Problem = fmt.Sprintf("get the evidence: %s", message(err))
 		return item
 	}
-	ev := evidence.FromProto(resp)
-	if ev.Artifact.Digest != a.GetDigest() || ev.Artifact.Name != a.GetName() || ev.Artifact.Version != a.GetVersion() {
-		item.Problem = fmt.Sprintf("the catalog's evidence is for %s@%s (%s), its search answered %s", ev.Artifact.Name, ev.Artifact.Version, ev.Artifact.Digest, a.GetDigest())
-		return item
-	}
-	v, err := evidence.Check(ev, root)
-	if err != nil {
+	ev := verify.FromProto(resp)
+	v := verify.Check(ev, root, verify.Options{Want: verify.Want{Name: a.GetName(), Version: a.GetVersion(), Digest: a.GetDigest()}})
+	if err := v.Err(); err != nil {
 		item.Problem = err.Error()
 		return item
 	}

@@ -14,9 +14,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/custody-dev/custody/cli/internal/evidence"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	"github.com/custody-dev/custody/libs/tlog"
+	"github.com/custody-dev/custody/libs/verify"
 )
 
 // hostileCatalog answers ListEvents, SearchArtifacts and GetArtifact with
@@ -366,7 +366,7 @@ func TestInventory(t *testing.T) {
 		ok.Provenance.BuilderID != a.BuilderID || len(ok.Deployments) != 1 || ok.Deployments[0].Environment != "prod" {
 		t.Errorf("verified item: %+v", ok)
 	}
-	if bad := inv.Artifacts[1]; bad.Verified || !strings.Contains(bad.Problem, "evidence is for app@1.0.0") {
+	if bad := inv.Artifacts[1]; bad.Verified || !strings.Contains(bad.Problem, "catalog returned artifact app@1.0.0 (sha256:") {
 		t.Errorf("mixed-up evidence: %+v", bad)
 	}
 	if bad := inv.Artifacts[2]; bad.Verified || !strings.Contains(bad.Problem, "get the evidence") {
@@ -393,7 +393,7 @@ func TestInventory(t *testing.T) {
 	}
 	h.artifact["app@1.0.0"], h.calls = tampered, 0
 	if inv, err = inventory(t.Context(), h, root, &catalogv1.SearchArtifactsRequest{}); err != nil || inv.Artifacts[0].Verified ||
-		!strings.Contains(inv.Artifacts[0].Problem, evidence.ErrVerification.Error()+" for app@1.0.0") {
+		!strings.Contains(inv.Artifacts[0].Problem, verify.ErrVerification.Error()+" for app@1.0.0") {
 		t.Errorf("tampered envelope: %v %+v", err, inv)
 	}
 }

@@ -17,8 +17,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/custody-dev/custody/cli/internal/evidence"
 	libdigest "github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/libs/verify"
 )
 
 // fetchOptions bound one `custody fetch` transfer (see docs/cli.md).
@@ -84,7 +84,7 @@ func newFetchClient(t http.RoundTripper) *http.Client {
 // stopped, and renames it to out only when size and digest match. On
 // failure nothing is left at out and the error names every edge tried and
 // what each answered.
-func (c *cli) transfer(ctx context.Context, client *http.Client, urls []string, a evidence.Artifact, out string, o fetchOptions) (*transferResult, error) {
+func (c *cli) transfer(ctx context.Context, client *http.Client, urls []string, a verify.Artifact, out string, o fetchOptions) (*transferResult, error) {
 	res := &transferResult{Attempts: []edgeAttempt{}, Edges: []string{}}
 	if a.Size < 0 {
 		return res, fmt.Errorf("recorded size %d is negative", a.Size)
@@ -224,7 +224,7 @@ func (t *transferState) reset() error {
 // attempt asks one edge for the bytes from t.off on and appends what it
 // sends. complete is true when the edge sent exactly the rest of the
 // recorded size; permanent when retrying this edge cannot help.
-func (t *transferState) attempt(ctx context.Context, client *http.Client, rawURL string, a evidence.Artifact, o fetchOptions) (at edgeAttempt, complete, permanent bool) {
+func (t *transferState) attempt(ctx context.Context, client *http.Client, rawURL string, a verify.Artifact, o fetchOptions) (at edgeAttempt, complete, permanent bool) {
 	where := redactURL(rawURL)
 	at = edgeAttempt{Edge: where, Offset: t.off}
 	fail := func(perm bool, format string, args ...any) (edgeAttempt, bool, bool) {

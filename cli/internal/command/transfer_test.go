@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/custody-dev/custody/cli/internal/evidence"
 	libdigest "github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/libs/verify"
 )
 
 // These tests run `custody fetch`'s transfer against real HTTPS servers on
@@ -32,7 +32,7 @@ const blobSize = 1 << 20
 
 type blob struct {
 	data []byte
-	a    evidence.Artifact
+	a    verify.Artifact
 }
 
 func newBlob(t *testing.T) blob {
@@ -41,7 +41,7 @@ func newBlob(t *testing.T) blob {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(b)
-	return blob{data: b, a: evidence.Artifact{Name: "app", Version: "1", Digest: libdigest.FromSum(sum[:]), Size: int64(len(b))}}
+	return blob{data: b, a: verify.Artifact{Name: "app", Version: "1", Digest: libdigest.FromSum(sum[:]), Size: int64(len(b))}}
 }
 
 // edge is one loopback HTTPS server with a behaviour and a request log.

@@ -13,8 +13,8 @@ import (
 
 	"github.com/custody-dev/custody/cli/internal/bundle"
 	"github.com/custody-dev/custody/cli/internal/conn"
-	"github.com/custody-dev/custody/cli/internal/evidence"
 	libdigest "github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/libs/verify"
 )
 
 func (c *cli) verifyCmd() *cobra.Command {
@@ -36,7 +36,7 @@ func (c *cli) verifyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := evidence.Verify(b.Evidence, root); err != nil {
+			if err := verify.Check(b.Evidence, root, verify.Options{}).Err(); err != nil {
 				return denied("%v", err)
 			}
 			a := b.Artifact

@@ -20,7 +20,7 @@ import (
 	"github.com/custody-dev/custody/libs/trustroot/trustroottest"
 
 	"github.com/custody-dev/custody/cli/internal/bundle"
-	"github.com/custody-dev/custody/cli/internal/evidence"
+	"github.com/custody-dev/custody/libs/verify"
 )
 
 // verifyWorld is an artifact file with its evidence signed by key, and
@@ -28,7 +28,7 @@ import (
 type verifyWorld struct {
 	dir      string
 	file     string
-	ev       evidence.Evidence
+	ev       verify.Evidence
 	key      *ecdsa.PrivateKey
 	ceremony *trustroottest.Ceremony
 	roots    []*trustroot.Root
@@ -44,7 +44,7 @@ func newVerifyWorld(t *testing.T) *verifyWorld {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(content)
-	a := evidence.Artifact{Name: "app", Version: "1.0.0", Digest: "sha256:" + hex.EncodeToString(sum[:]), Size: int64(len(content)),
+	a := verify.Artifact{Name: "app", Version: "1.0.0", Digest: "sha256:" + hex.EncodeToString(sum[:]), Size: int64(len(content)),
 		Channel: "prod", BuilderID: "spiffe://custody.test/builder/ci"}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -69,7 +69,7 @@ func newVerifyWorld(t *testing.T) *verifyWorld {
 
 // signedEvidence signs a's provenance with key and logs it at logged, in a
 // two-entry log whose checkpoint logSigner signs.
-func signedEvidence(t *testing.T, a evidence.Artifact, key *ecdsa.PrivateKey, logged time.Time, logSigner string) evidence.Evidence {
+func signedEvidence(t *testing.T, a verify.Artifact, key *ecdsa.PrivateKey, logged time.Time, logSigner string) verify.Evidence {
 	t.Helper()
 	id, _ := attest.KeyID(&key.PublicKey)
 	st, err := attest.NewProvenance(attest.Artifact{Name: a.Name, Version: a.Version, Digest: a.Digest, Channel: a.Channel, BuilderID: a.BuilderID})
@@ -95,7 +95,7 @@ func signedEvidence(t *testing.T, a evidence.Artifact, key *ecdsa.PrivateKey, lo
 	if err != nil {
 		t.Fatal(err)
 	}
-	return evidence.Evidence{Artifact: a, Envelope: env, Entry: evidence.LogEntry{Index: 0, Leaf: leaf, InclusionProof: [][]byte{other}, Checkpoint: cp}}
+	return verify.Evidence{Artifact: a, Envelope: env, Entry: verify.LogEntry{Index: 0, Leaf: leaf, InclusionProof: [][]byte{other}, Checkpoint: cp}}
 }
 
 func (w *verifyWorld) write(t *testing.T, name string, b []byte) string {

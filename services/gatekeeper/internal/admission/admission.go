@@ -25,6 +25,7 @@ import (
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/libs/verify"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 )
 
@@ -48,34 +49,13 @@ var (
 	ErrUnavailable = errors.New("dependency unavailable")
 )
 
-// Artifact is the catalog's record of one published name@version.
-type Artifact struct {
-	Name, Version string
-	// Digest is "sha256:<hex>".
-	Digest       string
-	Size         int64
-	Channel      string
-	BuilderID    string
-	SourceRepo   string
-	SourceCommit string
-	CreatedAt    time.Time
-}
-
-// LogEntry is an entry of the transparency log with the proof that a signed
-// checkpoint includes it.
-type LogEntry struct {
-	Index      int64
-	Leaf       []byte
-	Proof      [][]byte
-	Checkpoint []byte
-}
-
 // Evidence is what the catalog holds about an artifact. None of it is
-// trusted until verified.
+// trusted until verified (libs/verify).
 type Evidence struct {
-	Artifact Artifact
-	Envelope []byte
-	Entry    LogEntry
+	verify.Evidence
+	// CreatedAt is when the catalog recorded the artifact, for the policy;
+	// nothing signs it.
+	CreatedAt time.Time
 }
 
 // Event is an audit event to append to the log.
@@ -335,7 +315,7 @@ func (g *Gate) decide(ctx context.Context, req Request, ev *Evidence, d *Decisio
 	in := policy.Input{
 		Artifact: policy.Artifact{
 			Name: a.Name, Version: a.Version, Digest: a.Digest, Size: a.Size, Channel: a.Channel,
-			BuilderID: a.BuilderID, SourceRepo: a.SourceRepo, SourceCommit: a.SourceCommit, CreatedAt: a.CreatedAt,
+			BuilderID: a.BuilderID, SourceRepo: a.SourceRepo, SourceCommit: a.SourceCommit, CreatedAt: ev.CreatedAt,
 		},
 		Environment:  req.Environment,
 		Verification: ver,

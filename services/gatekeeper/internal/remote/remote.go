@@ -16,6 +16,7 @@ import (
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/verify"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 )
 
@@ -45,18 +46,7 @@ func (c *Catalog) Evidence(ctx context.Context, name, version, digest string) (*
 	if a == nil {
 		return nil, errors.New("catalog GetArtifact: response has no artifact")
 	}
-	e := resp.GetEntry()
-	return &admission.Evidence{
-		Artifact: admission.Artifact{
-			Name: a.GetName(), Version: a.GetVersion(), Digest: a.GetDigest(), Size: a.GetSize(),
-			Channel: a.GetChannel(), BuilderID: a.GetBuilderId(), SourceRepo: a.GetSourceRepo(),
-			SourceCommit: a.GetSourceCommit(), CreatedAt: a.GetCreatedAt().AsTime(),
-		},
-		Envelope: resp.GetEnvelope(),
-		Entry: admission.LogEntry{
-			Index: e.GetIndex(), Leaf: e.GetLeaf(), Proof: e.GetInclusionProof(), Checkpoint: e.GetCheckpoint(),
-		},
-	}, nil
+	return &admission.Evidence{Evidence: verify.FromProto(resp), CreatedAt: a.GetCreatedAt().AsTime()}, nil
 }
 
 // AppendEvent logs e and returns its entry's index once the entry is

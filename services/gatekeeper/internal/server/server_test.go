@@ -341,7 +341,7 @@ func TestAdmitDenies(t *testing.T) {
 			s.tamper(bad, func(resp *catalogv1.GetArtifactResponse) { resp.Envelope = good.envelope })
 			return &gatekeeperv1.AdmitRequest{Name: "app", Version: "2.0.0", Environment: "prod"}
 		},
-		want:   `envelope is for another artifact (mix-and-match): signed version "1.0.0", catalog record has "2.0.0"`,
+		want:   `signed version "1.0.0", catalog record has "2.0.0"`,
 		metric: &metric{"integrity", "evidence"},
 	}, {
 		name: "record promoted to another channel after signing",
