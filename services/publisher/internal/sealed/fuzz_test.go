@@ -3,6 +3,8 @@ package sealed
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/custody-dev/custody/libs/stream"
 )
 
 // FuzzParseRecord: key records come from storage, which an attacker may
@@ -20,7 +22,7 @@ func FuzzParseRecord(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if r.Size < 0 || r.Size > MaxSize || r.Chunk < minChunk || r.Chunk > maxChunk || len(r.Tag) != 32 || r.chunks() < 1 {
+		if r.Size < 0 || r.Size > MaxSize || r.Chunk < minChunk || r.Chunk > maxChunk || len(r.Tag) != 32 || stream.Chunks(r.Size, r.Chunk) < 1 {
 			t.Fatalf("accepted an out-of-range record: %+v", r)
 		}
 		if r.sealedSize() < r.Size {

@@ -11,6 +11,7 @@ import (
 	"io"
 
 	"github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/libs/stream"
 	"github.com/custody-dev/custody/services/publisher/internal/blobstore"
 )
 
@@ -84,11 +85,5 @@ func (r *record) tag(macKey []byte) []byte {
 	return m.Sum(nil)
 }
 
-// chunks is the number of chunks of the blob: at least one, so an empty
-// blob still has an authenticated final chunk.
-func (r *record) chunks() int64 {
-	return max(1, (r.Size+int64(r.Chunk)-1)/int64(r.Chunk))
-}
-
 // sealedSize is the exact size of the ciphertext object.
-func (r *record) sealedSize() int64 { return r.Size + r.chunks()*overhead }
+func (r *record) sealedSize() int64 { return stream.SealedSize(r.Size, r.Chunk) }

@@ -13,13 +13,10 @@ package sealed
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -30,6 +27,7 @@ import (
 	"strings"
 
 	libdigest "github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/libs/stream"
 	"github.com/custody-dev/custody/services/publisher/internal/blobstore"
 	"github.com/custody-dev/custody/services/publisher/internal/kek"
 )
@@ -49,13 +47,10 @@ var (
 const MaxSize = 1 << 40
 
 const (
-	// DefaultChunk is the plaintext chunk size: large enough that the
-	// per-chunk GCM setup and tag are noise, small enough that a ranged
-	// read decrypts little it does not return.
-	DefaultChunk = 256 << 10
-	minChunk     = 4 << 10
-	maxChunk     = 16 << 20
-	overhead     = 16 // GCM tag per chunk
+	// DefaultChunk is the plaintext chunk size (libs/stream's).
+	DefaultChunk = stream.DefaultChunk
+	minChunk     = stream.MinChunk
+	maxChunk     = stream.MaxChunk
 	dataKeySize  = 32
 )
 
@@ -98,8 +93,9 @@ func (s *Store) SetChunk(n int) {
 
 func recordName(hexDigest string) string { return "keys/sha256/" + hexDigest[:2] + "/" + hexDigest }
 
-// keys derives the content and MAC keys from a data key.
-func keys(dataKey []byte) (cipher.AEAD, []byte, error) {
+// keys derives the content key and the record's MAC key from a data key;
+// the content is a libs/stream stream of chunk-byte chunks.
+func keys(dataKey []byte, chunk int) (*stream.Cipher, []byte, error) {
 	ck, err := hkdf.Key(sha256.New, dataKey, nil, "custody sealed content v1", 32)
 	if err != nil {
 		return nil, nil, err
@@ -108,22 +104,8 @@ func keys(dataKey []byte) (cipher.AEAD, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	block, err := aes.NewCipher(ck)
-	if err != nil {
-		return nil, nil, err
-	}
-	aead, err := cipher.NewGCM(block)
-	return aead, mk, err
-}
-
-// nonce is STREAM's: chunk index, then a flag set only on the last chunk.
-func nonce(dst *[12]byte, i int64, last bool) []byte {
-	binary.BigEndian.PutUint64(dst[:8], uint64(i))
-	dst[8], dst[9], dst[10], dst[11] = 0, 0, 0, 0
-	if last {
-		dst[11] = 1
-	}
-	return dst[:]
+	c, err := stream.New(ck, chunk)
+	return c, mk, err
 }
 
 func (s *Store) kekErr(op string, err error) error {
@@ -159,15 +141,15 @@ func (s *Store) Put(ctx context.Context, r io.Reader, maxSize int64) (string, in
 	if err != nil {
 		return "", 0, s.kekErr("store blob: wrap data key", err)
 	}
-	aead, macKey, err := keys(dk)
+	content, macKey, err := keys(dk, s.chunk)
 	if err != nil {
 		return "", 0, fmt.Errorf("store blob: %w", err)
 	}
 	id := make([]byte, 16)
 	rand.Read(id)
 	data := "data/" + hex.EncodeToString(id[:1]) + "/" + hex.EncodeToString(id)
-	sr := newSealer(r, aead, s.chunk, maxSize)
-	if _, err := s.objects.Write(ctx, data, sr); err != nil {
+	sr := &plainSource{src: r, h: sha256.New(), maxSize: maxSize}
+	if _, err := s.objects.Write(ctx, data, content.Sealer(sr)); err != nil {
 		if sr.err != nil {
 			err = sr.err // the upload's own failure, not the back end's
 		}
@@ -195,84 +177,35 @@ func (s *Store) Put(ctx context.Context, r io.Reader, maxSize int64) (string, in
 	return rec.Digest, rec.Size, nil
 }
 
-// sealer is the upload's reader: plaintext in, sealed chunks out. It reads
-// one chunk ahead to know which chunk is the last. Two buffers per upload,
-// none per chunk.
-type sealer struct {
+// plainSource is the upload's plaintext on its way to the sealer: hashed,
+// counted and bounded. err keeps the source's own failure for Put.
+type plainSource struct {
 	src     io.Reader
-	aead    cipher.AEAD
 	h       hash.Hash
-	chunk   int
 	maxSize int64
-
-	cur, next []byte // plaintext chunks, capacity chunk+overhead
-	nextN     int
-	out       []byte // sealed bytes not yet returned
-	index     int64
-	total     int64
-	started   bool
-	done      bool
-	err       error // the source's error, kept for Put
-	nonce     [12]byte
+	total   int64
+	err     error
 }
 
-func newSealer(src io.Reader, aead cipher.AEAD, chunk int, maxSize int64) *sealer {
-	return &sealer{src: src, aead: aead, h: sha256.New(), chunk: chunk, maxSize: maxSize,
-		cur: make([]byte, chunk+overhead), next: make([]byte, chunk+overhead)}
-}
-
-func (s *sealer) fill(buf []byte) (int, error) {
-	n, err := io.ReadFull(s.src, buf[:s.chunk])
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		err = nil
+func (p *plainSource) Read(b []byte) (int, error) {
+	if p.err != nil {
+		return 0, p.err
 	}
-	if err != nil {
-		s.err = err
-		return 0, err
+	n, err := p.src.Read(b)
+	p.h.Write(b[:n])
+	p.total += int64(n)
+	if p.total > p.maxSize {
+		p.err = fmt.Errorf("%w: more than %d bytes", ErrTooLarge, p.maxSize)
+		return 0, p.err
 	}
-	s.h.Write(buf[:n])
-	s.total += int64(n)
-	if s.total > s.maxSize {
-		s.err = fmt.Errorf("%w: more than %d bytes", ErrTooLarge, s.maxSize)
-		return 0, s.err
+	if err != nil && !errors.Is(err, io.EOF) {
+		p.err = err
 	}
-	return n, nil
-}
-
-func (s *sealer) Read(p []byte) (int, error) {
-	for len(s.out) == 0 {
-		if s.done {
-			return 0, io.EOF
-		}
-		if !s.started {
-			n, err := s.fill(s.next)
-			if err != nil {
-				return 0, err
-			}
-			s.nextN, s.started = n, true
-		}
-		s.cur, s.next = s.next, s.cur
-		curN := s.nextN
-		last := curN < s.chunk
-		if !last {
-			n, err := s.fill(s.next)
-			if err != nil {
-				return 0, err
-			}
-			s.nextN = n
-			last = n == 0
-		}
-		s.out = s.aead.Seal(s.cur[:0], nonce(&s.nonce, s.index, last), s.cur[:curN], nil)
-		s.index++
-		s.done = last
-	}
-	n := copy(p, s.out)
-	s.out = s.out[n:]
-	return n, nil
+	return n, err
 }
 
 // open reads and authenticates a blob's record and unwraps its key.
-func (s *Store) open(ctx context.Context, digest string) (*record, cipher.AEAD, error) {
+func (s *Store) open(ctx context.Context, digest string) (*record, *stream.Cipher, error) {
 	if !libdigest.Valid(digest) {
 		return nil, nil, fmt.Errorf("%w %q: want sha256:<64 lowercase hex>", ErrInvalid, digest)
 	}
@@ -299,14 +232,14 @@ func (s *Store) open(ctx context.Context, digest string) (*record, cipher.AEAD, 
 		return nil, nil, s.kekErr("read blob "+digest+": unwrap data key", err)
 	}
 	defer clear(dk)
-	aead, macKey, err := keys(dk)
+	content, macKey, err := keys(dk, rec.Chunk)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %s: %v", ErrIntegrity, digest, err)
 	}
 	if !hmac.Equal(rec.tag(macKey), rec.Tag) {
 		return nil, nil, fmt.Errorf("%w: %s: key record fails authentication", ErrIntegrity, digest)
 	}
-	return rec, aead, nil
+	return rec, content, nil
 }
 
 // Open returns a reader of the blob's plaintext from offset and the whole
@@ -315,7 +248,7 @@ func (s *Store) open(ctx context.Context, digest string) (*record, cipher.AEAD, 
 // that does not match ends the read with an error wrapping ErrIntegrity
 // that names the digest. The KEK or storage down is ErrUnavailable.
 func (s *Store) Open(ctx context.Context, digest string, offset int64) (io.ReadCloser, int64, error) {
-	rec, aead, err := s.open(ctx, digest)
+	rec, content, err := s.open(ctx, digest)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -324,8 +257,8 @@ func (s *Store) Open(ctx context.Context, digest string, offset int64) (io.ReadC
 	}
 	// Start at the chunk holding offset; an offset at the end still
 	// authenticates the last chunk.
-	first := min(offset/int64(rec.Chunk), rec.chunks()-1)
-	src, objSize, err := s.objects.Open(ctx, rec.Data, first*int64(rec.Chunk+overhead))
+	_, at := stream.Start(rec.Size, offset, rec.Chunk)
+	src, objSize, err := s.objects.Open(ctx, rec.Data, at)
 	if errors.Is(err, blobstore.ErrNotFound) || errors.Is(err, blobstore.ErrInvalid) {
 		return nil, 0, fmt.Errorf("%w: %s: ciphertext missing or short: %v", ErrIntegrity, digest, err)
 	}
@@ -336,65 +269,27 @@ func (s *Store) Open(ctx context.Context, digest string, offset int64) (io.ReadC
 		src.Close()
 		return nil, 0, fmt.Errorf("%w: %s: ciphertext of %d bytes, want %d", ErrIntegrity, digest, objSize, rec.sealedSize())
 	}
-	return &opener{src: src, aead: aead, rec: rec, index: first, skip: offset - first*int64(rec.Chunk),
-		buf: make([]byte, rec.Chunk+overhead)}, rec.Size, nil
+	return &opener{r: content.Reader(src, rec.Size, offset), src: src, digest: digest}, rec.Size, nil
 }
 
-// opener releases authenticated plaintext chunk by chunk.
+// opener is a blob's authenticated plaintext, with the stream's errors in
+// the store's terms.
 type opener struct {
-	src   io.ReadCloser
-	aead  cipher.AEAD
-	rec   *record
-	index int64
-	skip  int64
-	buf   []byte
-	out   []byte
-	err   error
-	nonce [12]byte
+	r      io.Reader
+	src    io.Closer
+	digest string
 }
 
 func (o *opener) Read(p []byte) (int, error) {
-	for len(o.out) == 0 {
-		if o.err != nil {
-			return 0, o.err
-		}
-		o.err = o.next()
+	n, err := o.r.Read(p)
+	switch {
+	case err == nil, errors.Is(err, io.EOF):
+	case errors.Is(err, stream.ErrCorrupt):
+		err = fmt.Errorf("%w: %s: %v", ErrIntegrity, o.digest, err)
+	default:
+		err = fmt.Errorf("read blob %s: %w", o.digest, storeErr(err))
 	}
-	n := copy(p, o.out)
-	o.out = o.out[n:]
-	return n, nil
-}
-
-func (o *opener) next() error {
-	n := o.rec.chunks()
-	if o.index >= n {
-		// No byte may follow the last chunk.
-		var one [1]byte
-		if k, _ := o.src.Read(one[:]); k > 0 {
-			return fmt.Errorf("%w: %s: ciphertext longer than recorded", ErrIntegrity, o.rec.Digest)
-		}
-		return io.EOF
-	}
-	last := o.index == n-1
-	plain := int64(o.rec.Chunk)
-	if last {
-		plain = o.rec.Size - o.index*int64(o.rec.Chunk)
-	}
-	ct := o.buf[:plain+overhead]
-	if _, err := io.ReadFull(o.src, ct); err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return fmt.Errorf("%w: %s: ciphertext truncated in chunk %d", ErrIntegrity, o.rec.Digest, o.index)
-		}
-		return fmt.Errorf("read blob %s: %w", o.rec.Digest, storeErr(err))
-	}
-	pt, err := o.aead.Open(ct[:0], nonce(&o.nonce, o.index, last), ct, nil)
-	if err != nil {
-		return fmt.Errorf("%w: %s: chunk %d fails authentication", ErrIntegrity, o.rec.Digest, o.index)
-	}
-	o.index++
-	o.out = pt[o.skip:]
-	o.skip = 0
-	return nil
+	return n, err
 }
 
 func (o *opener) Close() error { return o.src.Close() }
