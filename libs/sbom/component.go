@@ -1,7 +1,7 @@
 // Package sbom holds what Custody knows of an artifact's contents: the
 // components an SBOM lists. Parsing CycloneDX and SPDX documents into
 // components lives here too; matching components against advisories lives
-// in libs/osv.
+// in libs/advisory.
 package sbom
 
 // Component is one entry of an SBOM, identified by its package URL.
