@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -60,7 +61,17 @@ func TestDeployments(t *testing.T) {
 	}
 
 	decision := filepath.Join(work, "decision.json")
-	s.mustCustody("admit", "svc@1.0.0", "--env", "dev", "--save-decision", decision)
+	out = s.mustCustody("admit", "svc@1.0.0", "--env", "dev", "-o", decision, "--json")
+	var adm struct {
+		Decision, Digest string
+		Reasons          []string
+		Signed           bool
+		DecisionFile     string `json:"decision_file"`
+	}
+	if err := json.Unmarshal([]byte(out), &adm); err != nil || adm.Decision != "allow" || adm.Digest != digest || !adm.Signed ||
+		adm.DecisionFile != decision || !slices.ContainsFunc(adm.Reasons, func(r string) bool { return strings.Contains(r, "included in the checkpoint") }) {
+		t.Errorf("admit --json -o: %+v (%v)\n%s", adm, err, out)
+	}
 	out = s.mustCustody("deploy", "record", "svc@1.0.0", "--env", "dev", "--decision", decision, "--json")
 	var d struct {
 		Name, Version, Digest, Environment string

@@ -13,11 +13,18 @@ import (
 )
 
 func (c *cli) admitCmd() *cobra.Command {
-	var envName, saveDecision string
+	var (
+		envName, output string
+		asJSON          bool
+	)
 	cmd := &cobra.Command{
-		Use:   "admit NAME@VERSION --env E [--save-decision FILE]",
+		Use:   "admit NAME@VERSION --env E [-o FILE] [--json]",
 		Short: "Ask the gatekeeper whether an artifact may be deployed (exit 0 on allow, 1 on deny)",
-		Args:  cobra.ExactArgs(1),
+		Long: "Admit asks the gatekeeper for a decision and prints it with every reason (--json: as one\n" +
+			"object, see docs/cli-json.md). -o FILE writes the signed decision record, an allow's or a\n" +
+			"deny's, for `custody deploy record --decision FILE` or for the audit trail; a deny of an\n" +
+			"artifact the catalog does not know has no signed record, and then nothing is written.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			env, err := c.env(cmd.Context(), "deployer")
 			if err != nil {
@@ -28,23 +35,69 @@ func (c *cli) admitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c.printDecision(args[0], envName, resp)
+			out := admitJSON(args[0], envName, resp)
+			if output != "" && len(resp.GetDecisionEnvelope()) > 0 {
+				if err := os.WriteFile(output, resp.GetDecisionEnvelope(), 0o644); err != nil {
+					return fmt.Errorf("-o: %w", err)
+				}
+				out.DecisionFile = output
+			}
+			if asJSON {
+				if err := printJSON(c.stdout, out); err != nil {
+					return err
+				}
+			} else {
+				c.printDecision(args[0], envName, resp)
+				if out.DecisionFile != "" {
+					fmt.Fprintf(c.stdout, "  record      %s\n", out.DecisionFile)
+				}
+			}
 			if resp.GetDecision() != gatekeeperv1.Decision_DECISION_ALLOW {
 				return denied("%s denied for %s", args[0], envName)
-			}
-			if saveDecision != "" {
-				// The signed decision record, for `custody deploy record --decision`.
-				if err := os.WriteFile(saveDecision, resp.GetDecisionEnvelope(), 0o644); err != nil {
-					return fmt.Errorf("--save-decision: %w", err)
-				}
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&envName, "env", "", "environment to deploy to (required)")
-	cmd.Flags().StringVar(&saveDecision, "save-decision", "", "on an allow, write the signed decision record here (for `custody deploy record --decision`)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "write the signed decision record here (for `custody deploy record --decision`)")
+	cmd.Flags().StringVar(&output, "save-decision", "", "the same as -o")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the decision and every reason as JSON")
 	_ = cmd.MarkFlagRequired("env")
 	return cmd
+}
+
+// jsonAdmission is custody admit --json (docs/cli-json.md).
+type jsonAdmission struct {
+	// Decision is "allow" or "deny".
+	Decision    string `json:"decision"`
+	Ref         string `json:"ref"`
+	Environment string `json:"environment"`
+	// Digest is the artifact's, if the gatekeeper found it.
+	Digest string `json:"digest,omitempty"`
+	// Reasons are every reason to deny or, for an allow, every check that
+	// passed.
+	Reasons      []string `json:"reasons"`
+	DecisionID   string   `json:"decision_id"`
+	PolicyDigest string   `json:"policy_digest"`
+	LogIndex     int64    `json:"log_index"`
+	// Signed says whether the gatekeeper returned a signed decision record.
+	Signed bool `json:"signed"`
+	// DecisionFile is where -o wrote the signed record.
+	DecisionFile string `json:"decision_file,omitempty"`
+}
+
+func admitJSON(ref, envName string, resp *gatekeeperv1.AdmitResponse) jsonAdmission {
+	verdict := "deny"
+	if resp.GetDecision() == gatekeeperv1.Decision_DECISION_ALLOW {
+		verdict = "allow"
+	}
+	reasons := resp.GetReasons()
+	if reasons == nil {
+		reasons = []string{}
+	}
+	return jsonAdmission{Decision: verdict, Ref: ref, Environment: envName, Digest: resp.GetDigest(), Reasons: reasons,
+		DecisionID: resp.GetDecisionId(), PolicyDigest: resp.GetPolicyDigest(), LogIndex: resp.GetLogIndex(),
+		Signed: len(resp.GetDecisionEnvelope()) > 0}
 }
 
 func admit(ctx context.Context, env *conn.Env, ref, envName string) (*gatekeeperv1.AdmitResponse, error) {

@@ -39,7 +39,7 @@ func (c *cli) deployCmd() *cobra.Command {
 		Short: "Record that an artifact was deployed to an environment under an allow decision",
 		Long: "Record that NAME@VERSION (or sha256:<hex>) was deployed to --env. The gatekeeper checks that the decision is\n" +
 			"its own signed allow for that artifact and environment, then the catalog logs and stores the deployment.\n" +
-			"--decision FILE is the decision record saved with `custody admit --save-decision FILE`; without it the\n" +
+			"--decision FILE is the decision record saved with `custody admit -o FILE`; without it the\n" +
 			"artifact is admitted now and the deployment recorded under that decision.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -73,7 +73,7 @@ func (c *cli) deployCmd() *cobra.Command {
 		},
 	}
 	record.Flags().StringVar(&envName, "env", "", "environment deployed to (required)")
-	record.Flags().StringVar(&decisionFile, "decision", "", "the allow decision record deployed under (from `custody admit --save-decision`)")
+	record.Flags().StringVar(&decisionFile, "decision", "", "the allow decision record deployed under (from `custody admit -o FILE`)")
 	record.Flags().BoolVar(&asJSON, "json", false, "print the recorded deployment as JSON")
 	_ = record.MarkFlagRequired("env")
 	cmd.AddCommand(record)
@@ -91,7 +91,7 @@ func readDecision(path string) ([]byte, error) {
 		return nil, fmt.Errorf("--decision %s: %w", path, err)
 	}
 	if len(b) > maxDecisionFile {
-		return nil, fmt.Errorf("--decision %s: more than %d bytes: want the decision record `custody admit --save-decision` wrote", path, maxDecisionFile)
+		return nil, fmt.Errorf("--decision %s: more than %d bytes: want the decision record `custody admit -o` wrote", path, maxDecisionFile)
 	}
 	return b, nil
 }

@@ -221,6 +221,7 @@ func TestJSONFieldNames(t *testing.T) {
 		{jsonLineage{}, "artifacts deployments direction edges node truncated"},
 		{jsonEdge{URI: "u", Name: "n", DigestSet: map[string]string{"a": "b"}, Annotations: map[string]string{"a": "b"}}, "annotations artifact_digest artifact_name artifact_version dependency depth digest name uri"},
 		{jsonLineagePath{}, "downward edges found from to"},
+		{jsonAdmission{Digest: "d", DecisionFile: "f"}, "decision decision_file decision_id digest environment log_index policy_digest reasons ref signed"},
 	}
 	for _, tt := range tests {
 		if got := strings.Join(keys(tt.v), " "); got != tt.want {
