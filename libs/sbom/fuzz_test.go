@@ -52,3 +52,17 @@ func FuzzParseSPDX(f *testing.F) {
 		check(t, got, err)
 	})
 }
+
+func FuzzParse(f *testing.F) {
+	seed(f, "cyclonedx")
+	seed(f, "spdx")
+	f.Add([]byte(`{"bomFormat":"CycloneDX","spdxVersion":"SPDX-2.3"}`))
+	f.Add([]byte(`[{"bomFormat":"CycloneDX"}]`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		format, got, err := sbom.Parse(b)
+		check(t, got, err)
+		if err == nil && format != sbom.FormatCycloneDX && format != sbom.FormatSPDX {
+			t.Fatalf("format %q", format)
+		}
+	})
+}

@@ -278,7 +278,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		components = append(components, func(ctx context.Context) error { return r.takeOver(ctx, l, sw, policy) })
 	}
 
-	srv := d.NewServer(policy)
+	srv := d.NewServer(policy, server.Transport)
 	catalogv1.RegisterCatalogServiceServer(srv, sw)
 	if cfg.HTTPSListen != "" {
 		serveTiles, err := tilesServer(cfg, d, r.checkpoint)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/custody-dev/custody/libs/artifact"
 	libdigest "github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/libs/sbom"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/services/catalog/internal/translog"
 )
@@ -50,6 +51,9 @@ type Config struct {
 	// process sharing the store (PostgreSQL advisory locks); nil: the lock
 	// is in-process only, which is enough for one process (SQLite).
 	Locker Locker
+	// SBOMParser parses the SBOM documents RecordSBOM stores; nil means
+	// sbom.NewParser(2): at most two documents at once.
+	SBOMParser *sbom.Parser
 }
 
 // Locker serializes work on one key across every process that shares it.
@@ -91,6 +95,7 @@ type Catalog struct {
 	logger   *slog.Logger
 	locks    keyLocks
 	locker   Locker
+	parser   *sbom.Parser
 
 	indexerOnce sync.Once
 	ix          *indexer
@@ -107,8 +112,12 @@ func New(cfg Config) *Catalog {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	parser := cfg.SBOMParser
+	if parser == nil {
+		parser = sbom.NewParser(2)
+	}
 	return &Catalog{store: cfg.Store, log: cfg.Log, verifier: cfg.VerifierKey, td: cfg.TrustDomain, refused: newRefused(cfg.Registerer),
-		now: now, logger: logger, prover: cfg.Prover, locker: cfg.Locker}
+		now: now, logger: logger, prover: cfg.Prover, locker: cfg.Locker, parser: parser}
 }
 
 // indexer returns the indexer of logged events, started on first use.

@@ -128,11 +128,19 @@ func lowerHex(s string) bool {
 // that type is logged only with its deployment, by RecordDeployment.
 var ErrRecordedOnly = fmt.Errorf("%w: type %s is logged by RecordDeployment only, with its deployment", ErrInvalid, tlog.TypeDeploymentRecorded)
 
-// CheckAppendable fails with ErrRecordedOnly for the event types that
-// AppendEvent must not log because another RPC logs them with their row.
+// ErrSBOMRecordedOnly is returned for an AppendEvent of sbom.attached:
+// that type is logged only with its SBOM, by RecordSBOM.
+var ErrSBOMRecordedOnly = fmt.Errorf("%w: type %s is logged by RecordSBOM only, with its SBOM", ErrInvalid, tlog.TypeSBOMAttached)
+
+// CheckAppendable fails with ErrRecordedOnly or ErrSBOMRecordedOnly for the
+// event types that AppendEvent must not log because another RPC logs them
+// with their row.
 func CheckAppendable(typ string) error {
-	if typ == tlog.TypeDeploymentRecorded {
+	switch typ {
+	case tlog.TypeDeploymentRecorded:
 		return ErrRecordedOnly
+	case tlog.TypeSBOMAttached:
+		return ErrSBOMRecordedOnly
 	}
 	return nil
 }

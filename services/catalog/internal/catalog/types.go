@@ -7,6 +7,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/custody-dev/custody/libs/sbom"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/services/catalog/internal/translog"
 )
@@ -155,6 +156,32 @@ type Deployment struct {
 	DeployedAt time.Time
 }
 
+// SBOM is the SBOM attached to one artifact, with its signed statement.
+type SBOM struct {
+	ID         int64
+	ArtifactID int64
+	// Artifact is the artifact it describes; reads set it, InsertSBOM
+	// ignores it.
+	Artifact Artifact
+	// Format is sbom.FormatCycloneDX or sbom.FormatSPDX.
+	Format string
+	// DocumentDigest is "sha256:<hex>" of Document.
+	DocumentDigest string
+	// Document is the SBOM's bytes; reads leave it nil unless asked for.
+	Document []byte
+	// Envelope is the DSSE envelope over the SBOM statement, KeyID the key
+	// id of its signature.
+	Envelope []byte
+	KeyID    string
+	// AttachedBy is the SPIFFE ID of the builder that attached it.
+	AttachedBy string
+	AttachedAt time.Time
+	// LogIndex is the index of its sbom.attached entry.
+	LogIndex uint64
+	// Components are the document's, in document order.
+	Components []sbom.Component
+}
+
 // Query selects artifacts in a search. Every field that is set must match
 // exactly; an empty Query matches every logged artifact.
 type Query struct {
@@ -237,6 +264,17 @@ type Store interface {
 	// InsertDeployment stores d and returns its ID; it fails with
 	// ErrNotFound if d.ArtifactID is not a stored artifact.
 	InsertDeployment(ctx context.Context, d *Deployment) (int64, error)
+	// InsertSBOM stores s with its components in one transaction and
+	// returns its ID; it fails with ErrAlreadyExists if the artifact
+	// already has an SBOM, and ErrNotFound if s.ArtifactID is not a stored
+	// artifact.
+	InsertSBOM(ctx context.Context, s *SBOM) (int64, error)
+	// SBOM returns the SBOM of the artifact artifactID, with its document
+	// if withDocument, or ErrNotFound.
+	SBOM(ctx context.Context, artifactID int64, withDocument bool) (*SBOM, error)
+	// SBOMByDigest returns the oldest SBOM (by ID) of the logged artifacts
+	// with digest, with its document if withDocument, or ErrNotFound.
+	SBOMByDigest(ctx context.Context, digest string, withDocument bool) (*SBOM, error)
 	// SetSequenced records the log index of a pending row's leaf.
 	SetSequenced(ctx context.Context, ref Ref, index uint64) error
 	// SetLogged records a row's index, proof and checkpoint; the row is no

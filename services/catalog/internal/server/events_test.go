@@ -25,7 +25,7 @@ import (
 var emitters = []struct{ typ, emitter string }{
 	{"artifact.uploaded", "/service/publisher"},
 	{"artifact.retention-deleted", "/service/publisher"},
-	{"sbom.attached", "/service/publisher"},
+	{"sbom.updated", "/service/publisher"}, // sbom.attached only through RecordSBOM
 	{"signing.completed", "/service/signer"},
 	{tlog.TypeApprovalRequested, "/service/signer"},
 	{tlog.TypeApprovalApproved, "/service/signer"},

@@ -51,6 +51,11 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 		// Deployments are reported through the gatekeeper, which verifies
 		// the allow decision first (DESIGN.md, who may write which event).
 		rpc.Method(sd, "RecordDeployment"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper")), self},
+		// SBOMs come through the publisher, which authenticated the
+		// builder that attaches one (the catalog checks it is the
+		// artifact's builder); any member reads them.
+		rpc.Method(sd, "RecordSBOM"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/publisher")), self},
+		rpc.Method(sd, "GetSBOM"):    {rpc.Member(td)},
 	}
 }
 

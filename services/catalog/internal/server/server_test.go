@@ -87,7 +87,7 @@ func (e *env) start(t testing.TB) {
 	logger := slog.New(slog.DiscardHandler)
 	srv := rpc.NewServer(rpc.ServerConfig{
 		Source: e.td.Source(t, "/service/catalog"), TrustDomain: e.td.TD,
-		Policy: server.Policy(e.td.TD), Logger: logger, Telemetry: tel,
+		Policy: server.Policy(e.td.TD), Logger: logger, Telemetry: tel, MaxRecvMsgSize: server.MaxRecvMsgSize,
 	})
 	catalogv1.RegisterCatalogServiceServer(srv, server.New(cat, logger, tel.Metrics, server.WithLedger(catalog.NewLedger(tl))))
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -2280,6 +2280,482 @@ func (x *RecordDeploymentResponse) GetDeployment() *Deployment {
 	return nil
 }
 
+type RecordSBOMRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The artifact the SBOM describes.
+	Name    string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// The SBOM document: CycloneDX 1.5 or 1.6 JSON, or SPDX 2.3 JSON, at most
+	// 8 MiB (libs/sbom's bounds).
+	Document []byte `protobuf:"bytes,3,opt,name=document,proto3" json:"document,omitempty"`
+	// DSSE envelope, JSON encoded, over the SBOM statement about the
+	// artifact's digest and this document.
+	Envelope []byte `protobuf:"bytes,4,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	// The SPIFFE ID of the builder that attached the SBOM, as the publisher
+	// authenticated it.
+	AttachedBy    string `protobuf:"bytes,5,opt,name=attached_by,json=attachedBy,proto3" json:"attached_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordSBOMRequest) Reset() {
+	*x = RecordSBOMRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordSBOMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordSBOMRequest) ProtoMessage() {}
+
+func (x *RecordSBOMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordSBOMRequest.ProtoReflect.Descriptor instead.
+func (*RecordSBOMRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *RecordSBOMRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RecordSBOMRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RecordSBOMRequest) GetDocument() []byte {
+	if x != nil {
+		return x.Document
+	}
+	return nil
+}
+
+func (x *RecordSBOMRequest) GetEnvelope() []byte {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
+func (x *RecordSBOMRequest) GetAttachedBy() string {
+	if x != nil {
+		return x.AttachedBy
+	}
+	return ""
+}
+
+type RecordSBOMResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stored SBOM, without its document.
+	Sbom *SBOM `protobuf:"bytes,1,opt,name=sbom,proto3" json:"sbom,omitempty"`
+	// False when the artifact already had this document.
+	Created bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	// The sbom.attached entry: index and leaf, no proof yet (none when
+	// created is false).
+	Entry         *LogEntry `protobuf:"bytes,3,opt,name=entry,proto3" json:"entry,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordSBOMResponse) Reset() {
+	*x = RecordSBOMResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordSBOMResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordSBOMResponse) ProtoMessage() {}
+
+func (x *RecordSBOMResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordSBOMResponse.ProtoReflect.Descriptor instead.
+func (*RecordSBOMResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *RecordSBOMResponse) GetSbom() *SBOM {
+	if x != nil {
+		return x.Sbom
+	}
+	return nil
+}
+
+func (x *RecordSBOMResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+func (x *RecordSBOMResponse) GetEntry() *LogEntry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+// SBOM is an SBOM attached to one artifact.
+type SBOM struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The artifact it describes.
+	Name    string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// The artifact's "sha256:<hex>".
+	Digest string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	// "cyclonedx-json" or "spdx-json".
+	Format string `protobuf:"bytes,4,opt,name=format,proto3" json:"format,omitempty"`
+	// "sha256:<hex>" of the document's bytes, as the statement names it.
+	DocumentDigest string `protobuf:"bytes,5,opt,name=document_digest,json=documentDigest,proto3" json:"document_digest,omitempty"`
+	// The SPIFFE ID of the builder that attached it.
+	AttachedBy string                 `protobuf:"bytes,6,opt,name=attached_by,json=attachedBy,proto3" json:"attached_by,omitempty"`
+	AttachedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=attached_at,json=attachedAt,proto3" json:"attached_at,omitempty"`
+	// The components, in document order, as the catalog parsed them.
+	Components []*Component `protobuf:"bytes,8,rep,name=components,proto3" json:"components,omitempty"`
+	// DSSE envelope over the SBOM statement.
+	Envelope []byte `protobuf:"bytes,9,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	// The key id of the envelope's signature.
+	KeyId string `protobuf:"bytes,10,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The index of the sbom.attached entry in the log.
+	LogIndex int64 `protobuf:"varint,11,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// The document, when GetSBOM was asked for it.
+	Document      []byte `protobuf:"bytes,12,opt,name=document,proto3" json:"document,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SBOM) Reset() {
+	*x = SBOM{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SBOM) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SBOM) ProtoMessage() {}
+
+func (x *SBOM) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SBOM.ProtoReflect.Descriptor instead.
+func (*SBOM) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *SBOM) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SBOM) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *SBOM) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *SBOM) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *SBOM) GetDocumentDigest() string {
+	if x != nil {
+		return x.DocumentDigest
+	}
+	return ""
+}
+
+func (x *SBOM) GetAttachedBy() string {
+	if x != nil {
+		return x.AttachedBy
+	}
+	return ""
+}
+
+func (x *SBOM) GetAttachedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AttachedAt
+	}
+	return nil
+}
+
+func (x *SBOM) GetComponents() []*Component {
+	if x != nil {
+		return x.Components
+	}
+	return nil
+}
+
+func (x *SBOM) GetEnvelope() []byte {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
+func (x *SBOM) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *SBOM) GetLogIndex() int64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+func (x *SBOM) GetDocument() []byte {
+	if x != nil {
+		return x.Document
+	}
+	return nil
+}
+
+// Component is one component an SBOM lists (libs/sbom.Component).
+type Component struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Package URL; empty when the SBOM gives none.
+	Purl    string `protobuf:"bytes,1,opt,name=purl,proto3" json:"purl,omitempty"`
+	Name    string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// SPDX licence expression; empty when unknown.
+	License       string `protobuf:"bytes,4,opt,name=license,proto3" json:"license,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Component) Reset() {
+	*x = Component{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Component) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Component) ProtoMessage() {}
+
+func (x *Component) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Component.ProtoReflect.Descriptor instead.
+func (*Component) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *Component) GetPurl() string {
+	if x != nil {
+		return x.Purl
+	}
+	return ""
+}
+
+func (x *Component) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Component) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Component) GetLicense() string {
+	if x != nil {
+		return x.License
+	}
+	return ""
+}
+
+type GetSBOMRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Either name and version, or digest.
+	Name    string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Digest  string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	// Return the document too (up to 8 MiB: call with a receive limit of
+	// MaxSBOMMessage).
+	IncludeDocument bool `protobuf:"varint,4,opt,name=include_document,json=includeDocument,proto3" json:"include_document,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GetSBOMRequest) Reset() {
+	*x = GetSBOMRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSBOMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSBOMRequest) ProtoMessage() {}
+
+func (x *GetSBOMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSBOMRequest.ProtoReflect.Descriptor instead.
+func (*GetSBOMRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *GetSBOMRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetSBOMRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *GetSBOMRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *GetSBOMRequest) GetIncludeDocument() bool {
+	if x != nil {
+		return x.IncludeDocument
+	}
+	return false
+}
+
+type GetSBOMResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sbom          *SBOM                  `protobuf:"bytes,1,opt,name=sbom,proto3" json:"sbom,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSBOMResponse) Reset() {
+	*x = GetSBOMResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSBOMResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSBOMResponse) ProtoMessage() {}
+
+func (x *GetSBOMResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSBOMResponse.ProtoReflect.Descriptor instead.
+func (*GetSBOMResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *GetSBOMResponse) GetSbom() *SBOM {
+	if x != nil {
+		return x.Sbom
+	}
+	return nil
+}
+
 var File_custody_catalog_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
@@ -2464,7 +2940,48 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\x05entry\x18\x01 \x01(\v2\x1c.custody.catalog.v1.LogEntryR\x05entry\x12>\n" +
 	"\n" +
 	"deployment\x18\x02 \x01(\v2\x1e.custody.catalog.v1.DeploymentR\n" +
-	"deployment*\\\n" +
+	"deployment\"\x9a\x01\n" +
+	"\x11RecordSBOMRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
+	"\bdocument\x18\x03 \x01(\fR\bdocument\x12\x1a\n" +
+	"\benvelope\x18\x04 \x01(\fR\benvelope\x12\x1f\n" +
+	"\vattached_by\x18\x05 \x01(\tR\n" +
+	"attachedBy\"\x90\x01\n" +
+	"\x12RecordSBOMResponse\x12,\n" +
+	"\x04sbom\x18\x01 \x01(\v2\x18.custody.catalog.v1.SBOMR\x04sbom\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\x122\n" +
+	"\x05entry\x18\x03 \x01(\v2\x1c.custody.catalog.v1.LogEntryR\x05entry\"\x96\x03\n" +
+	"\x04SBOM\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12\x16\n" +
+	"\x06format\x18\x04 \x01(\tR\x06format\x12'\n" +
+	"\x0fdocument_digest\x18\x05 \x01(\tR\x0edocumentDigest\x12\x1f\n" +
+	"\vattached_by\x18\x06 \x01(\tR\n" +
+	"attachedBy\x12;\n" +
+	"\vattached_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"attachedAt\x12=\n" +
+	"\n" +
+	"components\x18\b \x03(\v2\x1d.custody.catalog.v1.ComponentR\n" +
+	"components\x12\x1a\n" +
+	"\benvelope\x18\t \x01(\fR\benvelope\x12\x15\n" +
+	"\x06key_id\x18\n" +
+	" \x01(\tR\x05keyId\x12\x1b\n" +
+	"\tlog_index\x18\v \x01(\x03R\blogIndex\x12\x1a\n" +
+	"\bdocument\x18\f \x01(\fR\bdocument\"g\n" +
+	"\tComponent\x12\x12\n" +
+	"\x04purl\x18\x01 \x01(\tR\x04purl\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x18\n" +
+	"\alicense\x18\x04 \x01(\tR\alicense\"\x81\x01\n" +
+	"\x0eGetSBOMRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12)\n" +
+	"\x10include_document\x18\x04 \x01(\bR\x0fincludeDocument\"?\n" +
+	"\x0fGetSBOMResponse\x12,\n" +
+	"\x04sbom\x18\x01 \x01(\v2\x18.custody.catalog.v1.SBOMR\x04sbom*\\\n" +
 	"\n" +
 	"AppendWait\x12\x1b\n" +
 	"\x17APPEND_WAIT_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -2473,7 +2990,7 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\x10LineageDirection\x12!\n" +
 	"\x1dLINEAGE_DIRECTION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14LINEAGE_DIRECTION_UP\x10\x01\x12\x1a\n" +
-	"\x16LINEAGE_DIRECTION_DOWN\x10\x022\xb6\v\n" +
+	"\x16LINEAGE_DIRECTION_DOWN\x10\x022\xe7\f\n" +
 	"\x0eCatalogService\x12g\n" +
 	"\x0eRecordArtifact\x12).custody.catalog.v1.RecordArtifactRequest\x1a*.custody.catalog.v1.RecordArtifactResponse\x12^\n" +
 	"\vAppendEvent\x12&.custody.catalog.v1.AppendEventRequest\x1a'.custody.catalog.v1.AppendEventResponse\x12^\n" +
@@ -2491,7 +3008,10 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\n" +
 	"GetLineage\x12%.custody.catalog.v1.GetLineageRequest\x1a&.custody.catalog.v1.GetLineageResponse\x12g\n" +
 	"\x0eGetLineagePath\x12).custody.catalog.v1.GetLineagePathRequest\x1a*.custody.catalog.v1.GetLineagePathResponse\x12m\n" +
-	"\x10RecordDeployment\x12+.custody.catalog.v1.RecordDeploymentRequest\x1a,.custody.catalog.v1.RecordDeploymentResponseB\xd6\x01\n" +
+	"\x10RecordDeployment\x12+.custody.catalog.v1.RecordDeploymentRequest\x1a,.custody.catalog.v1.RecordDeploymentResponse\x12[\n" +
+	"\n" +
+	"RecordSBOM\x12%.custody.catalog.v1.RecordSBOMRequest\x1a&.custody.catalog.v1.RecordSBOMResponse\x12R\n" +
+	"\aGetSBOM\x12\".custody.catalog.v1.GetSBOMRequest\x1a#.custody.catalog.v1.GetSBOMResponseB\xd6\x01\n" +
 	"\x16com.custody.catalog.v1B\fCatalogProtoP\x01ZDgithub.com/custody-dev/custody/libs/gen/custody/catalog/v1;catalogv1\xa2\x02\x03CCX\xaa\x02\x12Custody.Catalog.V1\xca\x02\x12Custody\\Catalog\\V1\xe2\x02\x1eCustody\\Catalog\\V1\\GPBMetadata\xea\x02\x14Custody::Catalog::V1b\x06proto3"
 
 var (
@@ -2507,7 +3027,7 @@ func file_custody_catalog_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_custody_catalog_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_custody_catalog_v1_catalog_proto_goTypes = []any{
 	(AppendWait)(0),                     // 0: custody.catalog.v1.AppendWait
 	(LineageDirection)(0),               // 1: custody.catalog.v1.LineageDirection
@@ -2544,12 +3064,18 @@ var file_custody_catalog_v1_catalog_proto_goTypes = []any{
 	(*GetLineagePathResponse)(nil),      // 32: custody.catalog.v1.GetLineagePathResponse
 	(*RecordDeploymentRequest)(nil),     // 33: custody.catalog.v1.RecordDeploymentRequest
 	(*RecordDeploymentResponse)(nil),    // 34: custody.catalog.v1.RecordDeploymentResponse
-	nil,                                 // 35: custody.catalog.v1.LineageEdge.DigestEntry
-	nil,                                 // 36: custody.catalog.v1.LineageEdge.AnnotationsEntry
-	(*timestamppb.Timestamp)(nil),       // 37: google.protobuf.Timestamp
+	(*RecordSBOMRequest)(nil),           // 35: custody.catalog.v1.RecordSBOMRequest
+	(*RecordSBOMResponse)(nil),          // 36: custody.catalog.v1.RecordSBOMResponse
+	(*SBOM)(nil),                        // 37: custody.catalog.v1.SBOM
+	(*Component)(nil),                   // 38: custody.catalog.v1.Component
+	(*GetSBOMRequest)(nil),              // 39: custody.catalog.v1.GetSBOMRequest
+	(*GetSBOMResponse)(nil),             // 40: custody.catalog.v1.GetSBOMResponse
+	nil,                                 // 41: custody.catalog.v1.LineageEdge.DigestEntry
+	nil,                                 // 42: custody.catalog.v1.LineageEdge.AnnotationsEntry
+	(*timestamppb.Timestamp)(nil),       // 43: google.protobuf.Timestamp
 }
 var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
-	37, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
+	43, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
 	2,  // 1: custody.catalog.v1.RecordArtifactRequest.artifact:type_name -> custody.catalog.v1.Artifact
 	3,  // 2: custody.catalog.v1.RecordArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	0,  // 3: custody.catalog.v1.AppendEventRequest.wait:type_name -> custody.catalog.v1.AppendWait
@@ -2566,45 +3092,54 @@ var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
 	29, // 14: custody.catalog.v1.GetLineageResponse.edges:type_name -> custody.catalog.v1.LineageEdge
 	2,  // 15: custody.catalog.v1.GetLineageResponse.artifacts:type_name -> custody.catalog.v1.Artifact
 	30, // 16: custody.catalog.v1.GetLineageResponse.deployments:type_name -> custody.catalog.v1.Deployment
-	35, // 17: custody.catalog.v1.LineageEdge.digest:type_name -> custody.catalog.v1.LineageEdge.DigestEntry
-	36, // 18: custody.catalog.v1.LineageEdge.annotations:type_name -> custody.catalog.v1.LineageEdge.AnnotationsEntry
-	37, // 19: custody.catalog.v1.Deployment.deployed_at:type_name -> google.protobuf.Timestamp
+	41, // 17: custody.catalog.v1.LineageEdge.digest:type_name -> custody.catalog.v1.LineageEdge.DigestEntry
+	42, // 18: custody.catalog.v1.LineageEdge.annotations:type_name -> custody.catalog.v1.LineageEdge.AnnotationsEntry
+	43, // 19: custody.catalog.v1.Deployment.deployed_at:type_name -> google.protobuf.Timestamp
 	29, // 20: custody.catalog.v1.GetLineagePathResponse.edges:type_name -> custody.catalog.v1.LineageEdge
 	3,  // 21: custody.catalog.v1.RecordDeploymentResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	30, // 22: custody.catalog.v1.RecordDeploymentResponse.deployment:type_name -> custody.catalog.v1.Deployment
-	4,  // 23: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
-	6,  // 24: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
-	8,  // 25: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
-	10, // 26: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
-	12, // 27: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
-	14, // 28: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
-	17, // 29: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
-	19, // 30: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
-	21, // 31: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
-	23, // 32: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
-	25, // 33: custody.catalog.v1.CatalogService.ListEvents:input_type -> custody.catalog.v1.ListEventsRequest
-	27, // 34: custody.catalog.v1.CatalogService.GetLineage:input_type -> custody.catalog.v1.GetLineageRequest
-	31, // 35: custody.catalog.v1.CatalogService.GetLineagePath:input_type -> custody.catalog.v1.GetLineagePathRequest
-	33, // 36: custody.catalog.v1.CatalogService.RecordDeployment:input_type -> custody.catalog.v1.RecordDeploymentRequest
-	5,  // 37: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
-	7,  // 38: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
-	9,  // 39: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
-	11, // 40: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
-	13, // 41: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
-	15, // 42: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
-	18, // 43: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
-	20, // 44: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
-	22, // 45: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
-	24, // 46: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
-	26, // 47: custody.catalog.v1.CatalogService.ListEvents:output_type -> custody.catalog.v1.ListEventsResponse
-	28, // 48: custody.catalog.v1.CatalogService.GetLineage:output_type -> custody.catalog.v1.GetLineageResponse
-	32, // 49: custody.catalog.v1.CatalogService.GetLineagePath:output_type -> custody.catalog.v1.GetLineagePathResponse
-	34, // 50: custody.catalog.v1.CatalogService.RecordDeployment:output_type -> custody.catalog.v1.RecordDeploymentResponse
-	37, // [37:51] is the sub-list for method output_type
-	23, // [23:37] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	37, // 23: custody.catalog.v1.RecordSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
+	3,  // 24: custody.catalog.v1.RecordSBOMResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	43, // 25: custody.catalog.v1.SBOM.attached_at:type_name -> google.protobuf.Timestamp
+	38, // 26: custody.catalog.v1.SBOM.components:type_name -> custody.catalog.v1.Component
+	37, // 27: custody.catalog.v1.GetSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
+	4,  // 28: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
+	6,  // 29: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
+	8,  // 30: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
+	10, // 31: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
+	12, // 32: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
+	14, // 33: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
+	17, // 34: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
+	19, // 35: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
+	21, // 36: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
+	23, // 37: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
+	25, // 38: custody.catalog.v1.CatalogService.ListEvents:input_type -> custody.catalog.v1.ListEventsRequest
+	27, // 39: custody.catalog.v1.CatalogService.GetLineage:input_type -> custody.catalog.v1.GetLineageRequest
+	31, // 40: custody.catalog.v1.CatalogService.GetLineagePath:input_type -> custody.catalog.v1.GetLineagePathRequest
+	33, // 41: custody.catalog.v1.CatalogService.RecordDeployment:input_type -> custody.catalog.v1.RecordDeploymentRequest
+	35, // 42: custody.catalog.v1.CatalogService.RecordSBOM:input_type -> custody.catalog.v1.RecordSBOMRequest
+	39, // 43: custody.catalog.v1.CatalogService.GetSBOM:input_type -> custody.catalog.v1.GetSBOMRequest
+	5,  // 44: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
+	7,  // 45: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
+	9,  // 46: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
+	11, // 47: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
+	13, // 48: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
+	15, // 49: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
+	18, // 50: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
+	20, // 51: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
+	22, // 52: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
+	24, // 53: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
+	26, // 54: custody.catalog.v1.CatalogService.ListEvents:output_type -> custody.catalog.v1.ListEventsResponse
+	28, // 55: custody.catalog.v1.CatalogService.GetLineage:output_type -> custody.catalog.v1.GetLineageResponse
+	32, // 56: custody.catalog.v1.CatalogService.GetLineagePath:output_type -> custody.catalog.v1.GetLineagePathResponse
+	34, // 57: custody.catalog.v1.CatalogService.RecordDeployment:output_type -> custody.catalog.v1.RecordDeploymentResponse
+	36, // 58: custody.catalog.v1.CatalogService.RecordSBOM:output_type -> custody.catalog.v1.RecordSBOMResponse
+	40, // 59: custody.catalog.v1.CatalogService.GetSBOM:output_type -> custody.catalog.v1.GetSBOMResponse
+	44, // [44:60] is the sub-list for method output_type
+	28, // [28:44] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_custody_catalog_v1_catalog_proto_init() }
@@ -2618,7 +3153,7 @@ func file_custody_catalog_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_catalog_v1_catalog_proto_rawDesc), len(file_custody_catalog_v1_catalog_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   35,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

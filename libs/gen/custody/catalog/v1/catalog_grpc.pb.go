@@ -33,6 +33,8 @@ const (
 	CatalogService_GetLineage_FullMethodName          = "/custody.catalog.v1.CatalogService/GetLineage"
 	CatalogService_GetLineagePath_FullMethodName      = "/custody.catalog.v1.CatalogService/GetLineagePath"
 	CatalogService_RecordDeployment_FullMethodName    = "/custody.catalog.v1.CatalogService/RecordDeployment"
+	CatalogService_RecordSBOM_FullMethodName          = "/custody.catalog.v1.CatalogService/RecordSBOM"
+	CatalogService_GetSBOM_FullMethodName             = "/custody.catalog.v1.CatalogService/GetSBOM"
 )
 
 // CatalogServiceClient is the client API for CatalogService service.
@@ -105,6 +107,24 @@ type CatalogServiceClient interface {
 	// gatekeeper may call it, after it verified the allow decision the
 	// deployment was made under. A retried call may log the deployment twice.
 	RecordDeployment(ctx context.Context, in *RecordDeploymentRequest, opts ...grpc.CallOption) (*RecordDeploymentResponse, error)
+	// RecordSBOM stores the SBOM of a logged artifact with its signed SBOM
+	// statement (predicate https://custody.dev/sbom/v1, whose subject is the
+	// artifact's digest and whose predicate names the document's digest), and
+	// logs it as an "sbom.attached" entry. Only the publisher may call it, for
+	// the builder that published the artifact (attached_by must be the
+	// artifact's builder_id, else PermissionDenied). The catalog parses the
+	// document itself: a malformed, unsupported or oversized one is
+	// InvalidArgument, as is an envelope over another artifact or document.
+	// An artifact has at most one SBOM: the same document again returns the
+	// stored one (created false); another document is AlreadyExists
+	// (decision 0076). It returns once the entry is durably sequenced.
+	RecordSBOM(ctx context.Context, in *RecordSBOMRequest, opts ...grpc.CallOption) (*RecordSBOMResponse, error)
+	// GetSBOM returns the SBOM attached to an artifact, by name and version
+	// or by digest (the oldest SBOM attached to an artifact with that
+	// digest): its components, its signed statement and, if asked, the
+	// document. NotFound if there is none. Any member of the trust domain may
+	// read it.
+	GetSBOM(ctx context.Context, in *GetSBOMRequest, opts ...grpc.CallOption) (*GetSBOMResponse, error)
 }
 
 type catalogServiceClient struct {
@@ -255,6 +275,26 @@ func (c *catalogServiceClient) RecordDeployment(ctx context.Context, in *RecordD
 	return out, nil
 }
 
+func (c *catalogServiceClient) RecordSBOM(ctx context.Context, in *RecordSBOMRequest, opts ...grpc.CallOption) (*RecordSBOMResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordSBOMResponse)
+	err := c.cc.Invoke(ctx, CatalogService_RecordSBOM_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *catalogServiceClient) GetSBOM(ctx context.Context, in *GetSBOMRequest, opts ...grpc.CallOption) (*GetSBOMResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetSBOMResponse)
+	err := c.cc.Invoke(ctx, CatalogService_GetSBOM_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CatalogServiceServer is the server API for CatalogService service.
 // All implementations must embed UnimplementedCatalogServiceServer
 // for forward compatibility.
@@ -325,6 +365,24 @@ type CatalogServiceServer interface {
 	// gatekeeper may call it, after it verified the allow decision the
 	// deployment was made under. A retried call may log the deployment twice.
 	RecordDeployment(context.Context, *RecordDeploymentRequest) (*RecordDeploymentResponse, error)
+	// RecordSBOM stores the SBOM of a logged artifact with its signed SBOM
+	// statement (predicate https://custody.dev/sbom/v1, whose subject is the
+	// artifact's digest and whose predicate names the document's digest), and
+	// logs it as an "sbom.attached" entry. Only the publisher may call it, for
+	// the builder that published the artifact (attached_by must be the
+	// artifact's builder_id, else PermissionDenied). The catalog parses the
+	// document itself: a malformed, unsupported or oversized one is
+	// InvalidArgument, as is an envelope over another artifact or document.
+	// An artifact has at most one SBOM: the same document again returns the
+	// stored one (created false); another document is AlreadyExists
+	// (decision 0076). It returns once the entry is durably sequenced.
+	RecordSBOM(context.Context, *RecordSBOMRequest) (*RecordSBOMResponse, error)
+	// GetSBOM returns the SBOM attached to an artifact, by name and version
+	// or by digest (the oldest SBOM attached to an artifact with that
+	// digest): its components, its signed statement and, if asked, the
+	// document. NotFound if there is none. Any member of the trust domain may
+	// read it.
+	GetSBOM(context.Context, *GetSBOMRequest) (*GetSBOMResponse, error)
 	mustEmbedUnimplementedCatalogServiceServer()
 }
 
@@ -376,6 +434,12 @@ func (UnimplementedCatalogServiceServer) GetLineagePath(context.Context, *GetLin
 }
 func (UnimplementedCatalogServiceServer) RecordDeployment(context.Context, *RecordDeploymentRequest) (*RecordDeploymentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RecordDeployment not implemented")
+}
+func (UnimplementedCatalogServiceServer) RecordSBOM(context.Context, *RecordSBOMRequest) (*RecordSBOMResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordSBOM not implemented")
+}
+func (UnimplementedCatalogServiceServer) GetSBOM(context.Context, *GetSBOMRequest) (*GetSBOMResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetSBOM not implemented")
 }
 func (UnimplementedCatalogServiceServer) mustEmbedUnimplementedCatalogServiceServer() {}
 func (UnimplementedCatalogServiceServer) testEmbeddedByValue()                        {}
@@ -650,6 +714,42 @@ func _CatalogService_RecordDeployment_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CatalogService_RecordSBOM_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordSBOMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).RecordSBOM(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_RecordSBOM_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).RecordSBOM(ctx, req.(*RecordSBOMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CatalogService_GetSBOM_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetSBOMRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).GetSBOM(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_GetSBOM_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).GetSBOM(ctx, req.(*GetSBOMRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CatalogService_ServiceDesc is the grpc.ServiceDesc for CatalogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -712,6 +812,14 @@ var CatalogService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RecordDeployment",
 			Handler:    _CatalogService_RecordDeployment_Handler,
+		},
+		{
+			MethodName: "RecordSBOM",
+			Handler:    _CatalogService_RecordSBOM_Handler,
+		},
+		{
+			MethodName: "GetSBOM",
+			Handler:    _CatalogService_GetSBOM_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -100,6 +100,7 @@ var migrations = []migration{
 	lineageMigration,
 	indexMigration,
 	leaseMigration,
+	sbomMigration,
 }
 
 // migrateLock is the key of the advisory lock that serializes migrations

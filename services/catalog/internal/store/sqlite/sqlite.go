@@ -111,6 +111,7 @@ var migrations = []migration{
 	CREATE INDEX deployments_by_artifact ON deployments (artifact_id, id);`},
 	lineageMigration,
 	indexMigration,
+	sbomMigration,
 }
 
 // fillKeyIDs sets the key ids of the artifacts recorded before the catalog

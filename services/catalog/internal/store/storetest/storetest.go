@@ -58,6 +58,8 @@ func Run(t *testing.T, o Options) {
 		{"two stores write and read at once", sharedReadWrite},
 		{"index events from the log", indexEvents},
 		{"two stores index the same events", indexEventsTwoStores},
+		{"sboms", sboms},
+		{"two stores attach one SBOM once", sbomOnce},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, o.NewDatabase(t)) })
