@@ -115,10 +115,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer pubConn.Close()
-	c, err := cache.New(cfg.CacheDir, server.Publisher{Client: publisherv1.NewPublisherServiceClient(pubConn)})
+	// The cache key is drawn here and lives only in memory: what a previous
+	// run cached cannot be read and is dropped.
+	c, dropped, err := cache.New(cache.Config{Dir: cfg.CacheDir, Origin: server.Publisher{Client: publisherv1.NewPublisherServiceClient(pubConn)}})
 	if err != nil {
 		return err
 	}
+	d.Logger.Info("cache opened", slog.String("dir", cfg.CacheDir), slog.Int("dropped", dropped))
 	c.OnIntegrityFailure = func(where string) { d.Telemetry.Metrics.IntegrityFailures.WithLabelValues(where).Inc() }
 
 	gkConn, err := d.Dial(cfg.GatekeeperAddr, "gatekeeper")

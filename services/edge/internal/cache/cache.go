@@ -1,10 +1,11 @@
 // Package cache is the edge's content cache: blobs named by digest, fetched
-// from the origin on a miss, stored only when their bytes match the digest,
-// and re-checked before they are served.
+// from the origin on a miss, stored encrypted under a key that lives only
+// in the edge's memory, and authenticated chunk by chunk as they are served.
 package cache
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -13,117 +14,210 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"time"
 
-	"golang.org/x/sync/singleflight"
+	"github.com/custody-dev/custody/libs/stream"
 )
 
 // Errors callers map to HTTP statuses.
 var (
-	ErrNotFound  = errors.New("not found at the origin")
+	ErrNotFound = errors.New("not found at the origin")
+	// ErrIntegrity: bytes failed a check: the origin's do not hash to the
+	// digest (or the origin says its copy is corrupted), or a cached chunk
+	// fails authentication. No byte of what failed is released.
 	ErrIntegrity = errors.New("integrity failure")
 )
 
-// Origin fetches blob bytes into w.
+// Origin is where misses are fetched from.
 type Origin interface {
-	Fetch(ctx context.Context, digest string, w io.Writer) error
+	// Open returns a reader of the blob's bytes and the size the origin
+	// claims for it (checked against what it sends). Its errors wrap
+	// ErrNotFound, ErrIntegrity or say the origin is down.
+	Open(ctx context.Context, digest string) (io.ReadCloser, int64, error)
 }
 
-// Cache stores verified blobs under dir. It is safe for concurrent use;
-// concurrent misses for one digest fetch it once.
+// Config configures a cache.
+type Config struct {
+	// Dir holds the cache files and, under tmp/, the fills in progress.
+	Dir    string
+	Origin Origin
+	// Key is the cache key (32 bytes). Nil draws a fresh one, which is
+	// what the edge does: nothing cached before a restart can be read
+	// after it, and New drops it. Tests pass a key to reopen a cache.
+	Key []byte
+	// Chunk is the plaintext chunk size of new cache files; 0 means
+	// stream.DefaultChunk.
+	Chunk int
+	// FillTimeout bounds one fetch from the origin; 0 means 30 minutes.
+	FillTimeout time.Duration
+}
+
+// Cache stores verified blobs under a directory. It is safe for concurrent
+// use; concurrent misses of one digest fetch it once.
 type Cache struct {
-	dir    string
-	origin Origin
-	group  singleflight.Group
+	dir         string
+	origin      Origin
+	key         []byte
+	chunk       int
+	fillTimeout time.Duration
 	// OnIntegrityFailure is called with where bytes failed ("origin" or
-	// "edge-cache"), for metrics.
+	// "edge-cache"), for metrics. Set it before the first Open.
 	OnIntegrityFailure func(where string)
+
+	// mu guards fills and orders a fill's rename against evictions, so an
+	// eviction never removes a fresh copy that replaced the corrupted one.
+	mu    sync.Mutex
+	fills map[string]*fill
 }
 
-// New returns a cache in dir backed by origin, removing temporary files a
-// crash left.
-func New(dir string, origin Origin) (*Cache, error) {
-	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o700); err != nil {
-		return nil, err
+// New opens the cache in cfg.Dir. Fills a crash left are removed, and so is
+// every cache file that does not authenticate under the cache key (with a
+// fresh key: all of them); it returns how many files it dropped.
+func New(cfg Config) (*Cache, int, error) {
+	if cfg.Chunk == 0 {
+		cfg.Chunk = stream.DefaultChunk
 	}
-	stale, _ := filepath.Glob(filepath.Join(dir, "tmp", "fetch-*"))
+	if cfg.Chunk < stream.MinChunk || cfg.Chunk > stream.MaxChunk {
+		return nil, 0, fmt.Errorf("cache chunk size %d out of range", cfg.Chunk)
+	}
+	if cfg.FillTimeout <= 0 {
+		cfg.FillTimeout = 30 * time.Minute
+	}
+	key := cfg.Key
+	if key == nil {
+		key = make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, 0, fmt.Errorf("cache key: %w", err)
+		}
+	}
+	if len(key) != 32 {
+		return nil, 0, fmt.Errorf("cache key of %d bytes, want 32", len(key))
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.Dir, "tmp"), 0o700); err != nil {
+		return nil, 0, err
+	}
+	c := &Cache{dir: cfg.Dir, origin: cfg.Origin, key: key, chunk: cfg.Chunk, fillTimeout: cfg.FillTimeout,
+		OnIntegrityFailure: func(string) {}, fills: map[string]*fill{}}
+	stale, _ := filepath.Glob(filepath.Join(cfg.Dir, "tmp", "fetch-*"))
 	for _, f := range stale {
 		os.Remove(f)
 	}
-	return &Cache{dir: dir, origin: origin, OnIntegrityFailure: func(string) {}}, nil
+	names, err := filepath.Glob(filepath.Join(cfg.Dir, "sha256-*"))
+	if err != nil {
+		return nil, 0, err
+	}
+	dropped := 0
+	for _, name := range names {
+		hexDigest := strings.TrimPrefix(filepath.Base(name), "sha256-")
+		c.mu.Lock()
+		f, err := c.openFile("sha256:"+hexDigest, name)
+		c.mu.Unlock()
+		if err == nil {
+			f.Close()
+			continue
+		}
+		// openFile evicted it already unless it could not even be read.
+		if err := os.Remove(name); err == nil || errors.Is(err, fs.ErrNotExist) {
+			dropped++
+		}
+	}
+	return c, dropped, nil
 }
 
 func (c *Cache) path(hexDigest string) string { return filepath.Join(c.dir, "sha256-"+hexDigest) }
 
-// Open returns the verified cached blob for "sha256:<hex>", fetching it
-// from the origin on a miss, and whether it was in the cache (hit). A
-// cached file that no longer matches its digest is evicted and fetched
-// again, never served.
-func (c *Cache) Open(ctx context.Context, digest, hexDigest string) (*os.File, bool, error) {
-	if f, err := c.openVerified(digest, hexDigest); err == nil {
-		return f, true, nil
-	} else if !errors.Is(err, fs.ErrNotExist) {
+// Open returns the blob "sha256:<hex>" and whether it was in the cache
+// (hit); on a miss it is fetched from the origin (one fetch for concurrent
+// misses). The caller must Close the blob. Every byte read from it was
+// authenticated: a cached file that fails is evicted, counted and never
+// served (a header that fails is refetched at once; a chunk that fails
+// ends the read with ErrIntegrity).
+func (c *Cache) Open(ctx context.Context, digest, hexDigest string) (*Blob, bool, error) {
+	c.mu.Lock()
+	fl := c.fills[hexDigest]
+	if fl == nil {
+		f, err := c.openFile(digest, c.path(hexDigest))
+		if err == nil {
+			c.mu.Unlock()
+			return f, true, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			c.mu.Unlock()
+			return nil, false, err
+		}
+		fl = c.startFill(digest, hexDigest)
+	}
+	c.mu.Unlock()
+	// Until the blob streams while it fills (decision 0083), a miss waits
+	// for the whole fill.
+	if err := fl.wait(ctx); err != nil {
 		return nil, false, err
 	}
-	_, err, _ := c.group.Do(hexDigest, func() (any, error) {
-		return nil, c.fetch(context.WithoutCancel(ctx), digest, hexDigest)
-	})
-	if err != nil {
-		return nil, false, err
-	}
-	f, err := c.openVerified(digest, hexDigest)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f, err := c.openFile(digest, c.path(hexDigest))
 	return f, false, err
 }
 
-// openVerified opens the cached file after hashing it; a mismatch evicts it
-// and reports fs.ErrNotExist so the caller fetches again.
-func (c *Cache) openVerified(digest, hexDigest string) (*os.File, error) {
-	f, err := os.Open(c.path(hexDigest))
+// openFile opens and authenticates a cache file's header; c.mu is held. A
+// file that does not authenticate is evicted, counted, and reported as
+// fs.ErrNotExist so that the caller fetches it again.
+func (c *Cache) openFile(digest, path string) (*Blob, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	h := sha256.New()
-	if _, err := io.CopyBuffer(h, f, make([]byte, 1<<20)); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if hex.EncodeToString(h.Sum(nil)) != hexDigest {
-		f.Close()
+	fail := func(why string) (*Blob, error) {
 		c.OnIntegrityFailure("edge-cache")
-		os.Remove(c.path(hexDigest))
-		return nil, fmt.Errorf("cached %s was corrupted and is evicted: %w", digest, fs.ErrNotExist)
+		c.evictLocked(f, path)
+		f.Close()
+		return nil, fmt.Errorf("cached %s %s and is evicted: %w", digest, why, fs.ErrNotExist)
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
+	buf := make([]byte, headerSize)
+	if _, err := io.ReadFull(f, buf); err != nil {
+		return fail("has no header")
+	}
+	h, err := parseHeader(buf)
+	if err != nil {
+		return fail(err.Error())
+	}
+	content, macKey, err := c.keys(&h, digest)
+	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	return f, nil
-}
-
-func (c *Cache) fetch(ctx context.Context, digest, hexDigest string) error {
-	tmp, err := os.CreateTemp(filepath.Join(c.dir, "tmp"), "fetch-*")
+	if !h.authentic(macKey) {
+		return fail("has a header that fails authentication")
+	}
+	st, err := f.Stat()
 	if err != nil {
-		return err
+		f.Close()
+		return nil, err
 	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	h := sha256.New()
-	if err := c.origin.Fetch(ctx, digest, io.MultiWriter(tmp, h)); err != nil {
-		if errors.Is(err, ErrIntegrity) {
-			c.OnIntegrityFailure("origin")
-		}
-		return err
+	if st.Size() != h.fileSize() {
+		return fail(fmt.Sprintf("has %d bytes, want %d", st.Size(), h.fileSize()))
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != hexDigest {
-		c.OnIntegrityFailure("origin")
-		return fmt.Errorf("%w for %s: the origin sent bytes hashing to sha256:%s", ErrIntegrity, digest, got)
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), c.path(hexDigest))
+	return &Blob{c: c, f: f, path: path, digest: digest, content: content, size: h.size,
+		src: func(at int64) io.Reader { return io.NewSectionReader(f, int64(headerSize)+at, h.fileSize()) }}, nil
 }
 
-// Purge drops a digest from the cache and reports whether it was there.
+// evictLocked removes path if it still is the file f (not a fresh copy
+// that a fill renamed over it since); c.mu is held.
+func (c *Cache) evictLocked(f *os.File, path string) {
+	have, err := f.Stat()
+	if err != nil {
+		return
+	}
+	if now, err := os.Stat(path); err == nil && os.SameFile(have, now) {
+		os.Remove(path)
+	}
+}
+
+// Purge drops a digest from the cache and reports whether it was there. A
+// fill in progress is not stopped: its result is a verified copy of what
+// the origin serves now.
 func (c *Cache) Purge(hexDigest string) (bool, error) {
 	err := os.Remove(c.path(hexDigest))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -150,4 +244,195 @@ func (c *Cache) PurgeAll() (int, error) {
 		n++
 	}
 	return n, errors.Join(errs...)
+}
+
+// Blob is one reader of a cached blob: an io.ReadSeeker of its plaintext
+// for http.ServeContent. It is not safe for concurrent use.
+type Blob struct {
+	c       *Cache
+	f       *os.File
+	path    string
+	digest  string
+	content *stream.Cipher
+	size    int64
+	// src returns the sealed stream from sealed offset at.
+	src func(at int64) io.Reader
+
+	pos int64
+	r   io.Reader
+	err error
+}
+
+var _ io.ReadSeeker = (*Blob)(nil)
+
+// Size is the blob's plaintext size.
+func (b *Blob) Size() int64 { return b.size }
+
+// Read returns authenticated plaintext from the current position. A chunk
+// that fails authentication ends the read with an error wrapping
+// ErrIntegrity; the file is then evicted and the failure counted.
+func (b *Blob) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	if b.r == nil {
+		if b.pos >= b.size {
+			return 0, io.EOF
+		}
+		_, at := stream.Start(b.size, b.pos, b.content.Chunk())
+		b.r = b.content.Reader(b.src(at), b.size, b.pos)
+	}
+	n, err := b.r.Read(p)
+	b.pos += int64(n)
+	if err != nil && !errors.Is(err, io.EOF) {
+		if errors.Is(err, stream.ErrCorrupt) {
+			b.c.OnIntegrityFailure("edge-cache")
+			b.c.mu.Lock()
+			b.c.evictLocked(b.f, b.path)
+			b.c.mu.Unlock()
+			err = fmt.Errorf("%w: cached %s: %v; evicted", ErrIntegrity, b.digest, err)
+		}
+		b.err = err
+	}
+	return n, err
+}
+
+// Seek sets the position of the next Read.
+func (b *Blob) Seek(offset int64, whence int) (int64, error) {
+	var abs int64
+	switch whence {
+	case io.SeekStart:
+		abs = offset
+	case io.SeekCurrent:
+		abs = b.pos + offset
+	case io.SeekEnd:
+		abs = b.size + offset
+	default:
+		return 0, errors.New("seek: invalid whence")
+	}
+	if abs < 0 {
+		return 0, errors.New("seek: negative position")
+	}
+	if abs != b.pos {
+		b.pos, b.r = abs, nil
+	}
+	return abs, nil
+}
+
+// Err is the error that ended a read, if any.
+func (b *Blob) Err() error { return b.err }
+
+// Close releases the blob's file.
+func (b *Blob) Close() error { return b.f.Close() }
+
+// fill is one fetch from the origin into a cache file.
+type fill struct {
+	done chan struct{}
+	err  error // set before done is closed
+}
+
+func (fl *fill) wait(ctx context.Context) error {
+	select {
+	case <-fl.done:
+		return fl.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// startFill starts fetching a blob; c.mu is held.
+func (c *Cache) startFill(digest, hexDigest string) *fill {
+	fl := &fill{done: make(chan struct{})}
+	c.fills[hexDigest] = fl
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.fillTimeout)
+		defer cancel()
+		err := c.fetch(ctx, digest, hexDigest)
+		c.mu.Lock()
+		delete(c.fills, hexDigest)
+		c.mu.Unlock()
+		fl.err = err
+		close(fl.done)
+	}()
+	return fl
+}
+
+// fetch copies a blob from the origin into a cache file, checking its size
+// and digest; only a blob that matches both is renamed into place.
+func (c *Cache) fetch(ctx context.Context, digest, hexDigest string) error {
+	src, size, err := c.origin.Open(ctx, digest)
+	if err != nil {
+		if errors.Is(err, ErrIntegrity) {
+			c.OnIntegrityFailure("origin")
+		}
+		return err
+	}
+	defer src.Close()
+	originErr := func(format string, args ...any) error {
+		c.OnIntegrityFailure("origin")
+		return fmt.Errorf("%w for %s: the origin %s", ErrIntegrity, digest, fmt.Sprintf(format, args...))
+	}
+	if size < 0 || size > MaxSize {
+		return originErr("claims a size of %d bytes", size)
+	}
+	h := header{size: size, chunk: c.chunk}
+	if _, err := rand.Read(h.salt[:]); err != nil {
+		return err
+	}
+	content, macKey, err := c.keys(&h, digest)
+	if err != nil {
+		return err
+	}
+	h.seal(macKey)
+	tmp, err := os.CreateTemp(filepath.Join(c.dir, "tmp"), "fetch-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	if _, err := tmp.Write(h.marshal()); err != nil {
+		return err
+	}
+	sum := sha256.New()
+	buf := make([]byte, c.chunk+stream.Overhead)
+	chunks := stream.Chunks(size, c.chunk)
+	for i := range chunks {
+		n := int64(c.chunk)
+		if i == chunks-1 {
+			n = size - i*int64(c.chunk)
+		}
+		if _, err := io.ReadFull(src, buf[:n]); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return originErr("sent fewer bytes than the %d it claimed", size)
+			}
+			if errors.Is(err, ErrIntegrity) {
+				c.OnIntegrityFailure("origin")
+			}
+			return err
+		}
+		sum.Write(buf[:n])
+		if _, err := tmp.Write(content.Seal(buf[:0], buf[:n], i, i == chunks-1)); err != nil {
+			return err
+		}
+	}
+	// The origin's stream must end here, without an error.
+	var one [1]byte
+	switch k, err := io.ReadFull(src, one[:]); {
+	case k > 0:
+		return originErr("sent more bytes than the %d it claimed", size)
+	case errors.Is(err, ErrIntegrity):
+		c.OnIntegrityFailure("origin")
+		return err
+	case err != nil && !errors.Is(err, io.EOF):
+		return err
+	}
+	if got := hex.EncodeToString(sum.Sum(nil)); got != hexDigest {
+		return originErr("sent bytes hashing to sha256:%s", got)
+	}
+	if err := tmp.Sync(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return os.Rename(tmp.Name(), c.path(hexDigest))
 }

@@ -171,6 +171,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Cache-Control", "public, max-age=31536000, immutable")
 	hd.Set("ETag", `"`+digest+`"`)
 	http.ServeContent(rec, r, "", time.Time{}, f)
+	if err := f.Err(); err != nil {
+		// The status line is out: all that is left is to cut the response
+		// short, so the client sees a failed transfer, not a short blob.
+		if errors.Is(err, cache.ErrIntegrity) {
+			h.Logger.ErrorContext(r.Context(), "integrity failure", slog.String("digest", digest), slog.Any("error", err))
+		}
+		panic(http.ErrAbortHandler)
+	}
 }
 
 // reason is the part of a token error a client may see.

@@ -23,26 +23,59 @@ type Publisher struct {
 
 var _ cache.Origin = Publisher{}
 
-// Fetch writes the blob's bytes to w; it fails if the stream ends with an
-// error (the publisher reports corruption as DataLoss at the end).
-func (p Publisher) Fetch(ctx context.Context, digest string, w io.Writer) error {
+// Open starts the publisher's Download stream of the blob and returns its
+// bytes and the size the first message announces; the reader ends with an
+// error if the stream does (the publisher reports corruption as DataLoss).
+func (p Publisher) Open(ctx context.Context, digest string) (io.ReadCloser, int64, error) {
+	ctx, cancel := context.WithCancel(ctx)
 	stream, err := p.Client.Download(ctx, &publisherv1.DownloadRequest{Digest: digest})
 	if err != nil {
-		return originErr(digest, err)
+		cancel()
+		return nil, 0, originErr(digest, err)
 	}
-	for {
-		msg, err := stream.Recv()
+	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		cancel()
+		return nil, 0, fmt.Errorf("%w: %s: the publisher ended the download without a first message", ErrOriginDown, digest)
+	}
+	if err != nil {
+		cancel()
+		return nil, 0, originErr(digest, err)
+	}
+	return &download{stream: stream, cancel: cancel, digest: digest, buf: first.GetChunk()}, first.GetSize(), nil
+}
+
+// download is the bytes of one Download stream.
+type download struct {
+	stream publisherv1.PublisherService_DownloadClient
+	cancel context.CancelFunc
+	digest string
+	buf    []byte
+	err    error
+}
+
+func (d *download) Read(p []byte) (int, error) {
+	for len(d.buf) == 0 {
+		if d.err != nil {
+			return 0, d.err
+		}
+		msg, err := d.stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return nil
+			d.err = io.EOF
+			continue
 		}
 		if err != nil {
-			return originErr(digest, err)
+			d.err = originErr(d.digest, err)
+			continue
 		}
-		if _, err := w.Write(msg.GetChunk()); err != nil {
-			return err
-		}
+		d.buf = msg.GetChunk()
 	}
+	n := copy(p, d.buf)
+	d.buf = d.buf[n:]
+	return n, nil
 }
+
+func (d *download) Close() error { d.cancel(); return nil }
 
 func originErr(digest string, err error) error {
 	st := status.Convert(err)

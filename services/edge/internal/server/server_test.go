@@ -166,7 +166,7 @@ func start(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	f.cache, err = cache.New(f.dir, server.Publisher{Client: publisherv1.NewPublisherServiceClient(conn)})
+	f.cache, _, err = cache.New(cache.Config{Dir: f.dir, Origin: server.Publisher{Client: publisherv1.NewPublisherServiceClient(conn)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,29 +349,56 @@ func TestOriginMissingOrDown(t *testing.T) {
 	}
 }
 
+// TestCorruptedCacheIsEvictedAndRefetched: a flipped byte in a cached
+// chunk cuts the response short before any byte of that chunk, evicts the
+// file and counts the failure; the next request fetches it again. A
+// damaged header is refetched at once.
 func TestCorruptedCacheIsEvictedAndRefetched(t *testing.T) {
 	f := start(t)
 	u := f.blobURL(f.digest, f.token(t, f.key, f.digest, time.Minute))
 	if code, _, _ := get(t, http.MethodGet, u); code != http.StatusOK {
 		t.Fatalf("first GET = %d", code)
 	}
-	b, err := os.ReadFile(f.cached())
+	flip := func(at int) {
+		t.Helper()
+		b, err := os.ReadFile(f.cached())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[at] ^= 0xff
+		if err := os.WriteFile(f.cached(), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The second chunk (256 KiB on): the first comes out, then the cut.
+	flip(98 + 256<<10 + 16 + 10)
+	resp, err := http.Get(u)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b[100] ^= 0xff
-	if err := os.WriteFile(f.cached(), b, 0o600); err != nil {
-		t.Fatal(err)
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || resp.StatusCode != http.StatusOK || len(b) > 256<<10 || !bytes.Equal(b, f.content[:len(b)]) {
+		t.Fatalf("GET of a corrupted cache file = %d, %d bytes, %v; want a cut after at most the first chunk", resp.StatusCode, len(b), err)
 	}
-	code, body, _ := get(t, http.MethodGet, u)
-	if code != http.StatusOK || body != string(f.content) {
-		t.Fatalf("GET after cache corruption = %d, want 200 with the true bytes", code)
-	}
-	if f.pub.fetches.Load() != 2 {
-		t.Fatalf("origin fetches = %d, want 2 (refetch after eviction)", f.pub.fetches.Load())
+	if _, err := os.Stat(f.cached()); !os.IsNotExist(err) {
+		t.Fatalf("corrupted file not evicted: %v", err)
 	}
 	if got := testutil.ToFloat64(f.tel.Metrics.IntegrityFailures.WithLabelValues("edge-cache")); got != 1 {
 		t.Fatalf("edge-cache integrity failures = %v, want 1", got)
+	}
+	if !strings.Contains(f.logs.String(), "integrity failure") {
+		t.Fatal("no integrity failure logged")
+	}
+	if code, body, _ := get(t, http.MethodGet, u); code != http.StatusOK || body != string(f.content) || f.pub.fetches.Load() != 2 {
+		t.Fatalf("GET after eviction = %d after %d origin fetches, want 200 with the true bytes after 2", code, f.pub.fetches.Load())
+	}
+	flip(40) // the header's salt
+	if code, body, _ := get(t, http.MethodGet, u); code != http.StatusOK || body != string(f.content) || f.pub.fetches.Load() != 3 {
+		t.Fatalf("GET after header damage = %d after %d origin fetches, want 200 after 3", code, f.pub.fetches.Load())
+	}
+	if got := testutil.ToFloat64(f.tel.Metrics.IntegrityFailures.WithLabelValues("edge-cache")); got != 2 {
+		t.Fatalf("edge-cache integrity failures = %v, want 2", got)
 	}
 }
 
@@ -413,7 +440,7 @@ func TestStaleTemporaryFilesAreRemovedOnStart(t *testing.T) {
 	if err := os.WriteFile(stale, []byte("half"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cache.New(dir, nil); err != nil {
+	if _, _, err := cache.New(cache.Config{Dir: dir}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
