@@ -6,8 +6,6 @@ package cache
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -129,11 +127,14 @@ func New(cfg Config) (*Cache, int, error) {
 func (c *Cache) path(hexDigest string) string { return filepath.Join(c.dir, "sha256-"+hexDigest) }
 
 // Open returns the blob "sha256:<hex>" and whether it was in the cache
-// (hit); on a miss it is fetched from the origin (one fetch for concurrent
-// misses). The caller must Close the blob. Every byte read from it was
+// (hit). On a miss it is fetched from the origin, once for concurrent
+// misses, and the blob streams while it fills: Open returns once the origin
+// has announced the size, and reads wait for the chunks (decision 0083).
+// The caller must Close the blob. Every byte read from it was
 // authenticated: a cached file that fails is evicted, counted and never
 // served (a header that fails is refetched at once; a chunk that fails
-// ends the read with ErrIntegrity).
+// ends the read with ErrIntegrity), and a fill's last chunk is released
+// only once the whole blob matched its digest.
 func (c *Cache) Open(ctx context.Context, digest, hexDigest string) (*Blob, bool, error) {
 	c.mu.Lock()
 	fl := c.fills[hexDigest]
@@ -149,16 +150,14 @@ func (c *Cache) Open(ctx context.Context, digest, hexDigest string) (*Blob, bool
 		}
 		fl = c.startFill(digest, hexDigest)
 	}
+	fl.acquire()
 	c.mu.Unlock()
-	// Until the blob streams while it fills (decision 0083), a miss waits
-	// for the whole fill.
-	if err := fl.wait(ctx); err != nil {
+	b, err := fl.blob(ctx, c, digest, c.path(hexDigest))
+	if err != nil {
+		fl.release()
 		return nil, false, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	f, err := c.openFile(digest, c.path(hexDigest))
-	return f, false, err
+	return b, false, nil
 }
 
 // openFile opens and authenticates a cache file's header; c.mu is held. A
@@ -199,7 +198,7 @@ func (c *Cache) openFile(digest, path string) (*Blob, error) {
 	if st.Size() != h.fileSize() {
 		return fail(fmt.Sprintf("has %d bytes, want %d", st.Size(), h.fileSize()))
 	}
-	return &Blob{c: c, f: f, path: path, digest: digest, content: content, size: h.size,
+	return &Blob{c: c, f: f, path: path, digest: digest, content: content, size: h.size, close: f.Close,
 		src: func(at int64) io.Reader { return io.NewSectionReader(f, int64(headerSize)+at, h.fileSize()) }}, nil
 }
 
@@ -216,9 +215,13 @@ func (c *Cache) evictLocked(f *os.File, path string) {
 }
 
 // Purge drops a digest from the cache and reports whether it was there. A
-// fill in progress is not stopped: its result is a verified copy of what
-// the origin serves now.
+// fill in progress still serves the readers it has, but is not cached.
 func (c *Cache) Purge(hexDigest string) (bool, error) {
+	c.mu.Lock()
+	if fl := c.fills[hexDigest]; fl != nil {
+		fl.purged = true
+	}
+	c.mu.Unlock()
 	err := os.Remove(c.path(hexDigest))
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
@@ -230,6 +233,11 @@ func (c *Cache) Purge(hexDigest string) (bool, error) {
 // when the kill switch goes on. It continues past errors and returns them
 // joined.
 func (c *Cache) PurgeAll() (int, error) {
+	c.mu.Lock()
+	for _, fl := range c.fills {
+		fl.purged = true
+	}
+	c.mu.Unlock()
 	names, err := filepath.Glob(filepath.Join(c.dir, "sha256-*"))
 	if err != nil {
 		return 0, err
@@ -256,7 +264,8 @@ type Blob struct {
 	content *stream.Cipher
 	size    int64
 	// src returns the sealed stream from sealed offset at.
-	src func(at int64) io.Reader
+	src   func(at int64) io.Reader
+	close func() error
 
 	pos int64
 	r   io.Reader
@@ -323,116 +332,5 @@ func (b *Blob) Seek(offset int64, whence int) (int64, error) {
 func (b *Blob) Err() error { return b.err }
 
 // Close releases the blob's file.
-func (b *Blob) Close() error { return b.f.Close() }
+func (b *Blob) Close() error { return b.close() }
 
-// fill is one fetch from the origin into a cache file.
-type fill struct {
-	done chan struct{}
-	err  error // set before done is closed
-}
-
-func (fl *fill) wait(ctx context.Context) error {
-	select {
-	case <-fl.done:
-		return fl.err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// startFill starts fetching a blob; c.mu is held.
-func (c *Cache) startFill(digest, hexDigest string) *fill {
-	fl := &fill{done: make(chan struct{})}
-	c.fills[hexDigest] = fl
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), c.fillTimeout)
-		defer cancel()
-		err := c.fetch(ctx, digest, hexDigest)
-		c.mu.Lock()
-		delete(c.fills, hexDigest)
-		c.mu.Unlock()
-		fl.err = err
-		close(fl.done)
-	}()
-	return fl
-}
-
-// fetch copies a blob from the origin into a cache file, checking its size
-// and digest; only a blob that matches both is renamed into place.
-func (c *Cache) fetch(ctx context.Context, digest, hexDigest string) error {
-	src, size, err := c.origin.Open(ctx, digest)
-	if err != nil {
-		if errors.Is(err, ErrIntegrity) {
-			c.OnIntegrityFailure("origin")
-		}
-		return err
-	}
-	defer src.Close()
-	originErr := func(format string, args ...any) error {
-		c.OnIntegrityFailure("origin")
-		return fmt.Errorf("%w for %s: the origin %s", ErrIntegrity, digest, fmt.Sprintf(format, args...))
-	}
-	if size < 0 || size > MaxSize {
-		return originErr("claims a size of %d bytes", size)
-	}
-	h := header{size: size, chunk: c.chunk}
-	if _, err := rand.Read(h.salt[:]); err != nil {
-		return err
-	}
-	content, macKey, err := c.keys(&h, digest)
-	if err != nil {
-		return err
-	}
-	h.seal(macKey)
-	tmp, err := os.CreateTemp(filepath.Join(c.dir, "tmp"), "fetch-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	if _, err := tmp.Write(h.marshal()); err != nil {
-		return err
-	}
-	sum := sha256.New()
-	buf := make([]byte, c.chunk+stream.Overhead)
-	chunks := stream.Chunks(size, c.chunk)
-	for i := range chunks {
-		n := int64(c.chunk)
-		if i == chunks-1 {
-			n = size - i*int64(c.chunk)
-		}
-		if _, err := io.ReadFull(src, buf[:n]); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return originErr("sent fewer bytes than the %d it claimed", size)
-			}
-			if errors.Is(err, ErrIntegrity) {
-				c.OnIntegrityFailure("origin")
-			}
-			return err
-		}
-		sum.Write(buf[:n])
-		if _, err := tmp.Write(content.Seal(buf[:0], buf[:n], i, i == chunks-1)); err != nil {
-			return err
-		}
-	}
-	// The origin's stream must end here, without an error.
-	var one [1]byte
-	switch k, err := io.ReadFull(src, one[:]); {
-	case k > 0:
-		return originErr("sent more bytes than the %d it claimed", size)
-	case errors.Is(err, ErrIntegrity):
-		c.OnIntegrityFailure("origin")
-		return err
-	case err != nil && !errors.Is(err, io.EOF):
-		return err
-	}
-	if got := hex.EncodeToString(sum.Sum(nil)); got != hexDigest {
-		return originErr("sent bytes hashing to sha256:%s", got)
-	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return os.Rename(tmp.Name(), c.path(hexDigest))
-}

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/custody-dev/custody/libs/stream"
 	"github.com/custody-dev/custody/services/edge/internal/cache"
@@ -335,5 +336,153 @@ func TestConcurrentMissesOpenTheOriginOnce(t *testing.T) {
 	wg.Wait()
 	if n := o.opens.Load(); n != 1 {
 		t.Fatalf("16 concurrent misses opened the origin %d times, want 1", n)
+	}
+}
+
+// pipeOrigin serves one blob through a pipe the test writes.
+type pipeOrigin struct {
+	r     *io.PipeReader
+	size  int64
+	opens atomic.Int64
+}
+
+func (o *pipeOrigin) Open(context.Context, string) (io.ReadCloser, int64, error) {
+	o.opens.Add(1)
+	return o.r, o.size, nil
+}
+
+// TestMissStreamsWhileItFills: readers get the chunks the origin has sent
+// while the rest is still on its way, several readers share one fetch,
+// the file being filled holds no plaintext, and the last chunk comes out
+// only once the digest matched.
+func TestMissStreamsWhileItFills(t *testing.T) {
+	const ch = stream.MinChunk
+	blob := random(4*ch + 10)
+	sum := sha256.Sum256(blob)
+	hx := hex.EncodeToString(sum[:])
+	d := "sha256:" + hx
+	pr, pw := io.Pipe()
+	o := &pipeOrigin{r: pr, size: int64(len(blob))}
+	dir := t.TempDir()
+	c, _ := open(t, cache.Config{Dir: dir, Origin: o, Chunk: ch})
+	var readers []*cache.Blob
+	for range 3 {
+		b, hit, err := c.Open(t.Context(), d, hx)
+		if err != nil || hit || b.Size() != int64(len(blob)) {
+			t.Fatalf("open: hit %v, size %d, %v", hit, b.Size(), err)
+		}
+		defer b.Close()
+		readers = append(readers, b)
+	}
+	if _, err := pw.Write(blob[:2*ch]); err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range readers {
+		got := make([]byte, 2*ch)
+		if _, err := io.ReadFull(b, got); err != nil || !bytes.Equal(got, blob[:2*ch]) {
+			t.Fatalf("reader %d: first two chunks: %v", i, err)
+		}
+	}
+	// Mid-fill: ciphertext only.
+	tmps, _ := filepath.Glob(filepath.Join(dir, "tmp", "fetch-*"))
+	if len(tmps) != 1 {
+		t.Fatalf("fills in progress: %v, want one", tmps)
+	}
+	b, err := os.ReadFile(tmps[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+32 <= 2*ch; i += 32 {
+		if bytes.Contains(b, blob[i:i+32]) {
+			t.Fatalf("file being filled holds plaintext from offset %d", i)
+		}
+	}
+	// Everything but the last chunk is out before the origin has finished.
+	if _, err := pw.Write(blob[2*ch:]); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 2*ch)
+	if _, err := io.ReadFull(readers[0], got); err != nil || !bytes.Equal(got, blob[2*ch:4*ch]) {
+		t.Fatalf("chunks 2 and 3: %v", err)
+	}
+	done := make(chan []byte)
+	go func() {
+		rest, _ := io.ReadAll(readers[0])
+		done <- rest
+	}()
+	select {
+	case <-done:
+		t.Fatal("the last chunk came out before the origin's stream ended")
+	case <-time.After(50 * time.Millisecond):
+	}
+	pw.Close()
+	if rest := <-done; !bytes.Equal(rest, blob[4*ch:]) {
+		t.Fatalf("last chunk: %d bytes", len(rest))
+	}
+	for i, b := range readers[1:] {
+		if rest, err := io.ReadAll(b); err != nil || !bytes.Equal(rest, blob[2*ch:]) {
+			t.Fatalf("reader %d: rest: %d bytes, %v", i+1, len(rest), err)
+		}
+	}
+	if got, hit, err := readAll(t, c, d, hx); err != nil || !hit || !bytes.Equal(got, blob) {
+		t.Fatalf("after the fill: hit %v, %v", hit, err)
+	}
+	if n := o.opens.Load(); n != 1 {
+		t.Fatalf("origin opened %d times, want 1", n)
+	}
+}
+
+// TestFailedDigestWithholdsTheLastChunk: bytes that do not hash to the
+// digest stream up to the last chunk, which never leaves; the read fails,
+// nothing is cached, and the next request fetches again.
+func TestFailedDigestWithholdsTheLastChunk(t *testing.T) {
+	const ch = stream.MinChunk
+	blob := random(3*ch + 10)
+	sum := sha256.Sum256(blob)
+	hx := hex.EncodeToString(sum[:])
+	d := "sha256:" + hx
+	bad := bytes.Clone(blob)
+	bad[5] ^= 1 // in the first chunk: already streamed when the digest fails
+	dir := t.TempDir()
+	c, fails := open(t, cache.Config{Dir: dir, Origin: lyingOrigin{bad, int64(len(bad))}, Chunk: ch})
+	got, _, err := readAll(t, c, d, hx)
+	if !errors.Is(err, cache.ErrIntegrity) || len(got) > 3*ch {
+		t.Fatalf("read %d bytes, %v; want at most the first 3 chunks and ErrIntegrity", len(got), err)
+	}
+	if fails.get("origin") != 1 {
+		t.Fatalf("origin failures = %d, want 1", fails.get("origin"))
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*", "*")); len(left) != 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "sha256-*")); len(left) != 0 {
+		t.Fatalf("cached: %v", left)
+	}
+}
+
+// TestPurgeDuringAFill: a purged blob's fill still serves its reader but is
+// not cached.
+func TestPurgeDuringAFill(t *testing.T) {
+	const ch = stream.MinChunk
+	blob := random(2*ch + 1)
+	sum := sha256.Sum256(blob)
+	hx := hex.EncodeToString(sum[:])
+	pr, pw := io.Pipe()
+	dir := t.TempDir()
+	c, _ := open(t, cache.Config{Dir: dir, Origin: &pipeOrigin{r: pr, size: int64(len(blob))}, Chunk: ch})
+	b, _, err := c.Open(t.Context(), "sha256:"+hx, hx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := c.PurgeAll(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { pw.Write(blob); pw.Close() }()
+	if got, err := io.ReadAll(b); err != nil || !bytes.Equal(got, blob) {
+		t.Fatalf("reader: %d bytes, %v", len(got), err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "sha256-*")); len(left) != 0 {
+		t.Fatalf("purged blob cached: %v", left)
 	}
 }
