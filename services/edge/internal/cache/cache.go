@@ -333,4 +333,3 @@ func (b *Blob) Err() error { return b.err }
 
 // Close releases the blob's file.
 func (b *Blob) Close() error { return b.close() }
-
