@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/custody-dev/custody/libs/artifact"
 	"github.com/custody-dev/custody/libs/attest"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/quote"
@@ -160,21 +161,50 @@ func EnsureKeys(ctx context.Context, b keys.Backend, names Keys) error {
 }
 
 // artifactRequest checks a signing request and returns what approvers
-// would vouch for.
-func (s *Server) artifactRequest(req *signerv1.SignArtifactRequest) (ApprovalSubject, error) {
+// would vouch for. An SBOM statement (attest.SBOMPredicateType) is
+// returned as sbom, with the key of the channel named: it needs no
+// approvals (see signSBOM).
+func (s *Server) artifactRequest(req *signerv1.SignArtifactRequest) (subject ApprovalSubject, sbom *attest.SBOMRef, err error) {
 	st, err := attest.ParseStatement(req.GetStatement())
 	if err != nil {
-		return ApprovalSubject{}, fmt.Errorf("%w: %v", errInvalid, err)
+		return ApprovalSubject{}, nil, fmt.Errorf("%w: %v", errInvalid, err)
+	}
+	if st.PredicateType == attest.SBOMPredicateType {
+		ref, err := st.SBOM()
+		if err != nil {
+			return ApprovalSubject{}, nil, fmt.Errorf("%w: %v", errInvalid, err)
+		}
+		if !artifact.ValidChannel(req.GetChannel()) {
+			return ApprovalSubject{}, nil, fmt.Errorf("%w: channel %q: an SBOM statement is signed with the key of its artifact's channel: give that channel", errInvalid, quote.Prefix(req.GetChannel()))
+		}
+		return ApprovalSubject{Name: ref.ArtifactName, Digest: ref.ArtifactDigest, Channel: req.GetChannel(), KeyName: s.lc.ArtifactKey(req.GetChannel())}, ref, nil
 	}
 	a, err := st.Artifact()
 	if err != nil {
-		return ApprovalSubject{}, fmt.Errorf("%w: %v", errInvalid, err)
+		return ApprovalSubject{}, nil, fmt.Errorf("%w: %v", errInvalid, err)
 	}
 	if req.GetChannel() == "" || req.GetChannel() != a.Channel {
-		return ApprovalSubject{}, fmt.Errorf("%w: channel %q differs from the statement's channel %q", errInvalid, quote.Prefix(req.GetChannel()), quote.Prefix(a.Channel))
+		return ApprovalSubject{}, nil, fmt.Errorf("%w: channel %q differs from the statement's channel %q", errInvalid, quote.Prefix(req.GetChannel()), quote.Prefix(a.Channel))
 	}
 	return ApprovalSubject{Name: a.Name, Version: a.Version, Digest: a.Digest, Channel: a.Channel, KeyName: s.lc.ArtifactKey(a.Channel),
-		BuilderID: a.BuilderID, SourceRepo: a.SourceRepo, SourceCommit: a.SourceCommit}, nil
+		BuilderID: a.BuilderID, SourceRepo: a.SourceRepo, SourceCommit: a.SourceCommit}, nil, nil
+}
+
+// signSBOM signs an SBOM statement with the artifact key of its channel.
+// It waits for no approvals, on any channel: the statement admits nothing
+// by itself (every verifier of an artifact requires the provenance
+// predicate), it only says which document lists the artifact's contents,
+// and the artifact it names was approved, or not, on its own; the
+// publisher asks for it only for the builder that published the artifact
+// (decision 0076).
+func (s *Server) signSBOM(ctx context.Context, subject ApprovalSubject, ref *attest.SBOMRef, statement []byte, batch bool) ([]byte, string, error) {
+	env, key, err := s.sign(ctx, subject.KeyName, statement)
+	if err != nil {
+		return nil, "", err
+	}
+	s.log(ctx, "signed SBOM statement", key, ref.ArtifactDigest, slog.String("name", ref.ArtifactName), slog.String("document", ref.DocumentDigest),
+		slog.String("format", ref.Format), slog.Bool("batch", batch))
+	return env, key.ID, nil
 }
 
 // MaxSignBatch bounds the items of one SignArtifacts call.
@@ -207,9 +237,12 @@ func (s *Server) SignArtifacts(ctx context.Context, req *signerv1.SignArtifactsR
 }
 
 func (s *Server) signOne(ctx context.Context, req *signerv1.SignArtifactRequest) ([]byte, string, error) {
-	subject, err := s.artifactRequest(req)
+	subject, sbom, err := s.artifactRequest(req)
 	if err != nil {
 		return nil, "", err
+	}
+	if sbom != nil {
+		return s.signSBOM(ctx, subject, sbom, req.GetStatement(), true)
 	}
 	if s.approvals != nil {
 		if err := s.approvals.Rejection(subject); err != nil {
@@ -227,11 +260,19 @@ func (s *Server) signOne(ctx context.Context, req *signerv1.SignArtifactRequest)
 	return env, key.ID, nil
 }
 
-// SignArtifact signs a provenance statement with the current artifact key.
+// SignArtifact signs a provenance statement, or an SBOM statement about an
+// artifact, with the current artifact key of the channel.
 func (s *Server) SignArtifact(ctx context.Context, req *signerv1.SignArtifactRequest) (*signerv1.SignArtifactResponse, error) {
-	subject, err := s.artifactRequest(req)
+	subject, sbom, err := s.artifactRequest(req)
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if sbom != nil {
+		env, keyID, err := s.signSBOM(ctx, subject, sbom, req.GetStatement(), false)
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		return &signerv1.SignArtifactResponse{Envelope: env, KeyId: keyID}, nil
 	}
 	if s.approvals != nil {
 		if err := s.approvals.Rejection(subject); err != nil {

@@ -205,9 +205,11 @@ type SignArtifactRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The channel the artifact is published to; selects the channel's key.
 	Channel string `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
-	// The in-toto Statement v1, JSON encoded. Its predicate type must be
-	// https://slsa.dev/provenance/v1 and it must have exactly one subject with a
-	// sha256 digest.
+	// The in-toto Statement v1, JSON encoded, with exactly one subject with a
+	// sha256 digest. Its predicate type must be https://slsa.dev/provenance/v1
+	// (whose channel must be this channel), or https://custody.dev/sbom/v1: an
+	// SBOM statement about a published artifact, signed with the key of the
+	// artifact's channel and without approvals on any channel.
 	Statement     []byte `protobuf:"bytes,2,opt,name=statement,proto3" json:"statement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -38,7 +38,8 @@ const (
 // and no RPC returns it.
 type SignerServiceClient interface {
 	// SignArtifact signs an in-toto Statement v1 carrying an SLSA Provenance v1
-	// predicate and returns a DSSE envelope. Only the publisher may call it.
+	// predicate, or an SBOM statement about a published artifact, and returns
+	// a DSSE envelope. Only the publisher may call it.
 	SignArtifact(ctx context.Context, in *SignArtifactRequest, opts ...grpc.CallOption) (*SignArtifactResponse, error)
 	// SignArtifacts signs many statements in one call, each as SignArtifact
 	// would, for a publisher that coalesces concurrent uploads. It never
@@ -189,7 +190,8 @@ func (c *signerServiceClient) SignBackupManifest(ctx context.Context, in *SignBa
 // and no RPC returns it.
 type SignerServiceServer interface {
 	// SignArtifact signs an in-toto Statement v1 carrying an SLSA Provenance v1
-	// predicate and returns a DSSE envelope. Only the publisher may call it.
+	// predicate, or an SBOM statement about a published artifact, and returns
+	// a DSSE envelope. Only the publisher may call it.
 	SignArtifact(context.Context, *SignArtifactRequest) (*SignArtifactResponse, error)
 	// SignArtifacts signs many statements in one call, each as SignArtifact
 	// would, for a publisher that coalesces concurrent uploads. It never
