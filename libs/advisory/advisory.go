@@ -22,8 +22,9 @@ import (
 const (
 	// MaxDocBytes bounds one advisory document. The largest entries of
 	// OSV's exports (kernel and distribution entries that list every
-	// affected version) are a few hundred KiB.
-	MaxDocBytes = 4 << 20
+	// affected version) are a few hundred KiB; at 2 MiB a document fits in
+	// one gRPC message under the servers' 4 MiB limit.
+	MaxDocBytes = 2 << 20
 	// MaxAdvisories bounds the advisories of one set (a directory or a
 	// zip). OSV's largest per-ecosystem export holds well under this.
 	MaxAdvisories = 200000

@@ -23,14 +23,9 @@ func NewIndex(advs []*Advisory) *Index {
 		if a.Withdrawn {
 			continue
 		}
-		seen := map[string]bool{}
-		for _, af := range a.OSV.GetAffected() {
-			eco, _, _ := strings.Cut(af.GetPackage().GetEcosystem(), ":")
-			k := key(eco, normalize(eco, af.GetPackage().GetName()))
-			if !seen[k] {
-				seen[k] = true
-				ix.by[k] = append(ix.by[k], a)
-			}
+		for _, p := range a.Packages() {
+			k := key(p.Ecosystem, p.Name)
+			ix.by[k] = append(ix.by[k], a)
 		}
 	}
 	return ix
@@ -59,6 +54,25 @@ func (ix *Index) MatchAll(cs []sbom.Component) []Match {
 	var out []Match
 	for _, c := range cs {
 		out = append(out, ix.Match(c)...)
+	}
+	return out
+}
+
+// Packages returns the packages a names, each once, in the order of its
+// affected entries: ecosystems without their release, names spelled as
+// matching compares them. Name and Ecosystem are set; Release and
+// Version are not.
+func (a *Advisory) Packages() []Package {
+	var out []Package
+	seen := map[string]bool{}
+	for _, af := range a.OSV.GetAffected() {
+		eco, _, _ := strings.Cut(af.GetPackage().GetEcosystem(), ":")
+		name := normalize(eco, af.GetPackage().GetName())
+		if eco == "" || name == "" || seen[key(eco, name)] {
+			continue
+		}
+		seen[key(eco, name)] = true
+		out = append(out, Package{Ecosystem: eco, Name: name})
 	}
 	return out
 }

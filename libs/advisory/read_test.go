@@ -122,7 +122,7 @@ func TestReadRefuses(t *testing.T) {
 		{"a traversal", [][2]string{{"../GHSA-1.json", fmt.Sprintf(minimal, "GHSA-1")}}, "is not <OSV id>.json"},
 		{"an id twice", [][2]string{{"GHSA-1.json", fmt.Sprintf(minimal, "GHSA-1")}, {"GHSA-1.json#stored", fmt.Sprintf(minimal, "GHSA-1")}}, "appears twice"},
 		{"a zip bomb", [][2]string{{"BOMB-1.json", bomb}}, "zip bomb"},
-		{"a document over the bound", [][2]string{{"BIG-1.json#stored", big}}, "more than 4194304"},
+		{"a document over the bound", [][2]string{{"BIG-1.json#stored", big}}, "more than 2097152"},
 		{"no id", [][2]string{{"X-1.json", `{"modified":"2024-01-01T00:00:00Z"}`}}, "is not an OSV id"},
 		{"no modified time", [][2]string{{"X-1.json", `{"id":"X-1"}`}}, "no modified time"},
 		{"not json", [][2]string{{"X-1.json", `{"id":`}}, "not an OSV document"},

@@ -75,7 +75,20 @@ const (
 	TypeRollbackRequested = "rollback.requested"
 	TypeRollbackApproved  = "rollback.approved"
 	TypeRollbackGranted   = "rollback.granted"
+
+	// TypeAdvisoriesImported is one import of OSV advisories (catalog
+	// ImportAdvisories, decision 0081), logged by the catalog with the
+	// importer as actor. Its subject is the set's digest
+	// (advisory.SetDigest); details carry digest, count, added, updated,
+	// unchanged, ids (the ids added or changed, at most
+	// MaxAdvisoryIDsLogged) and ids_omitted (how many more there were).
+	TypeAdvisoriesImported = "advisories.imported"
 )
+
+// MaxAdvisoryIDsLogged bounds the ids an advisories.imported entry lists,
+// so that the entry stays within MaxEntrySize; the set's digest commits to
+// every id and document all the same.
+const MaxAdvisoryIDsLogged = 1000
 
 // Emitter is the identity, or the family of identities, allowed to write a
 // family of event types: one SPIFFE ID path in the log's trust domain
@@ -83,6 +96,9 @@ const (
 type Emitter struct {
 	Path  string
 	Under bool
+	// Or, when set, is another identity or family that may write the same
+	// types.
+	Or *Emitter
 }
 
 // The emitters of DESIGN.md's table "Who may write which event".
@@ -92,12 +108,19 @@ var (
 	EmitterGatekeeper = Emitter{Path: "/service/gatekeeper"}
 	EmitterBroker     = Emitter{Path: "/service/cdn-broker"}
 	EmitterEdges      = Emitter{Path: "/edge", Under: true}
+	// EmitterAdmins are the admin identities (/admin/*), EmitterSecurity
+	// the security identities (/security/*): who imports advisories.
+	EmitterAdmins   = Emitter{Path: "/admin", Under: true}
+	EmitterSecurity = Emitter{Path: "/security", Under: true, Or: &EmitterAdmins}
 )
 
 // Allows reports whether id, in trust domain td, is this emitter.
 func (e Emitter) Allows(td spiffeid.TrustDomain, id spiffeid.ID) bool {
 	if id.TrustDomain() != td {
 		return false
+	}
+	if e.Or != nil && e.Or.Allows(td, id) {
+		return true
 	}
 	if e.Under {
 		return strings.HasPrefix(id.Path(), e.Path+"/")
@@ -106,10 +129,14 @@ func (e Emitter) Allows(td spiffeid.TrustDomain, id spiffeid.ID) bool {
 }
 
 func (e Emitter) String() string {
+	s := e.Path
 	if e.Under {
-		return e.Path + "/*"
+		s += "/*"
 	}
-	return e.Path
+	if e.Or != nil {
+		s += " or " + e.Or.String()
+	}
+	return s
 }
 
 // Family is a set of event types: one exact type, or with a trailing ".*"
@@ -147,7 +174,7 @@ var rules = []Rule{
 	{"pause.*", EmitterGatekeeper},
 	{"killswitch.*", EmitterGatekeeper},
 	{"finding.*", EmitterGatekeeper},
-	{"advisories.*", EmitterGatekeeper},
+	{"advisories.*", EmitterSecurity}, // and admins, through the catalog's ImportAdvisories
 	{"token.*", EmitterBroker},
 	{"purge.*", EmitterBroker},
 	{"edge.*", EmitterEdges},

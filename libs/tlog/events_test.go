@@ -45,6 +45,16 @@ func TestMayEmit(t *testing.T) {
 		{tlog.TypeKeyRevoked, "spiffe://custody.test/edge/dev", tlog.ErrNotEmitter},
 		{tlog.TypeTrustRootPublished, "spiffe://custody.test/edge/dev", tlog.ErrNotEmitter},
 		{tlog.TypeAdmissionDecided, "spiffe://custody.test/service/publisher", tlog.ErrNotEmitter},
+		// Advisories: security identities and admins, nobody else.
+		{tlog.TypeAdvisoriesImported, "spiffe://custody.test/security/osv-sync", nil},
+		{tlog.TypeAdvisoriesImported, "spiffe://custody.test/admin/ops", nil},
+		{tlog.TypeAdvisoriesImported, "spiffe://custody.test/security", tlog.ErrNotEmitter},
+		{tlog.TypeAdvisoriesImported, "spiffe://custody.test/securityx/a", tlog.ErrNotEmitter},
+		{tlog.TypeAdvisoriesImported, "spiffe://custody.test/service/gatekeeper", tlog.ErrNotEmitter},
+		{tlog.TypeAdvisoriesImported, "spiffe://custody.test/approver/a", tlog.ErrNotEmitter},
+		{tlog.TypeAdvisoriesImported, "spiffe://custody.test/builder/ci", tlog.ErrNotEmitter},
+		{tlog.TypeAdvisoriesImported, "spiffe://other.test/security/osv-sync", tlog.ErrNotEmitter},
+		{tlog.TypeAdvisoriesImported, "spiffe://other.test/admin/ops", tlog.ErrNotEmitter},
 		// Same path, another trust domain.
 		{tlog.TypeAdmissionDecided, "spiffe://other.test/service/gatekeeper", tlog.ErrNotEmitter},
 		// Deny by default: no family covers these.

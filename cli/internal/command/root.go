@@ -58,7 +58,7 @@ func Execute(ctx context.Context, args []string, getenv func(string) string, std
 	root.SetErr(stderr)
 	pf := root.PersistentFlags()
 	pf.StringVar(&c.opts.DevDir, "dev-dir", getenv("CUSTODY_DEV_DIR"), "dev stack directory (env CUSTODY_DEV_DIR)")
-	pf.StringVar(&c.opts.As, "as", "", "dev identity to act as: builder, builder2, alice, bob, carol, deployer, admin, auditor")
+	pf.StringVar(&c.opts.As, "as", "", "dev identity to act as: builder, builder2, alice, bob, carol, deployer, admin, auditor, security")
 	pf.StringVar(&c.opts.SVIDDir, "svid-dir", getenv("CUSTODY_SVID_DIR"), "directory with svid.pem, svid_key.pem, bundle.pem (outside dev; or SPIFFE_ENDPOINT_SOCKET)")
 	pf.StringVar(&c.opts.TrustDomain, "trust-domain", getenv("CUSTODY_TRUST_DOMAIN"), "trust domain (outside dev)")
 	pf.StringVar(&c.opts.TrustRootFile, "trust-root", getenv("CUSTODY_TRUST_ROOT"), "pinned trust root, a signed DSSE envelope (default in dev: <dev-dir>/trust/root.json)")
@@ -73,6 +73,7 @@ func Execute(ctx context.Context, args []string, getenv func(string) string, std
 	root.AddCommand(c.auditCmd(), c.inventoryCmd(), c.lineageCmd(), c.searchCmd())
 	root.AddCommand(c.backupCmd(), c.restoreCmd())
 	root.AddCommand(c.deployCmd())
+	root.AddCommand(c.advisoriesCmd())
 
 	err := root.ExecuteContext(ctx)
 	if err == nil {

@@ -39,6 +39,7 @@ var Identities = map[string]string{
 	"deployer": "/deployer/pipeline",
 	"admin":    "/admin/ops",
 	"auditor":  "/auditor/audit",
+	"security": "/security/osv", // imports advisories
 }
 
 // Service is one process of the stack.

@@ -100,6 +100,9 @@ type Catalog struct {
 	indexerOnce sync.Once
 	ix          *indexer
 	prover      Prover
+
+	// importing is held by the one advisory import in progress.
+	importing sync.Mutex
 }
 
 // New returns a catalog over cfg.Store and cfg.Log.

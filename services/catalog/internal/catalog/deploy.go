@@ -124,9 +124,11 @@ func lowerHex(s string) bool {
 	return !strings.ContainsFunc(s, func(r rune) bool { return !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') })
 }
 
-// ErrRecordedOnly is returned for an AppendEvent of deployment.recorded:
-// that type is logged only with its deployment, by RecordDeployment.
-var ErrRecordedOnly = fmt.Errorf("%w: type %s is logged by RecordDeployment only, with its deployment", ErrInvalid, tlog.TypeDeploymentRecorded)
+// ErrRecordedOnly is returned for an AppendEvent of deployment.recorded or
+// advisories.imported: those types are logged only with their rows, by
+// RecordDeployment and ImportAdvisories.
+var ErrRecordedOnly = fmt.Errorf("%w: types %s and %s are logged by RecordDeployment and ImportAdvisories only, with their rows",
+	ErrInvalid, tlog.TypeDeploymentRecorded, tlog.TypeAdvisoriesImported)
 
 // ErrSBOMRecordedOnly is returned for an AppendEvent of sbom.attached:
 // that type is logged only with its SBOM, by RecordSBOM.
@@ -137,7 +139,7 @@ var ErrSBOMRecordedOnly = fmt.Errorf("%w: type %s is logged by RecordSBOM only, 
 // with their row.
 func CheckAppendable(typ string) error {
 	switch typ {
-	case tlog.TypeDeploymentRecorded:
+	case tlog.TypeDeploymentRecorded, tlog.TypeAdvisoriesImported:
 		return ErrRecordedOnly
 	case tlog.TypeSBOMAttached:
 		return ErrSBOMRecordedOnly

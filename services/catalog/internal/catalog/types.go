@@ -303,6 +303,22 @@ type Store interface {
 	// digest is one of digests, each with its artifact, in deployment ID
 	// order.
 	DeploymentsOf(ctx context.Context, digests []string) ([]Deployed, error)
+
+	// AdvisoryImport returns the import of the set with this digest, or
+	// ErrNotFound.
+	AdvisoryImport(ctx context.Context, setDigest string) (*AdvisoryImport, error)
+	// AdvisoryDigests returns the stored document digest of each of ids
+	// that is stored; ids not stored are absent from the map.
+	AdvisoryDigests(ctx context.Context, ids []string) (map[string]string, error)
+	// ImportAdvisories stores imp and advs in one transaction and returns
+	// imp's ID: each advisory is inserted, or replaces the stored one of
+	// its id (with its packages) when its digest differs, and is left as
+	// it is otherwise. It fails with ErrAlreadyExists, writing nothing, if
+	// an import of imp.SetDigest is stored.
+	ImportAdvisories(ctx context.Context, imp *AdvisoryImport, advs []StoredAdvisory) (int64, error)
+	// Advisory returns the stored advisory id with its packages, or
+	// ErrNotFound.
+	Advisory(ctx context.Context, id string) (*StoredAdvisory, error)
 }
 
 // Log is the transparency log.

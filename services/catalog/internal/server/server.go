@@ -25,7 +25,8 @@ import (
 // publisher records artifacts; only the signer records re-signatures (from
 // its ResignArtifact, and RecordSignature checks tlog's table again); services
 // and edges append events (each only the types tlog.MayEmit allows it,
-// checked by the catalog); every member of the trust domain reads. The
+// checked by the catalog); security identities and admins import
+// advisories; every member of the trust domain reads. The
 // catalog's own ID forwards writes from followers (behalf.go).
 func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	sd := catalogv1.CatalogService_ServiceDesc
@@ -56,6 +57,10 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 		// artifact's builder); any member reads them.
 		rpc.Method(sd, "RecordSBOM"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/publisher")), self},
 		rpc.Method(sd, "GetSBOM"):    {rpc.Member(td)},
+		// Advisories are imported by security identities and admins
+		// (decision 0081); tlog.MayEmit checks the same again.
+		rpc.Method(sd, "ImportAdvisories"): {rpc.Under{TrustDomain: td, Prefix: "/security"}, rpc.Under{TrustDomain: td, Prefix: "/admin"}, self},
+		rpc.Method(sd, "GetAdvisory"):      {rpc.Member(td)},
 	}
 }
 

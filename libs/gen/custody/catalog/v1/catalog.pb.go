@@ -2756,6 +2756,283 @@ func (x *GetSBOMResponse) GetSbom() *SBOM {
 	return nil
 }
 
+type ImportAdvisoriesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// OSV JSON documents, each the bytes of one `<id>.json`. A stream carries
+	// the whole set; the end of the stream ends it.
+	Documents     [][]byte `protobuf:"bytes,1,rep,name=documents,proto3" json:"documents,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportAdvisoriesRequest) Reset() {
+	*x = ImportAdvisoriesRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportAdvisoriesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportAdvisoriesRequest) ProtoMessage() {}
+
+func (x *ImportAdvisoriesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportAdvisoriesRequest.ProtoReflect.Descriptor instead.
+func (*ImportAdvisoriesRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ImportAdvisoriesRequest) GetDocuments() [][]byte {
+	if x != nil {
+		return x.Documents
+	}
+	return nil
+}
+
+type ImportAdvisoriesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The advisories.imported entry: index and leaf, no proof yet. For a set
+	// imported before, that import's entry.
+	Entry *LogEntry `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	// False when the same set was imported before and nothing was logged.
+	Created bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	// The set's digest (libs/advisory SetDigest), the entry's subject.
+	SetDigest string `protobuf:"bytes,3,opt,name=set_digest,json=setDigest,proto3" json:"set_digest,omitempty"`
+	// How many advisories the set holds, and of them how many were new,
+	// changed (another document under a stored id) and unchanged.
+	Count         uint32 `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	Added         uint32 `protobuf:"varint,5,opt,name=added,proto3" json:"added,omitempty"`
+	Updated       uint32 `protobuf:"varint,6,opt,name=updated,proto3" json:"updated,omitempty"`
+	Unchanged     uint32 `protobuf:"varint,7,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportAdvisoriesResponse) Reset() {
+	*x = ImportAdvisoriesResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportAdvisoriesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportAdvisoriesResponse) ProtoMessage() {}
+
+func (x *ImportAdvisoriesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportAdvisoriesResponse.ProtoReflect.Descriptor instead.
+func (*ImportAdvisoriesResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ImportAdvisoriesResponse) GetEntry() *LogEntry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+func (x *ImportAdvisoriesResponse) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+func (x *ImportAdvisoriesResponse) GetSetDigest() string {
+	if x != nil {
+		return x.SetDigest
+	}
+	return ""
+}
+
+func (x *ImportAdvisoriesResponse) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *ImportAdvisoriesResponse) GetAdded() uint32 {
+	if x != nil {
+		return x.Added
+	}
+	return 0
+}
+
+func (x *ImportAdvisoriesResponse) GetUpdated() uint32 {
+	if x != nil {
+		return x.Updated
+	}
+	return 0
+}
+
+func (x *ImportAdvisoriesResponse) GetUnchanged() uint32 {
+	if x != nil {
+		return x.Unchanged
+	}
+	return 0
+}
+
+type GetAdvisoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The OSV id, for example "GHSA-jfh8-c2jp-5v3q".
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAdvisoryRequest) Reset() {
+	*x = GetAdvisoryRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAdvisoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAdvisoryRequest) ProtoMessage() {}
+
+func (x *GetAdvisoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAdvisoryRequest.ProtoReflect.Descriptor instead.
+func (*GetAdvisoryRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *GetAdvisoryRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type GetAdvisoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The OSV document as imported.
+	Document []byte `protobuf:"bytes,1,opt,name=document,proto3" json:"document,omitempty"`
+	// "sha256:<hex>" of document.
+	Digest string `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	// NONE, LOW, MEDIUM, HIGH, CRITICAL or UNKNOWN.
+	Severity  string                 `protobuf:"bytes,3,opt,name=severity,proto3" json:"severity,omitempty"`
+	Withdrawn bool                   `protobuf:"varint,4,opt,name=withdrawn,proto3" json:"withdrawn,omitempty"`
+	Modified  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=modified,proto3" json:"modified,omitempty"`
+	// The digest of the set whose import stored this document.
+	SetDigest     string `protobuf:"bytes,6,opt,name=set_digest,json=setDigest,proto3" json:"set_digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAdvisoryResponse) Reset() {
+	*x = GetAdvisoryResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAdvisoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAdvisoryResponse) ProtoMessage() {}
+
+func (x *GetAdvisoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAdvisoryResponse.ProtoReflect.Descriptor instead.
+func (*GetAdvisoryResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *GetAdvisoryResponse) GetDocument() []byte {
+	if x != nil {
+		return x.Document
+	}
+	return nil
+}
+
+func (x *GetAdvisoryResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *GetAdvisoryResponse) GetSeverity() string {
+	if x != nil {
+		return x.Severity
+	}
+	return ""
+}
+
+func (x *GetAdvisoryResponse) GetWithdrawn() bool {
+	if x != nil {
+		return x.Withdrawn
+	}
+	return false
+}
+
+func (x *GetAdvisoryResponse) GetModified() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Modified
+	}
+	return nil
+}
+
+func (x *GetAdvisoryResponse) GetSetDigest() string {
+	if x != nil {
+		return x.SetDigest
+	}
+	return ""
+}
+
 var File_custody_catalog_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
@@ -2981,7 +3258,28 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\x06digest\x18\x03 \x01(\tR\x06digest\x12)\n" +
 	"\x10include_document\x18\x04 \x01(\bR\x0fincludeDocument\"?\n" +
 	"\x0fGetSBOMResponse\x12,\n" +
-	"\x04sbom\x18\x01 \x01(\v2\x18.custody.catalog.v1.SBOMR\x04sbom*\\\n" +
+	"\x04sbom\x18\x01 \x01(\v2\x18.custody.catalog.v1.SBOMR\x04sbom\"7\n" +
+	"\x17ImportAdvisoriesRequest\x12\x1c\n" +
+	"\tdocuments\x18\x01 \x03(\fR\tdocuments\"\xeb\x01\n" +
+	"\x18ImportAdvisoriesResponse\x122\n" +
+	"\x05entry\x18\x01 \x01(\v2\x1c.custody.catalog.v1.LogEntryR\x05entry\x12\x18\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\x12\x1d\n" +
+	"\n" +
+	"set_digest\x18\x03 \x01(\tR\tsetDigest\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\rR\x05count\x12\x14\n" +
+	"\x05added\x18\x05 \x01(\rR\x05added\x12\x18\n" +
+	"\aupdated\x18\x06 \x01(\rR\aupdated\x12\x1c\n" +
+	"\tunchanged\x18\a \x01(\rR\tunchanged\"$\n" +
+	"\x12GetAdvisoryRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\xda\x01\n" +
+	"\x13GetAdvisoryResponse\x12\x1a\n" +
+	"\bdocument\x18\x01 \x01(\fR\bdocument\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x1a\n" +
+	"\bseverity\x18\x03 \x01(\tR\bseverity\x12\x1c\n" +
+	"\twithdrawn\x18\x04 \x01(\bR\twithdrawn\x126\n" +
+	"\bmodified\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bmodified\x12\x1d\n" +
+	"\n" +
+	"set_digest\x18\x06 \x01(\tR\tsetDigest*\\\n" +
 	"\n" +
 	"AppendWait\x12\x1b\n" +
 	"\x17APPEND_WAIT_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -2990,7 +3288,7 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\x10LineageDirection\x12!\n" +
 	"\x1dLINEAGE_DIRECTION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14LINEAGE_DIRECTION_UP\x10\x01\x12\x1a\n" +
-	"\x16LINEAGE_DIRECTION_DOWN\x10\x022\xe7\f\n" +
+	"\x16LINEAGE_DIRECTION_DOWN\x10\x022\xb8\x0e\n" +
 	"\x0eCatalogService\x12g\n" +
 	"\x0eRecordArtifact\x12).custody.catalog.v1.RecordArtifactRequest\x1a*.custody.catalog.v1.RecordArtifactResponse\x12^\n" +
 	"\vAppendEvent\x12&.custody.catalog.v1.AppendEventRequest\x1a'.custody.catalog.v1.AppendEventResponse\x12^\n" +
@@ -3011,7 +3309,9 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\x10RecordDeployment\x12+.custody.catalog.v1.RecordDeploymentRequest\x1a,.custody.catalog.v1.RecordDeploymentResponse\x12[\n" +
 	"\n" +
 	"RecordSBOM\x12%.custody.catalog.v1.RecordSBOMRequest\x1a&.custody.catalog.v1.RecordSBOMResponse\x12R\n" +
-	"\aGetSBOM\x12\".custody.catalog.v1.GetSBOMRequest\x1a#.custody.catalog.v1.GetSBOMResponseB\xd6\x01\n" +
+	"\aGetSBOM\x12\".custody.catalog.v1.GetSBOMRequest\x1a#.custody.catalog.v1.GetSBOMResponse\x12o\n" +
+	"\x10ImportAdvisories\x12+.custody.catalog.v1.ImportAdvisoriesRequest\x1a,.custody.catalog.v1.ImportAdvisoriesResponse(\x01\x12^\n" +
+	"\vGetAdvisory\x12&.custody.catalog.v1.GetAdvisoryRequest\x1a'.custody.catalog.v1.GetAdvisoryResponseB\xd6\x01\n" +
 	"\x16com.custody.catalog.v1B\fCatalogProtoP\x01ZDgithub.com/custody-dev/custody/libs/gen/custody/catalog/v1;catalogv1\xa2\x02\x03CCX\xaa\x02\x12Custody.Catalog.V1\xca\x02\x12Custody\\Catalog\\V1\xe2\x02\x1eCustody\\Catalog\\V1\\GPBMetadata\xea\x02\x14Custody::Catalog::V1b\x06proto3"
 
 var (
@@ -3027,7 +3327,7 @@ func file_custody_catalog_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_custody_catalog_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_custody_catalog_v1_catalog_proto_goTypes = []any{
 	(AppendWait)(0),                     // 0: custody.catalog.v1.AppendWait
 	(LineageDirection)(0),               // 1: custody.catalog.v1.LineageDirection
@@ -3070,12 +3370,16 @@ var file_custody_catalog_v1_catalog_proto_goTypes = []any{
 	(*Component)(nil),                   // 38: custody.catalog.v1.Component
 	(*GetSBOMRequest)(nil),              // 39: custody.catalog.v1.GetSBOMRequest
 	(*GetSBOMResponse)(nil),             // 40: custody.catalog.v1.GetSBOMResponse
-	nil,                                 // 41: custody.catalog.v1.LineageEdge.DigestEntry
-	nil,                                 // 42: custody.catalog.v1.LineageEdge.AnnotationsEntry
-	(*timestamppb.Timestamp)(nil),       // 43: google.protobuf.Timestamp
+	(*ImportAdvisoriesRequest)(nil),     // 41: custody.catalog.v1.ImportAdvisoriesRequest
+	(*ImportAdvisoriesResponse)(nil),    // 42: custody.catalog.v1.ImportAdvisoriesResponse
+	(*GetAdvisoryRequest)(nil),          // 43: custody.catalog.v1.GetAdvisoryRequest
+	(*GetAdvisoryResponse)(nil),         // 44: custody.catalog.v1.GetAdvisoryResponse
+	nil,                                 // 45: custody.catalog.v1.LineageEdge.DigestEntry
+	nil,                                 // 46: custody.catalog.v1.LineageEdge.AnnotationsEntry
+	(*timestamppb.Timestamp)(nil),       // 47: google.protobuf.Timestamp
 }
 var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
-	43, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
+	47, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
 	2,  // 1: custody.catalog.v1.RecordArtifactRequest.artifact:type_name -> custody.catalog.v1.Artifact
 	3,  // 2: custody.catalog.v1.RecordArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	0,  // 3: custody.catalog.v1.AppendEventRequest.wait:type_name -> custody.catalog.v1.AppendWait
@@ -3092,54 +3396,60 @@ var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
 	29, // 14: custody.catalog.v1.GetLineageResponse.edges:type_name -> custody.catalog.v1.LineageEdge
 	2,  // 15: custody.catalog.v1.GetLineageResponse.artifacts:type_name -> custody.catalog.v1.Artifact
 	30, // 16: custody.catalog.v1.GetLineageResponse.deployments:type_name -> custody.catalog.v1.Deployment
-	41, // 17: custody.catalog.v1.LineageEdge.digest:type_name -> custody.catalog.v1.LineageEdge.DigestEntry
-	42, // 18: custody.catalog.v1.LineageEdge.annotations:type_name -> custody.catalog.v1.LineageEdge.AnnotationsEntry
-	43, // 19: custody.catalog.v1.Deployment.deployed_at:type_name -> google.protobuf.Timestamp
+	45, // 17: custody.catalog.v1.LineageEdge.digest:type_name -> custody.catalog.v1.LineageEdge.DigestEntry
+	46, // 18: custody.catalog.v1.LineageEdge.annotations:type_name -> custody.catalog.v1.LineageEdge.AnnotationsEntry
+	47, // 19: custody.catalog.v1.Deployment.deployed_at:type_name -> google.protobuf.Timestamp
 	29, // 20: custody.catalog.v1.GetLineagePathResponse.edges:type_name -> custody.catalog.v1.LineageEdge
 	3,  // 21: custody.catalog.v1.RecordDeploymentResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	30, // 22: custody.catalog.v1.RecordDeploymentResponse.deployment:type_name -> custody.catalog.v1.Deployment
 	37, // 23: custody.catalog.v1.RecordSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
 	3,  // 24: custody.catalog.v1.RecordSBOMResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	43, // 25: custody.catalog.v1.SBOM.attached_at:type_name -> google.protobuf.Timestamp
+	47, // 25: custody.catalog.v1.SBOM.attached_at:type_name -> google.protobuf.Timestamp
 	38, // 26: custody.catalog.v1.SBOM.components:type_name -> custody.catalog.v1.Component
 	37, // 27: custody.catalog.v1.GetSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
-	4,  // 28: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
-	6,  // 29: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
-	8,  // 30: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
-	10, // 31: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
-	12, // 32: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
-	14, // 33: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
-	17, // 34: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
-	19, // 35: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
-	21, // 36: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
-	23, // 37: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
-	25, // 38: custody.catalog.v1.CatalogService.ListEvents:input_type -> custody.catalog.v1.ListEventsRequest
-	27, // 39: custody.catalog.v1.CatalogService.GetLineage:input_type -> custody.catalog.v1.GetLineageRequest
-	31, // 40: custody.catalog.v1.CatalogService.GetLineagePath:input_type -> custody.catalog.v1.GetLineagePathRequest
-	33, // 41: custody.catalog.v1.CatalogService.RecordDeployment:input_type -> custody.catalog.v1.RecordDeploymentRequest
-	35, // 42: custody.catalog.v1.CatalogService.RecordSBOM:input_type -> custody.catalog.v1.RecordSBOMRequest
-	39, // 43: custody.catalog.v1.CatalogService.GetSBOM:input_type -> custody.catalog.v1.GetSBOMRequest
-	5,  // 44: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
-	7,  // 45: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
-	9,  // 46: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
-	11, // 47: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
-	13, // 48: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
-	15, // 49: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
-	18, // 50: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
-	20, // 51: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
-	22, // 52: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
-	24, // 53: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
-	26, // 54: custody.catalog.v1.CatalogService.ListEvents:output_type -> custody.catalog.v1.ListEventsResponse
-	28, // 55: custody.catalog.v1.CatalogService.GetLineage:output_type -> custody.catalog.v1.GetLineageResponse
-	32, // 56: custody.catalog.v1.CatalogService.GetLineagePath:output_type -> custody.catalog.v1.GetLineagePathResponse
-	34, // 57: custody.catalog.v1.CatalogService.RecordDeployment:output_type -> custody.catalog.v1.RecordDeploymentResponse
-	36, // 58: custody.catalog.v1.CatalogService.RecordSBOM:output_type -> custody.catalog.v1.RecordSBOMResponse
-	40, // 59: custody.catalog.v1.CatalogService.GetSBOM:output_type -> custody.catalog.v1.GetSBOMResponse
-	44, // [44:60] is the sub-list for method output_type
-	28, // [28:44] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	3,  // 28: custody.catalog.v1.ImportAdvisoriesResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	47, // 29: custody.catalog.v1.GetAdvisoryResponse.modified:type_name -> google.protobuf.Timestamp
+	4,  // 30: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
+	6,  // 31: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
+	8,  // 32: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
+	10, // 33: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
+	12, // 34: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
+	14, // 35: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
+	17, // 36: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
+	19, // 37: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
+	21, // 38: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
+	23, // 39: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
+	25, // 40: custody.catalog.v1.CatalogService.ListEvents:input_type -> custody.catalog.v1.ListEventsRequest
+	27, // 41: custody.catalog.v1.CatalogService.GetLineage:input_type -> custody.catalog.v1.GetLineageRequest
+	31, // 42: custody.catalog.v1.CatalogService.GetLineagePath:input_type -> custody.catalog.v1.GetLineagePathRequest
+	33, // 43: custody.catalog.v1.CatalogService.RecordDeployment:input_type -> custody.catalog.v1.RecordDeploymentRequest
+	35, // 44: custody.catalog.v1.CatalogService.RecordSBOM:input_type -> custody.catalog.v1.RecordSBOMRequest
+	39, // 45: custody.catalog.v1.CatalogService.GetSBOM:input_type -> custody.catalog.v1.GetSBOMRequest
+	41, // 46: custody.catalog.v1.CatalogService.ImportAdvisories:input_type -> custody.catalog.v1.ImportAdvisoriesRequest
+	43, // 47: custody.catalog.v1.CatalogService.GetAdvisory:input_type -> custody.catalog.v1.GetAdvisoryRequest
+	5,  // 48: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
+	7,  // 49: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
+	9,  // 50: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
+	11, // 51: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
+	13, // 52: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
+	15, // 53: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
+	18, // 54: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
+	20, // 55: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
+	22, // 56: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
+	24, // 57: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
+	26, // 58: custody.catalog.v1.CatalogService.ListEvents:output_type -> custody.catalog.v1.ListEventsResponse
+	28, // 59: custody.catalog.v1.CatalogService.GetLineage:output_type -> custody.catalog.v1.GetLineageResponse
+	32, // 60: custody.catalog.v1.CatalogService.GetLineagePath:output_type -> custody.catalog.v1.GetLineagePathResponse
+	34, // 61: custody.catalog.v1.CatalogService.RecordDeployment:output_type -> custody.catalog.v1.RecordDeploymentResponse
+	36, // 62: custody.catalog.v1.CatalogService.RecordSBOM:output_type -> custody.catalog.v1.RecordSBOMResponse
+	40, // 63: custody.catalog.v1.CatalogService.GetSBOM:output_type -> custody.catalog.v1.GetSBOMResponse
+	42, // 64: custody.catalog.v1.CatalogService.ImportAdvisories:output_type -> custody.catalog.v1.ImportAdvisoriesResponse
+	44, // 65: custody.catalog.v1.CatalogService.GetAdvisory:output_type -> custody.catalog.v1.GetAdvisoryResponse
+	48, // [48:66] is the sub-list for method output_type
+	30, // [30:48] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_custody_catalog_v1_catalog_proto_init() }
@@ -3153,7 +3463,7 @@ func file_custody_catalog_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_catalog_v1_catalog_proto_rawDesc), len(file_custody_catalog_v1_catalog_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   41,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,6 +35,8 @@ const (
 	CatalogService_RecordDeployment_FullMethodName    = "/custody.catalog.v1.CatalogService/RecordDeployment"
 	CatalogService_RecordSBOM_FullMethodName          = "/custody.catalog.v1.CatalogService/RecordSBOM"
 	CatalogService_GetSBOM_FullMethodName             = "/custody.catalog.v1.CatalogService/GetSBOM"
+	CatalogService_ImportAdvisories_FullMethodName    = "/custody.catalog.v1.CatalogService/ImportAdvisories"
+	CatalogService_GetAdvisory_FullMethodName         = "/custody.catalog.v1.CatalogService/GetAdvisory"
 )
 
 // CatalogServiceClient is the client API for CatalogService service.
@@ -125,6 +127,20 @@ type CatalogServiceClient interface {
 	// document. NotFound if there is none. Any member of the trust domain may
 	// read it.
 	GetSBOM(ctx context.Context, in *GetSBOMRequest, opts ...grpc.CallOption) (*GetSBOMResponse, error)
+	// ImportAdvisories stores a set of OSV advisories, the documents of a
+	// directory or of an OSV export zip streamed in batches, and logs the
+	// import as one "advisories.imported" entry whose subject is the set's
+	// digest; it returns once the entry is durably sequenced. Every document
+	// is parsed and checked by the catalog (libs/advisory); one bad document
+	// refuses the whole set (InvalidArgument) and nothing is stored or
+	// logged. Importing a set whose digest was imported before returns that
+	// import, with created false, and logs nothing. Only admins and security
+	// identities may call it.
+	ImportAdvisories(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportAdvisoriesRequest, ImportAdvisoriesResponse], error)
+	// GetAdvisory returns one stored advisory: its OSV document as imported,
+	// its severity and the import that last changed it. Any member of the
+	// trust domain may read it.
+	GetAdvisory(ctx context.Context, in *GetAdvisoryRequest, opts ...grpc.CallOption) (*GetAdvisoryResponse, error)
 }
 
 type catalogServiceClient struct {
@@ -295,6 +311,29 @@ func (c *catalogServiceClient) GetSBOM(ctx context.Context, in *GetSBOMRequest, 
 	return out, nil
 }
 
+func (c *catalogServiceClient) ImportAdvisories(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportAdvisoriesRequest, ImportAdvisoriesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &CatalogService_ServiceDesc.Streams[0], CatalogService_ImportAdvisories_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ImportAdvisoriesRequest, ImportAdvisoriesResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CatalogService_ImportAdvisoriesClient = grpc.ClientStreamingClient[ImportAdvisoriesRequest, ImportAdvisoriesResponse]
+
+func (c *catalogServiceClient) GetAdvisory(ctx context.Context, in *GetAdvisoryRequest, opts ...grpc.CallOption) (*GetAdvisoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetAdvisoryResponse)
+	err := c.cc.Invoke(ctx, CatalogService_GetAdvisory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CatalogServiceServer is the server API for CatalogService service.
 // All implementations must embed UnimplementedCatalogServiceServer
 // for forward compatibility.
@@ -383,6 +422,20 @@ type CatalogServiceServer interface {
 	// document. NotFound if there is none. Any member of the trust domain may
 	// read it.
 	GetSBOM(context.Context, *GetSBOMRequest) (*GetSBOMResponse, error)
+	// ImportAdvisories stores a set of OSV advisories, the documents of a
+	// directory or of an OSV export zip streamed in batches, and logs the
+	// import as one "advisories.imported" entry whose subject is the set's
+	// digest; it returns once the entry is durably sequenced. Every document
+	// is parsed and checked by the catalog (libs/advisory); one bad document
+	// refuses the whole set (InvalidArgument) and nothing is stored or
+	// logged. Importing a set whose digest was imported before returns that
+	// import, with created false, and logs nothing. Only admins and security
+	// identities may call it.
+	ImportAdvisories(grpc.ClientStreamingServer[ImportAdvisoriesRequest, ImportAdvisoriesResponse]) error
+	// GetAdvisory returns one stored advisory: its OSV document as imported,
+	// its severity and the import that last changed it. Any member of the
+	// trust domain may read it.
+	GetAdvisory(context.Context, *GetAdvisoryRequest) (*GetAdvisoryResponse, error)
 	mustEmbedUnimplementedCatalogServiceServer()
 }
 
@@ -440,6 +493,12 @@ func (UnimplementedCatalogServiceServer) RecordSBOM(context.Context, *RecordSBOM
 }
 func (UnimplementedCatalogServiceServer) GetSBOM(context.Context, *GetSBOMRequest) (*GetSBOMResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetSBOM not implemented")
+}
+func (UnimplementedCatalogServiceServer) ImportAdvisories(grpc.ClientStreamingServer[ImportAdvisoriesRequest, ImportAdvisoriesResponse]) error {
+	return status.Error(codes.Unimplemented, "method ImportAdvisories not implemented")
+}
+func (UnimplementedCatalogServiceServer) GetAdvisory(context.Context, *GetAdvisoryRequest) (*GetAdvisoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetAdvisory not implemented")
 }
 func (UnimplementedCatalogServiceServer) mustEmbedUnimplementedCatalogServiceServer() {}
 func (UnimplementedCatalogServiceServer) testEmbeddedByValue()                        {}
@@ -750,6 +809,31 @@ func _CatalogService_GetSBOM_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CatalogService_ImportAdvisories_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(CatalogServiceServer).ImportAdvisories(&grpc.GenericServerStream[ImportAdvisoriesRequest, ImportAdvisoriesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type CatalogService_ImportAdvisoriesServer = grpc.ClientStreamingServer[ImportAdvisoriesRequest, ImportAdvisoriesResponse]
+
+func _CatalogService_GetAdvisory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAdvisoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).GetAdvisory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_GetAdvisory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).GetAdvisory(ctx, req.(*GetAdvisoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CatalogService_ServiceDesc is the grpc.ServiceDesc for CatalogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -821,7 +905,17 @@ var CatalogService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "GetSBOM",
 			Handler:    _CatalogService_GetSBOM_Handler,
 		},
+		{
+			MethodName: "GetAdvisory",
+			Handler:    _CatalogService_GetAdvisory_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ImportAdvisories",
+			Handler:       _CatalogService_ImportAdvisories_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "custody/catalog/v1/catalog.proto",
 }

@@ -101,6 +101,7 @@ var migrations = []migration{
 	indexMigration,
 	leaseMigration,
 	sbomMigration,
+	advisoryMigration,
 }
 
 // migrateLock is the key of the advisory lock that serializes migrations

@@ -112,6 +112,7 @@ var migrations = []migration{
 	lineageMigration,
 	indexMigration,
 	sbomMigration,
+	advisoryMigration,
 }
 
 // fillKeyIDs sets the key ids of the artifacts recorded before the catalog

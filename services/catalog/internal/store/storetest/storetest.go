@@ -51,6 +51,7 @@ func Run(t *testing.T, o Options) {
 		{"search", search},
 		{"search is not SQL", searchHostile},
 		{"deployments", deployments},
+		{"advisories", advisories},
 		{"lineage", lineage},
 		{"lineage walk is bounded", lineageWide},
 		{"entries by subject", entriesBySubject},

@@ -1,0 +1,114 @@
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/custody-dev/custody/services/catalog/internal/catalog"
+)
+
+func storedAdvisory(id, dgst, set string, pkgs ...catalog.AdvisoryPackage) catalog.StoredAdvisory {
+	return catalog.StoredAdvisory{ID: id, Digest: dgst, Document: []byte(`{"id":"` + id + `","v":"` + dgst + `"}`), Severity: "HIGH",
+		Modified: time.Date(2024, 1, 2, 3, 4, 5, 123456000, time.UTC), SetDigest: set, Packages: pkgs}
+}
+
+func advisoryImport(set string, count int) *catalog.AdvisoryImport {
+	return &catalog.AdvisoryImport{SetDigest: set, Count: count, Added: count, Actor: "spiffe://t/security/osv",
+		CreatedAt: created, LogIndex: 7, Leaf: []byte("leaf of " + set)}
+}
+
+// advisories: an import stores its advisories and packages in one
+// transaction; the same set is refused with nothing written; a changed
+// document replaces the stored one and its packages; an unchanged one is
+// left with the import that stored it; another store sees it all.
+func advisories(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	npm := catalog.AdvisoryPackage{Ecosystem: "npm", Name: "lodash"}
+	goPkg := catalog.AdvisoryPackage{Ecosystem: "Go", Name: "golang.org/x/text"}
+	if _, err := s.AdvisoryImport(ctx, "sha256:set1"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("AdvisoryImport before any: %v, want ErrNotFound", err)
+	}
+	if _, err := s.Advisory(ctx, "GHSA-1"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Fatalf("Advisory before any: %v, want ErrNotFound", err)
+	}
+	first := []catalog.StoredAdvisory{storedAdvisory("GHSA-1", "sha256:a", "sha256:set1", npm), storedAdvisory("GO-1", "sha256:b", "sha256:set1", goPkg, npm)}
+	id1, err := s.ImportAdvisories(ctx, advisoryImport("sha256:set1", 2), first)
+	if err != nil || id1 <= 0 {
+		t.Fatalf("ImportAdvisories: %d, %v", id1, err)
+	}
+	got, err := s.Advisory(ctx, "GO-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := first[1]
+	want.Packages = []catalog.AdvisoryPackage{goPkg, npm}
+	if diff := cmp.Diff(&want, got); diff != "" {
+		t.Errorf("Advisory GO-1 (-want +got):\n%s", diff)
+	}
+	imp, err := s.AdvisoryImport(ctx, "sha256:set1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantImp := advisoryImport("sha256:set1", 2)
+	wantImp.ID = id1
+	if diff := cmp.Diff(wantImp, imp); diff != "" {
+		t.Errorf("AdvisoryImport (-want +got):\n%s", diff)
+	}
+
+	// The same set again: refused, and nothing it carries is written.
+	again := []catalog.StoredAdvisory{storedAdvisory("GHSA-9", "sha256:z", "sha256:set1")}
+	if _, err := s.ImportAdvisories(ctx, advisoryImport("sha256:set1", 1), again); !errors.Is(err, catalog.ErrAlreadyExists) {
+		t.Fatalf("same set again: %v, want ErrAlreadyExists", err)
+	}
+	if _, err := s.Advisory(ctx, "GHSA-9"); !errors.Is(err, catalog.ErrNotFound) {
+		t.Errorf("advisory of a refused import: %v, want ErrNotFound", err)
+	}
+
+	// Another set: GHSA-1 changed (and names another package), GO-1 not.
+	pypi := catalog.AdvisoryPackage{Ecosystem: "PyPI", Name: "jinja2"}
+	second := []catalog.StoredAdvisory{storedAdvisory("GHSA-1", "sha256:a2", "sha256:set2", pypi), storedAdvisory("GO-1", "sha256:b", "sha256:set2", goPkg)}
+	if _, err := s.ImportAdvisories(ctx, advisoryImport("sha256:set2", 2), second); err != nil {
+		t.Fatal(err)
+	}
+	other := open(t)
+	g1, err := other.Advisory(ctx, "GHSA-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g1.Digest != "sha256:a2" || g1.SetDigest != "sha256:set2" || !cmp.Equal(g1.Packages, []catalog.AdvisoryPackage{pypi}) {
+		t.Errorf("changed GHSA-1: %+v; want the second document with only its package", g1)
+	}
+	g2, err := other.Advisory(ctx, "GO-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g2.SetDigest != "sha256:set1" || len(g2.Packages) != 2 {
+		t.Errorf("unchanged GO-1: %+v; want the first import's row as it was", g2)
+	}
+	digests, err := other.AdvisoryDigests(ctx, []string{"GHSA-1", "GO-1", "NONE-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]string{"GHSA-1": "sha256:a2", "GO-1": "sha256:b"}, digests); diff != "" {
+		t.Errorf("AdvisoryDigests (-want +got):\n%s", diff)
+	}
+	// Many ids at once (more than one statement's parameters).
+	var many []catalog.StoredAdvisory
+	var ids []string
+	for i := range 1200 {
+		id := fmt.Sprintf("MANY-%d", i)
+		many = append(many, storedAdvisory(id, "sha256:m", "sha256:set3"))
+		ids = append(ids, id)
+	}
+	if _, err := s.ImportAdvisories(ctx, advisoryImport("sha256:set3", len(many)), many); err != nil {
+		t.Fatal(err)
+	}
+	if digests, err := s.AdvisoryDigests(ctx, ids); err != nil || len(digests) != len(ids) {
+		t.Errorf("AdvisoryDigests of %d ids: %d, %v", len(ids), len(digests), err)
+	}
+}
