@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/custody-dev/custody/libs/batch"
 	"github.com/custody-dev/custody/libs/trustroot"
 )
 
@@ -29,6 +30,8 @@ type trust struct {
 	root   *trustroot.Trusted
 	now    func() time.Time
 	logger *slog.Logger
+	// syncs coalesces the syncs of concurrent admissions.
+	syncs *batch.Queue[struct{}, struct{}]
 
 	mu sync.RWMutex
 	// revoked maps key ids to the earliest revocation time the signer
@@ -44,7 +47,11 @@ type trust struct {
 }
 
 func newTrust(s Signer, root *trustroot.Trusted, now func() time.Time, logger *slog.Logger) *trust {
-	return &trust{signer: s, root: root, now: now, logger: logger, revoked: map[string]time.Time{}}
+	t := &trust{signer: s, root: root, now: now, logger: logger, revoked: map[string]time.Time{}}
+	// One sync in flight: an admission arriving while one is out joins the
+	// next, which leaves when it returns, so it starts after the admission.
+	t.syncs = batch.New(1, maxSyncBatch, t.syncBatch)
+	return t
 }
 
 // current returns the trust root to verify with, or an error naming its
@@ -73,17 +80,29 @@ func (t *trust) refresh(ctx context.Context) error {
 // sync is refresh before an admission: a root the signer cannot give or
 // that does not chain leaves the current root in use (logged); revocations
 // the signer cannot give are an error: the caller must not decide without
-// them.
+// them. Concurrent admissions share one round trip to the signer, but
+// never one that started before they called: a revocation the signer
+// recorded before sync was called is always seen (decision 0086).
 func (t *trust) sync(ctx context.Context) error {
+	_, err := t.syncs.Do(ctx, struct{}{})
+	return err
+}
+
+// syncBatch is one sync for every admission waiting on it.
+func (t *trust) syncBatch(ctx context.Context, waiting []struct{}) ([]struct{}, error) {
 	rootErr, revErr := t.fetch(ctx)
 	if rootErr != nil {
 		t.logger.WarnContext(ctx, "trust roots not updated", slog.Int64("version", t.root.Version()), slog.Any("error", rootErr))
 	}
 	if revErr != nil {
-		return fmt.Errorf("%w: check the signer is running", revErr)
+		return nil, fmt.Errorf("%w: check the signer is running", revErr)
 	}
-	return nil
+	return make([]struct{}, len(waiting)), nil
 }
+
+// maxSyncBatch bounds the admissions one sync serves; more wait for the
+// next.
+const maxSyncBatch = 4096
 
 // fetch takes the signer's newer roots and its revocations. Concurrent
 // fetches are safe: Trusted skips versions it already holds.

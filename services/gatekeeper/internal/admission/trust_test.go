@@ -17,6 +17,10 @@ import (
 // calls.
 type rootSigner struct {
 	calls atomic.Int32
+	// hold, if set, holds the first Revocations call after it read the
+	// revocations, until released; entered is closed when it is held.
+	hold, entered chan struct{}
+	held          atomic.Bool
 
 	mu      sync.Mutex
 	roots   [][]byte // roots[i] is v(i+1) unless the test says otherwise
@@ -42,11 +46,20 @@ func (s *rootSigner) TrustRoots(ctx context.Context, after int64) ([][]byte, err
 
 func (s *rootSigner) Revocations(context.Context) (map[string]time.Time, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.err != nil {
+		s.mu.Unlock()
 		return nil, s.err
 	}
-	return s.revoked, nil
+	out := map[string]time.Time{}
+	for id, at := range s.revoked {
+		out[id] = at
+	}
+	s.mu.Unlock()
+	if s.hold != nil && s.held.CompareAndSwap(false, true) {
+		close(s.entered)
+		<-s.hold
+	}
+	return out, nil
 }
 
 func (s *rootSigner) SignDecision(context.Context, []byte) ([]byte, error) {
@@ -164,5 +177,50 @@ func TestTrustRevocationsOnlyNarrow(t *testing.T) {
 		if at, ok := tr.revokedAt("k1"); !ok || !at.Equal(st.want) {
 			t.Errorf("step %d: revoked at %v (%v), want %v", i, at, ok, st.want)
 		}
+	}
+}
+
+// TestSyncCoalescesButIsNeverStale: admissions syncing at once share round
+// trips to the signer, but an admission never takes the answer of a round
+// trip that started before it called: a revocation the signer recorded
+// before the admission's sync is always seen.
+func TestSyncCoalescesButIsNeverStale(t *testing.T) {
+	c := trustroottest.New(t, 1)
+	envs, _ := versions(t, c, 1)
+	s := &rootSigner{roots: envs, revoked: map[string]time.Time{}, hold: make(chan struct{}), entered: make(chan struct{})}
+	now := trustNow
+	tr := newTestTrust(t, s, envs[0], &now)
+
+	first := make(chan error, 1)
+	go func() { first <- tr.sync(t.Context()) }()
+	<-s.entered // the first round trip read no revocation and is held
+
+	s.mu.Lock()
+	s.revoked["k1"] = trustNow.Add(-time.Minute)
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	later := make([]error, 8)
+	for i := range later {
+		wg.Go(func() { later[i] = tr.sync(t.Context()) })
+	}
+	// Let the eight queue behind the held round trip, then release it.
+	for tr.syncs.Waiting() < len(later) {
+		time.Sleep(time.Millisecond)
+	}
+	close(s.hold)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for i, err := range later {
+		if err != nil {
+			t.Fatalf("sync %d: %v", i, err)
+		}
+	}
+	if _, ok := tr.revokedAt("k1"); !ok {
+		t.Error("a sync that began after the revocation was recorded did not see it")
+	}
+	if n := s.calls.Load(); n != 2 {
+		t.Errorf("%d round trips for 9 syncs, want 2: the held one and one for the eight that waited", n)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/custody-dev/custody/services/gatekeeper/internal/load"
 	defaultpolicy "github.com/custody-dev/custody/services/gatekeeper/policy"
 )
 
@@ -193,15 +195,25 @@ func TestEvaluateConcurrently(t *testing.T) {
 	wg.Wait()
 }
 
+// BenchmarkEvaluate is OPA evaluating the default admission policy alone,
+// at 1 and 64 concurrent callers: the floor under BenchmarkAdmit (server),
+// which `make bench-gatekeeper` runs in the same invocation.
 func BenchmarkEvaluate(b *testing.B) {
 	p, err := New(b.Context(), defaultpolicy.DefaultName, defaultpolicy.Default())
 	if err != nil {
 		b.Fatal(err)
 	}
 	in := good()
-	for b.Loop() {
-		if _, err := p.Evaluate(b.Context(), in); err != nil {
-			b.Fatal(err)
-		}
+	for _, callers := range []int{1, 64} {
+		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
+			f := load.Run(b, callers, 5000, func(ctx context.Context, _ int) error {
+				denies, err := p.Evaluate(ctx, in)
+				if err == nil && len(denies) > 0 {
+					err = fmt.Errorf("the good input is denied: %q", denies)
+				}
+				return err
+			})
+			b.Logf("OPA alone, %d callers: %.0f evaluations/s, p50 %.3f ms, p99 %.3f ms over %d evaluations; %.0f µs CPU each", callers, f.PerSecond, f.P50, f.P99, f.Calls, f.CPU)
+		})
 	}
 }

@@ -92,6 +92,7 @@ type stackOptions struct {
 	acceptBeforeRevocation bool
 	stopFile               string // stop state file; empty: a new one
 	purges                 *purge.Queue
+	timeout                time.Duration // of one admission; zero: 1s
 }
 
 func newStackWith(t testing.TB, o stackOptions) *stack {
@@ -170,6 +171,9 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.timeout == 0 {
+		o.timeout = time.Second
+	}
 	gate, err := admission.New(admission.Config{
 		Stops:                  s.stops,
 		Rollbacks:              s.rollbacks,
@@ -184,7 +188,7 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 		TrustDomain:            trustDomain,
 		Metrics:                tel.Metrics,
 		Logger:                 logger,
-		Timeout:                time.Second,
+		Timeout:                o.timeout,
 		Now:                    func() time.Time { return time.Now().Add(time.Duration(s.clock.Load())) },
 	})
 	if err != nil {
@@ -702,8 +706,10 @@ func TestAdmitConcurrently(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if fetches, signs := s.signer.counts(); fetches != 9 || signs != 8 {
-		t.Errorf("signer saw %d trust-root fetches and %d signatures, want 9 (at start, then one per admission) and 8", fetches, signs)
+	// Concurrent admissions may share a trust sync (each one started after
+	// they called), never skip it.
+	if fetches, signs := s.signer.counts(); fetches < 2 || fetches > 9 || signs != 8 {
+		t.Errorf("signer saw %d trust-root fetches and %d signatures, want 2 to 9 (at start, then at most one per admission) and 8", fetches, signs)
 	}
 }
 
@@ -738,18 +744,6 @@ func TestAdmitPolicyErrorDenies(t *testing.T) {
 		t.Fatalf("decision %v, reasons %q; want deny because the policy failed", resp.GetDecision(), resp.GetReasons())
 	}
 	s.checkRecorded(t, resp, "deny", "prod")
-}
-
-func BenchmarkAdmit(b *testing.B) {
-	s := newStack(b)
-	s.publish(b, "app", "1.0.0", "prod")
-	req := &gatekeeperv1.AdmitRequest{Name: "app", Version: "1.0.0", Environment: "prod"}
-	for b.Loop() {
-		resp, err := s.deployer.Admit(b.Context(), req)
-		if err != nil || resp.GetDecision() != gatekeeperv1.Decision_DECISION_ALLOW {
-			b.Fatal(resp, err)
-		}
-	}
 }
 
 func containsReason(reasons []string, want string) bool {
