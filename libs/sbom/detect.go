@@ -3,6 +3,8 @@ package sbom
 import (
 	"context"
 	"encoding/json"
+
+	"google.golang.org/grpc"
 )
 
 // Formats an SBOM document may have: the same strings as
@@ -99,4 +101,16 @@ func (p *Parser) acquire(ctx context.Context) (func(), error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// MaxMessageBytes is the largest gRPC message that carries one document
+// and its signed statement's envelope (attest.MaxEnvelopeSize, 1 MiB), with
+// room for the other fields: the catalog's receive limit.
+const MaxMessageBytes = MaxBytes + 1<<20 + 64<<10
+
+// CallOptions are the gRPC call options of a call that sends or receives
+// one document (the catalog's RecordSBOM, GetSBOM with include_document):
+// gRPC's default receive limit is 4 MiB.
+func CallOptions() []grpc.CallOption {
+	return []grpc.CallOption{grpc.MaxCallRecvMsgSize(MaxMessageBytes + 4<<20), grpc.MaxCallSendMsgSize(MaxMessageBytes)}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -17,24 +16,13 @@ import (
 
 // MaxRecvMsgSize is the largest message the catalog accepts: a
 // RecordSBOMRequest with a document at sbom.MaxBytes and an envelope at
-// its bound, and their framing. Every other request is far smaller.
-const MaxRecvMsgSize = sbom.MaxBytes + 1<<20 + 64<<10
+// its bound (sbom.MaxMessageBytes). Every other request is far smaller.
+const MaxRecvMsgSize = sbom.MaxMessageBytes
 
 // Transport sets the gRPC server limits the catalog's API needs: messages
 // up to MaxRecvMsgSize. Only members of the trust domain get past the mTLS
 // handshake to send one.
 func Transport(sc *rpc.ServerConfig) { sc.MaxRecvMsgSize = MaxRecvMsgSize }
-
-// MaxSBOMMessage is the receive limit a client of GetSBOM with
-// include_document sets (grpc.MaxCallRecvMsgSize): the document and the
-// rest of the response.
-const MaxSBOMMessage = MaxRecvMsgSize + 4<<20
-
-// SBOMCallOptions are the call options of a GetSBOM with
-// include_document and of a RecordSBOM.
-func SBOMCallOptions() []grpc.CallOption {
-	return []grpc.CallOption{grpc.MaxCallRecvMsgSize(MaxSBOMMessage), grpc.MaxCallSendMsgSize(MaxRecvMsgSize)}
-}
 
 // RecordSBOM stores and logs an SBOM the publisher sends; see the proto
 // for the contract.
@@ -89,7 +77,7 @@ func (f *Follower) RecordSBOM(ctx context.Context, req *catalogv1.RecordSBOMRequ
 	if err != nil {
 		return nil, err
 	}
-	return c.RecordSBOM(ctx, req, SBOMCallOptions()...)
+	return c.RecordSBOM(ctx, req, sbom.CallOptions()...)
 }
 
 func (w *Switch) RecordSBOM(ctx context.Context, r *catalogv1.RecordSBOMRequest) (*catalogv1.RecordSBOMResponse, error) {

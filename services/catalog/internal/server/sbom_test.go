@@ -13,7 +13,6 @@ import (
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	"github.com/custody-dev/custody/libs/sbom"
 	"github.com/custody-dev/custody/libs/tlog"
-	"github.com/custody-dev/custody/services/catalog/internal/server"
 )
 
 const cdxDoc = `{"bomFormat":"CycloneDX","specVersion":"1.6","components":[
@@ -52,7 +51,7 @@ func TestRecordSBOM(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := sbomReq("app", "1.0.0", "a1", []byte(cdxDoc))
-	resp, err := pub.RecordSBOM(t.Context(), req, server.SBOMCallOptions()...)
+	resp, err := pub.RecordSBOM(t.Context(), req, sbom.CallOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +108,7 @@ func TestRecordSBOM(t *testing.T) {
 		check("GetSBOM by "+p, got.GetSbom(), false)
 	}
 	gk := e.client(t, "/service/gatekeeper")
-	got, err := gk.GetSBOM(t.Context(), &catalogv1.GetSBOMRequest{Digest: digestOf("a1"), IncludeDocument: true}, server.SBOMCallOptions()...)
+	got, err := gk.GetSBOM(t.Context(), &catalogv1.GetSBOMRequest{Digest: digestOf("a1"), IncludeDocument: true}, sbom.CallOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +117,7 @@ func TestRecordSBOM(t *testing.T) {
 	// Again with the same document (a retried publish): the stored SBOM,
 	// nothing logged.
 	before := logSize(t, e, gk)
-	again, err := pub.RecordSBOM(t.Context(), sbomReq("app", "1.0.0", "a1", []byte(cdxDoc)), server.SBOMCallOptions()...)
+	again, err := pub.RecordSBOM(t.Context(), sbomReq("app", "1.0.0", "a1", []byte(cdxDoc)), sbom.CallOptions()...)
 	if err != nil || again.GetCreated() || again.GetEntry() != nil {
 		t.Errorf("the same SBOM again: %v, %v; want the stored one, created false, no entry", again, err)
 	}
@@ -155,7 +154,7 @@ func TestRecordSBOMRefuses(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := pub.RecordSBOM(t.Context(), sbomReq("app", "1.0.0", "a1.0.0", []byte(cdxDoc)), server.SBOMCallOptions()...); err != nil {
+	if _, err := pub.RecordSBOM(t.Context(), sbomReq("app", "1.0.0", "a1.0.0", []byte(cdxDoc)), sbom.CallOptions()...); err != nil {
 		t.Fatal(err)
 	}
 	reader := e.client(t, "/auditor/audit")
@@ -164,7 +163,7 @@ func TestRecordSBOMRefuses(t *testing.T) {
 		if p == "/service/publisher" {
 			continue
 		}
-		_, err := e.client(t, p).RecordSBOM(t.Context(), sbomReq("app", "2.0.0", "a2.0.0", []byte(cdxDoc)), server.SBOMCallOptions()...)
+		_, err := e.client(t, p).RecordSBOM(t.Context(), sbomReq("app", "2.0.0", "a2.0.0", []byte(cdxDoc)), sbom.CallOptions()...)
 		if status.Code(err) != codes.PermissionDenied {
 			t.Errorf("RecordSBOM by %s: %v, want PermissionDenied", p, err)
 		}
@@ -212,7 +211,7 @@ func TestRecordSBOMRefuses(t *testing.T) {
 		{"unknown artifact", with("app", "9.9.9", "a2.0.0", []byte(cdxDoc), nil), codes.NotFound},
 		{"bad name", with("../x", "2.0.0", "a2.0.0", []byte(cdxDoc), nil), codes.InvalidArgument},
 	} {
-		_, err := pub.RecordSBOM(t.Context(), tc.req, server.SBOMCallOptions()...)
+		_, err := pub.RecordSBOM(t.Context(), tc.req, sbom.CallOptions()...)
 		if status.Code(err) != tc.code {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.code)
 		}
@@ -228,7 +227,7 @@ func TestRecordSBOMRefuses(t *testing.T) {
 	if _, err := reader.GetSBOM(t.Context(), &catalogv1.GetSBOMRequest{Name: "app", Version: "2.0.0"}); status.Code(err) != codes.NotFound {
 		t.Errorf("app@2.0.0 has an SBOM after only refused attaches: %v", err)
 	}
-	got, err := reader.GetSBOM(t.Context(), &catalogv1.GetSBOMRequest{Name: "app", Version: "1.0.0", IncludeDocument: true}, server.SBOMCallOptions()...)
+	got, err := reader.GetSBOM(t.Context(), &catalogv1.GetSBOMRequest{Name: "app", Version: "1.0.0", IncludeDocument: true}, sbom.CallOptions()...)
 	if err != nil || string(got.GetSbom().GetDocument()) != cdxDoc {
 		t.Errorf("the first SBOM after refusals: %v, %v", got, err)
 	}

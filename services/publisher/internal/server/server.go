@@ -23,6 +23,7 @@ import (
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/sbom"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
 	"github.com/custody-dev/custody/services/publisher/internal/limits"
@@ -55,6 +56,10 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	return rpc.Policy{
 		rpc.Method(sd, "Upload"):          {under("/builder")},
 		rpc.Method(sd, "GetUploadStatus"): {under("/builder")},
+		// Any builder reaches AttachSBOM; only the artifact's own builder
+		// gets an SBOM attached (checked before signing, and again by the
+		// catalog).
+		rpc.Method(sd, "AttachSBOM"): {under("/builder")},
 		// Deployers get bytes only through an edge, with a token the broker
 		// issued for an allow decision (ATTACKS.md #38); admins for backup
 		// and inspection.
@@ -87,6 +92,8 @@ type Server struct {
 	limits    Limits
 	uploads   *limits.Slots
 	downloads *limits.Slots
+	sboms     *limits.Slots // SBOM documents held
+	parser    *sbom.Parser
 	resume    *resume.Store     // nil: uploads are not resumable
 	retention *retention.Runner // nil: nothing is ever deleted
 }
@@ -137,7 +144,8 @@ func (s *Server) SetBatcher(b *signing.Batcher) { s.batcher = b }
 
 // New returns the publisher API.
 func New(blobs Blobs, b *bindings.Store, signer signerv1.SignerServiceClient, catalog catalogv1.CatalogServiceClient, logger *slog.Logger, metrics *telemetry.Metrics) *Server {
-	s := &Server{blobs: blobs, bindings: b, signer: signer, catalog: catalog, logger: logger, metrics: metrics, now: time.Now}
+	s := &Server{blobs: blobs, bindings: b, signer: signer, catalog: catalog, logger: logger, metrics: metrics, now: time.Now,
+		sboms: newSBOMSlots(), parser: sbom.NewParser(sbomParsers)}
 	s.SetLimits(DefaultLimits())
 	return s
 }
@@ -237,6 +245,8 @@ func toStatus(err error) error {
 		return status.Error(codes.DataLoss, err.Error())
 	case errors.Is(err, errUnavailable), errors.Is(err, sealed.ErrUnavailable):
 		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, errNotBuilder):
+		return status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, errNotSigned):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

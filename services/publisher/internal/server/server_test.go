@@ -29,6 +29,7 @@ import (
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/identity/identitytest"
 	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/sbom"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
@@ -68,6 +69,7 @@ type fakeCatalog struct {
 	catalogv1.UnimplementedCatalogServiceServer
 	mu      sync.Mutex
 	records map[string]*catalogv1.GetArtifactResponse
+	sboms   []*catalogv1.RecordSBOMRequest
 	events  []tlog.Entry
 	down    bool // retention's questions fail
 }
@@ -103,7 +105,7 @@ type fixture struct {
 func serve(t *testing.T, td *identitytest.TrustDomain, idPath string, policy rpc.Policy, register func(*grpc.Server)) string {
 	t.Helper()
 	srv := rpc.NewServer(rpc.ServerConfig{Source: td.Source(t, idPath), TrustDomain: td.TD, Policy: policy,
-		Logger: slog.New(slog.DiscardHandler), Telemetry: telemetry.Discard(idPath)})
+		Logger: slog.New(slog.DiscardHandler), Telemetry: telemetry.Discard(idPath), MaxRecvMsgSize: sbom.MaxMessageBytes})
 	register(srv.Server)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -142,6 +144,7 @@ func startFull(t *testing.T, configure func(*server.Server), retained *retention
 		rpc.Method(catalogv1.CatalogService_ServiceDesc, "ListEvents"):      {pub},
 		rpc.Method(catalogv1.CatalogService_ServiceDesc, "GetLineage"):      {pub},
 		rpc.Method(catalogv1.CatalogService_ServiceDesc, "AppendEvent"):     {pub},
+		rpc.Method(catalogv1.CatalogService_ServiceDesc, "RecordSBOM"):      {pub},
 	}, func(s *grpc.Server) { catalogv1.RegisterCatalogServiceServer(s, f.catalog) })
 	src := td.Source(t, "/service/publisher")
 	sc, _ := rpc.Dial(signerAddr, td.ID("/service/signer"), src, f.tel)

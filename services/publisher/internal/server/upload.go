@@ -18,6 +18,7 @@ import (
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/sbom"
 	"github.com/custody-dev/custody/services/publisher/internal/bindings"
 	"github.com/custody-dev/custody/services/publisher/internal/limits"
 	"github.com/custody-dev/custody/services/publisher/internal/resume"
@@ -26,7 +27,7 @@ import (
 
 type receiver = limits.Receiver[*publisherv1.UploadRequest]
 
-func chunkLen(m *publisherv1.UploadRequest) int { return len(m.GetChunk()) }
+func chunkLen(m *publisherv1.UploadRequest) int { return len(m.GetChunk()) + len(m.GetSbomChunk()) }
 
 // chunk checks one data message of an upload that has held so far bytes.
 func (s *Server) chunk(msg *publisherv1.UploadRequest, held int64, h *publisherv1.UploadHeader) ([]byte, error) {
@@ -58,6 +59,8 @@ type streamReader struct {
 	buf   []byte
 	total int64
 	sum   hash.Hash // nil unless the header declares a digest
+	// trailer is the first SBOM chunk, which ends the artifact's bytes.
+	trailer *publisherv1.UploadRequest
 }
 
 func (r *streamReader) Read(p []byte) (int, error) {
@@ -71,6 +74,13 @@ func (r *streamReader) Read(p []byte) (int, error) {
 		}
 		if err != nil {
 			return 0, err
+		}
+		if isSBOMChunk(msg) {
+			if err := checkEnd(r.h, r.total, r.sum); err != nil {
+				return 0, err
+			}
+			r.trailer = msg
+			return 0, io.EOF
 		}
 		c, err := r.s.chunk(msg, r.total, r.h)
 		if err != nil {
@@ -124,6 +134,9 @@ func (s *Server) validateHeader(h *publisherv1.UploadHeader) error {
 	if h.GetOffset() < 0 || h.GetOffset() > 0 && (h.GetUploadId() == "" || h.GetDigest() == "") {
 		errs = append(errs, fmt.Sprintf("offset %d: want 0, or the offset GetUploadStatus returned with the upload_id and the whole artifact's digest", h.GetOffset()))
 	}
+	if n := h.GetSbomSize(); n != 0 && validSBOMSize(n) != nil {
+		errs = append(errs, fmt.Sprintf("sbom_size %d: want 0 (no SBOM) or 1 to %d bytes", n, sbom.MaxBytes))
+	}
 	if h.GetSize() > 0 && h.GetOffset() > h.GetSize() {
 		errs = append(errs, fmt.Sprintf("offset %d beyond the declared size %d", h.GetOffset(), h.GetSize()))
 	}
@@ -171,8 +184,9 @@ func (s *Server) Upload(stream publisherv1.PublisherService_UploadServer) error 
 	}
 	var digest string
 	var size int64
+	var trailer *publisherv1.UploadRequest
 	if h.GetUploadId() != "" && s.resume != nil {
-		digest, size, err = s.spool(ctx, caller, h, rx)
+		digest, size, trailer, err = s.spool(ctx, caller, h, rx)
 	} else {
 		if h.GetOffset() > 0 {
 			return toStatus(fmt.Errorf("%w: this publisher does not resume uploads: upload from offset 0", resume.ErrNotFound))
@@ -182,9 +196,51 @@ func (s *Server) Upload(stream publisherv1.PublisherService_UploadServer) error 
 			r.sum = sha256.New()
 		}
 		digest, size, err = s.blobs.Put(ctx, r, s.limits.MaxSize)
+		trailer = r.trailer
 	}
 	if err != nil {
 		return s.uploadErr(ctx, caller, err)
+	}
+	// The SBOM, if any, is received and parsed before the artifact is
+	// bound: a bad one refuses the upload (the stored blob stays unbound).
+	var doc []byte
+	var format string
+	switch {
+	case h.GetSbomSize() > 0:
+		release, err := s.sboms.Acquire(caller.String())
+		if err != nil {
+			return toStatus(err)
+		}
+		defer release()
+		var first []byte
+		// Without a trailer the stream has ended: the receiver is not
+		// asked again.
+		ended := trailer == nil
+		if trailer != nil {
+			first = trailer.GetSbomChunk()
+		}
+		doc, err = readSBOM(h.GetSbomSize(), first, func() ([]byte, error) {
+			if ended {
+				return nil, io.EOF
+			}
+			msg, err := rx.Next(ctx)
+			if err != nil {
+				ended = errors.Is(err, io.EOF)
+				return nil, err
+			}
+			if !isSBOMChunk(msg) {
+				return nil, fmt.Errorf("%w: artifact data after the SBOM started", errInvalid)
+			}
+			return msg.GetSbomChunk(), nil
+		})
+		if err != nil {
+			return s.uploadErr(ctx, caller, err)
+		}
+		if format, err = s.parseSBOM(ctx, doc); err != nil {
+			return toStatus(err)
+		}
+	case trailer != nil:
+		return toStatus(fmt.Errorf("%w: SBOM chunks without sbom_size in the header", errInvalid))
 	}
 	var created bool
 	bind := func() (err error) {
@@ -202,6 +258,16 @@ func (s *Server) Upload(stream publisherv1.PublisherService_UploadServer) error 
 	resp, err := s.complete(ctx, h, digest, size, caller, started, created)
 	if err != nil {
 		return toStatus(err)
+	}
+	if doc != nil {
+		att, err := s.attachSBOM(ctx, caller, h.GetName(), h.GetVersion(), doc, format)
+		if err != nil {
+			s.logger.WarnContext(ctx, "artifact published, SBOM not attached", slog.String("name", h.GetName()), slog.String("version", h.GetVersion()),
+				slog.String("digest", digest), slog.Any("error", err))
+			return toStatus(fmt.Errorf("the artifact is published (%s), its SBOM is not: %w; publish again, or attach it with custody sbom attach", digest, err))
+		}
+		s.logSBOM(ctx, h.GetName(), h.GetVersion(), caller, att)
+		resp.Sbom = att
 	}
 	s.logger.InfoContext(ctx, "upload", slog.String("name", h.GetName()), slog.String("version", h.GetVersion()),
 		slog.String("digest", digest), slog.Int64("size", size), slog.String("caller", caller.String()),
@@ -221,17 +287,22 @@ func (s *Server) uploadErr(ctx context.Context, caller spiffeid.ID, err error) e
 // its connection went away, or a resumed stream took over) leaves the bytes
 // for a resume; one that is refused or falls behind the progress rate
 // leaves nothing.
-func (s *Server) spool(ctx context.Context, caller spiffeid.ID, h *publisherv1.UploadHeader, rx *receiver) (string, int64, error) {
+func (s *Server) spool(ctx context.Context, caller spiffeid.ID, h *publisherv1.UploadHeader, rx *receiver) (string, int64, *publisherv1.UploadRequest, error) {
 	// The store hashes what it keeps; this hash only checks a declared
 	// digest before anything is stored.
 	u, err := s.resume.Begin(ctx, caller.String(), h.GetUploadId(), h.GetOffset(), h.GetDigest() != "")
 	if err != nil {
-		return "", 0, err
+		return "", 0, nil, err
 	}
 	rx.SetStop(u.Stop())
+	var trailer *publisherv1.UploadRequest
 	for {
 		msg, err := rx.Next(ctx)
 		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err == nil && isSBOMChunk(msg) {
+			trailer = msg
 			break
 		}
 		if err != nil {
@@ -240,7 +311,7 @@ func (s *Server) spool(ctx context.Context, caller spiffeid.ID, h *publisherv1.U
 			} else {
 				u.Suspend()
 			}
-			return "", 0, err
+			return "", 0, nil, err
 		}
 		c, err := s.chunk(msg, u.Size(), h)
 		if err == nil {
@@ -248,25 +319,25 @@ func (s *Server) spool(ctx context.Context, caller spiffeid.ID, h *publisherv1.U
 		}
 		if err != nil {
 			u.Discard()
-			return "", 0, err
+			return "", 0, nil, err
 		}
 	}
 	if h.GetDigest() != "" && u.Digest() != h.GetDigest() {
 		got := u.Digest()
 		u.Discard()
-		return "", 0, fmt.Errorf("%w: the bytes hash to %s, the header declared %s: nothing was stored; upload again from offset 0", errInvalid, got, h.GetDigest())
+		return "", 0, nil, fmt.Errorf("%w: the bytes hash to %s, the header declared %s: nothing was stored; upload again from offset 0", errInvalid, got, h.GetDigest())
 	}
 	if err := checkEnd(h, u.Size(), nil); err != nil {
 		u.Discard()
-		return "", 0, err
+		return "", 0, nil, err
 	}
 	digest, size, err := s.blobs.Put(ctx, u.Bytes(), s.limits.MaxSize)
 	if err != nil {
 		u.Suspend() // a store failure: the builder may resume once it is fixed
-		return "", 0, err
+		return "", 0, nil, err
 	}
 	u.Discard()
-	return digest, size, nil
+	return digest, size, trailer, nil
 }
 
 // GetUploadStatus reports how much of the caller's interrupted upload is

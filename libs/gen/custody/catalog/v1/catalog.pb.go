@@ -2647,8 +2647,8 @@ type GetSBOMRequest struct {
 	Name    string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
 	Digest  string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
-	// Return the document too (up to 8 MiB: call with a receive limit of
-	// MaxSBOMMessage).
+	// Return the document too (up to 8 MiB: call with libs/sbom's
+	// CallOptions, a receive limit above gRPC's default 4 MiB).
 	IncludeDocument bool `protobuf:"varint,4,opt,name=include_document,json=includeDocument,proto3" json:"include_document,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache

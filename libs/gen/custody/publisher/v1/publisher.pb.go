@@ -27,6 +27,7 @@ type UploadRequest struct {
 	//
 	//	*UploadRequest_Header
 	//	*UploadRequest_Chunk
+	//	*UploadRequest_SbomChunk
 	Msg           isUploadRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -87,6 +88,15 @@ func (x *UploadRequest) GetChunk() []byte {
 	return nil
 }
 
+func (x *UploadRequest) GetSbomChunk() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*UploadRequest_SbomChunk); ok {
+			return x.SbomChunk
+		}
+	}
+	return nil
+}
+
 type isUploadRequest_Msg interface {
 	isUploadRequest_Msg()
 }
@@ -101,9 +111,19 @@ type UploadRequest_Chunk struct {
 	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
 }
 
+type UploadRequest_SbomChunk struct {
+	// After the last chunk, when the header declares sbom_size: the SBOM
+	// document, in order, each at most 1 MiB. It is parsed before the
+	// artifact is bound, and attached once the artifact is recorded, as
+	// AttachSBOM would.
+	SbomChunk []byte `protobuf:"bytes,3,opt,name=sbom_chunk,json=sbomChunk,proto3,oneof"`
+}
+
 func (*UploadRequest_Header) isUploadRequest_Msg() {}
 
 func (*UploadRequest_Chunk) isUploadRequest_Msg() {}
+
+func (*UploadRequest_SbomChunk) isUploadRequest_Msg() {}
 
 // UploadHeader carries the builder's claims about the artifact. The builder's
 // identity is never a claim: it is the caller's authenticated SPIFFE ID.
@@ -134,8 +154,11 @@ type UploadHeader struct {
 	// source named by source_repo and source_commit) and the catalog's lineage
 	// edges. At most 256, each bounded (see docs/services.md).
 	ResolvedDependencies []*ResourceDescriptor `protobuf:"bytes,15,rep,name=resolved_dependencies,json=resolvedDependencies,proto3" json:"resolved_dependencies,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// The size of the SBOM document that follows the artifact's bytes
+	// (sbom_chunk messages), 1 to 8 MiB; 0: no SBOM.
+	SbomSize      int64 `protobuf:"varint,16,opt,name=sbom_size,json=sbomSize,proto3" json:"sbom_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UploadHeader) Reset() {
@@ -238,6 +261,13 @@ func (x *UploadHeader) GetResolvedDependencies() []*ResourceDescriptor {
 	return nil
 }
 
+func (x *UploadHeader) GetSbomSize() int64 {
+	if x != nil {
+		return x.SbomSize
+	}
+	return 0
+}
+
 // ResourceDescriptor is an in-toto ResourceDescriptor: a resource named by
 // URI and/or digests ("sha256" as 64 lowercase hex, "gitCommit", ...).
 type ResourceDescriptor struct {
@@ -320,7 +350,9 @@ type UploadResponse struct {
 	// The DSSE envelope recorded in the catalog.
 	Envelope []byte `protobuf:"bytes,4,opt,name=envelope,proto3" json:"envelope,omitempty"`
 	// The index of the artifact's entry in the transparency log.
-	LogIndex      int64 `protobuf:"varint,5,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	LogIndex int64 `protobuf:"varint,5,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// The SBOM attached, when the upload carried one.
+	Sbom          *AttachedSBOM `protobuf:"bytes,6,opt,name=sbom,proto3" json:"sbom,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -390,6 +422,295 @@ func (x *UploadResponse) GetLogIndex() int64 {
 	return 0
 }
 
+func (x *UploadResponse) GetSbom() *AttachedSBOM {
+	if x != nil {
+		return x.Sbom
+	}
+	return nil
+}
+
+// AttachedSBOM is an SBOM attached to an artifact.
+type AttachedSBOM struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "cyclonedx-json" or "spdx-json".
+	Format string `protobuf:"bytes,1,opt,name=format,proto3" json:"format,omitempty"`
+	// "sha256:<hex>" of the document.
+	DocumentDigest string `protobuf:"bytes,2,opt,name=document_digest,json=documentDigest,proto3" json:"document_digest,omitempty"`
+	// The number of components the catalog stored.
+	Components int32 `protobuf:"varint,3,opt,name=components,proto3" json:"components,omitempty"`
+	// The DSSE envelope over the SBOM statement.
+	Envelope []byte `protobuf:"bytes,4,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	// The index of the sbom.attached entry in the log (0 when created is
+	// false).
+	LogIndex int64 `protobuf:"varint,5,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// False when the artifact already had this document.
+	Created       bool `protobuf:"varint,6,opt,name=created,proto3" json:"created,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachedSBOM) Reset() {
+	*x = AttachedSBOM{}
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachedSBOM) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachedSBOM) ProtoMessage() {}
+
+func (x *AttachedSBOM) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachedSBOM.ProtoReflect.Descriptor instead.
+func (*AttachedSBOM) Descriptor() ([]byte, []int) {
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AttachedSBOM) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *AttachedSBOM) GetDocumentDigest() string {
+	if x != nil {
+		return x.DocumentDigest
+	}
+	return ""
+}
+
+func (x *AttachedSBOM) GetComponents() int32 {
+	if x != nil {
+		return x.Components
+	}
+	return 0
+}
+
+func (x *AttachedSBOM) GetEnvelope() []byte {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
+func (x *AttachedSBOM) GetLogIndex() int64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
+func (x *AttachedSBOM) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+type AttachSBOMRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*AttachSBOMRequest_Header
+	//	*AttachSBOMRequest_Chunk
+	Msg           isAttachSBOMRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachSBOMRequest) Reset() {
+	*x = AttachSBOMRequest{}
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachSBOMRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachSBOMRequest) ProtoMessage() {}
+
+func (x *AttachSBOMRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachSBOMRequest.ProtoReflect.Descriptor instead.
+func (*AttachSBOMRequest) Descriptor() ([]byte, []int) {
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AttachSBOMRequest) GetMsg() isAttachSBOMRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *AttachSBOMRequest) GetHeader() *AttachSBOMHeader {
+	if x != nil {
+		if x, ok := x.Msg.(*AttachSBOMRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *AttachSBOMRequest) GetChunk() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*AttachSBOMRequest_Chunk); ok {
+			return x.Chunk
+		}
+	}
+	return nil
+}
+
+type isAttachSBOMRequest_Msg interface {
+	isAttachSBOMRequest_Msg()
+}
+
+type AttachSBOMRequest_Header struct {
+	// Must be the first message, and only the first.
+	Header *AttachSBOMHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type AttachSBOMRequest_Chunk struct {
+	// The document's bytes, in order; each chunk at most 1 MiB.
+	Chunk []byte `protobuf:"bytes,2,opt,name=chunk,proto3,oneof"`
+}
+
+func (*AttachSBOMRequest_Header) isAttachSBOMRequest_Msg() {}
+
+func (*AttachSBOMRequest_Chunk) isAttachSBOMRequest_Msg() {}
+
+type AttachSBOMHeader struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The published artifact.
+	Name    string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// The document's size in bytes, 1 to 8 MiB.
+	Size          int64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachSBOMHeader) Reset() {
+	*x = AttachSBOMHeader{}
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachSBOMHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachSBOMHeader) ProtoMessage() {}
+
+func (x *AttachSBOMHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachSBOMHeader.ProtoReflect.Descriptor instead.
+func (*AttachSBOMHeader) Descriptor() ([]byte, []int) {
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AttachSBOMHeader) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AttachSBOMHeader) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *AttachSBOMHeader) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+type AttachSBOMResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sbom          *AttachedSBOM          `protobuf:"bytes,1,opt,name=sbom,proto3" json:"sbom,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttachSBOMResponse) Reset() {
+	*x = AttachSBOMResponse{}
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttachSBOMResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttachSBOMResponse) ProtoMessage() {}
+
+func (x *AttachSBOMResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttachSBOMResponse.ProtoReflect.Descriptor instead.
+func (*AttachSBOMResponse) Descriptor() ([]byte, []int) {
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AttachSBOMResponse) GetSbom() *AttachedSBOM {
+	if x != nil {
+		return x.Sbom
+	}
+	return nil
+}
+
 type GetUploadStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	UploadId      string                 `protobuf:"bytes,1,opt,name=upload_id,json=uploadId,proto3" json:"upload_id,omitempty"`
@@ -399,7 +720,7 @@ type GetUploadStatusRequest struct {
 
 func (x *GetUploadStatusRequest) Reset() {
 	*x = GetUploadStatusRequest{}
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[4]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +732,7 @@ func (x *GetUploadStatusRequest) String() string {
 func (*GetUploadStatusRequest) ProtoMessage() {}
 
 func (x *GetUploadStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[4]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +745,7 @@ func (x *GetUploadStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUploadStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetUploadStatusRequest) Descriptor() ([]byte, []int) {
-	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{4}
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetUploadStatusRequest) GetUploadId() string {
@@ -444,7 +765,7 @@ type GetUploadStatusResponse struct {
 
 func (x *GetUploadStatusResponse) Reset() {
 	*x = GetUploadStatusResponse{}
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[5]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +777,7 @@ func (x *GetUploadStatusResponse) String() string {
 func (*GetUploadStatusResponse) ProtoMessage() {}
 
 func (x *GetUploadStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[5]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +790,7 @@ func (x *GetUploadStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUploadStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetUploadStatusResponse) Descriptor() ([]byte, []int) {
-	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{5}
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetUploadStatusResponse) GetOffset() int64 {
@@ -494,7 +815,7 @@ type DownloadRequest struct {
 
 func (x *DownloadRequest) Reset() {
 	*x = DownloadRequest{}
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[6]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +827,7 @@ func (x *DownloadRequest) String() string {
 func (*DownloadRequest) ProtoMessage() {}
 
 func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[6]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +840,7 @@ func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadRequest) Descriptor() ([]byte, []int) {
-	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{6}
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DownloadRequest) GetDigest() string {
@@ -554,7 +875,7 @@ type DownloadResponse struct {
 
 func (x *DownloadResponse) Reset() {
 	*x = DownloadResponse{}
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[7]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +887,7 @@ func (x *DownloadResponse) String() string {
 func (*DownloadResponse) ProtoMessage() {}
 
 func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[7]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +900,7 @@ func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadResponse.ProtoReflect.Descriptor instead.
 func (*DownloadResponse) Descriptor() ([]byte, []int) {
-	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{7}
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DownloadResponse) GetSize() int64 {
@@ -606,7 +927,7 @@ type VerifyBlobRequest struct {
 
 func (x *VerifyBlobRequest) Reset() {
 	*x = VerifyBlobRequest{}
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[8]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +939,7 @@ func (x *VerifyBlobRequest) String() string {
 func (*VerifyBlobRequest) ProtoMessage() {}
 
 func (x *VerifyBlobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[8]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +952,7 @@ func (x *VerifyBlobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyBlobRequest.ProtoReflect.Descriptor instead.
 func (*VerifyBlobRequest) Descriptor() ([]byte, []int) {
-	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{8}
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *VerifyBlobRequest) GetDigest() string {
@@ -650,7 +971,7 @@ type VerifyBlobResponse struct {
 
 func (x *VerifyBlobResponse) Reset() {
 	*x = VerifyBlobResponse{}
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[9]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -662,7 +983,7 @@ func (x *VerifyBlobResponse) String() string {
 func (*VerifyBlobResponse) ProtoMessage() {}
 
 func (x *VerifyBlobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[9]
+	mi := &file_custody_publisher_v1_publisher_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -675,7 +996,7 @@ func (x *VerifyBlobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyBlobResponse.ProtoReflect.Descriptor instead.
 func (*VerifyBlobResponse) Descriptor() ([]byte, []int) {
-	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{9}
+	return file_custody_publisher_v1_publisher_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *VerifyBlobResponse) GetSize() int64 {
@@ -689,11 +1010,13 @@ var File_custody_publisher_v1_publisher_proto protoreflect.FileDescriptor
 
 const file_custody_publisher_v1_publisher_proto_rawDesc = "" +
 	"\n" +
-	"$custody/publisher/v1/publisher.proto\x12\x14custody.publisher.v1\"l\n" +
+	"$custody/publisher/v1/publisher.proto\x12\x14custody.publisher.v1\"\x8d\x01\n" +
 	"\rUploadRequest\x12<\n" +
 	"\x06header\x18\x01 \x01(\v2\".custody.publisher.v1.UploadHeaderH\x00R\x06header\x12\x16\n" +
-	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
-	"\x03msg\"\xdc\x02\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunk\x12\x1f\n" +
+	"\n" +
+	"sbom_chunk\x18\x03 \x01(\fH\x00R\tsbomChunkB\x05\n" +
+	"\x03msg\"\xf9\x02\n" +
 	"\fUploadHeader\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
@@ -705,7 +1028,8 @@ const file_custody_publisher_v1_publisher_proto_rawDesc = "" +
 	"\tupload_id\x18\a \x01(\tR\buploadId\x12\x16\n" +
 	"\x06offset\x18\b \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06digest\x18\t \x01(\tR\x06digest\x12]\n" +
-	"\x15resolved_dependencies\x18\x0f \x03(\v2(.custody.publisher.v1.ResourceDescriptorR\x14resolvedDependencies\"\xe0\x02\n" +
+	"\x15resolved_dependencies\x18\x0f \x03(\v2(.custody.publisher.v1.ResourceDescriptorR\x14resolvedDependencies\x12\x1b\n" +
+	"\tsbom_size\x18\x10 \x01(\x03R\bsbomSize\"\xe0\x02\n" +
 	"\x12ResourceDescriptor\x12\x10\n" +
 	"\x03uri\x18\x01 \x01(\tR\x03uri\x12L\n" +
 	"\x06digest\x18\x02 \x03(\v24.custody.publisher.v1.ResourceDescriptor.DigestEntryR\x06digest\x12\x12\n" +
@@ -716,13 +1040,33 @@ const file_custody_publisher_v1_publisher_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
 	"\x10AnnotationsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc7\x01\n" +
 	"\x0eUploadResponse\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x18\n" +
 	"\acreated\x18\x03 \x01(\bR\acreated\x12\x1a\n" +
 	"\benvelope\x18\x04 \x01(\fR\benvelope\x12\x1b\n" +
-	"\tlog_index\x18\x05 \x01(\x03R\blogIndex\"5\n" +
+	"\tlog_index\x18\x05 \x01(\x03R\blogIndex\x126\n" +
+	"\x04sbom\x18\x06 \x01(\v2\".custody.publisher.v1.AttachedSBOMR\x04sbom\"\xc2\x01\n" +
+	"\fAttachedSBOM\x12\x16\n" +
+	"\x06format\x18\x01 \x01(\tR\x06format\x12'\n" +
+	"\x0fdocument_digest\x18\x02 \x01(\tR\x0edocumentDigest\x12\x1e\n" +
+	"\n" +
+	"components\x18\x03 \x01(\x05R\n" +
+	"components\x12\x1a\n" +
+	"\benvelope\x18\x04 \x01(\fR\benvelope\x12\x1b\n" +
+	"\tlog_index\x18\x05 \x01(\x03R\blogIndex\x12\x18\n" +
+	"\acreated\x18\x06 \x01(\bR\acreated\"t\n" +
+	"\x11AttachSBOMRequest\x12@\n" +
+	"\x06header\x18\x01 \x01(\v2&.custody.publisher.v1.AttachSBOMHeaderH\x00R\x06header\x12\x16\n" +
+	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\x05\n" +
+	"\x03msg\"T\n" +
+	"\x10AttachSBOMHeader\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x03R\x04size\"L\n" +
+	"\x12AttachSBOMResponse\x126\n" +
+	"\x04sbom\x18\x01 \x01(\v2\".custody.publisher.v1.AttachedSBOMR\x04sbom\"5\n" +
 	"\x16GetUploadStatusRequest\x12\x1b\n" +
 	"\tupload_id\x18\x01 \x01(\tR\buploadId\"1\n" +
 	"\x17GetUploadStatusResponse\x12\x16\n" +
@@ -737,13 +1081,15 @@ const file_custody_publisher_v1_publisher_proto_rawDesc = "" +
 	"\x11VerifyBlobRequest\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\"(\n" +
 	"\x12VerifyBlobResponse\x12\x12\n" +
-	"\x04size\x18\x01 \x01(\x03R\x04size2\x97\x03\n" +
+	"\x04size\x18\x01 \x01(\x03R\x04size2\xfa\x03\n" +
 	"\x10PublisherService\x12U\n" +
 	"\x06Upload\x12#.custody.publisher.v1.UploadRequest\x1a$.custody.publisher.v1.UploadResponse(\x01\x12n\n" +
 	"\x0fGetUploadStatus\x12,.custody.publisher.v1.GetUploadStatusRequest\x1a-.custody.publisher.v1.GetUploadStatusResponse\x12[\n" +
 	"\bDownload\x12%.custody.publisher.v1.DownloadRequest\x1a&.custody.publisher.v1.DownloadResponse0\x01\x12_\n" +
 	"\n" +
-	"VerifyBlob\x12'.custody.publisher.v1.VerifyBlobRequest\x1a(.custody.publisher.v1.VerifyBlobResponseB\xe6\x01\n" +
+	"VerifyBlob\x12'.custody.publisher.v1.VerifyBlobRequest\x1a(.custody.publisher.v1.VerifyBlobResponse\x12a\n" +
+	"\n" +
+	"AttachSBOM\x12'.custody.publisher.v1.AttachSBOMRequest\x1a(.custody.publisher.v1.AttachSBOMResponse(\x01B\xe6\x01\n" +
 	"\x18com.custody.publisher.v1B\x0ePublisherProtoP\x01ZHgithub.com/custody-dev/custody/libs/gen/custody/publisher/v1;publisherv1\xa2\x02\x03CPX\xaa\x02\x14Custody.Publisher.V1\xca\x02\x14Custody\\Publisher\\V1\xe2\x02 Custody\\Publisher\\V1\\GPBMetadata\xea\x02\x16Custody::Publisher::V1b\x06proto3"
 
 var (
@@ -758,39 +1104,48 @@ func file_custody_publisher_v1_publisher_proto_rawDescGZIP() []byte {
 	return file_custody_publisher_v1_publisher_proto_rawDescData
 }
 
-var file_custody_publisher_v1_publisher_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_custody_publisher_v1_publisher_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_custody_publisher_v1_publisher_proto_goTypes = []any{
 	(*UploadRequest)(nil),           // 0: custody.publisher.v1.UploadRequest
 	(*UploadHeader)(nil),            // 1: custody.publisher.v1.UploadHeader
 	(*ResourceDescriptor)(nil),      // 2: custody.publisher.v1.ResourceDescriptor
 	(*UploadResponse)(nil),          // 3: custody.publisher.v1.UploadResponse
-	(*GetUploadStatusRequest)(nil),  // 4: custody.publisher.v1.GetUploadStatusRequest
-	(*GetUploadStatusResponse)(nil), // 5: custody.publisher.v1.GetUploadStatusResponse
-	(*DownloadRequest)(nil),         // 6: custody.publisher.v1.DownloadRequest
-	(*DownloadResponse)(nil),        // 7: custody.publisher.v1.DownloadResponse
-	(*VerifyBlobRequest)(nil),       // 8: custody.publisher.v1.VerifyBlobRequest
-	(*VerifyBlobResponse)(nil),      // 9: custody.publisher.v1.VerifyBlobResponse
-	nil,                             // 10: custody.publisher.v1.ResourceDescriptor.DigestEntry
-	nil,                             // 11: custody.publisher.v1.ResourceDescriptor.AnnotationsEntry
+	(*AttachedSBOM)(nil),            // 4: custody.publisher.v1.AttachedSBOM
+	(*AttachSBOMRequest)(nil),       // 5: custody.publisher.v1.AttachSBOMRequest
+	(*AttachSBOMHeader)(nil),        // 6: custody.publisher.v1.AttachSBOMHeader
+	(*AttachSBOMResponse)(nil),      // 7: custody.publisher.v1.AttachSBOMResponse
+	(*GetUploadStatusRequest)(nil),  // 8: custody.publisher.v1.GetUploadStatusRequest
+	(*GetUploadStatusResponse)(nil), // 9: custody.publisher.v1.GetUploadStatusResponse
+	(*DownloadRequest)(nil),         // 10: custody.publisher.v1.DownloadRequest
+	(*DownloadResponse)(nil),        // 11: custody.publisher.v1.DownloadResponse
+	(*VerifyBlobRequest)(nil),       // 12: custody.publisher.v1.VerifyBlobRequest
+	(*VerifyBlobResponse)(nil),      // 13: custody.publisher.v1.VerifyBlobResponse
+	nil,                             // 14: custody.publisher.v1.ResourceDescriptor.DigestEntry
+	nil,                             // 15: custody.publisher.v1.ResourceDescriptor.AnnotationsEntry
 }
 var file_custody_publisher_v1_publisher_proto_depIdxs = []int32{
 	1,  // 0: custody.publisher.v1.UploadRequest.header:type_name -> custody.publisher.v1.UploadHeader
 	2,  // 1: custody.publisher.v1.UploadHeader.resolved_dependencies:type_name -> custody.publisher.v1.ResourceDescriptor
-	10, // 2: custody.publisher.v1.ResourceDescriptor.digest:type_name -> custody.publisher.v1.ResourceDescriptor.DigestEntry
-	11, // 3: custody.publisher.v1.ResourceDescriptor.annotations:type_name -> custody.publisher.v1.ResourceDescriptor.AnnotationsEntry
-	0,  // 4: custody.publisher.v1.PublisherService.Upload:input_type -> custody.publisher.v1.UploadRequest
-	4,  // 5: custody.publisher.v1.PublisherService.GetUploadStatus:input_type -> custody.publisher.v1.GetUploadStatusRequest
-	6,  // 6: custody.publisher.v1.PublisherService.Download:input_type -> custody.publisher.v1.DownloadRequest
-	8,  // 7: custody.publisher.v1.PublisherService.VerifyBlob:input_type -> custody.publisher.v1.VerifyBlobRequest
-	3,  // 8: custody.publisher.v1.PublisherService.Upload:output_type -> custody.publisher.v1.UploadResponse
-	5,  // 9: custody.publisher.v1.PublisherService.GetUploadStatus:output_type -> custody.publisher.v1.GetUploadStatusResponse
-	7,  // 10: custody.publisher.v1.PublisherService.Download:output_type -> custody.publisher.v1.DownloadResponse
-	9,  // 11: custody.publisher.v1.PublisherService.VerifyBlob:output_type -> custody.publisher.v1.VerifyBlobResponse
-	8,  // [8:12] is the sub-list for method output_type
-	4,  // [4:8] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	14, // 2: custody.publisher.v1.ResourceDescriptor.digest:type_name -> custody.publisher.v1.ResourceDescriptor.DigestEntry
+	15, // 3: custody.publisher.v1.ResourceDescriptor.annotations:type_name -> custody.publisher.v1.ResourceDescriptor.AnnotationsEntry
+	4,  // 4: custody.publisher.v1.UploadResponse.sbom:type_name -> custody.publisher.v1.AttachedSBOM
+	6,  // 5: custody.publisher.v1.AttachSBOMRequest.header:type_name -> custody.publisher.v1.AttachSBOMHeader
+	4,  // 6: custody.publisher.v1.AttachSBOMResponse.sbom:type_name -> custody.publisher.v1.AttachedSBOM
+	0,  // 7: custody.publisher.v1.PublisherService.Upload:input_type -> custody.publisher.v1.UploadRequest
+	8,  // 8: custody.publisher.v1.PublisherService.GetUploadStatus:input_type -> custody.publisher.v1.GetUploadStatusRequest
+	10, // 9: custody.publisher.v1.PublisherService.Download:input_type -> custody.publisher.v1.DownloadRequest
+	12, // 10: custody.publisher.v1.PublisherService.VerifyBlob:input_type -> custody.publisher.v1.VerifyBlobRequest
+	5,  // 11: custody.publisher.v1.PublisherService.AttachSBOM:input_type -> custody.publisher.v1.AttachSBOMRequest
+	3,  // 12: custody.publisher.v1.PublisherService.Upload:output_type -> custody.publisher.v1.UploadResponse
+	9,  // 13: custody.publisher.v1.PublisherService.GetUploadStatus:output_type -> custody.publisher.v1.GetUploadStatusResponse
+	11, // 14: custody.publisher.v1.PublisherService.Download:output_type -> custody.publisher.v1.DownloadResponse
+	13, // 15: custody.publisher.v1.PublisherService.VerifyBlob:output_type -> custody.publisher.v1.VerifyBlobResponse
+	7,  // 16: custody.publisher.v1.PublisherService.AttachSBOM:output_type -> custody.publisher.v1.AttachSBOMResponse
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_custody_publisher_v1_publisher_proto_init() }
@@ -801,6 +1156,11 @@ func file_custody_publisher_v1_publisher_proto_init() {
 	file_custody_publisher_v1_publisher_proto_msgTypes[0].OneofWrappers = []any{
 		(*UploadRequest_Header)(nil),
 		(*UploadRequest_Chunk)(nil),
+		(*UploadRequest_SbomChunk)(nil),
+	}
+	file_custody_publisher_v1_publisher_proto_msgTypes[5].OneofWrappers = []any{
+		(*AttachSBOMRequest_Header)(nil),
+		(*AttachSBOMRequest_Chunk)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -808,7 +1168,7 @@ func file_custody_publisher_v1_publisher_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_publisher_v1_publisher_proto_rawDesc), len(file_custody_publisher_v1_publisher_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

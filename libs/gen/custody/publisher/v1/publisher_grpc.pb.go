@@ -23,6 +23,7 @@ const (
 	PublisherService_GetUploadStatus_FullMethodName = "/custody.publisher.v1.PublisherService/GetUploadStatus"
 	PublisherService_Download_FullMethodName        = "/custody.publisher.v1.PublisherService/Download"
 	PublisherService_VerifyBlob_FullMethodName      = "/custody.publisher.v1.PublisherService/VerifyBlob"
+	PublisherService_AttachSBOM_FullMethodName      = "/custody.publisher.v1.PublisherService/AttachSBOM"
 )
 
 // PublisherServiceClient is the client API for PublisherService service.
@@ -53,6 +54,17 @@ type PublisherServiceClient interface {
 	Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadResponse], error)
 	// VerifyBlob re-checks that a stored blob still hashes to its digest.
 	VerifyBlob(ctx context.Context, in *VerifyBlobRequest, opts ...grpc.CallOption) (*VerifyBlobResponse, error)
+	// AttachSBOM attaches an SBOM to an artifact already published: a header
+	// first, then the document in chunks. Only the builder that published the
+	// artifact may attach one (any other caller: PermissionDenied, nothing
+	// signed). The publisher parses the document (CycloneDX 1.5/1.6 or SPDX
+	// 2.3 JSON; malformed, unsupported, oversized or bomb-like:
+	// InvalidArgument), has the signer sign an SBOM statement whose subject is
+	// the artifact's digest, and the catalog stores and logs it
+	// (sbom.attached). An artifact has one SBOM, never replaced: the same
+	// document again succeeds with created false, another is AlreadyExists
+	// (decision 0076).
+	AttachSBOM(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[AttachSBOMRequest, AttachSBOMResponse], error)
 }
 
 type publisherServiceClient struct {
@@ -115,6 +127,19 @@ func (c *publisherServiceClient) VerifyBlob(ctx context.Context, in *VerifyBlobR
 	return out, nil
 }
 
+func (c *publisherServiceClient) AttachSBOM(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[AttachSBOMRequest, AttachSBOMResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PublisherService_ServiceDesc.Streams[2], PublisherService_AttachSBOM_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AttachSBOMRequest, AttachSBOMResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PublisherService_AttachSBOMClient = grpc.ClientStreamingClient[AttachSBOMRequest, AttachSBOMResponse]
+
 // PublisherServiceServer is the server API for PublisherService service.
 // All implementations must embed UnimplementedPublisherServiceServer
 // for forward compatibility.
@@ -143,6 +168,17 @@ type PublisherServiceServer interface {
 	Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadResponse]) error
 	// VerifyBlob re-checks that a stored blob still hashes to its digest.
 	VerifyBlob(context.Context, *VerifyBlobRequest) (*VerifyBlobResponse, error)
+	// AttachSBOM attaches an SBOM to an artifact already published: a header
+	// first, then the document in chunks. Only the builder that published the
+	// artifact may attach one (any other caller: PermissionDenied, nothing
+	// signed). The publisher parses the document (CycloneDX 1.5/1.6 or SPDX
+	// 2.3 JSON; malformed, unsupported, oversized or bomb-like:
+	// InvalidArgument), has the signer sign an SBOM statement whose subject is
+	// the artifact's digest, and the catalog stores and logs it
+	// (sbom.attached). An artifact has one SBOM, never replaced: the same
+	// document again succeeds with created false, another is AlreadyExists
+	// (decision 0076).
+	AttachSBOM(grpc.ClientStreamingServer[AttachSBOMRequest, AttachSBOMResponse]) error
 	mustEmbedUnimplementedPublisherServiceServer()
 }
 
@@ -164,6 +200,9 @@ func (UnimplementedPublisherServiceServer) Download(*DownloadRequest, grpc.Serve
 }
 func (UnimplementedPublisherServiceServer) VerifyBlob(context.Context, *VerifyBlobRequest) (*VerifyBlobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method VerifyBlob not implemented")
+}
+func (UnimplementedPublisherServiceServer) AttachSBOM(grpc.ClientStreamingServer[AttachSBOMRequest, AttachSBOMResponse]) error {
+	return status.Error(codes.Unimplemented, "method AttachSBOM not implemented")
 }
 func (UnimplementedPublisherServiceServer) mustEmbedUnimplementedPublisherServiceServer() {}
 func (UnimplementedPublisherServiceServer) testEmbeddedByValue()                          {}
@@ -240,6 +279,13 @@ func _PublisherService_VerifyBlob_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PublisherService_AttachSBOM_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PublisherServiceServer).AttachSBOM(&grpc.GenericServerStream[AttachSBOMRequest, AttachSBOMResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PublisherService_AttachSBOMServer = grpc.ClientStreamingServer[AttachSBOMRequest, AttachSBOMResponse]
+
 // PublisherService_ServiceDesc is the grpc.ServiceDesc for PublisherService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -266,6 +312,11 @@ var PublisherService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Download",
 			Handler:       _PublisherService_Download_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "AttachSBOM",
+			Handler:       _PublisherService_AttachSBOM_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "custody/publisher/v1/publisher.proto",
