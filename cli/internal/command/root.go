@@ -73,7 +73,7 @@ func Execute(ctx context.Context, args []string, getenv func(string) string, std
 	root.AddCommand(c.auditCmd(), c.inventoryCmd(), c.lineageCmd(), c.searchCmd())
 	root.AddCommand(c.backupCmd(), c.restoreCmd())
 	root.AddCommand(c.deployCmd())
-	root.AddCommand(c.advisoriesCmd())
+	root.AddCommand(c.advisoriesCmd(), c.findingsCmd())
 
 	err := root.ExecuteContext(ctx)
 	if err == nil {

@@ -182,6 +182,12 @@ type SBOM struct {
 	Components []sbom.Component
 }
 
+// ArtifactComponent is one component of a logged artifact's SBOM.
+type ArtifactComponent struct {
+	Artifact  Artifact
+	Component sbom.Component
+}
+
 // Query selects artifacts in a search. Every field that is set must match
 // exactly; an empty Query matches every logged artifact.
 type Query struct {
@@ -319,6 +325,13 @@ type Store interface {
 	// Advisory returns the stored advisory id with its packages, or
 	// ErrNotFound.
 	Advisory(ctx context.Context, id string) (*StoredAdvisory, error)
+	// AdvisoriesByPackages returns up to limit stored advisories that name
+	// any of pkgs, each once, in id order, without their packages.
+	AdvisoriesByPackages(ctx context.Context, pkgs []AdvisoryPackage, limit int) ([]StoredAdvisory, error)
+	// ComponentsByPURLPrefix returns up to limit SBOM components of logged
+	// artifacts whose purl starts with prefix (bytewise), with their
+	// artifacts, in artifact ID then document order.
+	ComponentsByPURLPrefix(ctx context.Context, prefix string, limit int) ([]ArtifactComponent, error)
 }
 
 // Log is the transparency log.

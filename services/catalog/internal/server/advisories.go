@@ -125,3 +125,38 @@ func (w *Switch) ImportAdvisories(stream grpc.ClientStreamingServer[catalogv1.Im
 func (w *Switch) GetAdvisory(ctx context.Context, r *catalogv1.GetAdvisoryRequest) (*catalogv1.GetAdvisoryResponse, error) {
 	return w.get().GetAdvisory(ctx, r)
 }
+
+// ListFindings returns the findings of an artifact or of an advisory; see
+// the proto for the contract.
+func (s *Server) ListFindings(ctx context.Context, req *catalogv1.ListFindingsRequest) (*catalogv1.ListFindingsResponse, error) {
+	var (
+		f   *catalog.Findings
+		err error
+	)
+	byArtifact := req.GetName() != "" || req.GetVersion() != "" || req.GetDigest() != ""
+	switch {
+	case req.GetAdvisoryId() != "" && !byArtifact:
+		f, err = s.cat.ArtifactsAffectedBy(ctx, req.GetAdvisoryId())
+	case req.GetAdvisoryId() == "" && byArtifact:
+		f, err = s.cat.FindingsOfArtifact(ctx, catalog.SBOMQuery{Name: req.GetName(), Version: req.GetVersion(), Digest: req.GetDigest()})
+	default:
+		return nil, status.Error(codes.InvalidArgument, "give an artifact (name and version, or digest) or an advisory_id, not both")
+	}
+	if err != nil {
+		return nil, s.status(ctx, "ListFindings", err)
+	}
+	out := &catalogv1.ListFindingsResponse{Truncated: f.Truncated, Findings: make([]*catalogv1.Finding, len(f.Findings))}
+	for i, x := range f.Findings {
+		c := x.Match.Component
+		out.Findings[i] = &catalogv1.Finding{Name: x.Artifact.Name, Version: x.Artifact.Version, Digest: x.Artifact.Digest,
+			AdvisoryId: x.Match.Advisory, Severity: x.Match.Severity.String(),
+			Component: &catalogv1.Component{Purl: c.PURL, Name: c.Name, Version: c.Version, License: c.License},
+			Reason:    x.Match.Reason, Uncertain: x.Match.Uncertain}
+	}
+	return out, nil
+}
+
+// ListFindings serves the current server.
+func (w *Switch) ListFindings(ctx context.Context, r *catalogv1.ListFindingsRequest) (*catalogv1.ListFindingsResponse, error) {
+	return w.get().ListFindings(ctx, r)
+}

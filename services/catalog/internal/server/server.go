@@ -61,6 +61,7 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 		// (decision 0081); tlog.MayEmit checks the same again.
 		rpc.Method(sd, "ImportAdvisories"): {rpc.Under{TrustDomain: td, Prefix: "/security"}, rpc.Under{TrustDomain: td, Prefix: "/admin"}, self},
 		rpc.Method(sd, "GetAdvisory"):      {rpc.Member(td)},
+		rpc.Method(sd, "ListFindings"):     {rpc.Member(td)},
 	}
 }
 

@@ -3033,6 +3033,235 @@ func (x *GetAdvisoryResponse) GetSetDigest() string {
 	return ""
 }
 
+type ListFindingsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Either an artifact (name and version, or digest) or advisory_id.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version       string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Digest        string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	AdvisoryId    string `protobuf:"bytes,4,opt,name=advisory_id,json=advisoryId,proto3" json:"advisory_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFindingsRequest) Reset() {
+	*x = ListFindingsRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFindingsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFindingsRequest) ProtoMessage() {}
+
+func (x *ListFindingsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFindingsRequest.ProtoReflect.Descriptor instead.
+func (*ListFindingsRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *ListFindingsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ListFindingsRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ListFindingsRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *ListFindingsRequest) GetAdvisoryId() string {
+	if x != nil {
+		return x.AdvisoryId
+	}
+	return ""
+}
+
+type ListFindingsResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Findings []*Finding             `protobuf:"bytes,1,rep,name=findings,proto3" json:"findings,omitempty"`
+	// A bound was reached (5,000 advisories for an artifact, 10,000
+	// components for an advisory): there may be more findings.
+	Truncated     bool `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFindingsResponse) Reset() {
+	*x = ListFindingsResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFindingsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFindingsResponse) ProtoMessage() {}
+
+func (x *ListFindingsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFindingsResponse.ProtoReflect.Descriptor instead.
+func (*ListFindingsResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *ListFindingsResponse) GetFindings() []*Finding {
+	if x != nil {
+		return x.Findings
+	}
+	return nil
+}
+
+func (x *ListFindingsResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+// Finding is one advisory affecting one component of an artifact's SBOM.
+type Finding struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The artifact: name, version and digest.
+	Name       string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version    string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Digest     string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	AdvisoryId string `protobuf:"bytes,4,opt,name=advisory_id,json=advisoryId,proto3" json:"advisory_id,omitempty"`
+	// NONE, LOW, MEDIUM, HIGH, CRITICAL or UNKNOWN.
+	Severity  string     `protobuf:"bytes,5,opt,name=severity,proto3" json:"severity,omitempty"`
+	Component *Component `protobuf:"bytes,6,opt,name=component,proto3" json:"component,omitempty"`
+	// Why the component's version is affected.
+	Reason string `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The version could not be compared (missing, or not a version of its
+	// ecosystem): reported as affected rather than passed over.
+	Uncertain     bool `protobuf:"varint,8,opt,name=uncertain,proto3" json:"uncertain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Finding) Reset() {
+	*x = Finding{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Finding) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Finding) ProtoMessage() {}
+
+func (x *Finding) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Finding.ProtoReflect.Descriptor instead.
+func (*Finding) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *Finding) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Finding) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Finding) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *Finding) GetAdvisoryId() string {
+	if x != nil {
+		return x.AdvisoryId
+	}
+	return ""
+}
+
+func (x *Finding) GetSeverity() string {
+	if x != nil {
+		return x.Severity
+	}
+	return ""
+}
+
+func (x *Finding) GetComponent() *Component {
+	if x != nil {
+		return x.Component
+	}
+	return nil
+}
+
+func (x *Finding) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Finding) GetUncertain() bool {
+	if x != nil {
+		return x.Uncertain
+	}
+	return false
+}
+
 var File_custody_catalog_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
@@ -3279,7 +3508,26 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\twithdrawn\x18\x04 \x01(\bR\twithdrawn\x126\n" +
 	"\bmodified\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bmodified\x12\x1d\n" +
 	"\n" +
-	"set_digest\x18\x06 \x01(\tR\tsetDigest*\\\n" +
+	"set_digest\x18\x06 \x01(\tR\tsetDigest\"|\n" +
+	"\x13ListFindingsRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12\x1f\n" +
+	"\vadvisory_id\x18\x04 \x01(\tR\n" +
+	"advisoryId\"m\n" +
+	"\x14ListFindingsResponse\x127\n" +
+	"\bfindings\x18\x01 \x03(\v2\x1b.custody.catalog.v1.FindingR\bfindings\x12\x1c\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\"\xff\x01\n" +
+	"\aFinding\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12\x1f\n" +
+	"\vadvisory_id\x18\x04 \x01(\tR\n" +
+	"advisoryId\x12\x1a\n" +
+	"\bseverity\x18\x05 \x01(\tR\bseverity\x12;\n" +
+	"\tcomponent\x18\x06 \x01(\v2\x1d.custody.catalog.v1.ComponentR\tcomponent\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12\x1c\n" +
+	"\tuncertain\x18\b \x01(\bR\tuncertain*\\\n" +
 	"\n" +
 	"AppendWait\x12\x1b\n" +
 	"\x17APPEND_WAIT_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -3288,7 +3536,7 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\x10LineageDirection\x12!\n" +
 	"\x1dLINEAGE_DIRECTION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14LINEAGE_DIRECTION_UP\x10\x01\x12\x1a\n" +
-	"\x16LINEAGE_DIRECTION_DOWN\x10\x022\xb8\x0e\n" +
+	"\x16LINEAGE_DIRECTION_DOWN\x10\x022\x9b\x0f\n" +
 	"\x0eCatalogService\x12g\n" +
 	"\x0eRecordArtifact\x12).custody.catalog.v1.RecordArtifactRequest\x1a*.custody.catalog.v1.RecordArtifactResponse\x12^\n" +
 	"\vAppendEvent\x12&.custody.catalog.v1.AppendEventRequest\x1a'.custody.catalog.v1.AppendEventResponse\x12^\n" +
@@ -3311,7 +3559,8 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"RecordSBOM\x12%.custody.catalog.v1.RecordSBOMRequest\x1a&.custody.catalog.v1.RecordSBOMResponse\x12R\n" +
 	"\aGetSBOM\x12\".custody.catalog.v1.GetSBOMRequest\x1a#.custody.catalog.v1.GetSBOMResponse\x12o\n" +
 	"\x10ImportAdvisories\x12+.custody.catalog.v1.ImportAdvisoriesRequest\x1a,.custody.catalog.v1.ImportAdvisoriesResponse(\x01\x12^\n" +
-	"\vGetAdvisory\x12&.custody.catalog.v1.GetAdvisoryRequest\x1a'.custody.catalog.v1.GetAdvisoryResponseB\xd6\x01\n" +
+	"\vGetAdvisory\x12&.custody.catalog.v1.GetAdvisoryRequest\x1a'.custody.catalog.v1.GetAdvisoryResponse\x12a\n" +
+	"\fListFindings\x12'.custody.catalog.v1.ListFindingsRequest\x1a(.custody.catalog.v1.ListFindingsResponseB\xd6\x01\n" +
 	"\x16com.custody.catalog.v1B\fCatalogProtoP\x01ZDgithub.com/custody-dev/custody/libs/gen/custody/catalog/v1;catalogv1\xa2\x02\x03CCX\xaa\x02\x12Custody.Catalog.V1\xca\x02\x12Custody\\Catalog\\V1\xe2\x02\x1eCustody\\Catalog\\V1\\GPBMetadata\xea\x02\x14Custody::Catalog::V1b\x06proto3"
 
 var (
@@ -3327,7 +3576,7 @@ func file_custody_catalog_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_custody_catalog_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
+var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
 var file_custody_catalog_v1_catalog_proto_goTypes = []any{
 	(AppendWait)(0),                     // 0: custody.catalog.v1.AppendWait
 	(LineageDirection)(0),               // 1: custody.catalog.v1.LineageDirection
@@ -3374,12 +3623,15 @@ var file_custody_catalog_v1_catalog_proto_goTypes = []any{
 	(*ImportAdvisoriesResponse)(nil),    // 42: custody.catalog.v1.ImportAdvisoriesResponse
 	(*GetAdvisoryRequest)(nil),          // 43: custody.catalog.v1.GetAdvisoryRequest
 	(*GetAdvisoryResponse)(nil),         // 44: custody.catalog.v1.GetAdvisoryResponse
-	nil,                                 // 45: custody.catalog.v1.LineageEdge.DigestEntry
-	nil,                                 // 46: custody.catalog.v1.LineageEdge.AnnotationsEntry
-	(*timestamppb.Timestamp)(nil),       // 47: google.protobuf.Timestamp
+	(*ListFindingsRequest)(nil),         // 45: custody.catalog.v1.ListFindingsRequest
+	(*ListFindingsResponse)(nil),        // 46: custody.catalog.v1.ListFindingsResponse
+	(*Finding)(nil),                     // 47: custody.catalog.v1.Finding
+	nil,                                 // 48: custody.catalog.v1.LineageEdge.DigestEntry
+	nil,                                 // 49: custody.catalog.v1.LineageEdge.AnnotationsEntry
+	(*timestamppb.Timestamp)(nil),       // 50: google.protobuf.Timestamp
 }
 var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
-	47, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
+	50, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
 	2,  // 1: custody.catalog.v1.RecordArtifactRequest.artifact:type_name -> custody.catalog.v1.Artifact
 	3,  // 2: custody.catalog.v1.RecordArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	0,  // 3: custody.catalog.v1.AppendEventRequest.wait:type_name -> custody.catalog.v1.AppendWait
@@ -3396,60 +3648,64 @@ var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
 	29, // 14: custody.catalog.v1.GetLineageResponse.edges:type_name -> custody.catalog.v1.LineageEdge
 	2,  // 15: custody.catalog.v1.GetLineageResponse.artifacts:type_name -> custody.catalog.v1.Artifact
 	30, // 16: custody.catalog.v1.GetLineageResponse.deployments:type_name -> custody.catalog.v1.Deployment
-	45, // 17: custody.catalog.v1.LineageEdge.digest:type_name -> custody.catalog.v1.LineageEdge.DigestEntry
-	46, // 18: custody.catalog.v1.LineageEdge.annotations:type_name -> custody.catalog.v1.LineageEdge.AnnotationsEntry
-	47, // 19: custody.catalog.v1.Deployment.deployed_at:type_name -> google.protobuf.Timestamp
+	48, // 17: custody.catalog.v1.LineageEdge.digest:type_name -> custody.catalog.v1.LineageEdge.DigestEntry
+	49, // 18: custody.catalog.v1.LineageEdge.annotations:type_name -> custody.catalog.v1.LineageEdge.AnnotationsEntry
+	50, // 19: custody.catalog.v1.Deployment.deployed_at:type_name -> google.protobuf.Timestamp
 	29, // 20: custody.catalog.v1.GetLineagePathResponse.edges:type_name -> custody.catalog.v1.LineageEdge
 	3,  // 21: custody.catalog.v1.RecordDeploymentResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	30, // 22: custody.catalog.v1.RecordDeploymentResponse.deployment:type_name -> custody.catalog.v1.Deployment
 	37, // 23: custody.catalog.v1.RecordSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
 	3,  // 24: custody.catalog.v1.RecordSBOMResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	47, // 25: custody.catalog.v1.SBOM.attached_at:type_name -> google.protobuf.Timestamp
+	50, // 25: custody.catalog.v1.SBOM.attached_at:type_name -> google.protobuf.Timestamp
 	38, // 26: custody.catalog.v1.SBOM.components:type_name -> custody.catalog.v1.Component
 	37, // 27: custody.catalog.v1.GetSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
 	3,  // 28: custody.catalog.v1.ImportAdvisoriesResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	47, // 29: custody.catalog.v1.GetAdvisoryResponse.modified:type_name -> google.protobuf.Timestamp
-	4,  // 30: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
-	6,  // 31: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
-	8,  // 32: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
-	10, // 33: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
-	12, // 34: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
-	14, // 35: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
-	17, // 36: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
-	19, // 37: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
-	21, // 38: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
-	23, // 39: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
-	25, // 40: custody.catalog.v1.CatalogService.ListEvents:input_type -> custody.catalog.v1.ListEventsRequest
-	27, // 41: custody.catalog.v1.CatalogService.GetLineage:input_type -> custody.catalog.v1.GetLineageRequest
-	31, // 42: custody.catalog.v1.CatalogService.GetLineagePath:input_type -> custody.catalog.v1.GetLineagePathRequest
-	33, // 43: custody.catalog.v1.CatalogService.RecordDeployment:input_type -> custody.catalog.v1.RecordDeploymentRequest
-	35, // 44: custody.catalog.v1.CatalogService.RecordSBOM:input_type -> custody.catalog.v1.RecordSBOMRequest
-	39, // 45: custody.catalog.v1.CatalogService.GetSBOM:input_type -> custody.catalog.v1.GetSBOMRequest
-	41, // 46: custody.catalog.v1.CatalogService.ImportAdvisories:input_type -> custody.catalog.v1.ImportAdvisoriesRequest
-	43, // 47: custody.catalog.v1.CatalogService.GetAdvisory:input_type -> custody.catalog.v1.GetAdvisoryRequest
-	5,  // 48: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
-	7,  // 49: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
-	9,  // 50: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
-	11, // 51: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
-	13, // 52: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
-	15, // 53: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
-	18, // 54: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
-	20, // 55: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
-	22, // 56: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
-	24, // 57: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
-	26, // 58: custody.catalog.v1.CatalogService.ListEvents:output_type -> custody.catalog.v1.ListEventsResponse
-	28, // 59: custody.catalog.v1.CatalogService.GetLineage:output_type -> custody.catalog.v1.GetLineageResponse
-	32, // 60: custody.catalog.v1.CatalogService.GetLineagePath:output_type -> custody.catalog.v1.GetLineagePathResponse
-	34, // 61: custody.catalog.v1.CatalogService.RecordDeployment:output_type -> custody.catalog.v1.RecordDeploymentResponse
-	36, // 62: custody.catalog.v1.CatalogService.RecordSBOM:output_type -> custody.catalog.v1.RecordSBOMResponse
-	40, // 63: custody.catalog.v1.CatalogService.GetSBOM:output_type -> custody.catalog.v1.GetSBOMResponse
-	42, // 64: custody.catalog.v1.CatalogService.ImportAdvisories:output_type -> custody.catalog.v1.ImportAdvisoriesResponse
-	44, // 65: custody.catalog.v1.CatalogService.GetAdvisory:output_type -> custody.catalog.v1.GetAdvisoryResponse
-	48, // [48:66] is the sub-list for method output_type
-	30, // [30:48] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	50, // 29: custody.catalog.v1.GetAdvisoryResponse.modified:type_name -> google.protobuf.Timestamp
+	47, // 30: custody.catalog.v1.ListFindingsResponse.findings:type_name -> custody.catalog.v1.Finding
+	38, // 31: custody.catalog.v1.Finding.component:type_name -> custody.catalog.v1.Component
+	4,  // 32: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
+	6,  // 33: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
+	8,  // 34: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
+	10, // 35: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
+	12, // 36: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
+	14, // 37: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
+	17, // 38: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
+	19, // 39: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
+	21, // 40: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
+	23, // 41: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
+	25, // 42: custody.catalog.v1.CatalogService.ListEvents:input_type -> custody.catalog.v1.ListEventsRequest
+	27, // 43: custody.catalog.v1.CatalogService.GetLineage:input_type -> custody.catalog.v1.GetLineageRequest
+	31, // 44: custody.catalog.v1.CatalogService.GetLineagePath:input_type -> custody.catalog.v1.GetLineagePathRequest
+	33, // 45: custody.catalog.v1.CatalogService.RecordDeployment:input_type -> custody.catalog.v1.RecordDeploymentRequest
+	35, // 46: custody.catalog.v1.CatalogService.RecordSBOM:input_type -> custody.catalog.v1.RecordSBOMRequest
+	39, // 47: custody.catalog.v1.CatalogService.GetSBOM:input_type -> custody.catalog.v1.GetSBOMRequest
+	41, // 48: custody.catalog.v1.CatalogService.ImportAdvisories:input_type -> custody.catalog.v1.ImportAdvisoriesRequest
+	43, // 49: custody.catalog.v1.CatalogService.GetAdvisory:input_type -> custody.catalog.v1.GetAdvisoryRequest
+	45, // 50: custody.catalog.v1.CatalogService.ListFindings:input_type -> custody.catalog.v1.ListFindingsRequest
+	5,  // 51: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
+	7,  // 52: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
+	9,  // 53: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
+	11, // 54: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
+	13, // 55: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
+	15, // 56: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
+	18, // 57: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
+	20, // 58: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
+	22, // 59: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
+	24, // 60: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
+	26, // 61: custody.catalog.v1.CatalogService.ListEvents:output_type -> custody.catalog.v1.ListEventsResponse
+	28, // 62: custody.catalog.v1.CatalogService.GetLineage:output_type -> custody.catalog.v1.GetLineageResponse
+	32, // 63: custody.catalog.v1.CatalogService.GetLineagePath:output_type -> custody.catalog.v1.GetLineagePathResponse
+	34, // 64: custody.catalog.v1.CatalogService.RecordDeployment:output_type -> custody.catalog.v1.RecordDeploymentResponse
+	36, // 65: custody.catalog.v1.CatalogService.RecordSBOM:output_type -> custody.catalog.v1.RecordSBOMResponse
+	40, // 66: custody.catalog.v1.CatalogService.GetSBOM:output_type -> custody.catalog.v1.GetSBOMResponse
+	42, // 67: custody.catalog.v1.CatalogService.ImportAdvisories:output_type -> custody.catalog.v1.ImportAdvisoriesResponse
+	44, // 68: custody.catalog.v1.CatalogService.GetAdvisory:output_type -> custody.catalog.v1.GetAdvisoryResponse
+	46, // 69: custody.catalog.v1.CatalogService.ListFindings:output_type -> custody.catalog.v1.ListFindingsResponse
+	51, // [51:70] is the sub-list for method output_type
+	32, // [32:51] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_custody_catalog_v1_catalog_proto_init() }
@@ -3463,7 +3719,7 @@ func file_custody_catalog_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_catalog_v1_catalog_proto_rawDesc), len(file_custody_catalog_v1_catalog_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   45,
+			NumMessages:   48,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,7 @@ const (
 	CatalogService_GetSBOM_FullMethodName             = "/custody.catalog.v1.CatalogService/GetSBOM"
 	CatalogService_ImportAdvisories_FullMethodName    = "/custody.catalog.v1.CatalogService/ImportAdvisories"
 	CatalogService_GetAdvisory_FullMethodName         = "/custody.catalog.v1.CatalogService/GetAdvisory"
+	CatalogService_ListFindings_FullMethodName        = "/custody.catalog.v1.CatalogService/ListFindings"
 )
 
 // CatalogServiceClient is the client API for CatalogService service.
@@ -141,6 +142,13 @@ type CatalogServiceClient interface {
 	// its severity and the import that last changed it. Any member of the
 	// trust domain may read it.
 	GetAdvisory(ctx context.Context, in *GetAdvisoryRequest, opts ...grpc.CallOption) (*GetAdvisoryResponse, error)
+	// ListFindings matches stored advisories against stored SBOMs: with an
+	// artifact (name and version, or digest), the advisories that affect the
+	// components of its SBOM (NotFound without an SBOM); with advisory_id,
+	// the logged artifacts whose SBOM components it affects. Matching is
+	// libs/advisory's (purl, ranges and versions in each ecosystem's
+	// ordering). Any member of the trust domain may read findings.
+	ListFindings(ctx context.Context, in *ListFindingsRequest, opts ...grpc.CallOption) (*ListFindingsResponse, error)
 }
 
 type catalogServiceClient struct {
@@ -334,6 +342,16 @@ func (c *catalogServiceClient) GetAdvisory(ctx context.Context, in *GetAdvisoryR
 	return out, nil
 }
 
+func (c *catalogServiceClient) ListFindings(ctx context.Context, in *ListFindingsRequest, opts ...grpc.CallOption) (*ListFindingsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFindingsResponse)
+	err := c.cc.Invoke(ctx, CatalogService_ListFindings_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CatalogServiceServer is the server API for CatalogService service.
 // All implementations must embed UnimplementedCatalogServiceServer
 // for forward compatibility.
@@ -436,6 +454,13 @@ type CatalogServiceServer interface {
 	// its severity and the import that last changed it. Any member of the
 	// trust domain may read it.
 	GetAdvisory(context.Context, *GetAdvisoryRequest) (*GetAdvisoryResponse, error)
+	// ListFindings matches stored advisories against stored SBOMs: with an
+	// artifact (name and version, or digest), the advisories that affect the
+	// components of its SBOM (NotFound without an SBOM); with advisory_id,
+	// the logged artifacts whose SBOM components it affects. Matching is
+	// libs/advisory's (purl, ranges and versions in each ecosystem's
+	// ordering). Any member of the trust domain may read findings.
+	ListFindings(context.Context, *ListFindingsRequest) (*ListFindingsResponse, error)
 	mustEmbedUnimplementedCatalogServiceServer()
 }
 
@@ -499,6 +524,9 @@ func (UnimplementedCatalogServiceServer) ImportAdvisories(grpc.ClientStreamingSe
 }
 func (UnimplementedCatalogServiceServer) GetAdvisory(context.Context, *GetAdvisoryRequest) (*GetAdvisoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetAdvisory not implemented")
+}
+func (UnimplementedCatalogServiceServer) ListFindings(context.Context, *ListFindingsRequest) (*ListFindingsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListFindings not implemented")
 }
 func (UnimplementedCatalogServiceServer) mustEmbedUnimplementedCatalogServiceServer() {}
 func (UnimplementedCatalogServiceServer) testEmbeddedByValue()                        {}
@@ -834,6 +862,24 @@ func _CatalogService_GetAdvisory_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CatalogService_ListFindings_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFindingsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).ListFindings(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_ListFindings_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).ListFindings(ctx, req.(*ListFindingsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CatalogService_ServiceDesc is the grpc.ServiceDesc for CatalogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -908,6 +954,10 @@ var CatalogService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetAdvisory",
 			Handler:    _CatalogService_GetAdvisory_Handler,
+		},
+		{
+			MethodName: "ListFindings",
+			Handler:    _CatalogService_ListFindings_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -160,3 +160,66 @@ func (s *Store) Advisory(ctx context.Context, id string) (*catalog.StoredAdvisor
 	}
 	return &a, nil
 }
+
+// AdvisoriesByPackages returns up to limit advisories naming any of pkgs.
+func (s *Store) AdvisoriesByPackages(ctx context.Context, pkgs []catalog.AdvisoryPackage, limit int) ([]catalog.StoredAdvisory, error) {
+	if len(pkgs) == 0 {
+		return nil, nil
+	}
+	ecos, names := make([]string, len(pkgs)), make([]string, len(pkgs))
+	for i, p := range pkgs {
+		ecos[i], names[i] = p.Ecosystem, p.Name
+	}
+	rows, err := s.db.Query(ctx, `SELECT a.id, a.digest, a.document, a.severity, a.withdrawn, a.modified, a.set_digest
+		FROM advisories a WHERE a.id IN (
+			SELECT p.advisory_id FROM advisory_packages p JOIN unnest($1::text[], $2::text[]) AS k(ecosystem, name)
+			ON p.ecosystem = k.ecosystem AND p.name = k.name)
+		ORDER BY a.id LIMIT $3`, ecos, names, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read advisories by package: %w", err)
+	}
+	defer rows.Close()
+	var out []catalog.StoredAdvisory
+	for rows.Next() {
+		var a catalog.StoredAdvisory
+		if err := rows.Scan(&a.ID, &a.Digest, &a.Document, &a.Severity, &a.Withdrawn, &a.Modified, &a.SetDigest); err != nil {
+			return nil, fmt.Errorf("read advisories by package: %w", err)
+		}
+		a.Modified = a.Modified.UTC()
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read advisories by package: %w", err)
+	}
+	return out, nil
+}
+
+// ComponentsByPURLPrefix returns up to limit components whose purl starts
+// with prefix. starts_with compares bytes whatever the database's
+// collation.
+func (s *Store) ComponentsByPURLPrefix(ctx context.Context, prefix string, limit int) ([]catalog.ArtifactComponent, error) {
+	if prefix == "" {
+		return nil, nil
+	}
+	rows, err := s.db.Query(ctx, `SELECT a.name, a.version, a.digest, c.purl, c.name, c.version, c.license
+		FROM sbom_components c JOIN sboms b ON b.id = c.sbom_id JOIN artifacts a ON a.id = b.artifact_id
+		WHERE starts_with(c.purl, $1) AND a.checkpoint IS NOT NULL
+		ORDER BY a.id, c.seq LIMIT $2`, prefix, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read components by purl: %w", err)
+	}
+	defer rows.Close()
+	var out []catalog.ArtifactComponent
+	for rows.Next() {
+		var c catalog.ArtifactComponent
+		if err := rows.Scan(&c.Artifact.Name, &c.Artifact.Version, &c.Artifact.Digest, &c.Component.PURL, &c.Component.Name,
+			&c.Component.Version, &c.Component.License); err != nil {
+			return nil, fmt.Errorf("read components by purl: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read components by purl: %w", err)
+	}
+	return out, nil
+}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/custody-dev/custody/services/catalog/internal/catalog"
@@ -181,4 +182,83 @@ func (s *Store) Advisory(ctx context.Context, id string) (*catalog.StoredAdvisor
 		return nil, fmt.Errorf("read advisory %s packages: %w", id, err)
 	}
 	return &a, nil
+}
+
+// AdvisoriesByPackages returns up to limit advisories naming any of pkgs.
+func (s *Store) AdvisoriesByPackages(ctx context.Context, pkgs []catalog.AdvisoryPackage, limit int) ([]catalog.StoredAdvisory, error) {
+	seen := map[string]bool{}
+	var out []catalog.StoredAdvisory
+	for start := 0; start < len(pkgs) && len(out) < limit; start += maxParams / 2 {
+		chunk := pkgs[start:min(start+maxParams/2, len(pkgs))]
+		var (
+			conds []string
+			args  []any
+		)
+		for _, p := range chunk {
+			conds = append(conds, "(p.ecosystem = ? AND p.name = ?)")
+			args = append(args, p.Ecosystem, p.Name)
+		}
+		args = append(args, limit)
+		rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT a.id, a.digest, a.document, a.severity, a.withdrawn, a.modified, a.set_digest
+			FROM advisory_packages p JOIN advisories a ON a.id = p.advisory_id WHERE `+strings.Join(conds, " OR ")+` ORDER BY a.id LIMIT ?`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("read advisories by package: %w", err)
+		}
+		for rows.Next() {
+			var (
+				a        catalog.StoredAdvisory
+				modified string
+			)
+			if err := rows.Scan(&a.ID, &a.Digest, &a.Document, &a.Severity, &a.Withdrawn, &modified, &a.SetDigest); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("read advisories by package: %w", err)
+			}
+			if a.Modified, err = parseTime(modified); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if !seen[a.ID] && len(out) < limit {
+				seen[a.ID] = true
+				out = append(out, a)
+			}
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read advisories by package: %w", err)
+		}
+	}
+	slices.SortFunc(out, func(a, b catalog.StoredAdvisory) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// ComponentsByPURLPrefix returns up to limit components whose purl starts
+// with prefix: a range scan of sbom_components_by_purl (SQLite compares
+// TEXT bytewise; no UTF-8 text has the byte 0xff, so prefix+"\xff" is
+// above every purl that starts with prefix).
+func (s *Store) ComponentsByPURLPrefix(ctx context.Context, prefix string, limit int) ([]catalog.ArtifactComponent, error) {
+	if prefix == "" {
+		return nil, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT a.name, a.version, a.digest, c.purl, c.name, c.version, c.license
+		FROM sbom_components c JOIN sboms b ON b.id = c.sbom_id JOIN artifacts a ON a.id = b.artifact_id
+		WHERE c.purl >= ? AND c.purl < ? AND substr(c.purl, 1, ?) = ? AND a.checkpoint IS NOT NULL
+		ORDER BY a.id, c.seq LIMIT ?`, prefix, prefix+"\xff", len(prefix), prefix, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read components by purl: %w", err)
+	}
+	defer rows.Close()
+	var out []catalog.ArtifactComponent
+	for rows.Next() {
+		var c catalog.ArtifactComponent
+		if err := rows.Scan(&c.Artifact.Name, &c.Artifact.Version, &c.Artifact.Digest, &c.Component.PURL, &c.Component.Name,
+			&c.Component.Version, &c.Component.License); err != nil {
+			return nil, fmt.Errorf("read components by purl: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read components by purl: %w", err)
+	}
+	return out, nil
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/custody-dev/custody/libs/sbom"
+
 	"github.com/custody-dev/custody/services/catalog/internal/catalog"
 )
 
@@ -110,5 +112,86 @@ func advisories(t *testing.T, open Opener) {
 	}
 	if digests, err := s.AdvisoryDigests(ctx, ids); err != nil || len(digests) != len(ids) {
 		t.Errorf("AdvisoryDigests of %d ids: %d, %v", len(ids), len(digests), err)
+	}
+}
+
+// advisoryLookups: advisories by the packages they name, and SBOM
+// components of logged artifacts by purl prefix, bytewise, bounded.
+func advisoryLookups(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	npm := catalog.AdvisoryPackage{Ecosystem: "npm", Name: "lodash"}
+	goPkg := catalog.AdvisoryPackage{Ecosystem: "Go", Name: "golang.org/x/text"}
+	pypi := catalog.AdvisoryPackage{Ecosystem: "PyPI", Name: "jinja2"}
+	if _, err := s.ImportAdvisories(ctx, advisoryImport("sha256:set1", 3), []catalog.StoredAdvisory{
+		storedAdvisory("GHSA-1", "sha256:a", "sha256:set1", npm, goPkg), storedAdvisory("GO-1", "sha256:b", "sha256:set1", goPkg),
+		storedAdvisory("PYSEC-1", "sha256:c", "sha256:set1", pypi),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(as []catalog.StoredAdvisory) []string {
+		var out []string
+		for _, a := range as {
+			out = append(out, a.ID)
+		}
+		return out
+	}
+	got, err := s.AdvisoriesByPackages(ctx, []catalog.AdvisoryPackage{goPkg, npm, {Ecosystem: "npm", Name: "none"}}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"GHSA-1", "GO-1"}, ids(got)); diff != "" {
+		t.Errorf("AdvisoriesByPackages (-want +got):\n%s", diff)
+	}
+	if len(got) > 0 && (got[0].Digest != "sha256:a" || string(got[0].Document) == "") {
+		t.Errorf("advisory read by package: %+v", got[0])
+	}
+	if got, err := s.AdvisoriesByPackages(ctx, []catalog.AdvisoryPackage{goPkg, npm, pypi}, 2); err != nil || len(got) != 2 {
+		t.Errorf("AdvisoriesByPackages limit 2: %v, %v", ids(got), err)
+	}
+	// The npm and Go names in another ecosystem match nothing.
+	if got, err := s.AdvisoriesByPackages(ctx, []catalog.AdvisoryPackage{{Ecosystem: "PyPI", Name: "lodash"}}, 10); err != nil || len(got) != 0 {
+		t.Errorf("lodash in PyPI: %v, %v", ids(got), err)
+	}
+
+	a1 := logged(t, s, record("1.0.0", d1), 0)
+	b := sbomRow(a1, "doc one", 0)
+	b.Components = append(b.Components, sbom.Component{PURL: "pkg:npm/lodash@4.17.11", Name: "lodash", Version: "4.17.11"},
+		sbom.Component{PURL: "pkg:npm/lodash-es@4.17.11", Name: "lodash-es"}, sbom.Component{PURL: "pkg:npm/lodasi@1.0.0", Name: "lodasi"})
+	if _, err := s.InsertSBOM(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	// A pending artifact's components are not found.
+	pid, err := s.InsertArtifact(ctx, record("3.0.0", d2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb := sbomRow(pid, "doc pending", 0)
+	pb.Components = append(pb.Components, sbom.Component{PURL: "pkg:npm/lodash@1.0.0", Name: "lodash"})
+	if _, err := s.InsertSBOM(ctx, pb); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := open(t).ComponentsByPURLPrefix(ctx, "pkg:npm/lodash", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var purls []string
+	for _, c := range cs {
+		purls = append(purls, c.Component.PURL)
+		if c.Artifact.Name != "app" || c.Artifact.Version != "1.0.0" || c.Artifact.Digest != d1 {
+			t.Errorf("component %s of artifact %+v, want app@1.0.0", c.Component.PURL, c.Artifact)
+		}
+	}
+	if diff := cmp.Diff([]string{"pkg:npm/lodash@4.17.11", "pkg:npm/lodash-es@4.17.11"}, purls); diff != "" {
+		t.Errorf("ComponentsByPURLPrefix (-want +got):\n%s", diff)
+	}
+	if cs, err := s.ComponentsByPURLPrefix(ctx, "pkg:npm/lodash", 1); err != nil || len(cs) != 1 {
+		t.Errorf("limit 1: %d, %v", len(cs), err)
+	}
+	// Prefix characters are bytes, not patterns.
+	for _, p := range []string{"pkg:npm/lodas_", "pkg:npm/lodas%", "PKG:NPM/LODASH", ""} {
+		if cs, err := s.ComponentsByPURLPrefix(ctx, p, 10); err != nil || len(cs) != 0 {
+			t.Errorf("prefix %q: %d components, %v; want none", p, len(cs), err)
+		}
 	}
 }

@@ -52,6 +52,7 @@ func Run(t *testing.T, o Options) {
 		{"search is not SQL", searchHostile},
 		{"deployments", deployments},
 		{"advisories", advisories},
+		{"advisory lookups", advisoryLookups},
 		{"lineage", lineage},
 		{"lineage walk is bounded", lineageWide},
 		{"entries by subject", entriesBySubject},
