@@ -71,4 +71,3 @@ func TestAdvisoriesImport(t *testing.T) {
 		t.Errorf("advisories show:\n%s", out)
 	}
 }
-
