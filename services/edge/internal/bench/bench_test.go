@@ -358,9 +358,8 @@ func BenchmarkEdge(b *testing.B) {
 		b.Fatal(err)
 	}
 	nginx := startNginx(b, dir, certFile, keyFile)
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: e.ca}
-	client := &http.Client{Transport: tr}
+	// The transport custody fetch uses (HTTP/1.1: no ForceAttemptHTTP2).
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: e.ca, MinVersion: tls.VersionTLS12}}}
 	smallURL := e.blobURL(b, smallDigest)
 	// Cache the small object (a miss) before measuring hits.
 	if resp, err := client.Get(smallURL); err != nil || resp.StatusCode != http.StatusOK {

@@ -20,8 +20,8 @@ import (
 // a temporary file and then makes it readable (avail); readers
 // authenticate what they read from that file like a hit's. The last chunk
 // becomes readable only after the whole blob matched its size and digest
-// and the file is durable, so no client receives a whole blob whose digest
-// failed.
+// and the file is renamed into place, so no client receives a whole blob
+// whose digest failed.
 type fill struct {
 	ready chan struct{} // closed once the origin answered (size) or failed
 
@@ -259,9 +259,10 @@ func (c *Cache) fetch(ctx context.Context, fl *fill, digest, hexDigest string) e
 	if got := hex.EncodeToString(sum.Sum(nil)); got != hexDigest {
 		return originErr("sent bytes hashing to sha256:%s", got)
 	}
-	if err := tmp.Sync(); err != nil {
-		return err
-	}
+	// No fsync: the cache key lives only in memory, so a file that
+	// survives a crash cannot be read after it anyway; the page cache
+	// serves this process's readers. (Forcing the blob to disk doubled
+	// the disk writes of a miss: the client fsyncs its own copy.)
 	c.mu.Lock()
 	if !fl.purged {
 		if err := os.Rename(tmp.Name(), c.path(hexDigest)); err != nil {
