@@ -221,6 +221,8 @@ func TestJSONFieldNames(t *testing.T) {
 		{jsonLineage{}, "artifacts deployments direction edges node truncated"},
 		{jsonEdge{URI: "u", Name: "n", DigestSet: map[string]string{"a": "b"}, Annotations: map[string]string{"a": "b"}}, "annotations artifact_digest artifact_name artifact_version dependency depth digest name uri"},
 		{jsonLineagePath{}, "downward edges found from to"},
+		{jsonSBOM{}, "attached_at attached_by components digest document_digest format key_id log_index name version"},
+		{jsonComponent{}, "license name purl version"},
 		{jsonAdmission{Digest: "d", DecisionFile: "f"}, "decision decision_file decision_id digest environment log_index policy_digest reasons ref signed"},
 	}
 	for _, tt := range tests {

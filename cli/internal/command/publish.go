@@ -28,6 +28,7 @@ func (c *cli) publishCmd() *cobra.Command {
 	var h publisherv1.UploadHeader
 	var retries int
 	var deps []string
+	var sbomFile string
 	cmd := &cobra.Command{
 		Use:   "publish FILE --name N --version V --channel C",
 		Short: "Upload an artifact to the publisher, which stores, signs and logs it (as builder); an interrupted upload resumes",
@@ -53,6 +54,13 @@ func (c *cli) publishCmd() *cobra.Command {
 				}
 				h.ResolvedDependencies = append(h.ResolvedDependencies, rd)
 			}
+			var doc []byte
+			if sbomFile != "" {
+				if doc, _, _, err = readSBOMFile(sbomFile); err != nil {
+					return err
+				}
+				h.SbomSize = int64(len(doc))
+			}
 			id := make([]byte, 16)
 			rand.Read(id)
 			h.UploadId = hex.EncodeToString(id)
@@ -66,7 +74,7 @@ func (c *cli) publishCmd() *cobra.Command {
 				return err
 			}
 			defer conn.Close()
-			u := &uploader{client: publisherv1.NewPublisherServiceClient(conn), f: f, name: args[0], h: &h,
+			u := &uploader{client: publisherv1.NewPublisherServiceClient(conn), f: f, name: args[0], h: &h, sbom: doc,
 				p: c.newProgress("uploaded", h.Size), log: c.stderr, retries: retries, backoff: 500 * time.Millisecond}
 			resp, err := u.run(cmd.Context())
 			u.p.finish()
@@ -84,6 +92,9 @@ func (c *cli) publishCmd() *cobra.Command {
 			}
 			fmt.Fprintf(c.stdout, "%s@%s %s\n  digest    %s\n  size      %d bytes\n  channel   %s\n  log index %d\n",
 				h.Name, h.Version, state, resp.GetDigest(), resp.GetSize(), h.Channel, resp.GetLogIndex())
+			if att := resp.GetSbom(); att != nil {
+				printAttached(c.stdout, h.Name, h.Version, att)
+			}
 			return nil
 		},
 	}
@@ -94,6 +105,7 @@ func (c *cli) publishCmd() *cobra.Command {
 	fl.StringVar(&h.SourceRepo, "source-repo", "", "source repository URL")
 	fl.StringVar(&h.SourceCommit, "source-commit", "", "source commit")
 	fl.StringArrayVar(&deps, "depends-on", nil, "a Custody artifact this one was built from, NAME@VERSION=sha256:<hex> or sha256:<hex> (repeatable; becomes a resolved dependency of the provenance and a lineage edge)")
+	fl.StringVar(&sbomFile, "sbom", "", "an SBOM of the artifact (CycloneDX 1.5/1.6 or SPDX 2.3 JSON, at most 8 MiB), parsed here first, then signed as an attestation about the artifact's digest, stored in the catalog and logged")
 	fl.IntVar(&retries, "retries", 5, "how often an interrupted upload is resumed (with backoff) before giving up")
 	for _, f := range []string{"name", "version", "channel"} {
 		_ = cmd.MarkFlagRequired(f)
@@ -114,6 +126,7 @@ type uploader struct {
 	retries int
 	backoff time.Duration
 	digest  string // of the whole file, computed at the first resume
+	sbom    []byte // sent after the file's bytes; nil: none
 }
 
 func (u *uploader) run(ctx context.Context) (*publisherv1.UploadResponse, error) {
@@ -209,6 +222,13 @@ func (u *uploader) send(ctx context.Context, offset int64) (*publisherv1.UploadR
 		if rerr != nil {
 			return nil, fmt.Errorf("read %s: %w", u.name, rerr)
 		}
+	}
+	for rest := u.sbom; len(rest) > 0; {
+		n := min(chunkSize, len(rest))
+		if err := stream.Send(&publisherv1.UploadRequest{Msg: &publisherv1.UploadRequest_SbomChunk{SbomChunk: rest[:n]}}); err != nil {
+			return nil, uploadErr(stream, err)
+		}
+		rest = rest[n:]
 	}
 	return stream.CloseAndRecv()
 }
