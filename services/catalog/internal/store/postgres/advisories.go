@@ -85,6 +85,9 @@ func (s *Store) AdvisoryDigests(ctx context.Context, ids []string) (map[string]s
 	return out, nil
 }
 
+// importBatch is how many advisories one pipelined batch writes.
+const importBatch = 1000
+
 // ImportAdvisories stores imp and advs in one transaction.
 func (s *Store) ImportAdvisories(ctx context.Context, imp *catalog.AdvisoryImport, advs []catalog.StoredAdvisory) (int64, error) {
 	var id int64
@@ -94,28 +97,53 @@ func (s *Store) ImportAdvisories(ctx context.Context, imp *catalog.AdvisoryImpor
 			imp.Actor, imp.CreatedAt.UTC(), int64(imp.LogIndex), imp.Leaf).Scan(&id); err != nil {
 			return err
 		}
-		for _, a := range advs {
-			// Insert, or replace a stored document with another digest; a
-			// row with the same digest is left alone (no row returned).
-			var changed bool
-			err := tx.QueryRow(ctx, `INSERT INTO advisories (id, digest, document, severity, withdrawn, modified, set_digest)
-				VALUES ($1, $2, $3, $4, $5, $6, $7)
-				ON CONFLICT (id) DO UPDATE SET digest = EXCLUDED.digest, document = EXCLUDED.document, severity = EXCLUDED.severity,
-					withdrawn = EXCLUDED.withdrawn, modified = EXCLUDED.modified, set_digest = EXCLUDED.set_digest
-				WHERE advisories.digest <> EXCLUDED.digest
-				RETURNING true`, a.ID, a.Digest, a.Document, a.Severity, a.Withdrawn, a.Modified.UTC(), a.SetDigest).Scan(&changed)
-			if errors.Is(err, pgx.ErrNoRows) {
-				continue
+		// Statements are pipelined in batches (one round trip per batch,
+		// not per row): first the upserts, then the packages of the rows
+		// that changed.
+		for start := 0; start < len(advs); start += importBatch {
+			chunk := advs[start:min(start+importBatch, len(advs))]
+			b := &pgx.Batch{}
+			for _, a := range chunk {
+				// Insert, or replace a stored document with another
+				// digest; a row with the same digest is left alone (no
+				// row returned).
+				b.Queue(`INSERT INTO advisories (id, digest, document, severity, withdrawn, modified, set_digest)
+					VALUES ($1, $2, $3, $4, $5, $6, $7)
+					ON CONFLICT (id) DO UPDATE SET digest = EXCLUDED.digest, document = EXCLUDED.document, severity = EXCLUDED.severity,
+						withdrawn = EXCLUDED.withdrawn, modified = EXCLUDED.modified, set_digest = EXCLUDED.set_digest
+					WHERE advisories.digest <> EXCLUDED.digest
+					RETURNING true`, a.ID, a.Digest, a.Document, a.Severity, a.Withdrawn, a.Modified.UTC(), a.SetDigest)
 			}
-			if err != nil {
+			changed := make([]bool, len(chunk))
+			br := tx.SendBatch(ctx, b)
+			for i := range chunk {
+				var ok bool
+				err := br.QueryRow().Scan(&ok)
+				switch {
+				case errors.Is(err, pgx.ErrNoRows):
+				case err != nil:
+					br.Close()
+					return err
+				default:
+					changed[i] = true
+				}
+			}
+			if err := br.Close(); err != nil {
 				return err
 			}
-			if _, err := tx.Exec(ctx, `DELETE FROM advisory_packages WHERE advisory_id = $1`, a.ID); err != nil {
-				return err
+			pb := &pgx.Batch{}
+			for i, a := range chunk {
+				if !changed[i] {
+					continue
+				}
+				pb.Queue(`DELETE FROM advisory_packages WHERE advisory_id = $1`, a.ID)
+				for _, p := range a.Packages {
+					pb.Queue(`INSERT INTO advisory_packages (ecosystem, name, advisory_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+						p.Ecosystem, p.Name, a.ID)
+				}
 			}
-			for _, p := range a.Packages {
-				if _, err := tx.Exec(ctx, `INSERT INTO advisory_packages (ecosystem, name, advisory_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
-					p.Ecosystem, p.Name, a.ID); err != nil {
+			if pb.Len() > 0 {
+				if err := tx.SendBatch(ctx, pb).Close(); err != nil {
 					return err
 				}
 			}

@@ -113,6 +113,7 @@ var migrations = []migration{
 	indexMigration,
 	sbomMigration,
 	advisoryMigration,
+	advisoryRowidMigration,
 }
 
 // fillKeyIDs sets the key ids of the artifacts recorded before the catalog
