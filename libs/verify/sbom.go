@@ -9,7 +9,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/custody-dev/custody/libs/attest"
+	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	"github.com/custody-dev/custody/libs/quote"
+	"github.com/custody-dev/custody/libs/sbom"
 	"github.com/custody-dev/custody/libs/strictjson"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/trustroot"
@@ -141,4 +143,42 @@ func publisherWrote(actor, builderID string) error {
 		return err
 	}
 	return tlog.MayEmit(b.TrustDomain(), tlog.TypeSBOMAttached, id)
+}
+
+// SBOMComponents verifies ev as SBOM does, with its document (required),
+// parses the document in the format the verified statement names, and
+// checks that listed (the components the catalog served, in order) are
+// the document's. It returns the components parsed from the attested
+// document: what a caller may rely on. Errors wrap ErrVerification.
+func SBOMComponents(ev SBOMEvidence, a Artifact, root *trustroot.Root, o Options, listed []sbom.Component) ([]sbom.Component, *attest.SBOMRef, error) {
+	if ev.Document == nil {
+		return nil, nil, fmt.Errorf("%w: SBOM of %s@%s: no document to check the components against", ErrVerification, a.Name, a.Version)
+	}
+	ref, err := SBOM(ev, a, root, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	comps, err := sbom.ParseFormat(ref.Format, ev.Document)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: SBOM of %s@%s: the attested document does not parse: %v", ErrVerification, a.Name, a.Version, err)
+	}
+	if len(comps) != len(listed) {
+		return nil, nil, fmt.Errorf("%w: SBOM of %s@%s: the catalog lists %d components, the attested document %d", ErrVerification, a.Name, a.Version, len(listed), len(comps))
+	}
+	for i := range comps {
+		if comps[i] != listed[i] {
+			return nil, nil, fmt.Errorf("%w: SBOM of %s@%s: component %d in the catalog (%s) differs from the attested document's (%s)",
+				ErrVerification, a.Name, a.Version, i, quote.Prefix(listed[i].Name), quote.Prefix(comps[i].Name))
+		}
+	}
+	return comps, ref, nil
+}
+
+// ComponentsFromProto converts the catalog's components.
+func ComponentsFromProto(cs []*catalogv1.Component) []sbom.Component {
+	out := make([]sbom.Component, len(cs))
+	for i, c := range cs {
+		out[i] = sbom.Component{PURL: c.GetPurl(), Name: c.GetName(), Version: c.GetVersion(), License: c.GetLicense()}
+	}
+	return out
 }

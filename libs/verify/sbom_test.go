@@ -13,6 +13,7 @@ import (
 
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/libs/sbom"
 	"github.com/custody-dev/custody/libs/tlog"
 )
 
@@ -149,5 +150,36 @@ func TestSBOM(t *testing.T) {
 	}
 	if _, err := SBOM(w.ev, w.world.ev.Artifact, nil, Options{}); !errors.Is(err, ErrVerification) {
 		t.Errorf("no trust root: %v", err)
+	}
+}
+
+// TestSBOMComponents: the components returned are the attested
+// document's; a catalog list that differs in any field or count, or no
+// document, fails.
+func TestSBOMComponents(t *testing.T) {
+	w := buildSBOM(t)
+	w.logSBOM(t, true)
+	a := w.world.ev.Artifact
+	good := []sbom.Component{{Name: "yaml"}}
+	comps, ref, err := SBOMComponents(w.ev, a, w.root, Options{}, good)
+	if err != nil || len(comps) != 1 || comps[0].Name != "yaml" || ref.Format != attest.SBOMFormatCycloneDX {
+		t.Fatalf("SBOMComponents: %v, %+v, %v", comps, ref, err)
+	}
+	for name, listed := range map[string][]sbom.Component{
+		"none":          nil,
+		"one more":      {{Name: "yaml"}, {Name: "extra"}},
+		"another name":  {{Name: "yml"}},
+		"a licence":     {{Name: "yaml", License: "MIT"}},
+		"a purl added":  {{Name: "yaml", PURL: "pkg:golang/x@v1"}},
+		"a version set": {{Name: "yaml", Version: "v3"}},
+	} {
+		if _, _, err := SBOMComponents(w.ev, a, w.root, Options{}, listed); !errors.Is(err, ErrVerification) {
+			t.Errorf("catalog list %s: %v, want ErrVerification", name, err)
+		}
+	}
+	noDoc := w.ev
+	noDoc.Document = nil
+	if _, _, err := SBOMComponents(noDoc, a, w.root, Options{}, good); !errors.Is(err, ErrVerification) {
+		t.Errorf("no document: %v", err)
 	}
 }

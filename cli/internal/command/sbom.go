@@ -215,25 +215,15 @@ func verifiedSBOM(ctx context.Context, cat catalogv1.CatalogServiceClient, root 
 	if err != nil {
 		return nil, fmt.Errorf("SBOM of %s@%s: log entry %d: %w", a.Name, a.Version, b.GetLogIndex(), err)
 	}
-	sref, err := verify.SBOM(verify.SBOMEvidence{Envelope: b.GetEnvelope(), Entry: entry, Document: b.GetDocument()}, a, root, verify.Options{})
+	comps, sref, err := verify.SBOMComponents(verify.SBOMEvidence{Envelope: b.GetEnvelope(), Entry: entry, Document: b.GetDocument()}, a, root,
+		verify.Options{}, verify.ComponentsFromProto(b.GetComponents()))
 	if err != nil {
 		return nil, denied("%v", err)
-	}
-	comps, err := sbom.ParseFormat(sref.Format, b.GetDocument())
-	if err != nil {
-		return nil, denied("SBOM of %s@%s: the attested document does not parse here: %v", a.Name, a.Version, err)
-	}
-	if len(comps) != len(b.GetComponents()) {
-		return nil, denied("SBOM of %s@%s: the catalog lists %d components, the attested document %d", a.Name, a.Version, len(b.GetComponents()), len(comps))
 	}
 	out := &jsonSBOM{Name: a.Name, Version: a.Version, Digest: a.Digest, Format: sref.Format, DocumentDigest: sref.DocumentDigest,
 		AttachedBy: b.GetAttachedBy(), AttachedAt: b.GetAttachedAt().AsTime().UTC().Format(time.RFC3339), KeyID: b.GetKeyId(),
 		LogIndex: b.GetLogIndex(), Components: make([]jsonComponent, len(comps))}
 	for i, cp := range comps {
-		got := b.GetComponents()[i]
-		if got.GetPurl() != cp.PURL || got.GetName() != cp.Name || got.GetVersion() != cp.Version || got.GetLicense() != cp.License {
-			return nil, denied("SBOM of %s@%s: component %d in the catalog (%s) differs from the attested document's (%s)", a.Name, a.Version, i, got.GetName(), cp.Name)
-		}
 		out.Components[i] = jsonComponent{PURL: cp.PURL, Name: cp.Name, Version: cp.Version, License: cp.License}
 	}
 	return out, nil

@@ -13,9 +13,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/custody-dev/custody/libs/attest"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/sbom"
+	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/libs/verify"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 )
@@ -198,4 +201,33 @@ func (p *Publisher) VerifyBlob(ctx context.Context, digest string) error {
 	default:
 		return fmt.Errorf("publisher VerifyBlob: %w", err)
 	}
+}
+
+// SBOM returns the components of the SBOM attached to a, an artifact
+// whose evidence the caller verified against root, after verifying the SBOM
+// attestation, its log entry and the document against root
+// (verify.SBOMComponents: the components are parsed from the attested
+// document, and the catalog's list must be the same). ErrNotFound if a has
+// no SBOM; a verification failure wraps verify.ErrVerification. It fetches
+// the document (up to 8 MiB) and parses it: callers that match many
+// artifacts cache by document digest.
+func (c *Catalog) SBOM(ctx context.Context, a verify.Artifact, root *trustroot.Root) ([]sbom.Component, *attest.SBOMRef, error) {
+	resp, err := c.client.GetSBOM(ctx, &catalogv1.GetSBOMRequest{Name: a.Name, Version: a.Version, IncludeDocument: true}, sbom.CallOptions()...)
+	if status.Code(err) == codes.NotFound {
+		return nil, nil, fmt.Errorf("%w: %s", admission.ErrNotFound, status.Convert(err).Message())
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("catalog GetSBOM: %w", err)
+	}
+	b := resp.GetSbom()
+	if b.GetLogIndex() < 0 {
+		return nil, nil, errors.New("catalog GetSBOM: negative log index")
+	}
+	p, err := c.client.GetInclusionProof(ctx, &catalogv1.GetInclusionProofRequest{Index: uint64(b.GetLogIndex())})
+	if err != nil {
+		return nil, nil, fmt.Errorf("catalog GetInclusionProof of the sbom.attached entry %d: %w", b.GetLogIndex(), err)
+	}
+	ev := verify.SBOMEvidence{Envelope: b.GetEnvelope(), Document: b.GetDocument(),
+		Entry: verify.LogEntry{Index: b.GetLogIndex(), Leaf: p.GetLeaf(), InclusionProof: p.GetInclusionProof(), Checkpoint: p.GetCheckpoint()}}
+	return verify.SBOMComponents(ev, a, root, verify.Options{}, verify.ComponentsFromProto(b.GetComponents()))
 }
