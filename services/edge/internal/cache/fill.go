@@ -72,8 +72,11 @@ func (fl *fill) blob(ctx context.Context, c *Cache, digest, path string) (*Blob,
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	if fl.content == nil { // the origin did not answer
-		return nil, fl.wait(ctx)
+	if fl.content == nil { // the fill failed before the origin's size
+		if err := fl.wait(ctx); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("fetch %s: the fill ended without a size", digest)
 	}
 	if stream.Chunks(fl.size, fl.content.Chunk()) == 1 {
 		// A blob of one chunk has nothing to stream before its digest is

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -633,5 +634,29 @@ func TestHTTPMetricsAndAccessLog(t *testing.T) {
 	}
 	if strings.Contains(logs, "token=") || strings.Contains(logs, "v1.") {
 		t.Errorf("access log shows a token:\n%s", logs)
+	}
+}
+
+// TestRangeOnAMiss: a resume from another edge asks a range of a blob this
+// edge has not cached: it is fetched and the range served while it fills.
+func TestRangeOnAMiss(t *testing.T) {
+	f := start(t)
+	req, _ := http.NewRequest(http.MethodGet, f.blobURL(f.digest, f.token(t, f.key, f.digest, time.Minute)), nil)
+	req.Header.Set("Range", "bytes=262140-")
+	req.Header.Set("If-Range", `"`+f.digest+`"`)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusPartialContent || !bytes.Equal(b, f.content[262140:]) {
+		t.Fatalf("range on a miss = %d, %d bytes, %v", resp.StatusCode, len(b), err)
+	}
+	if want := fmt.Sprintf("bytes 262140-%d/%d", len(f.content)-1, len(f.content)); resp.Header.Get("Content-Range") != want {
+		t.Fatalf("Content-Range %q, want %q", resp.Header.Get("Content-Range"), want)
+	}
+	if got := testutil.ToFloat64(f.http.CacheLookups.WithLabelValues("miss")); got != 1 {
+		t.Fatalf("cache misses = %v, want 1", got)
 	}
 }
