@@ -31,7 +31,7 @@ type sbomWorld struct {
 	typ     string
 }
 
-func buildSBOM(t *testing.T) *sbomWorld {
+func buildSBOM(t testing.TB) *sbomWorld {
 	w := &sbomWorld{world: build(t), actor: "spiffe://custody.test/service/publisher", typ: tlog.TypeSBOMAttached}
 	a := w.world.ev.Artifact
 	w.ref = attest.SBOMRef{ArtifactName: a.Name, ArtifactDigest: a.Digest, Format: attest.SBOMFormatCycloneDX, DocumentDigest: digest.Of([]byte(sbomDoc))}
@@ -41,7 +41,7 @@ func buildSBOM(t *testing.T) *sbomWorld {
 }
 
 // signSBOM signs w.ref with priv and resets the details to match.
-func (w *sbomWorld) signSBOM(t *testing.T, priv *ecdsa.PrivateKey, keyID string) {
+func (w *sbomWorld) signSBOM(t testing.TB, priv *ecdsa.PrivateKey, keyID string) {
 	t.Helper()
 	st, err := attest.SBOMStatement(w.ref)
 	if err != nil {
@@ -61,7 +61,7 @@ func (w *sbomWorld) signSBOM(t *testing.T, priv *ecdsa.PrivateKey, keyID string)
 }
 
 // logSBOM logs the sbom.attached entry as entry 0 of a two-entry log.
-func (w *sbomWorld) logSBOM(t *testing.T, cosign bool) {
+func (w *sbomWorld) logSBOM(t testing.TB, cosign bool) {
 	t.Helper()
 	details, err := json.Marshal(w.details)
 	if err != nil {
@@ -182,4 +182,30 @@ func TestSBOMComponents(t *testing.T) {
 	if _, _, err := SBOMComponents(noDoc, a, w.root, Options{}, good); !errors.Is(err, ErrVerification) {
 		t.Errorf("no document: %v", err)
 	}
+}
+
+// FuzzSBOM: whatever envelope, log entry details and document a catalog
+// sends, SBOM neither panics nor passes anything but the attestation that
+// was signed and logged.
+func FuzzSBOM(f *testing.F) {
+	w := buildSBOM(f)
+	w.logSBOM(f, true)
+	good := w.ev
+	f.Add(good.Envelope, good.Entry.Leaf, good.Document)
+	f.Add([]byte(`{"payloadType":"x","payload":"","signatures":[]}`), []byte(`{}`), []byte(nil))
+	f.Fuzz(func(t *testing.T, envelope, leaf, doc []byte) {
+		ev := good
+		ev.Envelope, ev.Entry.Leaf, ev.Document = envelope, leaf, doc
+		ref, err := SBOM(ev, w.world.ev.Artifact, w.root, Options{})
+		if err != nil {
+			if !errors.Is(err, ErrVerification) {
+				t.Fatalf("error does not wrap ErrVerification: %v", err)
+			}
+			return
+		}
+		if string(envelope) != string(good.Envelope) || string(leaf) != string(good.Entry.Leaf) || ref == nil ||
+			doc != nil && string(doc) != string(good.Document) {
+			t.Fatalf("passed an SBOM attestation that was not signed and logged: %q %q %q", envelope, leaf, doc)
+		}
+	})
 }
