@@ -20,6 +20,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Config says where spans go.
@@ -87,6 +88,14 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 			return nil, fmt.Errorf("create OTLP exporter for %s: %w", cfg.OTLPEndpoint, err)
 		}
 		opts = append(opts, sdktrace.WithBatcher(exp))
+	}
+	if len(opts) == 1 {
+		// No exporter: recording spans nobody reads cost about a tenth of
+		// the catalog's CPU per event (decision 0068). A no-op provider
+		// still carries the caller's trace context through to outgoing
+		// calls, so traces stay linked across a process that exports none.
+		t.TracerProvider = noop.NewTracerProvider()
+		return t, nil
 	}
 	tp := sdktrace.NewTracerProvider(opts...)
 	// The provider flushes its exporters first, then the trace file closes.

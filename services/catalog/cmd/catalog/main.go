@@ -210,6 +210,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 
+	daemon.GCPercent(catalog.GCPercent)
 	d, err := daemon.Start(ctx, cfg.Config, stderr)
 	if err != nil {
 		return err

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"k8s.io/klog/v2"
 
+	"github.com/custody-dev/custody/libs/daemon"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/identity/identitytest"
@@ -80,6 +81,8 @@ type stack struct {
 
 func newStack(b *testing.B) *stack {
 	b.Helper()
+	// The catalog process's runtime setting (cmd/catalog).
+	daemon.GCPercent(catalog.GCPercent)
 	ctx := context.Background()
 	td := identitytest.New(b, "custody.test")
 	dir := b.TempDir()

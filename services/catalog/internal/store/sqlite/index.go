@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/custody-dev/custody/services/catalog/internal/catalog"
 	"github.com/custody-dev/custody/services/catalog/internal/store/sqlquery"
@@ -18,6 +19,10 @@ var indexMigration = migration{ddl: `CREATE TABLE log_indexed (
 		size INTEGER NOT NULL CHECK (size >= 0)
 	);
 	INSERT INTO log_indexed (id, size) VALUES (1, 0);`}
+
+// indexRowsPerInsert is how many event rows one INSERT of IndexEvents
+// holds: 10 parameters each, well under SQLite's limit of 32,766.
+const indexRowsPerInsert = 128
 
 // IndexedSize returns the log size up to which every event entry is stored.
 func (s *Store) IndexedSize(ctx context.Context) (uint64, error) {
@@ -42,17 +47,25 @@ func (s *Store) IndexEvents(ctx context.Context, events []*catalog.Event, size u
 		return err
 	}
 	err = s.writeDerived(ctx, func(tx *sql.Tx) error {
-		stmt, err := tx.Prepare(`INSERT INTO events
-			(type, actor, subject_digest, details, created_at, leaf, search_from, log_index, proof, checkpoint)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (log_index) DO NOTHING`)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
-		for i, e := range events {
-			idx := int64(e.Entry.Index)
-			if _, err := stmt.Exec(e.Type, e.Actor, e.SubjectDigest, e.Details, formatTime(e.CreatedAt), e.Entry.Leaf,
-				idx, idx, proofs[i], e.Entry.Checkpoint); err != nil {
+		// Many rows a statement: the driver parses a statement's SQL again
+		// on every execution, which cost more than the inserts themselves.
+		for start := 0; start < len(events); start += indexRowsPerInsert {
+			chunk := events[start:min(start+indexRowsPerInsert, len(events))]
+			var q strings.Builder
+			q.WriteString(`INSERT INTO events
+			(type, actor, subject_digest, details, created_at, leaf, search_from, log_index, proof, checkpoint) VALUES `)
+			args := make([]any, 0, 10*len(chunk))
+			for i, e := range chunk {
+				if i > 0 {
+					q.WriteString(", ")
+				}
+				q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+				idx := int64(e.Entry.Index)
+				args = append(args, e.Type, e.Actor, e.SubjectDigest, e.Details, formatTime(e.CreatedAt), e.Entry.Leaf,
+					idx, idx, proofs[start+i], e.Entry.Checkpoint)
+			}
+			q.WriteString(" ON CONFLICT (log_index) DO NOTHING")
+			if _, err := tx.Exec(q.String(), args...); err != nil {
 				return err
 			}
 		}

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 	"testing"
@@ -70,6 +71,50 @@ func indexEvents(t *testing.T, open Opener) {
 	}
 	if diff := cmp.Diff([]uint64{0, 2}, indices(t, s, d1)); diff != "" {
 		t.Errorf("after refused batches: stored events (-want +got):\n%s", diff)
+	}
+}
+
+// indexEventsLargeBatch: a batch larger than a back end's rows per
+// statement stores every event once with its own leaf and proof, also when
+// part of it was stored before.
+func indexEventsLargeBatch(t *testing.T, open Opener) {
+	s := open(t)
+	ctx := t.Context()
+	const n = 300
+	var all []*catalog.Event
+	for i := range uint64(n) {
+		e := loggedEvent(d3, i)
+		e.Entry.Proof = [][]byte{bytes.Repeat([]byte{byte(i)}, 32)}
+		all = append(all, e)
+	}
+	if err := s.IndexEvents(ctx, all[100:250], 250); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.IndexEvents(ctx, all, n); err != nil {
+		t.Fatal(err)
+	}
+	var got []catalog.Entry
+	for after := int64(-1); ; {
+		page, err := s.EntriesBySubject(ctx, d3, after, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		got = append(got, page...)
+		after = int64(page[len(page)-1].Index)
+	}
+	if len(got) != n {
+		t.Fatalf("%d events stored, want %d", len(got), n)
+	}
+	for i, e := range got {
+		if e.Index != uint64(i) || string(e.Leaf) != fmt.Sprintf("event %d", i) || len(e.Proof) != 1 || !bytes.Equal(e.Proof[0], all[i].Entry.Proof[0]) {
+			t.Fatalf("event %d stored as index %d leaf %q proof %x", i, e.Index, e.Leaf, e.Proof)
+		}
+	}
+	if size, err := s.IndexedSize(ctx); err != nil || size != n {
+		t.Errorf("indexed size %d (%v), want %d", size, err, n)
 	}
 }
 

@@ -62,6 +62,7 @@ func Run(t *testing.T, o Options) {
 		{"two stores index the same events", indexEventsTwoStores},
 		{"sboms", sboms},
 		{"two stores attach one SBOM once", sbomOnce},
+		{"a large batch of events is stored once each", indexEventsLargeBatch},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, o.NewDatabase(t)) })
