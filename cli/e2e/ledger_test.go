@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -25,8 +27,14 @@ func TestLedgerCommands(t *testing.T) {
 		t.Fatalf("no digest in publish output:\n%s", out)
 		return ""
 	}
+	// base's builder also names the image it built on, in a provenance file.
+	image := strings.Repeat("c", 64)
+	prov := filepath.Join(work, "provenance.json")
+	if err := os.WriteFile(prov, []byte(`{"resolvedDependencies":[{"uri":"oci://registry.example/debian","digest":{"sha256":"`+image+`"},"annotations":{"kind":"base-image"}}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	base := digestOf(s.mustCustody("publish", randomFile(t, work, "base", 2<<10), "--name", "base", "--version", "1.0.0", "--channel", "staging",
-		"--source-repo", "https://git.example/base", "--source-commit", commit))
+		"--source-repo", "https://git.example/base", "--source-commit", commit, "--provenance", prov))
 	lib := digestOf(s.mustCustody("publish", randomFile(t, work, "lib", 2<<10), "--name", "lib", "--version", "2.0.0", "--channel", "staging",
 		"--depends-on", "base@1.0.0="+base))
 	app := digestOf(s.mustCustody("publish", randomFile(t, work, "app", 2<<10), "--name", "app", "--version", "3.0.0", "--channel", "staging",
@@ -93,7 +101,8 @@ func TestLedgerCommands(t *testing.T) {
 	for _, e := range lin.Edges {
 		edges = append(edges, e.ArtifactDigest[:12]+">"+e.Dependency[:min(len(e.Dependency), 16)]+"@"+string(rune('0'+e.Depth)))
 	}
-	for _, want := range []string{app[:12] + ">" + lib[:16] + "@1", lib[:12] + ">" + base[:16] + "@2", base[:12] + ">gitCommit:012345@3"} {
+	for _, want := range []string{app[:12] + ">" + lib[:16] + "@1", lib[:12] + ">" + base[:16] + "@2", base[:12] + ">gitCommit:012345@3",
+		base[:12] + ">" + ("sha256:" + image)[:16] + "@3"} {
 		if !slices.Contains(edges, want) {
 			t.Errorf("lineage up from app lacks %s: %v", want, edges)
 		}

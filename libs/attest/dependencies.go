@@ -24,7 +24,7 @@ const (
 	MaxAnnotations         = 16
 	MaxAnnotationKeyLen    = 64
 	MaxAnnotationValueLen  = 1024
-	maxDependencyFileBytes = 512 << 10
+	MaxDependencyFileBytes = 512 << 10
 )
 
 // Dependency kinds, recorded as the "kind" annotation of a resolved
@@ -140,11 +140,11 @@ type dependencyFile struct {
 // refused), and validates it with ValidateDependencies. Errors wrap
 // ErrMalformed.
 func ParseDependencies(b []byte) ([]ResourceDescriptor, error) {
-	if len(b) > maxDependencyFileBytes {
-		return nil, fmt.Errorf("%w: provenance file is %d bytes, limit %d", ErrMalformed, len(b), maxDependencyFileBytes)
+	if len(b) > MaxDependencyFileBytes {
+		return nil, fmt.Errorf("%w: provenance file is %d bytes, limit %d", ErrMalformed, len(b), MaxDependencyFileBytes)
 	}
 	var f dependencyFile
-	if err := strictjson.Decode(b, maxDependencyFileBytes, &f); err != nil {
+	if err := strictjson.Decode(b, MaxDependencyFileBytes, &f); err != nil {
 		return nil, fmt.Errorf("%w: provenance file: %v", ErrMalformed, err)
 	}
 	if err := ValidateDependencies(f.ResolvedDependencies); err != nil {

@@ -8,11 +8,18 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	libdigest "github.com/custody-dev/custody/libs/digest"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	"github.com/custody-dev/custody/libs/trustroot"
 )
+
+// maxLineageResponse bounds the lineage answer the CLI accepts: the catalog
+// returns at most 10,000 edges, about 440 bytes each with artifact
+// dependencies and up to a few kilobytes with long URIs and deployments,
+// more than gRPC's default 4 MiB (a tree of 10,000 artifacts was refused).
+const maxLineageResponse = 64 << 20
 
 func (c *cli) lineageCmd() *cobra.Command {
 	var (
@@ -56,7 +63,8 @@ signed records they come from.`,
 				if err != nil {
 					return err
 				}
-				resp, err := cat.GetLineagePath(ctx, &catalogv1.GetLineagePathRequest{From: from, To: to, MaxDepth: depth})
+				resp, err := cat.GetLineagePath(ctx, &catalogv1.GetLineagePathRequest{From: from, To: to, MaxDepth: depth},
+					grpc.MaxCallRecvMsgSize(maxLineageResponse))
 				if err != nil {
 					return fmt.Errorf("lineage path %s → %s: %w", from, to, err)
 				}
@@ -71,7 +79,8 @@ signed records they come from.`,
 			if down {
 				dir = catalogv1.LineageDirection_LINEAGE_DIRECTION_DOWN
 			}
-			resp, err := cat.GetLineage(ctx, &catalogv1.GetLineageRequest{Node: from, Direction: dir, MaxDepth: depth})
+			resp, err := cat.GetLineage(ctx, &catalogv1.GetLineageRequest{Node: from, Direction: dir, MaxDepth: depth},
+				grpc.MaxCallRecvMsgSize(maxLineageResponse))
 			if err != nil {
 				return fmt.Errorf("lineage of %s: %w", from, err)
 			}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/custody-dev/custody/libs/attest"
 	libdigest "github.com/custody-dev/custody/libs/digest"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	"github.com/custody-dev/custody/libs/quote"
@@ -29,6 +30,7 @@ func (c *cli) publishCmd() *cobra.Command {
 	var retries int
 	var deps []string
 	var sbomFile string
+	var provenance string
 	cmd := &cobra.Command{
 		Use:   "publish FILE --name N --version V --channel C",
 		Short: "Upload an artifact to the publisher, which stores, signs and logs it (as builder); an interrupted upload resumes",
@@ -47,6 +49,13 @@ func (c *cli) publishCmd() *cobra.Command {
 				return fmt.Errorf("%s is not a regular file", args[0])
 			}
 			h.Size = fi.Size()
+			if provenance != "" {
+				claimed, err := provenanceFile(provenance)
+				if err != nil {
+					return err
+				}
+				h.ResolvedDependencies = append(h.ResolvedDependencies, claimed...)
+			}
 			for _, d := range deps {
 				rd, err := dependencyFlag(d)
 				if err != nil {
@@ -106,6 +115,7 @@ func (c *cli) publishCmd() *cobra.Command {
 	fl.StringVar(&h.SourceCommit, "source-commit", "", "source commit")
 	fl.StringArrayVar(&deps, "depends-on", nil, "a Custody artifact this one was built from, NAME@VERSION=sha256:<hex> or sha256:<hex> (repeatable; becomes a resolved dependency of the provenance and a lineage edge)")
 	fl.StringVar(&sbomFile, "sbom", "", "an SBOM of the artifact (CycloneDX 1.5/1.6 or SPDX 2.3 JSON, at most 8 MiB), parsed here first, then signed as an attestation about the artifact's digest, stored in the catalog and logged")
+	fl.StringVar(&provenance, "provenance", "", "a JSON file {\"resolvedDependencies\": [...]} of SLSA resource descriptors (source, base images, dependency artifacts, patches, build environment) the build used; recorded as the builder's claims and lineage edges")
 	fl.IntVar(&retries, "retries", 5, "how often an interrupted upload is resumed (with backoff) before giving up")
 	for _, f := range []string{"name", "version", "channel"} {
 		_ = cmd.MarkFlagRequired(f)
@@ -240,6 +250,30 @@ func uploadErr(stream publisherv1.PublisherService_UploadClient, err error) erro
 		_, err = stream.CloseAndRecv()
 	}
 	return err
+}
+
+// provenanceFile reads a builder's provenance file (attest.ParseDependencies)
+// into the resolved dependencies of an upload; the publisher checks the
+// whole set again.
+func provenanceFile(path string) ([]*publisherv1.ResourceDescriptor, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--provenance: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, attest.MaxDependencyFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("--provenance %s: %w", path, err)
+	}
+	parsed, err := attest.ParseDependencies(b)
+	if err != nil {
+		return nil, fmt.Errorf("--provenance %s: %v (want {\"resolvedDependencies\": [{\"uri\": ..., \"digest\": {...}, \"annotations\": {\"kind\": ...}}]})", path, err)
+	}
+	out := make([]*publisherv1.ResourceDescriptor, 0, len(parsed))
+	for _, d := range parsed {
+		out = append(out, &publisherv1.ResourceDescriptor{Uri: d.URI, Digest: d.Digest, Name: d.Name, Annotations: d.Annotations})
+	}
+	return out, nil
 }
 
 // dependencyFlag parses --depends-on [NAME@VERSION=]sha256:<hex> into an
