@@ -100,7 +100,7 @@ func (c *Catalog) ImportAdvisories(ctx context.Context, actor string, docs [][]b
 		return nil, false, ErrImportRunning
 	}
 	defer c.importing.Unlock()
-	advs, entries, err := parseSet(docs)
+	rows, entries, err := parseSet(docs)
 	if err != nil {
 		return nil, false, err
 	}
@@ -119,7 +119,7 @@ func (c *Catalog) ImportAdvisories(ctx context.Context, actor string, docs [][]b
 	if err != nil {
 		return nil, false, unavailable("read stored advisories", err)
 	}
-	d := importDetails{Digest: set, Count: len(advs), IDs: []string{}}
+	d := importDetails{Digest: set, Count: len(rows), IDs: []string{}}
 	idBytes := 0
 	for _, e := range entries {
 		switch prev, ok := stored[e.ID]; {
@@ -148,9 +148,8 @@ func (c *Catalog) ImportAdvisories(ctx context.Context, actor string, docs [][]b
 	}
 	imp = &AdvisoryImport{SetDigest: set, Count: d.Count, Added: d.Added, Updated: d.Updated, Unchanged: d.Unchanged,
 		Actor: actor, CreatedAt: ev.CreatedAt, LogIndex: ev.Entry.Index, Leaf: ev.Entry.Leaf}
-	rows := make([]StoredAdvisory, len(advs))
-	for i, a := range advs {
-		rows[i] = storedOf(a, set)
+	for i := range rows {
+		rows[i].SetDigest = set
 	}
 	imp.ID, err = c.store.ImportAdvisories(ctx, imp, rows)
 	if errors.Is(err, ErrAlreadyExists) {
@@ -168,8 +167,11 @@ func (c *Catalog) ImportAdvisories(ctx context.Context, actor string, docs [][]b
 }
 
 // parseSet parses docs, refusing an id twice and the set's bounds, and
-// returns the advisories in id order with their entries.
-func parseSet(docs [][]byte) ([]*advisory.Advisory, []advisory.Entry, error) {
+// returns their rows (SetDigest unset) and entries in id order. Only the
+// rows are kept: each decoded document is dropped once its row is made, and
+// a row's Document is the caller's slice, not a copy, so the set costs
+// about its bytes.
+func parseSet(docs [][]byte) ([]StoredAdvisory, []advisory.Entry, error) {
 	if len(docs) == 0 {
 		return nil, nil, fmt.Errorf("%w: no advisories: send the documents of an OSV export", ErrInvalid)
 	}
@@ -177,7 +179,7 @@ func parseSet(docs [][]byte) ([]*advisory.Advisory, []advisory.Entry, error) {
 		return nil, nil, fmt.Errorf("%w: %d advisories, more than %d in one import", ErrInvalid, len(docs), MaxImportAdvisories)
 	}
 	total := 0
-	advs := make([]*advisory.Advisory, 0, len(docs))
+	rows := make([]StoredAdvisory, 0, len(docs))
 	seen := make(map[string]bool, len(docs))
 	for i, b := range docs {
 		if total += len(b); total > MaxImportBytes {
@@ -191,14 +193,16 @@ func parseSet(docs [][]byte) ([]*advisory.Advisory, []advisory.Entry, error) {
 			return nil, nil, fmt.Errorf("%w: advisory %s appears twice", ErrInvalid, a.ID)
 		}
 		seen[a.ID] = true
-		advs = append(advs, a)
+		r := storedOf(a, "")
+		r.Document = b
+		rows = append(rows, r)
 	}
-	slices.SortFunc(advs, func(a, b *advisory.Advisory) int { return strings.Compare(a.ID, b.ID) })
-	entries := make([]advisory.Entry, len(advs))
-	for i, a := range advs {
-		entries[i] = advisory.Entry{ID: a.ID, Digest: a.Digest}
+	slices.SortFunc(rows, func(a, b StoredAdvisory) int { return strings.Compare(a.ID, b.ID) })
+	entries := make([]advisory.Entry, len(rows))
+	for i, r := range rows {
+		entries[i] = advisory.Entry{ID: r.ID, Digest: r.Digest}
 	}
-	return advs, entries, nil
+	return rows, entries, nil
 }
 
 // storedOf is the row of a.

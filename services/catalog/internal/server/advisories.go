@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -26,7 +27,13 @@ func (s *Server) ImportAdvisories(stream grpc.ClientStreamingServer[catalogv1.Im
 	if err != nil {
 		return err
 	}
-	docs, err := receiveDocuments(stream)
+	// One import at a time, taken before the set is received, so that
+	// two callers never hold two sets in memory.
+	if !s.importing.TryLock() {
+		return status.Error(codes.Unavailable, catalog.ErrImportRunning.Error())
+	}
+	defer s.importing.Unlock()
+	docs, err := receiveDocuments(stream, s.importReceive)
 	if err != nil {
 		return err
 	}
@@ -47,9 +54,34 @@ func (s *Server) ImportAdvisories(stream grpc.ClientStreamingServer[catalogv1.Im
 	})
 }
 
+// MaxImportReceive bounds how long a caller may take to send a set: the
+// import lock is held meanwhile.
+const MaxImportReceive = 10 * time.Minute
+
 // receiveDocuments reads the stream to its end, refusing it as soon as it
-// goes over a bound.
-func receiveDocuments(stream grpc.ClientStreamingServer[catalogv1.ImportAdvisoriesRequest, catalogv1.ImportAdvisoriesResponse]) ([][]byte, error) {
+// goes over a bound or takes longer than limit.
+func receiveDocuments(stream grpc.ClientStreamingServer[catalogv1.ImportAdvisoriesRequest, catalogv1.ImportAdvisoriesResponse], limit time.Duration) ([][]byte, error) {
+	type result struct {
+		docs [][]byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		docs, err := receiveAll(stream)
+		done <- result{docs, err}
+	}()
+	timer := time.NewTimer(limit)
+	defer timer.Stop()
+	select {
+	case r := <-done:
+		return r.docs, r.err
+	case <-timer.C:
+		// Returning ends the RPC, which ends the Recv the goroutine is in.
+		return nil, status.Errorf(codes.DeadlineExceeded, "the set was not received within %v: send it faster or in parts", limit)
+	}
+}
+
+func receiveAll(stream grpc.ClientStreamingServer[catalogv1.ImportAdvisoriesRequest, catalogv1.ImportAdvisoriesResponse]) ([][]byte, error) {
 	var (
 		docs  [][]byte
 		total int

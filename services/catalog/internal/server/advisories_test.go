@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -13,6 +14,7 @@ import (
 	"github.com/custody-dev/custody/libs/advisory"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	"github.com/custody-dev/custody/libs/tlog"
+	"github.com/custody-dev/custody/services/catalog/internal/server"
 )
 
 // osvDocs reads libs/advisory's real OSV entries.
@@ -171,5 +173,33 @@ func TestImportAdvisoriesRefuses(t *testing.T) {
 	_, err = e.client(t, "/service/gatekeeper").AppendEvent(t.Context(), &catalogv1.AppendEventRequest{Type: tlog.TypeAdvisoriesImported, Details: []byte(`{}`)})
 	if status.Code(err) != codes.InvalidArgument {
 		t.Errorf("AppendEvent advisories.imported: %v, want InvalidArgument", err)
+	}
+}
+
+// TestImportAdvisoriesOneAtATime: while one import is being received a
+// second is refused (Unavailable) before its set is read; a sender slower
+// than the receive limit is cut off and the next import goes through.
+func TestImportAdvisoriesOneAtATime(t *testing.T) {
+	e := newEnv(t)
+	e.opts = []server.Option{server.WithImportReceive(500 * time.Millisecond)}
+	e.restart(t)
+	docs := osvDocs(t)
+	slow, err := e.client(t, "/security/slow").ImportAdvisories(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := slow.Send(&catalogv1.ImportAdvisoriesRequest{Documents: docs[:1]}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the first stream holds the import
+	if _, err := importDocs(t, e.client(t, "/admin/ops"), docs); status.Code(err) != codes.Unavailable {
+		t.Errorf("a second import meanwhile: %v, want Unavailable", err)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if _, err := slow.CloseAndRecv(); status.Code(err) != codes.DeadlineExceeded {
+		t.Errorf("a sender slower than the limit: %v, want DeadlineExceeded", err)
+	}
+	if resp, err := importDocs(t, e.client(t, "/admin/ops"), docs); err != nil || !resp.GetCreated() {
+		t.Errorf("an import after the slow one: %v, %v", resp, err)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"sync"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/trace"
@@ -75,6 +77,11 @@ type Server struct {
 	// self and policy: see WithForwarding.
 	self   spiffeid.ID
 	policy rpc.Policy
+	// importing is held while an advisory import is received and stored:
+	// one set in memory at a time.
+	importing sync.Mutex
+	// importReceive bounds receiving one set (MaxImportReceive).
+	importReceive time.Duration
 }
 
 var _ catalogv1.CatalogServiceServer = (*Server)(nil)
@@ -86,9 +93,13 @@ type Option func(*Server)
 // GetConsistencyProof) from l; without it they are Unimplemented.
 func WithLedger(l *catalog.Ledger) Option { return func(s *Server) { s.ledger = l } }
 
+// WithImportReceive bounds the time a caller may take to send an advisory
+// set (default MaxImportReceive).
+func WithImportReceive(d time.Duration) Option { return func(s *Server) { s.importReceive = d } }
+
 // New returns a server for cat.
 func New(cat *catalog.Catalog, logger *slog.Logger, metrics *telemetry.Metrics, opts ...Option) *Server {
-	s := &Server{cat: cat, logger: logger, metrics: metrics}
+	s := &Server{cat: cat, logger: logger, metrics: metrics, importReceive: MaxImportReceive}
 	for _, o := range opts {
 		o(s)
 	}

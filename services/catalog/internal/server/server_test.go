@@ -49,6 +49,8 @@ type env struct {
 	store *sqlite.Store
 	tel   *telemetry.Telemetry
 	stop  func()
+	// opts are added to the server's options at the next start.
+	opts []server.Option
 }
 
 func newEnv(t testing.TB) *env {
@@ -89,7 +91,7 @@ func (e *env) start(t testing.TB) {
 		Source: e.td.Source(t, "/service/catalog"), TrustDomain: e.td.TD,
 		Policy: server.Policy(e.td.TD), Logger: logger, Telemetry: tel, MaxRecvMsgSize: server.MaxRecvMsgSize,
 	})
-	catalogv1.RegisterCatalogServiceServer(srv, server.New(cat, logger, tel.Metrics, server.WithLedger(catalog.NewLedger(tl))))
+	catalogv1.RegisterCatalogServiceServer(srv, server.New(cat, logger, tel.Metrics, append([]server.Option{server.WithLedger(catalog.NewLedger(tl))}, e.opts...)...))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
