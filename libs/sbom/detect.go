@@ -110,7 +110,12 @@ const MaxMessageBytes = MaxBytes + 1<<20 + 64<<10
 
 // CallOptions are the gRPC call options of a call that sends or receives
 // one document (the catalog's RecordSBOM, GetSBOM with include_document):
-// gRPC's default receive limit is 4 MiB.
+// gRPC's default receive limit is 4 MiB. A GetSBOM answer carries the
+// document and its components, whose strings come from the document (at
+// most MaxBytes together) plus their framing (at most MaxComponents times
+// 64 bytes), and the envelope: maxSBOMAnswer.
 func CallOptions() []grpc.CallOption {
-	return []grpc.CallOption{grpc.MaxCallRecvMsgSize(MaxMessageBytes + 4<<20), grpc.MaxCallSendMsgSize(MaxMessageBytes)}
+	return []grpc.CallOption{grpc.MaxCallRecvMsgSize(maxSBOMAnswer), grpc.MaxCallSendMsgSize(MaxMessageBytes)}
 }
+
+const maxSBOMAnswer = 2*MaxBytes + MaxComponents*64 + 1<<20 + 64<<10

@@ -2,8 +2,10 @@ package server_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -231,4 +233,50 @@ func TestRecordSBOMRefuses(t *testing.T) {
 	if err != nil || string(got.GetSbom().GetDocument()) != cdxDoc {
 		t.Errorf("the first SBOM after refusals: %v, %v", got, err)
 	}
+}
+
+// TestRecordSBOMAtTheBounds records an SBOM of MaxComponents components
+// near MaxBytes through the real gRPC server (the raised message limit)
+// and reads it back with its document. Figures: go test -run
+// TestRecordSBOMAtTheBounds -v ./internal/server/
+func TestRecordSBOMAtTheBounds(t *testing.T) {
+	e := newEnv(t)
+	pub := e.client(t, "/service/publisher")
+	if _, err := pub.RecordArtifact(t.Context(), recordReq("app", "1.0.0", "a1")); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	b.WriteString(`{"bomFormat":"CycloneDX","specVersion":"1.6","components":[`)
+	for i := range sbom.MaxComponents {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"type":"library","name":"component-%05d-%s","version":"1.%d.0","purl":"pkg:npm/component-%05d@1.%d.0","licenses":[{"license":{"id":"MIT"}}]}`,
+			i, strings.Repeat("n", 260), i, i, i)
+	}
+	b.WriteString(`]}`)
+	doc := []byte(b.String())
+	if len(doc) > sbom.MaxBytes {
+		t.Fatalf("test document of %d bytes is over the bound", len(doc))
+	}
+	start := time.Now()
+	resp, err := pub.RecordSBOM(t.Context(), sbomReq("app", "1.0.0", "a1", doc), sbom.CallOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := time.Since(start)
+	if n := len(resp.GetSbom().GetComponents()); n != sbom.MaxComponents {
+		t.Fatalf("%d components recorded, want %d", n, sbom.MaxComponents)
+	}
+	start = time.Now()
+	got, err := e.client(t, "/service/gatekeeper").GetSBOM(t.Context(), &catalogv1.GetSBOMRequest{Digest: digestOf("a1"), IncludeDocument: true}, sbom.CallOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := time.Since(start)
+	if len(got.GetSbom().GetDocument()) != len(doc) || len(got.GetSbom().GetComponents()) != sbom.MaxComponents ||
+		got.GetSbom().GetComponents()[sbom.MaxComponents-1].GetPurl() != fmt.Sprintf("pkg:npm/component-%05d@1.%d.0", sbom.MaxComponents-1, sbom.MaxComponents-1) {
+		t.Errorf("read back %d bytes, %d components", len(got.GetSbom().GetDocument()), len(got.GetSbom().GetComponents()))
+	}
+	t.Logf("%d-byte SBOM of %d components: RecordSBOM %v, GetSBOM with the document %v", len(doc), sbom.MaxComponents, recorded, read)
 }
