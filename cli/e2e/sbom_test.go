@@ -6,6 +6,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 )
 
 const e2eCycloneDX = `{"bomFormat":"CycloneDX","specVersion":"1.6","components":[
@@ -93,6 +99,26 @@ func TestSBOMs(t *testing.T) {
 	}
 	if out, code := s.custody("sbom", "attach", "lib@2.0.0", spdx, "--as", "builder2"); code != 1 || !strings.Contains(out, "PermissionDenied") && !strings.Contains(out, "only the builder") {
 		t.Errorf("attach by another builder: exit %d\n%s", code, out)
+	}
+	// An edge: the publisher's policy refuses AttachSBOM, the catalog's
+	// RecordSBOM; nothing is attached.
+	edgePub := publisherv1.NewPublisherServiceClient(s.connAsService("edge", "publisher"))
+	stream, err := edgePub.AttachSBOM(t.Context())
+	if err == nil {
+		stream.Send(&publisherv1.AttachSBOMRequest{Msg: &publisherv1.AttachSBOMRequest_Header{Header: &publisherv1.AttachSBOMHeader{Name: "lib", Version: "2.0.0", Size: int64(len(e2eSPDX))}}})
+		stream.Send(&publisherv1.AttachSBOMRequest{Msg: &publisherv1.AttachSBOMRequest_Chunk{Chunk: []byte(e2eSPDX)}})
+		_, err = stream.CloseAndRecv()
+	}
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("AttachSBOM by an edge: %v, want PermissionDenied", err)
+	}
+	_, err = catalogv1.NewCatalogServiceClient(s.connAsService("edge", "catalog")).RecordSBOM(t.Context(),
+		&catalogv1.RecordSBOMRequest{Name: "lib", Version: "2.0.0", Document: []byte(e2eSPDX), Envelope: []byte(`{}`), AttachedBy: "spiffe://custody.local/builder/ci"})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("RecordSBOM by an edge: %v, want PermissionDenied", err)
+	}
+	if out, code := s.custody("sbom", "lib@2.0.0"); code != 1 || !strings.Contains(out, "no SBOM") {
+		t.Errorf("an SBOM attached after refusals: exit %d\n%s", code, out)
 	}
 	if out := s.mustCustody("sbom", "attach", "lib@2.0.0", spdx); !strings.Contains(out, "attached") || !strings.Contains(out, "spdx-json") {
 		t.Errorf("attach by the builder:\n%s", out)
