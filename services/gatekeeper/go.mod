@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/custody-dev/custody/libs v0.0.0
+	github.com/github/go-spdx/v2 v2.8.0
 	github.com/google/go-cmp v0.7.0
 	github.com/open-policy-agent/opa v1.22.2
 	github.com/prometheus/client_golang v1.24.1
