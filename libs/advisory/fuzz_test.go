@@ -49,6 +49,18 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		advisory.NewIndex([]*advisory.Advisory{a}).MatchAll(probes)
+		// Every package's purl prefix maps back to the package: the
+		// catalog finds candidate components by it.
+		for _, p := range a.Packages() {
+			prefix, ok := p.PURLPrefix()
+			if !ok {
+				continue
+			}
+			back, ok := advisory.FromPURL(prefix)
+			if !ok || back.Ecosystem != p.Ecosystem || back.Name != p.Name {
+				t.Fatalf("package %+v: prefix %q maps back to %+v, %v", p, prefix, back, ok)
+			}
+		}
 	})
 }
 
