@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/custody-dev/custody/libs/advisory"
 	"github.com/custody-dev/custody/libs/tlog"
 )
@@ -25,6 +27,28 @@ const (
 	// well inside tlog.MaxEntrySize.
 	maxLoggedIDBytes = 32 << 10
 )
+
+// newImportMetrics returns custody_catalog_advisory_imports_total{result}
+// (created: logged and stored; unchanged: the set was imported before) and
+// custody_catalog_advisories_imported_total (advisories added or changed),
+// registered on reg if it is not nil.
+func newImportMetrics(reg prometheus.Registerer) (*prometheus.CounterVec, prometheus.Counter) {
+	imports := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "custody_catalog_advisory_imports_total",
+		Help: "Advisory imports, by result: created (logged and stored) or unchanged (the same set was imported before).",
+	}, []string{"result"})
+	for _, r := range []string{"created", "unchanged"} {
+		imports.WithLabelValues(r)
+	}
+	imported := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "custody_catalog_advisories_imported_total",
+		Help: "Advisories added or changed by imports.",
+	})
+	if reg != nil {
+		reg.MustRegister(imports, imported)
+	}
+	return imports, imported
+}
 
 // ErrImportRunning means another import is in progress; retry once it is
 // done.
@@ -107,6 +131,7 @@ func (c *Catalog) ImportAdvisories(ctx context.Context, actor string, docs [][]b
 	set := advisory.SetDigest(entries)
 	switch prev, err := c.store.AdvisoryImport(ctx, set); {
 	case err == nil:
+		c.imports.WithLabelValues("unchanged").Inc()
 		return prev, false, nil
 	case !errors.Is(err, ErrNotFound):
 		return nil, false, unavailable("look up import", err)
@@ -163,6 +188,8 @@ func (c *Catalog) ImportAdvisories(ctx context.Context, actor string, docs [][]b
 			slog.String("set_digest", set), slog.Uint64("index", ev.Entry.Index), slog.Any("error", err))
 		return nil, false, unavailable("store advisories", err)
 	}
+	c.imports.WithLabelValues("created").Inc()
+	c.imported.Add(float64(imp.Added + imp.Updated))
 	return imp, true, nil
 }
 

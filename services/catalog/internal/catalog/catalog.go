@@ -44,8 +44,8 @@ type Config struct {
 	// TrustDomain is the catalog's; only its members may write entries,
 	// each only the types tlog.MayEmit allows it.
 	TrustDomain spiffeid.TrustDomain
-	// Registerer receives custody_catalog_entries_refused_total; nil
-	// keeps it unregistered.
+	// Registerer receives custody_catalog_entries_refused_total and the
+	// advisory import counters; nil keeps them unregistered.
 	Registerer prometheus.Registerer
 	// Now returns the current time; nil means time.Now.
 	Now    func() time.Time
@@ -109,6 +109,10 @@ type Catalog struct {
 
 	// importing is held by the one advisory import in progress.
 	importing sync.Mutex
+	// imports counts advisory imports by result, imported the advisories
+	// they added or changed.
+	imports  *prometheus.CounterVec
+	imported prometheus.Counter
 }
 
 // New returns a catalog over cfg.Store and cfg.Log.
@@ -125,8 +129,10 @@ func New(cfg Config) *Catalog {
 	if parser == nil {
 		parser = sbom.NewParser(2)
 	}
-	return &Catalog{store: cfg.Store, log: cfg.Log, verifier: cfg.VerifierKey, td: cfg.TrustDomain, refused: newRefused(cfg.Registerer),
+	c := &Catalog{store: cfg.Store, log: cfg.Log, verifier: cfg.VerifierKey, td: cfg.TrustDomain, refused: newRefused(cfg.Registerer),
 		now: now, logger: logger, prover: cfg.Prover, locker: cfg.Locker, parser: parser}
+	c.imports, c.imported = newImportMetrics(cfg.Registerer)
+	return c
 }
 
 // indexer returns the indexer of logged events, started on first use.

@@ -117,6 +117,25 @@ func TestImportAdvisories(t *testing.T) {
 		t.Errorf("changed import: %v; want one update", upd)
 	}
 
+	// Counted: two sets created, one unchanged; every advisory added, one updated.
+	if c, u := counterSum(t, e.tel, "custody_catalog_advisory_imports_total", "result", "created"),
+		counterSum(t, e.tel, "custody_catalog_advisory_imports_total", "result", "unchanged"); c != 2 || u != 1 {
+		t.Errorf("custody_catalog_advisory_imports_total: created %v, unchanged %v; want 2 and 1", c, u)
+	}
+	mfs, err := e.tel.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	imported := -1.0
+	for _, mf := range mfs {
+		if mf.GetName() == "custody_catalog_advisories_imported_total" {
+			imported = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if imported != float64(len(docs)+1) {
+		t.Errorf("custody_catalog_advisories_imported_total = %v, want %d", imported, len(docs)+1)
+	}
+
 	// Anyone in the trust domain reads an advisory as imported.
 	ga, err := e.client(t, "/deployer/prod").GetAdvisory(t.Context(), &catalogv1.GetAdvisoryRequest{Id: "GHSA-jfh8-c2jp-5v3q"})
 	if err != nil {
