@@ -37,6 +37,8 @@ type Config struct {
 	EndpointsFile   string
 	TraceFile       string
 	OTLPEndpoint    string
+	// OTLPInsecure makes a host:port OTLP endpoint plaintext.
+	OTLPInsecure    bool
 	LogLevel        string
 	ShutdownTimeout time.Duration
 }
@@ -50,7 +52,17 @@ func (c *Config) RegisterFlags(f *Flags) {
 	f.String(&c.MetricsListen, "metrics-listen", "CUSTODY_METRICS_LISTEN", "127.0.0.1:0", "Prometheus /metrics listen address; empty disables it")
 	f.String(&c.EndpointsFile, "endpoints-file", "CUSTODY_ENDPOINTS_FILE", "", "write the bound addresses here as JSON once listening")
 	f.String(&c.TraceFile, "trace-file", "CUSTODY_TRACE_FILE", "", "append spans to this file as JSON lines")
-	f.String(&c.OTLPEndpoint, "otlp-endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT", "", "send spans over OTLP/gRPC to host:port")
+	// The OpenTelemetry variables, traces-specific first; the flag wins
+	// over both.
+	endpoint, _ := telemetry.OTLPEndpointFromEnv(f.getenv)
+	f.StringVar(&c.OTLPEndpoint, "otlp-endpoint", endpoint, "send spans over OTLP/gRPC to http://host:port (plaintext), https://host:port (TLS) or host:port (TLS unless --otlp-insecure)"+
+		" (env "+telemetry.EnvOTLPTracesEndpoint+", "+telemetry.EnvOTLPEndpoint+")")
+	ins, err := telemetry.OTLPInsecureFromEnv(f.getenv)
+	if err != nil {
+		f.errs = append(f.errs, err)
+	}
+	f.BoolVar(&c.OTLPInsecure, "otlp-insecure", ins, "no TLS to a host:port --otlp-endpoint; a URL's scheme decides for itself (env "+
+		telemetry.EnvOTLPTracesInsecure+", "+telemetry.EnvOTLPInsecure+")")
 	f.String(&c.LogLevel, "log-level", "CUSTODY_LOG_LEVEL", "info", "debug, info, warn or error")
 	f.Duration(&c.ShutdownTimeout, "shutdown-timeout", "CUSTODY_SHUTDOWN_TIMEOUT", 10*time.Second, "how long to drain RPCs on shutdown")
 }
@@ -68,6 +80,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Listen == "" {
 		errs = append(errs, errors.New("--listen is required"))
+	}
+	if c.OTLPEndpoint != "" {
+		if _, err := telemetry.ParseOTLPEndpoint(c.OTLPEndpoint, c.OTLPInsecure); err != nil {
+			errs = append(errs, fmt.Errorf("--otlp-endpoint (or %s, %s): %w", telemetry.EnvOTLPTracesEndpoint, telemetry.EnvOTLPEndpoint, err))
+		}
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
@@ -111,7 +128,7 @@ func Start(ctx context.Context, cfg Config, stderr io.Writer) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("trust domain: %w", err)
 	}
-	tel, err := telemetry.New(ctx, telemetry.Config{Service: cfg.Service, TraceFile: cfg.TraceFile, OTLPEndpoint: cfg.OTLPEndpoint})
+	tel, err := telemetry.New(ctx, telemetry.Config{Service: cfg.Service, TraceFile: cfg.TraceFile, OTLPEndpoint: cfg.OTLPEndpoint, OTLPInsecure: cfg.OTLPInsecure})
 	if err != nil {
 		return nil, err
 	}

@@ -122,3 +122,47 @@ func TestServeWritesEndpointsAndStops(t *testing.T) {
 		t.Fatal("Serve did not stop")
 	}
 }
+
+// The OTLP endpoint: the flag wins over OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+// which wins over OTEL_EXPORTER_OTLP_ENDPOINT; a bad one is a start-up
+// error naming where it came from.
+func TestOTLPEndpointFlagAndEnv(t *testing.T) {
+	env := map[string]string{}
+	parse := func(args ...string) (Config, error) {
+		f := NewFlags("t", func(k string) string { return env[k] })
+		f.SetOutput(io.Discard)
+		var c Config
+		c.RegisterFlags(f)
+		err := f.Parse(args)
+		return c, err
+	}
+	env[telemetry.EnvOTLPEndpoint] = "http://all:4317"
+	if c, err := parse(); err != nil || c.OTLPEndpoint != "http://all:4317" {
+		t.Fatalf("general variable: %q, %v", c.OTLPEndpoint, err)
+	}
+	env[telemetry.EnvOTLPTracesEndpoint] = "https://traces:4317"
+	if c, err := parse(); err != nil || c.OTLPEndpoint != "https://traces:4317" {
+		t.Fatalf("traces variable: %q, %v", c.OTLPEndpoint, err)
+	}
+	c, err := parse("--otlp-endpoint", "collector:4317", "--otlp-insecure")
+	if err != nil || c.OTLPEndpoint != "collector:4317" || !c.OTLPInsecure {
+		t.Fatalf("flag: %+v, %v", c, err)
+	}
+	env[telemetry.EnvOTLPInsecure] = "true"
+	if c, err := parse(); err != nil || !c.OTLPInsecure {
+		t.Fatalf("insecure from the environment: %v, %v", c.OTLPInsecure, err)
+	}
+	env[telemetry.EnvOTLPInsecure] = "maybe"
+	if _, err := parse(); err == nil || !strings.Contains(err.Error(), telemetry.EnvOTLPInsecure) {
+		t.Fatalf("bad insecure value: %v", err)
+	}
+	delete(env, telemetry.EnvOTLPInsecure)
+	env[telemetry.EnvOTLPTracesEndpoint] = "grpc://traces:4317"
+	c, err = parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), telemetry.EnvOTLPTracesEndpoint) || !strings.Contains(err.Error(), `scheme "grpc"`) {
+		t.Fatalf("bad endpoint: %v", err)
+	}
+}

@@ -29,8 +29,13 @@ type Config struct {
 	Service string
 	// TraceFile, if set, receives every span as a line of JSON.
 	TraceFile string
-	// OTLPEndpoint, if set, receives spans over OTLP/gRPC (host:port).
+	// OTLPEndpoint, if set, receives spans over OTLP/gRPC: http://host:port
+	// (plaintext), https://host:port (TLS) or host:port (TLS unless
+	// OTLPInsecure); see ParseOTLPEndpoint.
 	OTLPEndpoint string
+	// OTLPInsecure makes a host:port endpoint plaintext; a URL's scheme
+	// decides for itself.
+	OTLPInsecure bool
 }
 
 // Telemetry holds the tracer provider, propagator and metrics of one process.
@@ -60,6 +65,13 @@ type Metrics struct {
 
 // New sets up tracing and metrics. Call Shutdown to flush spans.
 func New(ctx context.Context, cfg Config) (*Telemetry, error) {
+	var target OTLPTarget
+	if cfg.OTLPEndpoint != "" {
+		var err error
+		if target, err = ParseOTLPEndpoint(cfg.OTLPEndpoint, cfg.OTLPInsecure); err != nil {
+			return nil, err
+		}
+	}
 	t := &Telemetry{
 		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		Registry:   prometheus.NewRegistry(),
@@ -83,9 +95,10 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 		t.shutdown = append(t.shutdown, closer(f))
 	}
 	if cfg.OTLPEndpoint != "" {
-		exp, err := otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(cfg.OTLPEndpoint))
+		exp, err := otlptracegrpc.New(ctx, target.exporterOptions()...)
 		if err != nil {
-			return nil, fmt.Errorf("create OTLP exporter for %s: %w", cfg.OTLPEndpoint, err)
+			_ = t.Shutdown(ctx)
+			return nil, fmt.Errorf("create OTLP exporter for %s: %w", target.HostPort, err)
 		}
 		opts = append(opts, sdktrace.WithBatcher(exp))
 	}

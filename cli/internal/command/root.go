@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/status"
@@ -15,6 +16,7 @@ import (
 	"github.com/custody-dev/custody/cli/internal/conn"
 	libdigest "github.com/custody-dev/custody/libs/digest"
 	"github.com/custody-dev/custody/libs/quote"
+	"github.com/custody-dev/custody/libs/telemetry"
 )
 
 // Exit codes.
@@ -75,7 +77,18 @@ func Execute(ctx context.Context, args []string, getenv func(string) string, std
 	root.AddCommand(c.deployCmd())
 	root.AddCommand(c.advisoriesCmd(), c.findingsCmd())
 
-	err := root.ExecuteContext(ctx)
+	tel, err := newTelemetry(ctx, getenv)
+	if err != nil {
+		fmt.Fprintln(stderr, "custody:", err)
+		return ExitError
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(sctx)
+	}()
+	c.opts.Telemetry = tel
+	err = root.ExecuteContext(ctx)
 	if err == nil {
 		return ExitOK
 	}
@@ -85,6 +98,27 @@ func Execute(ctx context.Context, args []string, getenv func(string) string, std
 		return ee.code
 	}
 	return ExitError
+}
+
+// newTelemetry is the CLI's tracing: spans go where the OpenTelemetry
+// environment says (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or
+// OTEL_EXPORTER_OTLP_ENDPOINT, the same forms as a service's
+// --otlp-endpoint) and to CUSTODY_TRACE_FILE; with neither, none are
+// recorded but trace context is still passed on.
+func newTelemetry(ctx context.Context, getenv func(string) string) (*telemetry.Telemetry, error) {
+	endpoint, variable := telemetry.OTLPEndpointFromEnv(getenv)
+	ins, err := telemetry.OTLPInsecureFromEnv(getenv)
+	if err != nil {
+		return nil, err
+	}
+	tel, err := telemetry.New(ctx, telemetry.Config{Service: "custody", TraceFile: getenv("CUSTODY_TRACE_FILE"), OTLPEndpoint: endpoint, OTLPInsecure: ins})
+	if err != nil {
+		if variable != "" {
+			return nil, fmt.Errorf("%s: %w", variable, err)
+		}
+		return nil, err
+	}
+	return tel, nil
 }
 
 func (c *cli) resolveAddrs() {

@@ -40,3 +40,26 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		t.Errorf("admit without a stack: exit %d, %q; want a hint about --dev-dir", code, errOut.String())
 	}
 }
+
+// The CLI reads the standard OpenTelemetry endpoint variables; a bad one
+// stops it before it does anything, naming the variable.
+func TestBadOTLPEndpointExitsTwo(t *testing.T) {
+	var out, errOut bytes.Buffer
+	env := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/v1/traces"}
+	getenv := func(k string) string { return env[k] }
+	if code := Execute(t.Context(), []string{"admit", "app@1", "--env", "prod"}, getenv, &out, &errOut); code != ExitError ||
+		!strings.Contains(errOut.String(), "OTEL_EXPORTER_OTLP_ENDPOINT") || !strings.Contains(errOut.String(), "no path") {
+		t.Errorf("exit %d, %q; want 2 and the variable named", code, errOut.String())
+	}
+	errOut.Reset()
+	env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "https://user:s3cret@collector:4317"
+	if code := Execute(t.Context(), []string{"admit", "app@1", "--env", "prod"}, getenv, &out, &errOut); code != ExitError ||
+		!strings.Contains(errOut.String(), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") || strings.Contains(errOut.String(), "s3cret") {
+		t.Errorf("exit %d, %q; want 2, the traces variable named and no password", code, errOut.String())
+	}
+	errOut.Reset()
+	env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "http://127.0.0.1:4317"
+	if code := Execute(t.Context(), []string{"admit", "app@1", "--env", "prod"}, getenv, &out, &errOut); code != ExitError || !strings.Contains(errOut.String(), "--dev-dir") {
+		t.Errorf("a good endpoint: exit %d, %q; want the usual hint about --dev-dir", code, errOut.String())
+	}
+}

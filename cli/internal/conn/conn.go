@@ -34,6 +34,9 @@ type Options struct {
 	WebCAFile     string
 	// Addrs maps service names to addresses given on the command line.
 	Addrs map[string]string
+	// Telemetry traces the CLI's calls; nil records no spans (trace
+	// context is still passed on).
+	Telemetry *telemetry.Telemetry
 }
 
 // Env is a resolved connection environment.
@@ -50,7 +53,10 @@ func Open(ctx context.Context, opts Options, defaultAs string) (*Env, error) {
 	if opts.As == "" {
 		opts.As = defaultAs
 	}
-	e := &Env{opts: opts, tel: telemetry.Discard("custody")}
+	e := &Env{opts: opts, tel: opts.Telemetry}
+	if e.tel == nil {
+		e.tel = telemetry.Discard("custody")
+	}
 	switch {
 	case opts.DevDir != "":
 		l := devstack.Layout{Dir: opts.DevDir}
@@ -85,6 +91,9 @@ func Open(ctx context.Context, opts Options, defaultAs string) (*Env, error) {
 	}
 	return e, nil
 }
+
+// Telemetry is the CLI's tracing.
+func (e *Env) Telemetry() *telemetry.Telemetry { return e.tel }
 
 // Close releases the identity source.
 func (e *Env) Close() error { return e.Source.Close() }
