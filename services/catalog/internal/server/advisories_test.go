@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -220,5 +221,34 @@ func TestImportAdvisoriesOneAtATime(t *testing.T) {
 	}
 	if resp, err := importDocs(t, e.client(t, "/admin/ops"), docs); err != nil || !resp.GetCreated() {
 		t.Errorf("an import after the slow one: %v, %v", resp, err)
+	}
+}
+
+// TestImportAdvisoriesManyIDs: an import of more ids than one log entry
+// can list logs as many as fit, counts the rest, and stays one entry.
+func TestImportAdvisoriesManyIDs(t *testing.T) {
+	e := newEnv(t)
+	var docs [][]byte
+	for i := range 3000 {
+		docs = append(docs, fmt.Appendf(nil, `{"id":"GHSA-%04d-aaaa-bbbb","modified":"2024-01-01T00:00:00Z"}`, i))
+	}
+	resp, err := importDocs(t, e.client(t, "/security/osv-sync"), docs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	le, err := tlog.ParseEntry(resp.GetEntry().GetLeaf())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Count      int      `json:"count"`
+		IDs        []string `json:"ids"`
+		IDsOmitted int      `json:"ids_omitted"`
+	}
+	if err := json.Unmarshal(le.Details, &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Count != 3000 || len(d.IDs) == 0 || d.IDsOmitted == 0 || len(d.IDs)+d.IDsOmitted != 3000 || len(resp.GetEntry().GetLeaf()) > tlog.MaxEntrySize {
+		t.Errorf("count %d, %d ids listed, %d omitted, leaf %d bytes", d.Count, len(d.IDs), d.IDsOmitted, len(resp.GetEntry().GetLeaf()))
 	}
 }
