@@ -8,8 +8,12 @@
 #   verification: {signature, subject_match, log_inclusion, checkpoint,
 #                  blob_integrity: bool each, messages: [string]}
 #   trust_domain: the deployment's SPIFFE trust domain
+#   sbom:         {attached: bool, components: [{purl, name, version,
+#                  license}]}: the artifact's verified SBOM; attached is
+#                  false when it has none (or its evidence failed)
 #
-# Each element of deny is one reason to refuse; an empty set admits. The
+# Each element of deny is one reason to refuse; an empty set admits. Each
+# element of warn is reported with an allow decision and does not deny. The
 # gatekeeper denies on its own when any verification check failed, when
 # this policy cannot be evaluated, and when deny is undefined.
 package custody.admission
@@ -90,4 +94,101 @@ deny contains msg if {
 	count(messages) == 0
 	some check in failed_checks
 	msg := sprintf("verification check %q did not pass", [check])
+}
+
+# Licences (decision 0092). Per environment: allow, the licences accepted
+# (empty: every licence not denied); deny, the licences refused whatever
+# allow says; unknown, what a component whose licence is missing,
+# NOASSERTION, unparseable, not on the SPDX list or a LicenseRef on neither
+# list gets: "deny", "warn" or "allow"; no_sbom, the same for an artifact
+# without a verified SBOM. custody.licence evaluates each component's SPDX
+# expression: A OR B passes if either side is accepted, A AND B needs both,
+# "X WITH E" is its own licence (allowing X allows it; denying X does not
+# deny it), "+" and -or-later are ranges (denying GPL-3.0-or-later denies
+# GPL-2.0-or-later, which may be taken as GPL-3.0).
+copyleft := [
+	"GPL-2.0-only", "GPL-2.0-or-later", "GPL-3.0-only", "GPL-3.0-or-later",
+	"AGPL-1.0-only", "AGPL-1.0-or-later", "AGPL-3.0-only", "AGPL-3.0-or-later",
+	"SSPL-1.0",
+]
+
+licence_rules := {
+	"dev": {"allow": [], "deny": [], "unknown": "allow", "no_sbom": "allow"},
+	"staging": {"allow": [], "deny": ["AGPL-3.0-only", "AGPL-3.0-or-later", "SSPL-1.0"], "unknown": "warn", "no_sbom": "warn"},
+	"prod": {"allow": [], "deny": copyleft, "unknown": "deny", "no_sbom": "warn"},
+}
+
+licence_actions := {"deny", "warn", "allow"}
+
+licence_rule := licence_rules[environment]
+
+licence_action(what) := a if {
+	a := object.get(licence_rule, what, "deny")
+	a in licence_actions
+}
+
+deny contains msg if {
+	some what in ["unknown", "no_sbom"]
+	not licence_action(what)
+	msg := sprintf("licence rule of %q: %s is %s, want one of deny, warn, allow", [environment, what, json.marshal(object.get(licence_rule, what, null))])
+}
+
+sbom_attached := object.get(input, ["sbom", "attached"], false)
+
+components := object.get(input, ["sbom", "components"], [])
+
+component_id(c) := c.purl if {
+	object.get(c, "purl", "") != ""
+} else := sprintf("%s@%s", [object.get(c, "name", ""), object.get(c, "version", "")])
+
+licence_findings contains f if {
+	sbom_attached == true
+	rule := licence_rule
+	some c in components
+	expr := object.get(c, "license", "")
+	r := custody.licence(expr, {"allow": object.get(rule, "allow", []), "deny": object.get(rule, "deny", [])})
+	r.verdict != "allowed"
+	f := object.union(r, {"component": component_id(c), "expression": expr})
+}
+
+deny contains msg if {
+	some f in licence_findings
+	f.verdict == "denied"
+	msg := sprintf("component %s has licence %s, denied in %s (deny list: %s)", [f.component, f.expression, environment, concat(", ", f.licences)])
+}
+
+deny contains msg if {
+	some f in licence_findings
+	f.verdict == "not_allowed"
+	msg := sprintf("component %s has licence %s, not allowed in %s (not on its allow list: %s)", [f.component, f.expression, environment, concat(", ", f.licences)])
+}
+
+unknown_licence_message(f) := sprintf("component %s has an unknown licence in %s: %s", [f.component, environment, f.problem]) if {
+	count(f.licences) == 0
+} else := sprintf("component %s has an unknown licence in %s: %s (%s)", [f.component, environment, f.problem, concat(", ", f.licences)])
+
+deny contains unknown_licence_message(f) if {
+	licence_action("unknown") == "deny"
+	some f in licence_findings
+	f.verdict == "unknown"
+}
+
+warn contains unknown_licence_message(f) if {
+	licence_action("unknown") == "warn"
+	some f in licence_findings
+	f.verdict == "unknown"
+}
+
+no_sbom_message := sprintf("artifact has no verified SBOM, so its licences were not checked for %s", [environment])
+
+deny contains no_sbom_message if {
+	licence_rule
+	sbom_attached != true
+	licence_action("no_sbom") == "deny"
+}
+
+warn contains no_sbom_message if {
+	licence_rule
+	sbom_attached != true
+	licence_action("no_sbom") == "warn"
 }

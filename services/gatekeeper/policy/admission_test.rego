@@ -106,3 +106,48 @@ test_non_boolean_check_denies if {
 test_empty_input_denies if {
 	count(admission.deny) >= 3 with input as {}
 }
+
+# Licences (decision 0092).
+
+with_components(env, comps) := object.union(with_channel("prod", env), {"sbom": {"attached": true, "components": comps}})
+
+comp(purl, lic) := {"purl": purl, "name": "x", "version": "1.0.0", "license": lic}
+
+test_gpl_denied_in_prod_allowed_elsewhere if {
+	doc := with_components("prod", [comp("pkg:npm/x@1.0.0", "GPL-3.0-only"), comp("pkg:npm/y@2.0.0", "MIT")])
+	admission.deny == {"component pkg:npm/x@1.0.0 has licence GPL-3.0-only, denied in prod (deny list: GPL-3.0-only)"} with input as doc
+	count(admission.deny) == 0 with input as object.union(doc, {"environment": "staging"})
+	count(admission.deny) == 0 with input as object.union(doc, {"environment": "dev"})
+	count(admission.warn) == 0 with input as object.union(doc, {"environment": "dev"})
+}
+
+test_or_passes_on_either_side_and_needs_both if {
+	count(admission.deny) == 0 with input as with_components("prod", [comp("pkg:npm/x@1.0.0", "MIT OR GPL-3.0-only")])
+	admission.deny == {"component pkg:npm/x@1.0.0 has licence MIT AND GPL-2.0-or-later, denied in prod (deny list: GPL-2.0-or-later)"} with input as with_components("prod", [comp("pkg:npm/x@1.0.0", "MIT AND GPL-2.0-or-later")])
+	count(admission.deny) == 0 with input as with_components("prod", [comp("pkg:npm/x@1.0.0", "GPL-2.0-only WITH Classpath-exception-2.0 AND Apache-2.0")])
+}
+
+test_unknown_licence_per_rule if {
+	# prod denies, staging warns, dev allows; a component without a purl
+	# is named by name@version.
+	comps := [{"name": "blob", "version": "3", "license": "NOASSERTION"}]
+	admission.deny == {"component blob@3 has an unknown licence in prod: licence stated as NOASSERTION"} with input as with_components("prod", comps)
+	count(admission.deny) == 0 with input as with_components("staging", comps)
+	admission.warn == {"component blob@3 has an unknown licence in staging: licence stated as NOASSERTION"} with input as with_components("staging", comps)
+	count(admission.deny) == 0 with input as with_components("dev", comps)
+	count(admission.warn) == 0 with input as with_components("dev", comps)
+	admission.deny == {"component pkg:npm/x@1.0.0 has an unknown licence in prod: a custom licence neither list names (LicenseRef-acme)"} with input as with_components("prod", [comp("pkg:npm/x@1.0.0", "LicenseRef-acme")])
+	count(admission.deny) == 1 with input as with_components("prod", [comp("pkg:npm/x@1.0.0", "")])
+	count(admission.deny) == 1 with input as with_components("prod", [comp("pkg:npm/x@1.0.0", "MIT AND")])
+}
+
+test_no_sbom_warns_in_prod if {
+	count(admission.deny) == 0 with input as good
+	admission.warn == {"artifact has no verified SBOM, so its licences were not checked for prod"} with input as good
+	count(admission.warn) == 0 with input as with_channel("prod", "dev")
+}
+
+test_bad_licence_rule_denies if {
+	admission.deny == {`licence rule of "prod": unknown is "maybe", want one of deny, warn, allow`} with input as with_components("prod", []) with admission.licence_rules as {"prod": {"unknown": "maybe", "no_sbom": "allow"}}
+	admission.deny == {"licence rule of \"prod\": no_sbom is null, want one of deny, warn, allow"} with input as with_components("prod", []) with admission.licence_rules as {"prod": {"unknown": "deny", "no_sbom": null}}
+}

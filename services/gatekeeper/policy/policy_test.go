@@ -8,6 +8,9 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/tester"
 	"github.com/open-policy-agent/opa/v1/util/channel"
+
+	// custody.licence, the builtin the policy's licence rules call.
+	_ "github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 )
 
 // TestRego runs the Rego unit tests beside the policy, as `opa test .`

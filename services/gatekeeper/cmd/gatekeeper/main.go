@@ -269,6 +269,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	acfg := admission.Config{
 		Stops:                  stops,
 		Catalog:                catalog,
+		SBOMs:                  catalog,
 		Signer:                 remote.NewSigner(signerv1.NewSignerServiceClient(signerConn), d.Logger),
 		Publisher:              remote.NewPublisher(publisherv1.NewPublisherServiceClient(publisherConn)),
 		Policy:                 pol,

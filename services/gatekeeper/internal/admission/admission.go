@@ -22,6 +22,7 @@ import (
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/digest"
 	"github.com/custody-dev/custody/libs/quote"
+	"github.com/custody-dev/custody/libs/sbom"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/trustroot"
@@ -122,6 +123,15 @@ type Rollbacks interface {
 	Denial(name, version, env string, deployed []string) string
 }
 
+// SBOMs reads an artifact's verified SBOM; remote.Catalog is one.
+type SBOMs interface {
+	// SBOM returns the components parsed from the attested document of
+	// a's SBOM after verifying it against root (libs/verify's SBOM
+	// check). ErrNotFound (wrapped) if a has none; an error wrapping
+	// verify.ErrVerification if it fails verification.
+	SBOM(ctx context.Context, a verify.Artifact, root *trustroot.Root) ([]sbom.Component, *attest.SBOMRef, error)
+}
+
 // Request asks whether an artifact may be deployed to an environment.
 type Request struct {
 	// Name and Version, or Digest, name the artifact.
@@ -182,6 +192,9 @@ type Config struct {
 	// approval covers it; nil means no rollback rule (tests).
 	Rollbacks   Rollbacks
 	Deployments Deployments
+	// SBOMs reads the artifact's verified SBOM for the policy (its licence
+	// rules); nil means none is read and the policy sees no SBOM (tests).
+	SBOMs SBOMs
 	// TrustDomain is the deployment's trust domain, given to the policy.
 	TrustDomain string
 	Metrics     *telemetry.Metrics
@@ -321,13 +334,25 @@ func (g *Gate) decide(ctx context.Context, req Request, ev *Evidence, d *Decisio
 		Verification: ver,
 		TrustDomain:  g.cfg.TrustDomain,
 	}
-	denies, perr := g.cfg.Policy.Evaluate(ctx, in)
+	var sbomDenial string
+	if ver.Passed() && g.cfg.SBOMs != nil {
+		// Only an artifact whose evidence verified has its SBOM read: the
+		// SBOM is checked against that artifact record.
+		in.SBOM, sbomDenial, err = g.readSBOM(ctx, a)
+		if err != nil {
+			return err
+		}
+	}
+	denies, warns, perr := g.cfg.Policy.Decide(ctx, in)
 	if perr != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 		}
 		g.cfg.Logger.ErrorContext(ctx, "admission policy failed: denying", slog.String("policy", g.cfg.Policy.Name()), slog.Any("error", perr))
 		denies = append(denies, fmt.Sprintf("admission policy %s could not be evaluated, so the gatekeeper denies: %v", g.cfg.Policy.Name(), perr))
+	}
+	if sbomDenial != "" {
+		denies = append(denies, sbomDenial)
 	}
 	// The rollback rule is one more deny: a granted rollback approval
 	// lifts only it, never the verification or the policy.
@@ -345,8 +370,35 @@ func (g *Gate) decide(ctx context.Context, req Request, ev *Evidence, d *Decisio
 	d.Allow = ver.Passed() && perr == nil && len(d.Reasons) == 0
 	if d.Allow {
 		d.Reasons = append(passed, fmt.Sprintf("policy %s admits channel %q to environment %q", PolicyURI, a.Channel, req.Environment))
+		for _, w := range warns {
+			d.Reasons = append(d.Reasons, "warning: "+w)
+		}
 	}
 	return nil
+}
+
+// readSBOM reads a's verified SBOM for the policy. An SBOM that fails
+// verification is not used: the policy sees none and the returned denial
+// refuses the admission, since the artifact's evidence has been tampered
+// with. An error means the catalog could not answer: no decision is made.
+func (g *Gate) readSBOM(ctx context.Context, a verify.Artifact) (policy.SBOM, string, error) {
+	root, err := g.trust.current()
+	if err != nil {
+		// verify denied already; unreachable while ver.Passed().
+		return policy.SBOM{}, "", fmt.Errorf("%w: trust root: %w", ErrUnavailable, err)
+	}
+	comps, _, err := g.cfg.SBOMs.SBOM(ctx, a, root)
+	switch {
+	case err == nil:
+		return policy.SBOM{Attached: true, Components: comps}, "", nil
+	case errors.Is(err, ErrNotFound):
+		return policy.SBOM{}, "", nil
+	case errors.Is(err, verify.ErrVerification):
+		g.cfg.Metrics.IntegrityFailures.WithLabelValues(whereEvidence).Inc()
+		return policy.SBOM{}, fmt.Sprintf("the SBOM of %s@%s failed verification, so it is not used and the gatekeeper denies: %v", a.Name, a.Version, err), nil
+	default:
+		return policy.SBOM{}, "", fmt.Errorf("%w: the SBOM of %s@%s: %w", ErrUnavailable, a.Name, a.Version, err)
+	}
 }
 
 // record has the decision signed as a VSA and logged. A decision about an

@@ -15,13 +15,18 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 
 	"github.com/custody-dev/custody/libs/digest"
+	"github.com/custody-dev/custody/libs/sbom"
 )
 
 // Package is the Rego package every admission policy must declare.
 const Package = "custody.admission"
 
-// query is what the gatekeeper asks: the set of reasons to deny.
-const query = "data." + Package + ".deny"
+// query is what the gatekeeper asks: the set of reasons to deny, and of
+// warnings (warnQuery) if the policy defines warn.
+const (
+	query     = "data." + Package + ".deny"
+	warnQuery = "data." + Package + ".warn"
+)
 
 // ErrPolicy is returned (wrapped) by Evaluate when the policy cannot give
 // an answer: an evaluation error, or deny undefined or not a set. Callers
@@ -43,6 +48,16 @@ type Input struct {
 	Environment  string       `json:"environment"`
 	Verification Verification `json:"verification"`
 	TrustDomain  string       `json:"trust_domain"`
+	SBOM         SBOM         `json:"sbom"`
+}
+
+// SBOM is the artifact's SBOM as far as the gatekeeper verified it
+// (libs/verify.SBOMComponents): Attached is false when the artifact has
+// none, or when its evidence failed verification and the SBOM was not
+// read. Components are parsed from the attested document.
+type SBOM struct {
+	Attached   bool             `json:"attached"`
+	Components []sbom.Component `json:"components"`
 }
 
 // Artifact is the catalog's record of the artifact being admitted.
@@ -79,6 +94,7 @@ type Policy struct {
 	name   string
 	digest string
 	query  rego.PreparedEvalQuery
+	warns  bool
 	now    func() time.Time
 }
 
@@ -110,8 +126,14 @@ func New(ctx context.Context, name string, src []byte, opts ...Option) (*Policy,
 	for _, o := range opts {
 		o(p)
 	}
+	q := query
+	// warn is optional: a policy without it has no warnings.
+	p.warns = slices.ContainsFunc(mod.Rules, func(r *ast.Rule) bool { return r.Head.Name.String() == "warn" })
+	if p.warns {
+		q = query + "; " + warnQuery
+	}
 	r := rego.New(
-		rego.Query(query),
+		rego.Query(q),
 		rego.ParsedModule(mod),
 		rego.SetRegoVersion(ast.RegoV1),
 		rego.Strict(true),
@@ -135,42 +157,70 @@ func (p *Policy) Digest() string { return p.digest }
 // policy admits. Errors wrap ErrPolicy, or are ctx's error; either way the
 // caller must deny.
 func (p *Policy) Evaluate(ctx context.Context, in Input) ([]string, error) {
+	deny, _, err := p.Decide(ctx, in)
+	return deny, err
+}
+
+// Decide is Evaluate that also returns the policy's warnings (its warn
+// set): things to report on an admission that do not deny it.
+func (p *Policy) Decide(ctx context.Context, in Input) (deny, warn []string, err error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if in.Verification.Messages == nil {
 		// null would be a type error in the policy, not an empty list.
 		in.Verification.Messages = []string{}
 	}
+	if in.SBOM.Components == nil {
+		in.SBOM.Components = []sbom.Component{}
+	}
 	doc, err := toValue(in)
 	if err != nil {
-		return nil, fmt.Errorf("%w: encode input: %v", ErrPolicy, err)
+		return nil, nil, fmt.Errorf("%w: encode input: %v", ErrPolicy, err)
 	}
 	rs, err := p.query.Eval(ctx, rego.EvalParsedInput(doc), rego.EvalTime(p.now()))
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("%w: evaluate %s: %v", ErrPolicy, p.name, err)
+		return nil, nil, fmt.Errorf("%w: evaluate %s: %v", ErrPolicy, p.name, err)
 	}
-	if len(rs) != 1 || len(rs[0].Expressions) != 1 {
-		return nil, fmt.Errorf("%w: %s is undefined in %s", ErrPolicy, query, p.name)
+	want := 1
+	if p.warns {
+		want = 2
 	}
-	set, ok := rs[0].Expressions[0].Value.([]any)
+	if len(rs) != 1 || len(rs[0].Expressions) != want {
+		return nil, nil, fmt.Errorf("%w: %s is undefined in %s", ErrPolicy, query, p.name)
+	}
+	deny, err = p.messages(query, rs[0].Expressions[0].Value)
+	if err != nil {
+		return nil, nil, err
+	}
+	if p.warns {
+		if warn, err = p.messages(warnQuery, rs[0].Expressions[1].Value); err != nil {
+			return nil, nil, err
+		}
+	}
+	return deny, warn, nil
+}
+
+// messages reads the set of messages q evaluated to.
+func (p *Policy) messages(q string, v any) ([]string, error) {
+	set, ok := v.([]any)
 	if !ok {
-		return nil, fmt.Errorf("%w: %s in %s is %T, want a set of messages", ErrPolicy, query, p.name, rs[0].Expressions[0].Value)
+		return nil, fmt.Errorf("%w: %s in %s is %T, want a set of messages", ErrPolicy, q, p.name, v)
 	}
-	reasons := make([]string, 0, len(set))
+	out := make([]string, 0, len(set))
 	for _, v := range set {
 		s, ok := v.(string)
 		if !ok {
-			// Still a reason to deny; show it as the policy wrote it.
+			// Still a message; show it as the policy wrote it.
 			b, _ := json.Marshal(v)
 			s = string(b)
 		}
-		reasons = append(reasons, s)
+		out = append(out, s)
 	}
-	return reasons, nil
+	return out, nil
 }
 
 func toValue(in Input) (ast.Value, error) {

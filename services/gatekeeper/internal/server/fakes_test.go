@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/custody-dev/custody/libs/attest"
+	"github.com/custody-dev/custody/libs/digest"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
@@ -194,6 +195,9 @@ type fakeCatalog struct {
 	// deployments are the RecordDeployment requests received.
 	deployments []*catalogv1.RecordDeploymentRequest
 	failSearch  error // returned by SearchArtifacts
+	// sboms are the attached SBOMs by name@version; failSBOM fails GetSBOM.
+	sboms    map[string]*catalogv1.SBOM
+	failSBOM error
 }
 
 type record struct {
@@ -216,6 +220,8 @@ func (c *fakeCatalog) policy(td spiffeid.TrustDomain) rpc.Policy {
 		rpc.Method(sd, "GetArtifact"):      {rpc.Member(td)},
 		rpc.Method(sd, "RecordDeployment"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper"))},
 		rpc.Method(sd, "SearchArtifacts"):  {rpc.Member(td)},
+		rpc.Method(sd, "GetSBOM"):           {rpc.Member(td)},
+		rpc.Method(sd, "GetInclusionProof"): {rpc.Member(td)},
 	}
 }
 
@@ -358,6 +364,70 @@ func (c *fakeCatalog) AppendEvent(ctx context.Context, req *catalogv1.AppendEven
 	c.leaves = append(c.leaves, leaf)
 	c.events = append(c.events, e)
 	return &catalogv1.AppendEventResponse{Entry: &catalogv1.LogEntry{Index: int64(c.tree.Size() - 1), Leaf: leaf}}, nil
+}
+
+// attachSBOM logs an sbom.attached entry by the publisher for envelope and
+// keeps the SBOM the catalog would serve: the artifact's name, the
+// document and its components as listed.
+func (c *fakeCatalog) attachSBOM(t testing.TB, a *catalogv1.Artifact, envelope, document []byte, format string, comps []*catalogv1.Component) *catalogv1.SBOM {
+	t.Helper()
+	sum := sha256.Sum256(envelope)
+	details, err := json.Marshal(map[string]any{"name": a.GetName(), "version": a.GetVersion(), "digest": a.GetDigest(), "format": format,
+		"document": digest.Of(document), "components": len(comps), "by": a.GetBuilderId(), "envelope_sha256": hex.EncodeToString(sum[:])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := tlog.Entry{Type: tlog.TypeSBOMAttached, Time: time.Now().UTC(), Actor: "spiffe://custody.test/service/publisher",
+		Subject: tlog.Subject{Digest: a.GetDigest()}, Details: details}.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tree.AppendData(leaf)
+	c.leaves = append(c.leaves, leaf)
+	b := &catalogv1.SBOM{Name: a.GetName(), Version: a.GetVersion(), Digest: a.GetDigest(), Format: format, DocumentDigest: digest.Of(document),
+		Components: comps, Envelope: envelope, LogIndex: int64(c.tree.Size() - 1), Document: document}
+	if c.sboms == nil {
+		c.sboms = map[string]*catalogv1.SBOM{}
+	}
+	c.sboms[a.GetName()+"@"+a.GetVersion()] = b
+	return b
+}
+
+func (c *fakeCatalog) GetSBOM(_ context.Context, req *catalogv1.GetSBOMRequest) (*catalogv1.GetSBOMResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failSBOM != nil {
+		return nil, c.failSBOM
+	}
+	b, ok := c.sboms[req.GetName()+"@"+req.GetVersion()]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "%s@%s has no SBOM", req.GetName(), req.GetVersion())
+	}
+	b = proto.Clone(b).(*catalogv1.SBOM)
+	if !req.GetIncludeDocument() {
+		b.Document = nil
+	}
+	return &catalogv1.GetSBOMResponse{Sbom: b}, nil
+}
+
+func (c *fakeCatalog) GetInclusionProof(_ context.Context, req *catalogv1.GetInclusionProofRequest) (*catalogv1.GetInclusionProofResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	size := c.tree.Size()
+	if req.GetIndex() >= size {
+		return nil, status.Errorf(codes.NotFound, "no entry %d", req.GetIndex())
+	}
+	proof, err := c.tree.InclusionProof(req.GetIndex(), size)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	cp, err := tlog.SignCheckpoint(tlog.Checkpoint{Origin: c.origin, Size: size, Hash: c.tree.Hash()}, c.logSigner)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &catalogv1.GetInclusionProofResponse{Leaf: c.leaves[req.GetIndex()], TreeSize: size, InclusionProof: proof, Checkpoint: cp}, nil
 }
 
 func (c *fakeCatalog) lastEvent() *tlog.Entry {

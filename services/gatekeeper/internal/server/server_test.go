@@ -179,6 +179,7 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 		Rollbacks:              s.rollbacks,
 		Deployments:            catalog,
 		Catalog:                catalog,
+		SBOMs:                  catalog,
 		Signer:                 remote.NewSigner(signerv1.NewSignerServiceClient(dial(signerAddr, "/service/signer")), logger),
 		Publisher:              remote.NewPublisher(publisherv1.NewPublisherServiceClient(dial(publisherAddr, "/service/publisher"))),
 		Policy:                 s.policy,
