@@ -216,10 +216,10 @@ func newFakeCatalog(origin, logSigner string) *fakeCatalog {
 func (c *fakeCatalog) policy(td spiffeid.TrustDomain) rpc.Policy {
 	sd := catalogv1.CatalogService_ServiceDesc
 	return rpc.Policy{
-		rpc.Method(sd, "AppendEvent"):      {rpc.Under{TrustDomain: td, Prefix: "/service"}},
-		rpc.Method(sd, "GetArtifact"):      {rpc.Member(td)},
-		rpc.Method(sd, "RecordDeployment"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper"))},
-		rpc.Method(sd, "SearchArtifacts"):  {rpc.Member(td)},
+		rpc.Method(sd, "AppendEvent"):       {rpc.Under{TrustDomain: td, Prefix: "/service"}},
+		rpc.Method(sd, "GetArtifact"):       {rpc.Member(td)},
+		rpc.Method(sd, "RecordDeployment"):  {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper"))},
+		rpc.Method(sd, "SearchArtifacts"):   {rpc.Member(td)},
 		rpc.Method(sd, "GetSBOM"):           {rpc.Member(td)},
 		rpc.Method(sd, "GetInclusionProof"): {rpc.Member(td)},
 	}

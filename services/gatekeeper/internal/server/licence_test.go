@@ -10,8 +10,8 @@ import (
 
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/digest"
-	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	"github.com/custody-dev/custody/libs/sbom"
 )
 
