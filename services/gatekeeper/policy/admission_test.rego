@@ -151,3 +151,9 @@ test_bad_licence_rule_denies if {
 	admission.deny == {`licence rule of "prod": unknown is "maybe", want one of deny, warn, allow`} with input as with_components("prod", []) with admission.licence_rules as {"prod": {"unknown": "maybe", "no_sbom": "allow"}}
 	admission.deny == {"licence rule of \"prod\": no_sbom is null, want one of deny, warn, allow"} with input as with_components("prod", []) with admission.licence_rules as {"prod": {"unknown": "deny", "no_sbom": null}}
 }
+
+test_no_sbom_deny_when_the_rule_says_so if {
+	rules := object.union(admission.licence_rules, {"prod": object.union(admission.licence_rules.prod, {"no_sbom": "deny"})})
+	admission.deny == {"artifact has no verified SBOM, so its licences were not checked for prod"} with input as good with admission.licence_rules as rules
+	count(admission.deny) == 0 with input as with_components("prod", [comp("pkg:npm/x@1.0.0", "MIT")]) with admission.licence_rules as rules
+}
