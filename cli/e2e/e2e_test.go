@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -141,7 +142,7 @@ func startAt(t *testing.T, bin, dir string, upArgs ...string) *stack {
 // custody runs the CLI against the stack and returns its output and exit code.
 func (s *stack) custody(args ...string) (string, int) {
 	cmd := exec.Command(filepath.Join(s.bin, "custody"), args...)
-	cmd.Env = append(os.Environ(), "CUSTODY_DEV_DIR="+s.dir)
+	cmd.Env = append(os.Environ(), "CUSTODY_DEV_DIR="+s.dir, "CUSTODY_TRACE_FILE="+filepath.Join(s.dir, "traces", "custody.jsonl"))
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -425,6 +426,64 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("no trace id appears in publisher, signer and catalog spans (%d traces)", len(traces))
 	})
 
+	t.Run("a fetch is one trace from the CLI through broker, edge and publisher", func(t *testing.T) {
+		// A new artifact, so that the edge misses and fills from the
+		// publisher within the fetch's trace.
+		src := randomFile(t, work, "traced", 256<<10)
+		s.mustCustody("publish", src, "--name", "traced", "--version", "1.0.0", "--channel", "staging")
+		dst := filepath.Join(work, "fetched-traced")
+		s.mustCustody("fetch", "traced@1.0.0", "--env", "staging", "-o", dst)
+		sameFile(t, src, dst)
+		time.Sleep(6 * time.Second) // span batches are exported every 5s
+		root := ""
+		for _, sp := range spans(t, filepath.Join(s.dir, "traces", "custody.jsonl")) {
+			if sp.Name == "custody fetch" && sp.attr("custody.ref") == "traced@1.0.0" {
+				if sp.Parent.TraceID != "" && sp.Parent.TraceID != "00000000000000000000000000000000" {
+					t.Errorf("the fetch's span has a parent: %+v", sp.Parent)
+				}
+				root = sp.SpanContext.TraceID
+			}
+		}
+		if root == "" {
+			t.Fatal("the CLI wrote no custody fetch span")
+		}
+		edgeSpans := 0
+		for _, svc := range []string{"gatekeeper", "catalog", "cdn-broker", "edge", "edge2", "publisher"} {
+			n := 0
+			for _, sp := range spans(t, filepath.Join(s.dir, "traces", svc+".jsonl")) {
+				if sp.SpanContext.TraceID != root {
+					continue
+				}
+				n++
+				if strings.HasPrefix(svc, "edge") && sp.Name == "GET /v1/blobs/sha256/{hex}" {
+					edgeSpans++
+					if sp.attr("http.response.status_code") != "200" {
+						t.Errorf("%s: the fetch's request answered %s", svc, sp.attr("http.response.status_code"))
+					}
+				}
+			}
+			if n == 0 && !strings.HasPrefix(svc, "edge") {
+				t.Errorf("%s has no span of the fetch's trace %s", svc, root)
+			}
+		}
+		if edgeSpans == 0 {
+			t.Errorf("no edge request span in the fetch's trace %s", root)
+		}
+		// The edge URLs carry tokens: no trace file may hold one.
+		files, _ := filepath.Glob(filepath.Join(s.dir, "traces", "*.jsonl"))
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, bad := range []string{"token=", "Bearer ", "custody-edge-token"} {
+				if bytes.Contains(b, []byte(bad)) {
+					t.Errorf("%s holds %q", filepath.Base(f), bad)
+				}
+			}
+		}
+	})
+
 	t.Run("dev down stops every process", func(t *testing.T) {
 		s.mustCustody("dev", "down", "--dir", s.dir)
 		select {
@@ -485,6 +544,48 @@ func traceIDs(t *testing.T, path string) map[string]bool {
 			return ids
 		}
 		ids[span.SpanContext.TraceID] = true
+	}
+}
+
+// span is the part of a trace-file line (stdouttrace's JSON) the tests read.
+type span struct {
+	Name        string
+	SpanContext struct{ TraceID, SpanID string }
+	Parent      struct{ TraceID, SpanID string }
+	Attributes  []struct {
+		Key   string
+		Value struct{ Value any }
+	}
+}
+
+func (s span) attr(key string) string {
+	for _, a := range s.Attributes {
+		if a.Key == key {
+			return fmt.Sprint(a.Value.Value)
+		}
+	}
+	return ""
+}
+
+func spans(t *testing.T, path string) []span {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Errorf("trace file: %v", err)
+		return nil
+	}
+	defer f.Close()
+	var out []span
+	dec := json.NewDecoder(bufio.NewReader(f))
+	for {
+		var sp span
+		if err := dec.Decode(&sp); err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Logf("%s: %v", path, err)
+			}
+			return out
+		}
+		out = append(out, sp)
 	}
 }
 

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
@@ -32,13 +35,25 @@ func (c *cli) fetchCmd() *cobra.Command {
 		Use:   "fetch NAME@VERSION --env E -o OUT [--deploy]",
 		Short: "Admit, download through the edges (failover, resume), verify locally and write OUT atomically (as deployer)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (rerr error) {
 			if o.Rounds < 1 || o.Stall <= 0 || o.EdgeTimeout <= 0 || timeout <= 0 || o.Backoff < 0 || o.MaxBackoff < o.Backoff {
 				return errors.New("fetch: --retries must be at least 1 and --stall-timeout, --edge-timeout, --timeout positive, --max-backoff at least --backoff")
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			ref := args[0]
+			// The fetch is one trace: this root span, the CLI's calls to
+			// the gatekeeper, catalog and broker, and each edge request,
+			// which carries it to the edge and on to the publisher.
+			tel := c.telemetry()
+			ctx, span := tel.TracerProvider.Tracer("custody/cli").Start(ctx, "custody fetch",
+				trace.WithAttributes(attribute.String("custody.ref", ref), attribute.String("custody.environment", envName)))
+			defer func() {
+				if rerr != nil {
+					span.SetStatus(codes.Error, "fetch failed")
+				}
+				span.End()
+			}()
 			name, version, _, err := parseRef(ref)
 			if err != nil {
 				return err
@@ -71,9 +86,10 @@ func (c *cli) fetchCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			client := newFetchClient(&http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-				ResponseHeaderTimeout: o.Stall, TLSHandshakeTimeout: o.Stall})
+			client := newFetchClient(tracedTransport{tel: tel, base: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
+				ResponseHeaderTimeout: o.Stall, TLSHandshakeTimeout: o.Stall}})
 			res, terr := c.transfer(ctx, client, urls, ev.Artifact, out, o)
+			span.SetAttributes(attribute.String("custody.digest", ev.Artifact.Digest))
 			report := fetchReport{Ref: ref, Environment: envName, Digest: ev.Artifact.Digest, Size: ev.Artifact.Size, Output: out, transferResult: res, OK: terr == nil}
 			if terr != nil {
 				report.Error = terr.Error()

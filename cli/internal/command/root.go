@@ -142,6 +142,15 @@ func message(err error) string {
 	return err.Error()
 }
 
+// telemetry is the run's tracing (Execute sets it up; tests that build a
+// cli directly get one that records nothing).
+func (c *cli) telemetry() *telemetry.Telemetry {
+	if c.opts.Telemetry == nil {
+		c.opts.Telemetry = telemetry.Discard("custody")
+	}
+	return c.opts.Telemetry
+}
+
 // env opens the connection environment acting as defaultAs unless --as.
 func (c *cli) env(ctx context.Context, defaultAs string) (*conn.Env, error) {
 	c.resolveAddrs()

@@ -143,7 +143,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	hs := &http.Server{
 		Handler: &server.Handler{Cache: c, Keys: keys, Stops: stops, Limits: token.Limits{MaxSkew: cfg.TokenMaxSkew, MaxLifetime: cfg.TokenMaxLifetime},
-			Logger: d.Logger, Metrics: d.Telemetry.Metrics, HTTP: server.NewHTTPMetrics(d.Telemetry.Registry), Now: time.Now},
+			Logger: d.Logger, Metrics: d.Telemetry.Metrics, HTTP: server.NewHTTPMetrics(d.Telemetry.Registry), Telemetry: d.Telemetry, Now: time.Now},
 		TLSConfig:         server.TLSConfig(cert),
 		ReadHeaderTimeout: 10 * time.Second,
 	}

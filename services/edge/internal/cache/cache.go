@@ -148,7 +148,7 @@ func (c *Cache) Open(ctx context.Context, digest, hexDigest string) (*Blob, bool
 			c.mu.Unlock()
 			return nil, false, err
 		}
-		fl = c.startFill(digest, hexDigest)
+		fl = c.startFill(ctx, digest, hexDigest)
 	}
 	fl.acquire()
 	c.mu.Unlock()

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"sync"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/custody-dev/custody/libs/stream"
 )
 
@@ -148,12 +150,15 @@ func (r *fillReader) Read(p []byte) (int, error) {
 	}
 }
 
-// startFill starts fetching a blob; c.mu is held.
-func (c *Cache) startFill(digest, hexDigest string) *fill {
+// startFill starts fetching a blob; c.mu is held. The fill outlives the
+// request that started it (others may join), so it takes only that
+// request's trace from ctx: its call to the origin is part of that trace.
+func (c *Cache) startFill(ctx context.Context, digest, hexDigest string) *fill {
+	sc := trace.SpanContextFromContext(ctx)
 	fl := &fill{ready: make(chan struct{}), changed: make(chan struct{}), refs: 1}
 	c.fills[hexDigest] = fl
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), c.fillTimeout)
+		ctx, cancel := context.WithTimeout(trace.ContextWithSpanContext(context.Background(), sc), c.fillTimeout)
 		defer cancel()
 		err := c.fetch(ctx, fl, digest, hexDigest)
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.opentelemetry.io/otel/trace"
 
 	libdigest "github.com/custody-dev/custody/libs/digest"
 	edgev1 "github.com/custody-dev/custody/libs/gen/custody/edge/v1"
@@ -47,7 +48,10 @@ type Handler struct {
 	Metrics *telemetry.Metrics
 	// HTTP are the edge's request metrics; nil records none.
 	HTTP *HTTPMetrics
-	Now  func() time.Time
+	// Telemetry, if set, traces each request as a server span, a child
+	// of the caller's W3C traceparent; nil records none.
+	Telemetry *telemetry.Telemetry
+	Now       func() time.Time
 }
 
 type recorder struct {
@@ -72,10 +76,17 @@ func (r *recorder) Write(b []byte) (int, error) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.Now()
 	rec := &recorder{ResponseWriter: w}
+	var span trace.Span = noopSpan
+	if h.Telemetry != nil {
+		var ctx context.Context
+		ctx, span = startServerSpan(h.Telemetry, r)
+		r = r.WithContext(ctx)
+	}
 	defer func() {
 		if rec.status == 0 {
 			rec.status = http.StatusOK
 		}
+		endServerSpan(span, rec)
 		h.Logger.InfoContext(r.Context(), "access", slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.String("digest", rec.digest), slog.String("decision_id", rec.decisionID),
 			slog.Int("status", rec.status), slog.String("refused", rec.refused), slog.Int64("bytes", rec.bytes),

@@ -24,6 +24,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -97,6 +100,8 @@ type fixture struct {
 	stops   *fakeStops
 	http    *server.HTTPMetrics
 	logs    *syncBuffer
+	// spans records the edge's and the publisher's spans.
+	spans *tracetest.SpanRecorder
 }
 
 // syncBuffer is a bytes.Buffer the handler's logger writes to while the test
@@ -151,10 +156,16 @@ func start(t *testing.T) *fixture {
 		td: td, dir: t.TempDir(), now: time.Unix(1_800_000_000, 0), tel: telemetry.Discard("edge"),
 		content: content, digest: "sha256:" + hex.EncodeToString(sum[:]),
 	}
+	f.spans = tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(f.spans))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	f.tel.TracerProvider = tp
+	pubTel := telemetry.Discard("publisher")
+	pubTel.TracerProvider = tp
 	f.pub = &fakePublisher{blobs: map[string][]byte{f.digest: content}}
 	pubSrv := rpc.NewServer(rpc.ServerConfig{Source: td.Source(t, "/service/publisher"), TrustDomain: td.TD,
 		Policy: rpc.Policy{rpc.Method(publisherv1.PublisherService_ServiceDesc, "Download"): {rpc.ID(td.ID("/service/edge"))}},
-		Logger: slog.New(slog.DiscardHandler), Telemetry: telemetry.Discard("publisher")})
+		Logger: slog.New(slog.DiscardHandler), Telemetry: pubTel})
 	publisherv1.RegisterPublisherServiceServer(pubSrv, f.pub)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -178,7 +189,7 @@ func start(t *testing.T) *fixture {
 	f.http = server.NewHTTPMetrics(prometheus.NewRegistry())
 	f.logs = &syncBuffer{}
 	h := &server.Handler{Cache: f.cache, Keys: map[string]ed25519.PublicKey{token.KeyID(pubKey): pubKey}, Stops: f.stops, Limits: token.DefaultLimits,
-		Logger: slog.New(slog.NewJSONHandler(f.logs, nil)), Metrics: f.tel.Metrics, HTTP: f.http, Now: func() time.Time { return f.now }}
+		Logger: slog.New(slog.NewJSONHandler(f.logs, nil)), Metrics: f.tel.Metrics, HTTP: f.http, Telemetry: f.tel, Now: func() time.Time { return f.now }}
 	hs := httptest.NewServer(h)
 	t.Cleanup(hs.Close)
 	f.url = hs.URL
@@ -658,5 +669,120 @@ func TestRangeOnAMiss(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(f.http.CacheLookups.WithLabelValues("miss")); got != 1 {
 		t.Fatalf("cache misses = %v, want 1", got)
+	}
+}
+
+// Each request is a server span, a child of the caller's traceparent; the
+// fill it starts calls the publisher within the same trace; and no span
+// records the token, whether it came in the query or the header.
+func TestRequestsAreTracedWithoutTheirTokens(t *testing.T) {
+	f := start(t)
+	const traceID, parentID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	tok := f.token(t, f.key, f.digest, time.Minute)
+	bearer := f.token(t, f.key, f.digest, 2*time.Minute)
+	do := func(u, traceparent, auth string) int {
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		if traceparent != "" {
+			req.Header.Set("traceparent", traceparent)
+		}
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := do(f.blobURL(f.digest, tok), "00-"+traceID+"-"+parentID+"-01", ""); code != http.StatusOK {
+		t.Fatalf("traced miss: %d", code)
+	}
+	if code := do(f.blobURL(f.digest, ""), "00-"+traceID+"-"+parentID+"-01", bearer); code != http.StatusOK {
+		t.Fatalf("traced hit with a bearer token: %d", code)
+	}
+	// A hostile traceparent starts a trace of the edge's own.
+	if code := do(f.blobURL(f.digest, tok), "00-zz"+traceID[2:]+"-"+parentID+"-01;x", ""); code != http.StatusOK {
+		t.Fatalf("bad traceparent: %d", code)
+	}
+	if code := do(f.blobURL(f.digest, tok+"x"), "", ""); code != http.StatusForbidden {
+		t.Fatalf("bad token: %d", code)
+	}
+
+	var spans []sdktrace.ReadOnlySpan
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		spans = f.spans.Ended()
+		var pub bool
+		for _, s := range spans {
+			pub = pub || s.SpanKind() == trace.SpanKindServer && strings.Contains(s.Name(), "Download")
+		}
+		if pub && len(spans) >= 6 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var edge []sdktrace.ReadOnlySpan
+	var download sdktrace.ReadOnlySpan
+	for _, s := range spans {
+		for _, secret := range []string{tok, bearer, "token="} {
+			if strings.Contains(s.Name(), secret) {
+				t.Errorf("span name %q holds a token", s.Name())
+			}
+			for _, a := range s.Attributes() {
+				if strings.Contains(a.Value.Emit(), secret) {
+					t.Errorf("span %q attribute %s holds a token", s.Name(), a.Key)
+				}
+			}
+			for _, e := range s.Events() {
+				for _, a := range e.Attributes {
+					if strings.Contains(a.Value.Emit(), secret) {
+						t.Errorf("span %q event %q attribute %s holds a token", s.Name(), e.Name, a.Key)
+					}
+				}
+			}
+		}
+		switch {
+		case s.Name() == "GET /v1/blobs/sha256/{hex}":
+			edge = append(edge, s)
+		case s.SpanKind() == trace.SpanKindServer && strings.Contains(s.Name(), "Download"):
+			download = s
+		}
+	}
+	if len(edge) != 4 {
+		t.Fatalf("%d edge request spans, want 4 (of %d spans)", len(edge), len(spans))
+	}
+	attrs := func(s sdktrace.ReadOnlySpan) map[string]string {
+		m := map[string]string{}
+		for _, a := range s.Attributes() {
+			m[string(a.Key)] = a.Value.Emit()
+		}
+		return m
+	}
+	wantPath := "/v1/blobs/sha256/" + strings.TrimPrefix(f.digest, "sha256:")
+	for i, s := range edge[:2] {
+		if s.SpanContext().TraceID().String() != traceID || s.Parent().SpanID().String() != parentID || !s.Parent().IsRemote() {
+			t.Errorf("request %d: trace %s parent %s, want the caller's %s/%s", i, s.SpanContext().TraceID(), s.Parent().SpanID(), traceID, parentID)
+		}
+		a := attrs(s)
+		if a["url.path"] != wantPath || a["http.response.status_code"] != "200" || a["custody.digest"] != f.digest || a["custody.decision_id"] != "d1" || a["http.request.method"] != "GET" {
+			t.Errorf("request %d attributes: %v", i, a)
+		}
+		if s.SpanKind() != trace.SpanKindServer {
+			t.Errorf("request %d: kind %v", i, s.SpanKind())
+		}
+	}
+	if got := edge[2].SpanContext().TraceID().String(); got == traceID || edge[2].Parent().IsValid() {
+		t.Errorf("a malformed traceparent was followed: trace %s, parent %v", got, edge[2].Parent())
+	}
+	if a := attrs(edge[3]); a["http.response.status_code"] != "403" || a["custody.refused"] == "" {
+		t.Errorf("refused request attributes: %v", a)
+	}
+	if download == nil {
+		t.Fatal("no publisher Download span")
+	}
+	if download.SpanContext().TraceID().String() != traceID {
+		t.Errorf("the fill's Download is in trace %s, want the first request's %s", download.SpanContext().TraceID(), traceID)
 	}
 }
