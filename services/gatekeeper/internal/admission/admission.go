@@ -126,10 +126,10 @@ type Rollbacks interface {
 // SBOMs reads an artifact's verified SBOM; remote.Catalog is one.
 type SBOMs interface {
 	// SBOM returns the components parsed from the attested document of
-	// a's SBOM after verifying it against root (libs/verify's SBOM
-	// check). ErrNotFound (wrapped) if a has none; an error wrapping
+	// a's SBOM after verifying it against root with o's revocations
+	// (libs/verify's SBOM check). ErrNotFound (wrapped) if a has none; an error wrapping
 	// verify.ErrVerification if it fails verification.
-	SBOM(ctx context.Context, a verify.Artifact, root *trustroot.Root) ([]sbom.Component, *attest.SBOMRef, error)
+	SBOM(ctx context.Context, a verify.Artifact, root *trustroot.Root, o verify.Options) ([]sbom.Component, *attest.SBOMRef, error)
 }
 
 // Request asks whether an artifact may be deployed to an environment.
@@ -387,7 +387,11 @@ func (g *Gate) readSBOM(ctx context.Context, a verify.Artifact) (policy.SBOM, st
 		// verify denied already; unreachable while ver.Passed().
 		return policy.SBOM{}, "", fmt.Errorf("%w: trust root: %w", ErrUnavailable, err)
 	}
-	comps, _, err := g.cfg.SBOMs.SBOM(ctx, a, root)
+	// The signer's live revocations apply to the SBOM's signature as to
+	// the artifact's.
+	comps, _, err := g.cfg.SBOMs.SBOM(ctx, a, root, verify.Options{
+		Revoked: g.trust.revokedAt, RevokedBy: "the signer", AcceptBeforeRevocation: g.cfg.AcceptBeforeRevocation,
+	})
 	switch {
 	case err == nil:
 		return policy.SBOM{Attached: true, Components: comps}, "", nil

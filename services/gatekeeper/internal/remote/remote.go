@@ -205,13 +205,13 @@ func (p *Publisher) VerifyBlob(ctx context.Context, digest string) error {
 
 // SBOM returns the components of the SBOM attached to a, an artifact
 // whose evidence the caller verified against root, after verifying the SBOM
-// attestation, its log entry and the document against root
-// (verify.SBOMComponents: the components are parsed from the attested
+// attestation, its log entry and the document against root with o's
+// revocations (verify.SBOMComponents: the components are parsed from the attested
 // document, and the catalog's list must be the same). ErrNotFound if a has
 // no SBOM; a verification failure wraps verify.ErrVerification. It fetches
 // the document (up to 8 MiB) and parses it: callers that match many
 // artifacts cache by document digest.
-func (c *Catalog) SBOM(ctx context.Context, a verify.Artifact, root *trustroot.Root) ([]sbom.Component, *attest.SBOMRef, error) {
+func (c *Catalog) SBOM(ctx context.Context, a verify.Artifact, root *trustroot.Root, o verify.Options) ([]sbom.Component, *attest.SBOMRef, error) {
 	resp, err := c.client.GetSBOM(ctx, &catalogv1.GetSBOMRequest{Name: a.Name, Version: a.Version, IncludeDocument: true}, sbom.CallOptions()...)
 	if status.Code(err) == codes.NotFound {
 		return nil, nil, fmt.Errorf("%w: %s", admission.ErrNotFound, status.Convert(err).Message())
@@ -229,5 +229,5 @@ func (c *Catalog) SBOM(ctx context.Context, a verify.Artifact, root *trustroot.R
 	}
 	ev := verify.SBOMEvidence{Envelope: b.GetEnvelope(), Document: b.GetDocument(),
 		Entry: verify.LogEntry{Index: b.GetLogIndex(), Leaf: p.GetLeaf(), InclusionProof: p.GetInclusionProof(), Checkpoint: p.GetCheckpoint()}}
-	return verify.SBOMComponents(ev, a, root, verify.Options{}, verify.ComponentsFromProto(b.GetComponents()))
+	return verify.SBOMComponents(ev, a, root, o, verify.ComponentsFromProto(b.GetComponents()))
 }

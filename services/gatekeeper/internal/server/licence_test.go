@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -165,4 +166,20 @@ func TestSBOMUnavailableFailsClosed(t *testing.T) {
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("admit with the SBOM unreadable: %v, want Unavailable", err)
 	}
+}
+
+// TestSBOMSignedAfterRevocation: with --accept-before-revocation, an
+// artifact signed before its key was revoked still verifies, but an SBOM
+// that key signed after the revocation does not: the signer's live
+// revocations apply to the SBOM as to the artifact.
+func TestSBOMSignedAfterRevocation(t *testing.T) {
+	s := newStackWith(t, stackOptions{acceptBeforeRevocation: true})
+	r := s.publish(t, "late", "1.0.0", "prod")
+	time.Sleep(1100 * time.Millisecond) // log times are to the second
+	revokedAt := time.Now().UTC()
+	time.Sleep(1100 * time.Millisecond)
+	s.attachSBOM(t, r, cdx(t, map[string]string{"pkg:npm/x@1.0.0": "MIT"}), s.artifactKey)
+	wantDecision(t, s.admitAs(t, "late", "1.0.0", "dev"), allow, "")
+	s.revokeLive(s.artifactKey, revokedAt)
+	wantDecision(t, s.admitAs(t, "late", "1.0.0", "dev"), deny, "the SBOM of late@1.0.0 failed verification")
 }
