@@ -101,8 +101,9 @@ deny contains msg if {
 # allow says; unknown, what a component whose licence is missing,
 # NOASSERTION, unparseable, not on the SPDX list or a LicenseRef on neither
 # list gets: "deny", "warn" or "allow"; no_sbom, the same for an artifact
-# without a verified SBOM. custody.licence evaluates each component's SPDX
-# expression: A OR B passes if either side is accepted, A AND B needs both,
+# without a verified SBOM. custody.licences evaluates each component's SPDX
+# expression (custody.licence(expression, rule) judges one): A OR B passes
+# if either side is accepted, A AND B needs both,
 # "X WITH E" is its own licence (allowing X allows it; denying X does not
 # deny it), "+" and -or-later are ranges (denying GPL-3.0-or-later denies
 # GPL-2.0-or-later, which may be taken as GPL-3.0).
@@ -137,18 +138,13 @@ sbom_attached := object.get(input, ["sbom", "attached"], false)
 
 components := object.get(input, ["sbom", "components"], [])
 
-component_id(c) := c.purl if {
-	object.get(c, "purl", "") != ""
-} else := sprintf("%s@%s", [object.get(c, "name", ""), object.get(c, "version", "")])
-
+# custody.licences judges every component (each distinct expression once)
+# and returns those not allowed: {component (purl, else name@version),
+# expression, verdict, licences, problem}.
 licence_findings contains f if {
 	sbom_attached == true
 	rule := licence_rule
-	some c in components
-	expr := object.get(c, "license", "")
-	r := custody.licence(expr, {"allow": object.get(rule, "allow", []), "deny": object.get(rule, "deny", [])})
-	r.verdict != "allowed"
-	f := object.union(r, {"component": component_id(c), "expression": expr})
+	some f in custody.licences(components, {"allow": object.get(rule, "allow", []), "deny": object.get(rule, "deny", [])})
 }
 
 deny contains msg if {

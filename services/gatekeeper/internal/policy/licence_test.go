@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,5 +56,35 @@ func TestLicenceRuleErrorsFailClosed(t *testing.T) {
 	in.SBOM = SBOM{Attached: true, Components: []sbom.Component{{Name: "c", License: "MIT"}}}
 	if _, _, err := p.Decide(t.Context(), in); !errors.Is(err, ErrPolicy) || !strings.Contains(err.Error(), "allow list entry") {
 		t.Fatalf("a bad allow entry: %v, want ErrPolicy naming it", err)
+	}
+}
+
+// TestLicenceBuiltin: custody.licence judges one expression for a policy
+// that writes its own rules.
+func TestLicenceBuiltin(t *testing.T) {
+	src := `package custody.admission
+
+deny contains msg if {
+	some c in input.sbom.components
+	r := custody.licence(c.license, {"allow": ["MIT"], "deny": ["GPL-3.0-only"]})
+	r.verdict != "allowed"
+	msg := sprintf("%s %s %v", [c.name, r.verdict, r.licences])
+}
+`
+	p, err := New(t.Context(), "own.rego", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := good()
+	in.SBOM = SBOM{Attached: true, Components: []sbom.Component{{Name: "a", License: "MIT"}, {Name: "b", License: "GPL-3.0-only OR ISC"}, {Name: "c", License: "NOASSERTION"}}}
+	deny, err := p.Evaluate(t.Context(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// b could pass under ISC, which the allow list lacks: not allowed, not
+	// denied.
+	want := []string{`b not_allowed ["ISC"]`, `c unknown []`}
+	if !slices.Equal(deny, want) {
+		t.Errorf("deny %q, want %q", deny, want)
 	}
 }
