@@ -447,7 +447,7 @@ func TestEndToEnd(t *testing.T) {
 		if root == "" {
 			t.Fatal("the CLI wrote no custody fetch span")
 		}
-		edgeSpans := 0
+		edgeSpans, downloads := 0, 0
 		for _, svc := range []string{"gatekeeper", "catalog", "cdn-broker", "edge", "edge2", "publisher"} {
 			n := 0
 			for _, sp := range spans(t, filepath.Join(s.dir, "traces", svc+".jsonl")) {
@@ -455,6 +455,11 @@ func TestEndToEnd(t *testing.T) {
 					continue
 				}
 				n++
+				// The gatekeeper reads the publisher too: the edge's
+				// fill is the Download.
+				if svc == "publisher" && strings.HasSuffix(sp.Name, "PublisherService/Download") {
+					downloads++
+				}
 				if strings.HasPrefix(svc, "edge") && sp.Name == "GET /v1/blobs/sha256/{hex}" {
 					edgeSpans++
 					if sp.attr("http.response.status_code") != "200" {
@@ -468,6 +473,9 @@ func TestEndToEnd(t *testing.T) {
 		}
 		if edgeSpans == 0 {
 			t.Errorf("no edge request span in the fetch's trace %s", root)
+		}
+		if downloads == 0 {
+			t.Errorf("no publisher Download (the edge's fill) in the fetch's trace %s", root)
 		}
 		// The edge URLs carry tokens: no trace file may hold one.
 		files, _ := filepath.Glob(filepath.Join(s.dir, "traces", "*.jsonl"))
