@@ -61,6 +61,9 @@ func (c *Config) RegisterFlags(f *Flags) {
 	if err != nil {
 		f.errs = append(f.errs, err)
 	}
+	if err := telemetry.CheckOTLPProtocol(f.getenv); err != nil {
+		f.errs = append(f.errs, err)
+	}
 	f.BoolVar(&c.OTLPInsecure, "otlp-insecure", ins, "no TLS to a host:port --otlp-endpoint; a URL's scheme decides for itself (env "+
 		telemetry.EnvOTLPTracesInsecure+", "+telemetry.EnvOTLPInsecure+")")
 	f.String(&c.LogLevel, "log-level", "CUSTODY_LOG_LEVEL", "info", "debug, info, warn or error")

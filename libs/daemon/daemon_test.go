@@ -157,6 +157,11 @@ func TestOTLPEndpointFlagAndEnv(t *testing.T) {
 		t.Fatalf("bad insecure value: %v", err)
 	}
 	delete(env, telemetry.EnvOTLPInsecure)
+	env[telemetry.EnvOTLPProtocol] = "http/protobuf"
+	if _, err := parse(); err == nil || !strings.Contains(err.Error(), telemetry.EnvOTLPProtocol) {
+		t.Fatalf("http/protobuf: %v", err)
+	}
+	delete(env, telemetry.EnvOTLPProtocol)
 	env[telemetry.EnvOTLPTracesEndpoint] = "grpc://traces:4317"
 	c, err = parse()
 	if err != nil {

@@ -19,7 +19,28 @@ const (
 	EnvOTLPEndpoint       = "OTEL_EXPORTER_OTLP_ENDPOINT"
 	EnvOTLPTracesInsecure = "OTEL_EXPORTER_OTLP_TRACES_INSECURE"
 	EnvOTLPInsecure       = "OTEL_EXPORTER_OTLP_INSECURE"
+	EnvOTLPTracesProtocol = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+	EnvOTLPProtocol       = "OTEL_EXPORTER_OTLP_PROTOCOL"
 )
+
+// CheckOTLPProtocol refuses an OpenTelemetry environment that asks for an
+// OTLP protocol other than grpc (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else
+// OTEL_EXPORTER_OTLP_PROTOCOL; unset is grpc here): Custody's exporter
+// speaks only OTLP/gRPC, and sending it to an http/protobuf collector
+// would lose every span without a word.
+func CheckOTLPProtocol(getenv func(string) string) error {
+	for _, k := range []string{EnvOTLPTracesProtocol, EnvOTLPProtocol} {
+		v := strings.TrimSpace(getenv(k))
+		if v == "" {
+			continue
+		}
+		if v != "grpc" {
+			return fmt.Errorf("%s=%q: only grpc is supported", k, v)
+		}
+		return nil
+	}
+	return nil
+}
 
 // OTLPTarget is a parsed OTLP/gRPC endpoint.
 type OTLPTarget struct {

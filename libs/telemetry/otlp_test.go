@@ -111,6 +111,26 @@ func TestOTLPFromEnv(t *testing.T) {
 	}
 }
 
+func TestCheckOTLPProtocol(t *testing.T) {
+	env := map[string]string{}
+	get := func(k string) string { return env[k] }
+	if err := CheckOTLPProtocol(get); err != nil {
+		t.Fatalf("unset: %v", err)
+	}
+	env[EnvOTLPProtocol] = "http/protobuf"
+	if err := CheckOTLPProtocol(get); err == nil || !strings.Contains(err.Error(), EnvOTLPProtocol) {
+		t.Fatalf("http/protobuf: %v", err)
+	}
+	env[EnvOTLPTracesProtocol] = "grpc" // the traces variable wins
+	if err := CheckOTLPProtocol(get); err != nil {
+		t.Fatalf("traces grpc: %v", err)
+	}
+	env[EnvOTLPTracesProtocol] = "http/json"
+	if err := CheckOTLPProtocol(get); err == nil || !strings.Contains(err.Error(), EnvOTLPTracesProtocol) {
+		t.Fatalf("traces http/json: %v", err)
+	}
+}
+
 // A bad endpoint is an error from New, before any file is opened.
 func TestNewRefusesABadEndpoint(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "spans.jsonl")

@@ -111,6 +111,9 @@ func newTelemetry(ctx context.Context, getenv func(string) string) (*telemetry.T
 	if err != nil {
 		return nil, err
 	}
+	if err := telemetry.CheckOTLPProtocol(getenv); err != nil {
+		return nil, err
+	}
 	tel, err := telemetry.New(ctx, telemetry.Config{Service: "custody", TraceFile: getenv("CUSTODY_TRACE_FILE"), OTLPEndpoint: endpoint, OTLPInsecure: ins})
 	if err != nil {
 		if variable != "" {

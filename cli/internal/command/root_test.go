@@ -59,6 +59,12 @@ func TestBadOTLPEndpointExitsTwo(t *testing.T) {
 	}
 	errOut.Reset()
 	env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "http://127.0.0.1:4317"
+	env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+	if code := Execute(t.Context(), []string{"admit", "app@1", "--env", "prod"}, getenv, &out, &errOut); code != ExitError || !strings.Contains(errOut.String(), "only grpc") {
+		t.Errorf("http/protobuf: exit %d, %q; want 2 and only grpc", code, errOut.String())
+	}
+	delete(env, "OTEL_EXPORTER_OTLP_PROTOCOL")
+	errOut.Reset()
 	if code := Execute(t.Context(), []string{"admit", "app@1", "--env", "prod"}, getenv, &out, &errOut); code != ExitError || !strings.Contains(errOut.String(), "--dev-dir") {
 		t.Errorf("a good endpoint: exit %d, %q; want the usual hint about --dev-dir", code, errOut.String())
 	}
