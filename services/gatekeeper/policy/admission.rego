@@ -188,3 +188,72 @@ warn contains no_sbom_message if {
 	sbom_attached != true
 	licence_action("no_sbom") == "warn"
 }
+
+# Vulnerabilities (decision 0094). input.sbom.vulnerabilities are the
+# advisories affecting the verified SBOM's components, matched by the
+# gatekeeper (libs/advisory) against the advisory documents: {advisory,
+# severity, component, reason, uncertain}. Per environment: deny_at, the
+# lowest severity denied ("NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL", or
+# "never"); unknown, what an advisory without a severity Custody can rate
+# gets: "deny", "warn" or "allow". A match whose version could not be
+# compared (uncertain) counts as affected.
+vulnerability_rules := {
+	"dev": {"deny_at": "never", "unknown": "allow"},
+	"staging": {"deny_at": "CRITICAL", "unknown": "warn"},
+	"prod": {"deny_at": "HIGH", "unknown": "deny"},
+}
+
+severity_rank := {"NONE": 1, "LOW": 2, "MEDIUM": 3, "HIGH": 4, "CRITICAL": 5}
+
+vulnerability_rule := object.get(vulnerability_rules, environment, {})
+
+deny_at := vulnerability_rule.deny_at
+
+deny_at_rank := severity_rank[deny_at]
+
+deny_at_valid if deny_at_rank
+
+deny_at_valid if deny_at == "never"
+
+vulnerability_unknown := a if {
+	a := object.get(vulnerability_rule, "unknown", "deny")
+	a in licence_actions
+}
+
+deny contains msg if {
+	environment in environments
+	not deny_at_valid
+	msg := sprintf("vulnerability rule of %q: deny_at is %s, want one of NONE, LOW, MEDIUM, HIGH, CRITICAL, never", [environment, json.marshal(object.get(vulnerability_rule, "deny_at", null))])
+}
+
+deny contains msg if {
+	environment in environments
+	not vulnerability_unknown
+	msg := sprintf("vulnerability rule of %q: unknown is %s, want one of deny, warn, allow", [environment, json.marshal(object.get(vulnerability_rule, "unknown", null))])
+}
+
+vulnerabilities := object.get(input, ["sbom", "vulnerabilities"], [])
+
+uncertain_note(v) := " (its version could not be compared, so it is taken as affected)" if {
+	v.uncertain == true
+} else := ""
+
+deny contains msg if {
+	some v in vulnerabilities
+	severity_rank[v.severity] >= deny_at_rank
+	msg := sprintf("component %s is affected by %s (%s), denied in %s at %s and above%s", [v.component, v.advisory, v.severity, environment, deny_at, uncertain_note(v)])
+}
+
+unknown_severity_message(v) := sprintf("component %s is affected by %s, whose severity is unknown, in %s%s", [v.component, v.advisory, environment, uncertain_note(v)])
+
+deny contains unknown_severity_message(v) if {
+	vulnerability_unknown == "deny"
+	some v in vulnerabilities
+	not severity_rank[v.severity]
+}
+
+warn contains unknown_severity_message(v) if {
+	vulnerability_unknown == "warn"
+	some v in vulnerabilities
+	not severity_rank[v.severity]
+}

@@ -157,3 +157,47 @@ test_no_sbom_deny_when_the_rule_says_so if {
 	admission.deny == {"artifact has no verified SBOM, so its licences were not checked for prod"} with input as good with admission.licence_rules as rules
 	count(admission.deny) == 0 with input as with_components("prod", [comp("pkg:npm/x@1.0.0", "MIT")]) with admission.licence_rules as rules
 }
+
+# Vulnerabilities (decision 0094).
+
+with_vulns(env, vulns) := object.union(with_components(env, [comp("pkg:npm/lodash@4.17.11", "MIT")]), {"sbom": {"attached": true, "components": [comp("pkg:npm/lodash@4.17.11", "MIT")], "vulnerabilities": vulns}})
+
+vuln(id, sev) := {"advisory": id, "severity": sev, "component": "pkg:npm/lodash@4.17.11", "reason": "introduced 0, fixed 4.17.12", "uncertain": false}
+
+test_high_denied_in_prod_critical_in_staging_nothing_in_dev if {
+	high := [vuln("GHSA-jf85-cpcp-j695", "HIGH")]
+	admission.deny == {"component pkg:npm/lodash@4.17.11 is affected by GHSA-jf85-cpcp-j695 (HIGH), denied in prod at HIGH and above"} with input as with_vulns("prod", high)
+	count(admission.deny) == 0 with input as with_vulns("staging", high)
+	count(admission.deny) == 0 with input as with_vulns("dev", high)
+	crit := [vuln("GHSA-x", "CRITICAL")]
+	admission.deny == {"component pkg:npm/lodash@4.17.11 is affected by GHSA-x (CRITICAL), denied in staging at CRITICAL and above"} with input as with_vulns("staging", crit)
+	count(admission.deny) == 1 with input as with_vulns("prod", crit)
+	count(admission.deny) == 0 with input as with_vulns("dev", crit)
+	count(admission.deny) == 0 with input as with_vulns("prod", [vuln("GHSA-m", "MEDIUM"), vuln("GHSA-l", "LOW"), vuln("GHSA-n", "NONE")])
+}
+
+test_uncertain_match_counts if {
+	v := object.union(vuln("GHSA-jf85-cpcp-j695", "HIGH"), {"uncertain": true})
+	admission.deny == {"component pkg:npm/lodash@4.17.11 is affected by GHSA-jf85-cpcp-j695 (HIGH), denied in prod at HIGH and above (its version could not be compared, so it is taken as affected)"} with input as with_vulns("prod", [v])
+}
+
+test_unknown_severity_per_rule if {
+	u := [vuln("GHSA-u", "UNKNOWN")]
+	admission.deny == {"component pkg:npm/lodash@4.17.11 is affected by GHSA-u, whose severity is unknown, in prod"} with input as with_vulns("prod", u)
+	count(admission.deny) == 0 with input as with_vulns("staging", u)
+	admission.warn == {"component pkg:npm/lodash@4.17.11 is affected by GHSA-u, whose severity is unknown, in staging"} with input as with_vulns("staging", u)
+	count(admission.deny) == 0 with input as with_vulns("dev", u)
+	count(admission.warn) == 0 with input as with_vulns("dev", u)
+}
+
+test_bad_vulnerability_rule_denies if {
+	admission.deny == {`vulnerability rule of "prod": deny_at is "SEVERE", want one of NONE, LOW, MEDIUM, HIGH, CRITICAL, never`} with input as with_vulns("prod", []) with admission.vulnerability_rules as {"prod": {"deny_at": "SEVERE", "unknown": "deny"}}
+	admission.deny == {`vulnerability rule of "prod": unknown is "maybe", want one of deny, warn, allow`} with input as with_vulns("prod", []) with admission.vulnerability_rules as {"prod": {"deny_at": "HIGH", "unknown": "maybe"}}
+	admission.deny == {`vulnerability rule of "prod": deny_at is null, want one of NONE, LOW, MEDIUM, HIGH, CRITICAL, never`} with input as with_vulns("prod", []) with admission.vulnerability_rules as {}
+}
+
+test_stricter_threshold if {
+	rules := object.union(admission.vulnerability_rules, {"dev": {"deny_at": "MEDIUM", "unknown": "allow"}})
+	count(admission.deny) == 1 with input as with_vulns("dev", [vuln("GHSA-m", "MEDIUM")]) with admission.vulnerability_rules as rules
+	count(admission.deny) == 0 with input as with_vulns("dev", [vuln("GHSA-l", "LOW")]) with admission.vulnerability_rules as rules
+}

@@ -18,6 +18,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/custody-dev/custody/libs/advisory"
 	"github.com/custody-dev/custody/libs/artifact"
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/digest"
@@ -132,6 +133,23 @@ type SBOMs interface {
 	SBOM(ctx context.Context, a verify.Artifact, root *trustroot.Root, o verify.Options) ([]sbom.Component, *attest.SBOMRef, error)
 }
 
+// Advisories reads the advisories that affect an artifact's verified SBOM
+// components; remote.Catalog is one.
+type Advisories interface {
+	// Advisories returns the advisories affecting comps, the components
+	// of a's verified SBOM, matched here by libs/advisory against the
+	// advisory documents the catalog serves (the catalog names the
+	// candidates; their documents decide the match and the severity).
+	// ErrIncomplete (wrapped) if the catalog cannot list every candidate;
+	// any other error means the advisories could not be read.
+	Advisories(ctx context.Context, a verify.Artifact, comps []sbom.Component) ([]advisory.Match, error)
+}
+
+// ErrIncomplete is returned (wrapped) by Advisories when the catalog's
+// candidate list was cut short: the gatekeeper denies rather than admit
+// on a partial check.
+var ErrIncomplete = errors.New("advisories incomplete")
+
 // Request asks whether an artifact may be deployed to an environment.
 type Request struct {
 	// Name and Version, or Digest, name the artifact.
@@ -195,6 +213,11 @@ type Config struct {
 	// SBOMs reads the artifact's verified SBOM for the policy (its licence
 	// rules); nil means none is read and the policy sees no SBOM (tests).
 	SBOMs SBOMs
+	// Advisories reads the advisories affecting the verified SBOM's
+	// components for the policy's vulnerability rules (decision 0094);
+	// nil means none is read and the policy sees no vulnerabilities
+	// (tests).
+	Advisories Advisories
 	// TrustDomain is the deployment's trust domain, given to the policy.
 	TrustDomain string
 	Metrics     *telemetry.Metrics
@@ -343,6 +366,13 @@ func (g *Gate) decide(ctx context.Context, req Request, ev *Evidence, d *Decisio
 			return err
 		}
 	}
+	var advDenial string
+	if in.SBOM.Attached && g.cfg.Advisories != nil {
+		in.SBOM.Vulnerabilities, advDenial, err = g.readAdvisories(ctx, a, in.SBOM.Components)
+		if err != nil {
+			return err
+		}
+	}
 	denies, warns, perr := g.cfg.Policy.Decide(ctx, in)
 	if perr != nil {
 		if ctx.Err() != nil {
@@ -353,6 +383,9 @@ func (g *Gate) decide(ctx context.Context, req Request, ev *Evidence, d *Decisio
 	}
 	if sbomDenial != "" {
 		denies = append(denies, sbomDenial)
+	}
+	if advDenial != "" {
+		denies = append(denies, advDenial)
 	}
 	// The rollback rule is one more deny: a granted rollback approval
 	// lifts only it, never the verification or the policy.
@@ -403,6 +436,25 @@ func (g *Gate) readSBOM(ctx context.Context, a verify.Artifact) (policy.SBOM, st
 	default:
 		return policy.SBOM{}, "", fmt.Errorf("%w: the SBOM of %s@%s: %w", ErrUnavailable, a.Name, a.Version, err)
 	}
+}
+
+// readAdvisories reads the advisories affecting a's verified SBOM
+// components for the policy. A candidate list the catalog cut short
+// denies (returned denial); any other failure to read them means no
+// decision (ErrUnavailable): the vulnerability rules are never skipped.
+func (g *Gate) readAdvisories(ctx context.Context, a verify.Artifact, comps []sbom.Component) ([]policy.Vulnerability, string, error) {
+	ms, err := g.cfg.Advisories.Advisories(ctx, a, comps)
+	switch {
+	case errors.Is(err, ErrIncomplete):
+		return nil, fmt.Sprintf("the advisories affecting %s@%s could not all be read, so the gatekeeper denies: %v", a.Name, a.Version, err), nil
+	case err != nil:
+		return nil, "", fmt.Errorf("%w: the advisories affecting %s@%s: %w", ErrUnavailable, a.Name, a.Version, err)
+	}
+	out := make([]policy.Vulnerability, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, policy.VulnerabilityOf(m))
+	}
+	return out, "", nil
 }
 
 // record has the decision signed as a VSA and logged. A decision about an

@@ -14,6 +14,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 
+	"github.com/custody-dev/custody/libs/advisory"
 	"github.com/custody-dev/custody/libs/digest"
 	"github.com/custody-dev/custody/libs/sbom"
 )
@@ -58,6 +59,33 @@ type Input struct {
 type SBOM struct {
 	Attached   bool             `json:"attached"`
 	Components []sbom.Component `json:"components"`
+	// Vulnerabilities are the advisories affecting Components (decision
+	// 0094), one per advisory and component.
+	Vulnerabilities []Vulnerability `json:"vulnerabilities"`
+}
+
+// Vulnerability is one advisory affecting one component of the verified
+// SBOM, as the policy sees it.
+type Vulnerability struct {
+	// Advisory is the OSV id; Severity NONE, LOW, MEDIUM, HIGH, CRITICAL
+	// or UNKNOWN (computed from the advisory's document).
+	Advisory string `json:"advisory"`
+	Severity string `json:"severity"`
+	// Component is the component's purl, else name@version.
+	Component string `json:"component"`
+	// Reason is why its version is affected; Uncertain is set when the
+	// version could not be compared and it is reported as affected.
+	Reason    string `json:"reason"`
+	Uncertain bool   `json:"uncertain"`
+}
+
+// VulnerabilityOf is m as the policy sees it.
+func VulnerabilityOf(m advisory.Match) Vulnerability {
+	c := m.Component.PURL
+	if c == "" {
+		c = m.Component.Name + "@" + m.Component.Version
+	}
+	return Vulnerability{Advisory: m.Advisory, Severity: m.Severity.String(), Component: c, Reason: m.Reason, Uncertain: m.Uncertain}
 }
 
 // Artifact is the catalog's record of the artifact being admitted.
@@ -173,6 +201,9 @@ func (p *Policy) Decide(ctx context.Context, in Input) (deny, warn []string, err
 	}
 	if in.SBOM.Components == nil {
 		in.SBOM.Components = []sbom.Component{}
+	}
+	if in.SBOM.Vulnerabilities == nil {
+		in.SBOM.Vulnerabilities = []Vulnerability{}
 	}
 	doc, err := toValue(in)
 	if err != nil {

@@ -13,10 +13,12 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/custody-dev/custody/libs/advisory"
 	"github.com/custody-dev/custody/libs/attest"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/sbom"
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/libs/verify"
@@ -230,4 +232,61 @@ func (c *Catalog) SBOM(ctx context.Context, a verify.Artifact, root *trustroot.R
 	ev := verify.SBOMEvidence{Envelope: b.GetEnvelope(), Document: b.GetDocument(),
 		Entry: verify.LogEntry{Index: b.GetLogIndex(), Leaf: p.GetLeaf(), InclusionProof: p.GetInclusionProof(), Checkpoint: p.GetCheckpoint()}}
 	return verify.SBOMComponents(ev, a, root, o, verify.ComponentsFromProto(b.GetComponents()))
+}
+
+// MaxAdvisories bounds the advisory documents one admission reads (each
+// up to advisory.MaxDocBytes): an artifact the catalog names more
+// candidates for is denied (admission.ErrIncomplete), not half checked.
+const MaxAdvisories = 1000
+
+var _ admission.Advisories = (*Catalog)(nil)
+
+// Advisories returns the advisories affecting comps, the components of
+// a's verified SBOM. The catalog's ListFindings names the candidate
+// advisories (its match over its stored copy of the same components);
+// each candidate's document is read with GetAdvisory, parsed by
+// libs/advisory and matched here against comps, so a finding the
+// documents do not support is dropped and the severity is the document's,
+// never the catalog's word. A truncated candidate list, or more than
+// MaxAdvisories candidates, is admission.ErrIncomplete.
+func (c *Catalog) Advisories(ctx context.Context, a verify.Artifact, comps []sbom.Component) ([]advisory.Match, error) {
+	resp, err := c.client.ListFindings(ctx, &catalogv1.ListFindingsRequest{Name: a.Name, Version: a.Version})
+	if err != nil {
+		// NotFound too: the gatekeeper verified an SBOM the catalog now
+		// says is not there, so the findings cannot be read.
+		return nil, fmt.Errorf("catalog ListFindings: %w", err)
+	}
+	if resp.GetTruncated() {
+		return nil, fmt.Errorf("%w: the catalog's findings were truncated", admission.ErrIncomplete)
+	}
+	var ids []string
+	seen := map[string]bool{}
+	for _, f := range resp.GetFindings() {
+		if id := f.GetAdvisoryId(); !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) > MaxAdvisories {
+		return nil, fmt.Errorf("%w: the catalog names %d advisories, more than %d", admission.ErrIncomplete, len(ids), MaxAdvisories)
+	}
+	advs := make([]*advisory.Advisory, 0, len(ids))
+	for _, id := range ids {
+		if !advisory.ValidID(id) {
+			return nil, fmt.Errorf("catalog ListFindings: advisory id %q is not an OSV id", quote.Prefix(id))
+		}
+		r, err := c.client.GetAdvisory(ctx, &catalogv1.GetAdvisoryRequest{Id: id})
+		if err != nil {
+			return nil, fmt.Errorf("catalog GetAdvisory %s: %w", id, err)
+		}
+		adv, err := advisory.Parse(r.GetDocument())
+		if err != nil {
+			return nil, fmt.Errorf("catalog GetAdvisory %s: %w", id, err)
+		}
+		if adv.ID != id {
+			return nil, fmt.Errorf("catalog GetAdvisory %s: served the document of %s", id, quote.Prefix(adv.ID))
+		}
+		advs = append(advs, adv)
+	}
+	return advisory.NewIndex(advs).MatchAll(comps), nil
 }

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/custody-dev/custody/libs/advisory"
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/digest"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
@@ -36,6 +37,7 @@ import (
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/libs/verify"
 )
 
 // This file holds hand-written fakes of the catalog, signer and publisher,
@@ -198,6 +200,16 @@ type fakeCatalog struct {
 	// sboms are the attached SBOMs by name@version; failSBOM fails GetSBOM.
 	sboms    map[string]*catalogv1.SBOM
 	failSBOM error
+	// advisories are the stored OSV documents by id. ListFindings matches
+	// them against the stored SBOM components with libs/advisory, as the
+	// real catalog does; failAdvisories fails ListFindings and
+	// GetAdvisory, truncate marks the findings truncated, and
+	// lieFindings, if set, rewrites the findings served (a compromised
+	// catalog).
+	advisories     map[string][]byte
+	failAdvisories error
+	truncate       bool
+	lieFindings    func([]*catalogv1.Finding) []*catalogv1.Finding
 }
 
 type record struct {
@@ -222,6 +234,8 @@ func (c *fakeCatalog) policy(td spiffeid.TrustDomain) rpc.Policy {
 		rpc.Method(sd, "SearchArtifacts"):   {rpc.Member(td)},
 		rpc.Method(sd, "GetSBOM"):           {rpc.Member(td)},
 		rpc.Method(sd, "GetInclusionProof"): {rpc.Member(td)},
+		rpc.Method(sd, "ListFindings"):      {rpc.Member(td)},
+		rpc.Method(sd, "GetAdvisory"):       {rpc.Member(td)},
 	}
 }
 
@@ -410,6 +424,49 @@ func (c *fakeCatalog) GetSBOM(_ context.Context, req *catalogv1.GetSBOMRequest) 
 		b.Document = nil
 	}
 	return &catalogv1.GetSBOMResponse{Sbom: b}, nil
+}
+
+func (c *fakeCatalog) ListFindings(_ context.Context, req *catalogv1.ListFindingsRequest) (*catalogv1.ListFindingsResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failAdvisories != nil {
+		return nil, c.failAdvisories
+	}
+	b, ok := c.sboms[req.GetName()+"@"+req.GetVersion()]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "%s@%s has no SBOM", req.GetName(), req.GetVersion())
+	}
+	var advs []*advisory.Advisory
+	for _, doc := range c.advisories {
+		a, err := advisory.Parse(doc)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		advs = append(advs, a)
+	}
+	resp := &catalogv1.ListFindingsResponse{Truncated: c.truncate}
+	for _, m := range advisory.NewIndex(advs).MatchAll(verify.ComponentsFromProto(b.GetComponents())) {
+		resp.Findings = append(resp.Findings, &catalogv1.Finding{Name: b.GetName(), Version: b.GetVersion(), Digest: b.GetDigest(),
+			AdvisoryId: m.Advisory, Severity: m.Severity.String(), Reason: m.Reason, Uncertain: m.Uncertain,
+			Component: &catalogv1.Component{Purl: m.Component.PURL, Name: m.Component.Name, Version: m.Component.Version, License: m.Component.License}})
+	}
+	if c.lieFindings != nil {
+		resp.Findings = c.lieFindings(resp.Findings)
+	}
+	return resp, nil
+}
+
+func (c *fakeCatalog) GetAdvisory(_ context.Context, req *catalogv1.GetAdvisoryRequest) (*catalogv1.GetAdvisoryResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failAdvisories != nil {
+		return nil, c.failAdvisories
+	}
+	doc, ok := c.advisories[req.GetId()]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no advisory %s", req.GetId())
+	}
+	return &catalogv1.GetAdvisoryResponse{Document: doc, Digest: digest.Of(doc)}, nil
 }
 
 func (c *fakeCatalog) GetInclusionProof(_ context.Context, req *catalogv1.GetInclusionProofRequest) (*catalogv1.GetInclusionProofResponse, error) {

@@ -180,6 +180,7 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 		Deployments:            catalog,
 		Catalog:                catalog,
 		SBOMs:                  catalog,
+		Advisories:             catalog,
 		Signer:                 remote.NewSigner(signerv1.NewSignerServiceClient(dial(signerAddr, "/service/signer")), logger),
 		Publisher:              remote.NewPublisher(publisherv1.NewPublisherServiceClient(dial(publisherAddr, "/service/publisher"))),
 		Policy:                 s.policy,
