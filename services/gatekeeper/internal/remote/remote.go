@@ -239,6 +239,11 @@ func (c *Catalog) SBOM(ctx context.Context, a verify.Artifact, root *trustroot.R
 // candidates for is denied (admission.ErrIncomplete), not half checked.
 const MaxAdvisories = 1000
 
+// MaxAdvisoryBytes bounds the advisory documents one admission reads in
+// all; past it the admission is denied (admission.ErrIncomplete). The
+// parsed documents are held until the match is done.
+const MaxAdvisoryBytes = 64 << 20
+
 var _ admission.Advisories = (*Catalog)(nil)
 
 // Advisories returns the advisories affecting comps, the components of
@@ -247,8 +252,9 @@ var _ admission.Advisories = (*Catalog)(nil)
 // each candidate's document is read with GetAdvisory, parsed by
 // libs/advisory and matched here against comps, so a finding the
 // documents do not support is dropped and the severity is the document's,
-// never the catalog's word. A truncated candidate list, or more than
-// MaxAdvisories candidates, is admission.ErrIncomplete.
+// never the catalog's word. A truncated candidate list, more than
+// MaxAdvisories candidates or more than MaxAdvisoryBytes of documents is
+// admission.ErrIncomplete.
 func (c *Catalog) Advisories(ctx context.Context, a verify.Artifact, comps []sbom.Component) ([]advisory.Match, error) {
 	resp, err := c.client.ListFindings(ctx, &catalogv1.ListFindingsRequest{Name: a.Name, Version: a.Version})
 	if err != nil {
@@ -271,6 +277,7 @@ func (c *Catalog) Advisories(ctx context.Context, a verify.Artifact, comps []sbo
 		return nil, fmt.Errorf("%w: the catalog names %d advisories, more than %d", admission.ErrIncomplete, len(ids), MaxAdvisories)
 	}
 	advs := make([]*advisory.Advisory, 0, len(ids))
+	total := 0
 	for _, id := range ids {
 		if !advisory.ValidID(id) {
 			return nil, fmt.Errorf("catalog ListFindings: advisory id %q is not an OSV id", quote.Prefix(id))
@@ -279,6 +286,9 @@ func (c *Catalog) Advisories(ctx context.Context, a verify.Artifact, comps []sbo
 		if err != nil {
 			return nil, fmt.Errorf("catalog GetAdvisory %s: %w", id, err)
 		}
+		if total += len(r.GetDocument()); total > MaxAdvisoryBytes {
+			return nil, fmt.Errorf("%w: the advisories the catalog names are more than %d MiB", admission.ErrIncomplete, MaxAdvisoryBytes>>20)
+		}
 		adv, err := advisory.Parse(r.GetDocument())
 		if err != nil {
 			return nil, fmt.Errorf("catalog GetAdvisory %s: %w", id, err)
@@ -286,6 +296,7 @@ func (c *Catalog) Advisories(ctx context.Context, a verify.Artifact, comps []sbo
 		if adv.ID != id {
 			return nil, fmt.Errorf("catalog GetAdvisory %s: served the document of %s", id, quote.Prefix(adv.ID))
 		}
+		adv.Raw = nil // matching reads the decoded document only
 		advs = append(advs, adv)
 	}
 	return advisory.NewIndex(advs).MatchAll(comps), nil
