@@ -498,12 +498,22 @@ func algorithm(keyType, params []byte) (string, error) {
 
 // publicKey parses CKA_EC_POINT: a DER OCTET STRING around the point, or
 // (some tokens) the bare point.
+// bareSize is the size of an unwrapped CKA_EC_POINT by algorithm: an
+// uncompressed P-256 point (0x04 ‖ X ‖ Y) and an Ed25519 public key.
+var bareSize = map[string]int{keys.ECDSAP256: 65, keys.Ed25519: ed25519.PublicKeySize}
+
 func publicKey(alg string, point []byte) (any, error) {
+	// Tokens return CKA_EC_POINT DER-wrapped in an OCTET STRING or bare.
+	// A value of the bare size is taken as bare: a bare point may itself
+	// read as an OCTET STRING (0x04, then a first coordinate byte that
+	// happens to equal the remaining length), which unwrapping would cut.
 	raw := point
-	in := cryptobyte.String(point)
-	var inner cryptobyte.String
-	if in.ReadASN1(&inner, cbasn1.OCTET_STRING) && in.Empty() {
-		raw = inner
+	if len(point) != bareSize[alg] {
+		in := cryptobyte.String(point)
+		var inner cryptobyte.String
+		if in.ReadASN1(&inner, cbasn1.OCTET_STRING) && in.Empty() {
+			raw = inner
+		}
 	}
 	switch alg {
 	case keys.ECDSAP256:

@@ -480,6 +480,17 @@ func TestPublicKey(t *testing.T) {
 	point, _ := priv.PublicKey.Bytes()
 	edPub, _, _ := ed25519.GenerateKey(rand.Reader)
 	wrap := func(b []byte) []byte { return append([]byte{0x04, byte(len(b))}, b...) }
+	// Bare values that also read as an OCTET STRING: a P-256 point whose X
+	// starts with 63 (the remaining length), about one key in 256, and an
+	// Ed25519 key starting 0x04 30.
+	var ambiguous []byte
+	for ambiguous == nil {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if p, _ := k.PublicKey.Bytes(); p[1] == 63 {
+			ambiguous = p
+		}
+	}
+	edAmbiguous := append([]byte{0x04, 30}, edPub[2:]...)
 	tests := []struct {
 		name, alg string
 		point     []byte
@@ -487,6 +498,9 @@ func TestPublicKey(t *testing.T) {
 	}{
 		{"P-256 in an OCTET STRING", keys.ECDSAP256, wrap(point), true},
 		{"bare P-256 point", keys.ECDSAP256, point, true},
+		{"bare P-256 point that reads as an OCTET STRING", keys.ECDSAP256, ambiguous, true},
+		{"wrapped P-256 point that reads as an OCTET STRING", keys.ECDSAP256, wrap(ambiguous), true},
+		{"bare Ed25519 that reads as an OCTET STRING", keys.Ed25519, edAmbiguous, true},
 		{"P-256 point off the curve", keys.ECDSAP256, wrap(append([]byte{4}, make([]byte, 64)...)), false},
 		{"P-256 with trailing bytes", keys.ECDSAP256, append(wrap(point), 0), false},
 		{"Ed25519 in an OCTET STRING", keys.Ed25519, wrap(edPub), true},
