@@ -7,8 +7,6 @@
 package bench
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -37,6 +35,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/custody-dev/custody/libs/benchlimit"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	"github.com/custody-dev/custody/libs/identity/identitytest"
 	"github.com/custody-dev/custody/libs/rpc"
@@ -289,52 +288,6 @@ func h2load(b *testing.B, url string) float64 {
 	return r
 }
 
-var ddRate = regexp.MustCompile(`(\d+) bytes .* copied, ([0-9.]+) s`)
-
-// ddFsync is `dd conv=fsync` of 1 GiB into dir, in MB/s.
-func ddFsync(b *testing.B, dir string) float64 {
-	out, err := exec.Command("dd", "if=/dev/zero", "of="+filepath.Join(dir, "dd.bin"), "bs=1M", "count=1024", "conv=fsync").CombinedOutput()
-	os.Remove(filepath.Join(dir, "dd.bin"))
-	if err != nil {
-		b.Fatalf("dd: %v\n%s", err, out)
-	}
-	m := ddRate.FindSubmatch(out)
-	if m == nil {
-		b.Fatalf("dd output: %s", out)
-	}
-	n, _ := strconv.ParseFloat(string(m[1]), 64)
-	secs, _ := strconv.ParseFloat(string(m[2]), 64)
-	return n / secs / 1e6
-}
-
-// cryptoRate is one core's rate of SHA-256 plus two AES-256-GCM passes
-// over the same bytes, in MB/s.
-func cryptoRate(block []byte) float64 {
-	key := make([]byte, 32)
-	rand.Read(key)
-	c, _ := aes.NewCipher(key)
-	gcm, _ := cipher.NewGCM(c)
-	nonce := make([]byte, gcm.NonceSize())
-	const chunk = 1 << 20
-	dst := make([]byte, 0, chunk+gcm.Overhead())
-	h := sha256.New()
-	const total = 256 << 20
-	start := time.Now()
-	for done := 0; done < total; done += chunk {
-		p := block[done%len(block):][:chunk]
-		h.Write(p)
-		gcm.Seal(dst[:0], nonce, p, nil)
-		gcm.Seal(dst[:0], nonce, p, nil)
-	}
-	return total / time.Since(start).Seconds() / 1e6
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
 // BenchmarkEdge prints, for three runs, the median and range of each
 // figure and its ratio to its target.
 func BenchmarkEdge(b *testing.B) {
@@ -373,8 +326,12 @@ func BenchmarkEdge(b *testing.B) {
 	var dd, cr, miss, hit, edgeRate, nginxRate []float64
 	b.ResetTimer()
 	for i := range runs {
-		dd = append(dd, ddFsync(b, dir))
-		cr = append(cr, cryptoRate(big[:64<<20]))
+		r, err := benchlimit.DDFsync(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		dd = append(dd, r)
+		cr = append(cr, benchlimit.CryptoRate(big[:64<<20], 1<<20))
 		if _, err := e.cache.Purge(bigHex); err != nil {
 			b.Fatal(err)
 		}
@@ -390,9 +347,9 @@ func BenchmarkEdge(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	limit := min(median(dd), median(cr))
+	limit := min(benchlimit.Median(dd), benchlimit.Median(cr))
 	show := func(xs []float64, unit string) string {
-		return fmt.Sprintf("median %.0f %s (range %.0f-%.0f)", median(xs), unit, slices.Min(xs), slices.Max(xs))
+		return fmt.Sprintf("median %.0f %s (range %.0f-%.0f)", benchlimit.Median(xs), unit, slices.Min(xs), slices.Max(xs))
 	}
 	ratio := func(name string, got, target float64) {
 		verdict := "meets"
@@ -411,13 +368,13 @@ func BenchmarkEdge(b *testing.B) {
 		perRun[i] = edgeRate[i] / nginxRate[i]
 	}
 	fmt.Printf("ratios (medians):\n")
-	ratio("hit / limit", median(hit)/limit, 0.70)
-	ratio("miss / limit", median(miss)/limit, 0.50)
-	ratio("edge / nginx 1 MiB objects", median(edgeRate)/median(nginxRate), 0.70)
+	ratio("hit / limit", benchlimit.Median(hit)/limit, 0.70)
+	ratio("miss / limit", benchlimit.Median(miss)/limit, 0.50)
+	ratio("edge / nginx 1 MiB objects", benchlimit.Median(edgeRate)/benchlimit.Median(nginxRate), 0.70)
 	fmt.Printf("  edge / nginx per run: %.2f-%.2f\n", slices.Min(perRun), slices.Max(perRun))
-	b.ReportMetric(median(hit)/limit, "hit/limit")
-	b.ReportMetric(median(miss)/limit, "miss/limit")
-	b.ReportMetric(median(edgeRate)/median(nginxRate), "edge/nginx")
+	b.ReportMetric(benchlimit.Median(hit)/limit, "hit/limit")
+	b.ReportMetric(benchlimit.Median(miss)/limit, "miss/limit")
+	b.ReportMetric(benchlimit.Median(edgeRate)/benchlimit.Median(nginxRate), "edge/nginx")
 }
 
 func nproc() int {

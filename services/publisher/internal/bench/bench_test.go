@@ -8,8 +8,6 @@ package bench
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -19,9 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"sync"
@@ -32,6 +28,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/custody-dev/custody/libs/attest"
+	"github.com/custody-dev/custody/libs/benchlimit"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
@@ -210,61 +207,20 @@ func download(ctx context.Context, c publisherv1.PublisherServiceClient, digest 
 	return nil
 }
 
-var ddRate = regexp.MustCompile(`(\d+) bytes .* copied, ([0-9.]+) s`)
-
-// ddFsync is `dd conv=fsync` of 1 GiB into dir, in MB/s.
-func ddFsync(b *testing.B, dir string) float64 {
-	out, err := exec.Command("dd", "if=/dev/zero", "of="+filepath.Join(dir, "dd.bin"), "bs=1M", "count=1024", "conv=fsync").CombinedOutput()
-	os.Remove(filepath.Join(dir, "dd.bin"))
-	if err != nil {
-		b.Fatalf("dd: %v\n%s", err, out)
-	}
-	m := ddRate.FindSubmatch(out)
-	if m == nil {
-		b.Fatalf("dd output: %s", out)
-	}
-	n, _ := strconv.ParseFloat(string(m[1]), 64)
-	secs, _ := strconv.ParseFloat(string(m[2]), 64)
-	return n / secs / 1e6
-}
-
-// cryptoRate is one core's rate of SHA-256 plus two AES-256-GCM passes
-// over the same bytes, in MB/s.
-func cryptoRate(block []byte) float64 {
-	key := make([]byte, 32)
-	rand.Read(key)
-	c, _ := aes.NewCipher(key)
-	gcm, _ := cipher.NewGCM(c)
-	nonce := make([]byte, gcm.NonceSize())
-	dst := make([]byte, 0, server.ChunkSize+gcm.Overhead())
-	h := sha256.New()
-	const total = 256 << 20
-	start := time.Now()
-	for done := 0; done < total; done += server.ChunkSize {
-		chunk := block[done%len(block):][:server.ChunkSize]
-		h.Write(chunk)
-		gcm.Seal(dst[:0], nonce, chunk, nil)
-		gcm.Seal(dst[:0], nonce, chunk, nil)
-	}
-	return total / time.Since(start).Seconds() / 1e6
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
 func BenchmarkPublisher1GiB(b *testing.B) {
 	dir := b.TempDir()
 	block := make([]byte, 16<<20)
 	rand.Read(block)
 	var dd, cr []float64
 	for range runs {
-		dd = append(dd, ddFsync(b, dir))
-		cr = append(cr, cryptoRate(block))
+		r, err := benchlimit.DDFsync(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		dd = append(dd, r)
+		cr = append(cr, benchlimit.CryptoRate(block, server.ChunkSize))
 	}
-	limit := min(median(dd), median(cr))
+	limit := min(benchlimit.Median(dd), benchlimit.Median(cr))
 	builder, edge := publisher(b, dir)
 	var up, upResumable, down, upCPU, downCPU []float64
 	b.ResetTimer()
@@ -295,10 +251,10 @@ func BenchmarkPublisher1GiB(b *testing.B) {
 	}
 	b.StopTimer()
 	show := func(xs []float64) string {
-		return fmt.Sprintf("median %.0f MB/s (range %.0f-%.0f, %.0f%% of the limit)", median(xs), slices.Min(xs), slices.Max(xs), 100*median(xs)/limit)
+		return fmt.Sprintf("median %.0f MB/s (range %.0f-%.0f, %.0f%% of the limit)", benchlimit.Median(xs), slices.Min(xs), slices.Max(xs), 100*benchlimit.Median(xs)/limit)
 	}
 	fmt.Printf("machine limit %.0f MB/s: dd conv=fsync median %.0f MB/s %v, SHA-256 + 2×AES-GCM on one core median %.0f MB/s %v\n",
-		limit, median(dd), round(dd), median(cr), round(cr))
+		limit, benchlimit.Median(dd), round(dd), benchlimit.Median(cr), round(cr))
 	fmt.Printf("publish  1 GiB over mTLS gRPC, %d runs: %s %v\n", len(up), show(up), round(up))
 	fmt.Printf("publish  1 GiB resumable (upload id, as custody publish), %d runs: %s %v\n", len(upResumable), show(upResumable), round(upResumable))
 	fmt.Printf("download 1 GiB over mTLS gRPC, %d runs: %s %v\n", len(down), show(down), round(down))
@@ -315,13 +271,13 @@ func BenchmarkPublisher1GiB(b *testing.B) {
 		return "[" + string(b) + "]"
 	}
 	fmt.Printf("user+sys CPU per GiB (client and publisher): publish median %.2f s %s, download median %.2f s %s\n",
-		median(upCPU), secs(upCPU), median(downCPU), secs(downCPU))
+		benchlimit.Median(upCPU), secs(upCPU), benchlimit.Median(downCPU), secs(downCPU))
 	fmt.Printf("target: publish and download >= 70%% of the limit\n")
-	b.ReportMetric(median(up), "publish-MB/s")
-	b.ReportMetric(median(down), "download-MB/s")
+	b.ReportMetric(benchlimit.Median(up), "publish-MB/s")
+	b.ReportMetric(benchlimit.Median(down), "download-MB/s")
 	b.ReportMetric(limit, "limit-MB/s")
-	b.ReportMetric(median(up)/limit, "publish/limit")
-	b.ReportMetric(median(down)/limit, "download/limit")
+	b.ReportMetric(benchlimit.Median(up)/limit, "publish/limit")
+	b.ReportMetric(benchlimit.Median(down)/limit, "download/limit")
 }
 
 // cpuSeconds is this process's user+sys CPU time so far.
