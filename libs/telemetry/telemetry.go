@@ -78,6 +78,14 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 	}
 	t.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	t.Metrics = newMetrics(t.Registry, cfg.Service)
+	if cfg.TraceFile == "" && cfg.OTLPEndpoint == "" {
+		// No exporter: recording spans nobody reads cost about a tenth of
+		// the catalog's CPU per event (decision 0068). A no-op provider
+		// still carries the caller's trace context through to outgoing
+		// calls, so traces stay linked across a process that exports none.
+		t.TracerProvider = noop.NewTracerProvider()
+		return t, nil
+	}
 
 	res := resource.NewSchemaless(semconv.ServiceName(cfg.Service))
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
@@ -101,14 +109,6 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 			return nil, fmt.Errorf("create OTLP exporter for %s: %w", target.HostPort, err)
 		}
 		opts = append(opts, sdktrace.WithBatcher(exp))
-	}
-	if len(opts) == 1 {
-		// No exporter: recording spans nobody reads cost about a tenth of
-		// the catalog's CPU per event (decision 0068). A no-op provider
-		// still carries the caller's trace context through to outgoing
-		// calls, so traces stay linked across a process that exports none.
-		t.TracerProvider = noop.NewTracerProvider()
-		return t, nil
 	}
 	tp := sdktrace.NewTracerProvider(opts...)
 	// The provider flushes its exporters first, then the trace file closes.
