@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"flag"
 	"os"
@@ -102,6 +103,105 @@ func TestVSARoundTrip(t *testing.T) {
 		}
 		if _, err := st.Artifact(); err == nil {
 			t.Error("Artifact() of a VSA: want an error")
+		}
+	}
+}
+
+// TestVSAFieldRules: a bundle decision carries the VSA v1 fields on an
+// allow and a deny: policy {uri, digest} with the bundle's dirHash,
+// inputAttestations each with a uri and sha256, verifiedLevels FAILED on
+// a deny; the revision and dry-run flag in Custody's extension. Records
+// that break the rules are refused.
+func TestVSAFieldRules(t *testing.T) {
+	d := decision()
+	d.PolicyDigest = "dirHash:" + strings.Repeat("cd", 32)
+	d.PolicyRevision, d.DryRun = "2026-12-03.1", true
+	d.InputAttestations = []ResourceDescriptor{InputAttestation("app", "1.4.0", AttestationProvenance, []byte("envelope")),
+		InputAttestation("app", "1.4.0", AttestationSBOM, []byte("sbom envelope"))}
+	for _, passed := range []bool{true, false} {
+		d.Passed = passed
+		b, err := NewVSA(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if passed {
+			golden(t, "vsa-bundle.json", b)
+		}
+		var raw struct {
+			Predicate struct {
+				Policy struct {
+					URI    string            `json:"uri"`
+					Digest map[string]string `json:"digest"`
+				} `json:"policy"`
+				InputAttestations  []ResourceDescriptor `json:"inputAttestations"`
+				VerificationResult string               `json:"verificationResult"`
+				VerifiedLevels     []string             `json:"verifiedLevels"`
+			} `json:"predicate"`
+		}
+		if err := json.Unmarshal(b, &raw); err != nil {
+			t.Fatal(err)
+		}
+		p := raw.Predicate
+		wantLevels := map[bool]string{true: "SLSA_BUILD_LEVEL_2", false: "FAILED"}[passed]
+		if p.Policy.URI != "custody:policy/admission" || !cmp.Equal(p.Policy.Digest, map[string]string{"dirHash": strings.Repeat("cd", 32)}) ||
+			len(p.InputAttestations) != 2 || p.InputAttestations[0].URI != "custody:app@1.4.0?attestation=provenance" ||
+			p.InputAttestations[0].Digest["sha256"] != strings.TrimPrefix(digest.Of([]byte("envelope")), "sha256:") ||
+			!cmp.Equal(p.VerifiedLevels, []string{wantLevels}) {
+			t.Errorf("passed=%v: predicate %+v", passed, p)
+		}
+		st, err := ParseStatement(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := st.Decision()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(d, *got); diff != "" {
+			t.Errorf("round trip (-want +got):\n%s", diff)
+		}
+	}
+	for name, mod := range map[string]func(*Decision){
+		"an input without a digest": func(d *Decision) { d.InputAttestations = []ResourceDescriptor{{URI: "custody:x"}} },
+		"an input without a uri":    func(d *Decision) { d.InputAttestations[0].URI = "" },
+		"too many inputs": func(d *Decision) {
+			for range maxInputAttestations {
+				d.InputAttestations = append(d.InputAttestations, d.InputAttestations[0])
+			}
+		},
+		"md5 policy digest": func(d *Decision) { d.PolicyDigest = "md5:" + strings.Repeat("ab", 32) },
+		"no policy uri":     func(d *Decision) { d.PolicyURI = "" },
+		"no time verified":  func(d *Decision) { d.Time = time.Time{} },
+	} {
+		bad := decision()
+		bad.InputAttestations = []ResourceDescriptor{InputAttestation("app", "1.4.0", AttestationProvenance, nil)}
+		mod(&bad)
+		if _, err := NewVSA(bad); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	// A deny that claims a level, or an allow that says FAILED, is not a
+	// record Custody wrote.
+	for _, tc := range []struct {
+		passed   bool
+		from, to string
+	}{
+		{false, `"verifiedLevels":["FAILED"]`, `"verifiedLevels":["SLSA_BUILD_LEVEL_2"]`},
+		{true, `"verifiedLevels":["SLSA_BUILD_LEVEL_2"]`, `"verifiedLevels":["FAILED"]`},
+	} {
+		d := decision()
+		d.Passed = tc.passed
+		b, _ := NewVSA(d)
+		forged := strings.Replace(string(b), tc.from, tc.to, 1)
+		if forged == string(b) {
+			t.Fatalf("%s not found in %s", tc.from, b)
+		}
+		st, err := ParseStatement([]byte(forged))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Decision(); !errors.Is(err, ErrMalformed) {
+			t.Errorf("passed=%v with %s: %v, want ErrMalformed", tc.passed, tc.to, err)
 		}
 	}
 }

@@ -1,10 +1,13 @@
 package attest
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,17 +47,69 @@ type Artifact struct {
 
 // Decision is what a gatekeeper decision record (VSA) says.
 type Decision struct {
-	VerifierID   string
-	Name         string
-	Version      string
-	Digest       string // "sha256:<hex>"
-	Environment  string
-	PolicyURI    string
-	PolicyDigest string // "sha256:<hex>"
-	DecisionID   string
-	Passed       bool
-	Time         time.Time
-	Reasons      []string
+	VerifierID  string
+	Name        string
+	Version     string
+	Digest      string // "sha256:<hex>"
+	Environment string
+	PolicyURI   string
+	// PolicyDigest is "<algorithm>:<hex>" of the policy: "dirHash:<hex>"
+	// for a policy bundle (the in-toto DigestSet's dirHash), or
+	// "sha256:<hex>" (records made before policy bundles).
+	PolicyDigest string
+	// PolicyRevision is the policy bundle's revision, if it has one.
+	PolicyRevision string
+	DecisionID     string
+	Passed         bool
+	// DryRun is set when the environment was in dry-run mode: the
+	// policy's own denials were turned into warnings (see Reasons); a
+	// verification failure or a stop still fails the decision.
+	DryRun bool
+	Time   time.Time
+	// InputAttestations are the attestations the decision evaluated
+	// (the VSA's inputAttestations): each names the DSSE envelope by its
+	// SHA-256 and a URI (AttestationURI).
+	InputAttestations []ResourceDescriptor
+	Reasons           []string
+}
+
+// Kinds of input attestation, the query of AttestationURI.
+const (
+	AttestationProvenance = "provenance"
+	AttestationSBOM       = "sbom"
+)
+
+// Policy digest algorithms a decision record may carry.
+const (
+	PolicyDigestDirHash = "dirHash"
+	PolicyDigestSHA256  = "sha256"
+)
+
+// AttestationURI names an attestation of kind about name@version in a
+// VSA's inputAttestations: custody:<name>@<version>?attestation=<kind>.
+// The catalog serves it (GetArtifact for the provenance, GetSBOM for the
+// SBOM); the entry's digest says which envelope it was.
+func AttestationURI(name, version, kind string) string {
+	return "custody:" + name + "@" + version + "?attestation=" + url.QueryEscape(kind)
+}
+
+// InputAttestation describes the DSSE envelope of an attestation of kind
+// about name@version for a VSA's inputAttestations.
+func InputAttestation(name, version, kind string, envelope []byte) ResourceDescriptor {
+	sum := sha256.Sum256(envelope)
+	return ResourceDescriptor{URI: AttestationURI(name, version, kind), Digest: map[string]string{"sha256": hex.EncodeToString(sum[:])}}
+}
+
+// maxInputAttestations bounds a decision record's inputAttestations.
+const maxInputAttestations = 64
+
+// splitPolicyDigest reads "<algorithm>:<hex>".
+func splitPolicyDigest(d string) (string, string, error) {
+	alg, h, ok := strings.Cut(d, ":")
+	if !ok || (alg != PolicyDigestDirHash && alg != PolicyDigestSHA256) || !digest.ValidHex(h) {
+		return "", "", fmt.Errorf("policy digest %q: want dirHash:<64 lowercase hex> or sha256:<64 lowercase hex>", quote.Prefix(d))
+	}
+	return alg, h, nil
 }
 
 // Subject is an in-toto resource descriptor naming what a statement is about.
@@ -112,16 +167,19 @@ type vsaJSON struct {
 		URI    string            `json:"uri"`
 		Digest map[string]string `json:"digest"`
 	} `json:"policy"`
-	VerificationResult string        `json:"verificationResult"`
-	VerifiedLevels     []string      `json:"verifiedLevels"`
-	SLSAVersion        string        `json:"slsaVersion"`
-	Custody            decisionExtra `json:"https://custody.dev/decision/v1"`
+	InputAttestations  []ResourceDescriptor `json:"inputAttestations,omitempty"`
+	VerificationResult string               `json:"verificationResult"`
+	VerifiedLevels     []string             `json:"verifiedLevels"`
+	SLSAVersion        string               `json:"slsaVersion"`
+	Custody            decisionExtra        `json:"https://custody.dev/decision/v1"`
 }
 
 type decisionExtra struct {
-	DecisionID  string   `json:"decisionId"`
-	Environment string   `json:"environment"`
-	Reasons     []string `json:"reasons"`
+	DecisionID     string   `json:"decisionId"`
+	Environment    string   `json:"environment"`
+	PolicyRevision string   `json:"policyRevision,omitempty"`
+	DryRun         bool     `json:"dryRun,omitempty"`
+	Reasons        []string `json:"reasons"`
 }
 
 // NewProvenance returns an in-toto Statement v1 with an SLSA Provenance v1
@@ -152,33 +210,41 @@ func NewProvenance(a Artifact) ([]byte, error) {
 }
 
 // NewVSA returns an in-toto Statement v1 with an SLSA Verification Summary
-// predicate recording d, as JSON.
+// predicate recording d, as JSON, following the VSA v1 field rules on an
+// allow and a deny alike: verifier.id, timeVerified, resourceUri, policy
+// {uri, digest}, inputAttestations (each with a digest), verificationResult
+// PASSED or FAILED, and verifiedLevels ["SLSA_BUILD_LEVEL_2"] on a pass,
+// ["FAILED"] on a fail.
 func NewVSA(d Decision) ([]byte, error) {
 	hexDigest, err := digest.Parse(d.Digest)
 	if err != nil {
 		return nil, err
 	}
-	policyHex, err := digest.Parse(d.PolicyDigest)
+	policyAlg, policyHex, err := splitPolicyDigest(d.PolicyDigest)
 	if err != nil {
-		return nil, fmt.Errorf("policy digest: %w", err)
+		return nil, err
 	}
-	if d.VerifierID == "" || d.Name == "" || d.Version == "" || d.Environment == "" || d.DecisionID == "" {
-		return nil, errors.New("decision needs verifier id, name, version, environment and decision id")
+	if d.VerifierID == "" || d.Name == "" || d.Version == "" || d.Environment == "" || d.DecisionID == "" || d.PolicyURI == "" || d.Time.IsZero() {
+		return nil, errors.New("decision needs verifier id, name, version, environment, decision id, policy uri and time")
+	}
+	if err := validInputAttestations(d.InputAttestations); err != nil {
+		return nil, err
 	}
 	var v vsaJSON
 	v.Verifier.ID = d.VerifierID
 	v.TimeVerified = d.Time.UTC()
 	v.ResourceURI = ResourceURI(d.Name, d.Version, d.Environment)
 	v.Policy.URI = d.PolicyURI
-	v.Policy.Digest = map[string]string{"sha256": policyHex}
+	v.Policy.Digest = map[string]string{policyAlg: policyHex}
+	v.InputAttestations = d.InputAttestations
 	v.VerificationResult = "FAILED"
-	v.VerifiedLevels = []string{}
+	v.VerifiedLevels = []string{"FAILED"}
 	if d.Passed {
 		v.VerificationResult = "PASSED"
 		v.VerifiedLevels = []string{"SLSA_BUILD_LEVEL_2"}
 	}
 	v.SLSAVersion = "1.0"
-	v.Custody = decisionExtra{DecisionID: d.DecisionID, Environment: d.Environment, Reasons: d.Reasons}
+	v.Custody = decisionExtra{DecisionID: d.DecisionID, Environment: d.Environment, PolicyRevision: d.PolicyRevision, DryRun: d.DryRun, Reasons: d.Reasons}
 	if v.Custody.Reasons == nil {
 		v.Custody.Reasons = []string{}
 	}
@@ -300,6 +366,10 @@ func (s *Statement) Decision() (*Decision, error) {
 	d := &Decision{
 		VerifierID: v.Verifier.ID, Digest: subjectDigest, PolicyURI: v.Policy.URI, Time: v.TimeVerified,
 		DecisionID: v.Custody.DecisionID, Environment: v.Custody.Environment, Reasons: v.Custody.Reasons,
+		PolicyRevision: v.Custody.PolicyRevision, DryRun: v.Custody.DryRun, InputAttestations: v.InputAttestations,
+	}
+	if err := validInputAttestations(d.InputAttestations); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	switch v.VerificationResult {
 	case "PASSED":
@@ -308,11 +378,20 @@ func (s *Statement) Decision() (*Decision, error) {
 	default:
 		return nil, fmt.Errorf("%w: verificationResult %q, want PASSED or FAILED", ErrMalformed, quote.Prefix(v.VerificationResult))
 	}
-	if h, ok := v.Policy.Digest["sha256"]; ok {
-		if !digest.ValidHex(h) {
-			return nil, fmt.Errorf("%w: policy digest %q: want 64 lowercase hex", ErrMalformed, quote.Prefix(h))
+	for _, alg := range []string{PolicyDigestDirHash, PolicyDigestSHA256} {
+		if h, ok := v.Policy.Digest[alg]; ok {
+			if !digest.ValidHex(h) {
+				return nil, fmt.Errorf("%w: policy digest %s %q: want 64 lowercase hex", ErrMalformed, alg, quote.Prefix(h))
+			}
+			d.PolicyDigest = alg + ":" + h
+			break
 		}
-		d.PolicyDigest = digest.Prefix + h
+	}
+	switch {
+	case d.Passed && (len(v.VerifiedLevels) != 1 || v.VerifiedLevels[0] == "FAILED"):
+		return nil, fmt.Errorf("%w: a PASSED decision with verifiedLevels %q", ErrMalformed, quote.Prefix(strings.Join(v.VerifiedLevels, ",")))
+	case !d.Passed && slices.ContainsFunc(v.VerifiedLevels, func(l string) bool { return strings.HasPrefix(l, "SLSA_") }):
+		return nil, fmt.Errorf("%w: a FAILED decision claims verifiedLevels %q", ErrMalformed, quote.Prefix(strings.Join(v.VerifiedLevels, ",")))
 	}
 	rest, ok := strings.CutPrefix(v.ResourceURI, "custody:")
 	nv, env, ok2 := strings.Cut(rest, "?env=")
@@ -331,4 +410,18 @@ func (s *Statement) Decision() (*Decision, error) {
 		return nil, fmt.Errorf("%w: decision has no verifier id or decision id", ErrMalformed)
 	}
 	return d, nil
+}
+
+// validInputAttestations checks a VSA's inputAttestations: at most
+// maxInputAttestations, each with a URI and a valid sha256 digest.
+func validInputAttestations(rs []ResourceDescriptor) error {
+	if len(rs) > maxInputAttestations {
+		return fmt.Errorf("%d input attestations, more than %d", len(rs), maxInputAttestations)
+	}
+	for i, r := range rs {
+		if r.URI == "" || len(r.URI) > MaxDependencyURILen || !digest.ValidHex(r.Digest["sha256"]) {
+			return fmt.Errorf("input attestation %d: want a uri and a sha256 digest of its envelope", i)
+		}
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -54,7 +55,10 @@ type config struct {
 	PublisherAddr          string
 	TrustRootFile          string
 	AcceptBeforeRevocation bool
-	PolicyFile             string
+	PolicyBundle           string
+	PolicyBundleKey        string
+	PolicyBundleKeyAlg     string
+	DryRunEnvs             string
 	StopStateFile          string
 	LiftQuorum             string
 	DefaultLiftQuorum      int
@@ -79,8 +83,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		"the pinned trust root: a DSSE envelope signed by its root keys (e.g. `custody dev` trust/root.json); newer versions are fetched from the signer")
 	f.Bool(&cfg.AcceptBeforeRevocation, "accept-before-revocation", "CUSTODY_ACCEPT_BEFORE_REVOCATION", false,
 		"let signatures by a revoked key version stand if the log recorded them before the revocation time (default: deny them all)")
-	f.String(&cfg.PolicyFile, "policy-file", "CUSTODY_POLICY_FILE", "",
-		"Rego admission policy, package custody.admission (default: the built-in policy/admission.rego)")
+	f.String(&cfg.PolicyBundle, "policy-bundle", "CUSTODY_POLICY_BUNDLE", "",
+		"OPA bundle of the admission policy: a directory or a .tar.gz with a .manifest naming its revision and Rego of package custody.admission (default: the built-in bundle, services/gatekeeper/policy; docs/policy.md)")
+	f.String(&cfg.PolicyBundleKey, "policy-bundle-key", "CUSTODY_POLICY_BUNDLE_KEY", "",
+		"PEM public key that must have signed the policy bundle (.signatures.json, as `opa build --signing-key` writes it); unset: the bundle must be unsigned")
+	f.String(&cfg.PolicyBundleKeyAlg, "policy-bundle-key-alg", "CUSTODY_POLICY_BUNDLE_KEY_ALG", "ES256",
+		"JWS algorithm of the bundle signature: ES256, ES384, ES512, RS256, RS384, RS512, PS256, PS384, PS512 or EdDSA")
+	f.String(&cfg.DryRunEnvs, "dry-run-env", "CUSTODY_DRY_RUN_ENV", "",
+		"environments in dry-run mode, comma-separated (e.g. staging): the policy's denials there are logged and the admission allowed with warnings; verification failures, stops and the rollback rule still deny (decision 0100)")
 	f.String(&cfg.StopStateFile, "stop-state-file", "CUSTODY_STOP_STATE_FILE", "",
 		"durable pause and kill-switch state (a JSON file, created if missing; keep it on persistent storage)")
 	f.String(&cfg.LiftQuorum, "lift-quorum", "CUSTODY_LIFT_QUORUM", "",
@@ -140,14 +150,33 @@ func (c *config) Validate() error {
 	} else if _, err := c.trustRoot(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.PolicyFile != "" {
-		if name, src, err := c.policy(); err != nil {
+	if _, err := parseEnvs(c.DryRunEnvs); err != nil {
+		errs = append(errs, err)
+	}
+	if c.PolicyBundle != "" || c.PolicyBundleKey != "" {
+		if _, err := c.policy(context.Background()); err != nil {
 			errs = append(errs, err)
-		} else if _, err := policy.New(context.Background(), name, src); err != nil {
-			errs = append(errs, fmt.Errorf("--policy-file: %w", err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// parseEnvs reads env,env.
+func parseEnvs(s string) ([]string, error) {
+	var out []string
+	for _, env := range strings.Split(s, ",") {
+		env = strings.TrimSpace(env)
+		if env == "" {
+			continue
+		}
+		if !admission.ValidEnvironment(env) {
+			return nil, fmt.Errorf("--dry-run-env %q: want environment names like staging, comma-separated", env)
+		}
+		if !slices.Contains(out, env) {
+			out = append(out, env)
+		}
+	}
+	return out, nil
 }
 
 // parseQuorum reads env=k,env=k.
@@ -185,16 +214,28 @@ func (c *config) trustRoot() (*trustroot.Trusted, error) {
 	return t, nil
 }
 
-// policy returns the policy's name and source.
-func (c *config) policy() (string, []byte, error) {
-	if c.PolicyFile == "" {
-		return defaultpolicy.DefaultName, defaultpolicy.Default(), nil
+// policy loads and compiles the policy bundle: --policy-bundle, checked
+// against --policy-bundle-key if given, or the built-in one.
+func (c *config) policy(ctx context.Context) (*policy.Policy, error) {
+	if c.PolicyBundle == "" {
+		if c.PolicyBundleKey != "" {
+			return nil, errors.New("--policy-bundle-key needs --policy-bundle: the built-in policy is part of the binary and carries no signature")
+		}
+		return policy.LoadBundleFS(ctx, defaultpolicy.BundleName, defaultpolicy.Bundle(), policy.BundleOptions{})
 	}
-	b, err := os.ReadFile(c.PolicyFile)
+	opts := policy.BundleOptions{Algorithm: c.PolicyBundleKeyAlg}
+	if c.PolicyBundleKey != "" {
+		b, err := os.ReadFile(c.PolicyBundleKey)
+		if err != nil {
+			return nil, fmt.Errorf("--policy-bundle-key: %w", err)
+		}
+		opts.PublicKey = b
+	}
+	p, err := policy.LoadBundle(ctx, c.PolicyBundle, opts)
 	if err != nil {
-		return "", nil, fmt.Errorf("--policy-file: %w", err)
+		return nil, fmt.Errorf("--policy-bundle: %w", err)
 	}
-	return filepath.Base(c.PolicyFile), b, nil
+	return p, nil
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
@@ -209,11 +250,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	name, src, err := cfg.policy()
+	pol, err := cfg.policy(ctx)
 	if err != nil {
 		return err
 	}
-	pol, err := policy.New(ctx, name, src)
+	dryRun, err := parseEnvs(cfg.DryRunEnvs)
 	if err != nil {
 		return err
 	}
@@ -223,7 +264,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer d.Close()
-	d.Logger.Info("admission policy loaded", slog.String("policy", name), slog.String("digest", pol.Digest()))
+	d.Logger.Info("admission policy bundle loaded", slog.String("policy", pol.Name()), slog.String("revision", pol.Revision()), slog.String("digest", pol.Digest()))
+	if len(dryRun) > 0 {
+		d.Logger.Warn("dry-run: the policy's denials in these environments are logged and admitted with warnings", slog.Any("environments", dryRun))
+	}
 
 	svid, err := d.Source.GetX509SVID()
 	if err != nil {
@@ -274,6 +318,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Signer:                 remote.NewSigner(signerv1.NewSignerServiceClient(signerConn), d.Logger),
 		Publisher:              remote.NewPublisher(publisherv1.NewPublisherServiceClient(publisherConn)),
 		Policy:                 pol,
+		DryRun:                 dryRun,
 		TrustRoot:              trusted,
 		AcceptBeforeRevocation: cfg.AcceptBeforeRevocation,
 		DeploymentMaxAge:       cfg.DeploymentMaxAge,

@@ -38,9 +38,14 @@ func writeFile(t *testing.T, dir, name, content string) string {
 
 func TestValidateReportsEveryProblem(t *testing.T) {
 	dir := t.TempDir()
-	badPolicy := writeFile(t, dir, "p.rego", "package other\n\ndeny contains \"x\" if { false }\n")
+	badPolicy := filepath.Join(dir, "bundle")
+	if err := os.Mkdir(badPolicy, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, badPolicy, ".manifest", `{"revision": "r1"}`)
+	writeFile(t, badPolicy, "p.rego", "package other\n\ndeny contains \"x\" if { false }\n")
 	badRoot := writeFile(t, dir, "root.json", `{"type":"https://custody.dev/trustroot/v1"}`)
-	cfg, err := parseConfig([]string{"--trust-root", badRoot, "--policy-file", badPolicy}, func(string) string { return "" }, io.Discard)
+	cfg, err := parseConfig([]string{"--trust-root", badRoot, "--policy-bundle", badPolicy, "--dry-run-env", "staging,Prod"}, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +54,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		t.Fatal("Validate succeeded")
 	}
 	for _, want := range []string{"--trust-domain", "--catalog-addr", "--signer-addr", "--publisher-addr",
-		"--trust-root " + badRoot + ": pinned trust root: malformed trust root", "package is data.other", "--stop-state-file is required"} {
+		"--trust-root " + badRoot + ": pinned trust root: malformed trust root", "--policy-bundle: policy bundle refused", "no module of package custody.admission", "--dry-run-env \"Prod\"", "--stop-state-file is required"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
@@ -57,12 +62,12 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 }
 
 func TestConfigFromEnvironment(t *testing.T) {
-	env := map[string]string{"CUSTODY_CATALOG_ADDR": "c:1", "CUSTODY_SIGNER_ADDR": "s:1", "CUSTODY_PUBLISHER_ADDR": "p:1", "CUSTODY_POLICY_FILE": "x.rego"}
+	env := map[string]string{"CUSTODY_CATALOG_ADDR": "c:1", "CUSTODY_SIGNER_ADDR": "s:1", "CUSTODY_PUBLISHER_ADDR": "p:1", "CUSTODY_POLICY_BUNDLE": "b.tar.gz", "CUSTODY_DRY_RUN_ENV": "staging"}
 	cfg, err := parseConfig([]string{"--signer-addr", "flag:1"}, func(k string) string { return env[k] }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.CatalogAddr != "c:1" || cfg.SignerAddr != "flag:1" || cfg.PublisherAddr != "p:1" || cfg.PolicyFile != "x.rego" {
+	if cfg.CatalogAddr != "c:1" || cfg.SignerAddr != "flag:1" || cfg.PublisherAddr != "p:1" || cfg.PolicyBundle != "b.tar.gz" || cfg.DryRunEnvs != "staging" {
 		t.Errorf("config %+v: want env values with the flag winning", cfg)
 	}
 }

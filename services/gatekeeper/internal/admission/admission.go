@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -128,9 +129,22 @@ type Rollbacks interface {
 type SBOMs interface {
 	// SBOM returns the components parsed from the attested document of
 	// a's SBOM after verifying it against root with o's revocations
-	// (libs/verify's SBOM check). ErrNotFound (wrapped) if a has none; an error wrapping
-	// verify.ErrVerification if it fails verification.
-	SBOM(ctx context.Context, a verify.Artifact, root *trustroot.Root, o verify.Options) ([]sbom.Component, *attest.SBOMRef, error)
+	// (libs/verify's SBOM check), with the attestation's envelope.
+	// ErrNotFound (wrapped) if a has none; an error wrapping
+	// verify.ErrVerification if it fails verification, and then the
+	// result, if not nil, holds only the envelope that failed.
+	SBOM(ctx context.Context, a verify.Artifact, root *trustroot.Root, o verify.Options) (*VerifiedSBOM, error)
+}
+
+// VerifiedSBOM is an artifact's SBOM as SBOMs.SBOM read it.
+type VerifiedSBOM struct {
+	// Components are parsed from the attested document.
+	Components []sbom.Component
+	Ref        *attest.SBOMRef
+	// Envelope is the SBOM attestation's DSSE envelope as the catalog
+	// served it (and the log names by its SHA-256): an input attestation
+	// of the decision.
+	Envelope []byte
 }
 
 // Advisories reads the advisories that affect an artifact's verified SBOM
@@ -164,9 +178,24 @@ type Decision struct {
 	ID    string
 	Allow bool
 	// Reasons are every reason to deny, or for an allow the checks that
-	// passed.
-	Reasons      []string
-	PolicyDigest string
+	// passed followed by warnings ("warning: …").
+	Reasons []string
+	// PolicyDigest and PolicyRevision are the policy bundle's
+	// (policy.Policy.Digest and Revision).
+	PolicyDigest   string
+	PolicyRevision string
+	// DryRun is set when the environment is in dry-run mode
+	// (Config.DryRun); PolicyDenials are then the policy's denials the
+	// decision turned into warnings: with any, the real decision was a
+	// deny and Allow reports the dry-run's allow. Verification failures,
+	// the gatekeeper's own denials (SBOM forged, advisories incomplete,
+	// rollback rule, policy not evaluable) and stops are never softened.
+	DryRun        bool
+	PolicyDenials []string
+	// InputAttestations are the attestations the decision evaluated, by
+	// their envelopes' SHA-256: the provenance, the SBOM if the artifact
+	// has one and its evidence verified (VEX statements are to follow).
+	InputAttestations []attest.ResourceDescriptor
 	// Name, Version and Digest are the artifact's, as far as known.
 	Name, Version, Digest string
 	Environment           string
@@ -185,6 +214,15 @@ func (d *Decision) Verdict() string {
 		return "allow"
 	}
 	return "deny"
+}
+
+// RealVerdict returns the decision without dry-run: "deny" for a dry-run
+// allow the policy denied, else Verdict.
+func (d *Decision) RealVerdict() string {
+	if len(d.PolicyDenials) > 0 {
+		return "deny"
+	}
+	return d.Verdict()
 }
 
 // Config configures a Gate.
@@ -218,6 +256,10 @@ type Config struct {
 	// nil means none is read and the policy sees no vulnerabilities
 	// (tests).
 	Advisories Advisories
+	// DryRun lists the environments in dry-run mode (decision 0100): the
+	// policy's denials there are logged and returned as warnings on an
+	// allow; every other check still denies.
+	DryRun []string
 	// TrustDomain is the deployment's trust domain, given to the policy.
 	TrustDomain string
 	Metrics     *telemetry.Metrics
@@ -260,6 +302,11 @@ func New(cfg Config) (*Gate, error) {
 	if (cfg.Rollbacks == nil) != (cfg.Deployments == nil) {
 		errs = append(errs, errors.New("the rollback rule needs both rollbacks and deployments"))
 	}
+	for _, env := range cfg.DryRun {
+		if !validEnv(env) {
+			errs = append(errs, fmt.Errorf("dry-run environment %q: want a name like prod or staging", trunc(env)))
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("admission config: %w", err)
 	}
@@ -291,7 +338,9 @@ func (g *Gate) Admit(ctx context.Context, req Request) (*Decision, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Decision{ID: id, PolicyDigest: g.cfg.Policy.Digest(), Name: req.Name, Version: req.Version, Digest: req.Digest, Environment: req.Environment}
+	d := &Decision{ID: id, PolicyDigest: g.cfg.Policy.Digest(), PolicyRevision: g.cfg.Policy.Revision(),
+		DryRun: slices.Contains(g.cfg.DryRun, req.Environment),
+		Name:   req.Name, Version: req.Version, Digest: req.Digest, Environment: req.Environment}
 	// The decision is dated before the stops are read: a stop turned on
 	// after the read has a later epoch, so the broker and edges refuse
 	// this decision whatever it says.
@@ -327,8 +376,9 @@ func (g *Gate) Admit(ctx context.Context, req Request) (*Decision, error) {
 		slog.String("decision", d.Verdict()), slog.String("decision_id", d.ID),
 		slog.String("artifact", d.Name+"@"+d.Version), slog.String("digest", d.Digest),
 		slog.String("environment", d.Environment), slog.Any("reasons", d.Reasons),
-		slog.String("policy_digest", d.PolicyDigest), slog.Int64("log_index", d.LogIndex),
-		slog.String("caller", req.Caller))
+		slog.String("policy_digest", d.PolicyDigest), slog.String("policy_revision", d.PolicyRevision),
+		slog.Bool("dry_run", d.DryRun), slog.String("real_decision", d.RealVerdict()),
+		slog.Int64("log_index", d.LogIndex), slog.String("caller", req.Caller))
 	return d, nil
 }
 
@@ -344,6 +394,9 @@ func (g *Gate) decide(ctx context.Context, req Request, ev *Evidence, d *Decisio
 		return nil
 	}
 	d.Digest = a.Digest
+	if len(ev.Envelope) > 0 {
+		d.InputAttestations = append(d.InputAttestations, attest.InputAttestation(a.Name, a.Version, attest.AttestationProvenance, ev.Envelope))
+	}
 	ver, passed, err := g.verify(ctx, req, ev)
 	if err != nil {
 		return err
@@ -357,20 +410,33 @@ func (g *Gate) decide(ctx context.Context, req Request, ev *Evidence, d *Decisio
 		Verification: ver,
 		TrustDomain:  g.cfg.TrustDomain,
 	}
-	var sbomDenial string
+	// hard are the denials dry-run never softens: everything but the
+	// policy's own deny set.
+	var hard []string
 	if ver.Passed() && g.cfg.SBOMs != nil {
 		// Only an artifact whose evidence verified has its SBOM read: the
-		// SBOM is checked against that artifact record.
-		in.SBOM, sbomDenial, err = g.readSBOM(ctx, a)
+		// SBOM is checked against that record.
+		var sbomDenial string
+		var envelope []byte
+		in.SBOM, envelope, sbomDenial, err = g.readSBOM(ctx, a)
 		if err != nil {
 			return err
 		}
+		if len(envelope) > 0 {
+			d.InputAttestations = append(d.InputAttestations, attest.InputAttestation(a.Name, a.Version, attest.AttestationSBOM, envelope))
+		}
+		if sbomDenial != "" {
+			hard = append(hard, sbomDenial)
+		}
 	}
-	var advDenial string
 	if in.SBOM.Attached && g.cfg.Advisories != nil {
+		var advDenial string
 		in.SBOM.Vulnerabilities, advDenial, err = g.readAdvisories(ctx, a, in.SBOM.Components)
 		if err != nil {
 			return err
+		}
+		if advDenial != "" {
+			hard = append(hard, advDenial)
 		}
 	}
 	denies, warns, perr := g.cfg.Policy.Decide(ctx, in)
@@ -379,13 +445,9 @@ func (g *Gate) decide(ctx context.Context, req Request, ev *Evidence, d *Decisio
 			return fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 		}
 		g.cfg.Logger.ErrorContext(ctx, "admission policy failed: denying", slog.String("policy", g.cfg.Policy.Name()), slog.Any("error", perr))
-		denies = append(denies, fmt.Sprintf("admission policy %s could not be evaluated, so the gatekeeper denies: %v", g.cfg.Policy.Name(), perr))
-	}
-	if sbomDenial != "" {
-		denies = append(denies, sbomDenial)
-	}
-	if advDenial != "" {
-		denies = append(denies, advDenial)
+		// A policy that cannot answer denies, dry-run or not: a dry run
+		// reports the real decision, and there is none.
+		hard = append(hard, fmt.Sprintf("admission policy %s could not be evaluated, so the gatekeeper denies: %v", g.cfg.Policy.Name(), perr))
 	}
 	// The rollback rule is one more deny: a granted rollback approval
 	// lifts only it, never the verification or the policy.
@@ -395,14 +457,26 @@ func (g *Gate) decide(ctx context.Context, req Request, ev *Evidence, d *Decisio
 			return fmt.Errorf("%w: the deployments of %s to %s: %w", ErrUnavailable, a.Name, req.Environment, err)
 		}
 		if r := g.cfg.Rollbacks.Denial(a.Name, a.Version, req.Environment, deployed); r != "" {
-			denies = append(denies, r)
+			hard = append(hard, r)
 		}
 	}
-	// Verification failures deny whatever the policy says.
-	d.Reasons = dedupe(append(ver.Messages, denies...))
-	d.Allow = ver.Passed() && perr == nil && len(d.Reasons) == 0
+	// Verification failures deny whatever the policy says, in dry-run too.
+	hard = dedupe(append(ver.Messages, hard...))
+	denies = dedupe(denies)
+	if d.DryRun && ver.Passed() && perr == nil && len(hard) == 0 && len(denies) > 0 {
+		d.Allow, d.PolicyDenials = true, denies
+		d.Reasons = append(passed, fmt.Sprintf("policy %s denies channel %q to environment %q, which is in dry-run mode: admitted, its denials follow as warnings", PolicyURI, a.Channel, req.Environment))
+		for _, r := range denies {
+			d.Reasons = append(d.Reasons, "warning: dry-run: "+r)
+		}
+	} else {
+		d.Reasons = dedupe(append(hard, denies...))
+		d.Allow = ver.Passed() && perr == nil && len(d.Reasons) == 0
+		if d.Allow {
+			d.Reasons = append(passed, fmt.Sprintf("policy %s admits channel %q to environment %q", PolicyURI, a.Channel, req.Environment))
+		}
+	}
 	if d.Allow {
-		d.Reasons = append(passed, fmt.Sprintf("policy %s admits channel %q to environment %q", PolicyURI, a.Channel, req.Environment))
 		for _, w := range warns {
 			d.Reasons = append(d.Reasons, "warning: "+w)
 		}
@@ -410,31 +484,39 @@ func (g *Gate) decide(ctx context.Context, req Request, ev *Evidence, d *Decisio
 	return nil
 }
 
-// readSBOM reads a's verified SBOM for the policy. An SBOM that fails
-// verification is not used: the policy sees none and the returned denial
-// refuses the admission, since the artifact's evidence has been tampered
-// with. An error means the catalog could not answer: no decision is made.
-func (g *Gate) readSBOM(ctx context.Context, a verify.Artifact) (policy.SBOM, string, error) {
+// readSBOM reads a's verified SBOM for the policy, and returns the
+// envelope of its attestation if the catalog served one. An SBOM that
+// fails verification is not used: the policy sees none and the returned
+// denial refuses the admission, since the artifact's evidence has been
+// tampered with. An error means the catalog could not answer: no decision
+// is made.
+func (g *Gate) readSBOM(ctx context.Context, a verify.Artifact) (policy.SBOM, []byte, string, error) {
 	root, err := g.trust.current()
 	if err != nil {
 		// verify denied already; unreachable while ver.Passed().
-		return policy.SBOM{}, "", fmt.Errorf("%w: trust root: %w", ErrUnavailable, err)
+		return policy.SBOM{}, nil, "", fmt.Errorf("%w: trust root: %w", ErrUnavailable, err)
 	}
 	// The signer's live revocations apply to the SBOM's signature as to
 	// the artifact's.
-	comps, _, err := g.cfg.SBOMs.SBOM(ctx, a, root, verify.Options{
+	v, err := g.cfg.SBOMs.SBOM(ctx, a, root, verify.Options{
 		Revoked: g.trust.revokedAt, RevokedBy: "the signer", AcceptBeforeRevocation: g.cfg.AcceptBeforeRevocation,
 	})
+	var envelope []byte
+	if v != nil {
+		envelope = v.Envelope
+	}
 	switch {
-	case err == nil:
-		return policy.SBOM{Attached: true, Components: comps}, "", nil
+	case err == nil && v != nil:
+		return policy.SBOM{Attached: true, Components: v.Components}, envelope, "", nil
 	case errors.Is(err, ErrNotFound):
-		return policy.SBOM{}, "", nil
+		return policy.SBOM{}, nil, "", nil
 	case errors.Is(err, verify.ErrVerification):
 		g.cfg.Metrics.IntegrityFailures.WithLabelValues(whereEvidence).Inc()
-		return policy.SBOM{}, fmt.Sprintf("the SBOM of %s@%s failed verification, so it is not used and the gatekeeper denies: %v", a.Name, a.Version, err), nil
+		return policy.SBOM{}, envelope, fmt.Sprintf("the SBOM of %s@%s failed verification, so it is not used and the gatekeeper denies: %v", a.Name, a.Version, err), nil
+	case err == nil:
+		return policy.SBOM{}, nil, "", fmt.Errorf("%w: the SBOM of %s@%s: no answer", ErrUnavailable, a.Name, a.Version)
 	default:
-		return policy.SBOM{}, "", fmt.Errorf("%w: the SBOM of %s@%s: %w", ErrUnavailable, a.Name, a.Version, err)
+		return policy.SBOM{}, nil, "", fmt.Errorf("%w: the SBOM of %s@%s: %w", ErrUnavailable, a.Name, a.Version, err)
 	}
 }
 
@@ -471,8 +553,9 @@ func (g *Gate) record(ctx context.Context, req Request, d *Decision) error {
 	if signable {
 		stmt, err := attest.NewVSA(attest.Decision{
 			VerifierID: g.cfg.VerifierID, Name: d.Name, Version: d.Version, Digest: d.Digest,
-			Environment: d.Environment, PolicyURI: PolicyURI, PolicyDigest: d.PolicyDigest,
-			DecisionID: d.ID, Passed: d.Allow, Time: d.Time, Reasons: d.Reasons,
+			Environment: d.Environment, PolicyURI: PolicyURI, PolicyDigest: d.PolicyDigest, PolicyRevision: d.PolicyRevision,
+			DecisionID: d.ID, Passed: d.Allow, DryRun: d.DryRun, Time: d.Time, Reasons: d.Reasons,
+			InputAttestations: d.InputAttestations,
 		})
 		if err != nil {
 			return fmt.Errorf("build decision record %s: %w", d.ID, err)
@@ -487,11 +570,16 @@ func (g *Gate) record(ctx context.Context, req Request, d *Decision) error {
 	var details bytes.Buffer
 	enc := json.NewEncoder(&details)
 	enc.SetEscapeHTML(false) // keep reasons with < > & at their size
+	inputs := d.InputAttestations
+	if inputs == nil {
+		inputs = []attest.ResourceDescriptor{}
+	}
 	err := enc.Encode(eventDetails{
 		Decision: d.Verdict(), DecisionID: d.ID,
 		Name: d.Name, Version: d.Version, Digest: d.Digest, Environment: d.Environment, Reasons: d.Reasons,
-		PolicyURI: PolicyURI, PolicyDigest: d.PolicyDigest, EnvelopeSHA256: envHash,
-		RequestedBy: req.Caller,
+		PolicyURI: PolicyURI, PolicyDigest: d.PolicyDigest, PolicyRevision: d.PolicyRevision,
+		DryRun: d.DryRun, RealDecision: d.RealVerdict(), PolicyDenials: d.PolicyDenials,
+		InputAttestations: inputs, EnvelopeSHA256: envHash, RequestedBy: req.Caller,
 	})
 	if err != nil {
 		return fmt.Errorf("encode decision %s: %w", d.ID, err)
@@ -514,6 +602,16 @@ type eventDetails struct {
 	Reasons      []string `json:"reasons"`
 	PolicyURI    string   `json:"policy_uri"`
 	PolicyDigest string   `json:"policy_digest"`
+	// PolicyRevision is the policy bundle's revision.
+	PolicyRevision string `json:"policy_revision,omitempty"`
+	// DryRun is set when the environment is in dry-run mode; then
+	// RealDecision is the decision without it and PolicyDenials are the
+	// policy's denials turned into warnings.
+	DryRun        bool     `json:"dry_run"`
+	RealDecision  string   `json:"real_decision"`
+	PolicyDenials []string `json:"policy_denials,omitempty"`
+	// InputAttestations are the VSA's: the attestations evaluated.
+	InputAttestations []attest.ResourceDescriptor `json:"input_attestations"`
 	// EnvelopeSHA256 binds the entry to the signed decision record, if
 	// there is one.
 	EnvelopeSHA256 string `json:"envelope_sha256,omitempty"`

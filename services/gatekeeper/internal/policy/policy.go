@@ -4,18 +4,18 @@ package policy
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"slices"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
 	"github.com/custody-dev/custody/libs/advisory"
-	"github.com/custody-dev/custody/libs/digest"
 	"github.com/custody-dev/custody/libs/sbom"
 )
 
@@ -119,11 +119,12 @@ func (v Verification) Passed() bool {
 
 // Policy is a compiled admission policy. It is safe for concurrent use.
 type Policy struct {
-	name   string
-	digest string
-	query  rego.PreparedEvalQuery
-	warns  bool
-	now    func() time.Time
+	name     string
+	digest   string
+	revision string
+	query    rego.PreparedEvalQuery
+	warns    bool
+	now      func() time.Time
 }
 
 // Option configures New.
@@ -135,9 +136,12 @@ func WithClock(now func() time.Time) Option {
 }
 
 // New compiles src, a Rego v1 module of package custody.admission that
-// defines deny, and prepares it for evaluation. name names the module in
-// errors. It fails if the module does not parse or compile, declares
-// another package, has no deny rule, or calls a builtin that does I/O.
+// defines deny, and prepares it for evaluation, as a bundle of that one
+// file without a manifest (no revision): for tests and tools; the
+// gatekeeper loads bundles (LoadBundle). name names the module in errors
+// and the digest. It fails if the module does not parse or compile,
+// declares another package, has no deny rule, or calls a builtin that
+// does I/O.
 func New(ctx context.Context, name string, src []byte, opts ...Option) (*Policy, error) {
 	mod, err := ast.ParseModuleWithOpts(name, string(src), ast.ParserOptions{RegoVersion: ast.RegoV1})
 	if err != nil {
@@ -146,29 +150,54 @@ func New(ctx context.Context, name string, src []byte, opts ...Option) (*Policy,
 	if got := mod.Package.Path.String(); got != "data."+Package {
 		return nil, fmt.Errorf("policy %s: package is %s, want %s", name, got, Package)
 	}
-	if !slices.ContainsFunc(mod.Rules, func(r *ast.Rule) bool { return r.Head.Name.String() == "deny" }) {
-		return nil, fmt.Errorf("policy %s: no deny rule: define `deny contains msg if { ... }` with one message per reason to refuse", name)
+	sum, err := dirHashOf([]bundleFile{{name: path.Base(name), data: src}})
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", name, err)
 	}
-	sum := sha256.Sum256(src)
-	p := &Policy{name: name, digest: digest.FromSum(sum[:]), now: time.Now}
+	return compile(ctx, name, []*ast.Module{mod}, nil, DigestAlgorithm+":"+sum, opts...)
+}
+
+// compile prepares the modules, with data as data, for evaluation. One of
+// them must be of package custody.admission and the package must define
+// deny.
+func compile(ctx context.Context, name string, mods []*ast.Module, data map[string]any, dgst string, opts ...Option) (*Policy, error) {
+	hasRule := func(rule string) bool {
+		return slices.ContainsFunc(mods, func(m *ast.Module) bool {
+			return m.Package.Path.String() == "data."+Package &&
+				slices.ContainsFunc(m.Rules, func(r *ast.Rule) bool { return r.Head.Name.String() == rule })
+		})
+	}
+	if !slices.ContainsFunc(mods, func(m *ast.Module) bool { return m.Package.Path.String() == "data."+Package }) {
+		return nil, fmt.Errorf("policy %s: no module of package %s", name, Package)
+	}
+	if !hasRule("deny") {
+		return nil, fmt.Errorf("policy %s: no deny rule in package %s: define `deny contains msg if { ... }` with one message per reason to refuse", name, Package)
+	}
+	p := &Policy{name: name, digest: dgst, now: time.Now}
 	for _, o := range opts {
 		o(p)
 	}
 	q := query
 	// warn is optional: a policy without it has no warnings.
-	p.warns = slices.ContainsFunc(mod.Rules, func(r *ast.Rule) bool { return r.Head.Name.String() == "warn" })
+	p.warns = hasRule("warn")
 	if p.warns {
 		q = query + "; " + warnQuery
 	}
-	r := rego.New(
+	args := []func(*rego.Rego){
 		rego.Query(q),
-		rego.ParsedModule(mod),
 		rego.SetRegoVersion(ast.RegoV1),
 		rego.Strict(true),
 		rego.StrictBuiltinErrors(true),
 		rego.UnsafeBuiltins(unsafeBuiltins),
-	)
-	p.query, err = r.PrepareForEval(ctx)
+	}
+	for _, m := range mods {
+		args = append(args, rego.ParsedModule(m))
+	}
+	if len(data) > 0 {
+		args = append(args, rego.Store(inmem.NewFromObject(data)))
+	}
+	var err error
+	p.query, err = rego.New(args...).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("compile policy %s: %w", name, err)
 	}
@@ -178,8 +207,12 @@ func New(ctx context.Context, name string, src []byte, opts ...Option) (*Policy,
 // Name returns the name the policy was compiled under.
 func (p *Policy) Name() string { return p.name }
 
-// Digest returns "sha256:<hex>" of the policy's source bytes.
+// Digest returns the bundle's digest, "dirHash:<hex>" (DigestAlgorithm).
 func (p *Policy) Digest() string { return p.digest }
+
+// Revision returns the bundle's revision (its .manifest's); "" for a
+// policy made by New.
+func (p *Policy) Revision() string { return p.revision }
 
 // Evaluate returns every reason the policy gives to deny in; none means the
 // policy admits. Errors wrap ErrPolicy, or are ctx's error; either way the

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/custody-dev/custody/libs/advisory"
-	"github.com/custody-dev/custody/libs/attest"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
@@ -210,28 +209,30 @@ func (p *Publisher) VerifyBlob(ctx context.Context, digest string) error {
 // attestation, its log entry and the document against root with o's
 // revocations (verify.SBOMComponents: the components are parsed from the attested
 // document, and the catalog's list must be the same). ErrNotFound if a has
-// no SBOM; a verification failure wraps verify.ErrVerification. It fetches
-// the document (up to 8 MiB) and parses it: callers that match many
-// artifacts cache by document digest.
-func (c *Catalog) SBOM(ctx context.Context, a verify.Artifact, root *trustroot.Root, o verify.Options) ([]sbom.Component, *attest.SBOMRef, error) {
+// no SBOM; a verification failure wraps verify.ErrVerification, and then
+// the result still carries the envelope that failed. It fetches the
+// document (up to 8 MiB) and parses it: callers that match many artifacts
+// cache by document digest.
+func (c *Catalog) SBOM(ctx context.Context, a verify.Artifact, root *trustroot.Root, o verify.Options) (*admission.VerifiedSBOM, error) {
 	resp, err := c.client.GetSBOM(ctx, &catalogv1.GetSBOMRequest{Name: a.Name, Version: a.Version, IncludeDocument: true}, sbom.CallOptions()...)
 	if status.Code(err) == codes.NotFound {
-		return nil, nil, fmt.Errorf("%w: %s", admission.ErrNotFound, status.Convert(err).Message())
+		return nil, fmt.Errorf("%w: %s", admission.ErrNotFound, status.Convert(err).Message())
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("catalog GetSBOM: %w", err)
+		return nil, fmt.Errorf("catalog GetSBOM: %w", err)
 	}
 	b := resp.GetSbom()
 	if b.GetLogIndex() < 0 {
-		return nil, nil, errors.New("catalog GetSBOM: negative log index")
+		return nil, errors.New("catalog GetSBOM: negative log index")
 	}
 	p, err := c.client.GetInclusionProof(ctx, &catalogv1.GetInclusionProofRequest{Index: uint64(b.GetLogIndex())})
 	if err != nil {
-		return nil, nil, fmt.Errorf("catalog GetInclusionProof of the sbom.attached entry %d: %w", b.GetLogIndex(), err)
+		return nil, fmt.Errorf("catalog GetInclusionProof of the sbom.attached entry %d: %w", b.GetLogIndex(), err)
 	}
 	ev := verify.SBOMEvidence{Envelope: b.GetEnvelope(), Document: b.GetDocument(),
 		Entry: verify.LogEntry{Index: b.GetLogIndex(), Leaf: p.GetLeaf(), InclusionProof: p.GetInclusionProof(), Checkpoint: p.GetCheckpoint()}}
-	return verify.SBOMComponents(ev, a, root, o, verify.ComponentsFromProto(b.GetComponents()))
+	comps, ref, err := verify.SBOMComponents(ev, a, root, o, verify.ComponentsFromProto(b.GetComponents()))
+	return &admission.VerifiedSBOM{Components: comps, Ref: ref, Envelope: b.GetEnvelope()}, err
 }
 
 // MaxAdvisories bounds the advisory documents one admission reads (each

@@ -39,7 +39,7 @@ func TestSBOM(t *testing.T) {
 	a := verify.Artifact{Name: "app", Version: "1.0.0", Digest: "sha256:1111111111111111111111111111111111111111111111111111111111111111", Channel: "staging", BuilderID: "spiffe://custody.test/builder/ci"}
 	root := &trustroot.Root{Version: 1}
 	c := &sbomClient{err: status.Error(codes.NotFound, "no SBOM")}
-	if _, _, err := NewCatalog(c).SBOM(t.Context(), a, root, verify.Options{}); !errors.Is(err, admission.ErrNotFound) {
+	if _, err := NewCatalog(c).SBOM(t.Context(), a, root, verify.Options{}); !errors.Is(err, admission.ErrNotFound) {
 		t.Errorf("no SBOM: %v, want ErrNotFound", err)
 	}
 	if !c.asked.GetIncludeDocument() || c.asked.GetName() != "app" || c.asked.GetVersion() != "1.0.0" {
@@ -47,12 +47,12 @@ func TestSBOM(t *testing.T) {
 	}
 	c = &sbomClient{resp: &catalogv1.GetSBOMResponse{Sbom: &catalogv1.SBOM{Envelope: []byte(`{}`), Document: []byte(`{}`),
 		Components: []*catalogv1.Component{{Name: "x"}}}}}
-	comps, _, err := NewCatalog(c).SBOM(t.Context(), a, root, verify.Options{})
-	if !errors.Is(err, verify.ErrVerification) || comps != nil {
-		t.Errorf("an unverifiable SBOM: %v, %v; want a verification error and no components", comps, err)
+	v, err := NewCatalog(c).SBOM(t.Context(), a, root, verify.Options{})
+	if !errors.Is(err, verify.ErrVerification) || v == nil || v.Components != nil || string(v.Envelope) != `{}` {
+		t.Errorf("an unverifiable SBOM: %+v, %v; want a verification error, no components and the envelope that failed", v, err)
 	}
 	c.err = status.Error(codes.Unavailable, "down")
-	if _, _, err := NewCatalog(c).SBOM(t.Context(), a, root, verify.Options{}); err == nil || errors.Is(err, admission.ErrNotFound) {
+	if _, err := NewCatalog(c).SBOM(t.Context(), a, root, verify.Options{}); err == nil || errors.Is(err, admission.ErrNotFound) {
 		t.Errorf("catalog down: %v, want an error that is not NotFound", err)
 	}
 }

@@ -93,14 +93,26 @@ func (s *Server) Admit(ctx context.Context, req *gatekeeperv1.AdmitRequest) (*ga
 	if d.Allow {
 		decision = gatekeeperv1.Decision_DECISION_ALLOW
 	}
+	real := gatekeeperv1.Decision_DECISION_DENY
+	if d.RealVerdict() == "allow" {
+		real = gatekeeperv1.Decision_DECISION_ALLOW
+	}
+	inputs := make([]*gatekeeperv1.InputAttestation, 0, len(d.InputAttestations))
+	for _, a := range d.InputAttestations {
+		inputs = append(inputs, &gatekeeperv1.InputAttestation{Uri: a.URI, Digest: a.Digest})
+	}
 	return &gatekeeperv1.AdmitResponse{
-		Decision:         decision,
-		Reasons:          d.Reasons,
-		DecisionId:       d.ID,
-		PolicyDigest:     d.PolicyDigest,
-		Digest:           d.Digest,
-		DecisionEnvelope: d.Envelope,
-		LogIndex:         d.LogIndex,
+		Decision:          decision,
+		Reasons:           d.Reasons,
+		DecisionId:        d.ID,
+		PolicyDigest:      d.PolicyDigest,
+		PolicyRevision:    d.PolicyRevision,
+		DryRun:            d.DryRun,
+		RealDecision:      real,
+		InputAttestations: inputs,
+		Digest:            d.Digest,
+		DecisionEnvelope:  d.Envelope,
+		LogIndex:          d.LogIndex,
 	}, nil
 }
 

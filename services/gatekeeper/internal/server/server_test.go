@@ -93,6 +93,7 @@ type stackOptions struct {
 	stopFile               string // stop state file; empty: a new one
 	purges                 *purge.Queue
 	timeout                time.Duration // of one admission; zero: 1s
+	dryRun                 []string      // environments in dry-run mode
 }
 
 func newStackWith(t testing.TB, o stackOptions) *stack {
@@ -148,11 +149,12 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 		t.Cleanup(func() { conn.Close() })
 		return conn
 	}
-	name, rego := defaultpolicy.DefaultName, defaultpolicy.Default()
 	if o.policy != "" {
-		name, rego = "custom.rego", []byte(o.policy)
+		s.policy, err = policy.New(t.Context(), "custom.rego", []byte(o.policy))
+	} else {
+		// The built-in bundle, as the gatekeeper loads it by default.
+		s.policy, err = policy.LoadBundleFS(t.Context(), defaultpolicy.BundleName, defaultpolicy.Bundle(), policy.BundleOptions{})
 	}
-	s.policy, err = policy.New(t.Context(), name, rego)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,6 +193,7 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 		Metrics:                tel.Metrics,
 		Logger:                 logger,
 		Timeout:                o.timeout,
+		DryRun:                 o.dryRun,
 		Now:                    func() time.Time { return time.Now().Add(time.Duration(s.clock.Load())) },
 	})
 	if err != nil {
@@ -504,23 +507,44 @@ func (s *stack) checkRecorded(t *testing.T, resp *gatekeeperv1.AdmitResponse, ve
 		t.Errorf("log index %d, want %d", resp.GetLogIndex(), want)
 	}
 	var details struct {
-		Decision       string   `json:"decision"`
-		DecisionID     string   `json:"decision_id"`
-		Environment    string   `json:"environment"`
-		PolicyDigest   string   `json:"policy_digest"`
-		Name           string   `json:"name"`
-		Version        string   `json:"version"`
-		EnvelopeSHA256 string   `json:"envelope_sha256"`
-		RequestedBy    string   `json:"requested_by"`
-		Reasons        []string `json:"reasons"`
+		Decision       string                      `json:"decision"`
+		DecisionID     string                      `json:"decision_id"`
+		Environment    string                      `json:"environment"`
+		PolicyDigest   string                      `json:"policy_digest"`
+		Name           string                      `json:"name"`
+		Version        string                      `json:"version"`
+		EnvelopeSHA256 string                      `json:"envelope_sha256"`
+		RequestedBy    string                      `json:"requested_by"`
+		Reasons        []string                    `json:"reasons"`
+		PolicyRevision string                      `json:"policy_revision"`
+		DryRun         *bool                       `json:"dry_run"`
+		RealDecision   string                      `json:"real_decision"`
+		Inputs         []attest.ResourceDescriptor `json:"input_attestations"`
 	}
 	if err := json.Unmarshal(e.Details, &details); err != nil {
 		t.Fatalf("details %s: %v", e.Details, err)
 	}
 	if details.Decision != verdict || details.DecisionID != resp.GetDecisionId() || details.Environment != env ||
 		details.PolicyDigest != resp.GetPolicyDigest() || details.RequestedBy != "spiffe://custody.test/deployer/pipeline" ||
-		strings.Join(details.Reasons, "\n") != strings.Join(resp.GetReasons(), "\n") {
+		strings.Join(details.Reasons, "\n") != strings.Join(resp.GetReasons(), "\n") ||
+		details.PolicyRevision != resp.GetPolicyRevision() || details.DryRun == nil || *details.DryRun != resp.GetDryRun() ||
+		details.RealDecision != strings.ToLower(strings.TrimPrefix(resp.GetRealDecision().String(), "DECISION_")) {
 		t.Errorf("logged details %s do not match the response %v", e.Details, resp)
+	}
+	if resp.GetPolicyRevision() != s.policy.Revision() || resp.GetPolicyDigest() != s.policy.Digest() {
+		t.Errorf("policy %s at revision %q, want the bundle's %s at %q", resp.GetPolicyDigest(), resp.GetPolicyRevision(), s.policy.Digest(), s.policy.Revision())
+	}
+	var inputs []attest.ResourceDescriptor
+	for _, a := range resp.GetInputAttestations() {
+		inputs = append(inputs, attest.ResourceDescriptor{URI: a.GetUri(), Digest: a.GetDigest()})
+	}
+	if diff := cmp.Diff(inputs, details.Inputs, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("logged input attestations differ from the response's (-response +logged):\n%s", diff)
+	}
+	if details.Name != "" && resp.GetDigest() != "" {
+		if len(inputs) == 0 || inputs[0].URI != attest.AttestationURI(details.Name, details.Version, attest.AttestationProvenance) || len(inputs[0].Digest["sha256"]) != 64 {
+			t.Errorf("input attestations %v: want the provenance of %s@%s first", inputs, details.Name, details.Version)
+		}
 	}
 	if resp.GetDigest() == "" || details.Name == "" || details.Version == "" {
 		// Nothing a VSA could name: an unknown artifact. Only a deny may
@@ -546,9 +570,10 @@ func (s *stack) checkRecorded(t *testing.T, resp *gatekeeperv1.AdmitResponse, ve
 	want := &attest.Decision{
 		VerifierID: "spiffe://custody.test/service/gatekeeper", Name: details.Name, Version: details.Version,
 		Digest: resp.GetDigest(), Environment: env, PolicyURI: "custody:policy/admission", PolicyDigest: resp.GetPolicyDigest(),
-		DecisionID: resp.GetDecisionId(), Passed: verdict == "allow", Reasons: resp.GetReasons(),
+		PolicyRevision: resp.GetPolicyRevision(), DryRun: resp.GetDryRun(),
+		DecisionID: resp.GetDecisionId(), Passed: verdict == "allow", Reasons: resp.GetReasons(), InputAttestations: inputs,
 	}
-	if diff := cmp.Diff(want, vsa, cmpopts.IgnoreFields(attest.Decision{}, "Time")); diff != "" {
+	if diff := cmp.Diff(want, vsa, cmpopts.IgnoreFields(attest.Decision{}, "Time"), cmpopts.EquateEmpty()); diff != "" {
 		t.Errorf("decision record (-want +got):\n%s", diff)
 	}
 	if time.Since(vsa.Time) > time.Minute {

@@ -1346,7 +1346,8 @@ type AdmitResponse struct {
 	// Every reason for a deny; for an allow, the checks that passed.
 	Reasons    []string `protobuf:"bytes,2,rep,name=reasons,proto3" json:"reasons,omitempty"`
 	DecisionId string   `protobuf:"bytes,3,opt,name=decision_id,json=decisionId,proto3" json:"decision_id,omitempty"`
-	// "sha256:<hex>" of the policy that was evaluated.
+	// The digest of the policy bundle that was evaluated, "dirHash:<hex>"
+	// (the in-toto DigestSet's dirHash of the bundle's files; docs/policy.md).
 	PolicyDigest string `protobuf:"bytes,4,opt,name=policy_digest,json=policyDigest,proto3" json:"policy_digest,omitempty"`
 	// The artifact's digest, "sha256:<hex>", if it was found.
 	Digest string `protobuf:"bytes,5,opt,name=digest,proto3" json:"digest,omitempty"`
@@ -1354,9 +1355,20 @@ type AdmitResponse struct {
 	// SLSA Verification Summary Attestation predicate.
 	DecisionEnvelope []byte `protobuf:"bytes,6,opt,name=decision_envelope,json=decisionEnvelope,proto3" json:"decision_envelope,omitempty"`
 	// The index of the decision's entry in the transparency log.
-	LogIndex      int64 `protobuf:"varint,7,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LogIndex int64 `protobuf:"varint,7,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	// The revision of the policy bundle evaluated (its .manifest's).
+	PolicyRevision string `protobuf:"bytes,8,opt,name=policy_revision,json=policyRevision,proto3" json:"policy_revision,omitempty"`
+	// The environment is in dry-run mode: the policy's denials are turned
+	// into warnings ("warning: dry-run: ..." reasons) on an allow.
+	DryRun bool `protobuf:"varint,9,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// The decision without dry-run: DECISION_DENY for a dry-run allow that
+	// the policy denied; otherwise the same as decision.
+	RealDecision Decision `protobuf:"varint,10,opt,name=real_decision,json=realDecision,proto3,enum=custody.gatekeeper.v1.Decision" json:"real_decision,omitempty"`
+	// The attestations the decision evaluated, as in the decision record's
+	// inputAttestations: each names a DSSE envelope by its SHA-256.
+	InputAttestations []*InputAttestation `protobuf:"bytes,11,rep,name=input_attestations,json=inputAttestations,proto3" json:"input_attestations,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *AdmitResponse) Reset() {
@@ -1438,6 +1450,89 @@ func (x *AdmitResponse) GetLogIndex() int64 {
 	return 0
 }
 
+func (x *AdmitResponse) GetPolicyRevision() string {
+	if x != nil {
+		return x.PolicyRevision
+	}
+	return ""
+}
+
+func (x *AdmitResponse) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *AdmitResponse) GetRealDecision() Decision {
+	if x != nil {
+		return x.RealDecision
+	}
+	return Decision_DECISION_UNSPECIFIED
+}
+
+func (x *AdmitResponse) GetInputAttestations() []*InputAttestation {
+	if x != nil {
+		return x.InputAttestations
+	}
+	return nil
+}
+
+// InputAttestation is an in-toto ResourceDescriptor naming an attestation
+// a decision evaluated: its URI (custody:<name>@<version>?attestation=<kind>)
+// and digests ("sha256": 64 lowercase hex of its DSSE envelope).
+type InputAttestation struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Uri           string                 `protobuf:"bytes,1,opt,name=uri,proto3" json:"uri,omitempty"`
+	Digest        map[string]string      `protobuf:"bytes,2,rep,name=digest,proto3" json:"digest,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InputAttestation) Reset() {
+	*x = InputAttestation{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InputAttestation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InputAttestation) ProtoMessage() {}
+
+func (x *InputAttestation) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InputAttestation.ProtoReflect.Descriptor instead.
+func (*InputAttestation) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *InputAttestation) GetUri() string {
+	if x != nil {
+		return x.Uri
+	}
+	return ""
+}
+
+func (x *InputAttestation) GetDigest() map[string]string {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
 type RecordDeploymentRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Either name and version, or digest: the artifact deployed. Must be the
@@ -1458,7 +1553,7 @@ type RecordDeploymentRequest struct {
 
 func (x *RecordDeploymentRequest) Reset() {
 	*x = RecordDeploymentRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[22]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1565,7 @@ func (x *RecordDeploymentRequest) String() string {
 func (*RecordDeploymentRequest) ProtoMessage() {}
 
 func (x *RecordDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[22]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1578,7 @@ func (x *RecordDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*RecordDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{22}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RecordDeploymentRequest) GetName() string {
@@ -1543,7 +1638,7 @@ type RecordDeploymentResponse struct {
 
 func (x *RecordDeploymentResponse) Reset() {
 	*x = RecordDeploymentResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[23]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1555,7 +1650,7 @@ func (x *RecordDeploymentResponse) String() string {
 func (*RecordDeploymentResponse) ProtoMessage() {}
 
 func (x *RecordDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[23]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1568,7 +1663,7 @@ func (x *RecordDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*RecordDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{23}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RecordDeploymentResponse) GetName() string {
@@ -1707,7 +1802,7 @@ const file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
 	"\x06digest\x18\x03 \x01(\tR\x06digest\x12 \n" +
-	"\venvironment\x18\x04 \x01(\tR\venvironment\"\x8e\x02\n" +
+	"\venvironment\x18\x04 \x01(\tR\venvironment\"\xee\x03\n" +
 	"\rAdmitResponse\x12;\n" +
 	"\bdecision\x18\x01 \x01(\x0e2\x1f.custody.gatekeeper.v1.DecisionR\bdecision\x12\x18\n" +
 	"\areasons\x18\x02 \x03(\tR\areasons\x12\x1f\n" +
@@ -1716,7 +1811,18 @@ const file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc = "" +
 	"\rpolicy_digest\x18\x04 \x01(\tR\fpolicyDigest\x12\x16\n" +
 	"\x06digest\x18\x05 \x01(\tR\x06digest\x12+\n" +
 	"\x11decision_envelope\x18\x06 \x01(\fR\x10decisionEnvelope\x12\x1b\n" +
-	"\tlog_index\x18\a \x01(\x03R\blogIndex\"\xcf\x01\n" +
+	"\tlog_index\x18\a \x01(\x03R\blogIndex\x12'\n" +
+	"\x0fpolicy_revision\x18\b \x01(\tR\x0epolicyRevision\x12\x17\n" +
+	"\adry_run\x18\t \x01(\bR\x06dryRun\x12D\n" +
+	"\rreal_decision\x18\n" +
+	" \x01(\x0e2\x1f.custody.gatekeeper.v1.DecisionR\frealDecision\x12V\n" +
+	"\x12input_attestations\x18\v \x03(\v2'.custody.gatekeeper.v1.InputAttestationR\x11inputAttestations\"\xac\x01\n" +
+	"\x10InputAttestation\x12\x10\n" +
+	"\x03uri\x18\x01 \x01(\tR\x03uri\x12K\n" +
+	"\x06digest\x18\x02 \x03(\v23.custody.gatekeeper.v1.InputAttestation.DigestEntryR\x06digest\x1a9\n" +
+	"\vDigestEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcf\x01\n" +
 	"\x17RecordDeploymentRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
@@ -1763,7 +1869,7 @@ func file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP() []byte {
 }
 
 var file_custody_gatekeeper_v1_gatekeeper_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_custody_gatekeeper_v1_gatekeeper_proto_goTypes = []any{
 	(Decision)(0),                    // 0: custody.gatekeeper.v1.Decision
 	(*Rollback)(nil),                 // 1: custody.gatekeeper.v1.Rollback
@@ -1788,55 +1894,60 @@ var file_custody_gatekeeper_v1_gatekeeper_proto_goTypes = []any{
 	(*GetStopStateResponse)(nil),     // 20: custody.gatekeeper.v1.GetStopStateResponse
 	(*AdmitRequest)(nil),             // 21: custody.gatekeeper.v1.AdmitRequest
 	(*AdmitResponse)(nil),            // 22: custody.gatekeeper.v1.AdmitResponse
-	(*RecordDeploymentRequest)(nil),  // 23: custody.gatekeeper.v1.RecordDeploymentRequest
-	(*RecordDeploymentResponse)(nil), // 24: custody.gatekeeper.v1.RecordDeploymentResponse
-	(*timestamppb.Timestamp)(nil),    // 25: google.protobuf.Timestamp
+	(*InputAttestation)(nil),         // 23: custody.gatekeeper.v1.InputAttestation
+	(*RecordDeploymentRequest)(nil),  // 24: custody.gatekeeper.v1.RecordDeploymentRequest
+	(*RecordDeploymentResponse)(nil), // 25: custody.gatekeeper.v1.RecordDeploymentResponse
+	nil,                              // 26: custody.gatekeeper.v1.InputAttestation.DigestEntry
+	(*timestamppb.Timestamp)(nil),    // 27: google.protobuf.Timestamp
 }
 var file_custody_gatekeeper_v1_gatekeeper_proto_depIdxs = []int32{
-	25, // 0: custody.gatekeeper.v1.Rollback.requested_at:type_name -> google.protobuf.Timestamp
-	25, // 1: custody.gatekeeper.v1.Rollback.expires_at:type_name -> google.protobuf.Timestamp
+	27, // 0: custody.gatekeeper.v1.Rollback.requested_at:type_name -> google.protobuf.Timestamp
+	27, // 1: custody.gatekeeper.v1.Rollback.expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: custody.gatekeeper.v1.RequestRollbackResponse.rollback:type_name -> custody.gatekeeper.v1.Rollback
 	1,  // 3: custody.gatekeeper.v1.ApproveRollbackResponse.rollback:type_name -> custody.gatekeeper.v1.Rollback
 	1,  // 4: custody.gatekeeper.v1.ListRollbacksResponse.rollbacks:type_name -> custody.gatekeeper.v1.Rollback
-	25, // 5: custody.gatekeeper.v1.Stop.epoch_time:type_name -> google.protobuf.Timestamp
-	25, // 6: custody.gatekeeper.v1.Stop.lifted_at:type_name -> google.protobuf.Timestamp
+	27, // 5: custody.gatekeeper.v1.Stop.epoch_time:type_name -> google.protobuf.Timestamp
+	27, // 6: custody.gatekeeper.v1.Stop.lifted_at:type_name -> google.protobuf.Timestamp
 	8,  // 7: custody.gatekeeper.v1.EnvironmentStop.stop:type_name -> custody.gatekeeper.v1.Stop
 	8,  // 8: custody.gatekeeper.v1.StopState.kill_switch:type_name -> custody.gatekeeper.v1.Stop
 	9,  // 9: custody.gatekeeper.v1.StopState.pauses:type_name -> custody.gatekeeper.v1.EnvironmentStop
-	25, // 10: custody.gatekeeper.v1.StopState.revocation_time:type_name -> google.protobuf.Timestamp
-	25, // 11: custody.gatekeeper.v1.StopState.revocations_checked_at:type_name -> google.protobuf.Timestamp
-	25, // 12: custody.gatekeeper.v1.StopState.as_of:type_name -> google.protobuf.Timestamp
+	27, // 10: custody.gatekeeper.v1.StopState.revocation_time:type_name -> google.protobuf.Timestamp
+	27, // 11: custody.gatekeeper.v1.StopState.revocations_checked_at:type_name -> google.protobuf.Timestamp
+	27, // 12: custody.gatekeeper.v1.StopState.as_of:type_name -> google.protobuf.Timestamp
 	10, // 13: custody.gatekeeper.v1.PauseResponse.state:type_name -> custody.gatekeeper.v1.StopState
 	10, // 14: custody.gatekeeper.v1.ResumeResponse.state:type_name -> custody.gatekeeper.v1.StopState
 	10, // 15: custody.gatekeeper.v1.KillSwitchOnResponse.state:type_name -> custody.gatekeeper.v1.StopState
 	10, // 16: custody.gatekeeper.v1.KillSwitchOffResponse.state:type_name -> custody.gatekeeper.v1.StopState
 	10, // 17: custody.gatekeeper.v1.GetStopStateResponse.state:type_name -> custody.gatekeeper.v1.StopState
 	0,  // 18: custody.gatekeeper.v1.AdmitResponse.decision:type_name -> custody.gatekeeper.v1.Decision
-	21, // 19: custody.gatekeeper.v1.GatekeeperService.Admit:input_type -> custody.gatekeeper.v1.AdmitRequest
-	23, // 20: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:input_type -> custody.gatekeeper.v1.RecordDeploymentRequest
-	11, // 21: custody.gatekeeper.v1.GatekeeperService.Pause:input_type -> custody.gatekeeper.v1.PauseRequest
-	13, // 22: custody.gatekeeper.v1.GatekeeperService.Resume:input_type -> custody.gatekeeper.v1.ResumeRequest
-	15, // 23: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:input_type -> custody.gatekeeper.v1.KillSwitchOnRequest
-	17, // 24: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:input_type -> custody.gatekeeper.v1.KillSwitchOffRequest
-	19, // 25: custody.gatekeeper.v1.GatekeeperService.GetStopState:input_type -> custody.gatekeeper.v1.GetStopStateRequest
-	2,  // 26: custody.gatekeeper.v1.GatekeeperService.RequestRollback:input_type -> custody.gatekeeper.v1.RequestRollbackRequest
-	4,  // 27: custody.gatekeeper.v1.GatekeeperService.ApproveRollback:input_type -> custody.gatekeeper.v1.ApproveRollbackRequest
-	6,  // 28: custody.gatekeeper.v1.GatekeeperService.ListRollbacks:input_type -> custody.gatekeeper.v1.ListRollbacksRequest
-	22, // 29: custody.gatekeeper.v1.GatekeeperService.Admit:output_type -> custody.gatekeeper.v1.AdmitResponse
-	24, // 30: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:output_type -> custody.gatekeeper.v1.RecordDeploymentResponse
-	12, // 31: custody.gatekeeper.v1.GatekeeperService.Pause:output_type -> custody.gatekeeper.v1.PauseResponse
-	14, // 32: custody.gatekeeper.v1.GatekeeperService.Resume:output_type -> custody.gatekeeper.v1.ResumeResponse
-	16, // 33: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:output_type -> custody.gatekeeper.v1.KillSwitchOnResponse
-	18, // 34: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:output_type -> custody.gatekeeper.v1.KillSwitchOffResponse
-	20, // 35: custody.gatekeeper.v1.GatekeeperService.GetStopState:output_type -> custody.gatekeeper.v1.GetStopStateResponse
-	3,  // 36: custody.gatekeeper.v1.GatekeeperService.RequestRollback:output_type -> custody.gatekeeper.v1.RequestRollbackResponse
-	5,  // 37: custody.gatekeeper.v1.GatekeeperService.ApproveRollback:output_type -> custody.gatekeeper.v1.ApproveRollbackResponse
-	7,  // 38: custody.gatekeeper.v1.GatekeeperService.ListRollbacks:output_type -> custody.gatekeeper.v1.ListRollbacksResponse
-	29, // [29:39] is the sub-list for method output_type
-	19, // [19:29] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	0,  // 19: custody.gatekeeper.v1.AdmitResponse.real_decision:type_name -> custody.gatekeeper.v1.Decision
+	23, // 20: custody.gatekeeper.v1.AdmitResponse.input_attestations:type_name -> custody.gatekeeper.v1.InputAttestation
+	26, // 21: custody.gatekeeper.v1.InputAttestation.digest:type_name -> custody.gatekeeper.v1.InputAttestation.DigestEntry
+	21, // 22: custody.gatekeeper.v1.GatekeeperService.Admit:input_type -> custody.gatekeeper.v1.AdmitRequest
+	24, // 23: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:input_type -> custody.gatekeeper.v1.RecordDeploymentRequest
+	11, // 24: custody.gatekeeper.v1.GatekeeperService.Pause:input_type -> custody.gatekeeper.v1.PauseRequest
+	13, // 25: custody.gatekeeper.v1.GatekeeperService.Resume:input_type -> custody.gatekeeper.v1.ResumeRequest
+	15, // 26: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:input_type -> custody.gatekeeper.v1.KillSwitchOnRequest
+	17, // 27: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:input_type -> custody.gatekeeper.v1.KillSwitchOffRequest
+	19, // 28: custody.gatekeeper.v1.GatekeeperService.GetStopState:input_type -> custody.gatekeeper.v1.GetStopStateRequest
+	2,  // 29: custody.gatekeeper.v1.GatekeeperService.RequestRollback:input_type -> custody.gatekeeper.v1.RequestRollbackRequest
+	4,  // 30: custody.gatekeeper.v1.GatekeeperService.ApproveRollback:input_type -> custody.gatekeeper.v1.ApproveRollbackRequest
+	6,  // 31: custody.gatekeeper.v1.GatekeeperService.ListRollbacks:input_type -> custody.gatekeeper.v1.ListRollbacksRequest
+	22, // 32: custody.gatekeeper.v1.GatekeeperService.Admit:output_type -> custody.gatekeeper.v1.AdmitResponse
+	25, // 33: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:output_type -> custody.gatekeeper.v1.RecordDeploymentResponse
+	12, // 34: custody.gatekeeper.v1.GatekeeperService.Pause:output_type -> custody.gatekeeper.v1.PauseResponse
+	14, // 35: custody.gatekeeper.v1.GatekeeperService.Resume:output_type -> custody.gatekeeper.v1.ResumeResponse
+	16, // 36: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:output_type -> custody.gatekeeper.v1.KillSwitchOnResponse
+	18, // 37: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:output_type -> custody.gatekeeper.v1.KillSwitchOffResponse
+	20, // 38: custody.gatekeeper.v1.GatekeeperService.GetStopState:output_type -> custody.gatekeeper.v1.GetStopStateResponse
+	3,  // 39: custody.gatekeeper.v1.GatekeeperService.RequestRollback:output_type -> custody.gatekeeper.v1.RequestRollbackResponse
+	5,  // 40: custody.gatekeeper.v1.GatekeeperService.ApproveRollback:output_type -> custody.gatekeeper.v1.ApproveRollbackResponse
+	7,  // 41: custody.gatekeeper.v1.GatekeeperService.ListRollbacks:output_type -> custody.gatekeeper.v1.ListRollbacksResponse
+	32, // [32:42] is the sub-list for method output_type
+	22, // [22:32] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_custody_gatekeeper_v1_gatekeeper_proto_init() }
@@ -1850,7 +1961,7 @@ func file_custody_gatekeeper_v1_gatekeeper_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc), len(file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   24,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
