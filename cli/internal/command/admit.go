@@ -79,24 +79,53 @@ type jsonAdmission struct {
 	Reasons      []string `json:"reasons"`
 	DecisionID   string   `json:"decision_id"`
 	PolicyDigest string   `json:"policy_digest"`
-	LogIndex     int64    `json:"log_index"`
+	// PolicyRevision is the policy bundle's revision.
+	PolicyRevision string `json:"policy_revision"`
+	// DryRun says the environment is in dry-run mode; RealDecision is the
+	// decision without it ("deny" for a dry-run allow the policy denied).
+	DryRun       bool   `json:"dry_run"`
+	RealDecision string `json:"real_decision"`
+	// InputAttestations are the attestations the decision evaluated.
+	InputAttestations []jsonInputAttestation `json:"input_attestations"`
+	LogIndex          int64                  `json:"log_index"`
 	// Signed says whether the gatekeeper returned a signed decision record.
 	Signed bool `json:"signed"`
 	// DecisionFile is where -o wrote the signed record.
 	DecisionFile string `json:"decision_file,omitempty"`
 }
 
-func admitJSON(ref, envName string, resp *gatekeeperv1.AdmitResponse) jsonAdmission {
-	verdict := "deny"
-	if resp.GetDecision() == gatekeeperv1.Decision_DECISION_ALLOW {
-		verdict = "allow"
+// jsonInputAttestation is one attestation a decision evaluated.
+type jsonInputAttestation struct {
+	URI    string            `json:"uri"`
+	Digest map[string]string `json:"digest"`
+}
+
+func verdictOf(d gatekeeperv1.Decision) string {
+	if d == gatekeeperv1.Decision_DECISION_ALLOW {
+		return "allow"
 	}
+	return "deny"
+}
+
+func admitJSON(ref, envName string, resp *gatekeeperv1.AdmitResponse) jsonAdmission {
+	verdict := verdictOf(resp.GetDecision())
 	reasons := resp.GetReasons()
 	if reasons == nil {
 		reasons = []string{}
 	}
+	// The real decision is the gatekeeper's word, never more permissive
+	// than the decision; unstated, it is the decision.
+	real := verdict
+	if verdict == "allow" && resp.GetRealDecision() != gatekeeperv1.Decision_DECISION_UNSPECIFIED {
+		real = verdictOf(resp.GetRealDecision())
+	}
+	inputs := []jsonInputAttestation{}
+	for _, a := range resp.GetInputAttestations() {
+		inputs = append(inputs, jsonInputAttestation{URI: a.GetUri(), Digest: a.GetDigest()})
+	}
 	return jsonAdmission{Decision: verdict, Ref: ref, Environment: envName, Digest: resp.GetDigest(), Reasons: reasons,
-		DecisionID: resp.GetDecisionId(), PolicyDigest: resp.GetPolicyDigest(), LogIndex: resp.GetLogIndex(),
+		DecisionID: resp.GetDecisionId(), PolicyDigest: resp.GetPolicyDigest(), PolicyRevision: resp.GetPolicyRevision(),
+		DryRun: resp.GetDryRun(), RealDecision: real, InputAttestations: inputs, LogIndex: resp.GetLogIndex(),
 		Signed: len(resp.GetDecisionEnvelope()) > 0}
 }
 
@@ -121,6 +150,9 @@ func (c *cli) printDecision(ref, envName string, resp *gatekeeperv1.AdmitRespons
 	verdict := "DENY"
 	if resp.GetDecision() == gatekeeperv1.Decision_DECISION_ALLOW {
 		verdict = "ALLOW"
+		if resp.GetDryRun() && resp.GetRealDecision() != gatekeeperv1.Decision_DECISION_ALLOW {
+			verdict = "ALLOW (dry-run: the policy denies)"
+		}
 	}
 	fmt.Fprintf(c.stdout, "%s %s to %s\n", verdict, ref, envName)
 	for _, r := range resp.GetReasons() {
@@ -129,5 +161,8 @@ func (c *cli) printDecision(ref, envName string, resp *gatekeeperv1.AdmitRespons
 	if d := resp.GetDigest(); d != "" {
 		fmt.Fprintf(c.stdout, "  digest      %s\n", d)
 	}
-	fmt.Fprintf(c.stdout, "  decision    %s (log index %d)\n  policy      %s\n", resp.GetDecisionId(), resp.GetLogIndex(), resp.GetPolicyDigest())
+	fmt.Fprintf(c.stdout, "  decision    %s (log index %d)\n  policy      %s (revision %s)\n", resp.GetDecisionId(), resp.GetLogIndex(), resp.GetPolicyDigest(), resp.GetPolicyRevision())
+	for _, a := range resp.GetInputAttestations() {
+		fmt.Fprintf(c.stdout, "  evaluated   %s sha256:%s\n", a.GetUri(), a.GetDigest()["sha256"])
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,7 +16,7 @@ import (
 
 func (c *cli) devCmd() *cobra.Command {
 	dev := &cobra.Command{Use: "dev", Short: "Run the development stack"}
-	var dir, binDir string
+	var dir, binDir, policyBundle, dryRunEnv string
 	var hsm bool
 	up := &cobra.Command{
 		Use:   "up",
@@ -29,12 +30,21 @@ func (c *cli) devCmd() *cobra.Command {
 				}
 				dir = d
 			}
+			if policyBundle != "" {
+				abs, err := filepath.Abs(policyBundle)
+				if err != nil {
+					return fmt.Errorf("--policy-bundle: %w", err)
+				}
+				policyBundle = abs
+			}
 			fmt.Fprintf(c.stdout, "starting the Custody dev stack in %s\n", dir)
-			return devstack.Up(cmd.Context(), devstack.Layout{Dir: dir, HSM: hsm}, devstack.Options{BinDir: binDir, Out: c.stdout})
+			return devstack.Up(cmd.Context(), devstack.Layout{Dir: dir, HSM: hsm, PolicyBundle: policyBundle, DryRunEnv: dryRunEnv}, devstack.Options{BinDir: binDir, Out: c.stdout})
 		},
 	}
 	up.Flags().StringVar(&dir, "dir", "", "directory for keys, state and logs (default: a new temporary directory)")
 	up.Flags().BoolVar(&hsm, "hsm", false, "keep the signer's keys and the publisher's KEK in a SoftHSM2 token (needs softhsm2: scripts/install-softhsm.sh)")
+	up.Flags().StringVar(&policyBundle, "policy-bundle", "", "the gatekeeper's admission policy bundle, a directory or .tar.gz (default: the built-in policy; docs/policy.md)")
+	up.Flags().StringVar(&dryRunEnv, "dry-run-env", "", "environments whose policy denials the gatekeeper only logs and reports as warnings, comma-separated (e.g. staging)")
 	up.Flags().StringVar(&binDir, "bin-dir", "", "directory with the service binaries (default: next to custody, then PATH)")
 
 	down := &cobra.Command{

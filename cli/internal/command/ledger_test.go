@@ -223,7 +223,7 @@ func TestJSONFieldNames(t *testing.T) {
 		{jsonLineagePath{}, "downward edges found from to"},
 		{jsonSBOM{}, "attached_at attached_by components digest document_digest format key_id log_index name version"},
 		{jsonComponent{}, "license name purl version"},
-		{jsonAdmission{Digest: "d", DecisionFile: "f"}, "decision decision_file decision_id digest environment log_index policy_digest reasons ref signed"},
+		{jsonAdmission{Digest: "d", DecisionFile: "f"}, "decision decision_file decision_id digest dry_run environment input_attestations log_index policy_digest policy_revision real_decision reasons ref signed"},
 	}
 	for _, tt := range tests {
 		if got := strings.Join(keys(tt.v), " "); got != tt.want {

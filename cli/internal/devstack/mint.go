@@ -84,6 +84,12 @@ type Layout struct {
 	// token under keys/softhsm (custody dev up --hsm) instead of the
 	// software keystore and the soft KEK.
 	HSM bool
+	// PolicyBundle, if set, is the gatekeeper's --policy-bundle (custody
+	// dev up --policy-bundle): a directory or .tar.gz; empty, the built-in
+	// policy. DryRunEnv is its --dry-run-env (custody dev up
+	// --dry-run-env staging).
+	PolicyBundle string
+	DryRunEnv    string
 }
 
 func (l Layout) path(elem ...string) string {

@@ -265,6 +265,12 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 		a = append(a, "--catalog-addr", addr("catalog"), "--signer-addr", addr("signer"), "--publisher-addr", addr("publisher"),
 			"--trust-root", l.TrustRoot(), "--stop-state-file", l.path("data", name, "stops.json"), "--broker-addr", addr("cdn-broker"),
 			"--lift-quorum", "prod=2", "--default-lift-quorum", "1", "--killswitch-lift-quorum", "2")
+		if l.PolicyBundle != "" {
+			a = append(a, "--policy-bundle", l.PolicyBundle)
+		}
+		if l.DryRunEnv != "" {
+			a = append(a, "--dry-run-env", l.DryRunEnv)
+		}
 	case "edge", "edge2":
 		a = append(a, "--name", Edges[name], "--https-listen", "127.0.0.1:0", "--tls-cert-file", l.path("web", "edge.pem"),
 			"--tls-key-file", l.path("web", "edge_key.pem"), "--publisher-addr", addr("publisher"),
