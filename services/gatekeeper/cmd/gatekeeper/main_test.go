@@ -61,6 +61,18 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	}
 }
 
+// TestPolicyBundleKeyNeedsBundle: a signature key with the built-in
+// bundle is a mistake that is reported, not ignored.
+func TestPolicyBundleKeyNeedsBundle(t *testing.T) {
+	cfg, err := parseConfig([]string{"--policy-bundle-key", "k.pem"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--policy-bundle-key needs --policy-bundle") {
+		t.Errorf("Validate: %v", err)
+	}
+}
+
 func TestConfigFromEnvironment(t *testing.T) {
 	env := map[string]string{"CUSTODY_CATALOG_ADDR": "c:1", "CUSTODY_SIGNER_ADDR": "s:1", "CUSTODY_PUBLISHER_ADDR": "p:1", "CUSTODY_POLICY_BUNDLE": "b.tar.gz", "CUSTODY_DRY_RUN_ENV": "staging"}
 	cfg, err := parseConfig([]string{"--signer-addr", "flag:1"}, func(k string) string { return env[k] }, io.Discard)

@@ -117,6 +117,17 @@ func TestDryRunBoundary(t *testing.T) {
 			t.Errorf("logged %v: want dry_run false", logged)
 		}
 	})
+	t.Run("rollback rule still denies", func(t *testing.T) {
+		for _, v := range []string{"1.0.0", "2.0.0"} {
+			s.publish(t, "svc", v, "prod")
+		}
+		s.deploy(t, "svc", "2.0.0", "prod")
+		resp := s.admitAs(t, "svc", "1.0.0", "prod")
+		wantDecision(t, resp, deny, "svc@1.0.0 is lower than svc@2.0.0")
+		if resp.GetRealDecision() != deny || containsReason(resp.GetReasons(), "warning:") {
+			t.Errorf("real %v reasons %q: want a plain deny", resp.GetRealDecision(), resp.GetReasons())
+		}
+	})
 	t.Run("pause still denies", func(t *testing.T) {
 		if _, err := s.client(t, "/admin/root").Pause(t.Context(), &gatekeeperv1.PauseRequest{Environment: "prod", Reason: "incident"}); err != nil {
 			t.Fatal(err)
