@@ -238,6 +238,33 @@ func (c *config) policy(ctx context.Context) (*policy.Policy, error) {
 	return p, nil
 }
 
+// reloadPolicy reloads the policy bundle (load) on every signal from hup
+// (SIGHUP). A bundle that loads is put in force for the admissions that
+// start after it; one that does not is logged and the policy in force
+// stays: it was checked when it was loaded, and every decision names the
+// revision and digest it was made under.
+func reloadPolicy(hup <-chan os.Signal, load func(context.Context) (*policy.Policy, error), gate *admission.Gate, logger *slog.Logger) daemon.Component {
+	return func(ctx context.Context) error {
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-hup:
+			}
+			old := gate.Policy()
+			p, err := load(ctx)
+			if err != nil {
+				logger.Error("admission policy bundle reload failed: the policy in force stays; fix the bundle and send SIGHUP again",
+					slog.String("revision", old.Revision()), slog.String("digest", old.Digest()), slog.Any("error", err))
+				continue
+			}
+			gate.SetPolicy(p)
+			logger.Info("admission policy bundle reloaded", slog.String("policy", p.Name()), slog.String("revision", p.Revision()),
+				slog.String("digest", p.Digest()), slog.String("previous_revision", old.Revision()), slog.String("previous_digest", old.Digest()))
+		}
+	}
+}
+
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
@@ -344,7 +371,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	srv := d.NewServer(server.Policy(d.TrustDomain))
 	gk := server.New(gate, d.Logger).WithStops(stops, gate).WithRollbacks(rollbacks)
-	runners := []daemon.Component{gate.RunTrustRefresh, gate.RunRevocationWatch}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	runners := []daemon.Component{gate.RunTrustRefresh, gate.RunRevocationWatch, reloadPolicy(hup, cfg.policy, gate, d.Logger)}
 	if cfg.BrokerAddr != "" {
 		brokerConn, err := d.Dial(cfg.BrokerAddr, "cdn-broker")
 		if err != nil {

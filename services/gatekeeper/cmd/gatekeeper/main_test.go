@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +28,7 @@ import (
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/libs/trustroot/trustroottest"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 )
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -177,4 +181,81 @@ func closedAddr(t *testing.T) string {
 	addr := l.Addr().String()
 	l.Close()
 	return addr
+}
+
+// nothing is a catalog, signer and publisher that are never reached.
+type nothing struct{}
+
+func (nothing) Evidence(context.Context, string, string, string) (*admission.Evidence, error) {
+	return nil, errors.New("unreachable")
+}
+func (nothing) AppendEvent(context.Context, admission.Event) (int64, error) {
+	return 0, errors.New("unreachable")
+}
+func (nothing) RecordDeployment(context.Context, admission.Deployment) (int64, error) {
+	return 0, errors.New("unreachable")
+}
+func (nothing) TrustRoots(context.Context, int64) ([][]byte, error) {
+	return nil, errors.New("unreachable")
+}
+func (nothing) Revocations(context.Context) (map[string]time.Time, error) {
+	return nil, errors.New("unreachable")
+}
+func (nothing) SignDecision(context.Context, []byte) ([]byte, error) {
+	return nil, errors.New("unreachable")
+}
+func (nothing) VerifyBlob(context.Context, string) error { return errors.New("unreachable") }
+
+// TestReloadPolicy: on SIGHUP the bundle is read again; a good one is put
+// in force, a bad one is logged and the one in force stays.
+func TestReloadPolicy(t *testing.T) {
+	dir := t.TempDir()
+	bundle := filepath.Join(dir, "bundle")
+	if err := os.Mkdir(bundle, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, bundle, ".manifest", `{"revision": "r1"}`)
+	writeFile(t, bundle, "a.rego", "package custody.admission\n\ndeny contains \"no\" if { false }\n")
+	cfg := &config{PolicyBundle: bundle}
+	first, err := cfg.policy(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := trustroottest.New(t, 1)
+	pinned, err := trustroot.Pin(c.Sign(t, c.Root(1, 1, time.Now(), nil, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	gate, err := admission.New(admission.Config{Catalog: nothing{}, Signer: nothing{}, Publisher: nothing{}, Policy: first,
+		TrustRoot: pinned, VerifierID: "spiffe://custody.test/service/gatekeeper", TrustDomain: "custody.test",
+		Metrics: telemetry.Discard("gatekeeper").Metrics, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hup := make(chan os.Signal)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- reloadPolicy(hup, cfg.policy, gate, logger)(ctx) }()
+
+	writeFile(t, bundle, ".manifest", `{"revision": "r2"}`)
+	hup <- syscall.SIGHUP
+	hup <- syscall.SIGHUP // returns once the first reload is done
+	if got := gate.Policy().Revision(); got != "r2" {
+		t.Fatalf("after SIGHUP: revision %q, want r2", got)
+	}
+	writeFile(t, bundle, "a.rego", "package custody.admission\n\nallow := true\n")
+	hup <- syscall.SIGHUP
+	hup <- syscall.SIGHUP
+	if got := gate.Policy().Revision(); got != "r2" {
+		t.Errorf("after a bad bundle: revision %q, want r2 still in force", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "reload failed: the policy in force stays") || !strings.Contains(logs.String(), "no deny rule") {
+		t.Errorf("log does not report the failed reload:\n%s", logs.String())
+	}
 }

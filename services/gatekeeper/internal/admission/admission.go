@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -279,6 +280,8 @@ type Config struct {
 type Gate struct {
 	cfg   Config
 	trust *trust
+	// policy is the policy in force: Config.Policy until SetPolicy.
+	policy atomic.Pointer[policy.Policy]
 }
 
 // New returns a Gate. It checks the configuration but contacts nothing.
@@ -319,8 +322,23 @@ func New(cfg Config) (*Gate, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Second
 	}
-	return &Gate{cfg: cfg, trust: newTrust(cfg.Signer, cfg.TrustRoot, cfg.Now, cfg.Logger)}, nil
+	g := &Gate{cfg: cfg, trust: newTrust(cfg.Signer, cfg.TrustRoot, cfg.Now, cfg.Logger)}
+	g.policy.Store(cfg.Policy)
+	return g, nil
 }
+
+// SetPolicy puts p in force for the admissions that start after it
+// returns; one already under way finishes with the policy it started
+// with, and its decision names that one's digest and revision. A nil p
+// changes nothing.
+func (g *Gate) SetPolicy(p *policy.Policy) {
+	if p != nil {
+		g.policy.Store(p)
+	}
+}
+
+// Policy returns the policy in force.
+func (g *Gate) Policy() *policy.Policy { return g.policy.Load() }
 
 // Admit verifies the evidence of the artifact req names, evaluates the
 // policy, and returns the decision once it is signed and logged. A deny is a
@@ -338,7 +356,8 @@ func (g *Gate) Admit(ctx context.Context, req Request) (*Decision, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Decision{ID: id, PolicyDigest: g.cfg.Policy.Digest(), PolicyRevision: g.cfg.Policy.Revision(),
+	pol := g.policy.Load()
+	d := &Decision{ID: id, PolicyDigest: pol.Digest(), PolicyRevision: pol.Revision(),
 		DryRun: slices.Contains(g.cfg.DryRun, req.Environment),
 		Name:   req.Name, Version: req.Version, Digest: req.Digest, Environment: req.Environment}
 	// The decision is dated before the stops are read: a stop turned on
@@ -364,7 +383,7 @@ func (g *Gate) Admit(ctx context.Context, req Request) (*Decision, error) {
 	case err != nil:
 		return nil, fmt.Errorf("%w: get %s from the catalog: %w", ErrUnavailable, describe(req), err)
 	default:
-		if err := g.decide(ctx, req, ev, d); err != nil {
+		if err := g.decide(ctx, pol, req, ev, d); err != nil {
 			return nil, err
 		}
 	}
@@ -384,7 +403,7 @@ func (g *Gate) Admit(ctx context.Context, req Request) (*Decision, error) {
 
 // decide verifies the evidence and evaluates the policy, filling in d.
 // Errors mean no decision can be made.
-func (g *Gate) decide(ctx context.Context, req Request, ev *Evidence, d *Decision) error {
+func (g *Gate) decide(ctx context.Context, pol *policy.Policy, req Request, ev *Evidence, d *Decision) error {
 	a := ev.Artifact
 	d.Name, d.Version = a.Name, a.Version
 	if !digest.Valid(a.Digest) {
@@ -439,15 +458,15 @@ func (g *Gate) decide(ctx context.Context, req Request, ev *Evidence, d *Decisio
 			hard = append(hard, advDenial)
 		}
 	}
-	denies, warns, perr := g.cfg.Policy.Decide(ctx, in)
+	denies, warns, perr := pol.Decide(ctx, in)
 	if perr != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 		}
-		g.cfg.Logger.ErrorContext(ctx, "admission policy failed: denying", slog.String("policy", g.cfg.Policy.Name()), slog.Any("error", perr))
+		g.cfg.Logger.ErrorContext(ctx, "admission policy failed: denying", slog.String("policy", pol.Name()), slog.Any("error", perr))
 		// A policy that cannot answer denies, dry-run or not: a dry run
 		// reports the real decision, and there is none.
-		hard = append(hard, fmt.Sprintf("admission policy %s could not be evaluated, so the gatekeeper denies: %v", g.cfg.Policy.Name(), perr))
+		hard = append(hard, fmt.Sprintf("admission policy %s could not be evaluated, so the gatekeeper denies: %v", pol.Name(), perr))
 	}
 	// The rollback rule is one more deny: a granted rollback approval
 	// lifts only it, never the verification or the policy.

@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/custody-dev/custody/libs/attest"
 	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 )
 
 // loggedDecision is the admission.decided entry the stack logged last.
@@ -186,4 +188,27 @@ func TestDecisionRecordFields(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSetPolicy: a policy put in force (SIGHUP reload) decides the next
+// admission, and the decision names its revision and digest.
+func TestSetPolicy(t *testing.T) {
+	s := newStack(t)
+	s.publish(t, "app", "1.0.0", "staging")
+	wantDecision(t, s.admitAs(t, "app", "1.0.0", "staging"), allow, "")
+	strict, err := policy.LoadBundleFS(t.Context(), "strict", fstest.MapFS{
+		".manifest":      {Data: []byte(`{"revision": "strict-1"}`)},
+		"admission.rego": {Data: []byte("package custody.admission\n\ndeny contains \"frozen\" if { true }\n")},
+	}, policy.BundleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.gate.SetPolicy(strict)
+	s.policy = strict
+	resp := s.admitAs(t, "app", "1.0.0", "staging")
+	wantDecision(t, resp, deny, "frozen")
+	if resp.GetPolicyRevision() != "strict-1" || resp.GetPolicyDigest() != strict.Digest() {
+		t.Errorf("policy %s revision %q: want the new bundle's", resp.GetPolicyDigest(), resp.GetPolicyRevision())
+	}
+	s.checkRecorded(t, resp, "deny", "staging")
 }
