@@ -47,6 +47,24 @@ type State struct {
 	Pauses     map[string]Stop
 	// Revocation is the time of the latest key revocation; zero if none.
 	Revocation time.Time
+	// Findings are, by artifact digest and environment, the latest
+	// finding an advisory import raised there (decision 0098).
+	Findings map[Target]Finding
+	// FindingsOverflow, if set, refuses everything issued before it,
+	// whatever its digest: the gatekeeper raised more findings than its
+	// per-digest list holds.
+	FindingsOverflow time.Time
+}
+
+// Target is one artifact digest in one environment.
+type Target struct {
+	Digest, Environment string
+}
+
+// Finding is the epoch of the latest finding of one Target.
+type Finding struct {
+	Since    time.Time
+	Advisory string
 }
 
 // FromProto converts the gatekeeper's answer.
@@ -58,9 +76,24 @@ func FromProto(p *gatekeeperv1.StopState) State {
 		}
 		return st
 	}
-	st := State{KillSwitch: conv(p.GetKillSwitch()), Pauses: map[string]Stop{}}
+	st := State{KillSwitch: conv(p.GetKillSwitch()), Pauses: map[string]Stop{}, Findings: map[Target]Finding{}}
 	for _, e := range p.GetPauses() {
 		st.Pauses[e.GetEnvironment()] = conv(e.GetStop())
+	}
+	for _, f := range p.GetFindings() {
+		k := Target{Digest: f.GetDigest(), Environment: f.GetEnvironment()}
+		// A finding without a time refuses everything issued so far for
+		// its target: it cannot be ordered, so it counts as latest.
+		since := time.Unix(math.MaxInt32, 0)
+		if f.GetEpochTime() != nil {
+			since = f.GetEpochTime().AsTime()
+		}
+		if cur, ok := st.Findings[k]; !ok || since.After(cur.Since) {
+			st.Findings[k] = Finding{Since: since, Advisory: f.GetAdvisoryId()}
+		}
+	}
+	if p.GetFindingsOverflowTime() != nil {
+		st.FindingsOverflow = p.GetFindingsOverflowTime().AsTime()
 	}
 	if p.GetRevocationTime() != nil {
 		st.Revocation = p.GetRevocationTime().AsTime()
@@ -68,13 +101,14 @@ func FromProto(p *gatekeeperv1.StopState) State {
 	return st
 }
 
-// Check returns nil if something issued at issued for environment env (""
-// meaning unknown: every environment's pause counts) may still be used in
-// state st. precision is the resolution of issued (a second for token
+// Check returns nil if something issued at issued for artifact digest dgst
+// in environment env (either "" meaning unknown: every environment's pause
+// and every digest's findings count) may still be used in state st.
+// precision is the resolution of issued (a second for token
 // times): an epoch within the same unit counts as after it, so that
 // rounding never lets something through. Errors wrap ErrStopped or
 // ErrBeforeEpoch and say what to do.
-func (st State) Check(env string, issued time.Time, precision time.Duration) error {
+func (st State) Check(env, dgst string, issued time.Time, precision time.Duration) error {
 	if st.KillSwitch.Active {
 		return fmt.Errorf("%w: the kill switch is on since %s (%s): nothing is admitted or served until admins lift it",
 			ErrStopped, st.KillSwitch.Since.UTC().Format(time.RFC3339), st.KillSwitch.Reason)
@@ -100,7 +134,27 @@ func (st State) Check(env string, issued time.Time, precision time.Duration) err
 			return fmt.Errorf("%w: issued before environment %s was paused at %s: admit again", ErrBeforeEpoch, name, p.Since.UTC().Format(time.RFC3339Nano))
 		}
 	}
+	if before(st.FindingsOverflow) {
+		return fmt.Errorf("%w: issued before the gatekeeper's findings overflowed their list at %s, which refuses every earlier decision: admit again",
+			ErrBeforeEpoch, st.FindingsOverflow.UTC().Format(time.RFC3339Nano))
+	}
+	if dgst != "" && env != "" {
+		if f, ok := st.Findings[Target{dgst, env}]; ok && before(f.Since) {
+			return findingErr(dgst, env, f)
+		}
+		return nil
+	}
+	for t, f := range st.Findings {
+		if (dgst == "" || t.Digest == dgst) && (env == "" || t.Environment == env) && before(f.Since) {
+			return findingErr(t.Digest, t.Environment, f)
+		}
+	}
 	return nil
+}
+
+func findingErr(dgst, env string, f Finding) error {
+	return fmt.Errorf("%w: issued before advisory %s was found to affect %s in %s at %s: admissions of it there are denied now; fix or replace the artifact",
+		ErrBeforeEpoch, f.Advisory, dgst, env, f.Since.UTC().Format(time.RFC3339Nano))
 }
 
 // Fetcher reads the current stop state; gatekeeperv1.GatekeeperServiceClient
@@ -212,7 +266,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 
 // Check is State.Check on the latest answer, or ErrUnknown if there is none
 // younger than MaxAge.
-func (w *Watcher) Check(env string, issued time.Time, precision time.Duration) error {
+func (w *Watcher) Check(env, dgst string, issued time.Time, precision time.Duration) error {
 	w.mu.RLock()
 	st, fetched := w.state, w.fetched
 	w.mu.RUnlock()
@@ -223,5 +277,5 @@ func (w *Watcher) Check(env string, issued time.Time, precision time.Duration) e
 		return fmt.Errorf("%w: the last answer from the gatekeeper is %s old (limit %s): check the gatekeeper is running",
 			ErrUnknown, age.Truncate(time.Millisecond), w.cfg.MaxAge)
 	}
-	return st.Check(env, issued, precision)
+	return st.Check(env, dgst, issued, precision)
 }

@@ -17,37 +17,80 @@ import (
 
 var t0 = time.Date(2026, 12, 2, 12, 0, 0, 500_000_000, time.UTC)
 
+const (
+	dA = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	dB = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+)
+
+// TestFindingsFromProto: the latest finding of a target wins, one without
+// a time refuses everything so far, and the overflow time is kept.
+func TestFindingsFromProto(t *testing.T) {
+	st := FromProto(&gatekeeperv1.StopState{
+		Findings: []*gatekeeperv1.FindingEpoch{
+			{Digest: dA, Environment: "prod", EpochTime: timestamppb.New(t0.Add(time.Minute)), AdvisoryId: "GHSA-2"},
+			{Digest: dA, Environment: "prod", EpochTime: timestamppb.New(t0), AdvisoryId: "GHSA-1"},
+			{Digest: dB, Environment: "prod", AdvisoryId: "GHSA-3"},
+		},
+		FindingsOverflowTime: timestamppb.New(t0.Add(-time.Hour)),
+	})
+	if f := st.Findings[Target{dA, "prod"}]; f.Advisory != "GHSA-2" || !f.Since.Equal(t0.Add(time.Minute)) {
+		t.Errorf("finding of %s: %+v, want the latest (GHSA-2)", dA, f)
+	}
+	if err := st.Check("prod", dA, t0.Add(30*time.Second), 0); !errors.Is(err, ErrBeforeEpoch) {
+		t.Errorf("decision between two findings: %v, want ErrBeforeEpoch", err)
+	}
+	if err := st.Check("prod", dB, t0.Add(24*time.Hour), 0); !errors.Is(err, ErrBeforeEpoch) {
+		t.Errorf("finding without a time: %v, want ErrBeforeEpoch", err)
+	}
+	if err := st.Check("prod", "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc", t0.Add(-2*time.Hour), 0); !errors.Is(err, ErrBeforeEpoch) {
+		t.Errorf("before the overflow: %v, want ErrBeforeEpoch", err)
+	}
+}
+
 func TestCheck(t *testing.T) {
 	paused := State{Pauses: map[string]Stop{"prod": {Active: true, Epoch: 1, Since: t0, Reason: "incident"}}}
 	resumed := State{Pauses: map[string]Stop{"prod": {Epoch: 1, Since: t0}}}
 	killed := State{KillSwitch: Stop{Active: true, Epoch: 1, Since: t0}}
 	lifted := State{KillSwitch: Stop{Epoch: 1, Since: t0}}
 	revoked := State{Revocation: t0}
+	found := State{Findings: map[Target]Finding{{dA, "prod"}: {Since: t0, Advisory: "GHSA-jf85-cpcp-j695"}}}
+	overflowed := State{FindingsOverflow: t0}
 	tests := []struct {
 		name      string
 		st        State
 		env       string
+		digest    string
 		issued    time.Time
 		precision time.Duration
 		want      error
 	}{
-		{"nothing", State{}, "prod", t0, 0, nil},
-		{"kill switch on", killed, "staging", t0.Add(time.Hour), 0, ErrStopped},
-		{"kill switch lifted, before", lifted, "staging", t0.Add(-time.Millisecond), 0, ErrBeforeEpoch},
-		{"kill switch lifted, after", lifted, "staging", t0.Add(time.Millisecond), 0, nil},
-		{"paused env", paused, "prod", t0.Add(time.Hour), 0, ErrStopped},
-		{"other env unaffected", paused, "staging", t0.Add(-time.Hour), 0, nil},
-		{"unknown env counts every pause", paused, "", t0.Add(time.Hour), 0, ErrStopped},
-		{"resumed, before pause", resumed, "prod", t0.Add(-time.Second), 0, ErrBeforeEpoch},
-		{"resumed, after", resumed, "prod", t0.Add(time.Second), 0, nil},
-		{"revocation, before", revoked, "prod", t0.Add(-time.Nanosecond), 0, ErrBeforeEpoch},
-		{"revocation, equal", revoked, "prod", t0, 0, ErrBeforeEpoch},
+		{"nothing", State{}, "prod", "", t0, 0, nil},
+		{"kill switch on", killed, "staging", "", t0.Add(time.Hour), 0, ErrStopped},
+		{"kill switch lifted, before", lifted, "staging", "", t0.Add(-time.Millisecond), 0, ErrBeforeEpoch},
+		{"kill switch lifted, after", lifted, "staging", "", t0.Add(time.Millisecond), 0, nil},
+		{"paused env", paused, "prod", "", t0.Add(time.Hour), 0, ErrStopped},
+		{"other env unaffected", paused, "staging", "", t0.Add(-time.Hour), 0, nil},
+		{"unknown env counts every pause", paused, "", "", t0.Add(time.Hour), 0, ErrStopped},
+		{"resumed, before pause", resumed, "prod", "", t0.Add(-time.Second), 0, ErrBeforeEpoch},
+		{"resumed, after", resumed, "prod", "", t0.Add(time.Second), 0, nil},
+		{"revocation, before", revoked, "prod", "", t0.Add(-time.Nanosecond), 0, ErrBeforeEpoch},
+		{"revocation, equal", revoked, "prod", "", t0, 0, ErrBeforeEpoch},
 		// A token issued in the same second as the epoch may predate it.
-		{"second precision, same second", revoked, "prod", t0.Truncate(time.Second), time.Second, ErrBeforeEpoch},
-		{"second precision, next second", revoked, "prod", t0.Truncate(time.Second).Add(time.Second), time.Second, nil},
+		{"second precision, same second", revoked, "prod", "", t0.Truncate(time.Second), time.Second, ErrBeforeEpoch},
+		{"second precision, next second", revoked, "prod", "", t0.Truncate(time.Second).Add(time.Second), time.Second, nil},
+		{"finding, decision before", found, "prod", dA, t0.Add(-time.Millisecond), 0, ErrBeforeEpoch},
+		{"finding, decision at", found, "prod", dA, t0, 0, ErrBeforeEpoch},
+		{"finding, decision after", found, "prod", dA, t0.Add(time.Millisecond), 0, nil},
+		{"finding, same second of a token", found, "prod", dA, t0.Truncate(time.Second), time.Second, ErrBeforeEpoch},
+		{"finding, other digest", found, "prod", dB, t0.Add(-time.Hour), 0, nil},
+		{"finding, other environment", found, "staging", dA, t0.Add(-time.Hour), 0, nil},
+		{"finding, unknown environment counts every one", found, "", dA, t0.Add(-time.Hour), 0, ErrBeforeEpoch},
+		{"finding, unknown digest counts every one", found, "prod", "", t0.Add(-time.Hour), 0, ErrBeforeEpoch},
+		{"findings overflow, any digest before", overflowed, "prod", dB, t0.Add(-time.Millisecond), 0, ErrBeforeEpoch},
+		{"findings overflow, after", overflowed, "prod", dB, t0.Add(time.Millisecond), 0, nil},
 	}
 	for _, tt := range tests {
-		if err := tt.st.Check(tt.env, tt.issued, tt.precision); !errors.Is(err, tt.want) {
+		if err := tt.st.Check(tt.env, tt.digest, tt.issued, tt.precision); !errors.Is(err, tt.want) {
 			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
 		}
 	}
@@ -72,13 +115,13 @@ func TestWatcherFailsClosed(t *testing.T) {
 	f := &fetcher{}
 	var drops atomic.Int32
 	w := NewWatcher(WatcherConfig{Gatekeeper: f, MaxAge: 3 * time.Second, Now: func() time.Time { return now }, OnKillSwitch: func() { drops.Add(1) }})
-	if err := w.Check("prod", now, 0); !errors.Is(err, ErrUnknown) {
+	if err := w.Check("prod", dA, now, 0); !errors.Is(err, ErrUnknown) {
 		t.Fatalf("before the first poll: %v, want ErrUnknown", err)
 	}
 	if err := w.Poll(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Check("prod", now, 0); err != nil {
+	if err := w.Check("prod", dA, now, 0); err != nil {
 		t.Fatalf("after a poll: %v", err)
 	}
 	f.down.Store(true)
@@ -86,18 +129,18 @@ func TestWatcherFailsClosed(t *testing.T) {
 	if err := w.Poll(t.Context()); err == nil {
 		t.Fatal("poll of a down gatekeeper succeeded")
 	}
-	if err := w.Check("prod", now, 0); err != nil {
+	if err := w.Check("prod", dA, now, 0); err != nil {
 		t.Fatalf("answer 2s old: %v", err)
 	}
 	now = now.Add(2 * time.Second)
-	if err := w.Check("prod", now, 0); !errors.Is(err, ErrUnknown) {
+	if err := w.Check("prod", dA, now, 0); !errors.Is(err, ErrUnknown) {
 		t.Fatalf("answer 4s old: %v, want ErrUnknown", err)
 	}
 	f.down.Store(false)
 	f.kill.Store(true)
 	_ = w.Poll(t.Context())
 	_ = w.Poll(t.Context())
-	if err := w.Check("prod", now, 0); !errors.Is(err, ErrStopped) {
+	if err := w.Check("prod", dA, now, 0); !errors.Is(err, ErrStopped) {
 		t.Fatalf("kill switch: %v, want ErrStopped", err)
 	}
 	if drops.Load() != 1 {

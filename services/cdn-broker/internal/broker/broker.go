@@ -83,11 +83,11 @@ type EventLog interface {
 
 var _ EventLog = (*purges.Catalog)(nil)
 
-// Stops tells whether something issued at a time for an environment may
-// still be used; stopstate.Watcher is one. Errors wrap stopstate.ErrUnknown,
-// ErrStopped or ErrBeforeEpoch.
+// Stops tells whether something issued at a time for an artifact digest
+// and an environment may still be used; stopstate.Watcher is one. Errors
+// wrap stopstate.ErrUnknown, ErrStopped or ErrBeforeEpoch.
 type Stops interface {
-	Check(env string, issued time.Time, precision time.Duration) error
+	Check(env, digest string, issued time.Time, precision time.Duration) error
 }
 
 var _ Stops = (*stopstate.Watcher)(nil)
@@ -201,7 +201,7 @@ func (b *Broker) check(ctx context.Context, raw []byte) (*attest.Decision, error
 	if b.cfg.Stops == nil {
 		return nil, status.Error(codes.Unavailable, "no stop state: the broker issues nothing")
 	}
-	if err := b.cfg.Stops.Check(d.Environment, d.Time, 0); err != nil {
+	if err := b.cfg.Stops.Check(d.Environment, d.Digest, d.Time, 0); err != nil {
 		if errors.Is(err, stopstate.ErrUnknown) {
 			b.cfg.Logger.WarnContext(ctx, "refusing: stop state unknown", slog.Any("error", err))
 			return nil, status.Errorf(codes.Unavailable, "no download URL: %v", err)

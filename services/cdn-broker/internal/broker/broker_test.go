@@ -439,6 +439,22 @@ func TestRefusesWhileAStopAppliesAndBeforeEpochs(t *testing.T) {
 			codes.PermissionDenied, "before the key revocation"},
 		{"key revoked before the decision", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}, RevocationTime: ts(decidedAt.Add(-time.Second))},
 			codes.OK, ""},
+		// An advisory import found the decision's digest affected in prod
+		// after the decision (decision 0098).
+		{"finding of its digest after the decision", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}, Findings: []*gatekeeperv1.FindingEpoch{
+			{Digest: digest, Environment: "prod", EpochTime: ts(decidedAt.Add(time.Millisecond)), AdvisoryId: "GHSA-jf85-cpcp-j695"}}},
+			codes.PermissionDenied, "advisory GHSA-jf85-cpcp-j695 was found to affect"},
+		{"finding of its digest before the decision", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}, Findings: []*gatekeeperv1.FindingEpoch{
+			{Digest: digest, Environment: "prod", EpochTime: ts(decidedAt.Add(-time.Millisecond)), AdvisoryId: "GHSA-jf85-cpcp-j695"}}},
+			codes.OK, ""},
+		{"finding of its digest in staging", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}, Findings: []*gatekeeperv1.FindingEpoch{
+			{Digest: digest, Environment: "staging", EpochTime: ts(f.now), AdvisoryId: "GHSA-x"}}},
+			codes.OK, ""},
+		{"finding of another digest", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}, Findings: []*gatekeeperv1.FindingEpoch{
+			{Digest: "sha256:" + strings.Repeat("0", 64), Environment: "prod", EpochTime: ts(f.now), AdvisoryId: "GHSA-x"}}},
+			codes.OK, ""},
+		{"findings overflowed after the decision", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}, FindingsOverflowTime: ts(decidedAt.Add(time.Second))},
+			codes.PermissionDenied, "findings overflowed"},
 	}
 	for _, tt := range tests {
 		f.setState(t, tt.state)

@@ -77,7 +77,7 @@ func (o *origin) Download(req *publisherv1.DownloadRequest, stream publisherv1.P
 // noStops is a stop state with no stop.
 type noStops struct{}
 
-func (noStops) Check(string, time.Time, time.Duration) error { return nil }
+func (noStops) Check(string, string, time.Time, time.Duration) error { return nil }
 
 type edge struct {
 	url   string

@@ -27,10 +27,10 @@ import (
 
 const blobPrefix = "/v1/blobs/sha256/"
 
-// Stops tells whether a token issued at a time for an environment may still
-// be used; stopstate.Watcher is one.
+// Stops tells whether a token issued at a time for an artifact digest and
+// an environment may still be used; stopstate.Watcher is one.
 type Stops interface {
-	Check(env string, issued time.Time, precision time.Duration) error
+	Check(env, digest string, issued time.Time, precision time.Duration) error
 }
 
 var _ Stops = (*stopstate.Watcher)(nil)
@@ -141,7 +141,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			issued, precision = claims.IssuedAt, time.Second
 		}
 	}
-	if err := h.Stops.Check(claims.Environment, issued, precision); err != nil {
+	if err := h.Stops.Check(claims.Environment, digest, issued, precision); err != nil {
 		if errors.Is(err, stopstate.ErrUnknown) {
 			http.Error(rec, "stop state unknown: this edge cannot reach the gatekeeper, so it serves nothing; try another edge", http.StatusServiceUnavailable)
 			return

@@ -137,13 +137,13 @@ func (s *fakeStops) set(st stopstate.State, unknown bool) {
 	s.state, s.unknown = st, unknown
 }
 
-func (s *fakeStops) Check(env string, issued time.Time, precision time.Duration) error {
+func (s *fakeStops) Check(env, digest string, issued time.Time, precision time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.unknown {
 		return stopstate.ErrUnknown
 	}
-	return s.state.Check(env, issued, precision)
+	return s.state.Check(env, digest, issued, precision)
 }
 
 func start(t *testing.T) *fixture {
@@ -559,6 +559,14 @@ func TestRefusesTokensDuringStopsAndBeforeEpochs(t *testing.T) {
 		{"decision before a revocation", fresh, stopstate.State{Revocation: epoch}, false, http.StatusForbidden, "key revocation"},
 		{"token from before a revocation, no decision time", token.Claims{IssuedAt: f.now.Add(-time.Minute)}, stopstate.State{Revocation: epoch}, false, http.StatusForbidden, "key revocation"},
 		{"state unknown", fresh, stopstate.State{}, true, http.StatusServiceUnavailable, "stop state unknown"},
+		// An advisory import found the artifact affected in prod after the
+		// decision (decision 0098); another digest's finding, or a finding
+		// before the decision, does not refuse it.
+		{"decision before a finding of its digest", fresh, stopstate.State{Findings: map[stopstate.Target]stopstate.Finding{{Digest: f.digest, Environment: "prod"}: {Since: epoch, Advisory: "GHSA-jf85-cpcp-j695"}}}, false, http.StatusForbidden, "GHSA-jf85-cpcp-j695"},
+		{"decision after a finding of its digest", fresh, stopstate.State{Findings: map[stopstate.Target]stopstate.Finding{{Digest: f.digest, Environment: "prod"}: {Since: f.now.Add(-2 * time.Minute), Advisory: "GHSA-jf85-cpcp-j695"}}}, false, http.StatusOK, ""},
+		{"finding of another digest", fresh, stopstate.State{Findings: map[stopstate.Target]stopstate.Finding{{Digest: "sha256:" + strings.Repeat("0", 64), Environment: "prod"}: {Since: epoch, Advisory: "GHSA-x"}}}, false, http.StatusOK, ""},
+		{"finding of its digest in staging", fresh, stopstate.State{Findings: map[stopstate.Target]stopstate.Finding{{Digest: f.digest, Environment: "staging"}: {Since: epoch, Advisory: "GHSA-x"}}}, false, http.StatusOK, ""},
+		{"decision before the findings overflow", fresh, stopstate.State{FindingsOverflow: epoch}, false, http.StatusForbidden, "findings overflowed"},
 		// The key-compromise drill admits again right after a revocation:
 		// a decision 300 ms after it, in the same second, is after it.
 		{"decision 300 ms after a revocation, same second", sameSecond(f.now, 700*time.Millisecond), stopstate.State{Revocation: f.now.Truncate(time.Second).Add(400 * time.Millisecond)}, false, http.StatusOK, ""},

@@ -684,9 +684,20 @@ type StopState struct {
 	// When the gatekeeper last learned the signer's revocations.
 	RevocationsCheckedAt *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=revocations_checked_at,json=revocationsCheckedAt,proto3" json:"revocations_checked_at,omitempty"`
 	// When the gatekeeper read this state.
-	AsOf          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AsOf *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
+	// Per artifact digest and environment, the time of the latest finding
+	// raised by an advisory import that now denies it there (decision 0098):
+	// decisions and tokens for that digest and environment issued before are
+	// refused. Sorted by digest, then environment; at most 10,000, and
+	// entries older than the longest a decision or token can be used are
+	// dropped.
+	Findings []*FindingEpoch `protobuf:"bytes,6,rep,name=findings,proto3" json:"findings,omitempty"`
+	// Set when more findings were raised than the per-digest list holds:
+	// every decision and token issued before it is refused, whatever its
+	// digest (the list restarts empty after it).
+	FindingsOverflowTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=findings_overflow_time,json=findingsOverflowTime,proto3" json:"findings_overflow_time,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *StopState) Reset() {
@@ -754,6 +765,91 @@ func (x *StopState) GetAsOf() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *StopState) GetFindings() []*FindingEpoch {
+	if x != nil {
+		return x.Findings
+	}
+	return nil
+}
+
+func (x *StopState) GetFindingsOverflowTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FindingsOverflowTime
+	}
+	return nil
+}
+
+// FindingEpoch is the latest finding of one artifact in one environment.
+type FindingEpoch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "sha256:<64 lowercase hex>".
+	Digest      string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	Environment string                 `protobuf:"bytes,2,opt,name=environment,proto3" json:"environment,omitempty"`
+	EpochTime   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=epoch_time,json=epochTime,proto3" json:"epoch_time,omitempty"`
+	// The advisory of the latest finding, for the refusal message.
+	AdvisoryId    string `protobuf:"bytes,4,opt,name=advisory_id,json=advisoryId,proto3" json:"advisory_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FindingEpoch) Reset() {
+	*x = FindingEpoch{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FindingEpoch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FindingEpoch) ProtoMessage() {}
+
+func (x *FindingEpoch) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FindingEpoch.ProtoReflect.Descriptor instead.
+func (*FindingEpoch) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *FindingEpoch) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *FindingEpoch) GetEnvironment() string {
+	if x != nil {
+		return x.Environment
+	}
+	return ""
+}
+
+func (x *FindingEpoch) GetEpochTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EpochTime
+	}
+	return nil
+}
+
+func (x *FindingEpoch) GetAdvisoryId() string {
+	if x != nil {
+		return x.AdvisoryId
+	}
+	return ""
+}
+
 type PauseRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Environment string                 `protobuf:"bytes,1,opt,name=environment,proto3" json:"environment,omitempty"`
@@ -765,7 +861,7 @@ type PauseRequest struct {
 
 func (x *PauseRequest) Reset() {
 	*x = PauseRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[10]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +873,7 @@ func (x *PauseRequest) String() string {
 func (*PauseRequest) ProtoMessage() {}
 
 func (x *PauseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[10]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +886,7 @@ func (x *PauseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
 func (*PauseRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{10}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PauseRequest) GetEnvironment() string {
@@ -818,7 +914,7 @@ type PauseResponse struct {
 
 func (x *PauseResponse) Reset() {
 	*x = PauseResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[11]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -830,7 +926,7 @@ func (x *PauseResponse) String() string {
 func (*PauseResponse) ProtoMessage() {}
 
 func (x *PauseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[11]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -843,7 +939,7 @@ func (x *PauseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseResponse.ProtoReflect.Descriptor instead.
 func (*PauseResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{11}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PauseResponse) GetState() *StopState {
@@ -869,7 +965,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[12]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +977,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[12]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +990,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{12}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ResumeRequest) GetEnvironment() string {
@@ -919,7 +1015,7 @@ type ResumeResponse struct {
 
 func (x *ResumeResponse) Reset() {
 	*x = ResumeResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[13]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1027,7 @@ func (x *ResumeResponse) String() string {
 func (*ResumeResponse) ProtoMessage() {}
 
 func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[13]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1040,7 @@ func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
 func (*ResumeResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{13}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ResumeResponse) GetLifted() bool {
@@ -991,7 +1087,7 @@ type KillSwitchOnRequest struct {
 
 func (x *KillSwitchOnRequest) Reset() {
 	*x = KillSwitchOnRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[14]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1003,7 +1099,7 @@ func (x *KillSwitchOnRequest) String() string {
 func (*KillSwitchOnRequest) ProtoMessage() {}
 
 func (x *KillSwitchOnRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[14]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1016,7 +1112,7 @@ func (x *KillSwitchOnRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillSwitchOnRequest.ProtoReflect.Descriptor instead.
 func (*KillSwitchOnRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{14}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *KillSwitchOnRequest) GetReason() string {
@@ -1036,7 +1132,7 @@ type KillSwitchOnResponse struct {
 
 func (x *KillSwitchOnResponse) Reset() {
 	*x = KillSwitchOnResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[15]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1048,7 +1144,7 @@ func (x *KillSwitchOnResponse) String() string {
 func (*KillSwitchOnResponse) ProtoMessage() {}
 
 func (x *KillSwitchOnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[15]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1061,7 +1157,7 @@ func (x *KillSwitchOnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillSwitchOnResponse.ProtoReflect.Descriptor instead.
 func (*KillSwitchOnResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{15}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *KillSwitchOnResponse) GetState() *StopState {
@@ -1086,7 +1182,7 @@ type KillSwitchOffRequest struct {
 
 func (x *KillSwitchOffRequest) Reset() {
 	*x = KillSwitchOffRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[16]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1194,7 @@ func (x *KillSwitchOffRequest) String() string {
 func (*KillSwitchOffRequest) ProtoMessage() {}
 
 func (x *KillSwitchOffRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[16]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1207,7 @@ func (x *KillSwitchOffRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillSwitchOffRequest.ProtoReflect.Descriptor instead.
 func (*KillSwitchOffRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{16}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{17}
 }
 
 type KillSwitchOffResponse struct {
@@ -1127,7 +1223,7 @@ type KillSwitchOffResponse struct {
 
 func (x *KillSwitchOffResponse) Reset() {
 	*x = KillSwitchOffResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[17]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1235,7 @@ func (x *KillSwitchOffResponse) String() string {
 func (*KillSwitchOffResponse) ProtoMessage() {}
 
 func (x *KillSwitchOffResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[17]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1248,7 @@ func (x *KillSwitchOffResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillSwitchOffResponse.ProtoReflect.Descriptor instead.
 func (*KillSwitchOffResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{17}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *KillSwitchOffResponse) GetLifted() bool {
@@ -1198,7 +1294,7 @@ type GetStopStateRequest struct {
 
 func (x *GetStopStateRequest) Reset() {
 	*x = GetStopStateRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[18]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1306,7 @@ func (x *GetStopStateRequest) String() string {
 func (*GetStopStateRequest) ProtoMessage() {}
 
 func (x *GetStopStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[18]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1319,7 @@ func (x *GetStopStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStopStateRequest.ProtoReflect.Descriptor instead.
 func (*GetStopStateRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{18}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{19}
 }
 
 type GetStopStateResponse struct {
@@ -1235,7 +1331,7 @@ type GetStopStateResponse struct {
 
 func (x *GetStopStateResponse) Reset() {
 	*x = GetStopStateResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[19]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1343,7 @@ func (x *GetStopStateResponse) String() string {
 func (*GetStopStateResponse) ProtoMessage() {}
 
 func (x *GetStopStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[19]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1356,7 @@ func (x *GetStopStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStopStateResponse.ProtoReflect.Descriptor instead.
 func (*GetStopStateResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{19}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetStopStateResponse) GetState() *StopState {
@@ -1284,7 +1380,7 @@ type AdmitRequest struct {
 
 func (x *AdmitRequest) Reset() {
 	*x = AdmitRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[20]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1296,7 +1392,7 @@ func (x *AdmitRequest) String() string {
 func (*AdmitRequest) ProtoMessage() {}
 
 func (x *AdmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[20]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1309,7 +1405,7 @@ func (x *AdmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitRequest.ProtoReflect.Descriptor instead.
 func (*AdmitRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{20}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *AdmitRequest) GetName() string {
@@ -1373,7 +1469,7 @@ type AdmitResponse struct {
 
 func (x *AdmitResponse) Reset() {
 	*x = AdmitResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[21]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1385,7 +1481,7 @@ func (x *AdmitResponse) String() string {
 func (*AdmitResponse) ProtoMessage() {}
 
 func (x *AdmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[21]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1398,7 +1494,7 @@ func (x *AdmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitResponse.ProtoReflect.Descriptor instead.
 func (*AdmitResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{21}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *AdmitResponse) GetDecision() Decision {
@@ -1491,7 +1587,7 @@ type InputAttestation struct {
 
 func (x *InputAttestation) Reset() {
 	*x = InputAttestation{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[22]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1503,7 +1599,7 @@ func (x *InputAttestation) String() string {
 func (*InputAttestation) ProtoMessage() {}
 
 func (x *InputAttestation) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[22]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1516,7 +1612,7 @@ func (x *InputAttestation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InputAttestation.ProtoReflect.Descriptor instead.
 func (*InputAttestation) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{22}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *InputAttestation) GetUri() string {
@@ -1553,7 +1649,7 @@ type RecordDeploymentRequest struct {
 
 func (x *RecordDeploymentRequest) Reset() {
 	*x = RecordDeploymentRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[23]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1661,7 @@ func (x *RecordDeploymentRequest) String() string {
 func (*RecordDeploymentRequest) ProtoMessage() {}
 
 func (x *RecordDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[23]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1674,7 @@ func (x *RecordDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*RecordDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{23}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RecordDeploymentRequest) GetName() string {
@@ -1638,7 +1734,7 @@ type RecordDeploymentResponse struct {
 
 func (x *RecordDeploymentResponse) Reset() {
 	*x = RecordDeploymentResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[24]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1650,7 +1746,7 @@ func (x *RecordDeploymentResponse) String() string {
 func (*RecordDeploymentResponse) ProtoMessage() {}
 
 func (x *RecordDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[24]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1663,7 +1759,7 @@ func (x *RecordDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*RecordDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{24}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RecordDeploymentResponse) GetName() string {
@@ -1761,14 +1857,23 @@ const file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc = "" +
 	"\tlifted_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\bliftedAt\"d\n" +
 	"\x0fEnvironmentStop\x12 \n" +
 	"\venvironment\x18\x01 \x01(\tR\venvironment\x12/\n" +
-	"\x04stop\x18\x02 \x01(\v2\x1b.custody.gatekeeper.v1.StopR\x04stop\"\xd1\x02\n" +
+	"\x04stop\x18\x02 \x01(\v2\x1b.custody.gatekeeper.v1.StopR\x04stop\"\xe4\x03\n" +
 	"\tStopState\x12<\n" +
 	"\vkill_switch\x18\x01 \x01(\v2\x1b.custody.gatekeeper.v1.StopR\n" +
 	"killSwitch\x12>\n" +
 	"\x06pauses\x18\x02 \x03(\v2&.custody.gatekeeper.v1.EnvironmentStopR\x06pauses\x12C\n" +
 	"\x0frevocation_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x0erevocationTime\x12P\n" +
 	"\x16revocations_checked_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x14revocationsCheckedAt\x12/\n" +
-	"\x05as_of\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04asOf\"H\n" +
+	"\x05as_of\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04asOf\x12?\n" +
+	"\bfindings\x18\x06 \x03(\v2#.custody.gatekeeper.v1.FindingEpochR\bfindings\x12P\n" +
+	"\x16findings_overflow_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x14findingsOverflowTime\"\xa4\x01\n" +
+	"\fFindingEpoch\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12 \n" +
+	"\venvironment\x18\x02 \x01(\tR\venvironment\x129\n" +
+	"\n" +
+	"epoch_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tepochTime\x12\x1f\n" +
+	"\vadvisory_id\x18\x04 \x01(\tR\n" +
+	"advisoryId\"H\n" +
 	"\fPauseRequest\x12 \n" +
 	"\venvironment\x18\x01 \x01(\tR\venvironment\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"d\n" +
@@ -1869,7 +1974,7 @@ func file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP() []byte {
 }
 
 var file_custody_gatekeeper_v1_gatekeeper_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_custody_gatekeeper_v1_gatekeeper_proto_goTypes = []any{
 	(Decision)(0),                    // 0: custody.gatekeeper.v1.Decision
 	(*Rollback)(nil),                 // 1: custody.gatekeeper.v1.Rollback
@@ -1882,72 +1987,76 @@ var file_custody_gatekeeper_v1_gatekeeper_proto_goTypes = []any{
 	(*Stop)(nil),                     // 8: custody.gatekeeper.v1.Stop
 	(*EnvironmentStop)(nil),          // 9: custody.gatekeeper.v1.EnvironmentStop
 	(*StopState)(nil),                // 10: custody.gatekeeper.v1.StopState
-	(*PauseRequest)(nil),             // 11: custody.gatekeeper.v1.PauseRequest
-	(*PauseResponse)(nil),            // 12: custody.gatekeeper.v1.PauseResponse
-	(*ResumeRequest)(nil),            // 13: custody.gatekeeper.v1.ResumeRequest
-	(*ResumeResponse)(nil),           // 14: custody.gatekeeper.v1.ResumeResponse
-	(*KillSwitchOnRequest)(nil),      // 15: custody.gatekeeper.v1.KillSwitchOnRequest
-	(*KillSwitchOnResponse)(nil),     // 16: custody.gatekeeper.v1.KillSwitchOnResponse
-	(*KillSwitchOffRequest)(nil),     // 17: custody.gatekeeper.v1.KillSwitchOffRequest
-	(*KillSwitchOffResponse)(nil),    // 18: custody.gatekeeper.v1.KillSwitchOffResponse
-	(*GetStopStateRequest)(nil),      // 19: custody.gatekeeper.v1.GetStopStateRequest
-	(*GetStopStateResponse)(nil),     // 20: custody.gatekeeper.v1.GetStopStateResponse
-	(*AdmitRequest)(nil),             // 21: custody.gatekeeper.v1.AdmitRequest
-	(*AdmitResponse)(nil),            // 22: custody.gatekeeper.v1.AdmitResponse
-	(*InputAttestation)(nil),         // 23: custody.gatekeeper.v1.InputAttestation
-	(*RecordDeploymentRequest)(nil),  // 24: custody.gatekeeper.v1.RecordDeploymentRequest
-	(*RecordDeploymentResponse)(nil), // 25: custody.gatekeeper.v1.RecordDeploymentResponse
-	nil,                              // 26: custody.gatekeeper.v1.InputAttestation.DigestEntry
-	(*timestamppb.Timestamp)(nil),    // 27: google.protobuf.Timestamp
+	(*FindingEpoch)(nil),             // 11: custody.gatekeeper.v1.FindingEpoch
+	(*PauseRequest)(nil),             // 12: custody.gatekeeper.v1.PauseRequest
+	(*PauseResponse)(nil),            // 13: custody.gatekeeper.v1.PauseResponse
+	(*ResumeRequest)(nil),            // 14: custody.gatekeeper.v1.ResumeRequest
+	(*ResumeResponse)(nil),           // 15: custody.gatekeeper.v1.ResumeResponse
+	(*KillSwitchOnRequest)(nil),      // 16: custody.gatekeeper.v1.KillSwitchOnRequest
+	(*KillSwitchOnResponse)(nil),     // 17: custody.gatekeeper.v1.KillSwitchOnResponse
+	(*KillSwitchOffRequest)(nil),     // 18: custody.gatekeeper.v1.KillSwitchOffRequest
+	(*KillSwitchOffResponse)(nil),    // 19: custody.gatekeeper.v1.KillSwitchOffResponse
+	(*GetStopStateRequest)(nil),      // 20: custody.gatekeeper.v1.GetStopStateRequest
+	(*GetStopStateResponse)(nil),     // 21: custody.gatekeeper.v1.GetStopStateResponse
+	(*AdmitRequest)(nil),             // 22: custody.gatekeeper.v1.AdmitRequest
+	(*AdmitResponse)(nil),            // 23: custody.gatekeeper.v1.AdmitResponse
+	(*InputAttestation)(nil),         // 24: custody.gatekeeper.v1.InputAttestation
+	(*RecordDeploymentRequest)(nil),  // 25: custody.gatekeeper.v1.RecordDeploymentRequest
+	(*RecordDeploymentResponse)(nil), // 26: custody.gatekeeper.v1.RecordDeploymentResponse
+	nil,                              // 27: custody.gatekeeper.v1.InputAttestation.DigestEntry
+	(*timestamppb.Timestamp)(nil),    // 28: google.protobuf.Timestamp
 }
 var file_custody_gatekeeper_v1_gatekeeper_proto_depIdxs = []int32{
-	27, // 0: custody.gatekeeper.v1.Rollback.requested_at:type_name -> google.protobuf.Timestamp
-	27, // 1: custody.gatekeeper.v1.Rollback.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 0: custody.gatekeeper.v1.Rollback.requested_at:type_name -> google.protobuf.Timestamp
+	28, // 1: custody.gatekeeper.v1.Rollback.expires_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: custody.gatekeeper.v1.RequestRollbackResponse.rollback:type_name -> custody.gatekeeper.v1.Rollback
 	1,  // 3: custody.gatekeeper.v1.ApproveRollbackResponse.rollback:type_name -> custody.gatekeeper.v1.Rollback
 	1,  // 4: custody.gatekeeper.v1.ListRollbacksResponse.rollbacks:type_name -> custody.gatekeeper.v1.Rollback
-	27, // 5: custody.gatekeeper.v1.Stop.epoch_time:type_name -> google.protobuf.Timestamp
-	27, // 6: custody.gatekeeper.v1.Stop.lifted_at:type_name -> google.protobuf.Timestamp
+	28, // 5: custody.gatekeeper.v1.Stop.epoch_time:type_name -> google.protobuf.Timestamp
+	28, // 6: custody.gatekeeper.v1.Stop.lifted_at:type_name -> google.protobuf.Timestamp
 	8,  // 7: custody.gatekeeper.v1.EnvironmentStop.stop:type_name -> custody.gatekeeper.v1.Stop
 	8,  // 8: custody.gatekeeper.v1.StopState.kill_switch:type_name -> custody.gatekeeper.v1.Stop
 	9,  // 9: custody.gatekeeper.v1.StopState.pauses:type_name -> custody.gatekeeper.v1.EnvironmentStop
-	27, // 10: custody.gatekeeper.v1.StopState.revocation_time:type_name -> google.protobuf.Timestamp
-	27, // 11: custody.gatekeeper.v1.StopState.revocations_checked_at:type_name -> google.protobuf.Timestamp
-	27, // 12: custody.gatekeeper.v1.StopState.as_of:type_name -> google.protobuf.Timestamp
-	10, // 13: custody.gatekeeper.v1.PauseResponse.state:type_name -> custody.gatekeeper.v1.StopState
-	10, // 14: custody.gatekeeper.v1.ResumeResponse.state:type_name -> custody.gatekeeper.v1.StopState
-	10, // 15: custody.gatekeeper.v1.KillSwitchOnResponse.state:type_name -> custody.gatekeeper.v1.StopState
-	10, // 16: custody.gatekeeper.v1.KillSwitchOffResponse.state:type_name -> custody.gatekeeper.v1.StopState
-	10, // 17: custody.gatekeeper.v1.GetStopStateResponse.state:type_name -> custody.gatekeeper.v1.StopState
-	0,  // 18: custody.gatekeeper.v1.AdmitResponse.decision:type_name -> custody.gatekeeper.v1.Decision
-	0,  // 19: custody.gatekeeper.v1.AdmitResponse.real_decision:type_name -> custody.gatekeeper.v1.Decision
-	23, // 20: custody.gatekeeper.v1.AdmitResponse.input_attestations:type_name -> custody.gatekeeper.v1.InputAttestation
-	26, // 21: custody.gatekeeper.v1.InputAttestation.digest:type_name -> custody.gatekeeper.v1.InputAttestation.DigestEntry
-	21, // 22: custody.gatekeeper.v1.GatekeeperService.Admit:input_type -> custody.gatekeeper.v1.AdmitRequest
-	24, // 23: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:input_type -> custody.gatekeeper.v1.RecordDeploymentRequest
-	11, // 24: custody.gatekeeper.v1.GatekeeperService.Pause:input_type -> custody.gatekeeper.v1.PauseRequest
-	13, // 25: custody.gatekeeper.v1.GatekeeperService.Resume:input_type -> custody.gatekeeper.v1.ResumeRequest
-	15, // 26: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:input_type -> custody.gatekeeper.v1.KillSwitchOnRequest
-	17, // 27: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:input_type -> custody.gatekeeper.v1.KillSwitchOffRequest
-	19, // 28: custody.gatekeeper.v1.GatekeeperService.GetStopState:input_type -> custody.gatekeeper.v1.GetStopStateRequest
-	2,  // 29: custody.gatekeeper.v1.GatekeeperService.RequestRollback:input_type -> custody.gatekeeper.v1.RequestRollbackRequest
-	4,  // 30: custody.gatekeeper.v1.GatekeeperService.ApproveRollback:input_type -> custody.gatekeeper.v1.ApproveRollbackRequest
-	6,  // 31: custody.gatekeeper.v1.GatekeeperService.ListRollbacks:input_type -> custody.gatekeeper.v1.ListRollbacksRequest
-	22, // 32: custody.gatekeeper.v1.GatekeeperService.Admit:output_type -> custody.gatekeeper.v1.AdmitResponse
-	25, // 33: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:output_type -> custody.gatekeeper.v1.RecordDeploymentResponse
-	12, // 34: custody.gatekeeper.v1.GatekeeperService.Pause:output_type -> custody.gatekeeper.v1.PauseResponse
-	14, // 35: custody.gatekeeper.v1.GatekeeperService.Resume:output_type -> custody.gatekeeper.v1.ResumeResponse
-	16, // 36: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:output_type -> custody.gatekeeper.v1.KillSwitchOnResponse
-	18, // 37: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:output_type -> custody.gatekeeper.v1.KillSwitchOffResponse
-	20, // 38: custody.gatekeeper.v1.GatekeeperService.GetStopState:output_type -> custody.gatekeeper.v1.GetStopStateResponse
-	3,  // 39: custody.gatekeeper.v1.GatekeeperService.RequestRollback:output_type -> custody.gatekeeper.v1.RequestRollbackResponse
-	5,  // 40: custody.gatekeeper.v1.GatekeeperService.ApproveRollback:output_type -> custody.gatekeeper.v1.ApproveRollbackResponse
-	7,  // 41: custody.gatekeeper.v1.GatekeeperService.ListRollbacks:output_type -> custody.gatekeeper.v1.ListRollbacksResponse
-	32, // [32:42] is the sub-list for method output_type
-	22, // [22:32] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	28, // 10: custody.gatekeeper.v1.StopState.revocation_time:type_name -> google.protobuf.Timestamp
+	28, // 11: custody.gatekeeper.v1.StopState.revocations_checked_at:type_name -> google.protobuf.Timestamp
+	28, // 12: custody.gatekeeper.v1.StopState.as_of:type_name -> google.protobuf.Timestamp
+	11, // 13: custody.gatekeeper.v1.StopState.findings:type_name -> custody.gatekeeper.v1.FindingEpoch
+	28, // 14: custody.gatekeeper.v1.StopState.findings_overflow_time:type_name -> google.protobuf.Timestamp
+	28, // 15: custody.gatekeeper.v1.FindingEpoch.epoch_time:type_name -> google.protobuf.Timestamp
+	10, // 16: custody.gatekeeper.v1.PauseResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	10, // 17: custody.gatekeeper.v1.ResumeResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	10, // 18: custody.gatekeeper.v1.KillSwitchOnResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	10, // 19: custody.gatekeeper.v1.KillSwitchOffResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	10, // 20: custody.gatekeeper.v1.GetStopStateResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	0,  // 21: custody.gatekeeper.v1.AdmitResponse.decision:type_name -> custody.gatekeeper.v1.Decision
+	0,  // 22: custody.gatekeeper.v1.AdmitResponse.real_decision:type_name -> custody.gatekeeper.v1.Decision
+	24, // 23: custody.gatekeeper.v1.AdmitResponse.input_attestations:type_name -> custody.gatekeeper.v1.InputAttestation
+	27, // 24: custody.gatekeeper.v1.InputAttestation.digest:type_name -> custody.gatekeeper.v1.InputAttestation.DigestEntry
+	22, // 25: custody.gatekeeper.v1.GatekeeperService.Admit:input_type -> custody.gatekeeper.v1.AdmitRequest
+	25, // 26: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:input_type -> custody.gatekeeper.v1.RecordDeploymentRequest
+	12, // 27: custody.gatekeeper.v1.GatekeeperService.Pause:input_type -> custody.gatekeeper.v1.PauseRequest
+	14, // 28: custody.gatekeeper.v1.GatekeeperService.Resume:input_type -> custody.gatekeeper.v1.ResumeRequest
+	16, // 29: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:input_type -> custody.gatekeeper.v1.KillSwitchOnRequest
+	18, // 30: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:input_type -> custody.gatekeeper.v1.KillSwitchOffRequest
+	20, // 31: custody.gatekeeper.v1.GatekeeperService.GetStopState:input_type -> custody.gatekeeper.v1.GetStopStateRequest
+	2,  // 32: custody.gatekeeper.v1.GatekeeperService.RequestRollback:input_type -> custody.gatekeeper.v1.RequestRollbackRequest
+	4,  // 33: custody.gatekeeper.v1.GatekeeperService.ApproveRollback:input_type -> custody.gatekeeper.v1.ApproveRollbackRequest
+	6,  // 34: custody.gatekeeper.v1.GatekeeperService.ListRollbacks:input_type -> custody.gatekeeper.v1.ListRollbacksRequest
+	23, // 35: custody.gatekeeper.v1.GatekeeperService.Admit:output_type -> custody.gatekeeper.v1.AdmitResponse
+	26, // 36: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:output_type -> custody.gatekeeper.v1.RecordDeploymentResponse
+	13, // 37: custody.gatekeeper.v1.GatekeeperService.Pause:output_type -> custody.gatekeeper.v1.PauseResponse
+	15, // 38: custody.gatekeeper.v1.GatekeeperService.Resume:output_type -> custody.gatekeeper.v1.ResumeResponse
+	17, // 39: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:output_type -> custody.gatekeeper.v1.KillSwitchOnResponse
+	19, // 40: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:output_type -> custody.gatekeeper.v1.KillSwitchOffResponse
+	21, // 41: custody.gatekeeper.v1.GatekeeperService.GetStopState:output_type -> custody.gatekeeper.v1.GetStopStateResponse
+	3,  // 42: custody.gatekeeper.v1.GatekeeperService.RequestRollback:output_type -> custody.gatekeeper.v1.RequestRollbackResponse
+	5,  // 43: custody.gatekeeper.v1.GatekeeperService.ApproveRollback:output_type -> custody.gatekeeper.v1.ApproveRollbackResponse
+	7,  // 44: custody.gatekeeper.v1.GatekeeperService.ListRollbacks:output_type -> custody.gatekeeper.v1.ListRollbacksResponse
+	35, // [35:45] is the sub-list for method output_type
+	25, // [25:35] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_custody_gatekeeper_v1_gatekeeper_proto_init() }
@@ -1961,7 +2070,7 @@ func file_custody_gatekeeper_v1_gatekeeper_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc), len(file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
