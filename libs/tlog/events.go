@@ -83,6 +83,13 @@ const (
 	// unchanged, ids (the ids added or changed, at most
 	// MaxAdvisoryIDsLogged) and ids_omitted (how many more there were).
 	TypeAdvisoriesImported = "advisories.imported"
+	// TypeFindingRaised is one advisory found, on re-evaluation after an
+	// import, to make the admission policy deny an artifact that was
+	// admitted or deployed to an environment (decision 0097), logged by
+	// the gatekeeper once per artifact, advisory and environment. Its
+	// subject is the artifact; details carry advisory, severity,
+	// environment, components, reasons, import_log_index and epoch_time.
+	TypeFindingRaised = "finding.raised"
 )
 
 // MaxAdvisoryIDsLogged bounds the ids an advisories.imported entry lists,

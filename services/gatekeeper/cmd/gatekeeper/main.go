@@ -27,6 +27,7 @@ import (
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/finding"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/purge"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/remote"
@@ -68,6 +69,8 @@ type config struct {
 	RollbackStateFile      string
 	RollbackQuorum         int
 	RollbackTTL            time.Duration
+	FindingStateFile       string
+	FindingRetention       time.Duration
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
@@ -107,11 +110,18 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		"distinct admins or approvers, not counting the requester, needed to grant a rollback")
 	f.Duration(&cfg.RollbackTTL, "rollback-ttl", "CUSTODY_ROLLBACK_TTL", 24*time.Hour,
 		"how long a rollback request, and the rollback it grants, stays valid (at most 168h)")
+	f.String(&cfg.FindingStateFile, "finding-state-file", "CUSTODY_FINDING_STATE_FILE", "",
+		"durable advisory re-evaluation state: log position, admitted and deployed artifacts, findings raised (a JSON file, created if missing; default findings.json next to --stop-state-file)")
+	f.Duration(&cfg.FindingRetention, "finding-epoch-retention", "CUSTODY_FINDING_EPOCH_RETENTION", finding.DefaultRetention,
+		"how long a finding's epoch is sent to the broker and edges: more than the longest a decision (broker --decision-max-age) plus a token (edge --token-max-lifetime, at most 24h) can be used")
 	if err := f.Parse(args); err != nil {
 		return nil, err
 	}
 	if cfg.RollbackStateFile == "" && cfg.StopStateFile != "" {
 		cfg.RollbackStateFile = filepath.Join(filepath.Dir(cfg.StopStateFile), "rollbacks.json")
+	}
+	if cfg.FindingStateFile == "" && cfg.StopStateFile != "" {
+		cfg.FindingStateFile = filepath.Join(filepath.Dir(cfg.StopStateFile), "findings.json")
 	}
 	return cfg, nil
 }
@@ -141,6 +151,9 @@ func (c *config) Validate() error {
 	}
 	if c.RollbackTTL <= 0 || c.RollbackTTL > rollback.MaxTTL {
 		errs = append(errs, fmt.Errorf("--rollback-ttl %s: must be positive and at most %s", c.RollbackTTL, rollback.MaxTTL))
+	}
+	if c.FindingRetention < time.Hour {
+		errs = append(errs, fmt.Errorf("--finding-epoch-retention %s: want at least 1h (longer than any decision plus token lifetime)", c.FindingRetention))
 	}
 	if c.DeploymentMaxAge <= 0 {
 		errs = append(errs, fmt.Errorf("--deployment-max-age %s: must be positive", c.DeploymentMaxAge))
@@ -369,12 +382,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	d.Logger.Info("trust root loaded", slog.Int64("version", gate.TrustVersion()))
 
+	findings, err := finding.Open(finding.Config{
+		File: cfg.FindingStateFile, Log: catalog, Events: catalog, Evaluator: gate, TrustDomain: d.TrustDomain,
+		Retention: cfg.FindingRetention, Logger: d.Logger, Registry: d.Telemetry.Registry,
+	})
+	if err != nil {
+		return err
+	}
+
 	srv := d.NewServer(server.Policy(d.TrustDomain))
-	gk := server.New(gate, d.Logger).WithStops(stops, gate).WithRollbacks(rollbacks)
+	gk := server.New(gate, d.Logger).WithStops(stops, gate).WithRollbacks(rollbacks).WithFindings(findings)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	runners := []daemon.Component{gate.RunTrustRefresh, gate.RunRevocationWatch, reloadPolicy(hup, cfg.policy, gate, d.Logger)}
+	runners := []daemon.Component{gate.RunTrustRefresh, gate.RunRevocationWatch, reloadPolicy(hup, cfg.policy, gate, d.Logger), findings.Run}
 	if cfg.BrokerAddr != "" {
 		brokerConn, err := d.Dial(cfg.BrokerAddr, "cdn-broker")
 		if err != nil {

@@ -302,3 +302,22 @@ func (c *Catalog) Advisories(ctx context.Context, a verify.Artifact, comps []sbo
 	}
 	return advisory.NewIndex(advs).MatchAll(comps), nil
 }
+
+// entriesPage is how many log entries Entries asks for at once: the
+// catalog's maximum.
+const entriesPage = 1000
+
+// Entries returns the leaves of the log entries from start within the
+// catalog's latest co-signed checkpoint, at most 1,000; none when start
+// is the checkpoint's size. The catalog refuses a start at or past it as
+// InvalidArgument, which is read as "no more".
+func (c *Catalog) Entries(ctx context.Context, start uint64) ([][]byte, error) {
+	resp, err := c.client.GetEntries(ctx, &catalogv1.GetEntriesRequest{Start: start, PageSize: entriesPage})
+	if status.Code(err) == codes.InvalidArgument {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("catalog GetEntries: %w", err)
+	}
+	return resp.GetEntries(), nil
+}

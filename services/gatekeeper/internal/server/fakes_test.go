@@ -236,7 +236,62 @@ func (c *fakeCatalog) policy(td spiffeid.TrustDomain) rpc.Policy {
 		rpc.Method(sd, "GetInclusionProof"): {rpc.Member(td)},
 		rpc.Method(sd, "ListFindings"):      {rpc.Member(td)},
 		rpc.Method(sd, "GetAdvisory"):       {rpc.Member(td)},
+		rpc.Method(sd, "GetEntries"):        {rpc.Member(td)},
 	}
+}
+
+// GetEntries serves the leaves from start, at most page_size; like the
+// real catalog, a start at or past the tree's size is InvalidArgument.
+func (c *fakeCatalog) GetEntries(_ context.Context, req *catalogv1.GetEntriesRequest) (*catalogv1.GetEntriesResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if req.GetStart() >= uint64(len(c.leaves)) {
+		return nil, status.Errorf(codes.InvalidArgument, "start %d: the co-signed tree has %d entries", req.GetStart(), len(c.leaves))
+	}
+	end := min(uint64(len(c.leaves)), req.GetStart()+uint64(max(req.GetPageSize(), 1)))
+	return &catalogv1.GetEntriesResponse{Entries: c.leaves[req.GetStart():end]}, nil
+}
+
+// importAdvisories stores docs and logs an advisories.imported entry by a
+// security identity, as the catalog's ImportAdvisories does.
+func (c *fakeCatalog) importAdvisories(t testing.TB, td spiffeid.TrustDomain, docs ...[]byte) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.advisories == nil {
+		c.advisories = map[string][]byte{}
+	}
+	var ids []string
+	for _, d := range docs {
+		var v struct{ ID string }
+		if err := json.Unmarshal(d, &v); err != nil {
+			t.Fatal(err)
+		}
+		c.advisories[v.ID] = d
+		ids = append(ids, v.ID)
+	}
+	details, _ := json.Marshal(map[string]any{"count": len(ids), "ids": ids})
+	e := &tlog.Entry{Type: tlog.TypeAdvisoriesImported, Time: time.Now().UTC(), Actor: spiffeid.RequireFromPath(td, "/security/osv").String(), Details: details}
+	leaf, err := e.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.tree.AppendData(leaf)
+	c.leaves = append(c.leaves, leaf)
+	c.events = append(c.events, e)
+}
+
+// eventsOf returns the logged entries of type typ.
+func (c *fakeCatalog) eventsOf(typ string) []*tlog.Entry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*tlog.Entry
+	for _, e := range c.events {
+		if e.Type == typ {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // SearchArtifacts serves the deployments of one name to one environment,

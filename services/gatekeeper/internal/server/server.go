@@ -64,6 +64,7 @@ type Server struct {
 	rev    Revocations
 	purges *purge.Queue
 	rb     *rollback.Store
+	finds  Findings
 	now    func() time.Time
 }
 

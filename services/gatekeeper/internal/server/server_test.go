@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -35,6 +36,7 @@ import (
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/libs/trustroot/trustroottest"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/finding"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/purge"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/remote"
@@ -72,6 +74,8 @@ type stack struct {
 	stops      *stop.Store
 	stopFile   string
 	rollbacks  *rollback.Store
+	findings   *finding.Store
+	registry   *prometheus.Registry
 	// rollbackClock shifts the rollback store's clock, in nanoseconds.
 	rollbackClock atomic.Int64
 }
@@ -203,8 +207,14 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	s.gate = gate
+	s.findings, err = finding.Open(finding.Config{File: filepath.Join(t.TempDir(), "findings.json"), Log: catalog, Events: catalog, Evaluator: gate,
+		TrustDomain: td.TD, Logger: logger, Registry: tel.Registry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.registry = tel.Registry
 	srv := rpc.NewServer(rpc.ServerConfig{Source: src, TrustDomain: td.TD, Policy: Policy(td.TD), Logger: logger, Telemetry: tel})
-	gs := New(gate, logger).WithStops(s.stops, gate).WithRollbacks(s.rollbacks)
+	gs := New(gate, logger).WithStops(s.stops, gate).WithRollbacks(s.rollbacks).WithFindings(s.findings)
 	if o.purges != nil {
 		gs.WithPurges(o.purges)
 	}

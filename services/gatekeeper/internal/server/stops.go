@@ -17,6 +17,7 @@ import (
 	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/finding"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/purge"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/stop"
 )
@@ -25,6 +26,20 @@ import (
 // when the signer last answered; admission.Gate is one.
 type Revocations interface {
 	Revocations() (latest, checked time.Time)
+}
+
+// Findings tells the per-artifact finding epochs and the overflow epoch
+// (decision 0098); finding.Store is one.
+type Findings interface {
+	Epochs() ([]finding.Epoch, time.Time)
+}
+
+var _ Findings = (*finding.Store)(nil)
+
+// WithFindings adds the finding epochs of f to every stop state served.
+func (s *Server) WithFindings(f Findings) *Server {
+	s.finds = f
+	return s
 }
 
 // RevocationMaxAge is how old the gatekeeper's knowledge of the signer's
@@ -191,6 +206,15 @@ func (s *Server) protoState(st stop.State, strict bool) (*gatekeeperv1.StopState
 	}
 	if !checked.IsZero() {
 		out.RevocationsCheckedAt = timestamppb.New(checked)
+	}
+	if s.finds != nil {
+		epochs, overflow := s.finds.Epochs()
+		for _, e := range epochs {
+			out.Findings = append(out.Findings, &gatekeeperv1.FindingEpoch{Digest: e.Digest, Environment: e.Environment, EpochTime: timestamppb.New(e.Time), AdvisoryId: e.Advisory})
+		}
+		if !overflow.IsZero() {
+			out.FindingsOverflowTime = timestamppb.New(overflow)
+		}
 	}
 	return out, nil
 }
