@@ -471,15 +471,15 @@ func (s *Store) prune(ctx context.Context) {
 
 // findingDetails are the details of a finding.raised entry.
 type findingDetails struct {
-	Advisory    string    `json:"advisory"`
-	Severity    string    `json:"severity"`
-	Name        string    `json:"name,omitempty"`
-	Version     string    `json:"version,omitempty"`
-	Digest      string    `json:"digest"`
-	Environment string    `json:"environment"`
-	Components  []string  `json:"components"`
-	Reasons     []string  `json:"reasons"`
-	ImportIndex int64     `json:"import_log_index"`
+	Advisory    string   `json:"advisory"`
+	Severity    string   `json:"severity"`
+	Name        string   `json:"name,omitempty"`
+	Version     string   `json:"version,omitempty"`
+	Digest      string   `json:"digest"`
+	Environment string   `json:"environment"`
+	Components  []string `json:"components"`
+	Reasons     []string `json:"reasons"`
+	ImportIndex int64    `json:"import_log_index"`
 	// EpochTime is unset for a dry-run finding, which moves no epoch.
 	EpochTime *time.Time `json:"epoch_time,omitempty"`
 	DryRun    bool       `json:"dry_run,omitempty"`
