@@ -1,13 +1,32 @@
 package command
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
+	"github.com/custody-dev/custody/libs/tlog"
 )
+
+// raisedFinding is one finding.raised log entry, as custody findings
+// --json prints it (docs/cli-json.md).
+type raisedFinding struct {
+	LogIndex    int64      `json:"log_index"`
+	Time        time.Time  `json:"time"`
+	Advisory    string     `json:"advisory"`
+	Severity    string     `json:"severity"`
+	Environment string     `json:"environment"`
+	Components  []string   `json:"components"`
+	Reasons     []string   `json:"reasons"`
+	ImportIndex int64      `json:"import_log_index"`
+	EpochTime   *time.Time `json:"epoch_time,omitempty"`
+	DryRun      bool       `json:"dry_run,omitempty"`
+}
 
 // findingsCmd is custody findings NAME@VERSION|DIGEST, or --advisory ID.
 func (c *cli) findingsCmd() *cobra.Command {
@@ -25,8 +44,14 @@ With NAME@VERSION or a digest it lists the advisories that affect the
 artifact's components; an artifact without an SBOM is an error, not "no
 findings". With --advisory ID it lists the artifacts whose components the
 advisory affects. A finding marked uncertain is a component whose version
-could not be compared: it is reported rather than passed over. Exit 1 when
-there are findings.`,
+could not be compared: it is reported rather than passed over.
+
+For an artifact it also lists the findings the gatekeeper raised: each
+finding.raised log entry about its digest (an advisory import that made the
+policy deny it where it was admitted or deployed; decision 0097), every entry
+verified against the trust root as custody audit does. Decisions and tokens
+for it in that environment issued before the finding are refused by the
+broker and the edges (decision 0098). Exit 1 when there are findings.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := &catalogv1.ListFindingsRequest{AdvisoryId: id}
@@ -41,7 +66,7 @@ there are findings.`,
 			default:
 				return fmt.Errorf("give NAME@VERSION (or a digest) or --advisory ID, not both")
 			}
-			cat, _, done, err := c.catalogClient(cmd.Context(), false)
+			cat, root, done, err := c.catalogClient(cmd.Context(), id == "")
 			if err != nil {
 				return err
 			}
@@ -50,13 +75,39 @@ there are findings.`,
 			if err != nil {
 				return fmt.Errorf("findings: %w", err)
 			}
+			var raised []raisedFinding
+			if id == "" {
+				dgst, err := resolveDigest(cmd.Context(), cat, root, args[0])
+				if err != nil {
+					return err
+				}
+				a, err := audit(cmd.Context(), cat, root, dgst)
+				if err != nil {
+					return err
+				}
+				raised = []raisedFinding{}
+				for _, e := range a.Events {
+					if e.Type != tlog.TypeFindingRaised {
+						continue
+					}
+					f := raisedFinding{LogIndex: e.Index, Time: e.Time}
+					if err := json.Unmarshal(e.Details, &f); err != nil {
+						return fmt.Errorf("finding.raised entry %d: %w", e.Index, err)
+					}
+					f.LogIndex, f.Time = e.Index, e.Time
+					raised = append(raised, f)
+				}
+			}
 			if asJSON {
-				c.printProto(resp)
+				if err := c.printFindingsJSON(resp, raised); err != nil {
+					return err
+				}
 			} else {
 				printFindings(c.stdout, resp)
+				printRaised(c.stdout, raised)
 			}
-			if len(resp.GetFindings()) > 0 {
-				return &exitError{code: ExitDenied, err: fmt.Errorf("%d findings", len(resp.GetFindings()))}
+			if n := len(resp.GetFindings()) + len(raised); n > 0 {
+				return &exitError{code: ExitDenied, err: fmt.Errorf("%d findings, %d raised", len(resp.GetFindings()), len(raised))}
 			}
 			return nil
 		},
@@ -64,6 +115,34 @@ there are findings.`,
 	cmd.Flags().StringVar(&id, "advisory", "", "list the artifacts this advisory affects instead")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the findings as JSON (docs/cli-json.md)")
 	return cmd
+}
+
+// printFindingsJSON prints the ListFindings response by protojson, with
+// "raised" added for an artifact.
+func (c *cli) printFindingsJSON(resp *catalogv1.ListFindingsResponse, raised []raisedFinding) error {
+	b, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(resp)
+	if err != nil {
+		return err
+	}
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		return err
+	}
+	if raised != nil {
+		out["raised"] = raised
+	}
+	return printJSON(c.stdout, out)
+}
+
+func printRaised(w io.Writer, raised []raisedFinding) {
+	for _, f := range raised {
+		effect := "decisions and tokens issued before it are refused"
+		if f.DryRun {
+			effect = "dry-run: nothing refused"
+		}
+		fmt.Fprintf(w, "raised %s %s in %s at %s (log index %d, import %d): %s\n",
+			f.Severity, f.Advisory, f.Environment, f.Time.UTC().Format(time.RFC3339), f.LogIndex, f.ImportIndex, effect)
+	}
 }
 
 func printFindings(w io.Writer, resp *catalogv1.ListFindingsResponse) {
