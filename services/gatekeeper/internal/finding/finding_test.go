@@ -424,3 +424,55 @@ func TestDryRunFindingMovesNoEpoch(t *testing.T) {
 		t.Fatalf("epochs %+v overflow %v, want none", e, o)
 	}
 }
+
+// TestHostileEntriesIgnored: an import logged by a builder, and entries
+// naming a malformed digest or environment, change nothing.
+func TestHostileEntriesIgnored(t *testing.T) {
+	f := newFixture(t, nil)
+	f.log.admit(dA, "prod", "allow", t0)
+	f.log.add(tlog.TypeAdvisoriesImported, "/builder/ci", t0, map[string]any{"count": 1})
+	f.log.add(tlog.TypeAdmissionDecided, "/service/gatekeeper", t0, map[string]string{"decision": "allow", "digest": "sha256:../../x", "environment": "prod"})
+	f.log.add(tlog.TypeAdmissionDecided, "/service/gatekeeper", t0, map[string]string{"decision": "allow", "digest": dB, "environment": "Prod\n"})
+	f.eval.set(dA, "prod", "GHSA-1")
+	f.catchUp(t)
+	if a := f.eval.takeAsked(); len(a) != 0 || len(f.events.findings(t)) != 0 {
+		t.Fatalf("evaluated %v, raised %d after hostile entries, want nothing", a, len(f.events.findings(t)))
+	}
+	f.log.importAdvisories(t0)
+	f.catchUp(t)
+	if a, want := f.eval.takeAsked(), []string{dA + " prod"}; !slices.Equal(a, want) {
+		t.Fatalf("evaluated %v, want %v: the malformed entries must not be targets", a, want)
+	}
+}
+
+// FuzzStep: log leaves from the catalog are untrusted bytes. Whatever a
+// leaf holds, Step does not panic, and a finding is raised only for a
+// target that an entry by the gatekeeper admitted or deployed.
+func FuzzStep(f *testing.F) {
+	good, _ := tlog.Entry{Type: tlog.TypeAdmissionDecided, Time: t0, Actor: "spiffe://custody.test/service/gatekeeper",
+		Details: []byte(`{"decision":"allow","digest":"` + dA + `","environment":"prod"}`)}.Marshal()
+	f.Add(good)
+	f.Add([]byte(`{"type":"deployment.recorded","time":"2026-12-03T12:00:00Z","actor":"spiffe://custody.test/builder/x","details":{"digest":"` + dA + `","environment":"prod"}}`))
+	f.Add([]byte(`{"type":"admission.decided","time":"2026-12-03T12:00:00Z","actor":"spiffe://custody.test/service/gatekeeper","details":{"decision":"allow","digest":1}}`))
+	f.Add([]byte("\x00{"))
+	f.Fuzz(func(t *testing.T, leaf []byte) {
+		fx := newFixture(t, nil)
+		fx.log.page = 10
+		fx.log.leaves = append(fx.log.leaves, leaf)
+		fx.log.importAdvisories(t0)
+		fx.eval.set(dA, "prod", "GHSA-1")
+		for range 3 {
+			if _, err := fx.store.Step(t.Context()); err != nil {
+				t.Fatalf("step: %v", err)
+			}
+		}
+		raised := fx.events.findings(t)
+		if len(raised) == 0 {
+			return
+		}
+		e, err := tlog.ParseEntry(leaf)
+		if err != nil || e.Actor != "spiffe://custody.test/service/gatekeeper" || len(raised) != 1 || raised[0].Digest != dA {
+			t.Fatalf("raised %+v from leaf %q", raised, leaf)
+		}
+	})
+}
