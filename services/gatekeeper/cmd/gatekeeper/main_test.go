@@ -49,7 +49,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 	writeFile(t, badPolicy, ".manifest", `{"revision": "r1"}`)
 	writeFile(t, badPolicy, "p.rego", "package other\n\ndeny contains \"x\" if { false }\n")
 	badRoot := writeFile(t, dir, "root.json", `{"type":"https://custody.dev/trustroot/v1"}`)
-	cfg, err := parseConfig([]string{"--trust-root", badRoot, "--policy-bundle", badPolicy, "--dry-run-env", "staging,Prod"}, func(string) string { return "" }, io.Discard)
+	cfg, err := parseConfig([]string{"--trust-root", badRoot, "--policy-bundle", badPolicy, "--dry-run-env", "staging,Prod", "--finding-epoch-retention", "10m"}, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		t.Fatal("Validate succeeded")
 	}
 	for _, want := range []string{"--trust-domain", "--catalog-addr", "--signer-addr", "--publisher-addr",
-		"--trust-root " + badRoot + ": pinned trust root: malformed trust root", "--policy-bundle: policy bundle refused", "no module of package custody.admission", "--dry-run-env \"Prod\"", "--stop-state-file is required"} {
+		"--trust-root " + badRoot + ": pinned trust root: malformed trust root", "--policy-bundle: policy bundle refused", "no module of package custody.admission", "--dry-run-env \"Prod\"", "--stop-state-file is required", "--finding-epoch-retention 10m0s"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
