@@ -6,6 +6,7 @@ package trustroot
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,14 +66,24 @@ var (
 
 // Root is one version of the trust root.
 type Root struct {
-	Type          string       `json:"type"`
-	Version       int64        `json:"version"`
-	Expires       time.Time    `json:"expires"`
-	Threshold     int          `json:"threshold"`
-	RootKeys      []Key        `json:"root_keys"`
-	SigningKeys   []SigningKey `json:"signing_keys"`
-	LogKeys       []LogKey     `json:"log_keys"`
-	EdgeTokenKeys []Key        `json:"edge_token_keys"`
+	Type          string         `json:"type"`
+	Version       int64          `json:"version"`
+	Expires       time.Time      `json:"expires"`
+	Threshold     int            `json:"threshold"`
+	RootKeys      []Key          `json:"root_keys"`
+	SigningKeys   []SigningKey   `json:"signing_keys"`
+	LogKeys       []LogKey       `json:"log_keys"`
+	EdgeTokenKeys []EdgeTokenKey `json:"edge_token_keys"`
+}
+
+// EdgeTokenKey is an Ed25519 key of the cdn-broker's edge tokens with the
+// window in which edges accept tokens signed by it: from ValidFrom (if set)
+// until, not including, ValidUntil (if set). A key being rotated out keeps
+// a ValidUntil of its last token's expiry plus the transition window.
+type EdgeTokenKey struct {
+	Key
+	ValidFrom  *time.Time `json:"valid_from,omitempty"`
+	ValidUntil *time.Time `json:"valid_until,omitempty"`
 }
 
 // Key is a public key.
@@ -191,6 +202,9 @@ func (r *Root) Validate() error {
 		} else if k.Algorithm != attest.AlgEd25519 {
 			bad("edge token key %s: algorithm %s, edge tokens are %s", quote.Prefix(k.ID), k.Algorithm, attest.AlgEd25519)
 		}
+		if k.ValidFrom != nil && k.ValidUntil != nil && !k.ValidUntil.After(*k.ValidFrom) {
+			bad("edge token key %s: valid_until is not after valid_from", quote.Prefix(k.ID))
+		}
 		if seen[k.ID] {
 			bad("edge token key %s listed twice", quote.Prefix(k.ID))
 		}
@@ -285,6 +299,10 @@ func (r *Root) canonical() *Root {
 	c.RootKeys = orEmpty(slices.Clone(r.RootKeys))
 	c.LogKeys = orEmpty(slices.Clone(r.LogKeys))
 	c.EdgeTokenKeys = orEmpty(slices.Clone(r.EdgeTokenKeys))
+	for i := range c.EdgeTokenKeys {
+		k := &c.EdgeTokenKeys[i]
+		k.ValidFrom, k.ValidUntil = utcPtr(k.ValidFrom), utcPtr(k.ValidUntil)
+	}
 	c.SigningKeys = orEmpty(slices.Clone(r.SigningKeys))
 	for i := range c.SigningKeys {
 		k := &c.SigningKeys[i]
@@ -372,6 +390,32 @@ func (r *Root) ChannelError(k SigningKey, channel string) error {
 		return fmt.Errorf("%w: %s signs channels %s, not %q", ErrKeyNotValid, name, strings.Join(k.Channels, ", "), quote.Prefix(channel))
 	}
 	return fmt.Errorf("%w: channel %q has a key of its own in trust root v%d; %s signs only channels without one", ErrKeyNotValid, quote.Prefix(channel), r.Version, name)
+}
+
+// EdgeTokenKeysAt returns the edge token keys whose window holds now, by
+// id (token.KeyID and attest.KeyID agree): the keys an edge accepts tokens
+// from at now. A key before its ValidFrom or at or after its ValidUntil is
+// left out, so a token signed by it is refused as signed by an unknown key.
+func (r *Root) EdgeTokenKeysAt(now time.Time) map[string]ed25519.PublicKey {
+	out := map[string]ed25519.PublicKey{}
+	for _, k := range r.EdgeTokenKeys {
+		if !k.ValidAt(now) {
+			continue
+		}
+		pub, alg, err := attest.ParsePublicKey(k.PublicKey)
+		if err != nil || alg != attest.AlgEd25519 {
+			continue // Validate refuses such roots
+		}
+		if ed, ok := pub.(ed25519.PublicKey); ok {
+			out[k.ID] = ed
+		}
+	}
+	return out
+}
+
+// ValidAt reports whether now is within k's window.
+func (k EdgeTokenKey) ValidAt(now time.Time) bool {
+	return (k.ValidFrom == nil || !now.Before(*k.ValidFrom)) && (k.ValidUntil == nil || now.Before(*k.ValidUntil))
 }
 
 // SigningKey returns the signing key version with id.

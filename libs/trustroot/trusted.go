@@ -2,6 +2,7 @@ package trustroot
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -116,4 +117,35 @@ func (t *Trusted) Envelope() []byte {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	return bytes.Clone(t.envelope)
+}
+
+// Source gives the trust-root envelopes after version after, oldest first,
+// unverified: the signer's GetTrustRoot.
+type Source interface {
+	TrustRoots(ctx context.Context, after int64) ([][]byte, error)
+}
+
+// SourceFunc adapts a function to Source.
+type SourceFunc func(ctx context.Context, after int64) ([][]byte, error)
+
+// TrustRoots calls f.
+func (f SourceFunc) TrustRoots(ctx context.Context, after int64) ([][]byte, error) {
+	return f(ctx, after)
+}
+
+// Refresh asks src for the versions after the current one and applies
+// them in order (UpdateChain). It returns the versions before and after; on
+// an error (src down, a version refused) the versions accepted so far stay,
+// and the error names the version it stayed on. It is the one way every
+// verifier (gatekeeper, edges) follows the signer's roots.
+func (t *Trusted) Refresh(ctx context.Context, src Source, now time.Time) (from, to int64, err error) {
+	from = t.Version()
+	roots, err := src.TrustRoots(ctx, from)
+	if err != nil {
+		return from, from, fmt.Errorf("get trust roots after v%d: %w", from, err)
+	}
+	if err := t.UpdateChain(roots, now); err != nil {
+		return from, t.Version(), fmt.Errorf("refusing trust roots, staying on v%d: %w", t.Version(), err)
+	}
+	return from, t.Version(), nil
 }

@@ -96,7 +96,7 @@ func TestValidate(t *testing.T) {
 	}{
 		{"valid", func(*trustroot.Root) {}, nil},
 		{"valid with an edge key and channels", func(r *trustroot.Root) {
-			r.EdgeTokenKeys = []trustroot.Key{edge}
+			r.EdgeTokenKeys = []trustroot.EdgeTokenKey{{Key: edge, ValidFrom: &until, ValidUntil: &now}}
 			r.SigningKeys[0].Channels = []string{"prod"}
 		}, nil},
 		{"everything wrong at once", func(r *trustroot.Root) {
@@ -123,7 +123,13 @@ func TestValidate(t *testing.T) {
 		}, []string{"artifact/v1 listed twice"}},
 		{"bad log key", func(r *trustroot.Root) { r.LogKeys[0].VerifierKey = "nope" }, []string{"not a note verifier key"}},
 		{"duplicate log origin", func(r *trustroot.Root) { r.LogKeys = append(r.LogKeys, r.LogKeys[0]) }, []string{"listed twice"}},
-		{"ECDSA edge key", func(r *trustroot.Root) { r.EdgeTokenKeys = []trustroot.Key{r.SigningKeys[0].Key} }, []string{"edge tokens are ed25519"}},
+		{"ECDSA edge key", func(r *trustroot.Root) { r.EdgeTokenKeys = []trustroot.EdgeTokenKey{{Key: r.SigningKeys[0].Key}} }, []string{"edge tokens are ed25519"}},
+		{"edge key window ends before it starts", func(r *trustroot.Root) {
+			r.EdgeTokenKeys = []trustroot.EdgeTokenKey{{Key: edge, ValidFrom: &now, ValidUntil: &until}}
+		}, []string{"edge token key", "valid_until is not after valid_from"}},
+		{"duplicate edge key", func(r *trustroot.Root) {
+			r.EdgeTokenKeys = []trustroot.EdgeTokenKey{{Key: edge}, {Key: edge, ValidUntil: &now}}
+		}, []string{"edge token key", "listed twice"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -357,7 +357,7 @@ func printRoot(w io.Writer, r *trustroot.Root, env *attest.Envelope) error {
 	}
 	fmt.Fprintln(w, "edge token keys:")
 	for _, k := range r.EdgeTokenKeys {
-		fmt.Fprintf(w, "  %s  %s\n", k.ID, k.Algorithm)
+		fmt.Fprintf(w, "  %s  %s  valid from %s until %s\n", k.ID, k.Algorithm, rootTimePtr(k.ValidFrom), rootTimePtr(k.ValidUntil))
 	}
 	if env == nil {
 		fmt.Fprintln(w, "signatures: none (a draft)")

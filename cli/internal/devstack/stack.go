@@ -274,7 +274,7 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 	case "edge", "edge2":
 		a = append(a, "--name", Edges[name], "--https-listen", "127.0.0.1:0", "--tls-cert-file", l.path("web", "edge.pem"),
 			"--tls-key-file", l.path("web", "edge_key.pem"), "--publisher-addr", addr("publisher"),
-			"--cache-dir", l.DataDir(name), "--token-public-key-file", l.path("keys", "token.pub.pem"), "--gatekeeper-addr", addr("gatekeeper"))
+			"--cache-dir", l.DataDir(name), "--trust-root", l.TrustRoot(), "--signer-addr", addr("signer"), "--gatekeeper-addr", addr("gatekeeper"))
 	case "cdn-broker":
 		a = append(a, "--signer-addr", addr("signer"), "--gatekeeper-addr", addr("gatekeeper"), "--token-private-key-file", l.path("keys", "token.pem"))
 		for _, e := range EdgeServices {

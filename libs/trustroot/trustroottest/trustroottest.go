@@ -97,3 +97,11 @@ func SigningKey(t testing.TB, pub crypto.PublicKey, purpose, name string, versio
 		Purpose: purpose, Name: name, Version: version, ValidFrom: validFrom.UTC(), Status: trustroot.StatusActive,
 	}
 }
+
+// EdgeTokenKey describes pub as an edge token key accepted in the window
+// [from, until); a nil bound is open.
+func EdgeTokenKey(t testing.TB, pub crypto.PublicKey, from, until *time.Time) trustroot.EdgeTokenKey {
+	t.Helper()
+	k := SigningKey(t, pub, attest.PurposeArtifact, "edge-token", 1, time.Unix(0, 0)).Key
+	return trustroot.EdgeTokenKey{Key: k, ValidFrom: from, ValidUntil: until}
+}

@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -21,10 +20,13 @@ import (
 	edgev1 "github.com/custody-dev/custody/libs/gen/custody/edge/v1"
 	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
+	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
 	"github.com/custody-dev/custody/libs/stopstate"
 	"github.com/custody-dev/custody/libs/token"
+	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/services/edge/internal/cache"
 	"github.com/custody-dev/custody/services/edge/internal/server"
+	"github.com/custody-dev/custody/services/edge/internal/trust"
 )
 
 func main() {
@@ -39,9 +41,10 @@ func main() {
 type config struct {
 	daemon.Config
 	Name, HTTPSListen, CertFile, KeyFile, PublisherAddr, CacheDir string
-	TokenKeyFiles                                                 []string
+	TrustRootFile, SignerAddr                                     string
 	GatekeeperAddr                                                string
 	StopStateMaxAge, TokenMaxLifetime, TokenMaxSkew               time.Duration
+	TrustRefresh                                                  time.Duration
 }
 
 func (c *config) validate() error {
@@ -64,10 +67,32 @@ func (c *config) validate() error {
 	if c.TokenMaxSkew < 0 || c.TokenMaxSkew > 10*time.Minute {
 		errs = append(errs, fmt.Errorf("--token-max-skew %s: want 0 to 10m", c.TokenMaxSkew))
 	}
-	if len(c.TokenKeyFiles) == 0 {
-		errs = append(errs, errors.New("--token-public-key-file is required: the broker's token public key"))
+	if c.TrustRootFile == "" {
+		errs = append(errs, errors.New("--trust-root is required: the pinned trust root (e.g. `custody dev` trust/root.json), whose edge_token_keys verify tokens"))
+	} else if _, err := c.trustRoot(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.SignerAddr == "" {
+		errs = append(errs, errors.New("--signer-addr is required: the edge follows the signer's newer trust roots (token key rotation)"))
+	}
+	if c.TrustRefresh < time.Second || c.TrustRefresh > time.Hour {
+		errs = append(errs, fmt.Errorf("--trust-refresh %s: want 1s to 1h", c.TrustRefresh))
 	}
 	return errors.Join(errs...)
+}
+
+// trustRoot reads and pins the trust root file: it must be signed by its
+// own threshold of its own root keys.
+func (c *config) trustRoot() (*trustroot.Trusted, error) {
+	b, err := os.ReadFile(c.TrustRootFile)
+	if err != nil {
+		return nil, fmt.Errorf("--trust-root: %w", err)
+	}
+	t, err := trustroot.Pin(b)
+	if err != nil {
+		return nil, fmt.Errorf("--trust-root %s: %w", c.TrustRootFile, err)
+	}
+	return t, nil
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
@@ -81,7 +106,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.String(&cfg.KeyFile, "tls-key-file", "CUSTODY_TLS_KEY_FILE", "", "HTTPS private key (PEM)")
 	f.String(&cfg.PublisherAddr, "publisher-addr", "CUSTODY_PUBLISHER_ADDR", "", "publisher gRPC address (origin)")
 	f.String(&cfg.CacheDir, "cache-dir", "CUSTODY_CACHE_DIR", "", "directory for cached blobs")
-	f.Strings(&cfg.TokenKeyFiles, "token-public-key-file", "CUSTODY_TOKEN_PUBLIC_KEY_FILES", "token verification key (Ed25519 PKIX PEM)")
+	f.String(&cfg.TrustRootFile, "trust-root", "CUSTODY_TRUST_ROOT", "",
+		"the pinned trust root: a DSSE envelope signed by its root keys (e.g. `custody dev` trust/root.json); its edge_token_keys verify tokens, newer versions are fetched from the signer")
+	f.String(&cfg.SignerAddr, "signer-addr", "CUSTODY_SIGNER_ADDR", "", "signer gRPC address (newer trust roots)")
+	f.Duration(&cfg.TrustRefresh, "trust-refresh", "CUSTODY_TRUST_REFRESH", trust.DefaultRefreshInterval, "how often newer trust roots are asked from the signer")
 	f.String(&cfg.GatekeeperAddr, "gatekeeper-addr", "CUSTODY_GATEKEEPER_ADDR", "", "gatekeeper gRPC address (stop state), reached over mTLS as /edge/<name>")
 	f.Duration(&cfg.StopStateMaxAge, "stop-state-max-age", "CUSTODY_STOP_STATE_MAX_AGE", 3*time.Second,
 		"oldest stop state used; older (gatekeeper unreachable) means every token is refused")
@@ -93,13 +121,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err := cfg.validate(); err != nil {
 		return err
 	}
-	keys := map[string]ed25519.PublicKey{}
-	for _, path := range cfg.TokenKeyFiles {
-		pub, err := token.LoadPublicKey(path)
-		if err != nil {
-			return err
-		}
-		keys[token.KeyID(pub)] = pub
+	pinned, err := cfg.trustRoot()
+	if err != nil {
+		return err
 	}
 	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
 	if err != nil {
@@ -123,6 +147,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	d.Logger.Info("cache opened", slog.String("dir", cfg.CacheDir), slog.Int("dropped", dropped))
 	c.OnIntegrityFailure = func(where string) { d.Telemetry.Metrics.IntegrityFailures.WithLabelValues(where).Inc() }
+
+	signerConn, err := d.Dial(cfg.SignerAddr, "signer")
+	if err != nil {
+		return err
+	}
+	defer signerConn.Close()
+	signer := signerv1.NewSignerServiceClient(signerConn)
+	keys := trust.New(trust.Config{Root: pinned, Logger: d.Logger, Interval: cfg.TrustRefresh,
+		Source: trustroot.SourceFunc(func(ctx context.Context, after int64) ([][]byte, error) {
+			resp, err := signer.GetTrustRoot(ctx, &signerv1.GetTrustRootRequest{AfterVersion: after})
+			if err != nil {
+				return nil, fmt.Errorf("GetTrustRoot: %w", err)
+			}
+			return resp.GetRoots(), nil
+		})})
+	if err := keys.Refresh(ctx); err != nil {
+		d.Logger.Warn("trust refresh at start failed: using the trust root reached so far", slog.Int64("version", keys.Version()), slog.Any("error", err))
+	}
+	if _, err := keys.TokenKeys(time.Now()); err != nil {
+		d.Logger.Error("no usable edge token keys: every request is refused until a trust root with edge token keys is published", slog.Any("error", err))
+	}
+	d.Logger.Info("trust root loaded", slog.Int64("version", keys.Version()))
 
 	gkConn, err := d.Dial(cfg.GatekeeperAddr, "gatekeeper")
 	if err != nil {
@@ -149,7 +195,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	srv := d.NewServer(server.Policy(d.TrustDomain))
 	edgev1.RegisterEdgeServiceServer(srv, &server.Purger{Cache: c, Logger: d.Logger})
-	return d.Serve(ctx, srv, stops.Run, func(ctx context.Context) error {
+	return d.Serve(ctx, srv, stops.Run, keys.Run, func(ctx context.Context) error {
 		go func() {
 			<-ctx.Done()
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)

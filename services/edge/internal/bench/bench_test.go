@@ -123,7 +123,7 @@ func startEdge(b *testing.B, dir, certFile, keyFile string, blobs map[string][]b
 	}
 	// The access log is written as in production (JSON), to nowhere.
 	hs := &http.Server{
-		Handler: &server.Handler{Cache: c, Keys: map[string]ed25519.PublicKey{token.KeyID(pub): pub}, Stops: noStops{}, Limits: token.DefaultLimits,
+		Handler: &server.Handler{Cache: c, Keys: server.StaticKeys{token.KeyID(pub): pub}, Stops: noStops{}, Limits: token.DefaultLimits,
 			Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)), Metrics: tel.Metrics, HTTP: server.NewHTTPMetrics(prometheus.NewRegistry()), Now: time.Now},
 		TLSConfig:         server.TLSConfig(cert),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -23,6 +23,7 @@ import (
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/services/edge/internal/cache"
+	"github.com/custody-dev/custody/services/edge/internal/trust"
 )
 
 const blobPrefix = "/v1/blobs/sha256/"
@@ -35,10 +36,27 @@ type Stops interface {
 
 var _ Stops = (*stopstate.Watcher)(nil)
 
+// TokenKeys gives the keys that verify tokens at a time; trust.Keys (the
+// trust root's edge token keys) is the edge's, StaticKeys a fixed set for
+// tests and benchmarks. An error means no token can be verified: every
+// request is refused with 503.
+type TokenKeys interface {
+	TokenKeys(now time.Time) (map[string]ed25519.PublicKey, error)
+}
+
+var _ TokenKeys = (*trust.Keys)(nil)
+
+// StaticKeys is a fixed set of token keys by id (token.KeyID).
+type StaticKeys map[string]ed25519.PublicKey
+
+// TokenKeys returns s.
+func (s StaticKeys) TokenKeys(time.Time) (map[string]ed25519.PublicKey, error) { return s, nil }
+
 // Handler serves GET and HEAD /v1/blobs/sha256/<hex>?token=….
 type Handler struct {
 	Cache *cache.Cache
-	Keys  map[string]ed25519.PublicKey
+	// Keys verify tokens; required.
+	Keys TokenKeys
 	// Limits bound token issue times and lifetimes.
 	Limits token.Limits
 	// Stops is the gatekeeper's stop state; required: without it every
@@ -118,7 +136,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if b, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && tok == "" {
 		tok = b
 	}
-	claims, err := token.VerifyLimits(tok, h.Keys, digest, h.Now(), h.Limits)
+	now := h.Now()
+	keys, err := h.Keys.TokenKeys(now)
+	if err != nil {
+		h.Logger.ErrorContext(r.Context(), "cannot verify tokens: serving nothing", slog.Any("error", err))
+		http.Error(rec, "no token keys: this edge has no valid trust root with edge token keys, so it serves nothing; try another edge", http.StatusServiceUnavailable)
+		return
+	}
+	claims, err := token.VerifyLimits(tok, keys, digest, now, h.Limits)
 	if err != nil {
 		h.Metrics.SignatureFailures.WithLabelValues("token").Inc()
 		rec.refused = reasonLabel(err)

@@ -102,6 +102,8 @@ type fixture struct {
 	logs    *syncBuffer
 	// spans records the edge's and the publisher's spans.
 	spans *tracetest.SpanRecorder
+	// handler may be changed before the first request.
+	handler *server.Handler
 }
 
 // syncBuffer is a bytes.Buffer the handler's logger writes to while the test
@@ -188,8 +190,9 @@ func start(t *testing.T) *fixture {
 	f.stops = &fakeStops{}
 	f.http = server.NewHTTPMetrics(prometheus.NewRegistry())
 	f.logs = &syncBuffer{}
-	h := &server.Handler{Cache: f.cache, Keys: map[string]ed25519.PublicKey{token.KeyID(pubKey): pubKey}, Stops: f.stops, Limits: token.DefaultLimits,
+	h := &server.Handler{Cache: f.cache, Keys: server.StaticKeys{token.KeyID(pubKey): pubKey}, Stops: f.stops, Limits: token.DefaultLimits,
 		Logger: slog.New(slog.NewJSONHandler(f.logs, nil)), Metrics: f.tel.Metrics, HTTP: f.http, Telemetry: f.tel, Now: func() time.Time { return f.now }}
+	f.handler = h
 	hs := httptest.NewServer(h)
 	t.Cleanup(hs.Close)
 	f.url = hs.URL

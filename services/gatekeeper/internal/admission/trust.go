@@ -109,14 +109,11 @@ const maxSyncBatch = 4096
 func (t *trust) fetch(ctx context.Context) (rootErr, revErr error) {
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
-	before := t.root.Version()
-	roots, err := t.signer.TrustRoots(ctx, before)
+	before, v, err := t.root.Refresh(ctx, t.signer, t.now())
 	if err != nil {
-		rootErr = fmt.Errorf("get trust roots after v%d from the signer: %w", before, err)
-	} else if err := t.root.UpdateChain(roots, t.now()); err != nil {
-		rootErr = fmt.Errorf("refusing the signer's trust roots, staying on v%d: %w", t.root.Version(), err)
+		rootErr = fmt.Errorf("signer: %w", err)
 	}
-	if v := t.root.Version(); v != before {
+	if v != before {
 		t.logger.InfoContext(ctx, "trust root updated", slog.Int64("from_version", before), slog.Int64("version", v))
 	}
 	return rootErr, t.fetchRevocations(ctx)

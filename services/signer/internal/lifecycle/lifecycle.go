@@ -79,8 +79,9 @@ type Config struct {
 	Now    func() time.Time
 	// RootTTL is how long a drafted trust root is valid.
 	RootTTL time.Duration
-	// EdgeTokenKeys are listed in every drafted root.
-	EdgeTokenKeys []trustroot.Key
+	// EdgeTokenKeys are listed in every drafted root, each with the window
+	// in which edges accept its tokens.
+	EdgeTokenKeys []trustroot.EdgeTokenKey
 	// LogKeys returns the log checkpoint keys to list; nil lists none.
 	LogKeys func(ctx context.Context) ([]trustroot.LogKey, error)
 	// DevRootKeys, in development only, let the manager sign and publish a

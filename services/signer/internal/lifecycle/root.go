@@ -39,7 +39,7 @@ func (m *Manager) Draft(ctx context.Context) (*trustroot.Root, error) {
 		}
 	}
 	if r.EdgeTokenKeys == nil {
-		r.EdgeTokenKeys = []trustroot.Key{}
+		r.EdgeTokenKeys = []trustroot.EdgeTokenKey{}
 	}
 	r.LogKeys = []trustroot.LogKey{}
 	if m.cfg.LogKeys != nil {
