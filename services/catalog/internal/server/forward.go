@@ -84,6 +84,15 @@ func (f *Follower) AppendEvent(ctx context.Context, req *catalogv1.AppendEventRe
 	return c.AppendEvent(ctx, req)
 }
 
+// AppendEvents forwards to the writer.
+func (f *Follower) AppendEvents(ctx context.Context, req *catalogv1.AppendEventsRequest) (*catalogv1.AppendEventsResponse, error) {
+	c, ctx, err := f.forward(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.AppendEvents(ctx, req)
+}
+
 // RecordDeployment forwards to the writer.
 func (f *Follower) RecordDeployment(ctx context.Context, req *catalogv1.RecordDeploymentRequest) (*catalogv1.RecordDeploymentResponse, error) {
 	c, ctx, err := f.forward(ctx)
@@ -177,6 +186,10 @@ func (w *Switch) RecordArtifact(ctx context.Context, r *catalogv1.RecordArtifact
 
 func (w *Switch) AppendEvent(ctx context.Context, r *catalogv1.AppendEventRequest) (*catalogv1.AppendEventResponse, error) {
 	return w.get().AppendEvent(ctx, r)
+}
+
+func (w *Switch) AppendEvents(ctx context.Context, r *catalogv1.AppendEventsRequest) (*catalogv1.AppendEventsResponse, error) {
+	return w.get().AppendEvents(ctx, r)
 }
 
 func (w *Switch) GetArtifact(ctx context.Context, r *catalogv1.GetArtifactRequest) (*catalogv1.GetArtifactResponse, error) {

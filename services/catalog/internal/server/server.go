@@ -39,6 +39,7 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	return rpc.Policy{
 		rpc.Method(sd, "RecordArtifact"):  {rpc.ID(spiffeid.RequireFromPath(td, "/service/publisher")), self},
 		rpc.Method(sd, "AppendEvent"):     {rpc.Under{TrustDomain: td, Prefix: "/service"}, rpc.Under{TrustDomain: td, Prefix: "/edge"}},
+		rpc.Method(sd, "AppendEvents"):    {rpc.Under{TrustDomain: td, Prefix: "/service"}, rpc.Under{TrustDomain: td, Prefix: "/edge"}},
 		rpc.Method(sd, "GetArtifact"):     {rpc.Member(td)},
 		rpc.Method(sd, "GetCheckpoint"):   {rpc.Member(td)},
 		rpc.Method(sd, "RecordSignature"): {rpc.ID(spiffeid.RequireFromPath(td, "/service/signer")), self},
@@ -151,6 +152,36 @@ func (s *Server) AppendEvent(ctx context.Context, req *catalogv1.AppendEventRequ
 		return nil, s.status(ctx, "AppendEvent", err)
 	}
 	return &catalogv1.AppendEventResponse{Entry: logEntry(&e.Entry)}, nil
+}
+
+// MaxAppendBatch is the most events one AppendEvents call may carry.
+const MaxAppendBatch = 256
+
+// AppendEvents appends each event as AppendEvent would, all at once: they
+// join the same group commits, and one event's error is its own result.
+func (s *Server) AppendEvents(ctx context.Context, req *catalogv1.AppendEventsRequest) (*catalogv1.AppendEventsResponse, error) {
+	evs := req.GetEvents()
+	if len(evs) == 0 || len(evs) > MaxAppendBatch {
+		return nil, status.Errorf(codes.InvalidArgument, "%d events: send 1 to %d", len(evs), MaxAppendBatch)
+	}
+	if _, err := s.caller(ctx); err != nil {
+		return nil, err
+	}
+	results := make([]*catalogv1.AppendEventResult, len(evs))
+	var wg sync.WaitGroup
+	for i, e := range evs {
+		wg.Go(func() {
+			resp, err := s.AppendEvent(ctx, e)
+			if err != nil {
+				st := status.Convert(err)
+				results[i] = &catalogv1.AppendEventResult{Code: uint32(st.Code()), Message: st.Message()}
+				return
+			}
+			results[i] = &catalogv1.AppendEventResult{Entry: resp.GetEntry()}
+		})
+	}
+	wg.Wait()
+	return &catalogv1.AppendEventsResponse{Results: results}, nil
 }
 
 // GetArtifact returns an artifact with its evidence, by name and version or

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/custody-dev/custody/libs/advisory"
+	"github.com/custody-dev/custody/libs/eventlog"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
@@ -27,13 +28,16 @@ import (
 // Catalog is the catalog service as the admission domain sees it.
 type Catalog struct {
 	client catalogv1.CatalogServiceClient
+	// events sends the events of concurrent decisions together
+	// (AppendEvents, decision 0087).
+	events *eventlog.Appender
 }
 
 var _ admission.Catalog = (*Catalog)(nil)
 
 // NewCatalog returns a Catalog calling client.
 func NewCatalog(client catalogv1.CatalogServiceClient) *Catalog {
-	return &Catalog{client: client}
+	return &Catalog{client: client, events: eventlog.New(client)}
 }
 
 // Evidence returns an artifact's record and evidence; ErrNotFound if the
@@ -57,15 +61,12 @@ func (c *Catalog) Evidence(ctx context.Context, name, version, digest string) (*
 // durably sequenced: a decision needs to be on the record before it is
 // returned, not an inclusion proof (the catalog stores that later).
 func (c *Catalog) AppendEvent(ctx context.Context, e admission.Event) (int64, error) {
-	resp, err := c.client.AppendEvent(ctx, &catalogv1.AppendEventRequest{Type: e.Type, SubjectDigest: e.SubjectDigest, Details: e.Details,
+	entry, err := c.events.Append(ctx, &catalogv1.AppendEventRequest{Type: e.Type, SubjectDigest: e.SubjectDigest, Details: e.Details,
 		Wait: catalogv1.AppendWait_APPEND_WAIT_SEQUENCED})
 	if err != nil {
 		return 0, fmt.Errorf("catalog AppendEvent: %w", err)
 	}
-	if resp.GetEntry() == nil {
-		return 0, errors.New("catalog AppendEvent: response has no entry")
-	}
-	return resp.GetEntry().GetIndex(), nil
+	return entry.GetIndex(), nil
 }
 
 // RecordDeployment has the catalog log and store a verified deployment and

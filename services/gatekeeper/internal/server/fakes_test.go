@@ -229,6 +229,7 @@ func (c *fakeCatalog) policy(td spiffeid.TrustDomain) rpc.Policy {
 	sd := catalogv1.CatalogService_ServiceDesc
 	return rpc.Policy{
 		rpc.Method(sd, "AppendEvent"):       {rpc.Under{TrustDomain: td, Prefix: "/service"}},
+		rpc.Method(sd, "AppendEvents"):      {rpc.Under{TrustDomain: td, Prefix: "/service"}},
 		rpc.Method(sd, "GetArtifact"):       {rpc.Member(td)},
 		rpc.Method(sd, "RecordDeployment"):  {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper"))},
 		rpc.Method(sd, "SearchArtifacts"):   {rpc.Member(td)},
@@ -433,6 +434,21 @@ func (c *fakeCatalog) AppendEvent(ctx context.Context, req *catalogv1.AppendEven
 	c.leaves = append(c.leaves, leaf)
 	c.events = append(c.events, e)
 	return &catalogv1.AppendEventResponse{Entry: &catalogv1.LogEntry{Index: int64(c.tree.Size() - 1), Leaf: leaf}}, nil
+}
+
+// AppendEvents appends each event as AppendEvent does, one result each.
+func (c *fakeCatalog) AppendEvents(ctx context.Context, req *catalogv1.AppendEventsRequest) (*catalogv1.AppendEventsResponse, error) {
+	out := &catalogv1.AppendEventsResponse{}
+	for _, e := range req.GetEvents() {
+		resp, err := c.AppendEvent(ctx, e)
+		if err != nil {
+			st := status.Convert(err)
+			out.Results = append(out.Results, &catalogv1.AppendEventResult{Code: uint32(st.Code()), Message: st.Message()})
+			continue
+		}
+		out.Results = append(out.Results, &catalogv1.AppendEventResult{Entry: resp.GetEntry()})
+	}
+	return out, nil
 }
 
 // attachSBOM logs an sbom.attached entry by the publisher for envelope and

@@ -536,6 +536,162 @@ func (x *AppendEventResponse) GetEntry() *LogEntry {
 	return nil
 }
 
+type AppendEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The events, at most 256; each is appended as by AppendEvent.
+	Events        []*AppendEventRequest `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendEventsRequest) Reset() {
+	*x = AppendEventsRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendEventsRequest) ProtoMessage() {}
+
+func (x *AppendEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendEventsRequest.ProtoReflect.Descriptor instead.
+func (*AppendEventsRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AppendEventsRequest) GetEvents() []*AppendEventRequest {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+type AppendEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per event, in the order of the request.
+	Results       []*AppendEventResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendEventsResponse) Reset() {
+	*x = AppendEventsResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendEventsResponse) ProtoMessage() {}
+
+func (x *AppendEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendEventsResponse.ProtoReflect.Descriptor instead.
+func (*AppendEventsResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AppendEventsResponse) GetResults() []*AppendEventResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// AppendEventResult is one event's outcome: its entry, or the error
+// AppendEvent would have returned for it.
+type AppendEventResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The entry, as in AppendEventResponse; unset when code is not 0.
+	Entry *LogEntry `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	// The gRPC status code of the event's error (google.golang.org/grpc/codes);
+	// 0 (OK) when it was appended.
+	Code uint32 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	// The error's message, when code is not 0.
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppendEventResult) Reset() {
+	*x = AppendEventResult{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppendEventResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppendEventResult) ProtoMessage() {}
+
+func (x *AppendEventResult) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppendEventResult.ProtoReflect.Descriptor instead.
+func (*AppendEventResult) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AppendEventResult) GetEntry() *LogEntry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+func (x *AppendEventResult) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *AppendEventResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type GetArtifactRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Either name and version, or digest.
@@ -548,7 +704,7 @@ type GetArtifactRequest struct {
 
 func (x *GetArtifactRequest) Reset() {
 	*x = GetArtifactRequest{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[6]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +716,7 @@ func (x *GetArtifactRequest) String() string {
 func (*GetArtifactRequest) ProtoMessage() {}
 
 func (x *GetArtifactRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[6]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +729,7 @@ func (x *GetArtifactRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetArtifactRequest.ProtoReflect.Descriptor instead.
 func (*GetArtifactRequest) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{6}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetArtifactRequest) GetName() string {
@@ -608,7 +764,7 @@ type GetArtifactResponse struct {
 
 func (x *GetArtifactResponse) Reset() {
 	*x = GetArtifactResponse{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[7]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +776,7 @@ func (x *GetArtifactResponse) String() string {
 func (*GetArtifactResponse) ProtoMessage() {}
 
 func (x *GetArtifactResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[7]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +789,7 @@ func (x *GetArtifactResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetArtifactResponse.ProtoReflect.Descriptor instead.
 func (*GetArtifactResponse) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{7}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetArtifactResponse) GetArtifact() *Artifact {
@@ -665,7 +821,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[8]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +833,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[8]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +846,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{8}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{11}
 }
 
 type GetCheckpointResponse struct {
@@ -702,7 +858,7 @@ type GetCheckpointResponse struct {
 
 func (x *GetCheckpointResponse) Reset() {
 	*x = GetCheckpointResponse{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[9]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +870,7 @@ func (x *GetCheckpointResponse) String() string {
 func (*GetCheckpointResponse) ProtoMessage() {}
 
 func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[9]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +883,7 @@ func (x *GetCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*GetCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{9}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetCheckpointResponse) GetCheckpoint() []byte {
@@ -749,7 +905,7 @@ type RecordSignatureRequest struct {
 
 func (x *RecordSignatureRequest) Reset() {
 	*x = RecordSignatureRequest{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[10]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +917,7 @@ func (x *RecordSignatureRequest) String() string {
 func (*RecordSignatureRequest) ProtoMessage() {}
 
 func (x *RecordSignatureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[10]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +930,7 @@ func (x *RecordSignatureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordSignatureRequest.ProtoReflect.Descriptor instead.
 func (*RecordSignatureRequest) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{10}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RecordSignatureRequest) GetName() string {
@@ -807,7 +963,7 @@ type RecordSignatureResponse struct {
 
 func (x *RecordSignatureResponse) Reset() {
 	*x = RecordSignatureResponse{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[11]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +975,7 @@ func (x *RecordSignatureResponse) String() string {
 func (*RecordSignatureResponse) ProtoMessage() {}
 
 func (x *RecordSignatureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[11]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +988,7 @@ func (x *RecordSignatureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordSignatureResponse.ProtoReflect.Descriptor instead.
 func (*RecordSignatureResponse) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{11}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RecordSignatureResponse) GetEntry() *LogEntry {
@@ -856,7 +1012,7 @@ type ListArtifactsRequest struct {
 
 func (x *ListArtifactsRequest) Reset() {
 	*x = ListArtifactsRequest{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[12]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +1024,7 @@ func (x *ListArtifactsRequest) String() string {
 func (*ListArtifactsRequest) ProtoMessage() {}
 
 func (x *ListArtifactsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[12]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +1037,7 @@ func (x *ListArtifactsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListArtifactsRequest.ProtoReflect.Descriptor instead.
 func (*ListArtifactsRequest) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{12}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListArtifactsRequest) GetSignedByKeyId() string {
@@ -916,7 +1072,7 @@ type ListArtifactsResponse struct {
 
 func (x *ListArtifactsResponse) Reset() {
 	*x = ListArtifactsResponse{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[13]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1084,7 @@ func (x *ListArtifactsResponse) String() string {
 func (*ListArtifactsResponse) ProtoMessage() {}
 
 func (x *ListArtifactsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[13]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1097,7 @@ func (x *ListArtifactsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListArtifactsResponse.ProtoReflect.Descriptor instead.
 func (*ListArtifactsResponse) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{13}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListArtifactsResponse) GetArtifacts() []*ListedArtifact {
@@ -970,7 +1126,7 @@ type ListedArtifact struct {
 
 func (x *ListedArtifact) Reset() {
 	*x = ListedArtifact{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[14]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1138,7 @@ func (x *ListedArtifact) String() string {
 func (*ListedArtifact) ProtoMessage() {}
 
 func (x *ListedArtifact) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[14]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1151,7 @@ func (x *ListedArtifact) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListedArtifact.ProtoReflect.Descriptor instead.
 func (*ListedArtifact) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{14}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListedArtifact) GetArtifact() *Artifact {
@@ -1024,7 +1180,7 @@ type GetEntriesRequest struct {
 
 func (x *GetEntriesRequest) Reset() {
 	*x = GetEntriesRequest{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[15]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1192,7 @@ func (x *GetEntriesRequest) String() string {
 func (*GetEntriesRequest) ProtoMessage() {}
 
 func (x *GetEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[15]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1205,7 @@ func (x *GetEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEntriesRequest.ProtoReflect.Descriptor instead.
 func (*GetEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{15}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetEntriesRequest) GetStart() uint64 {
@@ -1079,7 +1235,7 @@ type GetEntriesResponse struct {
 
 func (x *GetEntriesResponse) Reset() {
 	*x = GetEntriesResponse{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[16]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1247,7 @@ func (x *GetEntriesResponse) String() string {
 func (*GetEntriesResponse) ProtoMessage() {}
 
 func (x *GetEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[16]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1260,7 @@ func (x *GetEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEntriesResponse.ProtoReflect.Descriptor instead.
 func (*GetEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{16}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetEntriesResponse) GetEntries() [][]byte {
@@ -1133,7 +1289,7 @@ type GetInclusionProofRequest struct {
 
 func (x *GetInclusionProofRequest) Reset() {
 	*x = GetInclusionProofRequest{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[17]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1301,7 @@ func (x *GetInclusionProofRequest) String() string {
 func (*GetInclusionProofRequest) ProtoMessage() {}
 
 func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[17]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1314,7 @@ func (x *GetInclusionProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofRequest.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofRequest) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{17}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetInclusionProofRequest) GetIndex() uint64 {
@@ -1189,7 +1345,7 @@ type GetInclusionProofResponse struct {
 
 func (x *GetInclusionProofResponse) Reset() {
 	*x = GetInclusionProofResponse{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[18]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1201,7 +1357,7 @@ func (x *GetInclusionProofResponse) String() string {
 func (*GetInclusionProofResponse) ProtoMessage() {}
 
 func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[18]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1214,7 +1370,7 @@ func (x *GetInclusionProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInclusionProofResponse.ProtoReflect.Descriptor instead.
 func (*GetInclusionProofResponse) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{18}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetInclusionProofResponse) GetLeaf() []byte {
@@ -1257,7 +1413,7 @@ type GetConsistencyProofRequest struct {
 
 func (x *GetConsistencyProofRequest) Reset() {
 	*x = GetConsistencyProofRequest{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[19]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1425,7 @@ func (x *GetConsistencyProofRequest) String() string {
 func (*GetConsistencyProofRequest) ProtoMessage() {}
 
 func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[19]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1438,7 @@ func (x *GetConsistencyProofRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofRequest.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofRequest) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{19}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetConsistencyProofRequest) GetFirstSize() uint64 {
@@ -1313,7 +1469,7 @@ type GetConsistencyProofResponse struct {
 
 func (x *GetConsistencyProofResponse) Reset() {
 	*x = GetConsistencyProofResponse{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[20]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +1481,7 @@ func (x *GetConsistencyProofResponse) String() string {
 func (*GetConsistencyProofResponse) ProtoMessage() {}
 
 func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[20]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +1494,7 @@ func (x *GetConsistencyProofResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetConsistencyProofResponse.ProtoReflect.Descriptor instead.
 func (*GetConsistencyProofResponse) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{20}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetConsistencyProofResponse) GetFirstSize() uint64 {
@@ -1397,7 +1553,7 @@ type SearchArtifactsRequest struct {
 
 func (x *SearchArtifactsRequest) Reset() {
 	*x = SearchArtifactsRequest{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[21]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1565,7 @@ func (x *SearchArtifactsRequest) String() string {
 func (*SearchArtifactsRequest) ProtoMessage() {}
 
 func (x *SearchArtifactsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[21]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1578,7 @@ func (x *SearchArtifactsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchArtifactsRequest.ProtoReflect.Descriptor instead.
 func (*SearchArtifactsRequest) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{21}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SearchArtifactsRequest) GetName() string {
@@ -1516,7 +1672,7 @@ type SearchArtifactsResponse struct {
 
 func (x *SearchArtifactsResponse) Reset() {
 	*x = SearchArtifactsResponse{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[22]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +1684,7 @@ func (x *SearchArtifactsResponse) String() string {
 func (*SearchArtifactsResponse) ProtoMessage() {}
 
 func (x *SearchArtifactsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[22]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +1697,7 @@ func (x *SearchArtifactsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchArtifactsResponse.ProtoReflect.Descriptor instead.
 func (*SearchArtifactsResponse) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{22}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SearchArtifactsResponse) GetArtifacts() []*ListedArtifact {
@@ -1579,7 +1735,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[23]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1591,7 +1747,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[23]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1604,7 +1760,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{23}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListEventsRequest) GetSubjectDigest() string {
@@ -1641,7 +1797,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[24]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1809,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[24]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1822,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{24}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListEventsResponse) GetEntries() []*LogEntry {
@@ -1697,7 +1853,7 @@ type GetLineageRequest struct {
 
 func (x *GetLineageRequest) Reset() {
 	*x = GetLineageRequest{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[25]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1709,7 +1865,7 @@ func (x *GetLineageRequest) String() string {
 func (*GetLineageRequest) ProtoMessage() {}
 
 func (x *GetLineageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[25]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1722,7 +1878,7 @@ func (x *GetLineageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLineageRequest.ProtoReflect.Descriptor instead.
 func (*GetLineageRequest) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{25}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetLineageRequest) GetNode() string {
@@ -1765,7 +1921,7 @@ type GetLineageResponse struct {
 
 func (x *GetLineageResponse) Reset() {
 	*x = GetLineageResponse{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[26]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1777,7 +1933,7 @@ func (x *GetLineageResponse) String() string {
 func (*GetLineageResponse) ProtoMessage() {}
 
 func (x *GetLineageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[26]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1790,7 +1946,7 @@ func (x *GetLineageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLineageResponse.ProtoReflect.Descriptor instead.
 func (*GetLineageResponse) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{26}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetLineageResponse) GetEdges() []*LineageEdge {
@@ -1844,7 +2000,7 @@ type LineageEdge struct {
 
 func (x *LineageEdge) Reset() {
 	*x = LineageEdge{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[27]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +2012,7 @@ func (x *LineageEdge) String() string {
 func (*LineageEdge) ProtoMessage() {}
 
 func (x *LineageEdge) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[27]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +2025,7 @@ func (x *LineageEdge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LineageEdge.ProtoReflect.Descriptor instead.
 func (*LineageEdge) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{27}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *LineageEdge) GetArtifactDigest() string {
@@ -1949,7 +2105,7 @@ type Deployment struct {
 
 func (x *Deployment) Reset() {
 	*x = Deployment{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[28]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2117,7 @@ func (x *Deployment) String() string {
 func (*Deployment) ProtoMessage() {}
 
 func (x *Deployment) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[28]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,7 +2130,7 @@ func (x *Deployment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deployment.ProtoReflect.Descriptor instead.
 func (*Deployment) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{28}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Deployment) GetDigest() string {
@@ -2024,7 +2180,7 @@ type GetLineagePathRequest struct {
 
 func (x *GetLineagePathRequest) Reset() {
 	*x = GetLineagePathRequest{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[29]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2036,7 +2192,7 @@ func (x *GetLineagePathRequest) String() string {
 func (*GetLineagePathRequest) ProtoMessage() {}
 
 func (x *GetLineagePathRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[29]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2049,7 +2205,7 @@ func (x *GetLineagePathRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLineagePathRequest.ProtoReflect.Descriptor instead.
 func (*GetLineagePathRequest) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{29}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetLineagePathRequest) GetFrom() string {
@@ -2087,7 +2243,7 @@ type GetLineagePathResponse struct {
 
 func (x *GetLineagePathResponse) Reset() {
 	*x = GetLineagePathResponse{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[30]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2099,7 +2255,7 @@ func (x *GetLineagePathResponse) String() string {
 func (*GetLineagePathResponse) ProtoMessage() {}
 
 func (x *GetLineagePathResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[30]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2112,7 +2268,7 @@ func (x *GetLineagePathResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetLineagePathResponse.ProtoReflect.Descriptor instead.
 func (*GetLineagePathResponse) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{30}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetLineagePathResponse) GetEdges() []*LineageEdge {
@@ -2150,7 +2306,7 @@ type RecordDeploymentRequest struct {
 
 func (x *RecordDeploymentRequest) Reset() {
 	*x = RecordDeploymentRequest{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[31]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2318,7 @@ func (x *RecordDeploymentRequest) String() string {
 func (*RecordDeploymentRequest) ProtoMessage() {}
 
 func (x *RecordDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[31]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2331,7 @@ func (x *RecordDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*RecordDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{31}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RecordDeploymentRequest) GetName() string {
@@ -2238,7 +2394,7 @@ type RecordDeploymentResponse struct {
 
 func (x *RecordDeploymentResponse) Reset() {
 	*x = RecordDeploymentResponse{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[32]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2250,7 +2406,7 @@ func (x *RecordDeploymentResponse) String() string {
 func (*RecordDeploymentResponse) ProtoMessage() {}
 
 func (x *RecordDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[32]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2263,7 +2419,7 @@ func (x *RecordDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*RecordDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{32}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RecordDeploymentResponse) GetEntry() *LogEntry {
@@ -2300,7 +2456,7 @@ type RecordSBOMRequest struct {
 
 func (x *RecordSBOMRequest) Reset() {
 	*x = RecordSBOMRequest{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[33]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2312,7 +2468,7 @@ func (x *RecordSBOMRequest) String() string {
 func (*RecordSBOMRequest) ProtoMessage() {}
 
 func (x *RecordSBOMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[33]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2325,7 +2481,7 @@ func (x *RecordSBOMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordSBOMRequest.ProtoReflect.Descriptor instead.
 func (*RecordSBOMRequest) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{33}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RecordSBOMRequest) GetName() string {
@@ -2378,7 +2534,7 @@ type RecordSBOMResponse struct {
 
 func (x *RecordSBOMResponse) Reset() {
 	*x = RecordSBOMResponse{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[34]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2390,7 +2546,7 @@ func (x *RecordSBOMResponse) String() string {
 func (*RecordSBOMResponse) ProtoMessage() {}
 
 func (x *RecordSBOMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[34]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2403,7 +2559,7 @@ func (x *RecordSBOMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordSBOMResponse.ProtoReflect.Descriptor instead.
 func (*RecordSBOMResponse) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{34}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RecordSBOMResponse) GetSbom() *SBOM {
@@ -2458,7 +2614,7 @@ type SBOM struct {
 
 func (x *SBOM) Reset() {
 	*x = SBOM{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[35]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2470,7 +2626,7 @@ func (x *SBOM) String() string {
 func (*SBOM) ProtoMessage() {}
 
 func (x *SBOM) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[35]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2483,7 +2639,7 @@ func (x *SBOM) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SBOM.ProtoReflect.Descriptor instead.
 func (*SBOM) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{35}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *SBOM) GetName() string {
@@ -2585,7 +2741,7 @@ type Component struct {
 
 func (x *Component) Reset() {
 	*x = Component{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[36]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2597,7 +2753,7 @@ func (x *Component) String() string {
 func (*Component) ProtoMessage() {}
 
 func (x *Component) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[36]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2610,7 +2766,7 @@ func (x *Component) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Component.ProtoReflect.Descriptor instead.
 func (*Component) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{36}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Component) GetPurl() string {
@@ -2656,7 +2812,7 @@ type GetSBOMRequest struct {
 
 func (x *GetSBOMRequest) Reset() {
 	*x = GetSBOMRequest{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[37]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2668,7 +2824,7 @@ func (x *GetSBOMRequest) String() string {
 func (*GetSBOMRequest) ProtoMessage() {}
 
 func (x *GetSBOMRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[37]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2681,7 +2837,7 @@ func (x *GetSBOMRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSBOMRequest.ProtoReflect.Descriptor instead.
 func (*GetSBOMRequest) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{37}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetSBOMRequest) GetName() string {
@@ -2721,7 +2877,7 @@ type GetSBOMResponse struct {
 
 func (x *GetSBOMResponse) Reset() {
 	*x = GetSBOMResponse{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[38]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2733,7 +2889,7 @@ func (x *GetSBOMResponse) String() string {
 func (*GetSBOMResponse) ProtoMessage() {}
 
 func (x *GetSBOMResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[38]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2746,7 +2902,7 @@ func (x *GetSBOMResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSBOMResponse.ProtoReflect.Descriptor instead.
 func (*GetSBOMResponse) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{38}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *GetSBOMResponse) GetSbom() *SBOM {
@@ -2767,7 +2923,7 @@ type ImportAdvisoriesRequest struct {
 
 func (x *ImportAdvisoriesRequest) Reset() {
 	*x = ImportAdvisoriesRequest{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[39]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2779,7 +2935,7 @@ func (x *ImportAdvisoriesRequest) String() string {
 func (*ImportAdvisoriesRequest) ProtoMessage() {}
 
 func (x *ImportAdvisoriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[39]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2792,7 +2948,7 @@ func (x *ImportAdvisoriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportAdvisoriesRequest.ProtoReflect.Descriptor instead.
 func (*ImportAdvisoriesRequest) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{39}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ImportAdvisoriesRequest) GetDocuments() [][]byte {
@@ -2823,7 +2979,7 @@ type ImportAdvisoriesResponse struct {
 
 func (x *ImportAdvisoriesResponse) Reset() {
 	*x = ImportAdvisoriesResponse{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[40]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2835,7 +2991,7 @@ func (x *ImportAdvisoriesResponse) String() string {
 func (*ImportAdvisoriesResponse) ProtoMessage() {}
 
 func (x *ImportAdvisoriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[40]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2848,7 +3004,7 @@ func (x *ImportAdvisoriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportAdvisoriesResponse.ProtoReflect.Descriptor instead.
 func (*ImportAdvisoriesResponse) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{40}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ImportAdvisoriesResponse) GetEntry() *LogEntry {
@@ -2910,7 +3066,7 @@ type GetAdvisoryRequest struct {
 
 func (x *GetAdvisoryRequest) Reset() {
 	*x = GetAdvisoryRequest{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[41]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2922,7 +3078,7 @@ func (x *GetAdvisoryRequest) String() string {
 func (*GetAdvisoryRequest) ProtoMessage() {}
 
 func (x *GetAdvisoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[41]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2935,7 +3091,7 @@ func (x *GetAdvisoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAdvisoryRequest.ProtoReflect.Descriptor instead.
 func (*GetAdvisoryRequest) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{41}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetAdvisoryRequest) GetId() string {
@@ -2963,7 +3119,7 @@ type GetAdvisoryResponse struct {
 
 func (x *GetAdvisoryResponse) Reset() {
 	*x = GetAdvisoryResponse{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[42]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2975,7 +3131,7 @@ func (x *GetAdvisoryResponse) String() string {
 func (*GetAdvisoryResponse) ProtoMessage() {}
 
 func (x *GetAdvisoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[42]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2988,7 +3144,7 @@ func (x *GetAdvisoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAdvisoryResponse.ProtoReflect.Descriptor instead.
 func (*GetAdvisoryResponse) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{42}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetAdvisoryResponse) GetDocument() []byte {
@@ -3046,7 +3202,7 @@ type ListFindingsRequest struct {
 
 func (x *ListFindingsRequest) Reset() {
 	*x = ListFindingsRequest{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[43]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3058,7 +3214,7 @@ func (x *ListFindingsRequest) String() string {
 func (*ListFindingsRequest) ProtoMessage() {}
 
 func (x *ListFindingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[43]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3071,7 +3227,7 @@ func (x *ListFindingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFindingsRequest.ProtoReflect.Descriptor instead.
 func (*ListFindingsRequest) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{43}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListFindingsRequest) GetName() string {
@@ -3114,7 +3270,7 @@ type ListFindingsResponse struct {
 
 func (x *ListFindingsResponse) Reset() {
 	*x = ListFindingsResponse{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[44]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3126,7 +3282,7 @@ func (x *ListFindingsResponse) String() string {
 func (*ListFindingsResponse) ProtoMessage() {}
 
 func (x *ListFindingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[44]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3139,7 +3295,7 @@ func (x *ListFindingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFindingsResponse.ProtoReflect.Descriptor instead.
 func (*ListFindingsResponse) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{44}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListFindingsResponse) GetFindings() []*Finding {
@@ -3178,7 +3334,7 @@ type Finding struct {
 
 func (x *Finding) Reset() {
 	*x = Finding{}
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[45]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3190,7 +3346,7 @@ func (x *Finding) String() string {
 func (*Finding) ProtoMessage() {}
 
 func (x *Finding) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[45]
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3203,7 +3359,7 @@ func (x *Finding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Finding.ProtoReflect.Descriptor instead.
 func (*Finding) Descriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{45}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Finding) GetName() string {
@@ -3299,7 +3455,15 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\adetails\x18\x03 \x01(\fR\adetails\x122\n" +
 	"\x04wait\x18\x04 \x01(\x0e2\x1e.custody.catalog.v1.AppendWaitR\x04wait\"I\n" +
 	"\x13AppendEventResponse\x122\n" +
-	"\x05entry\x18\x01 \x01(\v2\x1c.custody.catalog.v1.LogEntryR\x05entry\"Z\n" +
+	"\x05entry\x18\x01 \x01(\v2\x1c.custody.catalog.v1.LogEntryR\x05entry\"U\n" +
+	"\x13AppendEventsRequest\x12>\n" +
+	"\x06events\x18\x01 \x03(\v2&.custody.catalog.v1.AppendEventRequestR\x06events\"W\n" +
+	"\x14AppendEventsResponse\x12?\n" +
+	"\aresults\x18\x01 \x03(\v2%.custody.catalog.v1.AppendEventResultR\aresults\"u\n" +
+	"\x11AppendEventResult\x122\n" +
+	"\x05entry\x18\x01 \x01(\v2\x1c.custody.catalog.v1.LogEntryR\x05entry\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"Z\n" +
 	"\x12GetArtifactRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
@@ -3536,10 +3700,11 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\x10LineageDirection\x12!\n" +
 	"\x1dLINEAGE_DIRECTION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14LINEAGE_DIRECTION_UP\x10\x01\x12\x1a\n" +
-	"\x16LINEAGE_DIRECTION_DOWN\x10\x022\x9b\x0f\n" +
+	"\x16LINEAGE_DIRECTION_DOWN\x10\x022\xfe\x0f\n" +
 	"\x0eCatalogService\x12g\n" +
 	"\x0eRecordArtifact\x12).custody.catalog.v1.RecordArtifactRequest\x1a*.custody.catalog.v1.RecordArtifactResponse\x12^\n" +
-	"\vAppendEvent\x12&.custody.catalog.v1.AppendEventRequest\x1a'.custody.catalog.v1.AppendEventResponse\x12^\n" +
+	"\vAppendEvent\x12&.custody.catalog.v1.AppendEventRequest\x1a'.custody.catalog.v1.AppendEventResponse\x12a\n" +
+	"\fAppendEvents\x12'.custody.catalog.v1.AppendEventsRequest\x1a(.custody.catalog.v1.AppendEventsResponse\x12^\n" +
 	"\vGetArtifact\x12&.custody.catalog.v1.GetArtifactRequest\x1a'.custody.catalog.v1.GetArtifactResponse\x12d\n" +
 	"\rGetCheckpoint\x12(.custody.catalog.v1.GetCheckpointRequest\x1a).custody.catalog.v1.GetCheckpointResponse\x12j\n" +
 	"\x0fRecordSignature\x12*.custody.catalog.v1.RecordSignatureRequest\x1a+.custody.catalog.v1.RecordSignatureResponse\x12d\n" +
@@ -3576,7 +3741,7 @@ func file_custody_catalog_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_custody_catalog_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 48)
+var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_custody_catalog_v1_catalog_proto_goTypes = []any{
 	(AppendWait)(0),                     // 0: custody.catalog.v1.AppendWait
 	(LineageDirection)(0),               // 1: custody.catalog.v1.LineageDirection
@@ -3586,126 +3751,134 @@ var file_custody_catalog_v1_catalog_proto_goTypes = []any{
 	(*RecordArtifactResponse)(nil),      // 5: custody.catalog.v1.RecordArtifactResponse
 	(*AppendEventRequest)(nil),          // 6: custody.catalog.v1.AppendEventRequest
 	(*AppendEventResponse)(nil),         // 7: custody.catalog.v1.AppendEventResponse
-	(*GetArtifactRequest)(nil),          // 8: custody.catalog.v1.GetArtifactRequest
-	(*GetArtifactResponse)(nil),         // 9: custody.catalog.v1.GetArtifactResponse
-	(*GetCheckpointRequest)(nil),        // 10: custody.catalog.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),       // 11: custody.catalog.v1.GetCheckpointResponse
-	(*RecordSignatureRequest)(nil),      // 12: custody.catalog.v1.RecordSignatureRequest
-	(*RecordSignatureResponse)(nil),     // 13: custody.catalog.v1.RecordSignatureResponse
-	(*ListArtifactsRequest)(nil),        // 14: custody.catalog.v1.ListArtifactsRequest
-	(*ListArtifactsResponse)(nil),       // 15: custody.catalog.v1.ListArtifactsResponse
-	(*ListedArtifact)(nil),              // 16: custody.catalog.v1.ListedArtifact
-	(*GetEntriesRequest)(nil),           // 17: custody.catalog.v1.GetEntriesRequest
-	(*GetEntriesResponse)(nil),          // 18: custody.catalog.v1.GetEntriesResponse
-	(*GetInclusionProofRequest)(nil),    // 19: custody.catalog.v1.GetInclusionProofRequest
-	(*GetInclusionProofResponse)(nil),   // 20: custody.catalog.v1.GetInclusionProofResponse
-	(*GetConsistencyProofRequest)(nil),  // 21: custody.catalog.v1.GetConsistencyProofRequest
-	(*GetConsistencyProofResponse)(nil), // 22: custody.catalog.v1.GetConsistencyProofResponse
-	(*SearchArtifactsRequest)(nil),      // 23: custody.catalog.v1.SearchArtifactsRequest
-	(*SearchArtifactsResponse)(nil),     // 24: custody.catalog.v1.SearchArtifactsResponse
-	(*ListEventsRequest)(nil),           // 25: custody.catalog.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),          // 26: custody.catalog.v1.ListEventsResponse
-	(*GetLineageRequest)(nil),           // 27: custody.catalog.v1.GetLineageRequest
-	(*GetLineageResponse)(nil),          // 28: custody.catalog.v1.GetLineageResponse
-	(*LineageEdge)(nil),                 // 29: custody.catalog.v1.LineageEdge
-	(*Deployment)(nil),                  // 30: custody.catalog.v1.Deployment
-	(*GetLineagePathRequest)(nil),       // 31: custody.catalog.v1.GetLineagePathRequest
-	(*GetLineagePathResponse)(nil),      // 32: custody.catalog.v1.GetLineagePathResponse
-	(*RecordDeploymentRequest)(nil),     // 33: custody.catalog.v1.RecordDeploymentRequest
-	(*RecordDeploymentResponse)(nil),    // 34: custody.catalog.v1.RecordDeploymentResponse
-	(*RecordSBOMRequest)(nil),           // 35: custody.catalog.v1.RecordSBOMRequest
-	(*RecordSBOMResponse)(nil),          // 36: custody.catalog.v1.RecordSBOMResponse
-	(*SBOM)(nil),                        // 37: custody.catalog.v1.SBOM
-	(*Component)(nil),                   // 38: custody.catalog.v1.Component
-	(*GetSBOMRequest)(nil),              // 39: custody.catalog.v1.GetSBOMRequest
-	(*GetSBOMResponse)(nil),             // 40: custody.catalog.v1.GetSBOMResponse
-	(*ImportAdvisoriesRequest)(nil),     // 41: custody.catalog.v1.ImportAdvisoriesRequest
-	(*ImportAdvisoriesResponse)(nil),    // 42: custody.catalog.v1.ImportAdvisoriesResponse
-	(*GetAdvisoryRequest)(nil),          // 43: custody.catalog.v1.GetAdvisoryRequest
-	(*GetAdvisoryResponse)(nil),         // 44: custody.catalog.v1.GetAdvisoryResponse
-	(*ListFindingsRequest)(nil),         // 45: custody.catalog.v1.ListFindingsRequest
-	(*ListFindingsResponse)(nil),        // 46: custody.catalog.v1.ListFindingsResponse
-	(*Finding)(nil),                     // 47: custody.catalog.v1.Finding
-	nil,                                 // 48: custody.catalog.v1.LineageEdge.DigestEntry
-	nil,                                 // 49: custody.catalog.v1.LineageEdge.AnnotationsEntry
-	(*timestamppb.Timestamp)(nil),       // 50: google.protobuf.Timestamp
+	(*AppendEventsRequest)(nil),         // 8: custody.catalog.v1.AppendEventsRequest
+	(*AppendEventsResponse)(nil),        // 9: custody.catalog.v1.AppendEventsResponse
+	(*AppendEventResult)(nil),           // 10: custody.catalog.v1.AppendEventResult
+	(*GetArtifactRequest)(nil),          // 11: custody.catalog.v1.GetArtifactRequest
+	(*GetArtifactResponse)(nil),         // 12: custody.catalog.v1.GetArtifactResponse
+	(*GetCheckpointRequest)(nil),        // 13: custody.catalog.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),       // 14: custody.catalog.v1.GetCheckpointResponse
+	(*RecordSignatureRequest)(nil),      // 15: custody.catalog.v1.RecordSignatureRequest
+	(*RecordSignatureResponse)(nil),     // 16: custody.catalog.v1.RecordSignatureResponse
+	(*ListArtifactsRequest)(nil),        // 17: custody.catalog.v1.ListArtifactsRequest
+	(*ListArtifactsResponse)(nil),       // 18: custody.catalog.v1.ListArtifactsResponse
+	(*ListedArtifact)(nil),              // 19: custody.catalog.v1.ListedArtifact
+	(*GetEntriesRequest)(nil),           // 20: custody.catalog.v1.GetEntriesRequest
+	(*GetEntriesResponse)(nil),          // 21: custody.catalog.v1.GetEntriesResponse
+	(*GetInclusionProofRequest)(nil),    // 22: custody.catalog.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),   // 23: custody.catalog.v1.GetInclusionProofResponse
+	(*GetConsistencyProofRequest)(nil),  // 24: custody.catalog.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil), // 25: custody.catalog.v1.GetConsistencyProofResponse
+	(*SearchArtifactsRequest)(nil),      // 26: custody.catalog.v1.SearchArtifactsRequest
+	(*SearchArtifactsResponse)(nil),     // 27: custody.catalog.v1.SearchArtifactsResponse
+	(*ListEventsRequest)(nil),           // 28: custody.catalog.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),          // 29: custody.catalog.v1.ListEventsResponse
+	(*GetLineageRequest)(nil),           // 30: custody.catalog.v1.GetLineageRequest
+	(*GetLineageResponse)(nil),          // 31: custody.catalog.v1.GetLineageResponse
+	(*LineageEdge)(nil),                 // 32: custody.catalog.v1.LineageEdge
+	(*Deployment)(nil),                  // 33: custody.catalog.v1.Deployment
+	(*GetLineagePathRequest)(nil),       // 34: custody.catalog.v1.GetLineagePathRequest
+	(*GetLineagePathResponse)(nil),      // 35: custody.catalog.v1.GetLineagePathResponse
+	(*RecordDeploymentRequest)(nil),     // 36: custody.catalog.v1.RecordDeploymentRequest
+	(*RecordDeploymentResponse)(nil),    // 37: custody.catalog.v1.RecordDeploymentResponse
+	(*RecordSBOMRequest)(nil),           // 38: custody.catalog.v1.RecordSBOMRequest
+	(*RecordSBOMResponse)(nil),          // 39: custody.catalog.v1.RecordSBOMResponse
+	(*SBOM)(nil),                        // 40: custody.catalog.v1.SBOM
+	(*Component)(nil),                   // 41: custody.catalog.v1.Component
+	(*GetSBOMRequest)(nil),              // 42: custody.catalog.v1.GetSBOMRequest
+	(*GetSBOMResponse)(nil),             // 43: custody.catalog.v1.GetSBOMResponse
+	(*ImportAdvisoriesRequest)(nil),     // 44: custody.catalog.v1.ImportAdvisoriesRequest
+	(*ImportAdvisoriesResponse)(nil),    // 45: custody.catalog.v1.ImportAdvisoriesResponse
+	(*GetAdvisoryRequest)(nil),          // 46: custody.catalog.v1.GetAdvisoryRequest
+	(*GetAdvisoryResponse)(nil),         // 47: custody.catalog.v1.GetAdvisoryResponse
+	(*ListFindingsRequest)(nil),         // 48: custody.catalog.v1.ListFindingsRequest
+	(*ListFindingsResponse)(nil),        // 49: custody.catalog.v1.ListFindingsResponse
+	(*Finding)(nil),                     // 50: custody.catalog.v1.Finding
+	nil,                                 // 51: custody.catalog.v1.LineageEdge.DigestEntry
+	nil,                                 // 52: custody.catalog.v1.LineageEdge.AnnotationsEntry
+	(*timestamppb.Timestamp)(nil),       // 53: google.protobuf.Timestamp
 }
 var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
-	50, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
+	53, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
 	2,  // 1: custody.catalog.v1.RecordArtifactRequest.artifact:type_name -> custody.catalog.v1.Artifact
 	3,  // 2: custody.catalog.v1.RecordArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	0,  // 3: custody.catalog.v1.AppendEventRequest.wait:type_name -> custody.catalog.v1.AppendWait
 	3,  // 4: custody.catalog.v1.AppendEventResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	2,  // 5: custody.catalog.v1.GetArtifactResponse.artifact:type_name -> custody.catalog.v1.Artifact
-	3,  // 6: custody.catalog.v1.GetArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	3,  // 7: custody.catalog.v1.RecordSignatureResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	16, // 8: custody.catalog.v1.ListArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
-	2,  // 9: custody.catalog.v1.ListedArtifact.artifact:type_name -> custody.catalog.v1.Artifact
-	16, // 10: custody.catalog.v1.SearchArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
-	30, // 11: custody.catalog.v1.SearchArtifactsResponse.deployments:type_name -> custody.catalog.v1.Deployment
-	3,  // 12: custody.catalog.v1.ListEventsResponse.entries:type_name -> custody.catalog.v1.LogEntry
-	1,  // 13: custody.catalog.v1.GetLineageRequest.direction:type_name -> custody.catalog.v1.LineageDirection
-	29, // 14: custody.catalog.v1.GetLineageResponse.edges:type_name -> custody.catalog.v1.LineageEdge
-	2,  // 15: custody.catalog.v1.GetLineageResponse.artifacts:type_name -> custody.catalog.v1.Artifact
-	30, // 16: custody.catalog.v1.GetLineageResponse.deployments:type_name -> custody.catalog.v1.Deployment
-	48, // 17: custody.catalog.v1.LineageEdge.digest:type_name -> custody.catalog.v1.LineageEdge.DigestEntry
-	49, // 18: custody.catalog.v1.LineageEdge.annotations:type_name -> custody.catalog.v1.LineageEdge.AnnotationsEntry
-	50, // 19: custody.catalog.v1.Deployment.deployed_at:type_name -> google.protobuf.Timestamp
-	29, // 20: custody.catalog.v1.GetLineagePathResponse.edges:type_name -> custody.catalog.v1.LineageEdge
-	3,  // 21: custody.catalog.v1.RecordDeploymentResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	30, // 22: custody.catalog.v1.RecordDeploymentResponse.deployment:type_name -> custody.catalog.v1.Deployment
-	37, // 23: custody.catalog.v1.RecordSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
-	3,  // 24: custody.catalog.v1.RecordSBOMResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	50, // 25: custody.catalog.v1.SBOM.attached_at:type_name -> google.protobuf.Timestamp
-	38, // 26: custody.catalog.v1.SBOM.components:type_name -> custody.catalog.v1.Component
-	37, // 27: custody.catalog.v1.GetSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
-	3,  // 28: custody.catalog.v1.ImportAdvisoriesResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	50, // 29: custody.catalog.v1.GetAdvisoryResponse.modified:type_name -> google.protobuf.Timestamp
-	47, // 30: custody.catalog.v1.ListFindingsResponse.findings:type_name -> custody.catalog.v1.Finding
-	38, // 31: custody.catalog.v1.Finding.component:type_name -> custody.catalog.v1.Component
-	4,  // 32: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
-	6,  // 33: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
-	8,  // 34: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
-	10, // 35: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
-	12, // 36: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
-	14, // 37: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
-	17, // 38: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
-	19, // 39: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
-	21, // 40: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
-	23, // 41: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
-	25, // 42: custody.catalog.v1.CatalogService.ListEvents:input_type -> custody.catalog.v1.ListEventsRequest
-	27, // 43: custody.catalog.v1.CatalogService.GetLineage:input_type -> custody.catalog.v1.GetLineageRequest
-	31, // 44: custody.catalog.v1.CatalogService.GetLineagePath:input_type -> custody.catalog.v1.GetLineagePathRequest
-	33, // 45: custody.catalog.v1.CatalogService.RecordDeployment:input_type -> custody.catalog.v1.RecordDeploymentRequest
-	35, // 46: custody.catalog.v1.CatalogService.RecordSBOM:input_type -> custody.catalog.v1.RecordSBOMRequest
-	39, // 47: custody.catalog.v1.CatalogService.GetSBOM:input_type -> custody.catalog.v1.GetSBOMRequest
-	41, // 48: custody.catalog.v1.CatalogService.ImportAdvisories:input_type -> custody.catalog.v1.ImportAdvisoriesRequest
-	43, // 49: custody.catalog.v1.CatalogService.GetAdvisory:input_type -> custody.catalog.v1.GetAdvisoryRequest
-	45, // 50: custody.catalog.v1.CatalogService.ListFindings:input_type -> custody.catalog.v1.ListFindingsRequest
-	5,  // 51: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
-	7,  // 52: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
-	9,  // 53: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
-	11, // 54: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
-	13, // 55: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
-	15, // 56: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
-	18, // 57: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
-	20, // 58: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
-	22, // 59: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
-	24, // 60: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
-	26, // 61: custody.catalog.v1.CatalogService.ListEvents:output_type -> custody.catalog.v1.ListEventsResponse
-	28, // 62: custody.catalog.v1.CatalogService.GetLineage:output_type -> custody.catalog.v1.GetLineageResponse
-	32, // 63: custody.catalog.v1.CatalogService.GetLineagePath:output_type -> custody.catalog.v1.GetLineagePathResponse
-	34, // 64: custody.catalog.v1.CatalogService.RecordDeployment:output_type -> custody.catalog.v1.RecordDeploymentResponse
-	36, // 65: custody.catalog.v1.CatalogService.RecordSBOM:output_type -> custody.catalog.v1.RecordSBOMResponse
-	40, // 66: custody.catalog.v1.CatalogService.GetSBOM:output_type -> custody.catalog.v1.GetSBOMResponse
-	42, // 67: custody.catalog.v1.CatalogService.ImportAdvisories:output_type -> custody.catalog.v1.ImportAdvisoriesResponse
-	44, // 68: custody.catalog.v1.CatalogService.GetAdvisory:output_type -> custody.catalog.v1.GetAdvisoryResponse
-	46, // 69: custody.catalog.v1.CatalogService.ListFindings:output_type -> custody.catalog.v1.ListFindingsResponse
-	51, // [51:70] is the sub-list for method output_type
-	32, // [32:51] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	6,  // 5: custody.catalog.v1.AppendEventsRequest.events:type_name -> custody.catalog.v1.AppendEventRequest
+	10, // 6: custody.catalog.v1.AppendEventsResponse.results:type_name -> custody.catalog.v1.AppendEventResult
+	3,  // 7: custody.catalog.v1.AppendEventResult.entry:type_name -> custody.catalog.v1.LogEntry
+	2,  // 8: custody.catalog.v1.GetArtifactResponse.artifact:type_name -> custody.catalog.v1.Artifact
+	3,  // 9: custody.catalog.v1.GetArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	3,  // 10: custody.catalog.v1.RecordSignatureResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	19, // 11: custody.catalog.v1.ListArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
+	2,  // 12: custody.catalog.v1.ListedArtifact.artifact:type_name -> custody.catalog.v1.Artifact
+	19, // 13: custody.catalog.v1.SearchArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
+	33, // 14: custody.catalog.v1.SearchArtifactsResponse.deployments:type_name -> custody.catalog.v1.Deployment
+	3,  // 15: custody.catalog.v1.ListEventsResponse.entries:type_name -> custody.catalog.v1.LogEntry
+	1,  // 16: custody.catalog.v1.GetLineageRequest.direction:type_name -> custody.catalog.v1.LineageDirection
+	32, // 17: custody.catalog.v1.GetLineageResponse.edges:type_name -> custody.catalog.v1.LineageEdge
+	2,  // 18: custody.catalog.v1.GetLineageResponse.artifacts:type_name -> custody.catalog.v1.Artifact
+	33, // 19: custody.catalog.v1.GetLineageResponse.deployments:type_name -> custody.catalog.v1.Deployment
+	51, // 20: custody.catalog.v1.LineageEdge.digest:type_name -> custody.catalog.v1.LineageEdge.DigestEntry
+	52, // 21: custody.catalog.v1.LineageEdge.annotations:type_name -> custody.catalog.v1.LineageEdge.AnnotationsEntry
+	53, // 22: custody.catalog.v1.Deployment.deployed_at:type_name -> google.protobuf.Timestamp
+	32, // 23: custody.catalog.v1.GetLineagePathResponse.edges:type_name -> custody.catalog.v1.LineageEdge
+	3,  // 24: custody.catalog.v1.RecordDeploymentResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	33, // 25: custody.catalog.v1.RecordDeploymentResponse.deployment:type_name -> custody.catalog.v1.Deployment
+	40, // 26: custody.catalog.v1.RecordSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
+	3,  // 27: custody.catalog.v1.RecordSBOMResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	53, // 28: custody.catalog.v1.SBOM.attached_at:type_name -> google.protobuf.Timestamp
+	41, // 29: custody.catalog.v1.SBOM.components:type_name -> custody.catalog.v1.Component
+	40, // 30: custody.catalog.v1.GetSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
+	3,  // 31: custody.catalog.v1.ImportAdvisoriesResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	53, // 32: custody.catalog.v1.GetAdvisoryResponse.modified:type_name -> google.protobuf.Timestamp
+	50, // 33: custody.catalog.v1.ListFindingsResponse.findings:type_name -> custody.catalog.v1.Finding
+	41, // 34: custody.catalog.v1.Finding.component:type_name -> custody.catalog.v1.Component
+	4,  // 35: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
+	6,  // 36: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
+	8,  // 37: custody.catalog.v1.CatalogService.AppendEvents:input_type -> custody.catalog.v1.AppendEventsRequest
+	11, // 38: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
+	13, // 39: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
+	15, // 40: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
+	17, // 41: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
+	20, // 42: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
+	22, // 43: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
+	24, // 44: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
+	26, // 45: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
+	28, // 46: custody.catalog.v1.CatalogService.ListEvents:input_type -> custody.catalog.v1.ListEventsRequest
+	30, // 47: custody.catalog.v1.CatalogService.GetLineage:input_type -> custody.catalog.v1.GetLineageRequest
+	34, // 48: custody.catalog.v1.CatalogService.GetLineagePath:input_type -> custody.catalog.v1.GetLineagePathRequest
+	36, // 49: custody.catalog.v1.CatalogService.RecordDeployment:input_type -> custody.catalog.v1.RecordDeploymentRequest
+	38, // 50: custody.catalog.v1.CatalogService.RecordSBOM:input_type -> custody.catalog.v1.RecordSBOMRequest
+	42, // 51: custody.catalog.v1.CatalogService.GetSBOM:input_type -> custody.catalog.v1.GetSBOMRequest
+	44, // 52: custody.catalog.v1.CatalogService.ImportAdvisories:input_type -> custody.catalog.v1.ImportAdvisoriesRequest
+	46, // 53: custody.catalog.v1.CatalogService.GetAdvisory:input_type -> custody.catalog.v1.GetAdvisoryRequest
+	48, // 54: custody.catalog.v1.CatalogService.ListFindings:input_type -> custody.catalog.v1.ListFindingsRequest
+	5,  // 55: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
+	7,  // 56: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
+	9,  // 57: custody.catalog.v1.CatalogService.AppendEvents:output_type -> custody.catalog.v1.AppendEventsResponse
+	12, // 58: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
+	14, // 59: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
+	16, // 60: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
+	18, // 61: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
+	21, // 62: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
+	23, // 63: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
+	25, // 64: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
+	27, // 65: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
+	29, // 66: custody.catalog.v1.CatalogService.ListEvents:output_type -> custody.catalog.v1.ListEventsResponse
+	31, // 67: custody.catalog.v1.CatalogService.GetLineage:output_type -> custody.catalog.v1.GetLineageResponse
+	35, // 68: custody.catalog.v1.CatalogService.GetLineagePath:output_type -> custody.catalog.v1.GetLineagePathResponse
+	37, // 69: custody.catalog.v1.CatalogService.RecordDeployment:output_type -> custody.catalog.v1.RecordDeploymentResponse
+	39, // 70: custody.catalog.v1.CatalogService.RecordSBOM:output_type -> custody.catalog.v1.RecordSBOMResponse
+	43, // 71: custody.catalog.v1.CatalogService.GetSBOM:output_type -> custody.catalog.v1.GetSBOMResponse
+	45, // 72: custody.catalog.v1.CatalogService.ImportAdvisories:output_type -> custody.catalog.v1.ImportAdvisoriesResponse
+	47, // 73: custody.catalog.v1.CatalogService.GetAdvisory:output_type -> custody.catalog.v1.GetAdvisoryResponse
+	49, // 74: custody.catalog.v1.CatalogService.ListFindings:output_type -> custody.catalog.v1.ListFindingsResponse
+	55, // [55:75] is the sub-list for method output_type
+	35, // [35:55] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_custody_catalog_v1_catalog_proto_init() }
@@ -3719,7 +3892,7 @@ func file_custody_catalog_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_catalog_v1_catalog_proto_rawDesc), len(file_custody_catalog_v1_catalog_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   48,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

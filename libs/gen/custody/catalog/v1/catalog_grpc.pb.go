@@ -21,6 +21,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	CatalogService_RecordArtifact_FullMethodName      = "/custody.catalog.v1.CatalogService/RecordArtifact"
 	CatalogService_AppendEvent_FullMethodName         = "/custody.catalog.v1.CatalogService/AppendEvent"
+	CatalogService_AppendEvents_FullMethodName        = "/custody.catalog.v1.CatalogService/AppendEvents"
 	CatalogService_GetArtifact_FullMethodName         = "/custody.catalog.v1.CatalogService/GetArtifact"
 	CatalogService_GetCheckpoint_FullMethodName       = "/custody.catalog.v1.CatalogService/GetCheckpoint"
 	CatalogService_RecordSignature_FullMethodName     = "/custody.catalog.v1.CatalogService/RecordSignature"
@@ -59,6 +60,14 @@ type CatalogServiceClient interface {
 	// It returns once the entry is covered by a co-signed checkpoint, or with
 	// wait = APPEND_WAIT_SEQUENCED once the entry is durably sequenced.
 	AppendEvent(ctx context.Context, in *AppendEventRequest, opts ...grpc.CallOption) (*AppendEventResponse, error)
+	// AppendEvents appends up to 256 events in one call, each exactly as
+	// AppendEvent would (authorized by its type against the caller's ID,
+	// validated, logged, and waited for as its own wait says): one event's
+	// error is that event's result and does not fail the others. A process
+	// with many events at once (the gatekeeper's concurrent decisions) sends
+	// them together rather than one call each (decision 0087). The same
+	// identities may call it as AppendEvent.
+	AppendEvents(ctx context.Context, in *AppendEventsRequest, opts ...grpc.CallOption) (*AppendEventsResponse, error)
 	// GetArtifact returns an artifact's record with the evidence needed to
 	// verify it: envelope, log entry, inclusion proof and checkpoint.
 	GetArtifact(ctx context.Context, in *GetArtifactRequest, opts ...grpc.CallOption) (*GetArtifactResponse, error)
@@ -173,6 +182,16 @@ func (c *catalogServiceClient) AppendEvent(ctx context.Context, in *AppendEventR
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AppendEventResponse)
 	err := c.cc.Invoke(ctx, CatalogService_AppendEvent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *catalogServiceClient) AppendEvents(ctx context.Context, in *AppendEventsRequest, opts ...grpc.CallOption) (*AppendEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AppendEventsResponse)
+	err := c.cc.Invoke(ctx, CatalogService_AppendEvents_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -371,6 +390,14 @@ type CatalogServiceServer interface {
 	// It returns once the entry is covered by a co-signed checkpoint, or with
 	// wait = APPEND_WAIT_SEQUENCED once the entry is durably sequenced.
 	AppendEvent(context.Context, *AppendEventRequest) (*AppendEventResponse, error)
+	// AppendEvents appends up to 256 events in one call, each exactly as
+	// AppendEvent would (authorized by its type against the caller's ID,
+	// validated, logged, and waited for as its own wait says): one event's
+	// error is that event's result and does not fail the others. A process
+	// with many events at once (the gatekeeper's concurrent decisions) sends
+	// them together rather than one call each (decision 0087). The same
+	// identities may call it as AppendEvent.
+	AppendEvents(context.Context, *AppendEventsRequest) (*AppendEventsResponse, error)
 	// GetArtifact returns an artifact's record with the evidence needed to
 	// verify it: envelope, log entry, inclusion proof and checkpoint.
 	GetArtifact(context.Context, *GetArtifactRequest) (*GetArtifactResponse, error)
@@ -477,6 +504,9 @@ func (UnimplementedCatalogServiceServer) RecordArtifact(context.Context, *Record
 func (UnimplementedCatalogServiceServer) AppendEvent(context.Context, *AppendEventRequest) (*AppendEventResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AppendEvent not implemented")
 }
+func (UnimplementedCatalogServiceServer) AppendEvents(context.Context, *AppendEventsRequest) (*AppendEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AppendEvents not implemented")
+}
 func (UnimplementedCatalogServiceServer) GetArtifact(context.Context, *GetArtifactRequest) (*GetArtifactResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetArtifact not implemented")
 }
@@ -581,6 +611,24 @@ func _CatalogService_AppendEvent_Handler(srv interface{}, ctx context.Context, d
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(CatalogServiceServer).AppendEvent(ctx, req.(*AppendEventRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CatalogService_AppendEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AppendEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).AppendEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_AppendEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).AppendEvents(ctx, req.(*AppendEventsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -894,6 +942,10 @@ var CatalogService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AppendEvent",
 			Handler:    _CatalogService_AppendEvent_Handler,
+		},
+		{
+			MethodName: "AppendEvents",
+			Handler:    _CatalogService_AppendEvents_Handler,
 		},
 		{
 			MethodName: "GetArtifact",
