@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc/status"
 
+	"github.com/custody-dev/custody/libs/eventlog"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	edgev1 "github.com/custody-dev/custody/libs/gen/custody/edge/v1"
 )
@@ -69,19 +70,23 @@ func (c *CDN) Purge(ctx context.Context, digest, reference string) error {
 // Catalog is the Log behind the catalog's AppendEvent, which records the
 // broker's SPIFFE ID as the actor.
 type Catalog struct {
-	client catalogv1.CatalogServiceClient
+	// events sends concurrent events (issuances, purges) together
+	// (decision 0087).
+	events *eventlog.Appender
 }
 
 var _ Log = (*Catalog)(nil)
 
 // NewCatalog returns a Log appending through client.
-func NewCatalog(client catalogv1.CatalogServiceClient) *Catalog { return &Catalog{client: client} }
+func NewCatalog(client catalogv1.CatalogServiceClient) *Catalog {
+	return &Catalog{events: eventlog.New(client)}
+}
 
 // Append returns once the event is durably sequenced.
 func (c *Catalog) Append(ctx context.Context, typ, subjectDigest string, details []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err := c.client.AppendEvent(ctx, &catalogv1.AppendEventRequest{Type: typ, SubjectDigest: subjectDigest, Details: details,
+	_, err := c.events.Append(ctx, &catalogv1.AppendEventRequest{Type: typ, SubjectDigest: subjectDigest, Details: details,
 		Wait: catalogv1.AppendWait_APPEND_WAIT_SEQUENCED})
 	if err != nil {
 		return fmt.Errorf("append %s event to the catalog: %s: check the catalog is running", typ, status.Convert(err).Message())

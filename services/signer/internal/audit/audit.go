@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/custody-dev/custody/libs/eventlog"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 )
 
@@ -43,12 +44,17 @@ type Event struct {
 // Catalog logs events through the catalog's AppendEvent, which records the
 // signer's SPIFFE ID as the actor. It is safe for concurrent use.
 type Catalog struct {
+	// events sends concurrent events together (decision 0087). Each call
+	// waits for the connection rather than fail at once while it
+	// reconnects (the catalog restarting, or starting after the signer),
+	// but not for long (Timeout): the caller fails closed.
+	events *eventlog.Appender
 	client catalogv1.CatalogServiceClient
 }
 
 // New returns a logger appending to the catalog behind c.
 func New(c catalogv1.CatalogServiceClient) *Catalog {
-	return &Catalog{client: c}
+	return &Catalog{events: eventlog.New(c, grpc.WaitForReady(true)), client: c}
 }
 
 // Log appends e to the log and returns once the catalog accepted it. An error
@@ -66,12 +72,9 @@ func (c *Catalog) Log(ctx context.Context, e Event) error {
 		}
 		details = b
 	}
-	// Wait for the connection rather than fail at once while it
-	// reconnects (the catalog restarting, or starting after the signer),
-	// but not for long: the caller fails closed.
 	ctx, cancel := context.WithTimeout(ctx, Timeout)
 	defer cancel()
-	_, err := c.client.AppendEvent(ctx, &catalogv1.AppendEventRequest{Type: e.Type, SubjectDigest: e.SubjectDigest, Details: details}, grpc.WaitForReady(true))
+	_, err := c.events.Append(ctx, &catalogv1.AppendEventRequest{Type: e.Type, SubjectDigest: e.SubjectDigest, Details: details})
 	if err != nil {
 		return fmt.Errorf("%w: append %s event to the catalog: %s: check the catalog is running", ErrUnavailable, e.Type, status.Convert(err).Message())
 	}

@@ -22,12 +22,18 @@ type fakeCatalog struct {
 	down bool
 }
 
+// AppendEvents answers as a catalog that predates it: the Appender then
+// sends each event as AppendEvent.
+func (f *fakeCatalog) AppendEvents(context.Context, *catalogv1.AppendEventsRequest, ...grpc.CallOption) (*catalogv1.AppendEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "unknown method AppendEvents")
+}
+
 func (f *fakeCatalog) AppendEvent(_ context.Context, req *catalogv1.AppendEventRequest, _ ...grpc.CallOption) (*catalogv1.AppendEventResponse, error) {
 	if f.down {
 		return nil, status.Error(codes.Unavailable, "connection refused")
 	}
 	f.got = append(f.got, req)
-	return &catalogv1.AppendEventResponse{}, nil
+	return &catalogv1.AppendEventResponse{Entry: &catalogv1.LogEntry{Index: int64(len(f.got) - 1)}}, nil
 }
 
 func TestLog(t *testing.T) {
