@@ -119,6 +119,9 @@ type Match struct {
 	// not parse in its ecosystem, or the component states none): such a
 	// component is reported as affected rather than passed over.
 	Uncertain bool `json:"uncertain,omitempty"`
+	// Aliases are the advisory's aliases (other databases' ids for it),
+	// which a VEX statement may name instead of its id.
+	Aliases []string `json:"aliases,omitempty"`
 }
 
 // Affects reports whether a affects the component c and why. A withdrawn
@@ -133,7 +136,7 @@ func (a *Advisory) Affects(c sbom.Component) (Match, bool) {
 }
 
 func (a *Advisory) affects(p Package, c sbom.Component) (Match, bool) {
-	m := Match{Advisory: a.ID, Severity: a.Severity, Component: c}
+	m := Match{Advisory: a.ID, Severity: a.Severity, Component: c, Aliases: a.OSV.GetAliases()}
 	for _, af := range a.OSV.GetAffected() {
 		eco, release, _ := strings.Cut(af.GetPackage().GetEcosystem(), ":")
 		if eco != p.Ecosystem || normalize(eco, af.GetPackage().GetName()) != p.Name {

@@ -90,6 +90,14 @@ const (
 	// subject is the artifact; details carry advisory, severity,
 	// environment, components, reasons, import_log_index and epoch_time.
 	TypeFindingRaised = "finding.raised"
+
+	// TypeVEXAdded is one OpenVEX document about one artifact (catalog
+	// AddVEX, decision 0096), logged by the catalog with the submitting
+	// security identity as actor. Its subject is the artifact's digest;
+	// details carry name, version, digest and document, the OpenVEX
+	// document itself (libs/vex), whose not_affected statements suppress
+	// advisories for that artifact only.
+	TypeVEXAdded = "vex.added"
 )
 
 // MaxAdvisoryIDsLogged bounds the ids an advisories.imported entry lists,
@@ -119,6 +127,9 @@ var (
 	// the security identities (/security/*): who imports advisories.
 	EmitterAdmins   = Emitter{Path: "/admin", Under: true}
 	EmitterSecurity = Emitter{Path: "/security", Under: true, Or: &EmitterAdmins}
+	// EmitterSecurityOnly is the security identities without the admins:
+	// who may say that an advisory does not affect an artifact.
+	EmitterSecurityOnly = Emitter{Path: "/security", Under: true}
 )
 
 // Allows reports whether id, in trust domain td, is this emitter.
@@ -182,6 +193,7 @@ var rules = []Rule{
 	{"killswitch.*", EmitterGatekeeper},
 	{"finding.*", EmitterGatekeeper},
 	{"advisories.*", EmitterSecurity}, // and admins, through the catalog's ImportAdvisories
+	{"vex.*", EmitterSecurityOnly},    // through the catalog's AddVEX
 	{"token.*", EmitterBroker},
 	{"purge.*", EmitterBroker},
 	{"edge.*", EmitterEdges},

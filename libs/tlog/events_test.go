@@ -55,6 +55,14 @@ func TestMayEmit(t *testing.T) {
 		{tlog.TypeAdvisoriesImported, "spiffe://custody.test/builder/ci", tlog.ErrNotEmitter},
 		{tlog.TypeAdvisoriesImported, "spiffe://other.test/security/osv-sync", tlog.ErrNotEmitter},
 		{tlog.TypeAdvisoriesImported, "spiffe://other.test/admin/ops", tlog.ErrNotEmitter},
+		// VEX: security identities only, not even admins.
+		{tlog.TypeVEXAdded, "spiffe://custody.test/security/triage", nil},
+		{tlog.TypeVEXAdded, "spiffe://custody.test/admin/ops", tlog.ErrNotEmitter},
+		{tlog.TypeVEXAdded, "spiffe://custody.test/security", tlog.ErrNotEmitter},
+		{tlog.TypeVEXAdded, "spiffe://custody.test/service/gatekeeper", tlog.ErrNotEmitter},
+		{tlog.TypeVEXAdded, "spiffe://custody.test/builder/ci", tlog.ErrNotEmitter},
+		{tlog.TypeVEXAdded, "spiffe://custody.test/edge/dev", tlog.ErrNotEmitter},
+		{tlog.TypeVEXAdded, "spiffe://other.test/security/triage", tlog.ErrNotEmitter},
 		// Same path, another trust domain.
 		{tlog.TypeAdmissionDecided, "spiffe://other.test/service/gatekeeper", tlog.ErrNotEmitter},
 		// Deny by default: no family covers these.
