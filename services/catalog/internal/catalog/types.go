@@ -298,6 +298,9 @@ type Store interface {
 	// (artifacts with it, their signatures, events with it as subject)
 	// with a log index above afterIndex (-1 for all), in log order.
 	EntriesBySubject(ctx context.Context, digest string, afterIndex int64, limit int) ([]Entry, error)
+	// EventsOfType returns up to limit logged events of type typ about
+	// digest, in log order.
+	EventsOfType(ctx context.Context, digest, typ string, limit int) ([]Entry, error)
 	// Lineage returns up to limit distinct edges reachable from node in
 	// direction dir, in the order a breadth-first walk reaches them,
 	// each once even if the graph has cycles; Depth is left to the caller.

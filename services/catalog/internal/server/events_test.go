@@ -44,6 +44,10 @@ var emitters = []struct{ typ, emitter string }{
 	// advisories.* is written by security identities and admins through
 	// ImportAdvisories only; neither may call AppendEvent (decision 0081).
 	{"advisories.updated", ""},
+	// vex.* is written by security identities through AddVex only; they
+	// may not call AppendEvent, and no service or edge may write it.
+	{"vex.added", ""},
+	{"vex.withdrawn", ""},
 	{"token.issued", "/service/cdn-broker"},
 	{"purge.requested", "/service/cdn-broker"},
 	{"edge.purged", "/edge/"},
@@ -59,6 +63,7 @@ var emitters = []struct{ typ, emitter string }{
 var callers = []string{
 	"/service/publisher", "/service/signer", "/service/gatekeeper", "/service/cdn-broker", "/service/catalog",
 	"/edge/dev", "/builder/ci", "/deployer/pipeline", "/approver/alice", "/admin/ops", "/auditor/audit",
+	"/security/triage",
 }
 
 // TestEventAuthorizationMatrix walks every event type × identity through

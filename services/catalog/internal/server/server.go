@@ -28,7 +28,7 @@ import (
 // its ResignArtifact, and RecordSignature checks tlog's table again); services
 // and edges append events (each only the types tlog.MayEmit allows it,
 // checked by the catalog); security identities and admins import
-// advisories; every member of the trust domain reads. The
+// advisories; security identities add VEX documents; every member of the trust domain reads. The
 // catalog's own ID forwards writes from followers (behalf.go).
 func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	sd := catalogv1.CatalogService_ServiceDesc
@@ -65,6 +65,11 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 		rpc.Method(sd, "ImportAdvisories"): {rpc.Under{TrustDomain: td, Prefix: "/security"}, rpc.Under{TrustDomain: td, Prefix: "/admin"}, self},
 		rpc.Method(sd, "GetAdvisory"):      {rpc.Member(td)},
 		rpc.Method(sd, "ListFindings"):     {rpc.Member(td)},
+		// VEX statements come from security identities only, not admins
+		// (decision 0096); tlog.MayEmit checks the same again. Any member
+		// reads them.
+		rpc.Method(sd, "AddVex"):  {rpc.Under{TrustDomain: td, Prefix: "/security"}, self},
+		rpc.Method(sd, "ListVex"): {rpc.Member(td)},
 	}
 }
 

@@ -3418,6 +3418,270 @@ func (x *Finding) GetUncertain() bool {
 	return false
 }
 
+type AddVexRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The artifact: name and version, or digest.
+	Name    string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Digest  string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	// The OpenVEX v0.2.0 JSON document, at most 32 KiB.
+	Document      []byte `protobuf:"bytes,4,opt,name=document,proto3" json:"document,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddVexRequest) Reset() {
+	*x = AddVexRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddVexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddVexRequest) ProtoMessage() {}
+
+func (x *AddVexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddVexRequest.ProtoReflect.Descriptor instead.
+func (*AddVexRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *AddVexRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddVexRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *AddVexRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *AddVexRequest) GetDocument() []byte {
+	if x != nil {
+		return x.Document
+	}
+	return nil
+}
+
+type AddVexResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The vex.added entry, with its inclusion proof and checkpoint.
+	Entry *LogEntry `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	// The artifact the document was logged for.
+	Name    string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Digest  string `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`
+	// How many statements the document holds.
+	Statements    uint32 `protobuf:"varint,5,opt,name=statements,proto3" json:"statements,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddVexResponse) Reset() {
+	*x = AddVexResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddVexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddVexResponse) ProtoMessage() {}
+
+func (x *AddVexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddVexResponse.ProtoReflect.Descriptor instead.
+func (*AddVexResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *AddVexResponse) GetEntry() *LogEntry {
+	if x != nil {
+		return x.Entry
+	}
+	return nil
+}
+
+func (x *AddVexResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AddVexResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *AddVexResponse) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *AddVexResponse) GetStatements() uint32 {
+	if x != nil {
+		return x.Statements
+	}
+	return 0
+}
+
+type ListVexRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The artifact: name and version, or digest.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version       string `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Digest        string `protobuf:"bytes,3,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListVexRequest) Reset() {
+	*x = ListVexRequest{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListVexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListVexRequest) ProtoMessage() {}
+
+func (x *ListVexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListVexRequest.ProtoReflect.Descriptor instead.
+func (*ListVexRequest) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *ListVexRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ListVexRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *ListVexRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+type ListVexResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The vex.added entries about the artifact's digest, in log order.
+	Entries []*LogEntry `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// More than 100 entries: only the first 100 are listed.
+	Truncated     bool `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListVexResponse) Reset() {
+	*x = ListVexResponse{}
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListVexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListVexResponse) ProtoMessage() {}
+
+func (x *ListVexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_catalog_v1_catalog_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListVexResponse.ProtoReflect.Descriptor instead.
+func (*ListVexResponse) Descriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ListVexResponse) GetEntries() []*LogEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ListVexResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 var File_custody_catalog_v1_catalog_proto protoreflect.FileDescriptor
 
 const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
@@ -3691,7 +3955,27 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\bseverity\x18\x05 \x01(\tR\bseverity\x12;\n" +
 	"\tcomponent\x18\x06 \x01(\v2\x1d.custody.catalog.v1.ComponentR\tcomponent\x12\x16\n" +
 	"\x06reason\x18\a \x01(\tR\x06reason\x12\x1c\n" +
-	"\tuncertain\x18\b \x01(\bR\tuncertain*\\\n" +
+	"\tuncertain\x18\b \x01(\bR\tuncertain\"q\n" +
+	"\rAddVexRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\x12\x1a\n" +
+	"\bdocument\x18\x04 \x01(\fR\bdocument\"\xaa\x01\n" +
+	"\x0eAddVexResponse\x122\n" +
+	"\x05entry\x18\x01 \x01(\v2\x1c.custody.catalog.v1.LogEntryR\x05entry\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x16\n" +
+	"\x06digest\x18\x04 \x01(\tR\x06digest\x12\x1e\n" +
+	"\n" +
+	"statements\x18\x05 \x01(\rR\n" +
+	"statements\"V\n" +
+	"\x0eListVexRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\"g\n" +
+	"\x0fListVexResponse\x126\n" +
+	"\aentries\x18\x01 \x03(\v2\x1c.custody.catalog.v1.LogEntryR\aentries\x12\x1c\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated*\\\n" +
 	"\n" +
 	"AppendWait\x12\x1b\n" +
 	"\x17APPEND_WAIT_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -3700,7 +3984,7 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\x10LineageDirection\x12!\n" +
 	"\x1dLINEAGE_DIRECTION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14LINEAGE_DIRECTION_UP\x10\x01\x12\x1a\n" +
-	"\x16LINEAGE_DIRECTION_DOWN\x10\x022\xfe\x0f\n" +
+	"\x16LINEAGE_DIRECTION_DOWN\x10\x022\xa3\x11\n" +
 	"\x0eCatalogService\x12g\n" +
 	"\x0eRecordArtifact\x12).custody.catalog.v1.RecordArtifactRequest\x1a*.custody.catalog.v1.RecordArtifactResponse\x12^\n" +
 	"\vAppendEvent\x12&.custody.catalog.v1.AppendEventRequest\x1a'.custody.catalog.v1.AppendEventResponse\x12a\n" +
@@ -3725,7 +4009,9 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\aGetSBOM\x12\".custody.catalog.v1.GetSBOMRequest\x1a#.custody.catalog.v1.GetSBOMResponse\x12o\n" +
 	"\x10ImportAdvisories\x12+.custody.catalog.v1.ImportAdvisoriesRequest\x1a,.custody.catalog.v1.ImportAdvisoriesResponse(\x01\x12^\n" +
 	"\vGetAdvisory\x12&.custody.catalog.v1.GetAdvisoryRequest\x1a'.custody.catalog.v1.GetAdvisoryResponse\x12a\n" +
-	"\fListFindings\x12'.custody.catalog.v1.ListFindingsRequest\x1a(.custody.catalog.v1.ListFindingsResponseB\xd6\x01\n" +
+	"\fListFindings\x12'.custody.catalog.v1.ListFindingsRequest\x1a(.custody.catalog.v1.ListFindingsResponse\x12O\n" +
+	"\x06AddVex\x12!.custody.catalog.v1.AddVexRequest\x1a\".custody.catalog.v1.AddVexResponse\x12R\n" +
+	"\aListVex\x12\".custody.catalog.v1.ListVexRequest\x1a#.custody.catalog.v1.ListVexResponseB\xd6\x01\n" +
 	"\x16com.custody.catalog.v1B\fCatalogProtoP\x01ZDgithub.com/custody-dev/custody/libs/gen/custody/catalog/v1;catalogv1\xa2\x02\x03CCX\xaa\x02\x12Custody.Catalog.V1\xca\x02\x12Custody\\Catalog\\V1\xe2\x02\x1eCustody\\Catalog\\V1\\GPBMetadata\xea\x02\x14Custody::Catalog::V1b\x06proto3"
 
 var (
@@ -3741,7 +4027,7 @@ func file_custody_catalog_v1_catalog_proto_rawDescGZIP() []byte {
 }
 
 var file_custody_catalog_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_custody_catalog_v1_catalog_proto_goTypes = []any{
 	(AppendWait)(0),                     // 0: custody.catalog.v1.AppendWait
 	(LineageDirection)(0),               // 1: custody.catalog.v1.LineageDirection
@@ -3794,12 +4080,16 @@ var file_custody_catalog_v1_catalog_proto_goTypes = []any{
 	(*ListFindingsRequest)(nil),         // 48: custody.catalog.v1.ListFindingsRequest
 	(*ListFindingsResponse)(nil),        // 49: custody.catalog.v1.ListFindingsResponse
 	(*Finding)(nil),                     // 50: custody.catalog.v1.Finding
-	nil,                                 // 51: custody.catalog.v1.LineageEdge.DigestEntry
-	nil,                                 // 52: custody.catalog.v1.LineageEdge.AnnotationsEntry
-	(*timestamppb.Timestamp)(nil),       // 53: google.protobuf.Timestamp
+	(*AddVexRequest)(nil),               // 51: custody.catalog.v1.AddVexRequest
+	(*AddVexResponse)(nil),              // 52: custody.catalog.v1.AddVexResponse
+	(*ListVexRequest)(nil),              // 53: custody.catalog.v1.ListVexRequest
+	(*ListVexResponse)(nil),             // 54: custody.catalog.v1.ListVexResponse
+	nil,                                 // 55: custody.catalog.v1.LineageEdge.DigestEntry
+	nil,                                 // 56: custody.catalog.v1.LineageEdge.AnnotationsEntry
+	(*timestamppb.Timestamp)(nil),       // 57: google.protobuf.Timestamp
 }
 var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
-	53, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
+	57, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
 	2,  // 1: custody.catalog.v1.RecordArtifactRequest.artifact:type_name -> custody.catalog.v1.Artifact
 	3,  // 2: custody.catalog.v1.RecordArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	0,  // 3: custody.catalog.v1.AppendEventRequest.wait:type_name -> custody.catalog.v1.AppendWait
@@ -3819,66 +4109,72 @@ var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
 	32, // 17: custody.catalog.v1.GetLineageResponse.edges:type_name -> custody.catalog.v1.LineageEdge
 	2,  // 18: custody.catalog.v1.GetLineageResponse.artifacts:type_name -> custody.catalog.v1.Artifact
 	33, // 19: custody.catalog.v1.GetLineageResponse.deployments:type_name -> custody.catalog.v1.Deployment
-	51, // 20: custody.catalog.v1.LineageEdge.digest:type_name -> custody.catalog.v1.LineageEdge.DigestEntry
-	52, // 21: custody.catalog.v1.LineageEdge.annotations:type_name -> custody.catalog.v1.LineageEdge.AnnotationsEntry
-	53, // 22: custody.catalog.v1.Deployment.deployed_at:type_name -> google.protobuf.Timestamp
+	55, // 20: custody.catalog.v1.LineageEdge.digest:type_name -> custody.catalog.v1.LineageEdge.DigestEntry
+	56, // 21: custody.catalog.v1.LineageEdge.annotations:type_name -> custody.catalog.v1.LineageEdge.AnnotationsEntry
+	57, // 22: custody.catalog.v1.Deployment.deployed_at:type_name -> google.protobuf.Timestamp
 	32, // 23: custody.catalog.v1.GetLineagePathResponse.edges:type_name -> custody.catalog.v1.LineageEdge
 	3,  // 24: custody.catalog.v1.RecordDeploymentResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	33, // 25: custody.catalog.v1.RecordDeploymentResponse.deployment:type_name -> custody.catalog.v1.Deployment
 	40, // 26: custody.catalog.v1.RecordSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
 	3,  // 27: custody.catalog.v1.RecordSBOMResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	53, // 28: custody.catalog.v1.SBOM.attached_at:type_name -> google.protobuf.Timestamp
+	57, // 28: custody.catalog.v1.SBOM.attached_at:type_name -> google.protobuf.Timestamp
 	41, // 29: custody.catalog.v1.SBOM.components:type_name -> custody.catalog.v1.Component
 	40, // 30: custody.catalog.v1.GetSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
 	3,  // 31: custody.catalog.v1.ImportAdvisoriesResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	53, // 32: custody.catalog.v1.GetAdvisoryResponse.modified:type_name -> google.protobuf.Timestamp
+	57, // 32: custody.catalog.v1.GetAdvisoryResponse.modified:type_name -> google.protobuf.Timestamp
 	50, // 33: custody.catalog.v1.ListFindingsResponse.findings:type_name -> custody.catalog.v1.Finding
 	41, // 34: custody.catalog.v1.Finding.component:type_name -> custody.catalog.v1.Component
-	4,  // 35: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
-	6,  // 36: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
-	8,  // 37: custody.catalog.v1.CatalogService.AppendEvents:input_type -> custody.catalog.v1.AppendEventsRequest
-	11, // 38: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
-	13, // 39: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
-	15, // 40: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
-	17, // 41: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
-	20, // 42: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
-	22, // 43: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
-	24, // 44: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
-	26, // 45: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
-	28, // 46: custody.catalog.v1.CatalogService.ListEvents:input_type -> custody.catalog.v1.ListEventsRequest
-	30, // 47: custody.catalog.v1.CatalogService.GetLineage:input_type -> custody.catalog.v1.GetLineageRequest
-	34, // 48: custody.catalog.v1.CatalogService.GetLineagePath:input_type -> custody.catalog.v1.GetLineagePathRequest
-	36, // 49: custody.catalog.v1.CatalogService.RecordDeployment:input_type -> custody.catalog.v1.RecordDeploymentRequest
-	38, // 50: custody.catalog.v1.CatalogService.RecordSBOM:input_type -> custody.catalog.v1.RecordSBOMRequest
-	42, // 51: custody.catalog.v1.CatalogService.GetSBOM:input_type -> custody.catalog.v1.GetSBOMRequest
-	44, // 52: custody.catalog.v1.CatalogService.ImportAdvisories:input_type -> custody.catalog.v1.ImportAdvisoriesRequest
-	46, // 53: custody.catalog.v1.CatalogService.GetAdvisory:input_type -> custody.catalog.v1.GetAdvisoryRequest
-	48, // 54: custody.catalog.v1.CatalogService.ListFindings:input_type -> custody.catalog.v1.ListFindingsRequest
-	5,  // 55: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
-	7,  // 56: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
-	9,  // 57: custody.catalog.v1.CatalogService.AppendEvents:output_type -> custody.catalog.v1.AppendEventsResponse
-	12, // 58: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
-	14, // 59: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
-	16, // 60: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
-	18, // 61: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
-	21, // 62: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
-	23, // 63: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
-	25, // 64: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
-	27, // 65: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
-	29, // 66: custody.catalog.v1.CatalogService.ListEvents:output_type -> custody.catalog.v1.ListEventsResponse
-	31, // 67: custody.catalog.v1.CatalogService.GetLineage:output_type -> custody.catalog.v1.GetLineageResponse
-	35, // 68: custody.catalog.v1.CatalogService.GetLineagePath:output_type -> custody.catalog.v1.GetLineagePathResponse
-	37, // 69: custody.catalog.v1.CatalogService.RecordDeployment:output_type -> custody.catalog.v1.RecordDeploymentResponse
-	39, // 70: custody.catalog.v1.CatalogService.RecordSBOM:output_type -> custody.catalog.v1.RecordSBOMResponse
-	43, // 71: custody.catalog.v1.CatalogService.GetSBOM:output_type -> custody.catalog.v1.GetSBOMResponse
-	45, // 72: custody.catalog.v1.CatalogService.ImportAdvisories:output_type -> custody.catalog.v1.ImportAdvisoriesResponse
-	47, // 73: custody.catalog.v1.CatalogService.GetAdvisory:output_type -> custody.catalog.v1.GetAdvisoryResponse
-	49, // 74: custody.catalog.v1.CatalogService.ListFindings:output_type -> custody.catalog.v1.ListFindingsResponse
-	55, // [55:75] is the sub-list for method output_type
-	35, // [35:55] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	3,  // 35: custody.catalog.v1.AddVexResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	3,  // 36: custody.catalog.v1.ListVexResponse.entries:type_name -> custody.catalog.v1.LogEntry
+	4,  // 37: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
+	6,  // 38: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
+	8,  // 39: custody.catalog.v1.CatalogService.AppendEvents:input_type -> custody.catalog.v1.AppendEventsRequest
+	11, // 40: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
+	13, // 41: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
+	15, // 42: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
+	17, // 43: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
+	20, // 44: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
+	22, // 45: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
+	24, // 46: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
+	26, // 47: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
+	28, // 48: custody.catalog.v1.CatalogService.ListEvents:input_type -> custody.catalog.v1.ListEventsRequest
+	30, // 49: custody.catalog.v1.CatalogService.GetLineage:input_type -> custody.catalog.v1.GetLineageRequest
+	34, // 50: custody.catalog.v1.CatalogService.GetLineagePath:input_type -> custody.catalog.v1.GetLineagePathRequest
+	36, // 51: custody.catalog.v1.CatalogService.RecordDeployment:input_type -> custody.catalog.v1.RecordDeploymentRequest
+	38, // 52: custody.catalog.v1.CatalogService.RecordSBOM:input_type -> custody.catalog.v1.RecordSBOMRequest
+	42, // 53: custody.catalog.v1.CatalogService.GetSBOM:input_type -> custody.catalog.v1.GetSBOMRequest
+	44, // 54: custody.catalog.v1.CatalogService.ImportAdvisories:input_type -> custody.catalog.v1.ImportAdvisoriesRequest
+	46, // 55: custody.catalog.v1.CatalogService.GetAdvisory:input_type -> custody.catalog.v1.GetAdvisoryRequest
+	48, // 56: custody.catalog.v1.CatalogService.ListFindings:input_type -> custody.catalog.v1.ListFindingsRequest
+	51, // 57: custody.catalog.v1.CatalogService.AddVex:input_type -> custody.catalog.v1.AddVexRequest
+	53, // 58: custody.catalog.v1.CatalogService.ListVex:input_type -> custody.catalog.v1.ListVexRequest
+	5,  // 59: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
+	7,  // 60: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
+	9,  // 61: custody.catalog.v1.CatalogService.AppendEvents:output_type -> custody.catalog.v1.AppendEventsResponse
+	12, // 62: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
+	14, // 63: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
+	16, // 64: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
+	18, // 65: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
+	21, // 66: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
+	23, // 67: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
+	25, // 68: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
+	27, // 69: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
+	29, // 70: custody.catalog.v1.CatalogService.ListEvents:output_type -> custody.catalog.v1.ListEventsResponse
+	31, // 71: custody.catalog.v1.CatalogService.GetLineage:output_type -> custody.catalog.v1.GetLineageResponse
+	35, // 72: custody.catalog.v1.CatalogService.GetLineagePath:output_type -> custody.catalog.v1.GetLineagePathResponse
+	37, // 73: custody.catalog.v1.CatalogService.RecordDeployment:output_type -> custody.catalog.v1.RecordDeploymentResponse
+	39, // 74: custody.catalog.v1.CatalogService.RecordSBOM:output_type -> custody.catalog.v1.RecordSBOMResponse
+	43, // 75: custody.catalog.v1.CatalogService.GetSBOM:output_type -> custody.catalog.v1.GetSBOMResponse
+	45, // 76: custody.catalog.v1.CatalogService.ImportAdvisories:output_type -> custody.catalog.v1.ImportAdvisoriesResponse
+	47, // 77: custody.catalog.v1.CatalogService.GetAdvisory:output_type -> custody.catalog.v1.GetAdvisoryResponse
+	49, // 78: custody.catalog.v1.CatalogService.ListFindings:output_type -> custody.catalog.v1.ListFindingsResponse
+	52, // 79: custody.catalog.v1.CatalogService.AddVex:output_type -> custody.catalog.v1.AddVexResponse
+	54, // 80: custody.catalog.v1.CatalogService.ListVex:output_type -> custody.catalog.v1.ListVexResponse
+	59, // [59:81] is the sub-list for method output_type
+	37, // [37:59] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_custody_catalog_v1_catalog_proto_init() }
@@ -3892,7 +4188,7 @@ func file_custody_catalog_v1_catalog_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_catalog_v1_catalog_proto_rawDesc), len(file_custody_catalog_v1_catalog_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   51,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,6 +39,8 @@ const (
 	CatalogService_ImportAdvisories_FullMethodName    = "/custody.catalog.v1.CatalogService/ImportAdvisories"
 	CatalogService_GetAdvisory_FullMethodName         = "/custody.catalog.v1.CatalogService/GetAdvisory"
 	CatalogService_ListFindings_FullMethodName        = "/custody.catalog.v1.CatalogService/ListFindings"
+	CatalogService_AddVex_FullMethodName              = "/custody.catalog.v1.CatalogService/AddVex"
+	CatalogService_ListVex_FullMethodName             = "/custody.catalog.v1.CatalogService/ListVex"
 )
 
 // CatalogServiceClient is the client API for CatalogService service.
@@ -158,6 +160,20 @@ type CatalogServiceClient interface {
 	// libs/advisory's (purl, ranges and versions in each ecosystem's
 	// ordering). Any member of the trust domain may read findings.
 	ListFindings(ctx context.Context, in *ListFindingsRequest, opts ...grpc.CallOption) (*ListFindingsResponse, error)
+	// AddVex logs an OpenVEX v0.2.0 document about one logged artifact (name
+	// and version, or digest) as one "vex.added" entry whose subject is the
+	// artifact's digest and whose details hold the document (decision 0096);
+	// it returns once a co-signed checkpoint covers the entry. Every
+	// statement must name the artifact's digest among its products; a
+	// malformed or oversized document (libs/vex) is InvalidArgument and
+	// nothing is logged. Only security identities may call it; an admin, a
+	// builder, an edge or a service gets PermissionDenied.
+	AddVex(ctx context.Context, in *AddVexRequest, opts ...grpc.CallOption) (*AddVexResponse, error)
+	// ListVex returns the logged vex.added entries about an artifact (name
+	// and version, or digest), in log order, each with its inclusion proof
+	// against one co-signed checkpoint, so a reader verifies each entry and
+	// its actor itself. Any member of the trust domain may read them.
+	ListVex(ctx context.Context, in *ListVexRequest, opts ...grpc.CallOption) (*ListVexResponse, error)
 }
 
 type catalogServiceClient struct {
@@ -371,6 +387,26 @@ func (c *catalogServiceClient) ListFindings(ctx context.Context, in *ListFinding
 	return out, nil
 }
 
+func (c *catalogServiceClient) AddVex(ctx context.Context, in *AddVexRequest, opts ...grpc.CallOption) (*AddVexResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AddVexResponse)
+	err := c.cc.Invoke(ctx, CatalogService_AddVex_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *catalogServiceClient) ListVex(ctx context.Context, in *ListVexRequest, opts ...grpc.CallOption) (*ListVexResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListVexResponse)
+	err := c.cc.Invoke(ctx, CatalogService_ListVex_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CatalogServiceServer is the server API for CatalogService service.
 // All implementations must embed UnimplementedCatalogServiceServer
 // for forward compatibility.
@@ -488,6 +524,20 @@ type CatalogServiceServer interface {
 	// libs/advisory's (purl, ranges and versions in each ecosystem's
 	// ordering). Any member of the trust domain may read findings.
 	ListFindings(context.Context, *ListFindingsRequest) (*ListFindingsResponse, error)
+	// AddVex logs an OpenVEX v0.2.0 document about one logged artifact (name
+	// and version, or digest) as one "vex.added" entry whose subject is the
+	// artifact's digest and whose details hold the document (decision 0096);
+	// it returns once a co-signed checkpoint covers the entry. Every
+	// statement must name the artifact's digest among its products; a
+	// malformed or oversized document (libs/vex) is InvalidArgument and
+	// nothing is logged. Only security identities may call it; an admin, a
+	// builder, an edge or a service gets PermissionDenied.
+	AddVex(context.Context, *AddVexRequest) (*AddVexResponse, error)
+	// ListVex returns the logged vex.added entries about an artifact (name
+	// and version, or digest), in log order, each with its inclusion proof
+	// against one co-signed checkpoint, so a reader verifies each entry and
+	// its actor itself. Any member of the trust domain may read them.
+	ListVex(context.Context, *ListVexRequest) (*ListVexResponse, error)
 	mustEmbedUnimplementedCatalogServiceServer()
 }
 
@@ -557,6 +607,12 @@ func (UnimplementedCatalogServiceServer) GetAdvisory(context.Context, *GetAdviso
 }
 func (UnimplementedCatalogServiceServer) ListFindings(context.Context, *ListFindingsRequest) (*ListFindingsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListFindings not implemented")
+}
+func (UnimplementedCatalogServiceServer) AddVex(context.Context, *AddVexRequest) (*AddVexResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AddVex not implemented")
+}
+func (UnimplementedCatalogServiceServer) ListVex(context.Context, *ListVexRequest) (*ListVexResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListVex not implemented")
 }
 func (UnimplementedCatalogServiceServer) mustEmbedUnimplementedCatalogServiceServer() {}
 func (UnimplementedCatalogServiceServer) testEmbeddedByValue()                        {}
@@ -928,6 +984,42 @@ func _CatalogService_ListFindings_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CatalogService_AddVex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddVexRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).AddVex(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_AddVex_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).AddVex(ctx, req.(*AddVexRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _CatalogService_ListVex_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListVexRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CatalogServiceServer).ListVex(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CatalogService_ListVex_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CatalogServiceServer).ListVex(ctx, req.(*ListVexRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CatalogService_ServiceDesc is the grpc.ServiceDesc for CatalogService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1010,6 +1102,14 @@ var CatalogService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListFindings",
 			Handler:    _CatalogService_ListFindings_Handler,
+		},
+		{
+			MethodName: "AddVex",
+			Handler:    _CatalogService_AddVex_Handler,
+		},
+		{
+			MethodName: "ListVex",
+			Handler:    _CatalogService_ListVex_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

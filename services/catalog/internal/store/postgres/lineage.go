@@ -249,6 +249,36 @@ func (s *Store) EntriesBySubject(ctx context.Context, digest string, afterIndex 
 	return out, nil
 }
 
+// EventsOfType returns logged events of type typ about digest in log order.
+func (s *Store) EventsOfType(ctx context.Context, digest, typ string, limit int) ([]catalog.Entry, error) {
+	rows, err := s.db.Query(ctx, `SELECT log_index, leaf, search_from, proof, checkpoint FROM events
+		WHERE subject_digest = $1 AND type = $2 AND checkpoint IS NOT NULL ORDER BY log_index LIMIT $3`, digest, typ, limitArg(limit))
+	if err != nil {
+		return nil, fmt.Errorf("read %s events about %s: %w", typ, digest, err)
+	}
+	defer rows.Close()
+	var out []catalog.Entry
+	for rows.Next() {
+		var (
+			e         catalog.Entry
+			index     *int64
+			from      int64
+			proofFlat []byte
+		)
+		if err := rows.Scan(&index, &e.Leaf, &from, &proofFlat, &e.Checkpoint); err != nil {
+			return nil, fmt.Errorf("read %s events about %s: %w", typ, digest, err)
+		}
+		if err := sqlquery.FillEntry(&e, from, index, proofFlat); err != nil {
+			return nil, fmt.Errorf("read %s events about %s: %w", typ, digest, err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read %s events about %s: %w", typ, digest, err)
+	}
+	return out, nil
+}
+
 // DeploymentsOf returns the deployments of logged artifacts with digests.
 func (s *Store) DeploymentsOf(ctx context.Context, digests []string) ([]catalog.Deployed, error) {
 	if len(digests) == 0 {

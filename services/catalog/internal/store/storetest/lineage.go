@@ -211,4 +211,39 @@ func entriesBySubject(t *testing.T, open Opener) {
 	if none, err := s.EntriesBySubject(ctx, d3, -1, 10); err != nil || len(none) != 0 {
 		t.Errorf("entries about an unknown digest: %+v, %v", none, err)
 	}
+
+	// EventsOfType: only logged events of that type about that digest.
+	typed := func(digest, typ, leaf string, index int64) {
+		id, err := s.InsertEvent(ctx, &catalog.Event{Type: typ, Actor: "spiffe://t/security/triage", SubjectDigest: digest,
+			CreatedAt: created, Entry: catalog.Entry{Leaf: []byte(leaf)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if index >= 0 {
+			if err := s.SetLogged(ctx, catalog.Ref{Kind: catalog.KindEvent, ID: id}, uint64(index), [][]byte{make([]byte, 32)}, []byte("cp")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	typed(d1, "vex.added", "vex-1", 17)
+	typed(d2, "vex.added", "vex-other", 18)
+	typed(d1, "vex.added", "vex-pending", -1)
+	typed(d1, "vex.added", "vex-2", 19)
+	vexes, err := s.EventsOfType(ctx, d1, "vex.added", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaves = nil
+	for _, e := range vexes {
+		leaves = append(leaves, fmt.Sprintf("%d:%s", e.Index, e.Leaf))
+	}
+	if diff := cmp.Diff([]string{"17:vex-1", "19:vex-2"}, leaves); diff != "" {
+		t.Errorf("vex.added events about d1 (-want +got):\n%s", diff)
+	}
+	if one, err := s.EventsOfType(ctx, d1, "vex.added", 1); err != nil || len(one) != 1 || one[0].Index != 17 {
+		t.Errorf("limit 1: %+v, %v", one, err)
+	}
+	if adm, err := s.EventsOfType(ctx, d1, "admission.decided", 10); err != nil || len(adm) != 2 {
+		t.Errorf("admission.decided events about d1: %d, %v; want 2", len(adm), err)
+	}
 }
