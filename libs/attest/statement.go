@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -77,6 +78,7 @@ type Decision struct {
 const (
 	AttestationProvenance = "provenance"
 	AttestationSBOM       = "sbom"
+	AttestationVEX        = "vex"
 )
 
 // Policy digest algorithms a decision record may carry.
@@ -98,6 +100,15 @@ func AttestationURI(name, version, kind string) string {
 func InputAttestation(name, version, kind string, envelope []byte) ResourceDescriptor {
 	sum := sha256.Sum256(envelope)
 	return ResourceDescriptor{URI: AttestationURI(name, version, kind), Digest: map[string]string{"sha256": hex.EncodeToString(sum[:])}}
+}
+
+// VEXInputAttestation describes a vex.added log entry about name@version
+// for a VSA's inputAttestations: its URI names the entry's log index, its
+// digest is the SHA-256 (lowercase hex) of the entry's leaf, which holds
+// the OpenVEX document (decision 0096).
+func VEXInputAttestation(name, version string, index int64, leafSHA256 string) ResourceDescriptor {
+	return ResourceDescriptor{URI: AttestationURI(name, version, AttestationVEX) + "&log_index=" + strconv.FormatInt(index, 10),
+		Digest: map[string]string{"sha256": leafSHA256}}
 }
 
 // maxInputAttestations bounds a decision record's inputAttestations.

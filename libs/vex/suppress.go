@@ -14,6 +14,8 @@ type Entry struct {
 	Index    int64
 	Actor    string
 	Document *Document
+	// LeafSHA256 is the lowercase hex SHA-256 of the entry's leaf.
+	LeafSHA256 string
 }
 
 // Suppression is an advisory match that a not_affected statement removed.
@@ -21,9 +23,10 @@ type Suppression struct {
 	Match advisory.Match
 	// Index and Actor are those of the entry holding the statement;
 	// Statement is its 1-based position in the document.
-	Index     int64
-	Actor     string
-	Statement int
+	Index      int64
+	LeafSHA256 string
+	Actor      string
+	Statement  int
 	// Justification and ImpactStatement are the statement's.
 	Justification   string
 	ImpactStatement string
@@ -51,7 +54,7 @@ func Apply(ms []advisory.Match, artifactDigest string, entries []Entry) (kept []
 					continue
 				}
 				lastStatus = s.Status
-				last = &Suppression{Match: m, Index: e.Index, Actor: e.Actor, Statement: i + 1,
+				last = &Suppression{Match: m, Index: e.Index, LeafSHA256: e.LeafSHA256, Actor: e.Actor, Statement: i + 1,
 					Justification: s.Justification, ImpactStatement: s.ImpactStatement}
 			}
 		}

@@ -355,6 +355,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Catalog:                catalog,
 		SBOMs:                  catalog,
 		Advisories:             catalog,
+		VEX:                    catalog,
 		Signer:                 remote.NewSigner(signerv1.NewSignerServiceClient(signerConn), d.Logger),
 		Publisher:              remote.NewPublisher(publisherv1.NewPublisherServiceClient(publisherConn)),
 		Policy:                 pol,

@@ -30,6 +30,7 @@ import (
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/libs/verify"
+	"github.com/custody-dev/custody/libs/vex"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 )
 
@@ -160,6 +161,18 @@ type Advisories interface {
 	Advisories(ctx context.Context, a verify.Artifact, comps []sbom.Component) ([]advisory.Match, error)
 }
 
+// VEX reads the VEX documents logged about an artifact; remote.Catalog is
+// one.
+type VEX interface {
+	// VEX returns the vex.added entries about a, an artifact whose
+	// evidence the caller verified against root, in log order, each
+	// verified by libs/verify's VEX check. An error wrapping
+	// verify.ErrVerification if any fails it; ErrIncomplete (wrapped) if
+	// the catalog could not list them all; any other error means they
+	// could not be read.
+	VEX(ctx context.Context, a verify.Artifact, root *trustroot.Root) ([]vex.Entry, error)
+}
+
 // ErrIncomplete is returned (wrapped) by Advisories when the catalog's
 // candidate list was cut short: the gatekeeper denies rather than admit
 // on a partial check.
@@ -261,6 +274,10 @@ type Config struct {
 	// policy's denials there are logged and returned as warnings on an
 	// allow; every other check still denies.
 	DryRun []string
+	// VEX reads the VEX documents whose not_affected statements suppress
+	// advisories for one artifact (decision 0096); it is read only when
+	// an advisory affects the artifact. nil means no suppression.
+	VEX VEX
 	// TrustDomain is the deployment's trust domain, given to the policy.
 	TrustDomain string
 	Metrics     *telemetry.Metrics
@@ -448,9 +465,13 @@ func (g *Gate) decide(ctx context.Context, pol *policy.Policy, req Request, ev *
 			hard = append(hard, sbomDenial)
 		}
 	}
+	var suppressed []string
 	if in.SBOM.Attached && g.cfg.Advisories != nil {
-		var advDenial string
-		in.SBOM.Vulnerabilities, advDenial, err = g.readAdvisories(ctx, a, in.SBOM.Components)
+		var r advisoryRead
+		r, err = g.readAdvisories(ctx, a, in.SBOM.Components)
+		in.SBOM.Vulnerabilities, suppressed = r.vulns, r.suppressed
+		d.InputAttestations = append(d.InputAttestations, r.inputs...)
+		advDenial := r.denial
 		if err != nil {
 			return err
 		}
@@ -484,7 +505,8 @@ func (g *Gate) decide(ctx context.Context, pol *policy.Policy, req Request, ev *
 	denies = dedupe(denies)
 	if d.DryRun && ver.Passed() && perr == nil && len(hard) == 0 && len(denies) > 0 {
 		d.Allow, d.PolicyDenials = true, denies
-		d.Reasons = append(passed, fmt.Sprintf("policy %s denies channel %q to environment %q, which is in dry-run mode: admitted, its denials follow as warnings", PolicyURI, a.Channel, req.Environment))
+		d.Reasons = append(passed, suppressed...)
+		d.Reasons = append(d.Reasons, fmt.Sprintf("policy %s denies channel %q to environment %q, which is in dry-run mode: admitted, its denials follow as warnings", PolicyURI, a.Channel, req.Environment))
 		for _, r := range denies {
 			d.Reasons = append(d.Reasons, "warning: dry-run: "+r)
 		}
@@ -492,7 +514,11 @@ func (g *Gate) decide(ctx context.Context, pol *policy.Policy, req Request, ev *
 		d.Reasons = dedupe(append(hard, denies...))
 		d.Allow = ver.Passed() && perr == nil && len(d.Reasons) == 0
 		if d.Allow {
-			d.Reasons = append(passed, fmt.Sprintf("policy %s admits channel %q to environment %q", PolicyURI, a.Channel, req.Environment))
+			d.Reasons = append(passed, suppressed...)
+			d.Reasons = append(d.Reasons, fmt.Sprintf("policy %s admits channel %q to environment %q", PolicyURI, a.Channel, req.Environment))
+		} else {
+			// What VEX suppressed is part of the record either way.
+			d.Reasons = append(d.Reasons, suppressed...)
 		}
 	}
 	if d.Allow {
@@ -539,23 +565,88 @@ func (g *Gate) readSBOM(ctx context.Context, a verify.Artifact) (policy.SBOM, []
 	}
 }
 
+// advisoryRead is what readAdvisories found.
+type advisoryRead struct {
+	vulns []policy.Vulnerability
+	// suppressed are the reasons naming each match a VEX suppressed, and
+	// inputs the VEX entries that suppressed them, for the VSA.
+	suppressed []string
+	inputs     []attest.ResourceDescriptor
+	denial     string
+}
+
+// maxVEXInputs bounds the VEX entries a decision record lists, leaving
+// room for the provenance and SBOM in attest's bound.
+const maxVEXInputs = 32
+
 // readAdvisories reads the advisories affecting a's verified SBOM
-// components for the policy. A candidate list the catalog cut short
-// denies (returned denial); any other failure to read them means no
-// decision (ErrUnavailable): the vulnerability rules are never skipped.
-func (g *Gate) readAdvisories(ctx context.Context, a verify.Artifact, comps []sbom.Component) ([]policy.Vulnerability, string, error) {
+// components for the policy, less those a verified not_affected VEX
+// statement suppresses for a (returned as reasons naming the VEX entry).
+// A candidate list the catalog cut short, or VEX entries that fail
+// verification or could not all be listed, deny (the denial; a failed VEX
+// suppresses nothing); any other failure to read them means no decision
+// (ErrUnavailable): the vulnerability rules are never skipped.
+func (g *Gate) readAdvisories(ctx context.Context, a verify.Artifact, comps []sbom.Component) (advisoryRead, error) {
+	var r advisoryRead
 	ms, err := g.cfg.Advisories.Advisories(ctx, a, comps)
 	switch {
 	case errors.Is(err, ErrIncomplete):
-		return nil, fmt.Sprintf("the advisories affecting %s@%s could not all be read, so the gatekeeper denies: %v", a.Name, a.Version, err), nil
+		r.denial = fmt.Sprintf("the advisories affecting %s@%s could not all be read, so the gatekeeper denies: %v", a.Name, a.Version, err)
+		return r, nil
 	case err != nil:
-		return nil, "", fmt.Errorf("%w: the advisories affecting %s@%s: %w", ErrUnavailable, a.Name, a.Version, err)
+		return r, fmt.Errorf("%w: the advisories affecting %s@%s: %w", ErrUnavailable, a.Name, a.Version, err)
 	}
-	out := make([]policy.Vulnerability, 0, len(ms))
+	if len(ms) > 0 && g.cfg.VEX != nil {
+		var sup []vex.Suppression
+		ms, sup, r.denial, err = g.applyVEX(ctx, a, ms)
+		if err != nil {
+			return r, err
+		}
+		seen := map[int64]bool{}
+		for _, s := range sup {
+			r.suppressed = append(r.suppressed, suppression(a, s))
+			if !seen[s.Index] && len(r.inputs) < maxVEXInputs {
+				seen[s.Index] = true
+				r.inputs = append(r.inputs, attest.VEXInputAttestation(a.Name, a.Version, s.Index, s.LeafSHA256))
+			}
+		}
+	}
+	r.vulns = make([]policy.Vulnerability, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, policy.VulnerabilityOf(m))
+		r.vulns = append(r.vulns, policy.VulnerabilityOf(m))
 	}
-	return out, "", nil
+	return r, nil
+}
+
+// applyVEX removes from ms the matches that a's verified VEX entries
+// suppress.
+func (g *Gate) applyVEX(ctx context.Context, a verify.Artifact, ms []advisory.Match) ([]advisory.Match, []vex.Suppression, string, error) {
+	root, err := g.trust.current()
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("%w: trust root: %w", ErrUnavailable, err)
+	}
+	entries, err := g.cfg.VEX.VEX(ctx, a, root)
+	switch {
+	case errors.Is(err, verify.ErrVerification):
+		g.cfg.Metrics.IntegrityFailures.WithLabelValues(whereEvidence).Inc()
+		return ms, nil, fmt.Sprintf("the VEX statements about %s@%s failed verification, so none is used and the gatekeeper denies: %v", a.Name, a.Version, err), nil
+	case errors.Is(err, ErrIncomplete):
+		return ms, nil, fmt.Sprintf("the VEX statements about %s@%s could not all be read, so the gatekeeper denies: %v", a.Name, a.Version, err), nil
+	case err != nil:
+		return nil, nil, "", fmt.Errorf("%w: the VEX statements about %s@%s: %w", ErrUnavailable, a.Name, a.Version, err)
+	}
+	kept, sup := vex.Apply(ms, a.Digest, entries)
+	return kept, sup, "", nil
+}
+
+// suppression is the reason recording one suppressed advisory.
+func suppression(a verify.Artifact, s vex.Suppression) string {
+	why := s.Justification
+	if why == "" {
+		why = "impact: " + s.ImpactStatement
+	}
+	return fmt.Sprintf("suppressed: %s affecting component %s is not_affected for %s@%s (%s) by VEX log entry %d, statement %d, from %s",
+		s.Match.Advisory, s.Match.Component.PURL, a.Name, a.Version, trunc(why), s.Index, s.Statement, s.Actor)
 }
 
 // record has the decision signed as a VSA and logged. A decision about an

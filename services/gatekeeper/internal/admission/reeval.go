@@ -71,10 +71,12 @@ func (g *Gate) AdvisoryDenials(ctx context.Context, req Request) ([]Denial, erro
 	if err != nil || sbomDenial != "" || !sb.Attached {
 		return nil, err
 	}
-	vulns, advDenial, err := g.readAdvisories(ctx, a, sb.Components)
+	read, err := g.readAdvisories(ctx, a, sb.Components)
 	if err != nil {
 		return nil, err
 	}
+	// A match a verified not_affected VEX suppresses raises no finding.
+	vulns, advDenial := read.vulns, read.denial
 	if advDenial != "" {
 		return nil, fmt.Errorf("%w: %s", ErrUnavailable, advDenial)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/custody-dev/custody/libs/sbom"
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/libs/verify"
+	"github.com/custody-dev/custody/libs/vex"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 )
 
@@ -321,4 +322,25 @@ func (c *Catalog) Entries(ctx context.Context, start uint64) ([][]byte, error) {
 		return nil, fmt.Errorf("catalog GetEntries: %w", err)
 	}
 	return resp.GetEntries(), nil
+}
+
+var _ admission.VEX = (*Catalog)(nil)
+
+// VEX returns the vex.added entries about a (catalog ListVex), verified
+// against root by libs/verify's VEX check, in log order. A listing the
+// catalog marks truncated is admission.ErrIncomplete; an entry that fails
+// verification wraps verify.ErrVerification.
+func (c *Catalog) VEX(ctx context.Context, a verify.Artifact, root *trustroot.Root) ([]vex.Entry, error) {
+	resp, err := c.client.ListVex(ctx, &catalogv1.ListVexRequest{Name: a.Name, Version: a.Version})
+	if err != nil {
+		return nil, fmt.Errorf("catalog ListVex: %w", err)
+	}
+	if resp.GetTruncated() {
+		return nil, fmt.Errorf("%w: the catalog's VEX entries were truncated", admission.ErrIncomplete)
+	}
+	entries := make([]verify.LogEntry, len(resp.GetEntries()))
+	for i, e := range resp.GetEntries() {
+		entries[i] = verify.EntryFromProto(e)
+	}
+	return verify.VEX(entries, a, root)
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -210,6 +211,13 @@ type fakeCatalog struct {
 	failAdvisories error
 	truncate       bool
 	lieFindings    func([]*catalogv1.Finding) []*catalogv1.Finding
+	// vex are the indices of the vex.added entries by artifact digest;
+	// failVEX fails ListVex, truncateVEX marks it truncated, and
+	// tamperVEX, if set, rewrites each leaf served.
+	vex         map[string][]int64
+	failVEX     error
+	truncateVEX bool
+	tamperVEX   func([]byte) []byte
 }
 
 type record struct {
@@ -238,6 +246,7 @@ func (c *fakeCatalog) policy(td spiffeid.TrustDomain) rpc.Policy {
 		rpc.Method(sd, "ListFindings"):      {rpc.Member(td)},
 		rpc.Method(sd, "GetAdvisory"):       {rpc.Member(td)},
 		rpc.Method(sd, "GetEntries"):        {rpc.Member(td)},
+		rpc.Method(sd, "ListVex"):           {rpc.Member(td)},
 	}
 }
 
@@ -693,4 +702,62 @@ func (p *fakePublisher) VerifyBlob(ctx context.Context, req *publisherv1.VerifyB
 	default:
 		return nil, status.Errorf(c, "publisher says %v", c)
 	}
+}
+
+// addVEX logs a vex.added entry by actor about a holding document, as the
+// catalog's AddVex does (without its checks, so that a test can log what
+// the catalog would refuse), and returns its index.
+func (c *fakeCatalog) addVEX(t testing.TB, a *catalogv1.Artifact, actor string, document []byte) int64 {
+	t.Helper()
+	details, err := json.Marshal(map[string]any{"name": a.GetName(), "version": a.GetVersion(), "digest": a.GetDigest(), "document": json.RawMessage(document)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := tlog.Entry{Type: tlog.TypeVEXAdded, Time: time.Now().UTC(), Actor: actor,
+		Subject: tlog.Subject{Digest: a.GetDigest()}, Details: details}.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.tree.AppendData(leaf)
+	c.leaves = append(c.leaves, leaf)
+	index := int64(c.tree.Size() - 1)
+	if c.vex == nil {
+		c.vex = map[string][]int64{}
+	}
+	c.vex[a.GetDigest()] = append(c.vex[a.GetDigest()], index)
+	return index
+}
+
+// ListVex serves the vex.added entries about the artifact's digest, each
+// proved against the current tree.
+func (c *fakeCatalog) ListVex(_ context.Context, req *catalogv1.ListVexRequest) (*catalogv1.ListVexResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.failVEX != nil {
+		return nil, c.failVEX
+	}
+	r, ok := c.records[req.GetName()+"@"+req.GetVersion()]
+	if !ok {
+		return nil, status.Error(codes.NotFound, "no such artifact")
+	}
+	size := c.tree.Size()
+	cp, err := tlog.SignCheckpoint(tlog.Checkpoint{Origin: c.origin, Size: size, Hash: c.tree.Hash()}, c.logSigner)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	resp := &catalogv1.ListVexResponse{Truncated: c.truncateVEX}
+	for _, i := range c.vex[r.artifact.GetDigest()] {
+		proof, err := c.tree.InclusionProof(uint64(i), size)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		leaf := c.leaves[i]
+		if c.tamperVEX != nil {
+			leaf = c.tamperVEX(bytes.Clone(leaf))
+		}
+		resp.Entries = append(resp.Entries, &catalogv1.LogEntry{Index: i, Leaf: leaf, InclusionProof: proof, Checkpoint: cp})
+	}
+	return resp, nil
 }

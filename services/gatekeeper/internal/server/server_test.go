@@ -187,6 +187,7 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 		Catalog:                catalog,
 		SBOMs:                  catalog,
 		Advisories:             catalog,
+		VEX:                    catalog,
 		Signer:                 remote.NewSigner(signerv1.NewSignerServiceClient(dial(signerAddr, "/service/signer")), logger),
 		Publisher:              remote.NewPublisher(publisherv1.NewPublisherServiceClient(dial(publisherAddr, "/service/publisher"))),
 		Policy:                 s.policy,
