@@ -44,7 +44,10 @@ With NAME@VERSION or a digest it lists the advisories that affect the
 artifact's components; an artifact without an SBOM is an error, not "no
 findings". With --advisory ID it lists the artifacts whose components the
 advisory affects. A finding marked uncertain is a component whose version
-could not be compared: it is reported rather than passed over.
+could not be compared: it is reported rather than passed over. A finding that
+a verified not_affected VEX statement about the artifact suppresses (custody
+vex add; decision 0096) is listed as suppressed, naming the VEX log entry,
+and does not count.
 
 For an artifact it also lists the findings the gatekeeper raised: each
 finding.raised log entry about its digest (an advisory import that made the
@@ -76,7 +79,13 @@ broker and the edges (decision 0098). Exit 1 when there are findings.`,
 				return fmt.Errorf("findings: %w", err)
 			}
 			var raised []raisedFinding
+			var suppressed []jsonSuppressed
 			if id == "" {
+				kept, sup, err := suppressFindings(cmd.Context(), cat, root, args[0], resp.GetFindings())
+				if err != nil {
+					return err
+				}
+				resp.Findings, suppressed = kept, append([]jsonSuppressed{}, sup...)
 				dgst, err := resolveDigest(cmd.Context(), cat, root, args[0])
 				if err != nil {
 					return err
@@ -99,11 +108,12 @@ broker and the edges (decision 0098). Exit 1 when there are findings.`,
 				}
 			}
 			if asJSON {
-				if err := c.printFindingsJSON(resp, raised); err != nil {
+				if err := c.printFindingsJSON(resp, raised, suppressed); err != nil {
 					return err
 				}
 			} else {
 				printFindings(c.stdout, resp)
+				printSuppressed(c.stdout, suppressed)
 				printRaised(c.stdout, raised)
 			}
 			if n := len(resp.GetFindings()) + len(raised); n > 0 {
@@ -119,7 +129,7 @@ broker and the edges (decision 0098). Exit 1 when there are findings.`,
 
 // printFindingsJSON prints the ListFindings response by protojson, with
 // "raised" added for an artifact.
-func (c *cli) printFindingsJSON(resp *catalogv1.ListFindingsResponse, raised []raisedFinding) error {
+func (c *cli) printFindingsJSON(resp *catalogv1.ListFindingsResponse, raised []raisedFinding, suppressed []jsonSuppressed) error {
 	b, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(resp)
 	if err != nil {
 		return err
@@ -131,7 +141,17 @@ func (c *cli) printFindingsJSON(resp *catalogv1.ListFindingsResponse, raised []r
 	if raised != nil {
 		out["raised"] = raised
 	}
+	if suppressed != nil {
+		out["suppressed"] = suppressed
+	}
 	return printJSON(c.stdout, out)
+}
+
+func printSuppressed(w io.Writer, sup []jsonSuppressed) {
+	for _, s := range sup {
+		fmt.Fprintf(w, "suppressed %s %s: not_affected by VEX log index %d (statement %d, %s) %s%s\n",
+			s.Advisory, s.Component, s.LogIndex, s.Statement, s.Actor, s.Justification, s.Impact)
+	}
 }
 
 func printRaised(w io.Writer, raised []raisedFinding) {

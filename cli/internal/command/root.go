@@ -75,7 +75,7 @@ func Execute(ctx context.Context, args []string, getenv func(string) string, std
 	root.AddCommand(c.auditCmd(), c.inventoryCmd(), c.lineageCmd(), c.searchCmd(), c.sbomCmd())
 	root.AddCommand(c.backupCmd(), c.restoreCmd())
 	root.AddCommand(c.deployCmd())
-	root.AddCommand(c.advisoriesCmd(), c.findingsCmd())
+	root.AddCommand(c.advisoriesCmd(), c.findingsCmd(), c.vexCmd())
 
 	tel, err := newTelemetry(ctx, getenv)
 	if err != nil {
