@@ -44,7 +44,8 @@ type config struct {
 	TrustRootFile, SignerAddr                                     string
 	GatekeeperAddr                                                string
 	StopStateMaxAge, TokenMaxLifetime, TokenMaxSkew               time.Duration
-	TrustRefresh                                                  time.Duration
+	TrustRefresh, OriginStallTimeout                              time.Duration
+	CacheMaxMiB                                                   int
 }
 
 func (c *config) validate() error {
@@ -74,6 +75,12 @@ func (c *config) validate() error {
 	}
 	if c.SignerAddr == "" {
 		errs = append(errs, errors.New("--signer-addr is required: the edge follows the signer's newer trust roots (token key rotation)"))
+	}
+	if c.CacheMaxMiB < 1 {
+		errs = append(errs, fmt.Errorf("--cache-max-mib %d: want at least 1 (MiB of cache files on disk)", c.CacheMaxMiB))
+	}
+	if c.OriginStallTimeout < time.Second || c.OriginStallTimeout > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("--origin-stall-timeout %s: want 1s to 10m", c.OriginStallTimeout))
 	}
 	if c.TrustRefresh < time.Second || c.TrustRefresh > time.Hour {
 		errs = append(errs, fmt.Errorf("--trust-refresh %s: want 1s to 1h", c.TrustRefresh))
@@ -109,6 +116,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.String(&cfg.TrustRootFile, "trust-root", "CUSTODY_TRUST_ROOT", "",
 		"the pinned trust root: a DSSE envelope signed by its root keys (e.g. `custody dev` trust/root.json); its edge_token_keys verify tokens, newer versions are fetched from the signer")
 	f.String(&cfg.SignerAddr, "signer-addr", "CUSTODY_SIGNER_ADDR", "", "signer gRPC address (newer trust roots)")
+	f.Int(&cfg.CacheMaxMiB, "cache-max-mib", "CUSTODY_CACHE_MAX_MIB", 10<<10,
+		"bound of the cache on disk in MiB; the least recently used blobs nobody is reading are evicted, and a blob that does not fit is refused with 503")
+	f.Duration(&cfg.OriginStallTimeout, "origin-stall-timeout", "CUSTODY_ORIGIN_STALL_TIMEOUT", 30*time.Second,
+		"a fetch from the publisher that delivers nothing for this long is aborted and nothing of it is cached")
 	f.Duration(&cfg.TrustRefresh, "trust-refresh", "CUSTODY_TRUST_REFRESH", trust.DefaultRefreshInterval, "how often newer trust roots are asked from the signer")
 	f.String(&cfg.GatekeeperAddr, "gatekeeper-addr", "CUSTODY_GATEKEEPER_ADDR", "", "gatekeeper gRPC address (stop state), reached over mTLS as /edge/<name>")
 	f.Duration(&cfg.StopStateMaxAge, "stop-state-max-age", "CUSTODY_STOP_STATE_MAX_AGE", 3*time.Second,
@@ -141,7 +152,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	defer pubConn.Close()
 	// The cache key is drawn here and lives only in memory: what a previous
 	// run cached cannot be read and is dropped.
-	c, dropped, err := cache.New(cache.Config{Dir: cfg.CacheDir, Origin: server.Publisher{Client: publisherv1.NewPublisherServiceClient(pubConn)}})
+	c, dropped, err := cache.New(cache.Config{Dir: cfg.CacheDir, Origin: server.Publisher{Client: publisherv1.NewPublisherServiceClient(pubConn)},
+		MaxBytes: int64(cfg.CacheMaxMiB) << 20, StallTimeout: cfg.OriginStallTimeout})
 	if err != nil {
 		return err
 	}
@@ -187,9 +199,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	httpMetrics := server.NewHTTPMetrics(d.Telemetry.Registry)
+	c.OnEvict = httpMetrics.CacheEvictions.Inc
 	hs := &http.Server{
 		Handler: &server.Handler{Cache: c, Keys: keys, Stops: stops, Limits: token.Limits{MaxSkew: cfg.TokenMaxSkew, MaxLifetime: cfg.TokenMaxLifetime},
-			Logger: d.Logger, Metrics: d.Telemetry.Metrics, HTTP: server.NewHTTPMetrics(d.Telemetry.Registry), Telemetry: d.Telemetry, Now: time.Now},
+			Logger: d.Logger, Metrics: d.Telemetry.Metrics, HTTP: httpMetrics, Telemetry: d.Telemetry, Now: time.Now},
 		TLSConfig:         server.TLSConfig(cert),
 		ReadHeaderTimeout: 10 * time.Second,
 	}

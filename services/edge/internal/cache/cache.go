@@ -4,6 +4,7 @@
 package cache
 
 import (
+	"container/list"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -50,24 +51,46 @@ type Config struct {
 	Chunk int
 	// FillTimeout bounds one fetch from the origin; 0 means 30 minutes.
 	FillTimeout time.Duration
+	// StallTimeout aborts a fetch from the origin that delivers no byte for
+	// that long (also before its first message); 0 means 30 seconds. The
+	// partial file is removed and its readers get ErrStalled.
+	StallTimeout time.Duration
+	// MaxBytes bounds the bytes of cache files and fills on disk; the
+	// least recently used blobs that nobody reads are evicted to make
+	// room. 0 means no bound (tests); the edge always sets one.
+	MaxBytes int64
 }
+
+// ErrStalled means the origin sent nothing for the stall timeout; the fill
+// was aborted and nothing of it is cached.
+var ErrStalled = errors.New("origin stalled")
 
 // Cache stores verified blobs under a directory. It is safe for concurrent
 // use; concurrent misses of one digest fetch it once.
 type Cache struct {
-	dir         string
-	origin      Origin
-	key         []byte
-	chunk       int
-	fillTimeout time.Duration
+	dir          string
+	origin       Origin
+	key          []byte
+	chunk        int
+	fillTimeout  time.Duration
+	stallTimeout time.Duration
+	maxBytes     int64
 	// OnIntegrityFailure is called with where bytes failed ("origin" or
 	// "edge-cache"), for metrics. Set it before the first Open.
 	OnIntegrityFailure func(where string)
+	// OnEvict is called, with the cache locked, for each blob evicted to
+	// make room, for metrics. Set it before the first Open.
+	OnEvict func()
 
-	// mu guards fills and orders a fill's rename against evictions, so an
-	// eviction never removes a fresh copy that replaced the corrupted one.
-	mu    sync.Mutex
-	fills map[string]*fill
+	// mu guards fills and the LRU index, and orders a fill's rename
+	// against evictions, so an eviction never removes a fresh copy that
+	// replaced the corrupted one.
+	mu        sync.Mutex
+	fills     map[string]*fill
+	entries   map[string]*entry
+	lru       *list.List // of *entry, most recently used first
+	used      int64
+	evictions int
 }
 
 // New opens the cache in cfg.Dir. Fills a crash left are removed, and so is
@@ -83,6 +106,12 @@ func New(cfg Config) (*Cache, int, error) {
 	if cfg.FillTimeout <= 0 {
 		cfg.FillTimeout = 30 * time.Minute
 	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = 30 * time.Second
+	}
+	if cfg.MaxBytes < 0 {
+		return nil, 0, fmt.Errorf("cache size bound %d is negative", cfg.MaxBytes)
+	}
 	key := cfg.Key
 	if key == nil {
 		key = make([]byte, 32)
@@ -97,7 +126,8 @@ func New(cfg Config) (*Cache, int, error) {
 		return nil, 0, err
 	}
 	c := &Cache{dir: cfg.Dir, origin: cfg.Origin, key: key, chunk: cfg.Chunk, fillTimeout: cfg.FillTimeout,
-		OnIntegrityFailure: func(string) {}, fills: map[string]*fill{}}
+		stallTimeout: cfg.StallTimeout, maxBytes: cfg.MaxBytes,
+		OnIntegrityFailure: func(string) {}, OnEvict: func() {}, fills: map[string]*fill{}, entries: map[string]*entry{}, lru: list.New()}
 	stale, _ := filepath.Glob(filepath.Join(cfg.Dir, "tmp", "fetch-*"))
 	for _, f := range stale {
 		os.Remove(f)
@@ -111,6 +141,15 @@ func New(cfg Config) (*Cache, int, error) {
 		hexDigest := strings.TrimPrefix(filepath.Base(name), "sha256-")
 		c.mu.Lock()
 		f, err := c.openFile("sha256:"+hexDigest, name)
+		if err == nil {
+			// Kept (a test's reopen with the same key): indexed, and
+			// evicted like any other if they do not fit.
+			c.addLocked(hexDigest, f.fileSize, nil)
+			if err := c.reserveLocked(0); err != nil {
+				c.dropLocked(hexDigest)
+				os.Remove(name)
+			}
+		}
 		c.mu.Unlock()
 		if err == nil {
 			f.Close()
@@ -141,6 +180,19 @@ func (c *Cache) Open(ctx context.Context, digest, hexDigest string) (*Blob, bool
 	if fl == nil {
 		f, err := c.openFile(digest, c.path(hexDigest))
 		if err == nil {
+			e := c.entries[hexDigest]
+			if e == nil {
+				e = c.addLocked(hexDigest, f.fileSize, nil)
+			}
+			c.touchLocked(e)
+			e.readers++
+			closeFile := f.close
+			f.close = func() error {
+				c.mu.Lock()
+				e.readers--
+				c.mu.Unlock()
+				return closeFile()
+			}
 			c.mu.Unlock()
 			return f, true, nil
 		}
@@ -151,6 +203,9 @@ func (c *Cache) Open(ctx context.Context, digest, hexDigest string) (*Blob, bool
 		fl = c.startFill(ctx, digest, hexDigest)
 	}
 	fl.acquire()
+	if e := c.entries[hexDigest]; e != nil {
+		c.touchLocked(e)
+	}
 	c.mu.Unlock()
 	b, err := fl.blob(ctx, c, digest, c.path(hexDigest))
 	if err != nil {
@@ -198,7 +253,7 @@ func (c *Cache) openFile(digest, path string) (*Blob, error) {
 	if st.Size() != h.fileSize() {
 		return fail(fmt.Sprintf("has %d bytes, want %d", st.Size(), h.fileSize()))
 	}
-	return &Blob{c: c, f: f, path: path, digest: digest, content: content, size: h.size, close: f.Close,
+	return &Blob{c: c, f: f, path: path, digest: digest, content: content, size: h.size, fileSize: h.fileSize(), close: f.Close,
 		src: func(at int64) io.Reader { return io.NewSectionReader(f, int64(headerSize)+at, h.fileSize()) }}, nil
 }
 
@@ -211,6 +266,9 @@ func (c *Cache) evictLocked(f *os.File, path string) {
 	}
 	if now, err := os.Stat(path); err == nil && os.SameFile(have, now) {
 		os.Remove(path)
+		if e := c.entries[strings.TrimPrefix(filepath.Base(path), "sha256-")]; e != nil && !e.filling {
+			c.dropLocked(e.hex)
+		}
 	}
 }
 
@@ -221,8 +279,11 @@ func (c *Cache) Purge(hexDigest string) (bool, error) {
 	if fl := c.fills[hexDigest]; fl != nil {
 		fl.purged = true
 	}
-	c.mu.Unlock()
+	if e := c.entries[hexDigest]; e != nil && !e.filling {
+		c.dropLocked(hexDigest)
+	}
 	err := os.Remove(c.path(hexDigest))
+	c.mu.Unlock()
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
@@ -236,6 +297,11 @@ func (c *Cache) PurgeAll() (int, error) {
 	c.mu.Lock()
 	for _, fl := range c.fills {
 		fl.purged = true
+	}
+	for hx, e := range c.entries {
+		if !e.filling {
+			c.dropLocked(hx)
+		}
 	}
 	c.mu.Unlock()
 	names, err := filepath.Glob(filepath.Join(c.dir, "sha256-*"))
@@ -263,6 +329,8 @@ type Blob struct {
 	digest  string
 	content *stream.Cipher
 	size    int64
+	// fileSize is the cache file's size on disk.
+	fileSize int64
 	// src returns the sealed stream from sealed offset at.
 	src   func(at int64) io.Reader
 	close func() error
@@ -333,3 +401,11 @@ func (b *Blob) Err() error { return b.err }
 
 // Close releases the blob's file.
 func (b *Blob) Close() error { return b.close() }
+
+func removeFile(path string) error {
+	err := os.Remove(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}

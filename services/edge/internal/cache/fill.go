@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -164,6 +165,7 @@ func (c *Cache) startFill(ctx context.Context, digest, hexDigest string) *fill {
 		if err != nil {
 			c.mu.Lock()
 			delete(c.fills, hexDigest)
+			c.dropFillLocked(hexDigest, fl)
 			c.mu.Unlock()
 			fl.publish(0, true, err)
 		}
@@ -180,15 +182,28 @@ func (c *Cache) startFill(ctx context.Context, digest, hexDigest string) *fill {
 // fetch copies a blob from the origin into a cache file, checking its size
 // and digest; only a blob that matches both is renamed into place and its
 // last chunk released. On success it has ended the fill itself.
-func (c *Cache) fetch(ctx context.Context, fl *fill, digest, hexDigest string) error {
-	src, size, err := c.origin.Open(ctx, digest)
+func (c *Cache) fetch(ctx context.Context, fl *fill, digest, hexDigest string) (err error) {
+	// The stall timer runs from the start (the origin's first message
+	// counts) and is reset by every byte the origin delivers.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stall := time.AfterFunc(c.stallTimeout, func() { cancel(ErrStalled) })
+	defer stall.Stop()
+	defer func() {
+		if err != nil && errors.Is(context.Cause(ctx), ErrStalled) {
+			err = fmt.Errorf("%w: %s: the origin sent nothing for %s; aborted, nothing cached: try again or another edge", ErrStalled, digest, c.stallTimeout)
+		}
+	}()
+	osrc, size, err := c.origin.Open(ctx, digest)
 	if err != nil {
 		if errors.Is(err, ErrIntegrity) {
 			c.OnIntegrityFailure("origin")
 		}
 		return err
 	}
-	defer src.Close()
+	defer osrc.Close()
+	stall.Reset(c.stallTimeout)
+	src := &progressReader{r: osrc, progress: func() { stall.Reset(c.stallTimeout) }}
 	originErr := func(format string, args ...any) error {
 		c.OnIntegrityFailure("origin")
 		return fmt.Errorf("%w for %s: the origin %s", ErrIntegrity, digest, fmt.Sprintf(format, args...))
@@ -205,6 +220,13 @@ func (c *Cache) fetch(ctx context.Context, fl *fill, digest, hexDigest string) e
 		return err
 	}
 	h.seal(macKey)
+	c.mu.Lock()
+	if err := c.reserveLocked(h.fileSize()); err != nil {
+		c.mu.Unlock()
+		return fmt.Errorf("cache %s: %w", digest, err)
+	}
+	c.addLocked(hexDigest, h.fileSize(), fl)
+	c.mu.Unlock()
 	tmp, err := os.CreateTemp(filepath.Join(c.dir, "tmp"), "fetch-*")
 	if err != nil {
 		return err
@@ -278,9 +300,36 @@ func (c *Cache) fetch(ctx context.Context, fl *fill, digest, hexDigest string) e
 			return err
 		}
 		renamed = true
+		if e := c.entries[hexDigest]; e != nil && e.fill == fl {
+			e.filling = false
+		}
+	} else {
+		c.dropFillLocked(hexDigest, fl)
 	}
 	delete(c.fills, hexDigest)
 	c.mu.Unlock()
 	fl.publish(last, true, nil)
 	return nil
+}
+
+// dropFillLocked forgets the entry of fill fl that did not become a cache
+// file; c.mu is held.
+func (c *Cache) dropFillLocked(hexDigest string, fl *fill) {
+	if e := c.entries[hexDigest]; e != nil && e.fill == fl && e.filling {
+		c.dropLocked(hexDigest)
+	}
+}
+
+// progressReader calls progress after every read that delivered bytes.
+type progressReader struct {
+	r        io.Reader
+	progress func()
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.progress()
+	}
+	return n, err
 }

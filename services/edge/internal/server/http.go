@@ -194,6 +194,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.Logger.ErrorContext(r.Context(), "integrity failure", slog.String("digest", digest), slog.Any("error", err))
 		http.Error(rec, err.Error(), http.StatusBadGateway)
 		return
+	case errors.Is(err, cache.ErrStalled):
+		http.Error(rec, fmt.Sprintf("origin stalled for %s: try another edge", digest), http.StatusGatewayTimeout)
+		return
+	case errors.Is(err, cache.ErrFull):
+		h.Logger.WarnContext(r.Context(), "cache full", slog.String("digest", digest), slog.Any("error", err))
+		http.Error(rec, fmt.Sprintf("edge cache full for %s: try another edge", digest), http.StatusServiceUnavailable)
+		return
 	case errors.Is(err, ErrOriginDown):
 		http.Error(rec, fmt.Sprintf("origin unavailable for %s: try another edge", digest), http.StatusServiceUnavailable)
 		return

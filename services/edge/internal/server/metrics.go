@@ -16,6 +16,9 @@ type HTTPMetrics struct {
 	// CacheLookups counts cache answers by result (hit, miss); the hit
 	// ratio is hit / (hit + miss).
 	CacheLookups *prometheus.CounterVec
+	// CacheEvictions counts blobs evicted to keep the cache within its
+	// bound (not purges, not integrity failures).
+	CacheEvictions prometheus.Counter
 }
 
 // NewHTTPMetrics registers the edge's HTTP metrics on reg.
@@ -33,7 +36,10 @@ func NewHTTPMetrics(reg prometheus.Registerer) *HTTPMetrics {
 		CacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "custody_edge_cache_lookups_total", Help: "Cache lookups by result (hit, miss).",
 		}, []string{"result"}),
+		CacheEvictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "custody_edge_cache_evictions_total", Help: "Blobs evicted (least recently used) to keep the cache within --cache-max-mib.",
+		}),
 	}
-	reg.MustRegister(m.Requests, m.Forbidden, m.BytesServed, m.CacheLookups)
+	reg.MustRegister(m.Requests, m.Forbidden, m.BytesServed, m.CacheLookups, m.CacheEvictions)
 	return m
 }

@@ -51,15 +51,21 @@ type fakePublisher struct {
 	corrupt  bool
 	dataLoss bool
 	down     bool
-	fetches  atomic.Int64
+	// stall makes Download send nothing until the caller gives up.
+	stall   bool
+	fetches atomic.Int64
 }
 
 func (p *fakePublisher) Download(req *publisherv1.DownloadRequest, stream publisherv1.PublisherService_DownloadServer) error {
 	p.fetches.Add(1)
 	p.mu.Lock()
 	b, ok := p.blobs[req.GetDigest()]
-	corrupt, dataLoss, down := p.corrupt, p.dataLoss, p.down
+	corrupt, dataLoss, down, stall := p.corrupt, p.dataLoss, p.down, p.stall
 	p.mu.Unlock()
+	if stall {
+		<-stream.Context().Done()
+		return stream.Context().Err()
+	}
 	switch {
 	case down:
 		return status.Error(codes.Unavailable, "store offline")
@@ -148,7 +154,7 @@ func (s *fakeStops) Check(env, digest string, issued time.Time, precision time.D
 	return s.state.Check(env, digest, issued, precision)
 }
 
-func start(t *testing.T) *fixture {
+func start(t *testing.T, opts ...func(*cache.Config)) *fixture {
 	t.Helper()
 	td := identitytest.New(t, "custody.test")
 	content := make([]byte, 300<<10)
@@ -180,7 +186,11 @@ func start(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	f.cache, _, err = cache.New(cache.Config{Dir: f.dir, Origin: server.Publisher{Client: publisherv1.NewPublisherServiceClient(conn)}})
+	cfg := cache.Config{Dir: f.dir, Origin: server.Publisher{Client: publisherv1.NewPublisherServiceClient(conn)}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	f.cache, _, err = cache.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -795,5 +805,34 @@ func TestRequestsAreTracedWithoutTheirTokens(t *testing.T) {
 	}
 	if download.SpanContext().TraceID().String() != traceID {
 		t.Errorf("the fill's Download is in trace %s, want the first request's %s", download.SpanContext().TraceID(), traceID)
+	}
+}
+
+// A publisher that sends nothing is cut after the stall timeout: the
+// client gets 504 rather than a hanging request, nothing is cached, and
+// the next request fetches again.
+func TestStalledOriginIsGatewayTimeout(t *testing.T) {
+	f := start(t, func(c *cache.Config) { c.StallTimeout = 300 * time.Millisecond })
+	f.pub.set(func(p *fakePublisher) { p.stall = true })
+	u := f.blobURL(f.digest, f.token(t, f.key, f.digest, time.Minute))
+	if code, body, _ := get(t, http.MethodGet, u); code != http.StatusGatewayTimeout || !strings.Contains(body, "stalled") {
+		t.Fatalf("GET = %d %q, want 504 naming the stall", code, body)
+	}
+	if _, err := os.Stat(f.cached()); err == nil {
+		t.Fatal("a stalled fetch was cached")
+	}
+	f.pub.set(func(p *fakePublisher) { p.stall = false })
+	if code, body, _ := get(t, http.MethodGet, u); code != http.StatusOK || body != string(f.content) {
+		t.Fatalf("GET after the stall = %d with %d bytes, want 200 with the blob", code, len(body))
+	}
+}
+
+// A cache too small for the blob refuses it with 503 (another edge may
+// serve it) instead of exceeding its bound.
+func TestBlobLargerThanTheCacheIs503(t *testing.T) {
+	f := start(t, func(c *cache.Config) { c.MaxBytes = 100 << 10 })
+	u := f.blobURL(f.digest, f.token(t, f.key, f.digest, time.Minute))
+	if code, body, _ := get(t, http.MethodGet, u); code != http.StatusServiceUnavailable || !strings.Contains(body, "cache full") {
+		t.Fatalf("GET = %d %q, want 503 naming the full cache", code, body)
 	}
 }

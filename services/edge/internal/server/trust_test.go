@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,6 +47,12 @@ func TestTokenKeysFromTheTrustRootHonourTheirWindows(t *testing.T) {
 		trustroottest.EdgeTokenKey(t, oldPub, nil, &until),
 		trustroottest.EdgeTokenKey(t, newPub, &switchAt, nil))
 
+	// The handler's clock moves; f.now (the tokens' issue time) stays. The
+	// clock is atomic: the access log of a request reads it after the
+	// client has its answer.
+	var clock atomic.Int64
+	clock.Store(f.now.UnixNano())
+	f.handler.Now = func() time.Time { return time.Unix(0, clock.Load()) }
 	oldTok, newTok := f.token(t, f.key, f.digest, 15*time.Minute), f.token(t, newKey, f.digest, 15*time.Minute)
 	for _, tok := range []string{oldTok, newTok} {
 		if code, body, _ := get(t, http.MethodGet, f.blobURL(f.digest, tok)); code != http.StatusOK {
@@ -53,7 +60,7 @@ func TestTokenKeysFromTheTrustRootHonourTheirWindows(t *testing.T) {
 		}
 	}
 	// The old key's window ends: its still unexpired token is refused.
-	f.now = until
+	clock.Store(until.UnixNano())
 	if code, body, _ := get(t, http.MethodGet, f.blobURL(f.digest, oldTok)); code != http.StatusForbidden || !strings.Contains(body, "unknown key") {
 		t.Fatalf("after the transition window: GET with the old key = %d %q, want 403", code, body)
 	}
