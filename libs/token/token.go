@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -42,6 +43,9 @@ var (
 	ErrIssuedAt = errors.New("token issued in the future")
 	// ErrLifetime means the token lives longer than the verifier allows.
 	ErrLifetime = errors.New("token lifetime too long")
+	// ErrClientIP means the token is bound to a client address range the
+	// requesting client is not in.
+	ErrClientIP = errors.New("token is for another client address")
 )
 
 // Limits bound the tokens a verifier accepts beyond their signature.
@@ -73,6 +77,21 @@ type Claims struct {
 	DecidedAt time.Time
 	Expires   time.Time
 	IssuedAt  time.Time
+	// ClientRange, if valid, is the client address range the token is
+	// bound to (canonical: masked). Edges serve only clients in it.
+	ClientRange netip.Prefix
+}
+
+// CheckClient fails with ErrClientIP unless the token is unbound or addr
+// is in its range. IPv4-mapped IPv6 addresses count as IPv4.
+func (c *Claims) CheckClient(addr netip.Addr) error {
+	if !c.ClientRange.IsValid() {
+		return nil
+	}
+	if !addr.IsValid() || !c.ClientRange.Contains(addr.Unmap()) {
+		return fmt.Errorf("%w: bound to %s", ErrClientIP, c.ClientRange)
+	}
+	return nil
 }
 
 type claimsJSON struct {
@@ -83,6 +102,7 @@ type claimsJSON struct {
 	DecisionID string `json:"decision_id"`
 	Env        string `json:"env,omitempty"`
 	DecidedAt  int64  `json:"dat_ms,omitempty"` // Unix milliseconds
+	ClientIP   string `json:"cip,omitempty"`    // CIDR, canonical
 }
 
 // KeyID is the hex SHA-256 of the key's PKIX DER encoding.
@@ -100,10 +120,17 @@ func Mint(key ed25519.PrivateKey, c Claims) (string, error) {
 	if c.Digest == "" || c.Expires.IsZero() {
 		return "", errors.New("mint token: digest and expiry are required")
 	}
+	cip := ""
+	if c.ClientRange.IsValid() {
+		if c.ClientRange != c.ClientRange.Masked() {
+			return "", fmt.Errorf("mint token: client range %s is not canonical (%s)", c.ClientRange, c.ClientRange.Masked())
+		}
+		cip = c.ClientRange.String()
+	}
 	body, err := json.Marshal(claimsJSON{
 		KeyID: KeyID(key.Public().(ed25519.PublicKey)), Digest: c.Digest,
 		Expires: c.Expires.Unix(), IssuedAt: c.IssuedAt.Unix(), DecisionID: c.DecisionID, Env: c.Environment,
-		DecidedAt: unixMilliOrZero(c.DecidedAt),
+		DecidedAt: unixMilliOrZero(c.DecidedAt), ClientIP: cip,
 	})
 	if err != nil {
 		return "", err
@@ -165,6 +192,13 @@ func VerifyLimits(tok string, keys map[string]ed25519.PublicKey, digest string, 
 	if cj.DecidedAt < 0 {
 		return nil, fmt.Errorf("%w: decision time %d before 1970", ErrMalformed, cj.DecidedAt)
 	}
+	if cj.ClientIP != "" {
+		p, err := ParseClientRange(cj.ClientIP)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		c.ClientRange = p
+	}
 	if !now.Before(c.Expires) {
 		return nil, fmt.Errorf("%w at %s", ErrExpired, c.Expires.UTC().Format(time.RFC3339))
 	}
@@ -180,6 +214,19 @@ func VerifyLimits(tok string, keys map[string]ed25519.PublicKey, digest string, 
 		return nil, fmt.Errorf("%w: it grants %q", ErrDigest, quote.Prefix(c.Digest))
 	}
 	return c, nil
+}
+
+// ParseClientRange parses a client address range in canonical CIDR form
+// (masked, no zone, IPv4 not mapped into IPv6): one text per range.
+func ParseClientRange(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("client range %q: want a CIDR such as 203.0.113.0/24 or 2001:db8::/48", quote.Prefix(s))
+	}
+	if p != p.Masked() || p.String() != s || p.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("client range %q is not in canonical form: want %s", quote.Prefix(s), p.Masked())
+	}
+	return p, nil
 }
 
 func unixMilliOrZero(t time.Time) int64 {

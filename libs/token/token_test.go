@@ -4,8 +4,10 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -178,6 +180,63 @@ func TestDecisionTimeInMilliseconds(t *testing.T) {
 	} {
 		if _, err := Verify(sign(body), keys, digestA, now); !errors.Is(err, ErrMalformed) {
 			t.Errorf("%s: %v, want ErrMalformed", name, err)
+		}
+	}
+}
+
+// A token bound to a client range carries it through Mint and Verify;
+// CheckClient admits addresses inside only; a non-canonical or malformed
+// range in a signed token is malformed, not ignored.
+func TestClientRange(t *testing.T) {
+	pub, priv := keyPair(t)
+	keys := map[string]ed25519.PublicKey{KeyID(pub): pub}
+	for _, tc := range []struct {
+		cidr    string
+		inside  []string
+		outside []string
+	}{
+		{"203.0.113.0/24", []string{"203.0.113.1", "203.0.113.255", "::ffff:203.0.113.7"}, []string{"203.0.114.1", "10.0.0.1", "2001:db8::1"}},
+		{"2001:db8::/48", []string{"2001:db8::1", "2001:db8:0:ffff::1"}, []string{"2001:db9::1", "203.0.113.1"}},
+		{"198.51.100.7/32", []string{"198.51.100.7"}, []string{"198.51.100.8"}},
+	} {
+		p := netip.MustParsePrefix(tc.cidr)
+		tok, err := Mint(priv, Claims{Digest: digestA, Expires: now.Add(time.Minute), IssuedAt: now, ClientRange: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := Verify(tok, keys, digestA, now)
+		if err != nil || c.ClientRange != p {
+			t.Fatalf("%s: Verify = %+v, %v", tc.cidr, c, err)
+		}
+		for _, a := range tc.inside {
+			if err := c.CheckClient(netip.MustParseAddr(a)); err != nil {
+				t.Errorf("%s: client %s refused: %v", tc.cidr, a, err)
+			}
+		}
+		for _, a := range append(tc.outside, "") {
+			addr, _ := netip.ParseAddr(a)
+			if err := c.CheckClient(addr); !errors.Is(err, ErrClientIP) {
+				t.Errorf("%s: client %q = %v, want ErrClientIP", tc.cidr, a, err)
+			}
+		}
+	}
+	// Unbound tokens admit any client.
+	tok, _ := Mint(priv, Claims{Digest: digestA, Expires: now.Add(time.Minute), IssuedAt: now})
+	if c, err := Verify(tok, keys, digestA, now); err != nil || c.CheckClient(netip.MustParseAddr("192.0.2.1")) != nil || strings.Contains(tok, "cip") {
+		t.Fatalf("unbound token: %v", err)
+	}
+	if _, err := Mint(priv, Claims{Digest: digestA, Expires: now.Add(time.Minute), IssuedAt: now, ClientRange: netip.MustParsePrefix("10.0.0.1/8")}); err == nil {
+		t.Error("Mint took an unmasked range")
+	}
+	for _, bad := range []string{"10.0.0.1/8", "10.0.0.0", "10.0.0.0/33", "::ffff:10.0.0.0/104", "010.0.0.0/8", "2001:DB8::/32", "fe80::%eth0/64", " 10.0.0.0/8", "x"} {
+		if _, err := ParseClientRange(bad); err == nil {
+			t.Errorf("ParseClientRange(%q) accepted", bad)
+		}
+		body, _ := json.Marshal(claimsJSON{KeyID: KeyID(pub), Digest: digestA, Expires: now.Add(time.Minute).Unix(), IssuedAt: now.Unix(), ClientIP: bad})
+		sig := ed25519.Sign(priv, append([]byte(domain), body...))
+		forged := prefix + base64.RawURLEncoding.EncodeToString(body) + "." + base64.RawURLEncoding.EncodeToString(sig)
+		if _, err := Verify(forged, keys, digestA, now); !errors.Is(err, ErrMalformed) {
+			t.Errorf("signed token with cip %q: %v, want ErrMalformed", bad, err)
 		}
 	}
 }

@@ -27,7 +27,7 @@ import (
 )
 
 func (c *cli) fetchCmd() *cobra.Command {
-	var envName, out, bundlePath string
+	var envName, out, bundlePath, clientIP string
 	var asJSON, deploy bool
 	var timeout time.Duration
 	o := defaultFetchOptions
@@ -78,7 +78,7 @@ func (c *cli) fetchCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("fetch %s: %w", ref, err)
 			}
-			urls, err := issueURLs(ctx, env, dec.GetDecisionEnvelope(), ev.Artifact.Digest)
+			urls, err := issueURLs(ctx, env, dec.GetDecisionEnvelope(), ev.Artifact.Digest, clientIP)
 			if err != nil {
 				return fmt.Errorf("fetch %s (%s): %w", ref, ev.Artifact.Digest, err)
 			}
@@ -131,6 +131,7 @@ func (c *cli) fetchCmd() *cobra.Command {
 	cmd.Flags().StringVar(&envName, "env", "", "environment to deploy to (required)")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "where to write the artifact (required)")
 	cmd.Flags().StringVar(&bundlePath, "bundle", "", "also write the offline verification bundle here")
+	cmd.Flags().StringVar(&clientIP, "client-ip", "", "bind the download URLs to this client address range (CIDR, e.g. 203.0.113.0/24): edges serve only clients in it")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result (every edge attempt) as JSON (docs/cli-json.md)")
 	cmd.Flags().BoolVar(&deploy, "deploy", false, "after the verified fetch, record the deployment to --env under the allow decision")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up on the whole fetch after this long")
@@ -197,13 +198,13 @@ func (c *cli) verifiedEvidence(ctx context.Context, env *conn.Env, name, version
 }
 
 // issueURLs asks the broker for one URL per edge; each must be for digest.
-func issueURLs(ctx context.Context, env *conn.Env, decision []byte, digest string) ([]string, error) {
+func issueURLs(ctx context.Context, env *conn.Env, decision []byte, digest, clientIP string) ([]string, error) {
 	cc, err := env.Dial("cdn-broker")
 	if err != nil {
 		return nil, err
 	}
 	defer cc.Close()
-	resp, err := cdnbrokerv1.NewCdnBrokerServiceClient(cc).IssueDownloadUrl(ctx, &cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: decision})
+	resp, err := cdnbrokerv1.NewCdnBrokerServiceClient(cc).IssueDownloadUrl(ctx, &cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: decision, ClientIpRange: clientIP})
 	if err != nil {
 		return nil, fmt.Errorf("get a download URL: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -122,10 +123,19 @@ func (b *Broker) IssueDownloadUrl(ctx context.Context, req *cdnbrokerv1.IssueDow
 		}
 		return nil, err
 	}
+	client, err := ClientRange(req.GetClientIpRange())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	for _, c := range b.cfg.CDNs {
+		if err := c.BindsClient(client); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "client_ip_range: %v; no URL issued: ask without a client range, or have this CDN left out of --cdn-config-file", err)
+		}
+	}
 	now := b.cfg.Now()
 	exp := now.Add(b.cfg.TokenTTL)
 	tok, err := token.Mint(b.cfg.TokenKey, token.Claims{Digest: d.Digest, DecisionID: d.DecisionID, Environment: d.Environment,
-		DecidedAt: d.Time, Expires: exp, IssuedAt: now})
+		DecidedAt: d.Time, Expires: exp, IssuedAt: now, ClientRange: client})
 	if err != nil {
 		return nil, status.Error(codes.Internal, "internal error")
 	}
@@ -137,7 +147,7 @@ func (b *Broker) IssueDownloadUrl(ctx context.Context, req *cdnbrokerv1.IssueDow
 	for _, e := range b.cfg.EdgeURLs {
 		resp.Urls = append(resp.Urls, strings.TrimSuffix(e, "/")+"/v1/blobs/sha256/"+hexDigest+"?token="+url.QueryEscape(tok))
 	}
-	resp.CdnUrls = b.mintCDNs(ctx, hexDigest, now, exp)
+	resp.CdnUrls = b.mintCDNs(ctx, hexDigest, now, exp, client)
 	caller, _ := rpc.CallerID(ctx)
 	if b.cfg.Events != nil {
 		details, err := json.Marshal(map[string]any{"decision_id": d.DecisionID, "environment": d.Environment,
@@ -158,10 +168,10 @@ func (b *Broker) IssueDownloadUrl(ctx context.Context, req *cdnbrokerv1.IssueDow
 // mintCDNs signs the digest's path for every configured CDN. A CDN that
 // cannot sign (no key valid now) is left out and logged: the client still
 // has the edges and the other CDNs, and no URL is made without a key.
-func (b *Broker) mintCDNs(ctx context.Context, hexDigest string, now, exp time.Time) []*cdnbrokerv1.CdnUrl {
+func (b *Broker) mintCDNs(ctx context.Context, hexDigest string, now, exp time.Time, client netip.Prefix) []*cdnbrokerv1.CdnUrl {
 	var out []*cdnbrokerv1.CdnUrl
 	for _, c := range b.cfg.CDNs {
-		s, err := c.Mint(hexDigest, now, exp)
+		s, err := c.MintFor(hexDigest, now, exp, client)
 		if err != nil {
 			b.cfg.Logger.ErrorContext(ctx, "cannot sign for CDN", slog.String("cdn", c.Name()), slog.Any("error", err))
 			continue
@@ -173,6 +183,31 @@ func (b *Broker) mintCDNs(ctx context.Context, hexDigest string, now, exp time.T
 		out = append(out, u)
 	}
 	return out
+}
+
+// Narrowest prefix lengths a client range may have: a wider one binds to
+// a sixteenth of the IPv4 Internet or a whole region's IPv6 allocation,
+// which is no binding worth the name.
+const (
+	minClientBits4 = 8
+	minClientBits6 = 32
+)
+
+// ClientRange parses a request's client_ip_range: empty is none; otherwise
+// a canonical CIDR (token.ParseClientRange) of at least /8 (IPv4) or /32
+// (IPv6).
+func ClientRange(s string) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, nil
+	}
+	p, err := token.ParseClientRange(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("client_ip_range: %w", err)
+	}
+	if min := map[bool]int{true: minClientBits4, false: minClientBits6}[p.Addr().Is4()]; p.Bits() < min {
+		return netip.Prefix{}, fmt.Errorf("client_ip_range %s is too wide: at most /%d for this address family", p, min)
+	}
+	return p, nil
 }
 
 // check returns the decision if the envelope is a fresh PASSED VSA signed by

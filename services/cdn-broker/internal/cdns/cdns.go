@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -40,7 +41,30 @@ type Signed struct {
 
 // minter mints for one key of one CDN.
 type minter interface {
-	mint(rawURL, path string, now, expires time.Time) (string, []*http.Cookie, error)
+	mint(rawURL, path string, now, expires time.Time, client netip.Prefix) (string, []*http.Cookie, error)
+}
+
+// ErrNoClientBinding means a CDN's format cannot bind a request to the
+// client address range asked for: the broker refuses the request rather
+// than hand out a URL any client could use.
+var ErrNoClientBinding = errors.New("cannot bind to a client address range")
+
+// BindsClient fails with ErrNoClientBinding unless the CDN's format can
+// carry client: Media CDN (IPRanges) and CloudFront (a custom policy's
+// IpAddress) take any range, Akamai EdgeAuth (ip) one address only, Cloud
+// CDN signed URLs and cookies none.
+func (c *CDN) BindsClient(client netip.Prefix) error {
+	switch {
+	case !client.IsValid():
+		return nil
+	case c.kind == KindMediaCDN || c.kind == KindCloudFront:
+		return nil
+	case c.kind == KindAkamai && client.IsSingleIP():
+		return nil
+	case c.kind == KindAkamai:
+		return fmt.Errorf("CDN %s (%s): %w %s: EdgeAuth binds one address; ask for a /%d", c.name, c.kind, ErrNoClientBinding, client, client.Addr().BitLen())
+	}
+	return fmt.Errorf("CDN %s (%s): %w: its signed URLs carry no client address", c.name, c.kind, ErrNoClientBinding)
 }
 
 // keyed is a minter with the validity window the configuration gives it.
@@ -92,13 +116,23 @@ func (c *CDN) KeyName(now time.Time) (string, error) {
 // digest is hexDigest, valid from now until expires. The path is the one
 // edges serve, /v1/blobs/sha256/<hex>, under the CDN's base URL.
 func (c *CDN) Mint(hexDigest string, now, expires time.Time) (*Signed, error) {
+	return c.MintFor(hexDigest, now, expires, netip.Prefix{})
+}
+
+// MintFor is Mint bound to the client address range client (none if
+// invalid); it fails with ErrNoClientBinding if the format cannot carry it
+// (BindsClient).
+func (c *CDN) MintFor(hexDigest string, now, expires time.Time, client netip.Prefix) (*Signed, error) {
+	if err := c.BindsClient(client); err != nil {
+		return nil, err
+	}
 	k, err := c.pick(now)
 	if err != nil {
 		return nil, err
 	}
 	path := strings.TrimSuffix(c.base.Path, "/") + "/v1/blobs/sha256/" + hexDigest
 	raw := c.base.Scheme + "://" + c.base.Host + path
-	u, cookies, err := k.m.mint(raw, path, now, expires)
+	u, cookies, err := k.m.mint(raw, path, now, expires, client)
 	if err != nil {
 		return nil, fmt.Errorf("sign for CDN %s with key %s: %w", c.name, k.name, err)
 	}
@@ -113,7 +147,10 @@ type cloudCDN struct {
 	cookies bool
 }
 
-func (m cloudCDN) mint(raw, _ string, _, exp time.Time) (string, []*http.Cookie, error) {
+func (m cloudCDN) mint(raw, _ string, _, exp time.Time, client netip.Prefix) (string, []*http.Cookie, error) {
+	if client.IsValid() {
+		return "", nil, ErrNoClientBinding // BindsClient refuses first
+	}
 	u, err := m.s.SignURL(raw, exp)
 	if err != nil || !m.cookies {
 		return u, nil, err
@@ -128,8 +165,12 @@ func (m cloudCDN) mint(raw, _ string, _, exp time.Time) (string, []*http.Cookie,
 
 type mediaCDN struct{ s *cdnsign.MediaCDN }
 
-func (m mediaCDN) mint(raw, path string, _, exp time.Time) (string, []*http.Cookie, error) {
-	tok, err := m.s.DualToken(cdnsign.Token{FullPath: path, Expires: exp})
+func (m mediaCDN) mint(raw, path string, _, exp time.Time, client netip.Prefix) (string, []*http.Cookie, error) {
+	t := cdnsign.Token{FullPath: path, Expires: exp}
+	if client.IsValid() {
+		t.IPRanges = []netip.Prefix{client}
+	}
+	tok, err := m.s.DualToken(t)
 	if err != nil {
 		return "", nil, err
 	}
@@ -141,7 +182,21 @@ type cloudFront struct {
 	cookies bool
 }
 
-func (m cloudFront) mint(raw, _ string, _, exp time.Time) (string, []*http.Cookie, error) {
+func (m cloudFront) mint(raw, _ string, _, exp time.Time, client netip.Prefix) (string, []*http.Cookie, error) {
+	if client.IsValid() {
+		// A canned policy has no condition but the expiry: a client range
+		// needs the custom policy, for the URL and the cookies alike.
+		p := cdnsign.Policy{Resource: raw, Expires: exp, ClientRange: client}
+		u, err := m.s.SignURLPolicy(raw, p)
+		if err != nil || !m.cookies {
+			return u, nil, err
+		}
+		cs, err := m.s.Cookies(p, false)
+		if err != nil {
+			return "", nil, err
+		}
+		return u, cs, nil
+	}
 	u, err := m.s.SignURL(raw, exp)
 	if err != nil || !m.cookies {
 		return u, nil, err
@@ -158,10 +213,17 @@ type akamai struct {
 	cookies bool
 }
 
-func (m akamai) mint(raw, path string, now, exp time.Time) (string, []*http.Cookie, error) {
+func (m akamai) mint(raw, path string, now, exp time.Time, client netip.Prefix) (string, []*http.Cookie, error) {
 	// An ACL of exactly the path (no wildcard) binds the token to this
 	// digest; st stops a token from being used before it was issued.
-	tok, err := m.s.Token(cdnsign.EdgeAuth{ACL: []string{path}, Start: now, End: exp})
+	e := cdnsign.EdgeAuth{ACL: []string{path}, Start: now, End: exp}
+	if client.IsValid() {
+		if !client.IsSingleIP() {
+			return "", nil, ErrNoClientBinding // BindsClient refuses first
+		}
+		e.IP = client.Addr()
+	}
+	tok, err := m.s.Token(e)
 	if err != nil {
 		return "", nil, err
 	}

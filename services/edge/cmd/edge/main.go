@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -46,6 +47,7 @@ type config struct {
 	StopStateMaxAge, TokenMaxLifetime, TokenMaxSkew               time.Duration
 	TrustRefresh, OriginStallTimeout                              time.Duration
 	CacheMaxMiB                                                   int
+	TrustedProxies                                                []string
 }
 
 func (c *config) validate() error {
@@ -76,6 +78,9 @@ func (c *config) validate() error {
 	if c.SignerAddr == "" {
 		errs = append(errs, errors.New("--signer-addr is required: the edge follows the signer's newer trust roots (token key rotation)"))
 	}
+	if _, err := c.proxies(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.CacheMaxMiB < 1 {
 		errs = append(errs, fmt.Errorf("--cache-max-mib %d: want at least 1 (MiB of cache files on disk)", c.CacheMaxMiB))
 	}
@@ -86,6 +91,19 @@ func (c *config) validate() error {
 		errs = append(errs, fmt.Errorf("--trust-refresh %s: want 1s to 1h", c.TrustRefresh))
 	}
 	return errors.Join(errs...)
+}
+
+// proxies parses --trusted-proxy.
+func (c *config) proxies() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range c.TrustedProxies {
+		p, err := netip.ParsePrefix(v)
+		if err != nil || p != p.Masked() {
+			return nil, fmt.Errorf("--trusted-proxy %q: want a masked CIDR such as 10.0.0.0/8 or 192.0.2.7/32", v)
+		}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // trustRoot reads and pins the trust root file: it must be signed by its
@@ -116,6 +134,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.String(&cfg.TrustRootFile, "trust-root", "CUSTODY_TRUST_ROOT", "",
 		"the pinned trust root: a DSSE envelope signed by its root keys (e.g. `custody dev` trust/root.json); its edge_token_keys verify tokens, newer versions are fetched from the signer")
 	f.String(&cfg.SignerAddr, "signer-addr", "CUSTODY_SIGNER_ADDR", "", "signer gRPC address (newer trust roots)")
+	f.Strings(&cfg.TrustedProxies, "trusted-proxy", "CUSTODY_TRUSTED_PROXIES",
+		"a proxy (CIDR) in front of the edge whose X-Forwarded-For is believed for client-bound tokens; none: the client is the socket peer")
 	f.Int(&cfg.CacheMaxMiB, "cache-max-mib", "CUSTODY_CACHE_MAX_MIB", 10<<10,
 		"bound of the cache on disk in MiB; the least recently used blobs nobody is reading are evicted, and a blob that does not fit is refused with 503")
 	f.Duration(&cfg.OriginStallTimeout, "origin-stall-timeout", "CUSTODY_ORIGIN_STALL_TIMEOUT", 30*time.Second,
@@ -199,11 +219,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	proxies, _ := cfg.proxies() // validated
 	httpMetrics := server.NewHTTPMetrics(d.Telemetry.Registry)
 	c.OnEvict = httpMetrics.CacheEvictions.Inc
 	hs := &http.Server{
 		Handler: &server.Handler{Cache: c, Keys: keys, Stops: stops, Limits: token.Limits{MaxSkew: cfg.TokenMaxSkew, MaxLifetime: cfg.TokenMaxLifetime},
-			Logger: d.Logger, Metrics: d.Telemetry.Metrics, HTTP: httpMetrics, Telemetry: d.Telemetry, Now: time.Now},
+			Logger: d.Logger, Metrics: d.Telemetry.Metrics, HTTP: httpMetrics, Telemetry: d.Telemetry, Now: time.Now, TrustedProxies: proxies},
 		TLSConfig:         server.TLSConfig(cert),
 		ReadHeaderTimeout: 10 * time.Second,
 	}

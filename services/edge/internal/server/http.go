@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -70,6 +71,10 @@ type Handler struct {
 	// of the caller's W3C traceparent; nil records none.
 	Telemetry *telemetry.Telemetry
 	Now       func() time.Time
+	// TrustedProxies are the socket peers whose X-Forwarded-For is
+	// believed, for tokens bound to a client range; empty: the client is
+	// the socket peer, whatever headers say.
+	TrustedProxies []netip.Prefix
 }
 
 type recorder struct {
@@ -151,6 +156,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec.decisionID = claims.DecisionID
+	if claims.ClientRange.IsValid() {
+		if err := claims.CheckClient(h.clientAddr(r)); err != nil {
+			h.Metrics.SignatureFailures.WithLabelValues("token").Inc()
+			rec.refused = "client-ip"
+			http.Error(rec, "forbidden: "+token.ErrClientIP.Error(), http.StatusForbidden)
+			return
+		}
+	}
 	if h.Stops == nil {
 		http.Error(rec, "stop state unknown: this edge serves nothing", http.StatusServiceUnavailable)
 		return
@@ -223,6 +236,45 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// clientAddr is the address a client-bound token is checked against: the
+// socket peer; if that is a trusted proxy, the last X-Forwarded-For hop
+// that is not one (each proxy appends the peer it saw, so the entries
+// before an untrusted hop are the client's own claims). Anything
+// unparsable gives the zero address, which no range contains.
+func (h *Handler) clientAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	addr := ap.Addr().Unmap()
+	if !h.trusted(addr) {
+		return addr
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return netip.Addr{}
+		}
+		if a = a.Unmap(); !h.trusted(a) {
+			return a
+		}
+	}
+	return netip.Addr{} // only proxies: no client to check
+}
+
+func (h *Handler) trusted(a netip.Addr) bool {
+	for _, p := range h.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // TLSConfig is the edge's HTTPS configuration with cert (cmd/edge and the

@@ -401,8 +401,16 @@ type IssueDownloadUrlRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The gatekeeper's decision record (DSSE envelope, JSON encoded).
 	DecisionEnvelope []byte `protobuf:"bytes,1,opt,name=decision_envelope,json=decisionEnvelope,proto3" json:"decision_envelope,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Optional client address range (CIDR, e.g. 203.0.113.0/24 or
+	// 2001:db8::/48, in canonical form) every URL is bound to: the edge
+	// serves only clients in it, and so do the commercial CDNs whose format
+	// can carry it. A configured CDN whose format cannot (Cloud CDN, or
+	// Akamai for more than one address) makes the request InvalidArgument
+	// rather than yield an unbound URL. Ranges wider than /8 (IPv4) or /32
+	// (IPv6) are refused.
+	ClientIpRange string `protobuf:"bytes,2,opt,name=client_ip_range,json=clientIpRange,proto3" json:"client_ip_range,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IssueDownloadUrlRequest) Reset() {
@@ -440,6 +448,13 @@ func (x *IssueDownloadUrlRequest) GetDecisionEnvelope() []byte {
 		return x.DecisionEnvelope
 	}
 	return nil
+}
+
+func (x *IssueDownloadUrlRequest) GetClientIpRange() string {
+	if x != nil {
+		return x.ClientIpRange
+	}
+	return ""
 }
 
 type IssueDownloadUrlResponse struct {
@@ -695,9 +710,10 @@ const file_custody_cdnbroker_v1_cdnbroker_proto_rawDesc = "" +
 	"\battempts\x18\x03 \x01(\rR\battempts\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\x04 \x01(\tR\tlastError\x12B\n" +
-	"\x0fnext_attempt_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\"F\n" +
+	"\x0fnext_attempt_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\"n\n" +
 	"\x17IssueDownloadUrlRequest\x12+\n" +
-	"\x11decision_envelope\x18\x01 \x01(\fR\x10decisionEnvelope\"\xba\x01\n" +
+	"\x11decision_envelope\x18\x01 \x01(\fR\x10decisionEnvelope\x12&\n" +
+	"\x0fclient_ip_range\x18\x02 \x01(\tR\rclientIpRange\"\xba\x01\n" +
 	"\x18IssueDownloadUrlResponse\x12\x12\n" +
 	"\x04urls\x18\x01 \x03(\tR\x04urls\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\tR\x06digest\x129\n" +
