@@ -40,9 +40,12 @@ func decodeFetch(t *testing.T, out string) fetchJSON {
 
 // TestFetchFailover runs the dev stack's two real edge processes (dev and
 // dev2): one is frozen (a stall), one is killed in the middle of a
-// transfer, and the same bytes are published under a second name; every
+// transfer of 200 MiB, and the same bytes are published under a second name; every
 // fetch ends with the right bytes.
 func TestFetchFailover(t *testing.T) {
+	// The size issue 8 names for the killed-edge check: 200 MiB, large
+	// enough that the kill lands in the middle of the transfer.
+	const size = 200 << 20
 	s := start(t)
 	work := t.TempDir()
 	dev, dev2 := s.info.Services["edge"]["https"], s.info.Services["edge2"]["https"]
@@ -50,7 +53,7 @@ func TestFetchFailover(t *testing.T) {
 		t.Fatalf("want two edges on their own ports, stack.json has %q and %q", dev, dev2)
 	}
 
-	src := randomFile(t, work, "app.bin", 64<<20)
+	src := randomFile(t, work, "app.bin", size)
 	s.mustCustody("publish", src, "--name", "app", "--version", "1", "--channel", "staging")
 	// The same bytes under another name by another builder: a look-up by
 	// digest alone would be ambiguous now.
@@ -85,8 +88,8 @@ func TestFetchFailover(t *testing.T) {
 		}
 		// dev2 filled its own cache, apart from dev's.
 		for _, svc := range []string{"edge", "edge2"} {
-			if n := dirBytes(t, filepath.Join(s.dir, "data", svc)); n < 64<<20 {
-				t.Errorf("%s's cache holds %d bytes, want the 64 MiB artifact", svc, n)
+			if n := dirBytes(t, filepath.Join(s.dir, "data", svc)); n < size {
+				t.Errorf("%s's cache holds %d bytes, want the %d-byte artifact", svc, n, size)
 			}
 		}
 	})
@@ -104,7 +107,7 @@ func TestFetchFailover(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			part := waitPart(work, "killed", 64<<20)
+			part := waitPart(work, "killed", size)
 			_ = cmd.Process.Signal(syscall.SIGSTOP)
 			edgePID := s.currentPID(t, "edge")
 			if part > 0 {
@@ -122,7 +125,7 @@ func TestFetchFailover(t *testing.T) {
 				continue
 			}
 			last := r.Attempts[len(r.Attempts)-1]
-			if !strings.Contains(last.Edge, dev2) || last.Offset <= 0 || last.Offset+last.Bytes != 64<<20 {
+			if !strings.Contains(last.Edge, dev2) || last.Offset <= 0 || last.Offset+last.Bytes != size {
 				t.Fatalf("not resumed at dev2: %+v", r.Attempts)
 			}
 			t.Logf("killed edge dev after %d bytes; dev2 resumed at byte %d", r.Attempts[0].Bytes, last.Offset)
