@@ -53,6 +53,8 @@ type config struct {
 	DownloadsPerCaller, Downloads   int
 	ProgressTimeout                 time.Duration
 	MinRate                         int
+	SendTimeout                     time.Duration
+	SendMinRate                     int
 	ResumeTTL                       time.Duration
 	ResumablePerCaller              int
 	StreamsPerConn                  int
@@ -93,6 +95,12 @@ func (c *config) validate() error {
 	if c.MinRate < 0 {
 		errs = append(errs, fmt.Errorf("--upload-min-rate %d: want 0 or more bytes per second", c.MinRate))
 	}
+	if c.SendTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("--download-progress-timeout %s: want 1s or more", c.SendTimeout))
+	}
+	if c.SendMinRate < 0 {
+		errs = append(errs, fmt.Errorf("--download-min-rate %d: want 0 or more bytes per second", c.SendMinRate))
+	}
 	if c.ResumeTTL < 0 {
 		errs = append(errs, fmt.Errorf("--upload-resume-ttl %s: want 0 (no resuming) or more", c.ResumeTTL))
 	}
@@ -113,7 +121,8 @@ func (c *config) limits() server.Limits {
 		MaxSize:          int64(c.MaxSize),
 		UploadsPerCaller: c.UploadsPerCaller, UploadsTotal: c.Uploads,
 		DownloadsPerCaller: c.DownloadsPerCaller, DownloadsTotal: c.Downloads,
-		Progress: limits.Progress{Window: c.ProgressTimeout, MinRate: int64(c.MinRate)},
+		Progress:     limits.Progress{Window: c.ProgressTimeout, MinRate: int64(c.MinRate)},
+		SendProgress: limits.Progress{Window: c.SendTimeout, MinRate: int64(c.SendMinRate), What: "download"},
 	}
 }
 
@@ -145,6 +154,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.Int(&cfg.Downloads, "max-downloads", "CUSTODY_MAX_DOWNLOADS", def.DownloadsTotal, "concurrent downloads in total")
 	f.Duration(&cfg.ProgressTimeout, "upload-progress-timeout", "CUSTODY_UPLOAD_PROGRESS_TIMEOUT", def.Progress.Window, "an upload that moves less than --upload-min-rate over this long is aborted and its bytes removed")
 	f.Int(&cfg.MinRate, "upload-min-rate", "CUSTODY_UPLOAD_MIN_RATE", int(def.Progress.MinRate), "bytes per second an upload must average over each --upload-progress-timeout")
+	f.Duration(&cfg.SendTimeout, "download-progress-timeout", "CUSTODY_DOWNLOAD_PROGRESS_TIMEOUT", def.SendProgress.Window, "a download whose reader takes less than --download-min-rate over this long is cut and its file and slot released")
+	f.Int(&cfg.SendMinRate, "download-min-rate", "CUSTODY_DOWNLOAD_MIN_RATE", int(def.SendProgress.MinRate), "bytes per second a download's reader must take on average over each --download-progress-timeout")
 	f.Duration(&cfg.ResumeTTL, "upload-resume-ttl", "CUSTODY_UPLOAD_RESUME_TTL", time.Hour, "how long the bytes of an interrupted upload with an upload id are kept for a resume; 0 disables resuming")
 	f.Int(&cfg.ResumablePerCaller, "max-resumable-per-caller", "CUSTODY_MAX_RESUMABLE_PER_CALLER", 4, "interrupted uploads kept per caller; a new one evicts the oldest")
 	f.Int(&cfg.StreamsPerConn, "max-streams-per-connection", "CUSTODY_MAX_STREAMS_PER_CONNECTION", 128, "concurrent RPCs on one client connection")

@@ -9,7 +9,7 @@ import (
 func validConfig() config {
 	c := config{DataDir: "d", SignerAddr: "s", CatalogAddr: "c",
 		MaxSize: 1 << 30, UploadsPerCaller: 2, Uploads: 4, DownloadsPerCaller: 2, Downloads: 4,
-		ProgressTimeout: time.Minute, MinRate: 1024, ResumeTTL: time.Hour, ResumablePerCaller: 4,
+		ProgressTimeout: time.Minute, MinRate: 1024, SendTimeout: time.Minute, SendMinRate: 1024, ResumeTTL: time.Hour, ResumablePerCaller: 4,
 		StreamsPerConn: 128, RetentionInterval: time.Hour, OrphanAge: time.Hour, KeepaliveTime: 30 * time.Second, KeepaliveTimeout: 10 * time.Second,
 		Store: storeConfig{Backend: "local", KEK: "soft", SoftKEK: "kek.json"}}
 	c.Config.TrustDomain, c.Config.SVIDDir, c.Config.Listen, c.Config.LogLevel = "custody.test", "x", "127.0.0.1:0", "info"
@@ -34,8 +34,9 @@ func TestValidateLimits(t *testing.T) {
 			[]string{"--max-uploads-per-caller 5 is above", "--max-downloads-per-caller 5 is above"}},
 		"timeouts": {func(c *config) {
 			c.ProgressTimeout, c.MinRate, c.ResumeTTL, c.KeepaliveTime = time.Millisecond, -1, -1, time.Second
+			c.SendTimeout, c.SendMinRate = 0, -1
 		},
-			[]string{"--upload-progress-timeout", "--upload-min-rate", "--upload-resume-ttl", "--keepalive-time"}},
+			[]string{"--upload-progress-timeout", "--upload-min-rate", "--upload-resume-ttl", "--keepalive-time", "--download-progress-timeout", "--download-min-rate"}},
 		"retention interval": {func(c *config) { c.RetentionInterval = time.Second }, []string{"--retention-interval 1s"}},
 		"orphan age":         {func(c *config) { c.OrphanAge = time.Second }, []string{"--orphan-age 1s"}},
 		"signer KEK name":    {func(c *config) { c.Store.KEK, c.Store.SignerKEK = "signer", "../Evil" }, []string{"--signer-kek"}},

@@ -142,3 +142,87 @@ func TestReceiverStopAndContext(t *testing.T) {
 		t.Fatalf("canceled: %v", err)
 	}
 }
+
+func TestSendProgress(t *testing.T) {
+	tests := map[string]struct {
+		minRate int64
+		// bytes reported per window; the send ends after the last window
+		// when ends is set, else it blocks until the stream ends.
+		windows [][]int
+		ends    bool
+		want    error
+	}{
+		"steady":        {minRate: 10, windows: [][]int{{6, 6}, {20}, {10}}, ends: true},
+		"stops reading": {minRate: 0, windows: [][]int{{1}, {}}, want: ErrStalled},
+		"crawls":        {minRate: 10, windows: [][]int{{20}, {1, 1, 1}}, want: ErrStalled},
+		"empty sends":   {minRate: 10, windows: [][]int{{0, 0, 0}}, want: ErrStalled},
+		"never sends":   {minRate: 0, windows: [][]int{{}}, want: ErrStalled},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			ft := &fakeTicker{c: make(chan time.Time)}
+			steps := make(chan int) // a size to report; -1 ends the send
+			reported := make(chan struct{})
+			streamEnded := make(chan struct{})
+			sendDone := make(chan struct{})
+			errc := make(chan error, 1)
+			go func() {
+				errc <- Send(t.Context(), Progress{Window: time.Second, MinRate: tt.minRate, What: "download", NewTicker: ft.new}, func(sent func(int)) error {
+					defer close(sendDone)
+					for {
+						select {
+						case n := <-steps:
+							if n < 0 {
+								return nil
+							}
+							sent(n)
+							reported <- struct{}{}
+						case <-streamEnded:
+							return errors.New("stream ended")
+						}
+					}
+				})
+			}()
+			var err error
+		windows:
+			for _, w := range tt.windows {
+				for _, n := range w {
+					steps <- n
+					<-reported
+				}
+				select {
+				case ft.c <- time.Now():
+				case err = <-errc:
+					break windows
+				}
+			}
+			if tt.ends {
+				steps <- -1
+			}
+			if err == nil {
+				err = <-errc
+			}
+			if tt.want == nil && err != nil || tt.want != nil && !errors.Is(err, tt.want) {
+				t.Fatalf("got %v, want %v", err, tt.want)
+			}
+			if tt.want != nil && !strings.Contains(err.Error(), "--download-progress-timeout") {
+				t.Errorf("refusal %q does not name --download-progress-timeout", err)
+			}
+			// The handler returns, the stream ends, the send goroutine
+			// follows.
+			close(streamEnded)
+			<-sendDone
+		})
+	}
+}
+
+func TestSendContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	block := make(chan struct{})
+	defer close(block)
+	err := Send(ctx, Progress{Window: time.Hour}, func(func(int)) error { <-block; return nil })
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled: %v", err)
+	}
+}

@@ -15,12 +15,15 @@ var ErrStalled = fmt.Errorf("%w: transfer too slow", ErrExhausted)
 // same caller (a resumed upload).
 var ErrSuperseded = errors.New("superseded by a newer stream of the same upload")
 
-// Progress is what an upload must keep up: at least MinRate bytes per second
-// over every Window, so one that sends nothing for Window, or crawls, is cut
-// off after at most two windows.
+// Progress is what a transfer must keep up: at least MinRate bytes per
+// second over every Window, so one that moves nothing for Window, or crawls,
+// is cut off after at most two windows.
 type Progress struct {
 	Window  time.Duration
-	MinRate int64 // bytes per second; 0 only requires that something arrives
+	MinRate int64 // bytes per second; 0 only requires that something moves
+	// What is "upload" (the default when empty) or "download": it names the
+	// transfer and its flags (--upload-progress-timeout, ...) in refusals.
+	What string
 	// NewTicker returns a ticker channel and its stop function; nil means
 	// time.NewTicker.
 	NewTicker func(time.Duration) (<-chan time.Time, func())
@@ -29,6 +32,24 @@ type Progress struct {
 // need is how many bytes a window must carry; at least one.
 func (p Progress) need() int64 {
 	return max(1, p.MinRate*int64(p.Window/time.Second))
+}
+
+func (p Progress) ticker() (<-chan time.Time, func()) {
+	if p.NewTicker != nil {
+		return p.NewTicker(p.Window)
+	}
+	t := time.NewTicker(p.Window)
+	return t.C, t.Stop
+}
+
+// stalled is the refusal of a window that carried moved bytes.
+func (p Progress) stalled(moved int64) error {
+	what := p.What
+	if what == "" {
+		what = "upload"
+	}
+	return fmt.Errorf("%w: %d bytes in the last %s, the minimum is %d (--%s-progress-timeout, --%s-min-rate); the %s was aborted: check the network and %s again",
+		ErrStalled, moved, p.Window, p.need(), what, what, what, what)
 }
 
 type result[T any] struct {
@@ -58,15 +79,8 @@ type Receiver[T any] struct {
 // a message. A value from stop (or its closing) makes Next fail with
 // ErrSuperseded; nil never does.
 func NewReceiver[T any](p Progress, recv func() (T, error), size func(T) int, stop <-chan struct{}) *Receiver[T] {
-	newTicker := p.NewTicker
-	if newTicker == nil {
-		newTicker = func(d time.Duration) (<-chan time.Time, func()) {
-			t := time.NewTicker(d)
-			return t.C, t.Stop
-		}
-	}
 	r := &Receiver[T]{p: p, size: size, ch: make(chan result[T]), done: make(chan struct{}), stop: stop}
-	r.tick, r.stopT = newTicker(p.Window)
+	r.tick, r.stopT = p.ticker()
 	go func() {
 		for {
 			v, err := recv()
@@ -97,9 +111,8 @@ func (r *Receiver[T]) Next(ctx context.Context) (T, error) {
 			}
 			return res.v, res.err
 		case <-r.tick:
-			if need := r.p.need(); r.window < need {
-				return zero, fmt.Errorf("%w: %d bytes in the last %s, the minimum is %d (--upload-progress-timeout, --upload-min-rate); the upload was aborted: check the network and upload again",
-					ErrStalled, r.window, r.p.Window, need)
+			if r.window < r.p.need() {
+				return zero, r.p.stalled(r.window)
 			}
 			r.window = 0
 		case <-r.stop:
@@ -119,4 +132,49 @@ func (r *Receiver[T]) SetStop(stop <-chan struct{}) { r.stop = stop }
 func (r *Receiver[T]) Close() {
 	r.stopT()
 	close(r.done)
+}
+
+// Send runs send in a goroutine of its own and returns its error, or an
+// error wrapping ErrStalled as soon as a window of p passes in which send
+// reported fewer bytes than p requires, or ctx's error. send reports each
+// message it has handed over with sent (an empty message counts as one
+// byte, so crawling with them fails the rate).
+//
+// A gRPC Send blocks while the peer does not read and cannot time out, so
+// after an error from Send the caller must return from its handler: that
+// ends the stream, which fails send's pending Send. send may thus outlive
+// Send's caller, and must release what it holds (file, slot) itself when it
+// returns.
+func Send(ctx context.Context, p Progress, send func(sent func(n int)) error) error {
+	// Counted here, not in send's goroutine, so that a window's bytes are
+	// the ones reported before its tick was taken.
+	progress, quit := make(chan int), make(chan struct{})
+	defer close(quit)
+	done := make(chan error, 1)
+	go func() {
+		done <- send(func(n int) {
+			select {
+			case progress <- n:
+			case <-quit:
+			}
+		})
+	}()
+	tick, stop := p.ticker()
+	defer stop()
+	var window int64
+	for {
+		select {
+		case n := <-progress:
+			window += int64(max(1, n))
+		case err := <-done:
+			return err
+		case <-tick:
+			if window < p.need() {
+				return p.stalled(window)
+			}
+			window = 0
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }

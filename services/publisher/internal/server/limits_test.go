@@ -273,3 +273,72 @@ func TestMessageSizeLimits(t *testing.T) {
 		t.Errorf("refused uploads left %v", left)
 	}
 }
+
+// An edge that opens a download, takes its first message and stops reading
+// does not hold the publisher's file, buffer and download slot for longer
+// than the download progress timeout (decision 0103).
+func TestStalledDownloadIsCut(t *testing.T) {
+	const window = time.Second
+	f := startWith(t, func(s *server.Server) {
+		l := server.DefaultLimits()
+		l.DownloadsPerCaller, l.DownloadsTotal = 1, 4
+		l.SendProgress = limits.Progress{Window: window, MinRate: 0, What: "download"}
+		s.SetLimits(l)
+	})
+	// More than every flow-control window and buffer between the two ends
+	// can hold, so the publisher's Send blocks.
+	const size = 48 << 20
+	resp, err := upload(t.Context(), f.client(t, "/builder/ci"), header("big", size), &zeros{left: size}, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edge := f.client(t, "/edge/a")
+	if got, err := download(t, edge, resp.GetDigest()); err != nil || len(got) != size {
+		t.Fatalf("a download that reads: %d bytes, %v", len(got), err)
+	}
+	fds0 := openFDs(t)
+	stream, err := edge.Download(t.Context(), &publisherv1.DownloadRequest{Digest: resp.GetDigest()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	// While it stalls it holds its slot (and the blob's file).
+	if _, err := download(t, edge, resp.GetDigest()); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "--max-downloads-per-caller") {
+		t.Fatalf("a second download during the stall: %v, want ResourceExhausted naming --max-downloads-per-caller", err)
+	}
+	// After the timeout both are released: the same edge downloads again
+	// and the descriptors are back at the baseline.
+	deadline := time.Now().Add(30 * window)
+	for {
+		got, err := download(t, edge, resp.GetDigest())
+		if err == nil && len(got) == size && openFDs(t) <= fds0 {
+			break
+		}
+		if err != nil && (status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "--max-downloads-per-caller")) {
+			t.Fatalf("a download after the stall: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stalled download still holds its slot or file after %s: %v, %d fds (baseline %d)", 30*window, err, openFDs(t), fds0)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The stalled reader, reading again, gets what was in flight and then
+	// the reason, never the whole blob.
+	var n int
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "--download-progress-timeout") {
+				t.Errorf("the stalled download ends with %v, want ResourceExhausted naming --download-progress-timeout", err)
+			}
+			break
+		}
+		n += len(msg.GetChunk())
+	}
+	if n >= size {
+		t.Errorf("the stalled reader got all %d bytes", n)
+	}
+	t.Logf("the stalled reader had %d MiB in flight", n>>20)
+}

@@ -111,6 +111,9 @@ type Limits struct {
 	// Progress is the rate an upload must keep; one that falls behind is
 	// aborted and its bytes removed.
 	Progress limits.Progress
+	// SendProgress is the rate a download's reader must take bytes at; one
+	// that stops reading is cut and its file and slot released.
+	SendProgress limits.Progress
 }
 
 // DefaultLimits are the limits of a publisher started without flags.
@@ -119,7 +122,8 @@ func DefaultLimits() Limits {
 		MaxSize:          64 << 30,
 		UploadsPerCaller: 16, UploadsTotal: 256,
 		DownloadsPerCaller: 64, DownloadsTotal: 512,
-		Progress: limits.Progress{Window: time.Minute, MinRate: 1 << 10},
+		Progress:     limits.Progress{Window: time.Minute, MinRate: 1 << 10},
+		SendProgress: limits.Progress{Window: time.Minute, MinRate: 1 << 10, What: "download"},
 	}
 }
 
