@@ -18,6 +18,7 @@ func (c *cli) devCmd() *cobra.Command {
 	dev := &cobra.Command{Use: "dev", Short: "Run the development stack"}
 	var dir, binDir, policyBundle, dryRunEnv string
 	var hsm bool
+	var progressTimeout time.Duration
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Mint a dev trust domain and run every service until Ctrl-C or `custody dev down`",
@@ -38,13 +39,15 @@ func (c *cli) devCmd() *cobra.Command {
 				policyBundle = abs
 			}
 			fmt.Fprintf(c.stdout, "starting the Custody dev stack in %s\n", dir)
-			return devstack.Up(cmd.Context(), devstack.Layout{Dir: dir, HSM: hsm, PolicyBundle: policyBundle, DryRunEnv: dryRunEnv}, devstack.Options{BinDir: binDir, Out: c.stdout})
+			return devstack.Up(cmd.Context(), devstack.Layout{Dir: dir, HSM: hsm, PolicyBundle: policyBundle, DryRunEnv: dryRunEnv, UploadProgressTimeout: progressTimeout}, devstack.Options{BinDir: binDir, Out: c.stdout})
 		},
 	}
 	up.Flags().StringVar(&dir, "dir", "", "directory for keys, state and logs (default: a new temporary directory)")
 	up.Flags().BoolVar(&hsm, "hsm", false, "keep the signer's keys and the publisher's KEK in a SoftHSM2 token (needs softhsm2: scripts/install-softhsm.sh)")
 	up.Flags().StringVar(&policyBundle, "policy-bundle", "", "the gatekeeper's admission policy bundle, a directory or .tar.gz (default: the built-in policy; docs/policy.md)")
 	up.Flags().StringVar(&dryRunEnv, "dry-run-env", "", "environments whose policy denials the gatekeeper only logs and reports as warnings, comma-separated (e.g. staging)")
+	up.Flags().DurationVar(&progressTimeout, "upload-progress-timeout", 0,
+		"the publisher's --upload-progress-timeout: an upload that sends nothing this long is aborted (default: the publisher's, 1m; at least 1s)")
 	up.Flags().StringVar(&binDir, "bin-dir", "", "directory with the service binaries (default: next to custody, then PATH)")
 
 	down := &cobra.Command{

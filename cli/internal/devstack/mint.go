@@ -90,6 +90,10 @@ type Layout struct {
 	// --dry-run-env staging).
 	PolicyBundle string
 	DryRunEnv    string
+	// UploadProgressTimeout, when set, is the publisher's
+	// --upload-progress-timeout (custody dev up --upload-progress-timeout):
+	// short, stalled uploads are cut within seconds (a test of the limit).
+	UploadProgressTimeout time.Duration
 }
 
 func (l Layout) path(elem ...string) string {

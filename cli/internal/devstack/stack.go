@@ -256,6 +256,9 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 		} else {
 			a = append(a, "--kek", "soft", "--soft-kek-file", l.path("keys", "publisher-kek.json"))
 		}
+		if l.UploadProgressTimeout > 0 {
+			a = append(a, "--upload-progress-timeout", l.UploadProgressTimeout.String())
+		}
 		// Nothing is ever deleted unless the dev directory holds a
 		// retention policy.
 		if _, err := os.Stat(l.RetentionPolicy()); err == nil {
