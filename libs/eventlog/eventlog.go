@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -143,23 +144,25 @@ func (a *Appender) call(ctx context.Context, evs []*catalogv1.AppendEventRequest
 	}
 	// A catalog without AppendEvents: one call per event, all at once.
 	out := make([]*catalogv1.AppendEventResult, len(evs))
-	done := make(chan struct{}, len(evs))
+	var wg sync.WaitGroup
 	for i, e := range evs {
-		go func() {
-			defer func() { done <- struct{}{} }()
+		wg.Go(func() {
 			resp, err := a.client.AppendEvent(ctx, e, a.opts...)
-			if err != nil {
-				st := status.Convert(err)
-				out[i] = &catalogv1.AppendEventResult{Code: uint32(st.Code()), Message: st.Message()}
-				return
-			}
-			out[i] = &catalogv1.AppendEventResult{Entry: resp.GetEntry()}
-		}()
+			out[i] = Result(resp, err)
+		})
 	}
-	for range evs {
-		<-done
-	}
+	wg.Wait()
 	return out, nil
+}
+
+// Result is AppendEvent's answer as one result of AppendEvents: its entry,
+// or its error's gRPC code and message.
+func Result(resp *catalogv1.AppendEventResponse, err error) *catalogv1.AppendEventResult {
+	if err != nil {
+		st := status.Convert(err)
+		return &catalogv1.AppendEventResult{Code: uint32(st.Code()), Message: st.Message()}
+	}
+	return &catalogv1.AppendEventResult{Entry: resp.GetEntry()}
 }
 
 // ErrNoEntry means the catalog acknowledged an event without its entry.

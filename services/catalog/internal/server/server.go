@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/custody-dev/custody/libs/eventlog"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
@@ -175,15 +176,7 @@ func (s *Server) AppendEvents(ctx context.Context, req *catalogv1.AppendEventsRe
 	results := make([]*catalogv1.AppendEventResult, len(evs))
 	var wg sync.WaitGroup
 	for i, e := range evs {
-		wg.Go(func() {
-			resp, err := s.AppendEvent(ctx, e)
-			if err != nil {
-				st := status.Convert(err)
-				results[i] = &catalogv1.AppendEventResult{Code: uint32(st.Code()), Message: st.Message()}
-				return
-			}
-			results[i] = &catalogv1.AppendEventResult{Entry: resp.GetEntry()}
-		})
+		wg.Go(func() { results[i] = eventlog.Result(s.AppendEvent(ctx, e)) })
 	}
 	wg.Wait()
 	return &catalogv1.AppendEventsResponse{Results: results}, nil
