@@ -178,8 +178,10 @@ type WatcherConfig struct {
 	OnKillSwitch func()
 	Logger       *slog.Logger
 	// Registry, if set, gets custody_stop_state_age_seconds: the age of
-	// the last answer (+Inf before the first), for alerts.
+	// the last answer (+Inf before the first), for alerts, labelled with
+	// Service as the other custody_* metrics are (the alert names it).
 	Registry prometheus.Registerer
+	Service  string
 	// Now defaults to time.Now.
 	Now func() time.Time
 }
@@ -209,6 +211,7 @@ func NewWatcher(cfg WatcherConfig) *Watcher {
 	if cfg.Registry != nil {
 		cfg.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "custody_stop_state_age_seconds", Help: "Age of the last stop state learned from the gatekeeper; +Inf before the first.",
+			ConstLabels: prometheus.Labels{"service": cfg.Service},
 		}, w.age))
 	}
 	return w

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -146,4 +147,27 @@ func TestWatcherFailsClosed(t *testing.T) {
 	if drops.Load() != 1 {
 		t.Fatalf("OnKillSwitch called %d times, want once", drops.Load())
 	}
+}
+
+// The stop-state alert (deploy/alerts/stops.rules.yml) groups and names the
+// service by the gauge's service label.
+func TestAgeGaugeNamesTheService(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	NewWatcher(WatcherConfig{Gatekeeper: &fetcher{}, Registry: reg, Service: "edge"})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "custody_stop_state_age_seconds" {
+			continue
+		}
+		for _, l := range mf.GetMetric()[0].GetLabel() {
+			if l.GetName() == "service" && l.GetValue() == "edge" {
+				return
+			}
+		}
+		t.Fatalf("custody_stop_state_age_seconds labels %v, want service=edge", mf.GetMetric()[0].GetLabel())
+	}
+	t.Fatal("custody_stop_state_age_seconds not registered")
 }

@@ -150,7 +150,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer gkConn.Close()
 	stops := stopstate.NewWatcher(stopstate.WatcherConfig{
-		Gatekeeper: gatekeeperv1.NewGatekeeperServiceClient(gkConn), MaxAge: cfg.StopStateMaxAge, Logger: d.Logger, Registry: d.Telemetry.Registry,
+		Gatekeeper: gatekeeperv1.NewGatekeeperServiceClient(gkConn), MaxAge: cfg.StopStateMaxAge, Logger: d.Logger, Registry: d.Telemetry.Registry, Service: cfg.Service,
 	})
 	var components []daemon.Component
 	var manager *purges.Manager
