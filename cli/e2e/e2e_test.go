@@ -254,6 +254,36 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	// Issue 7's dev-stack check: after publishing and fetching through an
+	// edge, nothing under the dev directory (the publisher's store, the
+	// edges' caches, the catalog, logs, traces) holds plaintext of the
+	// artifacts; only ciphertext and wrapped keys are at rest.
+	t.Run("no plaintext of a published artifact under the dev directory", func(t *testing.T) {
+		var datas [][]byte
+		for _, version := range []string{"1.0.0", "1.1.0", "1.2.0"} {
+			data, err := os.ReadFile(filepath.Join(work, "app-"+version))
+			if err != nil {
+				t.Fatal(err)
+			}
+			datas = append(datas, data)
+		}
+		hit, scanned, err := plaintextUnder(s.dir, datas...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hit != "" {
+			t.Errorf("1.0.0, 1.1.0, 1.2.0 (artifacts 0, 1, 2): %s", hit)
+		}
+		// At least the publisher's objects and one edge's cache files.
+		if total := int64(len(datas[0]) + len(datas[1]) + len(datas[2])); scanned < 2*total {
+			t.Errorf("scanned only %d bytes under %s, less than twice the %d published", scanned, s.dir, total)
+		}
+		// The scan can fail: the fetched copy outside the dev directory holds it.
+		if hit, _, err := plaintextUnder(work, datas[1]); err != nil || hit == "" {
+			t.Errorf("the scan did not find the plaintext in %s (err %v)", work, err)
+		}
+	})
+
 	t.Run("same bytes again are idempotent, other bytes are refused", func(t *testing.T) {
 		out := s.mustCustody("publish", filepath.Join(work, "app-1.0.0"), "--name", "app", "--version", "1.0.0", "--channel", "staging")
 		if !strings.Contains(out, "already published") {
