@@ -2,7 +2,6 @@
 package policy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -238,7 +237,7 @@ func (p *Policy) Decide(ctx context.Context, in Input) (deny, warn []string, err
 	if in.SBOM.Vulnerabilities == nil {
 		in.SBOM.Vulnerabilities = []Vulnerability{}
 	}
-	doc, err := toValue(in)
+	doc, err := in.value()
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: encode input: %v", ErrPolicy, err)
 	}
@@ -285,12 +284,4 @@ func (p *Policy) messages(q string, v any) ([]string, error) {
 		out = append(out, s)
 	}
 	return out, nil
-}
-
-func toValue(in Input) (ast.Value, error) {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return nil, err
-	}
-	return ast.ValueFromReader(bytes.NewReader(b))
 }
