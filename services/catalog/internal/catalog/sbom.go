@@ -164,6 +164,17 @@ type SBOMQuery struct {
 	WithDocument bool
 }
 
+// HasSBOM reports whether an SBOM is attached to rec, a record Artifact
+// or ArtifactByDigest returned: whether GetSBOM by its name and version
+// finds one.
+func (c *Catalog) HasSBOM(ctx context.Context, rec *ArtifactRecord) (bool, error) {
+	has, err := c.store.HasSBOM(ctx, rec.ID)
+	if err != nil {
+		return false, unavailable("look up SBOM", err)
+	}
+	return has, nil
+}
+
 // GetSBOM returns the SBOM attached to an artifact (by digest: the oldest
 // attached to a logged artifact with that digest), or ErrNotFound.
 func (c *Catalog) GetSBOM(ctx context.Context, q SBOMQuery) (*SBOM, error) {

@@ -278,6 +278,9 @@ type Store interface {
 	// SBOM returns the SBOM of the artifact artifactID, with its document
 	// if withDocument, or ErrNotFound.
 	SBOM(ctx context.Context, artifactID int64, withDocument bool) (*SBOM, error)
+	// HasSBOM reports whether the artifact artifactID has an SBOM, reading
+	// no more than that (GetArtifact answers it on every read).
+	HasSBOM(ctx context.Context, artifactID int64) (bool, error)
 	// SBOMByDigest returns the oldest SBOM (by ID) of the logged artifacts
 	// with digest, with its document if withDocument, or ErrNotFound.
 	SBOMByDigest(ctx context.Context, digest string, withDocument bool) (*SBOM, error)

@@ -52,11 +52,22 @@ func TestRecordSBOM(t *testing.T) {
 	if _, err := pub.RecordArtifact(t.Context(), recordReq("app", "1.0.0", "a1")); err != nil {
 		t.Fatal(err)
 	}
+	presence := func(what string, want catalogv1.SBOMPresence) {
+		t.Helper()
+		for _, r := range []*catalogv1.GetArtifactRequest{{Name: "app", Version: "1.0.0"}, {Digest: digestOf("a1")}} {
+			got, err := pub.GetArtifact(t.Context(), r)
+			if err != nil || got.GetSbom() != want {
+				t.Errorf("%s: GetArtifact(%v) says SBOM %v, %v; want %v", what, r, got.GetSbom(), err, want)
+			}
+		}
+	}
+	presence("before an SBOM is attached", catalogv1.SBOMPresence_SBOM_PRESENCE_NONE)
 	req := sbomReq("app", "1.0.0", "a1", []byte(cdxDoc))
 	resp, err := pub.RecordSBOM(t.Context(), req, sbom.CallOptions()...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	presence("once attached", catalogv1.SBOMPresence_SBOM_PRESENCE_ATTACHED)
 	if !resp.GetCreated() {
 		t.Error("created = false for a first SBOM")
 	}

@@ -201,7 +201,21 @@ func (s *Server) GetArtifact(ctx context.Context, req *catalogv1.GetArtifactRequ
 		return nil, s.status(ctx, "GetArtifact", err)
 	}
 	envelope, _, entry := rec.Current()
-	return &catalogv1.GetArtifactResponse{Artifact: artifact(rec.Artifact), Envelope: envelope, Entry: logEntry(entry)}, nil
+	resp := &catalogv1.GetArtifactResponse{Artifact: artifact(rec.Artifact), Envelope: envelope, Entry: logEntry(entry)}
+	// Readers that would ask GetSBOM next (the gatekeeper, on every
+	// admission) skip that round trip for an artifact without one. If the
+	// store cannot say, the presence stays unspecified and they ask
+	// GetSBOM, which fails the same way: nobody reads "no SBOM" from an
+	// error.
+	switch has, err := s.cat.HasSBOM(ctx, rec); {
+	case err != nil:
+		s.logger.WarnContext(ctx, "GetArtifact: SBOM presence unknown", slog.String("artifact", rec.Artifact.Name+"@"+rec.Artifact.Version), slog.Any("error", err))
+	case has:
+		resp.Sbom = catalogv1.SBOMPresence_SBOM_PRESENCE_ATTACHED
+	default:
+		resp.Sbom = catalogv1.SBOMPresence_SBOM_PRESENCE_NONE
+	}
+	return resp, nil
 }
 
 // RecordSignature replaces an artifact's current envelope with a new one

@@ -61,7 +61,25 @@ type Evidence struct {
 	// CreatedAt is when the catalog recorded the artifact, for the policy;
 	// nothing signs it.
 	CreatedAt time.Time
+	// SBOM is whether the catalog says an SBOM is attached: with
+	// SBOMNone the SBOM is not asked for, as SBOMs.SBOM would find none
+	// (the catalog is the one that answers that either way).
+	SBOM SBOMPresence
 }
+
+// SBOMPresence is what the catalog said, with an artifact's record, about
+// its SBOM.
+type SBOMPresence int
+
+const (
+	// SBOMUnknown: the catalog did not say (or predates saying it); the
+	// SBOM is asked for.
+	SBOMUnknown SBOMPresence = iota
+	// SBOMNone: no SBOM is attached.
+	SBOMNone
+	// SBOMAttached: an SBOM is attached; it is read and verified.
+	SBOMAttached
+)
 
 // Event is an audit event to append to the log.
 type Event struct {
@@ -449,7 +467,7 @@ func (g *Gate) decide(ctx context.Context, pol *policy.Policy, req Request, ev *
 	// hard are the denials dry-run never softens: everything but the
 	// policy's own deny set.
 	var hard []string
-	if ver.Passed() && g.cfg.SBOMs != nil {
+	if ver.Passed() && g.cfg.SBOMs != nil && ev.SBOM != SBOMNone {
 		// Only an artifact whose evidence verified has its SBOM read: the
 		// SBOM is checked against that record.
 		var sbomDenial string

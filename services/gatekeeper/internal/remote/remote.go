@@ -55,7 +55,14 @@ func (c *Catalog) Evidence(ctx context.Context, name, version, digest string) (*
 	if a == nil {
 		return nil, errors.New("catalog GetArtifact: response has no artifact")
 	}
-	return &admission.Evidence{Evidence: verify.FromProto(resp), CreatedAt: a.GetCreatedAt().AsTime()}, nil
+	ev := &admission.Evidence{Evidence: verify.FromProto(resp), CreatedAt: a.GetCreatedAt().AsTime()}
+	switch resp.GetSbom() {
+	case catalogv1.SBOMPresence_SBOM_PRESENCE_NONE:
+		ev.SBOM = admission.SBOMNone
+	case catalogv1.SBOMPresence_SBOM_PRESENCE_ATTACHED:
+		ev.SBOM = admission.SBOMAttached
+	}
+	return ev, nil
 }
 
 // AppendEvent logs e and returns its entry's index once the entry is

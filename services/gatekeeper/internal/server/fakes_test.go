@@ -201,6 +201,10 @@ type fakeCatalog struct {
 	// sboms are the attached SBOMs by name@version; failSBOM fails GetSBOM.
 	sboms    map[string]*catalogv1.SBOM
 	failSBOM error
+	// sbomReads counts GetSBOM calls; noPresence makes GetArtifact leave
+	// the SBOM presence unspecified, as a catalog from before the field.
+	sbomReads  int
+	noPresence bool
 	// advisories are the stored OSV documents by id. ListFindings matches
 	// them against the stored SBOM components with libs/advisory, as the
 	// real catalog does; failAdvisories fails ListFindings and
@@ -413,6 +417,12 @@ func (c *fakeCatalog) GetArtifact(_ context.Context, req *catalogv1.GetArtifactR
 		Envelope: append([]byte(nil), r.envelope...),
 		Entry:    &catalogv1.LogEntry{Index: r.index, Leaf: c.leaves[r.index], InclusionProof: proof, Checkpoint: cp},
 	}
+	if !c.noPresence {
+		resp.Sbom = catalogv1.SBOMPresence_SBOM_PRESENCE_NONE
+		if _, ok := c.sboms[r.artifact.GetName()+"@"+r.artifact.GetVersion()]; ok {
+			resp.Sbom = catalogv1.SBOMPresence_SBOM_PRESENCE_ATTACHED
+		}
+	}
 	if r.tamper != nil {
 		r.tamper(resp)
 	}
@@ -492,6 +502,7 @@ func (c *fakeCatalog) attachSBOM(t testing.TB, a *catalogv1.Artifact, envelope, 
 func (c *fakeCatalog) GetSBOM(_ context.Context, req *catalogv1.GetSBOMRequest) (*catalogv1.GetSBOMResponse, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.sbomReads++
 	if c.failSBOM != nil {
 		return nil, c.failSBOM
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -118,13 +119,28 @@ func TestLicences(t *testing.T) {
 }
 
 // TestNoSBOM: without an SBOM the default policy warns in prod and
-// staging and says nothing in dev.
+// staging and says nothing in dev. The catalog's GetArtifact says there
+// is none, so GetSBOM is not asked (decision 0108); a catalog that does
+// not say (one from before) is asked, with the same decisions.
 func TestNoSBOM(t *testing.T) {
-	s := newStack(t)
-	s.publish(t, "bare", "1.0.0", "prod")
-	wantDecision(t, s.admitAs(t, "bare", "1.0.0", "prod"), allow, "warning: artifact has no verified SBOM, so its licences were not checked for prod")
-	if resp := s.admitAs(t, "bare", "1.0.0", "dev"); containsReason(resp.GetReasons(), "SBOM") {
-		t.Errorf("dev: reasons %q, want no SBOM warning", resp.GetReasons())
+	for _, old := range []bool{false, true} {
+		t.Run(fmt.Sprintf("catalog without presence=%v", old), func(t *testing.T) {
+			s := newStack(t)
+			s.catalog.mu.Lock()
+			s.catalog.noPresence = old
+			s.catalog.mu.Unlock()
+			s.publish(t, "bare", "1.0.0", "prod")
+			wantDecision(t, s.admitAs(t, "bare", "1.0.0", "prod"), allow, "warning: artifact has no verified SBOM, so its licences were not checked for prod")
+			if resp := s.admitAs(t, "bare", "1.0.0", "dev"); containsReason(resp.GetReasons(), "SBOM") {
+				t.Errorf("dev: reasons %q, want no SBOM warning", resp.GetReasons())
+			}
+			s.catalog.mu.Lock()
+			reads := s.catalog.sbomReads
+			s.catalog.mu.Unlock()
+			if want := map[bool]int{false: 0, true: 2}[old]; reads != want {
+				t.Errorf("GetSBOM called %d times for two admissions, want %d", reads, want)
+			}
+		})
 	}
 }
 
@@ -155,16 +171,26 @@ func TestForgedSBOMIsNotUsed(t *testing.T) {
 }
 
 // TestSBOMUnavailableFailsClosed: a catalog that cannot serve the SBOM
-// gets no decision (Unavailable), never an admission without the check.
+// gets no decision (Unavailable), never an admission without the check:
+// an artifact it says has one, and any artifact when it does not say.
 func TestSBOMUnavailableFailsClosed(t *testing.T) {
 	s := newStack(t)
-	s.publish(t, "down", "1.0.0", "prod")
+	r := s.publish(t, "down", "1.0.0", "prod")
+	s.attachSBOM(t, r, cdx(t, map[string]string{"pkg:npm/x@1.0.0": "MIT"}), s.artifactKey)
+	s.publish(t, "bare", "1.0.0", "prod")
 	s.catalog.mu.Lock()
 	s.catalog.failSBOM = status.Error(codes.Unavailable, "database down")
 	s.catalog.mu.Unlock()
 	_, err := s.deployer.Admit(t.Context(), &gatekeeperv1.AdmitRequest{Name: "down", Version: "1.0.0", Environment: "prod"})
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("admit with the SBOM unreadable: %v, want Unavailable", err)
+	}
+	s.catalog.mu.Lock()
+	s.catalog.noPresence = true
+	s.catalog.mu.Unlock()
+	_, err = s.deployer.Admit(t.Context(), &gatekeeperv1.AdmitRequest{Name: "bare", Version: "1.0.0", Environment: "prod"})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("admit with the SBOM unreadable and its presence unknown: %v, want Unavailable", err)
 	}
 }
 

@@ -78,6 +78,58 @@ func (AppendWait) EnumDescriptor() ([]byte, []int) {
 	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{0}
 }
 
+// SBOMPresence says whether an artifact has an SBOM attached.
+type SBOMPresence int32
+
+const (
+	SBOMPresence_SBOM_PRESENCE_UNSPECIFIED SBOMPresence = 0
+	// No SBOM is attached: GetSBOM would answer NotFound.
+	SBOMPresence_SBOM_PRESENCE_NONE SBOMPresence = 1
+	// An SBOM is attached: read it with GetSBOM.
+	SBOMPresence_SBOM_PRESENCE_ATTACHED SBOMPresence = 2
+)
+
+// Enum value maps for SBOMPresence.
+var (
+	SBOMPresence_name = map[int32]string{
+		0: "SBOM_PRESENCE_UNSPECIFIED",
+		1: "SBOM_PRESENCE_NONE",
+		2: "SBOM_PRESENCE_ATTACHED",
+	}
+	SBOMPresence_value = map[string]int32{
+		"SBOM_PRESENCE_UNSPECIFIED": 0,
+		"SBOM_PRESENCE_NONE":        1,
+		"SBOM_PRESENCE_ATTACHED":    2,
+	}
+)
+
+func (x SBOMPresence) Enum() *SBOMPresence {
+	p := new(SBOMPresence)
+	*p = x
+	return p
+}
+
+func (x SBOMPresence) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SBOMPresence) Descriptor() protoreflect.EnumDescriptor {
+	return file_custody_catalog_v1_catalog_proto_enumTypes[1].Descriptor()
+}
+
+func (SBOMPresence) Type() protoreflect.EnumType {
+	return &file_custody_catalog_v1_catalog_proto_enumTypes[1]
+}
+
+func (x SBOMPresence) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SBOMPresence.Descriptor instead.
+func (SBOMPresence) EnumDescriptor() ([]byte, []int) {
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{1}
+}
+
 // LineageDirection says which way GetLineage walks.
 type LineageDirection int32
 
@@ -114,11 +166,11 @@ func (x LineageDirection) String() string {
 }
 
 func (LineageDirection) Descriptor() protoreflect.EnumDescriptor {
-	return file_custody_catalog_v1_catalog_proto_enumTypes[1].Descriptor()
+	return file_custody_catalog_v1_catalog_proto_enumTypes[2].Descriptor()
 }
 
 func (LineageDirection) Type() protoreflect.EnumType {
-	return &file_custody_catalog_v1_catalog_proto_enumTypes[1]
+	return &file_custody_catalog_v1_catalog_proto_enumTypes[2]
 }
 
 func (x LineageDirection) Number() protoreflect.EnumNumber {
@@ -127,7 +179,7 @@ func (x LineageDirection) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use LineageDirection.Descriptor instead.
 func (LineageDirection) EnumDescriptor() ([]byte, []int) {
-	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{1}
+	return file_custody_catalog_v1_catalog_proto_rawDescGZIP(), []int{2}
 }
 
 // Artifact is the catalog's record of one published name@version.
@@ -754,10 +806,15 @@ func (x *GetArtifactRequest) GetDigest() string {
 }
 
 type GetArtifactResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Artifact      *Artifact              `protobuf:"bytes,1,opt,name=artifact,proto3" json:"artifact,omitempty"`
-	Envelope      []byte                 `protobuf:"bytes,2,opt,name=envelope,proto3" json:"envelope,omitempty"`
-	Entry         *LogEntry              `protobuf:"bytes,3,opt,name=entry,proto3" json:"entry,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Artifact *Artifact              `protobuf:"bytes,1,opt,name=artifact,proto3" json:"artifact,omitempty"`
+	Envelope []byte                 `protobuf:"bytes,2,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	Entry    *LogEntry              `protobuf:"bytes,3,opt,name=entry,proto3" json:"entry,omitempty"`
+	// Whether an SBOM is attached to this artifact (GetSBOM by its name and
+	// version serves it), so that a reader of an artifact without one need
+	// not ask. UNSPECIFIED when the catalog could not tell (or predates the
+	// field): ask GetSBOM.
+	Sbom          SBOMPresence `protobuf:"varint,4,opt,name=sbom,proto3,enum=custody.catalog.v1.SBOMPresence" json:"sbom,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -811,6 +868,13 @@ func (x *GetArtifactResponse) GetEntry() *LogEntry {
 		return x.Entry
 	}
 	return nil
+}
+
+func (x *GetArtifactResponse) GetSbom() SBOMPresence {
+	if x != nil {
+		return x.Sbom
+	}
+	return SBOMPresence_SBOM_PRESENCE_UNSPECIFIED
 }
 
 type GetCheckpointRequest struct {
@@ -3731,11 +3795,12 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"\x12GetArtifactRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
-	"\x06digest\x18\x03 \x01(\tR\x06digest\"\x9f\x01\n" +
+	"\x06digest\x18\x03 \x01(\tR\x06digest\"\xd5\x01\n" +
 	"\x13GetArtifactResponse\x128\n" +
 	"\bartifact\x18\x01 \x01(\v2\x1c.custody.catalog.v1.ArtifactR\bartifact\x12\x1a\n" +
 	"\benvelope\x18\x02 \x01(\fR\benvelope\x122\n" +
-	"\x05entry\x18\x03 \x01(\v2\x1c.custody.catalog.v1.LogEntryR\x05entry\"\x16\n" +
+	"\x05entry\x18\x03 \x01(\v2\x1c.custody.catalog.v1.LogEntryR\x05entry\x124\n" +
+	"\x04sbom\x18\x04 \x01(\x0e2 .custody.catalog.v1.SBOMPresenceR\x04sbom\"\x16\n" +
 	"\x14GetCheckpointRequest\"7\n" +
 	"\x15GetCheckpointResponse\x12\x1e\n" +
 	"\n" +
@@ -3980,7 +4045,11 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"AppendWait\x12\x1b\n" +
 	"\x17APPEND_WAIT_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12APPEND_WAIT_PROVED\x10\x01\x12\x19\n" +
-	"\x15APPEND_WAIT_SEQUENCED\x10\x02*k\n" +
+	"\x15APPEND_WAIT_SEQUENCED\x10\x02*a\n" +
+	"\fSBOMPresence\x12\x1d\n" +
+	"\x19SBOM_PRESENCE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12SBOM_PRESENCE_NONE\x10\x01\x12\x1a\n" +
+	"\x16SBOM_PRESENCE_ATTACHED\x10\x02*k\n" +
 	"\x10LineageDirection\x12!\n" +
 	"\x1dLINEAGE_DIRECTION_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14LINEAGE_DIRECTION_UP\x10\x01\x12\x1a\n" +
@@ -4026,155 +4095,157 @@ func file_custody_catalog_v1_catalog_proto_rawDescGZIP() []byte {
 	return file_custody_catalog_v1_catalog_proto_rawDescData
 }
 
-var file_custody_catalog_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_custody_catalog_v1_catalog_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_custody_catalog_v1_catalog_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_custody_catalog_v1_catalog_proto_goTypes = []any{
 	(AppendWait)(0),                     // 0: custody.catalog.v1.AppendWait
-	(LineageDirection)(0),               // 1: custody.catalog.v1.LineageDirection
-	(*Artifact)(nil),                    // 2: custody.catalog.v1.Artifact
-	(*LogEntry)(nil),                    // 3: custody.catalog.v1.LogEntry
-	(*RecordArtifactRequest)(nil),       // 4: custody.catalog.v1.RecordArtifactRequest
-	(*RecordArtifactResponse)(nil),      // 5: custody.catalog.v1.RecordArtifactResponse
-	(*AppendEventRequest)(nil),          // 6: custody.catalog.v1.AppendEventRequest
-	(*AppendEventResponse)(nil),         // 7: custody.catalog.v1.AppendEventResponse
-	(*AppendEventsRequest)(nil),         // 8: custody.catalog.v1.AppendEventsRequest
-	(*AppendEventsResponse)(nil),        // 9: custody.catalog.v1.AppendEventsResponse
-	(*AppendEventResult)(nil),           // 10: custody.catalog.v1.AppendEventResult
-	(*GetArtifactRequest)(nil),          // 11: custody.catalog.v1.GetArtifactRequest
-	(*GetArtifactResponse)(nil),         // 12: custody.catalog.v1.GetArtifactResponse
-	(*GetCheckpointRequest)(nil),        // 13: custody.catalog.v1.GetCheckpointRequest
-	(*GetCheckpointResponse)(nil),       // 14: custody.catalog.v1.GetCheckpointResponse
-	(*RecordSignatureRequest)(nil),      // 15: custody.catalog.v1.RecordSignatureRequest
-	(*RecordSignatureResponse)(nil),     // 16: custody.catalog.v1.RecordSignatureResponse
-	(*ListArtifactsRequest)(nil),        // 17: custody.catalog.v1.ListArtifactsRequest
-	(*ListArtifactsResponse)(nil),       // 18: custody.catalog.v1.ListArtifactsResponse
-	(*ListedArtifact)(nil),              // 19: custody.catalog.v1.ListedArtifact
-	(*GetEntriesRequest)(nil),           // 20: custody.catalog.v1.GetEntriesRequest
-	(*GetEntriesResponse)(nil),          // 21: custody.catalog.v1.GetEntriesResponse
-	(*GetInclusionProofRequest)(nil),    // 22: custody.catalog.v1.GetInclusionProofRequest
-	(*GetInclusionProofResponse)(nil),   // 23: custody.catalog.v1.GetInclusionProofResponse
-	(*GetConsistencyProofRequest)(nil),  // 24: custody.catalog.v1.GetConsistencyProofRequest
-	(*GetConsistencyProofResponse)(nil), // 25: custody.catalog.v1.GetConsistencyProofResponse
-	(*SearchArtifactsRequest)(nil),      // 26: custody.catalog.v1.SearchArtifactsRequest
-	(*SearchArtifactsResponse)(nil),     // 27: custody.catalog.v1.SearchArtifactsResponse
-	(*ListEventsRequest)(nil),           // 28: custody.catalog.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),          // 29: custody.catalog.v1.ListEventsResponse
-	(*GetLineageRequest)(nil),           // 30: custody.catalog.v1.GetLineageRequest
-	(*GetLineageResponse)(nil),          // 31: custody.catalog.v1.GetLineageResponse
-	(*LineageEdge)(nil),                 // 32: custody.catalog.v1.LineageEdge
-	(*Deployment)(nil),                  // 33: custody.catalog.v1.Deployment
-	(*GetLineagePathRequest)(nil),       // 34: custody.catalog.v1.GetLineagePathRequest
-	(*GetLineagePathResponse)(nil),      // 35: custody.catalog.v1.GetLineagePathResponse
-	(*RecordDeploymentRequest)(nil),     // 36: custody.catalog.v1.RecordDeploymentRequest
-	(*RecordDeploymentResponse)(nil),    // 37: custody.catalog.v1.RecordDeploymentResponse
-	(*RecordSBOMRequest)(nil),           // 38: custody.catalog.v1.RecordSBOMRequest
-	(*RecordSBOMResponse)(nil),          // 39: custody.catalog.v1.RecordSBOMResponse
-	(*SBOM)(nil),                        // 40: custody.catalog.v1.SBOM
-	(*Component)(nil),                   // 41: custody.catalog.v1.Component
-	(*GetSBOMRequest)(nil),              // 42: custody.catalog.v1.GetSBOMRequest
-	(*GetSBOMResponse)(nil),             // 43: custody.catalog.v1.GetSBOMResponse
-	(*ImportAdvisoriesRequest)(nil),     // 44: custody.catalog.v1.ImportAdvisoriesRequest
-	(*ImportAdvisoriesResponse)(nil),    // 45: custody.catalog.v1.ImportAdvisoriesResponse
-	(*GetAdvisoryRequest)(nil),          // 46: custody.catalog.v1.GetAdvisoryRequest
-	(*GetAdvisoryResponse)(nil),         // 47: custody.catalog.v1.GetAdvisoryResponse
-	(*ListFindingsRequest)(nil),         // 48: custody.catalog.v1.ListFindingsRequest
-	(*ListFindingsResponse)(nil),        // 49: custody.catalog.v1.ListFindingsResponse
-	(*Finding)(nil),                     // 50: custody.catalog.v1.Finding
-	(*AddVexRequest)(nil),               // 51: custody.catalog.v1.AddVexRequest
-	(*AddVexResponse)(nil),              // 52: custody.catalog.v1.AddVexResponse
-	(*ListVexRequest)(nil),              // 53: custody.catalog.v1.ListVexRequest
-	(*ListVexResponse)(nil),             // 54: custody.catalog.v1.ListVexResponse
-	nil,                                 // 55: custody.catalog.v1.LineageEdge.DigestEntry
-	nil,                                 // 56: custody.catalog.v1.LineageEdge.AnnotationsEntry
-	(*timestamppb.Timestamp)(nil),       // 57: google.protobuf.Timestamp
+	(SBOMPresence)(0),                   // 1: custody.catalog.v1.SBOMPresence
+	(LineageDirection)(0),               // 2: custody.catalog.v1.LineageDirection
+	(*Artifact)(nil),                    // 3: custody.catalog.v1.Artifact
+	(*LogEntry)(nil),                    // 4: custody.catalog.v1.LogEntry
+	(*RecordArtifactRequest)(nil),       // 5: custody.catalog.v1.RecordArtifactRequest
+	(*RecordArtifactResponse)(nil),      // 6: custody.catalog.v1.RecordArtifactResponse
+	(*AppendEventRequest)(nil),          // 7: custody.catalog.v1.AppendEventRequest
+	(*AppendEventResponse)(nil),         // 8: custody.catalog.v1.AppendEventResponse
+	(*AppendEventsRequest)(nil),         // 9: custody.catalog.v1.AppendEventsRequest
+	(*AppendEventsResponse)(nil),        // 10: custody.catalog.v1.AppendEventsResponse
+	(*AppendEventResult)(nil),           // 11: custody.catalog.v1.AppendEventResult
+	(*GetArtifactRequest)(nil),          // 12: custody.catalog.v1.GetArtifactRequest
+	(*GetArtifactResponse)(nil),         // 13: custody.catalog.v1.GetArtifactResponse
+	(*GetCheckpointRequest)(nil),        // 14: custody.catalog.v1.GetCheckpointRequest
+	(*GetCheckpointResponse)(nil),       // 15: custody.catalog.v1.GetCheckpointResponse
+	(*RecordSignatureRequest)(nil),      // 16: custody.catalog.v1.RecordSignatureRequest
+	(*RecordSignatureResponse)(nil),     // 17: custody.catalog.v1.RecordSignatureResponse
+	(*ListArtifactsRequest)(nil),        // 18: custody.catalog.v1.ListArtifactsRequest
+	(*ListArtifactsResponse)(nil),       // 19: custody.catalog.v1.ListArtifactsResponse
+	(*ListedArtifact)(nil),              // 20: custody.catalog.v1.ListedArtifact
+	(*GetEntriesRequest)(nil),           // 21: custody.catalog.v1.GetEntriesRequest
+	(*GetEntriesResponse)(nil),          // 22: custody.catalog.v1.GetEntriesResponse
+	(*GetInclusionProofRequest)(nil),    // 23: custody.catalog.v1.GetInclusionProofRequest
+	(*GetInclusionProofResponse)(nil),   // 24: custody.catalog.v1.GetInclusionProofResponse
+	(*GetConsistencyProofRequest)(nil),  // 25: custody.catalog.v1.GetConsistencyProofRequest
+	(*GetConsistencyProofResponse)(nil), // 26: custody.catalog.v1.GetConsistencyProofResponse
+	(*SearchArtifactsRequest)(nil),      // 27: custody.catalog.v1.SearchArtifactsRequest
+	(*SearchArtifactsResponse)(nil),     // 28: custody.catalog.v1.SearchArtifactsResponse
+	(*ListEventsRequest)(nil),           // 29: custody.catalog.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),          // 30: custody.catalog.v1.ListEventsResponse
+	(*GetLineageRequest)(nil),           // 31: custody.catalog.v1.GetLineageRequest
+	(*GetLineageResponse)(nil),          // 32: custody.catalog.v1.GetLineageResponse
+	(*LineageEdge)(nil),                 // 33: custody.catalog.v1.LineageEdge
+	(*Deployment)(nil),                  // 34: custody.catalog.v1.Deployment
+	(*GetLineagePathRequest)(nil),       // 35: custody.catalog.v1.GetLineagePathRequest
+	(*GetLineagePathResponse)(nil),      // 36: custody.catalog.v1.GetLineagePathResponse
+	(*RecordDeploymentRequest)(nil),     // 37: custody.catalog.v1.RecordDeploymentRequest
+	(*RecordDeploymentResponse)(nil),    // 38: custody.catalog.v1.RecordDeploymentResponse
+	(*RecordSBOMRequest)(nil),           // 39: custody.catalog.v1.RecordSBOMRequest
+	(*RecordSBOMResponse)(nil),          // 40: custody.catalog.v1.RecordSBOMResponse
+	(*SBOM)(nil),                        // 41: custody.catalog.v1.SBOM
+	(*Component)(nil),                   // 42: custody.catalog.v1.Component
+	(*GetSBOMRequest)(nil),              // 43: custody.catalog.v1.GetSBOMRequest
+	(*GetSBOMResponse)(nil),             // 44: custody.catalog.v1.GetSBOMResponse
+	(*ImportAdvisoriesRequest)(nil),     // 45: custody.catalog.v1.ImportAdvisoriesRequest
+	(*ImportAdvisoriesResponse)(nil),    // 46: custody.catalog.v1.ImportAdvisoriesResponse
+	(*GetAdvisoryRequest)(nil),          // 47: custody.catalog.v1.GetAdvisoryRequest
+	(*GetAdvisoryResponse)(nil),         // 48: custody.catalog.v1.GetAdvisoryResponse
+	(*ListFindingsRequest)(nil),         // 49: custody.catalog.v1.ListFindingsRequest
+	(*ListFindingsResponse)(nil),        // 50: custody.catalog.v1.ListFindingsResponse
+	(*Finding)(nil),                     // 51: custody.catalog.v1.Finding
+	(*AddVexRequest)(nil),               // 52: custody.catalog.v1.AddVexRequest
+	(*AddVexResponse)(nil),              // 53: custody.catalog.v1.AddVexResponse
+	(*ListVexRequest)(nil),              // 54: custody.catalog.v1.ListVexRequest
+	(*ListVexResponse)(nil),             // 55: custody.catalog.v1.ListVexResponse
+	nil,                                 // 56: custody.catalog.v1.LineageEdge.DigestEntry
+	nil,                                 // 57: custody.catalog.v1.LineageEdge.AnnotationsEntry
+	(*timestamppb.Timestamp)(nil),       // 58: google.protobuf.Timestamp
 }
 var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
-	57, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
-	2,  // 1: custody.catalog.v1.RecordArtifactRequest.artifact:type_name -> custody.catalog.v1.Artifact
-	3,  // 2: custody.catalog.v1.RecordArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	58, // 0: custody.catalog.v1.Artifact.created_at:type_name -> google.protobuf.Timestamp
+	3,  // 1: custody.catalog.v1.RecordArtifactRequest.artifact:type_name -> custody.catalog.v1.Artifact
+	4,  // 2: custody.catalog.v1.RecordArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	0,  // 3: custody.catalog.v1.AppendEventRequest.wait:type_name -> custody.catalog.v1.AppendWait
-	3,  // 4: custody.catalog.v1.AppendEventResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	6,  // 5: custody.catalog.v1.AppendEventsRequest.events:type_name -> custody.catalog.v1.AppendEventRequest
-	10, // 6: custody.catalog.v1.AppendEventsResponse.results:type_name -> custody.catalog.v1.AppendEventResult
-	3,  // 7: custody.catalog.v1.AppendEventResult.entry:type_name -> custody.catalog.v1.LogEntry
-	2,  // 8: custody.catalog.v1.GetArtifactResponse.artifact:type_name -> custody.catalog.v1.Artifact
-	3,  // 9: custody.catalog.v1.GetArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	3,  // 10: custody.catalog.v1.RecordSignatureResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	19, // 11: custody.catalog.v1.ListArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
-	2,  // 12: custody.catalog.v1.ListedArtifact.artifact:type_name -> custody.catalog.v1.Artifact
-	19, // 13: custody.catalog.v1.SearchArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
-	33, // 14: custody.catalog.v1.SearchArtifactsResponse.deployments:type_name -> custody.catalog.v1.Deployment
-	3,  // 15: custody.catalog.v1.ListEventsResponse.entries:type_name -> custody.catalog.v1.LogEntry
-	1,  // 16: custody.catalog.v1.GetLineageRequest.direction:type_name -> custody.catalog.v1.LineageDirection
-	32, // 17: custody.catalog.v1.GetLineageResponse.edges:type_name -> custody.catalog.v1.LineageEdge
-	2,  // 18: custody.catalog.v1.GetLineageResponse.artifacts:type_name -> custody.catalog.v1.Artifact
-	33, // 19: custody.catalog.v1.GetLineageResponse.deployments:type_name -> custody.catalog.v1.Deployment
-	55, // 20: custody.catalog.v1.LineageEdge.digest:type_name -> custody.catalog.v1.LineageEdge.DigestEntry
-	56, // 21: custody.catalog.v1.LineageEdge.annotations:type_name -> custody.catalog.v1.LineageEdge.AnnotationsEntry
-	57, // 22: custody.catalog.v1.Deployment.deployed_at:type_name -> google.protobuf.Timestamp
-	32, // 23: custody.catalog.v1.GetLineagePathResponse.edges:type_name -> custody.catalog.v1.LineageEdge
-	3,  // 24: custody.catalog.v1.RecordDeploymentResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	33, // 25: custody.catalog.v1.RecordDeploymentResponse.deployment:type_name -> custody.catalog.v1.Deployment
-	40, // 26: custody.catalog.v1.RecordSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
-	3,  // 27: custody.catalog.v1.RecordSBOMResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	57, // 28: custody.catalog.v1.SBOM.attached_at:type_name -> google.protobuf.Timestamp
-	41, // 29: custody.catalog.v1.SBOM.components:type_name -> custody.catalog.v1.Component
-	40, // 30: custody.catalog.v1.GetSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
-	3,  // 31: custody.catalog.v1.ImportAdvisoriesResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	57, // 32: custody.catalog.v1.GetAdvisoryResponse.modified:type_name -> google.protobuf.Timestamp
-	50, // 33: custody.catalog.v1.ListFindingsResponse.findings:type_name -> custody.catalog.v1.Finding
-	41, // 34: custody.catalog.v1.Finding.component:type_name -> custody.catalog.v1.Component
-	3,  // 35: custody.catalog.v1.AddVexResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	3,  // 36: custody.catalog.v1.ListVexResponse.entries:type_name -> custody.catalog.v1.LogEntry
-	4,  // 37: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
-	6,  // 38: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
-	8,  // 39: custody.catalog.v1.CatalogService.AppendEvents:input_type -> custody.catalog.v1.AppendEventsRequest
-	11, // 40: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
-	13, // 41: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
-	15, // 42: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
-	17, // 43: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
-	20, // 44: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
-	22, // 45: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
-	24, // 46: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
-	26, // 47: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
-	28, // 48: custody.catalog.v1.CatalogService.ListEvents:input_type -> custody.catalog.v1.ListEventsRequest
-	30, // 49: custody.catalog.v1.CatalogService.GetLineage:input_type -> custody.catalog.v1.GetLineageRequest
-	34, // 50: custody.catalog.v1.CatalogService.GetLineagePath:input_type -> custody.catalog.v1.GetLineagePathRequest
-	36, // 51: custody.catalog.v1.CatalogService.RecordDeployment:input_type -> custody.catalog.v1.RecordDeploymentRequest
-	38, // 52: custody.catalog.v1.CatalogService.RecordSBOM:input_type -> custody.catalog.v1.RecordSBOMRequest
-	42, // 53: custody.catalog.v1.CatalogService.GetSBOM:input_type -> custody.catalog.v1.GetSBOMRequest
-	44, // 54: custody.catalog.v1.CatalogService.ImportAdvisories:input_type -> custody.catalog.v1.ImportAdvisoriesRequest
-	46, // 55: custody.catalog.v1.CatalogService.GetAdvisory:input_type -> custody.catalog.v1.GetAdvisoryRequest
-	48, // 56: custody.catalog.v1.CatalogService.ListFindings:input_type -> custody.catalog.v1.ListFindingsRequest
-	51, // 57: custody.catalog.v1.CatalogService.AddVex:input_type -> custody.catalog.v1.AddVexRequest
-	53, // 58: custody.catalog.v1.CatalogService.ListVex:input_type -> custody.catalog.v1.ListVexRequest
-	5,  // 59: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
-	7,  // 60: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
-	9,  // 61: custody.catalog.v1.CatalogService.AppendEvents:output_type -> custody.catalog.v1.AppendEventsResponse
-	12, // 62: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
-	14, // 63: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
-	16, // 64: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
-	18, // 65: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
-	21, // 66: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
-	23, // 67: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
-	25, // 68: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
-	27, // 69: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
-	29, // 70: custody.catalog.v1.CatalogService.ListEvents:output_type -> custody.catalog.v1.ListEventsResponse
-	31, // 71: custody.catalog.v1.CatalogService.GetLineage:output_type -> custody.catalog.v1.GetLineageResponse
-	35, // 72: custody.catalog.v1.CatalogService.GetLineagePath:output_type -> custody.catalog.v1.GetLineagePathResponse
-	37, // 73: custody.catalog.v1.CatalogService.RecordDeployment:output_type -> custody.catalog.v1.RecordDeploymentResponse
-	39, // 74: custody.catalog.v1.CatalogService.RecordSBOM:output_type -> custody.catalog.v1.RecordSBOMResponse
-	43, // 75: custody.catalog.v1.CatalogService.GetSBOM:output_type -> custody.catalog.v1.GetSBOMResponse
-	45, // 76: custody.catalog.v1.CatalogService.ImportAdvisories:output_type -> custody.catalog.v1.ImportAdvisoriesResponse
-	47, // 77: custody.catalog.v1.CatalogService.GetAdvisory:output_type -> custody.catalog.v1.GetAdvisoryResponse
-	49, // 78: custody.catalog.v1.CatalogService.ListFindings:output_type -> custody.catalog.v1.ListFindingsResponse
-	52, // 79: custody.catalog.v1.CatalogService.AddVex:output_type -> custody.catalog.v1.AddVexResponse
-	54, // 80: custody.catalog.v1.CatalogService.ListVex:output_type -> custody.catalog.v1.ListVexResponse
-	59, // [59:81] is the sub-list for method output_type
-	37, // [37:59] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	4,  // 4: custody.catalog.v1.AppendEventResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	7,  // 5: custody.catalog.v1.AppendEventsRequest.events:type_name -> custody.catalog.v1.AppendEventRequest
+	11, // 6: custody.catalog.v1.AppendEventsResponse.results:type_name -> custody.catalog.v1.AppendEventResult
+	4,  // 7: custody.catalog.v1.AppendEventResult.entry:type_name -> custody.catalog.v1.LogEntry
+	3,  // 8: custody.catalog.v1.GetArtifactResponse.artifact:type_name -> custody.catalog.v1.Artifact
+	4,  // 9: custody.catalog.v1.GetArtifactResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	1,  // 10: custody.catalog.v1.GetArtifactResponse.sbom:type_name -> custody.catalog.v1.SBOMPresence
+	4,  // 11: custody.catalog.v1.RecordSignatureResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	20, // 12: custody.catalog.v1.ListArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
+	3,  // 13: custody.catalog.v1.ListedArtifact.artifact:type_name -> custody.catalog.v1.Artifact
+	20, // 14: custody.catalog.v1.SearchArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
+	34, // 15: custody.catalog.v1.SearchArtifactsResponse.deployments:type_name -> custody.catalog.v1.Deployment
+	4,  // 16: custody.catalog.v1.ListEventsResponse.entries:type_name -> custody.catalog.v1.LogEntry
+	2,  // 17: custody.catalog.v1.GetLineageRequest.direction:type_name -> custody.catalog.v1.LineageDirection
+	33, // 18: custody.catalog.v1.GetLineageResponse.edges:type_name -> custody.catalog.v1.LineageEdge
+	3,  // 19: custody.catalog.v1.GetLineageResponse.artifacts:type_name -> custody.catalog.v1.Artifact
+	34, // 20: custody.catalog.v1.GetLineageResponse.deployments:type_name -> custody.catalog.v1.Deployment
+	56, // 21: custody.catalog.v1.LineageEdge.digest:type_name -> custody.catalog.v1.LineageEdge.DigestEntry
+	57, // 22: custody.catalog.v1.LineageEdge.annotations:type_name -> custody.catalog.v1.LineageEdge.AnnotationsEntry
+	58, // 23: custody.catalog.v1.Deployment.deployed_at:type_name -> google.protobuf.Timestamp
+	33, // 24: custody.catalog.v1.GetLineagePathResponse.edges:type_name -> custody.catalog.v1.LineageEdge
+	4,  // 25: custody.catalog.v1.RecordDeploymentResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	34, // 26: custody.catalog.v1.RecordDeploymentResponse.deployment:type_name -> custody.catalog.v1.Deployment
+	41, // 27: custody.catalog.v1.RecordSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
+	4,  // 28: custody.catalog.v1.RecordSBOMResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	58, // 29: custody.catalog.v1.SBOM.attached_at:type_name -> google.protobuf.Timestamp
+	42, // 30: custody.catalog.v1.SBOM.components:type_name -> custody.catalog.v1.Component
+	41, // 31: custody.catalog.v1.GetSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
+	4,  // 32: custody.catalog.v1.ImportAdvisoriesResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	58, // 33: custody.catalog.v1.GetAdvisoryResponse.modified:type_name -> google.protobuf.Timestamp
+	51, // 34: custody.catalog.v1.ListFindingsResponse.findings:type_name -> custody.catalog.v1.Finding
+	42, // 35: custody.catalog.v1.Finding.component:type_name -> custody.catalog.v1.Component
+	4,  // 36: custody.catalog.v1.AddVexResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	4,  // 37: custody.catalog.v1.ListVexResponse.entries:type_name -> custody.catalog.v1.LogEntry
+	5,  // 38: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
+	7,  // 39: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
+	9,  // 40: custody.catalog.v1.CatalogService.AppendEvents:input_type -> custody.catalog.v1.AppendEventsRequest
+	12, // 41: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
+	14, // 42: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
+	16, // 43: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
+	18, // 44: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
+	21, // 45: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
+	23, // 46: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
+	25, // 47: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
+	27, // 48: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
+	29, // 49: custody.catalog.v1.CatalogService.ListEvents:input_type -> custody.catalog.v1.ListEventsRequest
+	31, // 50: custody.catalog.v1.CatalogService.GetLineage:input_type -> custody.catalog.v1.GetLineageRequest
+	35, // 51: custody.catalog.v1.CatalogService.GetLineagePath:input_type -> custody.catalog.v1.GetLineagePathRequest
+	37, // 52: custody.catalog.v1.CatalogService.RecordDeployment:input_type -> custody.catalog.v1.RecordDeploymentRequest
+	39, // 53: custody.catalog.v1.CatalogService.RecordSBOM:input_type -> custody.catalog.v1.RecordSBOMRequest
+	43, // 54: custody.catalog.v1.CatalogService.GetSBOM:input_type -> custody.catalog.v1.GetSBOMRequest
+	45, // 55: custody.catalog.v1.CatalogService.ImportAdvisories:input_type -> custody.catalog.v1.ImportAdvisoriesRequest
+	47, // 56: custody.catalog.v1.CatalogService.GetAdvisory:input_type -> custody.catalog.v1.GetAdvisoryRequest
+	49, // 57: custody.catalog.v1.CatalogService.ListFindings:input_type -> custody.catalog.v1.ListFindingsRequest
+	52, // 58: custody.catalog.v1.CatalogService.AddVex:input_type -> custody.catalog.v1.AddVexRequest
+	54, // 59: custody.catalog.v1.CatalogService.ListVex:input_type -> custody.catalog.v1.ListVexRequest
+	6,  // 60: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
+	8,  // 61: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
+	10, // 62: custody.catalog.v1.CatalogService.AppendEvents:output_type -> custody.catalog.v1.AppendEventsResponse
+	13, // 63: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
+	15, // 64: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
+	17, // 65: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
+	19, // 66: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
+	22, // 67: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
+	24, // 68: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
+	26, // 69: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
+	28, // 70: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
+	30, // 71: custody.catalog.v1.CatalogService.ListEvents:output_type -> custody.catalog.v1.ListEventsResponse
+	32, // 72: custody.catalog.v1.CatalogService.GetLineage:output_type -> custody.catalog.v1.GetLineageResponse
+	36, // 73: custody.catalog.v1.CatalogService.GetLineagePath:output_type -> custody.catalog.v1.GetLineagePathResponse
+	38, // 74: custody.catalog.v1.CatalogService.RecordDeployment:output_type -> custody.catalog.v1.RecordDeploymentResponse
+	40, // 75: custody.catalog.v1.CatalogService.RecordSBOM:output_type -> custody.catalog.v1.RecordSBOMResponse
+	44, // 76: custody.catalog.v1.CatalogService.GetSBOM:output_type -> custody.catalog.v1.GetSBOMResponse
+	46, // 77: custody.catalog.v1.CatalogService.ImportAdvisories:output_type -> custody.catalog.v1.ImportAdvisoriesResponse
+	48, // 78: custody.catalog.v1.CatalogService.GetAdvisory:output_type -> custody.catalog.v1.GetAdvisoryResponse
+	50, // 79: custody.catalog.v1.CatalogService.ListFindings:output_type -> custody.catalog.v1.ListFindingsResponse
+	53, // 80: custody.catalog.v1.CatalogService.AddVex:output_type -> custody.catalog.v1.AddVexResponse
+	55, // 81: custody.catalog.v1.CatalogService.ListVex:output_type -> custody.catalog.v1.ListVexResponse
+	60, // [60:82] is the sub-list for method output_type
+	38, // [38:60] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_custody_catalog_v1_catalog_proto_init() }
@@ -4187,7 +4258,7 @@ func file_custody_catalog_v1_catalog_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_catalog_v1_catalog_proto_rawDesc), len(file_custody_catalog_v1_catalog_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -89,6 +89,15 @@ func (s *Store) SBOM(ctx context.Context, artifactID int64, withDocument bool) (
 	return s.readSBOM(ctx, fmt.Sprintf("artifact %d", artifactID), withDocument, selectSBOM(withDocument)+` WHERE b.artifact_id = ?`, artifactID)
 }
 
+// HasSBOM reports whether artifact artifactID has an SBOM.
+func (s *Store) HasSBOM(ctx context.Context, artifactID int64) (bool, error) {
+	var has bool
+	if err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM sboms WHERE artifact_id = ?)`, artifactID).Scan(&has); err != nil {
+		return false, fmt.Errorf("look up the SBOM of artifact %d: %w", artifactID, err)
+	}
+	return has, nil
+}
+
 // SBOMByDigest returns the oldest SBOM of the logged artifacts with digest.
 func (s *Store) SBOMByDigest(ctx context.Context, digest string, withDocument bool) (*catalog.SBOM, error) {
 	return s.readSBOM(ctx, digest, withDocument, selectSBOM(withDocument)+`

@@ -43,6 +43,9 @@ func sboms(t *testing.T, open Opener) {
 	if _, err := s.SBOMByDigest(ctx, d1, false); !errors.Is(err, catalog.ErrNotFound) {
 		t.Errorf("SBOMByDigest before one is attached: %v, want ErrNotFound", err)
 	}
+	if has, err := s.HasSBOM(ctx, id); err != nil || has {
+		t.Errorf("HasSBOM before one is attached: %v, %v; want false", has, err)
+	}
 	want := sbomRow(id, "doc one", 300)
 	sid, err := s.InsertSBOM(ctx, want)
 	if err != nil {
@@ -56,6 +59,12 @@ func sboms(t *testing.T, open Opener) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("SBOM with document (-want +got):\n%s", diff)
+	}
+	if has, err := s.HasSBOM(ctx, id); err != nil || !has {
+		t.Errorf("HasSBOM once attached: %v, %v; want true", has, err)
+	}
+	if has, err := s.HasSBOM(ctx, id+1000); err != nil || has {
+		t.Errorf("HasSBOM of a missing artifact: %v, %v; want false", has, err)
 	}
 	noDoc := *want
 	noDoc.Document = nil
