@@ -52,6 +52,16 @@ func (f *Flags) Strings(p *[]string, name, env, usage string) {
 	f.Var(&stringList{p: p}, name, f.usage(usage+" (repeatable)", env))
 }
 
+// Entries is Strings for values that may hold commas themselves (such as
+// FILE,valid-from=T): the environment variable holds entries separated by
+// white space. The command line wins as for Strings.
+func (f *Flags) Entries(p *[]string, name, env, usage string) {
+	if v := f.env(env); v != "" {
+		*p = strings.Fields(v)
+	}
+	f.Var(&stringList{p: p}, name, f.usage(usage+" (repeatable; in the environment separated by spaces)", env))
+}
+
 // Int defines an integer flag with an environment fallback.
 func (f *Flags) Int(p *int, name, env string, def int, usage string) {
 	if v := f.env(env); v != "" {

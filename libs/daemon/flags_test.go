@@ -40,3 +40,32 @@ func TestStringsFlagReplacesEnv(t *testing.T) {
 		})
 	}
 }
+
+// Entries keep their commas: the environment separates them by white space.
+func TestEntriesKeepCommas(t *testing.T) {
+	f := NewFlags("t", func(k string) string {
+		if k == "X_KEYS" {
+			return " old.pem\tnew.pem,valid-from=2026-12-31T00:00:00Z\n"
+		}
+		return ""
+	})
+	f.SetOutput(io.Discard)
+	var got []string
+	f.Entries(&got, "key", "X_KEYS", "")
+	if err := f.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"old.pem", "new.pem,valid-from=2026-12-31T00:00:00Z"}, got); diff != "" {
+		t.Errorf("from the environment (-want +got):\n%s", diff)
+	}
+	got = nil
+	f = NewFlags("t", func(string) string { return "a.pem b.pem" })
+	f.SetOutput(io.Discard)
+	f.Entries(&got, "key", "X_KEYS", "")
+	if err := f.Parse([]string{"--key", "c.pem,valid-from=2027-01-01T00:00:00Z"}); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"c.pem,valid-from=2027-01-01T00:00:00Z"}, got); diff != "" {
+		t.Errorf("the flag replaces the environment (-want +got):\n%s", diff)
+	}
+}

@@ -44,7 +44,8 @@ func main() {
 
 type config struct {
 	daemon.Config
-	SignerAddr, TokenKeyFile  string
+	SignerAddr                string
+	TokenKeyFiles             []string
 	CDNConfigFile             string
 	VaultAddr, VaultTokenFile string
 	GatekeeperAddr            string
@@ -66,7 +67,7 @@ func (c *config) validate() error {
 	if c.StopStateMaxAge <= 0 || c.StopStateMaxAge > time.Minute {
 		errs = append(errs, fmt.Errorf("--stop-state-max-age %s: want more than 0 and at most 1m", c.StopStateMaxAge))
 	}
-	if c.TokenKeyFile == "" {
+	if len(c.TokenKeyFiles) == 0 {
 		errs = append(errs, errors.New("--token-private-key-file is required"))
 	}
 	if len(c.EdgeURLs) == 0 {
@@ -107,7 +108,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.SetOutput(stderr)
 	cfg.RegisterFlags(f)
 	f.String(&cfg.SignerAddr, "signer-addr", "CUSTODY_SIGNER_ADDR", "", "signer gRPC address (decision keys)")
-	f.String(&cfg.TokenKeyFile, "token-private-key-file", "CUSTODY_TOKEN_PRIVATE_KEY_FILE", "", "Ed25519 token signing key (PKCS#8 PEM)")
+	f.Entries(&cfg.TokenKeyFiles, "token-private-key-file", "CUSTODY_TOKEN_PRIVATE_KEY_FILES",
+		"Ed25519 edge token signing key (PKCS#8 PEM), FILE[,valid-from=RFC3339]; repeatable: the key with the latest valid-from not in the future signs (rotation without a restart)")
 	f.Strings(&cfg.EdgeURLs, "edge-url", "CUSTODY_EDGE_URLS", "edge base URL, e.g. https://edge.example:8443")
 	f.Duration(&cfg.TokenTTL, "token-ttl", "CUSTODY_TOKEN_TTL", 5*time.Minute, "how long a download URL is valid")
 	f.Duration(&cfg.DecisionMaxAge, "decision-max-age", "CUSTODY_DECISION_MAX_AGE", 10*time.Minute, "oldest allow decision accepted")
@@ -126,7 +128,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err := cfg.validate(); err != nil {
 		return err
 	}
-	key, err := token.LoadPrivateKey(cfg.TokenKeyFile)
+	keys, err := loadTokenKeys(cfg.TokenKeyFiles)
 	if err != nil {
 		return err
 	}
@@ -184,12 +186,43 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	srv := d.NewServer(broker.Policy(d.TrustDomain))
 	cdnbrokerv1.RegisterCdnBrokerServiceServer(srv, broker.New(broker.Config{
-		TokenKey: key, EdgeURLs: cfg.EdgeURLs, CDNs: cdnList, TokenTTL: cfg.TokenTTL, DecisionMaxAge: cfg.DecisionMaxAge,
+		TokenKeys: keys, EdgeURLs: cfg.EdgeURLs, CDNs: cdnList, TokenTTL: cfg.TokenTTL, DecisionMaxAge: cfg.DecisionMaxAge,
 		Gatekeeper: spiffeid.RequireFromPath(d.TrustDomain, "/service/gatekeeper"),
 		Signer:     signerv1.NewSignerServiceClient(signerConn), Stops: stops, Logger: d.Logger, Metrics: d.Telemetry.Metrics, Now: time.Now,
 		Purges: manager, Events: events,
 	}))
 	return d.Serve(ctx, srv, append(components, stops.Run)...)
+}
+
+// loadTokenKeys reads each --token-private-key-file FILE[,valid-from=T].
+// Two keys from the same time (two without valid-from among them) would
+// leave the signing key to chance and are refused.
+func loadTokenKeys(vals []string) ([]broker.TokenKey, error) {
+	var keys []broker.TokenKey
+	from := map[time.Time]string{}
+	for _, v := range vals {
+		path, opt, hasOpt := strings.Cut(v, ",")
+		var k broker.TokenKey
+		if hasOpt {
+			ts, ok := strings.CutPrefix(opt, "valid-from=")
+			t, err := time.Parse(time.RFC3339, ts)
+			if !ok || err != nil {
+				return nil, fmt.Errorf("--token-private-key-file %q: want FILE[,valid-from=RFC3339], e.g. new.pem,valid-from=2026-12-31T00:00:00Z", v)
+			}
+			k.ValidFrom = t.UTC()
+		}
+		if prev, dup := from[k.ValidFrom]; dup {
+			return nil, fmt.Errorf("--token-private-key-file %q and %q are valid from the same time: give the newer key a later valid-from", prev, v)
+		}
+		from[k.ValidFrom] = v
+		key, err := token.LoadPrivateKey(path)
+		if err != nil {
+			return nil, err
+		}
+		k.Key = key
+		keys = append(keys, k)
+	}
+	return keys, nil
 }
 
 // loadCDNs reads the CDN configuration and every key it names; the broker

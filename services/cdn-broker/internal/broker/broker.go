@@ -50,10 +50,47 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	}
 }
 
+// TokenKey is an Ed25519 key the broker signs edge tokens with from
+// ValidFrom on (zero: from the start). Of several, the one with the latest
+// ValidFrom not after now signs, so a rotation needs no restart at its
+// instant (decision 0101): the new key is given ahead of time with the
+// valid-from its trust-root entry has.
+type TokenKey struct {
+	Key       ed25519.PrivateKey
+	ValidFrom time.Time
+}
+
+// CurrentTokenKey returns the key of keys that signs at now: the one with
+// the latest ValidFrom not after now.
+func CurrentTokenKey(keys []TokenKey, now time.Time) (ed25519.PrivateKey, error) {
+	var cur *TokenKey
+	for i := range keys {
+		k := &keys[i]
+		if !k.ValidFrom.After(now) && (cur == nil || k.ValidFrom.After(cur.ValidFrom)) {
+			cur = k
+		}
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("no edge token key configured (--token-private-key-file)")
+	}
+	if cur == nil {
+		earliest := keys[0].ValidFrom
+		for _, k := range keys {
+			if k.ValidFrom.Before(earliest) {
+				earliest = k.ValidFrom
+			}
+		}
+		return nil, fmt.Errorf("no edge token key is valid yet: the earliest --token-private-key-file valid-from is %s", earliest.UTC().Format(time.RFC3339))
+	}
+	return cur.Key, nil
+}
+
 // Config configures a Broker.
 type Config struct {
-	TokenKey ed25519.PrivateKey
-	EdgeURLs []string
+	// TokenKeys sign edge tokens (CurrentTokenKey); at least one, and no
+	// two from the same time.
+	TokenKeys []TokenKey
+	EdgeURLs  []string
 	// CDNs are the commercial CDNs that get signed requests next to the
 	// edges' URLs, in this order.
 	CDNs           []*cdns.CDN
@@ -134,7 +171,12 @@ func (b *Broker) IssueDownloadUrl(ctx context.Context, req *cdnbrokerv1.IssueDow
 	}
 	now := b.cfg.Now()
 	exp := now.Add(b.cfg.TokenTTL)
-	tok, err := token.Mint(b.cfg.TokenKey, token.Claims{Digest: d.Digest, DecisionID: d.DecisionID, Environment: d.Environment,
+	key, err := CurrentTokenKey(b.cfg.TokenKeys, now)
+	if err != nil {
+		b.cfg.Logger.ErrorContext(ctx, "no URL issued", slog.Any("error", err))
+		return nil, status.Errorf(codes.Unavailable, "%v; no URL issued", err)
+	}
+	tok, err := token.Mint(key, token.Claims{Digest: d.Digest, DecisionID: d.DecisionID, Environment: d.Environment,
 		DecidedAt: d.Time, Expires: exp, IssuedAt: now, ClientRange: client})
 	if err != nil {
 		return nil, status.Error(codes.Internal, "internal error")

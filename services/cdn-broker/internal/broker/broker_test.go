@@ -177,6 +177,13 @@ const digest = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b
 
 func start(t *testing.T, cdnList ...*cdns.CDN) *fixture {
 	t.Helper()
+	return startWithKeys(t, nil, cdnList...)
+}
+
+// startWithKeys starts a broker signing edge tokens with keys; nil: one
+// new key, valid from the start, whose public half is f.tokenPub.
+func startWithKeys(t *testing.T, keys []broker.TokenKey, cdnList ...*cdns.CDN) *fixture {
+	t.Helper()
 	td := identitytest.New(t, "custody.test")
 	f := &fixture{td: td, now: time.Unix(1_800_000_000, 0).UTC(), tel: telemetry.Discard("cdn-broker"),
 		decision: newKey(t, signerv1.KeyPurpose_KEY_PURPOSE_DECISION), artifact: newKey(t, signerv1.KeyPurpose_KEY_PURPOSE_ARTIFACT)}
@@ -203,11 +210,14 @@ func start(t *testing.T, cdnList ...*cdns.CDN) *fixture {
 	if err := f.stops.Poll(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	f.tokenPub = pub
+	if keys == nil {
+		pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+		f.tokenPub = pub
+		keys = []broker.TokenKey{{Key: priv}}
+	}
 	f.events = &fakeEvents{}
 	b := broker.New(broker.Config{
-		TokenKey: priv, EdgeURLs: []string{"https://edge-a.example:8443/", "https://edge-b.example"}, CDNs: cdnList,
+		TokenKeys: keys, EdgeURLs: []string{"https://edge-a.example:8443/", "https://edge-b.example"}, CDNs: cdnList,
 		TokenTTL: 5 * time.Minute, DecisionMaxAge: 10 * time.Minute, Gatekeeper: td.ID("/service/gatekeeper"),
 		Signer: signerv1.NewSignerServiceClient(conn), Stops: f.stops, Logger: slog.New(slog.DiscardHandler), Metrics: f.tel.Metrics,
 		Now: func() time.Time { return f.now }, Events: f.events,

@@ -217,7 +217,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f.Strings(&cfg.DevRootKeys, "dev-root-key", "CUSTODY_DEV_ROOT_KEYS", "development only: a trust-root private key file; the signer signs and publishes new trust roots itself")
 	f.Int(&cfg.DevThreshold, "dev-root-threshold", "CUSTODY_DEV_ROOT_THRESHOLD", 1, "development only: root signatures a trust root needs")
 	f.Duration(&cfg.RootTTL, "trust-root-ttl", "CUSTODY_TRUST_ROOT_TTL", 365*24*time.Hour, "how long a drafted trust root is valid")
-	f.Strings(&cfg.EdgeTokenKeys, "edge-token-public-key-file", "CUSTODY_EDGE_TOKEN_PUBLIC_KEY_FILES", "edge token verification key (Ed25519 PKIX PEM) to list in trust roots: FILE[,valid-from=RFC3339][,valid-until=RFC3339]")
+	f.Entries(&cfg.EdgeTokenKeys, "edge-token-public-key-file", "CUSTODY_EDGE_TOKEN_PUBLIC_KEY_FILES", "edge token verification key (Ed25519 PKIX PEM) to list in trust roots: FILE[,valid-from=RFC3339][,valid-until=RFC3339]")
 	f.String(&cfg.LogOrigin, "log-origin", "CUSTODY_LOG_ORIGIN", "custody.dev/log", "origin of the catalog's log, whose checkpoints the signer co-signs")
 	f.String(&cfg.CosignerName, "cosigner-name", "CUSTODY_COSIGNER_NAME", "custody.dev/signer", "key name of the signer's cosignature/v1 signatures on log checkpoints; must differ from --log-origin")
 	f.String(&cfg.LogKey, "log-key", "CUSTODY_LOG_KEY", "log", "back-end Ed25519 key that co-signs log checkpoints")
