@@ -219,37 +219,69 @@ func (s *sealer) fill(buf []byte) (int, error) {
 
 func (s *sealer) Read(p []byte) (int, error) {
 	for len(s.out) == 0 {
-		if s.err != nil {
-			return 0, s.err
+		if err := s.advance(); err != nil {
+			return 0, err
 		}
-		if s.done {
-			return 0, io.EOF
-		}
-		if !s.started {
-			n, err := s.fill(s.next)
-			if err != nil {
-				s.err = err
-				return 0, err
-			}
-			s.nextN, s.started = n, true
-		}
-		s.cur, s.next = s.next, s.cur
-		curN := s.nextN
-		last := curN < s.c.chunk
-		if !last {
-			n, err := s.fill(s.next)
-			if err != nil {
-				s.err = err
-				return 0, err
-			}
-			s.nextN = n
-			last = n == 0
-		}
-		s.out = s.c.seal(&s.nonce, s.cur[:0], s.cur[:curN], s.index, last)
-		s.index++
-		s.done = last
 	}
 	n := copy(p, s.out)
 	s.out = s.out[n:]
 	return n, nil
+}
+
+// WriteTo writes each sealed chunk to w in one Write, straight from the
+// sealer's buffer: io.Copy uses it instead of copying through a buffer of
+// its own. An error of src is returned as it is, as from Read.
+func (s *sealer) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		if len(s.out) == 0 {
+			err := s.advance()
+			if errors.Is(err, io.EOF) {
+				return total, nil
+			}
+			if err != nil {
+				return total, err
+			}
+		}
+		n, err := w.Write(s.out)
+		total += int64(n)
+		s.out = s.out[n:]
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
+// advance seals the next chunk into out; io.EOF after the last one.
+func (s *sealer) advance() error {
+	if s.err != nil {
+		return s.err
+	}
+	if s.done {
+		return io.EOF
+	}
+	if !s.started {
+		n, err := s.fill(s.next)
+		if err != nil {
+			s.err = err
+			return err
+		}
+		s.nextN, s.started = n, true
+	}
+	s.cur, s.next = s.next, s.cur
+	curN := s.nextN
+	last := curN < s.c.chunk
+	if !last {
+		n, err := s.fill(s.next)
+		if err != nil {
+			s.err = err
+			return err
+		}
+		s.nextN = n
+		last = n == 0
+	}
+	s.out = s.c.seal(&s.nonce, s.cur[:0], s.cur[:curN], s.index, last)
+	s.index++
+	s.done = last
+	return nil
 }

@@ -175,3 +175,50 @@ func TestFormatIsUnchanged(t *testing.T) {
 		}
 	}
 }
+
+// onlyReader hides a reader's WriteTo, so that io.Copy goes through Read.
+type onlyReader struct{ r io.Reader }
+
+func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+
+type failWriter struct{ left int }
+
+func (f *failWriter) Write(p []byte) (int, error) {
+	if len(p) > f.left {
+		n := f.left
+		f.left = 0
+		return n, errors.New("disk full")
+	}
+	f.left -= len(p)
+	return len(p), nil
+}
+
+// TestSealerWriteToEqualsRead: io.Copy takes the sealer's WriteTo; its
+// bytes are the Read path's, and a writer's error stops it.
+func TestSealerWriteToEqualsRead(t *testing.T) {
+	c := newCipher(t)
+	for _, size := range []int{0, 1, chunk, chunk + 1, 5*chunk - 3} {
+		plain := make([]byte, size)
+		rand.Read(plain)
+		var viaRead, viaWriteTo bytes.Buffer
+		if _, err := io.CopyBuffer(&viaRead, onlyReader{c.Sealer(bytes.NewReader(plain))}, make([]byte, 1000)); err != nil {
+			t.Fatal(err)
+		}
+		n, err := c.Sealer(bytes.NewReader(plain)).(io.WriterTo).WriteTo(&viaWriteTo)
+		if err != nil || n != int64(viaWriteTo.Len()) || !bytes.Equal(viaRead.Bytes(), viaWriteTo.Bytes()) {
+			t.Fatalf("size %d: WriteTo wrote %d bytes (%v), not the %d Read gives", size, n, err, viaRead.Len())
+		}
+	}
+	plain := make([]byte, 3*chunk)
+	if _, err := c.Sealer(bytes.NewReader(plain)).(io.WriterTo).WriteTo(&failWriter{left: chunk}); err == nil || err.Error() != "disk full" {
+		t.Fatalf("WriteTo into a failing writer: %v, want its error", err)
+	}
+	srcErr := errors.New("source broke")
+	if _, err := c.Sealer(io.MultiReader(bytes.NewReader(plain), iotestErr{srcErr})).(io.WriterTo).WriteTo(io.Discard); !errors.Is(err, srcErr) {
+		t.Fatalf("WriteTo of a failing source: %v, want the source's error", err)
+	}
+}
+
+type iotestErr struct{ err error }
+
+func (e iotestErr) Read([]byte) (int, error) { return 0, e.err }

@@ -1,6 +1,8 @@
 // Package local is a blob-store back end on a local filesystem: every
 // object is written to a temporary file, fsynced, linked into place
-// (an atomic create-if-absent) and its directory fsynced.
+// (an atomic create-if-absent) and its directory fsynced. Large objects are
+// written behind the caller (writeBehind), their writeback started as they
+// arrive.
 package local
 
 import (
@@ -51,7 +53,14 @@ func (s *Store) temp(r io.Reader) (*os.File, int64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	n, err := io.Copy(tmp, r)
+	var n int64
+	switch r.(type) {
+	case *bytes.Reader, *os.File:
+		// Small records, or a file the kernel can copy itself.
+		n, err = io.Copy(tmp, r)
+	default:
+		n, err = writeBehind(tmp, r)
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}

@@ -1,0 +1,114 @@
+package local
+
+import (
+	"io"
+	"os"
+	"sync"
+
+	"github.com/custody-dev/custody/services/publisher/internal/writeback"
+)
+
+// Write-behind for large objects. The caller's goroutine (the upload's
+// hashing and sealing) fills blocks; one goroutine per write moves them into
+// the file and asks the kernel to start writing back what it has, so that
+// the disk works while the upload is still arriving instead of all at once
+// in the final fsync. The fsync that makes the object durable is unchanged:
+// temp still calls Sync before the object is linked into place.
+const (
+	behindBlock  = 1 << 20
+	behindBlocks = 3 // blocks per write: its memory bound (3 MiB)
+)
+
+var blocks = sync.Pool{New: func() any { b := make([]byte, 0, behindBlock); return &b }}
+
+// writeBehind copies r into f, as io.Copy does, on two goroutines, and
+// returns the bytes written. On an error of f the copy stops at the next
+// block and that error is returned; an error of r is returned as it is.
+// Nothing of the writer goroutine outlives the call.
+func writeBehind(f *os.File, r io.Reader) (int64, error) {
+	w := &behind{f: f, free: make(chan *[]byte, behindBlocks), full: make(chan *[]byte, behindBlocks), done: make(chan struct{})}
+	for range behindBlocks {
+		w.free <- blocks.Get().(*[]byte)
+	}
+	go w.run()
+	w.cur = <-w.free
+	_, rerr := io.Copy(w, r)
+	if rerr == nil && len(*w.cur) > 0 {
+		w.full <- w.cur
+		w.cur = nil
+	}
+	if w.cur != nil {
+		w.free <- w.cur
+	}
+	close(w.full)
+	<-w.done
+	for range behindBlocks {
+		b := <-w.free
+		*b = (*b)[:0]
+		blocks.Put(b)
+	}
+	if w.werr != nil {
+		return w.n, w.werr
+	}
+	return w.n, rerr
+}
+
+type behind struct {
+	f          *os.File
+	free, full chan *[]byte
+	done       chan struct{}
+	cur        *[]byte // being filled by the caller
+	mu         sync.Mutex
+	werr       error // the file's first error; read after done, or under mu
+	n          int64 // bytes written; read after done
+}
+
+func (w *behind) failed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.werr
+}
+
+// Write fills blocks and hands each full one to the writer goroutine.
+func (w *behind) Write(p []byte) (int, error) {
+	if err := w.failed(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for len(p) > 0 {
+		b := w.cur
+		k := min(len(p), behindBlock-len(*b))
+		*b = append(*b, p[:k]...)
+		p, n = p[k:], n+k
+		if len(*b) == behindBlock {
+			w.full <- b
+			w.cur = <-w.free
+			*w.cur = (*w.cur)[:0]
+			if err := w.failed(); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+func (w *behind) run() {
+	defer close(w.done)
+	var started int64
+	for b := range w.full {
+		if w.failed() == nil {
+			k, err := w.f.Write(*b)
+			w.n += int64(k)
+			if err != nil {
+				w.mu.Lock()
+				w.werr = err
+				w.mu.Unlock()
+			} else if w.n-started >= writeback.Every {
+				writeback.Start(w.f, started, w.n-started)
+				started = w.n
+			}
+		}
+		*b = (*b)[:0]
+		w.free <- b
+	}
+}
