@@ -25,6 +25,12 @@ const (
 	// logs when its retention policy deleted a name@version (and, once no
 	// other binding needs it, destroyed the blob's data key and ciphertext).
 	TypeArtifactRetentionDeleted = "artifact.retention-deleted"
+	// TypeArtifactRevoked is the type of the entry the gatekeeper logs when
+	// an admin or security identity revoked one artifact for good
+	// (gatekeeper RevokeArtifact, decision 0104). Its subject is the
+	// artifact's digest; details carry digest, epoch_time, reason and by
+	// (the revoker's SPIFFE ID).
+	TypeArtifactRevoked = "artifact.revoked"
 	// TypeSBOMAttached is the type of the entry the publisher logs when an
 	// SBOM statement (attest.SBOMPredicateType) over a published artifact
 	// was signed and stored. Its details carry name, version, digest (the
@@ -179,6 +185,7 @@ type Rule struct {
 // before the family they would otherwise fall in.
 var rules = []Rule{
 	{TypeArtifactResigned, EmitterSigner}, // through the catalog's RecordSignature
+	{TypeArtifactRevoked, EmitterGatekeeper},
 	{"artifact.*", EmitterPublisher},
 	{"sbom.*", EmitterPublisher},
 	{"signing.*", EmitterSigner},

@@ -31,6 +31,15 @@ func TestMayEmit(t *testing.T) {
 		{tlog.TypeArtifactResigned, "spiffe://custody.test/service/signer", nil},
 		{tlog.TypeArtifactResigned, "spiffe://custody.test/service/publisher", tlog.ErrNotEmitter},
 		{tlog.TypeArtifactPublished, "spiffe://custody.test/service/publisher", nil},
+		// An artifact revocation: the gatekeeper only, not the publisher
+		// whose artifact.* family it would otherwise fall in.
+		{tlog.TypeArtifactRevoked, "spiffe://custody.test/service/gatekeeper", nil},
+		{tlog.TypeArtifactRevoked, "spiffe://custody.test/service/publisher", tlog.ErrNotEmitter},
+		{tlog.TypeArtifactRevoked, "spiffe://custody.test/service/signer", tlog.ErrNotEmitter},
+		{tlog.TypeArtifactRevoked, "spiffe://custody.test/admin/ops", tlog.ErrNotEmitter},
+		{tlog.TypeArtifactRevoked, "spiffe://custody.test/security/triage", tlog.ErrNotEmitter},
+		{tlog.TypeArtifactRevoked, "spiffe://custody.test/edge/dev", tlog.ErrNotEmitter},
+		{tlog.TypeArtifactRevoked, "spiffe://other.test/service/gatekeeper", tlog.ErrNotEmitter},
 		{tlog.TypeSBOMAttached, "spiffe://custody.test/service/publisher", nil},
 		{tlog.TypeSBOMAttached, "spiffe://custody.test/edge/dev", tlog.ErrNotEmitter},
 		{tlog.TypeSBOMAttached, "spiffe://custody.test/service/gatekeeper", tlog.ErrNotEmitter},

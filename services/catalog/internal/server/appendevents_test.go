@@ -67,8 +67,8 @@ func TestAppendEventsAuthorizationMatrix(t *testing.T) {
 			logged++
 		}
 	}
-	if logged != 21 {
-		t.Errorf("%d events logged, want one per family that AppendEvent may log (21)", logged)
+	if logged != 22 {
+		t.Errorf("%d events logged, want one per family that AppendEvent may log (22)", logged)
 	}
 	size, err := e.log.Size(t.Context())
 	if err != nil {

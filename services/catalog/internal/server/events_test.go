@@ -25,7 +25,8 @@ import (
 var emitters = []struct{ typ, emitter string }{
 	{"artifact.uploaded", "/service/publisher"},
 	{"artifact.retention-deleted", "/service/publisher"},
-	{"sbom.updated", "/service/publisher"}, // sbom.attached only through RecordSBOM
+	{tlog.TypeArtifactRevoked, "/service/gatekeeper"}, // not the publisher's artifact.*
+	{"sbom.updated", "/service/publisher"},            // sbom.attached only through RecordSBOM
 	{"signing.completed", "/service/signer"},
 	{tlog.TypeApprovalRequested, "/service/signer"},
 	{tlog.TypeApprovalApproved, "/service/signer"},
@@ -116,8 +117,8 @@ func TestEventAuthorizationMatrix(t *testing.T) {
 			}
 		}
 	}
-	if logged != 21 {
-		t.Errorf("%d events logged, want one per family that AppendEvent may log (21)", logged)
+	if logged != 22 {
+		t.Errorf("%d events logged, want one per family that AppendEvent may log (22)", logged)
 	}
 
 	// Another trust domain, even with a service's path: refused at the

@@ -22,9 +22,11 @@ func purgeReasons(td spiffeid.TrustDomain, caller spiffeid.ID) []string {
 	case caller == spiffeid.RequireFromPath(td, "/service/publisher"):
 		return []string{"retention-deleted"}
 	case caller == spiffeid.RequireFromPath(td, "/service/signer"):
-		return []string{"artifact-revoked", "key-revoked"}
+		return []string{"key-revoked"}
 	case caller == spiffeid.RequireFromPath(td, "/service/gatekeeper"):
-		return []string{"kill-switch"}
+		// The gatekeeper owns the kill switch and artifact revocations
+		// (decision 0105).
+		return []string{"kill-switch", "artifact-revoked"}
 	case rpc.Under{TrustDomain: td, Prefix: "/admin"}.Allows(caller):
 		return purges.Reasons
 	}

@@ -59,13 +59,13 @@ func TestPurgeDigestsCallers(t *testing.T) {
 		want           codes.Code
 	}{
 		{"/service/publisher", "retention-deleted", codes.OK},
-		{"/service/signer", "artifact-revoked", codes.OK},
+		{"/service/signer", "artifact-revoked", codes.PermissionDenied}, // the gatekeeper revokes artifacts
 		{"/service/signer", "key-revoked", codes.OK},
 		{"/service/gatekeeper", "kill-switch", codes.OK},
 		{"/admin/alice", "admin", codes.OK},
 		{"/admin/alice", "artifact-revoked", codes.OK},
 		{"/service/publisher", "kill-switch", codes.PermissionDenied},
-		{"/service/gatekeeper", "artifact-revoked", codes.PermissionDenied},
+		{"/service/gatekeeper", "artifact-revoked", codes.OK},
 		{"/service/signer", "admin", codes.PermissionDenied},
 		{"/edge/dev", "admin", codes.PermissionDenied},
 		{"/deployer/prod", "admin", codes.PermissionDenied},

@@ -403,7 +403,7 @@ func TestCloudFrontTargetThroughTheVendorClient(t *testing.T) {
 	}
 	f := newFixture(t)
 	m := f.open(t, purges.NewCDN("cf", p))
-	if _, err := m.Enqueue(t.Context(), "spiffe://custody.test/service/signer", "artifact-revoked", "rev-42", []string{d1}); err != nil {
+	if _, err := m.Enqueue(t.Context(), "spiffe://custody.test/service/gatekeeper", "artifact-revoked", "rev-42", []string{d1}); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {

@@ -337,6 +337,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	stops, err := stop.Open(stop.Config{
 		File: cfg.StopStateFile, Quorum: quorum, DefaultQuorum: cfg.DefaultLiftQuorum, KillSwitchQuorum: cfg.KillSwitchLiftQuorum,
 		Log: catalog, Logger: d.Logger, Registry: d.Telemetry.Registry,
+		// Revocations are listed as long as finding epochs: past it no
+		// decision or token issued before them can still be used.
+		RevocationRetention: cfg.FindingRetention,
 	})
 	if err != nil {
 		return err
@@ -413,7 +416,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 		runners = append(runners, func(ctx context.Context) error { return q.Run(ctx, 5*time.Second) })
 	} else {
-		d.Logger.Warn("no --broker-addr: the kill switch leaves deployed artifacts in edge and CDN caches until they expire")
+		d.Logger.Warn("no --broker-addr: the kill switch and artifact revocations leave artifacts in edge and CDN caches until they expire")
 	}
 	gatekeeperv1.RegisterGatekeeperServiceServer(srv, gk)
 	return d.Serve(ctx, srv, runners...)

@@ -122,11 +122,16 @@ type Publisher interface {
 	VerifyBlob(ctx context.Context, digest string) error
 }
 
-// Stops tells which stops (kill switch, pause) apply to an environment.
+// Stops tells which stops (kill switch, pause) apply to an environment,
+// and which artifacts are revoked.
 type Stops interface {
 	// Denials returns why an admission to env must be denied now; nil if
 	// no stop applies.
 	Denials(env string) []string
+	// Revoked returns why an admission of the artifact digest must be
+	// denied in every environment, naming its revocation; "" if it is not
+	// revoked.
+	Revoked(digest string) string
 }
 
 // Deployments tells which versions of a name were deployed to an
@@ -402,17 +407,34 @@ func (g *Gate) Admit(ctx context.Context, req Request) (*Decision, error) {
 	var stops []string
 	if g.cfg.Stops != nil {
 		stops = g.cfg.Stops.Denials(req.Environment)
+		if req.Digest != "" {
+			if r := g.cfg.Stops.Revoked(req.Digest); r != "" {
+				stops = append(stops, r)
+			}
+		}
 	}
 
 	var ev *Evidence
 	if len(stops) == 0 {
 		ev, err = g.cfg.Catalog.Evidence(ctx, req.Name, req.Version, req.Digest)
 	}
+	var revoked string
+	if err == nil && ev != nil && g.cfg.Stops != nil && digest.Valid(ev.Artifact.Digest) {
+		// By name and version: the revocation is of the digest the catalog
+		// binds them to; the revocation was read after the decision's time,
+		// as the stops were.
+		revoked = g.cfg.Stops.Revoked(ev.Artifact.Digest)
+	}
 	switch {
 	case len(stops) > 0:
 		// A stop denies without asking anyone: it must hold while the
 		// catalog, signer or publisher misbehave.
 		d.Reasons = stops
+	case revoked != "":
+		// A revocation denies in every environment, dry-run or not, and
+		// whatever a rollback approval says: nothing else is evaluated.
+		d.Name, d.Version, d.Digest = ev.Artifact.Name, ev.Artifact.Version, ev.Artifact.Digest
+		d.Reasons = []string{revoked}
 	case errors.Is(err, ErrNotFound):
 		d.Reasons = []string{fmt.Sprintf("artifact %s is not in the catalog", describe(req))}
 	case err != nil:
@@ -761,6 +783,40 @@ const (
 )
 
 func validate(req Request) error {
+	problems := validateArtifact(req)
+	if !validEnv(req.Environment) {
+		problems = append(problems, fmt.Sprintf("environment %q: want a name like prod or staging (lowercase letters, digits, '-' and '_', at most %d)", trunc(req.Environment), artifact.MaxEnvironmentLen))
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// Lookup returns the catalog's record of the artifact that name and
+// version, or digest, name. Errors wrap ErrInvalid for a malformed
+// request, ErrNotFound if the catalog has no such artifact, or
+// ErrUnavailable if it could not answer.
+func (g *Gate) Lookup(ctx context.Context, name, version, dgst string) (verify.Artifact, error) {
+	req := Request{Name: name, Version: version, Digest: dgst}
+	if problems := validateArtifact(req); len(problems) > 0 {
+		return verify.Artifact{}, fmt.Errorf("%w: %s", ErrInvalid, strings.Join(problems, "; "))
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	defer cancel()
+	ev, err := g.cfg.Catalog.Evidence(ctx, name, version, dgst)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return verify.Artifact{}, fmt.Errorf("artifact %q: %w in the catalog", trunc(describe(req)), ErrNotFound)
+	case err != nil:
+		return verify.Artifact{}, fmt.Errorf("%w: get %q from the catalog: %w", ErrUnavailable, trunc(describe(req)), err)
+	case !digest.Valid(ev.Artifact.Digest) || (dgst != "" && ev.Artifact.Digest != dgst):
+		return verify.Artifact{}, fmt.Errorf("%w: the catalog's record of %q has digest %q", ErrUnavailable, trunc(describe(req)), trunc(ev.Artifact.Digest))
+	}
+	return ev.Artifact, nil
+}
+
+func validateArtifact(req Request) []string {
 	var problems []string
 	switch {
 	case req.Digest != "" && (req.Name != "" || req.Version != ""):
@@ -777,13 +833,7 @@ func validate(req Request) error {
 			problems = append(problems, fmt.Sprintf("%s: want at most %d bytes of printable UTF-8", what, maxNameLen))
 		}
 	}
-	if !validEnv(req.Environment) {
-		problems = append(problems, fmt.Sprintf("environment %q: want a name like prod or staging (lowercase letters, digits, '-' and '_', at most %d)", trunc(req.Environment), artifact.MaxEnvironmentLen))
-	}
-	if len(problems) > 0 {
-		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(problems, "; "))
-	}
-	return nil
+	return problems
 }
 
 // ValidEnvironment reports whether env is a well-formed environment name.

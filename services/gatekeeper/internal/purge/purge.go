@@ -1,5 +1,6 @@
 // Package purge has the cdn-broker purge every deployed artifact from every
-// cache when the kill switch goes on, until the broker accepts it.
+// cache when the kill switch goes on, and one artifact when it is revoked,
+// asking until the broker accepts.
 package purge
 
 import (
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,8 +20,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/custody-dev/custody/libs/daemon"
+	digests "github.com/custody-dev/custody/libs/digest"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
+	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/strictjson"
 )
 
@@ -27,13 +31,18 @@ import (
 // from the gatekeeper only.
 const Reason = "kill-switch"
 
+// ReasonRevoked is the reason an artifact revocation purges under
+// (decision 0105); the broker accepts it from the gatekeeper and admins.
+const ReasonRevoked = "artifact-revoked"
+
 // Bounds.
 const (
 	// MaxDigests bounds the digests one kill switch purges; more fails
 	// the purge (it stays pending) rather than purging part silently.
 	MaxDigests = 100_000
-	// maxPending bounds the kill switches whose purge waits.
-	maxPending = 100
+	// maxPending bounds the kill switches and revocations whose purge
+	// waits.
+	maxPending = 1000
 	batch      = 100 // the broker's limit per PurgeDigests
 	pageSize   = 1000
 	maxFile    = 1 << 20
@@ -41,7 +50,7 @@ const (
 
 // ErrUnavailable: the catalog or the broker could not be asked; the purge
 // stays pending.
-var ErrUnavailable = errors.New("the kill switch's purge cannot be asked for")
+var ErrUnavailable = errors.New("the purge cannot be asked for")
 
 // Catalog knows the deployments.
 type Catalog interface {
@@ -58,10 +67,15 @@ var (
 	_ Broker  = cdnbrokerv1.CdnBrokerServiceClient(nil)
 )
 
-// Pending is one kill switch whose purge the broker has not accepted.
+// Pending is one kill switch or artifact revocation whose purge the
+// broker has not accepted.
 type Pending struct {
 	Reference string    `json:"reference"`
 	Queued    time.Time `json:"queued"`
+	// Digest, if set, is the one revoked artifact to purge (reason
+	// ReasonRevoked); without it every deployed artifact is purged (the
+	// kill switch).
+	Digest string `json:"digest,omitempty"`
 }
 
 // Queue keeps pending purges in a file and asks for them until accepted.
@@ -96,24 +110,45 @@ func Open(path string, catalog Catalog, broker Broker, logger *slog.Logger) (*Qu
 		return nil, fmt.Errorf("kill-switch purges %s: %d pending, more than %d", path, len(q.pending), maxPending)
 	}
 	for i, p := range q.pending {
-		if p.Reference == "" || len(p.Reference) > 128 {
-			return nil, fmt.Errorf("kill-switch purges %s: entry %d has no valid reference", path, i)
+		if p.Reference == "" || len(p.Reference) > 128 || (p.Digest != "" && !digests.Valid(p.Digest)) {
+			return nil, fmt.Errorf("kill-switch purges %s: entry %d has no valid reference or digest", path, i)
 		}
 	}
 	return q, nil
 }
 
-// Add records a purge under reference (idempotent) and asks for it soon.
+// Add records a purge of every deployed artifact under reference
+// (idempotent) and asks for it soon.
 func (q *Queue) Add(reference string, now time.Time) error {
+	return q.add(Pending{Reference: reference, Queued: now.UTC()})
+}
+
+// AddRevoked records a purge of the revoked artifact dgst, under the
+// reference RevokedReference(dgst) (idempotent), and asks for it soon.
+func (q *Queue) AddRevoked(dgst string, now time.Time) error {
+	if !digests.Valid(dgst) {
+		return fmt.Errorf("purge of a revoked artifact: digest %q: want sha256:<64 lowercase hex>", quote.Prefix(dgst))
+	}
+	return q.add(Pending{Reference: RevokedReference(dgst), Queued: now.UTC(), Digest: dgst})
+}
+
+// RevokedReference is the purge reference of the revocation of dgst: one
+// per digest, since a revocation is final.
+func RevokedReference(dgst string) string {
+	return "artifact-revoked-" + strings.TrimPrefix(dgst, "sha256:")
+}
+
+func (q *Queue) add(p Pending) error {
+	reference := p.Reference
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if slices.ContainsFunc(q.pending, func(p Pending) bool { return p.Reference == reference }) {
 		return nil
 	}
 	if len(q.pending) >= maxPending {
-		return fmt.Errorf("%w: %d kill-switch purges wait for the broker already", ErrUnavailable, len(q.pending))
+		return fmt.Errorf("%w: %d purges wait for the broker already", ErrUnavailable, len(q.pending))
 	}
-	next := append(slices.Clip(q.pending), Pending{Reference: reference, Queued: now.UTC()})
+	next := append(slices.Clip(q.pending), p)
 	if err := q.save(next); err != nil {
 		return err
 	}
@@ -168,9 +203,9 @@ func (q *Queue) Flush(ctx context.Context) error {
 	q.mu.Unlock()
 	var first error
 	for _, p := range pending {
-		n, err := q.purge(ctx, p.Reference)
+		n, err := q.purge(ctx, p)
 		if err != nil {
-			q.logger.WarnContext(ctx, "kill-switch purge not accepted yet; asked again", slog.String("reference", p.Reference), slog.Any("error", err))
+			q.logger.WarnContext(ctx, "purge not accepted yet; asked again", slog.String("reference", p.Reference), slog.Any("error", err))
 			first = cmpOr(first, err)
 			continue
 		}
@@ -184,7 +219,7 @@ func (q *Queue) Flush(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		q.logger.InfoContext(ctx, "kill-switch purge queued at the broker", slog.String("reference", p.Reference), slog.Int("digests", n))
+		q.logger.InfoContext(ctx, "purge queued at the broker", slog.String("reference", p.Reference), slog.Int("digests", n))
 	}
 	return first
 }
@@ -196,7 +231,14 @@ func cmpOr(a, b error) error {
 	return b
 }
 
-func (q *Queue) purge(ctx context.Context, reference string) (int, error) {
+func (q *Queue) purge(ctx context.Context, p Pending) (int, error) {
+	reference := p.Reference
+	if p.Digest != "" {
+		if _, err := q.broker.PurgeDigests(ctx, &cdnbrokerv1.PurgeDigestsRequest{Digests: []string{p.Digest}, Reason: ReasonRevoked, Reference: reference}); err != nil {
+			return 0, fmt.Errorf("%w: purge revoked artifact %s: %v", ErrUnavailable, p.Digest, status.Convert(err).Message())
+		}
+		return 1, nil
+	}
 	digests, err := q.Deployed(ctx)
 	if err != nil {
 		return 0, err

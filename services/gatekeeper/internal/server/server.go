@@ -15,6 +15,7 @@ import (
 
 	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/verify"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/purge"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/rollback"
@@ -25,8 +26,9 @@ import (
 // and admins may ask for admission and report deployments; one admin turns a stop on, admins and
 // approvers approve lifting it; admins, approvers, auditors, the broker and
 // edges read the stop state; admins and approvers request and approve
-// rollbacks (decision 0078), auditors list them too. Builders and deployers can neither pull nor
-// lift a stop.
+// rollbacks (decision 0078), auditors list them too; admins and security
+// identities revoke artifacts (decision 0104). Builders and deployers can neither pull nor
+// lift a stop, nor revoke.
 func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	sd := gatekeeperv1.GatekeeperService_ServiceDesc
 	admin := rpc.Under{TrustDomain: td, Prefix: "/admin"}
@@ -41,6 +43,7 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 		rpc.Method(sd, "RequestRollback"):  {admin, approver},
 		rpc.Method(sd, "ApproveRollback"):  {admin, approver},
 		rpc.Method(sd, "ListRollbacks"):    {admin, approver, rpc.Under{TrustDomain: td, Prefix: "/auditor"}},
+		rpc.Method(sd, "RevokeArtifact"):   {admin, rpc.Under{TrustDomain: td, Prefix: "/security"}},
 		rpc.Method(sd, "GetStopState"): {admin, approver, rpc.Under{TrustDomain: td, Prefix: "/auditor"},
 			rpc.ID(spiffeid.RequireFromPath(td, "/service/cdn-broker")), rpc.Under{TrustDomain: td, Prefix: "/edge"}},
 	}
@@ -51,6 +54,9 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 type Admitter interface {
 	Admit(ctx context.Context, req admission.Request) (*admission.Decision, error)
 	RecordDeployment(ctx context.Context, req admission.DeploymentRequest) (*admission.Deployment, int64, error)
+	// Lookup returns the catalog's record of an artifact (RevokeArtifact
+	// resolves name@version through it).
+	Lookup(ctx context.Context, name, version, digest string) (verify.Artifact, error)
 }
 
 var _ Admitter = (*admission.Gate)(nil)

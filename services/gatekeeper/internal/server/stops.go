@@ -216,6 +216,13 @@ func (s *Server) protoState(st stop.State, strict bool) (*gatekeeperv1.StopState
 			out.FindingsOverflowTime = timestamppb.New(overflow)
 		}
 	}
+	revoked, overflow := s.stops.RevocationEpochs(now)
+	for _, r := range revoked {
+		out.Revoked = append(out.Revoked, revokedProto(r))
+	}
+	if !overflow.IsZero() {
+		out.RevokedOverflowTime = timestamppb.New(overflow)
+	}
 	return out, nil
 }
 

@@ -54,8 +54,9 @@ func (f *Failure) Unwrap() []error { return []error{ErrUnavailable, f.Err} }
 // maxReasonLen bounds a reason: it is stored, logged and shown to callers.
 const maxReasonLen = 512
 
-// maxFileSize bounds the state file read at start.
-const maxFileSize = 4 << 20
+// maxFileSize bounds the state file read at start: room for
+// MaxRevocations with reasons of the longest.
+const maxFileSize = 32 << 20
 
 // maxPauses bounds how many environments may be paused, so that a state
 // file and every GetStopState answer stay small.
@@ -78,10 +79,12 @@ type Stop struct {
 type State struct {
 	KillSwitch Stop            `json:"kill_switch"`
 	Pauses     map[string]Stop `json:"pauses"`
+	// Revoked are the revoked artifacts, oldest first (decision 0104).
+	Revoked []Revocation `json:"revoked,omitempty"`
 }
 
 func (s State) clone() State {
-	c := State{KillSwitch: s.KillSwitch, Pauses: make(map[string]Stop, len(s.Pauses))}
+	c := State{KillSwitch: s.KillSwitch, Pauses: make(map[string]Stop, len(s.Pauses)), Revoked: slices.Clone(s.Revoked)}
 	c.KillSwitch.Approvals = slices.Clone(s.KillSwitch.Approvals)
 	for k, v := range s.Pauses {
 		v.Approvals = slices.Clone(v.Approvals)
@@ -108,19 +111,24 @@ type Config struct {
 	Log              Logger
 	Logger           *slog.Logger
 	Registry         prometheus.Registerer
-	Now              func() time.Time
+	// RevocationRetention is how long an artifact revocation is listed in
+	// the stop state; zero means DefaultRevocationRetention.
+	RevocationRetention time.Duration
+	Now                 func() time.Time
 }
 
 // Store is the durable stop state. Reads never wait on the log or the
 // disk; changes are serialized. It is safe for concurrent use.
 type Store struct {
-	cfg     Config
-	changes *prometheus.CounterVec
-	active  *prometheus.GaugeVec
+	cfg         Config
+	changes     *prometheus.CounterVec
+	active      *prometheus.GaugeVec
+	revocations prometheus.Counter
 
-	op sync.Mutex // serializes changes, held while logging
-	mu sync.RWMutex
-	st State
+	op      sync.Mutex // serializes changes, held while logging
+	mu      sync.RWMutex
+	st      State
+	revoked map[string]int // digest → index in st.Revoked
 }
 
 // Open loads the state file, or starts empty if it does not exist. A
@@ -148,6 +156,9 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.RevocationRetention <= 0 {
+		cfg.RevocationRetention = DefaultRevocationRetention
+	}
 	s := &Store{cfg: cfg, st: State{Pauses: map[string]Stop{}}}
 	b, err := os.ReadFile(cfg.File)
 	switch {
@@ -167,6 +178,9 @@ func Open(cfg Config) (*Store, error) {
 			}
 		}
 	}
+	if err := s.indexRevocations(); err != nil {
+		return nil, fmt.Errorf("stop state %s is corrupt (%w): restore it from a backup; deleting it lifts every stop and revocation", cfg.File, err)
+	}
 	s.changes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "custody_stop_changes_total", Help: "Pause and kill-switch changes, by kind (pause, killswitch), environment (empty for the kill switch) and action (on, approved, off).",
 	}, []string{"kind", "environment", "action"})
@@ -177,6 +191,12 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	if err := cfg.Registry.Register(s.active); err != nil {
+		return nil, err
+	}
+	s.revocations = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "custody_artifact_revocations_total", Help: "Artifacts revoked (RevokeArtifact) since the gatekeeper started.",
+	})
+	if err := cfg.Registry.Register(s.revocations); err != nil {
 		return nil, err
 	}
 	s.setGauges(s.st)
@@ -241,9 +261,9 @@ func (s *Store) On(ctx context.Context, target, reason, caller string) (*Result,
 	if err := checkTarget(target); err != nil {
 		return nil, err
 	}
-	reason = strings.TrimSpace(reason)
-	if reason == "" || len(reason) > maxReasonLen || !utf8.ValidString(reason) || strings.ContainsFunc(reason, isControl) {
-		return nil, fmt.Errorf("%w: a reason is required: at most %d bytes of printable UTF-8", ErrInvalid, maxReasonLen)
+	reason, err := checkReason(reason)
+	if err != nil {
+		return nil, err
 	}
 	s.op.Lock()
 	defer s.op.Unlock()
@@ -430,6 +450,16 @@ func describe(target string) string {
 		return "the kill switch"
 	}
 	return "the pause of " + target
+}
+
+// checkReason trims reason and refuses an empty, oversized or
+// non-printable one.
+func checkReason(reason string) (string, error) {
+	reason = strings.TrimSpace(reason)
+	if reason == "" || len(reason) > maxReasonLen || !utf8.ValidString(reason) || strings.ContainsFunc(reason, isControl) {
+		return "", fmt.Errorf("%w: a reason is required: at most %d bytes of printable UTF-8", ErrInvalid, maxReasonLen)
+	}
+	return reason, nil
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }

@@ -71,6 +71,229 @@ func (Decision) EnumDescriptor() ([]byte, []int) {
 	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{0}
 }
 
+type RevokeArtifactRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Either digest ("sha256:<64 lowercase hex>"), or name and version.
+	Digest  string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	Name    string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// Why; logged and named in every denial. Required: at most 512 bytes of
+	// printable UTF-8.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeArtifactRequest) Reset() {
+	*x = RevokeArtifactRequest{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeArtifactRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeArtifactRequest) ProtoMessage() {}
+
+func (x *RevokeArtifactRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeArtifactRequest.ProtoReflect.Descriptor instead.
+func (*RevokeArtifactRequest) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RevokeArtifactRequest) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *RevokeArtifactRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RevokeArtifactRequest) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RevokeArtifactRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RevokeArtifactResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Revocation *RevokedArtifact       `protobuf:"bytes,1,opt,name=revocation,proto3" json:"revocation,omitempty"`
+	// The artifact's name and version as the catalog knows it.
+	Name    string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// Set when the digest was revoked before this call; nothing changed.
+	AlreadyRevoked bool `protobuf:"varint,4,opt,name=already_revoked,json=alreadyRevoked,proto3" json:"already_revoked,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RevokeArtifactResponse) Reset() {
+	*x = RevokeArtifactResponse{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeArtifactResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeArtifactResponse) ProtoMessage() {}
+
+func (x *RevokeArtifactResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeArtifactResponse.ProtoReflect.Descriptor instead.
+func (*RevokeArtifactResponse) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RevokeArtifactResponse) GetRevocation() *RevokedArtifact {
+	if x != nil {
+		return x.Revocation
+	}
+	return nil
+}
+
+func (x *RevokeArtifactResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RevokeArtifactResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RevokeArtifactResponse) GetAlreadyRevoked() bool {
+	if x != nil {
+		return x.AlreadyRevoked
+	}
+	return false
+}
+
+// RevokedArtifact is one artifact revocation.
+type RevokedArtifact struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "sha256:<64 lowercase hex>".
+	Digest string `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
+	// When it was revoked: the revocation's epoch.
+	EpochTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=epoch_time,json=epochTime,proto3" json:"epoch_time,omitempty"`
+	Reason    string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The SPIFFE ID of the admin or security identity that revoked it.
+	RevokedBy string `protobuf:"bytes,4,opt,name=revoked_by,json=revokedBy,proto3" json:"revoked_by,omitempty"`
+	// The index of its artifact.revoked entry in the transparency log; -1
+	// while the entry is not logged yet.
+	LogIndex      int64 `protobuf:"varint,5,opt,name=log_index,json=logIndex,proto3" json:"log_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokedArtifact) Reset() {
+	*x = RevokedArtifact{}
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokedArtifact) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokedArtifact) ProtoMessage() {}
+
+func (x *RevokedArtifact) ProtoReflect() protoreflect.Message {
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokedArtifact.ProtoReflect.Descriptor instead.
+func (*RevokedArtifact) Descriptor() ([]byte, []int) {
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RevokedArtifact) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *RevokedArtifact) GetEpochTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EpochTime
+	}
+	return nil
+}
+
+func (x *RevokedArtifact) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RevokedArtifact) GetRevokedBy() string {
+	if x != nil {
+		return x.RevokedBy
+	}
+	return ""
+}
+
+func (x *RevokedArtifact) GetLogIndex() int64 {
+	if x != nil {
+		return x.LogIndex
+	}
+	return 0
+}
+
 // Rollback is one rollback request and its approvals.
 type Rollback struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -93,7 +316,7 @@ type Rollback struct {
 
 func (x *Rollback) Reset() {
 	*x = Rollback{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[0]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -105,7 +328,7 @@ func (x *Rollback) String() string {
 func (*Rollback) ProtoMessage() {}
 
 func (x *Rollback) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[0]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -118,7 +341,7 @@ func (x *Rollback) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rollback.ProtoReflect.Descriptor instead.
 func (*Rollback) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{0}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Rollback) GetId() string {
@@ -219,7 +442,7 @@ type RequestRollbackRequest struct {
 
 func (x *RequestRollbackRequest) Reset() {
 	*x = RequestRollbackRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[1]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -231,7 +454,7 @@ func (x *RequestRollbackRequest) String() string {
 func (*RequestRollbackRequest) ProtoMessage() {}
 
 func (x *RequestRollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[1]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -244,7 +467,7 @@ func (x *RequestRollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRollbackRequest.ProtoReflect.Descriptor instead.
 func (*RequestRollbackRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{1}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RequestRollbackRequest) GetName() string {
@@ -292,7 +515,7 @@ type RequestRollbackResponse struct {
 
 func (x *RequestRollbackResponse) Reset() {
 	*x = RequestRollbackResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[2]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -304,7 +527,7 @@ func (x *RequestRollbackResponse) String() string {
 func (*RequestRollbackResponse) ProtoMessage() {}
 
 func (x *RequestRollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[2]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -317,7 +540,7 @@ func (x *RequestRollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestRollbackResponse.ProtoReflect.Descriptor instead.
 func (*RequestRollbackResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{2}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RequestRollbackResponse) GetRollback() *Rollback {
@@ -343,7 +566,7 @@ type ApproveRollbackRequest struct {
 
 func (x *ApproveRollbackRequest) Reset() {
 	*x = ApproveRollbackRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[3]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -355,7 +578,7 @@ func (x *ApproveRollbackRequest) String() string {
 func (*ApproveRollbackRequest) ProtoMessage() {}
 
 func (x *ApproveRollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[3]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -368,7 +591,7 @@ func (x *ApproveRollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRollbackRequest.ProtoReflect.Descriptor instead.
 func (*ApproveRollbackRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{3}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ApproveRollbackRequest) GetId() string {
@@ -388,7 +611,7 @@ type ApproveRollbackResponse struct {
 
 func (x *ApproveRollbackResponse) Reset() {
 	*x = ApproveRollbackResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[4]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +623,7 @@ func (x *ApproveRollbackResponse) String() string {
 func (*ApproveRollbackResponse) ProtoMessage() {}
 
 func (x *ApproveRollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[4]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +636,7 @@ func (x *ApproveRollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveRollbackResponse.ProtoReflect.Descriptor instead.
 func (*ApproveRollbackResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{4}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ApproveRollbackResponse) GetRollback() *Rollback {
@@ -438,7 +661,7 @@ type ListRollbacksRequest struct {
 
 func (x *ListRollbacksRequest) Reset() {
 	*x = ListRollbacksRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[5]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -450,7 +673,7 @@ func (x *ListRollbacksRequest) String() string {
 func (*ListRollbacksRequest) ProtoMessage() {}
 
 func (x *ListRollbacksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[5]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -463,7 +686,7 @@ func (x *ListRollbacksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRollbacksRequest.ProtoReflect.Descriptor instead.
 func (*ListRollbacksRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{5}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{8}
 }
 
 type ListRollbacksResponse struct {
@@ -475,7 +698,7 @@ type ListRollbacksResponse struct {
 
 func (x *ListRollbacksResponse) Reset() {
 	*x = ListRollbacksResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[6]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +710,7 @@ func (x *ListRollbacksResponse) String() string {
 func (*ListRollbacksResponse) ProtoMessage() {}
 
 func (x *ListRollbacksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[6]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +723,7 @@ func (x *ListRollbacksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRollbacksResponse.ProtoReflect.Descriptor instead.
 func (*ListRollbacksResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{6}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListRollbacksResponse) GetRollbacks() []*Rollback {
@@ -535,7 +758,7 @@ type Stop struct {
 
 func (x *Stop) Reset() {
 	*x = Stop{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[7]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -547,7 +770,7 @@ func (x *Stop) String() string {
 func (*Stop) ProtoMessage() {}
 
 func (x *Stop) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[7]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -560,7 +783,7 @@ func (x *Stop) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Stop.ProtoReflect.Descriptor instead.
 func (*Stop) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{7}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Stop) GetActive() bool {
@@ -630,7 +853,7 @@ type EnvironmentStop struct {
 
 func (x *EnvironmentStop) Reset() {
 	*x = EnvironmentStop{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[8]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +865,7 @@ func (x *EnvironmentStop) String() string {
 func (*EnvironmentStop) ProtoMessage() {}
 
 func (x *EnvironmentStop) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[8]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +878,7 @@ func (x *EnvironmentStop) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvironmentStop.ProtoReflect.Descriptor instead.
 func (*EnvironmentStop) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{8}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *EnvironmentStop) GetEnvironment() string {
@@ -696,13 +919,21 @@ type StopState struct {
 	// every decision and token issued before it is refused, whatever its
 	// digest (the list restarts empty after it).
 	FindingsOverflowTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=findings_overflow_time,json=findingsOverflowTime,proto3" json:"findings_overflow_time,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// The artifacts revoked (RevokeArtifact) within the retention of finding
+	// epochs, newest last, at most 10,000: every decision and token for
+	// their digests is refused, whenever it was issued.
+	Revoked []*RevokedArtifact `protobuf:"bytes,8,rep,name=revoked,proto3" json:"revoked,omitempty"`
+	// Set when more artifacts were revoked within that retention than the
+	// list holds: the epoch of the newest revocation left out; every decision
+	// and token issued at or before it is refused, whatever its digest.
+	RevokedOverflowTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=revoked_overflow_time,json=revokedOverflowTime,proto3" json:"revoked_overflow_time,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *StopState) Reset() {
 	*x = StopState{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[9]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +945,7 @@ func (x *StopState) String() string {
 func (*StopState) ProtoMessage() {}
 
 func (x *StopState) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[9]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +958,7 @@ func (x *StopState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopState.ProtoReflect.Descriptor instead.
 func (*StopState) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{9}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StopState) GetKillSwitch() *Stop {
@@ -779,6 +1010,20 @@ func (x *StopState) GetFindingsOverflowTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *StopState) GetRevoked() []*RevokedArtifact {
+	if x != nil {
+		return x.Revoked
+	}
+	return nil
+}
+
+func (x *StopState) GetRevokedOverflowTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedOverflowTime
+	}
+	return nil
+}
+
 // FindingEpoch is the latest finding of one artifact in one environment.
 type FindingEpoch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -794,7 +1039,7 @@ type FindingEpoch struct {
 
 func (x *FindingEpoch) Reset() {
 	*x = FindingEpoch{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[10]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +1051,7 @@ func (x *FindingEpoch) String() string {
 func (*FindingEpoch) ProtoMessage() {}
 
 func (x *FindingEpoch) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[10]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +1064,7 @@ func (x *FindingEpoch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FindingEpoch.ProtoReflect.Descriptor instead.
 func (*FindingEpoch) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{10}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FindingEpoch) GetDigest() string {
@@ -861,7 +1106,7 @@ type PauseRequest struct {
 
 func (x *PauseRequest) Reset() {
 	*x = PauseRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[11]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -873,7 +1118,7 @@ func (x *PauseRequest) String() string {
 func (*PauseRequest) ProtoMessage() {}
 
 func (x *PauseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[11]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -886,7 +1131,7 @@ func (x *PauseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
 func (*PauseRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{11}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PauseRequest) GetEnvironment() string {
@@ -914,7 +1159,7 @@ type PauseResponse struct {
 
 func (x *PauseResponse) Reset() {
 	*x = PauseResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[12]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1171,7 @@ func (x *PauseResponse) String() string {
 func (*PauseResponse) ProtoMessage() {}
 
 func (x *PauseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[12]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1184,7 @@ func (x *PauseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseResponse.ProtoReflect.Descriptor instead.
 func (*PauseResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{12}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PauseResponse) GetState() *StopState {
@@ -965,7 +1210,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[13]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1222,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[13]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1235,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{13}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ResumeRequest) GetEnvironment() string {
@@ -1015,7 +1260,7 @@ type ResumeResponse struct {
 
 func (x *ResumeResponse) Reset() {
 	*x = ResumeResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[14]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1272,7 @@ func (x *ResumeResponse) String() string {
 func (*ResumeResponse) ProtoMessage() {}
 
 func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[14]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1285,7 @@ func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
 func (*ResumeResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{14}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ResumeResponse) GetLifted() bool {
@@ -1087,7 +1332,7 @@ type KillSwitchOnRequest struct {
 
 func (x *KillSwitchOnRequest) Reset() {
 	*x = KillSwitchOnRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[15]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1344,7 @@ func (x *KillSwitchOnRequest) String() string {
 func (*KillSwitchOnRequest) ProtoMessage() {}
 
 func (x *KillSwitchOnRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[15]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1357,7 @@ func (x *KillSwitchOnRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillSwitchOnRequest.ProtoReflect.Descriptor instead.
 func (*KillSwitchOnRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{15}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *KillSwitchOnRequest) GetReason() string {
@@ -1132,7 +1377,7 @@ type KillSwitchOnResponse struct {
 
 func (x *KillSwitchOnResponse) Reset() {
 	*x = KillSwitchOnResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[16]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1389,7 @@ func (x *KillSwitchOnResponse) String() string {
 func (*KillSwitchOnResponse) ProtoMessage() {}
 
 func (x *KillSwitchOnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[16]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1402,7 @@ func (x *KillSwitchOnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillSwitchOnResponse.ProtoReflect.Descriptor instead.
 func (*KillSwitchOnResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{16}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *KillSwitchOnResponse) GetState() *StopState {
@@ -1182,7 +1427,7 @@ type KillSwitchOffRequest struct {
 
 func (x *KillSwitchOffRequest) Reset() {
 	*x = KillSwitchOffRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[17]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1439,7 @@ func (x *KillSwitchOffRequest) String() string {
 func (*KillSwitchOffRequest) ProtoMessage() {}
 
 func (x *KillSwitchOffRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[17]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1452,7 @@ func (x *KillSwitchOffRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillSwitchOffRequest.ProtoReflect.Descriptor instead.
 func (*KillSwitchOffRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{17}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{20}
 }
 
 type KillSwitchOffResponse struct {
@@ -1223,7 +1468,7 @@ type KillSwitchOffResponse struct {
 
 func (x *KillSwitchOffResponse) Reset() {
 	*x = KillSwitchOffResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[18]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1480,7 @@ func (x *KillSwitchOffResponse) String() string {
 func (*KillSwitchOffResponse) ProtoMessage() {}
 
 func (x *KillSwitchOffResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[18]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1493,7 @@ func (x *KillSwitchOffResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillSwitchOffResponse.ProtoReflect.Descriptor instead.
 func (*KillSwitchOffResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{18}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *KillSwitchOffResponse) GetLifted() bool {
@@ -1294,7 +1539,7 @@ type GetStopStateRequest struct {
 
 func (x *GetStopStateRequest) Reset() {
 	*x = GetStopStateRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[19]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1551,7 @@ func (x *GetStopStateRequest) String() string {
 func (*GetStopStateRequest) ProtoMessage() {}
 
 func (x *GetStopStateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[19]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1564,7 @@ func (x *GetStopStateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStopStateRequest.ProtoReflect.Descriptor instead.
 func (*GetStopStateRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{19}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{22}
 }
 
 type GetStopStateResponse struct {
@@ -1331,7 +1576,7 @@ type GetStopStateResponse struct {
 
 func (x *GetStopStateResponse) Reset() {
 	*x = GetStopStateResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[20]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1588,7 @@ func (x *GetStopStateResponse) String() string {
 func (*GetStopStateResponse) ProtoMessage() {}
 
 func (x *GetStopStateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[20]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1601,7 @@ func (x *GetStopStateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStopStateResponse.ProtoReflect.Descriptor instead.
 func (*GetStopStateResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{20}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetStopStateResponse) GetState() *StopState {
@@ -1380,7 +1625,7 @@ type AdmitRequest struct {
 
 func (x *AdmitRequest) Reset() {
 	*x = AdmitRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[21]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1637,7 @@ func (x *AdmitRequest) String() string {
 func (*AdmitRequest) ProtoMessage() {}
 
 func (x *AdmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[21]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1650,7 @@ func (x *AdmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitRequest.ProtoReflect.Descriptor instead.
 func (*AdmitRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{21}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *AdmitRequest) GetName() string {
@@ -1469,7 +1714,7 @@ type AdmitResponse struct {
 
 func (x *AdmitResponse) Reset() {
 	*x = AdmitResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[22]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1481,7 +1726,7 @@ func (x *AdmitResponse) String() string {
 func (*AdmitResponse) ProtoMessage() {}
 
 func (x *AdmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[22]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1494,7 +1739,7 @@ func (x *AdmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdmitResponse.ProtoReflect.Descriptor instead.
 func (*AdmitResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{22}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AdmitResponse) GetDecision() Decision {
@@ -1587,7 +1832,7 @@ type InputAttestation struct {
 
 func (x *InputAttestation) Reset() {
 	*x = InputAttestation{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[23]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1844,7 @@ func (x *InputAttestation) String() string {
 func (*InputAttestation) ProtoMessage() {}
 
 func (x *InputAttestation) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[23]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +1857,7 @@ func (x *InputAttestation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InputAttestation.ProtoReflect.Descriptor instead.
 func (*InputAttestation) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{23}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *InputAttestation) GetUri() string {
@@ -1649,7 +1894,7 @@ type RecordDeploymentRequest struct {
 
 func (x *RecordDeploymentRequest) Reset() {
 	*x = RecordDeploymentRequest{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[24]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +1906,7 @@ func (x *RecordDeploymentRequest) String() string {
 func (*RecordDeploymentRequest) ProtoMessage() {}
 
 func (x *RecordDeploymentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[24]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +1919,7 @@ func (x *RecordDeploymentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordDeploymentRequest.ProtoReflect.Descriptor instead.
 func (*RecordDeploymentRequest) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{24}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RecordDeploymentRequest) GetName() string {
@@ -1734,7 +1979,7 @@ type RecordDeploymentResponse struct {
 
 func (x *RecordDeploymentResponse) Reset() {
 	*x = RecordDeploymentResponse{}
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[25]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +1991,7 @@ func (x *RecordDeploymentResponse) String() string {
 func (*RecordDeploymentResponse) ProtoMessage() {}
 
 func (x *RecordDeploymentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[25]
+	mi := &file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +2004,7 @@ func (x *RecordDeploymentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordDeploymentResponse.ProtoReflect.Descriptor instead.
 func (*RecordDeploymentResponse) Descriptor() ([]byte, []int) {
-	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{25}
+	return file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RecordDeploymentResponse) GetName() string {
@@ -1808,7 +2053,27 @@ var File_custody_gatekeeper_v1_gatekeeper_proto protoreflect.FileDescriptor
 
 const file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc = "" +
 	"\n" +
-	"&custody/gatekeeper/v1/gatekeeper.proto\x12\x15custody.gatekeeper.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x03\n" +
+	"&custody/gatekeeper/v1/gatekeeper.proto\x12\x15custody.gatekeeper.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"u\n" +
+	"\x15RevokeArtifactRequest\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xb7\x01\n" +
+	"\x16RevokeArtifactResponse\x12F\n" +
+	"\n" +
+	"revocation\x18\x01 \x01(\v2&.custody.gatekeeper.v1.RevokedArtifactR\n" +
+	"revocation\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12'\n" +
+	"\x0falready_revoked\x18\x04 \x01(\bR\x0ealreadyRevoked\"\xb8\x01\n" +
+	"\x0fRevokedArtifact\x12\x16\n" +
+	"\x06digest\x18\x01 \x01(\tR\x06digest\x129\n" +
+	"\n" +
+	"epoch_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tepochTime\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"revoked_by\x18\x04 \x01(\tR\trevokedBy\x12\x1b\n" +
+	"\tlog_index\x18\x05 \x01(\x03R\blogIndex\"\x97\x03\n" +
 	"\bRollback\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
@@ -1857,7 +2122,7 @@ const file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc = "" +
 	"\tlifted_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\bliftedAt\"d\n" +
 	"\x0fEnvironmentStop\x12 \n" +
 	"\venvironment\x18\x01 \x01(\tR\venvironment\x12/\n" +
-	"\x04stop\x18\x02 \x01(\v2\x1b.custody.gatekeeper.v1.StopR\x04stop\"\xe4\x03\n" +
+	"\x04stop\x18\x02 \x01(\v2\x1b.custody.gatekeeper.v1.StopR\x04stop\"\xf6\x04\n" +
 	"\tStopState\x12<\n" +
 	"\vkill_switch\x18\x01 \x01(\v2\x1b.custody.gatekeeper.v1.StopR\n" +
 	"killSwitch\x12>\n" +
@@ -1866,7 +2131,9 @@ const file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc = "" +
 	"\x16revocations_checked_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x14revocationsCheckedAt\x12/\n" +
 	"\x05as_of\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04asOf\x12?\n" +
 	"\bfindings\x18\x06 \x03(\v2#.custody.gatekeeper.v1.FindingEpochR\bfindings\x12P\n" +
-	"\x16findings_overflow_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x14findingsOverflowTime\"\xa4\x01\n" +
+	"\x16findings_overflow_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x14findingsOverflowTime\x12@\n" +
+	"\arevoked\x18\b \x03(\v2&.custody.gatekeeper.v1.RevokedArtifactR\arevoked\x12N\n" +
+	"\x15revoked_overflow_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x13revokedOverflowTime\"\xa4\x01\n" +
 	"\fFindingEpoch\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12 \n" +
 	"\venvironment\x18\x02 \x01(\tR\venvironment\x129\n" +
@@ -1947,7 +2214,7 @@ const file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc = "" +
 	"\bDecision\x12\x18\n" +
 	"\x14DECISION_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eDECISION_ALLOW\x10\x01\x12\x11\n" +
-	"\rDECISION_DENY\x10\x022\x95\b\n" +
+	"\rDECISION_DENY\x10\x022\x84\t\n" +
 	"\x11GatekeeperService\x12R\n" +
 	"\x05Admit\x12#.custody.gatekeeper.v1.AdmitRequest\x1a$.custody.gatekeeper.v1.AdmitResponse\x12s\n" +
 	"\x10RecordDeployment\x12..custody.gatekeeper.v1.RecordDeploymentRequest\x1a/.custody.gatekeeper.v1.RecordDeploymentResponse\x12R\n" +
@@ -1958,7 +2225,8 @@ const file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc = "" +
 	"\fGetStopState\x12*.custody.gatekeeper.v1.GetStopStateRequest\x1a+.custody.gatekeeper.v1.GetStopStateResponse\x12p\n" +
 	"\x0fRequestRollback\x12-.custody.gatekeeper.v1.RequestRollbackRequest\x1a..custody.gatekeeper.v1.RequestRollbackResponse\x12p\n" +
 	"\x0fApproveRollback\x12-.custody.gatekeeper.v1.ApproveRollbackRequest\x1a..custody.gatekeeper.v1.ApproveRollbackResponse\x12j\n" +
-	"\rListRollbacks\x12+.custody.gatekeeper.v1.ListRollbacksRequest\x1a,.custody.gatekeeper.v1.ListRollbacksResponseB\xee\x01\n" +
+	"\rListRollbacks\x12+.custody.gatekeeper.v1.ListRollbacksRequest\x1a,.custody.gatekeeper.v1.ListRollbacksResponse\x12m\n" +
+	"\x0eRevokeArtifact\x12,.custody.gatekeeper.v1.RevokeArtifactRequest\x1a-.custody.gatekeeper.v1.RevokeArtifactResponseB\xee\x01\n" +
 	"\x19com.custody.gatekeeper.v1B\x0fGatekeeperProtoP\x01ZJgithub.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1;gatekeeperv1\xa2\x02\x03CGX\xaa\x02\x15Custody.Gatekeeper.V1\xca\x02\x15Custody\\Gatekeeper\\V1\xe2\x02!Custody\\Gatekeeper\\V1\\GPBMetadata\xea\x02\x17Custody::Gatekeeper::V1b\x06proto3"
 
 var (
@@ -1974,89 +2242,98 @@ func file_custody_gatekeeper_v1_gatekeeper_proto_rawDescGZIP() []byte {
 }
 
 var file_custody_gatekeeper_v1_gatekeeper_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_custody_gatekeeper_v1_gatekeeper_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_custody_gatekeeper_v1_gatekeeper_proto_goTypes = []any{
 	(Decision)(0),                    // 0: custody.gatekeeper.v1.Decision
-	(*Rollback)(nil),                 // 1: custody.gatekeeper.v1.Rollback
-	(*RequestRollbackRequest)(nil),   // 2: custody.gatekeeper.v1.RequestRollbackRequest
-	(*RequestRollbackResponse)(nil),  // 3: custody.gatekeeper.v1.RequestRollbackResponse
-	(*ApproveRollbackRequest)(nil),   // 4: custody.gatekeeper.v1.ApproveRollbackRequest
-	(*ApproveRollbackResponse)(nil),  // 5: custody.gatekeeper.v1.ApproveRollbackResponse
-	(*ListRollbacksRequest)(nil),     // 6: custody.gatekeeper.v1.ListRollbacksRequest
-	(*ListRollbacksResponse)(nil),    // 7: custody.gatekeeper.v1.ListRollbacksResponse
-	(*Stop)(nil),                     // 8: custody.gatekeeper.v1.Stop
-	(*EnvironmentStop)(nil),          // 9: custody.gatekeeper.v1.EnvironmentStop
-	(*StopState)(nil),                // 10: custody.gatekeeper.v1.StopState
-	(*FindingEpoch)(nil),             // 11: custody.gatekeeper.v1.FindingEpoch
-	(*PauseRequest)(nil),             // 12: custody.gatekeeper.v1.PauseRequest
-	(*PauseResponse)(nil),            // 13: custody.gatekeeper.v1.PauseResponse
-	(*ResumeRequest)(nil),            // 14: custody.gatekeeper.v1.ResumeRequest
-	(*ResumeResponse)(nil),           // 15: custody.gatekeeper.v1.ResumeResponse
-	(*KillSwitchOnRequest)(nil),      // 16: custody.gatekeeper.v1.KillSwitchOnRequest
-	(*KillSwitchOnResponse)(nil),     // 17: custody.gatekeeper.v1.KillSwitchOnResponse
-	(*KillSwitchOffRequest)(nil),     // 18: custody.gatekeeper.v1.KillSwitchOffRequest
-	(*KillSwitchOffResponse)(nil),    // 19: custody.gatekeeper.v1.KillSwitchOffResponse
-	(*GetStopStateRequest)(nil),      // 20: custody.gatekeeper.v1.GetStopStateRequest
-	(*GetStopStateResponse)(nil),     // 21: custody.gatekeeper.v1.GetStopStateResponse
-	(*AdmitRequest)(nil),             // 22: custody.gatekeeper.v1.AdmitRequest
-	(*AdmitResponse)(nil),            // 23: custody.gatekeeper.v1.AdmitResponse
-	(*InputAttestation)(nil),         // 24: custody.gatekeeper.v1.InputAttestation
-	(*RecordDeploymentRequest)(nil),  // 25: custody.gatekeeper.v1.RecordDeploymentRequest
-	(*RecordDeploymentResponse)(nil), // 26: custody.gatekeeper.v1.RecordDeploymentResponse
-	nil,                              // 27: custody.gatekeeper.v1.InputAttestation.DigestEntry
-	(*timestamppb.Timestamp)(nil),    // 28: google.protobuf.Timestamp
+	(*RevokeArtifactRequest)(nil),    // 1: custody.gatekeeper.v1.RevokeArtifactRequest
+	(*RevokeArtifactResponse)(nil),   // 2: custody.gatekeeper.v1.RevokeArtifactResponse
+	(*RevokedArtifact)(nil),          // 3: custody.gatekeeper.v1.RevokedArtifact
+	(*Rollback)(nil),                 // 4: custody.gatekeeper.v1.Rollback
+	(*RequestRollbackRequest)(nil),   // 5: custody.gatekeeper.v1.RequestRollbackRequest
+	(*RequestRollbackResponse)(nil),  // 6: custody.gatekeeper.v1.RequestRollbackResponse
+	(*ApproveRollbackRequest)(nil),   // 7: custody.gatekeeper.v1.ApproveRollbackRequest
+	(*ApproveRollbackResponse)(nil),  // 8: custody.gatekeeper.v1.ApproveRollbackResponse
+	(*ListRollbacksRequest)(nil),     // 9: custody.gatekeeper.v1.ListRollbacksRequest
+	(*ListRollbacksResponse)(nil),    // 10: custody.gatekeeper.v1.ListRollbacksResponse
+	(*Stop)(nil),                     // 11: custody.gatekeeper.v1.Stop
+	(*EnvironmentStop)(nil),          // 12: custody.gatekeeper.v1.EnvironmentStop
+	(*StopState)(nil),                // 13: custody.gatekeeper.v1.StopState
+	(*FindingEpoch)(nil),             // 14: custody.gatekeeper.v1.FindingEpoch
+	(*PauseRequest)(nil),             // 15: custody.gatekeeper.v1.PauseRequest
+	(*PauseResponse)(nil),            // 16: custody.gatekeeper.v1.PauseResponse
+	(*ResumeRequest)(nil),            // 17: custody.gatekeeper.v1.ResumeRequest
+	(*ResumeResponse)(nil),           // 18: custody.gatekeeper.v1.ResumeResponse
+	(*KillSwitchOnRequest)(nil),      // 19: custody.gatekeeper.v1.KillSwitchOnRequest
+	(*KillSwitchOnResponse)(nil),     // 20: custody.gatekeeper.v1.KillSwitchOnResponse
+	(*KillSwitchOffRequest)(nil),     // 21: custody.gatekeeper.v1.KillSwitchOffRequest
+	(*KillSwitchOffResponse)(nil),    // 22: custody.gatekeeper.v1.KillSwitchOffResponse
+	(*GetStopStateRequest)(nil),      // 23: custody.gatekeeper.v1.GetStopStateRequest
+	(*GetStopStateResponse)(nil),     // 24: custody.gatekeeper.v1.GetStopStateResponse
+	(*AdmitRequest)(nil),             // 25: custody.gatekeeper.v1.AdmitRequest
+	(*AdmitResponse)(nil),            // 26: custody.gatekeeper.v1.AdmitResponse
+	(*InputAttestation)(nil),         // 27: custody.gatekeeper.v1.InputAttestation
+	(*RecordDeploymentRequest)(nil),  // 28: custody.gatekeeper.v1.RecordDeploymentRequest
+	(*RecordDeploymentResponse)(nil), // 29: custody.gatekeeper.v1.RecordDeploymentResponse
+	nil,                              // 30: custody.gatekeeper.v1.InputAttestation.DigestEntry
+	(*timestamppb.Timestamp)(nil),    // 31: google.protobuf.Timestamp
 }
 var file_custody_gatekeeper_v1_gatekeeper_proto_depIdxs = []int32{
-	28, // 0: custody.gatekeeper.v1.Rollback.requested_at:type_name -> google.protobuf.Timestamp
-	28, // 1: custody.gatekeeper.v1.Rollback.expires_at:type_name -> google.protobuf.Timestamp
-	1,  // 2: custody.gatekeeper.v1.RequestRollbackResponse.rollback:type_name -> custody.gatekeeper.v1.Rollback
-	1,  // 3: custody.gatekeeper.v1.ApproveRollbackResponse.rollback:type_name -> custody.gatekeeper.v1.Rollback
-	1,  // 4: custody.gatekeeper.v1.ListRollbacksResponse.rollbacks:type_name -> custody.gatekeeper.v1.Rollback
-	28, // 5: custody.gatekeeper.v1.Stop.epoch_time:type_name -> google.protobuf.Timestamp
-	28, // 6: custody.gatekeeper.v1.Stop.lifted_at:type_name -> google.protobuf.Timestamp
-	8,  // 7: custody.gatekeeper.v1.EnvironmentStop.stop:type_name -> custody.gatekeeper.v1.Stop
-	8,  // 8: custody.gatekeeper.v1.StopState.kill_switch:type_name -> custody.gatekeeper.v1.Stop
-	9,  // 9: custody.gatekeeper.v1.StopState.pauses:type_name -> custody.gatekeeper.v1.EnvironmentStop
-	28, // 10: custody.gatekeeper.v1.StopState.revocation_time:type_name -> google.protobuf.Timestamp
-	28, // 11: custody.gatekeeper.v1.StopState.revocations_checked_at:type_name -> google.protobuf.Timestamp
-	28, // 12: custody.gatekeeper.v1.StopState.as_of:type_name -> google.protobuf.Timestamp
-	11, // 13: custody.gatekeeper.v1.StopState.findings:type_name -> custody.gatekeeper.v1.FindingEpoch
-	28, // 14: custody.gatekeeper.v1.StopState.findings_overflow_time:type_name -> google.protobuf.Timestamp
-	28, // 15: custody.gatekeeper.v1.FindingEpoch.epoch_time:type_name -> google.protobuf.Timestamp
-	10, // 16: custody.gatekeeper.v1.PauseResponse.state:type_name -> custody.gatekeeper.v1.StopState
-	10, // 17: custody.gatekeeper.v1.ResumeResponse.state:type_name -> custody.gatekeeper.v1.StopState
-	10, // 18: custody.gatekeeper.v1.KillSwitchOnResponse.state:type_name -> custody.gatekeeper.v1.StopState
-	10, // 19: custody.gatekeeper.v1.KillSwitchOffResponse.state:type_name -> custody.gatekeeper.v1.StopState
-	10, // 20: custody.gatekeeper.v1.GetStopStateResponse.state:type_name -> custody.gatekeeper.v1.StopState
-	0,  // 21: custody.gatekeeper.v1.AdmitResponse.decision:type_name -> custody.gatekeeper.v1.Decision
-	0,  // 22: custody.gatekeeper.v1.AdmitResponse.real_decision:type_name -> custody.gatekeeper.v1.Decision
-	24, // 23: custody.gatekeeper.v1.AdmitResponse.input_attestations:type_name -> custody.gatekeeper.v1.InputAttestation
-	27, // 24: custody.gatekeeper.v1.InputAttestation.digest:type_name -> custody.gatekeeper.v1.InputAttestation.DigestEntry
-	22, // 25: custody.gatekeeper.v1.GatekeeperService.Admit:input_type -> custody.gatekeeper.v1.AdmitRequest
-	25, // 26: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:input_type -> custody.gatekeeper.v1.RecordDeploymentRequest
-	12, // 27: custody.gatekeeper.v1.GatekeeperService.Pause:input_type -> custody.gatekeeper.v1.PauseRequest
-	14, // 28: custody.gatekeeper.v1.GatekeeperService.Resume:input_type -> custody.gatekeeper.v1.ResumeRequest
-	16, // 29: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:input_type -> custody.gatekeeper.v1.KillSwitchOnRequest
-	18, // 30: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:input_type -> custody.gatekeeper.v1.KillSwitchOffRequest
-	20, // 31: custody.gatekeeper.v1.GatekeeperService.GetStopState:input_type -> custody.gatekeeper.v1.GetStopStateRequest
-	2,  // 32: custody.gatekeeper.v1.GatekeeperService.RequestRollback:input_type -> custody.gatekeeper.v1.RequestRollbackRequest
-	4,  // 33: custody.gatekeeper.v1.GatekeeperService.ApproveRollback:input_type -> custody.gatekeeper.v1.ApproveRollbackRequest
-	6,  // 34: custody.gatekeeper.v1.GatekeeperService.ListRollbacks:input_type -> custody.gatekeeper.v1.ListRollbacksRequest
-	23, // 35: custody.gatekeeper.v1.GatekeeperService.Admit:output_type -> custody.gatekeeper.v1.AdmitResponse
-	26, // 36: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:output_type -> custody.gatekeeper.v1.RecordDeploymentResponse
-	13, // 37: custody.gatekeeper.v1.GatekeeperService.Pause:output_type -> custody.gatekeeper.v1.PauseResponse
-	15, // 38: custody.gatekeeper.v1.GatekeeperService.Resume:output_type -> custody.gatekeeper.v1.ResumeResponse
-	17, // 39: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:output_type -> custody.gatekeeper.v1.KillSwitchOnResponse
-	19, // 40: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:output_type -> custody.gatekeeper.v1.KillSwitchOffResponse
-	21, // 41: custody.gatekeeper.v1.GatekeeperService.GetStopState:output_type -> custody.gatekeeper.v1.GetStopStateResponse
-	3,  // 42: custody.gatekeeper.v1.GatekeeperService.RequestRollback:output_type -> custody.gatekeeper.v1.RequestRollbackResponse
-	5,  // 43: custody.gatekeeper.v1.GatekeeperService.ApproveRollback:output_type -> custody.gatekeeper.v1.ApproveRollbackResponse
-	7,  // 44: custody.gatekeeper.v1.GatekeeperService.ListRollbacks:output_type -> custody.gatekeeper.v1.ListRollbacksResponse
-	35, // [35:45] is the sub-list for method output_type
-	25, // [25:35] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	3,  // 0: custody.gatekeeper.v1.RevokeArtifactResponse.revocation:type_name -> custody.gatekeeper.v1.RevokedArtifact
+	31, // 1: custody.gatekeeper.v1.RevokedArtifact.epoch_time:type_name -> google.protobuf.Timestamp
+	31, // 2: custody.gatekeeper.v1.Rollback.requested_at:type_name -> google.protobuf.Timestamp
+	31, // 3: custody.gatekeeper.v1.Rollback.expires_at:type_name -> google.protobuf.Timestamp
+	4,  // 4: custody.gatekeeper.v1.RequestRollbackResponse.rollback:type_name -> custody.gatekeeper.v1.Rollback
+	4,  // 5: custody.gatekeeper.v1.ApproveRollbackResponse.rollback:type_name -> custody.gatekeeper.v1.Rollback
+	4,  // 6: custody.gatekeeper.v1.ListRollbacksResponse.rollbacks:type_name -> custody.gatekeeper.v1.Rollback
+	31, // 7: custody.gatekeeper.v1.Stop.epoch_time:type_name -> google.protobuf.Timestamp
+	31, // 8: custody.gatekeeper.v1.Stop.lifted_at:type_name -> google.protobuf.Timestamp
+	11, // 9: custody.gatekeeper.v1.EnvironmentStop.stop:type_name -> custody.gatekeeper.v1.Stop
+	11, // 10: custody.gatekeeper.v1.StopState.kill_switch:type_name -> custody.gatekeeper.v1.Stop
+	12, // 11: custody.gatekeeper.v1.StopState.pauses:type_name -> custody.gatekeeper.v1.EnvironmentStop
+	31, // 12: custody.gatekeeper.v1.StopState.revocation_time:type_name -> google.protobuf.Timestamp
+	31, // 13: custody.gatekeeper.v1.StopState.revocations_checked_at:type_name -> google.protobuf.Timestamp
+	31, // 14: custody.gatekeeper.v1.StopState.as_of:type_name -> google.protobuf.Timestamp
+	14, // 15: custody.gatekeeper.v1.StopState.findings:type_name -> custody.gatekeeper.v1.FindingEpoch
+	31, // 16: custody.gatekeeper.v1.StopState.findings_overflow_time:type_name -> google.protobuf.Timestamp
+	3,  // 17: custody.gatekeeper.v1.StopState.revoked:type_name -> custody.gatekeeper.v1.RevokedArtifact
+	31, // 18: custody.gatekeeper.v1.StopState.revoked_overflow_time:type_name -> google.protobuf.Timestamp
+	31, // 19: custody.gatekeeper.v1.FindingEpoch.epoch_time:type_name -> google.protobuf.Timestamp
+	13, // 20: custody.gatekeeper.v1.PauseResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	13, // 21: custody.gatekeeper.v1.ResumeResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	13, // 22: custody.gatekeeper.v1.KillSwitchOnResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	13, // 23: custody.gatekeeper.v1.KillSwitchOffResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	13, // 24: custody.gatekeeper.v1.GetStopStateResponse.state:type_name -> custody.gatekeeper.v1.StopState
+	0,  // 25: custody.gatekeeper.v1.AdmitResponse.decision:type_name -> custody.gatekeeper.v1.Decision
+	0,  // 26: custody.gatekeeper.v1.AdmitResponse.real_decision:type_name -> custody.gatekeeper.v1.Decision
+	27, // 27: custody.gatekeeper.v1.AdmitResponse.input_attestations:type_name -> custody.gatekeeper.v1.InputAttestation
+	30, // 28: custody.gatekeeper.v1.InputAttestation.digest:type_name -> custody.gatekeeper.v1.InputAttestation.DigestEntry
+	25, // 29: custody.gatekeeper.v1.GatekeeperService.Admit:input_type -> custody.gatekeeper.v1.AdmitRequest
+	28, // 30: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:input_type -> custody.gatekeeper.v1.RecordDeploymentRequest
+	15, // 31: custody.gatekeeper.v1.GatekeeperService.Pause:input_type -> custody.gatekeeper.v1.PauseRequest
+	17, // 32: custody.gatekeeper.v1.GatekeeperService.Resume:input_type -> custody.gatekeeper.v1.ResumeRequest
+	19, // 33: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:input_type -> custody.gatekeeper.v1.KillSwitchOnRequest
+	21, // 34: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:input_type -> custody.gatekeeper.v1.KillSwitchOffRequest
+	23, // 35: custody.gatekeeper.v1.GatekeeperService.GetStopState:input_type -> custody.gatekeeper.v1.GetStopStateRequest
+	5,  // 36: custody.gatekeeper.v1.GatekeeperService.RequestRollback:input_type -> custody.gatekeeper.v1.RequestRollbackRequest
+	7,  // 37: custody.gatekeeper.v1.GatekeeperService.ApproveRollback:input_type -> custody.gatekeeper.v1.ApproveRollbackRequest
+	9,  // 38: custody.gatekeeper.v1.GatekeeperService.ListRollbacks:input_type -> custody.gatekeeper.v1.ListRollbacksRequest
+	1,  // 39: custody.gatekeeper.v1.GatekeeperService.RevokeArtifact:input_type -> custody.gatekeeper.v1.RevokeArtifactRequest
+	26, // 40: custody.gatekeeper.v1.GatekeeperService.Admit:output_type -> custody.gatekeeper.v1.AdmitResponse
+	29, // 41: custody.gatekeeper.v1.GatekeeperService.RecordDeployment:output_type -> custody.gatekeeper.v1.RecordDeploymentResponse
+	16, // 42: custody.gatekeeper.v1.GatekeeperService.Pause:output_type -> custody.gatekeeper.v1.PauseResponse
+	18, // 43: custody.gatekeeper.v1.GatekeeperService.Resume:output_type -> custody.gatekeeper.v1.ResumeResponse
+	20, // 44: custody.gatekeeper.v1.GatekeeperService.KillSwitchOn:output_type -> custody.gatekeeper.v1.KillSwitchOnResponse
+	22, // 45: custody.gatekeeper.v1.GatekeeperService.KillSwitchOff:output_type -> custody.gatekeeper.v1.KillSwitchOffResponse
+	24, // 46: custody.gatekeeper.v1.GatekeeperService.GetStopState:output_type -> custody.gatekeeper.v1.GetStopStateResponse
+	6,  // 47: custody.gatekeeper.v1.GatekeeperService.RequestRollback:output_type -> custody.gatekeeper.v1.RequestRollbackResponse
+	8,  // 48: custody.gatekeeper.v1.GatekeeperService.ApproveRollback:output_type -> custody.gatekeeper.v1.ApproveRollbackResponse
+	10, // 49: custody.gatekeeper.v1.GatekeeperService.ListRollbacks:output_type -> custody.gatekeeper.v1.ListRollbacksResponse
+	2,  // 50: custody.gatekeeper.v1.GatekeeperService.RevokeArtifact:output_type -> custody.gatekeeper.v1.RevokeArtifactResponse
+	40, // [40:51] is the sub-list for method output_type
+	29, // [29:40] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_custody_gatekeeper_v1_gatekeeper_proto_init() }
@@ -2070,7 +2347,7 @@ func file_custody_gatekeeper_v1_gatekeeper_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc), len(file_custody_gatekeeper_v1_gatekeeper_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   27,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

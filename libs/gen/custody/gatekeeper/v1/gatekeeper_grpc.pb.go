@@ -29,6 +29,7 @@ const (
 	GatekeeperService_RequestRollback_FullMethodName  = "/custody.gatekeeper.v1.GatekeeperService/RequestRollback"
 	GatekeeperService_ApproveRollback_FullMethodName  = "/custody.gatekeeper.v1.GatekeeperService/ApproveRollback"
 	GatekeeperService_ListRollbacks_FullMethodName    = "/custody.gatekeeper.v1.GatekeeperService/ListRollbacks"
+	GatekeeperService_RevokeArtifact_FullMethodName   = "/custody.gatekeeper.v1.GatekeeperService/RevokeArtifact"
 )
 
 // GatekeeperServiceClient is the client API for GatekeeperService service.
@@ -78,6 +79,17 @@ type GatekeeperServiceClient interface {
 	ApproveRollback(ctx context.Context, in *ApproveRollbackRequest, opts ...grpc.CallOption) (*ApproveRollbackResponse, error)
 	// ListRollbacks returns the unexpired rollback requests, oldest first.
 	ListRollbacks(ctx context.Context, in *ListRollbacksRequest, opts ...grpc.CallOption) (*ListRollbacksResponse, error)
+	// RevokeArtifact revokes one artifact, by digest or by name and version
+	// (resolved through the catalog), for good: every later admission of that
+	// digest is denied in every environment (dry-run included), the broker
+	// and edges refuse every decision and token for it, and the broker purges
+	// it from every CDN and edge (reason artifact-revoked). Admins and
+	// security identities only. There is no un-revoke. Revoking a revoked
+	// digest again changes nothing and logs nothing: the answer names the
+	// first revocation, with already_revoked set. The revocation applies
+	// once it is saved; if its artifact.revoked event could not be logged the
+	// call is Unavailable and calling again logs it.
+	RevokeArtifact(ctx context.Context, in *RevokeArtifactRequest, opts ...grpc.CallOption) (*RevokeArtifactResponse, error)
 }
 
 type gatekeeperServiceClient struct {
@@ -188,6 +200,16 @@ func (c *gatekeeperServiceClient) ListRollbacks(ctx context.Context, in *ListRol
 	return out, nil
 }
 
+func (c *gatekeeperServiceClient) RevokeArtifact(ctx context.Context, in *RevokeArtifactRequest, opts ...grpc.CallOption) (*RevokeArtifactResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeArtifactResponse)
+	err := c.cc.Invoke(ctx, GatekeeperService_RevokeArtifact_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GatekeeperServiceServer is the server API for GatekeeperService service.
 // All implementations must embed UnimplementedGatekeeperServiceServer
 // for forward compatibility.
@@ -235,6 +257,17 @@ type GatekeeperServiceServer interface {
 	ApproveRollback(context.Context, *ApproveRollbackRequest) (*ApproveRollbackResponse, error)
 	// ListRollbacks returns the unexpired rollback requests, oldest first.
 	ListRollbacks(context.Context, *ListRollbacksRequest) (*ListRollbacksResponse, error)
+	// RevokeArtifact revokes one artifact, by digest or by name and version
+	// (resolved through the catalog), for good: every later admission of that
+	// digest is denied in every environment (dry-run included), the broker
+	// and edges refuse every decision and token for it, and the broker purges
+	// it from every CDN and edge (reason artifact-revoked). Admins and
+	// security identities only. There is no un-revoke. Revoking a revoked
+	// digest again changes nothing and logs nothing: the answer names the
+	// first revocation, with already_revoked set. The revocation applies
+	// once it is saved; if its artifact.revoked event could not be logged the
+	// call is Unavailable and calling again logs it.
+	RevokeArtifact(context.Context, *RevokeArtifactRequest) (*RevokeArtifactResponse, error)
 	mustEmbedUnimplementedGatekeeperServiceServer()
 }
 
@@ -274,6 +307,9 @@ func (UnimplementedGatekeeperServiceServer) ApproveRollback(context.Context, *Ap
 }
 func (UnimplementedGatekeeperServiceServer) ListRollbacks(context.Context, *ListRollbacksRequest) (*ListRollbacksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListRollbacks not implemented")
+}
+func (UnimplementedGatekeeperServiceServer) RevokeArtifact(context.Context, *RevokeArtifactRequest) (*RevokeArtifactResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeArtifact not implemented")
 }
 func (UnimplementedGatekeeperServiceServer) mustEmbedUnimplementedGatekeeperServiceServer() {}
 func (UnimplementedGatekeeperServiceServer) testEmbeddedByValue()                           {}
@@ -476,6 +512,24 @@ func _GatekeeperService_ListRollbacks_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GatekeeperService_RevokeArtifact_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeArtifactRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatekeeperServiceServer).RevokeArtifact(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GatekeeperService_RevokeArtifact_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatekeeperServiceServer).RevokeArtifact(ctx, req.(*RevokeArtifactRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GatekeeperService_ServiceDesc is the grpc.ServiceDesc for GatekeeperService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -522,6 +576,10 @@ var GatekeeperService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListRollbacks",
 			Handler:    _GatekeeperService_ListRollbacks_Handler,
+		},
+		{
+			MethodName: "RevokeArtifact",
+			Handler:    _GatekeeperService_RevokeArtifact_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
