@@ -1,6 +1,6 @@
 // Package stopstate is how the broker and edges learn the gatekeeper's stop
-// state (kill switch, pauses, key revocations) and refuse what a stop or an
-// epoch forbids; one check for both, failing closed when the state is not
+// state (kill switch, pauses, key and artifact revocations) and refuse what a
+// stop, an epoch or a revocation forbids; one check for both, failing closed when the state is not
 // known.
 package stopstate
 
@@ -30,6 +30,9 @@ var (
 	// ErrBeforeEpoch means the decision or token was issued before the
 	// latest kill switch, pause of its environment or key revocation.
 	ErrBeforeEpoch = errors.New("issued before a stop epoch")
+	// ErrRevoked means the artifact itself is revoked (gatekeeper
+	// RevokeArtifact): nothing for its digest is used, whenever issued.
+	ErrRevoked = errors.New("artifact revoked")
 )
 
 // Stop is one stop: the kill switch or one environment's pause.
@@ -54,6 +57,19 @@ type State struct {
 	// whatever its digest: the gatekeeper raised more findings than its
 	// per-digest list holds.
 	FindingsOverflow time.Time
+	// Revoked are the revoked artifacts by digest (decision 0105).
+	Revoked map[string]Revocation
+	// RevokedOverflow, if set, refuses everything issued at or before it,
+	// whatever its digest: more artifacts were revoked than the list holds.
+	RevokedOverflow time.Time
+}
+
+// Revocation is one revoked artifact, for the refusal message.
+type Revocation struct {
+	Since    time.Time
+	Reason   string
+	By       string
+	LogIndex int64
 }
 
 // Target is one artifact digest in one environment.
@@ -76,7 +92,7 @@ func FromProto(p *gatekeeperv1.StopState) State {
 		}
 		return st
 	}
-	st := State{KillSwitch: conv(p.GetKillSwitch()), Pauses: map[string]Stop{}, Findings: map[Target]Finding{}}
+	st := State{KillSwitch: conv(p.GetKillSwitch()), Pauses: map[string]Stop{}, Findings: map[Target]Finding{}, Revoked: map[string]Revocation{}}
 	for _, e := range p.GetPauses() {
 		st.Pauses[e.GetEnvironment()] = conv(e.GetStop())
 	}
@@ -98,6 +114,18 @@ func FromProto(p *gatekeeperv1.StopState) State {
 	if p.GetRevocationTime() != nil {
 		st.Revocation = p.GetRevocationTime().AsTime()
 	}
+	for _, r := range p.GetRevoked() {
+		// A revocation without a time still refuses its digest; for
+		// callers that name no digest it counts as latest.
+		since := time.Unix(math.MaxInt32, 0)
+		if r.GetEpochTime() != nil {
+			since = r.GetEpochTime().AsTime()
+		}
+		st.Revoked[r.GetDigest()] = Revocation{Since: since, Reason: r.GetReason(), By: r.GetRevokedBy(), LogIndex: r.GetLogIndex()}
+	}
+	if p.GetRevokedOverflowTime() != nil {
+		st.RevokedOverflow = p.GetRevokedOverflowTime().AsTime()
+	}
 	return st
 }
 
@@ -106,9 +134,13 @@ func FromProto(p *gatekeeperv1.StopState) State {
 // and every digest's findings count) may still be used in state st.
 // precision is the resolution of issued (a second for token
 // times): an epoch within the same unit counts as after it, so that
-// rounding never lets something through. Errors wrap ErrStopped or
-// ErrBeforeEpoch and say what to do.
+// rounding never lets something through. A revoked digest is refused
+// whenever issued; with dgst "" anything issued before a revocation is.
+// Errors wrap ErrStopped, ErrRevoked or ErrBeforeEpoch and say what to do.
 func (st State) Check(env, dgst string, issued time.Time, precision time.Duration) error {
+	if r, ok := st.Revoked[dgst]; ok && dgst != "" {
+		return revokedErr(dgst, r)
+	}
 	if st.KillSwitch.Active {
 		return fmt.Errorf("%w: the kill switch is on since %s (%s): nothing is admitted or served until admins lift it",
 			ErrStopped, st.KillSwitch.Since.UTC().Format(time.RFC3339), st.KillSwitch.Reason)
@@ -134,6 +166,17 @@ func (st State) Check(env, dgst string, issued time.Time, precision time.Duratio
 			return fmt.Errorf("%w: issued before environment %s was paused at %s: admit again", ErrBeforeEpoch, name, p.Since.UTC().Format(time.RFC3339Nano))
 		}
 	}
+	if before(st.RevokedOverflow) {
+		return fmt.Errorf("%w: issued before the gatekeeper's artifact revocations overflowed their list at %s, which refuses every earlier decision: admit again",
+			ErrBeforeEpoch, st.RevokedOverflow.UTC().Format(time.RFC3339Nano))
+	}
+	if dgst == "" {
+		for d, r := range st.Revoked {
+			if before(r.Since) {
+				return revokedErr(d, r)
+			}
+		}
+	}
 	if before(st.FindingsOverflow) {
 		return fmt.Errorf("%w: issued before the gatekeeper's findings overflowed their list at %s, which refuses every earlier decision: admit again",
 			ErrBeforeEpoch, st.FindingsOverflow.UTC().Format(time.RFC3339Nano))
@@ -150,6 +193,15 @@ func (st State) Check(env, dgst string, issued time.Time, precision time.Duratio
 		}
 	}
 	return nil
+}
+
+func revokedErr(dgst string, r Revocation) error {
+	where := "not logged yet"
+	if r.LogIndex >= 0 {
+		where = fmt.Sprintf("artifact.revoked log index %d", r.LogIndex)
+	}
+	return fmt.Errorf("%w: artifact %s was revoked at %s by %s (%s): nothing for it is served; deploy another version. Reason: %s",
+		ErrRevoked, dgst, r.Since.UTC().Format(time.RFC3339Nano), r.By, where, r.Reason)
 }
 
 func findingErr(dgst, env string, f Finding) error {

@@ -3,6 +3,7 @@ package stopstate
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -170,4 +171,50 @@ func TestAgeGaugeNamesTheService(t *testing.T) {
 		t.Fatalf("custody_stop_state_age_seconds labels %v, want service=edge", mf.GetMetric()[0].GetLabel())
 	}
 	t.Fatal("custody_stop_state_age_seconds not registered")
+}
+
+// TestRevokedArtifacts: a revoked digest is refused whenever its decision
+// or token was issued, after the revocation too, and in every
+// environment; other digests are not; anything issued at or before the
+// overflow time is refused whatever its digest; a caller that names no
+// digest is refused for what was issued before a revocation.
+func TestRevokedArtifacts(t *testing.T) {
+	st := FromProto(&gatekeeperv1.StopState{
+		Revoked: []*gatekeeperv1.RevokedArtifact{
+			{Digest: dA, EpochTime: timestamppb.New(t0), Reason: "INC-7 backdoor", RevokedBy: "spiffe://custody.test/admin/ops", LogIndex: 42},
+		},
+		RevokedOverflowTime: timestamppb.New(t0.Add(-time.Hour)),
+	})
+	for _, tc := range []struct {
+		name   string
+		env    string
+		dgst   string
+		issued time.Time
+		prec   time.Duration
+		want   error
+	}{
+		{"revoked, before", "prod", dA, t0.Add(-time.Minute), 0, ErrRevoked},
+		{"revoked, after", "prod", dA, t0.Add(time.Hour), 0, ErrRevoked},
+		{"revoked, token second", "staging", dA, t0.Add(time.Second), time.Second, ErrRevoked},
+		{"revoked, no env", "", dA, t0.Add(time.Hour), 0, ErrRevoked},
+		{"other digest after the overflow", "prod", dB, t0.Add(-time.Minute), 0, nil},
+		{"other digest at the overflow", "prod", dB, t0.Add(-time.Hour), 0, ErrBeforeEpoch},
+		{"other digest token in the overflow's second", "prod", dB, t0.Add(-time.Hour).Truncate(time.Second), time.Second, ErrBeforeEpoch},
+		{"no digest, before the revocation", "prod", "", t0.Add(-time.Minute), 0, ErrRevoked},
+		{"no digest, after", "prod", "", t0.Add(time.Minute), 0, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := st.Check(tc.env, tc.dgst, tc.issued, tc.prec)
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("Check = %v, want %v", err, tc.want)
+			}
+			if errors.Is(err, ErrRevoked) {
+				for _, w := range []string{dA, "INC-7 backdoor", "spiffe://custody.test/admin/ops", "artifact.revoked log index 42"} {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("%q does not name %q", err, w)
+					}
+				}
+			}
+		})
+	}
 }

@@ -465,6 +465,20 @@ func TestRefusesWhileAStopAppliesAndBeforeEpochs(t *testing.T) {
 			codes.OK, ""},
 		{"findings overflowed after the decision", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}, FindingsOverflowTime: ts(decidedAt.Add(time.Second))},
 			codes.PermissionDenied, "findings overflowed"},
+		// The decision's artifact was revoked (decision 0105): no URL,
+		// whether the revocation came after the decision or, with an
+		// older decision, before it.
+		{"its digest revoked after the decision", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}, Revoked: []*gatekeeperv1.RevokedArtifact{
+			{Digest: digest, EpochTime: ts(decidedAt.Add(time.Second)), Reason: "INC-7", RevokedBy: "spiffe://custody.test/admin/ops", LogIndex: 12}}},
+			codes.PermissionDenied, "was revoked at"},
+		{"its digest revoked before the decision", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}, Revoked: []*gatekeeperv1.RevokedArtifact{
+			{Digest: digest, EpochTime: ts(decidedAt.Add(-time.Hour)), Reason: "INC-7", LogIndex: 12}}},
+			codes.PermissionDenied, "artifact.revoked log index 12"},
+		{"another digest revoked", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}, Revoked: []*gatekeeperv1.RevokedArtifact{
+			{Digest: "sha256:" + strings.Repeat("0", 64), EpochTime: ts(f.now), Reason: "x"}}},
+			codes.OK, ""},
+		{"revocations overflowed after the decision", &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{}, RevokedOverflowTime: ts(decidedAt.Add(time.Second))},
+			codes.PermissionDenied, "revocations overflowed"},
 	}
 	for _, tt := range tests {
 		f.setState(t, tt.state)

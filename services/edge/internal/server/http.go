@@ -185,8 +185,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		rec.refused = "before-epoch"
-		if errors.Is(err, stopstate.ErrStopped) {
+		switch {
+		case errors.Is(err, stopstate.ErrStopped):
 			rec.refused = "stopped"
+		case errors.Is(err, stopstate.ErrRevoked):
+			rec.refused = "revoked"
 		}
 		http.Error(rec, "forbidden: "+err.Error(), http.StatusForbidden)
 		return

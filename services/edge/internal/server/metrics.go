@@ -9,7 +9,7 @@ type HTTPMetrics struct {
 	Requests *prometheus.CounterVec
 	// Forbidden counts 403s by reason: a token error (expired, digest,
 	// unknown-key, signature, malformed, issued-at, lifetime) or a stop
-	// (stopped, before-epoch).
+	// (stopped, before-epoch, revoked).
 	Forbidden *prometheus.CounterVec
 	// BytesServed counts body bytes written for 200 and 206 answers.
 	BytesServed prometheus.Counter

@@ -580,6 +580,13 @@ func TestRefusesTokensDuringStopsAndBeforeEpochs(t *testing.T) {
 		{"finding of another digest", fresh, stopstate.State{Findings: map[stopstate.Target]stopstate.Finding{{Digest: "sha256:" + strings.Repeat("0", 64), Environment: "prod"}: {Since: epoch, Advisory: "GHSA-x"}}}, false, http.StatusOK, ""},
 		{"finding of its digest in staging", fresh, stopstate.State{Findings: map[stopstate.Target]stopstate.Finding{{Digest: f.digest, Environment: "staging"}: {Since: epoch, Advisory: "GHSA-x"}}}, false, http.StatusOK, ""},
 		{"decision before the findings overflow", fresh, stopstate.State{FindingsOverflow: epoch}, false, http.StatusForbidden, "findings overflowed"},
+		// An artifact revocation (decision 0105): its digest is refused
+		// whenever the token was issued; another digest's is not; anything
+		// issued before the revocations' overflow is.
+		{"token for a revoked digest", fresh, stopstate.State{Revoked: map[string]stopstate.Revocation{f.digest: {Since: f.now.Add(-time.Hour), Reason: "INC-7", By: "spiffe://custody.test/admin/ops", LogIndex: 9}}}, false, http.StatusForbidden, "was revoked at"},
+		{"token for a revoked digest, issued before it", fresh, stopstate.State{Revoked: map[string]stopstate.Revocation{f.digest: {Since: f.now, Reason: "INC-7", LogIndex: 9}}}, false, http.StatusForbidden, "artifact.revoked log index 9"},
+		{"another digest revoked", fresh, stopstate.State{Revoked: map[string]stopstate.Revocation{"sha256:" + strings.Repeat("0", 64): {Since: epoch, Reason: "x"}}}, false, http.StatusOK, ""},
+		{"decision before the revocations overflow", fresh, stopstate.State{RevokedOverflow: epoch}, false, http.StatusForbidden, "revocations overflowed"},
 		// The key-compromise drill admits again right after a revocation:
 		// a decision 300 ms after it, in the same second, is after it.
 		{"decision 300 ms after a revocation, same second", sameSecond(f.now, 700*time.Millisecond), stopstate.State{Revocation: f.now.Truncate(time.Second).Add(400 * time.Millisecond)}, false, http.StatusOK, ""},
