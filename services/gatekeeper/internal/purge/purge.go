@@ -133,9 +133,11 @@ func (q *Queue) AddRevoked(dgst string, now time.Time) error {
 }
 
 // RevokedReference is the purge reference of the revocation of dgst: one
-// per digest, since a revocation is final.
+// per digest, since a revocation is final. It holds the digest's first 32
+// hex digits (128 bits), since the broker takes references of at most 64
+// characters.
 func RevokedReference(dgst string) string {
-	return "artifact-revoked-" + strings.TrimPrefix(dgst, "sha256:")
+	return "artifact-revoked-" + strings.TrimPrefix(dgst, "sha256:")[:32]
 }
 
 func (q *Queue) add(p Pending) error {

@@ -264,6 +264,10 @@ func TestRevocationSurvivesRestartAndLogOutage(t *testing.T) {
 	if err := q.Flush(t.Context()); err != nil || q.Pending() != 0 {
 		t.Fatalf("Flush = %v, %d pending", err, q.Pending())
 	}
+	// The broker takes references of 1 to 64 of A-Z a-z 0-9 . _ : -.
+	if ref := purge.RevokedReference(dgst); len(ref) > 64 || strings.Trim(ref, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" || !strings.HasPrefix(ref, "artifact-revoked-"+dgst[7:39]) {
+		t.Fatalf("reference %q does not fit the broker's rule or does not name the digest", ref)
+	}
 	if len(b.calls) != 1 || b.calls[0].GetReason() != purge.ReasonRevoked || b.calls[0].GetReference() != purge.RevokedReference(dgst) ||
 		len(b.calls[0].GetDigests()) != 1 || b.calls[0].GetDigests()[0] != dgst {
 		t.Fatalf("purge calls %v: want %s, reason artifact-revoked", b.calls, dgst)
