@@ -70,7 +70,7 @@ func Execute(ctx context.Context, args []string, getenv func(string) string, std
 		c.addrs[s] = pf.String(s+"-addr", "", s+" gRPC address (outside dev)")
 	}
 	root.AddCommand(c.devCmd(), c.publishCmd(), c.admitCmd(), c.fetchCmd(), c.bundleCmd(), c.verifyCmd(), c.debugCmd(), c.keysCmd(), c.approvalsCmd(), c.approveCmd(), c.rejectCmd())
-	root.AddCommand(c.trustrootCmd(), c.logCmd(), c.storeCmd(), c.pauseCmd(), c.resumeCmd(), c.killswitchCmd(), c.rollbackCmd())
+	root.AddCommand(c.trustrootCmd(), c.logCmd(), c.storeCmd(), c.pauseCmd(), c.resumeCmd(), c.killswitchCmd(), c.rollbackCmd(), c.revokeCmd())
 	root.AddCommand(c.purgeCmd())
 	root.AddCommand(c.auditCmd(), c.inventoryCmd(), c.lineageCmd(), c.searchCmd(), c.sbomCmd())
 	root.AddCommand(c.backupCmd(), c.restoreCmd())
