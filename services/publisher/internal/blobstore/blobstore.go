@@ -68,6 +68,17 @@ type Backend interface {
 	List(ctx context.Context, prefix string, fn func(name string) error) error
 }
 
+// Linker is a Backend that can take a complete file of the local
+// filesystem as a new object without copying its bytes (a resumable upload
+// sealed in place). Link makes the file at path durable and then visible as
+// name, which must not exist (a clash is ErrExists, as for Write); the file
+// stays at path as well. A back end that cannot do it for this path (another
+// filesystem) returns an error wrapping errors.ErrUnsupported, and the
+// caller writes the object with Write instead.
+type Linker interface {
+	Link(ctx context.Context, name, path string) error
+}
+
 // ValidName reports whether name is an acceptable object name: 1–512
 // bytes, slash-separated segments of [a-z0-9._-], no empty, "." or ".."
 // segment.

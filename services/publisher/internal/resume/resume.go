@@ -2,11 +2,12 @@
 // builder can send only the rest: one file per (caller, upload id), for a
 // bounded time, at most a few per caller.
 //
-// Partial files are encrypted like blobs: a fresh data key per upload,
-// wrapped by the store's KEK in the file's header, and the bytes in
-// AES-256-GCM records of partChunk bytes, each under a random nonce with the
-// file's name and the record's index as associated data. No plaintext byte
-// of an upload reaches the disk; at most one record's worth is in memory.
+// Partial files are sealed as blobs are, as the bytes arrive: a fresh blob
+// data key per upload, wrapped by the store's KEK, and the bytes in the
+// store's chunked AES-256-GCM format, so that a finished upload is stored
+// without being decrypted, re-hashed, re-sealed or copied (see Upload's
+// file layout). No plaintext byte of an upload reaches the disk; at most
+// one chunk's worth is in memory.
 package resume
 
 import (
@@ -14,6 +15,8 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -31,8 +34,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/custody-dev/custody/libs/stream"
 	"github.com/custody-dev/custody/services/publisher/internal/kek"
 	"github.com/custody-dev/custody/services/publisher/internal/sealed"
+	"github.com/custody-dev/custody/services/publisher/internal/writeback"
 )
 
 // Errors the gRPC layer maps to status codes.
@@ -125,44 +130,69 @@ func name(caller, id string) string {
 }
 
 // Upload is one stream writing a partial upload. Its methods are for one
-// goroutine; exactly one of Suspend or Discard must be called.
+// goroutine; exactly one of Suspend or Discard must be called (after Finish
+// too).
 type Upload struct {
 	s    *Store
 	name string
 	h    *holder
-	f    *os.File
+	f    *os.File // the chunks
 	sum  hash.Hash
 	size int64 // plaintext held, buf included
 
-	aead   cipher.AEAD
-	header int64  // bytes of the file's header
-	index  int64  // records on disk
-	buf    []byte // plaintext after the last record, less than partChunk
-	rec    []byte // one sealed record
+	dk      []byte // the blob's data key, wrapped in the key file
+	wrapped string
+	content *stream.Cipher
+	tail    cipher.AEAD
+	bindKey []byte
+	index   int64  // chunks in f
+	buf     []byte // plaintext after them, at most one chunk
+	rec     []byte // one sealed chunk
+	synced  int64  // bytes of f handed to writeback
+	// While size < verifyEnd the stream resends bytes the file already
+	// holds sealed (a resume from an earlier offset): they are compared
+	// with the held plaintext, never sealed again under the same nonce.
+	verifyEnd int64
+	cmp       []byte // plaintext of chunk cmpIndex
+	cmpIndex  int64
 }
 
-// Partial file layout: magic, 2-byte length and the wrapped key, then
-// records of nonce ‖ GCM(plaintext of partChunk bytes; the last may be
-// shorter).
+// Partial upload files. The bytes are sealed as they arrive in the blob
+// store's own content format (libs/stream chunks under the content key of
+// a fresh blob data key, sealed.ContentCipher), so a finished upload
+// becomes the blob's ciphertext object as it is (sealed.PutSealed):
+//
+//	<name>       the chunks, each sealed once a later byte shows it is not
+//	             the last (the last is sealed by Finish)
+//	<name>.key   magic, chunk size, the data key wrapped by the store's KEK,
+//	             and a MAC of the file name under a key derived from it, so
+//	             that another upload's files put in this one's place do not
+//	             resume
+//	<name>.tail  written when a stream stops: the bytes after the last
+//	             chunk (up to one chunk), as index ‖ nonce ‖ AES-256-GCM
+//	             under a key derived for it, with the file name and index
+//	             as associated data, under a random nonce
 const (
-	partMagic    = "custody partial v1\n"
-	partChunk    = 64 << 10
-	nonceSize    = 12
-	recOverhead  = nonceSize + 16
-	fullRecord   = partChunk + recOverhead
-	maxWrapped   = 4096
-	partKeyBytes = 32
+	keyMagic   = "custody partial v2\n"
+	keySuffix  = ".key"
+	tailSuffix = ".tail"
+	maxWrapped = 4096
+	nonceSize  = 12
+	tailHeader = 8 + nonceSize
 )
 
-// Begin starts (offset 0) or resumes (offset > 0) caller's upload id; with
-// hash, Digest reports the SHA-256 of the bytes held (always so when
-// resuming). A
-// stream still writing that upload is stopped first (its Stop channel
-// closes) and Begin waits for it to let go. Starting anew discards earlier
-// bytes of the id. Resuming truncates the partial to offset and rebuilds the
-// hash by reading it back, so the result is exactly the first offset bytes
-// sent plus what follows.
-func (s *Store) Begin(ctx context.Context, caller, id string, offset int64, hash bool) (*Upload, error) {
+// chunk is the plaintext size of a partial's chunks (the store's).
+const chunk = sealed.DefaultChunk
+
+const fullChunk = chunk + stream.Overhead
+
+// Begin starts (offset 0) or resumes (offset > 0) caller's upload id;
+// Digest reports the SHA-256 of the bytes held. A stream still writing that
+// upload is stopped first (its Stop channel closes) and Begin waits for it
+// to let go. Starting anew discards earlier bytes of the id. Resuming
+// authenticates the chunks held and rebuilds the hash by reading them back,
+// so the result is exactly the first offset bytes sent plus what follows.
+func (s *Store) Begin(ctx context.Context, caller, id string, offset int64) (*Upload, error) {
 	if !ValidID(id) {
 		return nil, fmt.Errorf("%w: upload id %q: want 16-64 letters, digits, '-' or '_'", ErrInvalid, id)
 	}
@@ -174,15 +204,13 @@ func (s *Store) Begin(ctx context.Context, caller, id string, offset int64, hash
 	if err != nil {
 		return nil, err
 	}
-	u := &Upload{s: s, name: n, h: h, size: offset}
-	if hash || offset > 0 {
-		u.sum = sha256.New()
-	}
+	u := &Upload{s: s, name: n, h: h, size: offset, sum: sha256.New(), cmpIndex: -1}
 	if err := u.open(ctx, offset); err != nil {
+		clear(u.dk)
 		s.release(n, h)
 		return nil, err
 	}
-	h.held.Store(u.size)
+	h.held.Store(u.held())
 	return u, nil
 }
 
@@ -217,39 +245,70 @@ func (s *Store) release(n string, h *holder) {
 
 func (s *Store) path(n string) string { return filepath.Join(s.cfg.Dir, n) }
 
+// remove deletes every file of partial n.
+func (s *Store) remove(n string) {
+	for _, suffix := range []string{"", keySuffix, tailSuffix} {
+		os.Remove(s.path(n) + suffix)
+	}
+}
+
+func (u *Upload) keys(dk []byte) error {
+	var err error
+	if u.content, err = sealed.ContentCipher(dk, chunk); err != nil {
+		return err
+	}
+	tk, err := hkdf.Key(sha256.New, dk, nil, "custody partial tail v1", 32)
+	if err != nil {
+		return err
+	}
+	u.tail, err = newAEAD(tk)
+	clear(tk)
+	if err != nil {
+		return err
+	}
+	u.bindKey, err = hkdf.Key(sha256.New, dk, nil, "custody partial name v1", 32)
+	u.dk = dk
+	return err
+}
+
 func (u *Upload) open(ctx context.Context, offset int64) error {
 	p := u.s.path(u.name)
-	u.rec = make([]byte, fullRecord)
+	u.rec = make([]byte, fullChunk)
+	u.buf = make([]byte, 0, chunk)
 	if offset == 0 {
 		u.s.evict(u.name)
-		dk := make([]byte, partKeyBytes)
+		u.s.remove(u.name)
+		dk := make([]byte, sealed.DataKeySize)
 		rand.Read(dk)
-		defer clear(dk)
 		wrapped, err := u.s.cfg.KEK.Wrap(ctx, dk)
 		if err != nil {
+			clear(dk)
 			return kekErr("start partial upload", err)
 		}
-		if u.aead, err = newAEAD(dk); err != nil {
+		if err := u.keys(dk); err != nil {
 			return err
+		}
+		u.wrapped = wrapped
+		hdr := append([]byte(keyMagic), 0, 0, 0, 0, 0, 0)
+		binary.BigEndian.PutUint32(hdr[len(keyMagic):], chunk)
+		binary.BigEndian.PutUint16(hdr[len(keyMagic)+4:], uint16(len(wrapped)))
+		hdr = append(hdr, wrapped...)
+		hdr = append(hdr, u.binding()...)
+		if err := os.WriteFile(p+keySuffix, hdr, 0o600); err != nil {
+			u.s.remove(u.name)
+			return fmt.Errorf("start partial upload: %w", err)
 		}
 		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
+			u.s.remove(u.name)
 			return fmt.Errorf("start partial upload: %w", err)
 		}
-		hdr := append([]byte(partMagic), 0, 0)
-		binary.BigEndian.PutUint16(hdr[len(partMagic):], uint16(len(wrapped)))
-		hdr = append(hdr, wrapped...)
-		if _, err := f.Write(hdr); err != nil {
-			f.Close()
-			os.Remove(p)
-			return fmt.Errorf("start partial upload: %w", err)
-		}
-		u.f, u.header = f, int64(len(hdr))
+		u.f = f
 		return nil
 	}
 	fi, err := os.Stat(p)
 	if errors.Is(err, fs.ErrNotExist) || err == nil && u.s.expired(fi) {
-		os.Remove(p)
+		u.s.remove(u.name)
 		return fmt.Errorf("%w: upload from offset 0", ErrNotFound)
 	}
 	if err != nil {
@@ -267,64 +326,127 @@ func (u *Upload) open(ctx context.Context, offset int64) error {
 	return nil
 }
 
-// reopen unwraps the key of an existing partial, decrypts and rehashes its
-// first offset bytes, and truncates it to the last whole record before
-// offset, keeping the rest of offset in buf.
+// reopen unwraps the key of an existing partial, authenticates and rehashes
+// its first offset bytes, drops a torn chunk and takes the tail back into
+// memory.
 func (u *Upload) reopen(ctx context.Context, f *os.File, size, offset int64) error {
-	wrapped, header, err := readHeader(f)
+	wrapped, mac, err := readKey(f.Name() + keySuffix)
 	if err != nil {
-		os.Remove(f.Name())
+		u.s.remove(u.name)
 		return fmt.Errorf("%w: the partial upload is damaged (%v): upload from offset 0", ErrNotFound, err)
 	}
 	dk, err := u.s.cfg.KEK.Unwrap(ctx, wrapped)
 	if errors.Is(err, kek.ErrUnwrap) {
-		os.Remove(f.Name())
+		u.s.remove(u.name)
 		return fmt.Errorf("%w: the partial upload's key cannot be unwrapped (%v): upload from offset 0", ErrNotFound, err)
 	}
 	if err != nil {
 		return kekErr("resume upload", err)
 	}
-	defer clear(dk)
-	if u.aead, err = newAEAD(dk); err != nil {
+	if len(dk) != sealed.DataKeySize {
+		clear(dk)
+		u.s.remove(u.name)
+		return fmt.Errorf("%w: the partial upload's key has %d bytes: upload from offset 0", ErrNotFound, len(dk))
+	}
+	if err := u.keys(dk); err != nil {
 		return err
 	}
-	u.header = header
-	held := plainSize(size - header)
+	if !hmac.Equal(mac, u.binding()) {
+		return fmt.Errorf("%w: the partial upload's files are not this upload's: resume from GetUploadStatus's offset, or upload from offset 0", ErrInvalid)
+	}
+	u.wrapped = wrapped
+	k := size / fullChunk // whole chunks; a torn one after them is dropped
+	tail := u.readTail(k)
+	os.Remove(f.Name() + tailSuffix) // in memory now; Suspend writes it again
+	held := k*chunk + int64(len(tail))
 	if held < offset {
+		f.Truncate(k * fullChunk)
+		u.writeTail(k, tail) // keep it for a resume from the right offset
 		return fmt.Errorf("%w: offset %d, but the publisher holds %d bytes: resume from GetUploadStatus's offset", ErrInvalid, offset, held)
 	}
-	keep := offset / partChunk // whole records kept on disk
-	r := io.NewSectionReader(f, header, size-header)
-	plain := make([]byte, 0, partChunk)
-	for i := int64(0); i*partChunk < offset; i++ {
-		n, _ := io.ReadFull(r, u.rec[:min(fullRecord, size-header-i*fullRecord)])
-		pt, err := u.aead.Open(plain[:0], u.rec[:nonceSize], u.rec[nonceSize:n], u.aad(i))
+	// Rehash the first offset bytes, authenticating every chunk they
+	// touch; keep what authenticates.
+	for i := int64(0); i < k && i*chunk < offset; i++ {
+		pt, err := u.readChunk(f, i)
 		if err != nil {
-			// A torn last record (a crash while writing it) or tampering:
-			// keep what authenticates.
-			if terr := f.Truncate(header + i*fullRecord); terr != nil {
+			// A torn chunk (a crash while writing it) or tampering.
+			if terr := f.Truncate(i * fullChunk); terr != nil {
 				return fmt.Errorf("resume upload: %w", terr)
 			}
-			return fmt.Errorf("%w: offset %d, but the publisher holds %d authentic bytes: resume from GetUploadStatus's offset", ErrInvalid, offset, i*partChunk)
+			return fmt.Errorf("%w: offset %d, but the publisher holds %d authentic bytes: resume from GetUploadStatus's offset", ErrInvalid, offset, i*chunk)
 		}
-		want := min(int64(len(pt)), offset-i*partChunk)
-		u.sum.Write(pt[:want])
-		if i == keep {
-			u.buf = append(make([]byte, 0, partChunk), pt[:want]...)
-		}
+		u.sum.Write(pt[:min(int64(len(pt)), offset-i*chunk)])
 	}
-	if u.buf == nil {
-		u.buf = make([]byte, 0, partChunk)
-	}
-	clear(plain[:cap(plain)])
-	if err := f.Truncate(header + keep*fullRecord); err != nil {
+	if err := f.Truncate(k * fullChunk); err != nil {
 		return fmt.Errorf("resume upload: %w", err)
 	}
-	if _, err := f.Seek(header+keep*fullRecord, io.SeekStart); err != nil {
-		return fmt.Errorf("resume upload: %w", err)
+	u.index = k
+	if offset >= k*chunk {
+		u.buf = append(u.buf, tail[:offset-k*chunk]...)
+		u.sum.Write(u.buf)
+	} else {
+		u.verifyEnd = k * chunk
 	}
-	u.index = keep
+	clear(tail)
 	return nil
+}
+
+// readChunk authenticates chunk i of f, which is not the last, into cmp.
+func (u *Upload) readChunk(f *os.File, i int64) ([]byte, error) {
+	if _, err := f.ReadAt(u.rec, i*fullChunk); err != nil {
+		return nil, err
+	}
+	if u.cmp == nil {
+		u.cmp = make([]byte, 0, fullChunk)
+	}
+	pt, err := u.content.Open(u.cmp[:0], u.rec, i, false)
+	if err != nil {
+		u.cmpIndex = -1
+		return nil, err
+	}
+	u.cmpIndex = i
+	return pt, nil
+}
+
+// binding is the MAC of the partial's name under its data key.
+func (u *Upload) binding() []byte {
+	m := hmac.New(sha256.New, u.bindKey)
+	m.Write([]byte(u.name))
+	return m.Sum(nil)
+}
+
+func (u *Upload) tailAAD(i int64) []byte {
+	b := append(make([]byte, 0, len(u.name)+8), u.name...)
+	return binary.BigEndian.AppendUint64(b, uint64(i))
+}
+
+// readTail returns the tail's plaintext if it is the one after chunk k-1
+// and authenticates; nil otherwise.
+func (u *Upload) readTail(k int64) []byte {
+	b, err := os.ReadFile(u.s.path(u.name) + tailSuffix)
+	if err != nil || len(b) < tailHeader+16 || len(b) > tailHeader+chunk+16 || int64(binary.BigEndian.Uint64(b)) != k {
+		return nil
+	}
+	pt, err := u.tail.Open(nil, b[8:tailHeader], b[tailHeader:], u.tailAAD(k))
+	if err != nil {
+		return nil
+	}
+	return pt
+}
+
+// writeTail seals plain as the tail after chunk k-1.
+func (u *Upload) writeTail(k int64, plain []byte) error {
+	p := u.s.path(u.name) + tailSuffix
+	if len(plain) == 0 {
+		os.Remove(p)
+		return nil
+	}
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, tailHeader+len(plain)+16), uint64(k))
+	nonce := b[8:tailHeader]
+	b = b[:tailHeader]
+	rand.Read(nonce)
+	b = u.tail.Seal(b, nonce, plain, u.tailAAD(k))
+	return os.WriteFile(p, b, 0o600)
 }
 
 func kekErr(op string, err error) error {
@@ -334,53 +456,64 @@ func kekErr(op string, err error) error {
 	return fmt.Errorf("%s: %w", op, err)
 }
 
-func newAEAD(dk []byte) (cipher.AEAD, error) {
-	block, err := aes.NewCipher(dk)
+func newAEAD(k []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(k)
 	if err != nil {
 		return nil, err
 	}
 	return cipher.NewGCM(block)
 }
 
-// aad binds a record to its file (so to its caller and upload id) and its
-// place in it.
-func (u *Upload) aad(i int64) []byte {
-	b := make([]byte, 0, len(u.name)+8)
-	b = append(b, u.name...)
-	return binary.BigEndian.AppendUint64(b, uint64(i))
+// readKey returns a partial's wrapped key and name binding from its key
+// file.
+func readKey(path string) (string, []byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", nil, errors.New("no key file")
+	}
+	hdr := len(keyMagic) + 6
+	if len(b) < hdr || string(b[:len(keyMagic)]) != keyMagic {
+		return "", nil, errors.New("not a partial upload's key")
+	}
+	if c := binary.BigEndian.Uint32(b[len(keyMagic):]); c != chunk {
+		return "", nil, fmt.Errorf("chunks of %d bytes, want %d", c, chunk)
+	}
+	n := int(binary.BigEndian.Uint16(b[len(keyMagic)+4:]))
+	if n == 0 || n > maxWrapped || len(b) != hdr+n+sha256.Size {
+		return "", nil, fmt.Errorf("wrapped key of %d bytes", n)
+	}
+	return string(b[hdr : hdr+n]), b[hdr+n:], nil
 }
 
-// readHeader returns a partial file's wrapped key and header length.
-func readHeader(f *os.File) (string, int64, error) {
-	hdr := make([]byte, len(partMagic)+2)
-	if _, err := f.ReadAt(hdr, 0); err != nil {
-		return "", 0, errors.New("short header")
+// heldIn is the plaintext a partial holds by its files' sizes (Status;
+// a resume authenticates it).
+func (s *Store) heldIn(n string, size int64) int64 {
+	held := size / fullChunk * chunk
+	f, err := os.Open(s.path(n) + tailSuffix)
+	if err != nil {
+		return held
 	}
-	if string(hdr[:len(partMagic)]) != partMagic {
-		return "", 0, errors.New("not a partial upload")
+	defer f.Close()
+	var idx [8]byte
+	fi, err := f.Stat()
+	if err != nil || fi.Size() < tailHeader+16 {
+		return held
 	}
-	n := int(binary.BigEndian.Uint16(hdr[len(partMagic):]))
-	if n == 0 || n > maxWrapped {
-		return "", 0, fmt.Errorf("wrapped key of %d bytes", n)
+	if _, err := io.ReadFull(f, idx[:]); err != nil || int64(binary.BigEndian.Uint64(idx[:])) != size/fullChunk {
+		return held
 	}
-	w := make([]byte, n)
-	if _, err := f.ReadAt(w, int64(len(hdr))); err != nil {
-		return "", 0, errors.New("short header")
-	}
-	return string(w), int64(len(hdr) + n), nil
-}
-
-// plainSize is the plaintext a partial's records of payload bytes hold.
-func plainSize(payload int64) int64 {
-	if payload <= 0 {
-		return 0
-	}
-	full, rem := payload/fullRecord, payload%fullRecord
-	return full*partChunk + max(0, rem-recOverhead)
+	return held + min(chunk, fi.Size()-tailHeader-16)
 }
 
 func (s *Store) expired(fi fs.FileInfo) bool {
 	return s.cfg.Now().After(fi.ModTime().Add(s.cfg.TTL))
+}
+
+// base is the partial a file of the directory belongs to.
+func base(file string) string {
+	b, _ := strings.CutSuffix(file, keySuffix)
+	b, _ = strings.CutSuffix(b, tailSuffix)
+	return b
 }
 
 // evict removes the oldest idle partials of keep's caller so that, with
@@ -397,7 +530,7 @@ func (s *Store) evict(keep string) {
 	defer s.mu.Unlock()
 	mine := 0
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), prefix+"-") || e.Name() == keep {
+		if !strings.HasPrefix(e.Name(), prefix+"-") || e.Name() == keep || base(e.Name()) != e.Name() {
 			continue
 		}
 		mine++
@@ -410,120 +543,130 @@ func (s *Store) evict(keep string) {
 		if mine < s.cfg.MaxPerCaller {
 			break
 		}
-		os.Remove(s.path(f.name))
+		s.remove(f.name)
 		mine--
 	}
 }
 
-// Write appends p to the partial upload and its hash. Bytes reach the
-// disk sealed, a whole record at a time.
+// held is what a resume would find once this stream lets go.
+func (u *Upload) held() int64 { return max(u.size, u.verifyEnd) }
+
+// Write appends p to the partial upload and its hash. Bytes reach the disk
+// only sealed, a whole chunk at a time.
 func (u *Upload) Write(p []byte) (int, error) {
-	if u.buf == nil {
-		u.buf = make([]byte, 0, partChunk)
-	}
 	n := 0
 	for len(p) > 0 {
-		k := min(len(p), partChunk-len(u.buf))
-		u.buf = append(u.buf, p[:k]...)
-		if u.sum != nil {
-			u.sum.Write(p[:k])
+		if u.size < u.verifyEnd {
+			k, err := u.verify(p)
+			n += k
+			if err != nil {
+				return n, err
+			}
+			p = p[k:]
+			continue
 		}
-		u.size += int64(k)
-		u.h.held.Store(u.size)
-		n += k
-		p = p[k:]
-		if len(u.buf) == partChunk {
-			if err := u.flush(); err != nil {
+		if len(u.buf) == chunk {
+			// A byte follows: the chunk held is not the last.
+			if err := u.seal(false); err != nil {
 				return n, err
 			}
 		}
+		k := min(len(p), chunk-len(u.buf))
+		u.buf = append(u.buf, p[:k]...)
+		u.sum.Write(p[:k])
+		u.size += int64(k)
+		u.h.held.Store(u.held())
+		n += k
+		p = p[k:]
 	}
 	return n, nil
 }
 
-// flush seals buf as the next record.
-func (u *Upload) flush() error {
-	if len(u.buf) == 0 {
-		return nil
+// verify compares resent bytes with those held sealed.
+func (u *Upload) verify(p []byte) (int, error) {
+	i := u.size / chunk
+	if u.cmpIndex != i {
+		if _, err := u.readChunk(u.f, i); err != nil {
+			return 0, fmt.Errorf("%w: partial upload chunk %d fails authentication: upload again from offset 0", ErrInvalid, i)
+		}
 	}
-	nonce := u.rec[:nonceSize]
-	rand.Read(nonce)
-	rec := u.aead.Seal(u.rec[:nonceSize], nonce, u.buf, u.aad(u.index))
-	clear(u.buf)
-	u.buf = u.buf[:0]
-	if _, err := u.f.Write(rec); err != nil {
+	off := u.size - i*chunk
+	k := min(int64(len(p)), chunk-off, u.verifyEnd-u.size)
+	if !bytes.Equal(p[:k], u.cmp[off:off+k]) {
+		return 0, fmt.Errorf("%w: the bytes resent from offset %d differ from those the publisher holds: upload again from offset 0", ErrInvalid, u.size)
+	}
+	u.sum.Write(p[:k])
+	u.size += k
+	return int(k), nil
+}
+
+// seal writes buf as the next chunk.
+func (u *Upload) seal(last bool) error {
+	ct := u.content.Seal(u.rec[:0], u.buf, u.index, last)
+	if _, err := u.f.WriteAt(ct, u.index*fullChunk); err != nil {
 		return fmt.Errorf("write partial upload: %w", err)
 	}
+	if last {
+		return nil // Finish: index and buf stay, for a Suspend after a failed store
+	}
 	u.index++
+	u.buf = u.buf[:0]
+	if end := u.index * fullChunk; end-u.synced >= writeback.Every {
+		writeback.Start(u.f, u.synced, end-u.synced)
+		u.synced = end
+	}
 	return nil
 }
 
 // Size returns the bytes held so far, from offset 0.
 func (u *Upload) Size() int64 { return u.size }
 
-// Digest returns "sha256:<hex>" of the bytes held so far, or "" if Begin
-// was asked not to hash.
-func (u *Upload) Digest() string {
-	if u.sum == nil {
-		return ""
-	}
-	return "sha256:" + hex.EncodeToString(u.sum.Sum(nil))
-}
+// Digest returns "sha256:<hex>" of the bytes held so far.
+func (u *Upload) Digest() string { return "sha256:" + hex.EncodeToString(u.sum.Sum(nil)) }
 
 // Stop closes when a newer stream resumes this upload: stop writing and let
 // go (Suspend).
 func (u *Upload) Stop() <-chan struct{} { return u.h.stop }
 
-// Bytes returns a reader of everything held, for handing to the blob store:
-// the records decrypted one at a time, then the bytes not yet sealed.
-func (u *Upload) Bytes() io.Reader {
-	return io.MultiReader(&opener{u: u, r: io.NewSectionReader(u.f, u.header, u.index*fullRecord)}, bytes.NewReader(u.buf))
-}
-
-// opener decrypts a partial's records.
-type opener struct {
-	u   *Upload
-	r   io.Reader
-	i   int64
-	out []byte
-	rec []byte
-}
-
-func (o *opener) Read(p []byte) (int, error) {
-	for len(o.out) == 0 {
-		if o.i == o.u.index {
-			return 0, io.EOF
-		}
-		if o.rec == nil {
-			o.rec = make([]byte, fullRecord)
-		}
-		if _, err := io.ReadFull(o.r, o.rec); err != nil {
-			return 0, fmt.Errorf("read partial upload: record %d: %w", o.i, err)
-		}
-		pt, err := o.u.aead.Open(o.rec[nonceSize:nonceSize], o.rec[:nonceSize], o.rec[nonceSize:], o.u.aad(o.i))
-		if err != nil {
-			return 0, fmt.Errorf("%w: partial upload record %d fails authentication: upload again from offset 0", ErrInvalid, o.i)
-		}
-		o.out = pt
-		o.i++
+// Finish seals the last chunk and returns the upload as a blob sealed in
+// the store's format, for sealed.PutSealed. The upload is still held:
+// Discard it once stored, or Suspend it if the store fails.
+func (u *Upload) Finish() (sealed.Sealed, error) {
+	if u.size < u.verifyEnd || len(u.buf) == 0 && u.index > 0 {
+		return sealed.Sealed{}, fmt.Errorf("%w: the upload ends at byte %d, but the publisher held more of it: upload again from offset 0", ErrInvalid, u.size)
 	}
-	n := copy(p, o.out)
-	o.out = o.out[n:]
-	return n, nil
+	if err := u.seal(true); err != nil {
+		return sealed.Sealed{}, err
+	}
+	if err := u.f.Truncate(u.index*fullChunk + int64(len(u.buf)) + stream.Overhead); err != nil {
+		return sealed.Sealed{}, fmt.Errorf("write partial upload: %w", err)
+	}
+	return sealed.Sealed{Path: u.f.Name(), DataKey: u.dk, Wrapped: u.wrapped, Chunk: chunk, Digest: u.Digest(), Size: u.size}, nil
 }
 
 // Suspend keeps the bytes for a resume within the TTL and lets go; the
-// bytes not yet sealed are sealed as a short last record.
+// bytes after the last chunk are sealed into the tail file.
 func (u *Upload) Suspend() {
-	u.flush()
+	if u.size >= u.verifyEnd {
+		u.f.Truncate(u.index * fullChunk) // a last chunk Finish sealed
+		u.writeTail(u.index, u.buf)
+	}
 	u.f.Close()
-	u.s.release(u.name, u.h)
+	u.let()
 }
 
 // Discard removes the bytes and lets go.
 func (u *Upload) Discard() {
 	u.f.Close()
-	os.Remove(u.s.path(u.name))
+	u.s.remove(u.name)
+	u.let()
+}
+
+func (u *Upload) let() {
+	clear(u.buf[:cap(u.buf)])
+	clear(u.cmp[:cap(u.cmp)])
+	clear(u.dk)
+	clear(u.bindKey)
 	u.s.release(u.name, u.h)
 }
 
@@ -549,16 +692,10 @@ func (s *Store) Status(caller, id string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("upload status: %w", err)
 	}
-	f, err := os.Open(s.path(n))
-	if err != nil {
-		return 0, fmt.Errorf("%w: upload from offset 0", ErrNotFound)
-	}
-	defer f.Close()
-	_, header, err := readHeader(f)
-	if err != nil {
+	if _, _, err := readKey(s.path(n) + keySuffix); err != nil {
 		return 0, fmt.Errorf("%w: the partial upload is damaged (%v): upload from offset 0", ErrNotFound, err)
 	}
-	return plainSize(fi.Size() - header), nil
+	return s.heldIn(n, fi.Size()), nil
 }
 
 // Sweep removes the idle partial uploads older than the TTL and returns how
@@ -571,8 +708,22 @@ func (s *Store) Sweep() int {
 		if err != nil || !s.expired(fi) {
 			continue
 		}
+		n := base(e.Name())
+		if n != e.Name() {
+			// A key or tail file goes with its partial, by the partial's
+			// age; alone, by its own.
+			if _, err := os.Stat(s.path(n)); errors.Is(err, fs.ErrNotExist) {
+				s.mu.Lock()
+				if s.active[n] == nil {
+					os.Remove(s.path(e.Name()))
+				}
+				s.mu.Unlock()
+			}
+			continue
+		}
 		s.mu.Lock()
-		if s.active[e.Name()] == nil && os.Remove(s.path(e.Name())) == nil {
+		if s.active[n] == nil && os.Remove(s.path(n)) == nil {
+			s.remove(n)
 			removed++
 		}
 		s.mu.Unlock()

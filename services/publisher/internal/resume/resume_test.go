@@ -3,6 +3,7 @@ package resume
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/custody-dev/custody/libs/stream"
 	"github.com/custody-dev/custody/services/publisher/internal/kek"
 	"github.com/custody-dev/custody/services/publisher/internal/kek/soft"
 	"github.com/custody-dev/custody/services/publisher/internal/sealed"
@@ -46,7 +48,7 @@ func open(t *testing.T, dir string, c *clock) *Store {
 
 func write(t *testing.T, s *Store, caller, id string, off int64, data []byte) *Upload {
 	t.Helper()
-	u, err := s.Begin(t.Context(), caller, id, off, true)
+	u, err := s.Begin(t.Context(), caller, id, off)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,14 +71,94 @@ func TestResumeAcrossRestartRebuildsHash(t *testing.T) {
 	if u.Digest() != "sha256:"+hex.EncodeToString(sum[:]) || u.Size() != int64(len(data)) {
 		t.Fatalf("resumed digest %s size %d", u.Digest(), u.Size())
 	}
-	got, _ := io.ReadAll(u.Bytes())
-	if !bytes.Equal(got, data) {
+	if got := finished(t, u); !bytes.Equal(got, data) {
 		t.Fatal("resumed bytes differ")
 	}
 	u.Discard()
 	if _, err := s.Status("spiffe://td/builder/a", "upload-id-0000001"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("after discard: %v", err)
 	}
+}
+
+// finished seals the upload's last chunk and reads its file back as the
+// blob store will: the bytes in the store's format under the data key.
+func finished(t *testing.T, u *Upload) []byte {
+	t.Helper()
+	b, err := u.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := sealed.ContentCipher(b.DataKey, b.Chunk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(b.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if fi, _ := f.Stat(); fi.Size() != stream.SealedSize(b.Size, b.Chunk) {
+		t.Fatalf("sealed file of %d bytes, want %d", fi.Size(), stream.SealedSize(b.Size, b.Chunk))
+	}
+	got, err := io.ReadAll(c.Reader(f, b.Size, 0))
+	if err != nil {
+		t.Fatalf("read the sealed upload: %v", err)
+	}
+	sum := sha256.Sum256(got)
+	if b.Digest != "sha256:"+hex.EncodeToString(sum[:]) {
+		t.Fatalf("sealed upload's digest %s, its bytes hash otherwise", b.Digest)
+	}
+	return got
+}
+
+// TestResumeEveryWay: cut anywhere, resumed from where it was cut or from
+// an earlier offset (bytes resent), across a restart, the finished file is
+// the uninterrupted upload's, and resent bytes that differ are refused.
+func TestResumeEveryWay(t *testing.T) {
+	data := make([]byte, 3*chunk+1000)
+	rand.Read(data)
+	const caller = "spiffe://td/builder/a"
+	for i, tc := range []struct{ cut, from int }{
+		{0, 0}, {1, 1}, {chunk - 1, chunk - 1}, {chunk, chunk}, {chunk + 1, chunk + 1}, {2 * chunk, 2 * chunk},
+		{len(data), len(data)}, {len(data) - 1, 5}, {2*chunk + 5, chunk + 3}, {2 * chunk, 0}, {chunk + 10, chunk + 2},
+	} {
+		dir, c := t.TempDir(), &clock{now: time.Now()}
+		id := fmt.Sprintf("upload-id-%07d", i)
+		write(t, open(t, dir, c), caller, id, 0, data[:tc.cut]).Suspend()
+		s := open(t, dir, c) // a restart
+		if n, err := s.Status(caller, id); err != nil || n != int64(tc.cut) {
+			t.Fatalf("cut at %d: status %d %v", tc.cut, n, err)
+		}
+		u := write(t, s, caller, id, int64(tc.from), data[tc.from:])
+		if got := finished(t, u); !bytes.Equal(got, data) {
+			t.Fatalf("cut at %d, resumed from %d: the finished upload differs", tc.cut, tc.from)
+		}
+		u.Discard()
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Fatalf("cut at %d: %d files left after Discard", tc.cut, len(entries))
+		}
+	}
+	// Resent bytes that are not those held: refused, never sealed again.
+	dir, c := t.TempDir(), &clock{now: time.Now()}
+	s := open(t, dir, c)
+	write(t, s, caller, "upload-id-changed", 0, data[:2*chunk+7]).Suspend()
+	u, err := s.Begin(t.Context(), caller, "upload-id-changed", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := bytes.Clone(data[10:])
+	other[chunk] ^= 1
+	if _, err := u.Write(other); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("resent bytes that differ: %v, want ErrInvalid", err)
+	}
+	u.Discard()
+	// An upload that ends before the bytes already held is refused.
+	write(t, s, caller, "upload-id-shorter", 0, data[:2*chunk+7]).Suspend()
+	u = write(t, s, caller, "upload-id-shorter", 0+chunk, data[chunk:2*chunk])
+	if _, err := u.Finish(); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("an upload ending within what was held: %v, want ErrInvalid", err)
+	}
+	u.Discard()
 }
 
 func TestExpiryAndSweep(t *testing.T) {
@@ -91,7 +173,7 @@ func TestExpiryAndSweep(t *testing.T) {
 	if _, err := s.Status("a", "upload-id-0000001"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("expired upload: %v", err)
 	}
-	if _, err := s.Begin(t.Context(), "a", "upload-id-0000001", 3, true); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Begin(t.Context(), "a", "upload-id-0000001", 3); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("resume of an expired upload: %v", err)
 	}
 	write(t, s, "a", "upload-id-0000002", 0, []byte("abc")).Suspend()
@@ -130,12 +212,12 @@ func TestBeginValidates(t *testing.T) {
 		id  string
 		off int64
 	}{{"short", 0}, {"../../../../etc/x-y", 0}, {"upload-id-0000001", -1}} {
-		if _, err := s.Begin(t.Context(), "a", tt.id, tt.off, true); !errors.Is(err, ErrInvalid) {
+		if _, err := s.Begin(t.Context(), "a", tt.id, tt.off); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%q at %d: %v, want ErrInvalid", tt.id, tt.off, err)
 		}
 	}
 	write(t, s, "a", "upload-id-0000001", 0, []byte("abc")).Suspend()
-	if _, err := s.Begin(t.Context(), "a", "upload-id-0000001", 4, true); !errors.Is(err, ErrInvalid) {
+	if _, err := s.Begin(t.Context(), "a", "upload-id-0000001", 4); !errors.Is(err, ErrInvalid) {
 		t.Errorf("offset beyond held: %v", err)
 	}
 }
@@ -193,33 +275,47 @@ func TestPartialFilesAreSealed(t *testing.T) {
 
 	// A flipped byte in a record: the resume keeps only what
 	// authenticates and says where to resume from.
+	for _, suffix := range []string{keySuffix, tailSuffix} {
+		if b, _ := os.ReadFile(pa + suffix); bytes.Contains(b, []byte("secret plaintext")) {
+			t.Fatalf("partial's %s file holds plaintext", suffix)
+		}
+	}
 	flipped := bytes.Clone(raw)
-	flipped[len(flipped)-fullRecord] ^= 1
+	flipped[len(flipped)-fullChunk] ^= 1
 	if err := os.WriteFile(pa, flipped, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Begin(t.Context(), caller, a, int64(len(data)), true); !errors.Is(err, ErrInvalid) {
+	if _, err := s.Begin(t.Context(), caller, a, int64(len(data))); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("resume over a tampered record: %v, want ErrInvalid", err)
 	}
-	if n, err := s.Status(caller, a); err != nil || n >= int64(len(data)) || n%partChunk != 0 {
-		t.Fatalf("status after a tampered record: %d %v, want the authentic whole records", n, err)
+	if n, err := s.Status(caller, a); err != nil || n >= int64(len(data)) || n%chunk != 0 {
+		t.Fatalf("status after a tampered chunk: %d %v, want the authentic whole chunks", n, err)
 	}
 
-	// Another upload's file put in this one's place (same caller, same
-	// key back end) does not authenticate: records are bound to their file.
+	// Another upload's files put in this one's place (same caller, same
+	// key back end) do not resume: the chunks are under another key, and
+	// its key file is bound to its own name.
+	write(t, s, caller, a, 0, data).Suspend()
 	other, _ := os.ReadFile(pb)
 	if err := os.WriteFile(pa, other, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Begin(t.Context(), caller, a, partChunk, true); !errors.Is(err, ErrInvalid) {
+	if _, err := s.Begin(t.Context(), caller, a, chunk); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("resume from a swapped file: %v, want ErrInvalid", err)
 	}
-
-	// A garbage header: the partial is dropped, upload from 0.
-	if err := os.WriteFile(pb, []byte("not a partial"), 0o600); err != nil {
+	otherKey, _ := os.ReadFile(pb + keySuffix)
+	if err := os.WriteFile(pa+keySuffix, otherKey, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Begin(t.Context(), caller, b, 10, true); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Begin(t.Context(), caller, a, chunk); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("resume from another upload's files: %v, want ErrInvalid", err)
+	}
+
+	// A garbage key file: the partial is dropped, upload from 0.
+	if err := os.WriteFile(pb+keySuffix, []byte("not a partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Begin(t.Context(), caller, b, 10); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("resume of a damaged file: %v, want ErrNotFound", err)
 	}
 
@@ -228,11 +324,11 @@ func TestPartialFilesAreSealed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := down.Begin(t.Context(), caller, "upload-id-ccccccc3", 0, true); !errors.Is(err, sealed.ErrUnavailable) {
+	if _, err := down.Begin(t.Context(), caller, "upload-id-ccccccc3", 0); !errors.Is(err, sealed.ErrUnavailable) {
 		t.Fatalf("start with the KEK down: %v", err)
 	}
 	write(t, s, caller, a, 0, data).Suspend()
-	if _, err := down.Begin(t.Context(), caller, a, 100, true); !errors.Is(err, sealed.ErrUnavailable) {
+	if _, err := down.Begin(t.Context(), caller, a, 100); !errors.Is(err, sealed.ErrUnavailable) {
 		t.Fatalf("resume with the KEK down: %v", err)
 	}
 	if n, err := s.Status(caller, a); err != nil || n != int64(len(data)) {
@@ -243,8 +339,9 @@ func TestPartialFilesAreSealed(t *testing.T) {
 	}
 }
 
-// FuzzPartialFile: whatever bytes are on disk as a partial upload, Status
-// and a resume return an error or a consistent result, never panic.
+// FuzzPartialFile: whatever bytes are on disk as a partial upload's chunks,
+// key and tail files, Status and a resume return an error or a consistent
+// result, never panic.
 func FuzzPartialFile(f *testing.F) {
 	dir := f.TempDir()
 	c := &clock{now: time.Now()}
@@ -257,24 +354,30 @@ func FuzzPartialFile(f *testing.F) {
 		f.Fatal(err)
 	}
 	const caller, id = "spiffe://td/builder/f", "fuzz-upload-00001"
-	u, err := s.Begin(f.Context(), caller, id, 0, true)
+	u, err := s.Begin(f.Context(), caller, id, 0)
 	if err != nil {
 		f.Fatal(err)
 	}
-	u.Write(bytes.Repeat([]byte{7}, partChunk+100))
+	u.Write(bytes.Repeat([]byte{7}, chunk+100))
 	u.Suspend()
-	seed, _ := os.ReadFile(filepath.Join(dir, name(caller, id)))
-	f.Add(seed, int64(50))
-	f.Add([]byte(partMagic+"\x00\x05hello"), int64(1))
-	f.Fuzz(func(t *testing.T, b []byte, off int64) {
-		if err := os.WriteFile(filepath.Join(dir, name(caller, id)), b, 0o600); err != nil {
-			t.Fatal(err)
+	p := filepath.Join(dir, name(caller, id))
+	seed, _ := os.ReadFile(p)
+	key, _ := os.ReadFile(p + keySuffix)
+	tail, _ := os.ReadFile(p + tailSuffix)
+	f.Add(seed, key, tail, int64(50))
+	f.Add(seed[:100], key, tail[:30], int64(chunk+100))
+	f.Add([]byte("x"), []byte(keyMagic+"\x00\x04\x00\x00\x00\x05hello"), []byte{}, int64(1))
+	f.Fuzz(func(t *testing.T, b, key, tail []byte, off int64) {
+		for file, content := range map[string][]byte{p: b, p + keySuffix: key, p + tailSuffix: tail} {
+			if err := os.WriteFile(file, content, 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}
 		n, serr := s.Status(caller, id)
 		if serr == nil && n < 0 {
 			t.Fatalf("status %d", n)
 		}
-		u, err := s.Begin(t.Context(), caller, id, off, true)
+		u, err := s.Begin(t.Context(), caller, id, off)
 		if err != nil {
 			return
 		}

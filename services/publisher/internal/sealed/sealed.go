@@ -24,6 +24,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	libdigest "github.com/custody-dev/custody/libs/digest"
@@ -52,6 +53,8 @@ const (
 	minChunk     = stream.MinChunk
 	maxChunk     = stream.MaxChunk
 	dataKeySize  = 32
+	// DataKeySize is the size of a blob data key.
+	DataKeySize = dataKeySize
 )
 
 // KEK is what the store needs from a key-encryption back end.
@@ -155,11 +158,19 @@ func (s *Store) Put(ctx context.Context, r io.Reader, maxSize int64) (string, in
 		}
 		return "", 0, fmt.Errorf("store blob: %w", storeErr(err))
 	}
-	hexDigest := hex.EncodeToString(sr.h.Sum(nil))
-	rec := record{Version: recordVersion, Digest: "sha256:" + hexDigest, Size: sr.total, Chunk: s.chunk, Data: data, KEK: s.kek.Name(), Wrapped: wrapped}
+	return s.commit(ctx, record{Version: recordVersion, Digest: "sha256:" + hex.EncodeToString(sr.h.Sum(nil)), Size: sr.total, Chunk: s.chunk,
+		Data: data, KEK: s.kek.Name(), Wrapped: wrapped}, macKey)
+}
+
+// commit creates the record of a blob whose ciphertext object rec.Data is
+// durable; on any error, and for content already stored, the object is
+// deleted again.
+func (s *Store) commit(ctx context.Context, rec record, macKey []byte) (string, int64, error) {
+	data, hexDigest := rec.Data, strings.TrimPrefix(rec.Digest, "sha256:")
 	rec.Tag = rec.tag(macKey)
 	b, err := json.Marshal(rec)
 	if err != nil {
+		s.objects.Delete(context.WithoutCancel(ctx), data)
 		return "", 0, err
 	}
 	err = s.objects.Create(ctx, recordName(hexDigest), b)
@@ -175,6 +186,82 @@ func (s *Store) Put(ctx context.Context, r io.Reader, maxSize int64) (string, in
 		return "", 0, fmt.Errorf("store blob %s: %w", rec.Digest, storeErr(err))
 	}
 	return rec.Digest, rec.Size, nil
+}
+
+// ContentCipher is the stream cipher of the content of a blob whose data
+// key is dataKey, with chunk plaintext bytes per chunk: what a resumable
+// upload seals its bytes with as they arrive (PutSealed).
+func ContentCipher(dataKey []byte, chunk int) (*stream.Cipher, error) {
+	c, _, err := keys(dataKey, chunk)
+	return c, err
+}
+
+// Sealed is a blob its writer has already sealed in the store's content
+// format: the file at Path holds exactly the stream ciphertext of Size
+// plaintext bytes hashing to Digest, in chunks of Chunk bytes under
+// ContentCipher(DataKey, Chunk), and Wrapped is DataKey wrapped by this
+// store's KEK.
+type Sealed struct {
+	Path    string
+	DataKey []byte
+	Wrapped string
+	Chunk   int
+	Digest  string
+	Size    int64
+}
+
+// PutSealed stores a blob sealed by its writer without decrypting,
+// re-hashing or re-sealing it: the back end takes the file as the blob's
+// ciphertext object (blobstore.Linker: no byte copied), or the file is
+// written through Write where it cannot. As with Put, the blob appears
+// once its ciphertext is durable and its record created; on any error
+// nothing is visible; content already stored returns the existing blob.
+// The file stays at Path.
+func (s *Store) PutSealed(ctx context.Context, b Sealed) (string, int64, error) {
+	if !libdigest.Valid(b.Digest) || b.Size < 0 || b.Size > MaxSize || b.Chunk < minChunk || b.Chunk > maxChunk {
+		return "", 0, fmt.Errorf("%w: sealed blob %q of %d bytes in chunks of %d", ErrInvalid, b.Digest, b.Size, b.Chunk)
+	}
+	fi, err := os.Stat(b.Path)
+	if err != nil {
+		return "", 0, fmt.Errorf("store sealed blob: %w", err)
+	}
+	if fi.Size() != stream.SealedSize(b.Size, b.Chunk) {
+		return "", 0, fmt.Errorf("store sealed blob %s: ciphertext of %d bytes, want %d", b.Digest, fi.Size(), stream.SealedSize(b.Size, b.Chunk))
+	}
+	// The data key must be this store's: a record whose key another KEK
+	// wrapped would be unreadable.
+	dk, err := s.kek.Unwrap(ctx, b.Wrapped)
+	if err != nil {
+		return "", 0, s.kekErr("store sealed blob: unwrap data key", err)
+	}
+	same := hmac.Equal(dk, b.DataKey)
+	clear(dk)
+	if !same {
+		return "", 0, fmt.Errorf("store sealed blob %s: its data key is not wrapped by this store's KEK", b.Digest)
+	}
+	_, macKey, err := keys(b.DataKey, b.Chunk)
+	if err != nil {
+		return "", 0, fmt.Errorf("store sealed blob: %w", err)
+	}
+	id := make([]byte, 16)
+	rand.Read(id)
+	data := "data/" + hex.EncodeToString(id[:1]) + "/" + hex.EncodeToString(id)
+	err = errors.ErrUnsupported
+	if l, ok := s.objects.(blobstore.Linker); ok {
+		err = l.Link(ctx, data, b.Path)
+	}
+	if errors.Is(err, errors.ErrUnsupported) {
+		var f *os.File
+		if f, err = os.Open(b.Path); err == nil {
+			_, err = s.objects.Write(ctx, data, f)
+			f.Close()
+		}
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("store sealed blob %s: %w", b.Digest, storeErr(err))
+	}
+	return s.commit(ctx, record{Version: recordVersion, Digest: b.Digest, Size: b.Size, Chunk: b.Chunk, Data: data,
+		KEK: s.kek.Name(), Wrapped: b.Wrapped}, macKey)
 }
 
 // plainSource is the upload's plaintext on its way to the sealer: hashed,

@@ -10,6 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"github.com/custody-dev/custody/services/publisher/internal/sealed"
 )
 
 // plaintextAt fails t if any file under dir holds a 64-byte window of
@@ -75,15 +78,21 @@ func TestNoPlaintextWindowDuringResumableUpload(t *testing.T) {
 		}
 	}
 	waitHeld(t, c, id, int64(half))
-	// Streaming: the partial file is on disk.
-	if n := plaintextAt(t, f.dir, data); n < half {
-		t.Fatalf("scanned %d bytes while streaming, less than the %d held: the walk missed the partial", n, half)
+	// Streaming: the partial's sealed chunks are on disk (all but the
+	// bytes after the last whole chunk, which wait in memory).
+	if n := plaintextAt(t, f.dir, data); n < half-sealed.DefaultChunk {
+		t.Fatalf("scanned %d bytes while streaming, less than the %d held in whole chunks: the walk missed the partial", n, half-sealed.DefaultChunk)
 	}
 	cancel()
 	// Paused: Suspend has sealed the tail too.
-	partials, _ := os.ReadDir(filepath.Join(f.dir, "partial"))
-	if len(partials) != 1 {
-		t.Fatalf("%d partial files, want 1", len(partials))
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		partials, _ := os.ReadDir(filepath.Join(f.dir, "partial"))
+		if len(partials) == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d partial files, want 3 (chunks, key, tail)", len(partials))
+		}
 	}
 	waitHeld(t, c, id, int64(half))
 	plaintextAt(t, f.dir, data)

@@ -73,6 +73,8 @@ type Blobs interface {
 	Put(ctx context.Context, r io.Reader, maxSize int64) (digest string, size int64, err error)
 	Open(ctx context.Context, digest string, offset int64) (r io.ReadCloser, size int64, err error)
 	Verify(ctx context.Context, digest string) (int64, error)
+	// PutSealed stores a resumable upload its partial sealed already.
+	PutSealed(ctx context.Context, b sealed.Sealed) (digest string, size int64, err error)
 }
 
 var _ Blobs = (*sealed.Store)(nil)

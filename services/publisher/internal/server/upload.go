@@ -282,15 +282,13 @@ func (s *Server) uploadErr(ctx context.Context, caller spiffeid.ID, err error) e
 	return toStatus(err)
 }
 
-// spool receives a resumable upload into its partial file, then hands the
-// complete bytes to the blob store. A stream that breaks off (the client or
+// spool receives a resumable upload into its partial file, sealed as it
+// arrives, then hands the sealed file to the blob store. A stream that breaks off (the client or
 // its connection went away, or a resumed stream took over) leaves the bytes
 // for a resume; one that is refused or falls behind the progress rate
 // leaves nothing.
 func (s *Server) spool(ctx context.Context, caller spiffeid.ID, h *publisherv1.UploadHeader, rx *receiver) (string, int64, *publisherv1.UploadRequest, error) {
-	// The store hashes what it keeps; this hash only checks a declared
-	// digest before anything is stored.
-	u, err := s.resume.Begin(ctx, caller.String(), h.GetUploadId(), h.GetOffset(), h.GetDigest() != "")
+	u, err := s.resume.Begin(ctx, caller.String(), h.GetUploadId(), h.GetOffset())
 	if err != nil {
 		return "", 0, nil, err
 	}
@@ -331,7 +329,14 @@ func (s *Server) spool(ctx context.Context, caller spiffeid.ID, h *publisherv1.U
 		u.Discard()
 		return "", 0, nil, err
 	}
-	digest, size, err := s.blobs.Put(ctx, u.Bytes(), s.limits.MaxSize)
+	// The partial is already sealed in the store's format: the store takes
+	// it as the blob's ciphertext, without a second pass over the bytes.
+	b, err := u.Finish()
+	if err != nil {
+		u.Discard()
+		return "", 0, nil, err
+	}
+	digest, size, err := s.blobs.PutSealed(ctx, b)
 	if err != nil {
 		u.Suspend() // a store failure: the builder may resume once it is fixed
 		return "", 0, nil, err

@@ -15,11 +15,9 @@ import (
 // in the final fsync. The fsync that makes the object durable is unchanged:
 // temp still calls Sync before the object is linked into place.
 const (
-	behindBlock  = 1 << 20
-	behindBlocks = 3 // blocks per write: its memory bound (3 MiB)
+	behindBlock  = 512 << 10
+	behindBlocks = 4 // blocks per write: its memory bound (2 MiB)
 )
-
-var blocks = sync.Pool{New: func() any { b := make([]byte, 0, behindBlock); return &b }}
 
 // writeBehind copies r into f, as io.Copy does, on two goroutines, and
 // returns the bytes written. On an error of f the copy stops at the next
@@ -27,11 +25,13 @@ var blocks = sync.Pool{New: func() any { b := make([]byte, 0, behindBlock); retu
 // Nothing of the writer goroutine outlives the call.
 func writeBehind(f *os.File, r io.Reader) (int64, error) {
 	w := &behind{f: f, free: make(chan *[]byte, behindBlocks), full: make(chan *[]byte, behindBlocks), done: make(chan struct{})}
+	// Blocks are allocated when first filled: a write that stalls after a
+	// few bytes holds one.
 	for range behindBlocks {
-		w.free <- blocks.Get().(*[]byte)
+		w.free <- new([]byte)
 	}
 	go w.run()
-	w.cur = <-w.free
+	w.cur = w.take()
 	_, rerr := io.Copy(w, r)
 	if rerr == nil && len(*w.cur) > 0 {
 		w.full <- w.cur
@@ -42,11 +42,6 @@ func writeBehind(f *os.File, r io.Reader) (int64, error) {
 	}
 	close(w.full)
 	<-w.done
-	for range behindBlocks {
-		b := <-w.free
-		*b = (*b)[:0]
-		blocks.Put(b)
-	}
 	if w.werr != nil {
 		return w.n, w.werr
 	}
@@ -61,6 +56,16 @@ type behind struct {
 	mu         sync.Mutex
 	werr       error // the file's first error; read after done, or under mu
 	n          int64 // bytes written; read after done
+}
+
+// take returns an empty block, allocating it on its first use.
+func (w *behind) take() *[]byte {
+	b := <-w.free
+	if *b == nil {
+		*b = make([]byte, 0, behindBlock)
+	}
+	*b = (*b)[:0]
+	return b
 }
 
 func (w *behind) failed() error {
@@ -82,8 +87,7 @@ func (w *behind) Write(p []byte) (int, error) {
 		p, n = p[k:], n+k
 		if len(*b) == behindBlock {
 			w.full <- b
-			w.cur = <-w.free
-			*w.cur = (*w.cur)[:0]
+			w.cur = w.take()
 			if err := w.failed(); err != nil {
 				return n, err
 			}

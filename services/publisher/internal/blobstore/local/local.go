@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/custody-dev/custody/services/publisher/internal/blobstore"
 )
@@ -112,6 +113,49 @@ func (s *Store) Write(ctx context.Context, name string, r io.Reader) (int64, err
 		return 0, fmt.Errorf("write object %s: %w", name, err)
 	}
 	return n, nil
+}
+
+var _ blobstore.Linker = (*Store)(nil)
+
+// Link implements blobstore.Linker: the file is fsynced, hard-linked into
+// place (an atomic create-if-absent) and its directory fsynced. A file on
+// another filesystem is errors.ErrUnsupported.
+func (s *Store) Link(ctx context.Context, name, path string) error {
+	dst, err := s.path(name)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("link object %s: %w", name, err)
+	}
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("link object %s: %w", name, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return fmt.Errorf("link object %s: %w", name, err)
+	}
+	if err := os.Link(path, dst); err != nil {
+		switch {
+		case errors.Is(err, fs.ErrExist):
+			return fmt.Errorf("link object %s: %w", name, blobstore.ErrExists)
+		case errors.Is(err, syscall.EXDEV):
+			return fmt.Errorf("link object %s: %w: %v", name, errors.ErrUnsupported, err)
+		}
+		return fmt.Errorf("link object %s: %w", name, err)
+	}
+	d, err := os.Open(filepath.Dir(dst))
+	if err == nil {
+		err = d.Sync()
+		d.Close()
+	}
+	if err != nil {
+		os.Remove(dst)
+		return fmt.Errorf("link object %s: %w", name, err)
+	}
+	return nil
 }
 
 // Create implements blobstore.Backend.
