@@ -222,7 +222,7 @@ func BenchmarkPublisher1GiB(b *testing.B) {
 	}
 	limit := min(benchlimit.Median(dd), benchlimit.Median(cr))
 	builder, edge := publisher(b, dir)
-	var up, upResumable, down, upCPU, downCPU []float64
+	var up, upResumable, down, upCPU, upResCPU, downCPU []float64
 	b.ResetTimer()
 	for i := range b.N * runs {
 		start, cpu := time.Now(), cpuSeconds()
@@ -242,11 +242,12 @@ func BenchmarkPublisher1GiB(b *testing.B) {
 		// drop it so the next run writes a new file.
 		h := digest[len("sha256:"):]
 		os.Remove(filepath.Join(dir, "blobs", "sha256", h[:2], h))
-		start = time.Now()
+		start, cpu = time.Now(), cpuSeconds()
 		if _, err := publish(b.Context(), builder, block, fmt.Sprint(i, "-resumable"), fmt.Sprintf("bench-resumable-%06d", i)); err != nil {
 			b.Fatal(err)
 		}
 		upResumable = append(upResumable, size/time.Since(start).Seconds()/1e6)
+		upResCPU = append(upResCPU, cpuSeconds()-cpu)
 		os.Remove(filepath.Join(dir, "blobs", "sha256", h[:2], h))
 	}
 	b.StopTimer()
@@ -270,9 +271,18 @@ func BenchmarkPublisher1GiB(b *testing.B) {
 		}
 		return "[" + string(b) + "]"
 	}
-	fmt.Printf("user+sys CPU per GiB (client and publisher): publish median %.2f s %s, download median %.2f s %s\n",
-		benchlimit.Median(upCPU), secs(upCPU), benchlimit.Median(downCPU), secs(downCPU))
-	fmt.Printf("target: publish and download >= 70%% of the limit\n")
+	fmt.Printf("user+sys CPU per GiB (client and publisher): publish median %.2f s %s, resumable publish median %.2f s %s, download median %.2f s %s\n",
+		benchlimit.Median(upCPU), secs(upCPU), benchlimit.Median(upResCPU), secs(upResCPU), benchlimit.Median(downCPU), secs(downCPU))
+	verdict := func(what string, xs []float64) {
+		got, v := 100*benchlimit.Median(xs)/limit, "met"
+		if got < 70 {
+			v = "MISSED"
+		}
+		fmt.Printf("target %-36s >= 70%% of the limit: %.0f%% %s\n", what, got, v)
+	}
+	verdict("publish 1 GiB", up)
+	verdict("publish 1 GiB resumable (custody publish)", upResumable)
+	verdict("download 1 GiB", down)
 	b.ReportMetric(benchlimit.Median(up), "publish-MB/s")
 	b.ReportMetric(benchlimit.Median(down), "download-MB/s")
 	b.ReportMetric(limit, "limit-MB/s")
