@@ -22,6 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/merkle/testonly"
+	"golang.org/x/mod/sumdb/note"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -186,7 +187,10 @@ func serve(t testing.TB, td *identitytest.TrustDomain, path string, policy rpc.P
 // appended events as entries with the caller as actor.
 type fakeCatalog struct {
 	catalogv1.UnimplementedCatalogServiceServer
-	origin, logSigner string
+	origin string
+	// logSigner signs the checkpoints, parsed once: parsing a note key
+	// derives the Ed25519 key, which is not what a catalog pays per read.
+	logSigner note.Signer
 
 	mu   sync.Mutex
 	tree *testonly.Tree
@@ -233,8 +237,13 @@ type record struct {
 	tamper func(*catalogv1.GetArtifactResponse)
 }
 
-func newFakeCatalog(origin, logSigner string) *fakeCatalog {
-	return &fakeCatalog{origin: origin, logSigner: logSigner, tree: testonly.New(rfc6962.DefaultHasher), records: map[string]*record{}}
+func newFakeCatalog(t testing.TB, origin, logSigner string) *fakeCatalog {
+	t.Helper()
+	s, err := note.NewSigner(logSigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fakeCatalog{origin: origin, logSigner: s, tree: testonly.New(rfc6962.DefaultHasher), records: map[string]*record{}}
 }
 
 func (c *fakeCatalog) policy(td spiffeid.TrustDomain) rpc.Policy {
@@ -408,7 +417,7 @@ func (c *fakeCatalog) GetArtifact(_ context.Context, req *catalogv1.GetArtifactR
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	cp, err := tlog.SignCheckpoint(tlog.Checkpoint{Origin: c.origin, Size: size, Hash: c.tree.Hash()}, c.logSigner)
+	cp, err := tlog.SignCheckpointWith(tlog.Checkpoint{Origin: c.origin, Size: size, Hash: c.tree.Hash()}, c.logSigner)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -571,7 +580,7 @@ func (c *fakeCatalog) GetInclusionProof(_ context.Context, req *catalogv1.GetInc
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	cp, err := tlog.SignCheckpoint(tlog.Checkpoint{Origin: c.origin, Size: size, Hash: c.tree.Hash()}, c.logSigner)
+	cp, err := tlog.SignCheckpointWith(tlog.Checkpoint{Origin: c.origin, Size: size, Hash: c.tree.Hash()}, c.logSigner)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -754,7 +763,7 @@ func (c *fakeCatalog) ListVex(_ context.Context, req *catalogv1.ListVexRequest) 
 		return nil, status.Error(codes.NotFound, "no such artifact")
 	}
 	size := c.tree.Size()
-	cp, err := tlog.SignCheckpoint(tlog.Checkpoint{Origin: c.origin, Size: size, Hash: c.tree.Hash()}, c.logSigner)
+	cp, err := tlog.SignCheckpointWith(tlog.Checkpoint{Origin: c.origin, Size: size, Hash: c.tree.Hash()}, c.logSigner)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}

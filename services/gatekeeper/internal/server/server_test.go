@@ -110,7 +110,7 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 	s := &stack{
 		td:          td,
 		artifactKey: newSigningKey(t),
-		catalog:     newFakeCatalog(logOrigin, logSigner),
+		catalog:     newFakeCatalog(t, logOrigin, logSigner),
 		signer:      &fakeSigner{decision: newSigningKey(t)},
 		publisher:   &fakePublisher{blobs: map[string]codes.Code{}},
 	}
