@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -129,6 +130,9 @@ type Options struct {
 	// stand if it was logged before the revocation. By default every
 	// signature of a revoked version is refused.
 	AcceptBeforeRevocation bool
+	// Cache, if set, remembers what the signature step derives from an
+	// envelope's bytes alone (see Cache); every other check still runs.
+	Cache *Cache
 }
 
 // Result is what Check established. Entry and Checkpoint are set when they
@@ -226,7 +230,19 @@ func (r *Result) signature(envelope []byte, root *trustroot.Root, entry *tlog.En
 		r.fail(StepSignature, nil, "no usable trust root to take the artifact keys from")
 		return false
 	}
-	env, err := attest.ParseEnvelope(envelope)
+	var (
+		env  *attest.Envelope
+		memo *envelopeMemo
+		err  error
+	)
+	if o.Cache != nil {
+		memo, err = o.Cache.envelope(sha256.Sum256(envelope), envelope)
+		if memo != nil {
+			env = memo.env
+		}
+	} else {
+		env, err = attest.ParseEnvelope(envelope)
+	}
 	if err != nil {
 		r.fail(StepSignature, err, "artifact envelope is malformed: %v", err)
 		return false
@@ -234,9 +250,8 @@ func (r *Result) signature(envelope []byte, root *trustroot.Root, entry *tlog.En
 	var stmt *attest.Artifact
 	var problems []string
 	keys := root.Keys(attest.PurposeArtifact)
-	for _, s := range env.Signatures {
-		one := attest.Envelope{PayloadType: env.PayloadType, Payload: env.Payload, Signatures: []attest.Signature{s}}
-		keyID, err := one.Verify(keys, attest.PurposeArtifact)
+	for i, s := range env.Signatures {
+		keyID, err := r.verifySignature(env, i, keys, o.Cache, memo)
 		switch {
 		case errors.Is(err, attest.ErrUnknownKey):
 			problems = append(problems, fmt.Sprintf("key %s is not an artifact key in trust root v%d", quote.Prefix(s.KeyID), root.Version))
@@ -247,7 +262,7 @@ func (r *Result) signature(envelope []byte, root *trustroot.Root, entry *tlog.En
 		}
 		// Only a signed payload is parsed.
 		if stmt == nil {
-			if stmt, err = signedArtifact(env.Payload); err != nil {
+			if stmt, err = statementOf(env, o.Cache, memo); err != nil {
 				r.fail(StepSignature, err, "artifact envelope is signed but its statement is malformed: %v", err)
 				return false
 			}
@@ -262,6 +277,41 @@ func (r *Result) signature(envelope []byte, root *trustroot.Root, entry *tlog.En
 	}
 	r.fail(StepSignature, attest.ErrBadSignature, "artifact envelope signature does not verify against the artifact keys of trust root v%d: %s", root.Version, strings.Join(problems, "; "))
 	return false
+}
+
+// verifySignature verifies signature i of env against keys, as
+// attest.Envelope.Verify does for that one signature, answering from
+// cache if it verified under the same public key before.
+func (r *Result) verifySignature(env *attest.Envelope, i int, keys []attest.Key, cache *Cache, memo *envelopeMemo) (string, error) {
+	s := env.Signatures[i]
+	k := slices.IndexFunc(keys, func(k attest.Key) bool { return k.ID == s.KeyID && k.Purpose == attest.PurposeArtifact })
+	if memo != nil && k >= 0 && cache.verified(memo, i, keys[k]) {
+		return keys[k].ID, nil
+	}
+	one := attest.Envelope{PayloadType: env.PayloadType, Payload: env.Payload, Signatures: []attest.Signature{s}}
+	keyID, err := one.Verify(keys, attest.PurposeArtifact)
+	if err == nil && memo != nil && k >= 0 {
+		cache.markVerified(memo, i, keys[k])
+	}
+	return keyID, err
+}
+
+// statementOf parses env's statement, or takes it from cache; the caller
+// gets its own copy of the struct.
+func statementOf(env *attest.Envelope, cache *Cache, memo *envelopeMemo) (*attest.Artifact, error) {
+	if memo == nil {
+		return signedArtifact(env.Payload)
+	}
+	stmt := cache.statement(memo)
+	if stmt == nil {
+		var err error
+		if stmt, err = signedArtifact(env.Payload); err != nil {
+			return nil, err
+		}
+		cache.setStatement(memo, stmt)
+	}
+	c := *stmt
+	return &c, nil
 }
 
 func signedArtifact(payload []byte) (*attest.Artifact, error) {

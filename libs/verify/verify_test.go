@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/custody-dev/custody/libs/attest"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/trustroot"
@@ -303,6 +305,12 @@ func TestCheck(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := build(t)
+			// A cache that has seen the good evidence, before the edit,
+			// must not change any answer after it (decision 0108).
+			cache := NewCache(8)
+			if err := Check(w.ev, w.root, Options{Cache: cache}).Err(); err != nil {
+				t.Fatalf("good evidence refused with a cache: %v", err)
+			}
 			if tt.edit != nil {
 				tt.edit(t, w)
 			}
@@ -312,6 +320,13 @@ func TestCheck(t *testing.T) {
 				}
 			}
 			r := Check(w.ev, w.root, w.opts)
+			cached := w.opts
+			cached.Cache = cache
+			for i := range 2 {
+				if diff := cmp.Diff(summary(r), summary(Check(w.ev, w.root, cached))); diff != "" {
+					t.Errorf("with a cache (check %d), the result differs (-without +with):\n%s", i+1, diff)
+				}
+			}
 			err := r.Err()
 			if len(tt.fail) == 0 {
 				if err != nil {
@@ -401,11 +416,17 @@ func FuzzCheck(f *testing.F) {
 	w := build(f)
 	f.Add(w.ev.Envelope, w.ev.Artifact.Name, w.ev.Artifact.Digest, w.ev.Artifact.Channel)
 	f.Add([]byte(`{"payloadType":"x","payload":"","signatures":[]}`), "", "", "")
+	// One cache across inputs: whatever it saw, it must not change an
+	// answer.
+	cache := NewCache(64)
 	f.Fuzz(func(t *testing.T, envelope []byte, name, digest, channel string) {
 		ev := w.ev
 		ev.Envelope = envelope
 		ev.Artifact.Name, ev.Artifact.Digest, ev.Artifact.Channel = name, digest, channel
 		r := Check(ev, w.root, Options{})
+		if diff := cmp.Diff(summary(r), summary(Check(ev, w.root, Options{Cache: cache}))); diff != "" {
+			t.Fatalf("with a cache the result differs (-without +with):\n%s", diff)
+		}
 		if r.Err() != nil {
 			if len(r.Failures) == 0 || !errors.Is(r.Err(), ErrVerification) {
 				t.Fatalf("failures %v, error %v", r.Failures, r.Err())
@@ -416,4 +437,27 @@ func FuzzCheck(f *testing.F) {
 			t.Fatalf("passed evidence that was not signed and logged: %q %+v", envelope, ev.Artifact)
 		}
 	})
+}
+
+// resultSummary is a Result without the failures' causes (distinct error
+// values), for comparing two Checks.
+type resultSummary struct {
+	KeyID      string
+	Statement  *attest.Artifact
+	Entry      *tlog.Entry
+	Checkpoint *tlog.Checkpoint
+	Confirmed  []string
+	Failures   []string
+	OK         map[Step]bool
+}
+
+func summary(r *Result) resultSummary {
+	s := resultSummary{KeyID: r.KeyID, Statement: r.Statement, Entry: r.Entry, Checkpoint: r.Checkpoint, Confirmed: r.Confirmed, OK: map[Step]bool{}}
+	for _, f := range r.Failures {
+		s.Failures = append(s.Failures, string(f.Step)+": "+f.Reason)
+	}
+	for _, st := range Steps {
+		s.OK[st] = r.OK(st)
+	}
+	return s
 }

@@ -311,15 +311,28 @@ type Config struct {
 	// Timeout bounds one admission, so that a hung dependency fails it
 	// with ErrUnavailable instead of holding it forever. Zero means 30s.
 	Timeout time.Duration
+	// VerifyCache is how many artifact envelopes the verifier remembers
+	// what their bytes alone establish (libs/verify.Cache: the parsed
+	// envelope and statement, which signatures verified under which public
+	// key); every check that can change, from key windows and revocations
+	// to the log, runs on every admission. Zero means
+	// DefaultVerifyCache; negative means none.
+	VerifyCache int
 	// Now and Rand default to time.Now and crypto/rand.Reader.
 	Now  func() time.Time
 	Rand io.Reader
 }
 
+// DefaultVerifyCache is how many artifact envelopes a Gate's verifier
+// remembers by default: a few MiB of parsed envelopes and statements.
+const DefaultVerifyCache = 4096
+
 // Gate makes admission decisions. It is safe for concurrent use.
 type Gate struct {
 	cfg   Config
 	trust *trust
+	// verified is the verifier's cache; nil if Config.VerifyCache < 0.
+	verified *verify.Cache
 	// policy is the policy in force: Config.Policy until SetPolicy.
 	policy atomic.Pointer[policy.Policy]
 }
@@ -363,6 +376,12 @@ func New(cfg Config) (*Gate, error) {
 		cfg.Timeout = 30 * time.Second
 	}
 	g := &Gate{cfg: cfg, trust: newTrust(cfg.Signer, cfg.TrustRoot, cfg.Now, cfg.Logger)}
+	switch {
+	case cfg.VerifyCache == 0:
+		g.verified = verify.NewCache(DefaultVerifyCache)
+	case cfg.VerifyCache > 0:
+		g.verified = verify.NewCache(cfg.VerifyCache)
+	}
 	g.policy.Store(cfg.Policy)
 	return g, nil
 }

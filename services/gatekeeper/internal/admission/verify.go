@@ -54,6 +54,7 @@ func (g *Gate) verify(ctx context.Context, req Request, ev *Evidence) (policy.Ve
 	}
 	r := verify.Check(ev.Evidence, root, verify.Options{
 		Want: want, Revoked: g.trust.revokedAt, RevokedBy: "the signer", AcceptBeforeRevocation: g.cfg.AcceptBeforeRevocation,
+		Cache: g.verified,
 	})
 	for _, f := range r.Failures {
 		g.countFailure(f)

@@ -1,0 +1,129 @@
+package verify
+
+import (
+	"crypto"
+	"crypto/sha256"
+	"sync"
+
+	"github.com/custody-dev/custody/libs/attest"
+)
+
+// Cache remembers, for artifact envelopes Check has seen, what its
+// signature step derives from their bytes alone: the parsed envelope, the
+// statement it signs, and which of its signatures verified under which
+// public key. All three are pure functions of immutable input (the
+// envelope's bytes, named by their SHA-256, and the public key), so an
+// answer from the cache is the answer the computation would give; nothing
+// that can change is cached: the key's presence in the trust root, its
+// window, its revocations (the trust root's and Options.Revoked) and its
+// channels are checked on every Check, as are the subject, the log entry,
+// the checkpoint and the inclusion proof. Only successes are remembered: a
+// malformed envelope or a signature that does not verify is computed
+// again each time. It holds at most the number of envelopes given to
+// NewCache, forgetting the oldest first. It is safe for concurrent use.
+type Cache struct {
+	mu    sync.Mutex
+	max   int
+	bySum map[[sha256.Size]byte]*envelopeMemo
+	// ring holds the sums in insertion order; next is the oldest.
+	ring [][sha256.Size]byte
+	next int
+}
+
+// envelopeMemo is what is known of one envelope. env is never changed
+// after it is stored; stmt and good are guarded by Cache.mu.
+type envelopeMemo struct {
+	env  *attest.Envelope
+	stmt *attest.Artifact
+	good []verifiedSig
+}
+
+// verifiedSig records that signature index of the envelope verified
+// under pub with algorithm alg.
+type verifiedSig struct {
+	index int
+	alg   string
+	pub   crypto.PublicKey
+}
+
+// NewCache returns a Cache of at most size envelopes (at least 1).
+func NewCache(size int) *Cache {
+	size = max(size, 1)
+	return &Cache{max: size, bySum: make(map[[sha256.Size]byte]*envelopeMemo, size)}
+}
+
+// envelope returns the memo of the envelope with bytes b, parsing and
+// storing it if it is new; an envelope that does not parse is not stored.
+func (c *Cache) envelope(sum [sha256.Size]byte, b []byte) (*envelopeMemo, error) {
+	c.mu.Lock()
+	m, ok := c.bySum[sum]
+	c.mu.Unlock()
+	if ok {
+		return m, nil
+	}
+	env, err := attest.ParseEnvelope(b)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m, ok := c.bySum[sum]; ok {
+		return m, nil
+	}
+	m = &envelopeMemo{env: env}
+	if len(c.ring) < c.max {
+		c.ring = append(c.ring, sum)
+	} else {
+		delete(c.bySum, c.ring[c.next])
+		c.ring[c.next] = sum
+		c.next = (c.next + 1) % c.max
+	}
+	c.bySum[sum] = m
+	return m, nil
+}
+
+type equaler interface {
+	Equal(crypto.PublicKey) bool
+}
+
+// verified reports whether signature i of m is known to verify under k.
+func (c *Cache) verified(m *envelopeMemo, i int, k attest.Key) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, v := range m.good {
+		if e, ok := v.pub.(equaler); ok && v.index == i && v.alg == k.Algorithm && e.Equal(k.Public) {
+			return true
+		}
+	}
+	return false
+}
+
+// markVerified records that signature i of m verified under k.
+func (c *Cache) markVerified(m *envelopeMemo, i int, k attest.Key) {
+	if _, ok := k.Public.(equaler); !ok {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(m.good) < maxSignatures {
+		m.good = append(m.good, verifiedSig{index: i, alg: k.Algorithm, pub: k.Public})
+	}
+}
+
+// maxSignatures bounds the verified signatures remembered per envelope
+// (attest accepts at most 16 signatures, each under one key).
+const maxSignatures = 16
+
+// statement returns m's statement if it was parsed before.
+func (c *Cache) statement(m *envelopeMemo) *attest.Artifact {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return m.stmt
+}
+
+// setStatement stores m's parsed statement.
+func (c *Cache) setStatement(m *envelopeMemo, s *attest.Artifact) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m.stmt = s
+}
