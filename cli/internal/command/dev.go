@@ -2,7 +2,9 @@ package command
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -19,6 +21,7 @@ func (c *cli) devCmd() *cobra.Command {
 	var dir, binDir, policyBundle, dryRunEnv string
 	var hsm bool
 	var progressTimeout time.Duration
+	var extraEdges []string
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Mint a dev trust domain and run every service until Ctrl-C or `custody dev down`",
@@ -38,8 +41,13 @@ func (c *cli) devCmd() *cobra.Command {
 				}
 				policyBundle = abs
 			}
+			for _, u := range extraEdges {
+				if err := checkEdgeURL(u); err != nil {
+					return fmt.Errorf("--extra-edge-url %q: %w", u, err)
+				}
+			}
 			fmt.Fprintf(c.stdout, "starting the Custody dev stack in %s\n", dir)
-			return devstack.Up(cmd.Context(), devstack.Layout{Dir: dir, HSM: hsm, PolicyBundle: policyBundle, DryRunEnv: dryRunEnv, UploadProgressTimeout: progressTimeout}, devstack.Options{BinDir: binDir, Out: c.stdout})
+			return devstack.Up(cmd.Context(), devstack.Layout{Dir: dir, HSM: hsm, PolicyBundle: policyBundle, DryRunEnv: dryRunEnv, UploadProgressTimeout: progressTimeout, ExtraEdgeURLs: extraEdges}, devstack.Options{BinDir: binDir, Out: c.stdout})
 		},
 	}
 	up.Flags().StringVar(&dir, "dir", "", "directory for keys, state and logs (default: a new temporary directory)")
@@ -48,6 +56,8 @@ func (c *cli) devCmd() *cobra.Command {
 	up.Flags().StringVar(&dryRunEnv, "dry-run-env", "", "environments whose policy denials the gatekeeper only logs and reports as warnings, comma-separated (e.g. staging)")
 	up.Flags().DurationVar(&progressTimeout, "upload-progress-timeout", 0,
 		"the publisher's --upload-progress-timeout: an upload that sends nothing this long is aborted (default: the publisher's, 1m; at least 1s)")
+	up.Flags().StringArrayVar(&extraEdges, "extra-edge-url", nil,
+		"an edge base URL (https://host:port) the broker lists before the stack's two edges, e.g. an edge the stack does not run; repeatable")
 	up.Flags().StringVar(&binDir, "bin-dir", "", "directory with the service binaries (default: next to custody, then PATH)")
 
 	down := &cobra.Command{
@@ -127,6 +137,17 @@ func (c *cli) status(ctx context.Context) error {
 	}
 	if unhealthy > 0 {
 		return denied("%d service(s) not serving", unhealthy)
+	}
+	return nil
+}
+
+// checkEdgeURL accepts an edge base URL the way the broker's --edge-url
+// does: https with a host, and nothing after the host but an optional
+// "/" (the broker appends the blob path and the token).
+func checkEdgeURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return errors.New("want https://host[:port]: the download token travels in the URL and must never go over plain HTTP")
 	}
 	return nil
 }

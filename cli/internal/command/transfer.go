@@ -259,6 +259,8 @@ func (t *transferState) attempt(ctx context.Context, client *http.Client, rawURL
 			return fmt.Sprintf("stalled: no byte for %s", o.Stall)
 		case errors.Is(actx.Err(), context.DeadlineExceeded) && ctx.Err() == nil:
 			return fmt.Sprintf("too slow: not done within the per-edge timeout %s", o.EdgeTimeout)
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			return "cut by the fetch deadline (--timeout)"
 		}
 		// A url.Error quotes the URL, and a redirect's URL carries the
 		// token too: keep only the cause.

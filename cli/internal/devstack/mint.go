@@ -94,6 +94,11 @@ type Layout struct {
 	// --upload-progress-timeout (custody dev up --upload-progress-timeout):
 	// short, stalled uploads are cut within seconds (a test of the limit).
 	UploadProgressTimeout time.Duration
+	// ExtraEdgeURLs (custody dev up --extra-edge-url) are edge base URLs
+	// that the broker lists before the stack's own edges: an edge the
+	// stack does not run, such as a test's misbehaving HTTPS server in
+	// front of the two real ones. The stack neither starts nor checks them.
+	ExtraEdgeURLs []string
 }
 
 func (l Layout) path(elem ...string) string {

@@ -280,6 +280,9 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 			"--cache-dir", l.DataDir(name), "--trust-root", l.TrustRoot(), "--signer-addr", addr("signer"), "--gatekeeper-addr", addr("gatekeeper"))
 	case "cdn-broker":
 		a = append(a, "--signer-addr", addr("signer"), "--gatekeeper-addr", addr("gatekeeper"), "--token-private-key-file", l.path("keys", "token.pem"))
+		for _, u := range l.ExtraEdgeURLs {
+			a = append(a, "--edge-url", u)
+		}
 		for _, e := range EdgeServices {
 			a = append(a, "--edge-url", "https://"+s.Services[e]["https"])
 		}
