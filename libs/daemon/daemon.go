@@ -37,6 +37,12 @@ type Config struct {
 	EndpointsFile   string
 	TraceFile       string
 	OTLPEndpoint    string
+	// OTLPSignalEndpoint says OTLPEndpoint came from
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (not from the flag or the general
+	// variable): over OTLP/HTTP its path is used as it is.
+	OTLPSignalEndpoint bool
+	// OTLPProtocol is grpc, http/protobuf or http/json ("" is grpc).
+	OTLPProtocol string
 	// OTLPInsecure makes a host:port OTLP endpoint plaintext.
 	OTLPInsecure    bool
 	LogLevel        string
@@ -53,21 +59,47 @@ func (c *Config) RegisterFlags(f *Flags) {
 	f.String(&c.EndpointsFile, "endpoints-file", "CUSTODY_ENDPOINTS_FILE", "", "write the bound addresses here as JSON once listening")
 	f.String(&c.TraceFile, "trace-file", "CUSTODY_TRACE_FILE", "", "append spans to this file as JSON lines")
 	// The OpenTelemetry variables, traces-specific first; the flag wins
-	// over both.
-	endpoint, _ := telemetry.OTLPEndpointFromEnv(f.getenv)
-	f.StringVar(&c.OTLPEndpoint, "otlp-endpoint", endpoint, "send spans over OTLP/gRPC to http://host:port (plaintext), https://host:port (TLS) or host:port (TLS unless --otlp-insecure)"+
-		" (env "+telemetry.EnvOTLPTracesEndpoint+", "+telemetry.EnvOTLPEndpoint+")")
-	ins, err := telemetry.OTLPInsecureFromEnv(f.getenv)
+	// over both. A base endpoint (the flag, the general variable) gets
+	// /v1/traces appended over OTLP/HTTP, the traces variable is used as
+	// it is: the flag remembers which one it holds.
+	endpoint, variable := telemetry.OTLPEndpointFromEnv(f.getenv)
+	c.OTLPEndpoint, c.OTLPSignalEndpoint = endpoint, variable == telemetry.EnvOTLPTracesEndpoint
+	f.Var(&otlpEndpointFlag{c: c}, "otlp-endpoint", "send spans over OTLP to http://host:port (plaintext), https://host:port (TLS) or host:port (TLS unless --otlp-insecure);"+
+		" over OTLP/HTTP "+telemetry.OTLPTracesPath+" is appended to the URL's path (env "+telemetry.EnvOTLPTracesEndpoint+", used as it is, "+telemetry.EnvOTLPEndpoint+")")
+	proto, err := telemetry.OTLPProtocolFromEnv(f.getenv)
 	if err != nil {
 		f.errs = append(f.errs, err)
 	}
-	if err := telemetry.CheckOTLPProtocol(f.getenv); err != nil {
+	f.StringVar(&c.OTLPProtocol, "otlp-protocol", proto, "OTLP protocol: grpc, http/protobuf or http/json (default grpc; env "+
+		telemetry.EnvOTLPTracesProtocol+", "+telemetry.EnvOTLPProtocol+")")
+	ins, err := telemetry.OTLPInsecureFromEnv(f.getenv)
+	if err != nil {
 		f.errs = append(f.errs, err)
 	}
 	f.BoolVar(&c.OTLPInsecure, "otlp-insecure", ins, "no TLS to a host:port --otlp-endpoint; a URL's scheme decides for itself (env "+
 		telemetry.EnvOTLPTracesInsecure+", "+telemetry.EnvOTLPInsecure+")")
 	f.String(&c.LogLevel, "log-level", "CUSTODY_LOG_LEVEL", "info", "debug, info, warn or error")
 	f.Duration(&c.ShutdownTimeout, "shutdown-timeout", "CUSTODY_SHUTDOWN_TIMEOUT", 10*time.Second, "how long to drain RPCs on shutdown")
+}
+
+func (c *Config) otlpSettings() telemetry.OTLPSettings {
+	return telemetry.OTLPSettings{Protocol: c.OTLPProtocol, Insecure: c.OTLPInsecure, Signal: c.OTLPSignalEndpoint}
+}
+
+// otlpEndpointFlag is --otlp-endpoint: a value given on the command line
+// is a base endpoint, whatever variable the default came from.
+type otlpEndpointFlag struct{ c *Config }
+
+func (f *otlpEndpointFlag) String() string {
+	if f == nil || f.c == nil {
+		return ""
+	}
+	return f.c.OTLPEndpoint
+}
+
+func (f *otlpEndpointFlag) Set(v string) error {
+	f.c.OTLPEndpoint, f.c.OTLPSignalEndpoint = v, false
+	return nil
 }
 
 // Validate returns every problem with c at once.
@@ -85,9 +117,12 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("--listen is required"))
 	}
 	if c.OTLPEndpoint != "" {
-		if _, err := telemetry.ParseOTLPEndpoint(c.OTLPEndpoint, c.OTLPInsecure); err != nil {
+		if _, err := telemetry.ParseOTLPEndpoint(c.OTLPEndpoint, c.otlpSettings()); err != nil {
 			errs = append(errs, fmt.Errorf("--otlp-endpoint (or %s, %s): %w", telemetry.EnvOTLPTracesEndpoint, telemetry.EnvOTLPEndpoint, err))
 		}
+	}
+	if err := telemetry.CheckOTLPProtocol(c.OTLPProtocol); err != nil {
+		errs = append(errs, fmt.Errorf("--otlp-protocol (or %s, %s): %w", telemetry.EnvOTLPTracesProtocol, telemetry.EnvOTLPProtocol, err))
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {
@@ -131,7 +166,8 @@ func Start(ctx context.Context, cfg Config, stderr io.Writer) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("trust domain: %w", err)
 	}
-	tel, err := telemetry.New(ctx, telemetry.Config{Service: cfg.Service, TraceFile: cfg.TraceFile, OTLPEndpoint: cfg.OTLPEndpoint, OTLPInsecure: cfg.OTLPInsecure})
+	tel, err := telemetry.New(ctx, telemetry.Config{Service: cfg.Service, TraceFile: cfg.TraceFile, OTLPEndpoint: cfg.OTLPEndpoint, OTLPProtocol: cfg.OTLPProtocol,
+		OTLPInsecure: cfg.OTLPInsecure, OTLPSignalEndpoint: cfg.OTLPSignalEndpoint})
 	if err != nil {
 		return nil, err
 	}

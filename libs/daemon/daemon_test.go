@@ -157,9 +157,42 @@ func TestOTLPEndpointFlagAndEnv(t *testing.T) {
 		t.Fatalf("bad insecure value: %v", err)
 	}
 	delete(env, telemetry.EnvOTLPInsecure)
-	env[telemetry.EnvOTLPProtocol] = "http/protobuf"
+	env[telemetry.EnvOTLPProtocol] = "http/thrift"
 	if _, err := parse(); err == nil || !strings.Contains(err.Error(), telemetry.EnvOTLPProtocol) {
-		t.Fatalf("http/protobuf: %v", err)
+		t.Fatalf("http/thrift: %v", err)
+	}
+	// OTLP/HTTP: the traces variable is a per-signal endpoint (used as it
+	// is); the same value given as the flag, or through the general
+	// variable, is a base endpoint (/v1/traces appended).
+	env[telemetry.EnvOTLPProtocol] = "http/protobuf"
+	env[telemetry.EnvOTLPTracesEndpoint] = "http://traces:4318/ingest"
+	path := func(c Config) string {
+		t.Helper()
+		tg, err := telemetry.ParseOTLPEndpoint(c.OTLPEndpoint, c.otlpSettings())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tg.Path
+	}
+	if c, err := parse(); err != nil || c.OTLPProtocol != "http/protobuf" || path(c) != "/ingest" {
+		t.Fatalf("traces variable over http/protobuf: %+v, %v", c, err)
+	}
+	if c, err := parse("--otlp-endpoint", "http://traces:4318/ingest"); err != nil || path(c) != "/ingest/v1/traces" {
+		t.Fatalf("the flag is a base endpoint: %+v, %v", c, err)
+	}
+	delete(env, telemetry.EnvOTLPTracesEndpoint)
+	if c, err := parse(); err != nil || c.OTLPEndpoint != "http://all:4317" || path(c) != "/v1/traces" {
+		t.Fatalf("general variable is a base endpoint: %+v, %v", c, err)
+	}
+	if c, err := parse("--otlp-protocol", "grpc"); err != nil || c.OTLPProtocol != "grpc" {
+		t.Fatalf("the protocol flag wins: %+v, %v", c, err)
+	}
+	c, err = parse("--otlp-protocol", "http/xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "--otlp-protocol") {
+		t.Fatalf("bad protocol flag: %v", err)
 	}
 	delete(env, telemetry.EnvOTLPProtocol)
 	env[telemetry.EnvOTLPTracesEndpoint] = "grpc://traces:4317"

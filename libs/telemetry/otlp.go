@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -23,32 +24,80 @@ const (
 	EnvOTLPProtocol       = "OTEL_EXPORTER_OTLP_PROTOCOL"
 )
 
-// CheckOTLPProtocol refuses an OpenTelemetry environment that asks for an
-// OTLP protocol other than grpc (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else
-// OTEL_EXPORTER_OTLP_PROTOCOL; unset is grpc here): Custody's exporter
-// speaks only OTLP/gRPC, and sending it to an http/protobuf collector
-// would lose every span without a word.
-func CheckOTLPProtocol(getenv func(string) string) error {
+// The OTLP protocols (OTEL_EXPORTER_OTLP_PROTOCOL's values).
+const (
+	ProtocolGRPC         = "grpc"
+	ProtocolHTTPProtobuf = "http/protobuf"
+	ProtocolHTTPJSON     = "http/json"
+)
+
+// DefaultOTLPProtocol is the protocol when none is named: grpc, the only
+// one Custody spoke before OTLP/HTTP, so that an endpoint set up for it
+// keeps working (decision 0107). The OpenTelemetry specification's
+// default is http/protobuf, with this exception for SDKs that already
+// shipped grpc as their default.
+const DefaultOTLPProtocol = ProtocolGRPC
+
+// OTLPTracesPath is the path of OTLP/HTTP trace exports, appended to a
+// base endpoint (OTEL_EXPORTER_OTLP_ENDPOINT, --otlp-endpoint).
+const OTLPTracesPath = "/v1/traces"
+
+// CheckOTLPProtocol returns nil for a protocol Custody's exporters speak
+// (grpc, http/protobuf, http/json; "" is the default) and otherwise an
+// error that lists them.
+func CheckOTLPProtocol(p string) error {
+	switch p {
+	case "", ProtocolGRPC, ProtocolHTTPProtobuf, ProtocolHTTPJSON:
+		return nil
+	}
+	return fmt.Errorf("OTLP protocol %q: want grpc, http/protobuf or http/json", p)
+}
+
+// OTLPProtocolFromEnv returns the OTLP protocol the OpenTelemetry
+// environment names for traces (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else
+// OTEL_EXPORTER_OTLP_PROTOCOL; "" when neither is set, which means
+// DefaultOTLPProtocol) and an error naming the variable of a value no
+// exporter here speaks.
+func OTLPProtocolFromEnv(getenv func(string) string) (string, error) {
 	for _, k := range []string{EnvOTLPTracesProtocol, EnvOTLPProtocol} {
 		v := strings.TrimSpace(getenv(k))
 		if v == "" {
 			continue
 		}
-		if v != "grpc" {
-			return fmt.Errorf("%s=%q: only grpc is supported", k, v)
+		if err := CheckOTLPProtocol(v); err != nil {
+			return "", fmt.Errorf("%s=%q: want grpc, http/protobuf or http/json", k, v)
 		}
-		return nil
+		return v, nil
 	}
-	return nil
+	return "", nil
 }
 
-// OTLPTarget is a parsed OTLP/gRPC endpoint.
+// OTLPSettings say how to read an OTLP endpoint.
+type OTLPSettings struct {
+	// Protocol is grpc, http/protobuf or http/json ("" is
+	// DefaultOTLPProtocol).
+	Protocol string
+	// Insecure makes an endpoint written host:port plaintext; a URL's
+	// scheme decides for itself.
+	Insecure bool
+	// Signal is true for a per-signal endpoint
+	// (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT): over OTLP/HTTP its path is
+	// used as it is ("/" when it has none) instead of having /v1/traces
+	// appended. gRPC has no path either way.
+	Signal bool
+}
+
+// OTLPTarget is a parsed OTLP endpoint.
 type OTLPTarget struct {
+	// Protocol is grpc, http/protobuf or http/json.
+	Protocol string
 	// HostPort is what the exporter dials.
 	HostPort string
 	// Insecure is true for a plaintext connection (an http:// URL, or a
 	// host:port with the insecure setting on).
 	Insecure bool
+	// Path is where OTLP/HTTP exports are posted, from "/"; "" for gRPC.
+	Path string
 }
 
 // OTLPEndpointFromEnv returns the endpoint the OpenTelemetry environment
@@ -82,17 +131,29 @@ func OTLPInsecureFromEnv(getenv func(string) string) (bool, error) {
 	return false, nil
 }
 
-// ParseOTLPEndpoint parses an OTLP/gRPC endpoint in the form the
+// ParseOTLPEndpoint parses an OTLP endpoint in the form the
 // OpenTelemetry specification defines for OTEL_EXPORTER_OTLP_ENDPOINT:
-// http://host[:port] is a plaintext connection and https://host[:port] a
-// TLS one whatever the insecure setting says; a URL without a port means
-// the scheme's (80, 443). The form host:port (the --otlp-endpoint flag's
-// since the start) is TLS unless insecure is true. gRPC has no use for a
-// path, a query, a fragment or user information, so each is an error
-// rather than silently dropped: a URL ending in /v1/traces is an
-// OTLP/HTTP endpoint, which this exporter does not speak. Errors never
-// repeat user information.
-func ParseOTLPEndpoint(raw string, insecure bool) (OTLPTarget, error) {
+// http://host[:port][/path] is a plaintext connection and
+// https://host[:port][/path] a TLS one whatever the insecure setting says;
+// a URL without a port means the scheme's (80, 443). The form host:port
+// (the --otlp-endpoint flag's since the start) is TLS unless s.Insecure.
+//
+// Over gRPC an endpoint has no path: a path is an error rather than
+// silently dropped, since it means an OTLP/HTTP collector. Over OTLP/HTTP
+// the path of a base endpoint gets /v1/traces appended (http://c:4318 and
+// http://c:4318/ post to /v1/traces, http://c:4318/otel to
+// /otel/v1/traces); a per-signal one (s.Signal) is used as it is, "/"
+// when it has none. A query, a fragment or user information is an error
+// for both. Errors never repeat user information.
+func ParseOTLPEndpoint(raw string, s OTLPSettings) (OTLPTarget, error) {
+	proto := s.Protocol
+	if proto == "" {
+		proto = DefaultOTLPProtocol
+	}
+	if err := CheckOTLPProtocol(proto); err != nil {
+		return OTLPTarget{}, err
+	}
+	httpProto := proto != ProtocolGRPC
 	raw = strings.TrimSpace(raw)
 	if raw == "" {
 		return OTLPTarget{}, errors.New("empty OTLP endpoint")
@@ -105,7 +166,11 @@ func ParseOTLPEndpoint(raw string, insecure bool) (OTLPTarget, error) {
 		if err := checkHostPort(raw); err != nil {
 			return OTLPTarget{}, fmt.Errorf("OTLP endpoint %q: %w (want http://host:port, https://host:port or host:port)", raw, err)
 		}
-		return OTLPTarget{HostPort: raw, Insecure: insecure}, nil
+		t := OTLPTarget{Protocol: proto, HostPort: raw, Insecure: s.Insecure}
+		if httpProto {
+			t.Path = httpPath("", s.Signal)
+		}
+		return t, nil
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -115,7 +180,7 @@ func ParseOTLPEndpoint(raw string, insecure bool) (OTLPTarget, error) {
 	if u.User != nil {
 		return OTLPTarget{}, fmt.Errorf("OTLP endpoint %q: user information in the URL is not supported (use OTEL_EXPORTER_OTLP_HEADERS)", shown)
 	}
-	var t OTLPTarget
+	t := OTLPTarget{Protocol: proto}
 	var defPort string
 	switch strings.ToLower(u.Scheme) {
 	case "http":
@@ -125,11 +190,16 @@ func ParseOTLPEndpoint(raw string, insecure bool) (OTLPTarget, error) {
 	default:
 		return OTLPTarget{}, fmt.Errorf("OTLP endpoint %q: scheme %q: want http or https", shown, u.Scheme)
 	}
-	if u.Path != "" && u.Path != "/" {
-		return OTLPTarget{}, fmt.Errorf("OTLP endpoint %q: OTLP/gRPC takes no path (%q is an OTLP/HTTP form?)", shown, u.Path)
+	if u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" || u.ForceQuery {
+		return OTLPTarget{}, fmt.Errorf("OTLP endpoint %q: an OTLP endpoint takes no query or fragment", shown)
 	}
-	if u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
-		return OTLPTarget{}, fmt.Errorf("OTLP endpoint %q: OTLP/gRPC takes no query or fragment", shown)
+	if httpProto {
+		if strings.ContainsFunc(u.Path, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			return OTLPTarget{}, fmt.Errorf("OTLP endpoint %q: the path holds spaces or control characters", shown)
+		}
+		t.Path = httpPath(u.Path, s.Signal)
+	} else if u.Path != "" && u.Path != "/" {
+		return OTLPTarget{}, fmt.Errorf("OTLP endpoint %q: OTLP/gRPC takes no path (%q is an OTLP/HTTP form: set %s=http/protobuf)", shown, u.Path, EnvOTLPProtocol)
 	}
 	if u.Hostname() == "" {
 		return OTLPTarget{}, fmt.Errorf("OTLP endpoint %q: no host", shown)
@@ -145,6 +215,19 @@ func ParseOTLPEndpoint(raw string, insecure bool) (OTLPTarget, error) {
 		return OTLPTarget{}, fmt.Errorf("OTLP endpoint %q: %w", shown, err)
 	}
 	return t, nil
+}
+
+// httpPath is the specification's rule for where OTLP/HTTP exports go: a
+// base endpoint's path with /v1/traces appended, a per-signal one's as it
+// is (the root when empty).
+func httpPath(p string, signal bool) string {
+	if signal {
+		if p == "" {
+			return "/"
+		}
+		return p
+	}
+	return strings.TrimSuffix(p, "/") + OTLPTracesPath
 }
 
 func checkHostPort(hp string) error {
@@ -165,11 +248,11 @@ func checkHostPort(hp string) error {
 	return nil
 }
 
-// exporterOptions are the otlptracegrpc options for t. The endpoint and
-// its security are set explicitly so they win over what the exporter
-// reads from the environment itself; the other OTEL_EXPORTER_OTLP_*
-// settings (headers, certificate, timeout, compression) still apply.
-func (t OTLPTarget) exporterOptions() []otlptracegrpc.Option {
+// grpcOptions are the otlptracegrpc options for t. The endpoint and its
+// security are set explicitly so they win over what the exporter reads
+// from the environment itself; the other OTEL_EXPORTER_OTLP_* settings
+// (headers, certificate, timeout, compression) still apply.
+func (t OTLPTarget) grpcOptions() []otlptracegrpc.Option {
 	if t.Insecure {
 		// Credentials, not WithInsecure: an OTEL_EXPORTER_OTLP_CERTIFICATE
 		// in the environment sets TLS credentials, which the exporter
@@ -179,4 +262,29 @@ func (t OTLPTarget) exporterOptions() []otlptracegrpc.Option {
 	// WithEndpointURL with https is the one option that turns an
 	// OTEL_EXPORTER_OTLP_INSECURE=true from the environment back off.
 	return []otlptracegrpc.Option{otlptracegrpc.WithEndpointURL("https://" + t.HostPort)}
+}
+
+// httpOptions are the otlptracehttp options for t, explicit for the same
+// reason: WithEndpointURL sets the host and the security (the scheme),
+// WithURLPath the path (set apart so that the parsed path is not parsed
+// again), WithEncoding the body's format (the exporter reads the protocol
+// variables too and must not disagree with ours). Headers, certificate,
+// timeout and compression come from the environment.
+func (t OTLPTarget) httpOptions() []otlptracehttp.Option {
+	scheme := "https"
+	if t.Insecure {
+		scheme = "http"
+	}
+	enc := otlptracehttp.EncodingProtobuf
+	if t.Protocol == ProtocolHTTPJSON {
+		enc = otlptracehttp.EncodingJSON
+	}
+	opts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(scheme + "://" + t.HostPort), otlptracehttp.WithURLPath(t.Path), otlptracehttp.WithEncoding(enc)}
+	if t.Insecure {
+		// An OTEL_EXPORTER_OTLP_CERTIFICATE in the environment sets a TLS
+		// configuration, with which the exporter refuses an http://
+		// endpoint at start-up; the scheme decides, as for gRPC.
+		opts = append(opts, otlptracehttp.WithTLSClientConfig(nil))
+	}
+	return opts
 }

@@ -23,25 +23,27 @@ func TestParseOTLPEndpoint(t *testing.T) {
 	for _, c := range []struct {
 		raw      string
 		insecure bool // the host:port setting
+		proto    string
+		signal   bool // a per-signal (traces) endpoint
 		want     OTLPTarget
 		err      string
 	}{
-		{raw: "http://collector:4317", want: OTLPTarget{"collector:4317", true}},
-		{raw: "https://collector:4317", want: OTLPTarget{"collector:4317", false}},
+		{raw: "http://collector:4317", want: grpcAt("collector:4317", true)},
+		{raw: "https://collector:4317", want: grpcAt("collector:4317", false)},
 		// A URL's scheme decides, whatever the insecure setting says.
-		{raw: "https://collector:4317", insecure: true, want: OTLPTarget{"collector:4317", false}},
-		{raw: "http://collector:4317", insecure: false, want: OTLPTarget{"collector:4317", true}},
-		{raw: "HTTPS://collector:4317/", want: OTLPTarget{"collector:4317", false}},
-		{raw: "https://otel.example.com", want: OTLPTarget{"otel.example.com:443", false}},
-		{raw: "http://localhost", want: OTLPTarget{"localhost:80", true}},
-		{raw: "http://127.0.0.1:4317", want: OTLPTarget{"127.0.0.1:4317", true}},
-		{raw: "http://[::1]:4317", want: OTLPTarget{"[::1]:4317", true}},
-		{raw: "https://[::1]", want: OTLPTarget{"[::1]:443", false}},
-		{raw: "  http://collector:4317  ", want: OTLPTarget{"collector:4317", true}},
+		{raw: "https://collector:4317", insecure: true, want: grpcAt("collector:4317", false)},
+		{raw: "http://collector:4317", insecure: false, want: grpcAt("collector:4317", true)},
+		{raw: "HTTPS://collector:4317/", want: grpcAt("collector:4317", false)},
+		{raw: "https://otel.example.com", want: grpcAt("otel.example.com:443", false)},
+		{raw: "http://localhost", want: grpcAt("localhost:80", true)},
+		{raw: "http://127.0.0.1:4317", want: grpcAt("127.0.0.1:4317", true)},
+		{raw: "http://[::1]:4317", want: grpcAt("[::1]:4317", true)},
+		{raw: "https://[::1]", want: grpcAt("[::1]:443", false)},
+		{raw: "  http://collector:4317  ", want: grpcAt("collector:4317", true)},
 		// The flag's host:port form: TLS unless insecure.
-		{raw: "collector:4317", want: OTLPTarget{"collector:4317", false}},
-		{raw: "collector:4317", insecure: true, want: OTLPTarget{"collector:4317", true}},
-		{raw: "[::1]:4317", want: OTLPTarget{"[::1]:4317", false}},
+		{raw: "collector:4317", want: grpcAt("collector:4317", false)},
+		{raw: "collector:4317", insecure: true, want: grpcAt("collector:4317", true)},
+		{raw: "[::1]:4317", want: grpcAt("[::1]:4317", false)},
 
 		{raw: "", err: "empty"},
 		{raw: "collector", err: "missing port"},
@@ -53,6 +55,29 @@ func TestParseOTLPEndpoint(t *testing.T) {
 		{raw: "grpc://collector:4317", err: `scheme "grpc"`},
 		{raw: "unix:///run/otel.sock", err: `scheme "unix"`},
 		{raw: "http://collector:4318/v1/traces", err: "no path"},
+		{raw: "http://collector:4318/v1/traces", signal: true, err: "set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"},
+		{raw: "http://collector:4317", proto: "grpc", want: grpcAt("collector:4317", true)},
+		{raw: "http://collector:4317", signal: true, want: grpcAt("collector:4317", true)},
+
+		// OTLP/HTTP: a base endpoint gets /v1/traces appended to its path.
+		{raw: "http://collector:4318", proto: ProtocolHTTPProtobuf, want: httpAt(ProtocolHTTPProtobuf, "collector:4318", true, "/v1/traces")},
+		{raw: "http://collector:4318/", proto: ProtocolHTTPProtobuf, want: httpAt(ProtocolHTTPProtobuf, "collector:4318", true, "/v1/traces")},
+		{raw: "https://otel.example.com/otlp", proto: ProtocolHTTPProtobuf, want: httpAt(ProtocolHTTPProtobuf, "otel.example.com:443", false, "/otlp/v1/traces")},
+		{raw: "https://otel.example.com/otlp/", proto: ProtocolHTTPJSON, want: httpAt(ProtocolHTTPJSON, "otel.example.com:443", false, "/otlp/v1/traces")},
+		{raw: "https://collector:4318", proto: ProtocolHTTPProtobuf, insecure: true, want: httpAt(ProtocolHTTPProtobuf, "collector:4318", false, "/v1/traces")},
+		{raw: "collector:4318", proto: ProtocolHTTPProtobuf, want: httpAt(ProtocolHTTPProtobuf, "collector:4318", false, "/v1/traces")},
+		{raw: "collector:4318", proto: ProtocolHTTPProtobuf, insecure: true, want: httpAt(ProtocolHTTPProtobuf, "collector:4318", true, "/v1/traces")},
+		// A per-signal endpoint is used as it is; no path is the root.
+		{raw: "http://collector:4318/v1/traces", proto: ProtocolHTTPProtobuf, signal: true, want: httpAt(ProtocolHTTPProtobuf, "collector:4318", true, "/v1/traces")},
+		{raw: "http://collector:4318/custom/spans", proto: ProtocolHTTPProtobuf, signal: true, want: httpAt(ProtocolHTTPProtobuf, "collector:4318", true, "/custom/spans")},
+		{raw: "http://collector:4318", proto: ProtocolHTTPProtobuf, signal: true, want: httpAt(ProtocolHTTPProtobuf, "collector:4318", true, "/")},
+		{raw: "http://collector:4318/v1/traces", proto: ProtocolHTTPProtobuf, want: httpAt(ProtocolHTTPProtobuf, "collector:4318", true, "/v1/traces/v1/traces")},
+		{raw: "http://collector:4318/v1/traces?x=1", proto: ProtocolHTTPProtobuf, err: "no query"},
+		{raw: "http://collector:4318/v1/traces?", proto: ProtocolHTTPProtobuf, err: "no query"},
+		{raw: "http://collector:4318/a%20b", proto: ProtocolHTTPProtobuf, err: "spaces or control"},
+		{raw: "grpc://collector:4318", proto: ProtocolHTTPProtobuf, err: `scheme "grpc"`},
+		{raw: "https://user:s3cret@collector:4318/v1/traces", proto: ProtocolHTTPProtobuf, err: "user information"},
+		{raw: "http://collector:4318", proto: "http/xml", err: `"http/xml"`},
 		{raw: "http://collector:4317?x=1", err: "no query"},
 		{raw: "http://collector:4317#f", err: "no query or fragment"},
 		{raw: "http://:4317", err: "no host"},
@@ -63,7 +88,7 @@ func TestParseOTLPEndpoint(t *testing.T) {
 		{raw: "https://user:s3cret@collector:4317", err: "user information"},
 		{raw: "user:s3cret@collector:4317", err: "user information"},
 	} {
-		got, err := ParseOTLPEndpoint(c.raw, c.insecure)
+		got, err := ParseOTLPEndpoint(c.raw, OTLPSettings{Protocol: c.proto, Insecure: c.insecure, Signal: c.signal})
 		if c.err != "" {
 			if err == nil || !strings.Contains(err.Error(), c.err) {
 				t.Errorf("ParseOTLPEndpoint(%q) = %+v, %v; want an error containing %q", c.raw, got, err, c.err)
@@ -74,9 +99,17 @@ func TestParseOTLPEndpoint(t *testing.T) {
 			continue
 		}
 		if err != nil || got != c.want {
-			t.Errorf("ParseOTLPEndpoint(%q, %v) = %+v, %v; want %+v", c.raw, c.insecure, got, err, c.want)
+			t.Errorf("ParseOTLPEndpoint(%q, %q insecure %v signal %v) = %+v, %v; want %+v", c.raw, c.proto, c.insecure, c.signal, got, err, c.want)
 		}
 	}
+}
+
+func grpcAt(hostPort string, insecure bool) OTLPTarget {
+	return OTLPTarget{Protocol: ProtocolGRPC, HostPort: hostPort, Insecure: insecure}
+}
+
+func httpAt(proto, hostPort string, insecure bool, path string) OTLPTarget {
+	return OTLPTarget{Protocol: proto, HostPort: hostPort, Insecure: insecure, Path: path}
 }
 
 func TestOTLPFromEnv(t *testing.T) {
@@ -111,23 +144,33 @@ func TestOTLPFromEnv(t *testing.T) {
 	}
 }
 
-func TestCheckOTLPProtocol(t *testing.T) {
+func TestOTLPProtocolFromEnv(t *testing.T) {
 	env := map[string]string{}
 	get := func(k string) string { return env[k] }
-	if err := CheckOTLPProtocol(get); err != nil {
-		t.Fatalf("unset: %v", err)
+	if p, err := OTLPProtocolFromEnv(get); p != "" || err != nil {
+		t.Fatalf("unset: %q, %v", p, err)
 	}
-	env[EnvOTLPProtocol] = "http/protobuf"
-	if err := CheckOTLPProtocol(get); err == nil || !strings.Contains(err.Error(), EnvOTLPProtocol) {
-		t.Fatalf("http/protobuf: %v", err)
+	for _, p := range []string{ProtocolGRPC, ProtocolHTTPProtobuf, ProtocolHTTPJSON} {
+		env[EnvOTLPProtocol] = p
+		if got, err := OTLPProtocolFromEnv(get); got != p || err != nil {
+			t.Fatalf("%s: %q, %v", p, got, err)
+		}
 	}
 	env[EnvOTLPTracesProtocol] = "grpc" // the traces variable wins
-	if err := CheckOTLPProtocol(get); err != nil {
-		t.Fatalf("traces grpc: %v", err)
+	if p, err := OTLPProtocolFromEnv(get); p != ProtocolGRPC || err != nil {
+		t.Fatalf("traces grpc: %q, %v", p, err)
 	}
-	env[EnvOTLPTracesProtocol] = "http/json"
-	if err := CheckOTLPProtocol(get); err == nil || !strings.Contains(err.Error(), EnvOTLPTracesProtocol) {
-		t.Fatalf("traces http/json: %v", err)
+	env[EnvOTLPTracesProtocol] = "http/thrift"
+	if _, err := OTLPProtocolFromEnv(get); err == nil || !strings.Contains(err.Error(), EnvOTLPTracesProtocol) || !strings.Contains(err.Error(), "http/protobuf") {
+		t.Fatalf("traces http/thrift: %v", err)
+	}
+	delete(env, EnvOTLPTracesProtocol)
+	env[EnvOTLPProtocol] = "HTTP/PROTOBUF" // the specification's values are lower case
+	if _, err := OTLPProtocolFromEnv(get); err == nil || !strings.Contains(err.Error(), EnvOTLPProtocol) {
+		t.Fatalf("upper case: %v", err)
+	}
+	if DefaultOTLPProtocol != ProtocolGRPC {
+		t.Fatal("the default changed: existing gRPC endpoints would lose their spans (decision 0107)")
 	}
 }
 
@@ -136,6 +179,9 @@ func TestNewRefusesABadEndpoint(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "spans.jsonl")
 	if _, err := New(context.Background(), Config{Service: "t", TraceFile: file, OTLPEndpoint: "grpc://collector:4317"}); err == nil {
 		t.Fatal("New accepted grpc://")
+	}
+	if _, err := New(context.Background(), Config{Service: "t", TraceFile: file, OTLPEndpoint: "http://collector:4318", OTLPProtocol: "http/thrift"}); err == nil {
+		t.Fatal("New accepted http/thrift")
 	}
 	if _, err := os.Stat(file); !os.IsNotExist(err) {
 		t.Fatalf("trace file created for a refused configuration: %v", err)
@@ -264,15 +310,21 @@ func TestExportToLoopbackCollector(t *testing.T) {
 	})
 }
 
-// Whatever an operator writes, the parser does not panic, an accepted
-// endpoint is a dialable host and port, and an error never repeats a
-// password given in the URL.
+// Whatever an operator writes, under any protocol, the parser does not
+// panic, an accepted endpoint is a dialable host and port, gRPC has no
+// path, an OTLP/HTTP path starts at the root, holds no space or control
+// character, and a base endpoint's ends in /v1/traces; an error never
+// repeats a password given in the URL.
 func FuzzParseOTLPEndpoint(f *testing.F) {
-	for _, s := range []string{"http://collector:4317", "https://[::1]", "collector:4317", "grpc://x:1", "https://u:pw@h:1", "http://h:4318/v1/traces", "http://%zz", ":", ""} {
-		f.Add(s, false)
+	for _, s := range []string{"http://collector:4317", "https://[::1]", "collector:4317", "grpc://x:1", "https://u:pw@h:1", "http://h:4318/v1/traces", "http://h:4318/a/", "http://%zz", "http://h:1/%00", ":", ""} {
+		f.Add(s, false, uint8(0), false)
+		f.Add(s, true, uint8(1), true)
+		f.Add(s, false, uint8(2), false)
 	}
-	f.Fuzz(func(t *testing.T, raw string, insecure bool) {
-		got, err := ParseOTLPEndpoint(raw, insecure)
+	protos := []string{"", ProtocolGRPC, ProtocolHTTPProtobuf, ProtocolHTTPJSON}
+	f.Fuzz(func(t *testing.T, raw string, insecure bool, proto uint8, signal bool) {
+		p := protos[int(proto)%len(protos)]
+		got, err := ParseOTLPEndpoint(raw, OTLPSettings{Protocol: p, Insecure: insecure, Signal: signal})
 		if err != nil {
 			if strings.Contains(raw, "://") && strings.Contains(raw, "@") {
 				if u, perr := url.Parse(strings.TrimSpace(raw)); perr == nil && u.User != nil {
@@ -285,6 +337,21 @@ func FuzzParseOTLPEndpoint(f *testing.F) {
 		}
 		if cerr := checkHostPort(got.HostPort); cerr != nil {
 			t.Fatalf("accepted %q as %+v, not a host:port: %v", raw, got, cerr)
+		}
+		switch got.Protocol {
+		case ProtocolGRPC:
+			if p != "" && p != ProtocolGRPC || got.Path != "" {
+				t.Fatalf("%q under %q: %+v", raw, p, got)
+			}
+		case ProtocolHTTPProtobuf, ProtocolHTTPJSON:
+			if got.Protocol != p || !strings.HasPrefix(got.Path, "/") || strings.ContainsFunc(got.Path, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+				t.Fatalf("%q under %q: %+v", raw, p, got)
+			}
+			if !signal && !strings.HasSuffix(got.Path, OTLPTracesPath) {
+				t.Fatalf("base endpoint %q: path %q lacks %s", raw, got.Path, OTLPTracesPath)
+			}
+		default:
+			t.Fatalf("%q: protocol %q", raw, got.Protocol)
 		}
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -29,13 +30,20 @@ type Config struct {
 	Service string
 	// TraceFile, if set, receives every span as a line of JSON.
 	TraceFile string
-	// OTLPEndpoint, if set, receives spans over OTLP/gRPC: http://host:port
+	// OTLPEndpoint, if set, receives spans over OTLP: http://host:port
 	// (plaintext), https://host:port (TLS) or host:port (TLS unless
-	// OTLPInsecure); see ParseOTLPEndpoint.
+	// OTLPInsecure), with a path for OTLP/HTTP; see ParseOTLPEndpoint.
 	OTLPEndpoint string
+	// OTLPProtocol is grpc, http/protobuf or http/json ("" is
+	// DefaultOTLPProtocol, grpc).
+	OTLPProtocol string
 	// OTLPInsecure makes a host:port endpoint plaintext; a URL's scheme
 	// decides for itself.
 	OTLPInsecure bool
+	// OTLPSignalEndpoint says OTLPEndpoint came from
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: over OTLP/HTTP its path is used
+	// as it is, with no /v1/traces appended.
+	OTLPSignalEndpoint bool
 }
 
 // Telemetry holds the tracer provider, propagator and metrics of one process.
@@ -68,7 +76,7 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 	var target OTLPTarget
 	if cfg.OTLPEndpoint != "" {
 		var err error
-		if target, err = ParseOTLPEndpoint(cfg.OTLPEndpoint, cfg.OTLPInsecure); err != nil {
+		if target, err = ParseOTLPEndpoint(cfg.OTLPEndpoint, cfg.otlpSettings()); err != nil {
 			return nil, err
 		}
 	}
@@ -103,10 +111,16 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 		t.shutdown = append(t.shutdown, closer(f))
 	}
 	if cfg.OTLPEndpoint != "" {
-		exp, err := otlptracegrpc.New(ctx, target.exporterOptions()...)
+		var exp sdktrace.SpanExporter
+		var err error
+		if target.Protocol == ProtocolGRPC {
+			exp, err = otlptracegrpc.New(ctx, target.grpcOptions()...)
+		} else {
+			exp, err = otlptracehttp.New(ctx, target.httpOptions()...)
+		}
 		if err != nil {
 			_ = t.Shutdown(ctx)
-			return nil, fmt.Errorf("create OTLP exporter for %s: %w", target.HostPort, err)
+			return nil, fmt.Errorf("create OTLP exporter (%s) for %s: %w", target.Protocol, target.HostPort, err)
 		}
 		opts = append(opts, sdktrace.WithBatcher(exp))
 	}
@@ -115,6 +129,10 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 	t.shutdown = append([]func(context.Context) error{tp.Shutdown}, t.shutdown...)
 	t.TracerProvider = tp
 	return t, nil
+}
+
+func (cfg Config) otlpSettings() OTLPSettings {
+	return OTLPSettings{Protocol: cfg.OTLPProtocol, Insecure: cfg.OTLPInsecure, Signal: cfg.OTLPSignalEndpoint}
 }
 
 func closer(c io.Closer) func(context.Context) error {

@@ -103,18 +103,21 @@ func Execute(ctx context.Context, args []string, getenv func(string) string, std
 // newTelemetry is the CLI's tracing: spans go where the OpenTelemetry
 // environment says (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or
 // OTEL_EXPORTER_OTLP_ENDPOINT, the same forms as a service's
-// --otlp-endpoint) and to CUSTODY_TRACE_FILE; with neither, none are
-// recorded but trace context is still passed on.
+// --otlp-endpoint, over the OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, grpc by
+// default) and to CUSTODY_TRACE_FILE; with neither, none are recorded but
+// trace context is still passed on.
 func newTelemetry(ctx context.Context, getenv func(string) string) (*telemetry.Telemetry, error) {
 	endpoint, variable := telemetry.OTLPEndpointFromEnv(getenv)
 	ins, err := telemetry.OTLPInsecureFromEnv(getenv)
 	if err != nil {
 		return nil, err
 	}
-	if err := telemetry.CheckOTLPProtocol(getenv); err != nil {
+	proto, err := telemetry.OTLPProtocolFromEnv(getenv)
+	if err != nil {
 		return nil, err
 	}
-	tel, err := telemetry.New(ctx, telemetry.Config{Service: "custody", TraceFile: getenv("CUSTODY_TRACE_FILE"), OTLPEndpoint: endpoint, OTLPInsecure: ins})
+	tel, err := telemetry.New(ctx, telemetry.Config{Service: "custody", TraceFile: getenv("CUSTODY_TRACE_FILE"), OTLPEndpoint: endpoint, OTLPProtocol: proto,
+		OTLPInsecure: ins, OTLPSignalEndpoint: variable == telemetry.EnvOTLPTracesEndpoint})
 	if err != nil {
 		if variable != "" {
 			return nil, fmt.Errorf("%s: %w", variable, err)

@@ -59,11 +59,20 @@ func TestBadOTLPEndpointExitsTwo(t *testing.T) {
 	}
 	errOut.Reset()
 	env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "http://127.0.0.1:4317"
+	env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/thrift"
+	if code := Execute(t.Context(), []string{"admit", "app@1", "--env", "prod"}, getenv, &out, &errOut); code != ExitError ||
+		!strings.Contains(errOut.String(), "OTEL_EXPORTER_OTLP_PROTOCOL") || !strings.Contains(errOut.String(), "want grpc, http/protobuf or http/json") {
+		t.Errorf("http/thrift: exit %d, %q; want 2 and the protocols named", code, errOut.String())
+	}
+	// OTLP/HTTP is accepted, with the per-signal endpoint's path as it is.
 	env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
-	if code := Execute(t.Context(), []string{"admit", "app@1", "--env", "prod"}, getenv, &out, &errOut); code != ExitError || !strings.Contains(errOut.String(), "only grpc") {
-		t.Errorf("http/protobuf: exit %d, %q; want 2 and only grpc", code, errOut.String())
+	env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "http://127.0.0.1:4318/v1/traces"
+	errOut.Reset()
+	if code := Execute(t.Context(), []string{"admit", "app@1", "--env", "prod"}, getenv, &out, &errOut); code != ExitError || !strings.Contains(errOut.String(), "--dev-dir") {
+		t.Errorf("http/protobuf: exit %d, %q; want the usual hint about --dev-dir", code, errOut.String())
 	}
 	delete(env, "OTEL_EXPORTER_OTLP_PROTOCOL")
+	env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "http://127.0.0.1:4317"
 	errOut.Reset()
 	if code := Execute(t.Context(), []string{"admit", "app@1", "--env", "prod"}, getenv, &out, &errOut); code != ExitError || !strings.Contains(errOut.String(), "--dev-dir") {
 		t.Errorf("a good endpoint: exit %d, %q; want the usual hint about --dev-dir", code, errOut.String())
