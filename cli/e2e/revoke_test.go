@@ -153,6 +153,9 @@ func TestRevokeArtifact(t *testing.T) {
 	if out := s.mustCustody("revoke", digest, "--reason", "again", "--as", "security"); !strings.Contains(out, "ALREADY REVOKED") || !strings.Contains(out, "e2e: backdoor in revokeme 1") {
 		t.Fatalf("custody revoke again:\n%s", out)
 	}
+	if out := s.mustCustody("killswitch", "status"); !strings.Contains(out, "revoked        "+digest) || !strings.Contains(out, fmt.Sprintf("(log index %d): e2e: backdoor in revokeme 1", logIndex)) {
+		t.Fatalf("custody killswitch status does not list the revocation:\n%s", out)
+	}
 	if out := s.mustCustody("audit", digest); strings.Count(out, "artifact.revoked") != 1 {
 		t.Fatalf("custody audit: want one artifact.revoked event:\n%s", out)
 	}

@@ -162,7 +162,7 @@ func (c *cli) killswitchCmd() *cobra.Command {
 	off.Flags().BoolVar(&offJSON, "json", false, "print the response as JSON")
 	st := &cobra.Command{
 		Use:   "status",
-		Short: "Show the kill switch, every pause and the latest key revocation, with their epochs (exit 1 while the kill switch is on)",
+		Short: "Show the kill switch, every pause, the latest key revocation and the recently revoked artifacts, with their epochs (exit 1 while the kill switch is on)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			gk, done, err := c.gatekeeperClient(cmd.Context(), "admin")
@@ -232,6 +232,14 @@ func printStopState(w io.Writer, st *gatekeeperv1.StopState) {
 		rev = fmtTime(st.GetRevocationTime().AsTime())
 	}
 	fmt.Fprintf(w, "%-14s %s (checked %s)\n", "revocation", rev, fmtTime(st.GetRevocationsCheckedAt().AsTime()))
+	// Revoked artifacts are listed for the finding-epoch retention only;
+	// the gatekeeper denies them for good (custody revoke).
+	for _, r := range st.GetRevoked() {
+		fmt.Fprintf(w, "%-14s %s at %s by %s (log index %d): %s\n", "revoked", r.GetDigest(), fmtTime(r.GetEpochTime().AsTime()), r.GetRevokedBy(), r.GetLogIndex(), r.GetReason())
+	}
+	if st.GetRevokedOverflowTime() != nil {
+		fmt.Fprintf(w, "%-14s more artifacts revoked than listed: everything issued before %s is refused\n", "revoked", fmtTime(st.GetRevokedOverflowTime().AsTime()))
+	}
 }
 
 func fmtTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
