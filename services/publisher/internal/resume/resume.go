@@ -37,7 +37,6 @@ import (
 	"github.com/custody-dev/custody/libs/stream"
 	"github.com/custody-dev/custody/services/publisher/internal/kek"
 	"github.com/custody-dev/custody/services/publisher/internal/sealed"
-	"github.com/custody-dev/custody/services/publisher/internal/writeback"
 )
 
 // Errors the gRPC layer maps to status codes.
@@ -148,7 +147,6 @@ type Upload struct {
 	index   int64  // chunks in f
 	buf     []byte // plaintext after them, at most one chunk
 	rec     []byte // one sealed chunk
-	synced  int64  // bytes of f handed to writeback
 	// While size < verifyEnd the stream resends bytes the file already
 	// holds sealed (a resume from an earlier offset): they are compared
 	// with the held plaintext, never sealed again under the same nonce.
@@ -611,10 +609,6 @@ func (u *Upload) seal(last bool) error {
 	}
 	u.index++
 	u.buf = u.buf[:0]
-	if end := u.index * fullChunk; end-u.synced >= writeback.Every {
-		writeback.Start(u.f, u.synced, end-u.synced)
-		u.synced = end
-	}
 	return nil
 }
 

@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-
-	"github.com/custody-dev/custody/services/publisher/internal/writeback"
 )
 
 // onlyReader hides WriterTo, so writeBehind sees a plain stream.
@@ -19,7 +17,7 @@ func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
 
 func TestWriteBehindWritesEveryByte(t *testing.T) {
 	dir := t.TempDir()
-	for _, size := range []int{0, 1, behindBlock - 1, behindBlock, behindBlock + 1, behindBlocks*behindBlock + 7, writeback.Every + behindBlock/2} {
+	for _, size := range []int{0, 1, behindBlock - 1, behindBlock, behindBlock + 1, behindBlocks*behindBlock + 7, 16<<20 + behindBlock/2} {
 		data := make([]byte, size)
 		rand.Read(data)
 		f, err := os.Create(filepath.Join(dir, "f"))

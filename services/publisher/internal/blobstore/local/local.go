@@ -1,8 +1,7 @@
 // Package local is a blob-store back end on a local filesystem: every
 // object is written to a temporary file, fsynced, linked into place
 // (an atomic create-if-absent) and its directory fsynced. Large objects are
-// written behind the caller (writeBehind), their writeback started as they
-// arrive.
+// written behind the caller (writeBehind).
 package local
 
 import (
