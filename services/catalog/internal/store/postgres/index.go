@@ -50,10 +50,12 @@ func (s *Store) IndexEvents(ctx context.Context, events []*catalog.Event, size u
 	}
 	for i, e := range events {
 		idx := int64(e.Entry.Index)
+		// The details are in the leaf; the details column is left NULL
+		// rather than holding a second copy (decision 0110).
 		batch.Queue(`INSERT INTO events
-			(type, actor, subject_digest, details, created_at, leaf, search_from, log_index, proof, checkpoint)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (log_index) DO NOTHING`,
-			e.Type, e.Actor, e.SubjectDigest, e.Details, e.CreatedAt.UTC(), e.Entry.Leaf, idx, idx, proofs[i], e.Entry.Checkpoint)
+			(type, actor, subject_digest, created_at, leaf, search_from, log_index, proof, checkpoint)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (log_index) DO NOTHING`,
+			e.Type, e.Actor, e.SubjectDigest, e.CreatedAt.UTC(), e.Entry.Leaf, idx, idx, proofs[i], e.Entry.Checkpoint)
 	}
 	batch.Queue(`UPDATE log_indexed SET size = $1 WHERE id = 1 AND size < $1`, int64(size))
 	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
