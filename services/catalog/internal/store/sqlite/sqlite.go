@@ -165,6 +165,10 @@ type Store struct {
 	closed chan struct{}
 	done   chan struct{}
 	once   sync.Once
+	// indexFull and indexOne are IndexEvents' INSERTs of
+	// indexRowsPerInsert rows and of one, prepared once for the store
+	// (database/sql prepares each once per connection).
+	indexFull, indexOne *sql.Stmt
 }
 
 type writeOp struct {
@@ -201,6 +205,13 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if s.indexFull, err = db.PrepareContext(ctx, indexInsert(indexRowsPerInsert)); err == nil {
+		s.indexOne, err = db.PrepareContext(ctx, indexInsert(1))
+	}
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: prepare the event INSERT: %w", path, err)
 	}
 	go s.writer()
 	return s, nil
