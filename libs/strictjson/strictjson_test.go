@@ -166,3 +166,40 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// rawDoc takes any value at its one field: Check and Decode must agree on
+// it. (Not on any: a number too large for a float64 is valid JSON that
+// Decode cannot store.)
+type rawDoc struct {
+	Details json.RawMessage `json:"details"`
+}
+
+func FuzzCheckAgreesWithDecode(f *testing.F) {
+	for _, s := range []string{
+		`{"details":{"a":1}}`, `{"details":{"a":1,"a":2}}`, `{"details":[1,2]}`, `{"Details":{}}`, `{"details":{}} x`,
+		`{"details":{}, "other":1}`, `{"details":"\ud800"}`, "{\"details\":\"\xff\"}", `[]`, `null`, ``, ` `,
+		`{"details":` + strings.Repeat("[", 64) + strings.Repeat("]", 64) + `}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		errCheck, errDecode := Check(b, 1<<12, new(rawDoc)), Decode(b, 1<<12, new(rawDoc))
+		if (errCheck == nil) != (errDecode == nil) || errCheck != nil && errCheck.Error() != errDecode.Error() {
+			t.Fatalf("%q: Check says %v, Decode %v", b, errCheck, errDecode)
+		}
+	})
+}
+
+func TestCheckRefusesAsDecode(t *testing.T) {
+	for _, s := range []string{`{"details":{"a":1,"a":2}}`, `{"Details":{}}`, `{"details":{}} x`, "{\"details\":\"\xff\"}", ``} {
+		if err := Check([]byte(s), 1<<12, new(rawDoc)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Check(%q) = %v, want ErrInvalid", s, err)
+		}
+	}
+	if err := Check([]byte(`{"details":{"a":[1,{"b":null}]}}`), 1<<12, new(rawDoc)); err != nil {
+		t.Errorf("Check refused a valid document: %v", err)
+	}
+	if err := Check([]byte(`{"details":{}}`), 5, new(rawDoc)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Check over max = %v, want ErrInvalid", err)
+	}
+}

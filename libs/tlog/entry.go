@@ -83,7 +83,9 @@ func (e Entry) Marshal() ([]byte, error) {
 		var d struct {
 			Details json.RawMessage `json:"details"`
 		}
-		if err := strictjson.Decode(wrapped, MaxEntrySize, &d); err != nil {
+		// Check, not Decode: a RawMessage takes any value, so the two
+		// refuse the same bytes, and the decoded copy was thrown away.
+		if err := strictjson.Check(wrapped, MaxEntrySize, &d); err != nil {
 			return nil, fmt.Errorf("%w: details: %v", ErrMalformedEntry, err)
 		}
 	}
