@@ -199,6 +199,7 @@ type fakeCatalog struct {
 	records  map[string]*record
 	events   []*tlog.Entry
 	failNext error // returned by the next AppendEvent
+	failGet  error // returned by GetArtifact while set
 	// deployments are the RecordDeployment requests received.
 	deployments []*catalogv1.RecordDeploymentRequest
 	failSearch  error // returned by SearchArtifacts
@@ -404,6 +405,9 @@ func (c *fakeCatalog) addEntry(t testing.TB, a *catalogv1.Artifact, envelope []b
 func (c *fakeCatalog) GetArtifact(_ context.Context, req *catalogv1.GetArtifactRequest) (*catalogv1.GetArtifactResponse, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.failGet != nil {
+		return nil, c.failGet
+	}
 	key := req.GetDigest()
 	if key == "" {
 		key = req.GetName() + "@" + req.GetVersion()

@@ -98,6 +98,21 @@ func TestRevokeArtifactHostileInput(t *testing.T) {
 	if n := len(s.stops.State().Revoked); n != 0 {
 		t.Fatalf("hostile input revoked %d artifacts", n)
 	}
+	// The catalog down: nothing is revoked, and the answer says so and
+	// what to do, without the back end's details.
+	s.catalog.mu.Lock()
+	s.catalog.failGet = status.Error(codes.Unavailable, "postgres: connection refused at 10.0.0.7")
+	s.catalog.mu.Unlock()
+	_, err := admin.RevokeArtifact(t.Context(), &gatekeeperv1.RevokeArtifactRequest{Name: "app", Version: "1.0.0", Reason: "x"})
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "not revoked") || strings.Contains(st.Message(), "10.0.0.7") {
+		t.Fatalf("revoke with the catalog down: %v, want Unavailable saying it is not revoked", err)
+	}
+	s.catalog.mu.Lock()
+	s.catalog.failGet = nil
+	s.catalog.mu.Unlock()
+	if n := len(s.stops.State().Revoked); n != 0 {
+		t.Fatalf("a revoke with the catalog down revoked %d artifacts", n)
+	}
 	s.allow(t, "app", "1.0.0", "prod")
 }
 

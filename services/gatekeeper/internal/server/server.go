@@ -137,6 +137,10 @@ func (s *Server) status(ctx context.Context, method string, err error) error {
 	attrs := []any{slog.String("method", method), slog.String("trace_id", traceID), slog.Any("error", err)}
 	switch {
 	case errors.Is(err, admission.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		if method == "RevokeArtifact" {
+			s.logger.WarnContext(ctx, "artifact not revoked: the catalog is unavailable", attrs...)
+			return status.Errorf(codes.Unavailable, "not revoked: the catalog, which resolves the artifact, is unavailable; retry when it is back, or pause the environments or pull the kill switch meanwhile (trace %s)", traceID)
+		}
 		if method == "RecordDeployment" {
 			s.logger.WarnContext(ctx, "deployment not recorded: a dependency is unavailable", attrs...)
 			return status.Errorf(codes.Unavailable, "deployment not recorded: the catalog or signer is unavailable; retry later (trace %s)", traceID)
