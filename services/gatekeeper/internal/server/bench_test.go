@@ -41,7 +41,7 @@ func BenchmarkAdmit(b *testing.B) {
 		name     string
 		callers  int
 		distinct bool
-	}{{"callers=1", 1, false}, {"callers=64", 64, false}, {"callers=64/distinct", 64, true}} {
+	}{{"callers=1", 1, false}, {"callers=64", 64, false}, {"distinct-callers=64", 64, true}} {
 		b.Run(tc.name, func(b *testing.B) {
 			callers, calls := tc.callers, benchCalls()
 			// A decision may take longer than the 1 s of the other tests
