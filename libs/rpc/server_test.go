@@ -6,7 +6,9 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -235,4 +237,48 @@ func handshake(t *testing.T, addr string, cfg *tls.Config) error {
 	}
 	_, err = c.Read(make([]byte, 1))
 	return err
+}
+
+// TestStreamWorkersDoNotBoundRPCs: with a pool of one stream worker, four
+// RPCs that each wait for all four to be in their handlers still all run
+// at once: an RPC that finds every worker busy gets its own goroutine.
+func TestStreamWorkersDoNotBoundRPCs(t *testing.T) {
+	const method, calls = "/custody.test.v1.Barrier/Check", 4
+	td := identitytest.New(t, "custody.test")
+	srv := rpc.NewServer(rpc.ServerConfig{
+		Source: td.Source(t, "/service/test"), TrustDomain: td.TD,
+		Policy: rpc.Policy{method: {rpc.Under{TrustDomain: td.TD, Prefix: "/builder"}}},
+		Logger: slog.New(slog.DiscardHandler), Telemetry: telemetry.Discard("test"), StreamWorkers: 1,
+	})
+	var arrived sync.WaitGroup
+	arrived.Add(calls)
+	desc := guarded(method)
+	inner := desc.Methods[0].Handler
+	desc.Methods[0].Handler = func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
+		arrived.Done()
+		arrived.Wait()
+		return inner(srv, ctx, dec, ic)
+	}
+	srv.RegisterService(desc, struct{}{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(srv.Stop)
+	f := &fixture{td: td, addr: l.Addr().String()}
+	conn := f.dialAs(t, "/builder/ci")
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	errs := make(chan error, calls)
+	for range calls {
+		go func() {
+			errs <- conn.Invoke(ctx, method, &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
+		}()
+	}
+	for range calls {
+		if err := <-errs; err != nil {
+			t.Fatalf("an RPC beyond the one stream worker: %v", err)
+		}
+	}
 }

@@ -24,6 +24,7 @@ import (
 	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	publisherv1 "github.com/custody-dev/custody/libs/gen/custody/publisher/v1"
 	signerv1 "github.com/custody-dev/custody/libs/gen/custody/signer/v1"
+	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
@@ -394,7 +395,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 
-	srv := d.NewServer(server.Policy(d.TrustDomain))
+	srv := d.NewServer(server.Policy(d.TrustDomain), func(c *rpc.ServerConfig) { c.StreamWorkers = server.StreamWorkers })
 	gk := server.New(gate, d.Logger).WithStops(stops, gate).WithRollbacks(rollbacks).WithFindings(findings)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -49,6 +49,13 @@ func Policy(td spiffeid.TrustDomain) rpc.Policy {
 	}
 }
 
+// StreamWorkers is how many long-lived goroutines serve the gatekeeper's
+// RPCs (rpc.ServerConfig.StreamWorkers): an admission evaluates OPA and
+// verifies signatures, deep calls that would otherwise grow a fresh
+// goroutine's stack copy by copy on every RPC (decision 0108). More
+// concurrent RPCs than this each get their own goroutine.
+const StreamWorkers = 256
+
 // Admitter makes admission decisions and records deployments made under
 // them.
 type Admitter interface {

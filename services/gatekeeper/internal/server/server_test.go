@@ -214,7 +214,7 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	s.registry = tel.Registry
-	srv := rpc.NewServer(rpc.ServerConfig{Source: src, TrustDomain: td.TD, Policy: Policy(td.TD), Logger: logger, Telemetry: tel})
+	srv := rpc.NewServer(rpc.ServerConfig{Source: src, TrustDomain: td.TD, Policy: Policy(td.TD), Logger: logger, Telemetry: tel, StreamWorkers: StreamWorkers})
 	gs := New(gate, logger).WithStops(s.stops, gate).WithRollbacks(s.rollbacks).WithFindings(s.findings)
 	if o.purges != nil {
 		gs.WithPurges(o.purges)
