@@ -13,7 +13,7 @@ TOOLS := $(CACHE_DIR)/tools/protoc-gen-go-$(PROTOC_GEN_GO_VERSION)_grpc-$(PROTOC
 export PATH := $(TOOLS):$(PATH)
 
 MODULES := libs cli services/signer services/publisher services/catalog services/gatekeeper services/cdn-broker services/edge
-GO_TEST_FLAGS ?= -count=1 -timeout 25m
+GO_TEST_FLAGS ?= -count=1 -timeout 40m
 
 .PHONY: help
 help: ## Show this help.
