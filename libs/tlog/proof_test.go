@@ -174,3 +174,44 @@ func FuzzVerifyInclusion(f *testing.F) {
 		}
 	})
 }
+
+// TestHasherIsRFC6962: rfc6962.DefaultHasher hashes leaves and nodes as
+// rfc6962.DefaultHasher does, also for nodes that are not 32-byte hashes.
+func TestHasherIsRFC6962(t *testing.T) {
+	h32 := func(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
+	for _, c := range []struct{ l, r []byte }{{h32(1), h32(2)}, {h32(0), h32(0xff)}, {nil, nil}, {[]byte("short"), h32(3)}, {h32(4), make([]byte, 33)}} {
+		if got, want := tlog.Hasher.HashChildren(c.l, c.r), rfc6962.DefaultHasher.HashChildren(c.l, c.r); !bytes.Equal(got, want) {
+			t.Errorf("HashChildren(%x, %x) = %x, want %x", c.l, c.r, got, want)
+		}
+	}
+	for _, leaf := range [][]byte{nil, {}, []byte("leaf"), bytes.Repeat([]byte("x"), 1000)} {
+		if got, want := tlog.Hasher.HashLeaf(leaf), rfc6962.DefaultHasher.HashLeaf(leaf); !bytes.Equal(got, want) {
+			t.Errorf("HashLeaf(%q) = %x, want %x", leaf, got, want)
+		}
+	}
+	if !bytes.Equal(rfc6962.DefaultHasher.EmptyRoot(), rfc6962.DefaultHasher.EmptyRoot()) || tlog.Hasher.Size() != rfc6962.DefaultHasher.Size() {
+		t.Error("EmptyRoot or Size differ from rfc6962")
+	}
+}
+
+// BenchmarkVerifyInclusion verifies a proof in a tree of a million entries.
+func BenchmarkVerifyInclusion(b *testing.B) {
+	const size = 1 << 20
+	proofHashes := make([][]byte, 20)
+	for i := range proofHashes {
+		proofHashes[i] = bytes.Repeat([]byte{byte(i)}, 32)
+	}
+	leaf := []byte("leaf")
+	// The root this proof leads to, computed with rfc6962.
+	root := rfc6962.DefaultHasher.HashLeaf(leaf)
+	for _, p := range proofHashes {
+		root = rfc6962.DefaultHasher.HashChildren(p, root)
+	}
+	cp := &tlog.Checkpoint{Origin: "o", Size: size, Hash: root}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := tlog.VerifyInclusion(leaf, size-1, proofHashes, cp); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

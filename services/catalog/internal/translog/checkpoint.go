@@ -97,7 +97,7 @@ func rootAt(ctx context.Context, pb *proofBuilder, size uint64) ([]byte, error) 
 		}
 		hashes = append(hashes, h)
 	}
-	rf := compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
+	rf := compact.RangeFactory{Hash: tlog.HashChildren}
 	r, err := rf.NewRange(0, size, hashes)
 	if err != nil {
 		return nil, err

@@ -2,15 +2,15 @@ package translog
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
-	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/tessera/api"
 	"github.com/transparency-dev/tessera/api/layout"
 	"github.com/transparency-dev/tessera/client"
+
+	"github.com/custody-dev/custody/libs/tlog"
 )
 
 // proofBuilder builds RFC 6962 proofs against the tree of one size from
@@ -63,7 +63,7 @@ func (b *proofBuilder) fetch(ctx context.Context, nodes proof.Nodes) ([][]byte, 
 		}
 		hashes = append(hashes, h)
 	}
-	hashes, err := nodes.Rehash(hashes, hashChildren)
+	hashes, err := nodes.Rehash(hashes, tlog.HashChildren)
 	if err != nil {
 		return nil, fmt.Errorf("rehash proof: %v", err)
 	}
@@ -88,7 +88,7 @@ func (b *proofBuilder) node(ctx context.Context, id compact.NodeID) ([]byte, err
 		for below := t.Nodes; len(below) > 1; {
 			up := make([][]byte, len(below)/2)
 			for i := range up {
-				up[i] = hashChildren(below[2*i], below[2*i+1])
+				up[i] = tlog.HashChildren(below[2*i], below[2*i+1])
 			}
 			levels = append(levels, up)
 			below = up
@@ -99,19 +99,4 @@ func (b *proofBuilder) node(ctx context.Context, id compact.NodeID) ([]byte, err
 		return nil, fmt.Errorf("tile %d/%d has no complete node %d at level %d", tileLevel, tileIndex, nodeIndex, nodeLevel)
 	}
 	return levels[nodeLevel][nodeIndex], nil
-}
-
-// hashChildren is RFC 6962's interior node hash, SHA-256(0x01 ‖ l ‖ r),
-// without rfc6962.Hasher's new hash state per call (an eighth of the
-// catalog's allocations under load).
-func hashChildren(l, r []byte) []byte {
-	if len(l) != sha256.Size || len(r) != sha256.Size {
-		return rfc6962.DefaultHasher.HashChildren(l, r)
-	}
-	var buf [1 + 2*sha256.Size]byte
-	buf[0] = rfc6962.RFC6962NodeHashPrefix
-	copy(buf[1:], l)
-	copy(buf[1+sha256.Size:], r)
-	h := sha256.Sum256(buf[:])
-	return h[:]
 }

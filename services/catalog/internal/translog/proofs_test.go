@@ -1,7 +1,6 @@
 package translog
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/tessera/client"
 )
 
@@ -107,16 +105,4 @@ func FuzzProofBuilderTile(f *testing.F) {
 			t.Errorf("proof %x with every tile read failing", p)
 		}
 	})
-}
-
-func TestHashChildrenIsRFC6962(t *testing.T) {
-	for _, c := range []struct{ l, r []byte }{
-		{bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)},
-		{make([]byte, 32), make([]byte, 32)},
-		{[]byte("short"), bytes.Repeat([]byte{3}, 32)},
-	} {
-		if got, want := hashChildren(c.l, c.r), rfc6962.DefaultHasher.HashChildren(c.l, c.r); !bytes.Equal(got, want) {
-			t.Errorf("hashChildren(%x, %x) = %x, want %x", c.l, c.r, got, want)
-		}
-	}
 }
