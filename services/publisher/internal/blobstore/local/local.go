@@ -1,7 +1,6 @@
 // Package local is a blob-store back end on a local filesystem: every
 // object is written to a temporary file, fsynced, linked into place
-// (an atomic create-if-absent) and its directory fsynced. Large objects are
-// written behind the caller (writeBehind).
+// (an atomic create-if-absent) and its directory fsynced.
 package local
 
 import (
@@ -53,14 +52,9 @@ func (s *Store) temp(r io.Reader) (*os.File, int64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	var n int64
-	switch r.(type) {
-	case *bytes.Reader, *os.File:
-		// Small records, or a file the kernel can copy itself.
-		n, err = io.Copy(tmp, r)
-	default:
-		n, err = writeBehind(tmp, r)
-	}
+	// A reader with WriteTo (the sealer) writes its sealed chunks straight
+	// into the file; a file is copied by the kernel (copy_file_range).
+	n, err := io.Copy(tmp, r)
 	if err == nil {
 		err = tmp.Sync()
 	}
