@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"strings"
@@ -135,8 +136,13 @@ type uploader struct {
 	log     io.Writer
 	retries int
 	backoff time.Duration
-	digest  string // of the whole file, computed at the first resume
+	digest  string // of the whole file: once sent from 0, or at the first resume
 	sbom    []byte // sent after the file's bytes; nil: none
+	// sum hashes the file's bytes as an attempt from offset 0 reads them,
+	// summed of them, so that the digest the publisher reports is checked
+	// without a pass of its own, and a resume hashes only the rest.
+	sum    hash.Hash
+	summed int64
 }
 
 func (u *uploader) run(ctx context.Context) (*publisherv1.UploadResponse, error) {
@@ -152,7 +158,13 @@ func (u *uploader) run(ctx context.Context) (*publisherv1.UploadResponse, error)
 			resp, err = u.send(ctx, offset)
 		}
 		if err == nil {
-			if u.digest != "" && resp.GetDigest() != u.digest {
+			if u.digest == "" && u.sum != nil && u.summed == u.h.GetSize() {
+				u.digest = "sha256:" + hex.EncodeToString(u.sum.Sum(nil))
+			}
+			if u.digest == "" {
+				return nil, fmt.Errorf("the publisher stored %s, but %s was not hashed to check it", resp.GetDigest(), u.name)
+			}
+			if resp.GetDigest() != u.digest {
 				return nil, fmt.Errorf("the publisher stored %s, but %s hashes to %s", resp.GetDigest(), u.name, u.digest)
 			}
 			return resp, nil
@@ -187,11 +199,15 @@ func retryable(err error) bool {
 // resumeAt asks how much the publisher holds; NotFound means from 0.
 func (u *uploader) resumeAt(ctx context.Context) (int64, error) {
 	if u.digest == "" {
-		sum := sha256.New()
-		if _, err := io.Copy(sum, io.NewSectionReader(u.f, 0, u.h.GetSize())); err != nil {
+		// The first attempt hashed what it read: hash only the rest.
+		if u.sum == nil {
+			u.sum, u.summed = sha256.New(), 0
+		}
+		if _, err := io.Copy(u.sum, io.NewSectionReader(u.f, u.summed, u.h.GetSize()-u.summed)); err != nil {
 			return 0, fmt.Errorf("hash %s: %w", u.name, err)
 		}
-		u.digest = "sha256:" + hex.EncodeToString(sum.Sum(nil))
+		u.summed = u.h.GetSize()
+		u.digest = "sha256:" + hex.EncodeToString(u.sum.Sum(nil))
 	}
 	st, err := u.client.GetUploadStatus(ctx, &publisherv1.GetUploadStatusRequest{UploadId: u.h.GetUploadId()})
 	switch status.Code(err) {
@@ -216,11 +232,19 @@ func (u *uploader) send(ctx context.Context, offset int64) (*publisherv1.UploadR
 		return nil, uploadErr(stream, err)
 	}
 	u.p.set(offset)
+	hashing := u.digest == "" && offset == 0
+	if hashing {
+		u.sum, u.summed = sha256.New(), 0
+	}
 	buf := make([]byte, chunkSize)
 	r := io.NewSectionReader(u.f, offset, u.h.GetSize()-offset)
 	for {
 		n, rerr := io.ReadFull(r, buf)
 		if n > 0 {
+			if hashing {
+				u.sum.Write(buf[:n])
+				u.summed += int64(n)
+			}
 			if err := stream.Send(&publisherv1.UploadRequest{Msg: &publisherv1.UploadRequest_Chunk{Chunk: buf[:n]}}); err != nil {
 				return nil, uploadErr(stream, err)
 			}
