@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/custody-dev/custody/libs/advisory"
@@ -14,7 +15,7 @@ import (
 // matcher over whatever a fuzzed document's ranges say.
 var probes = []sbom.Component{
 	{PURL: "pkg:npm/lodash@4.17.11"}, {PURL: "pkg:npm/x@2.0.0"}, {PURL: "pkg:golang/golang.org/x/text@v0.3.6"},
-	{PURL: "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1"}, {PURL: "pkg:pypi/jinja2@2.11.2"},
+	{PURL: "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1"}, {PURL: "pkg:pypi/jinja2@2.11.2"}, {PURL: "pkg:pypi/Jinja2@2.11.2"}, {PURL: "pkg:npm/%40scope/x@1.0.0"},
 	{PURL: "pkg:deb/debian/lua5.1@5.1.4-5?distro=debian-6.0"}, {PURL: "pkg:cargo/x@1.0.0"}, {PURL: "pkg:gem/x@1.0"},
 	{PURL: "pkg:nuget/x@1.0"}, {PURL: "pkg:composer/a/x@1.0"}, {PURL: "pkg:npm/x"},
 }
@@ -49,16 +50,15 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		advisory.NewIndex([]*advisory.Advisory{a}).MatchAll(probes)
-		// Every package's purl prefix maps back to the package: the
-		// catalog finds candidate components by it.
-		for _, p := range a.Packages() {
-			prefix, ok := p.PURLPrefix()
-			if !ok {
+		// A component is affected only under a package the advisory names:
+		// the catalog finds candidate components by these packages.
+		for _, c := range probes {
+			if _, ok := a.Affects(c); !ok {
 				continue
 			}
-			back, ok := advisory.FromPURL(prefix)
-			if !ok || back.Ecosystem != p.Ecosystem || back.Name != p.Name {
-				t.Fatalf("package %+v: prefix %q maps back to %+v, %v", p, prefix, back, ok)
+			p, ok := advisory.FromPURL(c.PURL)
+			if !ok || !slices.ContainsFunc(a.Packages(), func(q advisory.Package) bool { return q.Ecosystem == p.Ecosystem && q.Name == p.Name }) {
+				t.Fatalf("component %s affected, but its package %+v is not among %+v", c.PURL, p, a.Packages())
 			}
 		}
 	})

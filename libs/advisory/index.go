@@ -4,8 +4,6 @@ import (
 	"slices"
 	"strings"
 
-	packageurl "github.com/package-url/packageurl-go"
-
 	"github.com/custody-dev/custody/libs/sbom"
 )
 
@@ -77,58 +75,4 @@ func (a *Advisory) Packages() []Package {
 		out = append(out, Package{Ecosystem: eco, Name: name})
 	}
 	return out
-}
-
-// PURLPrefix returns how a package URL of p begins when written in the
-// canonical form (packageurl-go's): "pkg:npm/lodash", "pkg:golang/golang.org/x/text",
-// "pkg:maven/org.apache.logging.log4j/log4j-core". Every purl that
-// FromPURL maps to p and that is written canonically starts with it (other
-// packages' purls may too: "pkg:npm/lodash-es"; match to be sure). ok is
-// false for an ecosystem FromPURL does not map.
-func (p Package) PURLPrefix() (prefix string, ok bool) {
-	var u packageurl.PackageURL
-	switch p.Ecosystem {
-	case "Go":
-		u.Type = packageurl.TypeGolang
-		if i := strings.LastIndex(p.Name, "/"); i > 0 {
-			u.Namespace, u.Name = p.Name[:i], p.Name[i+1:]
-		} else {
-			u.Name = p.Name
-		}
-	case "npm":
-		u.Type = packageurl.TypeNPM
-		if ns, n, found := strings.Cut(p.Name, "/"); found && strings.HasPrefix(ns, "@") {
-			u.Namespace, u.Name = ns, n
-		} else {
-			u.Name = p.Name
-		}
-	case "PyPI":
-		u.Type, u.Name = packageurl.TypePyPi, p.Name
-	case "Maven":
-		g, a, found := strings.Cut(p.Name, ":")
-		if !found {
-			return "", false
-		}
-		u.Type, u.Namespace, u.Name = packageurl.TypeMaven, g, a
-	case "Debian", "Ubuntu":
-		u.Type, u.Namespace, u.Name = packageurl.TypeDebian, strings.ToLower(p.Ecosystem), p.Name
-	case "crates.io":
-		u.Type, u.Name = packageurl.TypeCargo, p.Name
-	case "RubyGems":
-		u.Type, u.Name = packageurl.TypeGem, p.Name
-	case "NuGet":
-		u.Type, u.Name = packageurl.TypeNuget, p.Name
-	case "Packagist":
-		ns, n, found := strings.Cut(p.Name, "/")
-		if !found {
-			return "", false
-		}
-		u.Type, u.Namespace, u.Name = packageurl.TypeComposer, ns, n
-	default:
-		return "", false
-	}
-	if u.Name == "" {
-		return "", false
-	}
-	return u.ToString(), true
 }

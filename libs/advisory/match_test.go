@@ -198,31 +198,3 @@ func TestMatchReasonNamesTheRange(t *testing.T) {
 		t.Fatalf("reason %q does not name the range", m.Reason)
 	}
 }
-
-// TestPURLPrefix: the prefix of every package FromPURL maps starts the
-// canonical purls of that package, and FromPURL maps it back.
-func TestPURLPrefix(t *testing.T) {
-	for _, purl := range []string{
-		"pkg:npm/lodash@4.17.11", "pkg:npm/%40scope/pkg@1.4.2", "pkg:golang/golang.org/x/text@v0.3.6", "pkg:golang/example.com/m@v1.0.0",
-		"pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1", "pkg:pypi/jinja2@2.11.2", "pkg:deb/debian/lua5.1@5.1.4-5?distro=debian-6.0",
-		"pkg:deb/ubuntu/openssl@3.0.2", "pkg:cargo/serde@1.0.0", "pkg:gem/rails@7.0.0", "pkg:nuget/Newtonsoft.Json@13.0.1",
-		"pkg:composer/laravel/framework@10.0.0",
-	} {
-		p, ok := advisory.FromPURL(purl)
-		if !ok {
-			t.Fatalf("FromPURL(%s) failed", purl)
-		}
-		prefix, ok := p.PURLPrefix()
-		if !ok || !strings.HasPrefix(purl, prefix) {
-			t.Errorf("%s: prefix %q, %v does not start it", purl, prefix, ok)
-			continue
-		}
-		back, ok := advisory.FromPURL(prefix)
-		if !ok || back.Ecosystem != p.Ecosystem || back.Name != p.Name {
-			t.Errorf("%s: prefix %q maps to %+v, want %s %s", purl, prefix, back, p.Ecosystem, p.Name)
-		}
-	}
-	if _, ok := (advisory.Package{Ecosystem: "Alpine", Name: "musl"}).PURLPrefix(); ok {
-		t.Error("a prefix for an ecosystem FromPURL does not map")
-	}
-}

@@ -76,6 +76,21 @@ type AdvisoryPackage struct {
 	Ecosystem, Name string
 }
 
+// ComponentPackage is the package an SBOM component's purl names, as
+// advisories name packages (libs/advisory.FromPURL: the OSV ecosystem and
+// the name spelled as the ecosystem compares names, so "pkg:pypi/Jinja2"
+// and "pkg:pypi/jinja2" are one package); ok is false for a purl of an
+// ecosystem advisories are not matched in. The stores keep it beside each
+// component, so that the artifacts an advisory affects are found by
+// package whatever the spelling of their purls.
+func ComponentPackage(purl string) (p AdvisoryPackage, ok bool) {
+	ap, ok := advisory.FromPURL(purl)
+	if !ok {
+		return AdvisoryPackage{}, false
+	}
+	return AdvisoryPackage{Ecosystem: ap.Ecosystem, Name: ap.Name}, true
+}
+
 // AdvisoryImport is one stored import of a set of advisories.
 type AdvisoryImport struct {
 	ID int64

@@ -77,11 +77,11 @@ func (c *Catalog) FindingsOfArtifact(ctx context.Context, q SBOMQuery) (*Finding
 
 // ArtifactsAffectedBy returns the components of logged artifacts' SBOMs
 // that the stored advisory id affects, ordered by artifact then component.
-// Candidates are found by the canonical purl prefix of each package the
-// advisory names (advisory.Package.PURLPrefix), then matched with
-// libs/advisory: a component whose purl spells its package otherwise
-// (another case of a PyPI name, an unescaped npm scope) is not found here,
-// though FindingsOfArtifact finds it.
+// Candidates are found by each package the advisory names, as the store
+// keeps it beside every component (ComponentPackage: every spelling of a
+// package's purl, such as another case of a PyPI name or an unescaped npm
+// scope, is that one package), then matched with libs/advisory, as
+// FindingsOfArtifact matches them.
 func (c *Catalog) ArtifactsAffectedBy(ctx context.Context, id string) (*Findings, error) {
 	sa, err := c.Advisory(ctx, id)
 	if err != nil {
@@ -95,11 +95,7 @@ func (c *Catalog) ArtifactsAffectedBy(ctx context.Context, id string) (*Findings
 	out := &Findings{}
 	budget := MaxAffectedComponents
 	for _, p := range a.Packages() {
-		prefix, ok := p.PURLPrefix()
-		if !ok {
-			continue
-		}
-		cs, err := c.store.ComponentsByPURLPrefix(ctx, prefix, budget+1)
+		cs, err := c.store.ComponentsByPackage(ctx, AdvisoryPackage{Ecosystem: p.Ecosystem, Name: p.Name}, budget+1)
 		if err != nil {
 			return nil, unavailable("read components", err)
 		}

@@ -334,10 +334,10 @@ type Store interface {
 	// AdvisoriesByPackages returns up to limit stored advisories that name
 	// any of pkgs, each once, in id order, without their packages.
 	AdvisoriesByPackages(ctx context.Context, pkgs []AdvisoryPackage, limit int) ([]StoredAdvisory, error)
-	// ComponentsByPURLPrefix returns up to limit SBOM components of logged
-	// artifacts whose purl starts with prefix (bytewise), with their
+	// ComponentsByPackage returns up to limit SBOM components of logged
+	// artifacts whose purl names pkg (ComponentPackage), with their
 	// artifacts, in artifact ID then document order.
-	ComponentsByPURLPrefix(ctx context.Context, prefix string, limit int) ([]ArtifactComponent, error)
+	ComponentsByPackage(ctx context.Context, pkg AdvisoryPackage, limit int) ([]ArtifactComponent, error)
 }
 
 // Log is the transparency log.

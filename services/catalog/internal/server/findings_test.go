@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -28,7 +29,7 @@ func cdxWith(purls ...string) []byte {
 func TestListFindings(t *testing.T) {
 	e := newEnv(t)
 	pub := e.client(t, "/service/publisher")
-	for _, v := range []struct{ version, content string }{{"1.0.0", "a1"}, {"2.0.0", "a2"}, {"3.0.0", "a3"}} {
+	for _, v := range []struct{ version, content string }{{"1.0.0", "a1"}, {"2.0.0", "a2"}, {"3.0.0", "a3"}, {"4.0.0", "a4"}} {
 		if _, err := pub.RecordArtifact(t.Context(), recordReq("app", v.version, v.content)); err != nil {
 			t.Fatal(err)
 		}
@@ -36,8 +37,10 @@ func TestListFindings(t *testing.T) {
 	sboms := map[string][]byte{
 		"1.0.0": cdxWith("pkg:npm/lodash@4.17.11", "pkg:golang/golang.org/x/text@v0.3.6", "pkg:pypi/jinja2@2.11.3"),
 		"2.0.0": cdxWith("pkg:npm/lodash@4.17.21", "pkg:golang/golang.org/x/text@v0.3.7-0.20210503195748-5c7c50ebbd4f"),
+		// A PyPI name spelled in another case than the advisory's.
+		"4.0.0": cdxWith("pkg:pypi/Jinja2@2.11.2"),
 	}
-	contents := map[string]string{"1.0.0": "a1", "2.0.0": "a2"}
+	contents := map[string]string{"1.0.0": "a1", "2.0.0": "a2", "4.0.0": "a4"}
 	for v, doc := range sboms {
 		if _, err := pub.RecordSBOM(t.Context(), sbomReq("app", v, contents[v], doc), sbom.CallOptions()...); err != nil {
 			t.Fatal(err)
@@ -87,8 +90,14 @@ func TestListFindings(t *testing.T) {
 	if got := list(&catalogv1.ListFindingsRequest{AdvisoryId: "GHSA-jf85-cpcp-j695"}); !slices.Equal(got, want[:1]) {
 		t.Errorf("artifacts affected by GHSA-jf85-cpcp-j695: %v", got)
 	}
-	if got := list(&catalogv1.ListFindingsRequest{AdvisoryId: "PYSEC-2021-66"}); len(got) != 0 {
-		t.Errorf("jinja2 2.11.3 is fixed, yet: %v", got)
+	// jinja2 2.11.3 is fixed; Jinja2 2.11.2 is the same package, affected,
+	// and found from the advisory as from the artifact.
+	want3 := list(&catalogv1.ListFindingsRequest{Name: "app", Version: "4.0.0"})
+	if len(want3) != 1 || !strings.HasPrefix(want3[0], "app@4.0.0 PYSEC-2021-66 pkg:pypi/Jinja2@2.11.2 ") {
+		t.Errorf("findings of app@4.0.0: %v, want PYSEC-2021-66 on pkg:pypi/Jinja2@2.11.2", want3)
+	}
+	if got := list(&catalogv1.ListFindingsRequest{AdvisoryId: "PYSEC-2021-66"}); !slices.Equal(got, want3) {
+		t.Errorf("artifacts affected by PYSEC-2021-66: %v, want %v", got, want3)
 	}
 	for _, tt := range []struct {
 		req  *catalogv1.ListFindingsRequest

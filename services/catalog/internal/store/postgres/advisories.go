@@ -221,33 +221,3 @@ func (s *Store) AdvisoriesByPackages(ctx context.Context, pkgs []catalog.Advisor
 	}
 	return out, nil
 }
-
-// ComponentsByPURLPrefix returns up to limit components whose purl starts
-// with prefix. starts_with compares bytes whatever the database's
-// collation.
-func (s *Store) ComponentsByPURLPrefix(ctx context.Context, prefix string, limit int) ([]catalog.ArtifactComponent, error) {
-	if prefix == "" {
-		return nil, nil
-	}
-	rows, err := s.db.Query(ctx, `SELECT a.name, a.version, a.digest, c.purl, c.name, c.version, c.license
-		FROM sbom_components c JOIN sboms b ON b.id = c.sbom_id JOIN artifacts a ON a.id = b.artifact_id
-		WHERE starts_with(c.purl, $1) AND a.checkpoint IS NOT NULL
-		ORDER BY a.id, c.seq LIMIT $2`, prefix, limit)
-	if err != nil {
-		return nil, fmt.Errorf("read components by purl: %w", err)
-	}
-	defer rows.Close()
-	var out []catalog.ArtifactComponent
-	for rows.Next() {
-		var c catalog.ArtifactComponent
-		if err := rows.Scan(&c.Artifact.Name, &c.Artifact.Version, &c.Artifact.Digest, &c.Component.PURL, &c.Component.Name,
-			&c.Component.Version, &c.Component.License); err != nil {
-			return nil, fmt.Errorf("read components by purl: %w", err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read components by purl: %w", err)
-	}
-	return out, nil
-}

@@ -102,6 +102,7 @@ var migrations = []migration{
 	leaseMigration,
 	sbomMigration,
 	advisoryMigration,
+	componentPackageMigration,
 }
 
 // migrateLock is the key of the advisory lock that serializes migrations

@@ -48,9 +48,10 @@ func (s *Store) InsertSBOM(ctx context.Context, b *catalog.SBOM) (int64, error) 
 		}
 		rows := make([][]any, len(b.Components))
 		for i, c := range b.Components {
-			rows[i] = []any{id, int32(i), c.PURL, c.Name, c.Version, c.License}
+			p, _ := catalog.ComponentPackage(c.PURL)
+			rows[i] = []any{id, int32(i), c.PURL, c.Name, c.Version, c.License, p.Ecosystem, p.Name}
 		}
-		_, err := tx.CopyFrom(ctx, pgx.Identifier{"sbom_components"}, []string{"sbom_id", "seq", "purl", "name", "version", "license"}, pgx.CopyFromRows(rows))
+		_, err := tx.CopyFrom(ctx, pgx.Identifier{"sbom_components"}, []string{"sbom_id", "seq", "purl", "name", "version", "license", "pkg_ecosystem", "pkg_name"}, pgx.CopyFromRows(rows))
 		return err
 	})
 	switch {

@@ -166,8 +166,8 @@ func TestMigrateFromV1(t *testing.T) {
 		t.Fatal(err)
 	}
 	var version int
-	if err := db.QueryRow("PRAGMA user_version").Scan(&version); err != nil || version != 8 {
-		t.Errorf("user_version = %d, %v; want 8", version, err)
+	if err := db.QueryRow("PRAGMA user_version").Scan(&version); err != nil || version != 9 {
+		t.Errorf("user_version = %d, %v; want 9", version, err)
 	}
 	db.Close()
 	// Reopening does not migrate again.

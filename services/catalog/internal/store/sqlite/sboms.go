@@ -49,13 +49,14 @@ func (s *Store) InsertSBOM(ctx context.Context, b *catalog.SBOM) (int64, error) 
 		if id, err = res.LastInsertId(); err != nil {
 			return err
 		}
-		stmt, err := tx.Prepare(`INSERT INTO sbom_components (sbom_id, seq, purl, name, version, license) VALUES (?, ?, ?, ?, ?, ?)`)
+		stmt, err := tx.Prepare(`INSERT INTO sbom_components (sbom_id, seq, purl, name, version, license, pkg_ecosystem, pkg_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
 		if err != nil {
 			return err
 		}
 		defer stmt.Close()
 		for i, c := range b.Components {
-			if _, err := stmt.Exec(id, i, c.PURL, c.Name, c.Version, c.License); err != nil {
+			p, _ := catalog.ComponentPackage(c.PURL)
+			if _, err := stmt.Exec(id, i, c.PURL, c.Name, c.Version, c.License, p.Ecosystem, p.Name); err != nil {
 				return err
 			}
 		}

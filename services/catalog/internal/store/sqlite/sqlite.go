@@ -114,6 +114,7 @@ var migrations = []migration{
 	sbomMigration,
 	advisoryMigration,
 	advisoryRowidMigration,
+	componentPackageMigration,
 }
 
 // fillKeyIDs sets the key ids of the artifacts recorded before the catalog

@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -157,7 +158,14 @@ func advisoryLookups(t *testing.T, open Opener) {
 	a1 := logged(t, s, record("1.0.0", d1), 0)
 	b := sbomRow(a1, "doc one", 0)
 	b.Components = append(b.Components, sbom.Component{PURL: "pkg:npm/lodash@4.17.11", Name: "lodash", Version: "4.17.11"},
-		sbom.Component{PURL: "pkg:npm/lodash-es@4.17.11", Name: "lodash-es"}, sbom.Component{PURL: "pkg:npm/lodasi@1.0.0", Name: "lodasi"})
+		sbom.Component{PURL: "pkg:npm/lodash-es@4.17.11", Name: "lodash-es"}, sbom.Component{PURL: "pkg:npm/lodasi@1.0.0", Name: "lodasi"},
+		// Other spellings of one package: a PyPI name's case and separators
+		// (PEP 503), an npm scope's @ escaped or not.
+		sbom.Component{PURL: "pkg:pypi/Jinja2@2.11.2", Name: "Jinja2"}, sbom.Component{PURL: "pkg:pypi/jinja2@3.0.0", Name: "jinja2"},
+		sbom.Component{PURL: "pkg:pypi/zope.interface@5.0", Name: "zope.interface"},
+		sbom.Component{PURL: "pkg:npm/%40scope/pkg@1.0.0", Name: "pkg"}, sbom.Component{PURL: "pkg:npm/@scope/pkg@1.0.1", Name: "pkg"},
+		// A purl of no advisory ecosystem, and none at all.
+		sbom.Component{PURL: "pkg:generic/lodash@1.0.0", Name: "lodash"}, sbom.Component{Name: "lodash"})
 	if _, err := s.InsertSBOM(ctx, b); err != nil {
 		t.Fatal(err)
 	}
@@ -171,27 +179,50 @@ func advisoryLookups(t *testing.T, open Opener) {
 	if _, err := s.InsertSBOM(ctx, pb); err != nil {
 		t.Fatal(err)
 	}
-	cs, err := open(t).ComponentsByPURLPrefix(ctx, "pkg:npm/lodash", 10)
-	if err != nil {
-		t.Fatal(err)
+	find := func(s Store, pkg catalog.AdvisoryPackage, limit int) []string {
+		t.Helper()
+		cs, err := s.ComponentsByPackage(ctx, pkg, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var purls []string
+		for _, c := range cs {
+			purls = append(purls, c.Component.PURL)
+			if c.Artifact.Name != "app" || c.Artifact.Version != "1.0.0" || c.Artifact.Digest != d1 {
+				t.Errorf("component %s of artifact %+v, want app@1.0.0", c.Component.PURL, c.Artifact)
+			}
+		}
+		return purls
 	}
-	var purls []string
-	for _, c := range cs {
-		purls = append(purls, c.Component.PURL)
-		if c.Artifact.Name != "app" || c.Artifact.Version != "1.0.0" || c.Artifact.Digest != d1 {
-			t.Errorf("component %s of artifact %+v, want app@1.0.0", c.Component.PURL, c.Artifact)
+	for _, c := range []struct {
+		pkg  catalog.AdvisoryPackage
+		want []string
+	}{
+		{npm, []string{"pkg:npm/lodash@4.17.11"}}, // not lodash-es, not the pending artifact's, not pkg:generic
+		{pypi, []string{"pkg:pypi/Jinja2@2.11.2", "pkg:pypi/jinja2@3.0.0"}},
+		{catalog.AdvisoryPackage{Ecosystem: "PyPI", Name: "zope-interface"}, []string{"pkg:pypi/zope.interface@5.0"}},
+		{catalog.AdvisoryPackage{Ecosystem: "npm", Name: "@scope/pkg"}, []string{"pkg:npm/%40scope/pkg@1.0.0", "pkg:npm/@scope/pkg@1.0.1"}},
+		{catalog.AdvisoryPackage{Ecosystem: "PyPI", Name: "lodash"}, nil},
+		{catalog.AdvisoryPackage{Ecosystem: "npm", Name: "lodas%"}, nil},
+		{catalog.AdvisoryPackage{Ecosystem: "npm", Name: "lodas_"}, nil},
+		{catalog.AdvisoryPackage{Ecosystem: "", Name: ""}, nil},
+		{catalog.AdvisoryPackage{Ecosystem: "npm", Name: ""}, nil},
+	} {
+		if diff := cmp.Diff(c.want, find(open(t), c.pkg, 10)); diff != "" {
+			t.Errorf("ComponentsByPackage(%+v) (-want +got):\n%s", c.pkg, diff)
 		}
 	}
-	if diff := cmp.Diff([]string{"pkg:npm/lodash@4.17.11", "pkg:npm/lodash-es@4.17.11"}, purls); diff != "" {
-		t.Errorf("ComponentsByPURLPrefix (-want +got):\n%s", diff)
+	if got := find(s, pypi, 1); len(got) != 1 {
+		t.Errorf("limit 1: %v", got)
 	}
-	if cs, err := s.ComponentsByPURLPrefix(ctx, "pkg:npm/lodash", 1); err != nil || len(cs) != 1 {
-		t.Errorf("limit 1: %d, %v", len(cs), err)
-	}
-	// Prefix characters are bytes, not patterns.
-	for _, p := range []string{"pkg:npm/lodas_", "pkg:npm/lodas%", "PKG:NPM/LODASH", ""} {
-		if cs, err := s.ComponentsByPURLPrefix(ctx, p, 10); err != nil || len(cs) != 0 {
-			t.Errorf("prefix %q: %d components, %v; want none", p, len(cs), err)
+	// Every stored component's package is the one its purl names.
+	for _, c := range b.Components {
+		p, ok := catalog.ComponentPackage(c.PURL)
+		if !ok {
+			continue
+		}
+		if got := find(s, p, 100); !slices.Contains(got, c.PURL) {
+			t.Errorf("component %s not found under its package %+v: %v", c.PURL, p, got)
 		}
 	}
 }
