@@ -13,7 +13,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -86,11 +88,25 @@ func kindOf(p string) string {
 		return KindBinding
 	case p == "data/catalog/catalog.db", p == "data/catalog/catalog.db-wal":
 		return KindCatalog
-	case strings.HasPrefix(p, "data/catalog/log/tile/entries/"):
-		return KindLogEntries
 	case strings.HasPrefix(p, "data/catalog/log/tile/"):
-		return KindLogTile
-	case p == "data/catalog/log/checkpoint", strings.HasPrefix(p, "data/catalog/log/.state/"):
+		// Only paths of the tlog-tiles layout: Tessera writes each file
+		// under a temporary name (the final one followed by random
+		// digits) and renames it, so a listed temporary file may be gone
+		// by the time it is copied, and is never part of the log.
+		switch m := tilePath.FindStringSubmatch(strings.TrimPrefix(p, "data/catalog/log/")); {
+		case m == nil || (m[3] != "" && !validWidth(m[3])):
+			return ""
+		case m[1] == "entries":
+			return KindLogEntries
+		default:
+			return KindLogTile
+		}
+	case p == "data/catalog/log/checkpoint":
+		return KindLogState
+	case strings.HasPrefix(p, "data/catalog/log/.state/"):
+		if stateTemp.MatchString(base) {
+			return ""
+		}
 		return KindLogState
 	case strings.HasPrefix(p, "data/signer/"):
 		return KindSigner
@@ -98,6 +114,20 @@ func kindOf(p string) string {
 		return KindTrustRoot
 	}
 	return ""
+}
+
+// tilePath is a tile or entry bundle path of the tlog-tiles layout:
+// tile/<level or entries>/[x<3 digits>/...]<3 digits>[.p/<width>].
+var tilePath = regexp.MustCompile(`^tile/(entries|[0-9]{1,2})/(x[0-9]{3}/)*[0-9]{3}(?:\.p/([0-9]{1,3}))?$`)
+
+// stateTemp is a temporary file of Tessera's state files.
+var stateTemp = regexp.MustCompile(`^(version|treeState|gcState)[0-9]+$`)
+
+// validWidth says whether w is a partial tile's width, 1 to 255 without a
+// leading zero.
+func validWidth(w string) bool {
+	n, err := strconv.Atoi(w)
+	return err == nil && n >= 1 && n <= 255 && strconv.Itoa(n) == w
 }
 
 // Sources are the site directories a backup copies.

@@ -29,13 +29,28 @@ func TestKinds(t *testing.T) {
 		"data/catalog/catalog.db-shm":                    "",
 		"data/catalog/log/tile/entries/000.p/2":          KindLogEntries,
 		"data/catalog/log/tile/0/000.p/2":                KindLogTile,
-		"data/catalog/log/checkpoint":                    KindLogState,
-		"data/catalog/log/.state/treeState.lock":         "",
-		"data/signer/keys/trustroot/v00000001.json":      KindSigner,
-		"trust/root.json":                                KindTrustRoot,
-		"keys/keystore.json":                             "", // keys never go into a backup
-		"data/publisher/partial/upload":                  "",
-		"data/edge/cache":                                "",
+		"data/catalog/log/tile/0/x001/x234/067":          KindLogTile,
+		"data/catalog/log/tile/1/000.p/255":              KindLogTile,
+		"data/catalog/log/tile/entries/x001/067":         KindLogEntries,
+		// Tessera's temporary files: the final name and random digits.
+		"data/catalog/log/tile/entries/000.p/41278168309": "",
+		"data/catalog/log/tile/0/0001234567":              "",
+		"data/catalog/log/tile/0/000.p/256":               "",
+		"data/catalog/log/tile/0/000.p/0":                 "",
+		"data/catalog/log/tile/0/000.p/07":                "",
+		"data/catalog/log/tile/0/x01/000":                 "",
+		"data/catalog/log/tile/entries/000.p/":            "",
+		"data/catalog/log/checkpoint1845":                 "",
+		"data/catalog/log/.state/treeState":               KindLogState,
+		"data/catalog/log/.state/treeState98765":          "",
+		"data/catalog/log/.state/gcState":                 KindLogState,
+		"data/catalog/log/checkpoint":                     KindLogState,
+		"data/catalog/log/.state/treeState.lock":          "",
+		"data/signer/keys/trustroot/v00000001.json":       KindSigner,
+		"trust/root.json":                                 KindTrustRoot,
+		"keys/keystore.json":                              "", // keys never go into a backup
+		"data/publisher/partial/upload":                   "",
+		"data/edge/cache":                                 "",
 	} {
 		if got := kindOf(p); got != want {
 			t.Errorf("kindOf(%q) = %q, want %q", p, got, want)

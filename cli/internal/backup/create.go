@@ -3,9 +3,12 @@ package backup
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,6 +49,18 @@ type CreateReport struct {
 	LogSize        uint64         `json:"log_size"`
 }
 
+// maxCopyPasses bounds how many times Create lists the site again after
+// log files vanished under it.
+const maxCopyPasses = 4
+
+// beforeCopy runs before each file is copied (tests make files vanish).
+var beforeCopy = func(string) {}
+
+// isLogKind says whether kind is a file of the live transparency log.
+func isLogKind(kind string) bool {
+	return kind == KindLogTile || kind == KindLogEntries || kind == KindLogState
+}
+
 // Create copies the site's stores into a new backup set, streaming every
 // file, and has the manifest signed. Files are written once (O_EXCL) and
 // left read-only; on any error the partial set is left for inspection and
@@ -68,28 +83,53 @@ func Create(ctx context.Context, o CreateOptions) (*CreateReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the catalog's checkpoint: %w", err)
 	}
-	paths, err := listSite(o.Site)
-	if err != nil {
-		return nil, fmt.Errorf("list the site's files: %w", err)
-	}
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, err
 	}
 	now := o.Now().UTC().Truncate(time.Second)
 	m := Manifest{Format: Format, Site: o.Name, Created: now}
 	rep := &CreateReport{Dir: o.Dir, Kinds: map[string]int{}, LogOrigin: cp.Origin, LogSize: cp.Size}
-	for _, p := range paths {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		d, n, err := copyFile(filepath.Join(o.Site, filepath.FromSlash(p)), filepath.Join(o.Dir, filepath.FromSlash(p)))
+	// The log is live while it is copied: Tessera replaces a partial tile
+	// by the full one and then removes the partial. A log file that is
+	// gone when its turn comes is left out, and the site is listed again
+	// for the files that replaced it (the full tiles cover every partial's
+	// entries); Verify checks that the set rebuilds the checkpoint.
+	copied := map[string]bool{}
+	for pass := 1; ; pass++ {
+		paths, err := listSite(o.Site)
 		if err != nil {
-			return nil, fmt.Errorf("copy %s: %w", p, err)
+			return nil, fmt.Errorf("list the site's files: %w", err)
 		}
-		m.Files = append(m.Files, File{Path: p, Kind: kindOf(p), Size: n, SHA256: d})
-		rep.Kinds[kindOf(p)]++
-		rep.Bytes += n
+		vanished := 0
+		for _, p := range paths {
+			if copied[p] {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			beforeCopy(p)
+			d, n, err := copyFile(filepath.Join(o.Site, filepath.FromSlash(p)), filepath.Join(o.Dir, filepath.FromSlash(p)))
+			if errors.Is(err, fs.ErrNotExist) && isLogKind(kindOf(p)) {
+				vanished++
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("copy %s: %w", p, err)
+			}
+			copied[p] = true
+			m.Files = append(m.Files, File{Path: p, Kind: kindOf(p), Size: n, SHA256: d})
+			rep.Kinds[kindOf(p)]++
+			rep.Bytes += n
+		}
+		if vanished == 0 {
+			break
+		}
+		if pass == maxCopyPasses {
+			return nil, fmt.Errorf("%d log files were replaced while they were copied, %d times in a row: is the catalog busy? try again", vanished, pass)
+		}
 	}
+	slices.SortFunc(m.Files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
 	rep.Files = len(m.Files)
 	if err := writeNew(filepath.Join(o.Dir, CheckpointFile), signed); err != nil {
 		return nil, err
