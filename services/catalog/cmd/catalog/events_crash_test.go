@@ -27,7 +27,7 @@ const eventKills = 50
 
 // TestEventsSurviveRepeatedKills streams events into the catalog from
 // several gatekeeper connections (most acknowledged once sequenced, some
-// once proved) and SIGKILLs it at a random moment, eventKills times, each
+// once proved; half the workers send AppendEvents calls of eight) and SIGKILLs it at a random moment, eventKills times, each
 // time restarting it on the same data directory. Then: every acknowledged
 // event is in the log at the index it was acknowledged with, and in the
 // store; the store holds exactly the log's entries, each once, each with an
@@ -77,6 +77,37 @@ func TestEventsSurviveRepeatedKills(t *testing.T) {
 			}
 			wg.Go(func() {
 				for ctx.Err() == nil {
+					if w%2 == 1 {
+						// AppendEvents: a call's events are sequenced
+						// together; every one acknowledged counts.
+						reqs := make([]*catalogv1.AppendEventRequest, 8)
+						mu.Lock()
+						for i := range reqs {
+							reqs[i] = &catalogv1.AppendEventRequest{Type: tlog.TypeAdmissionDecided,
+								Details: fmt.Appendf(nil, `{"n":%d}`, next), Wait: wait}
+							if i == 7 {
+								reqs[i].Wait = catalogv1.AppendWait_APPEND_WAIT_PROVED
+							}
+							next++
+						}
+						mu.Unlock()
+						resp, err := gk.AppendEvents(ctx, &catalogv1.AppendEventsRequest{Events: reqs})
+						if err != nil {
+							return
+						}
+						for i, r := range resp.GetResults() {
+							if r.GetCode() != 0 {
+								continue
+							}
+							if reqs[i].Wait == catalogv1.AppendWait_APPEND_WAIT_PROVED {
+								checkAcked(t, s.vkey, r.GetEntry())
+							}
+							mu.Lock()
+							acks = append(acks, ack{r.GetEntry().GetIndex(), r.GetEntry().GetLeaf()})
+							mu.Unlock()
+						}
+						continue
+					}
 					mu.Lock()
 					n := next
 					next++
