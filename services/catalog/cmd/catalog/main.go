@@ -58,6 +58,9 @@ type config struct {
 	LogMySQLDSNFile string
 	SignerAddr      string
 	CosignWait      time.Duration
+	// CosignRefresh is how often an idle log's checkpoint is co-signed
+	// again (translog.Config.CosignRefresh).
+	CosignRefresh time.Duration
 	// HTTPSListen, if set, serves the log read-only in the tlog-tiles
 	// layout with CertFile and KeyFile.
 	HTTPSListen, CertFile, KeyFile string
@@ -83,6 +86,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		"file with a MySQL/MariaDB DSN (user:password@tcp(host:port)/db) to keep the transparency log in, through Tessera's MySQL driver; empty: the POSIX driver in --data-dir/log")
 	f.String(&cfg.SignerAddr, "signer-addr", "CUSTODY_SIGNER_ADDR", "", "signer gRPC address (host:port); it co-signs every checkpoint the catalog serves")
 	f.Duration(&cfg.CosignWait, "cosign-wait", "CUSTODY_COSIGN_WAIT", 10*time.Second, "how long a write waits for the signer to co-sign a checkpoint covering it before failing Unavailable")
+	f.Duration(&cfg.CosignRefresh, "cosign-refresh", "CUSTODY_COSIGN_REFRESH", translog.DefaultCosignRefresh,
+		"how often the signer co-signs the log's checkpoint again while nothing is appended, so that verifiers can bound its age (gatekeeper --max-checkpoint-age, custody log verify --max-age); keep it well below them")
 	f.String(&cfg.HTTPSListen, "https-listen", "CUSTODY_HTTPS_LISTEN", "",
 		"serve the log read-only over HTTPS (tlog-tiles: /checkpoint, /tile/...) on this address, recorded as https in the endpoints file; empty: not served")
 	f.String(&cfg.CertFile, "tls-cert-file", "CUSTODY_TLS_CERT_FILE", "", "HTTPS certificate (PEM), with --https-listen")
@@ -122,6 +127,9 @@ func (c *config) Validate() error {
 	}
 	if c.CosignWait <= 0 {
 		errs = append(errs, fmt.Errorf("--cosign-wait %s: want a positive duration", c.CosignWait))
+	}
+	if c.CosignRefresh < time.Second {
+		errs = append(errs, fmt.Errorf("--cosign-refresh %s: want at least 1s (a cosignature timestamp has whole seconds)", c.CosignRefresh))
 	}
 	if c.SignerAddr == "" {
 		errs = append(errs, errors.New("--signer-addr is required: the signer co-signs the log's checkpoints, and verifiers trust its key"))

@@ -218,6 +218,7 @@ func TestRunReportsEveryConfigProblem(t *testing.T) {
 	}{
 		{"nothing", nil, []string{"--trust-domain", "no identity", "--data-dir", "--log-private-key-file is required", "--signer-addr is required"}},
 		{"bad cosign wait", []string{"--cosign-wait", "0s"}, []string{"--cosign-wait"}},
+		{"cosign refresh under a second", []string{"--cosign-refresh", "500ms"}, []string{"--cosign-refresh 500ms: want at least 1s"}},
 		{"bad key", []string{"--trust-domain", "custody.test", "--svid-dir", "x", "--data-dir", "d", "--log-private-key-file", bad}, []string{"not a note signer key"}},
 		{"missing key file", []string{"--trust-domain", "custody.test", "--svid-dir", "x", "--data-dir", "d", "--log-private-key-file", bad + ".missing"}, []string{"--log-private-key-file"}},
 		{"unknown flag", []string{"--log-public-key-file", "x"}, []string{"log-public-key-file"}},

@@ -77,7 +77,7 @@ func (r *roles) becomeWriter(ctx context.Context, policy rpc.Policy) (catalogv1.
 		return nil, err
 	}
 	r.push(func(context.Context) error { closeDriver(); return nil })
-	lcfg.SignerKey, lcfg.Cosigner, lcfg.CosignWait, lcfg.Logger = r.key, r.cosigner, r.cfg.CosignWait, d.Logger
+	lcfg.SignerKey, lcfg.Cosigner, lcfg.CosignWait, lcfg.CosignRefresh, lcfg.Logger = r.key, r.cosigner, r.cfg.CosignWait, r.cfg.CosignRefresh, d.Logger
 	tl, err := translog.Open(ctx, lcfg)
 	if err != nil {
 		return nil, err

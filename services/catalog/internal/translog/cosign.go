@@ -78,10 +78,13 @@ func (l *Log) satisfied() bool {
 // checkpointLoop serves each newly published checkpoint (with a Cosigner,
 // once co-signed) until the log closes. It polls every PollInterval only
 // while some entry waits for a checkpoint that covers it, and sleeps
-// otherwise: an idle log costs nothing. Two checkpoints start at least
-// ServeGap apart, so a busy log signs a bounded number per second. After a failure it retries with a
-// growing delay (up to cosignRetryMax), so serving resumes by itself when
-// the co-signer is back.
+// otherwise; with a Cosigner it wakes every cosignRefresh to have the
+// served tree co-signed again, so that an idle log's checkpoint stays fresh
+// (one round trip per refresh, nothing in between). Two checkpoints start
+// at least ServeGap apart, so a busy log signs a bounded number per
+// second. After a failure it retries with a growing delay (up to
+// cosignRetryMax), so serving resumes by itself when the co-signer is
+// back.
 func (l *Log) checkpointLoop(ctx context.Context) {
 	defer close(l.loopDone)
 	var (
@@ -89,16 +92,28 @@ func (l *Log) checkpointLoop(ctx context.Context) {
 		delay    = l.poll
 		failures int
 		last     time.Time // when serveLatest last started
+		cosigned time.Time // when a co-signature was last obtained; zero: none yet
 	)
+	refreshing := l.cosigner != nil && l.cosignRefresh > 0
+	refresh := time.NewTimer(time.Hour)
+	refresh.Stop()
+	defer refresh.Stop()
 	for {
 		if failures == 0 && l.satisfied() {
+			var due <-chan time.Time
+			if refreshing {
+				refresh.Reset(l.cosignRefresh - time.Since(cosigned))
+				due = refresh.C
+			}
 			select {
 			case <-l.closing:
 				return
 			case <-ctx.Done():
 				return
 			case <-l.wake:
+			case <-due:
 			}
+			refresh.Stop()
 		}
 		// Pace the signing: entries that arrive meanwhile share the next
 		// checkpoint.
@@ -112,8 +127,12 @@ func (l *Log) checkpointLoop(ctx context.Context) {
 			}
 		}
 		last = time.Now()
-		err := l.serveLatest(ctx, &base)
+		again := refreshing && last.Sub(cosigned) >= l.cosignRefresh
+		signedNow, err := l.serveLatest(ctx, &base, again)
 		l.setCosignErr(err)
+		if signedNow {
+			cosigned = last
+		}
 		switch {
 		case err == nil:
 			if failures > 0 {
@@ -148,38 +167,50 @@ func (l *Log) checkpointLoop(ctx context.Context) {
 }
 
 // serveLatest makes a checkpoint of the integrated tree the served one: with
-// a Cosigner once co-signed, else as it is.
-func (l *Log) serveLatest(ctx context.Context, base **tlog.Checkpoint) error {
+// a Cosigner once co-signed, else as it is. With again, a tree already
+// co-signed is co-signed once more (a refresh of its timestamp). It reports
+// whether the co-signer signed.
+func (l *Log) serveLatest(ctx context.Context, base **tlog.Checkpoint, again bool) (bool, error) {
 	if l.cosigner != nil {
-		return l.cosignLatest(ctx, base)
+		return l.cosignLatest(ctx, base, again)
 	}
 	signed, cp, err := l.integrated(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if cur := l.latestCosigned(); cur == nil || cp.Size > cur.Size {
 		l.setCosigned(signed, cp)
 	}
-	return nil
+	return false, nil
 }
 
 // cosignLatest has a checkpoint of the integrated tree co-signed, unless
-// one of that tree already is. *base is the co-signer's last checkpoint as last learnt; it
-// is asked again when unknown and after a refusal.
-func (l *Log) cosignLatest(ctx context.Context, base **tlog.Checkpoint) error {
+// one of that tree already is and again is false. *base is the co-signer's
+// last checkpoint as last learnt; it is asked again when unknown and after
+// a refusal. It reports whether the co-signer signed.
+func (l *Log) cosignLatest(ctx context.Context, base **tlog.Checkpoint, again bool) (bool, error) {
 	signed, cp, err := l.integrated(ctx)
 	if err != nil {
-		return err
+		return false, err
 	}
-	if cur := l.latestCosigned(); cur != nil && sameTree(cur, cp) {
-		return nil
+	cur := l.latestCosigned()
+	if cur != nil && sameTree(cur, cp) {
+		if !again {
+			return false, nil
+		}
+		// integrated returned the served note, which carries the last
+		// cosignature: send the log's signature alone, as for a new tree
+		// (Ed25519 signs deterministically: the same note).
+		if signed, err = tlog.SignCheckpointWith(tlog.Checkpoint{Origin: cp.Origin, Size: cp.Size, Hash: cp.Hash}, l.signer); err != nil {
+			return false, fmt.Errorf("%w: %v", ErrIntegrity, err)
+		}
 	}
 	rctx, cancel := context.WithTimeout(ctx, l.cosignTimeout)
 	defer cancel()
 	if *base == nil {
 		b, err := l.cosigner.Cosigned(rctx, l.origin)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if len(b) == 0 {
 			*base = &tlog.Checkpoint{Origin: l.origin}
@@ -188,39 +219,39 @@ func (l *Log) cosignLatest(ctx context.Context, base **tlog.Checkpoint) error {
 			// log's own signature.
 			bcp, err := tlog.OpenCheckpoint(b, l.verifier)
 			if err != nil {
-				return fmt.Errorf("%w: the co-signer's last checkpoint: %v", ErrIntegrity, err)
+				return false, fmt.Errorf("%w: the co-signer's last checkpoint: %v", ErrIntegrity, err)
 			}
 			*base = bcp
 			if _, err := l.proofFrom(ctx, bcp, cp); err != nil {
-				return err
+				return false, err
 			}
 			// It is in this log's tree: serve it until a newer one is
 			// co-signed.
 			l.setCosigned(b, bcp)
-			if sameTree(bcp, cp) {
-				return nil
+			if sameTree(bcp, cp) && !again {
+				return false, nil
 			}
 		}
 	}
 	from := *base
 	proof, err := l.proofFrom(ctx, from, cp)
 	if err != nil {
-		return err
+		return false, err
 	}
 	out, err := l.cosigner.Cosign(rctx, signed, from.Size, proof)
 	if err != nil {
 		if errors.Is(err, ErrRefused) {
 			*base = nil
 		}
-		return err
+		return false, err
 	}
 	ocp, err := tlog.OpenCheckpoint(out, l.verifier)
 	if err != nil || !sameTree(ocp, cp) {
-		return fmt.Errorf("%w: the co-signer returned another checkpoint than the one sent (size %d): %v", ErrIntegrity, cp.Size, err)
+		return false, fmt.Errorf("%w: the co-signer returned another checkpoint than the one sent (size %d): %v", ErrIntegrity, cp.Size, err)
 	}
 	*base = ocp
 	l.setCosigned(out, ocp)
-	return nil
+	return true, nil
 }
 
 // proofFrom returns the consistency proof from the co-signer's last

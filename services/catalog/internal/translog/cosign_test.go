@@ -39,8 +39,15 @@ func newCosigned(t *testing.T) *cosigned {
 
 func (f *cosigned) open(t *testing.T) *translog.Log {
 	t.Helper()
+	return f.openRefreshing(t, 0)
+}
+
+// openRefreshing opens the log with CosignRefresh refresh (0: the
+// default).
+func (f *cosigned) openRefreshing(t *testing.T, refresh time.Duration) *translog.Log {
+	t.Helper()
 	l, err := translog.Open(t.Context(), translog.Config{Dir: f.dir, SignerKey: f.skey, Cosigner: f.c,
-		CosignWait: time.Second, CosignRetryMax: 20 * time.Millisecond})
+		CosignWait: time.Second, CosignRetryMax: 20 * time.Millisecond, CosignRefresh: refresh})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,5 +215,114 @@ func TestCosignerAheadOfLogIsRefusedHere(t *testing.T) {
 	_, _, err := f.log.Checkpoint(t.Context())
 	if !errors.Is(err, translog.ErrNotCosigned) || !strings.Contains(err.Error(), "lost entries") {
 		t.Errorf("Checkpoint of a log behind its co-signer: got %v, want ErrNotCosigned saying it lost entries", err)
+	}
+}
+
+// TestIdleLogIsCosignedAgain: with no entry waiting, the served checkpoint
+// of an unchanged tree is co-signed again every CosignRefresh, so its
+// cosignature/v1 timestamp advances (ATTACKS.md #14); with the co-signer
+// down it stops advancing, and it advances again once the co-signer is
+// back. Without the refresh timer the timestamp stays at the last append.
+func TestIdleLogIsCosignedAgain(t *testing.T) {
+	skey, vkey, err := tlog.GenerateKey("custody.test/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cosigntest.New(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &cosigned{c: c, skey: skey, vkey: vkey, dir: t.TempDir()}
+	const refresh = 300 * time.Millisecond
+	f.log = f.openRefreshing(t, refresh)
+	for i := range 3 {
+		if _, err := f.log.Append(t.Context(), fmt.Appendf(nil, "entry %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	served := func() *tlog.Checkpoint {
+		t.Helper()
+		signed, _, err := f.log.Checkpoint(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp, err := tlog.OpenCosigned(signed, "custody.test/log", c.VerifierKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cp
+	}
+	// advanced waits for a served checkpoint co-signed after t0 (the
+	// timestamp has whole seconds).
+	advanced := func(t0 time.Time, within time.Duration) *tlog.Checkpoint {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for time.Now().Before(deadline) {
+			if cp := served(); cp.CosignedAt.After(t0) {
+				return cp
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return nil
+	}
+	first := served()
+	if first.Size != 3 {
+		t.Fatalf("served size %d, want 3", first.Size)
+	}
+	calls0, _ := c.Stats()
+	later := advanced(first.CosignedAt, 3*time.Second)
+	if later == nil {
+		t.Fatalf("idle log: cosignature still at %s after 3s with a refresh of %s", first.CosignedAt, refresh)
+	}
+	if later.Size != first.Size || string(later.Hash) != string(first.Hash) {
+		t.Errorf("refreshed checkpoint is of another tree: %d %x, want %d %x", later.Size, later.Hash, first.Size, first.Hash)
+	}
+	// Bounded: about one co-signature per refresh, not a busy loop.
+	calls1, refused := c.Stats()
+	if refused != 0 {
+		t.Errorf("the co-signer refused %d refreshes", refused)
+	}
+	if max := int(time.Since(first.CosignedAt)/refresh) + 3; calls1-calls0 > max {
+		t.Errorf("%d co-signatures in %s with a refresh of %s; want at most %d", calls1-calls0, time.Since(first.CosignedAt).Round(time.Millisecond), refresh, max)
+	}
+
+	c.SetDown(true)
+	time.Sleep(2 * refresh) // let a refresh in flight land
+	frozen := served()
+	if cp := advanced(frozen.CosignedAt, 2*time.Second); cp != nil {
+		t.Fatalf("co-signer down, yet the cosignature advanced to %s", cp.CosignedAt)
+	}
+	c.SetDown(false)
+	if advanced(frozen.CosignedAt, 3*time.Second) == nil {
+		t.Fatal("co-signer back, but the cosignature did not advance within 3s")
+	}
+	// Entries are still served after refreshes.
+	p, err := f.log.Append(t.Context(), []byte("after"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.verify(t, []byte("after"), p)
+}
+
+// TestNoRefreshWhenNegative: CosignRefresh < 0 leaves an idle log's
+// checkpoint as it is (the co-signer is not called).
+func TestNoRefreshWhenNegative(t *testing.T) {
+	skey, vkey, err := tlog.GenerateKey("custody.test/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cosigntest.New(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &cosigned{c: c, skey: skey, vkey: vkey, dir: t.TempDir()}
+	f.log = f.openRefreshing(t, -1)
+	if _, err := f.log.Append(t.Context(), []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := c.Stats()
+	time.Sleep(time.Second)
+	if after, _ := c.Stats(); after != before {
+		t.Errorf("refresh off: %d co-signatures while idle", after-before)
 	}
 }

@@ -84,8 +84,17 @@ type Config struct {
 	// CosignRetryMax is the longest pause between attempts while
 	// co-signing fails. Zero means 1s.
 	CosignRetryMax time.Duration
+	// CosignRefresh is how often, with a Cosigner, the served checkpoint
+	// is co-signed again while no entry waits, so that its cosignature/v1
+	// timestamp is never much older than this on an idle log and
+	// verifiers can bound its age (tlog.CheckFresh, ATTACKS.md #14). The
+	// first one is co-signed at Open. Zero means 30s; negative never.
+	CosignRefresh time.Duration
 	Logger         *slog.Logger
 }
+
+// DefaultCosignRefresh is Config.CosignRefresh's default.
+const DefaultCosignRefresh = 30 * time.Second
 
 // Proved is an entry of the log with its inclusion proof against a signed
 // checkpoint that covers it. Everything in it has been verified.
@@ -117,6 +126,7 @@ type Log struct {
 	cosignWait     time.Duration
 	cosignRetryMax time.Duration
 	cosignTimeout  time.Duration
+	cosignRefresh  time.Duration
 	poll           time.Duration
 	serveGap       time.Duration
 	loopDone       chan struct{}
@@ -175,6 +185,9 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	if cfg.CosignRetryMax == 0 {
 		cfg.CosignRetryMax = time.Second
 	}
+	if cfg.CosignRefresh == 0 {
+		cfg.CosignRefresh = DefaultCosignRefresh
+	}
 	// Tessera's background work (sequencing, checkpoint publication) runs
 	// on this context, which must outlive every Add: it is cancelled only in
 	// Close, after Tessera's own shutdown has published everything added.
@@ -223,6 +236,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		cosignWait:     cfg.CosignWait,
 		cosignRetryMax: cfg.CosignRetryMax,
 		cosignTimeout:  min(cfg.CosignWait, 5*time.Second),
+		cosignRefresh:  cfg.CosignRefresh,
 		poll:           cfg.PollInterval,
 		serveGap:       cfg.ServeGap,
 		loopDone:       make(chan struct{}),

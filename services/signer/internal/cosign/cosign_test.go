@@ -492,3 +492,82 @@ func TestCosignatureV1(t *testing.T) {
 		t.Errorf("OpenCosigned = %+v, %v; want CosignedAt %s", cp, err, at)
 	}
 }
+
+// TestSameTreeCosignedAgain: the catalog's refresh of an idle log (decision
+// 0114) sends the tree the signer co-signed last, from that size with an
+// empty proof. The signer co-signs it again with a later timestamp and keeps
+// it as the last one, also across a restart; a different root at that size
+// is still a fork, and a proof with equal sizes is malformed.
+func TestSameTreeCosignedAgain(t *testing.T) {
+	l := newTestLog(t)
+	l.grow(9)
+	dir, backend := t.TempDir(), newBackend(t)
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	open := func() *cosign.Cosigner {
+		t.Helper()
+		c, err := cosign.New(cosign.Config{Origin: origin, Name: cosignerName, Backend: backend, KeyName: "log", StateDir: dir,
+			Registerer: prometheus.NewRegistry(), Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := open()
+	vkey, err := c.VerifierKey(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cosignedAt := func(b []byte) time.Time {
+		t.Helper()
+		cp, err := tlog.OpenCosigned(b, origin, vkey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cp.Size != 9 || !bytes.Equal(cp.Hash, l.tree.HashAt(9)) {
+			t.Fatalf("co-signed %d %x, want the tree of size 9", cp.Size, cp.Hash)
+		}
+		return cp.CosignedAt
+	}
+	first, err := c.Cosign(t.Context(), l.checkpoint(9), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, restart := range []bool{false, true, false} {
+		now = now.Add(30 * time.Second)
+		if restart {
+			c = open()
+		}
+		out, err := c.Cosign(t.Context(), l.checkpoint(9), 9, nil)
+		if err != nil {
+			t.Fatalf("refresh %d of the same tree: %v", i, err)
+		}
+		if got := cosignedAt(out); !got.Equal(now) {
+			t.Errorf("refresh %d: cosignature at %s, want %s", i, got, now)
+		}
+		if strings.Count(string(out), "— "+cosignerName+" ") != 1 {
+			t.Errorf("refresh %d: want exactly one cosignature of %s:\n%s", i, cosignerName, out)
+		}
+		if got, _ := c.Cosigned(origin); !bytes.Equal(got, out) {
+			t.Errorf("refresh %d: Cosigned is not the refreshed note", i)
+		}
+	}
+	if cosignedAt(first).Equal(now) {
+		t.Fatal("the clock did not move")
+	}
+
+	// Another root at the same size: a fork, refused; nothing changes.
+	forked := newTestLog(t)
+	forked.skey = l.skey
+	forked.grow(8)
+	forked.tree.AppendData([]byte("evil"))
+	last, _ := c.Cosigned(origin)
+	if _, err := c.Cosign(t.Context(), forked.checkpoint(9), 9, nil); !errors.Is(err, cosign.ErrRefused) || !strings.Contains(err.Error(), "forked") {
+		t.Errorf("another root at the same size: got %v, want a fork refused", err)
+	}
+	if _, err := c.Cosign(t.Context(), l.checkpoint(9), 9, [][]byte{l.tree.HashAt(3)}); !errors.Is(err, cosign.ErrRefused) {
+		t.Errorf("same tree with a proof: got %v, want ErrRefused", err)
+	}
+	if got, _ := c.Cosigned(origin); !bytes.Equal(got, last) {
+		t.Error("a refused request changed the last co-signed checkpoint")
+	}
+}
