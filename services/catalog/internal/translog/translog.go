@@ -90,7 +90,7 @@ type Config struct {
 	// verifiers can bound its age (tlog.CheckFresh, ATTACKS.md #14). The
 	// first one is co-signed at Open. Zero means 30s; negative never.
 	CosignRefresh time.Duration
-	Logger         *slog.Logger
+	Logger        *slog.Logger
 }
 
 // DefaultCosignRefresh is Config.CosignRefresh's default.
