@@ -385,7 +385,7 @@ func (r *Result) subject() {
 // this envelope.
 func (r *Result) log(ev Evidence, root *trustroot.Root, entry *tlog.Entry, entryErr error) {
 	e := ev.Entry
-	cp, err := checkpoint(e.Checkpoint, root)
+	cp, err := OpenCheckpoint(e.Checkpoint, root)
 	if err != nil {
 		r.fail(StepCheckpoint, err, "log checkpoint rejected: %v", err)
 	} else {
@@ -442,9 +442,11 @@ var ErrNoLogKey = errors.New("unknown log")
 // verified.
 const maxOriginLen = 1024
 
-// checkpoint opens a checkpoint with the key root lists for its origin.
-// Errors wrap tlog's errors or ErrNoLogKey.
-func checkpoint(signed []byte, root *trustroot.Root) (*tlog.Checkpoint, error) {
+// OpenCheckpoint opens a checkpoint with the key root lists for its
+// origin (tlog.OpenCosigned): the one way every verifier opens the log's
+// checkpoints, an entry's as the gatekeeper's log head. Errors wrap tlog's
+// errors or ErrNoLogKey.
+func OpenCheckpoint(signed []byte, root *trustroot.Root) (*tlog.Checkpoint, error) {
 	if root == nil {
 		return nil, errors.New("no usable trust root to take the log's key from")
 	}
@@ -466,7 +468,7 @@ func Entry(e LogEntry, root *trustroot.Root) (*tlog.Entry, *tlog.Checkpoint, err
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: log entry %d: %v", ErrVerification, e.Index, err)
 	}
-	cp, err := checkpoint(e.Checkpoint, root)
+	cp, err := OpenCheckpoint(e.Checkpoint, root)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: log entry %d: checkpoint: %v", ErrVerification, e.Index, err)
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/finding"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/loghead"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/purge"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/remote"
@@ -72,6 +73,11 @@ type config struct {
 	RollbackTTL            time.Duration
 	FindingStateFile       string
 	FindingRetention       time.Duration
+	// MaxCheckpointAge is the oldest cosignature of the log's head an
+	// admission accepts (ATTACKS.md #14); zero: not checked.
+	MaxCheckpointAge time.Duration
+	// LogHeadRefresh is how often the log's head is fetched.
+	LogHeadRefresh time.Duration
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
@@ -115,6 +121,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		"durable advisory re-evaluation state: log position, admitted and deployed artifacts, findings raised (a JSON file, created if missing; default findings.json next to --stop-state-file)")
 	f.Duration(&cfg.FindingRetention, "finding-epoch-retention", "CUSTODY_FINDING_EPOCH_RETENTION", finding.DefaultRetention,
 		"how long a finding's epoch is sent to the broker and edges: more than the longest a decision (broker --decision-max-age) plus a token (edge --token-max-lifetime, at most 24h) can be used")
+	f.Duration(&cfg.MaxCheckpointAge, "max-checkpoint-age", "CUSTODY_MAX_CHECKPOINT_AGE", loghead.DefaultMaxAge,
+		"deny every admission while the newest log checkpoint the catalog serves was co-signed longer ago than this (a frozen log, ATTACKS.md #14); keep it well above the catalog's --cosign-refresh; 0 turns the check off (logged as a warning)")
+	f.Duration(&cfg.LogHeadRefresh, "log-head-refresh", "CUSTODY_LOG_HEAD_REFRESH", loghead.DefaultRefresh,
+		"how often the gatekeeper fetches the catalog's newest co-signed checkpoint and proves it extends the one it holds")
 	if err := f.Parse(args); err != nil {
 		return nil, err
 	}
@@ -155,6 +165,14 @@ func (c *config) Validate() error {
 	}
 	if c.FindingRetention < time.Hour {
 		errs = append(errs, fmt.Errorf("--finding-epoch-retention %s: want at least 1h (longer than any decision plus token lifetime)", c.FindingRetention))
+	}
+	if c.MaxCheckpointAge < 0 {
+		errs = append(errs, fmt.Errorf("--max-checkpoint-age %s: want a positive duration, or 0 to turn the check off", c.MaxCheckpointAge))
+	}
+	if c.LogHeadRefresh <= 0 {
+		errs = append(errs, fmt.Errorf("--log-head-refresh %s: must be positive", c.LogHeadRefresh))
+	} else if c.MaxCheckpointAge > 0 && c.LogHeadRefresh >= c.MaxCheckpointAge {
+		errs = append(errs, fmt.Errorf("--log-head-refresh %s must be shorter than --max-checkpoint-age %s", c.LogHeadRefresh, c.MaxCheckpointAge))
 	}
 	if c.DeploymentMaxAge <= 0 {
 		errs = append(errs, fmt.Errorf("--deployment-max-age %s: must be positive", c.DeploymentMaxAge))
@@ -354,8 +372,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	var gate *admission.Gate
+	head, err := loghead.New(loghead.Config{
+		Source: catalog, Root: func() (*trustroot.Root, error) { return gate.TrustRoot() },
+		MaxAge: cfg.MaxCheckpointAge, Refresh: cfg.LogHeadRefresh,
+		Registerer: d.Telemetry.Registry, Logger: d.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	if cfg.MaxCheckpointAge == 0 {
+		d.Logger.Warn("--max-checkpoint-age 0: admissions do not check that the log is fresh; a frozen log (one no longer co-signed, or a withheld view) goes unnoticed")
+	}
 	acfg := admission.Config{
 		Stops:                  stops,
+		LogHead:                head,
 		Catalog:                catalog,
 		SBOMs:                  catalog,
 		Advisories:             catalog,
@@ -375,7 +406,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if cfg.RollbackRule {
 		acfg.Rollbacks, acfg.Deployments = rollbacks, catalog
 	}
-	gate, err := admission.New(acfg)
+	gate, err = admission.New(acfg)
 	if err != nil {
 		return err
 	}
@@ -400,7 +431,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	runners := []daemon.Component{gate.RunTrustRefresh, gate.RunRevocationWatch, reloadPolicy(hup, cfg.policy, gate, d.Logger), findings.Run}
+	runners := []daemon.Component{gate.RunTrustRefresh, gate.RunRevocationWatch, head.Run, reloadPolicy(hup, cfg.policy, gate, d.Logger), findings.Run}
 	if cfg.BrokerAddr != "" {
 		brokerConn, err := d.Dial(cfg.BrokerAddr, "cdn-broker")
 		if err != nil {

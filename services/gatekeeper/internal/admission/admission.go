@@ -134,6 +134,16 @@ type Stops interface {
 	Revoked(digest string) string
 }
 
+// LogHead judges an admission against the log's head: the latest co-signed
+// checkpoint the gatekeeper holds (loghead.Tracker is one).
+type LogHead interface {
+	// Check returns why the admission must be denied ("" if not: the head
+	// is fresh and entry, the artifact's entry checkpoint or nil, is
+	// consistent with it) and, if not, what it confirmed. An error means
+	// the check could not be made.
+	Check(ctx context.Context, entry *tlog.Checkpoint) (denial, confirmed string, err error)
+}
+
 // Deployments tells which versions of a name were deployed to an
 // environment; remote.Catalog is one.
 type Deployments interface {
@@ -280,6 +290,10 @@ type Config struct {
 	VerifierID string
 	// Stops are the pause and kill-switch state; nil means none (tests).
 	Stops Stops
+	// LogHead checks that the log is not frozen (its head is fresh) and
+	// that the artifact's entry checkpoint is consistent with the head
+	// (ATTACKS.md #14); nil means neither is checked (tests).
+	LogHead LogHead
 	// Rollbacks, with Deployments, denies admitting a lower version of a
 	// name than the highest deployed to the environment unless a rollback
 	// approval covers it; nil means no rollback rule (tests).

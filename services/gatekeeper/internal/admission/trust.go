@@ -228,3 +228,8 @@ func (g *Gate) RunRevocationWatch(ctx context.Context) error {
 
 // TrustVersion returns the version of the trust root in use.
 func (g *Gate) TrustVersion() int64 { return g.trust.root.Version() }
+
+// TrustRoot returns the trust root admissions verify with now, or why
+// there is none usable (expired): loghead opens the log's checkpoints with
+// its log keys.
+func (g *Gate) TrustRoot() (*trustroot.Root, error) { return g.trust.current() }

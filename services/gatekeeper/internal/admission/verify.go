@@ -65,6 +65,21 @@ func (g *Gate) verify(ctx context.Context, req Request, ev *Evidence) (policy.Ve
 	ver.Checkpoint = r.OK(verify.StepCheckpoint)
 	ver.LogInclusion = r.OK(verify.StepInclusion) && r.OK(verify.StepEntry)
 	passed := r.Confirmed
+	if g.cfg.LogHead != nil {
+		// The entry's checkpoint is as old as the artifact: freshness is
+		// the head's, and the entry must be in the head's tree.
+		denial, confirmed, err := g.cfg.LogHead.Check(ctx, r.Checkpoint)
+		if err != nil {
+			<-blob
+			return policy.Verification{}, nil, fmt.Errorf("%w: log head: %w", ErrUnavailable, err)
+		}
+		if denial != "" {
+			ver.Checkpoint = false
+			ver.Messages = append(ver.Messages, denial)
+		} else if confirmed != "" {
+			passed = append(passed, confirmed)
+		}
+	}
 
 	switch err := <-blob; {
 	case err == nil:

@@ -351,3 +351,30 @@ func (c *Catalog) VEX(ctx context.Context, a verify.Artifact, root *trustroot.Ro
 	}
 	return verify.VEX(entries, a, root)
 }
+
+// LogCheckpoint returns the catalog's latest co-signed checkpoint
+// (GetCheckpoint), unverified: loghead opens it with the trust root's key.
+func (c *Catalog) LogCheckpoint(ctx context.Context) ([]byte, error) {
+	resp, err := c.client.GetCheckpoint(ctx, &catalogv1.GetCheckpointRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("catalog GetCheckpoint: %w", err)
+	}
+	if len(resp.GetCheckpoint()) == 0 {
+		return nil, errors.New("catalog GetCheckpoint: empty checkpoint")
+	}
+	return resp.GetCheckpoint(), nil
+}
+
+// LogConsistency returns the catalog's consistency proof from the tree of
+// size first to the tree of size second (GetConsistencyProof),
+// unverified.
+func (c *Catalog) LogConsistency(ctx context.Context, first, second uint64) ([][]byte, error) {
+	resp, err := c.client.GetConsistencyProof(ctx, &catalogv1.GetConsistencyProofRequest{FirstSize: first, SecondSize: second})
+	if err != nil {
+		return nil, fmt.Errorf("catalog GetConsistencyProof %d → %d: %w", first, second, err)
+	}
+	if resp.GetFirstSize() != first || resp.GetSecondSize() != second {
+		return nil, fmt.Errorf("catalog GetConsistencyProof: asked %d → %d, answered %d → %d", first, second, resp.GetFirstSize(), resp.GetSecondSize())
+	}
+	return resp.GetConsistencyProof(), nil
+}
