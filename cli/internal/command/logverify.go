@@ -250,10 +250,16 @@ func (c *cli) logCmd() *cobra.Command {
 	verify.Flags().StringVar(&tilesURL, "tiles", "",
 		"verify from the log's public HTTPS tiles at this URL (checkpoint and consistency proof from the tiles alone); default in dev: the catalog's HTTPS endpoint")
 	verify.Flags().BoolVar(&overGRPC, "grpc", false, "read the checkpoint and proof through the catalog's gRPC API instead of the tiles")
-	verify.Flags().DurationVar(&maxAge, "max-age", 0, "refuse a checkpoint co-signed longer ago than this (e.g. 10m; 0: no limit)")
+	verify.Flags().DurationVar(&maxAge, "max-age", defaultLogMaxAge,
+		"refuse a checkpoint co-signed longer ago than this: the catalog has an idle log co-signed again every --cosign-refresh (30s), so an older one means a frozen log or a withheld view; 0: no limit")
 	cmd.AddCommand(verify)
 	return cmd
 }
+
+// defaultLogMaxAge is custody log verify's --max-age: well above the
+// catalog's --cosign-refresh (30s) and the gatekeeper's
+// --max-checkpoint-age (5m), so that a healthy idle log passes.
+const defaultLogMaxAge = 10 * time.Minute
 
 func printLogReport(c *cli, rep *logReport) {
 	switch rep.Status {

@@ -168,3 +168,17 @@ func TestCheckLogRefusesStale(t *testing.T) {
 		t.Errorf("no maximum age: %+v, %v", rep, err)
 	}
 }
+
+// TestLogVerifyMaxAgeDefault: custody log verify refuses a checkpoint
+// older than 10 minutes unless told otherwise (decision 0114): an idle
+// catalog has its checkpoint co-signed again every 30 s.
+func TestLogVerifyMaxAgeDefault(t *testing.T) {
+	verify, _, err := (&cli{}).logCmd().Find([]string{"verify"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := verify.Flags().Lookup("max-age")
+	if f == nil || f.DefValue != (10*time.Minute).String() {
+		t.Fatalf("log verify --max-age default = %v, want 10m0s", f)
+	}
+}
