@@ -20,8 +20,9 @@ func (c *cli) devCmd() *cobra.Command {
 	dev := &cobra.Command{Use: "dev", Short: "Run the development stack"}
 	var dir, binDir, policyBundle, dryRunEnv string
 	var hsm bool
-	var progressTimeout time.Duration
+	var progressTimeout, cosignRefresh, maxCheckpointAge, logHeadRefresh time.Duration
 	var extraEdges []string
+	var catalogSignerAddr string
 	up := &cobra.Command{
 		Use:   "up",
 		Short: "Mint a dev trust domain and run every service until Ctrl-C or `custody dev down`",
@@ -47,7 +48,8 @@ func (c *cli) devCmd() *cobra.Command {
 				}
 			}
 			fmt.Fprintf(c.stdout, "starting the Custody dev stack in %s\n", dir)
-			return devstack.Up(cmd.Context(), devstack.Layout{Dir: dir, HSM: hsm, PolicyBundle: policyBundle, DryRunEnv: dryRunEnv, UploadProgressTimeout: progressTimeout, ExtraEdgeURLs: extraEdges}, devstack.Options{BinDir: binDir, Out: c.stdout})
+			return devstack.Up(cmd.Context(), devstack.Layout{Dir: dir, HSM: hsm, PolicyBundle: policyBundle, DryRunEnv: dryRunEnv, UploadProgressTimeout: progressTimeout, ExtraEdgeURLs: extraEdges,
+				CosignRefresh: cosignRefresh, MaxCheckpointAge: maxCheckpointAge, LogHeadRefresh: logHeadRefresh, CatalogSignerAddr: catalogSignerAddr}, devstack.Options{BinDir: binDir, Out: c.stdout})
 		},
 	}
 	up.Flags().StringVar(&dir, "dir", "", "directory for keys, state and logs (default: a new temporary directory)")
@@ -58,6 +60,14 @@ func (c *cli) devCmd() *cobra.Command {
 		"the publisher's --upload-progress-timeout: an upload that sends nothing this long is aborted (default: the publisher's, 1m; at least 1s)")
 	up.Flags().StringArrayVar(&extraEdges, "extra-edge-url", nil,
 		"an edge base URL (https://host:port) the broker lists before the stack's two edges, e.g. an edge the stack does not run; repeatable")
+	up.Flags().DurationVar(&cosignRefresh, "cosign-refresh", 0,
+		"the catalog's --cosign-refresh: how often an idle log's checkpoint is co-signed again (default: the catalog's, 30s; at least 1s)")
+	up.Flags().DurationVar(&maxCheckpointAge, "max-checkpoint-age", 0,
+		"the gatekeeper's --max-checkpoint-age: admissions are denied while the log's newest co-signed checkpoint is older (default: the gatekeeper's, 5m)")
+	up.Flags().DurationVar(&logHeadRefresh, "log-head-refresh", 0,
+		"the gatekeeper's --log-head-refresh: how often it fetches the log's newest checkpoint (default: the gatekeeper's, 5s)")
+	up.Flags().StringVar(&catalogSignerAddr, "catalog-signer-addr", "",
+		"host:port the catalog reaches the signer at instead of the signer's own address, e.g. a proxy in front of it that a test cuts to freeze the log")
 	up.Flags().StringVar(&binDir, "bin-dir", "", "directory with the service binaries (default: next to custody, then PATH)")
 
 	down := &cobra.Command{

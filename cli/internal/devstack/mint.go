@@ -99,6 +99,17 @@ type Layout struct {
 	// stack does not run, such as a test's misbehaving HTTPS server in
 	// front of the two real ones. The stack neither starts nor checks them.
 	ExtraEdgeURLs []string
+	// CosignRefresh, MaxCheckpointAge and LogHeadRefresh, when set, are
+	// the catalog's --cosign-refresh and the gatekeeper's
+	// --max-checkpoint-age and --log-head-refresh (custody dev up flags of
+	// the same names): short, a frozen log is denied within seconds (a
+	// test of ATTACKS.md #14).
+	CosignRefresh, MaxCheckpointAge, LogHeadRefresh time.Duration
+	// CatalogSignerAddr, when set, is the address the catalog reaches the
+	// signer at (custody dev up --catalog-signer-addr): a proxy in front
+	// of the signer that a test can cut, freezing the log while the signer
+	// serves everyone else.
+	CatalogSignerAddr string
 }
 
 func (l Layout) path(elem ...string) string {

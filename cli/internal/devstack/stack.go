@@ -245,8 +245,15 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 			a = append(a, "--dev-root-key", k)
 		}
 	case "catalog":
-		a = append(a, "--data-dir", l.DataDir(name), "--log-private-key-file", l.path("keys", "log.key"), "--signer-addr", addr("signer"),
+		signer := addr("signer")
+		if l.CatalogSignerAddr != "" {
+			signer = l.CatalogSignerAddr
+		}
+		a = append(a, "--data-dir", l.DataDir(name), "--log-private-key-file", l.path("keys", "log.key"), "--signer-addr", signer,
 			"--https-listen", "127.0.0.1:0", "--tls-cert-file", l.path("web", "catalog.pem"), "--tls-key-file", l.path("web", "catalog_key.pem"))
+		if l.CosignRefresh > 0 {
+			a = append(a, "--cosign-refresh", l.CosignRefresh.String())
+		}
 	case "publisher":
 		// Blobs are encrypted at rest; the dev stack wraps their keys with
 		// the soft KEK, kept with the other dev keys, not beside the blobs.
@@ -273,6 +280,12 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 		}
 		if l.DryRunEnv != "" {
 			a = append(a, "--dry-run-env", l.DryRunEnv)
+		}
+		if l.MaxCheckpointAge > 0 {
+			a = append(a, "--max-checkpoint-age", l.MaxCheckpointAge.String())
+		}
+		if l.LogHeadRefresh > 0 {
+			a = append(a, "--log-head-refresh", l.LogHeadRefresh.String())
 		}
 	case "edge", "edge2":
 		a = append(a, "--name", Edges[name], "--https-listen", "127.0.0.1:0", "--tls-cert-file", l.path("web", "edge.pem"),
