@@ -46,7 +46,7 @@ func BenchmarkAdmit(b *testing.B) {
 			callers, calls := tc.callers, benchCalls()
 			// A decision may take longer than the 1 s of the other tests
 			// when 64 callers share two cores with the fakes.
-			s := newStackWith(b, stackOptions{timeout: 30 * time.Second})
+			s := newStackWith(b, stackOptions{timeout: 30 * time.Second, logHead: true})
 			reqs := []*gatekeeperv1.AdmitRequest{{Name: "app", Version: "1.0.0", Environment: "prod"}}
 			if tc.distinct {
 				// One artifact for each warm-up and timed admission.
@@ -95,7 +95,7 @@ func BenchmarkAdmit(b *testing.B) {
 func BenchmarkAdmitAdvisories(b *testing.B) {
 	for _, n := range []int{0, 1, 10} {
 		b.Run(fmt.Sprintf("advisories=%d", n), func(b *testing.B) {
-			s := newStackWith(b, stackOptions{timeout: 30 * time.Second})
+			s := newStackWith(b, stackOptions{timeout: 30 * time.Second, logHead: true})
 			r := s.publish(b, "app", "1.0.0", "prod")
 			comps := map[string]string{}
 			for i := range 10 {

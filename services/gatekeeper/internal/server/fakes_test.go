@@ -227,6 +227,13 @@ type fakeCatalog struct {
 	failVEX     error
 	truncateVEX bool
 	tamperVEX   func([]byte) []byte
+	// witness, if set, is a cosignature/v1 signer key: checkpoints are
+	// co-signed with it, and an artifact's entry is served with the
+	// checkpoint and proof of when it was logged, as the real catalog
+	// stores them (stackOptions.logHead).
+	witness string
+	// checkpointReads counts GetCheckpoint calls.
+	checkpointReads int
 }
 
 type record struct {
@@ -236,6 +243,9 @@ type record struct {
 	// tamper, if set, alters the evidence served, as a compromised
 	// catalog or storage would.
 	tamper func(*catalogv1.GetArtifactResponse)
+	// checkpoint and proof are the entry's as logged (witness mode).
+	checkpoint []byte
+	proof      [][]byte
 }
 
 func newFakeCatalog(t testing.TB, origin, logSigner string) *fakeCatalog {
@@ -250,18 +260,68 @@ func newFakeCatalog(t testing.TB, origin, logSigner string) *fakeCatalog {
 func (c *fakeCatalog) policy(td spiffeid.TrustDomain) rpc.Policy {
 	sd := catalogv1.CatalogService_ServiceDesc
 	return rpc.Policy{
-		rpc.Method(sd, "AppendEvent"):       {rpc.Under{TrustDomain: td, Prefix: "/service"}},
-		rpc.Method(sd, "AppendEvents"):      {rpc.Under{TrustDomain: td, Prefix: "/service"}},
-		rpc.Method(sd, "GetArtifact"):       {rpc.Member(td)},
-		rpc.Method(sd, "RecordDeployment"):  {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper"))},
-		rpc.Method(sd, "SearchArtifacts"):   {rpc.Member(td)},
-		rpc.Method(sd, "GetSBOM"):           {rpc.Member(td)},
-		rpc.Method(sd, "GetInclusionProof"): {rpc.Member(td)},
-		rpc.Method(sd, "ListFindings"):      {rpc.Member(td)},
-		rpc.Method(sd, "GetAdvisory"):       {rpc.Member(td)},
-		rpc.Method(sd, "GetEntries"):        {rpc.Member(td)},
-		rpc.Method(sd, "ListVex"):           {rpc.Member(td)},
+		rpc.Method(sd, "AppendEvent"):         {rpc.Under{TrustDomain: td, Prefix: "/service"}},
+		rpc.Method(sd, "AppendEvents"):        {rpc.Under{TrustDomain: td, Prefix: "/service"}},
+		rpc.Method(sd, "GetArtifact"):         {rpc.Member(td)},
+		rpc.Method(sd, "RecordDeployment"):    {rpc.ID(spiffeid.RequireFromPath(td, "/service/gatekeeper"))},
+		rpc.Method(sd, "SearchArtifacts"):     {rpc.Member(td)},
+		rpc.Method(sd, "GetSBOM"):             {rpc.Member(td)},
+		rpc.Method(sd, "GetInclusionProof"):   {rpc.Member(td)},
+		rpc.Method(sd, "ListFindings"):        {rpc.Member(td)},
+		rpc.Method(sd, "GetAdvisory"):         {rpc.Member(td)},
+		rpc.Method(sd, "GetEntries"):          {rpc.Member(td)},
+		rpc.Method(sd, "ListVex"):             {rpc.Member(td)},
+		rpc.Method(sd, "GetCheckpoint"):       {rpc.Member(td)},
+		rpc.Method(sd, "GetConsistencyProof"): {rpc.Member(td)},
 	}
+}
+
+// cosigned returns the checkpoint of the tree at its current size, signed
+// by the log and co-signed by the witness now. c.mu is held.
+func (c *fakeCatalog) cosigned(t testing.TB) ([]byte, error) {
+	cp, err := tlog.SignCheckpointWith(tlog.Checkpoint{Origin: c.origin, Size: c.tree.Size(), Hash: c.tree.Hash()}, c.logSigner)
+	if err != nil {
+		return nil, err
+	}
+	return tlog.CosignCheckpoint(cp, c.witness)
+}
+
+// GetCheckpoint serves the tree's checkpoint, co-signed now (witness
+// mode only).
+func (c *fakeCatalog) GetCheckpoint(context.Context, *catalogv1.GetCheckpointRequest) (*catalogv1.GetCheckpointResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.checkpointReads++
+	if c.witness == "" {
+		return nil, status.Error(codes.Unimplemented, "no witness")
+	}
+	cp, err := c.cosigned(nil)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	return &catalogv1.GetCheckpointResponse{Checkpoint: cp}, nil
+}
+
+// GetConsistencyProof proves the tree of first_size a prefix of the tree
+// of second_size.
+func (c *fakeCatalog) GetConsistencyProof(_ context.Context, req *catalogv1.GetConsistencyProofRequest) (*catalogv1.GetConsistencyProofResponse, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	second := req.GetSecondSize()
+	if second == 0 {
+		second = c.tree.Size()
+	}
+	if req.GetFirstSize() > second || second > c.tree.Size() {
+		return nil, status.Errorf(codes.InvalidArgument, "sizes %d → %d: the tree has %d entries", req.GetFirstSize(), second, c.tree.Size())
+	}
+	var proof [][]byte
+	if req.GetFirstSize() != 0 && req.GetFirstSize() != second {
+		var err error
+		if proof, err = c.tree.ConsistencyProof(req.GetFirstSize(), second); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+	}
+	return &catalogv1.GetConsistencyProofResponse{FirstSize: req.GetFirstSize(), SecondSize: second, ConsistencyProof: proof}, nil
 }
 
 // GetEntries serves the leaves from start, at most page_size; like the
@@ -397,6 +457,14 @@ func (c *fakeCatalog) addEntry(t testing.TB, a *catalogv1.Artifact, envelope []b
 	c.tree.AppendData(leaf)
 	c.leaves = append(c.leaves, leaf)
 	r := &record{artifact: a, envelope: envelope, index: int64(c.tree.Size() - 1)}
+	if c.witness != "" {
+		if r.checkpoint, err = c.cosigned(t); err != nil {
+			t.Fatal(err)
+		}
+		if r.proof, err = c.tree.InclusionProof(uint64(r.index), c.tree.Size()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	c.records[a.GetName()+"@"+a.GetVersion()] = r
 	c.records[a.GetDigest()] = r
 	return r
@@ -424,6 +492,9 @@ func (c *fakeCatalog) GetArtifact(_ context.Context, req *catalogv1.GetArtifactR
 	cp, err := tlog.SignCheckpointWith(tlog.Checkpoint{Origin: c.origin, Size: size, Hash: c.tree.Hash()}, c.logSigner)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if r.checkpoint != nil {
+		proof, cp = r.proof, r.checkpoint
 	}
 	resp := &catalogv1.GetArtifactResponse{
 		Artifact: proto.Clone(r.artifact).(*catalogv1.Artifact),

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -37,6 +38,7 @@ import (
 	"github.com/custody-dev/custody/libs/trustroot/trustroottest"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/finding"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/loghead"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/policy"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/purge"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/remote"
@@ -78,6 +80,8 @@ type stack struct {
 	registry   *prometheus.Registry
 	// rollbackClock shifts the rollback store's clock, in nanoseconds.
 	rollbackClock atomic.Int64
+	// head is the gate's log head tracker (stackOptions.logHead).
+	head *loghead.Tracker
 }
 
 // newStack starts a stack with the default policy, or with the Rego
@@ -98,6 +102,10 @@ type stackOptions struct {
 	purges                 *purge.Queue
 	timeout                time.Duration // of one admission; zero: 1s
 	dryRun                 []string      // environments in dry-run mode
+	// logHead has the catalog's checkpoints co-signed by a witness the
+	// trust root lists, and the gate check every admission against a
+	// loghead.Tracker of them, as cmd/gatekeeper wires it.
+	logHead bool
 }
 
 func newStackWith(t testing.TB, o stackOptions) *stack {
@@ -116,6 +124,13 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 	}
 	s.signer.publish(s.artifactKey.public(signerv1.KeyPurpose_KEY_PURPOSE_ARTIFACT))
 	s.signer.publish(s.signer.decision.public(signerv1.KeyPurpose_KEY_PURPOSE_DECISION))
+	if o.logHead {
+		var witnessV string
+		if s.catalog.witness, witnessV, err = tlog.GenerateCosignerKey("custody.test/signer"); err != nil {
+			t.Fatal(err)
+		}
+		logVerifier = witnessV
+	}
 	s.ceremony = trustroottest.New(t, 2)
 	v1 := s.ceremony.Root(1, 2, time.Now(), []trustroot.SigningKey{
 		s.artifactKey.rootKey(attest.PurposeArtifact, "artifact", 1),
@@ -180,7 +195,23 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 	if o.timeout == 0 {
 		o.timeout = time.Second
 	}
-	gate, err := admission.New(admission.Config{
+	var head *loghead.Tracker
+	var gate *admission.Gate
+	if o.logHead {
+		head, err = loghead.New(loghead.Config{Source: catalog, Root: func() (*trustroot.Root, error) { return gate.TrustRoot() },
+			MaxAge: loghead.DefaultMaxAge, Refresh: loghead.DefaultRefresh, Registerer: tel.Registry, Logger: logger,
+			Now: func() time.Time { return time.Now().Add(time.Duration(s.clock.Load())) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.head = head
+	}
+	var logHead admission.LogHead
+	if head != nil {
+		logHead = head
+	}
+	gate, err = admission.New(admission.Config{
+		LogHead:                logHead,
 		Stops:                  s.stops,
 		Rollbacks:              s.rollbacks,
 		Deployments:            catalog,
@@ -208,6 +239,12 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	s.gate = gate
+	if head != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { head.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
 	s.findings, err = finding.Open(finding.Config{File: filepath.Join(t.TempDir(), "findings.json"), Log: catalog, Events: catalog, Evaluator: gate,
 		TrustDomain: td.TD, Logger: logger, Registry: tel.Registry})
 	if err != nil {
