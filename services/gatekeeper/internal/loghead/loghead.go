@@ -315,20 +315,26 @@ func describe(cp *tlog.Checkpoint) string {
 // if it did not verify (the verifier denies already) and then only the
 // head's freshness is checked. A head missing or older than MaxAge is
 // fetched again (at most once a second for all admissions) before it
-// denies. An error means the catalog could not prove the entry's
+// denies; an entry beyond the head has it fetched again at once (one fetch
+// for all admissions waiting). An error means the catalog could not prove the entry's
 // checkpoint consistent with the head: no decision can be made.
 func (t *Tracker) Check(ctx context.Context, entry *tlog.Checkpoint) (denial, confirmed string, err error) {
 	if f := t.fork.Load(); f != nil {
 		return *f, "", nil
 	}
 	h := t.head.Load()
-	if h == nil || t.stale(h) != nil || (entry != nil && entry.Size > h.cp.Size) {
+	switch {
+	case h != nil && entry != nil && entry.Size > h.cp.Size:
+		// Logged after the head was fetched (a new artifact): fetch it
+		// again, once for every admission waiting, whatever the gap.
+		_ = t.Refresh(ctx)
+	case h == nil || t.stale(h) != nil:
 		t.demand(ctx)
-		if f := t.fork.Load(); f != nil {
-			return *f, "", nil
-		}
-		h = t.head.Load()
 	}
+	if f := t.fork.Load(); f != nil {
+		return *f, "", nil
+	}
+	h = t.head.Load()
 	if h == nil {
 		t.fetchMu.Lock()
 		why := t.lastErr
