@@ -90,11 +90,14 @@ type Tracker struct {
 	// fork, once set, is the reason every Check denies.
 	fork atomic.Pointer[string]
 
-	fetchMu sync.Mutex // serializes fetches; guards lastErr, lastFetch
-	lastErr error
-	// lastFetch is when the last fetch started; lastDone when it ended.
-	lastFetch time.Time
-	lastDone  atomic.Int64 // unix nanoseconds
+	fetchMu sync.Mutex // serializes fetches
+	// fetches counts fetches started; lastErr is the last one's result.
+	fetches atomic.Uint64
+	lastErr atomic.Pointer[error]
+	// mono is a monotonic time at New; lastDone is when the last fetch
+	// ended, in nanoseconds since mono (wall-clock steps do not move it).
+	mono     time.Time
+	lastDone atomic.Int64
 
 	mu sync.RWMutex
 	// proven maps tree sizes to the root hash proved consistent with the
@@ -127,7 +130,7 @@ func New(cfg Config) (*Tracker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	t := &Tracker{cfg: cfg, started: cfg.Now(), proven: map[uint64]string{}}
+	t := &Tracker{cfg: cfg, started: cfg.Now(), mono: time.Now(), proven: map[uint64]string{}}
 	if cfg.Registerer != nil {
 		age := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "custody_log_checkpoint_age_seconds",
@@ -192,23 +195,31 @@ func (t *Tracker) Run(ctx context.Context) error {
 // fetch runs at a time; a caller that waited for another's fetch that
 // started after it called returns that one's result.
 func (t *Tracker) Refresh(ctx context.Context) error {
-	called := t.cfg.Now()
+	seen := t.fetches.Load()
 	t.fetchMu.Lock()
 	defer t.fetchMu.Unlock()
-	if !t.lastFetch.IsZero() && t.lastFetch.After(called) {
-		return t.lastErr
+	if t.fetches.Load() != seen {
+		// One started after this call and ended: its answer is as new.
+		return t.lastError()
 	}
-	t.lastFetch = t.cfg.Now()
+	t.fetches.Add(1)
 	err := t.fetch(ctx)
-	t.lastErr = err
-	t.lastDone.Store(t.cfg.Now().UnixNano())
+	t.lastErr.Store(&err)
+	t.lastDone.Store(int64(time.Since(t.mono)))
 	return err
+}
+
+func (t *Tracker) lastError() error {
+	if e := t.lastErr.Load(); e != nil {
+		return *e
+	}
+	return nil
 }
 
 // demand is a Refresh asked for by an admission: skipped if a fetch ended
 // less than demandGap ago.
 func (t *Tracker) demand(ctx context.Context) {
-	if done := t.lastDone.Load(); done != 0 && t.cfg.Now().Sub(time.Unix(0, done)) < demandGap {
+	if done := t.lastDone.Load(); done != 0 && time.Since(t.mono)-time.Duration(done) < demandGap {
 		return
 	}
 	_ = t.Refresh(ctx)
@@ -336,9 +347,7 @@ func (t *Tracker) Check(ctx context.Context, entry *tlog.Checkpoint) (denial, co
 	}
 	h = t.head.Load()
 	if h == nil {
-		t.fetchMu.Lock()
-		why := t.lastErr
-		t.fetchMu.Unlock()
+		why := t.lastError()
 		return fmt.Sprintf("the log checkpoint is stale: the gatekeeper holds no checkpoint of the log from the catalog (%v), so it cannot tell that the log is not frozen; check that the catalog and the signer are up", why), "", nil
 	}
 	if err := t.stale(h); err != nil {

@@ -430,3 +430,20 @@ func TestConcurrentChecks(t *testing.T) {
 		t.Error(e)
 	}
 }
+
+// TestClockStepBackKeepsFetching: a wall clock stepped back (NTP) neither
+// stops fetches nor makes one return an earlier fetch's answer.
+func TestClockStepBackKeepsFetching(t *testing.T) {
+	f := newFixture(t, 3, 0)
+	if err := f.tr.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	f.clock.advance(-time.Hour)
+	f.cat.grow(2)
+	if err := f.tr.Refresh(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.tr.Head().Size; got != 5 {
+		t.Errorf("head %d after the clock stepped back and the log grew, want 5", got)
+	}
+}
