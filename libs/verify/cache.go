@@ -3,9 +3,11 @@ package verify
 import (
 	"crypto"
 	"crypto/sha256"
+	"slices"
 	"sync"
 
 	"github.com/custody-dev/custody/libs/attest"
+	"github.com/custody-dev/custody/libs/tlog"
 )
 
 // Cache remembers, for artifact envelopes Check has seen, what its
@@ -21,6 +23,18 @@ import (
 // malformed envelope or a signature that does not verify is computed
 // again each time. It holds at most the number of envelopes given to
 // NewCache, forgetting the oldest first. It is safe for concurrent use.
+//
+// It also remembers log checkpoints that opened (tlog.OpenCosigned), keyed
+// by the SHA-256 of the signed note's bytes and the exact verifier key it
+// opened under: the parsed checkpoint is a pure function of those two.
+// The catalog serves each entry with the checkpoint stored when it was
+// logged, so repeated admissions of an artifact, and the artifacts of one
+// co-signing batch, present the same bytes. The key is still looked up in
+// the trust root by the checkpoint's origin on every Check (a rotated or
+// removed log key is a different or no key, so a miss or a refusal), and
+// the inclusion proof is verified against the checkpoint every time. A
+// checkpoint that does not open is not remembered. At most as many
+// checkpoints as envelopes are held, the oldest forgotten first.
 type Cache struct {
 	mu    sync.Mutex
 	max   int
@@ -28,6 +42,17 @@ type Cache struct {
 	// ring holds the sums in insertion order; next is the oldest.
 	ring [][sha256.Size]byte
 	next int
+
+	cps    map[checkpointKey]*tlog.Checkpoint
+	cpRing []checkpointKey
+	cpNext int
+}
+
+// checkpointKey names a checkpoint that opened: the SHA-256 of the signed
+// note and the verifier key it opened under.
+type checkpointKey struct {
+	sum [sha256.Size]byte
+	key string
 }
 
 // envelopeMemo is what is known of one envelope. env is never changed
@@ -49,7 +74,44 @@ type verifiedSig struct {
 // NewCache returns a Cache of at most size envelopes (at least 1).
 func NewCache(size int) *Cache {
 	size = max(size, 1)
-	return &Cache{max: size, bySum: make(map[[sha256.Size]byte]*envelopeMemo, size)}
+	return &Cache{max: size, bySum: make(map[[sha256.Size]byte]*envelopeMemo, size), cps: map[checkpointKey]*tlog.Checkpoint{}}
+}
+
+// openCheckpoint is tlog.OpenCosigned(signed, origin, verifierKey),
+// answered from the cache when these bytes opened under this key before.
+// The caller gets its own copy.
+func (c *Cache) openCheckpoint(signed []byte, origin, verifierKey string) (*tlog.Checkpoint, error) {
+	k := checkpointKey{sum: sha256.Sum256(signed), key: verifierKey}
+	c.mu.Lock()
+	cp, ok := c.cps[k]
+	c.mu.Unlock()
+	if ok {
+		return copyCheckpoint(cp), nil
+	}
+	cp, err := tlog.OpenCosigned(signed, origin, verifierKey)
+	if err != nil {
+		return nil, err
+	}
+	stored := copyCheckpoint(cp)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.cps[k]; !ok {
+		if len(c.cpRing) < c.max {
+			c.cpRing = append(c.cpRing, k)
+		} else {
+			delete(c.cps, c.cpRing[c.cpNext])
+			c.cpRing[c.cpNext] = k
+			c.cpNext = (c.cpNext + 1) % c.max
+		}
+		c.cps[k] = stored
+	}
+	return cp, nil
+}
+
+func copyCheckpoint(cp *tlog.Checkpoint) *tlog.Checkpoint {
+	out := *cp
+	out.Hash = slices.Clone(cp.Hash)
+	return &out
 }
 
 // envelope returns the memo of the envelope with bytes b, parsing and

@@ -199,7 +199,7 @@ func Check(ev Evidence, root *trustroot.Root, o Options) *Result {
 	if r.signature(ev.Envelope, root, entry, o) {
 		r.subject()
 	}
-	r.log(ev, root, entry, entryErr)
+	r.log(ev, root, entry, entryErr, o.Cache)
 	return r
 }
 
@@ -382,10 +382,10 @@ func (r *Result) subject() {
 
 // log checks the checkpoint, the inclusion of the leaf under it, and that
 // the leaf (entry, or entryErr if it did not parse) logs this artifact and
-// this envelope.
-func (r *Result) log(ev Evidence, root *trustroot.Root, entry *tlog.Entry, entryErr error) {
+// this envelope. The checkpoint is opened through cache if there is one.
+func (r *Result) log(ev Evidence, root *trustroot.Root, entry *tlog.Entry, entryErr error, cache *Cache) {
 	e := ev.Entry
-	cp, err := OpenCheckpoint(e.Checkpoint, root)
+	cp, err := openCheckpoint(e.Checkpoint, root, cache)
 	if err != nil {
 		r.fail(StepCheckpoint, err, "log checkpoint rejected: %v", err)
 	} else {
@@ -447,6 +447,12 @@ const maxOriginLen = 1024
 // checkpoints, an entry's as the gatekeeper's log head. Errors wrap tlog's
 // errors or ErrNoLogKey.
 func OpenCheckpoint(signed []byte, root *trustroot.Root) (*tlog.Checkpoint, error) {
+	return openCheckpoint(signed, root, nil)
+}
+
+// openCheckpoint is OpenCheckpoint, the opening itself answered by cache
+// (if not nil) for bytes that opened under the same key before.
+func openCheckpoint(signed []byte, root *trustroot.Root, cache *Cache) (*tlog.Checkpoint, error) {
 	if root == nil {
 		return nil, errors.New("no usable trust root to take the log's key from")
 	}
@@ -454,6 +460,9 @@ func OpenCheckpoint(signed []byte, root *trustroot.Root) (*tlog.Checkpoint, erro
 	key, ok := root.LogVerifier(origin)
 	if !ok {
 		return nil, fmt.Errorf("%w: trust root v%d lists no key for log %q", ErrNoLogKey, root.Version, quote.Prefix(origin))
+	}
+	if cache != nil {
+		return cache.openCheckpoint(signed, origin, key)
 	}
 	return tlog.OpenCosigned(signed, origin, key)
 }

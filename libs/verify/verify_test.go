@@ -261,6 +261,15 @@ func TestCheck(t *testing.T) {
 		}, fail: []Step{StepCheckpoint}, want: "checkpoint not signed by the log's key"},
 		{name: "checkpoint of a log the root does not list", edit: func(t *testing.T, w *world) { w.root.LogKeys[0].Origin = "other/log" },
 			fail: []Step{StepCheckpoint}, want: `lists no key for log "custody.test/log"`},
+		{name: "checkpoint under a witness key the root no longer lists", edit: func(t *testing.T, w *world) {
+			// The same checkpoint bytes, which opened before the edit
+			// (and so are in the warmed cache), under a rotated key.
+			_, v, err := tlog.GenerateCosignerKey(witnessName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.root.LogKeys[0].VerifierKey = v
+		}, fail: []Step{StepCheckpoint}, want: "log checkpoint rejected"},
 		{name: "checkpoint altered after co-signing", edit: func(t *testing.T, w *world) {
 			w.ev.Entry.Checkpoint = []byte(strings.Replace(string(w.ev.Entry.Checkpoint), "\n2\n", "\n3\n", 1))
 		}, fail: []Step{StepCheckpoint}, want: "log checkpoint rejected"},
@@ -460,4 +469,29 @@ func summary(r *Result) resultSummary {
 		s.OK[st] = r.OK(st)
 	}
 	return s
+}
+
+// TestCacheCheckpointCopies: a checkpoint from the cache is the caller's
+// own; changing it changes no later answer.
+func TestCacheCheckpointCopies(t *testing.T) {
+	w := build(t)
+	cache := NewCache(8)
+	first := Check(w.ev, w.root, Options{Cache: cache})
+	if err := first.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := *first.Checkpoint
+	want.Hash = slices.Clone(first.Checkpoint.Hash)
+	first.Checkpoint.Hash[0] ^= 1
+	first.Checkpoint.Size++
+	for range 2 {
+		r := Check(w.ev, w.root, Options{Cache: cache})
+		if err := r.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(&want, r.Checkpoint); diff != "" {
+			t.Fatalf("cached checkpoint changed (-want +got):\n%s", diff)
+		}
+		r.Checkpoint.Hash[1] ^= 1
+	}
 }

@@ -328,8 +328,11 @@ type Config struct {
 	// VerifyCache is how many artifact envelopes the verifier remembers
 	// what their bytes alone establish (libs/verify.Cache: the parsed
 	// envelope and statement, which signatures verified under which public
-	// key); every check that can change, from key windows and revocations
-	// to the log, runs on every admission. Zero means
+	// key) and, as many, the log checkpoints that opened under the log's
+	// key (by their bytes and that key; decision 0117); every check that
+	// can change, from key windows and revocations to the log key's
+	// presence in the trust root and the inclusion proof, runs on every
+	// admission. Zero means
 	// DefaultVerifyCache; negative means none.
 	VerifyCache int
 	// Now and Rand default to time.Now and crypto/rand.Reader.
