@@ -348,6 +348,8 @@ const DefaultVerifyCache = 4096
 type Gate struct {
 	cfg   Config
 	trust *trust
+	// deployments shares the rollback rule's reads; nil without it.
+	deployments *deployments
 	// verified is the verifier's cache; nil if Config.VerifyCache < 0.
 	verified *verify.Cache
 	// policy is the policy in force: Config.Policy until SetPolicy.
@@ -398,6 +400,9 @@ func New(cfg Config) (*Gate, error) {
 		g.verified = verify.NewCache(DefaultVerifyCache)
 	case cfg.VerifyCache > 0:
 		g.verified = verify.NewCache(cfg.VerifyCache)
+	}
+	if cfg.Deployments != nil {
+		g.deployments = newDeployments(cfg.Deployments)
 	}
 	g.policy.Store(cfg.Policy)
 	return g, nil
@@ -568,7 +573,7 @@ func (g *Gate) decide(ctx context.Context, pol *policy.Policy, req Request, ev *
 	// The rollback rule is one more deny: a granted rollback approval
 	// lifts only it, never the verification or the policy.
 	if g.cfg.Rollbacks != nil {
-		deployed, err := g.cfg.Deployments.DeployedVersions(ctx, a.Name, req.Environment)
+		deployed, err := g.deployments.versions(ctx, a.Name, req.Environment)
 		if err != nil {
 			return fmt.Errorf("%w: the deployments of %s to %s: %w", ErrUnavailable, a.Name, req.Environment, err)
 		}
