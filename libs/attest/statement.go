@@ -268,16 +268,24 @@ func ResourceURI(name, version, env string) string {
 }
 
 func marshalStatement(name, hexDigest, predicateType string, predicate any) ([]byte, error) {
-	pred, err := json.Marshal(predicate)
-	if err != nil {
-		return nil, err
-	}
-	return json.Marshal(statementJSON{
+	// One pass: the predicate encoded in place gives the bytes that
+	// encoding it first and embedding it as raw JSON would, without the
+	// second copy and the validation and compaction of it (decision 0117).
+	return json.Marshal(statementOut{
 		Type:          StatementType,
 		Subject:       []Subject{{Name: name, Digest: map[string]string{"sha256": hexDigest}}},
 		PredicateType: predicateType,
-		Predicate:     pred,
+		Predicate:     predicate,
 	})
+}
+
+// statementOut is statementJSON with the predicate still a value, for
+// encoding.
+type statementOut struct {
+	Type          string    `json:"_type"`
+	Subject       []Subject `json:"subject"`
+	PredicateType string    `json:"predicateType"`
+	Predicate     any       `json:"predicate"`
 }
 
 // ParseStatement parses an in-toto Statement v1 of at most MaxEnvelopeSize

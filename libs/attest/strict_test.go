@@ -2,8 +2,11 @@ package attest
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestStatementParsingIsStrict covers what the statement and predicate
@@ -58,5 +61,46 @@ func TestDecisionRefusesBadPolicyDigest(t *testing.T) {
 	}
 	if _, err := st.Decision(); !errors.Is(err, ErrMalformed) {
 		t.Errorf("upper-case policy digest: %v, want ErrMalformed", err)
+	}
+}
+
+// TestMarshalStatementOnePass: the statement encoded in one pass is, byte
+// for byte, the predicate encoded first and embedded as raw JSON (the
+// encoding before decision 0117), whatever the predicate holds.
+func TestMarshalStatementOnePass(t *testing.T) {
+	type inner struct {
+		Raw  json.RawMessage `json:"raw"`
+		When time.Time       `json:"when"`
+	}
+	preds := []any{
+		sbomJSON{Format: "cyclonedx", Document: "sha256:" + strings.Repeat("a", 64)},
+		map[string]any{"html": "<a href=\"x\">&</a>", "sep": "\u2028\u2029", "bad": "\xff", "n": 1.5e300, "nil": nil, "list": []string{}},
+		struct {
+			In    inner    `json:"in"`
+			Empty []string `json:"empty,omitempty"`
+			Nil   []string `json:"nil"`
+		}{In: inner{Raw: json.RawMessage(" { \"a\" : [ 1 , 2 ] } "), When: time.Date(2026, 12, 4, 13, 0, 0, 5, time.UTC)}},
+	}
+	for i, p := range preds {
+		got, err := marshalStatement("app", strings.Repeat("b", 64), "https://example.test/p", p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pred, err := json.Marshal(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := json.Marshal(statementJSON{
+			Type:          StatementType,
+			Subject:       []Subject{{Name: "app", Digest: map[string]string{"sha256": strings.Repeat("b", 64)}}},
+			PredicateType: "https://example.test/p",
+			Predicate:     pred,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("predicate %d:\n got %s\nwant %s", i, got, want)
+		}
 	}
 }
