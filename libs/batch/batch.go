@@ -4,6 +4,7 @@ package batch
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 )
 
@@ -105,6 +106,21 @@ func (q *Queue[T, R]) run(b []*call[T, R]) {
 				c.res = res[i]
 			}
 			close(c.done)
+		}
+		// Let the callers just woken run before this slot is free again:
+		// a caller that sends its next item at once then joins the next
+		// batch with the others instead of taking the slot alone and
+		// leaving the rest a whole round behind. Yield until as many items
+		// wait as this batch held, or once per item of it: callers that do
+		// not come back cost a few yields, never a wait.
+		for range live {
+			q.mu.Lock()
+			n := len(q.pending)
+			q.mu.Unlock()
+			if n >= len(live) {
+				break
+			}
+			runtime.Gosched()
 		}
 	}
 	q.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/custody-dev/custody/libs/batch"
 )
@@ -87,5 +88,42 @@ func TestCallerGivesUp(t *testing.T) {
 	}
 	if s := sent.Load(); s != 2 {
 		t.Fatalf("%d items sent, want 2: the abandoned one is dropped", s)
+	}
+}
+
+// Callers in a closed loop (each sends its next item as soon as its last
+// returns, as the gatekeeper's decisions and the catalog bench's
+// appenders do) keep travelling together: a returning batch's callers
+// queue their next items before its slot is free again, instead of the
+// first of them taking a free slot alone and the rest waiting a whole
+// round behind it.
+func TestClosedLoopCallersStayTogether(t *testing.T) {
+	const callers, rounds, inFlight = 64, 40, 1
+	var calls, items atomic.Int64
+	q := batch.New(inFlight, 256, func(_ context.Context, in []int) ([]int, error) {
+		calls.Add(1)
+		items.Add(int64(len(in)))
+		time.Sleep(time.Millisecond) // the catalog writing the batch
+		return in, nil
+	})
+	var wg sync.WaitGroup
+	for c := range callers {
+		wg.Go(func() {
+			for r := range rounds {
+				if _, err := q.Do(t.Context(), c*rounds+r); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	avg := float64(items.Load()) / float64(calls.Load())
+	t.Logf("%d items in %d batches (%.1f a batch)", items.Load(), calls.Load(), avg)
+	// Without the hand-off the callers split into two alternating batches
+	// of half each: the few that ran before the slot was free take it,
+	// and the others wait for them.
+	if want := callers * 5 / 8; avg < float64(want) {
+		t.Errorf("%.1f items a batch from %d closed-loop callers and %d slot, want at least %d", avg, callers, inFlight, want)
 	}
 }
