@@ -12,21 +12,24 @@ import (
 )
 
 // groupCommit collects the entries that arrive while Tessera writes a
-// batch, so that the next batch holds all of them (decision 0068).
-// Tessera's own queue cuts a batch when its oldest entry reaches
-// BatchMaxAge, whether or not the previous batch is still being written;
-// entries that arrive spread out (one gRPC call each) then make many small
-// batches, each costing the same renames and fsyncs. Here one batch is in
-// flight at a time: a lone entry is handed to Tessera at once, and under
-// load a batch is everything that arrived during the last one.
+// batch, so that the next batch holds all of them (decisions 0068, 0118).
+// Tessera's own queue cuts a batch when its oldest entry reaches its age,
+// whether or not the previous batch is still being written; entries that
+// arrive spread out (one gRPC call each) then make many small batches,
+// each costing the same renames and fsyncs. Here one batch is in flight at
+// a time, and the group decides when a batch is complete: it takes
+// everything that waited, then keeps taking arrivals while they keep
+// coming (no gap longer than gap) for at most join, and only then hands
+// the whole batch to Tessera, whose own age is short (tesseraAge) so that
+// it cuts the batch at once. A lone entry waits one gap; appenders that
+// each wait for their previous entry (gRPC callers) come back within the
+// join and stay in one batch instead of splitting into alternating ones.
 type groupCommit struct {
 	max int
-	// join is how long after handing a batch's first entries to Tessera
-	// later arrivals still join it: less than Tessera's BatchMaxAge, which
-	// then cuts the batch. Without it, appenders that each wait for their
-	// previous entry (gRPC callers) split into two alternating batches.
-	join time.Duration
-	wake chan struct{}
+	// join bounds how long a batch takes arrivals after the sequencer
+	// starts it; gap is the longest pause between arrivals it waits out.
+	join, gap time.Duration
+	wake      chan struct{}
 
 	mu      sync.Mutex
 	pending []*pendingEntry
@@ -34,6 +37,12 @@ type groupCommit struct {
 	// batches counts the groups handed to Tessera.
 	batches atomic.Uint64
 }
+
+// tesseraAge is the batch age given to Tessera's queue: the group hands a
+// complete batch over in one loop of Add calls, so Tessera need not wait
+// for more. A batch whose Adds take longer (the goroutine preempted) is
+// cut in two, which costs a second write, not correctness.
+const tesseraAge = 200 * time.Microsecond
 
 type pendingEntry struct {
 	leaf []byte
@@ -91,15 +100,12 @@ func (l *Log) sequencer(ctx context.Context) {
 		}
 		for batch := g.take(g.max); batch != nil; batch = g.take(g.max) {
 			g.batches.Add(1)
-			futures = futures[:0]
-			for _, e := range batch {
-				futures = append(futures, l.appender.Add(ctx, tessera.NewEntry(e.leaf)))
-			}
-			// Late arrivals join until Tessera is about to cut the batch.
-			start := time.Now()
+			// Arrivals join while they keep coming, up to join after the
+			// batch started.
+			end := time.Now().Add(g.join)
 		join:
 			for len(batch) < g.max {
-				left := g.join - time.Since(start)
+				left := min(g.gap, time.Until(end))
 				if left <= 0 {
 					break
 				}
@@ -107,14 +113,14 @@ func (l *Log) sequencer(ctx context.Context) {
 				select {
 				case <-g.wake:
 					joinTimer.Stop()
-					more := g.take(g.max - len(batch))
-					for _, e := range more {
-						futures = append(futures, l.appender.Add(ctx, tessera.NewEntry(e.leaf)))
-					}
-					batch = append(batch, more...)
+					batch = append(batch, g.take(g.max-len(batch))...)
 				case <-joinTimer.C:
 					break join
 				}
+			}
+			futures = futures[:0]
+			for _, e := range batch {
+				futures = append(futures, l.appender.Add(ctx, tessera.NewEntry(e.leaf)))
 			}
 			results := make([]sequenced, len(batch))
 			var top uint64

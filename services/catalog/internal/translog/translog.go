@@ -43,12 +43,11 @@ type Config struct {
 	// SignerKey is the note signer key that signs checkpoints; its name is
 	// the log's origin.
 	SignerKey string
-	// BatchMaxAge is how long Tessera's queue waits, after the first entry
-	// of a batch reaches it, before it sequences what it holds. Entries are
-	// grouped in front of Tessera (group commit: one batch is written at a
-	// time, and every entry that arrives meanwhile goes into the next one);
-	// arrivals join a batch until three quarters of this age have passed.
-	// A lone entry waits this long. Zero means 2ms.
+	// BatchMaxAge is the longest a batch takes arrivals once the sequencer
+	// has started it (group commit: one batch is written at a time, and the
+	// entries that arrive meanwhile start the next one). Arrivals keep
+	// joining while none is more than an eighth of this age after the last;
+	// a lone entry waits only that eighth. Zero means 2ms.
 	BatchMaxAge time.Duration
 	// BatchMaxSize is the most entries sequenced at once. Zero means 1024:
 	// a batch costs about the same fsyncs whatever its size, so under load
@@ -207,7 +206,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 	}
 	opts := tessera.NewAppendOptions().
 		WithCheckpointSigner(signer).
-		WithBatching(cfg.BatchMaxSize, cfg.BatchMaxAge).
+		WithBatching(cfg.BatchMaxSize, tesseraAge).
 		WithCheckpointInterval(cfg.CheckpointInterval).
 		// Republishing an unchanged tree keeps checkpoints fresh for
 		// clients that check their age.
@@ -242,7 +241,7 @@ func Open(ctx context.Context, cfg Config) (*Log, error) {
 		loopDone:       make(chan struct{}),
 		wake:           make(chan struct{}, 1),
 		cs:             cosignState{changed: make(chan struct{})},
-		group:          groupCommit{max: int(cfg.BatchMaxSize), join: cfg.BatchMaxAge * 3 / 4, wake: make(chan struct{}, 1)},
+		group:          groupCommit{max: int(cfg.BatchMaxSize), join: cfg.BatchMaxAge, gap: cfg.BatchMaxAge / 8, wake: make(chan struct{}, 1)},
 	}
 	if cfg.Driver != nil {
 		// Other drivers publish the first checkpoint of a new log in the
