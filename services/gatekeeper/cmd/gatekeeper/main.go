@@ -78,6 +78,8 @@ type config struct {
 	MaxCheckpointAge time.Duration
 	// LogHeadRefresh is how often the log's head is fetched.
 	LogHeadRefresh time.Duration
+	// LogHeadFile keeps the log's head across restarts.
+	LogHeadFile string
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
@@ -125,8 +127,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		"deny every admission while the newest log checkpoint the catalog serves was co-signed longer ago than this (a frozen log, ATTACKS.md #14); keep it well above the catalog's --cosign-refresh; 0 turns the check off (logged as a warning)")
 	f.Duration(&cfg.LogHeadRefresh, "log-head-refresh", "CUSTODY_LOG_HEAD_REFRESH", loghead.DefaultRefresh,
 		"how often the gatekeeper fetches the catalog's newest co-signed checkpoint and proves it extends the one it holds")
+	f.String(&cfg.LogHeadFile, "log-head-file", "CUSTODY_LOG_HEAD_FILE", "",
+		"the log checkpoint the gatekeeper holds as the log's head, kept across restarts so that a fork or a rolled-back catalog is caught after a restart too (default log-head.note next to --stop-state-file; remove it only after restoring the catalog from a backup or a log key change, see docs/runbooks/log-checkpoint-stale.md)")
 	if err := f.Parse(args); err != nil {
 		return nil, err
+	}
+	if cfg.LogHeadFile == "" && cfg.StopStateFile != "" {
+		cfg.LogHeadFile = filepath.Join(filepath.Dir(cfg.StopStateFile), "log-head.note")
 	}
 	if cfg.RollbackStateFile == "" && cfg.StopStateFile != "" {
 		cfg.RollbackStateFile = filepath.Join(filepath.Dir(cfg.StopStateFile), "rollbacks.json")
@@ -375,7 +382,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	var gate *admission.Gate
 	head, err := loghead.New(loghead.Config{
 		Source: catalog, Root: func() (*trustroot.Root, error) { return gate.TrustRoot() },
-		MaxAge: cfg.MaxCheckpointAge, Refresh: cfg.LogHeadRefresh,
+		MaxAge: cfg.MaxCheckpointAge, Refresh: cfg.LogHeadRefresh, File: cfg.LogHeadFile,
 		Registerer: d.Telemetry.Registry, Logger: d.Logger,
 	})
 	if err != nil {

@@ -9,13 +9,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/custody-dev/custody/libs/daemon"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/libs/verify"
@@ -71,6 +75,15 @@ type Config struct {
 	Logger     *slog.Logger
 	// Now defaults to time.Now.
 	Now func() time.Time
+	// File, if set, keeps the head across restarts: each new head is
+	// written to it (atomically, synced) before it is held, and the first
+	// fetch after a start proves the catalog's checkpoint consistent with
+	// the one saved there instead of taking it as served. So a fork, or a
+	// catalog rolled back to an older view, is caught across a restart
+	// too. A saved head that does not verify with the trust root, or a
+	// write that fails, fails the fetch: the head held then ages and
+	// admissions are denied past MaxAge.
+	File string
 }
 
 // head is a checkpoint held, opened and proved.
@@ -244,9 +257,22 @@ func (t *Tracker) fetch(ctx context.Context) error {
 		return fmt.Errorf("the catalog's latest checkpoint does not verify: %w", err)
 	}
 	prev := t.head.Load()
+	if prev == nil && t.cfg.File != "" {
+		if prev, err = t.load(root); err != nil {
+			return err
+		}
+		if prev != nil {
+			t.hold(prev, nil)
+			t.cfg.Logger.InfoContext(ctx, "log head from the last run", slog.String("file", t.cfg.File), slog.String("origin", prev.cp.Origin),
+				slog.Uint64("size", prev.cp.Size), slog.Time("cosigned_at", prev.cp.CosignedAt))
+		}
+	}
 	if prev == nil {
 		// The first head is taken as served (it verifies with the trust
 		// root's key); every later one must extend it.
+		if err := t.save(signed); err != nil {
+			return err
+		}
 		t.hold(&head{signed: signed, cp: cp}, nil)
 		t.cfg.Logger.InfoContext(ctx, "log head", slog.String("origin", cp.Origin), slog.Uint64("size", cp.Size),
 			slog.Time("cosigned_at", cp.CosignedAt))
@@ -264,7 +290,49 @@ func (t *Tracker) fetch(ctx context.Context) error {
 		// it ages.
 		return nil
 	}
+	if err := t.save(signed); err != nil {
+		return err
+	}
 	t.hold(&head{signed: signed, cp: cp}, prev.cp)
+	return nil
+}
+
+// maxHeadFile bounds the saved head read back: a checkpoint note with its
+// signatures is a few hundred bytes.
+const maxHeadFile = 64 << 10
+
+// load reads the head saved by an earlier run; nil if there is none.
+func (t *Tracker) load(root *trustroot.Root) (*head, error) {
+	f, err := os.Open(t.cfg.File)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the saved log head: %w", err)
+	}
+	defer f.Close()
+	signed, err := io.ReadAll(io.LimitReader(f, maxHeadFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("read the saved log head %s: %w", t.cfg.File, err)
+	}
+	if len(signed) > maxHeadFile {
+		return nil, fmt.Errorf("the saved log head %s is over %d bytes: not a checkpoint; check the file (after restoring a catalog from a backup, remove it)", t.cfg.File, maxHeadFile)
+	}
+	cp, err := verify.OpenCheckpoint(signed, root)
+	if err != nil {
+		return nil, fmt.Errorf("the saved log head %s does not verify with the trust root (%w): admissions stay denied until it is checked; if the log's key was rotated or the catalog restored from a backup, remove the file", t.cfg.File, err)
+	}
+	return &head{signed: signed, cp: cp}, nil
+}
+
+// save writes signed as the head to keep, when a file is configured.
+func (t *Tracker) save(signed []byte) error {
+	if t.cfg.File == "" {
+		return nil
+	}
+	if err := daemon.WriteFileAtomic(t.cfg.File, signed, 0o600); err != nil {
+		return fmt.Errorf("save the log head: %w", err)
+	}
 	return nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -154,6 +156,10 @@ type fixture struct {
 	clock *clock
 	reg   *prometheus.Registry
 	tr    *loghead.Tracker
+	root  *trustroot.Root
+	// file is where the tracker keeps its head (Config.File).
+	file string
+	age  time.Duration
 }
 
 const (
@@ -172,16 +178,25 @@ func newFixture(t *testing.T, entries int, age time.Duration) *fixture {
 		t.Fatal(err)
 	}
 	root := trustroottest.New(t, 1).Root(1, 1, time.Now(), nil, []trustroot.LogKey{{Origin: origin, VerifierKey: witnessV}})
-	f := &fixture{cat: newCatalog(t, logKey, witness, entries), fork: newCatalog(t, logKey, witness, forkAt), clock: &clock{}, reg: prometheus.NewRegistry()}
+	f := &fixture{cat: newCatalog(t, logKey, witness, entries), fork: newCatalog(t, logKey, witness, forkAt), clock: &clock{}, reg: prometheus.NewRegistry(),
+		root: root, file: filepath.Join(t.TempDir(), "log-head.note"), age: age}
 	for i := forkAt; i < entries+4; i++ {
 		f.fork.tree.AppendData(fmt.Appendf(nil, "evil %d", i))
 	}
-	f.tr, err = loghead.New(loghead.Config{Source: f.cat, Root: func() (*trustroot.Root, error) { return root, nil },
-		MaxAge: age, Refresh: time.Hour, Registerer: f.reg, Now: f.clock.now})
+	f.tr = f.start(t, f.cat, f.reg)
+	return f
+}
+
+// start returns a tracker over src keeping its head in f.file, as a
+// gatekeeper process does at start-up.
+func (f *fixture) start(t *testing.T, src loghead.Source, reg prometheus.Registerer) *loghead.Tracker {
+	t.Helper()
+	tr, err := loghead.New(loghead.Config{Source: src, Root: func() (*trustroot.Root, error) { return f.root, nil },
+		MaxAge: f.age, Refresh: time.Hour, Registerer: reg, Now: f.clock.now, File: f.file})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f
+	return tr
 }
 
 func (f *fixture) check(t *testing.T, entry *tlog.Checkpoint) (denial, confirmed string) {
@@ -446,4 +461,112 @@ func TestClockStepBackKeepsFetching(t *testing.T) {
 	if got := f.tr.Head().Size; got != 5 {
 		t.Errorf("head %d after the clock stepped back and the log grew, want 5", got)
 	}
+}
+
+// TestHeadSurvivesRestart: the head is kept in Config.File, so a
+// gatekeeper restarted in front of a catalog that now serves another tree
+// (a fork, or a view withheld from this gatekeeper) reports the fork
+// instead of taking the new tree's checkpoint as its first head; in front
+// of the same log grown, it carries on from the saved head.
+func TestHeadSurvivesRestart(t *testing.T) {
+	f := newFixture(t, 6, maxAge)
+	f.mustAllow(t, f.cat.checkpoint(6))
+	saved, err := os.ReadFile(f.file)
+	if err != nil {
+		t.Fatalf("no head saved: %v", err)
+	}
+	if !strings.Contains(string(saved), "\n6\n") {
+		t.Errorf("saved head %q is not the checkpoint of size 6", saved)
+	}
+
+	forked := f.start(t, f.fork, nil) // the restarted gatekeeper
+	if err := forked.Refresh(t.Context()); !errors.Is(err, loghead.ErrFork) {
+		t.Fatalf("restart in front of a forked tree: %v, want ErrFork", err)
+	}
+	denial, _, err := forked.Check(t.Context(), f.fork.checkpoint(5))
+	if err != nil || !strings.Contains(denial, "not consistent") {
+		t.Fatalf("after a restart onto a fork: denial %q, %v; want a fork named", denial, err)
+	}
+	if got, _ := os.ReadFile(f.file); string(got) != string(saved) {
+		t.Error("the forked tree's checkpoint replaced the saved head")
+	}
+
+	f.cat.grow(4)
+	again := f.start(t, f.cat, nil)
+	if denial, _, err := again.Check(t.Context(), f.cat.checkpoint(8)); err != nil || denial != "" {
+		t.Fatalf("restart in front of the same log grown: denial %q, %v", denial, err)
+	}
+	if got := again.Head().Size; got != 10 {
+		t.Errorf("head %d after the restart, want 10", got)
+	}
+	if _, proofs := f.cat.stats(); proofs < 2 {
+		t.Errorf("%d consistency proofs asked: the restarted tracker did not prove 6 → 10", proofs)
+	}
+}
+
+// TestSavedHeadRefused: a saved head that is not a checkpoint of the
+// trusted log (corrupted, another log's, oversized) fails closed with an
+// error naming the file and what to do, and is not overwritten by the
+// catalog's checkpoint.
+func TestSavedHeadRefused(t *testing.T) {
+	for name, content := range map[string][]byte{
+		"garbage":   []byte("not a checkpoint\n"),
+		"oversized": make([]byte, 100<<10),
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, 6, maxAge)
+			if err := os.WriteFile(f.file, content, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			err := f.tr.Refresh(t.Context())
+			if err == nil || !strings.Contains(err.Error(), f.file) || !strings.Contains(err.Error(), "remove it") && !strings.Contains(err.Error(), "remove the file") {
+				t.Fatalf("Refresh with a bad saved head: %v; want an error naming %s and what to do", err, f.file)
+			}
+			f.mustDeny(t, f.cat.checkpoint(3), "holds no checkpoint")
+			if got, _ := os.ReadFile(f.file); string(got) != string(content) {
+				t.Error("the bad saved head was overwritten")
+			}
+		})
+	}
+}
+
+// TestCatalogBehindSavedHead: a catalog restored to an older view of the
+// log (smaller than the saved head) cannot prove the saved head extends
+// what it serves: the tracker keeps the saved head, makes no decision for
+// entries it cannot prove, and denies once that head is stale.
+func TestCatalogBehindSavedHead(t *testing.T) {
+	f := newFixture(t, 10, maxAge)
+	f.mustAllow(t, f.cat.checkpoint(10))
+	older := newCatalog(t, f.cat.logKey, f.cat.witness, 0)
+	older.tree = f.cat.tree // the same entries, served at size 6
+	older.frozen = older.note(6)
+	tr := f.start(t, &behind{catalog: older, size: 6}, nil)
+	if err := tr.Refresh(t.Context()); err == nil {
+		t.Fatal("a catalog behind the saved head was accepted")
+	}
+	if got := tr.Head().Size; got != 10 {
+		t.Fatalf("head %d, want the saved 10", got)
+	}
+	if _, _, err := tr.Check(t.Context(), f.cat.checkpoint(5)); err == nil {
+		t.Error("an entry the catalog cannot prove against the saved head got a decision")
+	}
+	f.clock.advance(maxAge + time.Minute)
+	denial, _, _ := tr.Check(t.Context(), nil)
+	if !strings.Contains(denial, "stale") {
+		t.Errorf("saved head past the maximum age: denial %q, want stale", denial)
+	}
+}
+
+// behind is a catalog that only has the first size entries: it proves
+// nothing beyond them.
+type behind struct {
+	*catalog
+	size uint64
+}
+
+func (b *behind) LogConsistency(ctx context.Context, first, second uint64) ([][]byte, error) {
+	if second > b.size {
+		return nil, fmt.Errorf("tree size %d is beyond this log's %d (test)", second, b.size)
+	}
+	return b.catalog.LogConsistency(ctx, first, second)
 }
