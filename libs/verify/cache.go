@@ -37,15 +37,38 @@ import (
 // checkpoints as envelopes are held, the oldest forgotten first.
 type Cache struct {
 	mu    sync.Mutex
-	max   int
-	bySum map[[sha256.Size]byte]*envelopeMemo
-	// ring holds the sums in insertion order; next is the oldest.
-	ring [][sha256.Size]byte
-	next int
+	bySum bounded[[sha256.Size]byte, *envelopeMemo]
+	cps   bounded[checkpointKey, *tlog.Checkpoint]
+}
 
-	cps    map[checkpointKey]*tlog.Checkpoint
-	cpRing []checkpointKey
-	cpNext int
+// bounded is a map of at most max entries that forgets the oldest first.
+// The Cache's mutex guards it.
+type bounded[K comparable, V any] struct {
+	max int
+	m   map[K]V
+	// ring holds the keys in insertion order; next is the oldest.
+	ring []K
+	next int
+}
+
+func newBounded[K comparable, V any](max int) bounded[K, V] {
+	return bounded[K, V]{max: max, m: make(map[K]V, max)}
+}
+
+// add stores v under k unless k is present, forgetting the oldest entry
+// when full.
+func (b *bounded[K, V]) add(k K, v V) {
+	if _, ok := b.m[k]; ok {
+		return
+	}
+	if len(b.ring) < b.max {
+		b.ring = append(b.ring, k)
+	} else {
+		delete(b.m, b.ring[b.next])
+		b.ring[b.next] = k
+		b.next = (b.next + 1) % b.max
+	}
+	b.m[k] = v
 }
 
 // checkpointKey names a checkpoint that opened: the SHA-256 of the signed
@@ -74,7 +97,7 @@ type verifiedSig struct {
 // NewCache returns a Cache of at most size envelopes (at least 1).
 func NewCache(size int) *Cache {
 	size = max(size, 1)
-	return &Cache{max: size, bySum: make(map[[sha256.Size]byte]*envelopeMemo, size), cps: map[checkpointKey]*tlog.Checkpoint{}}
+	return &Cache{bySum: newBounded[[sha256.Size]byte, *envelopeMemo](size), cps: newBounded[checkpointKey, *tlog.Checkpoint](size)}
 }
 
 // openCheckpoint is tlog.OpenCosigned(signed, origin, verifierKey),
@@ -83,7 +106,7 @@ func NewCache(size int) *Cache {
 func (c *Cache) openCheckpoint(signed []byte, origin, verifierKey string) (*tlog.Checkpoint, error) {
 	k := checkpointKey{sum: sha256.Sum256(signed), key: verifierKey}
 	c.mu.Lock()
-	cp, ok := c.cps[k]
+	cp, ok := c.cps.m[k]
 	c.mu.Unlock()
 	if ok {
 		return copyCheckpoint(cp), nil
@@ -94,17 +117,8 @@ func (c *Cache) openCheckpoint(signed []byte, origin, verifierKey string) (*tlog
 	}
 	stored := copyCheckpoint(cp)
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.cps[k]; !ok {
-		if len(c.cpRing) < c.max {
-			c.cpRing = append(c.cpRing, k)
-		} else {
-			delete(c.cps, c.cpRing[c.cpNext])
-			c.cpRing[c.cpNext] = k
-			c.cpNext = (c.cpNext + 1) % c.max
-		}
-		c.cps[k] = stored
-	}
+	c.cps.add(k, stored)
+	c.mu.Unlock()
 	return cp, nil
 }
 
@@ -118,7 +132,7 @@ func copyCheckpoint(cp *tlog.Checkpoint) *tlog.Checkpoint {
 // storing it if it is new; an envelope that does not parse is not stored.
 func (c *Cache) envelope(sum [sha256.Size]byte, b []byte) (*envelopeMemo, error) {
 	c.mu.Lock()
-	m, ok := c.bySum[sum]
+	m, ok := c.bySum.m[sum]
 	c.mu.Unlock()
 	if ok {
 		return m, nil
@@ -129,18 +143,11 @@ func (c *Cache) envelope(sum [sha256.Size]byte, b []byte) (*envelopeMemo, error)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if m, ok := c.bySum[sum]; ok {
+	if m, ok := c.bySum.m[sum]; ok {
 		return m, nil
 	}
 	m = &envelopeMemo{env: env}
-	if len(c.ring) < c.max {
-		c.ring = append(c.ring, sum)
-	} else {
-		delete(c.bySum, c.ring[c.next])
-		c.ring[c.next] = sum
-		c.next = (c.next + 1) % c.max
-	}
-	c.bySum[sum] = m
+	c.bySum.add(sum, m)
 	return m, nil
 }
 
