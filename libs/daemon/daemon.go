@@ -167,7 +167,7 @@ func Start(ctx context.Context, cfg Config, stderr io.Writer) (*Daemon, error) {
 		return nil, fmt.Errorf("trust domain: %w", err)
 	}
 	tel, err := telemetry.New(ctx, telemetry.Config{Service: cfg.Service, TraceFile: cfg.TraceFile, OTLPEndpoint: cfg.OTLPEndpoint, OTLPProtocol: cfg.OTLPProtocol,
-		OTLPInsecure: cfg.OTLPInsecure, OTLPSignalEndpoint: cfg.OTLPSignalEndpoint})
+		OTLPInsecure: cfg.OTLPInsecure, OTLPSignalEndpoint: cfg.OTLPSignalEndpoint, Logger: logger})
 	if err != nil {
 		return nil, err
 	}

@@ -1,10 +1,13 @@
 package telemetry
 
 import (
+	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	collectortracev1 "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
 
@@ -238,9 +243,34 @@ func TestExportToLoopbackHTTPCollector(t *testing.T) {
 	t.Run("no protocol is grpc: an OTLP/HTTP receiver gets nothing", func(t *testing.T) {
 		t.Setenv(EnvOTLPTracesProtocol, "")
 		col, addr := startHTTPCollector(t, nil)
-		_ = exportWithin(t, Config{Service: "signer", OTLPEndpoint: "http://" + addr}, "default", 2*time.Second)
+		var logs bytes.Buffer
+		tel, err := New(context.Background(), Config{Service: "signer", OTLPEndpoint: "http://" + addr,
+			Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"default", "again"} {
+			_, span := tel.TracerProvider.Tracer("test").Start(context.Background(), name)
+			span.End()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = tel.TracerProvider.(*sdktrace.TracerProvider).ForceFlush(ctx)
+			cancel()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(ctx)
 		if _, ok := col.find("default"); ok {
 			t.Fatal("the default protocol sent OTLP/HTTP")
+		}
+		// The loss is not silent: counted, and logged once with the hint.
+		if n := counterValue(t, tel.Registry, "custody_trace_export_failures_total"); n < 2 {
+			t.Errorf("custody_trace_export_failures_total = %v, want at least 2", n)
+		}
+		if got := strings.Count(logs.String(), "spans could not be exported"); got != 1 || !strings.Contains(logs.String(), "OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf") {
+			t.Errorf("log reported the failure %d times (want once, with the protocol hint): %s", got, logs.String())
+		}
+		if strings.Contains(logs.String(), "from-env") {
+			t.Errorf("the log holds a header value: %s", logs.String())
 		}
 	})
 }
@@ -268,4 +298,20 @@ func TestOTLPHTTPFromEnvironment(t *testing.T) {
 	if !ok || got.Path != "/ingest" || !strings.HasPrefix(got.ContentType, "application/x-protobuf") {
 		t.Fatalf("export %+v, %v; want /ingest as protobuf", got, ok)
 	}
+}
+
+// counterValue returns the value of the one counter named name.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }

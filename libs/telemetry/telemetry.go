@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -44,6 +47,10 @@ type Config struct {
 	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: over OTLP/HTTP its path is used
 	// as it is, with no /v1/traces appended.
 	OTLPSignalEndpoint bool
+	// Logger, if set, is told when spans fail to reach the OTLP endpoint
+	// (the first failure, then at most once a minute); every failure is
+	// counted in custody_trace_export_failures_total either way.
+	Logger *slog.Logger
 }
 
 // Telemetry holds the tracer provider, propagator and metrics of one process.
@@ -122,13 +129,69 @@ func New(ctx context.Context, cfg Config) (*Telemetry, error) {
 			_ = t.Shutdown(ctx)
 			return nil, fmt.Errorf("create OTLP exporter (%s) for %s: %w", target.Protocol, target.HostPort, err)
 		}
-		opts = append(opts, sdktrace.WithBatcher(exp))
+		opts = append(opts, sdktrace.WithBatcher(newReportingExporter(exp, target, t.Registry, cfg)))
 	}
 	tp := sdktrace.NewTracerProvider(opts...)
 	// The provider flushes its exporters first, then the trace file closes.
 	t.shutdown = append([]func(context.Context) error{tp.Shutdown}, t.shutdown...)
 	t.TracerProvider = tp
 	return t, nil
+}
+
+// reportingExporter counts and reports the exports that fail: the SDK's
+// batcher hands an exporter's error only to OpenTelemetry's global error
+// handler, so a wrong endpoint or protocol (an OTLP/HTTP collector on 4318
+// with the default grpc) would otherwise lose every span without a word.
+type reportingExporter struct {
+	sdktrace.SpanExporter
+	failures prometheus.Counter
+	logger   *slog.Logger
+	target   OTLPTarget
+
+	mu     sync.Mutex
+	logged time.Time
+}
+
+// reportEvery is the least time between two log lines about failed exports.
+const reportEvery = time.Minute
+
+func newReportingExporter(exp sdktrace.SpanExporter, target OTLPTarget, reg prometheus.Registerer, cfg Config) *reportingExporter {
+	r := &reportingExporter{SpanExporter: exp, logger: cfg.Logger, target: target,
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name:        "custody_trace_export_failures_total",
+			Help:        "Batches of spans the OTLP exporter failed to deliver (endpoint down, wrong protocol or TLS setting).",
+			ConstLabels: prometheus.Labels{"service": cfg.Service},
+		})}
+	reg.MustRegister(r.failures)
+	return r
+}
+
+// ExportSpans exports and reports a failure.
+func (r *reportingExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	err := r.SpanExporter.ExportSpans(ctx, spans)
+	if err == nil {
+		return nil
+	}
+	r.failures.Inc()
+	if r.logger == nil {
+		return err
+	}
+	r.mu.Lock()
+	now := time.Now()
+	report := r.logged.IsZero() || now.Sub(r.logged) >= reportEvery
+	if report {
+		r.logged = now
+	}
+	r.mu.Unlock()
+	if report {
+		hint := "check that the collector is up"
+		if r.target.Protocol == ProtocolGRPC {
+			hint += "; a collector that takes OTLP/HTTP (port 4318) needs OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf or --otlp-protocol http/protobuf"
+		}
+		r.logger.WarnContext(ctx, "spans could not be exported: "+hint+" (reported at most once a minute; counted in custody_trace_export_failures_total)",
+			slog.String("protocol", r.target.Protocol), slog.String("endpoint", r.target.HostPort+r.target.Path), slog.Int("spans", len(spans)), slog.Any("error", err))
+	}
+	return err
 }
 
 func (cfg Config) otlpSettings() OTLPSettings {
