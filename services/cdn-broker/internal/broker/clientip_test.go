@@ -1,15 +1,25 @@
 package broker_test
 
 import (
+	"crypto"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -94,5 +104,148 @@ func TestClientBoundCDNURLs(t *testing.T) {
 	// Unbound requests still get the Cloud CDN URL.
 	if resp, err := c.IssueDownloadUrl(t.Context(), &cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: f.decision.sign(t, f.vsa(t, nil))}); err != nil || len(resp.GetCdnUrls()) != 1 {
 		t.Fatalf("unbound: %v, %v", resp, err)
+	}
+}
+
+// CloudFront and Media CDN carry any client range through IssueDownloadUrl:
+// CloudFront in a custom policy's IpAddress.AWS:SourceIp (URL and cookies),
+// Media CDN in the token's IPRanges, each inside what is signed and
+// verified here with the public key; without a range neither carries one
+// (CloudFront falls back to its canned policy).
+func TestClientBoundCloudFrontAndMediaCDNURLs(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ek, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	eder, _ := x509.MarshalECPrivateKey(ek)
+	seed := make([]byte, ed25519.SeedSize)
+	rand.Read(seed)
+	mediaPub := ed25519.NewKeyFromSeed(seed).Public().(ed25519.PublicKey)
+	cfg := write("cdns.json", []byte(fmt.Sprintf(`{"cdns": [
+	  {"name": "cf", "kind": "cloudfront", "base_url": "https://d111.cloudfront.net", "key": {"name": "K2JCJMDEHXQW5F", "file": %q}, "cookies": true},
+	  {"name": "cf256", "kind": "cloudfront", "base_url": "https://d222.cloudfront.net/dl", "hash": "sha256", "key": {"name": "K3EC", "file": %q}},
+	  {"name": "media", "kind": "media-cdn", "base_url": "https://media.example.com/custody", "key": {"name": "mkey", "file": %q}}]}`,
+		write("cf.pem", pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(rk)})),
+		write("cf256.pem", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: eder})),
+		write("media.key", []byte(base64.RawURLEncoding.EncodeToString(seed))))))
+	list, err := cdns.Load(t.Context(), cfg, 5*time.Minute, time.Unix(1_800_000_000, 0), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := start(t, list...)
+	c := f.client(t, "/deployer/alice")
+	hexDigest := strings.TrimPrefix(digest, "sha256:")
+	exp := f.now.Add(5 * time.Minute).Unix()
+	cfDecode := func(s string) []byte {
+		b, err := base64.StdEncoding.DecodeString(strings.NewReplacer("-", "+", "_", "=", "~", "/").Replace(s))
+		if err != nil {
+			t.Fatalf("CloudFront base64 %q: %v", s, err)
+		}
+		return b
+	}
+	// cfVerify checks sig over policy with the key of the CDN named cdn.
+	cfVerify := func(cdn string, policy, sig []byte) bool {
+		if cdn == "cf" {
+			h := sha1.Sum(policy)
+			return rsa.VerifyPKCS1v15(&rk.PublicKey, crypto.SHA1, h[:], sig) == nil
+		}
+		h := sha256.Sum256(policy)
+		return ecdsa.VerifyASN1(&ek.PublicKey, h[:], sig)
+	}
+
+	for _, cidr := range []string{"203.0.113.0/24", "198.51.100.7/32", "2001:db8::/48", ""} {
+		resp, err := c.IssueDownloadUrl(t.Context(), &cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: f.decision.sign(t, f.vsa(t, nil)), ClientIpRange: cidr})
+		if err != nil {
+			t.Fatalf("%q: %v", cidr, err)
+		}
+		if len(resp.GetCdnUrls()) != 3 {
+			t.Fatalf("%q: %d CDN URLs, want 3", cidr, len(resp.GetCdnUrls()))
+		}
+		for _, cu := range resp.GetCdnUrls()[:2] {
+			raw, query, _ := strings.Cut(cu.GetUrl(), "?")
+			q, err := url.ParseQuery(query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantRaw := "https://d111.cloudfront.net/v1/blobs/sha256/" + hexDigest
+			if cu.GetCdn() == "cf256" {
+				wantRaw = "https://d222.cloudfront.net/dl/v1/blobs/sha256/" + hexDigest
+			}
+			if cu.GetKind() != "cloudfront" || raw != wantRaw || q.Get("Key-Pair-Id") != map[string]string{"cf": "K2JCJMDEHXQW5F", "cf256": "K3EC"}[cu.GetCdn()] ||
+				(q.Get("Hash-Algorithm") == "SHA256") != (cu.GetCdn() == "cf256") {
+				t.Fatalf("%q: %s URL %s", cidr, cu.GetCdn(), cu.GetUrl())
+			}
+			sig := cfDecode(q.Get("Signature"))
+			if cidr == "" {
+				// Canned policy: the signed statement has the resource and
+				// the expiry only.
+				canned := fmt.Sprintf(`{"Statement":[{"Resource":"%s","Condition":{"DateLessThan":{"AWS:EpochTime":%d}}}]}`, wantRaw, exp)
+				if q.Has("Policy") || q.Get("Expires") != strconv.FormatInt(exp, 10) || !cfVerify(cu.GetCdn(), []byte(canned), sig) {
+					t.Errorf("unbound %s URL %s is not a verifying canned-policy URL", cu.GetCdn(), cu.GetUrl())
+				}
+				continue
+			}
+			policy := cfDecode(q.Get("Policy"))
+			var p struct {
+				Statement []struct {
+					Resource  string
+					Condition struct {
+						IPAddress    map[string]string `json:"IpAddress"`
+						DateLessThan map[string]int64
+					}
+				}
+			}
+			if err := json.Unmarshal(policy, &p); err != nil || len(p.Statement) != 1 {
+				t.Fatalf("%s policy %s: %v", cu.GetCdn(), policy, err)
+			}
+			st := p.Statement[0]
+			if st.Resource != wantRaw || st.Condition.IPAddress["AWS:SourceIp"] != cidr || len(st.Condition.IPAddress) != 1 || st.Condition.DateLessThan["AWS:EpochTime"] != exp {
+				t.Errorf("%q: %s policy %s", cidr, cu.GetCdn(), policy)
+			}
+			if q.Has("Expires") || !cfVerify(cu.GetCdn(), policy, sig) {
+				t.Errorf("%q: %s signature does not verify over the policy %s", cidr, cu.GetCdn(), policy)
+			}
+			if cu.GetCdn() == "cf" {
+				// The cookies carry the same custom policy, never a canned one.
+				got := map[string]string{}
+				for _, ck := range cu.GetCookies() {
+					got[ck.GetName()] = ck.GetValue()
+				}
+				if len(got) != 3 || got["CloudFront-Policy"] != q.Get("Policy") || got["CloudFront-Signature"] != q.Get("Signature") || got["CloudFront-Key-Pair-Id"] != "K2JCJMDEHXQW5F" {
+					t.Errorf("%q: cf cookies %v", cidr, got)
+				}
+			}
+		}
+
+		m := resp.GetCdnUrls()[2]
+		path := "/custody/v1/blobs/sha256/" + hexDigest
+		raw, query, _ := strings.Cut(m.GetUrl(), "?")
+		tok, ok := strings.CutPrefix(query, "edge-cache-token=")
+		if m.GetKind() != "media-cdn" || raw != "https://media.example.com"+path || !ok {
+			t.Fatalf("%q: Media CDN URL %s", cidr, m.GetUrl())
+		}
+		fields := strings.Split(tok, "~")
+		signed := []string{"FullPath=" + path, "Expires=" + strconv.FormatInt(exp, 10)}
+		want := []string{"FullPath", signed[1]}
+		if cidr != "" {
+			ranges := "IPRanges=" + base64.RawURLEncoding.EncodeToString([]byte(cidr))
+			signed, want = append(signed, ranges), append(want, ranges)
+		}
+		if len(fields) != len(want)+1 || strings.Join(fields[:len(want)], "~") != strings.Join(want, "~") {
+			t.Fatalf("%q: Media CDN token %q, want fields %q", cidr, tok, want)
+		}
+		sig, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(fields[len(want)], "Signature="))
+		if err != nil || !ed25519.Verify(mediaPub, []byte(strings.Join(signed, "~")), sig) {
+			t.Errorf("%q: Media CDN token %q does not verify over %q", cidr, tok, strings.Join(signed, "~"))
+		}
 	}
 }

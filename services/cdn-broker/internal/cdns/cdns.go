@@ -145,13 +145,24 @@ func (c *CDN) MintFor(hexDigest string, now, expires time.Time, client netip.Pre
 type cloudCDN struct {
 	s       *cdnsign.CloudCDN
 	cookies bool
+	// prefix signs a URLPrefix instead of the whole URL.
+	prefix bool
 }
 
 func (m cloudCDN) mint(raw, _ string, _, exp time.Time, client netip.Prefix) (string, []*http.Cookie, error) {
 	if client.IsValid() {
 		return "", nil, ErrNoClientBinding // BindsClient refuses first
 	}
-	u, err := m.s.SignURL(raw, exp)
+	var u string
+	var err error
+	if m.prefix {
+		// The prefix is the digest's whole URL, as for the cookie: the
+		// signature admits this digest only (a longer path is no digest
+		// path, which edges answer with 404).
+		u, err = m.s.SignURLPrefix(raw, raw, exp)
+	} else {
+		u, err = m.s.SignURL(raw, exp)
+	}
 	if err != nil || !m.cookies {
 		return u, nil, err
 	}
@@ -234,9 +245,10 @@ func (m akamai) mint(raw, path string, now, exp time.Time, client netip.Prefix) 
 	return raw + "?" + cdnsign.AkamaiTokenName + "=" + tok, cs, nil
 }
 
-// newMinter builds the minter of kind for key text.
-func newMinter(kind, keyName string, text []byte, hash string, cookies bool) (minter, error) {
-	switch kind {
+// newMinter builds the minter of e's kind for the key keyName whose value
+// is text.
+func newMinter(e Entry, keyName string, text []byte) (minter, error) {
+	switch e.Kind {
 	case KindCloudCDN:
 		k, err := cdnsign.ParseCloudCDNKey(text)
 		if err != nil {
@@ -246,7 +258,7 @@ func newMinter(kind, keyName string, text []byte, hash string, cookies bool) (mi
 		if err != nil {
 			return nil, err
 		}
-		return cloudCDN{s, cookies}, nil
+		return cloudCDN{s, e.Cookies, e.Signature == SignatureURLPrefix}, nil
 	case KindMediaCDN:
 		k, err := cdnsign.ParseMediaCDNKey(text)
 		if err != nil {
@@ -263,20 +275,20 @@ func newMinter(kind, keyName string, text []byte, hash string, cookies bool) (mi
 			return nil, err
 		}
 		h := crypto.SHA1
-		if hash == "sha256" {
+		if e.Hash == "sha256" {
 			h = crypto.SHA256
 		}
 		s, err := cdnsign.NewCloudFront(keyName, k, h, nil)
 		if err != nil {
 			return nil, err
 		}
-		return cloudFront{s, cookies}, nil
+		return cloudFront{s, e.Cookies}, nil
 	case KindAkamai:
 		s, err := cdnsign.NewAkamai(keyName, string(text))
 		if err != nil {
 			return nil, err
 		}
-		return akamai{s, cookies}, nil
+		return akamai{s, e.Cookies}, nil
 	}
-	return nil, fmt.Errorf("unknown CDN kind %q", kind)
+	return nil, fmt.Errorf("unknown CDN kind %q", e.Kind)
 }

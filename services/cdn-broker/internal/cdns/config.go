@@ -26,7 +26,7 @@ const (
 //	           "key": {"name": "key-2", "file": "/etc/custody/cdn/gcdn-2.key", "not_before": "2026-12-03T00:00:00Z"},
 //	           "previous_key": {"name": "key-1", "vault": {"path": "secret/data/cdn/gcdn", "field": "key-1"},
 //	                            "until": "2026-12-03T01:00:00Z"},
-//	           "cookies": true}]}
+//	           "signature": "url-prefix", "cookies": true}]}
 type File struct {
 	CDNs []Entry `json:"cdns"`
 }
@@ -48,7 +48,17 @@ type Entry struct {
 	Hash string `json:"hash,omitempty"`
 	// Cookies also mints signed cookies (cloud-cdn, cloudfront, akamai).
 	Cookies bool `json:"cookies,omitempty"`
+	// Signature is Cloud CDN's URL signature: SignatureURL (the default)
+	// signs the whole URL, SignatureURLPrefix signs a URLPrefix that is the
+	// digest's own URL. Other kinds take none.
+	Signature string `json:"signature,omitempty"`
 }
+
+// Cloud CDN URL signatures (Entry.Signature).
+const (
+	SignatureURL       = "url"
+	SignatureURLPrefix = "url-prefix"
+)
 
 // KeyRef names a key and where to read it. Exactly one of File and Vault.
 // Key values never appear in the configuration itself.
@@ -115,6 +125,13 @@ func Parse(b []byte, tokenTTL time.Duration, now time.Time) (*File, error) {
 		if e.Hash != "" && (e.Kind != KindCloudFront || (e.Hash != "sha1" && e.Hash != "sha256")) {
 			bad(i, "hash %q: only cloudfront takes a hash, sha1 or sha256", e.Hash)
 		}
+		switch {
+		case e.Signature == "":
+		case e.Kind != KindCloudCDN:
+			bad(i, "signature %q: only cloud-cdn takes a signature (url or url-prefix); remove it for %s", e.Signature, e.Kind)
+		case e.Signature != SignatureURL && e.Signature != SignatureURLPrefix:
+			bad(i, "signature %q: want url (the default) or url-prefix", e.Signature)
+		}
 		if e.Cookies && e.Kind == KindMediaCDN {
 			bad(i, "cookies: not minted for media-cdn")
 		}
@@ -180,7 +197,7 @@ func Load(ctx context.Context, path string, tokenTTL time.Duration, now time.Tim
 			if err != nil {
 				return keyed{}, fmt.Errorf("CDN %s key %s: %w", e.Name, r.Name, err)
 			}
-			m, err := newMinter(e.Kind, r.Name, text, e.Hash, e.Cookies)
+			m, err := newMinter(e, r.Name, text)
 			clear(text)
 			if err != nil {
 				return keyed{}, fmt.Errorf("CDN %s key %s: %w", e.Name, r.Name, err)

@@ -75,11 +75,12 @@ func writeConfig(t *testing.T, dir, body string) string {
 func allKinds(k keyFiles) string {
 	return fmt.Sprintf(`{"cdns": [
   {"name": "gcdn", "kind": "cloud-cdn", "base_url": "https://gcdn.example.com", "key": {"name": "gkey", "file": %q}, "cookies": true},
+  {"name": "gcdnp", "kind": "cloud-cdn", "base_url": "https://gcdnp.example.com/custody", "signature": "url-prefix", "key": {"name": "gkey", "file": %q}, "cookies": true},
   {"name": "media", "kind": "media-cdn", "base_url": "https://media.example.com/custody", "key": {"name": "mkey", "file": %q}},
   {"name": "cf", "kind": "cloudfront", "base_url": "https://d111.cloudfront.net", "key": {"name": "K2JCJMDEHXQW5F", "file": %q}, "cookies": true},
   {"name": "cf256", "kind": "cloudfront", "base_url": "https://d222.cloudfront.net", "hash": "sha256", "key": {"name": "K3", "file": %q}, "cookies": true},
   {"name": "akamai", "kind": "akamai", "base_url": "https://dl.akamaized.example", "key": {"name": "ak-2026", "file": %q}}
-]}`, k.cloudCDN, k.mediaCDN, k.cloudFront, k.cloudFront, k.akam)
+]}`, k.cloudCDN, k.cloudCDN, k.mediaCDN, k.cloudFront, k.cloudFront, k.akam)
 }
 
 func TestLoadAndMintEveryKind(t *testing.T) {
@@ -88,8 +89,8 @@ func TestLoadAndMintEveryKind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cs) != 5 {
-		t.Fatalf("%d CDNs, want 5", len(cs))
+	if len(cs) != 6 {
+		t.Fatalf("%d CDNs, want 6", len(cs))
 	}
 	exp := now.Add(ttl)
 	path := "/v1/blobs/sha256/" + hexDigest
@@ -103,7 +104,7 @@ func TestLoadAndMintEveryKind(t *testing.T) {
 			t.Fatalf("%s: %v", c.Name(), err)
 		}
 		wantPath := path
-		if c.Name() == "media" {
+		if c.Name() == "media" || c.Name() == "gcdnp" {
 			wantPath = "/custody" + path
 		}
 		if u.Path != wantPath || u.Scheme != "https" {
@@ -122,6 +123,36 @@ func TestLoadAndMintEveryKind(t *testing.T) {
 			}
 			if len(s.Cookies) != 1 || s.Cookies[0].Name != "Cloud-CDN-Cookie" || s.Cookies[0].Path != path || s.Cookies[0].Domain != "gcdn.example.com" {
 				t.Errorf("gcdn cookies = %v", s.Cookies)
+			}
+		case "gcdnp":
+			// Google's URL-prefix signature: the HMAC-SHA1 covers
+			// URLPrefix=<base64url(prefix)>&Expires=<exp>&KeyName=<name>,
+			// appended to the URL, and the prefix is the digest's own URL.
+			digestURL := "https://gcdnp.example.com" + wantPath
+			prefix, err := base64.URLEncoding.DecodeString(q.Get("URLPrefix"))
+			if err != nil || string(prefix) != digestURL {
+				t.Errorf("gcdnp URLPrefix %q (%v) decodes to %q, want %q", q.Get("URLPrefix"), err, prefix, digestURL)
+			}
+			policy := "URLPrefix=" + base64.URLEncoding.EncodeToString([]byte(digestURL)) + "&Expires=" + e + "&KeyName=gkey"
+			m := hmac.New(sha1.New, k.cloudCDNKey)
+			m.Write([]byte(policy))
+			if want := digestURL + "?" + policy + "&Signature=" + base64.URLEncoding.EncodeToString(m.Sum(nil)); s.URL != want {
+				t.Errorf("gcdnp URL\n%s\nwant\n%s", s.URL, want)
+			}
+			if len(s.Cookies) != 1 || s.Cookies[0].Name != "Cloud-CDN-Cookie" || s.Cookies[0].Path != wantPath || s.Cookies[0].Domain != "gcdnp.example.com" ||
+				!strings.HasPrefix(s.Cookies[0].Value, "URLPrefix="+q.Get("URLPrefix")+":") {
+				t.Errorf("gcdnp cookies = %v", s.Cookies)
+			}
+			// Another digest: another prefix and another signature.
+			other := strings.Repeat("0", 64)
+			o, err := c.Mint(other, now, exp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ou, _ := url.Parse(o.URL)
+			op, _ := base64.URLEncoding.DecodeString(ou.Query().Get("URLPrefix"))
+			if string(op) != "https://gcdnp.example.com/custody/v1/blobs/sha256/"+other || ou.Query().Get("Signature") == q.Get("Signature") {
+				t.Errorf("gcdnp: another digest gets prefix %q and signature %s, this one %s", op, ou.Query().Get("Signature"), q.Get("Signature"))
 			}
 		case "media":
 			tok := q.Get("edge-cache-token")
@@ -222,6 +253,12 @@ func TestParseRefusesBadConfig(t *testing.T) {
 		"hash on cloud-cdn": {one(`, "hash": "sha256"`), "hash"},
 		"sha512":            {strings.Replace(one(`, "hash": "sha512"`), "cloud-cdn", "cloudfront", 1), "hash"},
 		"media cookies":     {strings.Replace(one(`, "cookies": true`), "cloud-cdn", "media-cdn", 1), "cookies"},
+		"bad signature":     {one(`, "signature": "prefix"`), `signature "prefix": want url (the default) or url-prefix`},
+		"empty signature":   {one(`, "signature": " "`), "want url (the default) or url-prefix"},
+		"signature case":    {one(`, "signature": "URL-PREFIX"`), "want url (the default) or url-prefix"},
+		"cf signature":      {strings.Replace(one(`, "signature": "url-prefix"`), "cloud-cdn", "cloudfront", 1), "only cloud-cdn takes a signature"},
+		"media signature":   {strings.Replace(one(`, "signature": "url-prefix"`), "cloud-cdn", "media-cdn", 1), "only cloud-cdn takes a signature"},
+		"akamai signature":  {strings.Replace(one(`, "signature": "url"`), "cloud-cdn", "akamai", 1), "only cloud-cdn takes a signature"},
 		"prev no times":     {one(`, "previous_key": {"name": "old", "file": "/o"}`), "previous_key needs"},
 		"prev too short": {strings.Replace(one(`, "previous_key": {"name": "old", "file": "/o", "until": "`+until+`"}`), key, `{"name": "k", "file": "/k", "not_before": "`+nb+`"}`, 1),
 			"less than one token TTL"},
@@ -238,6 +275,11 @@ func TestParseRefusesBadConfig(t *testing.T) {
 				t.Errorf("err = %v, want it to mention %q", err, tc.want)
 			}
 		})
+	}
+	for _, sig := range []string{"url", "url-prefix"} {
+		if _, err := Parse([]byte(one(`, "signature": "`+sig+`"`)), ttl, now); err != nil {
+			t.Errorf("cloud-cdn signature %q: %v", sig, err)
+		}
 	}
 	// Every problem is reported at once.
 	_, err := Parse([]byte(`{"cdns": [{"name": "A", "kind": "x", "base_url": "ftp://x", "key": {}}]}`), ttl, now)
@@ -283,6 +325,7 @@ func TestLoadRefusesMissingOrBadKeys(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"cdns": [{"name": "a", "kind": "akamai", "base_url": "https://a.example", "key": {"name": "k", "file": "/k"}}]}`))
 	f.Add([]byte(`{"cdns": []}`))
+	f.Add([]byte(`{"cdns": [{"name": "a", "kind": "cloud-cdn", "signature": "url-prefix", "base_url": "https://a.example", "key": {"name": "k", "file": "/k"}}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse(b, ttl, now)
 		if err != nil {
@@ -292,8 +335,11 @@ func FuzzParse(f *testing.F) {
 			if u, err := url.Parse(e.BaseURL); err != nil || u.Scheme != "https" {
 				t.Fatalf("accepted base URL %q", e.BaseURL)
 			}
-			if _, err := newMinter(e.Kind, "k", nil, e.Hash, false); err != nil && strings.Contains(err.Error(), "unknown CDN kind") {
+			if _, err := newMinter(e, "k", nil); err != nil && strings.Contains(err.Error(), "unknown CDN kind") {
 				t.Fatalf("accepted kind %q", e.Kind)
+			}
+			if e.Signature != "" && (e.Kind != KindCloudCDN || e.Signature != SignatureURL && e.Signature != SignatureURLPrefix) {
+				t.Fatalf("accepted signature %q for %s", e.Signature, e.Kind)
 			}
 		}
 	})
