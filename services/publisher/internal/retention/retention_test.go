@@ -896,3 +896,36 @@ func TestRetryAfterRestart(t *testing.T) {
 		t.Fatalf("%d purge calls and %d events, want 2 and 1", f.p.count(), events)
 	}
 }
+
+// TestAcceptedPurgeIsNotAskedAgain: once the broker accepted a purge, a
+// catalog that will not log the deletion keeps the journal but not the
+// purge pending, and the run that logs it does not purge again.
+func TestAcceptedPurgeIsNotAskedAgain(t *testing.T) {
+	f := newFixture(t)
+	gone := f.publish(t, "app", "1", "dev", "app 1", 2*time.Hour)
+	f.publish(t, "app", "2", "dev", "app 2", time.Hour)
+	p := &purger{}
+	r := f.runner(t, `{"channels": {"dev": {"keep_last": 1}}}`, func(c *Config) { c.Purger = p })
+	f.cat.down["AppendEvent"] = true
+	if _, err := r.Run(t.Context(), false); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("run with the catalog down: %v, want ErrUnavailable", err)
+	}
+	if n, _ := r.PendingPurges(); n != 0 || r.pending() != 1 {
+		t.Fatalf("%d pending purges, %d journalled; want 0 and 1", n, r.pending())
+	}
+	// A restarted publisher reads the same from the journal.
+	r = f.runner(t, `{"channels": {"dev": {"keep_last": 1}}}`, func(c *Config) { c.Purger = p })
+	if err := r.Recover(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := r.PendingPurges(); n != 0 || r.pending() != 1 {
+		t.Fatalf("after restart: %d pending purges, %d journalled; want 0 and 1", n, r.pending())
+	}
+	f.cat.down["AppendEvent"] = false
+	if _, err := r.Run(t.Context(), false); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.calls) != 1 || len(f.cat.appended) != 1 || f.cat.appended[0].GetSubjectDigest() != gone || r.pending() != 0 {
+		t.Fatalf("%d purge calls, events %v, %d journalled; want 1 call, one event about %s, none", len(p.calls), f.cat.appended, r.pending(), gone)
+	}
+}
