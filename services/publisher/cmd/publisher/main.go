@@ -226,7 +226,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		d.Logger.WarnContext(ctx, "retention without --broker-addr: destroyed blobs stay in edge and CDN caches until they expire")
 	}
 	runner, err := retention.New(retention.Config{Policy: policy, Blobs: blobs, Bindings: binds, Catalog: catalog, Purger: purger,
-		JournalDir: filepath.Join(cfg.DataDir, "retention"), Logger: d.Logger})
+		JournalDir: filepath.Join(cfg.DataDir, "retention"), Logger: d.Logger, Registerer: d.Telemetry.Registry})
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
@@ -79,6 +81,15 @@ var _ Purger = cdnbrokerv1.CdnBrokerServiceClient(nil)
 // from the publisher only.
 const PurgeReason = "retention-deleted"
 
+// Waits between hand-offs of a deletion's purge that the broker refused
+// or did not answer: the n-th failed retry in a row waits
+// retryMin·2^n, capped at the lower of the run interval and retryMax,
+// times a jitter factor in [0.5, 1.5) (capped again).
+const (
+	retryMin = 5 * time.Second
+	retryMax = 5 * time.Minute
+)
+
 // Item is one name@version a run selected.
 type Item struct {
 	Name, Version, Digest, Channel string
@@ -104,17 +115,32 @@ type Runner struct {
 	journal string
 	logger  *slog.Logger
 	now     func() time.Time
+	after   func(time.Duration) <-chan time.Time
+	jitter  func() float64
 
-	run sync.Mutex // one run at a time
+	run sync.Mutex // one run (or retry of the journal) at a time
 	// bind excludes deletions from uploads' last step: an upload checks
 	// its blob's record exists and binds under RLock; a run re-reads the
 	// bindings and deletes under Lock, so it never destroys a blob that an
 	// upload has just bound.
 	bind sync.RWMutex
 
+	// mu guards journalled: every journal entry on disk, by digest.
+	mu         sync.Mutex
+	journalled map[string]journalState
+	// left wakes Loop when a run or Recover leaves journal entries.
+	left     chan struct{}
+	failures prometheus.Counter
+
 	// crashAfter, in tests, stops a deletion after the named step as a
 	// crash would.
 	crashAfter string
+}
+
+// journalState is what the metrics need of one journal entry.
+type journalState struct {
+	at    time.Time // when the deletion was decided
+	purge bool      // its purge waits for the broker to accept it
 }
 
 // Config is what New needs.
@@ -129,6 +155,17 @@ type Config struct {
 	JournalDir string // where deletions under way are journalled
 	Logger     *slog.Logger
 	Now        func() time.Time // nil: time.Now
+	// After is the clock Loop waits on between retries of the journal;
+	// nil: time.After.
+	After func(time.Duration) <-chan time.Time
+	// Jitter returns a number in [0, 1); nil: math/rand/v2.
+	Jitter func() float64
+	// Registerer receives the retention metrics
+	// (custody_retention_purges_pending,
+	// custody_retention_purge_oldest_pending_timestamp_seconds,
+	// custody_retention_purge_handoff_failures_total); nil: not
+	// registered.
+	Registerer prometheus.Registerer
 }
 
 // New returns a runner; it creates the journal directory.
@@ -136,11 +173,87 @@ func New(c Config) (*Runner, error) {
 	if err := os.MkdirAll(c.JournalDir, 0o700); err != nil {
 		return nil, fmt.Errorf("retention journal: %w", err)
 	}
-	now := c.Now
+	now, after, jitter := c.Now, c.After, c.Jitter
 	if now == nil {
 		now = time.Now
 	}
-	return &Runner{policy: c.Policy, blobs: c.Blobs, binds: c.Bindings, catalog: c.Catalog, purger: c.Purger, journal: c.JournalDir, logger: c.Logger, now: now}, nil
+	if after == nil {
+		after = time.After
+	}
+	if jitter == nil {
+		jitter = rand.Float64
+	}
+	r := &Runner{policy: c.Policy, blobs: c.Blobs, binds: c.Bindings, catalog: c.Catalog, purger: c.Purger, journal: c.JournalDir, logger: c.Logger,
+		now: now, after: after, jitter: jitter, journalled: map[string]journalState{}, left: make(chan struct{}, 1),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "custody_retention_purge_handoff_failures_total",
+			Help: "Purges of blobs retention destroyed that the cdn-broker refused or did not answer."})}
+	if c.Registerer != nil {
+		err := errors.Join(
+			c.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "custody_retention_purges_pending",
+				Help: "Retention deletions whose purge the cdn-broker has not accepted yet (journalled until it does)."},
+				func() float64 { n, _ := r.PendingPurges(); return float64(n) })),
+			c.Registerer.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "custody_retention_purge_oldest_pending_timestamp_seconds",
+				Help: "When the oldest retention deletion whose purge the cdn-broker has not accepted was decided (Unix seconds; 0: none pending)."},
+				func() float64 {
+					if _, oldest := r.PendingPurges(); !oldest.IsZero() {
+						return float64(oldest.UnixNano()) / 1e9
+					}
+					return 0
+				})),
+			c.Registerer.Register(r.failures))
+		if err != nil {
+			return nil, fmt.Errorf("retention metrics: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// PendingPurges reports how many journalled deletions wait for the broker
+// to accept their purge, and when the oldest of them was decided (zero if
+// none). Safe for concurrent use.
+func (r *Runner) PendingPurges() (n int, oldest time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range r.journalled {
+		if s.purge {
+			n++
+			if oldest.IsZero() || s.at.Before(oldest) {
+				oldest = s.at
+			}
+		}
+	}
+	return n, oldest
+}
+
+// track records e as journalled; forget, as removed.
+func (r *Runner) track(e *entry) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.journalled[e.Digest] = journalState{at: e.At, purge: r.needsPurge(e)}
+}
+
+func (r *Runner) forget(digest string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.journalled, digest)
+}
+
+// pending is how many deletions are journalled.
+func (r *Runner) pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.journalled)
+}
+
+// signalLeft wakes Loop if deletions are left in the journal.
+func (r *Runner) signalLeft() {
+	if r.pending() == 0 {
+		return
+	}
+	select {
+	case r.left <- struct{}{}:
+	default:
+	}
 }
 
 // Run applies the policy once. With dryRun nothing is changed.
@@ -152,6 +265,7 @@ func (r *Runner) Run(ctx context.Context, dryRun bool) (*Result, error) {
 		return nil, ErrBusy
 	}
 	defer r.run.Unlock()
+	defer r.signalLeft()
 	// Journals a crash left are finished first, so a run never plans
 	// around a half-done deletion.
 	if err := r.recover(ctx, true); err != nil {
@@ -329,8 +443,19 @@ type entry struct {
 	Items   []Item    `json:"items"`
 	At      time.Time `json:"at"`
 	// Done is set once the key, ciphertext and bindings are gone; only
-	// the events remain to log.
+	// the purge and the events remain.
 	Done bool `json:"done"`
+	// Purged is set once the broker accepted the purge of a destroyed
+	// blob; only the events remain. Journals written before it existed
+	// read as not purged: the purge is asked again under the same
+	// reference, which the broker treats as the same job.
+	Purged bool `json:"purged,omitempty"`
+}
+
+// needsPurge says e's blob is destroyed and the broker has not accepted
+// its purge.
+func (r *Runner) needsPurge(e *entry) bool {
+	return r.purger != nil && e.Destroy && !e.Purged
 }
 
 // execute deletes the selected items under the bind lock, digest by digest.
@@ -429,9 +554,13 @@ var errCrash = errors.New("simulated crash")
 // artifact.retention-deleted events are logged too and their journals
 // removed; without, that waits for the next run (the catalog may not be
 // up yet). Call it before serving uploads.
+//
+// A purge the broker refuses or does not answer keeps its journal and
+// stops the recovery with ErrUnavailable; Loop asks again with backoff.
 func (r *Runner) Recover(ctx context.Context, events bool) error {
 	r.bind.Lock()
 	defer r.bind.Unlock()
+	defer r.signalLeft()
 	return r.recoverLocked(ctx, events)
 }
 
@@ -460,6 +589,7 @@ func (r *Runner) recoverLocked(ctx context.Context, events bool) error {
 		if err := json.Unmarshal(b, &e); err != nil || journalName(e.Digest) != de.Name() {
 			return fmt.Errorf("retention journal %s is damaged: inspect it and finish the deletion by hand", path)
 		}
+		r.track(&e)
 		if err := r.apply(ctx, &e); err != nil {
 			return err
 		}
@@ -467,8 +597,8 @@ func (r *Runner) recoverLocked(ctx context.Context, events bool) error {
 			continue
 		}
 		// Purge before logging: a purge that fails keeps the journal, so
-		// the next run asks again (the same reference: one job), and the
-		// events are logged once, after it.
+		// it is asked again (the same reference: one job), and the events
+		// are logged once, after it.
 		if err := r.purge(ctx, &e); err != nil {
 			return err
 		}
@@ -480,21 +610,29 @@ func (r *Runner) recoverLocked(ctx context.Context, events bool) error {
 		if err := os.Remove(path); err != nil {
 			return fmt.Errorf("retention journal: %w", err)
 		}
+		r.forget(e.Digest)
 		r.logger.InfoContext(ctx, "retention deleted", slog.String("digest", e.Digest), slog.Bool("blob_destroyed", e.Destroy), slog.Int("bindings", len(e.Items)))
 	}
 	return nil
 }
 
-// purge asks the broker to purge a destroyed blob from every cache.
+// purge asks the broker to purge a destroyed blob from every cache, once:
+// the journal records that the broker accepted it.
 func (r *Runner) purge(ctx context.Context, e *entry) error {
-	if r.purger == nil || !e.Destroy {
+	if !r.needsPurge(e) {
 		return nil
 	}
-	_, err := r.purger.PurgeDigests(ctx, &cdnbrokerv1.PurgeDigestsRequest{Digests: []string{e.Digest}, Reason: PurgeReason, Reference: purgeReference(e)})
+	ref := purgeReference(e)
+	_, err := r.purger.PurgeDigests(ctx, &cdnbrokerv1.PurgeDigestsRequest{Digests: []string{e.Digest}, Reason: PurgeReason, Reference: ref})
 	if err != nil {
-		return fmt.Errorf("%w: purge %s from the caches: %v (deleted; the purge is asked again by the next run)", ErrUnavailable, e.Digest, status.Convert(err).Message())
+		r.failures.Inc()
+		msg := status.Convert(err).Message()
+		r.logger.WarnContext(ctx, "retention purge not accepted yet", slog.String("digest", e.Digest), slog.String("reference", ref),
+			slog.Time("deleted_at", e.At), slog.String("error", msg))
+		return fmt.Errorf("%w: purge %s from the caches: %v (deleted; the purge is asked again with backoff)", ErrUnavailable, e.Digest, msg)
 	}
-	return nil
+	e.Purged = true
+	return r.writeJournal(e)
 }
 
 // purgeReference names one deletion (the digest and when it was decided),
@@ -555,30 +693,84 @@ func (r *Runner) writeJournal(e *entry) error {
 	if err != nil {
 		return fmt.Errorf("retention journal: %w", err)
 	}
+	r.track(e)
 	return nil
 }
 
 // Loop runs the policy every interval until ctx is done; a failed run is
-// logged and tried again at the next tick.
+// logged and tried again at the next tick. Deletions left in the journal
+// (a purge the broker did not accept, an event the catalog did not log,
+// a crash before the start) are retried apart from the tick: Recover with
+// events after 5 s, doubling up to the lower of interval and 5 min, with
+// jitter, until the journal is empty. A retry never overlaps a run: it
+// takes the run lock, and waits again while a RunRetention holds it.
 func (r *Runner) Loop(ctx context.Context, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	ceiling := min(interval, retryMax)
+	failed := 0 // retries in a row that left the journal
+	var retry <-chan time.Time
+	schedule := func() {
+		switch {
+		case r.pending() == 0:
+			failed, retry = 0, nil
+		case retry == nil:
+			retry = r.after(r.backoff(failed, ceiling))
+		}
+	}
+	schedule()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-r.left:
 		case <-t.C:
+			res, err := r.Run(ctx, false)
+			switch {
+			case errors.Is(err, ErrBusy):
+			case err != nil:
+				r.logger.ErrorContext(ctx, "retention run", slog.Any("error", err))
+			default:
+				r.logger.InfoContext(ctx, "retention run", slog.Int("deleted", len(res.Deleted)), slog.Int("kept", len(res.Kept)))
+			}
+		case <-retry:
+			retry = nil
+			err := r.retry(ctx)
+			switch {
+			case errors.Is(err, ErrBusy):
+				// A run holds the lock and finishes the journal itself;
+				// look again after the same wait.
+			case err != nil:
+				failed++
+				_, oldest := r.PendingPurges()
+				r.logger.WarnContext(ctx, "retention journal retry", slog.Int("attempt", failed), slog.Int("journalled", r.pending()),
+					slog.Time("oldest_pending_purge", oldest), slog.Any("error", err))
+			case r.pending() == 0:
+				r.logger.InfoContext(ctx, "retention journal finished", slog.Int("retries", failed+1))
+			}
 		}
-		res, err := r.Run(ctx, false)
-		if errors.Is(err, ErrBusy) {
-			continue
-		}
-		if err != nil {
-			r.logger.ErrorContext(ctx, "retention run", slog.Any("error", err))
-			continue
-		}
-		r.logger.InfoContext(ctx, "retention run", slog.Int("deleted", len(res.Deleted)), slog.Int("kept", len(res.Kept)))
+		schedule()
 	}
+}
+
+// retry finishes the journal, as a run would first, unless a run is under
+// way (ErrBusy).
+func (r *Runner) retry(ctx context.Context) error {
+	if !r.run.TryLock() {
+		return ErrBusy
+	}
+	defer r.run.Unlock()
+	return r.Recover(ctx, true)
+}
+
+// backoff is the wait before a retry after failed failed retries in a row.
+func (r *Runner) backoff(failed int, ceiling time.Duration) time.Duration {
+	d := retryMin
+	for i := 0; i < failed && d < ceiling; i++ {
+		d *= 2
+	}
+	d = min(d, ceiling)
+	return min(time.Duration(float64(d)*(0.5+r.jitter())), ceiling)
 }
 
 // BindStored runs bind (an upload's binding of digest) only if digest's

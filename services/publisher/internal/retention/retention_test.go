@@ -159,7 +159,7 @@ func (f *fixture) publish(t *testing.T, name, version, channel, content string, 
 	return d
 }
 
-func (f *fixture) runner(t *testing.T, policy string) *Runner {
+func (f *fixture) runner(t *testing.T, policy string, opts ...func(*Config)) *Runner {
 	t.Helper()
 	var p *Policy
 	if policy != "" {
@@ -168,8 +168,12 @@ func (f *fixture) runner(t *testing.T, policy string) *Runner {
 			t.Fatal(err)
 		}
 	}
-	r, err := New(Config{Policy: p, Blobs: f.blobs, Bindings: f.binds, Catalog: f.cat, JournalDir: filepath.Join(f.dir, "retention"),
-		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return f.now }})
+	c := Config{Policy: p, Blobs: f.blobs, Bindings: f.binds, Catalog: f.cat, JournalDir: filepath.Join(f.dir, "retention"),
+		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return f.now }}
+	for _, o := range opts {
+		o(&c)
+	}
+	r, err := New(c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -534,10 +538,12 @@ func TestLoopRunsPeriodically(t *testing.T) {
 	}
 }
 
-// purger records PurgeDigests calls and can be down.
+// purger records PurgeDigests calls and can be down, or refuse the next
+// fail calls and then accept.
 type purger struct {
 	mu    sync.Mutex
 	down  bool
+	fail  int
 	calls []*cdnbrokerv1.PurgeDigestsRequest
 }
 
@@ -548,7 +554,17 @@ func (p *purger) PurgeDigests(_ context.Context, in *cdnbrokerv1.PurgeDigestsReq
 	if p.down {
 		return nil, status.Error(codes.Unavailable, "broker down")
 	}
+	if p.fail > 0 {
+		p.fail--
+		return nil, status.Error(codes.ResourceExhausted, "purge queue full")
+	}
 	return &cdnbrokerv1.PurgeDigestsResponse{}, nil
+}
+
+func (p *purger) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.calls)
 }
 
 // TestDestroyedBlobsArePurged: every destroyed blob is purged from the
