@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/custody-dev/custody/libs/stopstate"
 )
@@ -38,8 +39,9 @@ func (f *fixture) accessLines(t *testing.T) []map[string]any {
 // token that does not verify), the status, the 403's reason, the bytes the
 // client received, a duration and the client: the socket peer when it is
 // not a trusted proxy, whatever X-Forwarded-For says; behind a trusted
-// proxy the client the proxy names, with the proxy as peer. No line holds
-// a token or a query.
+// proxy the client the proxy names, with the proxy as peer; the request
+// spans agree (client.address, network.peer.address). No line holds a
+// token or a query.
 func TestAccessLogNamesEachRequest(t *testing.T) {
 	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("10.0.0.0/8")}
 	for _, tc := range []struct {
@@ -118,6 +120,25 @@ func TestAccessLogNamesEachRequest(t *testing.T) {
 				if diff := cmp.Diff(want, line); diff != "" {
 					t.Errorf("%s: access line (-want +got):\n%s", rq.name, diff)
 				}
+			}
+			// The request spans say the same of the client.
+			var spans int
+			for _, sp := range f.spans.Ended() {
+				if sp.SpanKind() != trace.SpanKindServer || !strings.HasPrefix(sp.Name(), "GET /v1/blobs/") {
+					continue
+				}
+				spans++
+				a := map[string]string{}
+				for _, kv := range sp.Attributes() {
+					a[string(kv.Key)] = kv.Value.Emit()
+				}
+				if a["client.address"] != tc.client || a["network.peer.address"] != "127.0.0.1" || (a["client.port"] != "") == tc.peer {
+					t.Errorf("span client.address %q, client.port %q, network.peer.address %q: want client %q, peer 127.0.0.1",
+						a["client.address"], a["client.port"], a["network.peer.address"], tc.client)
+				}
+			}
+			if spans != 3 {
+				t.Errorf("%d request spans, want 3", spans)
 			}
 			logs := f.logs.String()
 			for _, secret := range []string{good, expired, "token=", "?"} {

@@ -111,7 +111,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var span trace.Span = noopSpan
 	if h.Telemetry != nil {
 		var ctx context.Context
-		ctx, span = startServerSpan(h.Telemetry, r)
+		ctx, span = startServerSpan(h.Telemetry, r, client)
 		r = r.WithContext(ctx)
 	}
 	defer func() {
