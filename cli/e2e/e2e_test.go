@@ -165,13 +165,20 @@ func (s *stack) mustCustody(args ...string) string {
 
 func (s *stack) conn(as, service string) *grpc.ClientConn {
 	s.t.Helper()
+	return s.connTo(as, service, s.info.Services[service]["grpc"])
+}
+
+// connTo is conn to a process of service at addr that is not the stack's
+// own (a second broker, say).
+func (s *stack) connTo(as, service, addr string) *grpc.ClientConn {
+	s.t.Helper()
 	l := devstack.Layout{Dir: s.dir}
 	td := spiffeid.RequireTrustDomainFromString(s.info.TrustDomain)
 	src, err := identity.OpenFiles(l.IdentityDir(as), td, nil)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	c, err := rpc.Dial(s.info.Services[service]["grpc"], devstack.ServerID(td, service), src, telemetry.Discard("e2e"))
+	c, err := rpc.Dial(addr, devstack.ServerID(td, service), src, telemetry.Discard("e2e"))
 	if err != nil {
 		s.t.Fatal(err)
 	}

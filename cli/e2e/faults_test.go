@@ -7,9 +7,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
+	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
+
+	"github.com/custody-dev/custody/cli/internal/devstack"
 )
 
 // faultEdge is a running cli/e2e/faultedge process: a real HTTPS server
@@ -114,6 +120,67 @@ func (f *faultEdge) requests() []faultRequest {
 		f.t.Fatal(err)
 	}
 	return rs
+}
+
+// startBroker starts a second cdn-broker process on the dev stack s, with
+// the stack's broker identity, token key, signer and gatekeeper, that lists
+// edgeURLs and nothing else: a fetch sent to it (--cdn-broker-addr) is given
+// those URLs only. It returns the broker's gRPC address once it issues URLs
+// (it refuses every request until it has learnt the stop state).
+func startBroker(t *testing.T, s *stack, edgeURLs ...string) string {
+	t.Helper()
+	l := devstack.Layout{Dir: s.dir}
+	work := t.TempDir()
+	eps := filepath.Join(work, "endpoints.json")
+	args := []string{"--trust-domain", s.info.TrustDomain, "--svid-dir", l.SVIDDir("cdn-broker"), "--endpoints-file", eps,
+		"--listen", "127.0.0.1:0", "--metrics-listen", "",
+		"--signer-addr", s.info.Services["signer"]["grpc"], "--gatekeeper-addr", s.info.Services["gatekeeper"]["grpc"],
+		"--token-private-key-file", filepath.Join(s.dir, "keys", "token.pem")}
+	for _, u := range edgeURLs {
+		args = append(args, "--edge-url", u)
+	}
+	cmd := exec.Command(filepath.Join(s.bin, "cdn-broker"), args...)
+	var out syncBuilder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("second cdn-broker output:\n%s", out.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var e map[string]string
+		if b, err := os.ReadFile(eps); err == nil && json.Unmarshal(b, &e) == nil && e["grpc"] != "" {
+			return e["grpc"]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the second cdn-broker did not start listening within 30s:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// syncBuilder is a strings.Builder a process writes to while a test reads it.
+type syncBuilder struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuilder) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuilder) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // noPartial fails if a temporary file of a fetch to dir/name is left.
@@ -257,6 +324,55 @@ func TestFetchFaultyEdges(t *testing.T) {
 			}
 		})
 	}
+
+	// Issue 8's check: with the redirecting edge the only one, nothing
+	// else can serve; the fetch fails naming it and the refused redirect,
+	// writes nothing, and the plain-HTTP target never hears of the token.
+	t.Run("redirect-http from the only edge: the fetch fails, the token stays", func(t *testing.T) {
+		addr := startBroker(t, s, "https://"+fe.https)
+		gk := gatekeeperv1.NewGatekeeperServiceClient(s.conn("deployer", "gatekeeper"))
+		broker := cdnbrokerv1.NewCdnBrokerServiceClient(s.connTo("deployer", "cdn-broker", addr))
+		eventually(t, "the second broker lists the fault edge alone", func() (bool, string) {
+			d, err := gk.Admit(t.Context(), &gatekeeperv1.AdmitRequest{Name: "faulty", Version: "1", Environment: "staging"})
+			if err != nil {
+				return false, err.Error()
+			}
+			u, err := broker.IssueDownloadUrl(t.Context(), &cdnbrokerv1.IssueDownloadUrlRequest{DecisionEnvelope: d.GetDecisionEnvelope()})
+			if err != nil {
+				return false, err.Error()
+			}
+			if len(u.GetUrls()) != 1 || !strings.HasPrefix(u.GetUrls()[0], faulty) {
+				t.Fatalf("the second broker issued %d URLs, want one, at %s", len(u.GetUrls()), faulty)
+			}
+			return true, ""
+		})
+		fe.set(map[string]any{"mode": "redirect-http"})
+		fe.requests()
+		r, out, code := fetch(t, "only-redirect", "--cdn-broker-addr", addr)
+		if code != 1 || r.OK {
+			t.Fatalf("exit %d, want 1 (the only edge redirected to http): %s", code, out)
+		}
+		if len(r.Attempts) != 1 || !strings.HasPrefix(r.Attempts[0].Edge, faulty) {
+			t.Errorf("want one attempt, at %s (a refused redirect is not retried): %+v", faulty, r.Attempts)
+		}
+		for _, want := range []string{faulty + "v1/blobs/sha256/", "refused a redirect", "to http://" + fe.plain, "no edge served the right bytes (1 attempts)"} {
+			if !strings.Contains(r.Error, want) {
+				t.Errorf("error does not say %q: %s", want, r.Error)
+			}
+		}
+		if strings.Contains(out, "token=") {
+			t.Errorf("the fetch's report holds a token: %s", out)
+		}
+		rs := fe.requests()
+		if len(rs) != 1 || rs[0].Listener != "https" || !rs[0].Token || rs[0].Mode != "redirect-http" {
+			t.Errorf("faultedge got %+v; want one request, on HTTPS, with its token", rs)
+		}
+		for _, q := range rs {
+			if q.Listener != "https" {
+				t.Errorf("the plain-HTTP target was reached: %+v", q)
+			}
+		}
+	})
 
 	t.Run("every edge bad: the error names each edge and what it did", func(t *testing.T) {
 		fe.set(map[string]any{"mode": "503"})

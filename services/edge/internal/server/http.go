@@ -96,13 +96,22 @@ func (r *recorder) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// ServeHTTP serves one blob request and writes its access line: method,
+// path (never the query: it carries the token), digest, decision_id,
+// status, refused (the 403 reason), bytes written, duration, client (the
+// address clientAddr resolves, the one client-bound tokens are checked
+// against; empty if a trusted proxy named none) and, when that is not the
+// socket peer, peer (the socket address: the proxy).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := h.Now()
+	// The duration is measured on the monotonic clock, not on Now: Now is
+	// the clock tokens are judged by, which may be set back or frozen.
+	began := time.Now()
+	client := h.clientAddr(r)
 	rec := &recorder{ResponseWriter: w}
 	var span trace.Span = noopSpan
 	if h.Telemetry != nil {
 		var ctx context.Context
-		ctx, span = startServerSpan(h.Telemetry, r)
+		ctx, span = startServerSpan(h.Telemetry, r, client)
 		r = r.WithContext(ctx)
 	}
 	defer func() {
@@ -110,10 +119,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rec.status = http.StatusOK
 		}
 		endServerSpan(span, rec)
-		h.Logger.InfoContext(r.Context(), "access", slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		attrs := []slog.Attr{slog.String("method", r.Method), slog.String("path", r.URL.Path),
 			slog.String("digest", rec.digest), slog.String("decision_id", rec.decisionID),
 			slog.Int("status", rec.status), slog.String("refused", rec.refused), slog.Int64("bytes", rec.bytes),
-			slog.Duration("duration", h.Now().Sub(start)), slog.String("remote", r.RemoteAddr))
+			slog.Duration("duration", time.Since(began)), slog.String("client", addrString(client))}
+		if peer, err := netip.ParseAddrPort(r.RemoteAddr); err != nil || peer.Addr().Unmap() != client {
+			attrs = append(attrs, slog.String("peer", r.RemoteAddr))
+		}
+		h.Logger.LogAttrs(r.Context(), slog.LevelInfo, "access", attrs...)
 		if h.HTTP != nil {
 			h.HTTP.Requests.WithLabelValues(strconv.Itoa(rec.status)).Inc()
 			if rec.refused != "" {
@@ -157,7 +170,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rec.decisionID = claims.DecisionID
 	if claims.ClientRange.IsValid() {
-		if err := claims.CheckClient(h.clientAddr(r)); err != nil {
+		if err := claims.CheckClient(client); err != nil {
 			h.Metrics.SignatureFailures.WithLabelValues("token").Inc()
 			rec.refused = "client-ip"
 			http.Error(rec, "forbidden: "+token.ErrClientIP.Error(), http.StatusForbidden)
@@ -241,11 +254,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// clientAddr is the address a client-bound token is checked against: the
-// socket peer; if that is a trusted proxy, the last X-Forwarded-For hop
-// that is not one (each proxy appends the peer it saw, so the entries
-// before an untrusted hop are the client's own claims). Anything
-// unparsable gives the zero address, which no range contains.
+// clientAddr is the address a client-bound token is checked against and
+// the access log names: the socket peer; if that is a trusted proxy, the
+// last X-Forwarded-For hop that is not one (each proxy appends the peer it
+// saw, so the entries before an untrusted hop are the client's own
+// claims). Anything unparsable gives the zero address, which no range
+// contains. The hops are read from the right and only up to the client:
+// what a client prepends costs nothing, however long.
 func (h *Handler) clientAddr(r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
@@ -255,20 +270,33 @@ func (h *Handler) clientAddr(r *http.Request) netip.Addr {
 	if !h.trusted(addr) {
 		return addr
 	}
-	var hops []string
-	for _, v := range r.Header.Values("X-Forwarded-For") {
-		hops = append(hops, strings.Split(v, ",")...)
-	}
-	for i := len(hops) - 1; i >= 0; i-- {
-		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
-		if err != nil {
-			return netip.Addr{}
-		}
-		if a = a.Unmap(); !h.trusted(a) {
-			return a
+	vals := r.Header.Values("X-Forwarded-For")
+	for i := len(vals) - 1; i >= 0; i-- {
+		v := vals[i]
+		for {
+			j := strings.LastIndexByte(v, ',')
+			a, err := netip.ParseAddr(strings.TrimSpace(v[j+1:]))
+			if err != nil {
+				return netip.Addr{}
+			}
+			if a = a.Unmap(); !h.trusted(a) {
+				return a
+			}
+			if j < 0 {
+				break
+			}
+			v = v[:j]
 		}
 	}
 	return netip.Addr{} // only proxies: no client to check
+}
+
+// addrString is a's text, or "" for the zero address (no client known).
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 func (h *Handler) trusted(a netip.Addr) bool {

@@ -2,8 +2,8 @@ package server
 
 import (
 	"context"
-	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -20,8 +20,10 @@ var noopSpan = trace.SpanFromContext(context.Background())
 // caller's traceparent header if it names a trace. Its attributes are
 // chosen, not copied from the request: the URL's query carries the
 // download token, so only the path is recorded (decision 0091), and no
-// header is.
-func startServerSpan(tel *telemetry.Telemetry, r *http.Request) (context.Context, trace.Span) {
+// header is. client is the client clientAddr resolved (client.address, as
+// the semantic conventions ask: the client behind any proxy), the socket
+// peer is network.peer.address.
+func startServerSpan(tel *telemetry.Telemetry, r *http.Request, client netip.Addr) (context.Context, trace.Span) {
 	ctx := tel.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 	attrs := []attribute.KeyValue{
 		attribute.String("http.request.method", method(r.Method)),
@@ -29,10 +31,13 @@ func startServerSpan(tel *telemetry.Telemetry, r *http.Request) (context.Context
 		attribute.String("url.scheme", "https"),
 		attribute.String("network.protocol.version", strconv.Itoa(r.ProtoMajor)+"."+strconv.Itoa(r.ProtoMinor)),
 	}
-	if host, port, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		attrs = append(attrs, attribute.String("client.address", host))
-		if p, err := strconv.Atoi(port); err == nil {
-			attrs = append(attrs, attribute.Int("client.port", p))
+	if client.IsValid() {
+		attrs = append(attrs, attribute.String("client.address", client.String()))
+	}
+	if peer, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		attrs = append(attrs, attribute.String("network.peer.address", peer.Addr().Unmap().String()), attribute.Int("network.peer.port", int(peer.Port())))
+		if peer.Addr().Unmap() == client {
+			attrs = append(attrs, attribute.Int("client.port", int(peer.Port())))
 		}
 	}
 	if rg := r.Header.Get("Range"); rg != "" && len(rg) <= 64 {
