@@ -298,7 +298,7 @@ func Open(cfg Config) (*Store, error) {
 	}, []string{"environment", "severity"})
 	s.errorsTotal = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "custody_gatekeeper_reevaluation_errors_total",
-		Help: "Re-evaluation steps that failed (log unreadable, an artifact could not be evaluated, a finding could not be logged); each is retried.",
+		Help: "Re-evaluation steps that failed (log unreadable, log entries that did not prove, an artifact could not be evaluated, a finding could not be logged); each is retried.",
 	})
 	s.proofFailures = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "custody_gatekeeper_reevaluation_log_proof_failures_total",
@@ -534,9 +534,9 @@ func (s *Store) prove(ctx context.Context, rng *compact.Range, leaves [][]byte, 
 	if err != nil {
 		return nil, fmt.Errorf("%w: the checkpoint served with the entries from %d does not verify: %v", ErrUnproved, from, err)
 	}
-	switch read := max(from, s.st.Next); {
-	case cp.Size < read:
-		return nil, fmt.Errorf("%w: the catalog's co-signed log has %d entries, fewer than the %d already read: it was rolled back (or restored from a backup); the re-evaluation waits until it has them again", ErrUnproved, cp.Size, read)
+	switch {
+	case cp.Size < s.st.Next: // from ≤ Next
+		return nil, fmt.Errorf("%w: the catalog's co-signed log has %d entries, fewer than the %d already read: it was rolled back; after a restore of the catalog, restore the finding state too (docs/runbooks/advisory-finding.md)", ErrUnproved, cp.Size, s.st.Next)
 	case n > cp.Size-from:
 		return nil, fmt.Errorf("%w: %d entries from %d, beyond the checkpoint's %d", ErrUnproved, n, from, cp.Size)
 	case n == 0 && from < cp.Size:
