@@ -427,6 +427,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	findings, err := finding.Open(finding.Config{
 		File: cfg.FindingStateFile, Log: catalog, Events: catalog, Evaluator: gate, TrustDomain: d.TrustDomain,
+		// The entries are proved against checkpoints that open with the
+		// trust root's log key and that the admissions' log head holds
+		// consistent (decision 0119).
+		Root: gate.TrustRoot, Head: head,
 		Retention: cfg.FindingRetention, Logger: d.Logger, Registry: d.Telemetry.Registry,
 	})
 	if err != nil {

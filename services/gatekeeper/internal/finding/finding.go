@@ -1,7 +1,7 @@
 // Package finding re-evaluates, on every advisory import, the artifacts
 // admitted or deployed to an environment, logs a finding for each newly
 // affected one, and keeps the per-artifact epochs the broker and edges
-// refuse older decisions and tokens by (decisions 0097 and 0098).
+// refuse older decisions and tokens by (decisions 0097, 0098 and 0119).
 package finding
 
 import (
@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -19,12 +20,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/transparency-dev/merkle/compact"
 
 	"github.com/custody-dev/custody/libs/artifact"
 	"github.com/custody-dev/custody/libs/daemon"
 	"github.com/custody-dev/custody/libs/digest"
 	"github.com/custody-dev/custody/libs/strictjson"
 	"github.com/custody-dev/custody/libs/tlog"
+	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/libs/verify"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 )
 
@@ -44,13 +48,28 @@ const (
 // maxFileSize bounds the state file read at start.
 const maxFileSize = 256 << 20
 
-// Log reads the transparency log; remote.Catalog is one.
+// Log reads the transparency log; remote.Catalog is one. Nothing it
+// returns is trusted: the Store proves the leaves against the checkpoint.
 type Log interface {
 	// Entries returns the leaves of consecutive log entries from start,
-	// within the latest co-signed checkpoint; none (and no error) when
-	// start is the checkpoint's size.
-	Entries(ctx context.Context, start uint64) ([][]byte, error)
+	// at most a page, and the latest co-signed checkpoint (a signed note)
+	// whose tree they are in; no leaves (and no error) when start is at
+	// or past the checkpoint's size.
+	Entries(ctx context.Context, start uint64) (leaves [][]byte, checkpoint []byte, err error)
+	// LogConsistency returns an RFC 6962 consistency proof from the tree
+	// of size first to the tree of size second.
+	LogConsistency(ctx context.Context, first, second uint64) ([][]byte, error)
 }
+
+// ErrUnproved means a page of log entries did not prove to be the log's:
+// the checkpoint served with it does not open with the trust root's log
+// key or is not consistent with the log head held, or the leaves are not
+// entries of its tree from the position read (an entry altered, dropped,
+// inserted or reordered, a page beyond the checkpoint, entries withheld),
+// or the catalog's log is smaller than what was already read (rolled
+// back). Nothing of the page is acted on and nothing is saved; Run counts
+// it and retries.
+var ErrUnproved = errors.New("log entries not proved")
 
 // Events appends audit events; remote.Catalog is one.
 type Events interface {
@@ -73,6 +92,13 @@ type Config struct {
 	Log       Log
 	Events    Events
 	Evaluator Evaluator
+	// Root returns the trust root whose log keys open the checkpoints
+	// the entries come with (admission.Gate.TrustRoot).
+	Root func() (*trustroot.Root, error)
+	// Head checks each of those checkpoints against the log head the
+	// gatekeeper holds and persists (consistent with it, the head fresh):
+	// loghead.Tracker, the one admissions are checked against.
+	Head admission.LogHead
 	// TrustDomain is the log's: only entries whose actor may write their
 	// type (libs/tlog's emitter table) are read.
 	TrustDomain spiffeid.TrustDomain
@@ -137,8 +163,13 @@ func (t *target) epoch() (time.Time, string) {
 }
 
 type state struct {
-	// Next is the index of the next log entry to read.
+	// Next is the index of the next log entry to act on.
 	Next uint64 `json:"next"`
+	// Range is the compact Merkle range of the leaves [0, Range.Size),
+	// each page of them proved against a co-signed checkpoint. Size is
+	// Next, but less while the range of a state file written before
+	// decision 0119 (nil here) is rebuilt.
+	Range *provedRange `json:"range,omitempty"`
 	// LastImport is the index of the latest advisories.imported entry
 	// read (-1: none), LastImportTime its time.
 	LastImport     int64              `json:"last_import"`
@@ -147,6 +178,32 @@ type state struct {
 	// Overflow refuses everything issued before it: set when a finding
 	// would have put more than MaxEpochs epochs in the stop state.
 	Overflow time.Time `json:"overflow"`
+}
+
+// provedRange is a compact range as saved: the roots of the perfect
+// subtrees covering [0, Size), left to right (at most 64).
+type provedRange struct {
+	Size   uint64   `json:"size"`
+	Hashes [][]byte `json:"hashes"`
+}
+
+// ranges makes the compact ranges, with RFC 6962's interior node hash.
+var ranges = &compact.RangeFactory{Hash: tlog.HashChildren}
+
+// compactRange returns the range saved in st, empty if there is none.
+func (st *state) compactRange() (*compact.Range, error) {
+	if st.Range == nil {
+		return ranges.NewEmptyRange(0), nil
+	}
+	if st.Range.Size > st.Next {
+		return nil, fmt.Errorf("proved range of %d entries, more than the %d read", st.Range.Size, st.Next)
+	}
+	for i, h := range st.Range.Hashes {
+		if len(h) != tlog.Hasher.Size() {
+			return nil, fmt.Errorf("proved range hash %d is %d bytes", i, len(h))
+		}
+	}
+	return ranges.NewRange(0, st.Range.Size, slices.Clone(st.Range.Hashes))
 }
 
 func key(dgst, env string) string { return dgst + " " + env }
@@ -163,11 +220,12 @@ type Epoch struct {
 type Store struct {
 	cfg Config
 
-	raisedTotal  *prometheus.CounterVec
-	errorsTotal  prometheus.Counter
-	droppedTotal prometheus.Counter
-	overflows    prometheus.Counter
-	lastSuccess  prometheus.Gauge
+	raisedTotal   *prometheus.CounterVec
+	errorsTotal   prometheus.Counter
+	proofFailures prometheus.Counter
+	droppedTotal  prometheus.Counter
+	overflows     prometheus.Counter
+	lastSuccess   prometheus.Gauge
 
 	mu sync.RWMutex // guards st against Epochs; Step is the only writer
 	st state
@@ -181,8 +239,8 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.File == "" {
 		errs = append(errs, errors.New("a state file is required"))
 	}
-	if cfg.Log == nil || cfg.Events == nil || cfg.Evaluator == nil || cfg.Logger == nil || cfg.Registry == nil {
-		errs = append(errs, errors.New("log, events, evaluator, logger and registry are required"))
+	if cfg.Log == nil || cfg.Events == nil || cfg.Evaluator == nil || cfg.Root == nil || cfg.Head == nil || cfg.Logger == nil || cfg.Registry == nil {
+		errs = append(errs, errors.New("log, events, evaluator, trust root, log head, logger and registry are required"))
 	}
 	if cfg.TrustDomain.IsZero() {
 		errs = append(errs, errors.New("a trust domain is required"))
@@ -226,6 +284,13 @@ func Open(cfg Config) (*Store, error) {
 				return nil, fmt.Errorf("finding state %s is corrupt (target %q): restore it from a backup", cfg.File, k)
 			}
 		}
+		if _, err := s.st.compactRange(); err != nil {
+			return nil, fmt.Errorf("finding state %s is corrupt (%w): restore it from a backup", cfg.File, err)
+		}
+		if s.st.Range == nil && s.st.Next > 0 {
+			cfg.Logger.Info("the finding state has no proved range of the log: the entries already read are read again and proved, not acted on again",
+				slog.String("file", cfg.File), slog.Uint64("entries", s.st.Next))
+		}
 	}
 	s.raisedTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "custody_gatekeeper_findings_raised_total",
@@ -233,7 +298,11 @@ func Open(cfg Config) (*Store, error) {
 	}, []string{"environment", "severity"})
 	s.errorsTotal = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "custody_gatekeeper_reevaluation_errors_total",
-		Help: "Re-evaluation steps that failed (log unreadable, an artifact could not be evaluated, a finding could not be logged); each is retried.",
+		Help: "Re-evaluation steps that failed (log unreadable, log entries that did not prove, an artifact could not be evaluated, a finding could not be logged); each is retried.",
+	})
+	s.proofFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "custody_gatekeeper_reevaluation_log_proof_failures_total",
+		Help: "Pages of log entries the catalog served that did not prove against its co-signed checkpoint (an entry altered, dropped, inserted or reordered, entries withheld, a checkpoint that does not open or is inconsistent with the log head, a rolled-back log); nothing of them is acted on, and each is retried.",
 	})
 	s.droppedTotal = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "custody_gatekeeper_reevaluation_targets_dropped_total",
@@ -247,7 +316,7 @@ func Open(cfg Config) (*Store, error) {
 		Name: "custody_gatekeeper_reevaluation_last_success_timestamp_seconds",
 		Help: "When the re-evaluation last caught up with the log (Unix seconds); 0 before the first time.",
 	})
-	for _, c := range []prometheus.Collector{s.raisedTotal, s.errorsTotal, s.droppedTotal, s.overflows, s.lastSuccess} {
+	for _, c := range []prometheus.Collector{s.raisedTotal, s.errorsTotal, s.proofFailures, s.droppedTotal, s.overflows, s.lastSuccess} {
 		if err := cfg.Registry.Register(c); err != nil {
 			return nil, err
 		}
@@ -284,25 +353,33 @@ func (s *Store) liveEpochs(now time.Time) []Epoch {
 }
 
 // Run follows the log until ctx ends; it returns nil then. Failed steps
-// are logged, counted and retried.
+// are logged (once a streak of the same kind), counted and retried;
+// pages that do not prove (ErrUnproved) are counted apart too.
 func (s *Store) Run(ctx context.Context) error {
-	failing := false
+	failing := "" // "", "error" or "unproved"
 	for {
 		more, err := s.Step(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return nil
+		case errors.Is(err, ErrUnproved):
+			s.errorsTotal.Inc()
+			s.proofFailures.Inc()
+			if failing != "unproved" {
+				s.cfg.Logger.ErrorContext(ctx, "the catalog served log entries that do not prove against its co-signed checkpoint: none of them is acted on, retrying; a catalog hiding, changing or inventing entries, or rolled back (docs/runbooks/advisory-finding.md)", slog.Any("error", err))
+			}
+			failing = "unproved"
 		case err != nil:
 			s.errorsTotal.Inc()
-			if !failing {
+			if failing != "error" {
 				s.cfg.Logger.ErrorContext(ctx, "advisory re-evaluation failed: retrying (admissions still deny by the advisories; older decisions are not refused until it succeeds)", slog.Any("error", err))
 			}
-			failing = true
+			failing = "error"
 		default:
-			if failing {
+			if failing != "" {
 				s.cfg.Logger.InfoContext(ctx, "advisory re-evaluation recovered")
 			}
-			failing = false
+			failing = ""
 			if more {
 				continue
 			}
@@ -326,25 +403,39 @@ type entryDetails struct {
 	Environment string `json:"environment"`
 }
 
-// Step reads one page of log entries from the saved position: allow
-// decisions and deployments add (artifact, environment) targets, an
-// advisories.imported entry has every target re-evaluated; each advisory
-// that now denies a target and was not raised for it before is logged as
-// a finding.raised entry, counted, and becomes the target's epoch. The
-// position is saved only once every evaluation of the page succeeded, so
-// a failed step is retried from the same page; findings already raised
-// are not raised again. more reports that the page was full.
+// Step reads one page of log entries from the saved position and proves
+// it (see prove); a page that does not prove is ErrUnproved, and nothing
+// of it is acted on. Then allow decisions and deployments add (artifact,
+// environment) targets, an advisories.imported entry has every target
+// re-evaluated; each advisory that now denies a target and was not
+// raised for it before is logged as a finding.raised entry, counted, and
+// becomes the target's epoch. The position and the proved range are
+// saved only once every evaluation of the page succeeded, so a failed
+// step is retried from the same page; findings already raised are not
+// raised again. Entries below the position already acted on (a state
+// file without a proved range, which is rebuilt first) are proved, not
+// acted on again. more reports that the page had entries.
 func (s *Store) Step(ctx context.Context) (more bool, err error) {
-	leaves, err := s.cfg.Log.Entries(ctx, s.st.Next)
+	rng, err := s.st.compactRange()
 	if err != nil {
-		return false, fmt.Errorf("read the log from %d: %w", s.st.Next, err)
+		return false, err
+	}
+	from := rng.End()
+	leaves, signed, err := s.cfg.Log.Entries(ctx, from)
+	if err != nil {
+		return false, fmt.Errorf("read the log from %d: %w", from, err)
+	}
+	if rng, err = s.prove(ctx, rng, leaves, signed); err != nil {
+		return false, err
 	}
 	// Work on a copy of the position and the new targets: a failed step
 	// leaves the saved state as it was, apart from findings raised.
 	next, lastImport, lastImportTime := s.st.Next, s.st.LastImport, s.st.LastImportTime
+	end := from + uint64(len(leaves))
+	act := leaves[min(uint64(len(leaves)), next-from):]
 	added := map[string]*target{}
 	dirty := map[string]bool{}
-	for i, leaf := range leaves {
+	for i, leaf := range act {
 		index := next + uint64(i)
 		e, err := tlog.ParseEntry(leaf)
 		if err != nil {
@@ -416,13 +507,75 @@ func (s *Store) Step(ctx context.Context) (more bool, err error) {
 		}
 	}
 	s.mu.Lock()
-	s.st.Next, s.st.LastImport, s.st.LastImportTime = next+uint64(len(leaves)), lastImport, lastImportTime
+	s.st.Next, s.st.LastImport, s.st.LastImportTime = max(next, end), lastImport, lastImportTime
+	s.st.Range = &provedRange{Size: rng.End(), Hashes: rng.Hashes()}
 	err = s.persist()
 	s.mu.Unlock()
 	if err != nil {
 		return false, err
 	}
 	return len(leaves) > 0, nil
+}
+
+// prove returns rng extended with leaves once they are proved to be the
+// entries [rng.End(), rng.End()+len(leaves)) of the log: signed opens
+// with the trust root's log key (its co-signature), the log head holds it
+// consistent and fresh, it is no smaller than what was read, and the root
+// of the extended range is its root (equal sizes) or proved a prefix of
+// its tree by the catalog's consistency proof. No leaves prove only if
+// the checkpoint's size is rng.End(): caught up. rng is not changed.
+func (s *Store) prove(ctx context.Context, rng *compact.Range, leaves [][]byte, signed []byte) (*compact.Range, error) {
+	from, n := rng.End(), uint64(len(leaves))
+	root, err := s.cfg.Root()
+	if err != nil {
+		return nil, fmt.Errorf("no trust root to open the log's checkpoint with: %w", err)
+	}
+	cp, err := verify.OpenCheckpoint(signed, root)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the checkpoint served with the entries from %d does not verify: %v", ErrUnproved, from, err)
+	}
+	switch {
+	case cp.Size < s.st.Next: // from ≤ Next
+		return nil, fmt.Errorf("%w: the catalog's co-signed log has %d entries, fewer than the %d already read: it was rolled back; after a restore of the catalog, restore the finding state too (docs/runbooks/advisory-finding.md)", ErrUnproved, cp.Size, s.st.Next)
+	case n > cp.Size-from:
+		return nil, fmt.Errorf("%w: %d entries from %d, beyond the checkpoint's %d", ErrUnproved, n, from, cp.Size)
+	case n == 0 && from < cp.Size:
+		return nil, fmt.Errorf("%w: no entries served from %d, but the checkpoint has %d", ErrUnproved, from, cp.Size)
+	}
+	denial, _, err := s.cfg.Head.Check(ctx, cp)
+	if err != nil {
+		return nil, fmt.Errorf("check the log's checkpoint at size %d against the log head: %w", cp.Size, err)
+	}
+	if denial != "" {
+		return nil, fmt.Errorf("%w: the checkpoint at size %d served with the entries from %d: %s", ErrUnproved, cp.Size, from, denial)
+	}
+	ext, err := ranges.NewRange(0, from, slices.Clone(rng.Hashes()))
+	if err != nil {
+		return nil, err
+	}
+	for _, leaf := range leaves {
+		if err := ext.Append(tlog.LeafHash(leaf), nil); err != nil {
+			return nil, err
+		}
+	}
+	hash, err := ext.GetRootHash(nil)
+	if err != nil {
+		return nil, err
+	}
+	if hash == nil {
+		hash = tlog.Hasher.EmptyRoot()
+	}
+	prefix := &tlog.Checkpoint{Origin: cp.Origin, Size: ext.End(), Hash: hash}
+	var proof [][]byte
+	if prefix.Size != cp.Size {
+		if proof, err = s.cfg.Log.LogConsistency(ctx, prefix.Size, cp.Size); err != nil {
+			return nil, fmt.Errorf("read the consistency proof from %d to %d: %w", prefix.Size, cp.Size, err)
+		}
+	}
+	if err := tlog.VerifyConsistency(prefix, cp, proof); err != nil {
+		return nil, fmt.Errorf("%w: entries [%d, %d) are not those of the checkpoint at size %d: %v", ErrUnproved, from, prefix.Size, cp.Size, err)
+	}
+	return ext, nil
 }
 
 // mayEmit reports whether e's actor may write its type: the catalog

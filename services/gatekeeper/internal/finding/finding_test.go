@@ -15,9 +15,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"github.com/transparency-dev/merkle/testonly"
 
 	"github.com/custody-dev/custody/libs/tlog"
+	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/libs/trustroot/trustroottest"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
+	"github.com/custody-dev/custody/services/gatekeeper/internal/loghead"
 )
 
 var (
@@ -32,50 +37,165 @@ const (
 	dD = "sha256:dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd"
 )
 
-// fakeLog is a log of entries, served in pages of page (default 3) so
-// that paging is exercised; fail, if set, fails the next read.
+const (
+	logOrigin   = "custody.test/log"
+	witnessName = "custody.test/signer"
+)
+
+// fakeLog is a log of entries in a real RFC 6962 tree, served as the
+// catalog serves them: in pages of page (default 3) so that paging is
+// exercised, each with the tree's checkpoint signed with the log's key
+// and co-signed (timestamped now) by the witness the trust root lists,
+// and real consistency proofs. It is the log head's Source too. fail, if
+// set, fails the next read; size, if set, is the size of the tree served
+// (a catalog rolled back to it); tamper, if set, rewrites each answer of
+// Entries (a lying catalog).
 type fakeLog struct {
-	mu     sync.Mutex
-	leaves [][]byte
-	page   int
-	fail   error
-	t      *testing.T
+	mu      sync.Mutex
+	leaves  [][]byte
+	tree    *testonly.Tree
+	page    int
+	fail    error
+	size    uint64
+	tamper  func(start uint64, page [][]byte, checkpoint []byte) ([][]byte, []byte)
+	logKey  string
+	witness string
+	// witnessV is the witness's verifier key, the one the trust root lists.
+	witnessV string
+	// starts are the starts Entries was asked for.
+	starts []uint64
+	t      testing.TB
 }
 
-func (l *fakeLog) Entries(_ context.Context, start uint64) ([][]byte, error) {
+func newFakeLog(t testing.TB) *fakeLog {
+	logKey, _, err := tlog.GenerateKey(logOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	witness, witnessV, err := tlog.GenerateCosignerKey(witnessName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fakeLog{tree: testonly.New(rfc6962.DefaultHasher), logKey: logKey, witness: witness, witnessV: witnessV, t: t}
+}
+
+// served is the size of the tree served; l.mu is held.
+func (l *fakeLog) served() uint64 {
+	if l.size != 0 {
+		return l.size
+	}
+	return l.tree.Size()
+}
+
+// note is the checkpoint of tree at size, signed with logKey and
+// co-signed with witness (either may be another's: a forgery).
+func note(t testing.TB, tree *testonly.Tree, size uint64, logKey, witness string) []byte {
+	t.Helper()
+	signed, err := tlog.SignCheckpoint(tlog.Checkpoint{Origin: logOrigin, Size: size, Hash: tree.HashAt(size)}, logKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if witness == "" {
+		return signed
+	}
+	out, err := tlog.CosignCheckpoint(signed, witness)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (l *fakeLog) Entries(_ context.Context, start uint64) ([][]byte, []byte, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.starts = append(l.starts, start)
 	if err := l.fail; err != nil {
 		l.fail = nil
-		return nil, err
+		return nil, nil, err
 	}
-	if start >= uint64(len(l.leaves)) {
-		return nil, nil
+	size := l.served()
+	signed := note(l.t, l.tree, size, l.logKey, l.witness)
+	var page [][]byte
+	if start < size {
+		n := l.page
+		if n == 0 {
+			n = 3
+		}
+		page = slices.Clone(l.leaves[start:min(size, start+uint64(n))])
 	}
-	n := l.page
-	if n == 0 {
-		n = 3
+	if l.tamper != nil {
+		page, signed = l.tamper(start, page, signed)
 	}
-	return l.leaves[start:min(uint64(len(l.leaves)), start+uint64(n))], nil
+	return page, signed, nil
+}
+
+func (l *fakeLog) LogConsistency(_ context.Context, first, second uint64) ([][]byte, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if first > second || second > l.served() {
+		return nil, errors.New("consistency proof sizes out of range (test)")
+	}
+	if first == 0 || first == second {
+		return [][]byte{}, nil
+	}
+	return l.tree.ConsistencyProof(first, second)
+}
+
+func (l *fakeLog) LogCheckpoint(context.Context) ([]byte, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return note(l.t, l.tree, l.served(), l.logKey, l.witness), nil
+}
+
+var (
+	_ Log            = (*fakeLog)(nil)
+	_ loghead.Source = (*fakeLog)(nil)
+)
+
+// append logs leaf.
+func (l *fakeLog) append(leaf []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.leaves = append(l.leaves, leaf)
+	l.tree.AppendData(leaf)
+}
+
+// takeStarts returns the starts Entries was asked for since the last call.
+func (l *fakeLog) takeStarts() []uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.starts
+	l.starts = nil
+	return s
+}
+
+// entry is a log entry's leaf.
+func entry(t testing.TB, typ, actor string, at time.Time, details any) []byte {
+	t.Helper()
+	b, err := json.Marshal(details)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := tlog.Entry{Type: typ, Time: at, Actor: "spiffe://custody.test" + actor, Details: b}.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leaf
 }
 
 func (l *fakeLog) add(typ, actor string, at time.Time, details any) {
 	l.t.Helper()
-	b, err := json.Marshal(details)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	leaf, err := tlog.Entry{Type: typ, Time: at, Actor: "spiffe://custody.test" + actor, Details: b}.Marshal()
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	l.mu.Lock()
-	l.leaves = append(l.leaves, leaf)
-	l.mu.Unlock()
+	l.append(entry(l.t, typ, actor, at, details))
+}
+
+// admitLeaf is the leaf of an admission.decided entry.
+func admitLeaf(t testing.TB, dgst, env, decision string, at time.Time) []byte {
+	return entry(t, tlog.TypeAdmissionDecided, "/service/gatekeeper", at, map[string]string{"decision": decision, "name": "app-" + dgst[7:9], "version": "1.0.0", "digest": dgst, "environment": env})
 }
 
 func (l *fakeLog) admit(dgst, env, decision string, at time.Time) {
-	l.add(tlog.TypeAdmissionDecided, "/service/gatekeeper", at, map[string]string{"decision": decision, "name": "app-" + dgst[7:9], "version": "1.0.0", "digest": dgst, "environment": env})
+	l.t.Helper()
+	l.append(admitLeaf(l.t, dgst, env, decision, at))
 }
 
 func (l *fakeLog) deploy(dgst, env string, at time.Time) {
@@ -172,19 +292,35 @@ type fixture struct {
 	now    time.Time
 	reg    *prometheus.Registry
 	store  *Store
+	// root lists the witness's key for the log; head is the log head
+	// tracker, kept in headFile across restarts as cmd/gatekeeper does.
+	root     *trustroot.Root
+	head     *loghead.Tracker
+	headFile string
 }
 
-func newFixture(t *testing.T, edit func(*Config)) *fixture {
-	f := &fixture{log: &fakeLog{t: t}, events: &fakeEvents{}, eval: &fakeEvaluator{denials: map[string][]admission.Denial{}},
-		file: filepath.Join(t.TempDir(), "findings.json"), now: t0}
+func newFixture(t testing.TB, edit func(*Config)) *fixture {
+	dir := t.TempDir()
+	f := &fixture{log: newFakeLog(t), events: &fakeEvents{}, eval: &fakeEvaluator{denials: map[string][]admission.Denial{}},
+		file: filepath.Join(dir, "findings.json"), headFile: filepath.Join(dir, "log-head.note"), now: t0}
+	f.root = trustroottest.New(t, 1).Root(1, 1, time.Now(), nil, []trustroot.LogKey{{Origin: logOrigin, VerifierKey: f.log.witnessV}})
 	f.open(t, edit)
 	return f
 }
 
-func (f *fixture) open(t *testing.T, edit func(*Config)) {
+// open starts the store, with a new log head tracker, as a gatekeeper
+// process does at start-up.
+func (f *fixture) open(t testing.TB, edit func(*Config)) {
 	t.Helper()
 	f.reg = prometheus.NewRegistry()
+	head, err := loghead.New(loghead.Config{Source: f.log, Root: func() (*trustroot.Root, error) { return f.root, nil },
+		MaxAge: loghead.DefaultMaxAge, Refresh: time.Hour, File: f.headFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.head = head
 	cfg := Config{File: f.file, Log: f.log, Events: f.events, Evaluator: f.eval, TrustDomain: td,
+		Root: func() (*trustroot.Root, error) { return f.root, nil }, Head: head,
 		Logger: slog.New(slog.DiscardHandler), Registry: f.reg, Now: func() time.Time { return f.now }}
 	if edit != nil {
 		edit(&cfg)
@@ -458,7 +594,7 @@ func FuzzStep(f *testing.F) {
 	f.Fuzz(func(t *testing.T, leaf []byte) {
 		fx := newFixture(t, nil)
 		fx.log.page = 10
-		fx.log.leaves = append(fx.log.leaves, leaf)
+		fx.log.append(leaf)
 		fx.log.importAdvisories(t0)
 		fx.eval.set(dA, "prod", "GHSA-1")
 		for range 3 {

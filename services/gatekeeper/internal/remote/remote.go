@@ -317,18 +317,29 @@ func (c *Catalog) Advisories(ctx context.Context, a verify.Artifact, comps []sbo
 const entriesPage = 1000
 
 // Entries returns the leaves of the log entries from start within the
-// catalog's latest co-signed checkpoint, at most 1,000; none when start
-// is the checkpoint's size. The catalog refuses a start at or past it as
-// InvalidArgument, which is read as "no more".
-func (c *Catalog) Entries(ctx context.Context, start uint64) ([][]byte, error) {
+// catalog's latest co-signed checkpoint, at most 1,000, and that
+// checkpoint (a signed note, unverified: the caller opens it and proves
+// the leaves against it). The catalog refuses a start at or past the
+// checkpoint's size as InvalidArgument: then Entries returns no leaves
+// and the checkpoint GetCheckpoint serves, so that the caller can tell
+// "caught up" (its size is start) from a catalog withholding entries or
+// rolled back.
+func (c *Catalog) Entries(ctx context.Context, start uint64) ([][]byte, []byte, error) {
 	resp, err := c.client.GetEntries(ctx, &catalogv1.GetEntriesRequest{Start: start, PageSize: entriesPage})
 	if status.Code(err) == codes.InvalidArgument {
-		return nil, nil
+		cp, err := c.LogCheckpoint(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, cp, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("catalog GetEntries: %w", err)
+		return nil, nil, fmt.Errorf("catalog GetEntries: %w", err)
 	}
-	return resp.GetEntries(), nil
+	if len(resp.GetCheckpoint()) == 0 {
+		return nil, nil, errors.New("catalog GetEntries: no checkpoint with the entries")
+	}
+	return resp.GetEntries(), resp.GetCheckpoint(), nil
 }
 
 var _ admission.VEX = (*Catalog)(nil)

@@ -286,6 +286,16 @@ func (c *fakeCatalog) cosigned(t testing.TB) ([]byte, error) {
 	return tlog.CosignCheckpoint(cp, c.witness)
 }
 
+// servedCheckpoint is the tree's checkpoint as proofs are served with
+// it: co-signed now in witness mode, else signed by the log's key only.
+// c.mu is held.
+func (c *fakeCatalog) servedCheckpoint() ([]byte, error) {
+	if c.witness != "" {
+		return c.cosigned(nil)
+	}
+	return tlog.SignCheckpointWith(tlog.Checkpoint{Origin: c.origin, Size: c.tree.Size(), Hash: c.tree.Hash()}, c.logSigner)
+}
+
 // GetCheckpoint serves the tree's checkpoint, co-signed now (witness
 // mode only).
 func (c *fakeCatalog) GetCheckpoint(context.Context, *catalogv1.GetCheckpointRequest) (*catalogv1.GetCheckpointResponse, error) {
@@ -324,8 +334,11 @@ func (c *fakeCatalog) GetConsistencyProof(_ context.Context, req *catalogv1.GetC
 	return &catalogv1.GetConsistencyProofResponse{FirstSize: req.GetFirstSize(), SecondSize: second, ConsistencyProof: proof}, nil
 }
 
-// GetEntries serves the leaves from start, at most page_size; like the
-// real catalog, a start at or past the tree's size is InvalidArgument.
+// GetEntries serves the leaves from start, at most page_size, with the
+// tree's checkpoint co-signed now (witness mode only: without a witness
+// there is no co-signed checkpoint to serve, and the re-evaluation, which
+// proves the entries against it, fails closed); like the real catalog, a
+// start at or past the tree's size is InvalidArgument.
 func (c *fakeCatalog) GetEntries(_ context.Context, req *catalogv1.GetEntriesRequest) (*catalogv1.GetEntriesResponse, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -333,7 +346,14 @@ func (c *fakeCatalog) GetEntries(_ context.Context, req *catalogv1.GetEntriesReq
 		return nil, status.Errorf(codes.InvalidArgument, "start %d: the co-signed tree has %d entries", req.GetStart(), len(c.leaves))
 	}
 	end := min(uint64(len(c.leaves)), req.GetStart()+uint64(max(req.GetPageSize(), 1)))
-	return &catalogv1.GetEntriesResponse{Entries: c.leaves[req.GetStart():end]}, nil
+	var cp []byte
+	if c.witness != "" {
+		var err error
+		if cp, err = c.cosigned(nil); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+	}
+	return &catalogv1.GetEntriesResponse{Entries: c.leaves[req.GetStart():end], Checkpoint: cp}, nil
 }
 
 // importAdvisories stores docs and logs an advisories.imported entry by a
@@ -655,7 +675,7 @@ func (c *fakeCatalog) GetInclusionProof(_ context.Context, req *catalogv1.GetInc
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
-	cp, err := tlog.SignCheckpointWith(tlog.Checkpoint{Origin: c.origin, Size: size, Hash: c.tree.Hash()}, c.logSigner)
+	cp, err := c.servedCheckpoint()
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -838,7 +858,7 @@ func (c *fakeCatalog) ListVex(_ context.Context, req *catalogv1.ListVexRequest) 
 		return nil, status.Error(codes.NotFound, "no such artifact")
 	}
 	size := c.tree.Size()
-	cp, err := tlog.SignCheckpointWith(tlog.Checkpoint{Origin: c.origin, Size: size, Hash: c.tree.Hash()}, c.logSigner)
+	cp, err := c.servedCheckpoint()
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}

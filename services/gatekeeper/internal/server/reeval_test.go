@@ -60,7 +60,7 @@ func (s *stack) raised(t *testing.T) []raisedFinding {
 // a re-import, counts it, puts its epoch in the stop state, and later
 // admissions deny naming the advisory.
 func TestReevaluationOnImport(t *testing.T) {
-	s := newStack(t)
+	s := newStackWith(t, stackOptions{logHead: true})
 	real, err := os.ReadFile(filepath.Join("..", "..", "..", "..", "libs", "advisory", "testdata", "osv", "GHSA-jf85-cpcp-j695.json"))
 	if err != nil {
 		t.Fatal(err)

@@ -245,8 +245,19 @@ func newStackWith(t testing.TB, o stackOptions) *stack {
 		go func() { head.Run(ctx); close(done) }()
 		t.Cleanup(func() { cancel(); <-done })
 	}
+	// The re-evaluation proves the entries it reads against co-signed
+	// checkpoints that a log head holds consistent (decision 0119): with
+	// logHead, the gate's, as cmd/gatekeeper wires it; without, one of its
+	// own, which gets no checkpoint from the fake (no witness), so that
+	// its steps fail closed.
+	findingsHead := head
+	if findingsHead == nil {
+		if findingsHead, err = loghead.New(loghead.Config{Source: catalog, Root: gate.TrustRoot, MaxAge: loghead.DefaultMaxAge, Logger: logger}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s.findings, err = finding.Open(finding.Config{File: filepath.Join(t.TempDir(), "findings.json"), Log: catalog, Events: catalog, Evaluator: gate,
-		TrustDomain: td.TD, Logger: logger, Registry: tel.Registry})
+		Root: gate.TrustRoot, Head: findingsHead, TrustDomain: td.TD, Logger: logger, Registry: tel.Registry})
 	if err != nil {
 		t.Fatal(err)
 	}
