@@ -3,17 +3,13 @@ package main
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
-	"github.com/custody-dev/custody/libs/rpc"
-	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/tlog"
-	"github.com/custody-dev/custody/services/catalog/internal/store/postgres/pgtest"
 )
 
 // TestFollowerForwardsAdvisoryImport: an advisory import sent to a
@@ -24,23 +20,9 @@ func TestFollowerForwardsAdvisoryImport(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	dsn := pgtest.Database(t)
-	s := newSetup(t)
-	s.args = append(s.args, "--store", "postgres", "--postgres-dsn-file", pgtest.DSNFile(t, dsn), "--lease-poll", "200ms")
-	dial := func(addr, who string) catalogv1.CatalogServiceClient {
-		conn, err := rpc.Dial(addr, s.td.ID("/service/catalog"), s.td.Source(t, who), telemetry.Discard("test"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return catalogv1.NewCatalogServiceClient(conn)
-	}
-	_, addr1 := s.startChild(t, 1)
-	second := s.withEndpoints(filepath.Join(s.dir, "run", "catalog-2.json"))
-	follower, addr2 := second.startChild(t, 2)
-	if b, _ := os.ReadFile(follower.log); !strings.Contains(string(b), "serving as a follower") {
-		t.Fatalf("second catalog is not a follower; log:\n%s", b)
-	}
+	s := newSharedSetup(t)
+	dial := func(addr, who string) catalogv1.CatalogServiceClient { return s.dial(t, addr, who) }
+	addr1, addr2 := s.startWriterAndFollower(t)
 	paths, err := filepath.Glob(filepath.Join("..", "..", "..", "..", "libs", "advisory", "testdata", "osv", "*.json"))
 	if err != nil || len(paths) == 0 {
 		t.Fatalf("no OSV testdata: %v", err)

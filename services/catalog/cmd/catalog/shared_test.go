@@ -40,17 +40,8 @@ func TestFollowersOnOnePostgres(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	dsn := pgtest.Database(t)
-	s := newSetup(t)
-	s.args = append(s.args, "--store", "postgres", "--postgres-dsn-file", pgtest.DSNFile(t, dsn), "--lease-poll", "200ms")
-	dial := func(addr, who string) catalogv1.CatalogServiceClient {
-		conn, err := rpc.Dial(addr, s.td.ID("/service/catalog"), s.td.Source(t, who), telemetry.Discard("test"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return catalogv1.NewCatalogServiceClient(conn)
-	}
+	s := newSharedSetup(t)
+	dial := func(addr, who string) catalogv1.CatalogServiceClient { return s.dial(t, addr, who) }
 	type clients struct {
 		pub, gk, reader, self catalogv1.CatalogServiceClient
 	}
@@ -346,4 +337,40 @@ func TestWriterStopsWhenLeaseIsLost(t *testing.T) {
 	if got := logSize(t, pub, s.vkey); got != 2 {
 		t.Errorf("log size %d, want the 2 records", got)
 	}
+}
+
+// newSharedSetup is a setup whose catalogs share one new PostgreSQL
+// database (and the data directory), so the first started holds the
+// log-writer lease and the others follow it.
+func newSharedSetup(t *testing.T) *setup {
+	t.Helper()
+	dsn := pgtest.Database(t)
+	s := newSetup(t)
+	s.args = append(s.args, "--store", "postgres", "--postgres-dsn-file", pgtest.DSNFile(t, dsn), "--lease-poll", "200ms")
+	return s
+}
+
+// dial returns a catalog client at addr with who's identity.
+func (s *setup) dial(t *testing.T, addr, who string) catalogv1.CatalogServiceClient {
+	t.Helper()
+	conn, err := rpc.Dial(addr, s.td.ID("/service/catalog"), s.td.Source(t, who), telemetry.Discard("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return catalogv1.NewCatalogServiceClient(conn)
+}
+
+// startWriterAndFollower starts a writer and a follower on a shared
+// setup and returns their addresses; it fails if the second is not a
+// follower.
+func (s *setup) startWriterAndFollower(t *testing.T) (writer, follower string) {
+	t.Helper()
+	_, writer = s.startChild(t, 1)
+	second := s.withEndpoints(filepath.Join(s.dir, "run", "catalog-2.json"))
+	c, follower := second.startChild(t, 2)
+	if b, _ := os.ReadFile(c.log); !strings.Contains(string(b), "serving as a follower") {
+		t.Fatalf("second catalog is not a follower; log:\n%s", b)
+	}
+	return writer, follower
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -10,11 +9,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
-	"github.com/custody-dev/custody/libs/rpc"
-	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/services/catalog/internal/server"
-	"github.com/custody-dev/custody/services/catalog/internal/store/postgres/pgtest"
 )
 
 // TestFollowerForwardsVex: a VEX document sent to a follower is relayed
@@ -27,20 +23,9 @@ func TestFollowerForwardsVex(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
-	dsn := pgtest.Database(t)
-	s := newSetup(t)
-	s.args = append(s.args, "--store", "postgres", "--postgres-dsn-file", pgtest.DSNFile(t, dsn), "--lease-poll", "200ms")
-	dial := func(addr, who string) catalogv1.CatalogServiceClient {
-		conn, err := rpc.Dial(addr, s.td.ID("/service/catalog"), s.td.Source(t, who), telemetry.Discard("test"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return catalogv1.NewCatalogServiceClient(conn)
-	}
-	_, addr1 := s.startChild(t, 1)
-	second := s.withEndpoints(filepath.Join(s.dir, "run", "catalog-2.json"))
-	_, addr2 := second.startChild(t, 2)
+	s := newSharedSetup(t)
+	dial := func(addr, who string) catalogv1.CatalogServiceClient { return s.dial(t, addr, who) }
+	addr1, addr2 := s.startWriterAndFollower(t)
 
 	rec, err := dial(addr1, "/service/publisher").RecordArtifact(t.Context(), crashReq(1))
 	if err != nil {
