@@ -134,6 +134,8 @@ func TestVerifyCommand(t *testing.T) {
 		setup    func(t *testing.T, w *verifyWorld) (pinned []byte, chain [][]byte, version int64)
 		wantCode int
 		want     string
+		// selfOnly passes --self-consistency-only.
+		selfOnly bool
 	}{
 		{name: "walks from the pinned v1 to the bundle's v2", setup: func(t *testing.T, w *verifyWorld) ([]byte, [][]byte, int64) {
 			return w.envs[0], w.envs, 2
@@ -194,12 +196,37 @@ func TestVerifyCommand(t *testing.T) {
 			forged.RootKeys, forged.Threshold = other.Keys, 1
 			return nil, [][]byte{other.Sign(t, &forged)}, 1
 		}, wantCode: ExitDenied, want: "no pinned trust root"},
+		{name: "self-consistency only: the bundle's own chain, said so", setup: func(t *testing.T, w *verifyWorld) ([]byte, [][]byte, int64) {
+			return nil, w.envs, 2
+		}, selfOnly: true, want: "SELF-CONSISTENT ONLY"},
+		{name: "self-consistency only passes a forged bundle with its own root, and says it proves nothing", setup: func(t *testing.T, w *verifyWorld) ([]byte, [][]byte, int64) {
+			other := trustroottest.New(t, 1)
+			forged := *w.roots[0]
+			forged.RootKeys, forged.Threshold = other.Keys, 1
+			// The evidence is signed by the world's keys, which the
+			// forged root still lists: only the root keys differ.
+			return nil, [][]byte{other.Sign(t, &forged)}, 1
+		}, selfOnly: true, want: "NOT verified against a pinned trust root"},
+		{name: "self-consistency only still checks the signatures", setup: func(t *testing.T, w *verifyWorld) ([]byte, [][]byte, int64) {
+			rogue, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			w.ev.Envelope = resign(t, w.ev.Envelope, rogue)
+			return nil, w.envs, 2
+		}, selfOnly: true, wantCode: ExitDenied, want: "is not an artifact key in trust root v2"},
+		{name: "self-consistency only with no root in the bundle", setup: func(t *testing.T, w *verifyWorld) ([]byte, [][]byte, int64) {
+			return nil, nil, 1
+		}, selfOnly: true, wantCode: ExitDenied, want: "carries no trust root"},
+		{name: "self-consistency only and a pinned root: refused, not silently one of them", setup: func(t *testing.T, w *verifyWorld) ([]byte, [][]byte, int64) {
+			return w.envs[0], w.envs, 2
+		}, selfOnly: true, wantCode: ExitError, want: "--self-consistency-only checks the bundle against its own roots"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := newVerifyWorld(t)
 			pinned, chain, version := tt.setup(t, w)
 			args := []string{"verify", w.file, "--bundle", w.bundle(t, chain, version)}
+			if tt.selfOnly {
+				args = append(args, "--self-consistency-only")
+			}
 			if pinned != nil {
 				args = append(args, "--trust-root", w.write(t, "root.json", pinned))
 			}
