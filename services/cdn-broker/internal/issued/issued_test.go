@@ -3,6 +3,7 @@ package issued
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -227,4 +228,27 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip changed %d entries into %d", len(entries), len(back))
 		}
 	})
+}
+
+// BenchmarkNoteNewAtBound: a first issuance with the record at its default
+// bound rewrites the whole file (decision 0123's cost on the request path).
+func BenchmarkNoteNewAtBound(b *testing.B) {
+	c := &clock{time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
+	path := filepath.Join(b.TempDir(), "issued-digests.json")
+	r, err := Open(Config{Path: path, Now: c.now})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range DefaultMax {
+		r.last[fmt.Sprintf("sha256:%064x", i)] = c.t.Add(-time.Duration(i) * time.Second)
+	}
+	for i := 0; b.Loop(); i++ {
+		if err := r.Note(b.Context(), fmt.Sprintf("sha256:%064x", DefaultMax+i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if st, err := os.Stat(path); err == nil {
+		b.ReportMetric(float64(st.Size())/1e6, "MB/file")
+	}
 }
