@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -28,6 +29,7 @@ import (
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/broker"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/cdns"
+	"github.com/custody-dev/custody/services/cdn-broker/internal/issued"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/purges"
 )
 
@@ -54,6 +56,9 @@ type config struct {
 	StateDir, CatalogAddr     string
 	EdgeGRPC                  []string
 	TokenTTL, DecisionMaxAge  time.Duration
+	IssuedFile                string
+	IssuedRetention           time.Duration
+	IssuedMax                 int
 }
 
 func (c *config) validate() error {
@@ -96,6 +101,15 @@ func (c *config) validate() error {
 	if len(c.EdgeGRPC) > 0 && c.StateDir == "" {
 		errs = append(errs, errors.New("--edge-grpc needs --state-dir and --catalog-addr (the purge queue)"))
 	}
+	if c.IssuedFile != "" && c.StateDir == "" {
+		errs = append(errs, errors.New("--issued-digests-file needs --state-dir and --catalog-addr: the recorded digests are purged through the purge queue"))
+	}
+	if c.IssuedRetention <= 0 {
+		errs = append(errs, fmt.Errorf("--issued-digests-retention %s: must be positive", c.IssuedRetention))
+	}
+	if c.IssuedMax < 1 || c.IssuedMax > issued.MaxMax {
+		errs = append(errs, fmt.Errorf("--issued-digests-max %d: want 1 to %d", c.IssuedMax, issued.MaxMax))
+	}
 	if c.DecisionMaxAge <= 0 {
 		errs = append(errs, fmt.Errorf("--decision-max-age %s: must be positive", c.DecisionMaxAge))
 	}
@@ -121,6 +135,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		"oldest stop state used; older (gatekeeper unreachable) means every request is refused")
 	f.String(&cfg.StateDir, "state-dir", "CUSTODY_STATE_DIR", "", "directory for the purge queue (purges.json); purges are off without it")
 	f.String(&cfg.CatalogAddr, "catalog-addr", "CUSTODY_CATALOG_ADDR", "", "catalog gRPC address (purge events)")
+	f.String(&cfg.IssuedFile, "issued-digests-file", "CUSTODY_ISSUED_DIGESTS_FILE", "",
+		"record of the digests issued commercial-CDN URLs, purged from those CDNs on a kill switch (default <state-dir>/issued-digests.json; only with --cdn-config-file)")
+	f.Duration(&cfg.IssuedRetention, "issued-digests-retention", "CUSTODY_ISSUED_DIGESTS_RETENTION", issued.DefaultRetention,
+		"how long after its last issue a digest stays recorded (default 366 days: longer than the one-year max-age edges send, so longer than a CDN may cache it)")
+	f.Int(&cfg.IssuedMax, "issued-digests-max", "CUSTODY_ISSUED_DIGESTS_MAX", issued.DefaultMax,
+		"most digests recorded; at the bound the oldest is dropped (custody_broker_issued_digests_dropped_total)")
 	f.Strings(&cfg.EdgeGRPC, "edge-grpc", "CUSTODY_EDGE_GRPC", "an edge to purge, NAME=HOST:PORT of its gRPC API (SPIFFE ID /edge/NAME)")
 	if err := f.Parse(args); err != nil {
 		return err
@@ -157,6 +177,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	var components []daemon.Component
 	var manager *purges.Manager
 	var events broker.EventLog
+	var record *issued.Record
 	if cfg.StateDir != "" {
 		catalogConn, err := d.Dial(cfg.CatalogAddr, "catalog")
 		if err != nil {
@@ -181,15 +202,30 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			return err
 		}
 		components = append(components, manager.Run)
+		if len(cdnList) > 0 {
+			path := cfg.IssuedFile
+			if path == "" {
+				path = filepath.Join(cfg.StateDir, "issued-digests.json")
+			}
+			record, err = issued.Open(issued.Config{Path: path, Retention: cfg.IssuedRetention, Max: cfg.IssuedMax,
+				Logger: d.Logger, Registerer: d.Telemetry.Registry})
+			if err != nil {
+				return err
+			}
+			components = append(components, record.Run)
+		}
 	} else {
 		d.Logger.WarnContext(ctx, "no --state-dir: PurgeDigests is unavailable and nothing is purged")
+		if len(cdnList) > 0 {
+			d.Logger.WarnContext(ctx, "no --state-dir: the digests issued commercial-CDN URLs are not recorded, and a kill switch purges no CDN")
+		}
 	}
 	srv := d.NewServer(broker.Policy(d.TrustDomain))
 	cdnbrokerv1.RegisterCdnBrokerServiceServer(srv, broker.New(broker.Config{
 		TokenKeys: keys, EdgeURLs: cfg.EdgeURLs, CDNs: cdnList, TokenTTL: cfg.TokenTTL, DecisionMaxAge: cfg.DecisionMaxAge,
 		Gatekeeper: spiffeid.RequireFromPath(d.TrustDomain, "/service/gatekeeper"),
 		Signer:     signerv1.NewSignerServiceClient(signerConn), Stops: stops, Logger: d.Logger, Metrics: d.Telemetry.Metrics, Now: time.Now,
-		Purges: manager, Events: events,
+		Purges: manager, Events: events, Issued: record,
 	}))
 	return d.Serve(ctx, srv, append(components, stops.Run)...)
 }

@@ -46,6 +46,9 @@ func TestRefusesToStartWithBadCDNConfig(t *testing.T) {
 		"token key bad time":      {[]string{"--token-private-key-file", tokenKey + ",valid-from=tomorrow"}, "want FILE[,valid-from=RFC3339]"},
 		"token keys same time":    {[]string{"--token-private-key-file", tokenKey + ",valid-from=2027-01-01T00:00:00Z", "--token-private-key-file", tokenKey + ",valid-from=2027-01-01T01:00:00+01:00"}, "valid from the same time"},
 		"two keys from the start": {[]string{"--token-private-key-file", tokenKey, "--token-private-key-file", tokenKey}, "valid from the same time"},
+		"issued file alone":       {[]string{"--issued-digests-file", filepath.Join(dir, "issued.json")}, "--issued-digests-file needs --state-dir"},
+		"issued max too big":      {[]string{"--issued-digests-max", "2000000"}, "--issued-digests-max 2000000: want 1 to 1000000"},
+		"issued retention zero":   {[]string{"--issued-digests-retention", "0s"}, "--issued-digests-retention 0s: must be positive"},
 		"token key missing":       {[]string{"--token-private-key-file", missing + ",valid-from=2027-01-01T00:00:00Z"}, "missing.key"},
 	} {
 		t.Run(name, func(t *testing.T) {

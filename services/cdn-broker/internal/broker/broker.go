@@ -30,6 +30,7 @@ import (
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/cdns"
+	"github.com/custody-dev/custody/services/cdn-broker/internal/issued"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/purges"
 )
 
@@ -107,6 +108,11 @@ type Config struct {
 	Now     func() time.Time
 	// Purges is the purge queue; nil: PurgeDigests is Unavailable.
 	Purges *purges.Manager
+	// Issued records the digests given at least one commercial-CDN URL,
+	// before the URLs are returned, so that a kill-switch purge reaches the
+	// CDNs for them too (decision 0123). Nil: not recorded (no CDN or no
+	// purge queue).
+	Issued *issued.Record
 	// Events logs every issuance (token.issued) before its URLs are
 	// returned; a log that cannot be written means no URL. Nil: issuances
 	// are not logged (a broker run without a catalog).
@@ -138,6 +144,11 @@ type Broker struct {
 	mu      sync.Mutex
 	keys    []attest.Key
 	fetched time.Time
+
+	// killMu serializes kill-switch expansions; kills is their progress
+	// by reference (purge.go).
+	killMu sync.Mutex
+	kills  map[string]*expansion
 }
 
 // keyRefreshInterval is the least time between two key fetches triggered by
@@ -190,6 +201,14 @@ func (b *Broker) IssueDownloadUrl(ctx context.Context, req *cdnbrokerv1.IssueDow
 		resp.Urls = append(resp.Urls, strings.TrimSuffix(e, "/")+"/v1/blobs/sha256/"+hexDigest+"?token="+url.QueryEscape(tok))
 	}
 	resp.CdnUrls = b.mintCDNs(ctx, hexDigest, now, exp, client)
+	if len(resp.CdnUrls) > 0 && b.cfg.Issued != nil {
+		// Before the URLs leave: a CDN may cache the blob from the first
+		// request on, and only a recorded digest is purged on a kill switch.
+		if err := b.cfg.Issued.Note(ctx, d.Digest); err != nil {
+			b.cfg.Logger.ErrorContext(ctx, "refusing: the issued digest cannot be recorded", slog.String("digest", d.Digest), slog.String("file", b.cfg.Issued.Path()), slog.Any("error", err))
+			return nil, status.Errorf(codes.Unavailable, "no download URL: the issued-digests record %s cannot be written: check the broker's state directory (disk full, permissions); retry", b.cfg.Issued.Path())
+		}
+	}
 	caller, _ := rpc.CallerID(ctx)
 	if b.cfg.Events != nil {
 		details, err := json.Marshal(map[string]any{"decision_id": d.DecisionID, "environment": d.Environment,

@@ -184,6 +184,13 @@ func start(t *testing.T, cdnList ...*cdns.CDN) *fixture {
 // new key, valid from the start, whose public half is f.tokenPub.
 func startWithKeys(t *testing.T, keys []broker.TokenKey, cdnList ...*cdns.CDN) *fixture {
 	t.Helper()
+	return startWith(t, keys, nil, cdnList...)
+}
+
+// startWith is startWithKeys with edit applied to the broker's
+// configuration (nil: none) before it starts.
+func startWith(t *testing.T, keys []broker.TokenKey, edit func(*fixture, *broker.Config), cdnList ...*cdns.CDN) *fixture {
+	t.Helper()
 	td := identitytest.New(t, "custody.test")
 	f := &fixture{td: td, now: time.Unix(1_800_000_000, 0).UTC(), tel: telemetry.Discard("cdn-broker"),
 		decision: newKey(t, signerv1.KeyPurpose_KEY_PURPOSE_DECISION), artifact: newKey(t, signerv1.KeyPurpose_KEY_PURPOSE_ARTIFACT)}
@@ -216,12 +223,16 @@ func startWithKeys(t *testing.T, keys []broker.TokenKey, cdnList ...*cdns.CDN) *
 		keys = []broker.TokenKey{{Key: priv}}
 	}
 	f.events = &fakeEvents{}
-	b := broker.New(broker.Config{
+	cfg := broker.Config{
 		TokenKeys: keys, EdgeURLs: []string{"https://edge-a.example:8443/", "https://edge-b.example"}, CDNs: cdnList,
 		TokenTTL: 5 * time.Minute, DecisionMaxAge: 10 * time.Minute, Gatekeeper: td.ID("/service/gatekeeper"),
 		Signer: signerv1.NewSignerServiceClient(conn), Stops: f.stops, Logger: slog.New(slog.DiscardHandler), Metrics: f.tel.Metrics,
 		Now: func() time.Time { return f.now }, Events: f.events,
-	})
+	}
+	if edit != nil {
+		edit(f, &cfg)
+	}
+	b := broker.New(cfg)
 	f.addr = serve(t, td, "/service/cdn-broker", broker.Policy(td.TD), func(s *rpc.Server) { cdnbrokerv1.RegisterCdnBrokerServiceServer(s, b) })
 	return f
 }

@@ -3,7 +3,10 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"slices"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
@@ -56,11 +59,86 @@ func (b *Broker) PurgeDigests(ctx context.Context, req *cdnbrokerv1.PurgeDigests
 		b.cfg.Logger.ErrorContext(ctx, "cannot queue purges", "error", err)
 		return nil, status.Error(codes.Unavailable, "the purge queue cannot be written: check the broker's state directory; retry")
 	}
+	if req.GetReason() == killSwitch && b.cfg.Issued != nil {
+		if err := b.purgeIssued(ctx, caller.String(), req.GetReference()); err != nil {
+			return nil, err
+		}
+	}
 	resp := &cdnbrokerv1.PurgeDigestsResponse{}
 	for _, j := range jobs {
 		resp.Jobs = append(resp.Jobs, jobProto(j))
 	}
 	return resp, nil
+}
+
+const (
+	killSwitch = "kill-switch"
+	// maxExpansions bounds the kill-switch references whose progress is
+	// kept; kill switches are rare, and a forgotten one only starts over.
+	maxExpansions = 8
+)
+
+// expansion is the progress of adding the issued digests to one kill
+// switch's purge: the digests as they were when its first batch arrived,
+// and how many of them are queued.
+type expansion struct {
+	digests []string
+	next    int
+	done    bool
+	started time.Time
+}
+
+// purgeIssued adds every digest the broker issued a commercial-CDN URL for
+// to the kill switch's purge under the same reference, on the commercial
+// CDN targets only: Custody's edges drop their whole cache on the kill
+// switch by themselves. It runs once per reference (the gatekeeper sends
+// its deployed digests in batches, and again until all are accepted); a
+// full queue stops it with ResourceExhausted, so the gatekeeper asks again
+// and it resumes where it stopped. After a broker restart it starts over,
+// which queues nothing twice for the jobs the queue still holds.
+func (b *Broker) purgeIssued(ctx context.Context, caller, reference string) error {
+	b.killMu.Lock()
+	defer b.killMu.Unlock()
+	e := b.kills[reference]
+	if e == nil {
+		if b.kills == nil {
+			b.kills = map[string]*expansion{}
+		}
+		if len(b.kills) >= maxExpansions {
+			var oldest string
+			for ref, x := range b.kills {
+				if oldest == "" || x.started.Before(b.kills[oldest].started) {
+					oldest = ref
+				}
+			}
+			delete(b.kills, oldest)
+		}
+		e = &expansion{digests: b.cfg.Issued.Digests(), started: b.cfg.Now()}
+		b.kills[reference] = e
+		if len(e.digests) > 0 && !slices.ContainsFunc(b.cfg.Purges.Targets(), purges.IsCDN) {
+			b.cfg.Logger.ErrorContext(ctx, "kill-switch purge: digests were issued commercial-CDN URLs but no CDN purge target is configured: purge them at each CDN by hand",
+				slog.String("reference", reference), slog.Int("digests", len(e.digests)), slog.String("file", b.cfg.Issued.Path()))
+			e.done = true
+		}
+	}
+	for !e.done && e.next < len(e.digests) {
+		chunk := e.digests[e.next:min(e.next+purges.MaxDigests, len(e.digests))]
+		if _, err := b.cfg.Purges.EnqueueOn(ctx, caller, killSwitch, reference, chunk, purges.IsCDN); err != nil {
+			b.cfg.Logger.WarnContext(ctx, "kill-switch purge: issued digests not all queued yet", slog.String("reference", reference),
+				slog.Int("queued", e.next), slog.Int("digests", len(e.digests)), slog.Any("error", err))
+			msg := fmt.Sprintf("kill-switch purge %s: %d of %d digests issued commercial-CDN URLs queued: %v; retry", reference, e.next, len(e.digests), err)
+			if errors.Is(err, purges.ErrFull) {
+				return status.Error(codes.ResourceExhausted, msg)
+			}
+			return status.Error(codes.Unavailable, msg)
+		}
+		e.next += len(chunk)
+	}
+	if !e.done {
+		e.done = true
+		b.cfg.Logger.InfoContext(ctx, "kill-switch purge: issued digests queued on the commercial CDNs", slog.String("reference", reference), slog.Int("digests", len(e.digests)))
+	}
+	return nil
 }
 
 // GetPurgeStatus lists jobs; see the proto for the contract.

@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -255,10 +256,31 @@ func jobID(d, ref string) string {
 
 // Enqueue queues a purge of each digest on every target and returns the
 // jobs once they are on disk. Queuing a (digest, reference) pair that is
-// already pending or recently finished returns that job and queues nothing.
-// Errors wrap ErrInvalid, ErrFull or ErrUnavailable; on error nothing is
-// queued.
+// already pending or recently finished returns that job and queues nothing,
+// unless the job lacks some of the targets (EnqueueOn made it): those are
+// added and the job is pending again. Errors wrap ErrInvalid, ErrFull or
+// ErrUnavailable; on error nothing is queued.
 func (m *Manager) Enqueue(ctx context.Context, caller, reason, reference string, digests []string) ([]Job, error) {
+	return m.EnqueueOn(ctx, caller, reason, reference, digests, func(string) bool { return true })
+}
+
+// IsCDN reports whether a target name is a commercial CDN's ("cdn:<name>").
+func IsCDN(target string) bool { return strings.HasPrefix(target, "cdn:") }
+
+// Targets returns the configured targets' names.
+func (m *Manager) Targets() []string {
+	out := make([]string, len(m.cfg.Targets))
+	for i, t := range m.cfg.Targets {
+		out[i] = t.Name()
+	}
+	return out
+}
+
+// EnqueueOn is Enqueue on the targets whose name on accepts only (the
+// commercial CDNs for the kill switch's issued digests: edges drop their
+// caches by themselves). A job for the same (digest, reference) that exists
+// already gets the targets it lacks.
+func (m *Manager) EnqueueOn(ctx context.Context, caller, reason, reference string, digests []string, on func(target string) bool) ([]Job, error) {
 	if len(digests) == 0 || len(digests) > MaxDigests {
 		return nil, fmt.Errorf("%w: %d digests: send 1 to %d", ErrInvalid, len(digests), MaxDigests)
 	}
@@ -281,6 +303,12 @@ func (m *Manager) Enqueue(ctx context.Context, caller, reason, reference string,
 		}
 		seen[norm[i]] = true
 	}
+	var wanted []string
+	for _, t := range m.cfg.Targets {
+		if on(t.Name()) {
+			wanted = append(wanted, t.Name())
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	old := m.q
@@ -293,20 +321,38 @@ func (m *Manager) Enqueue(ctx context.Context, caller, reason, reference string,
 	for i, d := range norm {
 		id := jobID(d, reference)
 		if j := m.find(id); j != nil {
-			out[i] = clone(j)
+			var missing []string
+			for _, w := range wanted {
+				if !slices.ContainsFunc(j.Targets, func(t TargetState) bool { return t.Name == w }) {
+					missing = append(missing, w)
+				}
+			}
+			if len(missing) == 0 {
+				out[i] = clone(j)
+				continue
+			}
+			// A copy, so that a failed save leaves old as it was.
+			c := clone(j)
+			nj := &c
+			m.q.Pending = slices.DeleteFunc(m.q.Pending, func(p *Job) bool { return p == j })
+			m.q.Finished = slices.DeleteFunc(m.q.Finished, func(p *Job) bool { return p == j })
+			nj.Done, nj.DoneAt = false, time.Time{}
+			for _, w := range missing {
+				nj.Targets = append(nj.Targets, TargetState{Name: w, Next: now})
+			}
+			m.q.Pending = append(m.q.Pending, nj)
+			added++
+			m.emit(tlog.TypePurgeRequested, d, map[string]any{"job": id, "reason": nj.Reason, "reference": reference, "requested_by": caller, "targets": missing})
+			out[i] = clone(nj)
 			continue
 		}
 		j := &Job{ID: id, Digest: d, Reason: reason, Reference: reference, RequestedBy: caller, RequestedAt: now}
-		for _, t := range m.cfg.Targets {
-			j.Targets = append(j.Targets, TargetState{Name: t.Name(), Next: now})
+		for _, w := range wanted {
+			j.Targets = append(j.Targets, TargetState{Name: w, Next: now})
 		}
 		m.q.Pending = append(m.q.Pending, j)
 		added++
-		names := make([]string, len(j.Targets))
-		for k, t := range j.Targets {
-			names[k] = t.Name
-		}
-		m.emit(tlog.TypePurgeRequested, d, map[string]any{"job": id, "reason": reason, "reference": reference, "requested_by": caller, "targets": names})
+		m.emit(tlog.TypePurgeRequested, d, map[string]any{"job": id, "reason": reason, "reference": reference, "requested_by": caller, "targets": append([]string{}, wanted...)})
 		if len(j.Targets) == 0 {
 			m.finish(j, now)
 		}

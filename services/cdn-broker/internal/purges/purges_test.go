@@ -461,3 +461,50 @@ func FuzzEnqueue(f *testing.F) {
 		}
 	})
 }
+
+// TestEnqueueOnThenAllTargets: EnqueueOn queues a job on the CDN targets
+// only; once it finished, Enqueue of the same (digest, reference) adds the
+// missing edge to that job, which is pending again and purged on the edge
+// alone; the addition survives a restart and is logged.
+func TestEnqueueOnThenAllTargets(t *testing.T) {
+	f := newFixture(t)
+	edge, cdn := &flaky{name: "edge:a"}, &flaky{name: "cdn:g"}
+	m := f.open(t, edge, cdn)
+	jobs, err := m.EnqueueOn(t.Context(), "gk", "kill-switch", "ks-1", []string{d1}, purges.IsCDN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs[0].Targets) != 1 || jobs[0].Targets[0].Name != "cdn:g" {
+		t.Fatalf("targets %+v, want cdn:g only", jobs[0].Targets)
+	}
+	m.Step(t.Context())
+	if st := m.Status(); len(st) != 1 || !st[0].Done {
+		t.Fatalf("status %+v, want one finished job", st)
+	}
+	again, err := m.Enqueue(t.Context(), "gk", "kill-switch", "ks-1", []string{d1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again[0].ID != jobs[0].ID || again[0].Done || len(again[0].Targets) != 2 {
+		t.Fatalf("job %+v, want %s pending on both targets", again[0], jobs[0].ID)
+	}
+	m = f.open(t, edge, cdn) // restart
+	m.Step(t.Context())
+	if edge.count() != 1 || cdn.count() != 1 {
+		t.Fatalf("edge asked %d times, CDN %d, want once each", edge.count(), cdn.count())
+	}
+	st := m.Status()
+	if len(st) != 1 || !st[0].Done {
+		t.Fatalf("status %+v, want the one job finished", st)
+	}
+	if got := strings.Join(f.log.types(), ","); got != "purge.requested,purge.confirmed,purge.requested,purge.confirmed" {
+		t.Fatalf("events %s", got)
+	}
+	// Nothing missing: the same job, nothing queued.
+	if _, err := m.Enqueue(t.Context(), "gk", "kill-switch", "ks-1", []string{d1}); err != nil {
+		t.Fatal(err)
+	}
+	if st := m.Status(); len(st) != 1 || !st[0].Done {
+		t.Fatalf("status %+v after a repeat", st)
+	}
+}
