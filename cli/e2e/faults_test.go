@@ -45,20 +45,8 @@ func startFaultEdge(t *testing.T, dir string) *faultEdge {
 	f := &faultEdge{t: t, modeFile: filepath.Join(work, "mode.json"), logFile: filepath.Join(work, "requests.jsonl")}
 	f.set(map[string]any{"mode": "503"})
 	addrFile := filepath.Join(work, "addr.json")
-	cmd := exec.Command(exe, "--cert", filepath.Join(dir, "web", "edge.pem"), "--key", filepath.Join(dir, "web", "edge_key.pem"),
-		"--mode-file", f.modeFile, "--addr-file", addrFile, "--log", f.logFile)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("faultedge output:\n%s", out.String())
-		}
-	})
+	out := startBackground(t, "faultedge", exec.Command(exe, "--cert", filepath.Join(dir, "web", "edge.pem"), "--key", filepath.Join(dir, "web", "edge_key.pem"),
+		"--mode-file", f.modeFile, "--addr-file", addrFile, "--log", f.logFile))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var addrs struct{ HTTPS, HTTP string }
@@ -139,19 +127,7 @@ func startBroker(t *testing.T, s *stack, edgeURLs ...string) string {
 	for _, u := range edgeURLs {
 		args = append(args, "--edge-url", u)
 	}
-	cmd := exec.Command(filepath.Join(s.bin, "cdn-broker"), args...)
-	var out syncBuilder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("second cdn-broker output:\n%s", out.String())
-		}
-	})
+	out := startBackground(t, "second cdn-broker", exec.Command(filepath.Join(s.bin, "cdn-broker"), args...))
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var e map[string]string
@@ -438,4 +414,24 @@ func TestFetchFaultyEdges(t *testing.T) {
 			t.Errorf("want one slow attempt that received some bytes: %+v", r.Attempts)
 		}
 	})
+}
+
+// startBackground starts cmd, stops it with SIGTERM when the test ends,
+// and shows its output (named what) if the test failed; it returns the
+// output so far.
+func startBackground(t *testing.T, what string, cmd *exec.Cmd) *syncBuilder {
+	t.Helper()
+	var out syncBuilder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", what, out.String())
+		}
+	})
+	return &out
 }
