@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -18,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/custody-dev/custody/services/cdn-broker/internal/purge/cloudfront"
+	"github.com/custody-dev/custody/services/cdn-broker/internal/purge/purgetest"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/purges"
 )
 
@@ -355,46 +354,11 @@ func TestUnwritableQueueIsUnavailable(t *testing.T) {
 	}
 }
 
-// cloudFrontAPI is a loopback CloudFront API that refuses the first fail
-// CreateInvalidation calls with a non-retryable error, then accepts. (The
-// cloudfront package's own tests verify SigV4 and the body.)
-type cloudFrontAPI struct {
-	mu    sync.Mutex
-	fail  int
-	calls int
-	refs  []string
-}
-
-func (c *cloudFrontAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.calls++
-	if r.URL.Path != "/2020-05-31/distribution/EDFDVBD6EXAMPLE/invalidation" {
-		w.WriteHeader(http.StatusNotFound)
-		return
-	}
-	if c.fail > 0 {
-		c.fail--
-		w.Header().Set("Content-Type", "text/xml")
-		w.WriteHeader(http.StatusBadRequest)
-		io.WriteString(w, `<?xml version="1.0"?><ErrorResponse><Error><Type>Sender</Type><Code>InvalidArgument</Code><Message>try later</Message></Error></ErrorResponse>`)
-		return
-	}
-	_, ref, _ := strings.Cut(string(body), "<CallerReference>")
-	ref, _, _ = strings.Cut(ref, "</CallerReference>")
-	c.refs = append(c.refs, ref)
-	w.Header().Set("Content-Type", "text/xml")
-	w.WriteHeader(http.StatusCreated)
-	io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?>
-<Invalidation xmlns="http://cloudfront.amazonaws.com/doc/2020-05-31/"><Id>I2J0I21PCUYOIK</Id><Status>InProgress</Status><CreateTime>2026-12-02T12:00:00Z</CreateTime><InvalidationBatch><Paths><Quantity>1</Quantity><Items><Path>/x</Path></Items></Paths><CallerReference>`+ref+`</CallerReference></InvalidationBatch></Invalidation>`)
-}
-
 // TestCloudFrontTargetThroughTheVendorClient: the real CloudFront client
 // against a loopback API that refuses twice; the manager retries with the
 // same CallerReference and confirms.
 func TestCloudFrontTargetThroughTheVendorClient(t *testing.T) {
-	api := &cloudFrontAPI{fail: 2}
+	api := &purgetest.CloudFront{DistributionID: "EDFDVBD6EXAMPLE", AccessKeyID: "AKIDTEST", SecretAccessKey: "c2VjcmV0", Fail: 2}
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
 	p, err := cloudfront.New(cloudfront.Config{DistributionID: "EDFDVBD6EXAMPLE", AccessKeyID: "AKIDTEST", SecretAccessKey: "c2VjcmV0", Endpoint: srv.URL})
@@ -412,10 +376,10 @@ func TestCloudFrontTargetThroughTheVendorClient(t *testing.T) {
 	}
 	st := m.Status()
 	if !st[0].Done || st[0].Targets[0].Attempts != 3 {
-		t.Fatalf("status %+v (API saw %d calls)", st, api.calls)
+		t.Fatalf("status %+v (API saw %d calls, refused %v)", st, api.Calls(), api.Problems())
 	}
-	if len(api.refs) != 1 || api.refs[0] != "rev-42" {
-		t.Fatalf("CallerReferences %v", api.refs)
+	if inv := api.Invalidations(); len(inv) != 1 || inv[0].CallerReference != "rev-42" || api.Calls() != 3 {
+		t.Fatalf("invalidations %+v after %d calls", inv, api.Calls())
 	}
 	if f.gauge(t, "custody_purge_failures_total", "cdn:cf") != 2 {
 		t.Fatalf("failures = %v", f.gauge(t, "custody_purge_failures_total", "cdn:cf"))
