@@ -81,6 +81,7 @@ type CDN struct {
 	base       *url.URL
 	cur        keyed
 	prev       *keyed
+	purge      *PurgeAccess
 }
 
 // Name is the CDN's name in the configuration.
@@ -88,7 +89,11 @@ func (c *CDN) Name() string { return c.name }
 
 // String names the CDN and its keys, never their values.
 func (c *CDN) String() string {
-	return fmt.Sprintf("%s %s (%s, key %s)", c.kind, c.name, c.base, c.cur.name)
+	s := fmt.Sprintf("%s %s (%s, key %s)", c.kind, c.name, c.base, c.cur.name)
+	if c.purge != nil {
+		s += ", purged through its API"
+	}
+	return s
 }
 
 // pick returns the key to sign with at now: the current key once it is

@@ -26,7 +26,9 @@ const (
 //	           "key": {"name": "key-2", "file": "/etc/custody/cdn/gcdn-2.key", "not_before": "2026-12-03T00:00:00Z"},
 //	           "previous_key": {"name": "key-1", "vault": {"path": "secret/data/cdn/gcdn", "field": "key-1"},
 //	                            "until": "2026-12-03T01:00:00Z"},
-//	           "signature": "url-prefix", "cookies": true}]}
+//	           "signature": "url-prefix", "cookies": true,
+//	           "purge": {"project": "custody-prod", "url_map": "custody-cdn",
+//	                     "credentials": {"file": "/etc/custody/cdn/gcdn-purger.json"}}}]}
 type File struct {
 	CDNs []Entry `json:"cdns"`
 }
@@ -52,6 +54,9 @@ type Entry struct {
 	// signs the whole URL, SignatureURLPrefix signs a URLPrefix that is the
 	// digest's own URL. Other kinds take none.
 	Signature string `json:"signature,omitempty"`
+	// Purge, if set, is how the broker purges the CDN (cloudfront,
+	// cloud-cdn, akamai); without it the CDN is never purged.
+	Purge *Purge `json:"purge,omitempty"`
 }
 
 // Cloud CDN URL signatures (Entry.Signature).
@@ -101,7 +106,11 @@ func Parse(b []byte, tokenTTL time.Duration, now time.Time) (*File, error) {
 	}
 	var errs []error
 	bad := func(i int, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("cdns[%d]: %s", i, fmt.Sprintf(format, args...)))
+		at := fmt.Sprintf("cdns[%d]", i)
+		if n := f.CDNs[i].Name; nameRE.MatchString(n) {
+			at += " (" + n + ")"
+		}
+		errs = append(errs, fmt.Errorf("%s: %s", at, fmt.Sprintf(format, args...)))
 	}
 	if len(f.CDNs) > maxCDNs {
 		return nil, fmt.Errorf("CDN configuration: %d CDNs, at most %d", len(f.CDNs), maxCDNs)
@@ -164,6 +173,7 @@ func Parse(b []byte, tokenTTL time.Duration, now time.Time) (*File, error) {
 				bad(i, "previous_key and key have the same name %q", p.Name)
 			}
 		}
+		checkPurge(e, func(format string, args ...any) { bad(i, format, args...) })
 		if nb := e.Key.NotBefore; nb != nil && now.Before(*nb) && (e.PreviousKey == nil || e.PreviousKey.Until == nil || !now.Before(*e.PreviousKey.Until)) {
 			bad(i, "key.not_before %s is in the future and no previous key is valid now: nothing to sign with", nb.UTC().Format(time.RFC3339))
 		}
@@ -174,10 +184,10 @@ func Parse(b []byte, tokenTTL time.Duration, now time.Time) (*File, error) {
 	return &f, nil
 }
 
-// Load reads the configuration at path, validates it and reads every key,
-// from its file or through vault (nil if no key is in Vault). Any unreadable
-// or unusable key fails the whole load: the broker does not start with a
-// CDN it cannot sign for.
+// Load reads the configuration at path, validates it and reads every key
+// and purge credential, from its file or through vault (nil if nothing is in
+// Vault). Any unreadable or unusable key fails the whole load: the broker
+// does not start with a CDN it cannot sign for or purge.
 func Load(ctx context.Context, path string, tokenTTL time.Duration, now time.Time, vault SecretReader) ([]*CDN, error) {
 	b, err := readBounded(path, maxConfigBytes)
 	if err != nil {
@@ -220,6 +230,11 @@ func Load(ctx context.Context, path string, tokenTTL time.Duration, now time.Tim
 				errs = append(errs, err)
 			}
 			c.prev = &p
+		}
+		if e.Purge != nil {
+			if c.purge, err = loadPurge(ctx, e, base, vault); err != nil {
+				errs = append(errs, err)
+			}
 		}
 		out = append(out, c)
 	}

@@ -1,6 +1,7 @@
 package cdns
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -14,6 +15,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -229,6 +231,12 @@ func TestRotation(t *testing.T) {
 	}
 }
 
+// kindPurge is a one-CDN configuration of kind with the purge section
+// purge (the fields inside the braces).
+func kindPurge(kind, purge string) string {
+	return `{"cdns": [{"name": "a", "kind": "` + kind + `", "base_url": "https://a.example", "key": {"name": "k", "file": "/k"}, "purge": {` + purge + `}}]}`
+}
+
 func TestParseRefusesBadConfig(t *testing.T) {
 	key := `{"name": "k", "file": "/k"}`
 	one := func(fields string) string {
@@ -267,6 +275,23 @@ func TestParseRefusesBadConfig(t *testing.T) {
 		"same name twice":  {`{"cdns": [` + strings.Repeat(`{"name": "a", "kind": "akamai", "base_url": "https://a.example", "key": `+key+`},`, 2) + `{"name": "b", "kind": "akamai", "base_url": "https://a.example", "key": ` + key + `}]}`, "used twice"},
 		"too many":         {`{"cdns": [` + strings.TrimSuffix(strings.Repeat(`{"name": "a", "kind": "akamai", "base_url": "https://a.example", "key": `+key+`},`, 17), ",") + `]}`, "at most 16"},
 		"huge":             {`{"cdns": [], "x": "` + strings.Repeat("a", maxConfigBytes) + `"}`, "invalid JSON"},
+		"purge inline secret": {kindPurge("cloudfront", `"distribution_id": "E1", "access_key_id": {"file": "/a"}, "secret_access_key": "c2VjcmV0"`), "invalid JSON"},
+		"purge unknown field": {kindPurge("akamai", `"host": "h", "client_token": {"file": "/a"}, "client_secret": {"file": "/b"}, "access_token": {"file": "/c"}, "edgerc": "/x"`), "invalid JSON"},
+		"media purge":         {kindPurge("media-cdn", `"project": "p"`), "cdns[0] (a): purge: Media CDN purges are not supported"},
+		"cf no distribution":  {kindPurge("cloudfront", `"access_key_id": {"file": "/a"}, "secret_access_key": {"file": "/b"}`), "cdns[0] (a): purge.distribution_id is required for cloudfront purges"},
+		"cf no secret":        {kindPurge("cloudfront", `"distribution_id": "E1", "access_key_id": {"file": "/a"}`), "purge.secret_access_key is required for cloudfront purges"},
+		"cf akamai field":     {kindPurge("cloudfront", `"distribution_id": "E1", "access_key_id": {"file": "/a"}, "secret_access_key": {"file": "/b"}, "network": "staging"`), "purge.network: cloudfront purges do not take it"},
+		"cf http endpoint":    {kindPurge("cloudfront", `"distribution_id": "E1", "access_key_id": {"file": "/a"}, "secret_access_key": {"file": "/b"}, "endpoint": "http://cloudfront.example"`), "purge.endpoint \"http://cloudfront.example\": want https (http only to a loopback address)"},
+		"cf endpoint query":   {kindPurge("cloudfront", `"distribution_id": "E1", "access_key_id": {"file": "/a"}, "secret_access_key": {"file": "/b"}, "endpoint": "https://e.example/?a=b"`), "without query"},
+		"gcdn no url map":     {kindPurge("cloud-cdn", `"project": "p", "credentials": {"file": "/a"}`), "purge.url_map is required for cloud-cdn purges"},
+		"gcdn cf field":       {kindPurge("cloud-cdn", `"project": "p", "url_map": "m", "credentials": {"file": "/a"}, "distribution_id": "E1"`), "purge.distribution_id: cloud-cdn purges do not take it"},
+		"gcdn both refs":      {kindPurge("cloud-cdn", `"project": "p", "url_map": "m", "credentials": {"file": "/a", "vault": {"path": "custody-cdn/data/g", "field": "sa"}}`), "purge.credentials: want exactly one of file and vault"},
+		"gcdn vault no field": {kindPurge("cloud-cdn", `"project": "p", "url_map": "m", "credentials": {"vault": {"path": "custody-cdn/data/g"}}`), "purge.credentials.vault: path and field are required"},
+		"akamai no token":     {kindPurge("akamai", `"host": "h", "client_secret": {"file": "/b"}, "access_token": {"file": "/c"}`), "purge.client_token is required for akamai purges"},
+		"akamai no host":      {kindPurge("akamai", `"client_token": {"file": "/a"}, "client_secret": {"file": "/b"}, "access_token": {"file": "/c"}`), "purge.host is required"},
+		"akamai network":      {kindPurge("akamai", `"host": "h", "client_token": {"file": "/a"}, "client_secret": {"file": "/b"}, "access_token": {"file": "/c"}, "network": "all"`), `purge.network "all": want production (the default) or staging`},
+		"akamai endpoint":     {kindPurge("akamai", `"host": "h", "client_token": {"file": "/a"}, "client_secret": {"file": "/b"}, "access_token": {"file": "/c"}, "endpoint": "https://x"`), "purge.endpoint: akamai purges do not take it"},
+		"purge secret until":  {kindPurge("akamai", `"host": "h", "client_token": {"file": "/a"}, "client_secret": {"file": "/b", "until": "` + until + `"}, "access_token": {"file": "/c"}`), "purge.client_secret: not_before and until are for signing keys"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -275,6 +300,15 @@ func TestParseRefusesBadConfig(t *testing.T) {
 				t.Errorf("err = %v, want it to mention %q", err, tc.want)
 			}
 		})
+	}
+	for _, ok := range []string{
+		kindPurge("cloudfront", `"distribution_id": "E1", "access_key_id": {"file": "/a"}, "secret_access_key": {"vault": {"path": "custody-cdn/data/cf", "field": "secret"}}, "endpoint": "http://127.0.0.1:9"`),
+		kindPurge("cloud-cdn", `"project": "p", "url_map": "m", "credentials": {"file": "/a"}, "endpoint": "https://compute.example/compute/v1/", "ca_file": "/ca.pem"`),
+		kindPurge("akamai", `"host": "akab-x.luna.akamaiapis.net", "client_token": {"file": "/a"}, "client_secret": {"name": "edgerc", "file": "/b"}, "access_token": {"file": "/c"}, "network": "staging"`),
+	} {
+		if _, err := Parse([]byte(ok), ttl, now); err != nil {
+			t.Errorf("purge config %s: %v", ok, err)
+		}
 	}
 	for _, sig := range []string{"url", "url-prefix"} {
 		if _, err := Parse([]byte(one(`, "signature": "`+sig+`"`)), ttl, now); err != nil {
@@ -343,4 +377,88 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestLoadPurgeCredentials: Load reads each purge credential from its
+// file, trims token files, keeps the JSON key as it is, names the CDN and
+// field of an unreadable one, and never shows a credential in String,
+// %v, %#v or a log line.
+func TestLoadPurgeCredentials(t *testing.T) {
+	k := writeKeys(t)
+	write := func(name, body string) string {
+		p := filepath.Join(k.dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	const (
+		akid, cfSecret             = "AKIDPURGETEST", "cf-secret-value"
+		clientTok, clientSec, acct = "akab-client-tok", "akamai-secret-value", "akab-access-tok"
+		saJSON                     = `{"type": "service_account", "private_key": "sa-private-value"}`
+	)
+	cfg := fmt.Sprintf(`{"cdns": [
+  {"name": "cf", "kind": "cloudfront", "base_url": "https://d111.cloudfront.net/cdn", "key": {"name": "K2JCJMDEHXQW5F", "file": %q},
+   "purge": {"distribution_id": "EDFDVBD6EXAMPLE", "access_key_id": {"file": %q}, "secret_access_key": {"file": %q}}},
+  {"name": "gcdn", "kind": "cloud-cdn", "base_url": "https://gcdn.example.com", "key": {"name": "gkey", "file": %q},
+   "purge": {"project": "custody-prod", "url_map": "custody-cdn", "credentials": {"file": %q}}},
+  {"name": "ak", "kind": "akamai", "base_url": "https://dl.akamaized.example", "key": {"name": "ak1", "file": %q},
+   "purge": {"host": "akab-x.luna.akamaiapis.net", "client_token": {"file": %q}, "client_secret": {"file": %q}, "access_token": {"file": %q}}},
+  {"name": "media", "kind": "media-cdn", "base_url": "https://media.example.com", "key": {"name": "mkey", "file": %q}}]}`,
+		k.cloudFront, write("akid", akid+"\n"), write("cfsecret", "  "+cfSecret+"\n"), k.cloudCDN, write("sa.json", saJSON),
+		k.akam, write("ct", clientTok), write("cs", clientSec+"\n"), write("at", acct+"\r\n"), k.mediaCDN)
+	cs, err := Load(t.Context(), writeConfig(t, k.dir, cfg), ttl, now, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, g, ak := cs[0].Purge(), cs[1].Purge(), cs[2].Purge()
+	if cs[3].Purge() != nil {
+		t.Error("media-cdn without purge section has purge access")
+	}
+	if cf.AccessKeyID != akid || cf.SecretAccessKey != cfSecret || cf.DistributionID != "EDFDVBD6EXAMPLE" || cf.BaseURL.Path != "/cdn" {
+		t.Errorf("cloudfront %+v", *cf)
+	}
+	if string(g.Credentials) != saJSON || g.Project != "custody-prod" || g.URLMap != "custody-cdn" || g.BaseURL.Host != "gcdn.example.com" {
+		t.Errorf("cloud-cdn %s", g.Credentials)
+	}
+	if ak.ClientToken != clientTok || ak.ClientSecret != clientSec || ak.AccessToken != acct || ak.Network != "production" {
+		t.Errorf("akamai %q %q %q %q", ak.ClientToken, ak.ClientSecret, ak.AccessToken, ak.Network)
+	}
+	var logged bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logged, nil))
+	for _, p := range []*PurgeAccess{cf, g, ak} {
+		log.Info("purge", "cdn", p, "value", *p)
+		for _, shown := range []string{p.String(), fmt.Sprint(p), fmt.Sprintf("%v %+v %#v %s", *p, *p, *p, p), logged.String(), cs[0].String(), cs[1].String(), cs[2].String()} {
+			for _, secret := range []string{cfSecret, "sa-private-value", clientSec, acct, clientTok, akid} {
+				if strings.Contains(shown, secret) {
+					t.Errorf("%q shows a credential", shown)
+				}
+			}
+		}
+	}
+	if !strings.Contains(cf.String(), "cloudfront cf purges (distribution EDFDVBD6EXAMPLE)") {
+		t.Errorf("String %q", cf.String())
+	}
+
+	for name, tc := range map[string]struct{ file, want string }{
+		"missing":   {filepath.Join(k.dir, "none"), "CDN ak purge.client_secret: read key file"},
+		"two lines": {write("two", "a\nb\n"), "CDN ak purge.client_secret: want one value without spaces or line breaks"},
+		"empty":     {write("empty", "\n"), "CDN ak purge.client_secret: want one value"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := fmt.Sprintf(`{"cdns": [{"name": "ak", "kind": "akamai", "base_url": "https://dl.akamaized.example", "key": {"name": "ak1", "file": %q},
+   "purge": {"host": "h", "client_token": {"file": %q}, "client_secret": {"file": %q}, "access_token": {"file": %q}}}]}`,
+				k.akam, write("ct", clientTok), tc.file, write("at", acct))
+			_, err := Load(t.Context(), writeConfig(t, t.TempDir(), c), ttl, now, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	// A credential in Vault without a Vault configured.
+	c := fmt.Sprintf(`{"cdns": [{"name": "gcdn", "kind": "cloud-cdn", "base_url": "https://g.example", "key": {"name": "gkey", "file": %q},
+   "purge": {"project": "p", "url_map": "m", "credentials": {"vault": {"path": "custody-cdn/data/gcdn", "field": "sa"}}}}]}`, k.cloudCDN)
+	if _, err := Load(t.Context(), writeConfig(t, t.TempDir(), c), ttl, now, nil); err == nil || !strings.Contains(err.Error(), "CDN gcdn purge.credentials: the key is in Vault but the broker has no Vault") {
+		t.Errorf("vault credential without Vault: %v", err)
+	}
 }

@@ -150,6 +150,16 @@ func TestVaultKeys(t *testing.T) {
 	if err := load("custody-cdn/data/gcdn", "key-2"); err != nil {
 		t.Fatalf("read key from Vault: %v", err)
 	}
+	// Purge credentials come through the same reader.
+	v.must(t, "POST", "custody-cdn/data/gcdn-purge", map[string]any{"data": map[string]any{"sa": `{"type": "service_account"}`}})
+	pcfg := fmt.Sprintf(`{"cdns": [{"name": "gcdn", "kind": "cloud-cdn", "base_url": "https://g.example", "key": {"name": "key-2", "vault": {"path": "custody-cdn/data/gcdn", "field": "key-2"}},
+	  "purge": {"project": "p", "url_map": "m", "credentials": {"vault": {"path": %q, "field": "sa"}}}}]}`, "custody-cdn/data/gcdn-purge")
+	if cs, err := Load(t.Context(), writeConfig(t, t.TempDir(), pcfg), ttl, now, vault); err != nil || string(cs[0].Purge().Credentials) != `{"type": "service_account"}` {
+		t.Fatalf("purge credentials from Vault: %v", err)
+	}
+	if _, err := Load(t.Context(), writeConfig(t, t.TempDir(), strings.Replace(pcfg, "gcdn-purge", "gcdn-nope", 1)), ttl, now, vault); err == nil || !strings.Contains(err.Error(), "CDN gcdn purge.credentials") {
+		t.Errorf("missing purge secret in Vault: %v", err)
+	}
 	for _, tc := range []struct{ path, field, want string }{
 		{"custody-cdn/data/nope", "key-2", "does not exist"},
 		{"custody-cdn/data/gcdn", "key-3", `no field "key-3"`},
