@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"os/signal"
@@ -156,6 +157,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	cdnPurges, err := cdnTargets(ctx, cdnList)
+	if err != nil {
+		return err
+	}
+	if len(cdnPurges) > 0 && cfg.StateDir == "" {
+		return fmt.Errorf("%s: CDN purge sections need --state-dir and --catalog-addr (the purge queue)", cfg.CDNConfigFile)
+	}
 	d, err := daemon.Start(ctx, cfg.Config, stderr)
 	if err != nil {
 		return err
@@ -184,7 +192,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			return err
 		}
 		defer catalogConn.Close()
-		var targets []purges.Target
+		targets := cdnPurges
 		for _, e := range cfg.EdgeGRPC {
 			name, addr, _ := strings.Cut(e, "=")
 			conn, err := rpc.Dial(addr, spiffeid.RequireFromPath(d.TrustDomain, "/edge/"+name), d.Source, d.Telemetry)
@@ -193,6 +201,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			}
 			defer conn.Close()
 			targets = append(targets, purges.NewEdge(name, edgev1.NewEdgeServiceClient(conn)))
+		}
+		var names []string
+		for _, t := range targets {
+			names = append(names, t.Name())
+		}
+		d.Logger.InfoContext(ctx, "purge targets", slog.Any("targets", names), slog.Int("cdns", len(cdnPurges)))
+		var unpurged []string
+		for _, c := range cdnList {
+			if c.Purge() == nil {
+				unpurged = append(unpurged, c.Name())
+			}
+		}
+		if len(unpurged) > 0 {
+			d.Logger.WarnContext(ctx, "CDNs without a purge section are never purged: revoked digests stay in their caches until they expire there; purge them by hand (docs/runbooks/purges.md)",
+				slog.Any("cdns", unpurged))
 		}
 		catalog := purges.NewCatalog(catalogv1.NewCatalogServiceClient(catalogConn))
 		events = catalog

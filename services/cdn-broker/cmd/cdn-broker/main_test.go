@@ -28,6 +28,13 @@ func TestRefusesToStartWithBadCDNConfig(t *testing.T) {
 		return p
 	}
 	missing := filepath.Join(dir, "missing.key")
+	gkey := write("g.key", "MDEyMzQ1Njc4OWFiY2RlZg==")
+	secret := write("secret", "s3cr3t-value\n")
+	purgeCfg := func(name, purge string) string {
+		return write(name, fmt.Sprintf(`{"cdns": [{"name": "g", "kind": "cloud-cdn", "base_url": "https://g.example", "key": {"name": "k1", "file": %q}, "purge": {%s}}]}`, gkey, purge))
+	}
+	saFile := write("sa.json", `{"type": "service_account", "client_email": "a@b", "private_key": "x", "token_uri": "https://oauth2.googleapis.com/token"}`)
+	queue := []string{"--state-dir", dir, "--catalog-addr", "127.0.0.1:1"}
 	for name, tc := range map[string]struct {
 		extra []string
 		want  string
@@ -50,6 +57,16 @@ func TestRefusesToStartWithBadCDNConfig(t *testing.T) {
 		"issued max too big":      {[]string{"--issued-digests-max", "2000000"}, "--issued-digests-max 2000000: want 1 to 1000000"},
 		"issued retention zero":   {[]string{"--issued-digests-retention", "0s"}, "--issued-digests-retention 0s: must be positive"},
 		"token key missing":       {[]string{"--token-private-key-file", missing + ",valid-from=2027-01-01T00:00:00Z"}, "missing.key"},
+		"purge without queue": {[]string{"--cdn-config-file", purgeCfg("p1.json", fmt.Sprintf(`"project": "p", "url_map": "m", "credentials": {"file": %q}`, saFile))},
+			"CDN purge sections need --state-dir and --catalog-addr"},
+		"purge not a service account": {append([]string{"--cdn-config-file", purgeCfg("p2.json", fmt.Sprintf(`"project": "p", "url_map": "m", "credentials": {"file": %q}`, secret))}, queue...),
+			"CDN g purge: credentials: want a service account's JSON key"},
+		"purge bad project": {append([]string{"--cdn-config-file", purgeCfg("p3.json", fmt.Sprintf(`"project": "Bad_P", "url_map": "m", "credentials": {"file": %q}`, saFile))}, queue...),
+			"CDN g purge: purge: invalid input: Cloud CDN project"},
+		"purge bad CA file": {append([]string{"--cdn-config-file", purgeCfg("p4.json", fmt.Sprintf(`"project": "p", "url_map": "m", "credentials": {"file": %q}, "ca_file": %q`, saFile, secret))}, queue...),
+			"CDN g purge: ca_file " + secret + ": no PEM certificate"},
+		"purge credential missing": {append([]string{"--cdn-config-file", purgeCfg("p5.json", fmt.Sprintf(`"project": "p", "url_map": "m", "credentials": {"file": %q}`, missing))}, queue...),
+			"CDN g purge.credentials: read key file"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			args := append([]string{"--trust-domain", "custody.test", "--svid-dir", dir, "--signer-addr", "127.0.0.1:1", "--gatekeeper-addr", "127.0.0.1:1",
@@ -58,6 +75,9 @@ func TestRefusesToStartWithBadCDNConfig(t *testing.T) {
 			err := run(t.Context(), args, func(string) string { return "" }, &stderr)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("run = %v, want an error mentioning %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "s3cr3t-value") || strings.Contains(stderr.String(), "s3cr3t-value") {
+				t.Fatalf("a credential in the error or log: %v", err)
 			}
 		})
 	}

@@ -270,11 +270,11 @@ func TestParseRefusesBadConfig(t *testing.T) {
 		"prev no times":     {one(`, "previous_key": {"name": "old", "file": "/o"}`), "previous_key needs"},
 		"prev too short": {strings.Replace(one(`, "previous_key": {"name": "old", "file": "/o", "until": "`+until+`"}`), key, `{"name": "k", "file": "/k", "not_before": "`+nb+`"}`, 1),
 			"less than one token TTL"},
-		"future key alone": {strings.Replace(one(""), key, `{"name": "k", "file": "/k", "not_before": "`+nb+`"}`, 1), "nothing to sign with"},
-		"until on key":     {strings.Replace(one(""), key, `{"name": "k", "file": "/k", "until": "`+nb+`"}`, 1), "key.until"},
-		"same name twice":  {`{"cdns": [` + strings.Repeat(`{"name": "a", "kind": "akamai", "base_url": "https://a.example", "key": `+key+`},`, 2) + `{"name": "b", "kind": "akamai", "base_url": "https://a.example", "key": ` + key + `}]}`, "used twice"},
-		"too many":         {`{"cdns": [` + strings.TrimSuffix(strings.Repeat(`{"name": "a", "kind": "akamai", "base_url": "https://a.example", "key": `+key+`},`, 17), ",") + `]}`, "at most 16"},
-		"huge":             {`{"cdns": [], "x": "` + strings.Repeat("a", maxConfigBytes) + `"}`, "invalid JSON"},
+		"future key alone":    {strings.Replace(one(""), key, `{"name": "k", "file": "/k", "not_before": "`+nb+`"}`, 1), "nothing to sign with"},
+		"until on key":        {strings.Replace(one(""), key, `{"name": "k", "file": "/k", "until": "`+nb+`"}`, 1), "key.until"},
+		"same name twice":     {`{"cdns": [` + strings.Repeat(`{"name": "a", "kind": "akamai", "base_url": "https://a.example", "key": `+key+`},`, 2) + `{"name": "b", "kind": "akamai", "base_url": "https://a.example", "key": ` + key + `}]}`, "used twice"},
+		"too many":            {`{"cdns": [` + strings.TrimSuffix(strings.Repeat(`{"name": "a", "kind": "akamai", "base_url": "https://a.example", "key": `+key+`},`, 17), ",") + `]}`, "at most 16"},
+		"huge":                {`{"cdns": [], "x": "` + strings.Repeat("a", maxConfigBytes) + `"}`, "invalid JSON"},
 		"purge inline secret": {kindPurge("cloudfront", `"distribution_id": "E1", "access_key_id": {"file": "/a"}, "secret_access_key": "c2VjcmV0"`), "invalid JSON"},
 		"purge unknown field": {kindPurge("akamai", `"host": "h", "client_token": {"file": "/a"}, "client_secret": {"file": "/b"}, "access_token": {"file": "/c"}, "edgerc": "/x"`), "invalid JSON"},
 		"media purge":         {kindPurge("media-cdn", `"project": "p"`), "cdns[0] (a): purge: Media CDN purges are not supported"},
@@ -291,7 +291,7 @@ func TestParseRefusesBadConfig(t *testing.T) {
 		"akamai no host":      {kindPurge("akamai", `"client_token": {"file": "/a"}, "client_secret": {"file": "/b"}, "access_token": {"file": "/c"}`), "purge.host is required"},
 		"akamai network":      {kindPurge("akamai", `"host": "h", "client_token": {"file": "/a"}, "client_secret": {"file": "/b"}, "access_token": {"file": "/c"}, "network": "all"`), `purge.network "all": want production (the default) or staging`},
 		"akamai endpoint":     {kindPurge("akamai", `"host": "h", "client_token": {"file": "/a"}, "client_secret": {"file": "/b"}, "access_token": {"file": "/c"}, "endpoint": "https://x"`), "purge.endpoint: akamai purges do not take it"},
-		"purge secret until":  {kindPurge("akamai", `"host": "h", "client_token": {"file": "/a"}, "client_secret": {"file": "/b", "until": "` + until + `"}, "access_token": {"file": "/c"}`), "purge.client_secret: not_before and until are for signing keys"},
+		"purge secret until":  {kindPurge("akamai", `"host": "h", "client_token": {"file": "/a"}, "client_secret": {"file": "/b", "until": "`+until+`"}, "access_token": {"file": "/c"}`), "purge.client_secret: not_before and until are for signing keys"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -172,9 +172,9 @@ type PurgeAccess struct {
 
 	// Secrets (whitespace around token values is trimmed; the JSON key is
 	// kept as read).
-	AccessKeyID, SecretAccessKey          string
+	AccessKeyID, SecretAccessKey           string
 	ClientToken, ClientSecret, AccessToken string
-	Credentials                           []byte
+	Credentials                            []byte
 }
 
 // String names the CDN and where its purges go, never a credential.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"net/http"
 	"regexp"
 
 	"golang.org/x/oauth2"
@@ -33,6 +34,9 @@ type Config struct {
 	Tokens oauth2.TokenSource
 	// Endpoint overrides the API endpoint (tests); empty: Google's.
 	Endpoint string
+	// HTTPClient is optional: the client the calls go through (a custom
+	// CA, a timeout), with Tokens' bearer token added to each request.
+	HTTPClient *http.Client
 }
 
 var gceName = regexp.MustCompile(`^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$`)
@@ -46,6 +50,15 @@ func New(ctx context.Context, c Config) (*Purger, error) {
 		return nil, fmt.Errorf("%w: Cloud CDN purges need credentials", purge.ErrInvalid)
 	}
 	opts := []option.ClientOption{option.WithTokenSource(c.Tokens)}
+	if hc := c.HTTPClient; hc != nil {
+		// WithHTTPClient replaces every other auth option: the token
+		// goes on through the client's own transport.
+		base := hc.Transport
+		if base == nil {
+			base = http.DefaultTransport
+		}
+		opts = []option.ClientOption{option.WithHTTPClient(&http.Client{Transport: &oauth2.Transport{Source: c.Tokens, Base: base}, Timeout: hc.Timeout})}
+	}
 	if c.Endpoint != "" {
 		opts = append(opts, option.WithEndpoint(c.Endpoint))
 	}

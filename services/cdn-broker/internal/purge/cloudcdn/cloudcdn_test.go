@@ -2,9 +2,11 @@ package cloudcdn
 
 import (
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/oauth2"
 
@@ -48,6 +50,15 @@ func TestCloudCDNPurge(t *testing.T) {
 	}
 	if _, err := newPurger("ya29.stolen").Purge(t.Context(), testDigest, "rev-3"); err == nil || !strings.Contains(err.Error(), "401") {
 		t.Errorf("bad token: %v", err)
+	}
+	// Through a caller's HTTP client, the bearer token still goes along.
+	hp, err := New(t.Context(), Config{Project: "custody-prod", URLMap: "custody-cdn", Host: "cdn.example.com", HTTPClient: &http.Client{Timeout: 5 * time.Second},
+		Tokens: oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "ya29.custody-test", TokenType: "Bearer"}), Endpoint: srv.URL + "/compute/v1/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hp.Purge(t.Context(), testDigest, "rev-5"); err != nil || len(fake.Rules()) != 4 {
+		t.Errorf("purge through an HTTP client: %v (refused %v)", err, fake.Problems())
 	}
 	if _, err := p.Purge(t.Context(), "sha256:nothex", "rev-4"); !errors.Is(err, purge.ErrInvalid) {
 		t.Errorf("bad digest: %v", err)
