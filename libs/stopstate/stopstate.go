@@ -44,6 +44,12 @@ type Stop struct {
 	Reason string
 }
 
+// KillSwitchPurgeReference is the purge reference of the kill switch turned
+// on with epoch: the gatekeeper's purge of deployed digests and the
+// broker's purge of the digests it issued CDN URLs for use the same one, so
+// the broker queues one job per digest.
+func KillSwitchPurgeReference(epoch int64) string { return fmt.Sprintf("kill-switch-%d", epoch) }
+
 // State is a snapshot of every stop and epoch.
 type State struct {
 	KillSwitch Stop
@@ -225,9 +231,11 @@ type WatcherConfig struct {
 	// MaxAge is how old the last answer may be before Check fails closed
 	// with ErrUnknown; zero means 3s.
 	MaxAge time.Duration
-	// OnKillSwitch, if set, is called when a poll first sees the kill
-	// switch on (edges drop their caches).
-	OnKillSwitch func()
+	// OnKillSwitch, if set, is called with the kill switch when a poll
+	// first sees it on (edges drop their caches; the broker purges what
+	// it issued CDN URLs for); also at the first poll after a start while
+	// it is on. It runs on the polling goroutine: return quickly.
+	OnKillSwitch func(Stop)
 	Logger       *slog.Logger
 	// Registry, if set, gets custody_stop_state_age_seconds: the age of
 	// the last answer (+Inf before the first), for alerts, labelled with
@@ -300,7 +308,7 @@ func (w *Watcher) Poll(ctx context.Context) error {
 	w.state, w.fetched, w.failing = st, asked, false
 	w.mu.Unlock()
 	if killed && w.cfg.OnKillSwitch != nil {
-		w.cfg.OnKillSwitch()
+		w.cfg.OnKillSwitch(st.KillSwitch)
 	}
 	return nil
 }

@@ -115,8 +115,9 @@ func (f *fetcher) GetStopState(context.Context, *gatekeeperv1.GetStopStateReques
 func TestWatcherFailsClosed(t *testing.T) {
 	now := t0.Add(time.Hour)
 	f := &fetcher{}
-	var drops atomic.Int32
-	w := NewWatcher(WatcherConfig{Gatekeeper: f, MaxAge: 3 * time.Second, Now: func() time.Time { return now }, OnKillSwitch: func() { drops.Add(1) }})
+	var drops, epoch atomic.Int64
+	w := NewWatcher(WatcherConfig{Gatekeeper: f, MaxAge: 3 * time.Second, Now: func() time.Time { return now },
+		OnKillSwitch: func(k Stop) { drops.Add(1); epoch.Store(k.Epoch) }})
 	if err := w.Check("prod", dA, now, 0); !errors.Is(err, ErrUnknown) {
 		t.Fatalf("before the first poll: %v, want ErrUnknown", err)
 	}
@@ -145,8 +146,8 @@ func TestWatcherFailsClosed(t *testing.T) {
 	if err := w.Check("prod", dA, now, 0); !errors.Is(err, ErrStopped) {
 		t.Fatalf("kill switch: %v, want ErrStopped", err)
 	}
-	if drops.Load() != 1 {
-		t.Fatalf("OnKillSwitch called %d times, want once", drops.Load())
+	if drops.Load() != 1 || epoch.Load() != 1 {
+		t.Fatalf("OnKillSwitch called %d times with epoch %d, want once with epoch 1", drops.Load(), epoch.Load())
 	}
 }
 

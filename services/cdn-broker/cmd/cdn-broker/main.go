@@ -179,8 +179,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer gkConn.Close()
+	// brk is set before the watcher's first poll (stops.Run, in Serve).
+	var brk *broker.Broker
 	stops := stopstate.NewWatcher(stopstate.WatcherConfig{
 		Gatekeeper: gatekeeperv1.NewGatekeeperServiceClient(gkConn), MaxAge: cfg.StopStateMaxAge, Logger: d.Logger, Registry: d.Telemetry.Registry, Service: cfg.Service,
+		OnKillSwitch: func(k stopstate.Stop) {
+			if brk != nil {
+				go brk.PurgeIssuedOnKillSwitch(ctx, k.Epoch, d.ServiceID("cdn-broker").String())
+			}
+		},
 	})
 	var components []daemon.Component
 	var manager *purges.Manager
@@ -244,12 +251,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}
 	}
 	srv := d.NewServer(broker.Policy(d.TrustDomain))
-	cdnbrokerv1.RegisterCdnBrokerServiceServer(srv, broker.New(broker.Config{
+	brk = broker.New(broker.Config{
 		TokenKeys: keys, EdgeURLs: cfg.EdgeURLs, CDNs: cdnList, TokenTTL: cfg.TokenTTL, DecisionMaxAge: cfg.DecisionMaxAge,
 		Gatekeeper: spiffeid.RequireFromPath(d.TrustDomain, "/service/gatekeeper"),
 		Signer:     signerv1.NewSignerServiceClient(signerConn), Stops: stops, Logger: d.Logger, Metrics: d.Telemetry.Metrics, Now: time.Now,
 		Purges: manager, Events: events, Issued: record,
-	}))
+	})
+	cdnbrokerv1.RegisterCdnBrokerServiceServer(srv, brk)
 	return d.Serve(ctx, srv, append(components, stops.Run)...)
 }
 

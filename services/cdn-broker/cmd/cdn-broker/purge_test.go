@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http/httptest"
 	"os"
@@ -24,9 +25,11 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/custody-dev/custody/libs/daemon"
 	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
+	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	"github.com/custody-dev/custody/libs/identity"
 	"github.com/custody-dev/custody/libs/identity/identitytest"
 	"github.com/custody-dev/custody/libs/rpc"
@@ -158,6 +161,13 @@ func (s *syncBuffer) String() string {
 // wait in the queue for the catalog).
 func startBroker(t *testing.T, td *identitytest.TrustDomain, cdnConfig, stateDir string) (string, *syncBuffer) {
 	t.Helper()
+	return startBrokerWith(t, td, cdnConfig, stateDir, "")
+}
+
+// startBrokerWith is startBroker with the gatekeeper at gatekeeperAddr
+// (empty: an address nothing listens on).
+func startBrokerWith(t *testing.T, td *identitytest.TrustDomain, cdnConfig, stateDir, gatekeeperAddr string) (string, *syncBuffer) {
+	t.Helper()
 	dir := t.TempDir()
 	svid, err := td.CA.IssueSVID(td.ID("/service/cdn-broker"), time.Hour)
 	if err != nil {
@@ -173,13 +183,16 @@ func startBroker(t *testing.T, td *identitytest.TrustDomain, cdnConfig, stateDir
 	}
 	dead := l.Addr().String()
 	l.Close()
+	if gatekeeperAddr == "" {
+		gatekeeperAddr = dead
+	}
 	endpoints := filepath.Join(dir, "endpoints.json")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	stderr := &syncBuffer{}
 	go func() {
 		done <- run(ctx, []string{"--trust-domain", "custody.test", "--svid-dir", dir, "--endpoints-file", endpoints, "--metrics-listen", "",
-			"--signer-addr", dead, "--gatekeeper-addr", dead, "--catalog-addr", dead, "--state-dir", stateDir,
+			"--signer-addr", dead, "--gatekeeper-addr", gatekeeperAddr, "--catalog-addr", dead, "--state-dir", stateDir,
 			"--token-private-key-file", tokenKey, "--edge-url", "https://edge.example", "--cdn-config-file", cdnConfig}, func(string) string { return "" }, stderr)
 	}()
 	t.Cleanup(func() {
@@ -426,4 +439,48 @@ func TestWrongCredentialsAtOneCDN(t *testing.T) {
 			}
 		})
 	}
+}
+
+// killedGatekeeper serves a stop state whose kill switch is on at epoch.
+type killedGatekeeper struct {
+	gatekeeperv1.UnimplementedGatekeeperServiceServer
+	epoch int64
+}
+
+func (g *killedGatekeeper) GetStopState(context.Context, *gatekeeperv1.GetStopStateRequest) (*gatekeeperv1.GetStopStateResponse, error) {
+	return &gatekeeperv1.GetStopStateResponse{State: &gatekeeperv1.StopState{KillSwitch: &gatekeeperv1.Stop{
+		Active: true, Epoch: g.epoch, EpochTime: timestamppb.New(time.Now().Add(-time.Minute)), Reason: "test"}}}, nil
+}
+
+// TestKillSwitchSeenByTheBrokerPurgesTheCDNs: the kill switch is on and the
+// gatekeeper never calls PurgeDigests (nothing was deployed); the broker
+// sees the switch in the stop state it polls and purges, on every
+// configured CDN, the digests it issued CDN URLs for, under the
+// gatekeeper's reference.
+func TestKillSwitchSeenByTheBrokerPurgesTheCDNs(t *testing.T) {
+	td := identitytest.New(t, "custody.test")
+	dir := t.TempDir()
+	v := startVendors(t, dir)
+	stateDir := filepath.Join(dir, "state")
+	os.Mkdir(stateDir, 0o700)
+	writeTestFile(t, filepath.Join(stateDir, "issued-digests.json"),
+		fmt.Appendf(nil, `{"version": 1, "digests": [{"digest": %q, "last_issued": %q}]}`, issuedOnly, time.Now().UTC().Format(time.RFC3339)))
+	srv := rpc.NewServer(rpc.ServerConfig{Source: td.Source(t, "/service/gatekeeper"), TrustDomain: td.TD,
+		Policy: rpc.Policy{rpc.Method(gatekeeperv1.GatekeeperService_ServiceDesc, "GetStopState"): {rpc.Member(td.TD)}},
+		Logger: slog.New(slog.DiscardHandler), Telemetry: telemetry.Discard("gatekeeper")})
+	gatekeeperv1.RegisterGatekeeperServiceServer(srv, &killedGatekeeper{epoch: 9})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(srv.Stop)
+	addr, stderr := startBrokerWith(t, td, v.cdnConfig(t, dir, ""), stateDir, l.Addr().String())
+	admin := brokerClient(t, td, addr, "/admin/oncall")
+	ref := "kill-switch-9"
+	jobs := waitJobs(t, admin, stderr, func(js []*cdnbrokerv1.PurgeJob) bool { j := job(js, issuedOnly, ref); return j != nil && j.GetDone() })
+	if j := job(jobs, issuedOnly, ref); !slices.Equal(targetNames(j), cdnTargetNames) {
+		t.Fatalf("job %v, want one on %v", j, cdnTargetNames)
+	}
+	checkVendors(t, v, []string{issuedOnly}, []string{ref})
 }

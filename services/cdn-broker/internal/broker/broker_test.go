@@ -117,6 +117,7 @@ type fixture struct {
 	gk       *fakeGatekeeper
 	stops    *stopstate.Watcher
 	events   *fakeEvents
+	brk      *broker.Broker
 }
 
 // fakeEvents records appended events, or fails while down.
@@ -233,6 +234,7 @@ func startWith(t *testing.T, keys []broker.TokenKey, edit func(*fixture, *broker
 		edit(f, &cfg)
 	}
 	b := broker.New(cfg)
+	f.brk = b
 	f.addr = serve(t, td, "/service/cdn-broker", broker.Policy(td.TD), func(s *rpc.Server) { cdnbrokerv1.RegisterCdnBrokerServiceServer(s, b) })
 	return f
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/custody-dev/custody/libs/attest"
 	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
+	"github.com/custody-dev/custody/libs/stopstate"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/broker"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/cdns"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/issued"
@@ -238,6 +239,45 @@ func TestKillSwitchPurgesIssuedDigests(t *testing.T) {
 }
 
 func sorted(s []string) []string { slices.Sort(s); return s }
+
+// TestKillSwitchSeenByTheBrokerPurgesIssuedDigests: with no deployed
+// digest the gatekeeper has nothing to send, but the broker's own
+// stop-state watcher sees the kill switch and queues the digests it
+// issued CDN URLs for under the gatekeeper's reference; a gatekeeper call
+// for the same kill switch afterwards queues nothing twice.
+func TestKillSwitchSeenByTheBrokerPurgesIssuedDigests(t *testing.T) {
+	k := startKill(t, &killFixture{})
+	k.issue(t, admitted)
+	ref := stopstate.KillSwitchPurgeReference(4)
+	if ref != "kill-switch-4" {
+		t.Fatalf("reference %q: the gatekeeper's format is kill-switch-<epoch>", ref)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	k.brk.PurgeIssuedOnKillSwitch(ctx, 4, k.td.ID("/service/cdn-broker").String())
+	if diff := cmp.Diff(map[string][]string{admitted: {"cdn:gcdn"}}, k.jobs(ref)); diff != "" {
+		t.Fatalf("jobs (-want +got):\n%s", diff)
+	}
+	if err := k.killSwitch(t, ref, deployed); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string][]string{admitted: {"cdn:gcdn"}, deployed: {"cdn:gcdn", "edge:a"}}, k.jobs(ref)); diff != "" {
+		t.Fatalf("jobs after the gatekeeper's call (-want +got):\n%s", diff)
+	}
+	k.queue.Step(t.Context())
+	if diff := cmp.Diff([]string{admitted + " " + ref, deployed + " " + ref}, sorted(k.cdn.got())); diff != "" {
+		t.Fatalf("CDN purges (-want +got):\n%s", diff)
+	}
+	// Without a CDN purge target it returns at once (the expansion is
+	// logged as impossible), not after retries.
+	k2 := startKill(t, &killFixture{noCDNPurging: true})
+	k2.issue(t, admitted)
+	start := time.Now()
+	k2.brk.PurgeIssuedOnKillSwitch(t.Context(), 5, k2.td.ID("/service/cdn-broker").String())
+	if d := time.Since(start); d > 900*time.Millisecond {
+		t.Errorf("without a CDN target it took %s, want no retry", d)
+	}
+}
 
 // TestKillSwitchSkipsDigestsPastRetention: a digest last issued longer ago
 // than the retention is not purged.

@@ -15,6 +15,7 @@ import (
 
 	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
 	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/stopstate"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/purges"
 )
 
@@ -139,6 +140,30 @@ func (b *Broker) purgeIssued(ctx context.Context, caller, reference string) erro
 		b.cfg.Logger.InfoContext(ctx, "kill-switch purge: issued digests queued on the commercial CDNs", slog.String("reference", reference), slog.Int("digests", len(e.digests)))
 	}
 	return nil
+}
+
+// PurgeIssuedOnKillSwitch queues the digests the broker issued CDN URLs for
+// under the purge reference of the kill switch turned on with epoch, as
+// the requester self, retrying with backoff (1 s doubling to 1 min) until
+// they are queued or ctx ends. The broker's stop-state watcher calls it
+// when it first sees the kill switch on, so this purge does not depend on
+// the gatekeeper having deployed digests to send; when the gatekeeper's
+// call comes too, the expansion runs once for the reference.
+func (b *Broker) PurgeIssuedOnKillSwitch(ctx context.Context, epoch int64, self string) {
+	if b.cfg.Purges == nil || b.cfg.Issued == nil {
+		return
+	}
+	ref := stopstate.KillSwitchPurgeReference(epoch)
+	for wait := time.Second; ; wait = min(2*wait, time.Minute) {
+		if err := b.purgeIssued(ctx, self, ref); err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
 }
 
 // GetPurgeStatus lists jobs; see the proto for the contract.

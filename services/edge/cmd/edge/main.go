@@ -209,7 +209,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	defer gkConn.Close()
 	stops := stopstate.NewWatcher(stopstate.WatcherConfig{
 		Gatekeeper: gatekeeperv1.NewGatekeeperServiceClient(gkConn), MaxAge: cfg.StopStateMaxAge, Logger: d.Logger, Registry: d.Telemetry.Registry, Service: cfg.Service,
-		OnKillSwitch: func() {
+		OnKillSwitch: func(stopstate.Stop) {
 			n, err := c.PurgeAll()
 			d.Logger.Warn("kill switch on: cache dropped", slog.Int("blobs", n), slog.Any("error", err))
 		},

@@ -16,6 +16,7 @@ import (
 	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
 	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/stopstate"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/admission"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/finding"
 	"github.com/custody-dev/custody/services/gatekeeper/internal/purge"
@@ -127,7 +128,7 @@ func (s *Server) KillSwitchOn(ctx context.Context, req *gatekeeperv1.KillSwitchO
 		// The stop applies (even if its event is not logged yet): record
 		// its purge, one per epoch; the queue asks the broker until it
 		// accepts.
-		ref := fmt.Sprintf("kill-switch-%d", res.State.KillSwitch.Epoch)
+		ref := stopstate.KillSwitchPurgeReference(res.State.KillSwitch.Epoch)
 		if perr := s.purges.Add(ref, s.now()); perr != nil {
 			s.logger.ErrorContext(ctx, "kill-switch purge not recorded: purge the deployed artifacts by hand (custody purge --reason admin)",
 				slog.String("reference", ref), slog.Any("error", perr))
