@@ -457,7 +457,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		if err := telemetry.RegisterPendingPurges(d.Telemetry.Registry, "gatekeeper", q.Pending); err != nil {
 			return err
 		}
-		runners = append(runners, func(ctx context.Context) error { return q.Run(ctx, 5*time.Second) })
+		runners = append(runners, func(ctx context.Context) error { return q.Run(ctx, purge.Clock{}) })
 	} else {
 		d.Logger.Warn("no --broker-addr: the kill switch and artifact revocations leave artifacts in edge and CDN caches until they expire")
 	}

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/custody-dev/custody/libs/backoff"
 	"github.com/custody-dev/custody/libs/daemon"
 	digests "github.com/custody-dev/custody/libs/digest"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
@@ -253,18 +254,56 @@ func (q *Queue) purge(ctx context.Context, p Pending) (int, error) {
 	return len(digests), nil
 }
 
-// Run asks for pending purges at once when one is added and every
-// interval, until ctx ends.
-func (q *Queue) Run(ctx context.Context, interval time.Duration) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
+// Waits between passes the broker refused or did not answer (decision
+// 0126): the n-th failed pass in a row waits RetryMin·2^(n-1), capped at
+// RetryMax, jittered (libs/backoff); a kill switch's purge must not wait
+// long, so the cap is a minute.
+const (
+	RetryMin = 5 * time.Second
+	RetryMax = time.Minute
+)
+
+// Clock is what Run waits on; the zero value is the real one.
+type Clock struct {
+	// After is the timer Run waits on between passes; nil: time.After.
+	After func(time.Duration) <-chan time.Time
+	// Jitter returns a number in [0, 1); nil: math/rand/v2.
+	Jitter func() float64
+}
+
+// Run asks for pending purges at once, again at once when one is added,
+// and after a failed pass again with backoff (RetryMin doubling to
+// RetryMax, jittered) until every pending purge is accepted; the wait goes
+// back to RetryMin once a pass succeeds. It returns nil when ctx ends.
+func (q *Queue) Run(ctx context.Context, c Clock) error {
+	after := c.After
+	if after == nil {
+		after = time.After
+	}
+	b := backoff.New(backoff.Policy{Min: RetryMin, Max: RetryMax, Jitter: c.Jitter})
+	var retry <-chan time.Time
+	pass := func(retried bool) {
+		if q.Flush(ctx) == nil { // failures are logged in Flush
+			b.Reset()
+			retry = nil
+			return
+		}
+		// A pass that a new purge kicked while a retry waits does not
+		// lengthen the wait: only the scheduled retries count.
+		if retried || retry == nil {
+			retry = after(b.Next())
+		}
+	}
+	pass(false)
 	for {
-		q.Flush(ctx) //nolint:errcheck // logged in Flush; asked again next tick
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-retry:
+			retry = nil
+			pass(true)
 		case <-q.kick:
+			pass(false)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,11 +43,20 @@ func (c *catalog) SearchArtifacts(_ context.Context, in *catalogv1.SearchArtifac
 }
 
 type broker struct {
+	mu    sync.Mutex // Run calls from its own goroutine
 	down  bool
 	calls []*cdnbrokerv1.PurgeDigestsRequest
 }
 
+func (b *broker) setDown(down bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.down = down
+}
+
 func (b *broker) PurgeDigests(_ context.Context, in *cdnbrokerv1.PurgeDigestsRequest, _ ...grpc.CallOption) (*cdnbrokerv1.PurgeDigestsResponse, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.calls = append(b.calls, in)
 	if b.down {
 		return nil, status.Error(codes.Unavailable, "broker down")
@@ -114,6 +124,100 @@ func TestKillSwitchPurgeSurvivesABrokerThatIsDown(t *testing.T) {
 	}
 	if q, err = Open(path, c, b, slog.New(slog.DiscardHandler)); err != nil || q.Pending() != 0 {
 		t.Fatalf("reopen after the purge: %v, %d pending; want 0", err, q.Pending())
+	}
+}
+
+// timers is a clock whose waits the test sees and ends by hand.
+type timers chan timer
+
+type timer struct {
+	d    time.Duration
+	fire chan time.Time
+}
+
+func (ts timers) after(d time.Duration) <-chan time.Time {
+	c := make(chan time.Time, 1)
+	ts <- timer{d, c}
+	return c
+}
+
+// next is the wait Run asks for next; nothing within a second fails.
+func (ts timers) next(t *testing.T) timer {
+	t.Helper()
+	select {
+	case tm := <-ts:
+		return tm
+	case <-time.After(time.Second): // Run asks at once; this only bounds a broken loop
+		t.Fatal("Run asked for no wait")
+		return timer{}
+	}
+}
+
+// TestRunBacksOffWhileTheBrokerRefuses: while the broker refuses, Run
+// asks again after 5, 10, 20, 40 s, then every minute (jitter factor 1
+// here); once it accepts, Run waits for nothing, and the next refusal
+// starts again from 5 s.
+func TestRunBacksOffWhileTheBrokerRefuses(t *testing.T) {
+	b := &broker{down: true}
+	q, err := Open(filepath.Join(t.TempDir(), "stop.json.purges.json"), &catalog{}, b, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.AddRevoked(digest(1), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	ts := make(timers)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- q.Run(ctx, Clock{After: ts.after, Jitter: func() float64 { return 0.5 }}) }()
+	var got []time.Duration
+	for range 6 {
+		tm := ts.next(t)
+		got = append(got, tm.d)
+		tm.fire <- time.Time{}
+	}
+	want := []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, time.Minute, time.Minute}
+	if !slices.Equal(got, want) {
+		t.Fatalf("waits while the broker refuses = %v, want %v", got, want)
+	}
+	// The sixth wait is under way; the broker accepts the retry it ends.
+	tm := ts.next(t)
+	if tm.d != time.Minute {
+		t.Fatalf("seventh wait %v, want the cap, 1m", tm.d)
+	}
+	b.setDown(false)
+	tm.fire <- time.Time{}
+	for deadline := time.Now().Add(time.Second); q.Pending() != 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if q.Pending() != 0 {
+		t.Fatal("the purge the broker accepted is still pending")
+	}
+	// A revocation while the broker refuses again: asked at once, then
+	// after the first wait, not the last.
+	b.setDown(true)
+	if err := q.AddRevoked(digest(2), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if tm := ts.next(t); tm.d != 5*time.Second {
+		t.Fatalf("first wait after the broker accepted = %v, want 5s (reset)", tm.d)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v at the end of ctx, want nil", err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	tries := map[string]int{}
+	for _, c := range b.calls {
+		for _, d := range c.GetDigests() {
+			tries[d]++
+		}
+	}
+	// The first: at once, 6 refused retries, the accepted one (and perhaps
+	// the pass Add kicked); the second: at once only.
+	if tries[digest(1)] < 8 || tries[digest(1)] > 9 || tries[digest(2)] != 1 {
+		t.Fatalf("broker asked %v, want the first 8 or 9 times, the second once", tries)
 	}
 }
 
