@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/custody-dev/custody/libs/attest"
+	"github.com/custody-dev/custody/libs/backoff"
 	"github.com/custody-dev/custody/libs/quote"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/trustroot"
@@ -94,6 +95,12 @@ type Config struct {
 	// revocation's purge is recorded with the revocation and asked for
 	// until Purge succeeds; nil: caches are left to expire.
 	Purge func(ctx context.Context, keyID string, effective time.Time, reference string) (int, error)
+	// After is the timer Run waits on between refused purges; nil:
+	// time.After.
+	After func(time.Duration) <-chan time.Time
+	// Jitter returns a number in [0, 1) for the purge backoff; nil:
+	// math/rand/v2.
+	Jitter func() float64
 }
 
 // Manager implements the key lifecycle. It is safe for concurrent use.
@@ -111,6 +118,9 @@ type Manager struct {
 	publishMu sync.Mutex // one draft-sign-publish at a time
 	flushMu   sync.Mutex // one outbox flush at a time
 	purgeMu   sync.Mutex // one pass over pending purges at a time
+	// purgeRefused tells Run that a purge Revoke asked for at once was
+	// refused, so Run asks again with backoff.
+	purgeRefused chan struct{}
 }
 
 type cachedList struct {
@@ -131,7 +141,10 @@ func Open(cfg Config) (*Manager, error) {
 	if cfg.RootTTL <= 0 {
 		cfg.RootTTL = 365 * 24 * time.Hour
 	}
-	m := &Manager{cfg: cfg, files: files{cfg.Dir}, listed: map[string]cachedList{}}
+	if cfg.After == nil {
+		cfg.After = time.After
+	}
+	m := &Manager{cfg: cfg, files: files{cfg.Dir}, listed: map[string]cachedList{}, purgeRefused: make(chan struct{}, 1)}
 	st, err := m.files.loadState()
 	if err != nil {
 		return nil, err
@@ -461,7 +474,12 @@ func (m *Manager) Revoke(ctx context.Context, name string, version int, effectiv
 		slog.String("key_id", id), slog.Time("revoked_at", revokedAt), slog.String("caller", caller))
 	auditErr := m.audit(ctx, tlog.TypeKeyRevoked, map[string]any{"key": name, "version": version, "key_id": id,
 		"revoked_at": revokedAt.Format(time.RFC3339Nano), "reason": reason, "by": caller}, true)
-	m.purgePending(ctx)
+	if m.purgePending(ctx) != nil {
+		select {
+		case m.purgeRefused <- struct{}{}:
+		default:
+		}
+	}
 	rv, err := m.autoPublish(ctx, false)
 	if err != nil {
 		return Info{}, 0, err
@@ -562,21 +580,26 @@ func (m *Manager) flush(ctx context.Context) {
 }
 
 // purgePending asks for each pending purge in order, removing those the
-// broker accepted; one that fails stays for the next Run tick.
-func (m *Manager) purgePending(ctx context.Context) {
+// broker accepted; one that fails stays for Run to ask again. It returns
+// the first failure (nil: none pending any more, or none asked for).
+func (m *Manager) purgePending(ctx context.Context) error {
 	if m.cfg.Purge == nil {
-		return
+		return nil
 	}
 	m.purgeMu.Lock()
 	defer m.purgeMu.Unlock()
 	m.mu.Lock()
 	pending := slices.Clone(m.st.Purges)
 	m.mu.Unlock()
+	var first error
 	for _, p := range pending {
 		n, err := m.cfg.Purge(ctx, p.KeyID, p.Effective, p.Reference)
 		if err != nil {
 			m.cfg.Logger.WarnContext(ctx, "revocation purge not accepted yet; asked again", slog.String("key_id", p.KeyID),
 				slog.String("reference", p.Reference), slog.Any("error", err))
+			if first == nil {
+				first = err
+			}
 			continue
 		}
 		m.mu.Lock()
@@ -589,11 +612,12 @@ func (m *Manager) purgePending(ctx context.Context) {
 		m.mu.Unlock()
 		if err != nil {
 			m.cfg.Logger.ErrorContext(ctx, "record accepted purge", slog.Any("error", err))
-			return
+			return fmt.Errorf("record accepted purge: %w", err)
 		}
 		m.cfg.Logger.InfoContext(ctx, "revocation purge queued at the broker", slog.String("key_id", p.KeyID),
 			slog.String("reference", p.Reference), slog.Int("digests", n))
 	}
+	return first
 }
 
 // PendingPurges is how many revocations' purges wait for the broker.
@@ -610,8 +634,18 @@ func (m *Manager) Unlogged() int {
 	return len(m.st.Outbox)
 }
 
-// Run logs queued events and asks again for pending purges every
-// interval until ctx ends.
+// Waits between passes over pending purges that the broker refused or did
+// not answer (decision 0126): the n-th failed pass in a row waits
+// purgeRetryMin·2^(n-1), capped at purgeRetryMax, jittered (libs/backoff).
+const (
+	purgeRetryMin = 5 * time.Second
+	purgeRetryMax = time.Minute
+)
+
+// Run logs queued events every interval, and asks for pending purges at
+// once and, after a refusal (here or in Revoke), again with backoff:
+// 5 s doubling to 1 min, jittered, back to 5 s once a pass succeeds. It
+// returns nil when ctx ends.
 func (m *Manager) Run(ctx context.Context, interval time.Duration) error {
 	if m.cfg.Audit == nil && m.cfg.Purge == nil {
 		<-ctx.Done()
@@ -619,15 +653,36 @@ func (m *Manager) Run(ctx context.Context, interval time.Duration) error {
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	for {
-		if m.cfg.Audit != nil {
-			m.flush(ctx)
+	b := backoff.New(backoff.Policy{Min: purgeRetryMin, Max: purgeRetryMax, Jitter: m.cfg.Jitter})
+	var retry <-chan time.Time
+	pass := func() {
+		if m.purgePending(ctx) == nil {
+			b.Reset()
+			return
 		}
-		m.purgePending(ctx)
+		retry = m.cfg.After(b.Next())
+	}
+	if m.cfg.Audit != nil {
+		m.flush(ctx)
+	}
+	pass()
+	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			if m.cfg.Audit != nil {
+				m.flush(ctx)
+			}
+		case <-retry:
+			retry = nil
+			pass()
+		case <-m.purgeRefused:
+			// Revoke has just asked; ask again after the current wait,
+			// or the first one, without lengthening a wait under way.
+			if retry == nil {
+				retry = m.cfg.After(b.Next())
+			}
 		}
 	}
 }

@@ -66,6 +66,9 @@ type fixture struct {
 	m     *Manager
 	dev   bool
 	purge func(ctx context.Context, keyID string, effective time.Time, reference string) (int, error)
+	// after and jitter, if set, are Run's purge backoff clock.
+	after  func(time.Duration) <-chan time.Time
+	jitter func() float64
 }
 
 func newFixture(t *testing.T, dev bool) *fixture {
@@ -94,6 +97,7 @@ func (f *fixture) reopen() {
 	cfg := Config{
 		Backend: f.store, ArtifactKey: "artifact", ChannelKeys: map[string]string{"prod": "artifact-prod"}, DecisionKey: "decision",
 		Dir: f.dir, Audit: f.audit, Now: f.clock.now, RootTTL: 30 * 24 * time.Hour, Purge: f.purge,
+		After: f.after, Jitter: f.jitter,
 	}
 	if f.dev {
 		cfg.DevRootKeys, cfg.DevThreshold = []crypto.Signer{f.root}, 1

@@ -3,6 +3,7 @@ package lifecycle
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -66,7 +67,7 @@ func TestRevocationPurgeSurvivesABrokerThatIsDown(t *testing.T) {
 	if f.m.PendingPurges() != 1 {
 		t.Fatalf("%d pending purges after a restart, want 1", f.m.PendingPurges())
 	}
-	p.down = false
+	p.setDown(false)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- f.m.Run(ctx, 10*time.Millisecond) }()
@@ -90,5 +91,97 @@ func TestRevocationPurgeSurvivesABrokerThatIsDown(t *testing.T) {
 	f.reopen()
 	if f.m.PendingPurges() != 0 {
 		t.Fatal("an accepted purge came back after a restart")
+	}
+}
+
+func (p *purges) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+}
+
+// timers is a clock whose waits the test sees and ends by hand.
+type timers chan timer
+
+type timer struct {
+	d    time.Duration
+	fire chan time.Time
+}
+
+func (ts timers) after(d time.Duration) <-chan time.Time {
+	c := make(chan time.Time, 1)
+	ts <- timer{d, c}
+	return c
+}
+
+func (ts timers) next(t *testing.T) timer {
+	t.Helper()
+	select {
+	case tm := <-ts:
+		return tm
+	case <-time.After(time.Second): // Run asks at once; this only bounds a broken loop
+		t.Fatal("Run asked for no wait")
+		return timer{}
+	}
+}
+
+// TestRunBacksOffWhileTheBrokerRefuses: while the broker refuses a
+// revocation's purge, Run asks again after 5, 10, 20, 40 s, then every
+// minute (jitter factor 1 here); once it accepts, Run waits for nothing,
+// and the next refused revocation is asked again after 5 s.
+func TestRunBacksOffWhileTheBrokerRefuses(t *testing.T) {
+	f := newFixture(t, true)
+	p := &purges{down: true}
+	ts := make(timers)
+	f.purge, f.after, f.jitter = p.purge, ts.after, func() float64 { return 0.5 }
+	f.reopen()
+	if _, err := f.m.EnsureRoot(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.m.Revoke(t.Context(), "artifact", 1, time.Time{}, "key leaked", "admin"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- f.m.Run(ctx, time.Hour) }()
+	var got []time.Duration
+	for range 6 {
+		tm := ts.next(t)
+		got = append(got, tm.d)
+		tm.fire <- time.Time{}
+	}
+	want := []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second, 40 * time.Second, time.Minute, time.Minute}
+	if !slices.Equal(got, want) {
+		t.Fatalf("waits while the broker refuses = %v, want %v", got, want)
+	}
+	tm := ts.next(t)
+	if tm.d != time.Minute {
+		t.Fatalf("seventh wait %v, want the cap, 1m", tm.d)
+	}
+	p.setDown(false)
+	tm.fire <- time.Time{}
+	for deadline := time.Now().Add(time.Second); f.m.PendingPurges() != 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if f.m.PendingPurges() != 0 {
+		t.Fatal("the purge the broker accepted is still pending")
+	}
+	p.setDown(true)
+	if _, _, err := f.m.Revoke(t.Context(), "artifact-prod", 1, time.Time{}, "key leaked", "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if tm := ts.next(t); tm.d != 5*time.Second {
+		t.Fatalf("first wait after the broker accepted = %v, want 5s (reset)", tm.d)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v at the end of ctx, want nil", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// The first: at Revoke, at Run's start, 6 refused retries, the accepted
+	// one; the second: at Revoke only.
+	if n := len(p.calls); n != 10 {
+		t.Fatalf("%d purge calls, want 10", n)
 	}
 }
