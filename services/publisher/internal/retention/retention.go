@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/custody-dev/custody/libs/backoff"
 	catalogv1 "github.com/custody-dev/custody/libs/gen/custody/catalog/v1"
 	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
 	"github.com/custody-dev/custody/libs/tlog"
@@ -763,14 +764,10 @@ func (r *Runner) retry(ctx context.Context) error {
 	return r.Recover(ctx, true)
 }
 
-// backoff is the wait before a retry after failed failed retries in a row.
+// backoff is the wait before a retry after failed failed retries in a row
+// (libs/backoff's policy, from retryMin up to ceiling).
 func (r *Runner) backoff(failed int, ceiling time.Duration) time.Duration {
-	d := retryMin
-	for i := 0; i < failed && d < ceiling; i++ {
-		d *= 2
-	}
-	d = min(d, ceiling)
-	return min(time.Duration(float64(d)*(0.5+r.jitter())), ceiling)
+	return backoff.Policy{Min: retryMin, Max: ceiling, Jitter: r.jitter}.Delay(failed + 1)
 }
 
 // BindStored runs bind (an upload's binding of digest) only if digest's
