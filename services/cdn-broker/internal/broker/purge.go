@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/custody-dev/custody/libs/backoff"
 	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/stopstate"
@@ -144,7 +145,7 @@ func (b *Broker) purgeIssued(ctx context.Context, caller, reference string) erro
 
 // PurgeIssuedOnKillSwitch queues the digests the broker issued CDN URLs for
 // under the purge reference of the kill switch turned on with epoch, as
-// the requester self, retrying with backoff (1 s doubling to 1 min) until
+// the requester self, retrying with jittered backoff (libs/backoff: 1 s doubling to 1 min) until
 // they are queued or ctx ends. The broker's stop-state watcher calls it
 // when it first sees the kill switch on, so this purge does not depend on
 // the gatekeeper having deployed digests to send; when the gatekeeper's
@@ -154,14 +155,15 @@ func (b *Broker) PurgeIssuedOnKillSwitch(ctx context.Context, epoch int64, self 
 		return
 	}
 	ref := stopstate.KillSwitchPurgeReference(epoch)
-	for wait := time.Second; ; wait = min(2*wait, time.Minute) {
+	retry := backoff.New(backoff.Policy{Min: time.Second, Max: time.Minute})
+	for {
 		if err := b.purgeIssued(ctx, self, ref); err == nil {
 			return
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(wait):
+		case <-time.After(retry.Next()):
 		}
 	}
 }
