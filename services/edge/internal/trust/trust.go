@@ -4,7 +4,6 @@ package trust
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,19 +59,19 @@ func New(cfg Config) *Keys {
 	return k
 }
 
-// TokenKeys returns the keys that verify tokens at now: the current root's
-// edge token keys whose validity window holds now (a key rotated out stays
-// for its transition window, and not after). It fails with ErrNoKeys if the
-// root expired or lists no edge token key at all; the map may be empty if
-// every listed key is outside its window (tokens are then refused as signed
-// by an unknown key).
-func (k *Keys) TokenKeys(now time.Time) (map[string]ed25519.PublicKey, error) {
+// TokenKeys returns the current root's edge token keys sorted by whether
+// their validity window holds now: Valid verify tokens (a key rotated out
+// stays for its transition window, and not after), Outside are listed but
+// refused at now. It fails with ErrNoKeys if the root expired or lists no
+// edge token key at all; Valid may be empty if every listed key is outside
+// its window.
+func (k *Keys) TokenKeys(now time.Time) (trustroot.EdgeTokenKeySet, error) {
 	r, err := k.root.Current(now)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNoKeys, err)
+		return trustroot.EdgeTokenKeySet{}, fmt.Errorf("%w: %v", ErrNoKeys, err)
 	}
 	if len(r.EdgeTokenKeys) == 0 {
-		return nil, fmt.Errorf("%w: trust root v%d lists none: list the cdn-broker's token key in the signer (--edge-token-public-key-file) and publish a new root", ErrNoKeys, r.Version)
+		return trustroot.EdgeTokenKeySet{}, fmt.Errorf("%w: trust root v%d lists none: list the cdn-broker's token key in the signer (--edge-token-public-key-file) and publish a new root", ErrNoKeys, r.Version)
 	}
 	return r.EdgeTokenKeysAt(now), nil
 }

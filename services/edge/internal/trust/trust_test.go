@@ -45,8 +45,8 @@ func TestKeysFollowTheSignersRoots(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys, err := k.TokenKeys(now)
-	if err != nil || len(keys) != 1 || k.Version() != 2 {
-		t.Fatalf("after the refresh: v%d, %d keys, %v; want v2 with 1 key", k.Version(), len(keys), err)
+	if err != nil || len(keys.Valid) != 1 || k.Version() != 2 {
+		t.Fatalf("after the refresh: v%d, %d keys, %v; want v2 with 1 key", k.Version(), len(keys.Valid), err)
 	}
 	other := trustroottest.New(t, 2)
 	v3 := other.Root(3, 2, now, nil, nil)
@@ -54,7 +54,7 @@ func TestKeysFollowTheSignersRoots(t *testing.T) {
 	if err := k.Refresh(t.Context()); err == nil || k.Version() != 2 {
 		t.Fatalf("a forged v3: Refresh = %v at v%d, want an error and v2", err, k.Version())
 	}
-	if keys, err := k.TokenKeys(now); err != nil || len(keys) != 1 {
-		t.Fatalf("after a refused update: %d keys, %v", len(keys), err)
+	if keys, err := k.TokenKeys(now); err != nil || len(keys.Valid) != 1 {
+		t.Fatalf("after a refused update: %d keys, %v", len(keys.Valid), err)
 	}
 }
