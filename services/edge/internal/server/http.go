@@ -24,8 +24,8 @@ import (
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/libs/trustroot/edgekeys"
 	"github.com/custody-dev/custody/services/edge/internal/cache"
-	"github.com/custody-dev/custody/services/edge/internal/trust"
 )
 
 const blobPrefix = "/v1/blobs/sha256/"
@@ -39,14 +39,14 @@ type Stops interface {
 var _ Stops = (*stopstate.Watcher)(nil)
 
 // TokenKeys gives the keys that verify tokens at a time, and those listed
-// but outside their window; trust.Keys (the trust root's edge token keys)
+// but outside their window; edgekeys.Keys (the trust root's edge token keys)
 // is the edge's, StaticKeys a fixed set for tests and benchmarks. An error
 // means no token can be verified: every request is refused with 503.
 type TokenKeys interface {
 	TokenKeys(now time.Time) (trustroot.EdgeTokenKeySet, error)
 }
 
-var _ TokenKeys = (*trust.Keys)(nil)
+var _ TokenKeys = (*edgekeys.Keys)(nil)
 
 // StaticKeys is a fixed set of token keys by id (token.KeyID), valid at
 // any time.

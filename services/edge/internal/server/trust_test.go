@@ -14,13 +14,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/libs/trustroot/edgekeys"
 	"github.com/custody-dev/custody/libs/trustroot/trustroottest"
-	"github.com/custody-dev/custody/services/edge/internal/trust"
 )
 
 // trustKeys pins a root listing edge token keys and returns the edge's
 // keys over it.
-func trustKeys(t *testing.T, now time.Time, expires time.Time, keys ...trustroot.EdgeTokenKey) *trust.Keys {
+func trustKeys(t *testing.T, now time.Time, expires time.Time, keys ...trustroot.EdgeTokenKey) *edgekeys.Keys {
 	t.Helper()
 	c := trustroottest.New(t, 1)
 	r := c.Root(1, 1, now, nil, nil)
@@ -32,7 +32,7 @@ func trustKeys(t *testing.T, now time.Time, expires time.Time, keys ...trustroot
 	if err != nil {
 		t.Fatal(err)
 	}
-	return trust.New(trust.Config{Root: pinned, Logger: slog.New(slog.DiscardHandler)})
+	return edgekeys.New(edgekeys.Config{Root: pinned, Logger: slog.New(slog.DiscardHandler)})
 }
 
 // refusedLines waits for n access lines and returns their refused fields

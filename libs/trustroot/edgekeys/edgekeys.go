@@ -1,6 +1,7 @@
-// Package trust gives the edge its token verification keys from the signed
-// trust root: the pinned root, moved forward to the signer's newer versions.
-package trust
+// Package edgekeys follows the edge token keys of the signed trust root: the
+// pinned root, moved forward to the signer's newer versions (edges verify tokens
+// with them; the broker checks the key it signs with is among them).
+package edgekeys
 
 import (
 	"context"
@@ -31,6 +32,7 @@ type Keys struct {
 	logger   *slog.Logger
 	interval time.Duration
 	now      func() time.Time
+	after    func(context.Context)
 }
 
 // Config configures New.
@@ -44,12 +46,16 @@ type Config struct {
 	Interval time.Duration
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
+	// AfterRefresh, if set, is called by Run after each refresh, whether
+	// it succeeded or not (the broker checks its signing key is still
+	// listed).
+	AfterRefresh func(context.Context)
 }
 
 // New returns Keys over cfg.Root. It does not contact the source: call
 // Refresh (at start) and Run.
 func New(cfg Config) *Keys {
-	k := &Keys{root: cfg.Root, src: cfg.Source, logger: cfg.Logger, interval: cfg.Interval, now: cfg.Now}
+	k := &Keys{root: cfg.Root, src: cfg.Source, logger: cfg.Logger, interval: cfg.Interval, now: cfg.Now, after: cfg.AfterRefresh}
 	if k.interval <= 0 {
 		k.interval = DefaultRefreshInterval
 	}
@@ -111,6 +117,9 @@ func (k *Keys) Run(ctx context.Context) error {
 		case <-tick.C:
 			if err := k.Refresh(ctx); err != nil && ctx.Err() == nil {
 				k.logger.WarnContext(ctx, "trust refresh failed: keeping the current trust root", slog.Int64("version", k.root.Version()), slog.Any("error", err))
+			}
+			if k.after != nil && ctx.Err() == nil {
+				k.after(ctx)
 			}
 		}
 	}

@@ -1,4 +1,4 @@
-package trust_test
+package edgekeys_test
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/libs/trustroot/edgekeys"
 	"github.com/custody-dev/custody/libs/trustroot/trustroottest"
-	"github.com/custody-dev/custody/services/edge/internal/trust"
 )
 
 // The edge starts from a pinned root without edge token keys (fail closed),
@@ -30,9 +30,9 @@ func TestKeysFollowTheSignersRoots(t *testing.T) {
 	}
 	var served [][]byte
 	var down error
-	k := trust.New(trust.Config{Root: pinned, Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now },
+	k := edgekeys.New(edgekeys.Config{Root: pinned, Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now },
 		Source: trustroot.SourceFunc(func(context.Context, int64) ([][]byte, error) { return served, down })})
-	if _, err := k.TokenKeys(now); !errors.Is(err, trust.ErrNoKeys) {
+	if _, err := k.TokenKeys(now); !errors.Is(err, edgekeys.ErrNoKeys) {
 		t.Fatalf("TokenKeys on a root without edge keys = %v, want ErrNoKeys", err)
 	}
 	down = errors.New("unavailable")
