@@ -123,7 +123,7 @@ func startBroker(t *testing.T, s *stack, edgeURLs ...string) string {
 	args := []string{"--trust-domain", s.info.TrustDomain, "--svid-dir", l.SVIDDir("cdn-broker"), "--endpoints-file", eps,
 		"--listen", "127.0.0.1:0", "--metrics-listen", "",
 		"--signer-addr", s.info.Services["signer"]["grpc"], "--gatekeeper-addr", s.info.Services["gatekeeper"]["grpc"],
-		"--token-private-key-file", filepath.Join(s.dir, "keys", "token.pem")}
+		"--trust-root", l.TrustRoot(), "--token-private-key-file", filepath.Join(s.dir, "keys", "token.pem")}
 	for _, u := range edgeURLs {
 		args = append(args, "--edge-url", u)
 	}

@@ -48,6 +48,21 @@ var (
 	ErrClientIP = errors.New("token is for another client address")
 )
 
+// UnknownKeyError is the error of a token signed by a key not among those
+// given to Verify: errors.Is(err, ErrUnknownKey) holds. KeyID is the id the
+// token names, untrusted and at most MaxSize bytes: look it up, quote it
+// (quote.Prefix) before showing it.
+type UnknownKeyError struct {
+	KeyID string
+}
+
+func (e *UnknownKeyError) Error() string {
+	return fmt.Sprintf("%v: %q", ErrUnknownKey, quote.Prefix(e.KeyID))
+}
+
+// Unwrap returns ErrUnknownKey.
+func (e *UnknownKeyError) Unwrap() error { return ErrUnknownKey }
+
 // Limits bound the tokens a verifier accepts beyond their signature.
 type Limits struct {
 	// MaxSkew is how far in the future an issue time may be.
@@ -179,7 +194,7 @@ func VerifyLimits(tok string, keys map[string]ed25519.PublicKey, digest string, 
 	}
 	key, ok := keys[cj.KeyID]
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownKey, quote.Prefix(cj.KeyID))
+		return nil, &UnknownKeyError{KeyID: cj.KeyID}
 	}
 	if !ed25519.Verify(key, append([]byte(domain), body...), sig) {
 		return nil, ErrSignature

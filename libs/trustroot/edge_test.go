@@ -35,7 +35,7 @@ func TestEdgeTokenKeysAt(t *testing.T) {
 	}
 	ids := func(at time.Time) []string {
 		var out []string
-		for id, pub := range got.EdgeTokenKeysAt(at) {
+		for id, pub := range got.EdgeTokenKeysAt(at).Valid {
 			if len(pub) != ed25519.PublicKeySize {
 				t.Fatalf("key %s is %d bytes", id, len(pub))
 			}
@@ -59,6 +59,33 @@ func TestEdgeTokenKeysAt(t *testing.T) {
 	} {
 		if g := ids(tc.at); !slices.Equal(g, tc.want) {
 			t.Errorf("%s: keys %v, want %v", tc.name, g, tc.want)
+		}
+		// Every listed key is either valid or outside its window, never both.
+		set := got.EdgeTokenKeysAt(tc.at)
+		if len(set.Outside)+len(set.Valid) != 3 || set.Version != 1 {
+			t.Errorf("%s: v%d, %d valid and %d outside, want v1 and 3 in all", tc.name, set.Version, len(set.Valid), len(set.Outside))
+		}
+		for id := range set.Outside {
+			if slices.Contains(tc.want, id) {
+				t.Errorf("%s: key %s both valid and outside", tc.name, id)
+			}
+		}
+	}
+}
+
+func TestEdgeTokenKeyWindow(t *testing.T) {
+	from, until := now, now.Add(time.Hour)
+	for _, tc := range []struct {
+		from, until *time.Time
+		want        string
+	}{
+		{nil, nil, "valid always"},
+		{&from, nil, "valid from " + now.UTC().Format(time.RFC3339)},
+		{nil, &until, "valid until " + until.UTC().Format(time.RFC3339)},
+		{&from, &until, "valid from " + now.UTC().Format(time.RFC3339) + " until " + until.UTC().Format(time.RFC3339)},
+	} {
+		if got := (trustroot.EdgeTokenKey{ValidFrom: tc.from, ValidUntil: tc.until}).Window(); got != tc.want {
+			t.Errorf("Window = %q, want %q", got, tc.want)
 		}
 	}
 }

@@ -392,25 +392,62 @@ func (r *Root) ChannelError(k SigningKey, channel string) error {
 	return fmt.Errorf("%w: channel %q has a key of its own in trust root v%d; %s signs only channels without one", ErrKeyNotValid, quote.Prefix(channel), r.Version, name)
 }
 
-// EdgeTokenKeysAt returns the edge token keys whose window holds now, by
-// id (token.KeyID and attest.KeyID agree): the keys an edge accepts tokens
-// from at now. A key before its ValidFrom or at or after its ValidUntil is
-// left out, so a token signed by it is refused as signed by an unknown key.
-func (r *Root) EdgeTokenKeysAt(now time.Time) map[string]ed25519.PublicKey {
-	out := map[string]ed25519.PublicKey{}
+// EdgeTokenKeySet is what a root's edge token keys are at one time: the
+// keys whose window holds it, and the keys listed but outside their window.
+type EdgeTokenKeySet struct {
+	// Version is the root's version.
+	Version int64
+	// Valid are the keys whose window holds the time, by id (token.KeyID
+	// and attest.KeyID agree): the keys an edge accepts tokens from.
+	Valid map[string]ed25519.PublicKey
+	// Outside are the keys listed whose window does not hold the time, by
+	// id: a token signed by one is refused, and the window says why. Nil
+	// if there are none.
+	Outside map[string]EdgeTokenKey
+}
+
+// EdgeTokenKeysAt sorts the edge token keys by whether their window holds
+// now: one lookup, for the edge (which keys verify tokens) and the broker
+// (whether the key it signs with is one of them). A key before its
+// ValidFrom or at or after its ValidUntil is in Outside, not Valid.
+func (r *Root) EdgeTokenKeysAt(now time.Time) EdgeTokenKeySet {
+	out := EdgeTokenKeySet{Version: r.Version, Valid: map[string]ed25519.PublicKey{}}
 	for _, k := range r.EdgeTokenKeys {
-		if !k.ValidAt(now) {
-			continue
-		}
 		pub, alg, err := attest.ParsePublicKey(k.PublicKey)
 		if err != nil || alg != attest.AlgEd25519 {
 			continue // Validate refuses such roots
 		}
-		if ed, ok := pub.(ed25519.PublicKey); ok {
-			out[k.ID] = ed
+		ed, ok := pub.(ed25519.PublicKey)
+		if !ok {
+			continue
 		}
+		if !k.ValidAt(now) {
+			if out.Outside == nil {
+				out.Outside = map[string]EdgeTokenKey{}
+			}
+			out.Outside[k.ID] = k
+			continue
+		}
+		out.Valid[k.ID] = ed
 	}
 	return out
+}
+
+// Window describes k's validity window, times in UTC (RFC 3339), e.g.
+// "valid from 2026-01-01T00:00:00Z until 2026-02-01T00:00:00Z".
+func (k EdgeTokenKey) Window() string {
+	var b strings.Builder
+	b.WriteString("valid")
+	if k.ValidFrom != nil {
+		b.WriteString(" from " + k.ValidFrom.UTC().Format(time.RFC3339))
+	}
+	if k.ValidUntil != nil {
+		b.WriteString(" until " + k.ValidUntil.UTC().Format(time.RFC3339))
+	}
+	if k.ValidFrom == nil && k.ValidUntil == nil {
+		b.WriteString(" always")
+	}
+	return b.String()
 }
 
 // ValidAt reports whether now is within k's window.

@@ -292,7 +292,7 @@ func args(l Layout, name string, s *Stack, planned map[string]string) []string {
 			"--tls-key-file", l.path("web", "edge_key.pem"), "--publisher-addr", addr("publisher"),
 			"--cache-dir", l.DataDir(name), "--trust-root", l.TrustRoot(), "--signer-addr", addr("signer"), "--gatekeeper-addr", addr("gatekeeper"))
 	case "cdn-broker":
-		a = append(a, "--signer-addr", addr("signer"), "--gatekeeper-addr", addr("gatekeeper"), "--token-private-key-file", l.path("keys", "token.pem"))
+		a = append(a, "--signer-addr", addr("signer"), "--trust-root", l.TrustRoot(), "--gatekeeper-addr", addr("gatekeeper"), "--token-private-key-file", l.path("keys", "token.pem"))
 		for _, u := range l.ExtraEdgeURLs {
 			a = append(a, "--edge-url", u)
 		}

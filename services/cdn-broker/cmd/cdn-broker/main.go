@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/custody-dev/custody/libs/daemon"
@@ -28,6 +29,8 @@ import (
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/stopstate"
 	"github.com/custody-dev/custody/libs/token"
+	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/libs/trustroot/edgekeys"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/broker"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/cdns"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/issued"
@@ -48,6 +51,8 @@ func main() {
 type config struct {
 	daemon.Config
 	SignerAddr                string
+	TrustRootFile             string
+	TrustRefresh              time.Duration
 	TokenKeyFiles             []string
 	CDNConfigFile             string
 	VaultAddr, VaultTokenFile string
@@ -66,6 +71,12 @@ func (c *config) validate() error {
 	errs := []error{c.Config.Validate()}
 	if c.SignerAddr == "" {
 		errs = append(errs, errors.New("--signer-addr is required"))
+	}
+	if c.TrustRootFile == "" {
+		errs = append(errs, errors.New("--trust-root is required: the pinned trust root (e.g. `custody dev` trust/root.json); edge URLs are issued only under a token key its edge_token_keys list"))
+	}
+	if c.TrustRefresh < time.Second || c.TrustRefresh > time.Hour {
+		errs = append(errs, fmt.Errorf("--trust-refresh %s: want 1s to 1h", c.TrustRefresh))
 	}
 	if c.GatekeeperAddr == "" {
 		errs = append(errs, errors.New("--gatekeeper-addr is required: the broker learns pauses, the kill switch and revocations from it"))
@@ -122,7 +133,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	f := daemon.NewFlags("cdn-broker", getenv)
 	f.SetOutput(stderr)
 	cfg.RegisterFlags(f)
-	f.String(&cfg.SignerAddr, "signer-addr", "CUSTODY_SIGNER_ADDR", "", "signer gRPC address (decision keys)")
+	f.String(&cfg.SignerAddr, "signer-addr", "CUSTODY_SIGNER_ADDR", "", "signer gRPC address (decision keys, newer trust roots)")
+	f.String(&cfg.TrustRootFile, "trust-root", "CUSTODY_TRUST_ROOT", "",
+		"the pinned trust root: a DSSE envelope signed by its root keys (e.g. `custody dev` trust/root.json); edge URLs are issued only under a token key its edge_token_keys list at the time, newer versions are fetched from the signer")
+	f.Duration(&cfg.TrustRefresh, "trust-refresh", "CUSTODY_TRUST_REFRESH", edgekeys.DefaultRefreshInterval, "how often newer trust roots are asked from the signer")
 	f.Entries(&cfg.TokenKeyFiles, "token-private-key-file", "CUSTODY_TOKEN_PRIVATE_KEY_FILES",
 		"Ed25519 edge token signing key (PKCS#8 PEM), FILE[,valid-from=RFC3339]; repeatable: the key with the latest valid-from not in the future signs (rotation without a restart)")
 	f.Strings(&cfg.EdgeURLs, "edge-url", "CUSTODY_EDGE_URLS", "edge base URL, e.g. https://edge.example:8443")
@@ -153,6 +167,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
+	pinned, err := cfg.trustRoot()
+	if err != nil {
+		return err
+	}
 	cdnList, err := loadCDNs(ctx, cfg)
 	if err != nil {
 		return err
@@ -169,18 +187,38 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer d.Close()
+	// brk is set before the stop-state watcher's first poll (stops.Run,
+	// in Serve) and the first trust refresh of edgeKeys.Run.
+	var brk *broker.Broker
 	signerConn, err := d.Dial(cfg.SignerAddr, "signer")
 	if err != nil {
 		return err
 	}
 	defer signerConn.Close()
+	signer := signerv1.NewSignerServiceClient(signerConn)
+	edgeKeys := edgekeys.New(edgekeys.Config{Root: pinned, Logger: d.Logger, Interval: cfg.TrustRefresh,
+		AfterRefresh: func(ctx context.Context) { brk.CheckTokenKey(ctx) },
+		Source: trustroot.SourceFunc(func(ctx context.Context, after int64) ([][]byte, error) {
+			resp, err := signer.GetTrustRoot(ctx, &signerv1.GetTrustRootRequest{AfterVersion: after})
+			if err != nil {
+				return nil, fmt.Errorf("GetTrustRoot: %w", err)
+			}
+			return resp.GetRoots(), nil
+		})})
+	if err := edgeKeys.Refresh(ctx); err != nil {
+		d.Logger.WarnContext(ctx, "trust refresh at start failed: using the trust root reached so far", slog.Int64("version", edgeKeys.Version()), slog.Any("error", err))
+	}
+	d.Logger.InfoContext(ctx, "trust root loaded", slog.Int64("version", edgeKeys.Version()))
+	unlisted := prometheus.NewCounter(prometheus.CounterOpts{Name: "custody_broker_unlisted_token_key_total",
+		Help: "Download URL requests whose edge URLs were refused: the broker's edge token key is not valid in the current trust root."})
+	if err := d.Telemetry.Registry.Register(unlisted); err != nil {
+		return err
+	}
 	gkConn, err := d.Dial(cfg.GatekeeperAddr, "gatekeeper")
 	if err != nil {
 		return err
 	}
 	defer gkConn.Close()
-	// brk is set before the watcher's first poll (stops.Run, in Serve).
-	var brk *broker.Broker
 	stops := stopstate.NewWatcher(stopstate.WatcherConfig{
 		Gatekeeper: gatekeeperv1.NewGatekeeperServiceClient(gkConn), MaxAge: cfg.StopStateMaxAge, Logger: d.Logger, Registry: d.Telemetry.Registry, Service: cfg.Service,
 		OnKillSwitch: func(k stopstate.Stop) {
@@ -254,11 +292,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	brk = broker.New(broker.Config{
 		TokenKeys: keys, EdgeURLs: cfg.EdgeURLs, CDNs: cdnList, TokenTTL: cfg.TokenTTL, DecisionMaxAge: cfg.DecisionMaxAge,
 		Gatekeeper: spiffeid.RequireFromPath(d.TrustDomain, "/service/gatekeeper"),
-		Signer:     signerv1.NewSignerServiceClient(signerConn), Stops: stops, Logger: d.Logger, Metrics: d.Telemetry.Metrics, Now: time.Now,
-		Purges: manager, Events: events, Issued: record,
+		Signer:     signer, Stops: stops, Logger: d.Logger, Metrics: d.Telemetry.Metrics, Now: time.Now,
+		Purges: manager, Events: events, Issued: record, EdgeKeys: edgeKeys, UnlistedKey: unlisted,
 	})
+	brk.CheckTokenKey(ctx)
 	cdnbrokerv1.RegisterCdnBrokerServiceServer(srv, brk)
-	return d.Serve(ctx, srv, append(components, stops.Run)...)
+	return d.Serve(ctx, srv, append(components, stops.Run, edgeKeys.Run)...)
+}
+
+// trustRoot reads and pins the trust root file: it must be signed by its
+// own threshold of its own root keys.
+func (c *config) trustRoot() (*trustroot.Trusted, error) {
+	b, err := os.ReadFile(c.TrustRootFile)
+	if err != nil {
+		return nil, fmt.Errorf("--trust-root: %w", err)
+	}
+	t, err := trustroot.Pin(b)
+	if err != nil {
+		return nil, fmt.Errorf("--trust-root %s: %w", c.TrustRootFile, err)
+	}
+	return t, nil
 }
 
 // loadTokenKeys reads each --token-private-key-file FILE[,valid-from=T].

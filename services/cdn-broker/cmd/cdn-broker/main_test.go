@@ -2,10 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,10 +14,7 @@ import (
 // which file and key, before it listens.
 func TestRefusesToStartWithBadCDNConfig(t *testing.T) {
 	dir := t.TempDir()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	der, _ := x509.MarshalPKCS8PrivateKey(priv)
-	tokenKey := filepath.Join(dir, "token.pem")
-	os.WriteFile(tokenKey, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	tokenKey, root := writeTokenKeyAndRoot(t, dir)
 	write := func(name, body string) string {
 		p := filepath.Join(dir, name)
 		os.WriteFile(p, []byte(body), 0o600)
@@ -55,6 +48,9 @@ func TestRefusesToStartWithBadCDNConfig(t *testing.T) {
 		"two keys from the start": {[]string{"--token-private-key-file", tokenKey, "--token-private-key-file", tokenKey}, "valid from the same time"},
 		"issued file alone":       {[]string{"--issued-digests-file", filepath.Join(dir, "issued.json")}, "--issued-digests-file needs --state-dir"},
 		"issued max too big":      {[]string{"--issued-digests-max", "2000000"}, "--issued-digests-max 2000000: want 1 to 1000000"},
+		"no trust root":           {[]string{"--trust-root", ""}, "--trust-root is required"},
+		"trust root missing":      {[]string{"--trust-root", missing}, "--trust-root: open"},
+		"trust root not signed":   {[]string{"--trust-root", secret}, "--trust-root " + secret},
 		"issued retention zero":   {[]string{"--issued-digests-retention", "0s"}, "--issued-digests-retention 0s: must be positive"},
 		"token key missing":       {[]string{"--token-private-key-file", missing + ",valid-from=2027-01-01T00:00:00Z"}, "missing.key"},
 		"purge without queue": {[]string{"--cdn-config-file", purgeCfg("p1.json", fmt.Sprintf(`"project": "p", "url_map": "m", "credentials": {"file": %q}`, saFile))},
@@ -70,7 +66,7 @@ func TestRefusesToStartWithBadCDNConfig(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			args := append([]string{"--trust-domain", "custody.test", "--svid-dir", dir, "--signer-addr", "127.0.0.1:1", "--gatekeeper-addr", "127.0.0.1:1",
-				"--token-private-key-file", tokenKey, "--edge-url", "https://edge.example"}, tc.extra...)
+				"--token-private-key-file", tokenKey, "--trust-root", root, "--edge-url", "https://edge.example"}, tc.extra...)
 			var stderr bytes.Buffer
 			err := run(t.Context(), args, func(string) string { return "" }, &stderr)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {

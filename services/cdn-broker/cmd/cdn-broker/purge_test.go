@@ -34,6 +34,8 @@ import (
 	"github.com/custody-dev/custody/libs/identity/identitytest"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/telemetry"
+	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/libs/trustroot/trustroottest"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/purge/purgetest"
 )
 
@@ -176,7 +178,7 @@ func startBrokerWith(t *testing.T, td *identitytest.TrustDomain, cdnConfig, stat
 	writeTestFile(t, filepath.Join(dir, identity.SVIDFile), svid.CertPEM)
 	writeTestFile(t, filepath.Join(dir, identity.SVIDKeyFile), svid.KeyPEM)
 	writeTestFile(t, filepath.Join(dir, identity.BundleFile), td.CA.CertPEM())
-	tokenKey := writeTokenKey(t, dir)
+	tokenKey, root := writeTokenKeyAndRoot(t, dir)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -193,7 +195,7 @@ func startBrokerWith(t *testing.T, td *identitytest.TrustDomain, cdnConfig, stat
 	go func() {
 		done <- run(ctx, []string{"--trust-domain", "custody.test", "--svid-dir", dir, "--endpoints-file", endpoints, "--metrics-listen", "",
 			"--signer-addr", dead, "--gatekeeper-addr", gatekeeperAddr, "--catalog-addr", dead, "--state-dir", stateDir,
-			"--token-private-key-file", tokenKey, "--edge-url", "https://edge.example", "--cdn-config-file", cdnConfig}, func(string) string { return "" }, stderr)
+			"--token-private-key-file", tokenKey, "--trust-root", root, "--edge-url", "https://edge.example", "--cdn-config-file", cdnConfig}, func(string) string { return "" }, stderr)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -224,9 +226,22 @@ func startBrokerWith(t *testing.T, td *identitytest.TrustDomain, cdnConfig, stat
 
 func writeTokenKey(t *testing.T, dir string) string {
 	t.Helper()
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	p, _ := writeTokenKeyAndRoot(t, dir)
+	return p
+}
+
+// writeTokenKeyAndRoot writes a new edge token key to dir/token.pem and a
+// trust root listing its public half to dir/root.json; it returns both
+// paths.
+func writeTokenKeyAndRoot(t *testing.T, dir string) (key, root string) {
+	t.Helper()
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	der, _ := x509.MarshalPKCS8PrivateKey(priv)
-	return writeTestFile(t, filepath.Join(dir, "token.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	c := trustroottest.New(t, 1)
+	r := c.Root(1, 1, time.Now(), nil, nil)
+	r.EdgeTokenKeys = []trustroot.EdgeTokenKey{trustroottest.EdgeTokenKey(t, pub, nil, nil)}
+	return writeTestFile(t, filepath.Join(dir, "token.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+		writeTestFile(t, filepath.Join(dir, "root.json"), c.Sign(t, r))
 }
 
 func brokerClient(t *testing.T, td *identitytest.TrustDomain, addr, as string) cdnbrokerv1.CdnBrokerServiceClient {

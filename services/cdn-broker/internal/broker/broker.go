@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -29,6 +30,8 @@ import (
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/libs/token"
+	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/libs/trustroot/edgekeys"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/cdns"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/issued"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/purges"
@@ -113,6 +116,14 @@ type Config struct {
 	// CDNs for them too (decision 0123). Nil: not recorded (no CDN or no
 	// purge queue).
 	Issued *issued.Record
+	// EdgeKeys are the current trust root's edge token keys (edgekeys.Keys):
+	// before an edge URL is made, the key that signs its token must be
+	// among them, or every edge would refuse it. Required: nil issues no
+	// edge URL.
+	EdgeKeys EdgeKeys
+	// UnlistedKey counts requests whose edge URLs were refused because the
+	// signing key is not valid in the trust root; nil counts none.
+	UnlistedKey prometheus.Counter
 	// Events logs every issuance (token.issued) before its URLs are
 	// returned; a log that cannot be written means no URL. Nil: issuances
 	// are not logged (a broker run without a catalog).
@@ -126,6 +137,15 @@ type EventLog interface {
 }
 
 var _ EventLog = (*purges.Catalog)(nil)
+
+// EdgeKeys gives the trust root's edge token keys at a time, sorted by
+// whether their window holds it; edgekeys.Keys is one. An error means the
+// root is expired or lists no edge token key.
+type EdgeKeys interface {
+	TokenKeys(now time.Time) (trustroot.EdgeTokenKeySet, error)
+}
+
+var _ EdgeKeys = (*edgekeys.Keys)(nil)
 
 // Stops tells whether something issued at a time for an artifact digest
 // and an environment may still be used; stopstate.Watcher is one. Errors
@@ -187,20 +207,28 @@ func (b *Broker) IssueDownloadUrl(ctx context.Context, req *cdnbrokerv1.IssueDow
 		b.cfg.Logger.ErrorContext(ctx, "no URL issued", slog.Any("error", err))
 		return nil, status.Errorf(codes.Unavailable, "%v; no URL issued", err)
 	}
-	tok, err := token.Mint(key, token.Claims{Digest: d.Digest, DecisionID: d.DecisionID, Environment: d.Environment,
-		DecidedAt: d.Time, Expires: exp, IssuedAt: now, ClientRange: client})
-	if err != nil {
-		return nil, status.Error(codes.Internal, "internal error")
-	}
 	hexDigest, err := digest.Parse(d.Digest)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "decision: %v", err)
 	}
 	resp := &cdnbrokerv1.IssueDownloadUrlResponse{Digest: d.Digest, ExpiresAt: timestamppb.New(exp)}
-	for _, e := range b.cfg.EdgeURLs {
-		resp.Urls = append(resp.Urls, strings.TrimSuffix(e, "/")+"/v1/blobs/sha256/"+hexDigest+"?token="+url.QueryEscape(tok))
+	// An edge token only under a key the edges accept; the commercial CDNs
+	// sign with keys of their own and are not held up by it.
+	unlisted := b.checkListed(ctx, key, now)
+	if unlisted == nil {
+		tok, err := token.Mint(key, token.Claims{Digest: d.Digest, DecisionID: d.DecisionID, Environment: d.Environment,
+			DecidedAt: d.Time, Expires: exp, IssuedAt: now, ClientRange: client})
+		if err != nil {
+			return nil, status.Error(codes.Internal, "internal error")
+		}
+		for _, e := range b.cfg.EdgeURLs {
+			resp.Urls = append(resp.Urls, strings.TrimSuffix(e, "/")+"/v1/blobs/sha256/"+hexDigest+"?token="+url.QueryEscape(tok))
+		}
 	}
 	resp.CdnUrls = b.mintCDNs(ctx, hexDigest, now, exp, client)
+	if unlisted != nil && len(resp.CdnUrls) == 0 {
+		return nil, unlisted
+	}
 	if len(resp.CdnUrls) > 0 && b.cfg.Issued != nil {
 		// Before the URLs leave: a CDN may cache the blob from the first
 		// request on, and only a recorded digest is purged on a kill switch.
@@ -224,6 +252,64 @@ func (b *Broker) IssueDownloadUrl(ctx context.Context, req *cdnbrokerv1.IssueDow
 	b.cfg.Logger.InfoContext(ctx, "issued download URLs", slog.String("digest", d.Digest), slog.String("decision_id", d.DecisionID),
 		slog.String("caller", caller.String()), slog.Time("expires", exp), slog.Int("edges", len(resp.Urls)), slog.Int("cdns", len(resp.CdnUrls)))
 	return resp, nil
+}
+
+// checkListed returns nil if the current trust root lists key's public half
+// as an edge token key whose window holds now, and otherwise a
+// FailedPrecondition status naming the key: the edges would refuse its
+// tokens, and retrying does not help until the root or the broker's key
+// changes.
+func (b *Broker) checkListed(ctx context.Context, key ed25519.PrivateKey, now time.Time) error {
+	msg, ok := b.unlisted(key, now)
+	if ok {
+		return nil
+	}
+	if b.cfg.UnlistedKey != nil {
+		b.cfg.UnlistedKey.Inc()
+	}
+	b.cfg.Logger.ErrorContext(ctx, "refusing edge URLs: the edges would refuse the broker's token key", slog.String("reason", msg))
+	return status.Errorf(codes.FailedPrecondition, "%s: the edges would refuse it; no edge URL issued: %s", msg, unlistedAdvice)
+}
+
+const unlistedAdvice = "list its public key in the signer (--edge-token-public-key-file) and publish a new trust root, or give the broker the listed key (--token-private-key-file)"
+
+// CheckTokenKey logs a warning if the key the broker signs edge tokens
+// with now is not valid in the current trust root (its edge URLs would be
+// refused); cmd/cdn-broker calls it at start and after every trust
+// refresh. It reports whether the key is listed.
+func (b *Broker) CheckTokenKey(ctx context.Context) bool {
+	now := b.cfg.Now()
+	key, err := CurrentTokenKey(b.cfg.TokenKeys, now)
+	if err != nil {
+		b.cfg.Logger.WarnContext(ctx, "no edge URL can be issued", slog.Any("error", err))
+		return false
+	}
+	msg, ok := b.unlisted(key, now)
+	if !ok {
+		b.cfg.Logger.WarnContext(ctx, "edge URLs are refused until this is fixed: "+msg+": the edges would refuse it; "+unlistedAdvice)
+	}
+	return ok
+}
+
+// unlisted says why key is not an edge token key of the current trust root
+// valid at now; ok if it is.
+func (b *Broker) unlisted(key ed25519.PrivateKey, now time.Time) (msg string, ok bool) {
+	id := token.KeyID(key.Public().(ed25519.PublicKey))
+	at := now.UTC().Format(time.RFC3339)
+	if b.cfg.EdgeKeys == nil {
+		return fmt.Sprintf("edge token key %s cannot be checked at %s: the broker has no trust root", id, at), false
+	}
+	set, err := b.cfg.EdgeKeys.TokenKeys(now)
+	if err != nil {
+		return fmt.Sprintf("edge token key %s cannot be checked at %s: %v", id, at, err), false
+	}
+	if _, ok := set.Valid[id]; ok {
+		return "", true
+	}
+	if k, ok := set.Outside[id]; ok {
+		return fmt.Sprintf("edge token key %s is not listed in trust root v%d for edge tokens at %s (it is listed %s)", id, set.Version, at, k.Window()), false
+	}
+	return fmt.Sprintf("edge token key %s is not listed in trust root v%d for edge tokens at %s", id, set.Version, at), false
 }
 
 // mintCDNs signs the digest's path for every configured CDN. A CDN that

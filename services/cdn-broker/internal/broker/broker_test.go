@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -35,6 +36,9 @@ import (
 	"github.com/custody-dev/custody/libs/stopstate"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/token"
+	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/libs/trustroot/edgekeys"
+	"github.com/custody-dev/custody/libs/trustroot/trustroottest"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/broker"
 	"github.com/custody-dev/custody/services/cdn-broker/internal/cdns"
 )
@@ -118,6 +122,22 @@ type fixture struct {
 	stops    *stopstate.Watcher
 	events   *fakeEvents
 	brk      *broker.Broker
+	// unlisted is the broker's UnlistedKey counter.
+	unlisted prometheus.Counter
+}
+
+// edgeKeys pins a trust root, version 1 issued at now, listing entries as
+// its edge token keys.
+func edgeKeys(t *testing.T, now time.Time, entries ...trustroot.EdgeTokenKey) *edgekeys.Keys {
+	t.Helper()
+	c := trustroottest.New(t, 1)
+	r := c.Root(1, 1, now, nil, nil)
+	r.EdgeTokenKeys = entries
+	pinned, err := trustroot.Pin(c.Sign(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return edgekeys.New(edgekeys.Config{Root: pinned, Logger: slog.New(slog.DiscardHandler)})
 }
 
 // fakeEvents records appended events, or fails while down.
@@ -224,11 +244,22 @@ func startWith(t *testing.T, keys []broker.TokenKey, edit func(*fixture, *broker
 		keys = []broker.TokenKey{{Key: priv}}
 	}
 	f.events = &fakeEvents{}
+	// The trust root lists every key the broker holds, from its valid-from.
+	var listed []trustroot.EdgeTokenKey
+	for _, k := range keys {
+		var from *time.Time
+		if !k.ValidFrom.IsZero() {
+			from = &k.ValidFrom
+		}
+		listed = append(listed, trustroottest.EdgeTokenKey(t, k.Key.Public(), from, nil))
+	}
+	f.unlisted = prometheus.NewCounter(prometheus.CounterOpts{Name: "unlisted"})
 	cfg := broker.Config{
 		TokenKeys: keys, EdgeURLs: []string{"https://edge-a.example:8443/", "https://edge-b.example"}, CDNs: cdnList,
 		TokenTTL: 5 * time.Minute, DecisionMaxAge: 10 * time.Minute, Gatekeeper: td.ID("/service/gatekeeper"),
 		Signer: signerv1.NewSignerServiceClient(conn), Stops: f.stops, Logger: slog.New(slog.DiscardHandler), Metrics: f.tel.Metrics,
 		Now: func() time.Time { return f.now }, Events: f.events,
+		EdgeKeys: edgeKeys(t, f.now, listed...), UnlistedKey: f.unlisted,
 	}
 	if edit != nil {
 		edit(f, &cfg)

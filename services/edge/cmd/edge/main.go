@@ -25,9 +25,9 @@ import (
 	"github.com/custody-dev/custody/libs/stopstate"
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/libs/trustroot/edgekeys"
 	"github.com/custody-dev/custody/services/edge/internal/cache"
 	"github.com/custody-dev/custody/services/edge/internal/server"
-	"github.com/custody-dev/custody/services/edge/internal/trust"
 )
 
 func main() {
@@ -140,7 +140,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		"bound of the cache on disk in MiB; the least recently used blobs nobody is reading are evicted, and a blob that does not fit is refused with 503")
 	f.Duration(&cfg.OriginStallTimeout, "origin-stall-timeout", "CUSTODY_ORIGIN_STALL_TIMEOUT", 30*time.Second,
 		"a fetch from the publisher that delivers nothing for this long is aborted and nothing of it is cached")
-	f.Duration(&cfg.TrustRefresh, "trust-refresh", "CUSTODY_TRUST_REFRESH", trust.DefaultRefreshInterval, "how often newer trust roots are asked from the signer")
+	f.Duration(&cfg.TrustRefresh, "trust-refresh", "CUSTODY_TRUST_REFRESH", edgekeys.DefaultRefreshInterval, "how often newer trust roots are asked from the signer")
 	f.String(&cfg.GatekeeperAddr, "gatekeeper-addr", "CUSTODY_GATEKEEPER_ADDR", "", "gatekeeper gRPC address (stop state), reached over mTLS as /edge/<name>")
 	f.Duration(&cfg.StopStateMaxAge, "stop-state-max-age", "CUSTODY_STOP_STATE_MAX_AGE", 3*time.Second,
 		"oldest stop state used; older (gatekeeper unreachable) means every token is refused")
@@ -186,7 +186,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer signerConn.Close()
 	signer := signerv1.NewSignerServiceClient(signerConn)
-	keys := trust.New(trust.Config{Root: pinned, Logger: d.Logger, Interval: cfg.TrustRefresh,
+	keys := edgekeys.New(edgekeys.Config{Root: pinned, Logger: d.Logger, Interval: cfg.TrustRefresh,
 		Source: trustroot.SourceFunc(func(ctx context.Context, after int64) ([][]byte, error) {
 			resp, err := signer.GetTrustRoot(ctx, &signerv1.GetTrustRootRequest{AfterVersion: after})
 			if err != nil {

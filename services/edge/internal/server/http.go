@@ -23,8 +23,9 @@ import (
 	"github.com/custody-dev/custody/libs/stopstate"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/token"
+	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/libs/trustroot/edgekeys"
 	"github.com/custody-dev/custody/services/edge/internal/cache"
-	"github.com/custody-dev/custody/services/edge/internal/trust"
 )
 
 const blobPrefix = "/v1/blobs/sha256/"
@@ -37,21 +38,24 @@ type Stops interface {
 
 var _ Stops = (*stopstate.Watcher)(nil)
 
-// TokenKeys gives the keys that verify tokens at a time; trust.Keys (the
-// trust root's edge token keys) is the edge's, StaticKeys a fixed set for
-// tests and benchmarks. An error means no token can be verified: every
-// request is refused with 503.
+// TokenKeys gives the keys that verify tokens at a time, and those listed
+// but outside their window; edgekeys.Keys (the trust root's edge token keys)
+// is the edge's, StaticKeys a fixed set for tests and benchmarks. An error
+// means no token can be verified: every request is refused with 503.
 type TokenKeys interface {
-	TokenKeys(now time.Time) (map[string]ed25519.PublicKey, error)
+	TokenKeys(now time.Time) (trustroot.EdgeTokenKeySet, error)
 }
 
-var _ TokenKeys = (*trust.Keys)(nil)
+var _ TokenKeys = (*edgekeys.Keys)(nil)
 
-// StaticKeys is a fixed set of token keys by id (token.KeyID).
+// StaticKeys is a fixed set of token keys by id (token.KeyID), valid at
+// any time.
 type StaticKeys map[string]ed25519.PublicKey
 
-// TokenKeys returns s.
-func (s StaticKeys) TokenKeys(time.Time) (map[string]ed25519.PublicKey, error) { return s, nil }
+// TokenKeys returns s as the valid keys.
+func (s StaticKeys) TokenKeys(time.Time) (trustroot.EdgeTokenKeySet, error) {
+	return trustroot.EdgeTokenKeySet{Valid: s}, nil
+}
 
 // Handler serves GET and HEAD /v1/blobs/sha256/<hex>?token=….
 type Handler struct {
@@ -161,9 +165,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(rec, "no token keys: this edge has no valid trust root with edge token keys, so it serves nothing; try another edge", http.StatusServiceUnavailable)
 		return
 	}
-	claims, err := token.VerifyLimits(tok, keys, digest, now, h.Limits)
+	claims, err := token.VerifyLimits(tok, keys.Valid, digest, now, h.Limits)
 	if err != nil {
 		h.Metrics.SignatureFailures.WithLabelValues("token").Inc()
+		var unknown *token.UnknownKeyError
+		if errors.As(err, &unknown) {
+			if k, ok := keys.Outside[unknown.KeyID]; ok {
+				// Listed, but not now: a key rotated out, or one published
+				// before its start. The window is public (the trust root's).
+				rec.refused = "key-outside-window"
+				http.Error(rec, fmt.Sprintf("forbidden: token signed by key %s outside its window (%s) in trust root v%d at %s",
+					k.ID, k.Window(), keys.Version, now.UTC().Format(time.RFC3339)), http.StatusForbidden)
+				return
+			}
+		}
 		rec.refused = reasonLabel(err)
 		http.Error(rec, "forbidden: "+reason(err), http.StatusForbidden)
 		return

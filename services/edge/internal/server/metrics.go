@@ -8,7 +8,9 @@ type HTTPMetrics struct {
 	// Requests counts finished blob requests by HTTP status code.
 	Requests *prometheus.CounterVec
 	// Forbidden counts 403s by reason: a token error (expired, digest,
-	// unknown-key, signature, malformed, issued-at, lifetime) or a stop
+	// unknown-key: a key the trust root does not list, key-outside-window:
+	// one it lists with a window that does not hold now, signature,
+	// malformed, issued-at, lifetime, client-ip, invalid) or a stop
 	// (stopped, before-epoch, revoked).
 	Forbidden *prometheus.CounterVec
 	// BytesServed counts body bytes written for 200 and 206 answers.

@@ -1,10 +1,10 @@
-// Package trust gives the edge its token verification keys from the signed
-// trust root: the pinned root, moved forward to the signer's newer versions.
-package trust
+// Package edgekeys follows the edge token keys of the signed trust root: the
+// pinned root, moved forward to the signer's newer versions (edges verify tokens
+// with them; the broker checks the key it signs with is among them).
+package edgekeys
 
 import (
 	"context"
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +32,7 @@ type Keys struct {
 	logger   *slog.Logger
 	interval time.Duration
 	now      func() time.Time
+	after    func(context.Context)
 }
 
 // Config configures New.
@@ -45,12 +46,16 @@ type Config struct {
 	Interval time.Duration
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
+	// AfterRefresh, if set, is called by Run after each refresh, whether
+	// it succeeded or not (the broker checks its signing key is still
+	// listed).
+	AfterRefresh func(context.Context)
 }
 
 // New returns Keys over cfg.Root. It does not contact the source: call
 // Refresh (at start) and Run.
 func New(cfg Config) *Keys {
-	k := &Keys{root: cfg.Root, src: cfg.Source, logger: cfg.Logger, interval: cfg.Interval, now: cfg.Now}
+	k := &Keys{root: cfg.Root, src: cfg.Source, logger: cfg.Logger, interval: cfg.Interval, now: cfg.Now, after: cfg.AfterRefresh}
 	if k.interval <= 0 {
 		k.interval = DefaultRefreshInterval
 	}
@@ -60,19 +65,19 @@ func New(cfg Config) *Keys {
 	return k
 }
 
-// TokenKeys returns the keys that verify tokens at now: the current root's
-// edge token keys whose validity window holds now (a key rotated out stays
-// for its transition window, and not after). It fails with ErrNoKeys if the
-// root expired or lists no edge token key at all; the map may be empty if
-// every listed key is outside its window (tokens are then refused as signed
-// by an unknown key).
-func (k *Keys) TokenKeys(now time.Time) (map[string]ed25519.PublicKey, error) {
+// TokenKeys returns the current root's edge token keys sorted by whether
+// their validity window holds now: Valid verify tokens (a key rotated out
+// stays for its transition window, and not after), Outside are listed but
+// refused at now. It fails with ErrNoKeys if the root expired or lists no
+// edge token key at all; Valid may be empty if every listed key is outside
+// its window.
+func (k *Keys) TokenKeys(now time.Time) (trustroot.EdgeTokenKeySet, error) {
 	r, err := k.root.Current(now)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNoKeys, err)
+		return trustroot.EdgeTokenKeySet{}, fmt.Errorf("%w: %v", ErrNoKeys, err)
 	}
 	if len(r.EdgeTokenKeys) == 0 {
-		return nil, fmt.Errorf("%w: trust root v%d lists none: list the cdn-broker's token key in the signer (--edge-token-public-key-file) and publish a new root", ErrNoKeys, r.Version)
+		return trustroot.EdgeTokenKeySet{}, fmt.Errorf("%w: trust root v%d lists none: list the cdn-broker's token key in the signer (--edge-token-public-key-file) and publish a new root", ErrNoKeys, r.Version)
 	}
 	return r.EdgeTokenKeysAt(now), nil
 }
@@ -112,6 +117,9 @@ func (k *Keys) Run(ctx context.Context) error {
 		case <-tick.C:
 			if err := k.Refresh(ctx); err != nil && ctx.Err() == nil {
 				k.logger.WarnContext(ctx, "trust refresh failed: keeping the current trust root", slog.Int64("version", k.root.Version()), slog.Any("error", err))
+			}
+			if k.after != nil && ctx.Err() == nil {
+				k.after(ctx)
 			}
 		}
 	}

@@ -1,4 +1,4 @@
-package trust_test
+package edgekeys_test
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/custody-dev/custody/libs/trustroot"
+	"github.com/custody-dev/custody/libs/trustroot/edgekeys"
 	"github.com/custody-dev/custody/libs/trustroot/trustroottest"
-	"github.com/custody-dev/custody/services/edge/internal/trust"
 )
 
 // The edge starts from a pinned root without edge token keys (fail closed),
@@ -30,9 +30,9 @@ func TestKeysFollowTheSignersRoots(t *testing.T) {
 	}
 	var served [][]byte
 	var down error
-	k := trust.New(trust.Config{Root: pinned, Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now },
+	k := edgekeys.New(edgekeys.Config{Root: pinned, Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now },
 		Source: trustroot.SourceFunc(func(context.Context, int64) ([][]byte, error) { return served, down })})
-	if _, err := k.TokenKeys(now); !errors.Is(err, trust.ErrNoKeys) {
+	if _, err := k.TokenKeys(now); !errors.Is(err, edgekeys.ErrNoKeys) {
 		t.Fatalf("TokenKeys on a root without edge keys = %v, want ErrNoKeys", err)
 	}
 	down = errors.New("unavailable")
@@ -45,8 +45,8 @@ func TestKeysFollowTheSignersRoots(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys, err := k.TokenKeys(now)
-	if err != nil || len(keys) != 1 || k.Version() != 2 {
-		t.Fatalf("after the refresh: v%d, %d keys, %v; want v2 with 1 key", k.Version(), len(keys), err)
+	if err != nil || len(keys.Valid) != 1 || k.Version() != 2 {
+		t.Fatalf("after the refresh: v%d, %d keys, %v; want v2 with 1 key", k.Version(), len(keys.Valid), err)
 	}
 	other := trustroottest.New(t, 2)
 	v3 := other.Root(3, 2, now, nil, nil)
@@ -54,7 +54,7 @@ func TestKeysFollowTheSignersRoots(t *testing.T) {
 	if err := k.Refresh(t.Context()); err == nil || k.Version() != 2 {
 		t.Fatalf("a forged v3: Refresh = %v at v%d, want an error and v2", err, k.Version())
 	}
-	if keys, err := k.TokenKeys(now); err != nil || len(keys) != 1 {
-		t.Fatalf("after a refused update: %d keys, %v", len(keys), err)
+	if keys, err := k.TokenKeys(now); err != nil || len(keys.Valid) != 1 {
+		t.Fatalf("after a refused update: %d keys, %v", len(keys.Valid), err)
 	}
 }
