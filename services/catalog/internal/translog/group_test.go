@@ -1,10 +1,12 @@
 package translog
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Entries that arrive while a batch is being written share the next one:
@@ -92,5 +94,43 @@ func TestClosedLoopAppendersFillBatches(t *testing.T) {
 	// about half each.
 	if avg := float64(appenders*each) / float64(b); avg < appenders/2+8 {
 		t.Errorf("%.1f entries a batch from %d closed-loop appenders, want at least %d", avg, appenders, appenders/2+8)
+	}
+}
+
+// TestAnsweredAppendersRejoin has two closed-loop appenders out of step:
+// the second's entry arrives while the first's batch is written, and each
+// pauses after its answer (its round trip) for longer than the gap between
+// arrivals that a batch waits out. A batch that waits for the callers just
+// answered to come back takes both; without that wait they alternate, one
+// entry a batch.
+func TestAnsweredAppendersRejoin(t *testing.T) {
+	skey, _ := newKey(t)
+	l := openLog(t, t.TempDir(), skey)
+	const rounds = 40
+	roundTrip := 2 * l.group.gap
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for a := range 2 {
+		wg.Go(func() {
+			if a == 1 {
+				time.Sleep(roundTrip) // during the first batch's write
+			}
+			for i := range rounds {
+				if _, err := l.Sequence(t.Context(), fmt.Appendf(nil, "entry %d/%d", a, i)); err != nil {
+					errs[a] = err
+					return
+				}
+				time.Sleep(roundTrip)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	b := l.group.batches.Load()
+	t.Logf("%d entries in %d batches", 2*rounds, b)
+	if b > rounds*3/2 {
+		t.Errorf("%d entries of two out-of-step appenders took %d batches, want at most %d", 2*rounds, b, rounds*3/2)
 	}
 }
