@@ -301,8 +301,10 @@ func (c *Catalog) appendEvent(ctx context.Context, actor, typ, subjectDigest str
 	// only copy.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
+	forget := ix.remember(e)
 	idx, err := c.log.Sequence(sctx, leaf)
 	if err != nil {
+		forget()
 		return nil, logError("append to log", err)
 	}
 	e.Entry.SearchFrom, e.Entry.Sequenced, e.Entry.Index = idx, true, idx

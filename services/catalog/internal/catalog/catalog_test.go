@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -449,5 +450,86 @@ func TestIndexerRefusesForeignLeaves(t *testing.T) {
 	}
 	if n, err := f.store.IndexedSize(t.Context()); err != nil || n != 0 {
 		t.Errorf("indexed size %d (%v), want 0: nothing at or after the foreign leaf is indexed", n, err)
+	}
+}
+
+// recordingStore keeps a copy of every event IndexEvents stores.
+type recordingStore struct {
+	catalog.Store
+	mu     sync.Mutex
+	events []catalog.Event
+}
+
+func (s *recordingStore) IndexEvents(ctx context.Context, events []*catalog.Event, size uint64) error {
+	if err := s.Store.IndexEvents(ctx, events, size); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range events {
+		s.events = append(s.events, *e)
+	}
+	return nil
+}
+
+// The indexer stores the events this catalog has just sequenced without
+// parsing their leaves again; what it stores must be what a catalog that
+// parses the same leaves (after a restart, with a new store) stores.
+func TestIndexedEventsMatchTheirLeaves(t *testing.T) {
+	f := newFixture(t)
+	first := &recordingStore{Store: f.store}
+	c := f.catalog(first, nil)
+	const n = 50
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			sub := ""
+			if i%2 == 0 {
+				sub = "sha256:" + strings.Repeat(fmt.Sprintf("%x", i%16), 64)
+			}
+			if _, err := c.SequenceEvent(t.Context(), gatekeeper, tlog.TypeAdmissionDecided, sub, fmt.Appendf(nil, `{"n":%d}`, i)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := c.Recover(t.Context()); err != nil { // waits until all is indexed
+		t.Fatal(err)
+	}
+	other, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "other.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close() })
+	second := &recordingStore{Store: other}
+	if err := f.catalog(second, nil).Recover(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if len(first.events) != n || len(second.events) != n {
+		t.Fatalf("%d events stored by the catalog that sequenced them, %d by one that parsed them, want %d each", len(first.events), len(second.events), n)
+	}
+	byIndex := map[uint64]catalog.Event{}
+	for _, e := range second.events {
+		byIndex[e.Entry.Index] = e
+	}
+	for _, got := range first.events {
+		want, ok := byIndex[got.Entry.Index]
+		if !ok {
+			t.Errorf("event %d stored by one catalog only", got.Entry.Index)
+			continue
+		}
+		parsed, err := tlog.ParseEntry(got.Entry.Leaf)
+		if err != nil {
+			t.Fatalf("event %d: %v", got.Entry.Index, err)
+		}
+		if got.Type != want.Type || got.Actor != want.Actor || got.SubjectDigest != want.SubjectDigest ||
+			!got.CreatedAt.Equal(want.CreatedAt) || got.CreatedAt.Location() != time.UTC || !bytes.Equal(got.Details, want.Details) ||
+			!bytes.Equal(got.Entry.Leaf, want.Entry.Leaf) || got.Entry.SearchFrom != want.Entry.SearchFrom || !got.Entry.Sequenced ||
+			got.SubjectDigest != parsed.Subject.Digest || !got.CreatedAt.Equal(parsed.Time) {
+			t.Errorf("event %d stored as\n%+v\nby the catalog that sequenced it, as\n%+v\nby one that parsed its leaf", got.Entry.Index, got, want)
+		}
+		if len(got.Entry.Checkpoint) == 0 {
+			t.Errorf("event %d stored without its checkpoint", got.Entry.Index)
+		}
 	}
 }

@@ -142,6 +142,11 @@ func (s *Server) AppendEvent(ctx context.Context, req *catalogv1.AppendEventRequ
 	if err != nil {
 		return nil, err
 	}
+	return s.appendEvent(ctx, actor, req)
+}
+
+// appendEvent is AppendEvent for the caller actor.
+func (s *Server) appendEvent(ctx context.Context, actor string, req *catalogv1.AppendEventRequest) (*catalogv1.AppendEventResponse, error) {
 	appendEvent := s.cat.AppendEvent
 	switch req.GetWait() {
 	case catalogv1.AppendWait_APPEND_WAIT_UNSPECIFIED, catalogv1.AppendWait_APPEND_WAIT_PROVED:
@@ -170,13 +175,16 @@ func (s *Server) AppendEvents(ctx context.Context, req *catalogv1.AppendEventsRe
 	if len(evs) == 0 || len(evs) > MaxAppendBatch {
 		return nil, status.Errorf(codes.InvalidArgument, "%d events: send 1 to %d", len(evs), MaxAppendBatch)
 	}
-	if _, err := s.caller(ctx); err != nil {
+	// The caller is the call's, the same for each of its events: resolved
+	// once, not once an event.
+	actor, err := s.caller(ctx)
+	if err != nil {
 		return nil, err
 	}
 	results := make([]*catalogv1.AppendEventResult, len(evs))
 	var wg sync.WaitGroup
 	for i, e := range evs {
-		wg.Go(func() { results[i] = eventlog.Result(s.AppendEvent(ctx, e)) })
+		wg.Go(func() { results[i] = eventlog.Result(s.appendEvent(ctx, actor, e)) })
 	}
 	wg.Wait()
 	return &catalogv1.AppendEventsResponse{Results: results}, nil

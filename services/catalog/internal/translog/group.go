@@ -24,6 +24,13 @@ import (
 // it cuts the batch at once. A lone entry waits one gap; appenders that
 // each wait for their previous entry (gRPC callers) come back within the
 // join and stay in one batch instead of splitting into alternating ones.
+// The gap counts only once some entry has arrived since the last batch was
+// answered: entries that waited during a write are held, up to join, for
+// the callers of that write to come back, since a caller's round trip
+// (the answer, its next call) is often longer than a gap. Otherwise two
+// groups of callers, each arriving while the other's batch is written,
+// would alternate for good, each batch paying Tessera's files and fsyncs
+// for half of them (decision 0120).
 type groupCommit struct {
 	max int
 	// join bounds how long a batch takes arrivals after the sequencer
@@ -36,6 +43,8 @@ type groupCommit struct {
 
 	// batches counts the groups handed to Tessera.
 	batches atomic.Uint64
+	// arrivals counts the entries ever added.
+	arrivals atomic.Uint64
 }
 
 // tesseraAge is the batch age given to Tessera's queue: the group hands a
@@ -45,8 +54,8 @@ type groupCommit struct {
 const tesseraAge = 200 * time.Microsecond
 
 type pendingEntry struct {
-	leaf []byte
-	done chan sequenced
+	entry *tessera.Entry
+	done  chan sequenced
 }
 
 type sequenced struct {
@@ -57,6 +66,7 @@ type sequenced struct {
 func (g *groupCommit) add(e *pendingEntry) {
 	g.mu.Lock()
 	g.pending = append(g.pending, e)
+	g.arrivals.Add(1)
 	g.mu.Unlock()
 	select {
 	case g.wake <- struct{}{}:
@@ -89,6 +99,8 @@ func (l *Log) sequencer(ctx context.Context) {
 	futures := make([]tessera.IndexFuture, 0, g.max)
 	joinTimer := time.NewTimer(time.Hour)
 	joinTimer.Stop()
+	// answered is the arrivals count when the last batch was answered.
+	var answered uint64
 	for {
 		select {
 		case <-g.wake:
@@ -105,7 +117,13 @@ func (l *Log) sequencer(ctx context.Context) {
 			end := time.Now().Add(g.join)
 		join:
 			for len(batch) < g.max {
-				left := min(g.gap, time.Until(end))
+				// Until one of the callers just answered (or anyone else)
+				// comes back, wait for them up to join; then only while
+				// arrivals keep coming.
+				left := time.Until(end)
+				if answered == 0 || g.arrivals.Load() > answered {
+					left = min(g.gap, left)
+				}
 				if left <= 0 {
 					break
 				}
@@ -120,7 +138,7 @@ func (l *Log) sequencer(ctx context.Context) {
 			}
 			futures = futures[:0]
 			for _, e := range batch {
-				futures = append(futures, l.appender.Add(ctx, tessera.NewEntry(e.leaf)))
+				futures = append(futures, l.appender.Add(ctx, e.entry))
 			}
 			results := make([]sequenced, len(batch))
 			var top uint64
@@ -138,6 +156,7 @@ func (l *Log) sequencer(ctx context.Context) {
 				// Someone will want a checkpoint that covers them.
 				l.need(top)
 			}
+			answered = g.arrivals.Load()
 			for i, e := range batch {
 				e.done <- results[i]
 			}

@@ -1,10 +1,12 @@
 package translog
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Entries that arrive while a batch is being written share the next one:
@@ -93,4 +95,58 @@ func TestClosedLoopAppendersFillBatches(t *testing.T) {
 	if avg := float64(appenders*each) / float64(b); avg < appenders/2+8 {
 		t.Errorf("%.1f entries a batch from %d closed-loop appenders, want at least %d", avg, appenders, appenders/2+8)
 	}
+}
+
+// TestAnsweredAppendersRejoin has two closed-loop appenders out of step:
+// the second's entry arrives while the first's batch is written, and each
+// pauses after its answer (its round trip) for longer than the gap between
+// arrivals that a batch waits out. A batch that waits for the callers just
+// answered to come back takes both; without that wait they alternate, one
+// entry a batch.
+func TestAnsweredAppendersRejoin(t *testing.T) {
+	// The scenario needs each pause to stay inside the join: on a
+	// loaded machine a sleep of half a millisecond can take several, and
+	// then the appenders really are too slow to share a batch. An attempt
+	// whose longest pause broke that is not evidence either way and is
+	// run again; the test is skipped, saying so, if none kept it.
+	const rounds, attempts = 40, 5
+	for attempt := range attempts {
+		skey, _ := newKey(t)
+		l := openLog(t, t.TempDir(), skey)
+		roundTrip := 2 * l.group.gap
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		longest := make([]time.Duration, 2)
+		for a := range 2 {
+			wg.Go(func() {
+				if a == 1 {
+					time.Sleep(roundTrip) // during the first batch's write
+				}
+				for i := range rounds {
+					if _, err := l.Sequence(t.Context(), fmt.Appendf(nil, "entry %d/%d", a, i)); err != nil {
+						errs[a] = err
+						return
+					}
+					start := time.Now()
+					time.Sleep(roundTrip)
+					longest[a] = max(longest[a], time.Since(start))
+				}
+			})
+		}
+		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			t.Fatal(err)
+		}
+		b := l.group.batches.Load()
+		pause := max(longest[0], longest[1])
+		t.Logf("attempt %d: %d entries in %d batches, longest pause %s (join %s)", attempt+1, 2*rounds, b, pause, l.group.join)
+		if pause >= l.group.join {
+			continue
+		}
+		if b > rounds*3/2 {
+			t.Errorf("%d entries of two out-of-step appenders took %d batches, want at most %d", 2*rounds, b, rounds*3/2)
+		}
+		return
+	}
+	t.Skipf("in %d attempts a pause of two gaps took as long as the join: the machine is too loaded for this scenario", attempts)
 }

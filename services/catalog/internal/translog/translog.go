@@ -47,7 +47,9 @@ type Config struct {
 	// has started it (group commit: one batch is written at a time, and the
 	// entries that arrive meanwhile start the next one). Arrivals keep
 	// joining while none is more than an eighth of this age after the last;
-	// a lone entry waits only that eighth. Zero means 2ms.
+	// a lone entry waits only that eighth. Entries that arrived during a
+	// write wait up to this age for the first of the callers that write
+	// answered to come back. Zero means 2ms.
 	BatchMaxAge time.Duration
 	// BatchMaxSize is the most entries sequenced at once. Zero means 1024:
 	// a batch costs about the same fsyncs whatever its size, so under load
@@ -313,7 +315,10 @@ func (l *Log) Sequence(ctx context.Context, leaf []byte) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
-	r := &pendingEntry{leaf: leaf, done: make(chan sequenced, 1)}
+	// The entry's hashes are computed here, in the caller's goroutine: the
+	// sequencer's loop of Adds must stay shorter than tesseraAge, or
+	// Tessera cuts the batch in two and writes it twice.
+	r := &pendingEntry{entry: tessera.NewEntry(leaf), done: make(chan sequenced, 1)}
 	l.group.add(r)
 	select {
 	case res := <-r.done:

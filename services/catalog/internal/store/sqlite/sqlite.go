@@ -157,9 +157,10 @@ func fillKeyIDs(ctx context.Context, tx *sql.Tx) error {
 // Store is a catalog.Store in one SQLite database file.
 //
 // Writes are group-committed: one writer goroutine runs every write waiting
-// at that moment in one transaction, each in its own savepoint, so that many
-// concurrent records share one fsync instead of queueing for one each. A
-// write returns only after its transaction is durable.
+// at that moment in one transaction, each in its own savepoint (a write
+// alone needs none), so that many concurrent records share one fsync
+// instead of queueing for one each. A write returns only after its
+// transaction is durable.
 type Store struct {
 	db     *sql.DB
 	ops    chan writeOp
@@ -309,6 +310,21 @@ func (s *Store) commit(batch []writeOp) {
 	if err != nil {
 		for i := range results {
 			results[i] = fmt.Errorf("begin transaction: %w", err)
+		}
+		return
+	}
+	if len(batch) == 1 {
+		// A write alone needs no savepoint: if it fails, the whole
+		// transaction is rolled back. The savepoint made SQLite copy
+		// every page the write touched into its sub-journal, and the
+		// indexer's writes (one a batch of events) usually come alone.
+		if err := batch[0].fn(tx); err != nil {
+			results[0] = err
+			tx.Rollback()
+			return
+		}
+		if err := tx.Commit(); err != nil {
+			results[0] = fmt.Errorf("commit: %w", err)
 		}
 		return
 	}
