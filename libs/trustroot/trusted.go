@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 )
@@ -30,6 +31,20 @@ func Pin(envelope []byte) (*Trusted, error) {
 		return nil, fmt.Errorf("pinned trust root: %w", err)
 	}
 	return &Trusted{root: root, envelope: bytes.Clone(envelope)}, nil
+}
+
+// PinFile reads the trust root file at path and pins it (Pin); errors
+// name the flag the path came from, e.g. "--trust-root".
+func PinFile(flag, path string) (*Trusted, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", flag, err)
+	}
+	t, err := Pin(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", flag, path, err)
+	}
+	return t, nil
 }
 
 // Update accepts the next version: its Version must be the current one

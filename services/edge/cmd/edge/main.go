@@ -109,15 +109,7 @@ func (c *config) proxies() ([]netip.Prefix, error) {
 // trustRoot reads and pins the trust root file: it must be signed by its
 // own threshold of its own root keys.
 func (c *config) trustRoot() (*trustroot.Trusted, error) {
-	b, err := os.ReadFile(c.TrustRootFile)
-	if err != nil {
-		return nil, fmt.Errorf("--trust-root: %w", err)
-	}
-	t, err := trustroot.Pin(b)
-	if err != nil {
-		return nil, fmt.Errorf("--trust-root %s: %w", c.TrustRootFile, err)
-	}
-	return t, nil
+	return trustroot.PinFile("--trust-root", c.TrustRootFile)
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {

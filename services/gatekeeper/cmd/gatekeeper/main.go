@@ -242,15 +242,7 @@ func parseQuorum(s string) (map[string]int, error) {
 // own threshold of root keys. It may have expired: the signer may have
 // newer versions.
 func (c *config) trustRoot() (*trustroot.Trusted, error) {
-	b, err := os.ReadFile(c.TrustRootFile)
-	if err != nil {
-		return nil, fmt.Errorf("--trust-root: %w", err)
-	}
-	t, err := trustroot.Pin(b)
-	if err != nil {
-		return nil, fmt.Errorf("--trust-root %s: %w", c.TrustRootFile, err)
-	}
-	return t, nil
+	return trustroot.PinFile("--trust-root", c.TrustRootFile)
 }
 
 // policy loads and compiles the policy bundle: --policy-bundle, checked
