@@ -98,32 +98,40 @@ func TestCallerGivesUp(t *testing.T) {
 // first of them taking a free slot alone and the rest waiting a whole
 // round behind it.
 func TestClosedLoopCallersStayTogether(t *testing.T) {
-	const callers, rounds, inFlight = 64, 40, 1
-	var calls, items atomic.Int64
-	q := batch.New(inFlight, 256, func(_ context.Context, in []int) ([]int, error) {
-		calls.Add(1)
-		items.Add(int64(len(in)))
-		time.Sleep(time.Millisecond) // the catalog writing the batch
-		return in, nil
-	})
-	var wg sync.WaitGroup
-	for c := range callers {
-		wg.Go(func() {
-			for r := range rounds {
-				if _, err := q.Do(t.Context(), c*rounds+r); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	avg := float64(items.Load()) / float64(calls.Load())
-	t.Logf("%d items in %d batches (%.1f a batch)", items.Load(), calls.Load(), avg)
+	const callers, rounds, inFlight, attempts = 64, 40, 1, 3
 	// Without the hand-off the callers split into two alternating batches
-	// of half each: the few that ran before the slot was free take it,
-	// and the others wait for them.
-	if want := callers * 5 / 8; avg < float64(want) {
-		t.Errorf("%.1f items a batch from %d closed-loop callers and %d slot, want at least %d", avg, callers, inFlight, want)
+	// of half each, in every attempt: the few that ran before the slot was
+	// free take it, and the others wait for them. With it, a loaded
+	// machine can still delay some callers past a batch now and then, so
+	// the best of a few attempts is judged.
+	want := float64(callers * 5 / 8)
+	best := 0.0
+	for range attempts {
+		var calls, items atomic.Int64
+		q := batch.New(inFlight, 256, func(_ context.Context, in []int) ([]int, error) {
+			calls.Add(1)
+			items.Add(int64(len(in)))
+			time.Sleep(time.Millisecond) // the catalog writing the batch
+			return in, nil
+		})
+		var wg sync.WaitGroup
+		for c := range callers {
+			wg.Go(func() {
+				for r := range rounds {
+					if _, err := q.Do(t.Context(), c*rounds+r); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		avg := float64(items.Load()) / float64(calls.Load())
+		t.Logf("%d items in %d batches (%.1f a batch)", items.Load(), calls.Load(), avg)
+		best = max(best, avg)
+		if best >= want {
+			return
+		}
 	}
+	t.Errorf("at best %.1f items a batch from %d closed-loop callers and %d slot in %d attempts, want at least %.0f", best, callers, inFlight, attempts, want)
 }
