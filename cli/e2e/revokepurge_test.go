@@ -55,3 +55,75 @@ func TestKeyRevocationPurgesTheEdges(t *testing.T) {
 	}
 	t.Logf("purged from every edge %v after the revocation", time.Since(revoked).Round(time.Millisecond))
 }
+
+// TestKeyRevocationPurgesAReSignedArtifact: two artifacts published by
+// version 1 and re-signed by version 2 (custody keys resign), one before
+// and one after version 2's revocation takes effect. The purge judges when
+// the revoked version signed, not when the artifact was published: the one
+// re-signed after the effective time is purged from the edge, the one
+// re-signed before it is not.
+func TestKeyRevocationPurgesAReSignedArtifact(t *testing.T) {
+	s := start(t)
+	work := t.TempDir()
+	edge := devstack.Layout{Dir: s.dir}.DataDir("edge")
+	publish := func(name string) (digest, cached string) {
+		src := randomFile(t, work, name, 32<<10)
+		digest = digestOf(s.mustCustody("publish", src, "--name", name, "--version", "1", "--channel", "staging"))
+		s.mustCustody("fetch", name+"@1", "--env", "staging", "-o", filepath.Join(work, name+".out"))
+		cached = filepath.Join(edge, "sha256-"+strings.TrimPrefix(digest, "sha256:"))
+		if _, err := os.Stat(cached); err != nil {
+			t.Fatalf("the edge did not cache %s: %v", name, err)
+		}
+		return digest, cached
+	}
+	earlyDigest, earlyCached := publish("early")
+	lateDigest, lateCached := publish("late")
+	if out := s.mustCustody("keys", "rotate", "artifact"); !strings.Contains(out, "version 2") {
+		t.Fatalf("rotate:\n%s", out)
+	}
+	if out := s.mustCustody("keys", "resign", "--revoked-version", "1", "--artifact", "early@1"); !strings.Contains(out, "RESIGNED early@1") {
+		t.Fatalf("resign early:\n%s", out)
+	}
+	time.Sleep(time.Second)
+	effective := time.Now().UTC()
+	time.Sleep(time.Second)
+	if out := s.mustCustody("keys", "resign", "--revoked-version", "1", "--artifact", "late@1"); !strings.Contains(out, "RESIGNED late@1") {
+		t.Fatalf("resign late:\n%s", out)
+	}
+
+	revoked := time.Now()
+	s.mustCustody("keys", "revoke", "artifact", "--version", "2", "--effective", effective.Format(time.RFC3339Nano), "--reason", "e2e: purge a re-signature")
+	var out struct {
+		Jobs []struct {
+			jobOut
+			Reason string `json:"reason"`
+		} `json:"jobs"`
+	}
+	for {
+		mustJSON(t, s.mustCustody("purge", "status", "--json"), &out)
+		done := false
+		for _, j := range out.Jobs {
+			if j.Reason != "key-revoked" {
+				continue
+			}
+			switch j.Digest {
+			case lateDigest:
+				done = j.Done
+			case earlyDigest:
+				t.Fatalf("job %+v: early@1 was re-signed before the effective time %v, want it not purged", j, effective)
+			}
+		}
+		_, err := os.Stat(lateCached)
+		if done && os.IsNotExist(err) {
+			break
+		}
+		if time.Since(revoked) > 10*time.Second {
+			t.Fatalf("10 s after the revocation: late@1's job done %v, edge cache %v; jobs %+v", done, err, out.Jobs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := os.Stat(earlyCached); err != nil {
+		t.Errorf("early@1, re-signed before the effective time, left the edge's cache: %v", err)
+	}
+	t.Logf("late@1 purged from every edge %v after the revocation; early@1 kept", time.Since(revoked).Round(time.Millisecond))
+}

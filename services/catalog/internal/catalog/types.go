@@ -104,11 +104,14 @@ type Signature struct {
 }
 
 // Listed is one artifact of a listing, with the key id of its current
-// envelope's signature.
+// envelope's signature and when that envelope was recorded: the artifact's
+// CreatedAt if it was never re-signed, else its current (latest logged)
+// re-signature's CreatedAt.
 type Listed struct {
 	ID       int64
 	Artifact Artifact
 	KeyID    string
+	SignedAt time.Time
 }
 
 // Event is a stored audit event.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
@@ -55,12 +56,24 @@ func TestRecordSignature(t *testing.T) {
 	if _, err := pub.RecordArtifact(t.Context(), req); err != nil {
 		t.Fatal(err)
 	}
+	// Never re-signed, it was signed when it was recorded.
+	published, err := reader.SearchArtifacts(t.Context(), &catalogv1.SearchArtifactsRequest{Name: "app", Version: "1.0.0"})
+	if err != nil || len(published.GetArtifacts()) != 1 {
+		t.Fatalf("SearchArtifacts = %v, %v; want app@1.0.0", published, err)
+	}
+	if la := published.GetArtifacts()[0]; la.GetSignedAt() == nil || !la.GetSignedAt().AsTime().Equal(la.GetArtifact().GetCreatedAt().AsTime()) {
+		t.Fatalf("published: signed_at %v, want its created_at %v", la.GetSignedAt(), la.GetArtifact().GetCreatedAt().AsTime())
+	}
+	time.Sleep(10 * time.Millisecond) // so the re-signature's time differs from the publication's
 	next := resign(t, req.GetEnvelope(), rotatedKey)
 	resp, err := adm.RecordSignature(t.Context(), &catalogv1.RecordSignatureRequest{Name: "app", Version: "1.0.0", Envelope: next})
 	if err != nil {
 		t.Fatalf("RecordSignature: %v", err)
 	}
 	_, le := checkEntry(t, e.vkey, resp.GetEntry())
+	if !le.Time.After(published.GetArtifacts()[0].GetSignedAt().AsTime()) {
+		t.Fatalf("re-signed at %v, not after the publication's signed_at %v", le.Time, published.GetArtifacts()[0].GetSignedAt().AsTime())
+	}
 	prev, sum := sha256.Sum256(req.GetEnvelope()), sha256.Sum256(next)
 	want := &tlog.Entry{
 		Type: tlog.TypeArtifactResigned, Time: le.Time, Actor: "spiffe://custody.test/service/signer",
@@ -70,6 +83,17 @@ func TestRecordSignature(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, le); diff != "" {
 		t.Errorf("logged entry (-want +got):\n%s", diff)
+	}
+
+	// A search by the new key says the current envelope was signed when the
+	// re-signature was recorded, not when the artifact was: what a key
+	// revocation's purge judges by.
+	sr, err := reader.SearchArtifacts(t.Context(), &catalogv1.SearchArtifactsRequest{SignedByKeyId: rotatedKey})
+	if err != nil || len(sr.GetArtifacts()) != 1 {
+		t.Fatalf("SearchArtifacts by the new key = %v, %v; want app@1.0.0", sr, err)
+	}
+	if la := sr.GetArtifacts()[0]; la.GetSignedAt() == nil || !la.GetSignedAt().AsTime().Equal(le.Time) {
+		t.Errorf("signed_at %v, want the re-signature's time %v (artifact created at %v)", la.GetSignedAt().AsTime(), le.Time, la.GetArtifact().GetCreatedAt().AsTime())
 	}
 
 	// Readers get the new envelope with the re-signature's entry, whose

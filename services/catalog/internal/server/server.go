@@ -255,7 +255,7 @@ func (s *Server) ListArtifacts(ctx context.Context, req *catalogv1.ListArtifacts
 	}
 	resp := &catalogv1.ListArtifactsResponse{NextPageToken: next, Artifacts: make([]*catalogv1.ListedArtifact, 0, len(list))}
 	for _, l := range list {
-		resp.Artifacts = append(resp.Artifacts, &catalogv1.ListedArtifact{Artifact: artifact(l.Artifact), KeyId: l.KeyID})
+		resp.Artifacts = append(resp.Artifacts, listed(l))
 	}
 	return resp, nil
 }
@@ -274,7 +274,7 @@ func (s *Server) SearchArtifacts(ctx context.Context, req *catalogv1.SearchArtif
 	}
 	resp := &catalogv1.SearchArtifactsResponse{NextPageToken: next, Artifacts: make([]*catalogv1.ListedArtifact, 0, len(list))}
 	for _, l := range list {
-		resp.Artifacts = append(resp.Artifacts, &catalogv1.ListedArtifact{Artifact: artifact(l.Artifact), KeyId: l.KeyID})
+		resp.Artifacts = append(resp.Artifacts, listed(l))
 	}
 	deployed, err := s.cat.DeploymentsOf(ctx, list)
 	if err != nil {
@@ -284,6 +284,10 @@ func (s *Server) SearchArtifacts(ctx context.Context, req *catalogv1.SearchArtif
 		resp.Deployments = append(resp.Deployments, deployment(d))
 	}
 	return resp, nil
+}
+
+func listed(l catalog.Listed) *catalogv1.ListedArtifact {
+	return &catalogv1.ListedArtifact{Artifact: artifact(l.Artifact), KeyId: l.KeyID, SignedAt: timestamppb.New(l.SignedAt)}
 }
 
 func artifact(a catalog.Artifact) *catalogv1.Artifact {

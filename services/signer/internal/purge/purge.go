@@ -58,8 +58,10 @@ type KeyRevoked struct {
 }
 
 // Digests returns the digests of the artifacts whose current envelope the
-// key version keyID signed and that were recorded at or after effective,
-// each once, in the catalog's order.
+// key version keyID signed and was recorded at or after effective (the
+// catalog's signed_at: the artifact's publication, or its latest
+// re-signature; an older catalog that sends no signed_at is judged by the
+// artifact's created_at), each once, in the catalog's order.
 func (p *KeyRevoked) Digests(ctx context.Context, keyID string, effective time.Time) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
@@ -74,7 +76,7 @@ func (p *KeyRevoked) Digests(ctx context.Context, keyID string, effective time.T
 			if la.GetKeyId() != keyID {
 				return nil, fmt.Errorf("%w: the catalog returned %s@%s signed by %q for key %s", ErrUnavailable, a.GetName(), a.GetVersion(), la.GetKeyId(), keyID)
 			}
-			if a.GetCreatedAt().AsTime().Before(effective) || seen[a.GetDigest()] {
+			if signedAt(la).Before(effective) || seen[a.GetDigest()] {
 				continue
 			}
 			seen[a.GetDigest()] = true
@@ -103,4 +105,14 @@ func (p *KeyRevoked) Purge(ctx context.Context, keyID string, effective time.Tim
 		}
 	}
 	return len(digests), nil
+}
+
+// signedAt is when the catalog recorded la's current envelope. A catalog
+// older than signed_at leaves it unset: its created_at is then the best
+// known, and misses only a re-signature (as the purge did before).
+func signedAt(la *catalogv1.ListedArtifact) time.Time {
+	if at := la.GetSignedAt(); at != nil {
+		return at.AsTime()
+	}
+	return la.GetArtifact().GetCreatedAt().AsTime()
 }

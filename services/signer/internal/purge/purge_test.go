@@ -113,6 +113,40 @@ func TestKeyRevokedPurgesWhatTheVersionSignedFromTheEffectiveTime(t *testing.T) 
 	}
 }
 
+// TestKeyRevokedPurgesByWhenTheCurrentEnvelopeWasSigned: with a catalog
+// that sends signed_at, the purge judges when the revoked version's
+// envelope was recorded, not when the artifact was: an old artifact
+// re-signed by the version after the effective time is purged, one
+// re-signed before it is not. (The test above sends no signed_at, as an
+// older catalog does, and is judged by created_at.)
+func TestKeyRevokedPurgesByWhenTheCurrentEnvelopeWasSigned(t *testing.T) {
+	signed := func(i int, created, signed time.Time) *catalogv1.ListedArtifact {
+		la := listed(revoked, i, created)
+		la.SignedAt = timestamppb.New(signed)
+		return la
+	}
+	old := from.Add(-30 * 24 * time.Hour)
+	c := &catalog{listed: []*catalogv1.ListedArtifact{
+		signed(1, old, old),                                 // published by the version before: kept
+		signed(2, old, from.Add(time.Minute)),               // re-signed by the version after: purged
+		signed(3, old, from.Add(-time.Minute)),              // re-signed by the version before: kept
+		signed(4, from.Add(time.Hour), from.Add(time.Hour)), // published by the version after: purged
+		signed(5, old, from),                                // re-signed at the effective time: purged
+	}}
+	b := &broker{}
+	n, err := (&KeyRevoked{Catalog: c, Broker: b}).Purge(t.Context(), revoked, from, "ref")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, call := range b.calls {
+		got = append(got, call.GetDigests()...)
+	}
+	if want := []string{digest(2), digest(4), digest(5)}; n != len(want) || !slices.Equal(got, want) {
+		t.Fatalf("purged %v (%d reported), want %v: what the version signed from %v, re-signatures included", got, n, want, from)
+	}
+}
+
 func TestKeyRevokedFailsWhenADependencyIsDownOrLies(t *testing.T) {
 	for _, tc := range []struct {
 		name string

@@ -1181,9 +1181,14 @@ func (x *ListArtifactsResponse) GetNextPageToken() string {
 // ListedArtifact is one artifact record with the key id that signed its
 // current envelope.
 type ListedArtifact struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Artifact      *Artifact              `protobuf:"bytes,1,opt,name=artifact,proto3" json:"artifact,omitempty"`
-	KeyId         string                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Artifact *Artifact              `protobuf:"bytes,1,opt,name=artifact,proto3" json:"artifact,omitempty"`
+	KeyId    string                 `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// When the catalog recorded the current envelope (the one key_id signed):
+	// the artifact's created_at if it was never re-signed, else when its
+	// latest logged re-signature was recorded. Unset from a catalog older
+	// than this field; a reader then falls back to the artifact's created_at.
+	SignedAt      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=signed_at,json=signedAt,proto3" json:"signed_at,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1230,6 +1235,13 @@ func (x *ListedArtifact) GetKeyId() string {
 		return x.KeyId
 	}
 	return ""
+}
+
+func (x *ListedArtifact) GetSignedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SignedAt
+	}
+	return nil
 }
 
 type GetEntriesRequest struct {
@@ -3819,10 +3831,11 @@ const file_custody_catalog_v1_catalog_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"\x81\x01\n" +
 	"\x15ListArtifactsResponse\x12@\n" +
 	"\tartifacts\x18\x01 \x03(\v2\".custody.catalog.v1.ListedArtifactR\tartifacts\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"a\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9a\x01\n" +
 	"\x0eListedArtifact\x128\n" +
 	"\bartifact\x18\x01 \x01(\v2\x1c.custody.catalog.v1.ArtifactR\bartifact\x12\x15\n" +
-	"\x06key_id\x18\x02 \x01(\tR\x05keyId\"F\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x127\n" +
+	"\tsigned_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bsignedAt\"F\n" +
 	"\x11GetEntriesRequest\x12\x14\n" +
 	"\x05start\x18\x01 \x01(\x04R\x05start\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\"N\n" +
@@ -4173,79 +4186,80 @@ var file_custody_catalog_v1_catalog_proto_depIdxs = []int32{
 	4,  // 11: custody.catalog.v1.RecordSignatureResponse.entry:type_name -> custody.catalog.v1.LogEntry
 	20, // 12: custody.catalog.v1.ListArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
 	3,  // 13: custody.catalog.v1.ListedArtifact.artifact:type_name -> custody.catalog.v1.Artifact
-	20, // 14: custody.catalog.v1.SearchArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
-	34, // 15: custody.catalog.v1.SearchArtifactsResponse.deployments:type_name -> custody.catalog.v1.Deployment
-	4,  // 16: custody.catalog.v1.ListEventsResponse.entries:type_name -> custody.catalog.v1.LogEntry
-	2,  // 17: custody.catalog.v1.GetLineageRequest.direction:type_name -> custody.catalog.v1.LineageDirection
-	33, // 18: custody.catalog.v1.GetLineageResponse.edges:type_name -> custody.catalog.v1.LineageEdge
-	3,  // 19: custody.catalog.v1.GetLineageResponse.artifacts:type_name -> custody.catalog.v1.Artifact
-	34, // 20: custody.catalog.v1.GetLineageResponse.deployments:type_name -> custody.catalog.v1.Deployment
-	56, // 21: custody.catalog.v1.LineageEdge.digest:type_name -> custody.catalog.v1.LineageEdge.DigestEntry
-	57, // 22: custody.catalog.v1.LineageEdge.annotations:type_name -> custody.catalog.v1.LineageEdge.AnnotationsEntry
-	58, // 23: custody.catalog.v1.Deployment.deployed_at:type_name -> google.protobuf.Timestamp
-	33, // 24: custody.catalog.v1.GetLineagePathResponse.edges:type_name -> custody.catalog.v1.LineageEdge
-	4,  // 25: custody.catalog.v1.RecordDeploymentResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	34, // 26: custody.catalog.v1.RecordDeploymentResponse.deployment:type_name -> custody.catalog.v1.Deployment
-	41, // 27: custody.catalog.v1.RecordSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
-	4,  // 28: custody.catalog.v1.RecordSBOMResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	58, // 29: custody.catalog.v1.SBOM.attached_at:type_name -> google.protobuf.Timestamp
-	42, // 30: custody.catalog.v1.SBOM.components:type_name -> custody.catalog.v1.Component
-	41, // 31: custody.catalog.v1.GetSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
-	4,  // 32: custody.catalog.v1.ImportAdvisoriesResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	58, // 33: custody.catalog.v1.GetAdvisoryResponse.modified:type_name -> google.protobuf.Timestamp
-	51, // 34: custody.catalog.v1.ListFindingsResponse.findings:type_name -> custody.catalog.v1.Finding
-	42, // 35: custody.catalog.v1.Finding.component:type_name -> custody.catalog.v1.Component
-	4,  // 36: custody.catalog.v1.AddVexResponse.entry:type_name -> custody.catalog.v1.LogEntry
-	4,  // 37: custody.catalog.v1.ListVexResponse.entries:type_name -> custody.catalog.v1.LogEntry
-	5,  // 38: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
-	7,  // 39: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
-	9,  // 40: custody.catalog.v1.CatalogService.AppendEvents:input_type -> custody.catalog.v1.AppendEventsRequest
-	12, // 41: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
-	14, // 42: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
-	16, // 43: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
-	18, // 44: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
-	21, // 45: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
-	23, // 46: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
-	25, // 47: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
-	27, // 48: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
-	29, // 49: custody.catalog.v1.CatalogService.ListEvents:input_type -> custody.catalog.v1.ListEventsRequest
-	31, // 50: custody.catalog.v1.CatalogService.GetLineage:input_type -> custody.catalog.v1.GetLineageRequest
-	35, // 51: custody.catalog.v1.CatalogService.GetLineagePath:input_type -> custody.catalog.v1.GetLineagePathRequest
-	37, // 52: custody.catalog.v1.CatalogService.RecordDeployment:input_type -> custody.catalog.v1.RecordDeploymentRequest
-	39, // 53: custody.catalog.v1.CatalogService.RecordSBOM:input_type -> custody.catalog.v1.RecordSBOMRequest
-	43, // 54: custody.catalog.v1.CatalogService.GetSBOM:input_type -> custody.catalog.v1.GetSBOMRequest
-	45, // 55: custody.catalog.v1.CatalogService.ImportAdvisories:input_type -> custody.catalog.v1.ImportAdvisoriesRequest
-	47, // 56: custody.catalog.v1.CatalogService.GetAdvisory:input_type -> custody.catalog.v1.GetAdvisoryRequest
-	49, // 57: custody.catalog.v1.CatalogService.ListFindings:input_type -> custody.catalog.v1.ListFindingsRequest
-	52, // 58: custody.catalog.v1.CatalogService.AddVex:input_type -> custody.catalog.v1.AddVexRequest
-	54, // 59: custody.catalog.v1.CatalogService.ListVex:input_type -> custody.catalog.v1.ListVexRequest
-	6,  // 60: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
-	8,  // 61: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
-	10, // 62: custody.catalog.v1.CatalogService.AppendEvents:output_type -> custody.catalog.v1.AppendEventsResponse
-	13, // 63: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
-	15, // 64: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
-	17, // 65: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
-	19, // 66: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
-	22, // 67: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
-	24, // 68: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
-	26, // 69: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
-	28, // 70: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
-	30, // 71: custody.catalog.v1.CatalogService.ListEvents:output_type -> custody.catalog.v1.ListEventsResponse
-	32, // 72: custody.catalog.v1.CatalogService.GetLineage:output_type -> custody.catalog.v1.GetLineageResponse
-	36, // 73: custody.catalog.v1.CatalogService.GetLineagePath:output_type -> custody.catalog.v1.GetLineagePathResponse
-	38, // 74: custody.catalog.v1.CatalogService.RecordDeployment:output_type -> custody.catalog.v1.RecordDeploymentResponse
-	40, // 75: custody.catalog.v1.CatalogService.RecordSBOM:output_type -> custody.catalog.v1.RecordSBOMResponse
-	44, // 76: custody.catalog.v1.CatalogService.GetSBOM:output_type -> custody.catalog.v1.GetSBOMResponse
-	46, // 77: custody.catalog.v1.CatalogService.ImportAdvisories:output_type -> custody.catalog.v1.ImportAdvisoriesResponse
-	48, // 78: custody.catalog.v1.CatalogService.GetAdvisory:output_type -> custody.catalog.v1.GetAdvisoryResponse
-	50, // 79: custody.catalog.v1.CatalogService.ListFindings:output_type -> custody.catalog.v1.ListFindingsResponse
-	53, // 80: custody.catalog.v1.CatalogService.AddVex:output_type -> custody.catalog.v1.AddVexResponse
-	55, // 81: custody.catalog.v1.CatalogService.ListVex:output_type -> custody.catalog.v1.ListVexResponse
-	60, // [60:82] is the sub-list for method output_type
-	38, // [38:60] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	58, // 14: custody.catalog.v1.ListedArtifact.signed_at:type_name -> google.protobuf.Timestamp
+	20, // 15: custody.catalog.v1.SearchArtifactsResponse.artifacts:type_name -> custody.catalog.v1.ListedArtifact
+	34, // 16: custody.catalog.v1.SearchArtifactsResponse.deployments:type_name -> custody.catalog.v1.Deployment
+	4,  // 17: custody.catalog.v1.ListEventsResponse.entries:type_name -> custody.catalog.v1.LogEntry
+	2,  // 18: custody.catalog.v1.GetLineageRequest.direction:type_name -> custody.catalog.v1.LineageDirection
+	33, // 19: custody.catalog.v1.GetLineageResponse.edges:type_name -> custody.catalog.v1.LineageEdge
+	3,  // 20: custody.catalog.v1.GetLineageResponse.artifacts:type_name -> custody.catalog.v1.Artifact
+	34, // 21: custody.catalog.v1.GetLineageResponse.deployments:type_name -> custody.catalog.v1.Deployment
+	56, // 22: custody.catalog.v1.LineageEdge.digest:type_name -> custody.catalog.v1.LineageEdge.DigestEntry
+	57, // 23: custody.catalog.v1.LineageEdge.annotations:type_name -> custody.catalog.v1.LineageEdge.AnnotationsEntry
+	58, // 24: custody.catalog.v1.Deployment.deployed_at:type_name -> google.protobuf.Timestamp
+	33, // 25: custody.catalog.v1.GetLineagePathResponse.edges:type_name -> custody.catalog.v1.LineageEdge
+	4,  // 26: custody.catalog.v1.RecordDeploymentResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	34, // 27: custody.catalog.v1.RecordDeploymentResponse.deployment:type_name -> custody.catalog.v1.Deployment
+	41, // 28: custody.catalog.v1.RecordSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
+	4,  // 29: custody.catalog.v1.RecordSBOMResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	58, // 30: custody.catalog.v1.SBOM.attached_at:type_name -> google.protobuf.Timestamp
+	42, // 31: custody.catalog.v1.SBOM.components:type_name -> custody.catalog.v1.Component
+	41, // 32: custody.catalog.v1.GetSBOMResponse.sbom:type_name -> custody.catalog.v1.SBOM
+	4,  // 33: custody.catalog.v1.ImportAdvisoriesResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	58, // 34: custody.catalog.v1.GetAdvisoryResponse.modified:type_name -> google.protobuf.Timestamp
+	51, // 35: custody.catalog.v1.ListFindingsResponse.findings:type_name -> custody.catalog.v1.Finding
+	42, // 36: custody.catalog.v1.Finding.component:type_name -> custody.catalog.v1.Component
+	4,  // 37: custody.catalog.v1.AddVexResponse.entry:type_name -> custody.catalog.v1.LogEntry
+	4,  // 38: custody.catalog.v1.ListVexResponse.entries:type_name -> custody.catalog.v1.LogEntry
+	5,  // 39: custody.catalog.v1.CatalogService.RecordArtifact:input_type -> custody.catalog.v1.RecordArtifactRequest
+	7,  // 40: custody.catalog.v1.CatalogService.AppendEvent:input_type -> custody.catalog.v1.AppendEventRequest
+	9,  // 41: custody.catalog.v1.CatalogService.AppendEvents:input_type -> custody.catalog.v1.AppendEventsRequest
+	12, // 42: custody.catalog.v1.CatalogService.GetArtifact:input_type -> custody.catalog.v1.GetArtifactRequest
+	14, // 43: custody.catalog.v1.CatalogService.GetCheckpoint:input_type -> custody.catalog.v1.GetCheckpointRequest
+	16, // 44: custody.catalog.v1.CatalogService.RecordSignature:input_type -> custody.catalog.v1.RecordSignatureRequest
+	18, // 45: custody.catalog.v1.CatalogService.ListArtifacts:input_type -> custody.catalog.v1.ListArtifactsRequest
+	21, // 46: custody.catalog.v1.CatalogService.GetEntries:input_type -> custody.catalog.v1.GetEntriesRequest
+	23, // 47: custody.catalog.v1.CatalogService.GetInclusionProof:input_type -> custody.catalog.v1.GetInclusionProofRequest
+	25, // 48: custody.catalog.v1.CatalogService.GetConsistencyProof:input_type -> custody.catalog.v1.GetConsistencyProofRequest
+	27, // 49: custody.catalog.v1.CatalogService.SearchArtifacts:input_type -> custody.catalog.v1.SearchArtifactsRequest
+	29, // 50: custody.catalog.v1.CatalogService.ListEvents:input_type -> custody.catalog.v1.ListEventsRequest
+	31, // 51: custody.catalog.v1.CatalogService.GetLineage:input_type -> custody.catalog.v1.GetLineageRequest
+	35, // 52: custody.catalog.v1.CatalogService.GetLineagePath:input_type -> custody.catalog.v1.GetLineagePathRequest
+	37, // 53: custody.catalog.v1.CatalogService.RecordDeployment:input_type -> custody.catalog.v1.RecordDeploymentRequest
+	39, // 54: custody.catalog.v1.CatalogService.RecordSBOM:input_type -> custody.catalog.v1.RecordSBOMRequest
+	43, // 55: custody.catalog.v1.CatalogService.GetSBOM:input_type -> custody.catalog.v1.GetSBOMRequest
+	45, // 56: custody.catalog.v1.CatalogService.ImportAdvisories:input_type -> custody.catalog.v1.ImportAdvisoriesRequest
+	47, // 57: custody.catalog.v1.CatalogService.GetAdvisory:input_type -> custody.catalog.v1.GetAdvisoryRequest
+	49, // 58: custody.catalog.v1.CatalogService.ListFindings:input_type -> custody.catalog.v1.ListFindingsRequest
+	52, // 59: custody.catalog.v1.CatalogService.AddVex:input_type -> custody.catalog.v1.AddVexRequest
+	54, // 60: custody.catalog.v1.CatalogService.ListVex:input_type -> custody.catalog.v1.ListVexRequest
+	6,  // 61: custody.catalog.v1.CatalogService.RecordArtifact:output_type -> custody.catalog.v1.RecordArtifactResponse
+	8,  // 62: custody.catalog.v1.CatalogService.AppendEvent:output_type -> custody.catalog.v1.AppendEventResponse
+	10, // 63: custody.catalog.v1.CatalogService.AppendEvents:output_type -> custody.catalog.v1.AppendEventsResponse
+	13, // 64: custody.catalog.v1.CatalogService.GetArtifact:output_type -> custody.catalog.v1.GetArtifactResponse
+	15, // 65: custody.catalog.v1.CatalogService.GetCheckpoint:output_type -> custody.catalog.v1.GetCheckpointResponse
+	17, // 66: custody.catalog.v1.CatalogService.RecordSignature:output_type -> custody.catalog.v1.RecordSignatureResponse
+	19, // 67: custody.catalog.v1.CatalogService.ListArtifacts:output_type -> custody.catalog.v1.ListArtifactsResponse
+	22, // 68: custody.catalog.v1.CatalogService.GetEntries:output_type -> custody.catalog.v1.GetEntriesResponse
+	24, // 69: custody.catalog.v1.CatalogService.GetInclusionProof:output_type -> custody.catalog.v1.GetInclusionProofResponse
+	26, // 70: custody.catalog.v1.CatalogService.GetConsistencyProof:output_type -> custody.catalog.v1.GetConsistencyProofResponse
+	28, // 71: custody.catalog.v1.CatalogService.SearchArtifacts:output_type -> custody.catalog.v1.SearchArtifactsResponse
+	30, // 72: custody.catalog.v1.CatalogService.ListEvents:output_type -> custody.catalog.v1.ListEventsResponse
+	32, // 73: custody.catalog.v1.CatalogService.GetLineage:output_type -> custody.catalog.v1.GetLineageResponse
+	36, // 74: custody.catalog.v1.CatalogService.GetLineagePath:output_type -> custody.catalog.v1.GetLineagePathResponse
+	38, // 75: custody.catalog.v1.CatalogService.RecordDeployment:output_type -> custody.catalog.v1.RecordDeploymentResponse
+	40, // 76: custody.catalog.v1.CatalogService.RecordSBOM:output_type -> custody.catalog.v1.RecordSBOMResponse
+	44, // 77: custody.catalog.v1.CatalogService.GetSBOM:output_type -> custody.catalog.v1.GetSBOMResponse
+	46, // 78: custody.catalog.v1.CatalogService.ImportAdvisories:output_type -> custody.catalog.v1.ImportAdvisoriesResponse
+	48, // 79: custody.catalog.v1.CatalogService.GetAdvisory:output_type -> custody.catalog.v1.GetAdvisoryResponse
+	50, // 80: custody.catalog.v1.CatalogService.ListFindings:output_type -> custody.catalog.v1.ListFindingsResponse
+	53, // 81: custody.catalog.v1.CatalogService.AddVex:output_type -> custody.catalog.v1.AddVexResponse
+	55, // 82: custody.catalog.v1.CatalogService.ListVex:output_type -> custody.catalog.v1.ListVexResponse
+	61, // [61:83] is the sub-list for method output_type
+	39, // [39:61] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_custody_catalog_v1_catalog_proto_init() }

@@ -187,7 +187,7 @@ func (s *Store) LoggedArtifactsByDigests(ctx context.Context, digests []string) 
 		return nil, nil
 	}
 	rows, err := s.db.Query(ctx, `SELECT `+sqlquery.ListedColumns+`
-		FROM artifacts a WHERE a.checkpoint IS NOT NULL AND a.digest = ANY($1::text[]) ORDER BY a.id`, digests)
+		FROM `+sqlquery.ListedFrom+` WHERE a.checkpoint IS NOT NULL AND a.digest = ANY($1::text[]) ORDER BY a.id`, digests)
 	if err != nil {
 		return nil, fmt.Errorf("read artifacts by digest: %w", err)
 	}
@@ -199,10 +199,10 @@ func (s *Store) LoggedArtifactsByDigests(ctx context.Context, digests []string) 
 			a = &l.Artifact
 		)
 		if err := rows.Scan(&l.ID, &a.Name, &a.Version, &a.Digest, &a.Size, &a.Channel, &a.BuilderID, &a.SourceRepo, &a.SourceCommit,
-			&a.CreatedAt, &l.KeyID); err != nil {
+			&a.CreatedAt, &l.KeyID, &l.SignedAt); err != nil {
 			return nil, fmt.Errorf("read artifacts by digest: %w", err)
 		}
-		a.CreatedAt = a.CreatedAt.UTC()
+		a.CreatedAt, l.SignedAt = a.CreatedAt.UTC(), l.SignedAt.UTC()
 		out = append(out, l)
 	}
 	if err := rows.Err(); err != nil {

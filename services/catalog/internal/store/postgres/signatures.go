@@ -112,10 +112,10 @@ func (s *Store) SearchArtifacts(ctx context.Context, q catalog.Query, afterID in
 			a = &l.Artifact
 		)
 		if err := rows.Scan(&l.ID, &a.Name, &a.Version, &a.Digest, &a.Size, &a.Channel, &a.BuilderID, &a.SourceRepo, &a.SourceCommit,
-			&a.CreatedAt, &l.KeyID); err != nil {
+			&a.CreatedAt, &l.KeyID, &l.SignedAt); err != nil {
 			return nil, fmt.Errorf("search artifacts: %w", err)
 		}
-		a.CreatedAt = a.CreatedAt.UTC()
+		a.CreatedAt, l.SignedAt = a.CreatedAt.UTC(), l.SignedAt.UTC()
 		out = append(out, l)
 	}
 	if err := rows.Err(); err != nil {

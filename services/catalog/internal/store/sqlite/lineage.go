@@ -153,8 +153,8 @@ func (s *Store) LoggedArtifactsByDigests(ctx context.Context, digests []string) 
 		for i, d := range chunk {
 			args[i] = d
 		}
-		rows, err := s.db.QueryContext(ctx, `SELECT id, name, version, digest, size, channel, builder_id, source_repo, source_commit, created_at, current_key_id
-			FROM artifacts WHERE checkpoint IS NOT NULL AND digest IN (?`+strings.Repeat(", ?", len(chunk)-1)+`) ORDER BY id`, args...)
+		rows, err := s.db.QueryContext(ctx, `SELECT `+sqlquery.ListedColumns+`
+			FROM `+sqlquery.ListedFrom+` WHERE a.checkpoint IS NOT NULL AND a.digest IN (?`+strings.Repeat(", ?", len(chunk)-1)+`) ORDER BY a.id`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("read artifacts by digest: %w", err)
 		}
@@ -235,25 +235,26 @@ func (s *Store) EventsOfType(ctx context.Context, digest, typ string, limit int)
 	return out, nil
 }
 
-// scanListed reads and closes rows of id, name, version, digest, size,
-// channel, builder_id, source_repo, source_commit, created_at,
-// current_key_id.
+// scanListed reads and closes rows of sqlquery.ListedColumns.
 func scanListed(rows *sql.Rows) ([]catalog.Listed, error) {
 	defer rows.Close()
 	var out []catalog.Listed
 	for rows.Next() {
 		var (
-			l       catalog.Listed
-			a       = &l.Artifact
-			created string
-			err     error
+			l               catalog.Listed
+			a               = &l.Artifact
+			created, signed string
+			err             error
 		)
 		if err := rows.Scan(&l.ID, &a.Name, &a.Version, &a.Digest, &a.Size, &a.Channel, &a.BuilderID, &a.SourceRepo, &a.SourceCommit,
-			&created, &l.KeyID); err != nil {
+			&created, &l.KeyID, &signed); err != nil {
 			return nil, err
 		}
 		if a.CreatedAt, err = parseTime(created); err != nil {
 			return nil, fmt.Errorf("row %d: %w", l.ID, err)
+		}
+		if l.SignedAt, err = parseTime(signed); err != nil {
+			return nil, fmt.Errorf("row %d: signed at: %w", l.ID, err)
 		}
 		out = append(out, l)
 	}

@@ -30,24 +30,8 @@ func (s *Store) SearchArtifacts(ctx context.Context, q catalog.Query, afterID in
 	if err != nil {
 		return nil, fmt.Errorf("search artifacts: %w", err)
 	}
-	defer rows.Close()
-	var out []catalog.Listed
-	for rows.Next() {
-		var (
-			l       catalog.Listed
-			a       = &l.Artifact
-			created string
-		)
-		if err := rows.Scan(&l.ID, &a.Name, &a.Version, &a.Digest, &a.Size, &a.Channel, &a.BuilderID, &a.SourceRepo, &a.SourceCommit,
-			&created, &l.KeyID); err != nil {
-			return nil, fmt.Errorf("search artifacts: %w", err)
-		}
-		if a.CreatedAt, err = parseTime(created); err != nil {
-			return nil, fmt.Errorf("search artifacts: row %d: %w", l.ID, err)
-		}
-		out = append(out, l)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := scanListed(rows)
+	if err != nil {
 		return nil, fmt.Errorf("search artifacts: %w", err)
 	}
 	return out, nil

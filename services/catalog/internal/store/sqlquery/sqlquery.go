@@ -12,8 +12,15 @@ import (
 
 // ListedColumns are the columns a search returns, in the order of
 // catalog.Listed's fields: id, the artifact's fields and created_at (as the
-// back end stores it), then the current key id.
-const ListedColumns = `a.id, a.name, a.version, a.digest, a.size, a.channel, a.builder_id, a.source_repo, a.source_commit, a.created_at, a.current_key_id`
+// back end stores it), the current key id, then when the current envelope
+// was recorded: the current re-signature's created_at, or the artifact's
+// when its own envelope is current. They read ListedFrom.
+const ListedColumns = `a.id, a.name, a.version, a.digest, a.size, a.channel, a.builder_id, a.source_repo, a.source_commit, a.created_at, a.current_key_id, COALESCE(s.created_at, a.created_at)`
+
+// ListedFrom is the FROM clause ListedColumns read: artifacts as a, and its
+// current re-signature, if any, as s (a primary-key lookup per row; a
+// signature is current only once logged, see SetLogged).
+const ListedFrom = `artifacts a LEFT JOIN signatures s ON s.id = a.signature_id`
 
 // Placeholder renders the n-th bound parameter (from 1): "?" for SQLite,
 // "$n" for PostgreSQL.
@@ -39,7 +46,7 @@ func Search(q catalog.Query, afterID int64, limit int, ph Placeholder) (string, 
 		args = append(args, v)
 		return ph(len(args))
 	}
-	b.WriteString(`SELECT ` + ListedColumns + ` FROM artifacts a WHERE a.checkpoint IS NOT NULL AND a.id > `)
+	b.WriteString(`SELECT ` + ListedColumns + ` FROM ` + ListedFrom + ` WHERE a.checkpoint IS NOT NULL AND a.id > `)
 	b.WriteString(arg(afterID))
 	for _, f := range []struct{ column, value string }{
 		{"a.name", q.Name}, {"a.version", q.Version}, {"a.digest", q.Digest},

@@ -138,10 +138,17 @@ func search(t *testing.T, open Opener) {
 		if err != nil || len(l) != 1 {
 			t.Fatalf("= %+v, %v", l, err)
 		}
-		want := catalog.Listed{ID: ids["app@2.0.0"], KeyID: keyC, Artifact: catalog.Artifact{Name: "app", Version: "2.0.0", Digest: d3, Size: 1,
-			Channel: "beta", BuilderID: "spiffe://t/builder/ci", SourceRepo: "https://git.example/repo-a", SourceCommit: "c3", CreatedAt: created}}
+		// Re-signed: signed when its current re-signature was recorded.
+		want := catalog.Listed{ID: ids["app@2.0.0"], KeyID: keyC, SignedAt: signature(0, "", "").CreatedAt,
+			Artifact: catalog.Artifact{Name: "app", Version: "2.0.0", Digest: d3, Size: 1,
+				Channel: "beta", BuilderID: "spiffe://t/builder/ci", SourceRepo: "https://git.example/repo-a", SourceCommit: "c3", CreatedAt: created}}
 		if diff := cmp.Diff(want, l[0]); diff != "" {
 			t.Errorf("(-want +got):\n%s", diff)
+		}
+		// Never re-signed: signed when it was recorded.
+		l, err = s.SearchArtifacts(t.Context(), catalog.Query{Name: "app", Version: "1.0.0"}, 0, 10)
+		if err != nil || len(l) != 1 || l[0].KeyID != keyA || !l[0].SignedAt.Equal(created) {
+			t.Fatalf("app@1.0.0 = %+v, %v; want signed by %s at its created_at %v", l, err, keyA, created)
 		}
 	})
 }

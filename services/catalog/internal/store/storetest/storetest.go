@@ -273,6 +273,9 @@ func signatures(t *testing.T, open Opener) {
 	if l := list(t, s, keyB, 0, 10); len(l) != 0 {
 		t.Errorf("listed by a pending signature's key: %+v", l)
 	}
+	if l := list(t, s, keyA, 0, 10); len(l) != 1 || !l[0].SignedAt.Equal(created) {
+		t.Errorf("with a pending signature, listed by the recorded key: %+v; want signed at its created_at %v", l, created)
+	}
 
 	// Logged, it is current, atomically.
 	proof := [][]byte{bytes.Repeat([]byte{9}, 32)}
@@ -290,14 +293,15 @@ func signatures(t *testing.T, open Opener) {
 	if diff := cmp.Diff(first, got.Resigned); diff != "" || got.KeyID != keyA || string(got.Envelope) != string(rec.Envelope) {
 		t.Errorf("current re-signature (-want +got):\n%s\nrecorded key id %q, envelope %s", diff, got.KeyID, got.Envelope)
 	}
-	if l := list(t, s, keyB, 0, 10); len(l) != 1 || l[0].ID != id || l[0].KeyID != keyB {
-		t.Errorf("listed by the new key: %+v", l)
+	if l := list(t, s, keyB, 0, 10); len(l) != 1 || l[0].ID != id || l[0].KeyID != keyB || !l[0].SignedAt.Equal(first.CreatedAt) {
+		t.Errorf("listed by the new key: %+v; want signed at the re-signature's %v", l, first.CreatedAt)
 	}
 	if l := list(t, s, keyA, 0, 10); len(l) != 0 {
 		t.Errorf("still listed by the replaced key: %+v", l)
 	}
 
 	second := signature(id, keyC, "resign-2")
+	second.CreatedAt = first.CreatedAt.Add(24 * time.Hour)
 	if second.ID, err = s.InsertSignature(ctx, second); err != nil {
 		t.Fatal(err)
 	}
@@ -317,6 +321,15 @@ func signatures(t *testing.T, open Opener) {
 	}
 	if _, key, e := recs[0].Current(); key != keyC || e.Index != 6 {
 		t.Errorf("Current = key %q, index %d; want %q, 6", key, e.Index, keyC)
+	}
+	// Signed when the current (latest logged) re-signature was recorded,
+	// whichever was marked logged last.
+	if l := list(t, s, keyC, 0, 10); len(l) != 1 || !l[0].SignedAt.Equal(second.CreatedAt) {
+		t.Errorf("listed by the second key: %+v; want signed at %v", l, second.CreatedAt)
+	}
+	byDigest, err := s.LoggedArtifactsByDigests(ctx, []string{d1})
+	if err != nil || len(byDigest) != 1 || byDigest[0].KeyID != keyC || !byDigest[0].SignedAt.Equal(second.CreatedAt) {
+		t.Errorf("LoggedArtifactsByDigests = %+v, %v; want signed by %s at %v", byDigest, err, keyC, second.CreatedAt)
 	}
 	history, err := s.Signatures(ctx, id)
 	if err != nil {
