@@ -27,32 +27,15 @@ func TestKeyRevocationPurgesTheEdges(t *testing.T) {
 
 	revoked := time.Now()
 	s.mustCustody("keys", "revoke", "artifact", "--version", "1", "--effective", "1h", "--reason", "e2e: purge on revocation")
-	var out struct {
-		Jobs []struct {
-			jobOut
-			Reason string `json:"reason"`
-		} `json:"jobs"`
-	}
-	for {
-		mustJSON(t, s.mustCustody("purge", "status", "--json"), &out)
-		done := false
-		for _, j := range out.Jobs {
-			if j.Digest == digest && j.Reason == "key-revoked" && j.Done {
-				if len(j.Targets) != len(devstack.EdgeServices) {
-					t.Fatalf("job %+v: want every dev edge as a target", j)
-				}
-				done = true
-			}
+	s.waitKeyRevokedPurge(t, revoked, cached, func(j purgeJob) bool {
+		if j.Digest != digest || !j.Done {
+			return false
 		}
-		_, err := os.Stat(cached)
-		if done && os.IsNotExist(err) {
-			break
+		if len(j.Targets) != len(devstack.EdgeServices) {
+			t.Fatalf("job %+v: want every dev edge as a target", j)
 		}
-		if time.Since(revoked) > 10*time.Second {
-			t.Fatalf("10 s after the revocation: job done %v, edge cache %v; jobs %+v", done, err, out.Jobs)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return true
+	})
 	t.Logf("purged from every edge %v after the revocation", time.Since(revoked).Round(time.Millisecond))
 }
 
@@ -93,37 +76,50 @@ func TestKeyRevocationPurgesAReSignedArtifact(t *testing.T) {
 
 	revoked := time.Now()
 	s.mustCustody("keys", "revoke", "artifact", "--version", "2", "--effective", effective.Format(time.RFC3339Nano), "--reason", "e2e: purge a re-signature")
-	var out struct {
-		Jobs []struct {
-			jobOut
-			Reason string `json:"reason"`
-		} `json:"jobs"`
-	}
-	for {
-		mustJSON(t, s.mustCustody("purge", "status", "--json"), &out)
-		done := false
-		for _, j := range out.Jobs {
-			if j.Reason != "key-revoked" {
-				continue
-			}
-			switch j.Digest {
-			case lateDigest:
-				done = j.Done
-			case earlyDigest:
-				t.Fatalf("job %+v: early@1 was re-signed before the effective time %v, want it not purged", j, effective)
-			}
+	s.waitKeyRevokedPurge(t, revoked, lateCached, func(j purgeJob) bool {
+		switch j.Digest {
+		case lateDigest:
+			return j.Done
+		case earlyDigest:
+			t.Fatalf("job %+v: early@1 was re-signed before the effective time %v, want it not purged", j, effective)
 		}
-		_, err := os.Stat(lateCached)
-		if done && os.IsNotExist(err) {
-			break
-		}
-		if time.Since(revoked) > 10*time.Second {
-			t.Fatalf("10 s after the revocation: late@1's job done %v, edge cache %v; jobs %+v", done, err, out.Jobs)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return false
+	})
 	if _, err := os.Stat(earlyCached); err != nil {
 		t.Errorf("early@1, re-signed before the effective time, left the edge's cache: %v", err)
 	}
 	t.Logf("late@1 purged from every edge %v after the revocation; early@1 kept", time.Since(revoked).Round(time.Millisecond))
+}
+
+// purgeJob is a job of `custody purge status --json`.
+type purgeJob struct {
+	jobOut
+	Reason string `json:"reason"`
+}
+
+// waitKeyRevokedPurge polls `custody purge status` until one key-revoked
+// job makes done report true and the blob's edge cache file cached is
+// gone, and fails if that takes more than 10 s from since.
+func (s *stack) waitKeyRevokedPurge(t *testing.T, since time.Time, cached string, done func(purgeJob) bool) {
+	t.Helper()
+	for {
+		var out struct {
+			Jobs []purgeJob `json:"jobs"`
+		}
+		mustJSON(t, s.mustCustody("purge", "status", "--json"), &out)
+		ok := false
+		for _, j := range out.Jobs {
+			if j.Reason == "key-revoked" && done(j) {
+				ok = true
+			}
+		}
+		_, err := os.Stat(cached)
+		if ok && os.IsNotExist(err) {
+			return
+		}
+		if time.Since(since) > 10*time.Second {
+			t.Fatalf("10 s after the revocation: job done %v, edge cache %v; jobs %+v", ok, err, out.Jobs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
