@@ -7,13 +7,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	cdnbrokerv1 "github.com/custody-dev/custody/libs/gen/custody/cdnbroker/v1"
 	gatekeeperv1 "github.com/custody-dev/custody/libs/gen/custody/gatekeeper/v1"
+	"github.com/custody-dev/custody/libs/syncbuf"
 
 	"github.com/custody-dev/custody/cli/internal/devstack"
 )
@@ -141,23 +141,8 @@ func startBroker(t *testing.T, s *stack, edgeURLs ...string) string {
 	}
 }
 
-// syncBuilder is a strings.Builder a process writes to while a test reads it.
-type syncBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuilder) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuilder) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+// syncBuilder is the output a test reads while it is written.
+type syncBuilder = syncbuf.Buffer
 
 // noPartial fails if a temporary file of a fetch to dir/name is left.
 func noPartial(t *testing.T, dir, name string) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,28 +20,14 @@ import (
 	"github.com/custody-dev/custody/libs/identity"
 	"github.com/custody-dev/custody/libs/identity/identitytest"
 	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/syncbuf"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/tlog"
 	"github.com/custody-dev/custody/services/catalog/internal/translog/cosigntest"
 )
 
-// syncBuffer is a bytes.Buffer safe to write from run's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the output a test reads while it is written.
+type syncBuffer = syncbuf.Buffer
 
 // setup is a data directory with the catalog's SVID files and log key, and
 // a co-signing signer.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -20,7 +19,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +31,7 @@ import (
 	"github.com/custody-dev/custody/libs/identity"
 	"github.com/custody-dev/custody/libs/identity/identitytest"
 	"github.com/custody-dev/custody/libs/rpc"
+	"github.com/custody-dev/custody/libs/syncbuf"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/trustroot"
 	"github.com/custody-dev/custody/libs/trustroot/trustroottest"
@@ -139,23 +138,8 @@ func (v *vendors) cdnConfig(t *testing.T, dir, wrong string) string {
 	return w("cdns.json", []byte(cfg))
 }
 
-// syncBuffer is the broker's stderr, read while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the output a test reads while it is written.
+type syncBuffer = syncbuf.Buffer
 
 // startBroker runs the real broker in-process with the CDN configuration
 // and a purge queue in stateDir; signer, gatekeeper and catalog are

@@ -35,6 +35,7 @@ import (
 	"github.com/custody-dev/custody/libs/identity/identitytest"
 	"github.com/custody-dev/custody/libs/rpc"
 	"github.com/custody-dev/custody/libs/stopstate"
+	"github.com/custody-dev/custody/libs/syncbuf"
 	"github.com/custody-dev/custody/libs/telemetry"
 	"github.com/custody-dev/custody/libs/token"
 	"github.com/custody-dev/custody/services/edge/internal/cache"
@@ -112,24 +113,8 @@ type fixture struct {
 	handler *server.Handler
 }
 
-// syncBuffer is a bytes.Buffer the handler's logger writes to while the test
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+// syncBuffer is the output a test reads while it is written.
+type syncBuffer = syncbuf.Buffer
 
 // fakeStops holds a stop state as the watcher would; the check itself is
 // the real one.

@@ -15,11 +15,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/custody-dev/custody/libs/syncbuf"
 )
 
 // BinEnv names the vault binary; RequireEnv=1 makes a missing binary an
@@ -45,22 +45,8 @@ type Server struct {
 	log  *syncBuffer
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the output a test reads while it is written.
+type syncBuffer = syncbuf.Buffer
 
 var unsealRE = regexp.MustCompile(`Unseal Key: (\S+)`)
 
