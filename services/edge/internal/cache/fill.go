@@ -162,26 +162,30 @@ func (c *Cache) startFill(ctx context.Context, digest, hexDigest string) *fill {
 		ctx, cancel := context.WithTimeout(trace.ContextWithSpanContext(context.Background(), sc), c.fillTimeout)
 		defer cancel()
 		err := c.fetch(ctx, fl, digest, hexDigest)
-		if err != nil {
-			c.mu.Lock()
-			delete(c.fills, hexDigest)
-			c.dropFillLocked(hexDigest, fl)
-			c.mu.Unlock()
-			fl.publish(0, true, err)
+		if err == nil {
+			return // fetch ended the fill
 		}
+		c.mu.Lock()
+		delete(c.fills, hexDigest)
+		c.dropFillLocked(hexDigest, fl)
+		c.mu.Unlock()
 		select {
 		case <-fl.ready:
 		default:
 			close(fl.ready)
 		}
+		// The fill lets go of the blob before its readers learn that it
+		// ended: a reader that saw the end and closed leaves it unused.
 		fl.release()
+		fl.publish(0, true, err)
 	}()
 	return fl
 }
 
 // fetch copies a blob from the origin into a cache file, checking its size
 // and digest; only a blob that matches both is renamed into place and its
-// last chunk released. On success it has ended the fill itself.
+// last chunk released. On success it has ended the fill itself: released
+// the fill's own reference, then published the end.
 func (c *Cache) fetch(ctx context.Context, fl *fill, digest, hexDigest string) (err error) {
 	// The stall timer runs from the start (the origin's first message
 	// counts) and is reset by every byte the origin delivers.
@@ -308,6 +312,7 @@ func (c *Cache) fetch(ctx context.Context, fl *fill, digest, hexDigest string) (
 	}
 	delete(c.fills, hexDigest)
 	c.mu.Unlock()
+	fl.release() // before the end is published, as on failure
 	fl.publish(last, true, nil)
 	return nil
 }
