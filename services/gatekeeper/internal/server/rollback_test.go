@@ -205,3 +205,64 @@ func TestRollbackRPCs(t *testing.T) {
 		t.Errorf("revoked rollback target: %v %q, want a deny naming the revocation", resp2.GetDecision(), resp2.GetReasons())
 	}
 }
+
+// TestRollbackToVulnerableVersionDenied: a granted rollback lifts only the
+// rollback rule, not the vulnerability policy (issue 10, decision 0078).
+// 2.0.0 of two names is deployed to prod, which denies HIGH and above;
+// app@1.0.0's SBOM lists a component a HIGH advisory affects, clean@1.0.0's
+// does not. With the rollback 2.0.0 → 1.0.0 granted by the quorum for both,
+// clean@1.0.0 is admitted and app@1.0.0 is still denied naming the
+// advisory; once the advisory is withdrawn, app@1.0.0 is admitted on the
+// same approval.
+func TestRollbackToVulnerableVersionDenied(t *testing.T) {
+	s := newStack(t)
+	ctx := t.Context()
+	const adv = "GHSA-high-0000-0001"
+	s.storeAdvisories(osvDoc(t, adv, "high", "2.0.0", vecHigh))
+	purls := map[string]string{"app": "pkg:npm/high@1.0.0", "clean": "pkg:npm/ok@1.0.0"}
+	for name, purl := range purls {
+		s.attachSBOM(t, s.publish(t, name, "1.0.0", "prod"), cdx(t, map[string]string{purl: "MIT"}), s.artifactKey)
+		s.attachSBOM(t, s.publish(t, name, "2.0.0", "prod"), cdx(t, map[string]string{"pkg:npm/high@2.0.0": "MIT"}), s.artifactKey)
+		s.deploy(t, name, "2.0.0", "prod")
+	}
+	lower := func(name string) string {
+		return name + "@1.0.0 is lower than " + name + "@2.0.0, the highest version deployed to prod"
+	}
+	vulnerable := "component pkg:npm/high@1.0.0 is affected by " + adv + " (HIGH), denied in prod at HIGH and above"
+	// Before any approval both are denied by the rollback rule.
+	for name := range purls {
+		wantDecision(t, s.admitAs(t, name, "1.0.0", "prod"), deny, lower(name))
+	}
+
+	const admin, bob, carol = "spiffe://custody.test/admin/ops", "spiffe://custody.test/approver/bob", "spiffe://custody.test/approver/carol"
+	for name := range purls {
+		req, err := s.rollbacks.Request(ctx, name, "2.0.0", "1.0.0", "prod", "2.0.0 corrupts sessions", admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range []string{bob, carol} {
+			if _, err := s.rollbacks.Approve(ctx, req.Request.ID, a); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	// The control: the granted rollback admits the clean version 1.
+	wantDecision(t, s.admitAs(t, "clean", "1.0.0", "prod"), allow, "")
+	// The vulnerable one is still denied, for the advisory and not for the
+	// rollback rule.
+	resp := s.admitAs(t, "app", "1.0.0", "prod")
+	wantDecision(t, resp, deny, vulnerable)
+	if containsReason(resp.GetReasons(), lower("app")) {
+		t.Errorf("reasons %q name the rollback rule, which the granted approval lifts", resp.GetReasons())
+	}
+	if e := s.catalog.lastEvent(); e.Type != tlog.TypeAdmissionDecided || !strings.Contains(string(e.Details), adv) {
+		t.Errorf("the deny is not logged with the advisory: %s %s", e.Type, e.Details)
+	}
+
+	// The same artifact and approval without the advisory: admitted.
+	s.catalog.mu.Lock()
+	delete(s.catalog.advisories, adv)
+	s.catalog.mu.Unlock()
+	wantDecision(t, s.admitAs(t, "app", "1.0.0", "prod"), allow, "")
+}
