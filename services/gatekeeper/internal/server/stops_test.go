@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"os"
 	"strings"
 	"testing"
@@ -175,6 +176,106 @@ func TestPauseQuorumAndAdmissions(t *testing.T) {
 	if ps := st.GetState().GetPauses()[0].GetStop(); ps.GetActive() || ps.GetEpoch() != 1 || ps.GetEpochTime() == nil || ps.GetLiftedAt() == nil {
 		t.Fatalf("state after resume: %v", ps)
 	}
+}
+
+// TestStopStepsAreMetrics: on the gatekeeper's registry, as served on
+// /metrics, each pause and kill-switch step counts once in
+// custody_stop_changes_total{kind, environment, action} (action on, then
+// approved for an approval short of the quorum, then off for the one that
+// lifts) and custody_stop_active{kind, environment} is 1 exactly while the
+// stop applies; the kill switch's environment is empty. An approval that
+// could not be logged does not count.
+func TestStopStepsAreMetrics(t *testing.T) {
+	s := newStack(t)
+	ctx := t.Context()
+	admin, alice, bob := s.client(t, "/admin/root"), s.client(t, "/approver/alice"), s.client(t, "/approver/bob")
+	want := map[stopSeries]float64{}
+	check := func(when string, pauseActive, killActive float64) {
+		t.Helper()
+		changes, active := stopMetrics(t, s)
+		if !maps.Equal(changes, want) {
+			t.Errorf("%s: custody_stop_changes_total %v, want %v", when, changes, want)
+		}
+		wantActive := map[stopSeries]float64{{"killswitch", "", ""}: killActive}
+		if pauseActive >= 0 {
+			wantActive[stopSeries{"pause", "prod", ""}] = pauseActive
+		}
+		if !maps.Equal(active, wantActive) {
+			t.Errorf("%s: custody_stop_active %v, want %v", when, active, wantActive)
+		}
+	}
+	check("at start", -1, 0)
+
+	if _, err := admin.Pause(ctx, &gatekeeperv1.PauseRequest{Environment: "prod", Reason: "incident 42"}); err != nil {
+		t.Fatal(err)
+	}
+	want[stopSeries{"pause", "prod", "on"}] = 1
+	check("paused", 1, 0)
+	if r, err := admin.Resume(ctx, &gatekeeperv1.ResumeRequest{Environment: "prod"}); err != nil || r.GetLifted() {
+		t.Fatalf("first approval: %v %v", r, err)
+	}
+	want[stopSeries{"pause", "prod", "approved"}] = 1
+	check("one approval of two", 1, 0)
+	s.catalog.mu.Lock()
+	s.catalog.failNext = status.Error(codes.Unavailable, "catalog down")
+	s.catalog.mu.Unlock()
+	if _, err := alice.Resume(ctx, &gatekeeperv1.ResumeRequest{Environment: "prod"}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("approval with the log down: %v, want Unavailable", err)
+	}
+	check("an unlogged approval", 1, 0)
+	if r, err := alice.Resume(ctx, &gatekeeperv1.ResumeRequest{Environment: "prod"}); err != nil || !r.GetLifted() {
+		t.Fatalf("second approval: %v %v", r, err)
+	}
+	want[stopSeries{"pause", "prod", "off"}] = 1
+	check("resumed", 0, 0)
+
+	if _, err := admin.KillSwitchOn(ctx, &gatekeeperv1.KillSwitchOnRequest{Reason: "key leak"}); err != nil {
+		t.Fatal(err)
+	}
+	want[stopSeries{"killswitch", "", "on"}] = 1
+	check("kill switch on", 0, 1)
+	if r, err := alice.KillSwitchOff(ctx, &gatekeeperv1.KillSwitchOffRequest{}); err != nil || r.GetLifted() {
+		t.Fatalf("first kill-switch approval: %v %v", r, err)
+	}
+	want[stopSeries{"killswitch", "", "approved"}] = 1
+	check("one kill-switch approval of two", 0, 1)
+	if r, err := bob.KillSwitchOff(ctx, &gatekeeperv1.KillSwitchOffRequest{}); err != nil || !r.GetLifted() {
+		t.Fatalf("second kill-switch approval: %v %v", r, err)
+	}
+	want[stopSeries{"killswitch", "", "off"}] = 1
+	check("kill switch off", 0, 0)
+}
+
+// stopSeries is one series of the stop metrics; action is empty for
+// custody_stop_active.
+type stopSeries struct{ kind, env, action string }
+
+// stopMetrics gathers custody_stop_changes_total by kind, environment and
+// action, and custody_stop_active by kind and environment (action empty),
+// from the stack's registry.
+func stopMetrics(t *testing.T, s *stack) (changes, active map[stopSeries]float64) {
+	t.Helper()
+	mfs, err := s.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes, active = map[stopSeries]float64{}, map[stopSeries]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, p := range m.GetLabel() {
+				l[p.GetName()] = p.GetValue()
+			}
+			k := stopSeries{l["kind"], l["environment"], l["action"]}
+			switch mf.GetName() {
+			case "custody_stop_changes_total":
+				changes[k] = m.GetCounter().GetValue()
+			case "custody_stop_active":
+				active[k] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	return changes, active
 }
 
 // TestKillSwitchPersistsAcrossRestart: the kill switch denies every
