@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/custody-dev/custody/libs/stream"
+	"github.com/custody-dev/custody/services/publisher/internal/directio"
 	"github.com/custody-dev/custody/services/publisher/internal/kek"
 	"github.com/custody-dev/custody/services/publisher/internal/sealed"
 )
@@ -136,6 +137,10 @@ type Upload struct {
 	name string
 	h    *holder
 	f    *os.File // the chunks
+	// w writes the chunks after those f held when this stream began, in
+	// blocks that reach the disk directly (decision 0127); nil before the
+	// first and after flush.
+	w    *directio.Writer
 	sum  hash.Hash
 	size int64 // plaintext held, buf included
 
@@ -601,7 +606,10 @@ func (u *Upload) verify(p []byte) (int, error) {
 // seal writes buf as the next chunk.
 func (u *Upload) seal(last bool) error {
 	ct := u.content.Seal(u.rec[:0], u.buf, u.index, last)
-	if _, err := u.f.WriteAt(ct, u.index*fullChunk); err != nil {
+	if u.w == nil {
+		u.w = directio.NewWriter(u.f, u.index*fullChunk)
+	}
+	if _, err := u.w.Write(ct); err != nil {
 		return fmt.Errorf("write partial upload: %w", err)
 	}
 	if last {
@@ -609,6 +617,20 @@ func (u *Upload) seal(last bool) error {
 	}
 	u.index++
 	u.buf = u.buf[:0]
+	return nil
+}
+
+// flush writes every chunk sealed so far into the file and lets go of the
+// writer's blocks.
+func (u *Upload) flush() error {
+	if u.w == nil {
+		return nil
+	}
+	err := u.w.Close()
+	u.w = nil
+	if err != nil {
+		return fmt.Errorf("write partial upload: %w", err)
+	}
 	return nil
 }
 
@@ -632,6 +654,9 @@ func (u *Upload) Finish() (sealed.Sealed, error) {
 	if err := u.seal(true); err != nil {
 		return sealed.Sealed{}, err
 	}
+	if err := u.flush(); err != nil {
+		return sealed.Sealed{}, err
+	}
 	if err := u.f.Truncate(u.index*fullChunk + int64(len(u.buf)) + stream.Overhead); err != nil {
 		return sealed.Sealed{}, fmt.Errorf("write partial upload: %w", err)
 	}
@@ -641,6 +666,12 @@ func (u *Upload) Finish() (sealed.Sealed, error) {
 // Suspend keeps the bytes for a resume within the TTL and lets go; the
 // bytes after the last chunk are sealed into the tail file.
 func (u *Upload) Suspend() {
+	if err := u.flush(); err != nil {
+		// What reached the file stays; a torn chunk is dropped on resume.
+		u.f.Close()
+		u.let()
+		return
+	}
 	if u.size >= u.verifyEnd {
 		u.f.Truncate(u.index * fullChunk) // a last chunk Finish sealed
 		u.writeTail(u.index, u.buf)
@@ -651,6 +682,7 @@ func (u *Upload) Suspend() {
 
 // Discard removes the bytes and lets go.
 func (u *Upload) Discard() {
+	u.flush()
 	u.f.Close()
 	u.s.remove(u.name)
 	u.let()

@@ -115,13 +115,25 @@ func finished(t *testing.T, u *Upload) []byte {
 // an earlier offset (bytes resent), across a restart, the finished file is
 // the uninterrupted upload's, and resent bytes that differ are refused.
 func TestResumeEveryWay(t *testing.T) {
-	data := make([]byte, 3*chunk+1000)
-	rand.Read(data)
+	// 17 chunks span several of the direct writer's blocks (decision 0127):
+	// cuts inside and after the first, resumed at unaligned offsets.
+	big := make([]byte, 17*chunk+1000)
+	rand.Read(big)
+	data := big[:3*chunk+1000]
 	const caller = "spiffe://td/builder/a"
-	for i, tc := range []struct{ cut, from int }{
+	type cut struct{ cut, from int }
+	cases := []cut{
 		{0, 0}, {1, 1}, {chunk - 1, chunk - 1}, {chunk, chunk}, {chunk + 1, chunk + 1}, {2 * chunk, 2 * chunk},
 		{len(data), len(data)}, {len(data) - 1, 5}, {2*chunk + 5, chunk + 3}, {2 * chunk, 0}, {chunk + 10, chunk + 2},
-	} {
+	}
+	for _, c := range []cut{{9*chunk + 7, 9*chunk + 7}, {13 * chunk, 4*chunk + 1}, {len(big), 16 * chunk}, {len(big) - 1, 0}} {
+		cases = append(cases, cut{-c.cut, c.from}) // negative: a cut of big
+	}
+	for i, tc := range cases {
+		data := data
+		if tc.cut < 0 {
+			data, tc.cut = big, -tc.cut
+		}
 		dir, c := t.TempDir(), &clock{now: time.Now()}
 		id := fmt.Sprintf("upload-id-%07d", i)
 		write(t, open(t, dir, c), caller, id, 0, data[:tc.cut]).Suspend()

@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/custody-dev/custody/services/publisher/internal/blobstore"
+	"github.com/custody-dev/custody/services/publisher/internal/directio"
 )
 
 // Store keeps objects under dir/objects/<name>. It is safe for concurrent
@@ -46,15 +47,26 @@ func (s *Store) path(name string) (string, error) {
 	return filepath.Join(s.dir, "objects", filepath.FromSlash(name)), nil
 }
 
-// temp writes r to a fsynced temporary file and returns it open.
-func (s *Store) temp(r io.Reader) (*os.File, int64, error) {
+// temp writes r to a fsynced temporary file and returns it open. A stream
+// (direct) goes to the device in blocks; a record or a file does not.
+func (s *Store) temp(r io.Reader, direct bool) (*os.File, int64, error) {
 	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "write-*")
 	if err != nil {
 		return nil, 0, err
 	}
-	// A reader with WriteTo (the sealer) writes its sealed chunks straight
-	// into the file; a file is copied by the kernel (copy_file_range).
-	n, err := io.Copy(tmp, r)
+	// A file is copied by the kernel (copy_file_range). Anything else (the
+	// sealer, whose WriteTo writes each sealed chunk) goes to the device
+	// directly, in blocks, while the next ones are sealed (decision 0127).
+	var n int64
+	if _, file := r.(*os.File); file || !direct {
+		n, err = io.Copy(tmp, r)
+	} else {
+		w := directio.NewWriter(tmp, 0)
+		n, err = io.Copy(w, r)
+		if cerr := w.Close(); err == nil {
+			err = cerr
+		}
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -98,7 +110,7 @@ func (s *Store) Write(ctx context.Context, name string, r io.Reader) (int64, err
 	if err != nil {
 		return 0, err
 	}
-	tmp, n, err := s.temp(r)
+	tmp, n, err := s.temp(r, true)
 	if err != nil {
 		return 0, fmt.Errorf("write object %s: %w", name, err)
 	}
@@ -157,7 +169,7 @@ func (s *Store) Create(ctx context.Context, name string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	tmp, _, err := s.temp(bytes.NewReader(data))
+	tmp, _, err := s.temp(bytes.NewReader(data), false)
 	if err != nil {
 		return fmt.Errorf("create object %s: %w", name, err)
 	}
@@ -173,7 +185,7 @@ func (s *Store) Replace(ctx context.Context, name string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	tmp, _, err := s.temp(bytes.NewReader(data))
+	tmp, _, err := s.temp(bytes.NewReader(data), false)
 	if err != nil {
 		return fmt.Errorf("replace object %s: %w", name, err)
 	}
