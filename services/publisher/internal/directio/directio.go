@@ -10,7 +10,8 @@
 // Blocks come from one process-wide budget. A writer that finds the budget
 // spent (many uploads at once, or uploads stalled part way through a block)
 // writes through the page cache as before: never more memory, only slower.
-// A file system without O_DIRECT (tmpfs, some overlay set-ups) is the same.
+// A file system without O_DIRECT (tmpfs before Linux 6.6, for one) is the
+// same.
 package directio
 
 import (
