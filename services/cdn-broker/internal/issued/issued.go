@@ -85,9 +85,17 @@ type Record struct {
 	gauge   prometheus.Gauge
 	dropped prometheus.Counter
 
+	// wmu serialises the writes of the file and is taken before mu; mu
+	// guards the map and is never held during a write, so a request for a
+	// recorded digest never waits for one.
+	wmu   sync.Mutex
+	write func(path string, b []byte) error // daemon.WriteFileAtomic; tests replace it
 	mu    sync.Mutex
 	last  map[string]time.Time
 	dirty bool
+	// pending is the digest being written by a Note: in last, not yet in
+	// the file, so not known to anybody else yet.
+	pending string
 }
 
 // Open loads the record from cfg.Path (empty if there is no file). A file
@@ -112,7 +120,7 @@ func Open(cfg Config) (*Record, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Record{cfg: cfg, last: map[string]time.Time{},
+	r := &Record{cfg: cfg, last: map[string]time.Time{}, write: func(path string, b []byte) error { return daemon.WriteFileAtomic(path, b, 0o600) },
 		gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "custody_broker_issued_digests",
 			Help: "Digests the broker issued a commercial-CDN URL for within the retention (purged on a kill switch)."}),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "custody_broker_issued_digests_dropped_total",
@@ -177,37 +185,71 @@ func Parse(b []byte) ([]Entry, error) {
 // Note records that URLs were issued for d (sha256:<hex>) now. A digest
 // not recorded yet is written to the file before Note returns; if that
 // fails, the record is as before and the error wraps ErrUnavailable. A
-// recorded digest only has its time updated in memory.
+// recorded digest only has its time updated in memory, without waiting for
+// a write in progress.
 func (r *Record) Note(ctx context.Context, d string) error {
 	if _, err := digest.Parse(d); err != nil {
 		return err
 	}
-	now := r.cfg.Now().UTC().Truncate(time.Second)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if t, ok := r.last[d]; ok && r.fresh(t) {
-		if now.After(t) {
-			r.last[d], r.dirty = now, true
-		}
+	if r.noteKnown(d) {
 		return nil
 	}
-	old := maps.Clone(r.last)
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	if r.noteKnown(d) { // recorded by a Note that wrote meanwhile
+		return nil
+	}
+	now := r.cfg.Now().UTC().Truncate(time.Second)
+	r.mu.Lock()
 	r.expire()
-	var dropped []string
+	var dropped []Entry
 	for len(r.last) >= r.cfg.Max {
 		dropped = append(dropped, r.dropOldestQuiet())
 	}
 	r.last[d] = now
-	if err := r.save(); err != nil {
-		r.last = old
+	b, err := r.encode()
+	wasDirty := r.dirty
+	r.dirty = false
+	r.pending = d
+	r.mu.Unlock()
+	if err == nil {
+		err = r.write(r.cfg.Path, b)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pending = ""
+	if err != nil {
+		// As before: d unknown, the entries dropped for it back.
+		delete(r.last, d)
+		for _, x := range dropped {
+			if _, ok := r.last[x.Digest]; !ok {
+				r.last[x.Digest] = x.LastIssued
+			}
+		}
+		r.dirty = wasDirty || r.dirty
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	r.dirty = false
 	for _, x := range dropped {
-		r.countDropped(ctx, x)
+		r.countDropped(ctx, x.Digest)
 	}
 	r.gauge.Set(float64(len(r.last)))
 	return nil
+}
+
+// noteKnown updates the time of d if it is recorded and fresh, and reports
+// whether it was.
+func (r *Record) noteKnown(d string) bool {
+	now := r.cfg.Now().UTC().Truncate(time.Second)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.last[d]
+	if !ok || !r.fresh(t) || d == r.pending {
+		return false
+	}
+	if now.After(t) {
+		r.last[d], r.dirty = now, true
+	}
+	return true
 }
 
 // Digests returns the digests whose last issue is within the retention,
@@ -229,19 +271,30 @@ func (r *Record) Digests() []string {
 func (r *Record) Path() string { return r.cfg.Path }
 
 // Flush writes updated times and drops expired entries, if anything
-// changed since the last write.
+// changed since the last write. Notes of recorded digests go on while it
+// writes.
 func (r *Record) Flush() error {
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	n := len(r.last)
 	r.expire()
 	if !r.dirty && n == len(r.last) {
+		r.mu.Unlock()
 		return nil
 	}
-	if err := r.save(); err != nil {
+	b, err := r.encode()
+	r.dirty = false
+	r.mu.Unlock()
+	if err == nil {
+		err = r.write(r.cfg.Path, b)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		r.dirty = true // the next Flush tries again
 		return err
 	}
-	r.dirty = false
 	r.gauge.Set(float64(len(r.last)))
 	return nil
 }
@@ -278,7 +331,7 @@ func (r *Record) expire() {
 
 // dropOldestQuiet removes the entry with the oldest time and returns it;
 // the caller holds mu and counts it once the change is saved.
-func (r *Record) dropOldestQuiet() string {
+func (r *Record) dropOldestQuiet() Entry {
 	var oldest string
 	var ot time.Time
 	for d, t := range r.last {
@@ -287,11 +340,11 @@ func (r *Record) dropOldestQuiet() string {
 		}
 	}
 	delete(r.last, oldest)
-	return oldest
+	return Entry{Digest: oldest, LastIssued: ot}
 }
 
 func (r *Record) dropOldest(ctx context.Context) {
-	r.countDropped(ctx, r.dropOldestQuiet())
+	r.countDropped(ctx, r.dropOldestQuiet().Digest)
 }
 
 func (r *Record) countDropped(ctx context.Context, d string) {
@@ -300,16 +353,12 @@ func (r *Record) countDropped(ctx context.Context, d string) {
 		slog.String("digest", d), slog.Int("max", r.cfg.Max))
 }
 
-// save writes the record; the caller holds mu.
-func (r *Record) save() error {
+// encode is the file's content; the caller holds mu.
+func (r *Record) encode() ([]byte, error) {
 	f := file{Version: version, Digests: make([]Entry, 0, len(r.last))}
 	for d, t := range r.last {
 		f.Digests = append(f.Digests, Entry{Digest: d, LastIssued: t})
 	}
 	slices.SortFunc(f.Digests, func(a, b Entry) int { return cmp.Compare(a.Digest, b.Digest) })
-	b, err := json.Marshal(&f)
-	if err != nil {
-		return err
-	}
-	return daemon.WriteFileAtomic(r.cfg.Path, b, 0o600)
+	return json.Marshal(&f)
 }

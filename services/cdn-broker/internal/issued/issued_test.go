@@ -252,3 +252,78 @@ func BenchmarkNoteNewAtBound(b *testing.B) {
 		b.ReportMetric(float64(st.Size())/1e6, "MB/file")
 	}
 }
+
+// TestWritesDoNotHoldUpKnownDigests: while the file is being written (a
+// Flush, or a new digest's Note), a Note of a recorded digest returns at
+// once; a second Note of the digest being written waits for that write and
+// fails with it, so no request learns of a digest the file may not hold.
+func TestWritesDoNotHoldUpKnownDigests(t *testing.T) {
+	c := &clock{time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
+	r, err := Open(Config{Path: filepath.Join(t.TempDir(), "issued-digests.json"), Now: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Note(t.Context(), d1); err != nil {
+		t.Fatal(err)
+	}
+	writing, release := make(chan struct{}), make(chan error)
+	r.write = func(string, []byte) error {
+		writing <- struct{}{}
+		return <-release
+	}
+	within := func(what string, f func() error) error {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- f() }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s waited for the write in progress", what)
+			return nil
+		}
+	}
+
+	// A Flush is writing: d1 is noted without waiting.
+	c.t = c.t.Add(time.Minute)
+	r.dirty = true
+	flushed := make(chan error, 1)
+	go func() { flushed <- r.Flush() }()
+	<-writing
+	if err := within("a Note of a recorded digest during a Flush", func() error { return r.Note(t.Context(), d1) }); err != nil {
+		t.Fatal(err)
+	}
+	release <- nil
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+
+	// A new digest's Note is writing: d1 again without waiting; the same
+	// new digest waits, and both fail when the write fails.
+	first := make(chan error, 1)
+	go func() { first <- r.Note(t.Context(), d2) }()
+	<-writing
+	if err := within("a Note of a recorded digest during a new digest's write", func() error { return r.Note(t.Context(), d1) }); err != nil {
+		t.Fatal(err)
+	}
+	second := make(chan error, 1)
+	go func() { second <- r.Note(t.Context(), d2) }()
+	select {
+	case err := <-second:
+		t.Fatalf("a second Note of the digest being written returned %v before the write ended", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	release <- errors.New("disk gone")
+	if err := <-first; !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("first Note of d2 = %v, want ErrUnavailable", err)
+	}
+	// The second Note now writes itself, and fails the same way.
+	<-writing
+	release <- errors.New("disk gone")
+	if err := <-second; !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("second Note of d2 = %v, want ErrUnavailable", err)
+	}
+	if got := r.Digests(); !cmp.Equal(got, []string{d1}) {
+		t.Fatalf("digests %v, want only %s", got, d1)
+	}
+}
