@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -35,28 +36,42 @@ const (
 	Blocks = 16
 )
 
-var budget = make(chan []byte, Blocks)
-
-func init() {
-	for range Blocks {
-		budget <- nil // allocated on first use
-	}
+// budget is the process's blocks: allocated on first use, reused last in
+// first out (the blocks in use stay few and warm), never more than Blocks.
+var budget struct {
+	sync.Mutex
+	free      [][]byte
+	allocated int
 }
 
-// take returns a block of the budget, or nil if it is spent.
+// take returns a block of the budget, or false if it is spent.
 func take() ([]byte, bool) {
-	select {
-	case b := <-budget:
-		if b == nil {
-			b = aligned(BlockSize)
-		}
+	budget.Lock()
+	defer budget.Unlock()
+	if n := len(budget.free); n > 0 {
+		b := budget.free[n-1]
+		budget.free = budget.free[:n-1]
 		return b, true
-	default:
+	}
+	if budget.allocated == Blocks {
 		return nil, false
 	}
+	budget.allocated++
+	return aligned(BlockSize), true
 }
 
-func give(b []byte) { budget <- b }
+func give(b []byte) {
+	budget.Lock()
+	defer budget.Unlock()
+	budget.free = append(budget.free, b)
+}
+
+// inUse is the number of blocks taken and not given back.
+func inUse() int {
+	budget.Lock()
+	defer budget.Unlock()
+	return budget.allocated - len(budget.free)
+}
 
 // aligned returns n bytes starting at an address that is a multiple of
 // Align.

@@ -108,14 +108,34 @@ func TestSpentBudgetFallsBackToThePageCache(t *testing.T) {
 	if got := writeFile(t, nil, data, []int{1 << 20}); !bytes.Equal(got, data) {
 		t.Fatal("page-cache writer lost bytes")
 	}
-	if len(budget) != 1 {
-		t.Fatalf("budget holds %d blocks after the writer closed, want 1", len(budget))
+	if n := inUse(); n != Blocks-1 {
+		t.Fatalf("%d blocks in use after the writer closed, want %d", n, Blocks-1)
 	}
 	for _, b := range held {
 		give(b)
 	}
-	if len(budget) != Blocks {
-		t.Fatalf("budget holds %d, want %d", len(budget), Blocks)
+	if n := inUse(); n != 0 {
+		t.Fatalf("%d blocks in use, want 0", n)
+	}
+}
+
+// Writers one after another reuse the same two blocks: the budget's
+// memory is what was in use at once, not all of it.
+func TestSequentialWritersReuseBlocks(t *testing.T) {
+	allocated := func() int {
+		budget.Lock()
+		defer budget.Unlock()
+		return budget.allocated
+	}
+	before := allocated()
+	data := random(BlockSize + 100)
+	for range 3 * Blocks {
+		if got := writeFile(t, nil, data, []int{1 << 20}); !bytes.Equal(got, data) {
+			t.Fatal("writer lost bytes")
+		}
+	}
+	if n := allocated(); n > max(before, 2) {
+		t.Fatalf("%d blocks allocated after writers one at a time (%d before), want at most %d", n, before, max(before, 2))
 	}
 }
 
@@ -157,8 +177,8 @@ func TestConcurrentWriters(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if len(budget) != Blocks {
-		t.Fatalf("budget holds %d blocks, want %d", len(budget), Blocks)
+	if n := inUse(); n != 0 {
+		t.Fatalf("%d blocks in use after every writer closed, want 0", n)
 	}
 }
 
@@ -186,7 +206,7 @@ func TestWriteErrorIsReturned(t *testing.T) {
 	if werr == nil && cerr == nil {
 		t.Fatal("writes to a read-only file reported no error")
 	}
-	if len(budget) != Blocks {
-		t.Fatalf("budget holds %d blocks after a failed writer, want %d", len(budget), Blocks)
+	if n := inUse(); n != 0 {
+		t.Fatalf("%d blocks in use after a failed writer, want 0", n)
 	}
 }
