@@ -211,11 +211,7 @@ func (r *Record) Note(ctx context.Context, d string) error {
 	wasDirty := r.dirty
 	r.dirty = false
 	r.pending = d
-	r.mu.Unlock()
-	if err == nil {
-		err = r.write(r.cfg.Path, b)
-	}
-	r.mu.Lock()
+	err = r.writeUnlocked(b, err)
 	defer r.mu.Unlock()
 	r.pending = ""
 	if err != nil {
@@ -285,11 +281,7 @@ func (r *Record) Flush() error {
 	}
 	b, err := r.encode()
 	r.dirty = false
-	r.mu.Unlock()
-	if err == nil {
-		err = r.write(r.cfg.Path, b)
-	}
-	r.mu.Lock()
+	err = r.writeUnlocked(b, err)
 	defer r.mu.Unlock()
 	if err != nil {
 		r.dirty = true // the next Flush tries again
@@ -351,6 +343,18 @@ func (r *Record) countDropped(ctx context.Context, d string) {
 	r.dropped.Inc()
 	r.cfg.Logger.WarnContext(ctx, "issued-digests record full: the oldest digest is dropped and will not be purged from commercial CDNs on a kill switch; raise --issued-digests-max",
 		slog.String("digest", d), slog.Int("max", r.cfg.Max))
+}
+
+// writeUnlocked writes b, unless encoding it failed (err), with mu
+// released meanwhile; the caller holds mu (and wmu), and holds mu again on
+// return.
+func (r *Record) writeUnlocked(b []byte, err error) error {
+	r.mu.Unlock()
+	defer r.mu.Lock()
+	if err != nil {
+		return err
+	}
+	return r.write(r.cfg.Path, b)
 }
 
 // encode is the file's content; the caller holds mu.
