@@ -48,6 +48,23 @@ var budget struct {
 func take() ([]byte, bool) {
 	budget.Lock()
 	defer budget.Unlock()
+	return takeLocked()
+}
+
+// takeTwo returns two blocks, or false (and none) if fewer are left.
+func takeTwo() (a, b []byte, ok bool) {
+	budget.Lock()
+	defer budget.Unlock()
+	if len(budget.free)+Blocks-budget.allocated < 2 {
+		return nil, nil, false
+	}
+	a, _ = takeLocked()
+	b, _ = takeLocked()
+	return a, b, true
+}
+
+// takeLocked is take with the budget's lock held.
+func takeLocked() ([]byte, bool) {
 	if n := len(budget.free); n > 0 {
 		b := budget.free[n-1]
 		budget.free = budget.free[:n-1]
@@ -157,14 +174,8 @@ func (w *Writer) Write(p []byte) (int, error) {
 // goroutine; without either, the writer goes through the page cache.
 func (w *Writer) start() {
 	w.started = true
-	a, ok := take()
+	a, b, ok := takeTwo()
 	if !ok {
-		w.buffered = true
-		return
-	}
-	b, ok := take()
-	if !ok {
-		give(a)
 		w.buffered = true
 		return
 	}
